@@ -1,0 +1,329 @@
+//! Bundles: a directory with `bundle.toml`, a schema, policy files, routes and optional tests, loaded and fully
+//! validated into an immutable snapshot whose revision is a hash of its content. Nothing is half-loaded.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::backend::PolicyBackend;
+use crate::cedar::CedarBackend;
+use crate::clock::{UnixTime, parse_duration};
+use crate::decision::{Decision, Effect, EngineKind};
+use crate::diag::{Diagnostic, Diagnostics, parse_toml, read_file};
+use crate::grant::Grant;
+use crate::manifest::{MANIFEST_FILE, Manifest, RoleSettings, RoutesFile};
+use crate::rego::RegoBackend;
+use crate::request::AuthzRequest;
+use crate::routes::RouteTable;
+
+/// Validated per-role settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    /// Longest grant, in seconds.
+    pub max_duration: i64,
+    /// Whether a reason is required.
+    pub reason_required: bool,
+    /// Distinct approvals needed.
+    pub approvals_required: u32,
+    /// Pending lifetime of a request, in seconds.
+    pub pending_ttl: i64,
+    /// Self-activated, loud access.
+    pub break_glass: bool,
+    /// Uses per grant, if limited.
+    pub max_uses: Option<u32>,
+    /// Free text.
+    pub description: Option<String>,
+}
+
+/// A loaded, validated, immutable bundle.
+#[derive(Debug)]
+pub struct Bundle {
+    /// The directory it was loaded from.
+    pub dir: PathBuf,
+    /// The manifest as written.
+    pub manifest: Manifest,
+    /// Content hash (hex SHA-256 of every file the bundle uses, with their relative paths).
+    pub revision: String,
+    /// The route table.
+    pub routes: RouteTable,
+    /// Per-role settings.
+    pub roles: BTreeMap<String, Role>,
+    /// Policy files, in load order.
+    pub policy_files: Vec<PathBuf>,
+    /// Suite files listed under `tests`.
+    pub test_files: Vec<PathBuf>,
+    backend: Box<dyn PolicyBackend>,
+}
+
+impl Bundle {
+    /// Loads and validates the bundle in `dir`. Every problem found is reported, each with file, line and reason.
+    pub fn load(dir: &Path) -> Result<Bundle, Diagnostics> {
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let source = read_file(&manifest_path)?;
+        let manifest: Manifest = parse_toml(&manifest_path, &source)?;
+        let mut errors = Vec::new();
+        let mut hashed: Vec<PathBuf> = vec![manifest_path.clone()];
+
+        // Routes: inline, plus an optional routes file.
+        let mut routes_result = RouteTable::build(&manifest_path, &source, &manifest.routes);
+        if let Some(rf) = &manifest.routes_file {
+            let path = dir.join(rf);
+            hashed.push(path.clone());
+            match read_file(&path).and_then(|src| parse_toml::<RoutesFile>(&path, &src).map(|f| (src, f))) {
+                Ok((src, file)) => {
+                    let mut all = manifest.routes.clone();
+                    all.extend(file.routes);
+                    // Build both files' routes together so overlaps across files are caught; errors cite either file.
+                    routes_result = match (RouteTable::build(&manifest_path, &source, &manifest.routes), RouteTable::build(&path, &src, &file_routes(&path, &src))) {
+                        (Ok(_), Ok(_)) => RouteTable::build(&path, &src, &all),
+                        (a, b) => Err(Diagnostics(a.err().into_iter().chain(b.err()).flat_map(|d| d.0).collect())),
+                    };
+                }
+                Err(d) => errors.push(d),
+            }
+        }
+        let routes = match routes_result {
+            Ok(r) => Some(r),
+            Err(d) => {
+                errors.extend(d.0);
+                None
+            }
+        };
+
+        let mut roles = BTreeMap::new();
+        for (name, spec) in &manifest.roles {
+            match validate_role(spec) {
+                Ok(r) => {
+                    roles.insert(name.clone(), r);
+                }
+                Err(msg) => errors.push(Diagnostic::file(&manifest_path, format!("roles.{name}: {msg}"))),
+            }
+        }
+
+        let policy_ext = match manifest.engine {
+            EngineKind::Cedar => "cedar",
+            EngineKind::Rego => "rego",
+        };
+        let policy_files = match expand(dir, &manifest.policies, &[policy_ext], &manifest_path, "policies") {
+            Ok(f) if f.is_empty() => {
+                errors.push(Diagnostic::file(&manifest_path, format!("policies: no `.{policy_ext}` files found")));
+                Vec::new()
+            }
+            Ok(f) => f,
+            Err(d) => {
+                errors.push(d);
+                Vec::new()
+            }
+        };
+        hashed.extend(policy_files.iter().cloned());
+        let test_files = match expand(dir, &manifest.tests, &["yaml", "yml", "json"], &manifest_path, "tests") {
+            Ok(f) => f,
+            Err(d) => {
+                errors.push(d);
+                Vec::new()
+            }
+        };
+        hashed.extend(test_files.iter().cloned());
+
+        let backend: Option<Box<dyn PolicyBackend>> = match manifest.engine {
+            EngineKind::Cedar => match &manifest.schema {
+                None => {
+                    errors.push(Diagnostic::file(&manifest_path, "schema: a Cedar bundle needs a schema file"));
+                    None
+                }
+                Some(schema) => {
+                    let schema_path = dir.join(schema);
+                    hashed.push(schema_path.clone());
+                    if policy_files.is_empty() {
+                        None
+                    } else {
+                        match CedarBackend::load(dir, &schema_path, &policy_files) {
+                            Ok(b) => Some(Box::new(b)),
+                            Err(d) => {
+                                errors.extend(d.0);
+                                None
+                            }
+                        }
+                    }
+                }
+            },
+            EngineKind::Rego => {
+                let package = manifest.rego.as_ref().map(|r| r.package.clone());
+                match package {
+                    None => {
+                        errors.push(Diagnostic::file(&manifest_path, "rego.package: a Rego bundle needs `[rego] package = \"...\"`"));
+                        None
+                    }
+                    Some(_) if policy_files.is_empty() => None,
+                    Some(pkg) => match RegoBackend::load(dir, &policy_files, &pkg) {
+                        Ok(b) => Some(Box::new(b)),
+                        Err(d) => {
+                            errors.extend(d.0);
+                            None
+                        }
+                    },
+                }
+            }
+        };
+
+        Diagnostics(errors).into_result()?;
+        let (Some(routes), Some(backend)) = (routes, backend) else {
+            return Err(Diagnostic::file(&manifest_path, "bundle failed to load").into());
+        };
+        let revision = revision_of(dir, &hashed)?;
+        Ok(Bundle { dir: dir.to_path_buf(), manifest, revision, routes, roles, policy_files, test_files, backend })
+    }
+
+    /// The engine (language) of this bundle.
+    pub fn engine(&self) -> EngineKind {
+        self.manifest.engine
+    }
+
+    /// The policy backend.
+    pub fn backend(&self) -> &dyn PolicyBackend {
+        self.backend.as_ref()
+    }
+
+    /// Short revision for display (first 12 hex digits).
+    pub fn short_revision(&self) -> &str {
+        self.revision.get(..12).unwrap_or(&self.revision)
+    }
+
+    /// Decides `request` given the caller's grants (any status; filtered here).
+    ///
+    /// Only grants active at the request's own time whose scope covers the resource are materialized. A `Hold` is
+    /// turned into `Allow` when an active grant bound to this exact request (its digest) exists: that grant is then
+    /// named as used, so the caller consumes it.
+    pub fn decide(&self, request: &AuthzRequest, grants: &[Arc<Grant>]) -> Decision {
+        let now = request.context.time;
+        let active: Vec<Arc<Grant>> = grants
+            .iter()
+            .filter(|g| g.request_digest.is_none() && g.is_active_at(now) && g.covers(&request.resource))
+            .cloned()
+            .collect();
+        let eval = self.backend.evaluate(request, &active);
+        let mut decision = Decision {
+            effect: eval.effect,
+            policies: eval.policies,
+            grants_used: Vec::new(),
+            errors: eval.errors,
+            revision: self.revision.clone(),
+            engine: self.engine(),
+            break_glass: false,
+        };
+        if !decision.errors.is_empty() {
+            decision.effect = Effect::Deny;
+            return decision;
+        }
+        if matches!(decision.effect, Effect::Allow | Effect::Hold) {
+            if let Some(g) = pick_grant(&active, &eval.roles) {
+                decision.break_glass = g.break_glass;
+                decision.grants_used.push(g.id.clone());
+            }
+        }
+        if decision.effect == Effect::Hold {
+            if let Some(approval) = request_bound(grants, request, now) {
+                decision.effect = Effect::Allow;
+                decision.grants_used.push(approval.id.clone());
+            }
+        }
+        decision
+    }
+}
+
+/// The grant a decision rests on: among active grants for the determining policies' roles, the one that ends first
+/// (then the smallest id), so the choice is deterministic and the shortest-lived access is spent first.
+pub fn pick_grant<'a>(active: &'a [Arc<Grant>], roles: &[String]) -> Option<&'a Arc<Grant>> {
+    active
+        .iter()
+        .filter(|g| roles.iter().any(|r| r == &g.role))
+        .min_by(|a, b| (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id)))
+}
+
+fn request_bound<'a>(grants: &'a [Arc<Grant>], request: &AuthzRequest, now: UnixTime) -> Option<&'a Arc<Grant>> {
+    let digest = request.digest.as_deref()?;
+    grants
+        .iter()
+        .filter(|g| g.request_digest.as_deref() == Some(digest) && g.principal == request.principal.entity && g.is_active_at(now))
+        .min_by(|a, b| (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id)))
+}
+
+fn file_routes(path: &Path, src: &str) -> Vec<toml::Spanned<crate::manifest::RouteSpec>> {
+    parse_toml::<RoutesFile>(path, src).map(|f| f.routes).unwrap_or_default()
+}
+
+fn validate_role(spec: &RoleSettings) -> Result<Role, String> {
+    let max_duration = parse_duration(&spec.max_duration).map_err(|e| format!("max_duration: {e}"))?;
+    let pending_ttl = parse_duration(&spec.pending_ttl).map_err(|e| format!("pending_ttl: {e}"))?;
+    if max_duration <= 0 {
+        return Err("max_duration: must be positive".into());
+    }
+    if spec.break_glass && !spec.reason_required {
+        return Err("reason_required: a break-glass role must require a reason".into());
+    }
+    if spec.max_uses == Some(0) {
+        return Err("max_uses: must be at least 1 when set".into());
+    }
+    Ok(Role {
+        max_duration,
+        reason_required: spec.reason_required,
+        approvals_required: spec.approvals_required,
+        pending_ttl,
+        break_glass: spec.break_glass,
+        max_uses: spec.max_uses,
+        description: spec.description.clone(),
+    })
+}
+
+/// Expands files and directories (non-recursive into hidden entries; sorted) keeping files with the given extensions.
+fn expand(dir: &Path, entries: &[String], exts: &[&str], manifest: &Path, field: &str) -> Result<Vec<PathBuf>, Diagnostic> {
+    let mut out = Vec::new();
+    for e in entries {
+        let p = dir.join(e);
+        if p.is_dir() {
+            walk(&p, exts, &mut out).map_err(|err| Diagnostic::file(&p, format!("cannot read directory: {err}")))?;
+        } else if p.is_file() {
+            out.push(p);
+        } else {
+            return Err(Diagnostic::file(manifest, format!("{field}: `{e}` does not exist in the bundle")));
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn walk(dir: &Path, exts: &[&str], out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        // Editor temp files and hidden entries never load.
+        if name.starts_with('.') || name.ends_with('~') || name.ends_with(".swp") || name.ends_with(".tmp") {
+            continue;
+        }
+        if path.is_dir() {
+            walk(&path, exts, out)?;
+        } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| exts.contains(&e)) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn revision_of(dir: &Path, files: &[PathBuf]) -> Result<String, Diagnostic> {
+    let mut files: Vec<&PathBuf> = files.iter().collect();
+    files.sort();
+    files.dedup();
+    let mut h = Sha256::new();
+    for f in files {
+        let rel = f.strip_prefix(dir).unwrap_or(f).to_string_lossy().replace('\\', "/");
+        let bytes = std::fs::read(f).map_err(|e| Diagnostic::file(f, format!("cannot read file: {e}")))?;
+        h.update((rel.len() as u64).to_be_bytes());
+        h.update(rel.as_bytes());
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(&bytes);
+    }
+    Ok(hex::encode(h.finalize()))
+}

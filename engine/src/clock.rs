@@ -1,0 +1,111 @@
+//! Time as the engine sees it: whole Unix seconds, and a clock that tests can freeze.
+//! Grant windows are half-open `[starts_at, expires_at)`; flooring a request's time to the second keeps that exact.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Seconds since the Unix epoch (UTC).
+pub type UnixTime = i64;
+
+/// Where "now" comes from. The proxy uses [`Clock::system`]; tests and policy suites freeze it.
+#[derive(Debug, Clone)]
+pub enum Clock {
+    /// The system clock.
+    System,
+    /// A clock that only moves when told to (shared between clones).
+    Manual(Arc<AtomicI64>),
+}
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Clock::System
+    }
+
+    /// A frozen clock set to `t`.
+    pub fn frozen(t: UnixTime) -> Self {
+        Clock::Manual(Arc::new(AtomicI64::new(t)))
+    }
+
+    /// The current time in whole seconds.
+    pub fn now(&self) -> UnixTime {
+        match self {
+            Clock::System => now_system(),
+            Clock::Manual(t) => t.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Moves a manual clock to `t`; does nothing on the system clock.
+    pub fn set(&self, t: UnixTime) {
+        if let Clock::Manual(c) = self {
+            c.store(t, Ordering::SeqCst);
+        }
+    }
+
+    /// Moves a manual clock forward by `secs`; does nothing on the system clock.
+    pub fn advance(&self, secs: i64) {
+        if let Clock::Manual(c) = self {
+            c.fetch_add(secs, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::System
+    }
+}
+
+/// The system time in whole seconds since the epoch (0 if the system clock is before 1970).
+pub fn now_system() -> UnixTime {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Formats a Unix time as RFC 3339 (UTC), e.g. `2026-11-23T10:00:00Z`.
+pub fn to_rfc3339(t: UnixTime) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| t.to_string())
+}
+
+/// Parses RFC 3339 (`2026-11-23T10:00:00Z`, any offset) into a Unix time.
+pub fn parse_rfc3339(s: &str) -> Result<UnixTime, String> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(|d| d.unix_timestamp())
+        .map_err(|e| format!("invalid RFC 3339 time `{s}`: {e}"))
+}
+
+/// Parses a duration such as `30m`, `1h`, `90s`, `2h30m` into seconds.
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    humantime::parse_duration(s.trim())
+        .map(|d| d.as_secs() as i64)
+        .map_err(|e| format!("invalid duration `{s}`: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frozen_clock_moves_only_when_told() {
+        let c = Clock::frozen(100);
+        let c2 = c.clone();
+        assert_eq!(c.now(), 100);
+        c2.advance(5);
+        assert_eq!(c.now(), 105);
+        c.set(7);
+        assert_eq!(c2.now(), 7);
+    }
+
+    #[test]
+    fn rfc3339_round_trip() {
+        let t = parse_rfc3339("2026-11-23T10:00:00Z").unwrap();
+        assert_eq!(to_rfc3339(t), "2026-11-23T10:00:00Z");
+        assert!(parse_rfc3339("yesterday").is_err());
+        assert_eq!(parse_duration("2h30m").unwrap(), 9000);
+    }
+}

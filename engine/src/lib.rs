@@ -1,0 +1,27 @@
+//! jitgate's decision core.
+//!
+//! Requests ([`request`]) are decided by a [`bundle::Bundle`] — Cedar or Rego policies behind one
+//! [`backend::PolicyBackend`] trait — against the caller's active JIT [`grant`]s, which the policies see as entities.
+//! The engine has no HTTP server and no async runtime in its API: the proxy and the tools drive it.
+
+pub mod backend;
+pub mod bundle;
+pub mod cedar;
+pub mod clock;
+pub mod decision;
+pub mod diag;
+pub mod entity;
+pub mod grant;
+pub mod manifest;
+pub mod rego;
+pub mod request;
+pub mod routes;
+pub mod store;
+
+pub use bundle::Bundle;
+pub use clock::{Clock, UnixTime};
+pub use decision::{Decision, Effect, EngineKind, Evaluation};
+pub use diag::{Diagnostic, Diagnostics};
+pub use entity::EntityRef;
+pub use grant::{Grant, GrantIndex, GrantStatus};
+pub use request::{AuthzRequest, Context, Principal, Resource};

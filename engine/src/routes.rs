@@ -1,0 +1,385 @@
+//! The route table: method + host + path template -> action and resource (with its parents).
+//! Built and validated when a bundle loads; matching is allocation-light and picks the most specific route.
+
+use std::path::Path;
+
+use percent_encoding::percent_decode_str;
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::entity::EntityRef;
+use crate::manifest::RouteSpec;
+use crate::request::Resource;
+
+/// One path segment of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Lit(String),
+    Param(String),
+    Rest(String),
+}
+
+impl Seg {
+    /// Lower ranks are more specific.
+    fn rank(&self) -> u8 {
+        match self {
+            Seg::Lit(_) => 0,
+            Seg::Param(_) => 1,
+            Seg::Rest(_) => 2,
+        }
+    }
+}
+
+/// Text with `{param}` placeholders, pre-split into pieces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Param(String),
+}
+
+/// An entity template such as `Database::"{db}"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct EntityTemplate {
+    ty: String,
+    id: Vec<Piece>,
+}
+
+impl EntityTemplate {
+    fn parse(text: &str, params: &[&str]) -> Result<Self, String> {
+        let e: EntityRef = text.parse().map_err(|e: crate::entity::EntityRefError| e.to_string())?;
+        let mut pieces = Vec::new();
+        let mut rest = e.id.as_str();
+        while let Some(open) = rest.find('{') {
+            let close = rest[open..].find('}').map(|c| c + open).ok_or_else(|| format!("unclosed `{{` in `{text}`"))?;
+            if open > 0 {
+                pieces.push(Piece::Text(rest[..open].to_string()));
+            }
+            let name = rest[open + 1..close].trim_end_matches('*');
+            if !params.contains(&name) {
+                return Err(format!("`{{{name}}}` in `{text}` is not a parameter of the route's path"));
+            }
+            pieces.push(Piece::Param(name.to_string()));
+            rest = &rest[close + 1..];
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Text(rest.to_string()));
+        }
+        Ok(EntityTemplate { ty: e.ty, id: pieces })
+    }
+
+    fn render(&self, names: &[&str], values: &[String]) -> EntityRef {
+        let mut id = String::new();
+        for p in &self.id {
+            match p {
+                Piece::Text(t) => id.push_str(t),
+                Piece::Param(n) => {
+                    if let Some(v) = names.iter().position(|x| x == n).and_then(|i| values.get(i)) {
+                        id.push_str(v);
+                    }
+                }
+            }
+        }
+        EntityRef { ty: self.ty.clone(), id }
+    }
+}
+
+/// A validated route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Upper-case method, or `None` for any.
+    pub method: Option<String>,
+    /// Lower-case host, or `None` for any.
+    pub host: Option<String>,
+    /// The path template as written.
+    pub path: String,
+    /// The upstream service name.
+    pub service: String,
+    /// The action id.
+    pub action: String,
+    /// Whether no credential is needed.
+    pub public: bool,
+    segments: Vec<Seg>,
+    resource: EntityTemplate,
+    parents: Vec<EntityTemplate>,
+}
+
+/// The result of matching a request against the table.
+#[derive(Debug, Clone)]
+pub struct RouteMatch<'a> {
+    /// The route that matched.
+    pub route: &'a Route,
+    /// The resource, rendered from the route's templates and the path's parameters.
+    pub resource: Resource,
+    /// Path parameters by name (percent-decoded).
+    pub params: Vec<(String, String)>,
+}
+
+/// All routes of a bundle, ordered most specific first.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    /// Validates `specs` (from `file`, whose text is `source`, for line numbers) into a table.
+    /// Every bad route is reported, not just the first.
+    pub fn build(file: &Path, source: &str, specs: &[toml::Spanned<RouteSpec>]) -> Result<Self, Diagnostics> {
+        let mut routes = Vec::new();
+        let mut errors = Vec::new();
+        for spec in specs {
+            let span = spec.span();
+            match Self::build_one(spec.get_ref()) {
+                Ok(r) => routes.push(r),
+                Err(msg) => errors.push(Diagnostic::at_offset(file, source, span.start, format!("route `{} {}`: {msg}", spec.get_ref().method, spec.get_ref().path))),
+            }
+        }
+        // Two routes with the same method, host and template shape would make matching ambiguous.
+        for (i, a) in routes.iter().enumerate() {
+            for b in routes.iter().skip(i + 1) {
+                if a.method == b.method && a.host == b.host && same_shape(&a.segments, &b.segments) {
+                    let at = specs.iter().find(|s| s.get_ref().path == b.path).map(|s| s.span().start).unwrap_or(0);
+                    errors.push(Diagnostic::at_offset(
+                        file,
+                        source,
+                        at,
+                        format!("route `{} {}` overlaps `{} {}`", b.method.as_deref().unwrap_or("*"), b.path, a.method.as_deref().unwrap_or("*"), a.path),
+                    ));
+                }
+            }
+        }
+        Diagnostics(errors).into_result()?;
+        routes.sort_by(|a, b| specificity(a).cmp(&specificity(b)));
+        Ok(RouteTable { routes })
+    }
+
+    fn build_one(spec: &RouteSpec) -> Result<Route, String> {
+        let method = match spec.method.trim() {
+            "*" => None,
+            m if !m.is_empty() && m.chars().all(|c| c.is_ascii_alphabetic()) => Some(m.to_ascii_uppercase()),
+            m => return Err(format!("field `method`: `{m}` is not an HTTP method or `*`")),
+        };
+        if !spec.path.starts_with('/') {
+            return Err("field `path`: must start with `/`".into());
+        }
+        if spec.action.is_empty() || spec.action.contains('"') {
+            return Err("field `action`: must be a non-empty id without quotes".into());
+        }
+        if spec.service.is_empty() {
+            return Err("field `service`: must not be empty".into());
+        }
+        let raw: Vec<&str> = spec.path[1..].split('/').collect();
+        let mut segments = Vec::with_capacity(raw.len());
+        let mut names: Vec<&str> = Vec::new();
+        for (i, s) in raw.iter().enumerate() {
+            let seg = if let Some(inner) = s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                let (name, rest) = match inner.strip_suffix('*') {
+                    Some(n) => (n, true),
+                    None => (inner, false),
+                };
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(format!("field `path`: bad parameter name `{{{inner}}}`"));
+                }
+                if names.contains(&name) {
+                    return Err(format!("field `path`: parameter `{name}` appears twice"));
+                }
+                names.push(name);
+                if rest {
+                    if i + 1 != raw.len() {
+                        return Err(format!("field `path`: `{{{inner}}}` must be the last segment"));
+                    }
+                    Seg::Rest(name.to_string())
+                } else {
+                    Seg::Param(name.to_string())
+                }
+            } else if s.contains('{') || s.contains('}') {
+                return Err(format!("field `path`: segment `{s}` mixes text and a parameter"));
+            } else {
+                Seg::Lit((*s).to_string())
+            };
+            segments.push(seg);
+        }
+        let service_ref = EntityRef::new("Service", spec.service.clone()).to_string();
+        let resource = EntityTemplate::parse(spec.resource.as_deref().unwrap_or(&service_ref), &names)
+            .map_err(|e| format!("field `resource`: {e}"))?;
+        let parent_specs = spec.parents.clone().unwrap_or_else(|| {
+            if spec.resource.is_some() { vec![service_ref.clone()] } else { Vec::new() }
+        });
+        let parents = parent_specs
+            .iter()
+            .map(|p| EntityTemplate::parse(p, &names).map_err(|e| format!("field `parents`: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Route {
+            method,
+            host: spec.host.as_ref().map(|h| h.to_ascii_lowercase()),
+            path: spec.path.clone(),
+            service: spec.service.clone(),
+            action: spec.action.clone(),
+            public: spec.public,
+            segments,
+            resource,
+            parents,
+        })
+    }
+
+    /// Finds the most specific route for a request. `path` is the normalized path (no query).
+    pub fn find(&self, method: &str, host: Option<&str>, path: &str) -> Option<RouteMatch<'_>> {
+        let rel = path.strip_prefix('/')?;
+        let host = host.map(|h| h.split(':').next().unwrap_or(h));
+        'routes: for route in &self.routes {
+            if let Some(m) = &route.method {
+                if !m.eq_ignore_ascii_case(method) {
+                    continue;
+                }
+            }
+            if let Some(h) = &route.host {
+                if !host.is_some_and(|x| x.eq_ignore_ascii_case(h)) {
+                    continue;
+                }
+            }
+            let mut names: Vec<&str> = Vec::new();
+            let mut values: Vec<String> = Vec::new();
+            let mut parts = rel.split('/');
+            let mut consumed_all = false;
+            for seg in &route.segments {
+                match seg {
+                    Seg::Lit(l) => match parts.next() {
+                        Some(p) if p == l => {}
+                        _ => continue 'routes,
+                    },
+                    Seg::Param(n) => match parts.next() {
+                        Some(p) if !p.is_empty() => {
+                            names.push(n);
+                            values.push(decode(p));
+                        }
+                        _ => continue 'routes,
+                    },
+                    Seg::Rest(n) => {
+                        let rest: Vec<&str> = parts.by_ref().collect();
+                        if rest.is_empty() || rest.iter().all(|s| s.is_empty()) {
+                            continue 'routes;
+                        }
+                        names.push(n);
+                        values.push(rest.iter().map(|s| decode(s)).collect::<Vec<_>>().join("/"));
+                        consumed_all = true;
+                    }
+                }
+            }
+            if !consumed_all && parts.next().is_some() {
+                continue;
+            }
+            let resource = Resource {
+                entity: route.resource.render(&names, &values),
+                parents: route.parents.iter().map(|p| p.render(&names, &values)).collect(),
+                attrs: Default::default(),
+            };
+            let params = names.iter().map(|n| n.to_string()).zip(values).collect();
+            return Some(RouteMatch { route, resource, params });
+        }
+        None
+    }
+
+    /// The routes, most specific first.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// Number of routes.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Whether the table has no route.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+fn decode(s: &str) -> String {
+    percent_decode_str(s).decode_utf8_lossy().into_owned()
+}
+
+fn same_shape(a: &[Seg], b: &[Seg]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| match (x, y) {
+            (Seg::Lit(p), Seg::Lit(q)) => p == q,
+            (x, y) => x.rank() == y.rank(),
+        })
+}
+
+/// Sort key: specific hosts first, then literal over parameter over rest, segment by segment, then exact methods.
+fn specificity(r: &Route) -> (u8, Vec<u8>, u8) {
+    let mut ranks: Vec<u8> = r.segments.iter().map(Seg::rank).collect();
+    // A longer template is more specific than its prefix (`/a/b` before `/a/{rest*}` already holds by rank).
+    ranks.push(3);
+    (u8::from(r.host.is_none()), ranks, u8::from(r.method.is_none()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(toml_src: &str) -> Result<RouteTable, Diagnostics> {
+        let f: crate::manifest::RoutesFile = toml::from_str(toml_src).unwrap();
+        RouteTable::build(Path::new("routes.toml"), toml_src, &f.routes)
+    }
+
+    const SRC: &str = r#"
+[[routes]]
+method = "GET"
+path = "/databases/{db}"
+service = "billing"
+action = "readDatabase"
+resource = 'Database::"{db}"'
+
+[[routes]]
+method = "DELETE"
+path = "/databases/{db}"
+service = "billing"
+action = "deleteDatabase"
+resource = 'Database::"{db}"'
+
+[[routes]]
+method = "GET"
+path = "/databases/special"
+service = "billing"
+action = "readSpecial"
+
+[[routes]]
+method = "*"
+path = "/files/{key*}"
+service = "files"
+action = "touchFile"
+resource = 'File::"{key}"'
+parents = ['Bucket::"main"', 'Service::"files"']
+"#;
+
+    #[test]
+    fn matches_templates_and_renders_resources() {
+        let t = table(SRC).unwrap();
+        let m = t.find("DELETE", None, "/databases/prod-eu").unwrap();
+        assert_eq!(m.route.action, "deleteDatabase");
+        assert_eq!(m.resource.entity, EntityRef::new("Database", "prod-eu"));
+        assert_eq!(m.resource.parents, vec![EntityRef::new("Service", "billing")]);
+        // literal beats parameter
+        assert_eq!(t.find("GET", None, "/databases/special").unwrap().route.action, "readSpecial");
+        // rest parameter takes the remaining segments
+        let f = t.find("PUT", None, "/files/a/b%20c").unwrap();
+        assert_eq!(f.resource.entity.id, "a/b c");
+        assert_eq!(f.resource.parents.len(), 2);
+        // no match: wrong method, extra segment, missing segment, trailing slash
+        assert!(t.find("POST", None, "/databases/x").is_none());
+        assert!(t.find("GET", None, "/databases/x/y").is_none());
+        assert!(t.find("GET", None, "/databases").is_none());
+        assert!(t.find("GET", None, "/databases/").is_none());
+    }
+
+    #[test]
+    fn bad_routes_name_line_and_field() {
+        let src = "[[routes]]\nmethod = \"GET\"\npath = \"/a\"\nservice = \"s\"\naction = \"a\"\n\n[[routes]]\nmethod = \"GET\"\npath = \"/b/{x}\"\nservice = \"s\"\naction = \"b\"\nresource = 'T::\"{y}\"'\n";
+        let e = table(src).unwrap_err();
+        assert_eq!(e.0.len(), 1);
+        assert_eq!(e.0[0].line, Some(7));
+        assert!(e.0[0].message.contains("field `resource`"), "{}", e);
+        let overlap = "[[routes]]\nmethod = \"GET\"\npath = \"/a/{x}\"\nservice = \"s\"\naction = \"a\"\n[[routes]]\nmethod = \"GET\"\npath = \"/a/{y}\"\nservice = \"s\"\naction = \"b\"\n";
+        assert!(table(overlap).unwrap_err().to_string().contains("overlaps"));
+    }
+}
