@@ -4,6 +4,7 @@
 //! [`backend::PolicyBackend`] trait — against the caller's active JIT [`grant`]s, which the policies see as entities.
 //! The engine has no HTTP server and no async runtime in its API: the proxy and the tools drive it.
 
+pub mod authorize;
 pub mod backend;
 pub mod bundle;
 pub mod cedar;
@@ -18,6 +19,7 @@ pub mod request;
 pub mod routes;
 pub mod store;
 
+pub use authorize::Authorizer;
 pub use bundle::Bundle;
 pub use clock::{Clock, UnixTime};
 pub use decision::{Decision, Effect, EngineKind, Evaluation};

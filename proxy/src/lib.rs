@@ -1,1 +1,19 @@
-//! placeholder
+//! jitgate's data plane and control API.
+//!
+//! One request flows through the stages `accept (TLS) -> admit -> authenticate -> map -> authorize -> [hold] ->
+//! forward -> respond -> log`; each stage is a module named after its verb. [`state::start`] assembles the proxy
+//! from a validated [`config::Config`] and binds its listeners.
+
+pub mod admin;
+pub mod admit;
+pub mod authenticate;
+pub mod config;
+pub mod decision_log;
+pub mod demo;
+pub mod forward;
+pub mod metrics;
+pub mod pipeline;
+pub mod respond;
+pub mod server;
+pub mod state;
+pub mod tls;

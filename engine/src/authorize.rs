@@ -1,0 +1,119 @@
+//! The authorization hot path: look up the caller's grants, decide against a bundle snapshot, and spend uses.
+//! The bundle is swapped atomically by reloads; grants live in an index that follows the store.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::bundle::Bundle;
+use crate::clock::Clock;
+use crate::decision::{Decision, Effect};
+use crate::grant::{Grant, GrantIndex};
+use crate::request::AuthzRequest;
+use crate::store::{Store, StoreError};
+
+/// How many times a decision is retried when a concurrent request spent the grant it rested on.
+const MAX_CONSUME_RETRIES: usize = 3;
+
+/// The engine as the proxy and the tools use it: the active bundle, the grant index and the store.
+#[derive(Debug)]
+pub struct Authorizer {
+    bundle: ArcSwap<Bundle>,
+    grants: Arc<GrantIndex>,
+    store: Arc<dyn Store>,
+    clock: Clock,
+}
+
+impl Authorizer {
+    /// Builds an authorizer and fills the grant index from the store.
+    pub fn new(bundle: Bundle, store: Arc<dyn Store>, clock: Clock) -> Result<Self, StoreError> {
+        let grants = Arc::new(GrantIndex::from_grants(store.load_grants(clock.now())?));
+        Ok(Self { bundle: ArcSwap::from_pointee(bundle), grants, store, clock })
+    }
+
+    /// The active bundle snapshot. A request keeps the snapshot it started with, whatever reloads happen meanwhile.
+    pub fn bundle(&self) -> Arc<Bundle> {
+        self.bundle.load_full()
+    }
+
+    /// Makes `bundle` the active snapshot; returns the one it replaced.
+    pub fn swap_bundle(&self, bundle: Arc<Bundle>) -> Arc<Bundle> {
+        self.bundle.swap(bundle)
+    }
+
+    /// The grant index.
+    pub fn grants(&self) -> &Arc<GrantIndex> {
+        &self.grants
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Persists a grant, then makes it visible to the next decision.
+    pub fn put_grant(&self, grant: Grant) -> Result<(), StoreError> {
+        self.store.put_grant(&grant)?;
+        self.grants.upsert(grant);
+        Ok(())
+    }
+
+    /// Revokes a grant: committed to the store first, then visible to the very next decision.
+    pub fn revoke_grant(&self, id: &str, by: &str) -> Result<Option<Grant>, StoreError> {
+        let revoked = self.store.revoke_grant(id, by, self.clock.now())?;
+        if let Some(g) = &revoked {
+            self.grants.upsert(g.clone());
+        }
+        Ok(revoked)
+    }
+
+    /// Decides `request` against `bundle` (normally [`Authorizer::bundle`]), spending one use of every use-limited
+    /// grant the decision rests on. Any store error is a deny.
+    ///
+    /// When a concurrent request spent the last use first, the decision is made again without that grant, so exactly
+    /// one of many concurrent requests gets a one-use grant.
+    pub fn decide(&self, bundle: &Bundle, request: &AuthzRequest) -> Decision {
+        let now = request.context.time;
+        let mut grants: Vec<Arc<Grant>> =
+            self.grants.for_principal(&request.principal.entity).map(|g| g.to_vec()).unwrap_or_default();
+        for _ in 0..MAX_CONSUME_RETRIES {
+            let decision = bundle.decide(request, &grants);
+            if decision.effect != Effect::Allow {
+                return decision;
+            }
+            let limited: Vec<&Arc<Grant>> = decision
+                .grants_used
+                .iter()
+                .filter_map(|id| grants.iter().find(|g| &g.id == id))
+                .filter(|g| g.max_uses.is_some())
+                .collect();
+            let mut lost = None;
+            for g in limited {
+                match self.store.consume_use(&g.id, now) {
+                    Ok(Some(updated)) => self.grants.upsert(updated),
+                    Ok(None) => {
+                        lost = Some(g.id.clone());
+                        break;
+                    }
+                    Err(e) => return Decision::error(&bundle.revision, bundle.engine(), e.to_string()),
+                }
+            }
+            match lost {
+                None => return decision,
+                // Someone else took the last use: refresh that grant from the store and decide again without it.
+                Some(id) => {
+                    if let Ok(Some(fresh)) = self.store.get_grant(&id) {
+                        self.grants.upsert(fresh);
+                    }
+                    grants.retain(|g| g.id != id);
+                }
+            }
+        }
+        Decision::error(&bundle.revision, bundle.engine(), "grant uses contended; retry the request")
+    }
+}

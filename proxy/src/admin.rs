@@ -1,0 +1,61 @@
+//! The admin listener: health (`/healthz`, `/readyz`), Prometheus `/metrics`, and the JSON admin API under `/v1`.
+//! Admin API calls are authenticated like the data plane and authorized by the bundle's own policies.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::state::Proxy;
+
+/// The admin router.
+pub fn router(proxy: Arc<Proxy>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .with_state(proxy)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready when a bundle is active and the decision log accepts records.
+async fn readyz(State(p): State<Arc<Proxy>>) -> Response {
+    if p.log.is_healthy() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "decision log unavailable\n").into_response()
+    }
+}
+
+async fn metrics(State(p): State<Arc<Proxy>>) -> Response {
+    let grants = p.authorizer.grants().len() as f64;
+    let queued = p.log.queued() as f64;
+    let body = p.metrics.render(&[
+        ("jitgate_grants_indexed", "Grants held in the in-memory index.", grants),
+        ("jitgate_log_queue_depth", "Decision records waiting to be committed.", queued),
+    ]);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+async fn status(State(p): State<Arc<Proxy>>) -> Response {
+    let b = p.authorizer.bundle();
+    axum::Json(serde_json::json!({
+        "bundle": {
+            "name": b.manifest.name,
+            "engine": b.engine().as_str(),
+            "revision": b.revision,
+            "path": b.dir.display().to_string(),
+            "routes": b.routes.len(),
+            "policies": b.backend().policy_ids().len(),
+        },
+        "grants_indexed": p.authorizer.grants().len(),
+    }))
+    .into_response()
+}

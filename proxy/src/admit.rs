@@ -1,0 +1,126 @@
+//! admit: limits and the one path normalization, before any other work.
+//! The path produced here is exactly what policies see and what the upstream receives.
+
+use crate::config::TrailingSlash;
+
+/// Why a path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathError {
+    /// Not an origin-form path.
+    #[error("the request path must start with `/`")]
+    NotOriginForm,
+    /// `%2F`, `%5C` or `%00`: an encoded separator or NUL would mean different things to different servers.
+    #[error("encoded `/`, `\\` or NUL is not allowed in the path")]
+    EncodedSeparator,
+    /// A `%` not followed by two hex digits.
+    #[error("malformed percent-encoding in the path")]
+    BadEscape,
+    /// A raw backslash or control character.
+    #[error("the path contains a backslash or a control character")]
+    BadCharacter,
+}
+
+/// Normalizes a request path (without the query):
+/// - percent-encoded unreserved characters are decoded (`%2e` -> `.`, `%41` -> `A`), other escapes upper-cased;
+/// - encoded separators (`%2F`, `%5C`) and NUL are refused rather than guessed at;
+/// - empty segments (`//`) are dropped and dot segments resolved (`..` never climbs above `/`);
+/// - a trailing slash is stripped or kept per configuration.
+pub fn normalize_path(raw: &str, trailing: TrailingSlash) -> Result<String, PathError> {
+    if !raw.starts_with('/') {
+        return Err(PathError::NotOriginForm);
+    }
+    let mut out: Vec<String> = Vec::new();
+    let ends_with_slash = raw.len() > 1 && (raw.ends_with('/') || raw.ends_with("/.") || raw.ends_with("/.."));
+    for seg in raw.split('/') {
+        let seg = canonical_segment(seg)?;
+        match seg.as_str() {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            _ => out.push(seg),
+        }
+    }
+    let mut path = String::with_capacity(raw.len());
+    for s in &out {
+        path.push('/');
+        path.push_str(s);
+    }
+    if path.is_empty() {
+        return Ok("/".to_string());
+    }
+    if ends_with_slash && trailing == TrailingSlash::Keep {
+        path.push('/');
+    }
+    Ok(path)
+}
+
+fn canonical_segment(seg: &str) -> Result<String, PathError> {
+    let bytes = seg.as_bytes();
+    let mut out = String::with_capacity(seg.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes.get(i).copied().unwrap_or(0);
+        if b == b'%' {
+            let hi = bytes.get(i + 1).and_then(|c| (*c as char).to_digit(16));
+            let lo = bytes.get(i + 2).and_then(|c| (*c as char).to_digit(16));
+            let (Some(hi), Some(lo)) = (hi, lo) else { return Err(PathError::BadEscape) };
+            let v = (hi * 16 + lo) as u8;
+            if v == b'/' || v == b'\\' || v == 0 {
+                return Err(PathError::EncodedSeparator);
+            }
+            if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
+                out.push(v as char);
+            } else {
+                out.push('%');
+                out.push_str(&format!("{v:02X}"));
+            }
+            i += 3;
+        } else {
+            if b == b'\\' || b.is_ascii_control() {
+                return Err(PathError::BadCharacter);
+            }
+            // Non-ASCII bytes can't appear in a valid request target (hyper rejects them); keep ASCII as is.
+            out.push(b as char);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(p: &str) -> Result<String, PathError> {
+        normalize_path(p, TrailingSlash::Strip)
+    }
+
+    #[test]
+    fn resolves_tricks_to_one_path() {
+        assert_eq!(n("/a/../admin").unwrap(), "/admin");
+        assert_eq!(n("/a/%2e%2e/admin").unwrap(), "/admin");
+        assert_eq!(n("/a/%2E%2E/admin").unwrap(), "/admin");
+        assert_eq!(n("//admin").unwrap(), "/admin");
+        assert_eq!(n("/./admin/.").unwrap(), "/admin");
+        assert_eq!(n("/../../admin").unwrap(), "/admin");
+        assert_eq!(n("/payments/").unwrap(), "/payments");
+        assert_eq!(normalize_path("/payments/", TrailingSlash::Keep).unwrap(), "/payments/");
+        assert_eq!(n("/").unwrap(), "/");
+        assert_eq!(n("/%41b%7e").unwrap(), "/Ab~");
+        assert_eq!(n("/a%20b%3f").unwrap(), "/a%20b%3F");
+    }
+
+    #[test]
+    fn refuses_ambiguous_paths() {
+        assert_eq!(n("/a%2Fb"), Err(PathError::EncodedSeparator));
+        assert_eq!(n("/a%2fb"), Err(PathError::EncodedSeparator));
+        assert_eq!(n("/a%5cb"), Err(PathError::EncodedSeparator));
+        assert_eq!(n("/a%00"), Err(PathError::EncodedSeparator));
+        assert_eq!(n("/a%zz"), Err(PathError::BadEscape));
+        assert_eq!(n("/a%2"), Err(PathError::BadEscape));
+        assert_eq!(n("/a\\b"), Err(PathError::BadCharacter));
+        assert_eq!(n("a"), Err(PathError::NotOriginForm));
+    }
+}

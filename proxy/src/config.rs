@@ -1,0 +1,578 @@
+//! The proxy's TOML configuration: raw structs as written (unknown keys rejected), then a validated [`Config`] the
+//! rest of the proxy can trust. Every problem is reported with its key path before start-up fails, not just the first.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use jitgate_engine::diag::{Diagnostic, Diagnostics, parse_toml, read_file};
+use serde::Deserialize;
+
+use crate::authenticate::IssuerConfig;
+
+/// `jitgate.toml` as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// The data-plane listener.
+    #[serde(default)]
+    pub server: RawServer,
+    /// The admin listener (health, metrics, admin API).
+    #[serde(default)]
+    pub admin: RawAdmin,
+    /// The policy bundle.
+    pub bundle: RawBundle,
+    /// Where grants and access requests live.
+    #[serde(default)]
+    pub store: RawStore,
+    /// The decision log.
+    #[serde(default)]
+    pub log: RawLog,
+    /// JWT issuers trusted for bearer tokens.
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+    /// jitgate's own issuer for short-lived grant-bound tokens.
+    #[serde(default)]
+    pub local_issuer: Option<RawLocalIssuer>,
+    /// Upstream services by name (the `service` of bundle routes).
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, RawUpstream>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address to listen on, e.g. `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// TLS settings; plain HTTP (h1 and h2c) when absent.
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+    /// Most concurrent connections.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Largest request head (bytes).
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Largest request body (bytes).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Time to receive the request head (slow clients).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: String,
+    /// Longest a whole request may take, upstream included.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: String,
+    /// How long SIGTERM waits for in-flight requests.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: String,
+    /// Peers whose `X-Forwarded-For` is believed (CIDRs).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// `strip` (default) or `keep` a trailing slash.
+    #[serde(default = "default_trailing_slash")]
+    pub trailing_slash: String,
+    /// Request headers copied into the decision context (lower-case names).
+    #[serde(default)]
+    pub context_headers: Vec<String>,
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM CA bundle for client certificates (enables mTLS).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Refuse connections without a client certificate (only with `client_ca`).
+    #[serde(default)]
+    pub require_client_cert: bool,
+    /// Entity type of principals from client certificates.
+    #[serde(default = "default_workload")]
+    pub client_principal_type: String,
+    /// Groups of certificate principals, by principal id (a certificate carries no groups of its own).
+    #[serde(default)]
+    pub workload_groups: BTreeMap<String, Vec<String>>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Address of the admin listener; empty disables it.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+}
+
+/// `[bundle]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBundle {
+    /// The bundle directory.
+    pub path: PathBuf,
+    /// Reload on file changes.
+    #[serde(default = "default_true")]
+    pub watch: bool,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// SQLite file for grants and access requests.
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// SQLite file for the decision log.
+    #[serde(default = "default_log_path")]
+    pub path: PathBuf,
+    /// Bounded queue size.
+    #[serde(default = "default_queue")]
+    pub queue_capacity: usize,
+    /// `wait` or `fail_closed` when the queue is full.
+    #[serde(default = "default_on_full")]
+    pub on_full: String,
+    /// Context fields masked before a record is written (`claims.email`, `headers.x-api-key`).
+    #[serde(default)]
+    pub redact: Vec<String>,
+    /// Also write records as JSON Lines: `stdout` or a file path.
+    #[serde(default)]
+    pub jsonl: Option<String>,
+}
+
+/// `[local_issuer]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLocalIssuer {
+    /// PKCS#8 PEM Ed25519 key; generated (0600) when missing.
+    pub key_file: PathBuf,
+    /// The `iss` of minted tokens.
+    #[serde(default = "default_local_iss")]
+    pub issuer: String,
+    /// The `aud` of minted tokens.
+    #[serde(default = "default_local_iss")]
+    pub audience: String,
+}
+
+/// `[upstreams.<name>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Base URL, e.g. `http://127.0.0.1:9000` (a path prefix is allowed).
+    pub url: String,
+    /// TCP connect timeout.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: String,
+    /// Time to the upstream's response head.
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout: String,
+    /// A credential injected on every forwarded request.
+    #[serde(default)]
+    pub credential: Option<RawCredential>,
+}
+
+/// `[upstreams.<name>.credential]`: the header is set from an env var or a file, never from the caller.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredential {
+    /// Header name, e.g. `authorization`.
+    pub header: String,
+    /// Environment variable holding the value.
+    #[serde(default)]
+    pub value_env: Option<String>,
+    /// File holding the value (trailing newline trimmed).
+    #[serde(default)]
+    pub value_file: Option<PathBuf>,
+    /// Prefix such as `Bearer `.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        toml::from_str("").unwrap_or_else(|_| RawServer {
+            listen: default_listen(),
+            tls: None,
+            max_connections: default_max_connections(),
+            max_header_bytes: default_max_header_bytes(),
+            max_body_bytes: default_max_body_bytes(),
+            header_timeout: default_header_timeout(),
+            request_timeout: default_request_timeout(),
+            shutdown_grace: default_shutdown_grace(),
+            trusted_proxies: Vec::new(),
+            trailing_slash: default_trailing_slash(),
+            context_headers: Vec::new(),
+        })
+    }
+}
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin { listen: default_admin_listen() }
+    }
+}
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore { path: default_store_path() }
+    }
+}
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            path: default_log_path(),
+            queue_capacity: default_queue(),
+            on_full: default_on_full(),
+            redact: Vec::new(),
+            jsonl: None,
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:9090".into()
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+fn default_max_body_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_header_timeout() -> String {
+    "10s".into()
+}
+fn default_request_timeout() -> String {
+    "60s".into()
+}
+fn default_shutdown_grace() -> String {
+    "30s".into()
+}
+fn default_trailing_slash() -> String {
+    "strip".into()
+}
+fn default_workload() -> String {
+    "Workload".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_store_path() -> PathBuf {
+    PathBuf::from(".jitgate/jitgate.db")
+}
+fn default_log_path() -> PathBuf {
+    PathBuf::from(".jitgate/decisions.db")
+}
+fn default_queue() -> usize {
+    10_000
+}
+fn default_on_full() -> String {
+    "wait".into()
+}
+fn default_local_iss() -> String {
+    "jitgate".into()
+}
+fn default_connect_timeout() -> String {
+    "2s".into()
+}
+fn default_upstream_timeout() -> String {
+    "30s".into()
+}
+
+/// What to do when the decision log's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFull {
+    /// Hold the request until there is room.
+    Wait,
+    /// Refuse the request (503) before it reaches the upstream.
+    FailClosed,
+}
+
+/// Trailing slash handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrailingSlash {
+    /// `/a/` becomes `/a`.
+    Strip,
+    /// `/a/` stays `/a/`.
+    Keep,
+}
+
+/// TLS settings, validated.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Certificate chain file.
+    pub cert: PathBuf,
+    /// Private key file.
+    pub key: PathBuf,
+    /// Client CA (mTLS).
+    pub client_ca: Option<PathBuf>,
+    /// Whether a client certificate is mandatory.
+    pub require_client_cert: bool,
+    /// Principal type for certificate identities.
+    pub client_principal_type: String,
+    /// Groups of certificate principals.
+    pub workload_groups: BTreeMap<String, Vec<String>>,
+}
+
+/// An upstream, validated.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Scheme + authority, e.g. `http://127.0.0.1:9000`.
+    pub base: http::Uri,
+    /// Path prefix prepended to forwarded paths ("" when none).
+    pub prefix: String,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Response-head timeout.
+    pub timeout: Duration,
+    /// Injected credential: header name and full value.
+    pub credential: Option<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data-plane address.
+    pub listen: SocketAddr,
+    /// TLS, if any.
+    pub tls: Option<TlsConfig>,
+    /// Connection limit.
+    pub max_connections: usize,
+    /// Request head limit.
+    pub max_header_bytes: usize,
+    /// Body limit.
+    pub max_body_bytes: u64,
+    /// Head read timeout.
+    pub header_timeout: Duration,
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+    /// Shutdown drain deadline.
+    pub shutdown_grace: Duration,
+    /// Trusted proxy networks.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Trailing slash policy.
+    pub trailing_slash: TrailingSlash,
+    /// Headers copied into the context.
+    pub context_headers: Vec<String>,
+    /// Admin address (None: disabled).
+    pub admin_listen: Option<SocketAddr>,
+    /// Bundle directory.
+    pub bundle_path: PathBuf,
+    /// Watch the bundle for changes.
+    pub bundle_watch: bool,
+    /// Store file.
+    pub store_path: PathBuf,
+    /// Decision log file.
+    pub log_path: PathBuf,
+    /// Log queue capacity.
+    pub log_queue_capacity: usize,
+    /// Full-queue behaviour.
+    pub log_on_full: OnFull,
+    /// Redacted context fields.
+    pub log_redact: Vec<String>,
+    /// JSON Lines sink.
+    pub log_jsonl: Option<String>,
+    /// Trusted issuers.
+    pub issuers: Vec<IssuerConfig>,
+    /// Local issuer.
+    pub local_issuer: Option<RawLocalIssuer>,
+    /// Upstreams by service name.
+    pub upstreams: BTreeMap<String, Upstream>,
+}
+
+impl Config {
+    /// Reads and validates a config file; relative paths inside are resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+        let source = read_file(path)?;
+        let raw: RawConfig = parse_toml(path, &source)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::validate(raw, path, base)
+    }
+
+    /// Validates raw settings. `file` names the source in errors; `base` resolves relative paths.
+    pub fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, Diagnostics> {
+        let mut errs: Vec<Diagnostic> = Vec::new();
+        let mut err = |key: &str, msg: String| errs.push(Diagnostic::file(file, format!("{key}: {msg}")));
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let dur = |key: &str, v: &str, err: &mut dyn FnMut(&str, String)| match humantime::parse_duration(v) {
+            Ok(d) => d,
+            Err(e) => {
+                err(key, format!("`{v}` is not a duration: {e}"));
+                Duration::ZERO
+            }
+        };
+
+        let listen = raw.server.listen.parse().unwrap_or_else(|e| {
+            err("server.listen", format!("`{}` is not an address: {e}", raw.server.listen));
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        });
+        let admin_listen = if raw.admin.listen.is_empty() {
+            None
+        } else {
+            match raw.admin.listen.parse() {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    err("admin.listen", format!("`{}` is not an address: {e}", raw.admin.listen));
+                    None
+                }
+            }
+        };
+        let header_timeout = dur("server.header_timeout", &raw.server.header_timeout, &mut err);
+        let request_timeout = dur("server.request_timeout", &raw.server.request_timeout, &mut err);
+        let shutdown_grace = dur("server.shutdown_grace", &raw.server.shutdown_grace, &mut err);
+        let mut trusted_proxies = Vec::new();
+        for (i, p) in raw.server.trusted_proxies.iter().enumerate() {
+            match p.parse::<IpNet>().or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from)) {
+                Ok(n) => trusted_proxies.push(n),
+                Err(_) => err(&format!("server.trusted_proxies[{i}]"), format!("`{p}` is not an IP or CIDR")),
+            }
+        }
+        let trailing_slash = match raw.server.trailing_slash.as_str() {
+            "strip" => TrailingSlash::Strip,
+            "keep" => TrailingSlash::Keep,
+            other => {
+                err("server.trailing_slash", format!("`{other}` must be `strip` or `keep`"));
+                TrailingSlash::Strip
+            }
+        };
+        if raw.server.max_connections == 0 {
+            err("server.max_connections", "must be at least 1".into());
+        }
+        let tls = raw.server.tls.map(|t| {
+            if t.require_client_cert && t.client_ca.is_none() {
+                err("server.tls.require_client_cert", "needs `client_ca`".into());
+            }
+            for (k, p) in [("server.tls.cert", Some(&t.cert)), ("server.tls.key", Some(&t.key)), ("server.tls.client_ca", t.client_ca.as_ref())] {
+                if let Some(p) = p {
+                    if !resolve(p).is_file() {
+                        err(k, format!("`{}` does not exist", resolve(p).display()));
+                    }
+                }
+            }
+            TlsConfig {
+                cert: resolve(&t.cert),
+                key: resolve(&t.key),
+                client_ca: t.client_ca.as_deref().map(resolve),
+                require_client_cert: t.require_client_cert,
+                client_principal_type: t.client_principal_type,
+                workload_groups: t.workload_groups,
+            }
+        });
+        let log_on_full = match raw.log.on_full.as_str() {
+            "wait" => OnFull::Wait,
+            "fail_closed" => OnFull::FailClosed,
+            other => {
+                err("log.on_full", format!("`{other}` must be `wait` or `fail_closed`"));
+                OnFull::Wait
+            }
+        };
+        if raw.log.queue_capacity == 0 {
+            err("log.queue_capacity", "must be at least 1".into());
+        }
+        for (i, msg) in crate::authenticate::validate_issuers(&raw.issuers) {
+            let _ = i;
+            err("issuers", msg);
+        }
+        let mut upstreams = BTreeMap::new();
+        for (name, u) in &raw.upstreams {
+            let key = format!("upstreams.{name}");
+            let uri: Result<http::Uri, _> = u.url.parse();
+            let (base_uri, prefix) = match uri {
+                Ok(uri) if matches!(uri.scheme_str(), Some("http")) && uri.authority().is_some() => {
+                    let prefix = uri.path().trim_end_matches('/').to_string();
+                    let base = http::Uri::builder()
+                        .scheme("http")
+                        .authority(uri.authority().map(|a| a.as_str()).unwrap_or_default())
+                        .path_and_query("/")
+                        .build();
+                    match base {
+                        Ok(b) => (b, prefix),
+                        Err(e) => {
+                            err(&format!("{key}.url"), e.to_string());
+                            continue;
+                        }
+                    }
+                }
+                Ok(_) => {
+                    err(&format!("{key}.url"), format!("`{}` must be an http:// URL with a host", u.url));
+                    continue;
+                }
+                Err(e) => {
+                    err(&format!("{key}.url"), format!("`{}`: {e}", u.url));
+                    continue;
+                }
+            };
+            let credential = match &u.credential {
+                None => None,
+                Some(c) => {
+                    let value = match (&c.value_env, &c.value_file) {
+                        (Some(v), None) => std::env::var(v).map_err(|_| format!("environment variable `{v}` is not set")),
+                        (None, Some(f)) => std::fs::read_to_string(resolve(f))
+                            .map(|s| s.trim_end().to_string())
+                            .map_err(|e| format!("cannot read `{}`: {e}", resolve(f).display())),
+                        _ => Err("set exactly one of `value_env` and `value_file`".to_string()),
+                    };
+                    match value.and_then(|v| {
+                        let name = http::HeaderName::from_bytes(c.header.to_ascii_lowercase().as_bytes())
+                            .map_err(|e| format!("header `{}`: {e}", c.header))?;
+                        let val = http::HeaderValue::from_str(&format!("{}{v}", c.prefix)).map_err(|e| format!("value: {e}"))?;
+                        Ok((name, val))
+                    }) {
+                        Ok(pair) => Some(pair),
+                        Err(e) => {
+                            err(&format!("{key}.credential"), e);
+                            None
+                        }
+                    }
+                }
+            };
+            let connect_timeout = dur(&format!("{key}.connect_timeout"), &u.connect_timeout, &mut err);
+            let timeout = dur(&format!("{key}.timeout"), &u.timeout, &mut err);
+            upstreams.insert(name.clone(), Upstream { base: base_uri, prefix, connect_timeout, timeout, credential });
+        }
+        Diagnostics(errs).into_result()?;
+        Ok(Config {
+            listen,
+            tls,
+            max_connections: raw.server.max_connections,
+            max_header_bytes: raw.server.max_header_bytes,
+            max_body_bytes: raw.server.max_body_bytes,
+            header_timeout,
+            request_timeout,
+            shutdown_grace,
+            trusted_proxies,
+            trailing_slash,
+            context_headers: raw.server.context_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            admin_listen,
+            bundle_path: resolve(&raw.bundle.path),
+            bundle_watch: raw.bundle.watch,
+            store_path: resolve(&raw.store.path),
+            log_path: resolve(&raw.log.path),
+            log_queue_capacity: raw.log.queue_capacity,
+            log_on_full,
+            log_redact: raw.log.redact,
+            log_jsonl: raw.log.jsonl,
+            issuers: raw.issuers,
+            local_issuer: raw.local_issuer.map(|mut l| {
+                l.key_file = resolve(&l.key_file);
+                l
+            }),
+            upstreams,
+        })
+    }
+}

@@ -1,0 +1,161 @@
+//! forward: a pooled hyper client per upstream; bodies streamed both ways, hop-by-hop headers removed, identity
+//! headers and credentials set by jitgate only. Upstream failures become 502, slowness 504.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::Upstream;
+use crate::pipeline::{APPROVAL_HEADER, IDENTITY_HEADERS};
+use crate::respond::{ProxyBody, Refusal};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// An upstream and its connection pool.
+#[derive(Debug, Clone)]
+pub struct UpstreamClient {
+    /// Validated settings.
+    pub config: Upstream,
+    client: Client<HttpConnector, ProxyBody>,
+}
+
+impl UpstreamClient {
+    /// A pooled client for `config`.
+    pub fn new(config: Upstream) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
+        Self { config, client }
+    }
+}
+
+/// Per-request facts the forward stage needs.
+#[derive(Debug)]
+pub struct ForwardCtx<'a> {
+    /// Normalized path plus `?query`.
+    pub path_and_query: &'a str,
+    /// The client address.
+    pub client_ip: IpAddr,
+    /// Whether the client connection was TLS.
+    pub tls: bool,
+    /// Headers jitgate sets for the upstream.
+    pub identity_headers: &'a [(&'static str, String)],
+    /// Body limit in bytes.
+    pub max_body: u64,
+}
+
+/// Wraps a client body so that it streams through, refusing more than the limit would allow.
+pub fn stream_body(body: Incoming) -> ProxyBody {
+    body.map_err(|e| Box::new(e) as crate::respond::BoxError).boxed()
+}
+
+/// Sends `req` upstream. The request's path is replaced by `ctx.path_and_query` (the normalized one).
+pub async fn forward(up: &UpstreamClient, req: Request<ProxyBody>, ctx: ForwardCtx<'_>) -> Result<Response<ProxyBody>, Refusal> {
+    let (mut parts, body) = req.into_parts();
+    let body = Limited::new(body, usize::try_from(ctx.max_body).unwrap_or(usize::MAX))
+        .map_err(|e| e as crate::respond::BoxError)
+        .boxed();
+    let authority = up.config.base.authority().map(|a| a.as_str().to_string()).unwrap_or_default();
+    let uri: Uri = format!("http://{authority}{}{}", up.config.prefix, ctx.path_and_query)
+        .parse()
+        .map_err(|e| Refusal::Internal(format!("upstream uri: {e}")))?;
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_11;
+    let h = &mut parts.headers;
+    strip_hop_by_hop(h);
+    // The caller's token is for jitgate, not for the upstream; identity comes from our own headers only.
+    h.remove(header::AUTHORIZATION);
+    h.remove(APPROVAL_HEADER);
+    for name in IDENTITY_HEADERS {
+        h.remove(name);
+    }
+    for (name, value) in ctx.identity_headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(*name, v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&authority) {
+        h.insert(header::HOST, v);
+    }
+    if let Some(host) = original_host {
+        h.insert("x-forwarded-host", host);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ctx.client_ip.to_string()) {
+        h.insert("x-forwarded-for", v);
+    }
+    h.insert("x-forwarded-proto", HeaderValue::from_static(if ctx.tls { "https" } else { "http" }));
+    if let Some((name, value)) = &up.config.credential {
+        h.insert(name.clone(), value.clone());
+    }
+    let req = Request::from_parts(parts, body);
+    let resp = match tokio::time::timeout(up.config.timeout, up.client.request(req)).await {
+        Err(_) => return Err(Refusal::UpstreamTimeout),
+        Ok(Err(e)) => {
+            if is_length_limit(&e) {
+                return Err(Refusal::BodyTooLarge);
+            }
+            return Err(Refusal::UpstreamUnavailable(describe(&e)));
+        }
+        Ok(Ok(resp)) => resp,
+    };
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as crate::respond::BoxError).boxed()))
+}
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in listed {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+}
+
+fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        s.push_str(": ");
+        s.push_str(&err.to_string());
+        cur = err.source();
+    }
+    s
+}

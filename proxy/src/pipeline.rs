@@ -1,0 +1,307 @@
+//! The request pipeline, stage by stage:
+//! `admit -> authenticate -> map -> authorize -> [hold] -> forward -> respond -> log`.
+//! Each stage is a small function; `handle` reads as the list of stages, and `log` always runs last.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderMap, HeaderValue, Request, Response, header};
+use hyper::body::Incoming;
+use jitgate_engine::{AuthzRequest, Bundle, Context, Decision, Effect, EntityRef, Principal};
+use tracing::Instrument;
+
+use crate::admit::normalize_path;
+use crate::authenticate::Identity;
+use crate::decision_log::LogEntry;
+use crate::forward;
+use crate::respond::{ProxyBody, Refusal};
+use crate::state::Proxy;
+
+/// Facts about the connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// The principal from a verified client certificate (mTLS), if any.
+    pub client_cert: Option<EntityRef>,
+}
+
+/// Headers jitgate sets towards the upstream; any client-supplied copy is removed first.
+pub const IDENTITY_HEADERS: [&str; 4] =
+    ["x-jitgate-principal", "x-jitgate-decision-id", "x-jitgate-grants", "x-jitgate-break-glass"];
+
+/// The header carrying an approval id when resending a held request.
+pub const APPROVAL_HEADER: &str = "x-jitgate-approval";
+
+/// Everything the log stage needs, filled in as the stages run.
+struct Trace {
+    decision_id: String,
+    started: Instant,
+    client: IpAddr,
+    method: String,
+    path: String,
+    principal: Option<String>,
+    action: Option<String>,
+    resource: Option<String>,
+    context: serde_json::Value,
+    decision: Option<Decision>,
+    error: Option<String>,
+}
+
+impl Proxy {
+    /// Handles one request end to end. Never fails: every outcome is a response and a decision record.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
+        let decision_id = uuid::Uuid::now_v7().to_string();
+        let span = tracing::info_span!("request", decision_id = %decision_id, method = %req.method(), peer = %conn.peer);
+        async move {
+            let mut trace = Trace {
+                decision_id,
+                started: Instant::now(),
+                client: client_ip(&self, &req, conn.peer.ip()),
+                method: req.method().to_string(),
+                path: req.uri().path().to_string(),
+                principal: None,
+                action: None,
+                resource: None,
+                context: serde_json::Value::Null,
+                decision: None,
+                error: None,
+            };
+            self.metrics.requests_total.inc();
+            // A log slot is reserved before anything reaches an upstream: with `on_full = fail_closed` a full queue
+            // refuses here; with `wait` the request waits for room.
+            let slot = match self.log.reserve().await {
+                Ok(s) => s,
+                Err(e) => {
+                    self.metrics.log_queue_full.inc();
+                    let refusal = Refusal::LogUnavailable(e.to_string());
+                    return refusal.into_response(&trace.decision_id);
+                }
+            };
+            let result = self.stages(req, &conn, &mut trace).await;
+            let response = match result {
+                Ok(resp) => resp,
+                Err(refusal) => {
+                    if trace.error.is_none() && matches!(refusal, Refusal::Internal(_) | Refusal::UpstreamUnavailable(_) | Refusal::UpstreamTimeout) {
+                        trace.error = Some(refusal.to_string());
+                    }
+                    refusal.into_response(&trace.decision_id)
+                }
+            };
+            self.log_stage(slot, trace, response).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn stages(&self, req: Request<Incoming>, conn: &ConnInfo, trace: &mut Trace) -> Result<Response<ProxyBody>, Refusal> {
+        // admit: body limit by declared length, then the one normalization.
+        if content_length(req.headers()).is_some_and(|n| n > self.config.max_body_bytes) {
+            return Err(Refusal::BodyTooLarge);
+        }
+        let path = normalize_path(req.uri().path(), self.config.trailing_slash).map_err(|e| Refusal::BadPath(e.to_string()))?;
+        trace.path = path.clone();
+        let bundle: Arc<Bundle> = self.authorizer.bundle();
+        let now = self.authorizer.clock().now();
+
+        // authenticate: a bearer token, else a client certificate; none is fine only for public routes.
+        let auth_header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let identity: Option<Identity> = match (auth_header, &conn.client_cert) {
+            (Some(h), _) => match self.auth.authenticate(Some(h), now).await {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    self.metrics.auth_failures.inc();
+                    trace.error = Some(format!("authentication failed: {e}"));
+                    return Err(Refusal::Unauthenticated { message: e.public_message(), challenge: e.www_authenticate() });
+                }
+            },
+            (None, Some(cert)) => Some(Identity::from_certificate(cert.clone(), self.workload_groups(cert))),
+            (None, None) => None,
+        };
+        if let Some(id) = &identity {
+            trace.principal = Some(id.principal.to_string());
+        }
+
+        // map: route table -> action and resource; unmatched is denied (401 first if there is no identity).
+        let host = req.uri().host().map(str::to_string).or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string));
+        let Some(route) = bundle.routes.find(req.method().as_str(), host.as_deref(), &path) else {
+            if identity.is_none() {
+                return Err(unauthenticated());
+            }
+            trace.error = Some("no route matches".into());
+            return Err(Refusal::Unmatched);
+        };
+        let identity = match identity {
+            Some(id) => id,
+            None if route.route.public => Identity::anonymous(),
+            None => return Err(unauthenticated()),
+        };
+        trace.principal = Some(identity.principal.to_string());
+        trace.action = Some(route.route.action.clone());
+        trace.resource = Some(route.resource.entity.to_string());
+        let service = route.route.service.clone();
+        let query = req.uri().query().unwrap_or("").to_string();
+        let mut context = Context::at(now);
+        context.source_ip = Some(trace.client.to_string());
+        context.method = Some(req.method().to_string());
+        context.path = Some(path.clone());
+        context.host = host.clone();
+        context.query = Some(query.clone());
+        context.claims = identity.claims.clone();
+        for name in &self.config.context_headers {
+            if let Some(v) = req.headers().get(name.as_str()).and_then(|v| v.to_str().ok()) {
+                context.headers.insert(name.clone(), v.to_string());
+            }
+        }
+        trace.context = context_summary(&context);
+        let mut request = AuthzRequest {
+            principal: Principal { entity: identity.principal.clone(), groups: identity.groups.clone() },
+            action: route.route.action.clone(),
+            resource: route.resource,
+            context,
+            digest: None,
+        };
+
+        // authorize: in-process, against the snapshot this request started with. Any error is a deny.
+        let decision = self.authorizer.decide(&bundle, &request);
+        trace.decision = Some(decision.clone());
+        self.metrics.decisions.inc(decision.effect.as_str());
+        match decision.effect {
+            Effect::Allow => {}
+            Effect::Deny => return Err(Refusal::Denied { reason: deny_reason(&decision) }),
+            Effect::Hold => {
+                request.digest = None;
+                return Err(Refusal::Held {
+                    approval_id: String::new(),
+                    message: format!("approval required by policy {}", decision.policies.join(", ")),
+                });
+            }
+        }
+
+        // forward: streamed, with identity headers set by us and credentials injected.
+        let upstream = self
+            .upstreams
+            .get(&service)
+            .ok_or_else(|| Refusal::UpstreamUnavailable(format!("no upstream configured for service `{service}`")))?;
+        let identity_headers = [
+            ("x-jitgate-principal", request.principal.entity.to_string()),
+            ("x-jitgate-decision-id", trace.decision_id.clone()),
+            ("x-jitgate-grants", decision.grants_used.join(",")),
+            ("x-jitgate-break-glass", decision.break_glass.to_string()),
+        ];
+        let path_and_query = if query.is_empty() { path.clone() } else { format!("{path}?{query}") };
+        let ctx = forward::ForwardCtx {
+            path_and_query: &path_and_query,
+            client_ip: trace.client,
+            tls: conn.tls,
+            identity_headers: &identity_headers,
+            max_body: self.config.max_body_bytes,
+        };
+        forward::forward(upstream, req.map(forward::stream_body), ctx).await
+    }
+
+    fn workload_groups(&self, principal: &EntityRef) -> Vec<String> {
+        self.workload_groups.get(&principal.id).cloned().unwrap_or_default()
+    }
+
+    /// log: always runs; commits one record per request before the response leaves.
+    async fn log_stage(&self, slot: crate::decision_log::Slot, trace: Trace, mut response: Response<ProxyBody>) -> Response<ProxyBody> {
+        let status = response.status().as_u16();
+        let (decision, policies, grants_used, mut errors, revision, engine, break_glass) = match &trace.decision {
+            Some(d) => (d.effect.as_str().to_string(), d.policies.clone(), d.grants_used.clone(), d.errors.clone(), d.revision.clone(), d.engine.as_str().to_string(), d.break_glass),
+            None => {
+                let b = self.authorizer.bundle();
+                ("deny".to_string(), Vec::new(), Vec::new(), Vec::new(), b.revision.clone(), b.engine().as_str().to_string(), false)
+            }
+        };
+        if let Some(e) = trace.error {
+            errors.push(e);
+        }
+        let entry = LogEntry {
+            id: trace.decision_id.clone(),
+            request_id: trace.decision_id.clone(),
+            principal: trace.principal.unwrap_or_default(),
+            action: trace.action.unwrap_or_default(),
+            resource: trace.resource.unwrap_or_default(),
+            context: trace.context,
+            decision,
+            policies,
+            grants_used,
+            errors,
+            revision,
+            engine,
+            latency_us: trace.started.elapsed().as_micros() as u64,
+            client_addr: trace.client.to_string(),
+            method: trace.method,
+            path: trace.path,
+            status: Some(status),
+            break_glass,
+        };
+        if let Err(e) = self.log.commit(slot, entry).await {
+            // The record could not be committed: the response must not claim success.
+            tracing::error!(error = %e, "decision log commit failed; refusing the response");
+            self.metrics.log_errors.inc();
+            response = Refusal::LogUnavailable(e.to_string()).into_response(&trace.decision_id);
+        }
+        response
+    }
+}
+
+fn unauthenticated() -> Refusal {
+    Refusal::Unauthenticated { message: "a bearer token is required".into(), challenge: "Bearer realm=\"jitgate\"".into() }
+}
+
+/// The reason a caller may see: the determining policy ids, or that nothing allowed it.
+pub fn deny_reason(d: &Decision) -> String {
+    if !d.errors.is_empty() {
+        "denied: the decision could not be evaluated".into()
+    } else if d.policies.is_empty() {
+        "denied: no policy allows this request".into()
+    } else {
+        format!("denied by policy {}", d.policies.join(", "))
+    }
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+}
+
+/// The client address: the peer, unless the peer is a trusted proxy, in which case the right-most address in
+/// `X-Forwarded-For` that is not itself a trusted proxy.
+fn client_ip(proxy: &Proxy, req: &Request<Incoming>, peer: IpAddr) -> IpAddr {
+    let trusted = |ip: &IpAddr| proxy.config.trusted_proxies.iter().any(|n| n.contains(ip));
+    if !trusted(&peer) {
+        return peer;
+    }
+    let chain: Vec<IpAddr> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    chain.into_iter().rev().find(|ip| !trusted(ip)).unwrap_or(peer)
+}
+
+/// The context fields that matter for the record (claims are summarized by the redaction settings of the log).
+fn context_summary(c: &Context) -> serde_json::Value {
+    serde_json::json!({
+        "time": c.time,
+        "source_ip": c.source_ip,
+        "host": c.host,
+        "query": c.query,
+        "headers": c.headers,
+        "claims": c.claims,
+    })
+}
+
+/// Sets a header, ignoring values that are not valid header text.
+pub fn set_header(h: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(name, v);
+    }
+}

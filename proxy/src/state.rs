@@ -1,0 +1,191 @@
+//! The assembled proxy: configuration, the engine's authorizer, authentication, upstream pools, the decision log
+//! and metrics, plus `start` which binds the listeners and returns a handle that shuts everything down in order.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use jitgate_engine::sqlite::SqliteStore;
+use jitgate_engine::{Authorizer, Bundle, Clock, Diagnostics};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::authenticate::{Authenticator, LocalIssuer};
+use crate::config::Config;
+use crate::decision_log::DecisionLog;
+use crate::forward::UpstreamClient;
+use crate::metrics::Metrics;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The bundle failed to load.
+    #[error("bundle {path}:\n{diagnostics}")]
+    Bundle {
+        /// The bundle directory.
+        path: String,
+        /// Every problem found.
+        diagnostics: Diagnostics,
+    },
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(String),
+    /// The decision log could not be opened.
+    #[error("decision log: {0}")]
+    Log(String),
+    /// Authentication setup failed.
+    #[error("authentication: {0}")]
+    Auth(String),
+    /// TLS setup failed.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Everything a request needs, shared by all connections.
+#[derive(Debug)]
+pub struct Proxy {
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// The engine: active bundle, grant index, store.
+    pub authorizer: Arc<Authorizer>,
+    /// The SQLite store (grants, access requests).
+    pub store: Arc<SqliteStore>,
+    /// Bearer-token verification.
+    pub auth: Authenticator,
+    /// jitgate's own token issuer, if configured.
+    pub local_issuer: Option<Arc<LocalIssuer>>,
+    /// Upstream pools by service name.
+    pub upstreams: HashMap<String, UpstreamClient>,
+    /// The decision log.
+    pub log: DecisionLog,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Entity type of certificate principals.
+    pub client_principal_type: String,
+    /// Groups of certificate principals.
+    pub workload_groups: HashMap<String, Vec<String>>,
+}
+
+impl Proxy {
+    /// Loads the bundle, opens the store and the log, and prepares authentication and upstream pools.
+    pub async fn build(config: Config, clock: Clock) -> Result<Arc<Proxy>, StartError> {
+        let bundle = Bundle::load(&config.bundle_path)
+            .map_err(|diagnostics| StartError::Bundle { path: config.bundle_path.display().to_string(), diagnostics })?;
+        let store = Arc::new(SqliteStore::open(&config.store_path).map_err(|e| StartError::Store(e.to_string()))?);
+        let authorizer = Arc::new(Authorizer::new(bundle, store.clone(), clock).map_err(|e| StartError::Store(e.to_string()))?);
+        let local_issuer = match &config.local_issuer {
+            Some(l) => Some(Arc::new(
+                LocalIssuer::load_or_generate(&l.key_file, &l.issuer, &l.audience).map_err(|e| StartError::Auth(e.to_string()))?,
+            )),
+            None => None,
+        };
+        let auth = Authenticator::new(config.issuers.clone(), local_issuer.as_deref().cloned()).map_err(|e| StartError::Auth(e.to_string()))?;
+        let log = DecisionLog::open(&config).map_err(|e| StartError::Log(e.to_string()))?;
+        let upstreams = config.upstreams.iter().map(|(k, u)| (k.clone(), UpstreamClient::new(u.clone()))).collect();
+        let (client_principal_type, workload_groups) = match &config.tls {
+            Some(t) => (t.client_principal_type.clone(), t.workload_groups.clone().into_iter().collect()),
+            None => ("Workload".to_string(), HashMap::new()),
+        };
+        Ok(Arc::new(Proxy {
+            config: Arc::new(config),
+            authorizer,
+            store,
+            auth,
+            local_issuer,
+            upstreams,
+            log,
+            metrics: Arc::new(Metrics::default()),
+            client_principal_type,
+            workload_groups,
+        }))
+    }
+}
+
+/// A running proxy: its bound addresses and a way to stop it.
+#[derive(Debug)]
+pub struct Running {
+    /// The data-plane address (useful when configured with port 0).
+    pub addr: SocketAddr,
+    /// The admin address, if enabled.
+    pub admin_addr: Option<SocketAddr>,
+    /// The shared state.
+    pub proxy: Arc<Proxy>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    admin_task: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, drains in-flight requests (up to the grace period), then flushes the decision log.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+        if let Some(a) = self.admin_task.take() {
+            a.abort();
+        }
+        self.proxy.log.flush().await;
+    }
+
+    /// Waits until the data plane stops (after a shutdown signal).
+    pub async fn wait(mut self) {
+        let _ = (&mut self.task).await;
+        if let Some(a) = self.admin_task.take() {
+            a.abort();
+        }
+        self.proxy.log.flush().await;
+    }
+}
+
+/// Builds the proxy and binds its listeners. `shutdown` (e.g. SIGTERM) starts a graceful stop; [`Running::shutdown`]
+/// does the same on demand.
+pub async fn start(config: Config, clock: Clock) -> Result<Running, StartError> {
+    let proxy = Proxy::build(config, clock).await?;
+    start_with(proxy).await
+}
+
+/// Binds the listeners for an already built proxy.
+pub async fn start_with(proxy: Arc<Proxy>) -> Result<Running, StartError> {
+    let cfg = proxy.config.clone();
+    let listener = TcpListener::bind(cfg.listen).await.map_err(|e| StartError::Bind { addr: cfg.listen, reason: e.to_string() })?;
+    let addr = listener.local_addr().map_err(|e| StartError::Bind { addr: cfg.listen, reason: e.to_string() })?;
+    let tls = match &cfg.tls {
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(t)?)),
+        None => None,
+    };
+    let (admin_addr, admin_task) = match cfg.admin_listen {
+        Some(a) => {
+            let l = TcpListener::bind(a).await.map_err(|e| StartError::Bind { addr: a, reason: e.to_string() })?;
+            let bound = l.local_addr().map_err(|e| StartError::Bind { addr: a, reason: e.to_string() })?;
+            let app = crate::admin::router(proxy.clone());
+            let task = tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>()).await {
+                    tracing::error!(error = %e, "admin listener failed");
+                }
+            });
+            (Some(bound), Some(task))
+        }
+        None => (None, None),
+    };
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let p = proxy.clone();
+    let task = tokio::spawn(async move {
+        crate::server::serve(p, listener, tls, async move {
+            let _ = stop_rx.await;
+        })
+        .await;
+    });
+    tracing::info!(%addr, admin = ?admin_addr, "jitgate listening");
+    Ok(Running { addr, admin_addr, proxy, stop: Some(stop_tx), task, admin_task })
+}
