@@ -28,7 +28,12 @@ impl Authorizer {
     /// Builds an authorizer and fills the grant index from the store.
     pub fn new(bundle: Bundle, store: Arc<dyn Store>, clock: Clock) -> Result<Self, StoreError> {
         let grants = Arc::new(GrantIndex::from_grants(store.load_grants(clock.now())?));
-        Ok(Self { bundle: ArcSwap::from_pointee(bundle), grants, store, clock })
+        Ok(Self {
+            bundle: ArcSwap::from_pointee(bundle),
+            grants,
+            store,
+            clock,
+        })
     }
 
     /// The active bundle snapshot. A request keeps the snapshot it started with, whatever reloads happen meanwhile.
@@ -79,8 +84,11 @@ impl Authorizer {
     /// one of many concurrent requests gets a one-use grant.
     pub fn decide(&self, bundle: &Bundle, request: &AuthzRequest) -> Decision {
         let now = request.context.time;
-        let mut grants: Vec<Arc<Grant>> =
-            self.grants.for_principal(&request.principal.entity).map(|g| g.to_vec()).unwrap_or_default();
+        let mut grants: Vec<Arc<Grant>> = self
+            .grants
+            .for_principal(&request.principal.entity)
+            .map(|g| g.to_vec())
+            .unwrap_or_default();
         for _ in 0..MAX_CONSUME_RETRIES {
             let decision = bundle.decide(request, &grants);
             if decision.effect != Effect::Allow {
@@ -100,7 +108,9 @@ impl Authorizer {
                         lost = Some(g.id.clone());
                         break;
                     }
-                    Err(e) => return Decision::error(&bundle.revision, bundle.engine(), e.to_string()),
+                    Err(e) => {
+                        return Decision::error(&bundle.revision, bundle.engine(), e.to_string());
+                    }
                 }
             }
             match lost {
@@ -114,6 +124,10 @@ impl Authorizer {
                 }
             }
         }
-        Decision::error(&bundle.revision, bundle.engine(), "grant uses contended; retry the request")
+        Decision::error(
+            &bundle.revision,
+            bundle.engine(),
+            "grant uses contended; retry the request",
+        )
     }
 }

@@ -1,0 +1,180 @@
+//! log: the proxy's side of the decision log. A slot is reserved before a request can reach an upstream (so a full
+//! queue waits or fails closed up front), and the record is committed before the response leaves.
+
+use std::sync::Arc;
+
+use jitgate_engine::log::{DecisionRecord, JsonlSink, LogError, LogOptions, LogWriter, OnFull as EngineOnFull, Outcome, RecordKind, redact};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+use crate::config::{Config, OnFull};
+
+/// A reserved place in the log queue.
+#[derive(Debug)]
+pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+
+/// Everything the proxy records about one request.
+#[derive(Debug, Clone, Default)]
+pub struct LogEntry {
+    /// Record id (the decision id returned to the caller).
+    pub id: String,
+    /// Request id.
+    pub request_id: String,
+    /// Principal entity ref, or empty when unauthenticated.
+    pub principal: String,
+    /// Action id, or empty when unmatched.
+    pub action: String,
+    /// Resource entity ref, or empty when unmatched.
+    pub resource: String,
+    /// Context that mattered.
+    pub context: serde_json::Value,
+    /// `allow`, `deny`, `hold` or `error`.
+    pub decision: String,
+    /// Determining policies.
+    pub policies: Vec<String>,
+    /// Grants used.
+    pub grants_used: Vec<String>,
+    /// Errors.
+    pub errors: Vec<String>,
+    /// Bundle revision.
+    pub revision: String,
+    /// Engine.
+    pub engine: String,
+    /// Time spent, microseconds.
+    pub latency_us: u64,
+    /// Client address.
+    pub client_addr: String,
+    /// Method.
+    pub method: String,
+    /// Normalized path.
+    pub path: String,
+    /// Status served.
+    pub status: Option<u16>,
+    /// Break glass used.
+    pub break_glass: bool,
+}
+
+/// The decision log as the proxy uses it.
+#[derive(Debug, Clone)]
+pub struct DecisionLog {
+    writer: Arc<LogWriter>,
+    slots: Arc<Semaphore>,
+    capacity: usize,
+    on_full: OnFull,
+    redact: Arc<Vec<String>>,
+}
+
+impl DecisionLog {
+    /// Opens the log file named in the config and starts its writer thread.
+    pub fn open(config: &Config) -> Result<DecisionLog, LogError> {
+        let jsonl = config.log_jsonl.as_deref().map(|s| match s {
+            "stdout" | "-" => JsonlSink::Stdout,
+            path => JsonlSink::File { path: path.into(), max_bytes: 64 * 1024 * 1024, keep: 5 },
+        });
+        // The writer's own queue never fills: slots are reserved here first, and there are no more slots than room.
+        let opts = LogOptions {
+            queue_capacity: config.log_queue_capacity + 16,
+            on_full: EngineOnFull::Wait,
+            jsonl,
+            ..LogOptions::default()
+        };
+        let writer = LogWriter::start(&config.log_path, opts)?;
+        Ok(DecisionLog {
+            writer: Arc::new(writer),
+            slots: Arc::new(Semaphore::new(config.log_queue_capacity)),
+            capacity: config.log_queue_capacity,
+            on_full: config.log_on_full,
+            redact: Arc::new(config.log_redact.clone()),
+        })
+    }
+
+    /// The underlying writer.
+    pub fn writer(&self) -> &Arc<LogWriter> {
+        &self.writer
+    }
+
+    /// Reserves a slot: waits for room, or fails at once under `fail_closed`.
+    pub async fn reserve(&self) -> Result<Slot, LogError> {
+        match self.on_full {
+            OnFull::FailClosed => self.slots.clone().try_acquire_owned().map(Slot).map_err(|_| LogError::QueueFull),
+            OnFull::Wait => {
+                if let Ok(p) = self.slots.clone().try_acquire_owned() {
+                    return Ok(Slot(p));
+                }
+                tracing::warn!("decision log queue full; waiting");
+                self.slots.clone().acquire_owned().await.map(Slot).map_err(|_| LogError::Closed)
+            }
+        }
+    }
+
+    /// Commits a record and waits until it is on disk. The slot is released when the commit finishes.
+    pub async fn commit(&self, slot: Slot, entry: LogEntry) -> Result<(), LogError> {
+        self.commit_record(slot, record_of(entry)).await
+    }
+
+    /// Commits a prepared record (lifecycle events use this).
+    pub async fn commit_record(&self, slot: Slot, mut rec: DecisionRecord) -> Result<(), LogError> {
+        if !self.redact.is_empty() {
+            redact(&mut rec, &self.redact);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.writer.append_with(rec, move |r| {
+            drop(slot);
+            let _ = tx.send(r);
+        })?;
+        rx.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Appends a lifecycle record (reserving its slot first).
+    pub async fn lifecycle(&self, rec: DecisionRecord) -> Result<(), LogError> {
+        let slot = self.reserve().await?;
+        self.commit_record(slot, rec).await
+    }
+
+    /// Waits until everything queued is committed.
+    pub async fn flush(&self) {
+        let w = self.writer.clone();
+        let _ = tokio::task::spawn_blocking(move || w.flush()).await;
+    }
+
+    /// Records waiting to be committed.
+    pub fn queued(&self) -> usize {
+        self.capacity.saturating_sub(self.slots.available_permits())
+    }
+
+    /// Whether the writer is running.
+    pub fn is_healthy(&self) -> bool {
+        !self.slots.is_closed()
+    }
+}
+
+fn record_of(e: LogEntry) -> DecisionRecord {
+    let outcome = match e.decision.as_str() {
+        "allow" => Outcome::Allow,
+        "hold" => Outcome::Hold,
+        "deny" if e.errors.iter().any(|x| !x.is_empty()) && e.policies.is_empty() && e.status == Some(403) => Outcome::Error,
+        _ => Outcome::Deny,
+    };
+    let mut r = DecisionRecord::new(RecordKind::Decision);
+    r.id = e.id;
+    r.request_id = Some(e.request_id);
+    r.principal = e.principal;
+    r.action = e.action;
+    r.resource = e.resource;
+    r.context = match e.context {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    r.decision = Some(outcome);
+    r.policies = e.policies;
+    r.grants_used = e.grants_used;
+    r.errors = e.errors;
+    r.revision = e.revision;
+    r.engine = e.engine;
+    r.latency_us = e.latency_us;
+    r.client_addr = Some(e.client_addr);
+    r.method = Some(e.method);
+    r.path = Some(e.path);
+    r.status = e.status;
+    r.break_glass = e.break_glass;
+    r
+}
