@@ -484,9 +484,10 @@ impl Config {
         if raw.log.queue_capacity == 0 {
             err("log.queue_capacity", "must be at least 1".into());
         }
-        for (i, msg) in crate::authenticate::validate_issuers(&raw.issuers) {
-            let _ = i;
-            err("issuers", msg);
+        if let Err(problems) = crate::authenticate::validate_issuers(&raw.issuers) {
+            for p in problems {
+                err(&p.path, p.message);
+            }
         }
         let mut upstreams = BTreeMap::new();
         for (name, u) in &raw.upstreams {

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod forward;
 pub mod metrics;
 pub mod pipeline;
+pub mod quickstart;
 pub mod reload;
 pub mod respond;
 pub mod server;

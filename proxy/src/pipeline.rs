@@ -115,10 +115,10 @@ impl Proxy {
                 Err(e) => {
                     self.metrics.auth_failures.inc();
                     trace.error = Some(format!("authentication failed: {e}"));
-                    return Err(Refusal::Unauthenticated { message: e.public_message(), challenge: e.www_authenticate() });
+                    return Err(Refusal::Unauthenticated { message: e.public_message().to_string(), challenge: e.www_authenticate() });
                 }
             },
-            (None, Some(cert)) => Some(Identity::from_certificate(cert.clone(), self.workload_groups(cert))),
+            (None, Some(cert)) => Some(certificate_identity(cert.clone(), self.workload_groups(cert))),
             (None, None) => None,
         };
         if let Some(id) = &identity {
@@ -136,7 +136,7 @@ impl Proxy {
         };
         let identity = match identity {
             Some(id) => id,
-            None if route.route.public => Identity::anonymous(),
+            None if route.route.public => anonymous_identity(),
             None => return Err(unauthenticated()),
         };
         trace.principal = Some(identity.principal.to_string());
@@ -247,6 +247,23 @@ impl Proxy {
             response = Refusal::LogUnavailable(e.to_string()).into_response(&trace.decision_id);
         }
         response
+    }
+}
+
+/// The identity of a verified client certificate (mTLS): no claims, groups from configuration.
+fn certificate_identity(principal: EntityRef, groups: Vec<String>) -> Identity {
+    Identity { principal, groups, claims: Default::default(), issuer: "mtls".into(), expires_at: i64::MAX, grant_id: None }
+}
+
+/// The principal of public routes called without a credential.
+fn anonymous_identity() -> Identity {
+    Identity {
+        principal: EntityRef::new("Anonymous", "anonymous"),
+        groups: Vec::new(),
+        claims: Default::default(),
+        issuer: String::new(),
+        expires_at: i64::MAX,
+        grant_id: None,
     }
 }
 

@@ -1,0 +1,190 @@
+//! The quickstart: `jitgate serve` with no config. The shipped Cedar quickstart bundle (from `policies/` when run
+//! in the repository, else the copy embedded in the binary), SQLite files under `.jitgate/`, a demo upstream for
+//! both services, jitgate's own development signing key, and ready tokens with `curl` lines to try.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use jitgate_engine::{Clock, EntityRef, Grant, GrantStatus};
+
+use crate::authenticate::LocalIssuer;
+use crate::config::{Config, RawBundle, RawConfig, RawLocalIssuer, RawUpstream};
+use crate::demo::DemoUpstream;
+use crate::state::{Running, StartError, start};
+
+/// The quickstart bundle's files, embedded so that the binary runs anywhere.
+const EMBEDDED_BUNDLE: &[(&str, &str)] = &[
+    ("bundle.toml", include_str!("../../policies/quickstart-cedar/bundle.toml")),
+    ("schema.cedarschema", include_str!("../../policies/quickstart-cedar/schema.cedarschema")),
+    ("policies/data-plane.cedar", include_str!("../../policies/quickstart-cedar/policies/data-plane.cedar")),
+    ("policies/control-plane.cedar", include_str!("../../policies/quickstart-cedar/policies/control-plane.cedar")),
+];
+
+/// People in the quickstart, with their groups (see `policies/QUICKSTART.md`).
+pub const PEOPLE: &[(&str, &[&str])] = &[
+    ("alice", &["engineering"]),
+    ("bob", &["engineering", "payments-approvers"]),
+    ("carol", &["engineering", "dba"]),
+    ("dave", &["contractors"]),
+    ("erin", &["compliance", "dba"]),
+];
+
+/// Options for [`run`].
+#[derive(Debug, Clone)]
+pub struct QuickstartOptions {
+    /// State directory (SQLite files, signing key, extracted bundle).
+    pub dir: PathBuf,
+    /// Data-plane address.
+    pub listen: SocketAddr,
+    /// Admin address.
+    pub admin: SocketAddr,
+    /// Bundle directory; `None` picks `policies/quickstart-cedar` if present, else the embedded copy.
+    pub bundle: Option<PathBuf>,
+}
+
+impl Default for QuickstartOptions {
+    fn default() -> Self {
+        QuickstartOptions {
+            dir: PathBuf::from(".jitgate"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            bundle: None,
+        }
+    }
+}
+
+/// A running quickstart.
+#[derive(Debug)]
+pub struct Quickstart {
+    /// The proxy.
+    pub running: Running,
+    /// The demo upstream behind it.
+    pub upstream: DemoUpstream,
+    /// Ready tokens, by person.
+    pub tokens: Vec<(String, String)>,
+    /// The bundle in use.
+    pub bundle: PathBuf,
+}
+
+/// Starts the quickstart.
+pub async fn run(opts: QuickstartOptions) -> Result<Quickstart, StartError> {
+    std::fs::create_dir_all(&opts.dir).map_err(|e| StartError::Store(format!("{}: {e}", opts.dir.display())))?;
+    let bundle = match &opts.bundle {
+        Some(b) => b.clone(),
+        None => {
+            let local = PathBuf::from("policies/quickstart-cedar");
+            if local.join("bundle.toml").is_file() { local } else { extract_embedded(&opts.dir)? }
+        }
+    };
+    let upstream = DemoUpstream::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .map_err(|e| StartError::Bind { addr: SocketAddr::from(([127, 0, 0, 1], 0)), reason: e.to_string() })?;
+    let up = |_: &str| RawUpstream {
+        url: format!("http://{}", upstream.addr),
+        connect_timeout: "2s".into(),
+        timeout: "30s".into(),
+        credential: None,
+    };
+    let mut raw = RawConfig { bundle: RawBundle { path: bundle.clone(), watch: true }, ..RawConfig::default() };
+    raw.server.listen = opts.listen.to_string();
+    raw.admin.listen = opts.admin.to_string();
+    raw.store.path = opts.dir.join("jitgate.db");
+    raw.log.path = opts.dir.join("decisions.db");
+    raw.local_issuer = Some(RawLocalIssuer {
+        key_file: opts.dir.join("dev-signing-key.pem"),
+        issuer: "jitgate-quickstart".into(),
+        audience: "jitgate".into(),
+    });
+    raw.upstreams.insert("payments".into(), up("payments"));
+    raw.upstreams.insert("billing".into(), up("billing"));
+    let config = Config::validate(raw, Path::new("<quickstart>"), Path::new("."))
+        .map_err(|d| StartError::Bundle { path: "<quickstart>".into(), diagnostics: d })?;
+    let running = start(config, Clock::system()).await?;
+    let proxy = running.proxy.clone();
+    let now = proxy.authorizer.clock().now();
+    // A demo grant so that a held request can be tried at once: carol is db-admin on billing for 30 minutes.
+    let demo_grant = Grant {
+        id: "g-demo-carol-db-admin".into(),
+        principal: EntityRef::new("User", "carol"),
+        role: "db-admin".into(),
+        scope: EntityRef::new("Service", "billing"),
+        starts_at: now,
+        expires_at: now + 30 * 60,
+        max_uses: None,
+        uses: 0,
+        status: GrantStatus::Active,
+        approvers: vec!["quickstart".into()],
+        reason: "quickstart demo grant".into(),
+        break_glass: false,
+        request_digest: None,
+        request_id: None,
+    };
+    proxy.authorizer.put_grant(demo_grant).map_err(|e| StartError::Store(e.to_string()))?;
+    let mut tokens = Vec::new();
+    if let Some(issuer) = &proxy.local_issuer {
+        for (name, groups) in PEOPLE {
+            let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+            let t = mint_dev_token(issuer, name, &groups, now).map_err(|e| StartError::Auth(e.to_string()))?;
+            tokens.push((name.to_string(), t));
+        }
+    }
+    Ok(Quickstart { running, upstream, tokens, bundle })
+}
+
+fn mint_dev_token(issuer: &LocalIssuer, name: &str, groups: &[String], now: i64) -> Result<String, crate::authenticate::AuthError> {
+    issuer.mint_session(&EntityRef::new("User", name), groups, now + 8 * 3600, now)
+}
+
+fn extract_embedded(dir: &Path) -> Result<PathBuf, StartError> {
+    let target = dir.join("quickstart-cedar");
+    for (rel, content) in EMBEDDED_BUNDLE {
+        let p = target.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| StartError::Store(format!("{}: {e}", parent.display())))?;
+        }
+        std::fs::write(&p, content).map_err(|e| StartError::Store(format!("{}: {e}", p.display())))?;
+    }
+    Ok(target)
+}
+
+impl Quickstart {
+    /// The banner printed at start: tokens and `curl` lines that show an allowed, a denied and a held request.
+    pub fn banner(&self) -> String {
+        let addr = self.running.addr;
+        let admin = self.running.admin_addr.map(|a| a.to_string()).unwrap_or_default();
+        let token = |who: &str| self.tokens.iter().find(|(n, _)| n == who).map(|(_, t)| t.clone()).unwrap_or_default();
+        let b = self.running.proxy.authorizer.bundle();
+        format!(
+            r#"
+jitgate quickstart is running
+  proxy       http://{addr}    (demo upstream at http://{up})
+  admin       http://{admin}   (/healthz /readyz /metrics /v1/status)
+  bundle      {bundle} ({engine}, revision {rev}); edit it and it reloads
+  state       SQLite files under .jitgate/
+
+Tokens (8 hours; people and groups are in policies/QUICKSTART.md):
+  export ALICE={alice}
+  export CAROL={carol}
+
+Try:
+  # allowed: engineers read payments without any grant
+  curl -i -H "Authorization: Bearer $ALICE" http://{addr}/payments/p-1001
+  # denied (403 + decision id): writing needs a payments-writer grant
+  curl -i -X POST -H "Authorization: Bearer $ALICE" http://{addr}/payments
+  # held (202, approval required): carol has a demo db-admin grant, but deleting a database needs approval
+  curl -i -X DELETE -H "Authorization: Bearer $CAROL" http://{addr}/databases/staging
+  # unauthenticated (401)
+  curl -i http://{addr}/payments/p-1001
+
+Then look at the decision log:
+  cargo run --release -- decisions tail
+"#,
+            up = self.upstream.addr,
+            bundle = self.bundle.display(),
+            engine = b.engine().as_str(),
+            rev = b.short_revision(),
+            alice = token("alice"),
+            carol = token("carol"),
+        )
+    }
+}
