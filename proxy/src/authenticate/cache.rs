@@ -1,0 +1,83 @@
+//! The verified-token cache: SHA-256 of a token -> the identity it proved, until the token's `exp`.
+//! Sharded RwLock'd maps so a hit is one hash and one read lock; bounded, evicting expired entries first.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use sha2::{Digest, Sha256};
+
+use super::Identity;
+
+const SHARDS: usize = 16;
+
+/// A cached identity and the window in which the cache may serve it.
+pub(crate) struct Entry {
+    pub(crate) identity: Arc<Identity>,
+    /// The token's `exp`: never served at or after it.
+    pub(crate) exp: i64,
+    /// The token's `nbf` less the leeway, if any: never served before it (clocks in tests may go back).
+    pub(crate) not_before: Option<i64>,
+}
+
+pub(crate) type TokenKey = [u8; 32];
+
+/// Hashes a token into its cache key.
+pub(crate) fn token_key(token: &str) -> TokenKey {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+pub(crate) struct TokenCache {
+    shards: Vec<RwLock<HashMap<TokenKey, Entry>>>,
+    per_shard: usize,
+}
+
+impl TokenCache {
+    /// A cache holding about `capacity` tokens (0 disables it).
+    pub(crate) fn new(capacity: usize) -> Self {
+        let per_shard = capacity.div_ceil(SHARDS);
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            per_shard,
+        }
+    }
+
+    fn shard(&self, key: &TokenKey) -> Option<&RwLock<HashMap<TokenKey, Entry>>> {
+        self.shards.get(usize::from(key[0]) % SHARDS)
+    }
+
+    /// The identity for this token if it was verified before and `now` is inside its window.
+    pub(crate) fn get(&self, key: &TokenKey, now: i64) -> Option<Arc<Identity>> {
+        let shard = self.shard(key)?.read();
+        let entry = shard.get(key)?;
+        let in_window = now < entry.exp && entry.not_before.is_none_or(|nb| now >= nb);
+        in_window.then(|| Arc::clone(&entry.identity))
+    }
+
+    /// Remembers a verified token. Over capacity, expired entries go first, then arbitrary ones down to 90%.
+    pub(crate) fn insert(&self, key: TokenKey, entry: Entry, now: i64) {
+        if self.per_shard == 0 || entry.exp <= now {
+            return;
+        }
+        let Some(shard) = self.shard(&key) else {
+            return;
+        };
+        let mut map = shard.write();
+        if map.len() >= self.per_shard && !map.contains_key(&key) {
+            map.retain(|_, e| e.exp > now);
+            if map.len() >= self.per_shard {
+                let keep = self.per_shard * 9 / 10;
+                let excess: Vec<TokenKey> = map.keys().take(map.len() - keep).copied().collect();
+                for k in excess {
+                    map.remove(&k);
+                }
+            }
+        }
+        map.insert(key, entry);
+    }
+
+    /// How many tokens are cached (for tests and metrics).
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len()).sum()
+    }
+}

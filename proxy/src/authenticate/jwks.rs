@@ -1,0 +1,326 @@
+//! Issuer keys: parsing a JWK set into verification keys, fetching it (directly or via OIDC discovery), and the
+//! per-issuer cache with rate-limited, single-flight refresh. Never builds an HMAC key from anything.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+
+use super::AuthError;
+
+/// The most bytes read from a JWKS or discovery response.
+const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+
+/// The smallest RSA modulus accepted, in bits.
+const MIN_RSA_BITS: usize = 2048;
+
+/// The kind of a public key, which decides the algorithms it may verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyKind {
+    Rsa,
+    P256,
+    P384,
+    Ed25519,
+}
+
+impl KeyKind {
+    /// Whether a key of this kind may verify `alg`: RSA only RS*/PS*, each curve only its own ECDSA, Ed25519 only EdDSA.
+    pub(crate) fn fits(self, alg: Algorithm) -> bool {
+        use Algorithm::*;
+        match self {
+            KeyKind::Rsa => matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
+            KeyKind::P256 => alg == ES256,
+            KeyKind::P384 => alg == ES384,
+            KeyKind::Ed25519 => alg == EdDSA,
+        }
+    }
+}
+
+/// One verification key.
+#[derive(Clone)]
+pub(crate) struct VerifyKey {
+    pub(crate) kind: KeyKind,
+    /// The `alg` the JWK pins itself to, if any.
+    pub(crate) alg: Option<Algorithm>,
+    pub(crate) key: DecodingKey,
+}
+
+/// An immutable key set, replaced whole on refresh.
+pub(crate) struct KeySet {
+    pub(crate) by_kid: HashMap<String, Arc<VerifyKey>>,
+    /// Keys published without a `kid`: usable only by tokens without one.
+    pub(crate) unnamed: Vec<Arc<VerifyKey>>,
+    /// When it was fetched (request time, unix seconds).
+    pub(crate) fetched_at: i64,
+    /// Bumped on every successful fetch, so waiters can tell that someone else refreshed.
+    pub(crate) generation: u64,
+}
+
+impl KeySet {
+    /// The key for `kid`, or for a token without `kid` the only unnamed key that fits `alg`.
+    pub(crate) fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<&Arc<VerifyKey>> {
+        match kid {
+            Some(kid) => self.by_kid.get(kid),
+            None => {
+                let mut fitting = self
+                    .unnamed
+                    .iter()
+                    .chain(self.by_kid.values())
+                    .filter(|k| k.kind.fits(alg));
+                match (fitting.next(), fitting.next()) {
+                    (Some(only), None) => Some(only),
+                    _ => None,
+                }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawJwks {
+    keys: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct RawJwk {
+    kty: String,
+    kid: Option<String>,
+    alg: Option<String>,
+    #[serde(rename = "use")]
+    use_: Option<String>,
+    crv: Option<String>,
+    n: Option<String>,
+    e: Option<String>,
+    x: Option<String>,
+    y: Option<String>,
+}
+
+fn b64_len(s: &str) -> Result<usize, String> {
+    URL_SAFE_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .map(|v| v.len())
+        .map_err(|e| format!("bad base64url: {e}"))
+}
+
+fn parse_jwk(raw: RawJwk) -> Result<(Option<String>, VerifyKey), String> {
+    if raw.use_.as_deref().is_some_and(|u| u != "sig") {
+        return Err("not a signature key (`use` is not `sig`)".to_string());
+    }
+    let alg = match raw.alg.as_deref() {
+        None => None,
+        Some(a) => Some(super::config::parse_algorithm(a)?),
+    };
+    let field = |v: Option<String>, name: &str| v.ok_or_else(|| format!("`{name}` is missing"));
+    let (kind, key) = match (raw.kty.as_str(), raw.crv.as_deref()) {
+        ("RSA", _) => {
+            let n = field(raw.n, "n")?;
+            let e = field(raw.e, "e")?;
+            let n_bytes = URL_SAFE_NO_PAD
+                .decode(n.trim_end_matches('='))
+                .map_err(|e| format!("`n`: {e}"))?;
+            let bits = n_bytes.iter().skip_while(|b| **b == 0).count() * 8;
+            if bits < MIN_RSA_BITS {
+                return Err(format!(
+                    "RSA modulus of {bits} bits is below the minimum {MIN_RSA_BITS}"
+                ));
+            }
+            let key = DecodingKey::from_rsa_components(&n, &e).map_err(|e| e.to_string())?;
+            (KeyKind::Rsa, key)
+        }
+        ("EC", Some(crv @ ("P-256" | "P-384"))) => {
+            let (kind, len) = if crv == "P-256" {
+                (KeyKind::P256, 32)
+            } else {
+                (KeyKind::P384, 48)
+            };
+            let x = field(raw.x, "x")?;
+            let y = field(raw.y, "y")?;
+            if b64_len(&x)? != len || b64_len(&y)? != len {
+                return Err(format!("{crv} coordinates must be {len} bytes"));
+            }
+            (
+                kind,
+                DecodingKey::from_ec_components(&x, &y).map_err(|e| e.to_string())?,
+            )
+        }
+        ("OKP", Some("Ed25519")) => {
+            let x = field(raw.x, "x")?;
+            // The verifier slices the first 32 bytes without checking: a short key must never reach it.
+            if b64_len(&x)? != 32 {
+                return Err("Ed25519 `x` must be 32 bytes".to_string());
+            }
+            (
+                KeyKind::Ed25519,
+                DecodingKey::from_ed_components(&x).map_err(|e| e.to_string())?,
+            )
+        }
+        ("oct", _) => return Err("symmetric keys are never trusted".to_string()),
+        (kty, crv) => return Err(format!("unsupported key type `{kty}` (crv {crv:?})")),
+    };
+    if let Some(alg) = alg {
+        if !kind.fits(alg) {
+            return Err(format!("`alg` {alg:?} does not fit a {kind:?} key"));
+        }
+    }
+    Ok((raw.kid, VerifyKey { kind, alg, key }))
+}
+
+/// Parses a JWK set. Keys that are unusable (symmetric, unknown type, too small) are skipped and logged, so one
+/// odd key does not take down the issuer; a document that is not a JWK set is an error.
+pub(crate) fn parse_jwks(
+    body: &[u8],
+    issuer: &str,
+    fetched_at: i64,
+    generation: u64,
+) -> Result<KeySet, String> {
+    let raw: RawJwks = serde_json::from_slice(body).map_err(|e| format!("not a JWK set: {e}"))?;
+    let mut set = KeySet {
+        by_kid: HashMap::new(),
+        unnamed: Vec::new(),
+        fetched_at,
+        generation,
+    };
+    for (i, value) in raw.keys.into_iter().enumerate() {
+        let parsed = serde_json::from_value::<RawJwk>(value)
+            .map_err(|e| e.to_string())
+            .and_then(parse_jwk);
+        match parsed {
+            Ok((Some(kid), key)) => {
+                set.by_kid.insert(kid, Arc::new(key));
+            }
+            Ok((None, key)) => set.unnamed.push(Arc::new(key)),
+            Err(reason) => tracing::debug!(issuer, index = i, %reason, "skipping JWK"),
+        }
+    }
+    Ok(set)
+}
+
+/// Where an issuer's keys come from.
+pub(crate) enum KeySource {
+    /// Fetched from this URL.
+    Url(String),
+    /// Found through `<issuer>/.well-known/openid-configuration`.
+    Discovery,
+    /// Fixed at start-up (jitgate's own key).
+    Static,
+}
+
+/// Fetch bookkeeping, guarded by one async mutex per issuer: holding it is what makes a refresh single-flight.
+#[derive(Default)]
+pub(crate) struct FetchState {
+    /// Request time of the last fetch attempt, for the rate limit.
+    pub(crate) last_attempt: Option<i64>,
+    /// Why the last attempt failed, reported while further attempts are rate-limited.
+    pub(crate) last_error: Option<String>,
+    /// The JWKS URL found by discovery, kept until a fetch from it fails.
+    pub(crate) discovered: Option<String>,
+    pub(crate) generation: u64,
+}
+
+/// Reads a response body up to [`MAX_DOCUMENT_BYTES`].
+async fn get_limited(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+    let mut resp = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
+    if !resp.status().is_success() {
+        return Err(format!("GET {url}: HTTP {}", resp.status()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?
+    {
+        if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+            return Err(format!(
+                "GET {url}: response larger than {MAX_DOCUMENT_BYTES} bytes"
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: Option<String>,
+    jwks_uri: String,
+}
+
+/// Finds the JWKS URL in the issuer's OpenID configuration; the document must name the same issuer.
+async fn discover(http: &reqwest::Client, issuer: &str) -> Result<String, String> {
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    let body = get_limited(http, &url).await?;
+    let doc: Discovery = serde_json::from_slice(&body)
+        .map_err(|e| format!("{url}: not an OpenID configuration: {e}"))?;
+    if let Some(named) = &doc.issuer {
+        if named != issuer {
+            return Err(format!(
+                "{url}: names issuer `{named}`, expected `{issuer}`"
+            ));
+        }
+    }
+    Ok(doc.jwks_uri)
+}
+
+/// Fetches the issuer's key set (discovering its URL first if needed).
+pub(crate) async fn fetch(
+    http: &reqwest::Client,
+    issuer: &str,
+    source: &KeySource,
+    state: &mut FetchState,
+    now: i64,
+) -> Result<KeySet, String> {
+    let url = match source {
+        KeySource::Url(url) => url.clone(),
+        KeySource::Discovery => match &state.discovered {
+            Some(url) => url.clone(),
+            None => {
+                let url = discover(http, issuer).await?;
+                state.discovered = Some(url.clone());
+                url
+            }
+        },
+        KeySource::Static => return Err("static key set cannot be refreshed".to_string()),
+    };
+    let result = async {
+        let body = get_limited(http, &url).await?;
+        parse_jwks(&body, issuer, now, state.generation + 1)
+    }
+    .await;
+    if result.is_err() {
+        // The issuer may have moved its keys: discover again next time.
+        state.discovered = None;
+    }
+    result
+}
+
+/// Builds the HTTP client used for every key fetch. Redirects are not followed: one could downgrade https to http.
+pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, AuthError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| AuthError::Config(format!("HTTP client for JWKS: {e}")))
+}

@@ -1,0 +1,582 @@
+//! Stage 3, authenticate: turns an `Authorization: Bearer` JWT into an [`Identity`], or an [`AuthError`] (a deny).
+//! It trusts only configured issuers (and jitgate's own [`LocalIssuer`]); mapping identities to policy input is not its job.
+//!
+//! Order of checks: bearer syntax, header, unverified `iss` (only to pick the issuer), the issuer's algorithm
+//! allow-list, the key by `kid` (refreshing the JWKS once, rate-limited and single-flight, on an unknown `kid`), the
+//! key type against `alg`, the signature, then `exp`/`nbf`/`aud` with the issuer's leeway and the principal claim.
+//! Verified tokens are cached by SHA-256 until their `exp`.
+
+mod cache;
+pub mod config;
+mod error;
+mod jwks;
+mod local;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jitgate_engine::EntityRef;
+use jsonwebtoken::Algorithm;
+use parking_lot::RwLock;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+pub use config::{ConfigProblem, IssuerConfig, validate_issuers};
+pub use error::AuthError;
+pub use local::{GRANT_CLAIM, LocalIssuer, PRINCIPAL_CLAIM};
+
+use cache::{Entry, TokenCache, token_key};
+use jwks::{FetchState, KeySet, KeySource, VerifyKey};
+
+/// The longest bearer token accepted, in bytes: bounds the hashing and decoding done for unauthenticated input.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Who the caller is, as proved by a verified token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    /// The principal entity, e.g. `User::"alice"`.
+    pub principal: EntityRef,
+    /// The caller's groups from the issuer's groups claim (empty when absent).
+    pub groups: Vec<String>,
+    /// Every claim of the token, for the policy context.
+    pub claims: Map<String, Value>,
+    /// The issuer that vouched for it (the token's `iss`).
+    pub issuer: String,
+    /// The token's `exp` (unix seconds).
+    pub expires_at: i64,
+    /// The grant a jitgate-issued token is bound to; always `None` for external issuers.
+    pub grant_id: Option<String>,
+}
+
+/// Operational limits of an [`Authenticator`]; the defaults suit production.
+#[derive(Debug, Clone)]
+pub struct AuthLimits {
+    /// Timeout of one discovery or JWKS request (connect included).
+    pub jwks_fetch_timeout: Duration,
+    /// How many verified tokens the cache holds (0 disables it).
+    pub cache_capacity: usize,
+    /// After this many seconds a cached JWKS is refetched (rate-limited) so removed keys stop verifying.
+    pub jwks_max_age_secs: u64,
+}
+
+impl Default for AuthLimits {
+    fn default() -> Self {
+        Self {
+            jwks_fetch_timeout: Duration::from_secs(5),
+            cache_capacity: 100_000,
+            jwks_max_age_secs: 3600,
+        }
+    }
+}
+
+/// How an issuer's claims name the principal.
+enum PrincipalMapping {
+    /// `<ty>::"<claims[claim]>"`.
+    Claim { claim: String, ty: String },
+    /// The `principal` claim holds the full entity reference (jitgate's own tokens).
+    EntityRefClaim,
+}
+
+/// One trusted issuer with its key cache.
+struct Issuer {
+    name: String,
+    audiences: Vec<String>,
+    algorithms: Vec<Algorithm>,
+    mapping: PrincipalMapping,
+    groups_claim: String,
+    leeway: u64,
+    refresh_min_interval: i64,
+    /// Only jitgate's own tokens may carry a grant binding.
+    grant_bound: bool,
+    source: KeySource,
+    keys: RwLock<Option<Arc<KeySet>>>,
+    fetch: tokio::sync::Mutex<FetchState>,
+}
+
+struct Inner {
+    issuers: HashMap<String, Issuer>,
+    http: reqwest::Client,
+    cache: TokenCache,
+    jwks_max_age: i64,
+}
+
+/// Verifies bearer tokens against the configured issuers. Cheap to clone (one `Arc`), `Send + Sync`.
+#[derive(Clone)]
+pub struct Authenticator {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.inner.issuers.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("Authenticator")
+            .field("issuers", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+fn secs(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Authenticator {
+    /// Builds an authenticator with default [`AuthLimits`]. Fails with every config problem listed.
+    pub fn new(issuers: Vec<IssuerConfig>, local: Option<LocalIssuer>) -> Result<Self, AuthError> {
+        Self::with_limits(issuers, local, AuthLimits::default())
+    }
+
+    /// Builds an authenticator with explicit limits. No key is fetched yet: each issuer's JWKS is fetched on first use.
+    pub fn with_limits(
+        issuers: Vec<IssuerConfig>,
+        local: Option<LocalIssuer>,
+        limits: AuthLimits,
+    ) -> Result<Self, AuthError> {
+        if let Err(problems) = validate_issuers(&issuers) {
+            let joined: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            return Err(AuthError::Config(joined.join("; ")));
+        }
+        let mut map = HashMap::new();
+        for cfg in issuers {
+            let algorithms = cfg
+                .algorithms
+                .iter()
+                .filter_map(|a| config::parse_algorithm(a).ok())
+                .collect();
+            let source = match cfg.jwks_url {
+                Some(url) => KeySource::Url(url),
+                None => KeySource::Discovery,
+            };
+            let issuer = Issuer {
+                name: cfg.issuer.clone(),
+                audiences: cfg.audiences,
+                algorithms,
+                mapping: PrincipalMapping::Claim {
+                    claim: cfg.principal_claim,
+                    ty: cfg.principal_type,
+                },
+                groups_claim: cfg.groups_claim,
+                leeway: cfg.leeway_secs,
+                refresh_min_interval: secs(cfg.refresh_min_interval_secs),
+                grant_bound: false,
+                source,
+                keys: RwLock::new(None),
+                fetch: tokio::sync::Mutex::new(FetchState::default()),
+            };
+            map.insert(cfg.issuer, issuer);
+        }
+        if let Some(local) = local {
+            if map.contains_key(local.issuer()) {
+                return Err(AuthError::Config(format!(
+                    "the local issuer `{}` is also configured under [[issuers]]",
+                    local.issuer()
+                )));
+            }
+            let key = VerifyKey {
+                kind: jwks::KeyKind::Ed25519,
+                alg: Some(Algorithm::EdDSA),
+                key: jsonwebtoken::DecodingKey::from_ed_components(
+                    &URL_SAFE_NO_PAD.encode(local.public_key()),
+                )
+                .map_err(|e| AuthError::LocalKey(format!("public key: {e}")))?,
+            };
+            let set = KeySet {
+                by_kid: HashMap::from([(local.kid().to_string(), Arc::new(key))]),
+                unnamed: Vec::new(),
+                fetched_at: 0,
+                generation: 1,
+            };
+            let issuer = Issuer {
+                name: local.issuer().to_string(),
+                audiences: vec![local.audience().to_string()],
+                algorithms: vec![Algorithm::EdDSA],
+                mapping: PrincipalMapping::EntityRefClaim,
+                groups_claim: "groups".to_string(),
+                // jitgate's replicas share a clock source; a little skew only.
+                leeway: 5,
+                refresh_min_interval: i64::MAX,
+                grant_bound: true,
+                source: KeySource::Static,
+                keys: RwLock::new(Some(Arc::new(set))),
+                fetch: tokio::sync::Mutex::new(FetchState::default()),
+            };
+            map.insert(local.issuer().to_string(), issuer);
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                issuers: map,
+                http: jwks::http_client(limits.jwks_fetch_timeout)?,
+                cache: TokenCache::new(limits.cache_capacity),
+                jwks_max_age: secs(limits.jwks_max_age_secs),
+            }),
+        })
+    }
+
+    /// Authenticates a request from its `Authorization` header value at request time `now` (unix seconds).
+    /// Any error is a deny; the detailed reason is logged here, and the error carries a caller-safe message.
+    pub async fn authenticate(
+        &self,
+        authorization_header: Option<&str>,
+        now: i64,
+    ) -> Result<Identity, AuthError> {
+        let result = self.inner.authenticate(authorization_header, now).await;
+        if let Err(err) = &result {
+            match err {
+                AuthError::Missing => tracing::debug!("authentication failed: {err}"),
+                AuthError::JwksUnavailable(_) | AuthError::Config(_) => {
+                    tracing::warn!("authentication failed: {err}")
+                }
+                _ => tracing::info!("authentication failed: {err}"),
+            }
+        }
+        result
+    }
+
+    /// How many verified tokens are cached now.
+    pub fn cached_tokens(&self) -> usize {
+        self.inner.cache.len()
+    }
+}
+
+#[derive(Deserialize)]
+struct RawHeader {
+    alg: String,
+    kid: Option<String>,
+    crit: Option<Value>,
+}
+
+fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
+    let header = header
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .ok_or(AuthError::Missing)?;
+    let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
+    // Another scheme is "no bearer credential" (RFC 6750 section 3.1), not a bad token.
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Missing);
+    }
+    let token = rest.trim();
+    if token.is_empty() {
+        return Err(AuthError::Malformed("empty bearer token".to_string()));
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(AuthError::Malformed(format!(
+            "token longer than {MAX_TOKEN_BYTES} bytes"
+        )));
+    }
+    if !token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(AuthError::Malformed(
+            "token has characters outside base64url and `.`".to_string(),
+        ));
+    }
+    Ok(token)
+}
+
+fn b64_json<T: serde::de::DeserializeOwned>(part: &str, what: &str) -> Result<T, AuthError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|e| AuthError::Malformed(format!("{what} is not base64url: {e}")))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| AuthError::Malformed(format!("{what} is not a JSON object: {e}")))
+}
+
+/// A NumericDate claim (RFC 7519): an integer, or a finite number whose fraction is dropped.
+fn numeric_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, AuthError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.is_finite() && f.abs() < 1e15)
+                    .map(|f| f.floor() as i64)
+            })
+            .map(Some)
+            .ok_or_else(|| AuthError::InvalidClaim(format!("`{name}` is not a number"))),
+    }
+}
+
+impl Inner {
+    async fn authenticate(&self, header: Option<&str>, now: i64) -> Result<Identity, AuthError> {
+        let token = bearer(header)?;
+        let cache_key = token_key(token);
+        if let Some(identity) = self.cache.get(&cache_key, now) {
+            return Ok(Identity::clone(&identity));
+        }
+
+        let mut parts = token.split('.');
+        let (Some(h64), Some(p64), Some(s64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthError::Malformed(
+                "a JWT has three dot-separated parts".to_string(),
+            ));
+        };
+        let header: RawHeader = b64_json(h64, "header")?;
+        let claims: Map<String, Value> = b64_json(p64, "payload")?;
+        if header.crit.is_some() {
+            return Err(AuthError::Malformed(
+                "the header has critical extensions (`crit`), none are supported".to_string(),
+            ));
+        }
+
+        // The unverified `iss` only picks whose keys to try; the signature then proves it.
+        let iss = match claims.get("iss") {
+            Some(Value::String(iss)) => iss.as_str(),
+            Some(_) => return Err(AuthError::InvalidClaim("`iss` is not a string".to_string())),
+            None => return Err(AuthError::MissingClaim("iss".to_string())),
+        };
+        let issuer = self
+            .issuers
+            .get(iss)
+            .ok_or_else(|| AuthError::UnknownIssuer(iss.to_string()))?;
+
+        let alg = config::parse_algorithm(&header.alg).map_err(AuthError::AlgorithmNotAllowed)?;
+        if !issuer.algorithms.contains(&alg) {
+            return Err(AuthError::AlgorithmNotAllowed(format!(
+                "`{}` is not allowed for issuer `{iss}`",
+                header.alg
+            )));
+        }
+        let key = issuer.key(header.kid.as_deref(), alg, now, self).await?;
+        if !key.kind.fits(alg) || key.alg.is_some_and(|a| a != alg) {
+            return Err(AuthError::AlgorithmNotAllowed(format!(
+                "`{}` does not fit key `{}` ({:?})",
+                header.alg,
+                header.kid.as_deref().unwrap_or_default(),
+                key.kind
+            )));
+        }
+        let signed = token.get(..h64.len() + 1 + p64.len()).unwrap_or_default();
+        match jsonwebtoken::crypto::verify(s64, signed.as_bytes(), &key.key, alg) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(AuthError::BadSignature(format!(
+                    "does not verify with key `{}`",
+                    header.kid.as_deref().unwrap_or_default()
+                )));
+            }
+            Err(e) => return Err(AuthError::BadSignature(e.to_string())),
+        }
+
+        issuer.identity(claims, now).map(|(identity, nbf)| {
+            let identity = Arc::new(identity);
+            let not_before = nbf.map(|nbf| nbf.saturating_sub(secs(issuer.leeway)));
+            self.cache.insert(
+                cache_key,
+                Entry {
+                    identity: Arc::clone(&identity),
+                    exp: identity.expires_at,
+                    not_before,
+                },
+                now,
+            );
+            Identity::clone(&identity)
+        })
+    }
+}
+
+impl Issuer {
+    /// The verification key for `kid`, fetching or refreshing the JWKS when needed.
+    async fn key(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+        now: i64,
+        inner: &Inner,
+    ) -> Result<Arc<VerifyKey>, AuthError> {
+        let unknown = || AuthError::UnknownKey {
+            issuer: self.name.clone(),
+            kid: kid.unwrap_or_default().to_string(),
+        };
+        let snapshot = self.keys.read().clone();
+        let fresh = |set: &KeySet| {
+            matches!(self.source, KeySource::Static)
+                || now < set.fetched_at.saturating_add(inner.jwks_max_age)
+        };
+        if let Some(set) = &snapshot {
+            if let Some(key) = set.find(kid, alg) {
+                if fresh(set) {
+                    return Ok(Arc::clone(key));
+                }
+            }
+        }
+        if matches!(self.source, KeySource::Static) {
+            return Err(unknown());
+        }
+
+        // Single flight: whoever holds the lock fetches; the others wait and then use what it fetched.
+        let seen = snapshot.as_ref().map(|s| s.generation);
+        let mut state = self.fetch.lock().await;
+        let current = self.keys.read().clone();
+        let found = current.as_ref().and_then(|s| s.find(kid, alg)).cloned();
+        if current.as_ref().map(|s| s.generation) != seen {
+            return found.ok_or_else(unknown);
+        }
+        let rate_limited = state
+            .last_attempt
+            .is_some_and(|t| now < t.saturating_add(self.refresh_min_interval));
+        if rate_limited {
+            if let Some(key) = found {
+                return Ok(key);
+            }
+            return Err(match (&state.last_error, &current) {
+                (Some(e), _) => AuthError::JwksUnavailable(format!(
+                    "issuer `{}`: {e} (retrying at most every {}s)",
+                    self.name, self.refresh_min_interval
+                )),
+                (None, None) => AuthError::JwksUnavailable(format!(
+                    "issuer `{}`: keys not fetched yet",
+                    self.name
+                )),
+                (None, Some(_)) => unknown(),
+            });
+        }
+
+        state.last_attempt = Some(now);
+        match jwks::fetch(&inner.http, &self.name, &self.source, &mut state, now).await {
+            Ok(set) => {
+                tracing::info!(issuer = %self.name, keys = set.by_kid.len() + set.unnamed.len(), "fetched issuer keys");
+                state.generation = set.generation;
+                state.last_error = None;
+                let set = Arc::new(set);
+                let key = set.find(kid, alg).cloned();
+                *self.keys.write() = Some(set);
+                key.ok_or_else(unknown)
+            }
+            Err(e) => {
+                tracing::warn!(issuer = %self.name, error = %e, "fetching issuer keys failed");
+                state.last_error = Some(e.clone());
+                // A stale key still verifies while the issuer is unreachable; an unknown one cannot.
+                found.ok_or_else(|| {
+                    AuthError::JwksUnavailable(format!("issuer `{}`: {e}", self.name))
+                })
+            }
+        }
+    }
+
+    /// Checks the time window and audience and maps the claims to an identity. Returns the `nbf` too, for the cache.
+    fn identity(
+        &self,
+        claims: Map<String, Value>,
+        now: i64,
+    ) -> Result<(Identity, Option<i64>), AuthError> {
+        let leeway = secs(self.leeway);
+        let exp = numeric_claim(&claims, "exp")?
+            .ok_or_else(|| AuthError::MissingClaim("exp".to_string()))?;
+        if now >= exp.saturating_add(leeway) {
+            return Err(AuthError::Expired {
+                exp,
+                now,
+                leeway: self.leeway,
+            });
+        }
+        let nbf = numeric_claim(&claims, "nbf")?;
+        if let Some(nbf) = nbf {
+            if nbf > now.saturating_add(leeway) {
+                return Err(AuthError::NotYetValid {
+                    nbf,
+                    now,
+                    leeway: self.leeway,
+                });
+            }
+        }
+        let aud_ok = match claims.get("aud") {
+            Some(Value::String(aud)) => self.audiences.contains(aud),
+            Some(Value::Array(auds)) => auds.iter().any(|a| {
+                a.as_str()
+                    .is_some_and(|a| self.audiences.iter().any(|x| x == a))
+            }),
+            Some(_) => {
+                return Err(AuthError::InvalidClaim(
+                    "`aud` is neither a string nor an array".to_string(),
+                ));
+            }
+            None => {
+                return Err(AuthError::WrongAudience(
+                    "the token has no `aud`".to_string(),
+                ));
+            }
+        };
+        if !aud_ok {
+            return Err(AuthError::WrongAudience(format!(
+                "{} is not one of {:?}",
+                claims.get("aud").map(Value::to_string).unwrap_or_default(),
+                self.audiences
+            )));
+        }
+
+        let principal = match &self.mapping {
+            PrincipalMapping::Claim { claim, ty } => match claims.get(claim) {
+                Some(Value::String(id)) if !id.is_empty() => EntityRef::new(ty.clone(), id.clone()),
+                Some(_) => {
+                    return Err(AuthError::InvalidClaim(format!(
+                        "`{claim}` is not a non-empty string"
+                    )));
+                }
+                None => return Err(AuthError::MissingClaim(claim.clone())),
+            },
+            PrincipalMapping::EntityRefClaim => match claims.get(PRINCIPAL_CLAIM) {
+                Some(Value::String(text)) => text
+                    .parse::<EntityRef>()
+                    .map_err(|e| AuthError::InvalidClaim(format!("`{PRINCIPAL_CLAIM}`: {e}")))?,
+                Some(_) => {
+                    return Err(AuthError::InvalidClaim(format!(
+                        "`{PRINCIPAL_CLAIM}` is not a string"
+                    )));
+                }
+                None => return Err(AuthError::MissingClaim(PRINCIPAL_CLAIM.to_string())),
+            },
+        };
+        let groups = match claims.get(&self.groups_claim) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(g)) => vec![g.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|g| g.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    AuthError::InvalidClaim(format!(
+                        "`{}` has a non-string member",
+                        self.groups_claim
+                    ))
+                })?,
+            Some(_) => {
+                return Err(AuthError::InvalidClaim(format!(
+                    "`{}` is not a string array",
+                    self.groups_claim
+                )));
+            }
+        };
+        let grant_id = if self.grant_bound {
+            match claims.get(GRANT_CLAIM) {
+                Some(Value::String(g)) if !g.is_empty() => Some(g.clone()),
+                Some(_) => {
+                    return Err(AuthError::InvalidClaim(format!(
+                        "`{GRANT_CLAIM}` is not a non-empty string"
+                    )));
+                }
+                None => return Err(AuthError::MissingClaim(GRANT_CLAIM.to_string())),
+            }
+        } else {
+            None
+        };
+        Ok((
+            Identity {
+                principal,
+                groups,
+                claims,
+                issuer: self.name.clone(),
+                expires_at: exp,
+                grant_id,
+            },
+            nbf,
+        ))
+    }
+}

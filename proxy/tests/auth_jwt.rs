@@ -1,0 +1,1034 @@
+//! The authenticate stage against a real JWKS server on 127.0.0.1: real RSA / P-256 / Ed25519 keys, real HTTP
+//! fetches counted by the server, real files for jitgate's own signing key.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::State;
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jitgate_engine::EntityRef;
+use jitgate_proxy::authenticate::{
+    AuthError, AuthLimits, Authenticator, IssuerConfig, LocalIssuer,
+};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
+
+const NOW: i64 = 1_700_000_000;
+const ISS: &str = "https://idp.test";
+const AUD: &str = "jitgate-api";
+
+// ---------------------------------------------------------------------------------------------------------------
+// Keys
+
+struct RsaKey {
+    enc: EncodingKey,
+    n: String,
+    e: String,
+    public_pem: String,
+}
+
+fn rsa_key() -> RsaKey {
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    use rsa::pkcs8::{EncodePublicKey, LineEnding};
+    use rsa::traits::PublicKeyParts;
+    let private = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
+    let public = private.to_public_key();
+    RsaKey {
+        enc: EncodingKey::from_rsa_der(private.to_pkcs1_der().unwrap().as_bytes()),
+        n: URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
+        e: URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
+        public_pem: public.to_public_key_pem(LineEnding::LF).unwrap(),
+    }
+}
+
+impl RsaKey {
+    fn jwk(&self, kid: &str) -> Value {
+        json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": self.n, "e": self.e})
+    }
+}
+
+struct EcKey {
+    enc: EncodingKey,
+    x: String,
+    y: String,
+}
+
+fn ec_key() -> EcKey {
+    use p256::pkcs8::EncodePrivateKey;
+    let signing = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+    let point = signing.verifying_key().to_encoded_point(false);
+    EcKey {
+        enc: EncodingKey::from_ec_der(signing.to_pkcs8_der().unwrap().as_bytes()),
+        x: URL_SAFE_NO_PAD.encode(point.x().unwrap()),
+        y: URL_SAFE_NO_PAD.encode(point.y().unwrap()),
+    }
+}
+
+impl EcKey {
+    fn jwk(&self, kid: &str) -> Value {
+        json!({"kty": "EC", "kid": kid, "crv": "P-256", "x": self.x, "y": self.y})
+    }
+}
+
+/// RSA key generation is slow: every test shares these.
+static RSA_A: LazyLock<RsaKey> = LazyLock::new(rsa_key);
+static RSA_B: LazyLock<RsaKey> = LazyLock::new(rsa_key);
+static EC: LazyLock<EcKey> = LazyLock::new(ec_key);
+
+fn sign(alg: Algorithm, kid: &str, key: &EncodingKey, claims: &Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.to_string());
+    jsonwebtoken::encode(&header, claims, key).unwrap()
+}
+
+fn claims() -> Value {
+    json!({
+        "iss": ISS, "aud": AUD, "sub": "alice", "groups": ["dba", "oncall"],
+        "iat": NOW, "exp": NOW + 600, "email": "alice@example.com",
+    })
+}
+
+fn with(mut base: Value, key: &str, value: Value) -> Value {
+    base[key] = value;
+    base
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A real JWKS server: swappable key set, fetch counter, optional gate that holds JWKS responses.
+
+struct ServerState {
+    jwks: Mutex<Value>,
+    fetches: AtomicUsize,
+    discovery_fetches: AtomicUsize,
+    base: String,
+    /// When set, each JWKS request announces itself on `started` and waits for `release`.
+    gate: Mutex<Option<(mpsc::UnboundedSender<()>, Arc<Notify>)>>,
+}
+
+struct JwksServer {
+    state: Arc<ServerState>,
+}
+
+impl JwksServer {
+    async fn start(jwks: Value) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(ServerState {
+            jwks: Mutex::new(jwks),
+            fetches: AtomicUsize::new(0),
+            discovery_fetches: AtomicUsize::new(0),
+            base,
+            gate: Mutex::new(None),
+        });
+        let app = axum::Router::new()
+            .route("/jwks", get(serve_jwks))
+            .route("/.well-known/openid-configuration", get(serve_discovery))
+            .with_state(Arc::clone(&state));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { state }
+    }
+
+    fn url(&self) -> String {
+        format!("{}/jwks", self.state.base)
+    }
+
+    fn fetches(&self) -> usize {
+        self.state.fetches.load(Ordering::SeqCst)
+    }
+
+    fn set(&self, jwks: Value) {
+        *self.state.jwks.lock().unwrap() = jwks;
+    }
+
+    fn issuer(&self) -> IssuerConfig {
+        IssuerConfig::new(ISS, self.url(), AUD, &["RS256", "ES256"])
+    }
+}
+
+async fn serve_jwks(State(state): State<Arc<ServerState>>) -> Json<Value> {
+    state.fetches.fetch_add(1, Ordering::SeqCst);
+    let gate = state.gate.lock().unwrap().clone();
+    if let Some((started, release)) = gate {
+        started.send(()).unwrap();
+        release.notified().await;
+    }
+    Json(state.jwks.lock().unwrap().clone())
+}
+
+async fn serve_discovery(State(state): State<Arc<ServerState>>) -> Json<Value> {
+    state.discovery_fetches.fetch_add(1, Ordering::SeqCst);
+    Json(
+        json!({"issuer": state.base, "jwks_uri": format!("{}/jwks", state.base), "id_token_signing_alg_values_supported": ["RS256"]}),
+    )
+}
+
+fn jwks(keys: &[Value]) -> Value {
+    json!({ "keys": keys })
+}
+
+async fn setup() -> (JwksServer, Authenticator) {
+    let server = JwksServer::start(jwks(&[RSA_A.jwk("a"), EC.jwk("ec")])).await;
+    let auth = Authenticator::new(vec![server.issuer()], None).unwrap();
+    (server, auth)
+}
+
+async fn auth_err(auth: &Authenticator, token: &str, now: i64) -> AuthError {
+    auth.authenticate(Some(&bearer(token)), now)
+        .await
+        .unwrap_err()
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Happy paths
+
+#[tokio::test]
+async fn valid_rs256_token_gives_identity_with_groups() {
+    let (server, auth) = setup().await;
+    assert_eq!(
+        server.fetches(),
+        0,
+        "keys are fetched lazily, not at construction"
+    );
+    let token = sign(Algorithm::RS256, "a", &RSA_A.enc, &claims());
+    let id = auth.authenticate(Some(&bearer(&token)), NOW).await.unwrap();
+    assert_eq!(id.principal, EntityRef::new("User", "alice"));
+    assert_eq!(id.groups, vec!["dba".to_string(), "oncall".to_string()]);
+    assert_eq!(id.issuer, ISS);
+    assert_eq!(id.expires_at, NOW + 600);
+    assert_eq!(id.grant_id, None);
+    assert_eq!(id.claims["email"], "alice@example.com");
+    assert_eq!(server.fetches(), 1);
+}
+
+#[tokio::test]
+async fn valid_es256_token_and_custom_claim_mapping() {
+    let server = JwksServer::start(jwks(&[EC.jwk("ec")])).await;
+    let mut cfg = server.issuer();
+    cfg.principal_claim = "email".into();
+    cfg.principal_type = "Acme::Person".into();
+    cfg.groups_claim = "roles".into();
+    let auth = Authenticator::new(vec![cfg], None).unwrap();
+    let token = sign(
+        Algorithm::ES256,
+        "ec",
+        &EC.enc,
+        &with(claims(), "roles", json!("admin")),
+    );
+    let id = auth.authenticate(Some(&bearer(&token)), NOW).await.unwrap();
+    assert_eq!(
+        id.principal,
+        EntityRef::new("Acme::Person", "alice@example.com")
+    );
+    assert_eq!(id.groups, vec!["admin".to_string()]);
+}
+
+#[tokio::test]
+async fn audience_may_be_an_array_and_scheme_is_case_insensitive() {
+    let (_server, auth) = setup().await;
+    let token = sign(
+        Algorithm::RS256,
+        "a",
+        &RSA_A.enc,
+        &with(claims(), "aud", json!(["other", AUD])),
+    );
+    auth.authenticate(Some(&format!("bearer  {token}")), NOW)
+        .await
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Rejections
+
+#[tokio::test]
+async fn no_credential_is_missing_with_a_bare_challenge() {
+    let (server, auth) = setup().await;
+    for header in [None, Some(""), Some("Basic YWxpY2U6c2VjcmV0")] {
+        let err = auth.authenticate(header, NOW).await.unwrap_err();
+        assert_eq!(err, AuthError::Missing, "{header:?}");
+        assert_eq!(err.www_authenticate(), r#"Bearer realm="jitgate""#);
+    }
+    assert_eq!(server.fetches(), 0);
+}
+
+#[tokio::test]
+async fn malformed_tokens_are_rejected_without_fetching_keys() {
+    let (server, auth) = setup().await;
+    let good = sign(Algorithm::RS256, "a", &RSA_A.enc, &claims());
+    let (h, rest) = good.split_once('.').unwrap();
+    let cases = [
+        "Bearer".to_string(),
+        "Bearer abc".to_string(),
+        "Bearer a.b.c.d".to_string(),
+        "Bearer !!!.???.###".to_string(),
+        format!("Bearer {h}.{}", URL_SAFE_NO_PAD.encode("not json")),
+        format!("Bearer {}.{rest}", URL_SAFE_NO_PAD.encode(r#"{"kid":"a"}"#)),
+        format!("Bearer {}", "a".repeat(20_000)),
+    ];
+    for header in &cases {
+        let err = auth.authenticate(Some(header), NOW).await.unwrap_err();
+        assert!(
+            matches!(err, AuthError::Malformed(_)),
+            "{header:.60}: {err:?}"
+        );
+        let challenge = err.www_authenticate();
+        assert!(
+            challenge.starts_with(
+                r#"Bearer realm="jitgate", error="invalid_token", error_description=""#
+            ),
+            "{challenge}"
+        );
+        assert!(
+            !challenge.contains(h),
+            "the challenge must never echo the token"
+        );
+    }
+    assert_eq!(server.fetches(), 0);
+}
+
+#[tokio::test]
+async fn expiry_is_checked_with_leeway() {
+    let (_server, auth) = setup().await;
+    let token = sign(
+        Algorithm::RS256,
+        "a",
+        &RSA_A.enc,
+        &with(claims(), "exp", json!(NOW - 10)),
+    );
+    // Default leeway 30s: 10s past exp still passes, 31s past does not.
+    auth.authenticate(Some(&bearer(&token)), NOW).await.unwrap();
+    let err = auth_err(&auth, &token, NOW + 21).await;
+    assert!(
+        matches!(err, AuthError::Expired { exp, .. } if exp == NOW - 10),
+        "{err:?}"
+    );
+    assert!(err.www_authenticate().contains("the token has expired"));
+
+    let long_expired = sign(
+        Algorithm::RS256,
+        "a",
+        &RSA_A.enc,
+        &with(claims(), "exp", json!(NOW - 3600)),
+    );
+    assert!(matches!(
+        auth_err(&auth, &long_expired, NOW).await,
+        AuthError::Expired { .. }
+    ));
+
+    let mut no_exp = claims();
+    no_exp.as_object_mut().unwrap().remove("exp");
+    let token = sign(Algorithm::RS256, "a", &RSA_A.enc, &no_exp);
+    assert_eq!(
+        auth_err(&auth, &token, NOW).await,
+        AuthError::MissingClaim("exp".into())
+    );
+}
+
+#[tokio::test]
+async fn nbf_in_the_future_is_rejected() {
+    let (_server, auth) = setup().await;
+    let token = sign(
+        Algorithm::RS256,
+        "a",
+        &RSA_A.enc,
+        &with(claims(), "nbf", json!(NOW + 120)),
+    );
+    assert!(matches!(
+        auth_err(&auth, &token, NOW).await,
+        AuthError::NotYetValid { .. }
+    ));
+    // Within the leeway it passes.
+    auth.authenticate(Some(&bearer(&token)), NOW + 100)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn wrong_audience_is_rejected() {
+    let (_server, auth) = setup().await;
+    let token = sign(
+        Algorithm::RS256,
+        "a",
+        &RSA_A.enc,
+        &with(claims(), "aud", json!("someone-else")),
+    );
+    assert!(matches!(
+        auth_err(&auth, &token, NOW).await,
+        AuthError::WrongAudience(_)
+    ));
+    let mut no_aud = claims();
+    no_aud.as_object_mut().unwrap().remove("aud");
+    let token = sign(Algorithm::RS256, "a", &RSA_A.enc, &no_aud);
+    assert!(matches!(
+        auth_err(&auth, &token, NOW).await,
+        AuthError::WrongAudience(_)
+    ));
+}
+
+#[tokio::test]
+async fn unknown_issuer_is_rejected_before_any_fetch() {
+    let (server, auth) = setup().await;
+    let token = sign(
+        Algorithm::RS256,
+        "a",
+        &RSA_A.enc,
+        &with(claims(), "iss", json!("https://evil.test")),
+    );
+    let err = auth_err(&auth, &token, NOW).await;
+    assert_eq!(err, AuthError::UnknownIssuer("https://evil.test".into()));
+    assert!(
+        !err.www_authenticate().contains("evil"),
+        "the caller-facing text names no issuer"
+    );
+    assert_eq!(server.fetches(), 0);
+}
+
+#[tokio::test]
+async fn missing_principal_claim_is_rejected() {
+    let (_server, auth) = setup().await;
+    let mut c = claims();
+    c.as_object_mut().unwrap().remove("sub");
+    let token = sign(Algorithm::RS256, "a", &RSA_A.enc, &c);
+    assert_eq!(
+        auth_err(&auth, &token, NOW).await,
+        AuthError::MissingClaim("sub".into())
+    );
+}
+
+#[tokio::test]
+async fn token_signed_by_another_key_with_the_same_kid_is_a_bad_signature() {
+    let (_server, auth) = setup().await;
+    let forged = sign(Algorithm::RS256, "a", &RSA_B.enc, &claims());
+    assert!(matches!(
+        auth_err(&auth, &forged, NOW).await,
+        AuthError::BadSignature(_)
+    ));
+    // A valid token whose payload was swapped keeps its signature but no longer verifies.
+    let genuine = sign(Algorithm::RS256, "a", &RSA_A.enc, &claims());
+    let parts: Vec<&str> = genuine.split('.').collect();
+    let payload = URL_SAFE_NO_PAD.encode(with(claims(), "sub", json!("mallory")).to_string());
+    let tampered = format!("{}.{payload}.{}", parts[0], parts[2]);
+    assert!(matches!(
+        auth_err(&auth, &tampered, NOW).await,
+        AuthError::BadSignature(_)
+    ));
+}
+
+#[tokio::test]
+async fn alg_none_is_rejected() {
+    let (_server, auth) = setup().await;
+    for alg in ["none", "None", "NONE"] {
+        let header =
+            URL_SAFE_NO_PAD.encode(json!({"alg": alg, "typ": "JWT", "kid": "a"}).to_string());
+        let payload = URL_SAFE_NO_PAD.encode(claims().to_string());
+        let err = auth_err(&auth, &format!("{header}.{payload}."), NOW).await;
+        assert!(
+            matches!(err, AuthError::AlgorithmNotAllowed(_)),
+            "{alg}: {err:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn hs256_signed_with_the_rsa_public_key_is_rejected() {
+    let (_server, auth) = setup().await;
+    // The classic key-confusion attack: HMAC "secret" = the issuer's public key PEM.
+    let token = sign(
+        Algorithm::HS256,
+        "a",
+        &EncodingKey::from_secret(RSA_A.public_pem.as_bytes()),
+        &claims(),
+    );
+    assert!(matches!(
+        auth_err(&auth, &token, NOW).await,
+        AuthError::AlgorithmNotAllowed(_)
+    ));
+}
+
+#[tokio::test]
+async fn allowed_algorithm_that_does_not_fit_the_key_is_rejected() {
+    let (_server, auth) = setup().await;
+    // ES256 is allowed for the issuer, but kid "a" is an RSA key.
+    let token = sign(Algorithm::ES256, "a", &EC.enc, &claims());
+    assert!(matches!(
+        auth_err(&auth, &token, NOW).await,
+        AuthError::AlgorithmNotAllowed(_)
+    ));
+    // RS384 fits the key type but is not on the allow-list.
+    let token = sign(Algorithm::RS384, "a", &RSA_A.enc, &claims());
+    assert!(matches!(
+        auth_err(&auth, &token, NOW).await,
+        AuthError::AlgorithmNotAllowed(_)
+    ));
+}
+
+#[tokio::test]
+async fn external_token_cannot_claim_a_grant_binding() {
+    let (_server, auth) = setup().await;
+    let token = sign(
+        Algorithm::RS256,
+        "a",
+        &RSA_A.enc,
+        &with(claims(), "jitgate_grant", json!("g-1")),
+    );
+    assert_eq!(
+        auth.authenticate(Some(&bearer(&token)), NOW)
+            .await
+            .unwrap()
+            .grant_id,
+        None
+    );
+}
+
+#[tokio::test]
+async fn symmetric_and_short_keys_in_the_jwks_are_never_used() {
+    // An `oct` key with the kid a token names must not turn into an HMAC secret, and a truncated Ed25519 key
+    // must be skipped, not crash the verifier.
+    let server = JwksServer::start(jwks(&[
+        json!({"kty": "oct", "kid": "h", "k": URL_SAFE_NO_PAD.encode("secret")}),
+        json!({"kty": "OKP", "crv": "Ed25519", "kid": "short", "x": URL_SAFE_NO_PAD.encode([1u8; 8])}),
+    ]))
+    .await;
+    let mut cfg = server.issuer();
+    cfg.algorithms = vec!["RS256".into(), "EdDSA".into()];
+    let auth = Authenticator::new(vec![cfg], None).unwrap();
+    let token = sign(
+        Algorithm::HS256,
+        "h",
+        &EncodingKey::from_secret(b"secret"),
+        &claims(),
+    );
+    assert!(matches!(
+        auth_err(&auth, &token, NOW).await,
+        AuthError::AlgorithmNotAllowed(_)
+    ));
+    let local =
+        LocalIssuer::load_or_generate(&tempfile::tempdir().unwrap().path().join("k.pem"), ISS, AUD)
+            .unwrap();
+    let ed = local
+        .mint(&EntityRef::new("User", "alice"), &[], "g", NOW + 60, NOW)
+        .unwrap();
+    let (h, rest) = ed.split_once('.').unwrap();
+    let mut header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).unwrap()).unwrap();
+    header["kid"] = json!("short");
+    let token = format!("{}.{rest}", URL_SAFE_NO_PAD.encode(header.to_string()));
+    assert!(matches!(
+        auth_err(&auth, &token, NOW).await,
+        AuthError::UnknownKey { .. }
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Key rotation, refresh rate limit, single flight
+
+#[tokio::test]
+async fn rotation_new_kid_triggers_one_refetch_then_verifies() {
+    let (server, auth) = setup().await;
+    auth.authenticate(
+        Some(&bearer(&sign(Algorithm::RS256, "a", &RSA_A.enc, &claims()))),
+        NOW,
+    )
+    .await
+    .unwrap();
+    assert_eq!(server.fetches(), 1);
+
+    server.set(jwks(&[RSA_A.jwk("a"), RSA_B.jwk("b")]));
+    // Within the refresh interval (30s) of the first fetch, the new kid is not fetched yet.
+    let rotated = sign(Algorithm::RS256, "b", &RSA_B.enc, &claims());
+    assert!(matches!(
+        auth_err(&auth, &rotated, NOW + 1).await,
+        AuthError::UnknownKey { .. }
+    ));
+    assert_eq!(server.fetches(), 1);
+    let rotated = sign(Algorithm::RS256, "b", &RSA_B.enc, &claims());
+    let id = auth
+        .authenticate(Some(&bearer(&rotated)), NOW + 31)
+        .await
+        .unwrap();
+    assert_eq!(id.principal.id, "alice");
+    assert_eq!(server.fetches(), 2, "exactly one refetch for the new kid");
+
+    // Both keys now verify without further fetches.
+    let again = sign(
+        Algorithm::RS256,
+        "b",
+        &RSA_B.enc,
+        &with(claims(), "jti", json!("x")),
+    );
+    auth.authenticate(Some(&bearer(&again)), NOW + 32)
+        .await
+        .unwrap();
+    auth.authenticate(
+        Some(&bearer(&sign(
+            Algorithm::RS256,
+            "a",
+            &RSA_A.enc,
+            &with(claims(), "jti", json!("y")),
+        ))),
+        NOW + 2,
+    )
+    .await
+    .unwrap();
+    assert_eq!(server.fetches(), 2);
+}
+
+#[tokio::test]
+async fn unknown_kid_flood_refetches_at_most_once_per_interval() {
+    let (server, auth) = setup().await;
+    auth.authenticate(
+        Some(&bearer(&sign(Algorithm::RS256, "a", &RSA_A.enc, &claims()))),
+        NOW,
+    )
+    .await
+    .unwrap();
+    assert_eq!(server.fetches(), 1);
+
+    // 200 tokens with unknown kids, all at once, at a time when a refresh is allowed (interval 30s).
+    let t = NOW + 31;
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let auth = auth.clone();
+            let token = sign(
+                Algorithm::RS256,
+                &format!("unknown-{i}"),
+                &RSA_A.enc,
+                &claims(),
+            );
+            tokio::spawn(async move { auth.authenticate(Some(&bearer(&token)), t).await })
+        })
+        .collect();
+    for task in tasks {
+        assert!(matches!(
+            task.await.unwrap(),
+            Err(AuthError::UnknownKey { .. })
+        ));
+    }
+    assert_eq!(server.fetches(), 2, "one refetch for the whole flood");
+
+    // Still inside the interval: no fetch at all.
+    let token = sign(Algorithm::RS256, "unknown-x", &RSA_A.enc, &claims());
+    assert!(matches!(
+        auth_err(&auth, &token, t + 29).await,
+        AuthError::UnknownKey { .. }
+    ));
+    assert_eq!(server.fetches(), 2);
+    // The interval has passed: one more.
+    assert!(matches!(
+        auth_err(&auth, &token, t + 30).await,
+        AuthError::UnknownKey { .. }
+    ));
+    assert_eq!(server.fetches(), 3);
+    // Known keys keep working throughout, without fetching.
+    let known = sign(
+        Algorithm::RS256,
+        "a",
+        &RSA_A.enc,
+        &with(claims(), "jti", json!("k")),
+    );
+    auth.authenticate(Some(&bearer(&known)), t + 31)
+        .await
+        .unwrap();
+    assert_eq!(server.fetches(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_refreshes_share_one_fetch() {
+    let (server, auth) = setup().await;
+    auth.authenticate(
+        Some(&bearer(&sign(Algorithm::RS256, "a", &RSA_A.enc, &claims()))),
+        NOW,
+    )
+    .await
+    .unwrap();
+    server.set(jwks(&[RSA_A.jwk("a"), RSA_B.jwk("b")]));
+
+    // Hold the JWKS response until every caller has started: they all need the new kid at the same time.
+    let (started_tx, mut started_rx) = mpsc::unbounded_channel();
+    let release = Arc::new(Notify::new());
+    *server.state.gate.lock().unwrap() = Some((started_tx, Arc::clone(&release)));
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    let n = 50;
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let auth = auth.clone();
+            let ready = ready_tx.clone();
+            let token = sign(
+                Algorithm::RS256,
+                "b",
+                &RSA_B.enc,
+                &with(claims(), "jti", json!(i)),
+            );
+            tokio::spawn(async move {
+                ready.send(()).unwrap();
+                auth.authenticate(Some(&bearer(&token)), NOW + 60).await
+            })
+        })
+        .collect();
+    for _ in 0..n {
+        ready_rx.recv().await.unwrap();
+    }
+    started_rx.recv().await.unwrap();
+    release.notify_waiters();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap().principal.id, "alice");
+    }
+    assert_eq!(
+        server.fetches(),
+        2,
+        "one shared fetch for all concurrent callers"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The verified-token cache
+
+#[tokio::test]
+async fn cache_serves_repeats_without_refetch_or_reverification() {
+    let server = JwksServer::start(jwks(&[RSA_A.jwk("a")])).await;
+    // A short JWKS max age: a full verification at NOW+31 has to refetch the keys (the refresh interval is 30s).
+    let limits = AuthLimits {
+        jwks_max_age_secs: 1,
+        ..AuthLimits::default()
+    };
+    let auth = Authenticator::with_limits(vec![server.issuer()], None, limits).unwrap();
+    let token = sign(Algorithm::RS256, "a", &RSA_A.enc, &claims());
+    let first = auth.authenticate(Some(&bearer(&token)), NOW).await.unwrap();
+    assert_eq!(server.fetches(), 1);
+    assert_eq!(auth.cached_tokens(), 1);
+    // The issuer removes every key: only the cache can still vouch for the token.
+    server.set(jwks(&[]));
+    let second = auth
+        .authenticate(Some(&bearer(&token)), NOW + 31)
+        .await
+        .unwrap();
+    assert_eq!(first, second);
+    assert_eq!(server.fetches(), 1, "a cache hit fetches nothing");
+    // A different token from the same (now keyless) issuer is not served from the cache.
+    let other = sign(
+        Algorithm::RS256,
+        "a",
+        &RSA_A.enc,
+        &with(claims(), "jti", json!("other")),
+    );
+    assert!(matches!(
+        auth_err(&auth, &other, NOW + 31).await,
+        AuthError::UnknownKey { .. }
+    ));
+    assert_eq!(server.fetches(), 2);
+}
+
+#[tokio::test]
+async fn cache_never_serves_a_token_past_its_exp() {
+    let server = JwksServer::start(jwks(&[RSA_A.jwk("a")])).await;
+    let mut cfg = server.issuer();
+    cfg.leeway_secs = 0;
+    let auth = Authenticator::new(vec![cfg], None).unwrap();
+    let token = sign(
+        Algorithm::RS256,
+        "a",
+        &RSA_A.enc,
+        &with(claims(), "exp", json!(NOW + 10)),
+    );
+    auth.authenticate(Some(&bearer(&token)), NOW).await.unwrap();
+    auth.authenticate(Some(&bearer(&token)), NOW + 9)
+        .await
+        .unwrap();
+    assert!(matches!(
+        auth_err(&auth, &token, NOW + 10).await,
+        AuthError::Expired { .. }
+    ));
+    assert!(matches!(
+        auth_err(&auth, &token, NOW + 1000).await,
+        AuthError::Expired { .. }
+    ));
+    // And a clock that goes back before nbf is not served from the cache either.
+    let nbf = sign(
+        Algorithm::RS256,
+        "a",
+        &RSA_A.enc,
+        &with(claims(), "nbf", json!(NOW)),
+    );
+    auth.authenticate(Some(&bearer(&nbf)), NOW).await.unwrap();
+    assert!(matches!(
+        auth_err(&auth, &nbf, NOW - 5).await,
+        AuthError::NotYetValid { .. }
+    ));
+}
+
+#[tokio::test]
+async fn cache_is_bounded() {
+    let server = JwksServer::start(jwks(&[RSA_A.jwk("a")])).await;
+    let limits = AuthLimits {
+        cache_capacity: 64,
+        ..AuthLimits::default()
+    };
+    let auth = Authenticator::with_limits(vec![server.issuer()], None, limits).unwrap();
+    for i in 0..300 {
+        let token = sign(
+            Algorithm::RS256,
+            "a",
+            &RSA_A.enc,
+            &with(claims(), "jti", json!(i)),
+        );
+        auth.authenticate(Some(&bearer(&token)), NOW).await.unwrap();
+    }
+    let cached = auth.cached_tokens();
+    assert!(
+        cached > 0 && cached <= 64,
+        "{cached} cached for a capacity of 64"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Fetch failures and discovery
+
+#[tokio::test]
+async fn jwks_server_down_is_jwks_unavailable() {
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/jwks");
+    let auth = Authenticator::new(
+        vec![IssuerConfig::new(ISS, url.clone(), AUD, &["RS256"])],
+        None,
+    )
+    .unwrap();
+    let token = sign(Algorithm::RS256, "a", &RSA_A.enc, &claims());
+    match auth_err(&auth, &token, NOW).await {
+        AuthError::JwksUnavailable(reason) => assert!(reason.contains(&url), "{reason}"),
+        other => panic!("expected JwksUnavailable, got {other:?}"),
+    }
+    // Rate-limited retries keep failing closed and still say why.
+    match auth_err(&auth, &token, NOW + 1).await {
+        AuthError::JwksUnavailable(reason) => assert!(reason.contains(&url), "{reason}"),
+        other => panic!("expected JwksUnavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn jwks_error_status_and_garbage_are_jwks_unavailable() {
+    let server = JwksServer::start(json!({"not": "a jwks"})).await;
+    let auth = Authenticator::new(vec![server.issuer()], None).unwrap();
+    let token = sign(Algorithm::RS256, "a", &RSA_A.enc, &claims());
+    assert!(matches!(
+        auth_err(&auth, &token, NOW).await,
+        AuthError::JwksUnavailable(_)
+    ));
+    let missing = IssuerConfig::new(ISS, format!("{}/nope", server.state.base), AUD, &["RS256"]);
+    let auth = Authenticator::new(vec![missing], None).unwrap();
+    match auth_err(&auth, &token, NOW).await {
+        AuthError::JwksUnavailable(reason) => assert!(reason.contains("404"), "{reason}"),
+        other => panic!("expected JwksUnavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn discovery_finds_the_jwks() {
+    let server = JwksServer::start(jwks(&[RSA_A.jwk("a")])).await;
+    let issuer = server.state.base.clone();
+    let mut cfg = IssuerConfig::new(issuer.clone(), "", AUD, &["RS256"]);
+    cfg.jwks_url = None;
+    cfg.discovery = true;
+    let auth = Authenticator::new(vec![cfg], None).unwrap();
+    let token = sign(
+        Algorithm::RS256,
+        "a",
+        &RSA_A.enc,
+        &with(claims(), "iss", json!(issuer)),
+    );
+    let id = auth.authenticate(Some(&bearer(&token)), NOW).await.unwrap();
+    assert_eq!(id.issuer, issuer);
+    assert_eq!(server.state.discovery_fetches.load(Ordering::SeqCst), 1);
+    assert_eq!(server.fetches(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// jitgate's own issuer
+
+#[tokio::test]
+async fn local_issuer_mints_tokens_that_authenticate_with_their_grant() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys/local.pem");
+    let local = LocalIssuer::load_or_generate(&path, "https://jitgate.local", "jitgate").unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----")
+    );
+
+    let (server, _) = setup().await;
+    let auth = Authenticator::new(vec![server.issuer()], Some(local.clone())).unwrap();
+    let principal = EntityRef::new("User", "bob \"the admin\"");
+    let token = local
+        .mint(&principal, &["sre".to_string()], "grant-42", NOW + 300, NOW)
+        .unwrap();
+    let id = auth
+        .authenticate(Some(&bearer(&token)), NOW + 1)
+        .await
+        .unwrap();
+    assert_eq!(id.principal, principal);
+    assert_eq!(id.grant_id.as_deref(), Some("grant-42"));
+    assert_eq!(id.groups, vec!["sre".to_string()]);
+    assert_eq!(id.issuer, "https://jitgate.local");
+    assert_eq!(id.expires_at, NOW + 300);
+    assert!(id.claims["jti"].is_string());
+    assert_eq!(server.fetches(), 0, "the local issuer needs no JWKS fetch");
+    assert!(matches!(
+        auth_err(&auth, &token, NOW + 400).await,
+        AuthError::Expired { .. }
+    ));
+
+    // Reloading the persisted key gives the same key: the same kid, and its tokens verify with the first.
+    let reloaded =
+        LocalIssuer::load_or_generate(&path, "https://jitgate.local", "jitgate").unwrap();
+    assert_eq!(reloaded.kid(), local.kid());
+    let token = reloaded
+        .mint(&principal, &[], "grant-43", NOW + 300, NOW)
+        .unwrap();
+    assert_eq!(
+        auth.authenticate(Some(&bearer(&token)), NOW)
+            .await
+            .unwrap()
+            .grant_id
+            .as_deref(),
+        Some("grant-43")
+    );
+
+    // A different key file is a different key: its tokens do not verify.
+    let other = LocalIssuer::load_or_generate(
+        &dir.path().join("other.pem"),
+        "https://jitgate.local",
+        "jitgate",
+    )
+    .unwrap();
+    assert_ne!(other.kid(), local.kid());
+    let token = other
+        .mint(&principal, &[], "grant-44", NOW + 300, NOW)
+        .unwrap();
+    assert!(matches!(
+        auth_err(&auth, &token, NOW).await,
+        AuthError::UnknownKey { .. }
+    ));
+
+    // Its JWKS is a usable JWK set for other verifiers: serving it from the test server verifies local tokens.
+    let published = JwksServer::start(local.jwks()).await;
+    let cfg = IssuerConfig::new(
+        "https://jitgate.local",
+        published.url(),
+        "jitgate",
+        &["EdDSA"],
+    );
+    let external = Authenticator::new(vec![cfg], None).unwrap();
+    let token = local
+        .mint(&principal, &[], "grant-45", NOW + 300, NOW)
+        .unwrap();
+    let id = external
+        .authenticate(Some(&bearer(&token)), NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        id.principal,
+        EntityRef::new("User", "bob \"the admin\""),
+        "sub carries the id"
+    );
+    assert_eq!(
+        id.grant_id, None,
+        "only jitgate itself honours the grant binding"
+    );
+}
+
+#[tokio::test]
+async fn local_issuer_rejects_bad_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.pem");
+    std::fs::write(&path, "not a key").unwrap();
+    assert!(matches!(
+        LocalIssuer::load_or_generate(&path, "i", "a"),
+        Err(AuthError::LocalKey(_))
+    ));
+    let local = LocalIssuer::load_or_generate(&dir.path().join("ok.pem"), "i", "a").unwrap();
+    assert!(matches!(
+        local.mint(&EntityRef::new("User", "x"), &[], "g", NOW, NOW),
+        Err(AuthError::LocalKey(_))
+    ));
+    // The local issuer may not shadow a configured one.
+    let cfg = IssuerConfig::new("i", "https://idp.example.com/jwks", "a", &["RS256"]);
+    assert!(matches!(
+        Authenticator::new(vec![cfg], Some(local)),
+        Err(AuthError::Config(_))
+    ));
+}
+
+#[test]
+fn invalid_config_is_reported_with_key_paths() {
+    let mut bad = IssuerConfig::new(ISS, "https://idp.test/jwks", AUD, &["RS256", "HS256"]);
+    bad.audiences.clear();
+    let err = Authenticator::new(
+        vec![
+            IssuerConfig::new("x", "https://x/jwks", "a", &["ES256"]),
+            bad,
+        ],
+        None,
+    )
+    .unwrap_err();
+    let AuthError::Config(msg) = err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        msg.contains("issuers[1].algorithms: `HS256` is not allowed"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("issuers[1].audiences: must name at least one audience"),
+        "{msg}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Cost of a cache hit vs a full verification (printed, not asserted: numbers come from `--nocapture` runs).
+
+#[tokio::test]
+async fn measure_cache_hit_vs_full_rs256_verification() {
+    let (_server, auth) = setup().await;
+    let n = 300;
+    let tokens: Vec<String> = (0..n)
+        .map(|i| {
+            bearer(&sign(
+                Algorithm::RS256,
+                "a",
+                &RSA_A.enc,
+                &with(claims(), "jti", json!(i)),
+            ))
+        })
+        .collect();
+    auth.authenticate(Some(&tokens[0]), NOW).await.unwrap(); // warm the JWKS
+    let start = Instant::now();
+    for t in &tokens[1..] {
+        auth.authenticate(Some(t), NOW).await.unwrap();
+    }
+    let full = start.elapsed() / (n - 1);
+    let hits = 20_000u32;
+    let start = Instant::now();
+    for _ in 0..hits {
+        auth.authenticate(Some(&tokens[0]), NOW).await.unwrap();
+    }
+    let hit = start.elapsed() / hits;
+    println!("full RS256 verification: {full:?} per token; cache hit: {hit:?} per token");
+}
