@@ -23,6 +23,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub admin: RawAdmin,
     /// The policy bundle.
+    #[serde(default)]
     pub bundle: RawBundle,
     /// Where grants and access requests live.
     #[serde(default)]
@@ -215,6 +216,11 @@ impl Default for RawServer {
             trailing_slash: default_trailing_slash(),
             context_headers: Vec::new(),
         })
+    }
+}
+impl Default for RawBundle {
+    fn default() -> Self {
+        RawBundle { path: PathBuf::from("policies/quickstart-cedar"), watch: true }
     }
 }
 impl Default for RawAdmin {

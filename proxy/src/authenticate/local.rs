@@ -166,6 +166,37 @@ impl LocalIssuer {
             .map_err(|e| AuthError::LocalKey(format!("cannot sign: {e}")))
     }
 
+    /// Mints a session token for `principal` that is not bound to any grant (development and quickstart use):
+    /// it proves identity only; elevated access still needs an active grant.
+    pub fn mint_session(
+        &self,
+        principal: &EntityRef,
+        groups: &[String],
+        expires_at: i64,
+        now: i64,
+    ) -> Result<String, AuthError> {
+        if expires_at <= now {
+            return Err(AuthError::LocalKey(format!(
+                "token would expire at {expires_at}, not after now ({now})"
+            )));
+        }
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        let claims = json!({
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": principal.id,
+            PRINCIPAL_CLAIM: principal.to_string(),
+            "groups": groups,
+            "iat": now,
+            "nbf": now,
+            "exp": expires_at,
+            "jti": uuid::Uuid::new_v4().to_string(),
+        });
+        jsonwebtoken::encode(&header, &claims, &self.encoding)
+            .map_err(|e| AuthError::LocalKey(format!("cannot sign: {e}")))
+    }
+
     /// The public key as a JWK set, for services that verify jitgate's tokens themselves.
     pub fn jwks(&self) -> serde_json::Value {
         json!({ "keys": [{
