@@ -17,6 +17,7 @@ pub mod rego;
 pub mod request;
 pub mod routes;
 pub mod store;
+pub mod testing;
 
 pub use bundle::Bundle;
 pub use clock::{Clock, UnixTime};
