@@ -7,23 +7,42 @@ use std::path::{Path, PathBuf};
 use jitgate_engine::testing::{self, RunOptions, Suite};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 #[test]
 fn shipped_policy_suites_pass_on_both_engines() {
     let report = testing::run(&[repo().join("policy-tests")], RunOptions::new());
     let broken: Vec<String> = report.broken.iter().map(|d| d.to_string()).collect();
-    assert!(broken.is_empty(), "broken suites or bundles:\n{}", broken.join("\n"));
+    assert!(
+        broken.is_empty(),
+        "broken suites or bundles:\n{}",
+        broken.join("\n")
+    );
     let mut failing = Vec::new();
     for suite in &report.suites {
         for run in &suite.runs {
             for case in run.cases.iter().filter(|c| !c.passed) {
-                failing.push(format!("[{}] {}: {}\n    {}\n    {}", run.engine.as_str(), suite.file.display(), case.name, case.failures.join("\n    "), case.rerun));
+                failing.push(format!(
+                    "[{}] {}: {}\n    {}\n    {}",
+                    run.engine.as_str(),
+                    suite.file.display(),
+                    case.name,
+                    case.failures.join("\n    "),
+                    case.rerun
+                ));
             }
         }
     }
-    assert!(failing.is_empty(), "{} failing case run(s):\n{}", failing.len(), failing.join("\n"));
+    assert!(
+        failing.is_empty(),
+        "{} failing case run(s):\n{}",
+        failing.len(),
+        failing.join("\n")
+    );
     let per_engine = report.cases_per_engine();
     for engine in ["cedar", "rego"] {
         let n = per_engine.get(engine).copied().unwrap_or(0);
@@ -68,12 +87,23 @@ cases:
     assert_eq!(report.passed(), 2);
     assert_eq!(report.exit_code(), 1);
     let text = testing::render_text(&report);
-    assert!(text.contains("decision: expected allow, got deny"), "{text}");
-    assert!(text.contains(r"--run '^alice \(wrongly\) creates a payment$'"), "{text}");
+    assert!(
+        text.contains("decision: expected allow, got deny"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r"--run '^alice \(wrongly\) creates a payment$'"),
+        "{text}"
+    );
     assert!(text.contains("2 passed, 2 failed"), "{text}");
 
     // The re-run filter selects exactly that case.
-    let only = testing::run(&[suite], RunOptions::new().with_filter(r"^alice \(wrongly\) creates a payment$").unwrap());
+    let only = testing::run(
+        &[suite],
+        RunOptions::new()
+            .with_filter(r"^alice \(wrongly\) creates a payment$")
+            .unwrap(),
+    );
     assert_eq!((only.passed(), only.failed()), (0, 2));
 }
 
@@ -90,7 +120,9 @@ const HEAD: &str = "name: broken\nbundles: [x]\nnow: 2026-11-23T10:00:00Z\ncases
 
 #[test]
 fn unknown_field_names_file_line_and_field() {
-    let text = format!("{HEAD}  - name: a\n    principal: User::\"a\"\n    action: x\n    resource: Service::\"s\"\n    expct: {{ decision: allow }}\n");
+    let text = format!(
+        "{HEAD}  - name: a\n    principal: User::\"a\"\n    action: x\n    resource: Service::\"s\"\n    expct: {{ decision: allow }}\n"
+    );
     let err = broken("unknown.yaml", &text);
     let d = &err.0[0];
     assert_eq!(d.line, Some(9), "{err}");
@@ -100,10 +132,17 @@ fn unknown_field_names_file_line_and_field() {
 
 #[test]
 fn bad_entity_ref_names_its_line() {
-    let text = format!("{HEAD}  - name: a\n    principal: alice\n    action: x\n    resource: Service::\"s\"\n    expect: {{ decision: allow }}\n");
+    let text = format!(
+        "{HEAD}  - name: a\n    principal: alice\n    action: x\n    resource: Service::\"s\"\n    expect: {{ decision: allow }}\n"
+    );
     let err = broken("entity.yaml", &text);
     assert_eq!(err.0[0].line, Some(6), "{err}");
-    assert!(err.0[0].message.contains("invalid entity reference `alice`"), "{err}");
+    assert!(
+        err.0[0]
+            .message
+            .contains("invalid entity reference `alice`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -112,7 +151,9 @@ fn bad_time_names_its_line() {
     let err = broken("time.yaml", text);
     assert_eq!(err.0[0].line, Some(3), "{err}");
     assert!(err.0[0].message.contains("RFC 3339"), "{err}");
-    let text = format!("{HEAD}  - name: a\n    principal: User::\"a\"\n    action: x\n    resource: Service::\"s\"\n    at: soon\n    expect: {{ decision: allow }}\n");
+    let text = format!(
+        "{HEAD}  - name: a\n    principal: User::\"a\"\n    action: x\n    resource: Service::\"s\"\n    at: soon\n    expect: {{ decision: allow }}\n"
+    );
     let err = broken("at.yaml", &text);
     assert_eq!(err.0[0].line, Some(9), "{err}");
 }
@@ -124,7 +165,10 @@ fn json_suites_are_accepted_and_checked_the_same_way() {
             "expect": {"decision": "maybe"}}]}"#;
     let err = broken("suite.json", text);
     assert_eq!(err.0[0].line, Some(3), "{err}");
-    assert!(err.0[0].message.contains("unknown variant `maybe`"), "{err}");
+    assert!(
+        err.0[0].message.contains("unknown variant `maybe`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -133,9 +177,19 @@ fn case_shape_errors_are_reported() {
     let text = format!(
         "{HEAD}  - name: a\n    principal: User::\"a\"\n    expect: {{ decision: allow }}\n"
     );
-    assert!(broken("shape.yaml", &text).to_string().contains("missing `action`"));
-    let text = format!("{HEAD}  - name: a\n    principal: User::\"a\"\n    action: x\n    resource: Service::\"s\"\n    expect: {{ decision: unmatched }}\n");
-    assert!(broken("unmatched.yaml", &text).to_string().contains("needs an `http` case"));
+    assert!(
+        broken("shape.yaml", &text)
+            .to_string()
+            .contains("missing `action`")
+    );
+    let text = format!(
+        "{HEAD}  - name: a\n    principal: User::\"a\"\n    action: x\n    resource: Service::\"s\"\n    expect: {{ decision: unmatched }}\n"
+    );
+    assert!(
+        broken("unmatched.yaml", &text)
+            .to_string()
+            .contains("needs an `http` case")
+    );
     let case = "  - name: same\n    principal: User::\"a\"\n    action: x\n    resource: Service::\"s\"\n    expect: { decision: allow }\n";
     let err = broken("dup.yaml", &format!("{HEAD}{case}{case}"));
     assert_eq!(err.0[0].line, Some(10), "{err}");

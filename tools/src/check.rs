@@ -29,7 +29,11 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 for d in &diags.0 {
                     eprintln!("error: {d}");
                 }
-                eprintln!("{}: invalid bundle ({} problem(s))", dir.display(), diags.0.len());
+                eprintln!(
+                    "{}: invalid bundle ({} problem(s))",
+                    dir.display(),
+                    diags.0.len()
+                );
                 worst = 2;
             }
             Ok((bundle, tests)) => {

@@ -40,7 +40,9 @@ pub struct TestArgs {
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     let mut opts = RunOptions::new().with_bundles(args.bundles);
     if let Some(pattern) = &args.run {
-        opts = opts.with_filter(pattern).with_context(|| format!("--run: invalid regular expression `{pattern}`"))?;
+        opts = opts
+            .with_filter(pattern)
+            .with_context(|| format!("--run: invalid regular expression `{pattern}`"))?;
     }
     let report = testing::run(&args.paths, opts);
     print_report(&report, args.format)?;
@@ -51,8 +53,14 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
 pub fn print_report(report: &Report, format: Format) -> anyhow::Result<()> {
     match format {
         Format::Text => print!("{}", testing::render_text(report)),
-        Format::Json => println!("{}", testing::render_json(report).context("rendering JSON")?),
-        Format::Junit => println!("{}", testing::render_junit(report).context("rendering JUnit XML")?),
+        Format::Json => println!(
+            "{}",
+            testing::render_json(report).context("rendering JSON")?
+        ),
+        Format::Junit => println!(
+            "{}",
+            testing::render_junit(report).context("rendering JUnit XML")?
+        ),
     }
     Ok(())
 }

@@ -12,26 +12,44 @@ use super::runner::{CaseResult, Report, list};
 /// summary and coverage lines.
 pub fn render_text(report: &Report) -> String {
     let mut out = String::new();
-    for suite in &report.suites {
+    for suite in report.suites.iter().filter(|s| !s.runs.is_empty()) {
         let _ = writeln!(out, "{}: {}", suite.file.display(), suite.name);
         for run in &suite.runs {
             let rev = run.revision.get(..12).unwrap_or(&run.revision);
-            let _ = writeln!(out, "  [{}] {} @ {rev}", run.engine.as_str(), run.bundle.display());
+            let _ = writeln!(
+                out,
+                "  [{}] {} @ {rev}",
+                run.engine.as_str(),
+                run.bundle.display()
+            );
             for case in &run.cases {
                 if case.passed {
                     let _ = writeln!(out, "    ok    {}", case.name);
                 } else {
                     let _ = writeln!(out, "    FAIL  {}", case.name);
-                    failure_details(&mut out, &suite.file.display().to_string(), case, "          ");
+                    failure_details(
+                        &mut out,
+                        &suite.file.display().to_string(),
+                        case,
+                        "          ",
+                    );
                 }
             }
         }
     }
+    let mut last_bundle = None;
     for t in &report.rego_tests {
-        let status = if t.passed { "ok  " } else { "FAIL" };
-        let _ = writeln!(out, "  [rego test] {} {status}  {}", t.bundle.display(), t.name);
-        if let Some(m) = &t.message {
-            let _ = writeln!(out, "          {m}");
+        if last_bundle != Some(&t.bundle) {
+            let _ = writeln!(out, "Rego test rules of {}", t.bundle.display());
+            last_bundle = Some(&t.bundle);
+        }
+        if t.passed {
+            let _ = writeln!(out, "    ok    {}", t.name);
+        } else {
+            let _ = writeln!(out, "    FAIL  {}", t.name);
+            if let Some(m) = &t.message {
+                let _ = writeln!(out, "          {m}");
+            }
         }
     }
     for d in &report.broken {
@@ -67,7 +85,13 @@ fn failure_details(out: &mut String, file: &str, case: &CaseResult, pad: &str) {
     if let (Some(action), Some(resource)) = (&a.action, &a.resource) {
         let _ = write!(actual, " ({action} on {resource})");
     }
-    let _ = write!(actual, ", policies {}, grants {}, break_glass {}", list(&a.policies), list(&a.grants_used), a.break_glass);
+    let _ = write!(
+        actual,
+        ", policies {}, grants {}, break_glass {}",
+        list(&a.policies),
+        list(&a.grants_used),
+        a.break_glass
+    );
     if !a.errors.is_empty() {
         let _ = write!(actual, ", errors: {}", a.errors.join("; "));
     }
@@ -81,10 +105,21 @@ fn failure_details(out: &mut String, file: &str, case: &CaseResult, pad: &str) {
 
 /// `N passed, M failed` with the per-engine breakdown.
 pub fn summary(report: &Report) -> String {
-    let per_engine: Vec<String> = report.cases_per_engine().iter().map(|(e, n)| format!("{e}: {n}")).collect();
+    let per_engine: Vec<String> = report
+        .cases_per_engine()
+        .iter()
+        .map(|(e, n)| format!("{e}: {n}"))
+        .collect();
     let mut s = format!("{} passed, {} failed", report.passed(), report.failed());
+    let mut parts = Vec::new();
     if !per_engine.is_empty() {
-        let _ = write!(s, " (case runs per engine: {})", per_engine.join(", "));
+        parts.push(format!("case runs per engine: {}", per_engine.join(", ")));
+    }
+    if !report.rego_tests.is_empty() {
+        parts.push(format!("Rego test rules: {}", report.rego_tests.len()));
+    }
+    if !parts.is_empty() {
+        let _ = write!(s, " ({})", parts.join("; "));
     }
     if !report.broken.is_empty() {
         let _ = write!(s, ", {} broken", report.broken.len());
@@ -102,7 +137,12 @@ pub fn coverage_lines(report: &Report) -> Vec<String> {
         .iter()
         .map(|c| {
             let covered = c.policies.saturating_sub(c.uncovered.len());
-            let mut s = format!("coverage: {} [{}] {covered}/{} policies determined a decision", c.bundle.display(), c.engine.as_str(), c.policies);
+            let mut s = format!(
+                "coverage: {} [{}] {covered}/{} policies determined a decision",
+                c.bundle.display(),
+                c.engine.as_str(),
+                c.policies
+            );
             if !c.uncovered.is_empty() {
                 let _ = write!(s, "; never: {}", c.uncovered.join(", "));
             }
@@ -122,7 +162,12 @@ struct JsonReport<'a> {
 
 /// The whole report as pretty JSON, with `passed`, `failed` and `exit_code` on top.
 pub fn render_json(report: &Report) -> Result<String, serde_json::Error> {
-    serde_json::to_string_pretty(&JsonReport { passed: report.passed(), failed: report.failed(), exit_code: report.exit_code(), report })
+    serde_json::to_string_pretty(&JsonReport {
+        passed: report.passed(),
+        failed: report.failed(),
+        exit_code: report.exit_code(),
+        report,
+    })
 }
 
 /// JUnit XML: one `<testsuite>` per suite and bundle, one `<testcase>` per case; broken inputs become errors.
@@ -161,7 +206,11 @@ pub fn render_junit(report: &Report) -> Result<String, quick_junit::SerializeErr
                 TestCaseStatus::success()
             } else {
                 let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                st.set_message(t.message.clone().unwrap_or_else(|| "test rule did not evaluate to true".into()));
+                st.set_message(
+                    t.message
+                        .clone()
+                        .unwrap_or_else(|| "test rule did not evaluate to true".into()),
+                );
                 st
             };
             let mut tc = TestCase::new(t.name.clone(), status);

@@ -15,6 +15,7 @@ use crate::decision::{Decision, EngineKind};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
+use crate::rego::RegoBackend;
 use crate::request::{AuthzRequest, Context, Principal, request_digest};
 
 use super::suite::{CaseSpec, ContextSpec, Expect, ExpectedDecision, Suite, Target, discover};
@@ -164,17 +165,22 @@ pub struct Report {
 
 impl Report {
     fn cases(&self) -> impl Iterator<Item = &CaseResult> {
-        self.suites.iter().flat_map(|s| s.runs.iter()).flat_map(|r| r.cases.iter())
+        self.suites
+            .iter()
+            .flat_map(|s| s.runs.iter())
+            .flat_map(|r| r.cases.iter())
     }
 
     /// Case runs (case × bundle) and Rego tests that passed.
     pub fn passed(&self) -> usize {
-        self.cases().filter(|c| c.passed).count() + self.rego_tests.iter().filter(|t| t.passed).count()
+        self.cases().filter(|c| c.passed).count()
+            + self.rego_tests.iter().filter(|t| t.passed).count()
     }
 
     /// Case runs and Rego tests that failed.
     pub fn failed(&self) -> usize {
-        self.cases().filter(|c| !c.passed).count() + self.rego_tests.iter().filter(|t| !t.passed).count()
+        self.cases().filter(|c| !c.passed).count()
+            + self.rego_tests.iter().filter(|t| !t.passed).count()
     }
 
     /// Case runs per engine.
@@ -219,24 +225,38 @@ pub struct Runner {
 impl Runner {
     /// A runner with `opts`.
     pub fn new(opts: RunOptions) -> Self {
-        Self { opts, ..Self::default() }
+        Self {
+            opts,
+            ..Self::default()
+        }
     }
 
     /// The bundle in `dir`, loaded on first use and cached (by canonical path) for the rest of the run.
     pub fn bundle(&mut self, dir: &Path) -> Result<Arc<Bundle>, Diagnostics> {
         let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-        self.cache.entry(key).or_insert_with(|| Bundle::load(dir).map(Arc::new)).clone()
+        self.cache
+            .entry(key)
+            .or_insert_with(|| Bundle::load(dir).map(Arc::new))
+            .clone()
     }
 
     /// Discovers suite files under `paths` and runs them all.
     pub fn run_paths(mut self, paths: &[PathBuf]) -> Report {
         let files = match discover(paths) {
             Ok(f) => f,
-            Err(d) => return Report { broken: d.0, ..Report::default() },
+            Err(d) => {
+                return Report {
+                    broken: d.0,
+                    ..Report::default()
+                };
+            }
         };
         let mut report = Report::default();
         if files.is_empty() {
-            report.broken.push(Diagnostic::file(paths.first().map_or(Path::new("."), |p| p.as_path()), "no suite files (*.yaml, *.yml, *.json) found"));
+            report.broken.push(Diagnostic::file(
+                paths.first().map_or(Path::new("."), |p| p.as_path()),
+                "no suite files (*.yaml, *.yml, *.json) found",
+            ));
         }
         for file in files {
             match Suite::load(&file) {
@@ -249,13 +269,31 @@ impl Runner {
 
     /// Runs one loaded suite (adds its results to `report`).
     pub fn run_suite_into(&mut self, suite: &Suite, report: &mut Report) {
-        let bundles = if self.opts.bundles.is_empty() { suite.bundles.clone() } else { self.opts.bundles.clone() };
+        let bundles = if self.opts.bundles.is_empty() {
+            suite.bundles.clone()
+        } else {
+            self.opts.bundles.clone()
+        };
         if bundles.is_empty() {
-            report.broken.push(Diagnostic::file(&suite.path, "bundles: the suite lists no bundles (list them, or pass --bundle)"));
+            report.broken.push(Diagnostic::file(
+                &suite.path,
+                "bundles: the suite lists no bundles (list them, or pass --bundle)",
+            ));
             return;
         }
-        let Some(last) = suite.file.cases.iter().rposition(|c| self.opts.selects(&c.name)) else { return };
-        let mut out = SuiteReport { file: suite.path.clone(), name: suite.file.name.clone(), runs: Vec::new() };
+        let Some(last) = suite
+            .file
+            .cases
+            .iter()
+            .rposition(|c| self.opts.selects(&c.name))
+        else {
+            return;
+        };
+        let mut out = SuiteReport {
+            file: suite.path.clone(),
+            name: suite.file.name.clone(),
+            runs: Vec::new(),
+        };
         for dir in &bundles {
             let bundle = match self.bundle(dir) {
                 Ok(b) => b,
@@ -305,13 +343,41 @@ impl Runner {
                 elapsed,
             });
         }
-        BundleRun { bundle: dir.to_path_buf(), engine: bundle.engine(), revision: bundle.revision.clone(), cases }
+        BundleRun {
+            bundle: dir.to_path_buf(),
+            engine: bundle.engine(),
+            revision: bundle.revision.clone(),
+            cases,
+        }
     }
 
     fn rego_tests_of(&mut self, bundle: &Bundle, dir: &Path) {
-        if bundle.engine() == EngineKind::Rego && self.rego_done.insert(dir.to_path_buf()) {
-            // TODO(rego): run the bundle's Rego `test_*` rules here once the Rego backend exposes
-            // `RegoBackend::run_tests()`; push one `RegoTestResult` per rule into `self.rego_tests`.
+        if bundle.engine() != EngineKind::Rego || !self.rego_done.insert(dir.to_path_buf()) {
+            return;
+        }
+        let Some(package) = bundle.manifest.rego.as_ref().map(|r| r.package.as_str()) else {
+            return;
+        };
+        // `Bundle` hands out its backend only as `dyn PolicyBackend`, so the test rules run on a second load of the
+        // same files; a bundle that loaded once loads again.
+        match RegoBackend::load(&bundle.dir, &bundle.policy_files, package) {
+            Ok(rego) => self.rego_tests.extend(
+                rego.run_tests()
+                    .into_iter()
+                    .filter(|t| self.opts.selects(&t.name))
+                    .map(|t| RegoTestResult {
+                        bundle: dir.to_path_buf(),
+                        name: t.name,
+                        passed: t.passed,
+                        message: t.error,
+                    }),
+            ),
+            Err(d) => self.rego_tests.push(RegoTestResult {
+                bundle: dir.to_path_buf(),
+                name: "(loading the Rego test rules)".into(),
+                passed: false,
+                message: Some(d.to_string()),
+            }),
         }
     }
 
@@ -323,7 +389,12 @@ impl Runner {
             .filter_map(|h| {
                 let engine = h.engine?;
                 let uncovered = h.ids.difference(&h.hit).cloned().collect();
-                Some(Coverage { bundle: h.shown, engine, policies: h.ids.len(), uncovered })
+                Some(Coverage {
+                    bundle: h.shown,
+                    engine,
+                    policies: h.ids.len(),
+                    uncovered,
+                })
             })
             .collect();
         report.rego_tests = self.rego_tests;
@@ -344,30 +415,54 @@ pub fn check(dir: &Path) -> Result<(Arc<Bundle>, Option<Report>), Diagnostics> {
 
 /// Builds the case's request, decides it on `bundle`, and applies `consume` to `state`.
 fn run_case(suite: &Suite, case: &CaseSpec, bundle: &Bundle, state: &mut Vec<Grant>) -> Actual {
-    let now = case.at.map_or(suite.file.now.0, |t| t.resolve(suite.file.now.0));
+    let now = case
+        .at
+        .map_or(suite.file.now.0, |t| t.resolve(suite.file.now.0));
     let fixture = suite.file.principals.get(&case.principal);
-    let groups = case.groups.clone().or_else(|| fixture.map(|f| f.groups.clone())).unwrap_or_default();
-    let base = ContextSpec { claims: fixture.map(|f| f.claims.clone()).unwrap_or_default(), ..ContextSpec::default() };
+    let groups = case
+        .groups
+        .clone()
+        .or_else(|| fixture.map(|f| f.groups.clone()))
+        .unwrap_or_default();
+    let base = ContextSpec {
+        claims: fixture.map(|f| f.claims.clone()).unwrap_or_default(),
+        ..ContextSpec::default()
+    };
     let spec = base.merged(&suite.file.context).merged(&case.context);
     let mut context = Context::at(now);
     context.source_ip = spec.source_ip;
     context.headers = spec.headers;
     context.claims = spec.claims;
     context.attrs = spec.attrs;
-    let principal = Principal { entity: case.principal.clone(), groups };
+    let principal = Principal {
+        entity: case.principal.clone(),
+        groups,
+    };
 
     let (action, resource, digest) = match &case.target {
         Target::Direct { action, resource } => (action.clone(), resource.clone(), None),
         Target::Http(http) => {
-            let Some(m) = bundle.routes.find(&http.method, http.host.as_deref(), &http.path) else {
-                return Actual { decision: ExpectedDecision::Unmatched.as_str().into(), ..Actual::default() };
+            let Some(m) = bundle
+                .routes
+                .find(&http.method, http.host.as_deref(), &http.path)
+            else {
+                return Actual {
+                    decision: ExpectedDecision::Unmatched.as_str().into(),
+                    ..Actual::default()
+                };
             };
             let method = http.method.to_ascii_uppercase();
             context.method = Some(method.clone());
             context.path = Some(http.path.clone());
             context.host.clone_from(&http.host);
             context.query = Some(http.query.clone());
-            let digest = request_digest(&case.principal, &method, &http.path, &http.query, http.body.as_bytes());
+            let digest = request_digest(
+                &case.principal,
+                &method,
+                &http.path,
+                &http.query,
+                http.body.as_bytes(),
+            );
             (m.route.action.clone(), m.resource, Some(digest))
         }
     };
@@ -376,8 +471,19 @@ fn run_case(suite: &Suite, case: &CaseSpec, bundle: &Bundle, state: &mut Vec<Gra
             state.push(approval(case, &resource.entity, d, now));
         }
     }
-    let request = AuthzRequest { principal, action, resource, context, digest };
-    let mine: Vec<Arc<Grant>> = state.iter().filter(|g| g.principal == case.principal).cloned().map(Arc::new).collect();
+    let request = AuthzRequest {
+        principal,
+        action,
+        resource,
+        context,
+        digest,
+    };
+    let mine: Vec<Arc<Grant>> = state
+        .iter()
+        .filter(|g| g.principal == case.principal)
+        .cloned()
+        .map(Arc::new)
+        .collect();
     let decision = bundle.decide(&request, &mine);
     if case.consume && decision.is_allow() {
         consume(state, &decision, now);
@@ -416,7 +522,10 @@ fn approval(case: &CaseSpec, scope: &EntityRef, digest: &str, now: UnixTime) -> 
 /// Spends one use of each grant the decision used, as the proxy does after serving an allowed request.
 fn consume(state: &mut [Grant], decision: &Decision, now: UnixTime) {
     for id in &decision.grants_used {
-        if let Some(g) = state.iter_mut().find(|g| &g.id == id && g.is_active_at(now)) {
+        if let Some(g) = state
+            .iter_mut()
+            .find(|g| &g.id == id && g.is_active_at(now))
+        {
             g.uses = g.uses.saturating_add(1);
             if g.max_uses.is_some_and(|m| g.uses >= m) {
                 g.status = GrantStatus::Consumed;
@@ -428,25 +537,43 @@ fn consume(state: &mut [Grant], decision: &Decision, now: UnixTime) {
 fn compare(expect: &Expect, actual: &Actual) -> Vec<String> {
     let mut out = Vec::new();
     if expect.decision.as_str() != actual.decision {
-        out.push(format!("decision: expected {}, got {}", expect.decision.as_str(), actual.decision));
+        out.push(format!(
+            "decision: expected {}, got {}",
+            expect.decision.as_str(),
+            actual.decision
+        ));
     }
     if let Some(p) = &expect.policies {
         if !same_set(p, &actual.policies) {
-            out.push(format!("policies: expected {}, got {}", list(p), list(&actual.policies)));
+            out.push(format!(
+                "policies: expected {}, got {}",
+                list(p),
+                list(&actual.policies)
+            ));
         }
     }
     if let Some(g) = &expect.grants_used {
         if !same_set(g, &actual.grants_used) {
-            out.push(format!("grants_used: expected {}, got {}", list(g), list(&actual.grants_used)));
+            out.push(format!(
+                "grants_used: expected {}, got {}",
+                list(g),
+                list(&actual.grants_used)
+            ));
         }
     }
     if let Some(b) = expect.break_glass {
         if b != actual.break_glass {
-            out.push(format!("break_glass: expected {b}, got {}", actual.break_glass));
+            out.push(format!(
+                "break_glass: expected {b}, got {}",
+                actual.break_glass
+            ));
         }
     }
     match (expect.errors, actual.errors.is_empty()) {
-        (false, false) => out.push(format!("errors: evaluation failed: {}", actual.errors.join("; "))),
+        (false, false) => out.push(format!(
+            "errors: evaluation failed: {}",
+            actual.errors.join("; ")
+        )),
         (true, true) => out.push("errors: expected evaluation errors, got none".into()),
         _ => {}
     }
@@ -477,7 +604,10 @@ fn rerun_command(file: &Path, name: &str, bundles: &[PathBuf]) -> String {
 }
 
 fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -491,8 +621,15 @@ mod tests {
 
     #[test]
     fn rerun_is_exact_and_quoted() {
-        let c = rerun_command(Path::new("policy-tests/a b.yaml"), "alice's (one) grant", &[]);
-        assert_eq!(c, r"jitgate test 'policy-tests/a b.yaml' --run '^alice'\''s \(one\) grant$'");
+        let c = rerun_command(
+            Path::new("policy-tests/a b.yaml"),
+            "alice's (one) grant",
+            &[],
+        );
+        assert_eq!(
+            c,
+            r"jitgate test 'policy-tests/a b.yaml' --run '^alice'\''s \(one\) grant$'"
+        );
         let c = rerun_command(Path::new("t.yaml"), "x", &[PathBuf::from("b")]);
         assert_eq!(c, "jitgate test t.yaml --run '^x$' --bundle b");
     }
@@ -506,11 +643,27 @@ mod tests {
             break_glass: Some(false),
             errors: false,
         };
-        let ok = Actual { decision: "deny".into(), policies: vec!["b".into(), "a".into()], ..Actual::default() };
+        let ok = Actual {
+            decision: "deny".into(),
+            policies: vec!["b".into(), "a".into()],
+            ..Actual::default()
+        };
         assert!(compare(&expect, &ok).is_empty());
-        let broken = Actual { errors: vec!["boom".into()], ..ok.clone() };
-        assert_eq!(compare(&expect, &broken).len(), 1, "a deny caused by an error must not pass");
-        let wrong = Actual { decision: "allow".into(), policies: vec!["a".into()], break_glass: true, ..ok };
+        let broken = Actual {
+            errors: vec!["boom".into()],
+            ..ok.clone()
+        };
+        assert_eq!(
+            compare(&expect, &broken).len(),
+            1,
+            "a deny caused by an error must not pass"
+        );
+        let wrong = Actual {
+            decision: "allow".into(),
+            policies: vec!["a".into()],
+            break_glass: true,
+            ..ok
+        };
         assert_eq!(compare(&expect, &wrong).len(), 3);
     }
 }

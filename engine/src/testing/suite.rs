@@ -51,7 +51,11 @@ impl TimeSpec {
 }
 
 /// Deserializes a string through `parse` inside the visitor, so YAML errors point at the value itself.
-fn parse_str<'de, D, T>(d: D, what: &'static str, parse: fn(&str) -> Result<T, String>) -> Result<T, D::Error>
+fn parse_str<'de, D, T>(
+    d: D,
+    what: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
 {
@@ -73,7 +77,11 @@ where
 
 impl<'de> Deserialize<'de> for TimeSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        parse_str(d, "a time: RFC 3339, `now`, or an offset like +30m / -1s", TimeSpec::parse)
+        parse_str(
+            d,
+            "a time: RFC 3339, `now`, or an offset like +30m / -1s",
+            TimeSpec::parse,
+        )
     }
 }
 
@@ -84,7 +92,9 @@ pub struct Instant(pub UnixTime);
 impl<'de> Deserialize<'de> for Instant {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         parse_str(d, "an RFC 3339 time", |s| {
-            parse_rfc3339(s.trim()).map(Instant).map_err(|e| format!("{e} (expected RFC 3339 like 2026-11-23T10:00:00Z)"))
+            parse_rfc3339(s.trim())
+                .map(Instant)
+                .map_err(|e| format!("{e} (expected RFC 3339 like 2026-11-23T10:00:00Z)"))
         })
     }
 }
@@ -198,7 +208,11 @@ impl TryFrom<RawGrant> for GrantFixture {
             return Err("grant: field `id` must not be empty".into());
         }
         match (g.expires_at, g.duration) {
-            (Some(_), Some(_)) => return Err(format!("{ctx}: give either `expires_at` or `duration`, not both")),
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "{ctx}: give either `expires_at` or `duration`, not both"
+                ));
+            }
             (None, None) => return Err(format!("{ctx}: missing `expires_at` (or `duration`)")),
             _ => {}
         }
@@ -220,7 +234,10 @@ impl GrantFixture {
             (None, None) => return Err(format!("grant `{}`: missing `expires_at`", g.id)),
         };
         if expires_at <= starts_at {
-            return Err(format!("grant `{}`: `expires_at` must be after `starts_at`", g.id));
+            return Err(format!(
+                "grant `{}`: `expires_at` must be after `starts_at`",
+                g.id
+            ));
         }
         Ok(Grant {
             id: g.id.clone(),
@@ -267,9 +284,15 @@ impl ContextSpec {
         if over.source_ip.is_some() {
             out.source_ip.clone_from(&over.source_ip);
         }
-        out.headers.extend(over.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())));
-        out.claims.extend(over.claims.iter().map(|(k, v)| (k.clone(), v.clone())));
-        out.attrs.extend(over.attrs.iter().map(|(k, v)| (k.clone(), v.clone())));
+        out.headers.extend(
+            over.headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone())),
+        );
+        out.claims
+            .extend(over.claims.iter().map(|(k, v)| (k.clone(), v.clone())));
+        out.attrs
+            .extend(over.attrs.iter().map(|(k, v)| (k.clone(), v.clone())));
         out
     }
 }
@@ -298,11 +321,19 @@ impl<'de> Deserialize<'de> for ResourceSpec {
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<ResourceSpec, E> {
                 let entity: EntityRef = s.parse().map_err(E::custom)?;
-                Ok(ResourceSpec(Resource { entity, parents: Vec::new(), attrs: Default::default() }))
+                Ok(ResourceSpec(Resource {
+                    entity,
+                    parents: Vec::new(),
+                    attrs: Default::default(),
+                }))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ResourceSpec, A::Error> {
                 let m = ResourceMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(ResourceSpec(Resource { entity: m.entity, parents: m.parents, attrs: m.attrs }))
+                Ok(ResourceSpec(Resource {
+                    entity: m.entity,
+                    parents: m.parents,
+                    attrs: m.attrs,
+                }))
             }
         }
         d.deserialize_any(V)
@@ -450,35 +481,56 @@ impl TryFrom<RawCase> for CaseSpec {
         let target = match (c.action, c.resource, c.http) {
             (Some(action), Some(resource), None) => {
                 if action.is_empty() || action.contains('"') {
-                    return Err(format!("{ctx}: field `action` must be a non-empty id without quotes"));
+                    return Err(format!(
+                        "{ctx}: field `action` must be a non-empty id without quotes"
+                    ));
                 }
-                Target::Direct { action, resource: resource.0 }
+                Target::Direct {
+                    action,
+                    resource: resource.0,
+                }
             }
             (None, None, Some(http)) => {
                 if !http.path.starts_with('/') {
                     return Err(format!("{ctx}: field `http.path` must start with `/`"));
                 }
                 if http.path.contains('?') {
-                    return Err(format!("{ctx}: field `http.path` must not contain `?`; put the query in `http.query`"));
+                    return Err(format!(
+                        "{ctx}: field `http.path` must not contain `?`; put the query in `http.query`"
+                    ));
                 }
-                if http.method.is_empty() || !http.method.chars().all(|ch| ch.is_ascii_alphabetic()) {
-                    return Err(format!("{ctx}: field `http.method`: `{}` is not an HTTP method", http.method));
+                if http.method.is_empty() || !http.method.chars().all(|ch| ch.is_ascii_alphabetic())
+                {
+                    return Err(format!(
+                        "{ctx}: field `http.method`: `{}` is not an HTTP method",
+                        http.method
+                    ));
                 }
                 Target::Http(http)
             }
-            (_, _, Some(_)) => return Err(format!("{ctx}: give either `http` or `action` + `resource`, not both")),
+            (_, _, Some(_)) => {
+                return Err(format!(
+                    "{ctx}: give either `http` or `action` + `resource`, not both"
+                ));
+            }
             (None, _, None) => return Err(format!("{ctx}: missing `action` (or give `http`)")),
             (Some(_), None, None) => return Err(format!("{ctx}: missing `resource`")),
         };
         let is_http = matches!(target, Target::Http(_));
         if c.expect.decision == ExpectedDecision::Unmatched && !is_http {
-            return Err(format!("{ctx}: `expect.decision: unmatched` needs an `http` case"));
+            return Err(format!(
+                "{ctx}: `expect.decision: unmatched` needs an `http` case"
+            ));
         }
         if c.approved_request && !is_http {
-            return Err(format!("{ctx}: `approved_request` needs an `http` case (the approval binds to its digest)"));
+            return Err(format!(
+                "{ctx}: `approved_request` needs an `http` case (the approval binds to its digest)"
+            ));
         }
         let at = match (c.now, c.at) {
-            (Some(_), Some(_)) => return Err(format!("{ctx}: give either `now` or `at`, not both")),
+            (Some(_), Some(_)) => {
+                return Err(format!("{ctx}: give either `now` or `at`, not both"));
+            }
             (Some(Instant(t)), None) => Some(TimeSpec::Absolute(t)),
             (None, at) => at,
         };
@@ -527,11 +579,21 @@ impl Suite {
         let mut seen = BTreeSet::new();
         for (case, line) in file.cases.iter().zip(&case_lines) {
             if !seen.insert(case.name.as_str()) {
-                errors.push(at_line(path, *line, format!("case `{}`: duplicate case name (names must be unique in a suite)", case.name)));
+                errors.push(at_line(
+                    path,
+                    *line,
+                    format!(
+                        "case `{}`: duplicate case name (names must be unique in a suite)",
+                        case.name
+                    ),
+                ));
             }
         }
         if file.cases.is_empty() {
-            errors.push(Diagnostic::file(path, "cases: a suite needs at least one case"));
+            errors.push(Diagnostic::file(
+                path,
+                "cases: a suite needs at least one case",
+            ));
         }
 
         let grant_lines = locate_names(source, file.grants.iter().map(|g| g.spec.id.as_str()));
@@ -539,7 +601,11 @@ impl Suite {
         let mut ids = BTreeSet::new();
         for (g, line) in file.grants.iter().zip(&grant_lines) {
             if !ids.insert(g.spec.id.as_str()) {
-                errors.push(at_line(path, *line, format!("grant `{}`: duplicate grant id", g.spec.id)));
+                errors.push(at_line(
+                    path,
+                    *line,
+                    format!("grant `{}`: duplicate grant id", g.spec.id),
+                ));
             }
             match g.to_grant(file.now.0) {
                 Ok(grant) => grants.push(grant),
@@ -548,9 +614,41 @@ impl Suite {
         }
 
         let base = path.parent().unwrap_or(Path::new("."));
-        let bundles = file.bundles.iter().map(|b| base.join(b)).collect();
+        let bundles = file
+            .bundles
+            .iter()
+            .map(|b| normalize(&base.join(b)))
+            .collect();
         Diagnostics(errors).into_result()?;
-        Ok(Suite { path: path.to_path_buf(), file, bundles, grants, case_lines })
+        Ok(Suite {
+            path: path.to_path_buf(),
+            file,
+            bundles,
+            grants,
+            case_lines,
+        })
+    }
+}
+
+/// Resolves `.` and `..` lexically (`policy-tests/../policies/x` -> `policies/x`) so reports show short paths.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
     }
 }
 
@@ -568,7 +666,12 @@ fn locate_names<'a>(source: &str, names: impl Iterator<Item = &'a str>) -> Vec<O
     let mut from = 0usize;
     names
         .map(|name| {
-            let hit = lines.iter().enumerate().skip(from).find(|(_, l)| l.contains(name)).map(|(i, _)| i);
+            let hit = lines
+                .iter()
+                .enumerate()
+                .skip(from)
+                .find(|(_, l)| l.contains(name))
+                .map(|(i, _)| i);
             match hit {
                 Some(i) => {
                     from = i + 1;
@@ -611,7 +714,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         }
         if path.is_dir() {
             walk(&path, out)?;
-        } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e, "yaml" | "yml" | "json")) {
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        {
             out.push(path);
         }
     }
@@ -653,7 +760,7 @@ cases:
         assert!(d.message.contains("resource_free"), "{e}");
         let ok = GOOD.replace("    resource_free: true\n", "");
         let s = Suite::parse(Path::new("dir/s.yaml"), &ok).unwrap();
-        assert_eq!(s.bundles, vec![PathBuf::from("dir/../b")]);
+        assert_eq!(s.bundles, vec![PathBuf::from("b")]);
         let now = parse_rfc3339("2026-11-23T10:00:00Z").unwrap();
         assert_eq!(s.grants[0].starts_at, now - 1800);
         assert_eq!(s.grants[0].expires_at, now + 1800);
@@ -663,7 +770,10 @@ cases:
 
     #[test]
     fn bad_values_name_their_line() {
-        let bad_ref = GOOD.replace("    principal: User::\"alice\"\n    action", "    principal: alice\n    action");
+        let bad_ref = GOOD.replace(
+            "    principal: User::\"alice\"\n    action",
+            "    principal: alice\n    action",
+        );
         let e = Suite::parse(Path::new("s.yaml"), &bad_ref).unwrap_err();
         assert_eq!(e.0[0].line, Some(11), "{e}");
         assert!(e.0[0].message.contains("invalid entity reference"), "{e}");
@@ -675,7 +785,10 @@ cases:
 
         let both = GOOD.replace("duration: 1h", "duration: 1h, expires_at: +1h");
         let e = Suite::parse(Path::new("s.yaml"), &both).unwrap_err();
-        assert!(e.0[0].message.contains("either `expires_at` or `duration`"), "{e}");
+        assert!(
+            e.0[0].message.contains("either `expires_at` or `duration`"),
+            "{e}"
+        );
         assert_eq!(e.0[0].line, Some(8), "{e}");
     }
 }
