@@ -112,3 +112,46 @@ fn check_loads_bundles_and_reports_broken_ones() {
     assert_eq!(o.status.code(), Some(2), "{out}");
     assert!(out.contains("bundle.toml:4:"), "{out}");
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// A bundle's own `tests` run against that bundle (their suites need not name it), and a failing one fails check.
+#[test]
+fn check_runs_the_tests_a_bundle_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("b");
+    copy_dir(&repo().join("policies/quickstart-cedar"), &bundle);
+    let manifest = std::fs::read_to_string(bundle.join("bundle.toml")).unwrap();
+    assert!(manifest.contains("tests = []"));
+    std::fs::write(bundle.join("bundle.toml"), manifest.replace("tests = []", "tests = [\"tests\"]")).unwrap();
+    std::fs::create_dir_all(bundle.join("tests")).unwrap();
+    let suite = "name: own\nnow: 2026-11-23T10:00:00Z\ncontext: { source_ip: 10.1.2.3 }\ncases:\n  - name: engineers list payments\n    \
+                 principal: User::\"a\"\n    groups: [engineering]\n    http: { method: GET, path: /payments }\n    expect: { decision: EXPECT }\n";
+    std::fs::write(bundle.join("tests/own.yaml"), suite.replace("EXPECT", "allow")).unwrap();
+    let o = jitgate(&["check", bundle.to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("1 test file(s)") && out.contains("1 passed, 0 failed"), "{out}");
+    std::fs::write(bundle.join("tests/own.yaml"), suite.replace("EXPECT", "deny")).unwrap();
+    let o = jitgate(&["check", bundle.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}
+
+#[test]
+fn check_runs_rego_test_rules() {
+    let o = jitgate(&["check", "policies/quickstart-rego"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("Rego test rules of policies/quickstart-rego"), "{out}");
+}

@@ -242,16 +242,20 @@ impl Runner {
 
     /// Discovers suite files under `paths` and runs them all.
     pub fn run_paths(mut self, paths: &[PathBuf]) -> Report {
+        let mut report = Report::default();
+        self.run_paths_into(paths, &mut report);
+        self.finish(report)
+    }
+
+    /// Discovers suite files under `paths` and runs them, adding to `report`.
+    pub fn run_paths_into(&mut self, paths: &[PathBuf], report: &mut Report) {
         let files = match discover(paths) {
             Ok(f) => f,
             Err(d) => {
-                return Report {
-                    broken: d.0,
-                    ..Report::default()
-                };
+                report.broken.extend(d.0);
+                return;
             }
         };
-        let mut report = Report::default();
         if files.is_empty() {
             report.broken.push(Diagnostic::file(
                 paths.first().map_or(Path::new("."), |p| p.as_path()),
@@ -260,11 +264,10 @@ impl Runner {
         }
         for file in files {
             match Suite::load(&file) {
-                Ok(suite) => self.run_suite_into(&suite, &mut report),
+                Ok(suite) => self.run_suite_into(&suite, report),
                 Err(d) => report.broken.extend(d.0),
             }
         }
-        self.finish(report)
     }
 
     /// Runs one loaded suite (adds its results to `report`).
@@ -402,15 +405,21 @@ impl Runner {
     }
 }
 
-/// Loads the bundle in `dir` and, when it lists `tests`, runs them against it.
+/// Loads the bundle in `dir` and runs its tests against it: the suites it lists under `tests` (whatever bundles
+/// they name) and, for Rego, its `test_*` rules. `None` when it has neither.
 pub fn check(dir: &Path) -> Result<(Arc<Bundle>, Option<Report>), Diagnostics> {
     let mut runner = Runner::new(RunOptions::new().with_bundles(vec![dir.to_path_buf()]));
     let bundle = runner.bundle(dir)?;
-    if bundle.test_files.is_empty() {
+    let mut report = Report::default();
+    runner.rego_tests_of(&bundle, dir);
+    if !bundle.test_files.is_empty() {
+        runner.run_paths_into(&bundle.test_files, &mut report);
+    }
+    let report = runner.finish(report);
+    if report.suites.is_empty() && report.rego_tests.is_empty() && report.broken.is_empty() {
         return Ok((bundle, None));
     }
-    let files = bundle.test_files.clone();
-    Ok((bundle, Some(runner.run_paths(&files))))
+    Ok((bundle, Some(report)))
 }
 
 /// Builds the case's request, decides it on `bundle`, and applies `consume` to `state`.
