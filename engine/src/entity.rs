@@ -96,8 +96,19 @@ impl Serialize for EntityRef {
 
 impl<'de> Deserialize<'de> for EntityRef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        // A visitor (not `String::deserialize` then parse) so that the parse error is raised while the
+        // deserializer still knows where the value is: YAML errors then point at the bad reference itself.
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = EntityRef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an entity reference like Service::\"payments\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<EntityRef, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 

@@ -20,6 +20,7 @@ pub mod request;
 pub mod routes;
 pub mod sqlite;
 pub mod store;
+pub mod testing;
 
 pub use authorize::Authorizer;
 pub use bundle::Bundle;

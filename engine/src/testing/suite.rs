@@ -1,0 +1,794 @@
+//! The policy-suite file format (YAML or JSON): raw serde structs with unknown fields rejected, validated while
+//! parsing so every error carries the file, line and column. Running the cases is [`super::runner`]'s job.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::clock::{UnixTime, parse_duration, parse_rfc3339};
+use crate::diag::{Diagnostic, Diagnostics, parse_yaml, read_file};
+use crate::entity::EntityRef;
+use crate::grant::{Grant, GrantStatus};
+use crate::request::Resource;
+
+/// A point in time in a suite: absolute RFC 3339 (`2026-11-23T10:00:00Z`), `now`, or an offset from the suite's
+/// frozen `now` (`+30m`, `-1s`, `+1h30m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeSpec {
+    /// A fixed instant.
+    Absolute(UnixTime),
+    /// Seconds relative to the suite's `now`.
+    Offset(i64),
+}
+
+impl TimeSpec {
+    /// The instant this denotes when the suite's clock reads `now`.
+    pub fn resolve(self, now: UnixTime) -> UnixTime {
+        match self {
+            TimeSpec::Absolute(t) => t,
+            TimeSpec::Offset(d) => now.saturating_add(d),
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s == "now" {
+            return Ok(TimeSpec::Offset(0));
+        }
+        if let Some(rest) = s.strip_prefix('+') {
+            return parse_duration(rest).map(TimeSpec::Offset);
+        }
+        if let Some(rest) = s.strip_prefix('-') {
+            return parse_duration(rest).map(|d| TimeSpec::Offset(-d));
+        }
+        parse_rfc3339(s)
+            .map(TimeSpec::Absolute)
+            .map_err(|e| format!("{e} (expected RFC 3339 like 2026-11-23T10:00:00Z, `now`, or an offset like +30m / -1s)"))
+    }
+}
+
+/// Deserializes a string through `parse` inside the visitor, so YAML errors point at the value itself.
+fn parse_str<'de, D, T>(
+    d: D,
+    what: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct V<T> {
+        what: &'static str,
+        parse: fn(&str) -> Result<T, String>,
+    }
+    impl<T> Visitor<'_> for V<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.what)
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
+            (self.parse)(s).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(V { what, parse })
+}
+
+impl<'de> Deserialize<'de> for TimeSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(
+            d,
+            "a time: RFC 3339, `now`, or an offset like +30m / -1s",
+            TimeSpec::parse,
+        )
+    }
+}
+
+/// An absolute RFC 3339 instant (the suite's frozen clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instant(pub UnixTime);
+
+impl<'de> Deserialize<'de> for Instant {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d, "an RFC 3339 time", |s| {
+            parse_rfc3339(s.trim())
+                .map(Instant)
+                .map_err(|e| format!("{e} (expected RFC 3339 like 2026-11-23T10:00:00Z)"))
+        })
+    }
+}
+
+/// A duration such as `30m`, `1h`, `90s` (seconds once parsed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationSpec(pub i64);
+
+impl<'de> Deserialize<'de> for DurationSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d, "a duration like 30m", |s| match parse_duration(s)? {
+            secs if secs > 0 => Ok(DurationSpec(secs)),
+            _ => Err(format!("duration `{s}` must be positive")),
+        })
+    }
+}
+
+/// A suite file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuiteFile {
+    /// What the suite is about.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Bundle directories, relative to the suite file; every case runs on each and must give the same answer.
+    #[serde(default)]
+    pub bundles: Vec<String>,
+    /// The frozen clock.
+    pub now: Instant,
+    /// Fixture principals: their groups and token claims.
+    #[serde(default)]
+    pub principals: BTreeMap<EntityRef, PrincipalFixture>,
+    /// Fixture grants, in any state.
+    #[serde(default)]
+    pub grants: Vec<GrantFixture>,
+    /// Context defaults for every case (a case's own `context` overrides field by field, map key by map key).
+    #[serde(default)]
+    pub context: ContextSpec,
+    /// The cases, run in order (a `consume: true` case affects the cases after it).
+    pub cases: Vec<CaseSpec>,
+}
+
+/// A fixture principal.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalFixture {
+    /// Group names.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Token claims put into `context.claims` of the principal's cases.
+    #[serde(default)]
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A fixture grant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawGrant")]
+pub struct GrantFixture {
+    /// The grant (times resolved against the suite's `now`).
+    pub spec: RawGrant,
+}
+
+/// A fixture grant as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrant {
+    /// Unique id within the suite.
+    pub id: String,
+    /// Who holds it.
+    pub principal: EntityRef,
+    /// The role it confers.
+    pub role: String,
+    /// The subtree it covers.
+    pub scope: EntityRef,
+    /// First second of validity (default: the suite's `now`).
+    #[serde(default)]
+    pub starts_at: Option<TimeSpec>,
+    /// First second of invalidity (or give `duration`).
+    #[serde(default)]
+    pub expires_at: Option<TimeSpec>,
+    /// Length of the window from `starts_at` (or give `expires_at`).
+    #[serde(default)]
+    pub duration: Option<DurationSpec>,
+    /// `active` (default), `revoked` or `consumed`.
+    #[serde(default)]
+    pub status: GrantStatus,
+    /// Uses allowed, when limited.
+    #[serde(default)]
+    pub max_uses: Option<u32>,
+    /// Uses already spent.
+    #[serde(default)]
+    pub uses: u32,
+    /// Self-activated break-glass access.
+    #[serde(default)]
+    pub break_glass: bool,
+    /// Who approved it.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// The requester's reason.
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl TryFrom<RawGrant> for GrantFixture {
+    type Error = String;
+    fn try_from(g: RawGrant) -> Result<Self, String> {
+        let ctx = format!("grant `{}`", g.id);
+        if g.id.trim().is_empty() {
+            return Err("grant: field `id` must not be empty".into());
+        }
+        match (g.expires_at, g.duration) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "{ctx}: give either `expires_at` or `duration`, not both"
+                ));
+            }
+            (None, None) => return Err(format!("{ctx}: missing `expires_at` (or `duration`)")),
+            _ => {}
+        }
+        if g.max_uses == Some(0) {
+            return Err(format!("{ctx}: field `max_uses` must be at least 1"));
+        }
+        Ok(GrantFixture { spec: g })
+    }
+}
+
+impl GrantFixture {
+    /// The grant as the engine sees it, with times resolved against `now`.
+    pub fn to_grant(&self, now: UnixTime) -> Result<Grant, String> {
+        let g = &self.spec;
+        let starts_at = g.starts_at.map_or(now, |t| t.resolve(now));
+        let expires_at = match (g.expires_at, g.duration) {
+            (Some(t), _) => t.resolve(now),
+            (None, Some(d)) => starts_at.saturating_add(d.0),
+            (None, None) => return Err(format!("grant `{}`: missing `expires_at`", g.id)),
+        };
+        if expires_at <= starts_at {
+            return Err(format!(
+                "grant `{}`: `expires_at` must be after `starts_at`",
+                g.id
+            ));
+        }
+        Ok(Grant {
+            id: g.id.clone(),
+            principal: g.principal.clone(),
+            role: g.role.clone(),
+            scope: g.scope.clone(),
+            starts_at,
+            expires_at,
+            max_uses: g.max_uses,
+            uses: g.uses,
+            status: g.status,
+            approvers: g.approvers.clone(),
+            reason: g.reason.clone(),
+            break_glass: g.break_glass,
+            request_digest: None,
+            request_id: None,
+        })
+    }
+}
+
+/// Request context fields a case (or the suite, as defaults) may set. Time, method, path and host come from the
+/// case itself.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextSpec {
+    /// The client address.
+    #[serde(default)]
+    pub source_ip: Option<String>,
+    /// Selected headers (lower-case names).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Token claims.
+    #[serde(default)]
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// Further attributes.
+    #[serde(default)]
+    pub attrs: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ContextSpec {
+    /// `self` with `over` laid on top (scalars replaced, maps merged key by key).
+    pub fn merged(&self, over: &ContextSpec) -> ContextSpec {
+        let mut out = self.clone();
+        if over.source_ip.is_some() {
+            out.source_ip.clone_from(&over.source_ip);
+        }
+        out.headers.extend(
+            over.headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone())),
+        );
+        out.claims
+            .extend(over.claims.iter().map(|(k, v)| (k.clone(), v.clone())));
+        out.attrs
+            .extend(over.attrs.iter().map(|(k, v)| (k.clone(), v.clone())));
+        out
+    }
+}
+
+/// The resource of a direct case: `Service::"payments"`, or `{ entity, parents, attrs }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceSpec(pub Resource);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResourceMap {
+    entity: EntityRef,
+    #[serde(default)]
+    parents: Vec<EntityRef>,
+    #[serde(default)]
+    attrs: serde_json::Map<String, serde_json::Value>,
+}
+
+impl<'de> Deserialize<'de> for ResourceSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ResourceSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an entity reference like Service::\"payments\", or a map with `entity`, `parents`, `attrs`")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<ResourceSpec, E> {
+                let entity: EntityRef = s.parse().map_err(E::custom)?;
+                Ok(ResourceSpec(Resource {
+                    entity,
+                    parents: Vec::new(),
+                    attrs: Default::default(),
+                }))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ResourceSpec, A::Error> {
+                let m = ResourceMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(ResourceSpec(Resource {
+                    entity: m.entity,
+                    parents: m.parents,
+                    attrs: m.attrs,
+                }))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The HTTP request of an HTTP case, mapped through the bundle's routes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSpec {
+    /// HTTP method.
+    pub method: String,
+    /// The normalized path, without the query.
+    pub path: String,
+    /// The request host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The raw query string (no leading `?`).
+    #[serde(default)]
+    pub query: String,
+    /// The body (part of the request digest).
+    #[serde(default)]
+    pub body: String,
+}
+
+/// What a case expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpectedDecision {
+    /// Allowed.
+    Allow,
+    /// Denied.
+    Deny,
+    /// Held for approval.
+    Hold,
+    /// No route matches the HTTP request (HTTP cases only).
+    Unmatched,
+}
+
+impl ExpectedDecision {
+    /// `allow`, `deny`, `hold` or `unmatched`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExpectedDecision::Allow => "allow",
+            ExpectedDecision::Deny => "deny",
+            ExpectedDecision::Hold => "hold",
+            ExpectedDecision::Unmatched => "unmatched",
+        }
+    }
+}
+
+/// The expectations of a case; fields left out are not checked (except `errors`, which defaults to none).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// The decision.
+    pub decision: ExpectedDecision,
+    /// The determining policies (compared as a set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies: Option<Vec<String>>,
+    /// The grants the decision rested on (compared as a set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants_used: Option<Vec<String>>,
+    /// Whether the decision is flagged as break glass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<bool>,
+    /// Whether evaluation errors are expected. By default any error fails the case, so a broken policy cannot
+    /// pass a suite of denies by failing closed.
+    #[serde(default)]
+    pub errors: bool,
+}
+
+/// A case as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCase {
+    name: String,
+    principal: EntityRef,
+    #[serde(default)]
+    groups: Option<Vec<String>>,
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    resource: Option<ResourceSpec>,
+    #[serde(default)]
+    http: Option<HttpSpec>,
+    #[serde(default)]
+    context: ContextSpec,
+    #[serde(default)]
+    now: Option<Instant>,
+    #[serde(default)]
+    at: Option<TimeSpec>,
+    #[serde(default)]
+    approved_request: bool,
+    #[serde(default)]
+    consume: bool,
+    expect: Expect,
+}
+
+/// What a case asks about: a direct principal/action/resource tuple, or an HTTP request.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// `action` + `resource`.
+    Direct {
+        /// The action id.
+        action: String,
+        /// The resource with its parents and attributes.
+        resource: Resource,
+    },
+    /// An HTTP request mapped through the bundle's routes.
+    Http(HttpSpec),
+}
+
+/// A validated case.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawCase")]
+pub struct CaseSpec {
+    /// The case name (unique within the suite; `--run` matches it).
+    pub name: String,
+    /// Who asks.
+    pub principal: EntityRef,
+    /// Groups, replacing the fixture's when given.
+    pub groups: Option<Vec<String>>,
+    /// What is asked.
+    pub target: Target,
+    /// Context fields of this case.
+    pub context: ContextSpec,
+    /// When (default: the suite's `now`).
+    pub at: Option<TimeSpec>,
+    /// Add a grant bound to exactly this HTTP request (an approved held request).
+    pub approved_request: bool,
+    /// After an allow, spend one use of every grant used.
+    pub consume: bool,
+    /// What must come out.
+    pub expect: Expect,
+}
+
+impl TryFrom<RawCase> for CaseSpec {
+    type Error = String;
+    fn try_from(c: RawCase) -> Result<Self, String> {
+        let ctx = format!("case `{}`", c.name);
+        if c.name.trim().is_empty() {
+            return Err("case: field `name` must not be empty".into());
+        }
+        let target = match (c.action, c.resource, c.http) {
+            (Some(action), Some(resource), None) => {
+                if action.is_empty() || action.contains('"') {
+                    return Err(format!(
+                        "{ctx}: field `action` must be a non-empty id without quotes"
+                    ));
+                }
+                Target::Direct {
+                    action,
+                    resource: resource.0,
+                }
+            }
+            (None, None, Some(http)) => {
+                if !http.path.starts_with('/') {
+                    return Err(format!("{ctx}: field `http.path` must start with `/`"));
+                }
+                if http.path.contains('?') {
+                    return Err(format!(
+                        "{ctx}: field `http.path` must not contain `?`; put the query in `http.query`"
+                    ));
+                }
+                if http.method.is_empty() || !http.method.chars().all(|ch| ch.is_ascii_alphabetic())
+                {
+                    return Err(format!(
+                        "{ctx}: field `http.method`: `{}` is not an HTTP method",
+                        http.method
+                    ));
+                }
+                Target::Http(http)
+            }
+            (_, _, Some(_)) => {
+                return Err(format!(
+                    "{ctx}: give either `http` or `action` + `resource`, not both"
+                ));
+            }
+            (None, _, None) => return Err(format!("{ctx}: missing `action` (or give `http`)")),
+            (Some(_), None, None) => return Err(format!("{ctx}: missing `resource`")),
+        };
+        let is_http = matches!(target, Target::Http(_));
+        if c.expect.decision == ExpectedDecision::Unmatched && !is_http {
+            return Err(format!(
+                "{ctx}: `expect.decision: unmatched` needs an `http` case"
+            ));
+        }
+        if c.approved_request && !is_http {
+            return Err(format!(
+                "{ctx}: `approved_request` needs an `http` case (the approval binds to its digest)"
+            ));
+        }
+        let at = match (c.now, c.at) {
+            (Some(_), Some(_)) => {
+                return Err(format!("{ctx}: give either `now` or `at`, not both"));
+            }
+            (Some(Instant(t)), None) => Some(TimeSpec::Absolute(t)),
+            (None, at) => at,
+        };
+        Ok(CaseSpec {
+            name: c.name,
+            principal: c.principal,
+            groups: c.groups,
+            target,
+            context: c.context,
+            at,
+            approved_request: c.approved_request,
+            consume: c.consume,
+            expect: c.expect,
+        })
+    }
+}
+
+/// A loaded suite: the file's content plus where it came from.
+#[derive(Debug, Clone)]
+pub struct Suite {
+    /// The suite file.
+    pub path: PathBuf,
+    /// The parsed content.
+    pub file: SuiteFile,
+    /// Bundle directories, resolved against the suite's directory.
+    pub bundles: Vec<PathBuf>,
+    /// The fixture grants, times resolved.
+    pub grants: Vec<Grant>,
+    /// 1-based line of each case (best effort: where its name is written), parallel to `file.cases`.
+    pub case_lines: Vec<Option<usize>>,
+}
+
+impl Suite {
+    /// Reads, parses and validates a suite file.
+    pub fn load(path: &Path) -> Result<Suite, Diagnostics> {
+        let source = read_file(path)?;
+        Self::parse(path, &source)
+    }
+
+    /// Parses and validates suite text (`path` is used for messages and to resolve bundle paths).
+    pub fn parse(path: &Path, source: &str) -> Result<Suite, Diagnostics> {
+        let file: SuiteFile = parse_yaml(path, source)?;
+        let mut errors = Vec::new();
+        let case_lines = locate_names(source, file.cases.iter().map(|c| c.name.as_str()));
+
+        let mut seen = BTreeSet::new();
+        for (case, line) in file.cases.iter().zip(&case_lines) {
+            if !seen.insert(case.name.as_str()) {
+                errors.push(at_line(
+                    path,
+                    *line,
+                    format!(
+                        "case `{}`: duplicate case name (names must be unique in a suite)",
+                        case.name
+                    ),
+                ));
+            }
+        }
+        if file.cases.is_empty() {
+            errors.push(Diagnostic::file(
+                path,
+                "cases: a suite needs at least one case",
+            ));
+        }
+
+        let grant_lines = locate_names(source, file.grants.iter().map(|g| g.spec.id.as_str()));
+        let mut grants = Vec::new();
+        let mut ids = BTreeSet::new();
+        for (g, line) in file.grants.iter().zip(&grant_lines) {
+            if !ids.insert(g.spec.id.as_str()) {
+                errors.push(at_line(
+                    path,
+                    *line,
+                    format!("grant `{}`: duplicate grant id", g.spec.id),
+                ));
+            }
+            match g.to_grant(file.now.0) {
+                Ok(grant) => grants.push(grant),
+                Err(msg) => errors.push(at_line(path, *line, msg)),
+            }
+        }
+
+        let base = path.parent().unwrap_or(Path::new("."));
+        let bundles = file
+            .bundles
+            .iter()
+            .map(|b| normalize(&base.join(b)))
+            .collect();
+        Diagnostics(errors).into_result()?;
+        Ok(Suite {
+            path: path.to_path_buf(),
+            file,
+            bundles,
+            grants,
+            case_lines,
+        })
+    }
+}
+
+/// Resolves `.` and `..` lexically (`policy-tests/../policies/x` -> `policies/x`) so reports show short paths.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
+    }
+}
+
+fn at_line(path: &Path, line: Option<usize>, msg: String) -> Diagnostic {
+    match line {
+        Some(l) => Diagnostic::at(path, l, 1, msg),
+        None => Diagnostic::file(path, msg),
+    }
+}
+
+/// Finds, for each name in order, the first line at or after the previous hit that contains it. Serde gives us no
+/// spans for values that parsed fine, so this is how a failing case or a cross-case error points at its source.
+fn locate_names<'a>(source: &str, names: impl Iterator<Item = &'a str>) -> Vec<Option<usize>> {
+    let lines: Vec<&str> = source.lines().collect();
+    let mut from = 0usize;
+    names
+        .map(|name| {
+            let hit = lines
+                .iter()
+                .enumerate()
+                .skip(from)
+                .find(|(_, l)| l.contains(name))
+                .map(|(i, _)| i);
+            match hit {
+                Some(i) => {
+                    from = i + 1;
+                    Some(i + 1)
+                }
+                None => None,
+            }
+        })
+        .collect()
+}
+
+/// Every suite file (`*.yaml`, `*.yml`, `*.json`) under `paths` (files are taken as given; directories are walked
+/// recursively, skipping hidden entries), sorted and deduplicated.
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Diagnostics> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            if let Err(e) = walk(p, &mut out) {
+                errors.push(Diagnostic::file(p, format!("cannot read directory: {e}")));
+            }
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            errors.push(Diagnostic::file(p, "no such file or directory"));
+        }
+    }
+    Diagnostics(errors).into_result()?;
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name: sample
+bundles: [../b]
+now: 2026-11-23T10:00:00Z
+principals:
+  User::"alice": { groups: [engineering] }
+grants:
+  - { id: g1, principal: User::"alice", role: payments-writer, scope: Service::"payments", starts_at: -30m, duration: 1h }
+cases:
+  - name: direct
+    principal: User::"alice"
+    action: createPayment
+    resource: Service::"payments"
+    at: +1s
+    expect: { decision: allow, grants_used: [g1] }
+  - name: http
+    principal: User::"alice"
+    http: { method: DELETE, path: /databases/x }
+    resource_free: true
+    expect: { decision: hold }
+"#;
+
+    #[test]
+    fn parses_and_reports_unknown_fields_with_line() {
+        let e = Suite::parse(Path::new("s.yaml"), GOOD).unwrap_err();
+        let d = &e.0[0];
+        assert_eq!(d.line, Some(19), "{e}");
+        assert!(d.message.contains("resource_free"), "{e}");
+        let ok = GOOD.replace("    resource_free: true\n", "");
+        let s = Suite::parse(Path::new("dir/s.yaml"), &ok).unwrap();
+        assert_eq!(s.bundles, vec![PathBuf::from("b")]);
+        let now = parse_rfc3339("2026-11-23T10:00:00Z").unwrap();
+        assert_eq!(s.grants[0].starts_at, now - 1800);
+        assert_eq!(s.grants[0].expires_at, now + 1800);
+        assert_eq!(s.file.cases[0].at.map(|t| t.resolve(now)), Some(now + 1));
+        assert_eq!(s.case_lines, vec![Some(10), Some(16)]);
+    }
+
+    #[test]
+    fn bad_values_name_their_line() {
+        let bad_ref = GOOD.replace(
+            "    principal: User::\"alice\"\n    action",
+            "    principal: alice\n    action",
+        );
+        let e = Suite::parse(Path::new("s.yaml"), &bad_ref).unwrap_err();
+        assert_eq!(e.0[0].line, Some(11), "{e}");
+        assert!(e.0[0].message.contains("invalid entity reference"), "{e}");
+
+        let bad_time = GOOD.replace("at: +1s", "at: tomorrow");
+        let e = Suite::parse(Path::new("s.yaml"), &bad_time).unwrap_err();
+        assert_eq!(e.0[0].line, Some(14), "{e}");
+        assert!(e.0[0].message.contains("RFC 3339"), "{e}");
+
+        let both = GOOD.replace("duration: 1h", "duration: 1h, expires_at: +1h");
+        let e = Suite::parse(Path::new("s.yaml"), &both).unwrap_err();
+        assert!(
+            e.0[0].message.contains("either `expires_at` or `duration`"),
+            "{e}"
+        );
+        assert_eq!(e.0[0].line, Some(8), "{e}");
+    }
+}

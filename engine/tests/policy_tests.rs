@@ -1,0 +1,198 @@
+//! Runs every suite under `policy-tests/` through the runner, so `cargo test` fails when a shipped bundle stops
+//! meeting its documented semantics; and checks that broken suite files are reported with file and line.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+
+use jitgate_engine::testing::{self, RunOptions, Suite};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+#[test]
+fn shipped_policy_suites_pass_on_both_engines() {
+    let report = testing::run(&[repo().join("policy-tests")], RunOptions::new());
+    let broken: Vec<String> = report.broken.iter().map(|d| d.to_string()).collect();
+    assert!(
+        broken.is_empty(),
+        "broken suites or bundles:\n{}",
+        broken.join("\n")
+    );
+    let mut failing = Vec::new();
+    for suite in &report.suites {
+        for run in &suite.runs {
+            for case in run.cases.iter().filter(|c| !c.passed) {
+                failing.push(format!(
+                    "[{}] {}: {}\n    {}\n    {}",
+                    run.engine.as_str(),
+                    suite.file.display(),
+                    case.name,
+                    case.failures.join("\n    "),
+                    case.rerun
+                ));
+            }
+        }
+    }
+    assert!(
+        failing.is_empty(),
+        "{} failing case run(s):\n{}",
+        failing.len(),
+        failing.join("\n")
+    );
+    let per_engine = report.cases_per_engine();
+    for engine in ["cedar", "rego"] {
+        let n = per_engine.get(engine).copied().unwrap_or(0);
+        assert!(n >= 40, "only {n} cases ran on {engine}: {per_engine:?}");
+    }
+    assert_eq!(report.exit_code(), 0);
+}
+
+/// A wrong expectation must fail, name what differs, and give the exact command that re-runs only that case.
+#[test]
+fn a_wrong_expectation_fails_with_a_rerun_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("wrong.yaml");
+    let cedar = repo().join("policies/quickstart-cedar");
+    let rego = repo().join("policies/quickstart-rego");
+    std::fs::write(
+        &suite,
+        format!(
+            r#"name: wrong on purpose
+bundles: ["{}", "{}"]
+now: 2026-11-23T10:00:00Z
+context: {{ source_ip: 10.1.2.3 }}
+principals: {{ 'User::"alice"': {{ groups: [engineering] }} }}
+cases:
+  - name: alice (wrongly) creates a payment
+    principal: User::"alice"
+    http: {{ method: POST, path: /payments }}
+    expect: {{ decision: allow, policies: [payments-writer] }}
+  - name: alice lists payments
+    principal: User::"alice"
+    http: {{ method: GET, path: /payments }}
+    expect: {{ decision: allow }}
+"#,
+            cedar.display(),
+            rego.display()
+        ),
+    )
+    .unwrap();
+    let report = testing::run(std::slice::from_ref(&suite), RunOptions::new());
+    assert!(report.broken.is_empty(), "{:?}", report.broken);
+    assert_eq!(report.failed(), 2, "the wrong case fails on each engine");
+    assert!(!report.rego_tests.is_empty(), "the Rego bundle's test_* rules run too");
+    assert_eq!(report.passed(), 2 + report.rego_tests.len());
+    assert_eq!(report.exit_code(), 1);
+    let text = testing::render_text(&report);
+    assert!(
+        text.contains("decision: expected allow, got deny"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r"--run '^alice \(wrongly\) creates a payment$'"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{} passed, 2 failed", report.passed())), "{text}");
+
+    // The re-run filter selects exactly that case.
+    let only = testing::run(
+        &[suite],
+        RunOptions::new()
+            .with_filter(r"^alice \(wrongly\) creates a payment$")
+            .unwrap(),
+    );
+    assert_eq!((only.passed(), only.failed()), (0, 2));
+}
+
+fn broken(name: &str, text: &str) -> jitgate_engine::Diagnostics {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    let err = Suite::load(&path).expect_err("a broken suite must not load");
+    assert!(err.0.iter().all(|d| d.file == path), "{err}");
+    err
+}
+
+const HEAD: &str = "name: broken\nbundles: [x]\nnow: 2026-11-23T10:00:00Z\ncases:\n";
+
+#[test]
+fn unknown_field_names_file_line_and_field() {
+    let text = format!(
+        "{HEAD}  - name: a\n    principal: User::\"a\"\n    action: x\n    resource: Service::\"s\"\n    expct: {{ decision: allow }}\n"
+    );
+    let err = broken("unknown.yaml", &text);
+    let d = &err.0[0];
+    assert_eq!(d.line, Some(9), "{err}");
+    assert!(d.message.contains("unknown field `expct`"), "{err}");
+    assert!(d.to_string().contains("unknown.yaml:9:"), "{err}");
+}
+
+#[test]
+fn bad_entity_ref_names_its_line() {
+    let text = format!(
+        "{HEAD}  - name: a\n    principal: alice\n    action: x\n    resource: Service::\"s\"\n    expect: {{ decision: allow }}\n"
+    );
+    let err = broken("entity.yaml", &text);
+    assert_eq!(err.0[0].line, Some(6), "{err}");
+    assert!(
+        err.0[0]
+            .message
+            .contains("invalid entity reference `alice`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_time_names_its_line() {
+    let text = "name: broken\nbundles: [x]\nnow: 2026-11-23 10:00\ncases: []\n";
+    let err = broken("time.yaml", text);
+    assert_eq!(err.0[0].line, Some(3), "{err}");
+    assert!(err.0[0].message.contains("RFC 3339"), "{err}");
+    let text = format!(
+        "{HEAD}  - name: a\n    principal: User::\"a\"\n    action: x\n    resource: Service::\"s\"\n    at: soon\n    expect: {{ decision: allow }}\n"
+    );
+    let err = broken("at.yaml", &text);
+    assert_eq!(err.0[0].line, Some(9), "{err}");
+}
+
+#[test]
+fn json_suites_are_accepted_and_checked_the_same_way() {
+    let text = r#"{"name": "j", "bundles": ["x"], "now": "2026-11-23T10:00:00Z",
+ "cases": [{"name": "a", "principal": "User::\"a\"", "action": "x", "resource": "Service::\"s\"",
+            "expect": {"decision": "maybe"}}]}"#;
+    let err = broken("suite.json", text);
+    assert_eq!(err.0[0].line, Some(3), "{err}");
+    assert!(
+        err.0[0].message.contains("unknown variant `maybe`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn case_shape_errors_are_reported() {
+    // neither action nor http; unmatched without http; duplicate names
+    let text = format!(
+        "{HEAD}  - name: a\n    principal: User::\"a\"\n    expect: {{ decision: allow }}\n"
+    );
+    assert!(
+        broken("shape.yaml", &text)
+            .to_string()
+            .contains("missing `action`")
+    );
+    let text = format!(
+        "{HEAD}  - name: a\n    principal: User::\"a\"\n    action: x\n    resource: Service::\"s\"\n    expect: {{ decision: unmatched }}\n"
+    );
+    assert!(
+        broken("unmatched.yaml", &text)
+            .to_string()
+            .contains("needs an `http` case")
+    );
+    let case = "  - name: same\n    principal: User::\"a\"\n    action: x\n    resource: Service::\"s\"\n    expect: { decision: allow }\n";
+    let err = broken("dup.yaml", &format!("{HEAD}{case}{case}"));
+    assert_eq!(err.0[0].line, Some(10), "{err}");
+    assert!(err.0[0].message.contains("duplicate case name"), "{err}");
+}

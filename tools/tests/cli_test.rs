@@ -1,0 +1,157 @@
+//! Runs the built `jitgate` binary: `test` and `check` exit 0 / 1 / 2 as documented, and the JUnit output is XML.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn jitgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_jitgate")).args(args).current_dir(repo()).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn wrong_suite(dir: &Path) -> PathBuf {
+    let path = dir.join("wrong.yaml");
+    let cedar = repo().join("policies/quickstart-cedar");
+    std::fs::write(
+        &path,
+        format!(
+            "name: wrong\nbundles: [\"{}\"]\nnow: 2026-11-23T10:00:00Z\ncontext: {{ source_ip: 10.1.2.3 }}\n\
+             cases:\n  - name: nobody may list payments\n    principal: User::\"x\"\n    groups: [engineering]\n\
+             \x20   http: {{ method: GET, path: /payments }}\n    expect: {{ decision: deny }}\n",
+            cedar.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn test_passes_on_the_shipped_suites_by_default() {
+    let o = jitgate(&["test"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains(" passed, 0 failed"), "{out}");
+    assert!(out.contains("coverage: policies/quickstart-cedar [cedar]"), "{out}");
+}
+
+#[test]
+fn test_exits_1_on_a_failing_case_and_prints_the_rerun_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = wrong_suite(dir.path());
+    let o = jitgate(&["test", suite.to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("FAIL  nobody may list payments"), "{out}");
+    assert!(out.contains("decision: expected deny, got allow"), "{out}");
+    assert!(out.contains("--run '^nobody may list payments$'"), "{out}");
+    assert!(out.contains("0 passed, 1 failed"), "{out}");
+}
+
+#[test]
+fn test_exits_2_on_a_broken_suite_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.yaml");
+    std::fs::write(&path, "name: b\nbundles: [x]\nnow: 2026-11-23T10:00:00Z\ncases:\n  - name: a\n    principal: nobody\n").unwrap();
+    let o = jitgate(&["test", path.to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.contains(&format!("{}:6:", path.display())), "{out}");
+    // A missing path is broken too.
+    assert_eq!(jitgate(&["test", "no/such/dir"]).status.code(), Some(2));
+}
+
+#[test]
+fn run_filter_and_bundle_override() {
+    let o = jitgate(&["test", "policy-tests", "--run", "^a refund at 08:00:00 is allowed$"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("2 passed, 0 failed"), "one case on each of the two bundles: {out}");
+    let o = jitgate(&["test", "policy-tests/time-and-network.yaml", "--bundle", "policies/quickstart-rego"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("rego: 10") && !out.contains("cedar:"), "{out}");
+    // A filter matching nothing is not a pass.
+    assert_eq!(jitgate(&["test", "--run", "^no such case$"]).status.code(), Some(1));
+}
+
+#[test]
+fn junit_and_json_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = wrong_suite(dir.path());
+    let o = jitgate(&["test", suite.to_str().unwrap(), "--format", "junit"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(out.starts_with("<?xml"), "{out}");
+    assert!(out.contains("<testsuites") && out.contains("</testsuites>"), "{out}");
+    assert!(out.contains("<failure") && out.contains("nobody may list payments"), "{out}");
+    let o = jitgate(&["test", "policy-tests/standing-access.yaml", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["failed"], 0);
+    assert_eq!(v["exit_code"], 0);
+    assert_eq!(v["suites"][0]["runs"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn check_loads_bundles_and_reports_broken_ones() {
+    let o = jitgate(&["check", "policies/quickstart-cedar", "policies/quickstart-rego"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("engine cedar") && out.contains("engine rego"), "{out}");
+    assert!(out.contains("24 policies, 11 routes"), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bundle.toml"), "name = \"x\"\nengine = \"cedar\"\npolicies = [\"p\"]\nbogus = 1\n").unwrap();
+    let o = jitgate(&["check", dir.path().to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.contains("bundle.toml:4:"), "{out}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// A bundle's own `tests` run against that bundle (their suites need not name it), and a failing one fails check.
+#[test]
+fn check_runs_the_tests_a_bundle_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("b");
+    copy_dir(&repo().join("policies/quickstart-cedar"), &bundle);
+    let manifest = std::fs::read_to_string(bundle.join("bundle.toml")).unwrap();
+    assert!(manifest.contains("tests = []"));
+    std::fs::write(bundle.join("bundle.toml"), manifest.replace("tests = []", "tests = [\"tests\"]")).unwrap();
+    std::fs::create_dir_all(bundle.join("tests")).unwrap();
+    let suite = "name: own\nnow: 2026-11-23T10:00:00Z\ncontext: { source_ip: 10.1.2.3 }\ncases:\n  - name: engineers list payments\n    \
+                 principal: User::\"a\"\n    groups: [engineering]\n    http: { method: GET, path: /payments }\n    expect: { decision: EXPECT }\n";
+    std::fs::write(bundle.join("tests/own.yaml"), suite.replace("EXPECT", "allow")).unwrap();
+    let o = jitgate(&["check", bundle.to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("1 test file(s)") && out.contains("1 passed, 0 failed"), "{out}");
+    std::fs::write(bundle.join("tests/own.yaml"), suite.replace("EXPECT", "deny")).unwrap();
+    let o = jitgate(&["check", bundle.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}
+
+#[test]
+fn check_runs_rego_test_rules() {
+    let o = jitgate(&["check", "policies/quickstart-rego"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("Rego test rules of policies/quickstart-rego"), "{out}");
+}
