@@ -18,6 +18,7 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
+        .route("/v1/reload", axum::routing::post(reload))
         .with_state(proxy)
 }
 
@@ -56,6 +57,20 @@ async fn status(State(p): State<Arc<Proxy>>) -> Response {
             "policies": b.backend().policy_ids().len(),
         },
         "grants_indexed": p.authorizer.grants().len(),
+        "reload": p.reloader.status(),
     }))
     .into_response()
+}
+
+/// Reloads the bundle now and reports the outcome (`live`, `unchanged` or `failed` with file:line errors).
+/// 200 unless the candidate failed the gate (422); the active bundle keeps serving either way.
+async fn reload(State(p): State<Arc<Proxy>>) -> Response {
+    let r = p.reloader.clone();
+    match tokio::task::spawn_blocking(move || r.reload_now()).await {
+        Ok(attempt) => {
+            let status = if attempt.outcome == "failed" { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+            (status, axum::Json(attempt)).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }

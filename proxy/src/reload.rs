@@ -44,7 +44,7 @@ pub struct ReloadStatus {
 }
 
 /// The gate a candidate must pass after loading: e.g. the bundle's own policy tests.
-pub type Gate = dyn Fn(&Bundle) -> Result<(), Diagnostics> + Send + Sync;
+pub type Gate = dyn Fn(&Arc<Bundle>) -> Result<(), Diagnostics> + Send + Sync;
 
 /// Reloads the bundle into an [`Authorizer`].
 pub struct Reloader {
@@ -92,7 +92,7 @@ impl Reloader {
         let _one = self.running.lock();
         let started = std::time::Instant::now();
         let at = now_system();
-        let result = Bundle::load(&self.path).and_then(|b| (self.gate)(&b).map(|()| b));
+        let result = Bundle::load(&self.path).map(Arc::new).and_then(|b| (self.gate)(&b).map(|()| b));
         let duration_ms = started.elapsed().as_millis() as u64;
         let attempt = match result {
             Err(d) => {
@@ -103,11 +103,11 @@ impl Reloader {
                 Attempt { at, outcome: "failed".into(), revision: None, errors: d.0, duration_ms }
             }
             Ok(b) if b.revision == self.authorizer.bundle().revision => {
-                Attempt { at, outcome: "unchanged".into(), revision: Some(b.revision), errors: Vec::new(), duration_ms }
+                Attempt { at, outcome: "unchanged".into(), revision: Some(b.revision.clone()), errors: Vec::new(), duration_ms }
             }
             Ok(b) => {
                 let revision = b.revision.clone();
-                let old = self.authorizer.swap_bundle(Arc::new(b));
+                let old = self.authorizer.swap_bundle(b);
                 tracing::info!(from = %old.short_revision(), to = %revision.get(..12).unwrap_or(&revision), ms = duration_ms, "bundle reloaded");
                 self.metrics.reloads.inc("ok");
                 let mut s = self.status.lock();
@@ -181,8 +181,8 @@ fn relevant(ev: &notify::Result<notify::Event>) -> bool {
     })
 }
 
-/// A gate that only validates (loading already did): for bundles without tests, or before the test runner exists.
-pub fn validate_only() -> Box<Gate> {
-    Box::new(|_| Ok(()))
+/// The standard gate: full validation (done by loading) and the bundle's own tests.
+pub fn standard_gate() -> Box<Gate> {
+    Box::new(jitgate_engine::testing::gate)
 }
 

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::decision_log::DecisionLog;
 use crate::forward::UpstreamClient;
 use crate::metrics::Metrics;
+use crate::reload::{Reloader, WatchGuard, standard_gate};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +75,8 @@ pub struct Proxy {
     pub client_principal_type: String,
     /// Groups of certificate principals.
     pub workload_groups: HashMap<String, Vec<String>>,
+    /// Bundle reloads (watcher, SIGHUP, admin API).
+    pub reloader: Arc<Reloader>,
 }
 
 impl Proxy {
@@ -96,7 +99,10 @@ impl Proxy {
             Some(t) => (t.client_principal_type.clone(), t.workload_groups.clone().into_iter().collect()),
             None => ("Workload".to_string(), HashMap::new()),
         };
+        let metrics = Arc::new(Metrics::default());
+        let reloader = Arc::new(Reloader::new(authorizer.clone(), config.bundle_path.clone(), standard_gate(), metrics.clone()));
         Ok(Arc::new(Proxy {
+            reloader,
             config: Arc::new(config),
             authorizer,
             store,
@@ -104,7 +110,7 @@ impl Proxy {
             local_issuer,
             upstreams,
             log,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             client_principal_type,
             workload_groups,
         }))
@@ -123,6 +129,7 @@ pub struct Running {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
     admin_task: Option<JoinHandle<()>>,
+    _watch: Option<WatchGuard>,
 }
 
 impl Running {
@@ -178,6 +185,17 @@ pub async fn start_with(proxy: Arc<Proxy>) -> Result<Running, StartError> {
         }
         None => (None, None),
     };
+    let watch = if cfg.bundle_watch {
+        match proxy.reloader.watch() {
+            Ok(g) => Some(g),
+            Err(e) => {
+                tracing::warn!(error = %e, bundle = %cfg.bundle_path.display(), "cannot watch the bundle; reload with SIGHUP or the admin API");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let p = proxy.clone();
     let task = tokio::spawn(async move {
@@ -187,5 +205,5 @@ pub async fn start_with(proxy: Arc<Proxy>) -> Result<Running, StartError> {
         .await;
     });
     tracing::info!(%addr, admin = ?admin_addr, "jitgate listening");
-    Ok(Running { addr, admin_addr, proxy, stop: Some(stop_tx), task, admin_task })
+    Ok(Running { addr, admin_addr, proxy, stop: Some(stop_tx), task, admin_task, _watch: watch })
 }

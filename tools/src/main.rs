@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check;
+mod decisions;
+mod serve;
 mod test;
 
 /// jitgate: a just-in-time access proxy for HTTP APIs.
@@ -23,13 +25,26 @@ enum Command {
     Test(test::TestArgs),
     /// Load and validate bundles, and run the tests they list (exit codes as for `test`).
     Check(check::CheckArgs),
+    /// Run the proxy (`--config FILE`), or the quickstart when no config is given.
+    Serve(serve::ServeArgs),
+    /// Read, export and verify the decision log.
+    #[command(subcommand)]
+    Decisions(decisions::DecisionsCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let result = match cli.command {
         Command::Test(args) => test::run(args),
         Command::Check(args) => check::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Decisions(cmd) => decisions::run(cmd),
     };
     match result {
         Ok(code) => code,

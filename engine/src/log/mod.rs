@@ -164,3 +164,18 @@ pub fn query(
     };
     Ok(Page { records, next })
 }
+
+/// The newest `n` records, oldest first (for `jitgate decisions tail`).
+pub fn tail(path: &std::path::Path, n: u32) -> Result<Vec<DecisionRecord>, LogError> {
+    let conn = db::open_read(path)?;
+    let Some((last, _)) = db::head(&conn)? else {
+        return Ok(Vec::new());
+    };
+    let after = (last - i64::from(n)).max(0);
+    let mut records = Vec::new();
+    db::for_each_matching(&conn, &Filter::default(), Some(after), Some(i64::from(n)), |r| {
+        records.push(r);
+        Ok(())
+    })?;
+    Ok(records)
+}

@@ -240,6 +240,12 @@ impl Runner {
             .clone()
     }
 
+    /// Makes `bundle` the one used for `dir` (the reload gate tests the snapshot it is about to swap in).
+    pub fn insert_bundle(&mut self, dir: &Path, bundle: Arc<Bundle>) {
+        let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        self.cache.insert(key, Ok(bundle));
+    }
+
     /// Discovers suite files under `paths` and runs them all.
     pub fn run_paths(mut self, paths: &[PathBuf]) -> Report {
         let mut report = Report::default();
@@ -354,7 +360,7 @@ impl Runner {
         }
     }
 
-    fn rego_tests_of(&mut self, bundle: &Bundle, dir: &Path) {
+    pub(crate) fn rego_tests_of(&mut self, bundle: &Bundle, dir: &Path) {
         if bundle.engine() != EngineKind::Rego || !self.rego_done.insert(dir.to_path_buf()) {
             return;
         }

@@ -1,0 +1,293 @@
+//! `jitgate decisions ...`: the compliance side of the decision log — tail, query, export (JSON Lines, CSV, OCSF)
+//! with a manifest, verify the hash chain of the store or of an export, and prune with a checkpoint.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use jitgate_engine::log::{self, Cursor, DecisionRecord, Filter, Format, Outcome, RecordKind};
+use time::OffsetDateTime;
+
+/// The decision-log subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DecisionsCommand {
+    /// Show the newest records.
+    Tail(TailArgs),
+    /// Query records with filters (JSON Lines on stdout).
+    Query(QueryArgs),
+    /// Export records to a file with a manifest next to it (`<out>.manifest.json`).
+    Export(ExportArgs),
+    /// Verify the hash chain of the store, or of an export against its manifest (exit 0 intact, 1 not).
+    Verify(VerifyArgs),
+    /// Remove records older than a date, leaving a checkpoint so that the rest still verifies.
+    Prune(PruneArgs),
+}
+
+/// Where the log is.
+#[derive(Debug, Args)]
+pub struct LogArg {
+    /// The decision-log SQLite file.
+    #[arg(long, default_value = ".jitgate/decisions.db")]
+    pub log: PathBuf,
+}
+
+/// Filters shared by query and export.
+#[derive(Debug, Args, Default)]
+pub struct FilterArgs {
+    /// From this time: RFC 3339, or a duration ago like `24h`.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Until this time (exclusive): RFC 3339, or a duration ago.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Principal entity ref, e.g. `User::"alice"`.
+    #[arg(long)]
+    pub principal: Option<String>,
+    /// Action id.
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Resource entity ref.
+    #[arg(long)]
+    pub resource: Option<String>,
+    /// allow, deny, hold or error.
+    #[arg(long)]
+    pub decision: Option<String>,
+    /// Records that used this grant.
+    #[arg(long)]
+    pub grant: Option<String>,
+    /// Bundle revision.
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Request id.
+    #[arg(long)]
+    pub request_id: Option<String>,
+    /// decision, lifecycle or checkpoint.
+    #[arg(long)]
+    pub kind: Option<String>,
+}
+
+/// `decisions tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    #[command(flatten)]
+    log: LogArg,
+    /// How many records.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    count: u32,
+    /// Print full records as JSON Lines.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `decisions query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    log: LogArg,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Most records.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// Continue after this seq (the `next` cursor printed by the previous page).
+    #[arg(long)]
+    after: Option<i64>,
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON record per line.
+    Jsonl,
+    /// CSV with a header row.
+    Csv,
+    /// OCSF 1.x events, one per line.
+    Ocsf,
+}
+
+/// `decisions export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    log: LogArg,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+    format: ExportFormat,
+    /// Output file.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `decisions verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    log: LogArg,
+    /// Verify this export (with its `<file>.manifest.json`) instead of the store.
+    #[arg(long)]
+    export: Option<PathBuf>,
+}
+
+/// `decisions prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    log: LogArg,
+    /// Remove records before this time (RFC 3339, or a duration ago like `90d`).
+    #[arg(long)]
+    before: String,
+}
+
+/// Runs a decisions subcommand.
+pub fn run(cmd: DecisionsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        DecisionsCommand::Tail(a) => tail(a),
+        DecisionsCommand::Query(a) => query(a),
+        DecisionsCommand::Export(a) => export(a),
+        DecisionsCommand::Verify(a) => verify(a),
+        DecisionsCommand::Prune(a) => prune(a),
+    }
+}
+
+/// An RFC 3339 time, or a duration before now (`24h`, `7d`).
+fn parse_when(s: &str) -> anyhow::Result<OffsetDateTime> {
+    if let Ok(t) = log::parse_time(s) {
+        return Ok(t);
+    }
+    let d = humantime::parse_duration(s).with_context(|| format!("`{s}` is neither an RFC 3339 time nor a duration"))?;
+    Ok(OffsetDateTime::now_utc() - d)
+}
+
+fn filter_of(f: &FilterArgs) -> anyhow::Result<Filter> {
+    Ok(Filter {
+        since: f.since.as_deref().map(parse_when).transpose()?,
+        until: f.until.as_deref().map(parse_when).transpose()?,
+        principal: f.principal.clone(),
+        action: f.action.clone(),
+        resource: f.resource.clone(),
+        decision: f
+            .decision
+            .as_deref()
+            .map(|d| Outcome::parse(d).with_context(|| format!("--decision `{d}`: expected allow, deny, hold or error")))
+            .transpose()?,
+        grant: f.grant.clone(),
+        revision: f.revision.clone(),
+        request_id: f.request_id.clone(),
+        kind: f
+            .kind
+            .as_deref()
+            .map(|k| RecordKind::parse(k).with_context(|| format!("--kind `{k}`: expected decision, lifecycle or checkpoint")))
+            .transpose()?,
+    })
+}
+
+fn require_log(path: &PathBuf) -> anyhow::Result<()> {
+    if !path.is_file() {
+        bail!("no decision log at {} (pass --log FILE)", path.display());
+    }
+    Ok(())
+}
+
+fn line(r: &DecisionRecord) -> String {
+    format!(
+        "{seq:>6} {time} {decision:<5} {status:>3} {principal} {action} {resource} {policies}{bg}",
+        seq = r.seq,
+        time = r.time,
+        decision = r.decision.map(|d| d.as_str()).unwrap_or(r.kind.as_str()),
+        status = r.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+        principal = if r.principal.is_empty() { "-" } else { &r.principal },
+        action = if r.action.is_empty() { "-" } else { &r.action },
+        resource = if r.resource.is_empty() { "-" } else { &r.resource },
+        policies = if r.policies.is_empty() { String::new() } else { format!("[{}]", r.policies.join(",")) },
+        bg = if r.break_glass { " BREAK-GLASS" } else { "" },
+    )
+}
+
+fn tail(a: TailArgs) -> anyhow::Result<ExitCode> {
+    require_log(&a.log.log)?;
+    let recs = log::tail(&a.log.log, a.count)?;
+    for r in &recs {
+        if a.json {
+            println!("{}", serde_json::to_string(r)?);
+        } else {
+            println!("{}", line(r));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn query(a: QueryArgs) -> anyhow::Result<ExitCode> {
+    require_log(&a.log.log)?;
+    let page = log::query(&a.log.log, &filter_of(&a.filter)?, a.after.map(Cursor), a.limit)?;
+    for r in &page.records {
+        println!("{}", serde_json::to_string(r)?);
+    }
+    if let Some(Cursor(next)) = page.next {
+        eprintln!("more records: --after {next}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
+    require_log(&a.log.log)?;
+    let format = match a.format {
+        ExportFormat::Jsonl => Format::Jsonl,
+        ExportFormat::Csv => Format::Csv,
+        ExportFormat::Ocsf => Format::Ocsf,
+    };
+    let filter = filter_of(&a.filter)?;
+    let file = std::fs::File::create(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let tty = std::io::stderr().is_terminal();
+    let manifest = log::export(&a.log.log, &filter, format, &mut out, &mut |n| {
+        if tty {
+            eprint!("\rexported {n} records");
+        }
+    })?;
+    use std::io::Write as _;
+    out.flush()?;
+    if tty {
+        eprintln!();
+    }
+    let mpath = log::manifest_path(&a.out);
+    std::fs::write(&mpath, serde_json::to_vec_pretty(&manifest)?).with_context(|| format!("cannot write {}", mpath.display()))?;
+    println!("exported {} records to {} (manifest {})", manifest.records, a.out.display(), mpath.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let report = match &a.export {
+        Some(file) => {
+            let mpath = log::manifest_path(file);
+            let manifest = serde_json::from_slice(&std::fs::read(&mpath).with_context(|| format!("cannot read {}", mpath.display()))?)
+                .with_context(|| format!("{}: not an export manifest", mpath.display()))?;
+            log::verify_export(file, &manifest)?
+        }
+        None => {
+            require_log(&a.log.log)?;
+            log::verify_store(&a.log.log)?
+        }
+    };
+    match &report.failure {
+        None => {
+            println!("intact: {} records verified (seq {:?}..{:?})", report.records, report.first_seq, report.last_seq);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(f) => {
+            println!("NOT intact: {f}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn prune(a: PruneArgs) -> anyhow::Result<ExitCode> {
+    require_log(&a.log.log)?;
+    let before = parse_when(&a.before)?;
+    let r = log::prune(&a.log.log, before)?;
+    println!("{}", serde_json::to_string(&r)?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,81 @@
+//! `jitgate serve`: runs the proxy from a config file, or the quickstart when no config is given.
+//! SIGTERM/SIGINT drain in-flight requests and flush the decision log; SIGHUP reloads the bundle.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use jitgate_engine::Clock;
+use jitgate_proxy::config::Config;
+use jitgate_proxy::quickstart::{self, QuickstartOptions};
+use jitgate_proxy::state::{self, Running};
+
+/// Arguments of `jitgate serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The config file (TOML; see `schemas/config.schema.json` and `jitgate.example.toml`). Without it, the
+    /// quickstart runs.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Quickstart only: the data-plane address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Quickstart only: the admin address.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub admin: SocketAddr,
+    /// Quickstart only: the state directory.
+    #[arg(long, default_value = ".jitgate")]
+    pub state_dir: PathBuf,
+}
+
+/// Runs until SIGTERM or SIGINT.
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(async move {
+        let running = match &args.config {
+            Some(path) => {
+                let config = Config::load(path).map_err(|d| anyhow::anyhow!("invalid config:\n{d}"))?;
+                state::start(config, Clock::system()).await.map_err(|e| anyhow::anyhow!("{e}"))?
+            }
+            None => {
+                let qs = quickstart::run(QuickstartOptions {
+                    dir: args.state_dir.clone(),
+                    listen: args.listen,
+                    admin: args.admin,
+                    bundle: None,
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                println!("{}", qs.banner());
+                // The demo upstream must outlive the proxy.
+                let quickstart::Quickstart { running, upstream, .. } = qs;
+                std::mem::forget(upstream);
+                running
+            }
+        };
+        wait_for_signals(running).await
+    })
+}
+
+async fn wait_for_signals(running: Running) -> anyhow::Result<ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => {
+                let r = running.proxy.reloader.clone();
+                if let Ok(a) = tokio::task::spawn_blocking(move || r.reload_now()).await {
+                    tracing::info!(outcome = %a.outcome, revision = ?a.revision, "SIGHUP reload");
+                }
+            }
+        }
+    }
+    tracing::info!("signal received: draining");
+    running.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
