@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use jitgate_engine::log::{
-    self, Cursor, DecisionRecord, FailureKind, Filter, JsonlSink, LogError, LogOptions, LogWriter, OnFull, Outcome,
-    RecordKind, redact, verify_store,
+    self, Cursor, DecisionRecord, FailureKind, Filter, JsonlSink, LogError, LogOptions, LogWriter,
+    OnFull, Outcome, RecordKind, redact, verify_store,
 };
 use rusqlite::Connection;
 use serde_json::json;
@@ -20,7 +20,11 @@ fn rec(i: i64) -> DecisionRecord {
     r.principal = format!(r#"User::"u{}""#, i % 3);
     r.action = r#"Action::"deleteDatabase""#.into();
     r.resource = format!(r#"Database::"db{i}""#);
-    r.decision = Some(if i % 2 == 0 { Outcome::Allow } else { Outcome::Deny });
+    r.decision = Some(if i % 2 == 0 {
+        Outcome::Allow
+    } else {
+        Outcome::Deny
+    });
     r.policies = vec!["policy0".into()];
     if i % 4 == 0 {
         r.grants_used = vec![format!("g{i}"), "gshared".into()];
@@ -41,7 +45,11 @@ fn rec(i: i64) -> DecisionRecord {
 }
 
 fn opts() -> LogOptions {
-    LogOptions { queue_capacity: 64, batch_max: 10, ..LogOptions::default() }
+    LogOptions {
+        queue_capacity: 64,
+        batch_max: 10,
+        ..LogOptions::default()
+    }
 }
 
 /// A log with records 1..=n (times T0+1min .. T0+n min).
@@ -78,10 +86,17 @@ fn writer_chain_over_three_batches_verifies() {
     w.flush().unwrap();
     let s = w.stats();
     assert_eq!((s.appended, s.committed, s.errors), (25, 25, 0));
-    assert!(s.batches >= 3, "batch_max 10 needs at least 3 batches for 25 records, got {}", s.batches);
+    assert!(
+        s.batches >= 3,
+        "batch_max 10 needs at least 3 batches for 25 records, got {}",
+        s.batches
+    );
     let report = verify_store(&path).unwrap();
     assert!(report.ok, "{report:?}");
-    assert_eq!((report.records, report.first_seq, report.last_seq), (25, Some(1), Some(25)));
+    assert_eq!(
+        (report.records, report.first_seq, report.last_seq),
+        (25, Some(1), Some(25))
+    );
 
     let page = log::query(&path, &Filter::default(), None, 100).unwrap();
     assert_eq!(page.records.first().unwrap().prev_hash, log::GENESIS_HASH);
@@ -102,7 +117,8 @@ fn restart_continues_the_chain() {
     let w = LogWriter::start(&path, opts()).unwrap();
     w.append(rec(6)).unwrap().wait().unwrap();
     let (tx, rx) = crossbeam_channel::bounded(1);
-    w.append_with(rec(7), move |res| tx.send(res).unwrap()).unwrap();
+    w.append_with(rec(7), move |res| tx.send(res).unwrap())
+        .unwrap();
     assert_eq!(rx.recv().unwrap(), Ok(()));
     w.shutdown().unwrap();
     let report = verify_store(&path).unwrap();
@@ -115,7 +131,10 @@ fn edited_field_is_detected_at_its_seq() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log.db");
     build(&path, 10);
-    sql(&path, r#"UPDATE decisions SET decision = 'deny' WHERE seq = 4"#);
+    sql(
+        &path,
+        r#"UPDATE decisions SET decision = 'deny' WHERE seq = 4"#,
+    );
     assert_eq!(fails_at(&path), (4, FailureKind::HashMismatch));
 }
 
@@ -124,7 +143,10 @@ fn edited_context_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log.db");
     build(&path, 10);
-    sql(&path, r#"UPDATE decisions SET context = '{"source_ip":"6.6.6.6"}' WHERE seq = 8"#);
+    sql(
+        &path,
+        r#"UPDATE decisions SET context = '{"source_ip":"6.6.6.6"}' WHERE seq = 8"#,
+    );
     assert_eq!(fails_at(&path), (8, FailureKind::HashMismatch));
 }
 
@@ -247,7 +269,10 @@ fn doctored_grant_index_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log.db");
     build(&path, 10);
-    sql(&path, "DELETE FROM decision_grants WHERE seq = 8 AND grant_id = 'g8'");
+    sql(
+        &path,
+        "DELETE FROM decision_grants WHERE seq = 8 AND grant_id = 'g8'",
+    );
     assert_eq!(fails_at(&path), (8, FailureKind::IndexMismatch));
 }
 
@@ -258,10 +283,16 @@ fn prune_keeps_verify_green_and_tampering_after_it_is_caught() {
     build(&path, 10);
     // Records 1..=4 are before T0+5min.
     let pr = log::prune(&path, T0 + time::Duration::minutes(5)).unwrap();
-    assert_eq!((pr.deleted, pr.pruned_through, pr.checkpoint_seq), (4, Some(4), Some(11)));
+    assert_eq!(
+        (pr.deleted, pr.pruned_through, pr.checkpoint_seq),
+        (4, Some(4), Some(11))
+    );
     let report = verify_store(&path).unwrap();
     assert!(report.ok, "{report:?}");
-    assert_eq!((report.first_seq, report.last_seq, report.checkpoint_seq), (Some(5), Some(11), Some(11)));
+    assert_eq!(
+        (report.first_seq, report.last_seq, report.checkpoint_seq),
+        (Some(5), Some(11), Some(11))
+    );
     let cp = get(&path, 11);
     assert_eq!(cp.kind, RecordKind::Checkpoint);
     assert_eq!(cp.context["pruned_through"], 4);
@@ -287,21 +318,33 @@ fn prune_keeps_verify_green_and_tampering_after_it_is_caught() {
         p
     };
     let p = fresh("a.db");
-    sql(&p, r#"UPDATE decisions SET principal = 'User::"x"' WHERE seq = 7"#);
+    sql(
+        &p,
+        r#"UPDATE decisions SET principal = 'User::"x"' WHERE seq = 7"#,
+    );
     assert_eq!(fails_at(&p), (7, FailureKind::HashMismatch));
     let p = fresh("b.db");
-    sql(&p, "UPDATE decisions SET context = json_set(context, '$.first_kept_seq', 6) WHERE seq = 11");
+    sql(
+        &p,
+        "UPDATE decisions SET context = json_set(context, '$.first_kept_seq', 6) WHERE seq = 11",
+    );
     assert!(!verify_store(&p).unwrap().ok);
 
     // Prune refuses a chain that does not verify.
     let p = fresh("c.db");
     sql(&p, "UPDATE decisions SET action = 'x' WHERE seq = 6");
-    assert!(matches!(log::prune(&p, T0 + time::Duration::minutes(8)), Err(LogError::Invalid { .. })));
+    assert!(matches!(
+        log::prune(&p, T0 + time::Duration::minutes(8)),
+        Err(LogError::Invalid { .. })
+    ));
 
     // Pruning everything still leaves a verifiable (checkpoint-only) chain.
     let p = fresh("d.db");
     let pr = log::prune(&p, T0 + time::Duration::days(1)).unwrap();
-    assert_eq!(pr.deleted, 9, "records 5..=13, the first checkpoint included");
+    assert_eq!(
+        pr.deleted, 9,
+        "records 5..=13, the first checkpoint included"
+    );
     let report = verify_store(&p).unwrap();
     assert!(report.ok, "{report:?}");
     assert_eq!(report.records, 1);
@@ -328,7 +371,10 @@ fn fail_closed_returns_queue_full_while_the_writer_is_stalled() {
             Ok(_) => accepted += 1,
             Err(e) => break e,
         }
-        assert!(accepted <= 4 + 2, "queue capacity 4 + one batch of 2 in the writer's hands");
+        assert!(
+            accepted <= 4 + 2,
+            "queue capacity 4 + one batch of 2 in the writer's hands"
+        );
     };
     assert_eq!(err, LogError::QueueFull);
     assert!(accepted >= 4);
@@ -336,7 +382,10 @@ fn fail_closed_returns_queue_full_while_the_writer_is_stalled() {
     blocker.execute_batch("ROLLBACK").unwrap();
     w.flush().unwrap();
     let s = w.stats();
-    assert_eq!((s.appended, s.committed, s.errors), (accepted as u64, accepted as u64, 0));
+    assert_eq!(
+        (s.appended, s.committed, s.errors),
+        (accepted as u64, accepted as u64, 0)
+    );
     w.shutdown().unwrap();
     assert!(verify_store(&path).unwrap().ok);
 }
@@ -391,13 +440,55 @@ fn query_filters_and_pages() {
         }
     };
     assert_eq!(count(Filter::default()), 12);
-    assert_eq!(count(Filter { principal: Some(r#"User::"u0""#.into()), ..Default::default() }), 4);
-    assert_eq!(count(Filter { decision: Some(Outcome::Deny), ..Default::default() }), 6);
-    assert_eq!(count(Filter { grant: Some("gshared".into()), ..Default::default() }), 3);
-    assert_eq!(count(Filter { grant: Some("g8".into()), ..Default::default() }), 1);
-    assert_eq!(count(Filter { request_id: Some("req-3".into()), ..Default::default() }), 1);
-    assert_eq!(count(Filter { kind: Some(RecordKind::Checkpoint), ..Default::default() }), 0);
-    assert_eq!(count(Filter { revision: Some("rev1".into()), ..Default::default() }), 12);
+    assert_eq!(
+        count(Filter {
+            principal: Some(r#"User::"u0""#.into()),
+            ..Default::default()
+        }),
+        4
+    );
+    assert_eq!(
+        count(Filter {
+            decision: Some(Outcome::Deny),
+            ..Default::default()
+        }),
+        6
+    );
+    assert_eq!(
+        count(Filter {
+            grant: Some("gshared".into()),
+            ..Default::default()
+        }),
+        3
+    );
+    assert_eq!(
+        count(Filter {
+            grant: Some("g8".into()),
+            ..Default::default()
+        }),
+        1
+    );
+    assert_eq!(
+        count(Filter {
+            request_id: Some("req-3".into()),
+            ..Default::default()
+        }),
+        1
+    );
+    assert_eq!(
+        count(Filter {
+            kind: Some(RecordKind::Checkpoint),
+            ..Default::default()
+        }),
+        0
+    );
+    assert_eq!(
+        count(Filter {
+            revision: Some("rev1".into()),
+            ..Default::default()
+        }),
+        12
+    );
     let window = Filter {
         since: Some(T0 + time::Duration::minutes(3)),
         until: Some(T0 + time::Duration::minutes(7)),
@@ -405,9 +496,15 @@ fn query_filters_and_pages() {
     };
     assert_eq!(count(window.clone()), 4, "since inclusive, until exclusive");
     let page = log::query(&path, &window, None, 2).unwrap();
-    assert_eq!(page.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(
+        page.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
     assert_eq!(page.next, Some(Cursor(4)));
-    assert!(matches!(log::query(&dir.path().join("absent.db"), &window, None, 1), Err(LogError::NotFound(_))));
+    assert!(matches!(
+        log::query(&dir.path().join("absent.db"), &window, None, 1),
+        Err(LogError::NotFound(_))
+    ));
 }
 
 #[test]
@@ -422,10 +519,15 @@ fn redaction_masks_lists_and_never_reaches_the_disk() {
     .as_object()
     .cloned()
     .unwrap();
-    let fields: Vec<String> = ["headers.authorization", "claims.email", "claims.missing", "nothere.x"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let fields: Vec<String> = [
+        "headers.authorization",
+        "claims.email",
+        "claims.missing",
+        "nothere.x",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     redact(&mut r, &fields);
     assert_eq!(r.context["headers"]["authorization"], log::REDACTED);
     assert_eq!(r.context["claims"]["email"], log::REDACTED);
@@ -436,7 +538,10 @@ fn redaction_masks_lists_and_never_reaches_the_disk() {
     w.append(r).unwrap().wait().unwrap();
     w.shutdown().unwrap();
     let stored = get(&path, 1);
-    assert_eq!(stored.redacted, vec!["headers.authorization", "claims.email"]);
+    assert_eq!(
+        stored.redacted,
+        vec!["headers.authorization", "claims.email"]
+    );
     assert!(verify_store(&path).unwrap().ok);
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         let bytes = std::fs::read(entry.unwrap().path()).unwrap();
@@ -451,7 +556,11 @@ fn jsonl_sink_rotates_and_keeps_every_committed_record() {
     let path = dir.path().join("log.db");
     let sink = dir.path().join("out/decisions.jsonl");
     let o = LogOptions {
-        jsonl: Some(JsonlSink::File { path: sink.clone(), max_bytes: 4096, keep: 10 }),
+        jsonl: Some(JsonlSink::File {
+            path: sink.clone(),
+            max_bytes: 4096,
+            keep: 10,
+        }),
         ..opts()
     };
     let w = LogWriter::start(&path, o).unwrap();
@@ -488,5 +597,8 @@ fn a_bad_time_is_refused_at_append() {
     r.time = "2026-11-23T11:00:00+01:00".into();
     w.append(r).unwrap().wait().unwrap();
     w.shutdown().unwrap();
-    assert_eq!(get(&dir.path().join("log.db"), 1).time, "2026-11-23T10:00:00.000Z");
+    assert_eq!(
+        get(&dir.path().join("log.db"), 1).time,
+        "2026-11-23T10:00:00.000Z"
+    );
 }

@@ -3,7 +3,9 @@
 
 use std::sync::{Arc, Barrier};
 
-use jitgate_engine::sqlite::{AccessRequest, Approval, RequestFilter, RequestState, SqliteStore, Verdict};
+use jitgate_engine::sqlite::{
+    AccessRequest, Approval, RequestFilter, RequestState, SqliteStore, Verdict,
+};
 use jitgate_engine::store::{Store, StoreError};
 use jitgate_engine::{EntityRef, Grant, GrantStatus};
 
@@ -45,12 +47,27 @@ fn grant_round_trip_and_load_filters_dead_grants() {
     assert_eq!(store.get_grant("g2").unwrap().unwrap().reason, "changed");
 
     assert_eq!(store.load_grants(120).unwrap().len(), 2);
-    assert_eq!(store.load_grants(150).unwrap().iter().map(|g| g.id.as_str()).collect::<Vec<_>>(), vec!["g1"]);
+    assert_eq!(
+        store
+            .load_grants(150)
+            .unwrap()
+            .iter()
+            .map(|g| g.id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["g1"]
+    );
 
-    let revoked = store.revoke_grant("g1", "User::\"bob\"", 130).unwrap().unwrap();
+    let revoked = store
+        .revoke_grant("g1", "User::\"bob\"", 130)
+        .unwrap()
+        .unwrap();
     assert_eq!(revoked.status, GrantStatus::Revoked);
     assert!(store.load_grants(120).unwrap().iter().all(|g| g.id != "g1"));
-    assert_eq!(store.consume_use("g1", 130).unwrap(), None, "a revoked grant gives no use");
+    assert_eq!(
+        store.consume_use("g1", 130).unwrap(),
+        None,
+        "a revoked grant gives no use"
+    );
     assert_eq!(store.revoke_grant("missing", "x", 1).unwrap(), None);
 }
 
@@ -59,7 +76,11 @@ fn consume_respects_window_and_marks_consumed() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
     store.put_grant(&grant("g", Some(2))).unwrap();
-    assert_eq!(store.consume_use("g", 99).unwrap(), None, "before starts_at");
+    assert_eq!(
+        store.consume_use("g", 99).unwrap(),
+        None,
+        "before starts_at"
+    );
     assert_eq!(store.consume_use("g", 200).unwrap(), None, "at expires_at");
     let first = store.consume_use("g", 150).unwrap().unwrap();
     assert_eq!((first.uses, first.status), (1, GrantStatus::Active));
@@ -81,7 +102,11 @@ fn race(stores: Vec<Arc<SqliteStore>>) -> usize {
             })
         })
         .collect();
-    handles.into_iter().map(|h| h.join().unwrap()).filter(Option::is_some).count()
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(Option::is_some)
+        .count()
 }
 
 #[test]
@@ -96,7 +121,9 @@ fn twenty_threads_one_use_exactly_one_wins() {
 
     // The same race across separate connections (separate stores on one file): SQLite decides, not our mutex.
     shared.put_grant(&grant("one", Some(1))).unwrap();
-    let stores = (0..20).map(|_| Arc::new(SqliteStore::open(&path).unwrap())).collect();
+    let stores = (0..20)
+        .map(|_| Arc::new(SqliteStore::open(&path).unwrap()))
+        .collect();
     assert_eq!(race(stores), 1);
     assert_eq!(shared.get_grant("one").unwrap().unwrap().uses, 1);
 }
@@ -115,9 +142,13 @@ fn migrations_are_idempotent_on_reopen() {
     assert_eq!(s.schema_version().unwrap(), v);
     assert!(s.get_grant("keep").unwrap().is_some());
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let rows: i64 = conn.query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0)).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(rows, v, "each migration recorded once");
-    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(mode, "wal");
 }
 
@@ -142,18 +173,49 @@ fn access_requests_and_approvals() {
     store.put_access_request(&req("r1", "alice", 10)).unwrap();
     store.put_access_request(&req("r2", "alice", 20)).unwrap();
     store.put_access_request(&req("r3", "carol", 30)).unwrap();
-    assert_eq!(store.get_access_request("r1").unwrap(), Some(req("r1", "alice", 10)));
+    assert_eq!(
+        store.get_access_request("r1").unwrap(),
+        Some(req("r1", "alice", 10))
+    );
 
-    let alice = RequestFilter { requester: Some(EntityRef::new("User", "alice")), ..Default::default() };
-    let ids: Vec<String> = store.list_access_requests(&alice).unwrap().into_iter().map(|r| r.id).collect();
+    let alice = RequestFilter {
+        requester: Some(EntityRef::new("User", "alice")),
+        ..Default::default()
+    };
+    let ids: Vec<String> = store
+        .list_access_requests(&alice)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
     assert_eq!(ids, vec!["r2", "r1"], "newest first");
 
-    assert!(store.transition_access_request("r1", RequestState::Pending, RequestState::Approved, 40).unwrap());
-    assert!(!store.transition_access_request("r1", RequestState::Pending, RequestState::Denied, 41).unwrap());
-    let pending = RequestFilter { state: Some(RequestState::Pending), limit: Some(1), ..Default::default() };
-    let ids: Vec<String> = store.list_access_requests(&pending).unwrap().into_iter().map(|r| r.id).collect();
+    assert!(
+        store
+            .transition_access_request("r1", RequestState::Pending, RequestState::Approved, 40)
+            .unwrap()
+    );
+    assert!(
+        !store
+            .transition_access_request("r1", RequestState::Pending, RequestState::Denied, 41)
+            .unwrap()
+    );
+    let pending = RequestFilter {
+        state: Some(RequestState::Pending),
+        limit: Some(1),
+        ..Default::default()
+    };
+    let ids: Vec<String> = store
+        .list_access_requests(&pending)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
     assert_eq!(ids, vec!["r3"]);
-    assert_eq!(store.get_access_request("r1").unwrap().unwrap().decided_at, Some(40));
+    assert_eq!(
+        store.get_access_request("r1").unwrap().unwrap().decided_at,
+        Some(40)
+    );
 
     let a = Approval {
         request_id: "r1".into(),
@@ -163,10 +225,24 @@ fn access_requests_and_approvals() {
         at: 40,
     };
     store.add_approval(&a).unwrap();
-    assert!(matches!(store.add_approval(&a), Err(StoreError::Conflict(_))));
-    let ghost = Approval { request_id: "nope".into(), ..a.clone() };
-    assert!(matches!(store.add_approval(&ghost), Err(StoreError::NotFound(_))));
-    let b = Approval { approver: r#"User::"dan""#.into(), verdict: Verdict::Deny, at: 41, ..a.clone() };
+    assert!(matches!(
+        store.add_approval(&a),
+        Err(StoreError::Conflict(_))
+    ));
+    let ghost = Approval {
+        request_id: "nope".into(),
+        ..a.clone()
+    };
+    assert!(matches!(
+        store.add_approval(&ghost),
+        Err(StoreError::NotFound(_))
+    ));
+    let b = Approval {
+        approver: r#"User::"dan""#.into(),
+        verdict: Verdict::Deny,
+        at: 41,
+        ..a.clone()
+    };
     store.add_approval(&b).unwrap();
     assert_eq!(store.approvals_for("r1").unwrap(), vec![a, b]);
     assert!(store.approvals_for("r2").unwrap().is_empty());
