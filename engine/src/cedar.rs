@@ -15,7 +15,11 @@ pub struct CedarBackend {}
 
 impl CedarBackend {
     /// Loads and validates `schema` and `policy_files` (paths are absolute or relative to the working directory).
-    pub fn load(_dir: &Path, schema: &Path, _policy_files: &[PathBuf]) -> Result<Self, Diagnostics> {
+    pub fn load(
+        _dir: &Path,
+        schema: &Path,
+        _policy_files: &[PathBuf],
+    ) -> Result<Self, Diagnostics> {
         Err(Diagnostic::file(schema, "the Cedar backend is not built yet").into())
     }
 }
@@ -25,7 +29,10 @@ impl PolicyBackend for CedarBackend {
         EngineKind::Cedar
     }
     fn evaluate(&self, _request: &AuthzRequest, _grants: &[Arc<Grant>]) -> Evaluation {
-        Evaluation { errors: vec!["not built".into()], ..Default::default() }
+        Evaluation {
+            errors: vec!["not built".into()],
+            ..Default::default()
+        }
     }
     fn policy_ids(&self) -> Vec<String> {
         Vec::new()

@@ -15,7 +15,11 @@ pub struct RegoBackend {}
 
 impl RegoBackend {
     /// Loads and validates `policy_files` with `package` as the deciding package.
-    pub fn load(dir: &Path, _policy_files: &[PathBuf], _package: &str) -> Result<Self, Diagnostics> {
+    pub fn load(
+        dir: &Path,
+        _policy_files: &[PathBuf],
+        _package: &str,
+    ) -> Result<Self, Diagnostics> {
         Err(Diagnostic::file(dir, "the Rego backend is not built yet").into())
     }
 }
@@ -25,7 +29,10 @@ impl PolicyBackend for RegoBackend {
         EngineKind::Rego
     }
     fn evaluate(&self, _request: &AuthzRequest, _grants: &[Arc<Grant>]) -> Evaluation {
-        Evaluation { errors: vec!["not built".into()], ..Default::default() }
+        Evaluation {
+            errors: vec!["not built".into()],
+            ..Default::default()
+        }
     }
     fn policy_ids(&self) -> Vec<String> {
         Vec::new()
