@@ -574,7 +574,7 @@ async fn rotation_new_kid_triggers_one_refetch_then_verifies() {
             &RSA_A.enc,
             &with(claims(), "jti", json!("y")),
         ))),
-        NOW + 2,
+        NOW + 32,
     )
     .await
     .unwrap();
