@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 pub type UnixTime = i64;
 
 /// Where "now" comes from. The proxy uses [`Clock::system`]; tests and policy suites freeze it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub enum Clock {
     /// The system clock.
+    #[default]
     System,
     /// A clock that only moves when told to (shared between clones).
     Manual(Arc<AtomicI64>),
@@ -47,12 +48,6 @@ impl Clock {
         if let Clock::Manual(c) = self {
             c.fetch_add(secs, Ordering::SeqCst);
         }
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Clock::System
     }
 }
 

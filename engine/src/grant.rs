@@ -3,7 +3,7 @@
 //! at the request's own time, so no background sweeper is needed for safety.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -160,9 +160,7 @@ impl GrantIndex {
     }
 
     fn shard_of(&self, principal: &EntityRef) -> &ArcSwap<Shard> {
-        let mut h = self.hasher.build_hasher();
-        principal.hash(&mut h);
-        let i = (h.finish() as usize) % SHARDS;
+        let i = (self.hasher.hash_one(principal) as usize) % SHARDS;
         // `i < SHARDS == shards.len()` by construction.
         &self.shards[i]
     }
@@ -212,9 +210,7 @@ impl GrantIndex {
         let mut maps: Vec<HashMap<EntityRef, Vec<Arc<Grant>>>> =
             (0..SHARDS).map(|_| HashMap::new()).collect();
         for g in grants {
-            let mut h = self.hasher.build_hasher();
-            g.principal.hash(&mut h);
-            let i = (h.finish() as usize) % SHARDS;
+            let i = (self.hasher.hash_one(&g.principal) as usize) % SHARDS;
             if let Some(m) = maps.get_mut(i) {
                 m.entry(g.principal.clone()).or_default().push(Arc::new(g));
             }

@@ -188,7 +188,7 @@ impl RouteTable {
             }
         }
         Diagnostics(errors).into_result()?;
-        routes.sort_by(|a, b| specificity(a).cmp(&specificity(b)));
+        routes.sort_by_key(specificity);
         Ok(RouteTable { routes })
     }
 

@@ -185,7 +185,7 @@ fn filter_of(f: &FilterArgs) -> anyhow::Result<Filter> {
     })
 }
 
-fn require_log(path: &PathBuf) -> anyhow::Result<()> {
+fn require_log(path: &std::path::Path) -> anyhow::Result<()> {
     if !path.is_file() {
         bail!("no decision log at {} (pass --log FILE)", path.display());
     }
