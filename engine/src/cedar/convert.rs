@@ -3,8 +3,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use cedar_policy::{EntityId, EntityTypeName, EntityUid, RestrictedExpression};
-use serde_json::Value;
+use std::cell::RefCell;
+
+use cedar_policy::{Context, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
+use cedar_policy_core::ast::{self, Value};
 
 use crate::clock::UnixTime;
 use crate::entity::EntityRef;
@@ -24,7 +26,7 @@ pub(crate) struct EntityAttrs {
 
 impl EntityAttrs {
     /// Reads the facts from the schema in its JSON form (`SchemaFragment::to_json_value` or a `.cedarschema.json`).
-    pub(crate) fn from_schema_json(json: &Value) -> Self {
+    pub(crate) fn from_schema_json(json: &serde_json::Value) -> Self {
         let mut out = EntityAttrs::default();
         let Some(namespaces) = json.as_object() else {
             return out;
@@ -40,15 +42,20 @@ impl EntityAttrs {
             };
             let entity_names: HashSet<String> = body
                 .get("entityTypes")
-                .and_then(Value::as_object)
+                .and_then(serde_json::Value::as_object)
                 .map(|m| m.keys().cloned().collect())
                 .unwrap_or_default();
-            let common = body.get("commonTypes").and_then(Value::as_object);
+            let common = body
+                .get("commonTypes")
+                .and_then(serde_json::Value::as_object);
             let lookup = Lookup {
                 entity_names: &entity_names,
                 common,
             };
-            if let Some(types) = body.get("entityTypes").and_then(Value::as_object) {
+            if let Some(types) = body
+                .get("entityTypes")
+                .and_then(serde_json::Value::as_object)
+            {
                 for (name, def) in types {
                     let attrs = def
                         .get("shape")
@@ -59,7 +66,7 @@ impl EntityAttrs {
                     }
                 }
             }
-            if let Some(actions) = body.get("actions").and_then(Value::as_object) {
+            if let Some(actions) = body.get("actions").and_then(serde_json::Value::as_object) {
                 for (name, def) in actions {
                     let ctx = def.get("appliesTo").and_then(|a| a.get("context"));
                     let attrs = ctx.map(|c| lookup.entity_attrs(c, 0)).unwrap_or_default();
@@ -75,17 +82,20 @@ impl EntityAttrs {
 
 struct Lookup<'a> {
     entity_names: &'a HashSet<String>,
-    common: Option<&'a serde_json::Map<String, Value>>,
+    common: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Lookup<'_> {
     /// Names of the top-level attributes of a record type (possibly behind common-type names) that are entity-typed.
-    fn entity_attrs(&self, ty: &Value, depth: usize) -> HashSet<String> {
+    fn entity_attrs(&self, ty: &serde_json::Value, depth: usize) -> HashSet<String> {
         let mut out = HashSet::new();
         let Some(record) = self.resolve(ty, depth) else {
             return out;
         };
-        if let Some(attrs) = record.get("attributes").and_then(Value::as_object) {
+        if let Some(attrs) = record
+            .get("attributes")
+            .and_then(serde_json::Value::as_object)
+        {
             for (name, attr) in attrs {
                 if self.is_entity(attr, depth) {
                     out.insert(name.clone());
@@ -96,18 +106,22 @@ impl Lookup<'_> {
     }
 
     /// Follows common-type references (bounded, in case of a cycle the schema parser would reject anyway).
-    fn resolve<'v>(&'v self, ty: &'v Value, depth: usize) -> Option<&'v Value> {
+    fn resolve<'v>(
+        &'v self,
+        ty: &'v serde_json::Value,
+        depth: usize,
+    ) -> Option<&'v serde_json::Value> {
         if depth > 8 {
             return None;
         }
-        let kind = ty.get("type").and_then(Value::as_str)?;
+        let kind = ty.get("type").and_then(serde_json::Value::as_str)?;
         match kind {
             "Record" => Some(ty),
             "Entity" | "Set" | "Extension" | "String" | "Long" | "Boolean" => None,
             // `EntityOrCommon` (from the human format) or a bare common-type name.
             _ => {
                 let name = if kind == "EntityOrCommon" {
-                    ty.get("name").and_then(Value::as_str)?
+                    ty.get("name").and_then(serde_json::Value::as_str)?
                 } else {
                     kind
                 };
@@ -117,11 +131,11 @@ impl Lookup<'_> {
         }
     }
 
-    fn is_entity(&self, ty: &Value, depth: usize) -> bool {
-        match ty.get("type").and_then(Value::as_str) {
+    fn is_entity(&self, ty: &serde_json::Value, depth: usize) -> bool {
+        match ty.get("type").and_then(serde_json::Value::as_str) {
             Some("Entity") => true,
             Some("EntityOrCommon") => {
-                let Some(name) = ty.get("name").and_then(Value::as_str) else {
+                let Some(name) = ty.get("name").and_then(serde_json::Value::as_str) else {
                     return false;
                 };
                 if self.common.is_some_and(|c| c.contains_key(name)) {
@@ -172,38 +186,69 @@ pub(crate) fn uid(
 
 /// Converts a JSON value. Floats and nulls have no Cedar form and are skipped (`None`), inside sets and records too.
 /// When `entity_attr` is set, a string of the form `Type::"id"` becomes an entity reference.
-pub(crate) fn json_to_expr(
+pub(crate) fn json_to_value(
     cache: &HashMap<String, EntityTypeName>,
-    v: &Value,
+    v: &serde_json::Value,
     entity_attr: bool,
-) -> Option<RestrictedExpression> {
+) -> Option<Value> {
     match v {
-        Value::Null => None,
-        Value::Bool(b) => Some(RestrictedExpression::new_bool(*b)),
-        Value::Number(n) => n.as_i64().map(RestrictedExpression::new_long),
-        Value::String(s) => {
+        serde_json::Value::Null => None,
+        serde_json::Value::Bool(b) => Some(Value::from(*b)),
+        serde_json::Value::Number(n) => n.as_i64().map(Value::from),
+        serde_json::Value::String(s) => {
             if entity_attr {
                 if let Some(u) = s
                     .parse::<EntityRef>()
                     .ok()
                     .and_then(|e| uid(cache, &e).ok())
                 {
-                    return Some(RestrictedExpression::new_entity_uid(u));
+                    return Some(Value::from(ast::EntityUID::from(u)));
                 }
             }
-            Some(RestrictedExpression::new_string(s.clone()))
+            Some(Value::from(s.as_str()))
         }
-        Value::Array(items) => Some(RestrictedExpression::new_set(
+        serde_json::Value::Array(items) => Some(Value::set(
             items
                 .iter()
-                .filter_map(|i| json_to_expr(cache, i, entity_attr)),
+                .filter_map(|i| json_to_value(cache, i, entity_attr)),
+            None,
         )),
-        Value::Object(map) => RestrictedExpression::new_record(
+        serde_json::Value::Object(map) => Some(Value::record(
             map.iter()
-                .filter_map(|(k, v)| json_to_expr(cache, v, false).map(|e| (k.clone(), e))),
-        )
-        .ok(),
+                .filter_map(|(k, v)| json_to_value(cache, v, false).map(|e| (k.as_str(), e))),
+            None,
+        )),
     }
+}
+
+/// Most requests come from few addresses; parsing an `ipaddr` goes through Cedar's extension evaluator, so each
+/// thread keeps the values it has built (bounded: cleared when full).
+const IP_CACHE_MAX: usize = 4096;
+
+thread_local! {
+    static IP_CACHE: RefCell<HashMap<String, Value>> = RefCell::new(HashMap::new());
+}
+
+/// The Cedar `ipaddr` value of `src` (an error when it is not an address or CIDR range).
+pub(crate) fn ip_value(src: &str) -> Result<Value, String> {
+    if let Some(v) = IP_CACHE.with(|c| c.borrow().get(src).cloned()) {
+        return Ok(v);
+    }
+    let ctx = Context::from_pairs([("ip".to_string(), RestrictedExpression::new_ip(src))])
+        .map_err(|e| format!("context.source_ip `{src}`: {e}"))?;
+    let value = match AsRef::<ast::Context>::as_ref(&ctx) {
+        ast::Context::Value(map) => map.get("ip").cloned(),
+        ast::Context::RestrictedResidual(_) => None,
+    }
+    .ok_or_else(|| format!("context.source_ip `{src}`: not a value"))?;
+    IP_CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= IP_CACHE_MAX {
+            c.clear();
+        }
+        c.insert(src.to_string(), value.clone());
+    });
+    Ok(value)
 }
 
 #[cfg(test)]

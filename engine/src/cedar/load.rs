@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use cedar_policy::{
-    ActionConstraint, Effect as CedarEffect, Entity, EntityUid, Policy, PolicyId, PolicySet,
+    ActionConstraint, Effect as CedarEffect, EntityUid, Policy, PolicyId, PolicySet,
     PrincipalConstraint, Schema, SchemaFragment, ValidationMode, Validator,
 };
 
@@ -33,7 +33,7 @@ pub(crate) struct ActionIndex {
     pub(crate) main: PolicySet,
     pub(crate) holds: Option<PolicySet>,
     /// The action entity and its action-group ancestors, as the schema declares them.
-    pub(crate) entities: Vec<Entity>,
+    pub(crate) entities: Vec<cedar_policy_core::ast::Entity>,
 }
 
 /// Converts a miette diagnostic (cedar's error type) into ours: the first label gives the position, `related`

@@ -26,10 +26,15 @@ use std::sync::Arc;
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, Request, Response, RestrictedExpression, Schema,
+    EntityUid, Request, Response, Schema,
 };
+use cedar_policy_core::ast::{self, PartialValue, Value};
+use cedar_policy_core::entities::{Entities as CoreEntities, NoEntitiesSchema, TCComputation};
+use cedar_policy_core::extensions::Extensions;
+use smol_str::SmolStr;
+use std::collections::BTreeMap;
 
-use self::convert::{EntityAttrs, hour_and_weekday, json_to_expr, type_name, uid};
+use self::convert::{EntityAttrs, hour_and_weekday, ip_value, json_to_value, type_name, uid};
 use self::load::{
     ActionIndex, Loaded, any_action, applies_to, fail, load_policies, load_schema, roles_of,
     set_of, validate,
@@ -182,7 +187,11 @@ impl CedarBackend {
                 set_of(applicable().filter(|l| l.hold).map(|l| &l.policy)).map_err(index_err)?;
             let entities = std::iter::once(action)
                 .chain(ancestors.iter())
-                .filter_map(|u| entity_of.get(u).map(|e| (*e).clone()))
+                .filter_map(|u| {
+                    entity_of
+                        .get(u)
+                        .map(|e| AsRef::<ast::Entity>::as_ref(*e).clone())
+                })
                 .collect();
             let key = action.id().unescaped().to_string();
             let any_hold = holds.policies().next().is_some();
@@ -252,6 +261,9 @@ impl CedarBackend {
         ids
     }
 
+    /// Builds the request and its entities straight from values: no expression evaluation and no transitive-closure
+    /// computation (the engine knows the closure: principal -> groups, grants -> roles; resource -> its ancestors;
+    /// action entities come from the schema already closed).
     fn build(
         &self,
         request: &AuthzRequest,
@@ -268,99 +280,108 @@ impl CedarBackend {
         };
         let principal = uid(cache, &request.principal.entity)?;
         let resource = uid(cache, &request.resource.entity)?;
+        let core = |u: &EntityUid| -> ast::EntityUID { u.clone().into() };
 
-        let mut entities: Vec<Entity> = Vec::with_capacity(
+        let mut entities: Vec<ast::Entity> = Vec::with_capacity(
             4 + 2 * grants.len() + request.resource.parents.len() + idx.entities.len(),
         );
-        let mut seen: HashSet<EntityUid> = HashSet::with_capacity(entities.capacity());
-        let mut grant_uids = Vec::with_capacity(grants.len());
-        let mut roles: Vec<&str> = Vec::with_capacity(grants.len());
+        let mut seen: HashSet<ast::EntityUID> = HashSet::with_capacity(entities.capacity());
+        let mut grant_uids: Vec<ast::EntityUID> = Vec::with_capacity(grants.len());
+        let mut role_uids: HashSet<ast::EntityUID> = HashSet::with_capacity(grants.len());
         let mut break_glass = false;
         for g in grants {
-            let guid =
-                EntityUid::from_type_name_and_id(self.types.grant.clone(), EntityId::new(&g.id));
-            let role =
-                EntityUid::from_type_name_and_id(self.types.role.clone(), EntityId::new(&g.role));
+            let guid = core(&EntityUid::from_type_name_and_id(
+                self.types.grant.clone(),
+                EntityId::new(&g.id),
+            ));
+            if !seen.insert(guid.clone()) {
+                continue;
+            }
+            let role = core(&EntityUid::from_type_name_and_id(
+                self.types.role.clone(),
+                EntityId::new(&g.role),
+            ));
             let uses_left = g.uses_left().map(i64::from).unwrap_or(-1);
-            let attrs: HashMap<String, RestrictedExpression> = [
-                ("id", RestrictedExpression::new_string(g.id.clone())),
-                ("role", RestrictedExpression::new_entity_uid(role.clone())),
-                (
-                    "scope",
-                    RestrictedExpression::new_string(g.scope.to_string()),
-                ),
-                ("starts_at", RestrictedExpression::new_long(g.starts_at)),
-                ("expires_at", RestrictedExpression::new_long(g.expires_at)),
-                (
-                    "approvers",
-                    RestrictedExpression::new_set(
-                        g.approvers
-                            .iter()
-                            .map(|a| RestrictedExpression::new_string(a.clone())),
-                    ),
-                ),
-                ("reason", RestrictedExpression::new_string(g.reason.clone())),
-                ("uses_left", RestrictedExpression::new_long(uses_left)),
-                ("break_glass", RestrictedExpression::new_bool(g.break_glass)),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-            let entity = Entity::new(guid.clone(), attrs, HashSet::from([role]))
-                .map_err(|e| format!("grant `{}`: {e}", g.id))?;
-            if seen.insert(guid.clone()) {
-                entities.push(entity);
-                grant_uids.push(guid);
-            }
-            if !roles.contains(&g.role.as_str()) {
-                roles.push(&g.role);
-            }
+            let approvers = Value::set(g.approvers.iter().map(|a| Value::from(a.as_str())), None);
+            let attrs: [(SmolStr, PartialValue); 9] = [
+                ("id".into(), Value::from(g.id.as_str()).into()),
+                ("role".into(), Value::from(role.clone()).into()),
+                ("scope".into(), Value::from(g.scope.to_string()).into()),
+                ("starts_at".into(), Value::from(g.starts_at).into()),
+                ("expires_at".into(), Value::from(g.expires_at).into()),
+                ("approvers".into(), approvers.into()),
+                ("reason".into(), Value::from(g.reason.as_str()).into()),
+                ("uses_left".into(), Value::from(uses_left).into()),
+                ("break_glass".into(), Value::from(g.break_glass).into()),
+            ];
+            entities.push(ast::Entity::new_with_attr_partial_value(
+                guid.clone(),
+                attrs,
+                HashSet::new(),
+                HashSet::from([role.clone()]),
+                [],
+            ));
+            grant_uids.push(guid);
+            role_uids.insert(role);
             break_glass |= g.break_glass;
         }
-        for r in roles {
-            let ruid = EntityUid::from_type_name_and_id(self.types.role.clone(), EntityId::new(r));
-            if seen.insert(ruid.clone()) {
-                entities.push(Entity::new_no_attrs(ruid, HashSet::new()));
+        for r in &role_uids {
+            if seen.insert(r.clone()) {
+                entities.push(ast::Entity::new_with_attr_partial_value(
+                    r.clone(),
+                    [],
+                    HashSet::new(),
+                    HashSet::new(),
+                    [],
+                ));
             }
         }
 
-        let mut parents: HashSet<EntityUid> =
+        let mut parents: HashSet<ast::EntityUID> =
             HashSet::with_capacity(request.principal.groups.len() + grant_uids.len());
         for g in &request.principal.groups {
-            parents.insert(EntityUid::from_type_name_and_id(
+            parents.insert(core(&EntityUid::from_type_name_and_id(
                 self.types.group.clone(),
                 EntityId::new(g),
-            ));
+            )));
         }
         parents.extend(grant_uids.iter().cloned());
-        if seen.insert(principal.clone()) {
-            entities.push(Entity::new_no_attrs(principal.clone(), parents));
+        let principal_core = core(&principal);
+        if seen.insert(principal_core.clone()) {
+            entities.push(ast::Entity::new_with_attr_partial_value(
+                principal_core,
+                [],
+                role_uids,
+                parents,
+                [],
+            ));
         }
 
-        let resource_parents: Vec<EntityUid> = request
+        let resource_parents: Vec<ast::EntityUID> = request
             .resource
             .parents
             .iter()
-            .map(|p| uid(cache, p))
+            .map(|p| uid(cache, p).map(|u| core(&u)))
             .collect::<Result<_, _>>()?;
         let declared = self.entity_attrs.by_type.get(&request.resource.entity.ty);
-        let attrs: HashMap<String, RestrictedExpression> = request
+        let attrs: Vec<(SmolStr, PartialValue)> = request
             .resource
             .attrs
             .iter()
             .filter_map(|(k, v)| {
-                json_to_expr(cache, v, declared.is_some_and(|d| d.contains(k)))
-                    .map(|e| (k.clone(), e))
+                json_to_value(cache, v, declared.is_some_and(|d| d.contains(k)))
+                    .map(|v| (SmolStr::from(k.as_str()), v.into()))
             })
             .collect();
-        if seen.insert(resource.clone()) {
-            let entity = Entity::new(
-                resource.clone(),
+        let resource_core = core(&resource);
+        if seen.insert(resource_core.clone()) {
+            entities.push(ast::Entity::new_with_attr_partial_value(
+                resource_core,
                 attrs,
+                HashSet::new(),
                 resource_parents.iter().cloned().collect(),
-            )
-            .map_err(|e| format!("resource {}: {e}", request.resource.entity))?;
-            entities.push(entity);
+                [],
+            ));
         }
         for (i, p) in resource_parents.iter().enumerate() {
             if seen.insert(p.clone()) {
@@ -370,55 +391,62 @@ impl CedarBackend {
                     .iter()
                     .cloned()
                     .collect();
-                entities.push(Entity::new_no_attrs(p.clone(), above));
+                entities.push(ast::Entity::new_with_attr_partial_value(
+                    p.clone(),
+                    [],
+                    HashSet::new(),
+                    above,
+                    [],
+                ));
             }
         }
         for e in &idx.entities {
-            if seen.insert(e.uid()) {
+            if seen.insert(e.uid().clone()) {
                 entities.push(e.clone());
             }
         }
-        let entities =
-            Entities::from_entities(entities, None).map_err(|e| format!("entities: {e}"))?;
+        let entities = CoreEntities::from_entities(
+            entities,
+            None::<&NoEntitiesSchema>,
+            TCComputation::AssumeAlreadyComputed,
+            Extensions::all_available(),
+        )
+        .map_err(|e| format!("entities: {e}"))?;
 
         let context = self.context(request, grant_uids, break_glass)?;
         let req = Request::new(principal, action_uid, resource, context, None)
             .map_err(|e| format!("request: {e}"))?;
-        Ok((req, entities))
+        Ok((req, Entities::from(entities)))
     }
 
     fn context(
         &self,
         request: &AuthzRequest,
-        grants: Vec<EntityUid>,
+        grants: Vec<ast::EntityUID>,
         break_glass: bool,
     ) -> Result<Context, String> {
         let c = &request.context;
         let cache = &self.type_cache;
         let (hour, weekday) = hour_and_weekday(c.time);
-        let time = RestrictedExpression::new_record([
-            ("epoch".to_string(), RestrictedExpression::new_long(c.time)),
-            ("hour".to_string(), RestrictedExpression::new_long(hour)),
-            (
-                "weekday".to_string(),
-                RestrictedExpression::new_long(weekday),
-            ),
-        ])
-        .map_err(|e| format!("context.time: {e}"))?;
-        let text =
-            |v: &Option<String>| RestrictedExpression::new_string(v.clone().unwrap_or_default());
-        let claims = RestrictedExpression::new_record(
+        let time = Value::record(
+            [
+                ("epoch", Value::from(c.time)),
+                ("hour", Value::from(hour)),
+                ("weekday", Value::from(weekday)),
+            ],
+            None,
+        );
+        let text = |v: &Option<String>| Value::from(v.as_deref().unwrap_or(""));
+        let claims = Value::record(
             c.claims
                 .iter()
-                .filter_map(|(k, v)| json_to_expr(cache, v, false).map(|e| (k.clone(), e))),
-        )
-        .map_err(|e| format!("context.claims: {e}"))?;
-        let mut pairs: Vec<(String, RestrictedExpression)> = vec![
+                .filter_map(|(k, v)| json_to_value(cache, v, false).map(|e| (k.as_str(), e))),
+            None,
+        );
+        let ip = ip_value(c.source_ip.as_deref().unwrap_or("0.0.0.0"))?;
+        let mut map: BTreeMap<SmolStr, Value> = BTreeMap::from([
             ("time".into(), time),
-            (
-                "source_ip".into(),
-                RestrictedExpression::new_ip(c.source_ip.as_deref().unwrap_or("0.0.0.0")),
-            ),
+            ("source_ip".into(), ip),
             ("method".into(), text(&c.method)),
             ("path".into(), text(&c.path)),
             ("host".into(), text(&c.host)),
@@ -426,25 +454,20 @@ impl CedarBackend {
             ("claims".into(), claims),
             (
                 "grants".into(),
-                RestrictedExpression::new_set(
-                    grants.into_iter().map(RestrictedExpression::new_entity_uid),
-                ),
+                Value::set(grants.into_iter().map(Value::from), None),
             ),
-            (
-                "break_glass".into(),
-                RestrictedExpression::new_bool(break_glass),
-            ),
-        ];
+            ("break_glass".into(), Value::from(break_glass)),
+        ]);
         let declared = self.entity_attrs.by_action.get(&request.action);
         for (k, v) in &c.attrs {
             if BUILTIN_CONTEXT.contains(&k.as_str()) {
                 continue;
             }
-            if let Some(e) = json_to_expr(cache, v, declared.is_some_and(|d| d.contains(k))) {
-                pairs.push((k.clone(), e));
+            if let Some(e) = json_to_value(cache, v, declared.is_some_and(|d| d.contains(k))) {
+                map.insert(k.as_str().into(), e);
             }
         }
-        Context::from_pairs(pairs).map_err(|e| format!("context: {e}"))
+        Ok(Context::from(ast::Context::Value(Arc::new(map))))
     }
 
     fn roles_for<'a>(&self, permits: impl Iterator<Item = &'a str>) -> Vec<String> {
