@@ -84,7 +84,10 @@ cases:
     let report = testing::run(std::slice::from_ref(&suite), RunOptions::new());
     assert!(report.broken.is_empty(), "{:?}", report.broken);
     assert_eq!(report.failed(), 2, "the wrong case fails on each engine");
-    assert!(!report.rego_tests.is_empty(), "the Rego bundle's test_* rules run too");
+    assert!(
+        !report.rego_tests.is_empty(),
+        "the Rego bundle's test_* rules run too"
+    );
     assert_eq!(report.passed(), 2 + report.rego_tests.len());
     assert_eq!(report.exit_code(), 1);
     let text = testing::render_text(&report);
@@ -96,7 +99,10 @@ cases:
         text.contains(r"--run '^alice \(wrongly\) creates a payment$'"),
         "{text}"
     );
-    assert!(text.contains(&format!("{} passed, 2 failed", report.passed())), "{text}");
+    assert!(
+        text.contains(&format!("{} passed, 2 failed", report.passed())),
+        "{text}"
+    );
 
     // The re-run filter selects exactly that case.
     let only = testing::run(

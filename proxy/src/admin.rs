@@ -31,7 +31,11 @@ async fn readyz(State(p): State<Arc<Proxy>>) -> Response {
     if p.log.is_healthy() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "decision log unavailable\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "decision log unavailable\n",
+        )
+            .into_response()
     }
 }
 
@@ -39,8 +43,16 @@ async fn metrics(State(p): State<Arc<Proxy>>) -> Response {
     let grants = p.authorizer.grants().len() as f64;
     let queued = p.log.queued() as f64;
     let body = p.metrics.render(&[
-        ("jitgate_grants_indexed", "Grants held in the in-memory index.", grants),
-        ("jitgate_log_queue_depth", "Decision records waiting to be committed.", queued),
+        (
+            "jitgate_grants_indexed",
+            "Grants held in the in-memory index.",
+            grants,
+        ),
+        (
+            "jitgate_log_queue_depth",
+            "Decision records waiting to be committed.",
+            queued,
+        ),
     ]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
@@ -68,7 +80,11 @@ async fn reload(State(p): State<Arc<Proxy>>) -> Response {
     let r = p.reloader.clone();
     match tokio::task::spawn_blocking(move || r.reload_now()).await {
         Ok(attempt) => {
-            let status = if attempt.outcome == "failed" { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+            let status = if attempt.outcome == "failed" {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::OK
+            };
             (status, axum::Json(attempt)).into_response()
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),

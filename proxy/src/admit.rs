@@ -31,7 +31,8 @@ pub fn normalize_path(raw: &str, trailing: TrailingSlash) -> Result<String, Path
         return Err(PathError::NotOriginForm);
     }
     let mut out: Vec<String> = Vec::new();
-    let ends_with_slash = raw.len() > 1 && (raw.ends_with('/') || raw.ends_with("/.") || raw.ends_with("/.."));
+    let ends_with_slash =
+        raw.len() > 1 && (raw.ends_with('/') || raw.ends_with("/.") || raw.ends_with("/.."));
     for seg in raw.split('/') {
         let seg = canonical_segment(seg)?;
         match seg.as_str() {
@@ -65,7 +66,9 @@ fn canonical_segment(seg: &str) -> Result<String, PathError> {
         if b == b'%' {
             let hi = bytes.get(i + 1).and_then(|c| (*c as char).to_digit(16));
             let lo = bytes.get(i + 2).and_then(|c| (*c as char).to_digit(16));
-            let (Some(hi), Some(lo)) = (hi, lo) else { return Err(PathError::BadEscape) };
+            let (Some(hi), Some(lo)) = (hi, lo) else {
+                return Err(PathError::BadEscape);
+            };
             let v = (hi * 16 + lo) as u8;
             if v == b'/' || v == b'\\' || v == 0 {
                 return Err(PathError::EncodedSeparator);
@@ -106,7 +109,10 @@ mod tests {
         assert_eq!(n("/./admin/.").unwrap(), "/admin");
         assert_eq!(n("/../../admin").unwrap(), "/admin");
         assert_eq!(n("/payments/").unwrap(), "/payments");
-        assert_eq!(normalize_path("/payments/", TrailingSlash::Keep).unwrap(), "/payments/");
+        assert_eq!(
+            normalize_path("/payments/", TrailingSlash::Keep).unwrap(),
+            "/payments/"
+        );
         assert_eq!(n("/").unwrap(), "/");
         assert_eq!(n("/%41b%7e").unwrap(), "/Ab~");
         assert_eq!(n("/a%20b%3f").unwrap(), "/a%20b%3F");

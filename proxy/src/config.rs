@@ -220,17 +220,24 @@ impl Default for RawServer {
 }
 impl Default for RawBundle {
     fn default() -> Self {
-        RawBundle { path: PathBuf::from("policies/quickstart-cedar"), watch: true }
+        RawBundle {
+            path: PathBuf::from("policies/quickstart-cedar"),
+            watch: true,
+        }
     }
 }
 impl Default for RawAdmin {
     fn default() -> Self {
-        RawAdmin { listen: default_admin_listen() }
+        RawAdmin {
+            listen: default_admin_listen(),
+        }
     }
 }
 impl Default for RawStore {
     fn default() -> Self {
-        RawStore { path: default_store_path() }
+        RawStore {
+            path: default_store_path(),
+        }
     }
 }
 impl Default for RawLog {
@@ -413,18 +420,30 @@ impl Config {
     /// Validates raw settings. `file` names the source in errors; `base` resolves relative paths.
     pub fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, Diagnostics> {
         let mut errs: Vec<Diagnostic> = Vec::new();
-        let mut err = |key: &str, msg: String| errs.push(Diagnostic::file(file, format!("{key}: {msg}")));
-        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
-        let dur = |key: &str, v: &str, err: &mut dyn FnMut(&str, String)| match humantime::parse_duration(v) {
-            Ok(d) => d,
-            Err(e) => {
-                err(key, format!("`{v}` is not a duration: {e}"));
-                Duration::ZERO
+        let mut err =
+            |key: &str, msg: String| errs.push(Diagnostic::file(file, format!("{key}: {msg}")));
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let dur = |key: &str, v: &str, err: &mut dyn FnMut(&str, String)| {
+            match humantime::parse_duration(v) {
+                Ok(d) => d,
+                Err(e) => {
+                    err(key, format!("`{v}` is not a duration: {e}"));
+                    Duration::ZERO
+                }
             }
         };
 
         let listen = raw.server.listen.parse().unwrap_or_else(|e| {
-            err("server.listen", format!("`{}` is not an address: {e}", raw.server.listen));
+            err(
+                "server.listen",
+                format!("`{}` is not an address: {e}", raw.server.listen),
+            );
             SocketAddr::from(([127, 0, 0, 1], 0))
         });
         let admin_listen = if raw.admin.listen.is_empty() {
@@ -433,26 +452,50 @@ impl Config {
             match raw.admin.listen.parse() {
                 Ok(a) => Some(a),
                 Err(e) => {
-                    err("admin.listen", format!("`{}` is not an address: {e}", raw.admin.listen));
+                    err(
+                        "admin.listen",
+                        format!("`{}` is not an address: {e}", raw.admin.listen),
+                    );
                     None
                 }
             }
         };
-        let header_timeout = dur("server.header_timeout", &raw.server.header_timeout, &mut err);
-        let request_timeout = dur("server.request_timeout", &raw.server.request_timeout, &mut err);
-        let shutdown_grace = dur("server.shutdown_grace", &raw.server.shutdown_grace, &mut err);
+        let header_timeout = dur(
+            "server.header_timeout",
+            &raw.server.header_timeout,
+            &mut err,
+        );
+        let request_timeout = dur(
+            "server.request_timeout",
+            &raw.server.request_timeout,
+            &mut err,
+        );
+        let shutdown_grace = dur(
+            "server.shutdown_grace",
+            &raw.server.shutdown_grace,
+            &mut err,
+        );
         let mut trusted_proxies = Vec::new();
         for (i, p) in raw.server.trusted_proxies.iter().enumerate() {
-            match p.parse::<IpNet>().or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from)) {
+            match p
+                .parse::<IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
+            {
                 Ok(n) => trusted_proxies.push(n),
-                Err(_) => err(&format!("server.trusted_proxies[{i}]"), format!("`{p}` is not an IP or CIDR")),
+                Err(_) => err(
+                    &format!("server.trusted_proxies[{i}]"),
+                    format!("`{p}` is not an IP or CIDR"),
+                ),
             }
         }
         let trailing_slash = match raw.server.trailing_slash.as_str() {
             "strip" => TrailingSlash::Strip,
             "keep" => TrailingSlash::Keep,
             other => {
-                err("server.trailing_slash", format!("`{other}` must be `strip` or `keep`"));
+                err(
+                    "server.trailing_slash",
+                    format!("`{other}` must be `strip` or `keep`"),
+                );
                 TrailingSlash::Strip
             }
         };
@@ -463,7 +506,11 @@ impl Config {
             if t.require_client_cert && t.client_ca.is_none() {
                 err("server.tls.require_client_cert", "needs `client_ca`".into());
             }
-            for (k, p) in [("server.tls.cert", Some(&t.cert)), ("server.tls.key", Some(&t.key)), ("server.tls.client_ca", t.client_ca.as_ref())] {
+            for (k, p) in [
+                ("server.tls.cert", Some(&t.cert)),
+                ("server.tls.key", Some(&t.key)),
+                ("server.tls.client_ca", t.client_ca.as_ref()),
+            ] {
                 if let Some(p) = p {
                     if !resolve(p).is_file() {
                         err(k, format!("`{}` does not exist", resolve(p).display()));
@@ -483,7 +530,10 @@ impl Config {
             "wait" => OnFull::Wait,
             "fail_closed" => OnFull::FailClosed,
             other => {
-                err("log.on_full", format!("`{other}` must be `wait` or `fail_closed`"));
+                err(
+                    "log.on_full",
+                    format!("`{other}` must be `wait` or `fail_closed`"),
+                );
                 OnFull::Wait
             }
         };
@@ -500,7 +550,9 @@ impl Config {
             let key = format!("upstreams.{name}");
             let uri: Result<http::Uri, _> = u.url.parse();
             let (base_uri, prefix) = match uri {
-                Ok(uri) if matches!(uri.scheme_str(), Some("http")) && uri.authority().is_some() => {
+                Ok(uri)
+                    if matches!(uri.scheme_str(), Some("http")) && uri.authority().is_some() =>
+                {
                     let prefix = uri.path().trim_end_matches('/').to_string();
                     let base = http::Uri::builder()
                         .scheme("http")
@@ -516,7 +568,10 @@ impl Config {
                     }
                 }
                 Ok(_) => {
-                    err(&format!("{key}.url"), format!("`{}` must be an http:// URL with a host", u.url));
+                    err(
+                        &format!("{key}.url"),
+                        format!("`{}` must be an http:// URL with a host", u.url),
+                    );
                     continue;
                 }
                 Err(e) => {
@@ -528,16 +583,19 @@ impl Config {
                 None => None,
                 Some(c) => {
                     let value = match (&c.value_env, &c.value_file) {
-                        (Some(v), None) => std::env::var(v).map_err(|_| format!("environment variable `{v}` is not set")),
+                        (Some(v), None) => std::env::var(v)
+                            .map_err(|_| format!("environment variable `{v}` is not set")),
                         (None, Some(f)) => std::fs::read_to_string(resolve(f))
                             .map(|s| s.trim_end().to_string())
                             .map_err(|e| format!("cannot read `{}`: {e}", resolve(f).display())),
                         _ => Err("set exactly one of `value_env` and `value_file`".to_string()),
                     };
                     match value.and_then(|v| {
-                        let name = http::HeaderName::from_bytes(c.header.to_ascii_lowercase().as_bytes())
-                            .map_err(|e| format!("header `{}`: {e}", c.header))?;
-                        let val = http::HeaderValue::from_str(&format!("{}{v}", c.prefix)).map_err(|e| format!("value: {e}"))?;
+                        let name =
+                            http::HeaderName::from_bytes(c.header.to_ascii_lowercase().as_bytes())
+                                .map_err(|e| format!("header `{}`: {e}", c.header))?;
+                        let val = http::HeaderValue::from_str(&format!("{}{v}", c.prefix))
+                            .map_err(|e| format!("value: {e}"))?;
                         Ok((name, val))
                     }) {
                         Ok(pair) => Some(pair),
@@ -548,9 +606,22 @@ impl Config {
                     }
                 }
             };
-            let connect_timeout = dur(&format!("{key}.connect_timeout"), &u.connect_timeout, &mut err);
+            let connect_timeout = dur(
+                &format!("{key}.connect_timeout"),
+                &u.connect_timeout,
+                &mut err,
+            );
             let timeout = dur(&format!("{key}.timeout"), &u.timeout, &mut err);
-            upstreams.insert(name.clone(), Upstream { base: base_uri, prefix, connect_timeout, timeout, credential });
+            upstreams.insert(
+                name.clone(),
+                Upstream {
+                    base: base_uri,
+                    prefix,
+                    connect_timeout,
+                    timeout,
+                    credential,
+                },
+            );
         }
         Diagnostics(errs).into_result()?;
         Ok(Config {
@@ -564,7 +635,12 @@ impl Config {
             shutdown_grace,
             trusted_proxies,
             trailing_slash,
-            context_headers: raw.server.context_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            context_headers: raw
+                .server
+                .context_headers
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
             admin_listen,
             bundle_path: resolve(&raw.bundle.path),
             bundle_watch: raw.bundle.watch,

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use jitgate_engine::log::{DecisionRecord, JsonlSink, LogError, LogOptions, LogWriter, OnFull as EngineOnFull, Outcome, RecordKind, redact};
+use jitgate_engine::log::{
+    DecisionRecord, JsonlSink, LogError, LogOptions, LogWriter, OnFull as EngineOnFull, Outcome,
+    RecordKind, redact,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::config::{Config, OnFull};
@@ -68,7 +71,11 @@ impl DecisionLog {
     pub fn open(config: &Config) -> Result<DecisionLog, LogError> {
         let jsonl = config.log_jsonl.as_deref().map(|s| match s {
             "stdout" | "-" => JsonlSink::Stdout,
-            path => JsonlSink::File { path: path.into(), max_bytes: 64 * 1024 * 1024, keep: 5 },
+            path => JsonlSink::File {
+                path: path.into(),
+                max_bytes: 64 * 1024 * 1024,
+                keep: 5,
+            },
         });
         // The writer's own queue never fills: slots are reserved here first, and there are no more slots than room.
         let opts = LogOptions {
@@ -95,13 +102,23 @@ impl DecisionLog {
     /// Reserves a slot: waits for room, or fails at once under `fail_closed`.
     pub async fn reserve(&self) -> Result<Slot, LogError> {
         match self.on_full {
-            OnFull::FailClosed => self.slots.clone().try_acquire_owned().map(Slot).map_err(|_| LogError::QueueFull),
+            OnFull::FailClosed => self
+                .slots
+                .clone()
+                .try_acquire_owned()
+                .map(Slot)
+                .map_err(|_| LogError::QueueFull),
             OnFull::Wait => {
                 if let Ok(p) = self.slots.clone().try_acquire_owned() {
                     return Ok(Slot(p));
                 }
                 tracing::warn!("decision log queue full; waiting");
-                self.slots.clone().acquire_owned().await.map(Slot).map_err(|_| LogError::Closed)
+                self.slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map(Slot)
+                    .map_err(|_| LogError::Closed)
             }
         }
     }
@@ -151,7 +168,13 @@ fn record_of(e: LogEntry) -> DecisionRecord {
     let outcome = match e.decision.as_str() {
         "allow" => Outcome::Allow,
         "hold" => Outcome::Hold,
-        "deny" if e.errors.iter().any(|x| !x.is_empty()) && e.policies.is_empty() && e.status == Some(403) => Outcome::Error,
+        "deny"
+            if e.errors.iter().any(|x| !x.is_empty())
+                && e.policies.is_empty()
+                && e.status == Some(403) =>
+        {
+            Outcome::Error
+        }
         _ => Outcome::Deny,
     };
     let mut r = DecisionRecord::new(RecordKind::Decision);

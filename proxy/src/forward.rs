@@ -42,7 +42,9 @@ impl UpstreamClient {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
         Self { config, client }
     }
 }
@@ -64,20 +66,38 @@ pub struct ForwardCtx<'a> {
 
 /// Wraps a client body so that it streams through, refusing more than the limit would allow.
 pub fn stream_body(body: Incoming) -> ProxyBody {
-    body.map_err(|e| Box::new(e) as crate::respond::BoxError).boxed()
+    body.map_err(|e| Box::new(e) as crate::respond::BoxError)
+        .boxed()
 }
 
 /// Sends `req` upstream. The request's path is replaced by `ctx.path_and_query` (the normalized one).
-pub async fn forward(up: &UpstreamClient, req: Request<ProxyBody>, ctx: ForwardCtx<'_>) -> Result<Response<ProxyBody>, Refusal> {
+pub async fn forward(
+    up: &UpstreamClient,
+    req: Request<ProxyBody>,
+    ctx: ForwardCtx<'_>,
+) -> Result<Response<ProxyBody>, Refusal> {
     let (mut parts, body) = req.into_parts();
     let body = Limited::new(body, usize::try_from(ctx.max_body).unwrap_or(usize::MAX))
         .map_err(|e| e as crate::respond::BoxError)
         .boxed();
-    let authority = up.config.base.authority().map(|a| a.as_str().to_string()).unwrap_or_default();
-    let uri: Uri = format!("http://{authority}{}{}", up.config.prefix, ctx.path_and_query)
-        .parse()
-        .map_err(|e| Refusal::Internal(format!("upstream uri: {e}")))?;
-    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let authority = up
+        .config
+        .base
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .unwrap_or_default();
+    let uri: Uri = format!(
+        "http://{authority}{}{}",
+        up.config.prefix, ctx.path_and_query
+    )
+    .parse()
+    .map_err(|e| Refusal::Internal(format!("upstream uri: {e}")))?;
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     let h = &mut parts.headers;
@@ -102,7 +122,10 @@ pub async fn forward(up: &UpstreamClient, req: Request<ProxyBody>, ctx: ForwardC
     if let Ok(v) = HeaderValue::from_str(&ctx.client_ip.to_string()) {
         h.insert("x-forwarded-for", v);
     }
-    h.insert("x-forwarded-proto", HeaderValue::from_static(if ctx.tls { "https" } else { "http" }));
+    h.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if ctx.tls { "https" } else { "http" }),
+    );
     if let Some((name, value)) = &up.config.credential {
         h.insert(name.clone(), value.clone());
     }
@@ -119,7 +142,11 @@ pub async fn forward(up: &UpstreamClient, req: Request<ProxyBody>, ctx: ForwardC
     };
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as crate::respond::BoxError).boxed()))
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(|e| Box::new(e) as crate::respond::BoxError)
+            .boxed(),
+    ))
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {

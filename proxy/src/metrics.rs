@@ -36,7 +36,12 @@ impl LabeledCounter {
     }
     /// The value for `label`.
     pub fn get(&self, label: &str) -> u64 {
-        self.0.lock().iter().find(|(l, _)| l == label).map(|(_, n)| *n).unwrap_or(0)
+        self.0
+            .lock()
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
     }
     fn snapshot(&self) -> Vec<(String, u64)> {
         let mut v = self.0.lock().clone();
@@ -71,17 +76,55 @@ impl Metrics {
     pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         };
-        counter("jitgate_requests_total", "Requests received on the data plane.", self.requests_total.get());
-        counter("jitgate_auth_failures_total", "Authentication failures.", self.auth_failures.get());
-        counter("jitgate_log_queue_full_total", "Requests refused or delayed by a full decision-log queue.", self.log_queue_full.get());
-        counter("jitgate_log_errors_total", "Decision-log commit failures.", self.log_errors.get());
-        counter("jitgate_shadow_disagreements_total", "Requests the shadow bundle decided differently.", self.shadow_disagreements.get());
+        counter(
+            "jitgate_requests_total",
+            "Requests received on the data plane.",
+            self.requests_total.get(),
+        );
+        counter(
+            "jitgate_auth_failures_total",
+            "Authentication failures.",
+            self.auth_failures.get(),
+        );
+        counter(
+            "jitgate_log_queue_full_total",
+            "Requests refused or delayed by a full decision-log queue.",
+            self.log_queue_full.get(),
+        );
+        counter(
+            "jitgate_log_errors_total",
+            "Decision-log commit failures.",
+            self.log_errors.get(),
+        );
+        counter(
+            "jitgate_shadow_disagreements_total",
+            "Requests the shadow bundle decided differently.",
+            self.shadow_disagreements.get(),
+        );
         for (name, help, label, c) in [
-            ("jitgate_decisions_total", "Decisions by effect.", "effect", &self.decisions),
-            ("jitgate_reloads_total", "Bundle reloads by outcome.", "outcome", &self.reloads),
-            ("jitgate_webhook_deliveries_total", "Webhook deliveries by outcome.", "outcome", &self.webhooks),
+            (
+                "jitgate_decisions_total",
+                "Decisions by effect.",
+                "effect",
+                &self.decisions,
+            ),
+            (
+                "jitgate_reloads_total",
+                "Bundle reloads by outcome.",
+                "outcome",
+                &self.reloads,
+            ),
+            (
+                "jitgate_webhook_deliveries_total",
+                "Webhook deliveries by outcome.",
+                "outcome",
+                &self.webhooks,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for (l, v) in c.snapshot() {

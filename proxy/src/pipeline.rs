@@ -30,8 +30,12 @@ pub struct ConnInfo {
 }
 
 /// Headers jitgate sets towards the upstream; any client-supplied copy is removed first.
-pub const IDENTITY_HEADERS: [&str; 4] =
-    ["x-jitgate-principal", "x-jitgate-decision-id", "x-jitgate-grants", "x-jitgate-break-glass"];
+pub const IDENTITY_HEADERS: [&str; 4] = [
+    "x-jitgate-principal",
+    "x-jitgate-decision-id",
+    "x-jitgate-grants",
+    "x-jitgate-break-glass",
+];
 
 /// The header carrying an approval id when resending a held request.
 pub const APPROVAL_HEADER: &str = "x-jitgate-approval";
@@ -53,7 +57,11 @@ struct Trace {
 
 impl Proxy {
     /// Handles one request end to end. Never fails: every outcome is a response and a decision record.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> Response<ProxyBody> {
         let decision_id = uuid::Uuid::now_v7().to_string();
         let span = tracing::info_span!("request", decision_id = %decision_id, method = %req.method(), peer = %conn.peer);
         async move {
@@ -85,7 +93,14 @@ impl Proxy {
             let response = match result {
                 Ok(resp) => resp,
                 Err(refusal) => {
-                    if trace.error.is_none() && matches!(refusal, Refusal::Internal(_) | Refusal::UpstreamUnavailable(_) | Refusal::UpstreamTimeout) {
+                    if trace.error.is_none()
+                        && matches!(
+                            refusal,
+                            Refusal::Internal(_)
+                                | Refusal::UpstreamUnavailable(_)
+                                | Refusal::UpstreamTimeout
+                        )
+                    {
                         trace.error = Some(refusal.to_string());
                     }
                     refusal.into_response(&trace.decision_id)
@@ -97,28 +112,43 @@ impl Proxy {
         .await
     }
 
-    async fn stages(&self, req: Request<Incoming>, conn: &ConnInfo, trace: &mut Trace) -> Result<Response<ProxyBody>, Refusal> {
+    async fn stages(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+        trace: &mut Trace,
+    ) -> Result<Response<ProxyBody>, Refusal> {
         // admit: body limit by declared length, then the one normalization.
         if content_length(req.headers()).is_some_and(|n| n > self.config.max_body_bytes) {
             return Err(Refusal::BodyTooLarge);
         }
-        let path = normalize_path(req.uri().path(), self.config.trailing_slash).map_err(|e| Refusal::BadPath(e.to_string()))?;
+        let path = normalize_path(req.uri().path(), self.config.trailing_slash)
+            .map_err(|e| Refusal::BadPath(e.to_string()))?;
         trace.path = path.clone();
         let bundle: Arc<Bundle> = self.authorizer.bundle();
         let now = self.authorizer.clock().now();
 
         // authenticate: a bearer token, else a client certificate; none is fine only for public routes.
-        let auth_header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let auth_header = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         let identity: Option<Identity> = match (auth_header, &conn.client_cert) {
             (Some(h), _) => match self.auth.authenticate(Some(h), now).await {
                 Ok(id) => Some(id),
                 Err(e) => {
                     self.metrics.auth_failures.inc();
                     trace.error = Some(format!("authentication failed: {e}"));
-                    return Err(Refusal::Unauthenticated { message: e.public_message().to_string(), challenge: e.www_authenticate() });
+                    return Err(Refusal::Unauthenticated {
+                        message: e.public_message().to_string(),
+                        challenge: e.www_authenticate(),
+                    });
                 }
             },
-            (None, Some(cert)) => Some(certificate_identity(cert.clone(), self.workload_groups(cert))),
+            (None, Some(cert)) => Some(certificate_identity(
+                cert.clone(),
+                self.workload_groups(cert),
+            )),
             (None, None) => None,
         };
         if let Some(id) = &identity {
@@ -126,8 +156,16 @@ impl Proxy {
         }
 
         // map: route table -> action and resource; unmatched is denied (401 first if there is no identity).
-        let host = req.uri().host().map(str::to_string).or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string));
-        let Some(route) = bundle.routes.find(req.method().as_str(), host.as_deref(), &path) else {
+        let host = req.uri().host().map(str::to_string).or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        });
+        let Some(route) = bundle
+            .routes
+            .find(req.method().as_str(), host.as_deref(), &path)
+        else {
             if identity.is_none() {
                 return Err(unauthenticated());
             }
@@ -152,13 +190,20 @@ impl Proxy {
         context.query = Some(query.clone());
         context.claims = identity.claims.clone();
         for name in &self.config.context_headers {
-            if let Some(v) = req.headers().get(name.as_str()).and_then(|v| v.to_str().ok()) {
+            if let Some(v) = req
+                .headers()
+                .get(name.as_str())
+                .and_then(|v| v.to_str().ok())
+            {
                 context.headers.insert(name.clone(), v.to_string());
             }
         }
         trace.context = context_summary(&context);
         let mut request = AuthzRequest {
-            principal: Principal { entity: identity.principal.clone(), groups: identity.groups.clone() },
+            principal: Principal {
+                entity: identity.principal.clone(),
+                groups: identity.groups.clone(),
+            },
             action: route.route.action.clone(),
             resource: route.resource,
             context,
@@ -171,28 +216,38 @@ impl Proxy {
         self.metrics.decisions.inc(decision.effect.as_str());
         match decision.effect {
             Effect::Allow => {}
-            Effect::Deny => return Err(Refusal::Denied { reason: deny_reason(&decision) }),
+            Effect::Deny => {
+                return Err(Refusal::Denied {
+                    reason: deny_reason(&decision),
+                });
+            }
             Effect::Hold => {
                 request.digest = None;
                 return Err(Refusal::Held {
                     approval_id: String::new(),
-                    message: format!("approval required by policy {}", decision.policies.join(", ")),
+                    message: format!(
+                        "approval required by policy {}",
+                        decision.policies.join(", ")
+                    ),
                 });
             }
         }
 
         // forward: streamed, with identity headers set by us and credentials injected.
-        let upstream = self
-            .upstreams
-            .get(&service)
-            .ok_or_else(|| Refusal::UpstreamUnavailable(format!("no upstream configured for service `{service}`")))?;
+        let upstream = self.upstreams.get(&service).ok_or_else(|| {
+            Refusal::UpstreamUnavailable(format!("no upstream configured for service `{service}`"))
+        })?;
         let identity_headers = [
             ("x-jitgate-principal", request.principal.entity.to_string()),
             ("x-jitgate-decision-id", trace.decision_id.clone()),
             ("x-jitgate-grants", decision.grants_used.join(",")),
             ("x-jitgate-break-glass", decision.break_glass.to_string()),
         ];
-        let path_and_query = if query.is_empty() { path.clone() } else { format!("{path}?{query}") };
+        let path_and_query = if query.is_empty() {
+            path.clone()
+        } else {
+            format!("{path}?{query}")
+        };
         let ctx = forward::ForwardCtx {
             path_and_query: &path_and_query,
             client_ip: trace.client,
@@ -204,19 +259,44 @@ impl Proxy {
     }
 
     fn workload_groups(&self, principal: &EntityRef) -> Vec<String> {
-        self.workload_groups.get(&principal.id).cloned().unwrap_or_default()
+        self.workload_groups
+            .get(&principal.id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// log: always runs; commits one record per request before the response leaves.
-    async fn log_stage(&self, slot: crate::decision_log::Slot, trace: Trace, mut response: Response<ProxyBody>) -> Response<ProxyBody> {
+    async fn log_stage(
+        &self,
+        slot: crate::decision_log::Slot,
+        trace: Trace,
+        mut response: Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
         let status = response.status().as_u16();
-        let (decision, policies, grants_used, mut errors, revision, engine, break_glass) = match &trace.decision {
-            Some(d) => (d.effect.as_str().to_string(), d.policies.clone(), d.grants_used.clone(), d.errors.clone(), d.revision.clone(), d.engine.as_str().to_string(), d.break_glass),
-            None => {
-                let b = self.authorizer.bundle();
-                ("deny".to_string(), Vec::new(), Vec::new(), Vec::new(), b.revision.clone(), b.engine().as_str().to_string(), false)
-            }
-        };
+        let (decision, policies, grants_used, mut errors, revision, engine, break_glass) =
+            match &trace.decision {
+                Some(d) => (
+                    d.effect.as_str().to_string(),
+                    d.policies.clone(),
+                    d.grants_used.clone(),
+                    d.errors.clone(),
+                    d.revision.clone(),
+                    d.engine.as_str().to_string(),
+                    d.break_glass,
+                ),
+                None => {
+                    let b = self.authorizer.bundle();
+                    (
+                        "deny".to_string(),
+                        Vec::new(),
+                        Vec::new(),
+                        Vec::new(),
+                        b.revision.clone(),
+                        b.engine().as_str().to_string(),
+                        false,
+                    )
+                }
+            };
         if let Some(e) = trace.error {
             errors.push(e);
         }
@@ -252,7 +332,14 @@ impl Proxy {
 
 /// The identity of a verified client certificate (mTLS): no claims, groups from configuration.
 fn certificate_identity(principal: EntityRef, groups: Vec<String>) -> Identity {
-    Identity { principal, groups, claims: Default::default(), issuer: "mtls".into(), expires_at: i64::MAX, grant_id: None }
+    Identity {
+        principal,
+        groups,
+        claims: Default::default(),
+        issuer: "mtls".into(),
+        expires_at: i64::MAX,
+        grant_id: None,
+    }
 }
 
 /// The principal of public routes called without a credential.
@@ -268,7 +355,10 @@ fn anonymous_identity() -> Identity {
 }
 
 fn unauthenticated() -> Refusal {
-    Refusal::Unauthenticated { message: "a bearer token is required".into(), challenge: "Bearer realm=\"jitgate\"".into() }
+    Refusal::Unauthenticated {
+        message: "a bearer token is required".into(),
+        challenge: "Bearer realm=\"jitgate\"".into(),
+    }
 }
 
 /// The reason a caller may see: the determining policy ids, or that nothing allowed it.
@@ -283,7 +373,9 @@ pub fn deny_reason(d: &Decision) -> String {
 }
 
 fn content_length(h: &HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+    h.get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 /// The client address: the peer, unless the peer is a trusted proxy, in which case the right-most address in
@@ -301,7 +393,11 @@ fn client_ip(proxy: &Proxy, req: &Request<Incoming>, peer: IpAddr) -> IpAddr {
         .flat_map(|v| v.split(','))
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    chain.into_iter().rev().find(|ip| !trusted(ip)).unwrap_or(peer)
+    chain
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted(ip))
+        .unwrap_or(peer)
 }
 
 /// The context fields that matter for the record (claims are summarized by the redaction settings of the log).

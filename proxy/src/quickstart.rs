@@ -14,10 +14,22 @@ use crate::state::{Running, StartError, start};
 
 /// The quickstart bundle's files, embedded so that the binary runs anywhere.
 const EMBEDDED_BUNDLE: &[(&str, &str)] = &[
-    ("bundle.toml", include_str!("../../policies/quickstart-cedar/bundle.toml")),
-    ("schema.cedarschema", include_str!("../../policies/quickstart-cedar/schema.cedarschema")),
-    ("policies/data-plane.cedar", include_str!("../../policies/quickstart-cedar/policies/data-plane.cedar")),
-    ("policies/control-plane.cedar", include_str!("../../policies/quickstart-cedar/policies/control-plane.cedar")),
+    (
+        "bundle.toml",
+        include_str!("../../policies/quickstart-cedar/bundle.toml"),
+    ),
+    (
+        "schema.cedarschema",
+        include_str!("../../policies/quickstart-cedar/schema.cedarschema"),
+    ),
+    (
+        "policies/data-plane.cedar",
+        include_str!("../../policies/quickstart-cedar/policies/data-plane.cedar"),
+    ),
+    (
+        "policies/control-plane.cedar",
+        include_str!("../../policies/quickstart-cedar/policies/control-plane.cedar"),
+    ),
 ];
 
 /// People in the quickstart, with their groups (see `policies/QUICKSTART.md`).
@@ -68,24 +80,38 @@ pub struct Quickstart {
 
 /// Starts the quickstart.
 pub async fn run(opts: QuickstartOptions) -> Result<Quickstart, StartError> {
-    std::fs::create_dir_all(&opts.dir).map_err(|e| StartError::Store(format!("{}: {e}", opts.dir.display())))?;
+    std::fs::create_dir_all(&opts.dir)
+        .map_err(|e| StartError::Store(format!("{}: {e}", opts.dir.display())))?;
     let bundle = match &opts.bundle {
         Some(b) => b.clone(),
         None => {
             let local = PathBuf::from("policies/quickstart-cedar");
-            if local.join("bundle.toml").is_file() { local } else { extract_embedded(&opts.dir)? }
+            if local.join("bundle.toml").is_file() {
+                local
+            } else {
+                extract_embedded(&opts.dir)?
+            }
         }
     };
     let upstream = DemoUpstream::start(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
-        .map_err(|e| StartError::Bind { addr: SocketAddr::from(([127, 0, 0, 1], 0)), reason: e.to_string() })?;
+        .map_err(|e| StartError::Bind {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            reason: e.to_string(),
+        })?;
     let up = |_: &str| RawUpstream {
         url: format!("http://{}", upstream.addr),
         connect_timeout: "2s".into(),
         timeout: "30s".into(),
         credential: None,
     };
-    let mut raw = RawConfig { bundle: RawBundle { path: bundle.clone(), watch: true }, ..RawConfig::default() };
+    let mut raw = RawConfig {
+        bundle: RawBundle {
+            path: bundle.clone(),
+            watch: true,
+        },
+        ..RawConfig::default()
+    };
     raw.server.listen = opts.listen.to_string();
     raw.admin.listen = opts.admin.to_string();
     raw.store.path = opts.dir.join("jitgate.db");
@@ -97,8 +123,12 @@ pub async fn run(opts: QuickstartOptions) -> Result<Quickstart, StartError> {
     });
     raw.upstreams.insert("payments".into(), up("payments"));
     raw.upstreams.insert("billing".into(), up("billing"));
-    let config = Config::validate(raw, Path::new("<quickstart>"), Path::new("."))
-        .map_err(|d| StartError::Bundle { path: "<quickstart>".into(), diagnostics: d })?;
+    let config = Config::validate(raw, Path::new("<quickstart>"), Path::new(".")).map_err(|d| {
+        StartError::Bundle {
+            path: "<quickstart>".into(),
+            diagnostics: d,
+        }
+    })?;
     let running = start(config, Clock::system()).await?;
     let proxy = running.proxy.clone();
     let now = proxy.authorizer.clock().now();
@@ -119,19 +149,33 @@ pub async fn run(opts: QuickstartOptions) -> Result<Quickstart, StartError> {
         request_digest: None,
         request_id: None,
     };
-    proxy.authorizer.put_grant(demo_grant).map_err(|e| StartError::Store(e.to_string()))?;
+    proxy
+        .authorizer
+        .put_grant(demo_grant)
+        .map_err(|e| StartError::Store(e.to_string()))?;
     let mut tokens = Vec::new();
     if let Some(issuer) = &proxy.local_issuer {
         for (name, groups) in PEOPLE {
             let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-            let t = mint_dev_token(issuer, name, &groups, now).map_err(|e| StartError::Auth(e.to_string()))?;
+            let t = mint_dev_token(issuer, name, &groups, now)
+                .map_err(|e| StartError::Auth(e.to_string()))?;
             tokens.push((name.to_string(), t));
         }
     }
-    Ok(Quickstart { running, upstream, tokens, bundle })
+    Ok(Quickstart {
+        running,
+        upstream,
+        tokens,
+        bundle,
+    })
 }
 
-fn mint_dev_token(issuer: &LocalIssuer, name: &str, groups: &[String], now: i64) -> Result<String, crate::authenticate::AuthError> {
+fn mint_dev_token(
+    issuer: &LocalIssuer,
+    name: &str,
+    groups: &[String],
+    now: i64,
+) -> Result<String, crate::authenticate::AuthError> {
     issuer.mint_session(&EntityRef::new("User", name), groups, now + 8 * 3600, now)
 }
 
@@ -140,9 +184,11 @@ fn extract_embedded(dir: &Path) -> Result<PathBuf, StartError> {
     for (rel, content) in EMBEDDED_BUNDLE {
         let p = target.join(rel);
         if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| StartError::Store(format!("{}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StartError::Store(format!("{}: {e}", parent.display())))?;
         }
-        std::fs::write(&p, content).map_err(|e| StartError::Store(format!("{}: {e}", p.display())))?;
+        std::fs::write(&p, content)
+            .map_err(|e| StartError::Store(format!("{}: {e}", p.display())))?;
     }
     Ok(target)
 }
@@ -151,8 +197,18 @@ impl Quickstart {
     /// The banner printed at start: tokens and `curl` lines that show an allowed, a denied and a held request.
     pub fn banner(&self) -> String {
         let addr = self.running.addr;
-        let admin = self.running.admin_addr.map(|a| a.to_string()).unwrap_or_default();
-        let token = |who: &str| self.tokens.iter().find(|(n, _)| n == who).map(|(_, t)| t.clone()).unwrap_or_default();
+        let admin = self
+            .running
+            .admin_addr
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let token = |who: &str| {
+            self.tokens
+                .iter()
+                .find(|(n, _)| n == who)
+                .map(|(_, t)| t.clone())
+                .unwrap_or_default()
+        };
         let b = self.running.proxy.authorizer.bundle();
         format!(
             r#"

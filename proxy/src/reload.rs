@@ -59,20 +59,32 @@ pub struct Reloader {
 
 impl std::fmt::Debug for Reloader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reloader").field("path", &self.path).field("status", &*self.status.lock()).finish()
+        f.debug_struct("Reloader")
+            .field("path", &self.path)
+            .field("status", &*self.status.lock())
+            .finish()
     }
 }
 
 impl Reloader {
     /// A reloader for the bundle at `path`, currently active in `authorizer`.
-    pub fn new(authorizer: Arc<Authorizer>, path: PathBuf, gate: Box<Gate>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        authorizer: Arc<Authorizer>,
+        path: PathBuf,
+        gate: Box<Gate>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let active_revision = authorizer.bundle().revision.clone();
         Self {
             authorizer,
             path,
             gate,
             metrics,
-            status: Mutex::new(ReloadStatus { active_revision, active_since: now_system(), last_attempt: None }),
+            status: Mutex::new(ReloadStatus {
+                active_revision,
+                active_since: now_system(),
+                last_attempt: None,
+            }),
             running: Mutex::new(()),
         }
     }
@@ -92,7 +104,9 @@ impl Reloader {
         let _one = self.running.lock();
         let started = std::time::Instant::now();
         let at = now_system();
-        let result = Bundle::load(&self.path).map(Arc::new).and_then(|b| (self.gate)(&b).map(|()| b));
+        let result = Bundle::load(&self.path)
+            .map(Arc::new)
+            .and_then(|b| (self.gate)(&b).map(|()| b));
         let duration_ms = started.elapsed().as_millis() as u64;
         let attempt = match result {
             Err(d) => {
@@ -100,11 +114,21 @@ impl Reloader {
                     tracing::error!(bundle = %self.path.display(), error = %e, "bundle reload refused; the active bundle keeps serving");
                 }
                 self.metrics.reloads.inc("failed");
-                Attempt { at, outcome: "failed".into(), revision: None, errors: d.0, duration_ms }
+                Attempt {
+                    at,
+                    outcome: "failed".into(),
+                    revision: None,
+                    errors: d.0,
+                    duration_ms,
+                }
             }
-            Ok(b) if b.revision == self.authorizer.bundle().revision => {
-                Attempt { at, outcome: "unchanged".into(), revision: Some(b.revision.clone()), errors: Vec::new(), duration_ms }
-            }
+            Ok(b) if b.revision == self.authorizer.bundle().revision => Attempt {
+                at,
+                outcome: "unchanged".into(),
+                revision: Some(b.revision.clone()),
+                errors: Vec::new(),
+                duration_ms,
+            },
             Ok(b) => {
                 let revision = b.revision.clone();
                 let old = self.authorizer.swap_bundle(b);
@@ -113,7 +137,13 @@ impl Reloader {
                 let mut s = self.status.lock();
                 s.active_revision = revision.clone();
                 s.active_since = at;
-                Attempt { at, outcome: "live".into(), revision: Some(revision), errors: Vec::new(), duration_ms }
+                Attempt {
+                    at,
+                    outcome: "live".into(),
+                    revision: Some(revision),
+                    errors: Vec::new(),
+                    duration_ms,
+                }
             }
         };
         self.status.lock().last_attempt = Some(attempt.clone());
@@ -147,7 +177,10 @@ impl Reloader {
                 }
             })
             .map_err(|e| notify::Error::generic(&e.to_string()))?;
-        Ok(WatchGuard { _watcher: Box::new(watcher), _thread: thread })
+        Ok(WatchGuard {
+            _watcher: Box::new(watcher),
+            _thread: thread,
+        })
     }
 }
 
@@ -185,4 +218,3 @@ fn relevant(ev: &notify::Result<notify::Event>) -> bool {
 pub fn standard_gate() -> Box<Gate> {
     Box::new(jitgate_engine::testing::gate)
 }
-

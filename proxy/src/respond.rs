@@ -116,7 +116,10 @@ impl Refusal {
             "decision_id": decision_id,
         });
         if let (Refusal::Held { approval_id, .. }, Some(obj)) = (&self, body.as_object_mut()) {
-            obj.insert("approval_id".into(), serde_json::Value::String(approval_id.clone()));
+            obj.insert(
+                "approval_id".into(),
+                serde_json::Value::String(approval_id.clone()),
+            );
         }
         let mut resp = json_response(self.status(), &body);
         if let Refusal::Unauthenticated { challenge, .. } = &self {
@@ -136,11 +139,16 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<P
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut resp = Response::new(full(bytes));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
 /// A complete body from bytes.
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }

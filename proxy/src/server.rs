@@ -18,7 +18,12 @@ use crate::state::Proxy;
 
 /// Serves the data plane on `listener` until `shutdown` resolves, then stops accepting and drains in-flight
 /// requests for up to the configured grace period.
-pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, tls: Option<TlsAcceptor>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     let config = proxy.config.clone();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -26,7 +31,10 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, tls: Option<TlsAcce
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_timeout)
         .max_buf_size(config.max_header_bytes.max(8192));
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(config.max_connections));
@@ -56,7 +64,11 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, tls: Option<TlsAcce
             let _permit = permit;
             match tls {
                 None => {
-                    let info = ConnInfo { peer, tls: false, client_cert: None };
+                    let info = ConnInfo {
+                        peer,
+                        tls: false,
+                        client_cert: None,
+                    };
                     let svc = service_fn(move |req| {
                         let proxy = proxy.clone();
                         let info = info.clone();
@@ -68,7 +80,12 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, tls: Option<TlsAcce
                     }
                 }
                 Some(acceptor) => {
-                    let tls_stream = match tokio::time::timeout(proxy.config.header_timeout, acceptor.accept(stream)).await {
+                    let tls_stream = match tokio::time::timeout(
+                        proxy.config.header_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -86,13 +103,18 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, tls: Option<TlsAcce
                         .and_then(|c| c.first())
                         .and_then(crate::tls::principal_from_cert)
                         .map(|id| EntityRef::new(proxy.client_principal_type.clone(), id));
-                    let info = ConnInfo { peer, tls: true, client_cert };
+                    let info = ConnInfo {
+                        peer,
+                        tls: true,
+                        client_cert,
+                    };
                     let svc = service_fn(move |req| {
                         let proxy = proxy.clone();
                         let info = info.clone();
                         async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, info).await) }
                     });
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
@@ -102,7 +124,10 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, tls: Option<TlsAcce
     }
     drop(listener);
     tracing::info!("shutting down: draining in-flight requests");
-    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown grace period passed with requests still in flight");
     }
 }

@@ -82,25 +82,47 @@ pub struct Proxy {
 impl Proxy {
     /// Loads the bundle, opens the store and the log, and prepares authentication and upstream pools.
     pub async fn build(config: Config, clock: Clock) -> Result<Arc<Proxy>, StartError> {
-        let bundle = Bundle::load(&config.bundle_path)
-            .map_err(|diagnostics| StartError::Bundle { path: config.bundle_path.display().to_string(), diagnostics })?;
-        let store = Arc::new(SqliteStore::open(&config.store_path).map_err(|e| StartError::Store(e.to_string()))?);
-        let authorizer = Arc::new(Authorizer::new(bundle, store.clone(), clock).map_err(|e| StartError::Store(e.to_string()))?);
+        let bundle =
+            Bundle::load(&config.bundle_path).map_err(|diagnostics| StartError::Bundle {
+                path: config.bundle_path.display().to_string(),
+                diagnostics,
+            })?;
+        let store = Arc::new(
+            SqliteStore::open(&config.store_path).map_err(|e| StartError::Store(e.to_string()))?,
+        );
+        let authorizer = Arc::new(
+            Authorizer::new(bundle, store.clone(), clock)
+                .map_err(|e| StartError::Store(e.to_string()))?,
+        );
         let local_issuer = match &config.local_issuer {
             Some(l) => Some(Arc::new(
-                LocalIssuer::load_or_generate(&l.key_file, &l.issuer, &l.audience).map_err(|e| StartError::Auth(e.to_string()))?,
+                LocalIssuer::load_or_generate(&l.key_file, &l.issuer, &l.audience)
+                    .map_err(|e| StartError::Auth(e.to_string()))?,
             )),
             None => None,
         };
-        let auth = Authenticator::new(config.issuers.clone(), local_issuer.as_deref().cloned()).map_err(|e| StartError::Auth(e.to_string()))?;
+        let auth = Authenticator::new(config.issuers.clone(), local_issuer.as_deref().cloned())
+            .map_err(|e| StartError::Auth(e.to_string()))?;
         let log = DecisionLog::open(&config).map_err(|e| StartError::Log(e.to_string()))?;
-        let upstreams = config.upstreams.iter().map(|(k, u)| (k.clone(), UpstreamClient::new(u.clone()))).collect();
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|(k, u)| (k.clone(), UpstreamClient::new(u.clone())))
+            .collect();
         let (client_principal_type, workload_groups) = match &config.tls {
-            Some(t) => (t.client_principal_type.clone(), t.workload_groups.clone().into_iter().collect()),
+            Some(t) => (
+                t.client_principal_type.clone(),
+                t.workload_groups.clone().into_iter().collect(),
+            ),
             None => ("Workload".to_string(), HashMap::new()),
         };
         let metrics = Arc::new(Metrics::default());
-        let reloader = Arc::new(Reloader::new(authorizer.clone(), config.bundle_path.clone(), standard_gate(), metrics.clone()));
+        let reloader = Arc::new(Reloader::new(
+            authorizer.clone(),
+            config.bundle_path.clone(),
+            standard_gate(),
+            metrics.clone(),
+        ));
         Ok(Arc::new(Proxy {
             reloader,
             config: Arc::new(config),
@@ -165,19 +187,37 @@ pub async fn start(config: Config, clock: Clock) -> Result<Running, StartError> 
 /// Binds the listeners for an already built proxy.
 pub async fn start_with(proxy: Arc<Proxy>) -> Result<Running, StartError> {
     let cfg = proxy.config.clone();
-    let listener = TcpListener::bind(cfg.listen).await.map_err(|e| StartError::Bind { addr: cfg.listen, reason: e.to_string() })?;
-    let addr = listener.local_addr().map_err(|e| StartError::Bind { addr: cfg.listen, reason: e.to_string() })?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| StartError::Bind {
+            addr: cfg.listen,
+            reason: e.to_string(),
+        })?;
+    let addr = listener.local_addr().map_err(|e| StartError::Bind {
+        addr: cfg.listen,
+        reason: e.to_string(),
+    })?;
     let tls = match &cfg.tls {
-        Some(t) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(t)?)),
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+            t,
+        )?)),
         None => None,
     };
     let (admin_addr, admin_task) = match cfg.admin_listen {
         Some(a) => {
-            let l = TcpListener::bind(a).await.map_err(|e| StartError::Bind { addr: a, reason: e.to_string() })?;
-            let bound = l.local_addr().map_err(|e| StartError::Bind { addr: a, reason: e.to_string() })?;
+            let l = TcpListener::bind(a).await.map_err(|e| StartError::Bind {
+                addr: a,
+                reason: e.to_string(),
+            })?;
+            let bound = l.local_addr().map_err(|e| StartError::Bind {
+                addr: a,
+                reason: e.to_string(),
+            })?;
             let app = crate::admin::router(proxy.clone());
             let task = tokio::spawn(async move {
-                if let Err(e) = axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>()).await {
+                if let Err(e) =
+                    axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>()).await
+                {
                     tracing::error!(error = %e, "admin listener failed");
                 }
             });
@@ -205,5 +245,13 @@ pub async fn start_with(proxy: Arc<Proxy>) -> Result<Running, StartError> {
         .await;
     });
     tracing::info!(%addr, admin = ?admin_addr, "jitgate listening");
-    Ok(Running { addr, admin_addr, proxy, stop: Some(stop_tx), task, admin_task, _watch: watch })
+    Ok(Running {
+        addr,
+        admin_addr,
+        proxy,
+        stop: Some(stop_tx),
+        task,
+        admin_task,
+        _watch: watch,
+    })
 }

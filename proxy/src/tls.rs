@@ -28,12 +28,17 @@ pub enum TlsError {
 }
 
 fn file_err(path: &Path, reason: impl std::fmt::Display) -> TlsError {
-    TlsError::File { path: path.display().to_string(), reason: reason.to_string() }
+    TlsError::File {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let f = std::fs::File::open(path).map_err(|e| file_err(path, e))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut BufReader::new(f)).collect::<Result<_, _>>().map_err(|e| file_err(path, e))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut BufReader::new(f))
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_err(path, e))?;
     if certs.is_empty() {
         return Err(file_err(path, "no PEM certificate found"));
     }
@@ -61,8 +66,13 @@ pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsEr
                 roots.add(c).map_err(|e| file_err(ca, e))?;
             }
             let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-            let v = if cfg.require_client_cert { v } else { v.allow_unauthenticated() };
-            builder.with_client_cert_verifier(v.build().map_err(|e| TlsError::Rustls(e.to_string()))?)
+            let v = if cfg.require_client_cert {
+                v
+            } else {
+                v.allow_unauthenticated()
+            };
+            builder
+                .with_client_cert_verifier(v.build().map_err(|e| TlsError::Rustls(e.to_string()))?)
         }
     };
     let mut config = builder
@@ -80,7 +90,9 @@ pub fn principal_from_cert(cert: &CertificateDer<'_>) -> Option<String> {
     for name in &san.value.general_names {
         match name {
             x509_parser::extensions::GeneralName::URI(u) => return Some((*u).to_string()),
-            x509_parser::extensions::GeneralName::DNSName(d) if dns.is_none() => dns = Some((*d).to_string()),
+            x509_parser::extensions::GeneralName::DNSName(d) if dns.is_none() => {
+                dns = Some((*d).to_string())
+            }
             _ => {}
         }
     }

@@ -158,7 +158,8 @@ fn parse_when(s: &str) -> anyhow::Result<OffsetDateTime> {
     if let Ok(t) = log::parse_time(s) {
         return Ok(t);
     }
-    let d = humantime::parse_duration(s).with_context(|| format!("`{s}` is neither an RFC 3339 time nor a duration"))?;
+    let d = humantime::parse_duration(s)
+        .with_context(|| format!("`{s}` is neither an RFC 3339 time nor a duration"))?;
     Ok(OffsetDateTime::now_utc() - d)
 }
 
@@ -172,7 +173,11 @@ fn filter_of(f: &FilterArgs) -> anyhow::Result<Filter> {
         decision: f
             .decision
             .as_deref()
-            .map(|d| Outcome::parse(d).with_context(|| format!("--decision `{d}`: expected allow, deny, hold or error")))
+            .map(|d| {
+                Outcome::parse(d).with_context(|| {
+                    format!("--decision `{d}`: expected allow, deny, hold or error")
+                })
+            })
             .transpose()?,
         grant: f.grant.clone(),
         revision: f.revision.clone(),
@@ -180,7 +185,11 @@ fn filter_of(f: &FilterArgs) -> anyhow::Result<Filter> {
         kind: f
             .kind
             .as_deref()
-            .map(|k| RecordKind::parse(k).with_context(|| format!("--kind `{k}`: expected decision, lifecycle or checkpoint")))
+            .map(|k| {
+                RecordKind::parse(k).with_context(|| {
+                    format!("--kind `{k}`: expected decision, lifecycle or checkpoint")
+                })
+            })
             .transpose()?,
     })
 }
@@ -198,11 +207,26 @@ fn line(r: &DecisionRecord) -> String {
         seq = r.seq,
         time = r.time,
         decision = r.decision.map(|d| d.as_str()).unwrap_or(r.kind.as_str()),
-        status = r.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-        principal = if r.principal.is_empty() { "-" } else { &r.principal },
+        status = r
+            .status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".into()),
+        principal = if r.principal.is_empty() {
+            "-"
+        } else {
+            &r.principal
+        },
         action = if r.action.is_empty() { "-" } else { &r.action },
-        resource = if r.resource.is_empty() { "-" } else { &r.resource },
-        policies = if r.policies.is_empty() { String::new() } else { format!("[{}]", r.policies.join(",")) },
+        resource = if r.resource.is_empty() {
+            "-"
+        } else {
+            &r.resource
+        },
+        policies = if r.policies.is_empty() {
+            String::new()
+        } else {
+            format!("[{}]", r.policies.join(","))
+        },
         bg = if r.break_glass { " BREAK-GLASS" } else { "" },
     )
 }
@@ -222,7 +246,12 @@ fn tail(a: TailArgs) -> anyhow::Result<ExitCode> {
 
 fn query(a: QueryArgs) -> anyhow::Result<ExitCode> {
     require_log(&a.log.log)?;
-    let page = log::query(&a.log.log, &filter_of(&a.filter)?, a.after.map(Cursor), a.limit)?;
+    let page = log::query(
+        &a.log.log,
+        &filter_of(&a.filter)?,
+        a.after.map(Cursor),
+        a.limit,
+    )?;
     for r in &page.records {
         println!("{}", serde_json::to_string(r)?);
     }
@@ -240,7 +269,8 @@ fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
         ExportFormat::Ocsf => Format::Ocsf,
     };
     let filter = filter_of(&a.filter)?;
-    let file = std::fs::File::create(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    let file = std::fs::File::create(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
     let mut out = std::io::BufWriter::new(file);
     let tty = std::io::stderr().is_terminal();
     let manifest = log::export(&a.log.log, &filter, format, &mut out, &mut |n| {
@@ -254,8 +284,14 @@ fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
         eprintln!();
     }
     let mpath = log::manifest_path(&a.out);
-    std::fs::write(&mpath, serde_json::to_vec_pretty(&manifest)?).with_context(|| format!("cannot write {}", mpath.display()))?;
-    println!("exported {} records to {} (manifest {})", manifest.records, a.out.display(), mpath.display());
+    std::fs::write(&mpath, serde_json::to_vec_pretty(&manifest)?)
+        .with_context(|| format!("cannot write {}", mpath.display()))?;
+    println!(
+        "exported {} records to {} (manifest {})",
+        manifest.records,
+        a.out.display(),
+        mpath.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -263,8 +299,11 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let report = match &a.export {
         Some(file) => {
             let mpath = log::manifest_path(file);
-            let manifest = serde_json::from_slice(&std::fs::read(&mpath).with_context(|| format!("cannot read {}", mpath.display()))?)
-                .with_context(|| format!("{}: not an export manifest", mpath.display()))?;
+            let manifest = serde_json::from_slice(
+                &std::fs::read(&mpath)
+                    .with_context(|| format!("cannot read {}", mpath.display()))?,
+            )
+            .with_context(|| format!("{}: not an export manifest", mpath.display()))?;
             log::verify_export(file, &manifest)?
         }
         None => {
@@ -274,7 +313,10 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     };
     match &report.failure {
         None => {
-            println!("intact: {} records verified (seq {:?}..{:?})", report.records, report.first_seq, report.last_seq);
+            println!(
+                "intact: {} records verified (seq {:?}..{:?})",
+                report.records, report.first_seq, report.last_seq
+            );
             Ok(ExitCode::SUCCESS)
         }
         Some(f) => {

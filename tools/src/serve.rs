@@ -32,12 +32,18 @@ pub struct ServeArgs {
 
 /// Runs until SIGTERM or SIGINT.
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     rt.block_on(async move {
         let running = match &args.config {
             Some(path) => {
-                let config = Config::load(path).map_err(|d| anyhow::anyhow!("invalid config:\n{d}"))?;
-                state::start(config, Clock::system()).await.map_err(|e| anyhow::anyhow!("{e}"))?
+                let config =
+                    Config::load(path).map_err(|d| anyhow::anyhow!("invalid config:\n{d}"))?;
+                state::start(config, Clock::system())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
             }
             None => {
                 let qs = quickstart::run(QuickstartOptions {
@@ -50,7 +56,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
                 println!("{}", qs.banner());
                 // The demo upstream must outlive the proxy.
-                let quickstart::Quickstart { running, upstream, .. } = qs;
+                let quickstart::Quickstart {
+                    running, upstream, ..
+                } = qs;
                 std::mem::forget(upstream);
                 running
             }

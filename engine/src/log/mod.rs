@@ -173,9 +173,15 @@ pub fn tail(path: &std::path::Path, n: u32) -> Result<Vec<DecisionRecord>, LogEr
     };
     let after = (last - i64::from(n)).max(0);
     let mut records = Vec::new();
-    db::for_each_matching(&conn, &Filter::default(), Some(after), Some(i64::from(n)), |r| {
-        records.push(r);
-        Ok(())
-    })?;
+    db::for_each_matching(
+        &conn,
+        &Filter::default(),
+        Some(after),
+        Some(i64::from(n)),
+        |r| {
+            records.push(r);
+            Ok(())
+        },
+    )?;
     Ok(records)
 }

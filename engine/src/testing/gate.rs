@@ -21,7 +21,11 @@ pub fn gate(bundle: &Arc<Bundle>) -> Result<(), Diagnostics> {
     for suite in &report.suites {
         for run in &suite.runs {
             for case in run.cases.iter().filter(|c| !c.passed) {
-                let message = format!("bundle test failed: case `{}`: {}", case.name, case.failures.join("; "));
+                let message = format!(
+                    "bundle test failed: case `{}`: {}",
+                    case.name,
+                    case.failures.join("; ")
+                );
                 problems.push(match case.line {
                     Some(l) => Diagnostic::at(&suite.file, l, 1, message),
                     None => Diagnostic::file(&suite.file, message),
@@ -32,7 +36,14 @@ pub fn gate(bundle: &Arc<Bundle>) -> Result<(), Diagnostics> {
     for t in report.rego_tests.iter().filter(|t| !t.passed) {
         problems.push(Diagnostic::file(
             &t.bundle,
-            format!("Rego test `{}` failed{}", t.name, t.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()),
+            format!(
+                "Rego test `{}` failed{}",
+                t.name,
+                t.message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            ),
         ));
     }
     Diagnostics(problems).into_result()
