@@ -5,15 +5,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn jitgate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_jitgate")).args(args).current_dir(repo()).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_jitgate"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap()
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn wrong_suite(dir: &Path) -> PathBuf {
@@ -38,7 +49,10 @@ fn test_passes_on_the_shipped_suites_by_default() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(out.contains(" passed, 0 failed"), "{out}");
-    assert!(out.contains("coverage: policies/quickstart-cedar [cedar]"), "{out}");
+    assert!(
+        out.contains("coverage: policies/quickstart-cedar [cedar]"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -69,16 +83,32 @@ fn test_exits_2_on_a_broken_suite_naming_file_and_line() {
 
 #[test]
 fn run_filter_and_bundle_override() {
-    let o = jitgate(&["test", "policy-tests", "--run", "^a refund at 08:00:00 is allowed$"]);
+    let o = jitgate(&[
+        "test",
+        "policy-tests",
+        "--run",
+        "^a refund at 08:00:00 is allowed$",
+    ]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
-    assert!(out.contains("2 passed, 0 failed"), "one case on each of the two bundles: {out}");
-    let o = jitgate(&["test", "policy-tests/time-and-network.yaml", "--bundle", "policies/quickstart-rego"]);
+    assert!(
+        out.contains("2 passed, 0 failed"),
+        "one case on each of the two bundles: {out}"
+    );
+    let o = jitgate(&[
+        "test",
+        "policy-tests/time-and-network.yaml",
+        "--bundle",
+        "policies/quickstart-rego",
+    ]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(out.contains("rego: 10") && !out.contains("cedar:"), "{out}");
     // A filter matching nothing is not a pass.
-    assert_eq!(jitgate(&["test", "--run", "^no such case$"]).status.code(), Some(1));
+    assert_eq!(
+        jitgate(&["test", "--run", "^no such case$"]).status.code(),
+        Some(1)
+    );
 }
 
 #[test]
@@ -89,9 +119,20 @@ fn junit_and_json_outputs() {
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     assert_eq!(o.status.code(), Some(1));
     assert!(out.starts_with("<?xml"), "{out}");
-    assert!(out.contains("<testsuites") && out.contains("</testsuites>"), "{out}");
-    assert!(out.contains("<failure") && out.contains("nobody may list payments"), "{out}");
-    let o = jitgate(&["test", "policy-tests/standing-access.yaml", "--format", "json"]);
+    assert!(
+        out.contains("<testsuites") && out.contains("</testsuites>"),
+        "{out}"
+    );
+    assert!(
+        out.contains("<failure") && out.contains("nobody may list payments"),
+        "{out}"
+    );
+    let o = jitgate(&[
+        "test",
+        "policy-tests/standing-access.yaml",
+        "--format",
+        "json",
+    ]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["failed"], 0);
     assert_eq!(v["exit_code"], 0);
@@ -100,13 +141,24 @@ fn junit_and_json_outputs() {
 
 #[test]
 fn check_loads_bundles_and_reports_broken_ones() {
-    let o = jitgate(&["check", "policies/quickstart-cedar", "policies/quickstart-rego"]);
+    let o = jitgate(&[
+        "check",
+        "policies/quickstart-cedar",
+        "policies/quickstart-rego",
+    ]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
-    assert!(out.contains("engine cedar") && out.contains("engine rego"), "{out}");
+    assert!(
+        out.contains("engine cedar") && out.contains("engine rego"),
+        "{out}"
+    );
     assert!(out.contains("24 policies, 11 routes"), "{out}");
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bundle.toml"), "name = \"x\"\nengine = \"cedar\"\npolicies = [\"p\"]\nbogus = 1\n").unwrap();
+    std::fs::write(
+        dir.path().join("bundle.toml"),
+        "name = \"x\"\nengine = \"cedar\"\npolicies = [\"p\"]\nbogus = 1\n",
+    )
+    .unwrap();
     let o = jitgate(&["check", dir.path().to_str().unwrap()]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(2), "{out}");
@@ -134,16 +186,31 @@ fn check_runs_the_tests_a_bundle_lists() {
     copy_dir(&repo().join("policies/quickstart-cedar"), &bundle);
     let manifest = std::fs::read_to_string(bundle.join("bundle.toml")).unwrap();
     assert!(manifest.contains("tests = []"));
-    std::fs::write(bundle.join("bundle.toml"), manifest.replace("tests = []", "tests = [\"tests\"]")).unwrap();
+    std::fs::write(
+        bundle.join("bundle.toml"),
+        manifest.replace("tests = []", "tests = [\"tests\"]"),
+    )
+    .unwrap();
     std::fs::create_dir_all(bundle.join("tests")).unwrap();
     let suite = "name: own\nnow: 2026-11-23T10:00:00Z\ncontext: { source_ip: 10.1.2.3 }\ncases:\n  - name: engineers list payments\n    \
                  principal: User::\"a\"\n    groups: [engineering]\n    http: { method: GET, path: /payments }\n    expect: { decision: EXPECT }\n";
-    std::fs::write(bundle.join("tests/own.yaml"), suite.replace("EXPECT", "allow")).unwrap();
+    std::fs::write(
+        bundle.join("tests/own.yaml"),
+        suite.replace("EXPECT", "allow"),
+    )
+    .unwrap();
     let o = jitgate(&["check", bundle.to_str().unwrap()]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
-    assert!(out.contains("1 test file(s)") && out.contains("1 passed, 0 failed"), "{out}");
-    std::fs::write(bundle.join("tests/own.yaml"), suite.replace("EXPECT", "deny")).unwrap();
+    assert!(
+        out.contains("1 test file(s)") && out.contains("1 passed, 0 failed"),
+        "{out}"
+    );
+    std::fs::write(
+        bundle.join("tests/own.yaml"),
+        suite.replace("EXPECT", "deny"),
+    )
+    .unwrap();
     let o = jitgate(&["check", bundle.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
 }
@@ -153,5 +220,8 @@ fn check_runs_rego_test_rules() {
     let o = jitgate(&["check", "policies/quickstart-rego"]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
-    assert!(out.contains("Rego test rules of policies/quickstart-rego"), "{out}");
+    assert!(
+        out.contains("Rego test rules of policies/quickstart-rego"),
+        "{out}"
+    );
 }
