@@ -207,6 +207,7 @@ pub(crate) fn json_to_expr(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
