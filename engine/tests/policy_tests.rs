@@ -202,3 +202,63 @@ fn case_shape_errors_are_reported() {
     assert_eq!(err.0[0].line, Some(10), "{err}");
     assert!(err.0[0].message.contains("duplicate case name"), "{err}");
 }
+
+/// The JSON Schema describes the format the loader accepts: every shipped suite and the annotated example validate
+/// against it and load; and it rejects what the loader rejects (an unknown field, a case with neither target).
+#[test]
+fn schema_agrees_with_the_loader() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("schemas/policy-suite.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    let mut files = testing::discover(&[repo().join("policy-tests")]).unwrap();
+    files.push(repo().join("schemas/examples/policy-suite.yaml"));
+    assert!(files.len() >= 2);
+    for f in &files {
+        let value: serde_json::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| format!("{} at {}", e, e.instance_path))
+            .collect();
+        assert!(errors.is_empty(), "{}: {}", f.display(), errors.join("; "));
+        Suite::load(f).unwrap();
+    }
+    let example = testing::run(
+        &[repo().join("schemas/examples/policy-suite.yaml")],
+        RunOptions::new(),
+    );
+    assert_eq!(
+        (example.failed(), example.broken.len()),
+        (0, 0),
+        "{}",
+        testing::render_text(&example)
+    );
+
+    let bad: serde_json::Value = serde_json::json!({
+        "name": "x", "now": "2026-11-23T10:00:00Z",
+        "cases": [{ "name": "a", "principal": "User::\"a\"", "expect": { "decision": "allow" }, "expct": 1 }]
+    });
+    assert!(!validator.is_valid(&bad));
+    let no_target = serde_json::json!({
+        "name": "x", "now": "2026-11-23T10:00:00Z",
+        "cases": [{ "name": "a", "principal": "User::\"a\"", "expect": { "decision": "allow" } }]
+    });
+    assert!(!validator.is_valid(&no_target));
+    let good = serde_json::json!({
+        "name": "x", "now": "2026-11-23T10:00:00Z",
+        "cases": [{ "name": "a", "principal": "User::\"a\"", "action": "x", "resource": "Service::\"s\"", "at": "-1s",
+                    "expect": { "decision": "allow" } }]
+    });
+    assert!(validator.is_valid(&good));
+    let mut bad_time = good.clone();
+    bad_time["now"] = "yesterday".into();
+    assert!(!validator.is_valid(&bad_time));
+    let mut bad_ref = good;
+    bad_ref["cases"][0]["principal"] = "alice".into();
+    assert!(!validator.is_valid(&bad_ref));
+}

@@ -1,6 +1,7 @@
 //! Renders a [`Report`] as readable text, JSON, or JUnit XML for CI.
 //! Pure formatting: nothing here decides whether a case passed.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
@@ -52,6 +53,9 @@ pub fn render_text(report: &Report) -> String {
             }
         }
     }
+    for line in disagreements(report) {
+        let _ = writeln!(out, "{line}");
+    }
     for d in &report.broken {
         let _ = writeln!(out, "error: {d}");
     }
@@ -101,6 +105,41 @@ fn failure_details(out: &mut String, file: &str, case: &CaseResult, pad: &str) {
         let _ = writeln!(out, "{pad}mismatch: {f}");
     }
     let _ = writeln!(out, "{pad}rerun:    {}", case.rerun);
+}
+
+/// Cases that passed on some bundles and failed on others: the languages disagree about the semantics, which is
+/// worth saying louder than two separate failures.
+fn disagreements(report: &Report) -> Vec<String> {
+    let mut out = Vec::new();
+    for suite in &report.suites {
+        let mut order: Vec<&str> = Vec::new();
+        let mut by_case: BTreeMap<&str, Vec<(&str, bool)>> = BTreeMap::new();
+        for run in &suite.runs {
+            for case in &run.cases {
+                by_case
+                    .entry(case.name.as_str())
+                    .or_insert_with(|| {
+                        order.push(case.name.as_str());
+                        Vec::new()
+                    })
+                    .push((run.engine.as_str(), case.passed));
+            }
+        }
+        for name in order {
+            let Some(results) = by_case.get(name) else {
+                continue;
+            };
+            if results.iter().any(|r| r.1) && results.iter().any(|r| !r.1) {
+                let failing: Vec<&str> = results.iter().filter(|r| !r.1).map(|r| r.0).collect();
+                out.push(format!(
+                    "engines disagree: {}: `{name}` fails only on {}",
+                    suite.file.display(),
+                    failing.join(", ")
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// `N passed, M failed` with the per-engine breakdown.
@@ -231,4 +270,73 @@ pub fn render_junit(report: &Report) -> Result<String, quick_junit::SerializeErr
         junit.add_test_suite(ts);
     }
     junit.to_string()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::decision::EngineKind;
+    use crate::testing::runner::{Actual, BundleRun, SuiteReport};
+    use crate::testing::suite::{Expect, ExpectedDecision};
+
+    fn case(passed: bool) -> CaseResult {
+        CaseResult {
+            name: "c".into(),
+            line: Some(3),
+            passed,
+            failures: if passed {
+                vec![]
+            } else {
+                vec!["decision: expected allow, got deny".into()]
+            },
+            expected: Expect {
+                decision: ExpectedDecision::Allow,
+                policies: None,
+                grants_used: None,
+                break_glass: None,
+                errors: false,
+            },
+            actual: Actual {
+                decision: if passed { "allow" } else { "deny" }.into(),
+                ..Actual::default()
+            },
+            rerun: "jitgate test s.yaml --run '^c$'".into(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn text_and_junit_name_the_failure_and_the_disagreement() {
+        let run = |engine, passed| BundleRun {
+            bundle: PathBuf::from("b"),
+            engine,
+            revision: "0123456789abcdef".into(),
+            cases: vec![case(passed)],
+        };
+        let report = Report {
+            suites: vec![SuiteReport {
+                file: PathBuf::from("s.yaml"),
+                name: "s".into(),
+                runs: vec![run(EngineKind::Cedar, true), run(EngineKind::Rego, false)],
+            }],
+            ..Report::default()
+        };
+        let text = render_text(&report);
+        assert!(
+            text.contains("engines disagree: s.yaml: `c` fails only on rego"),
+            "{text}"
+        );
+        assert!(text.contains("at:       s.yaml:3"), "{text}");
+        assert!(text.contains("1 passed, 1 failed"), "{text}");
+        let xml = render_junit(&report).unwrap();
+        assert!(
+            xml.contains("<testsuites") && xml.contains("<failure"),
+            "{xml}"
+        );
+        assert_eq!(report.exit_code(), 1);
+    }
 }
