@@ -16,13 +16,33 @@ pub(crate) fn build(request: &AuthzRequest, grants: &[Arc<Grant>]) -> Value {
     let principal = object([
         ("type", string(&request.principal.entity.ty)),
         ("id", string(&request.principal.entity.id)),
-        ("groups", Value::from(request.principal.groups.iter().map(|g| string(g)).collect::<Vec<_>>())),
+        (
+            "groups",
+            Value::from(
+                request
+                    .principal
+                    .groups
+                    .iter()
+                    .map(|g| string(g))
+                    .collect::<Vec<_>>(),
+            ),
+        ),
     ]);
 
     let resource = object([
         ("type", string(&request.resource.entity.ty)),
         ("id", string(&request.resource.entity.id)),
-        ("parents", Value::from(request.resource.parents.iter().map(entity).collect::<Vec<_>>())),
+        (
+            "parents",
+            Value::from(
+                request
+                    .resource
+                    .parents
+                    .iter()
+                    .map(entity)
+                    .collect::<Vec<_>>(),
+            ),
+        ),
         ("attrs", json_object(&request.resource.attrs)),
     ]);
 
@@ -33,14 +53,22 @@ pub(crate) fn build(request: &AuthzRequest, grants: &[Arc<Grant>]) -> Value {
         context.insert(string(k), json(v));
     }
     context.insert(string("time"), time(ctx.time));
-    context.insert(string("source_ip"), string(ctx.source_ip.as_deref().unwrap_or("0.0.0.0")));
+    context.insert(
+        string("source_ip"),
+        string(ctx.source_ip.as_deref().unwrap_or("0.0.0.0")),
+    );
     context.insert(string("method"), opt_string(ctx.method.as_deref()));
     context.insert(string("path"), opt_string(ctx.path.as_deref()));
     context.insert(string("host"), opt_string(ctx.host.as_deref()));
     context.insert(string("query"), string(ctx.query.as_deref().unwrap_or("")));
     context.insert(
         string("headers"),
-        Value::from(ctx.headers.iter().map(|(k, v)| (string(k), string(v))).collect::<BTreeMap<_, _>>()),
+        Value::from(
+            ctx.headers
+                .iter()
+                .map(|(k, v)| (string(k), string(v)))
+                .collect::<BTreeMap<_, _>>(),
+        ),
     );
     context.insert(string("claims"), json_object(&ctx.claims));
 
@@ -49,7 +77,10 @@ pub(crate) fn build(request: &AuthzRequest, grants: &[Arc<Grant>]) -> Value {
         ("action", string(&request.action)),
         ("resource", resource),
         ("context", Value::from(context)),
-        ("grants", Value::from(grants.iter().map(|g| grant(g)).collect::<Vec<_>>())),
+        (
+            "grants",
+            Value::from(grants.iter().map(|g| grant(g)).collect::<Vec<_>>()),
+        ),
     ])
 }
 
@@ -58,7 +89,11 @@ pub(crate) fn time(epoch: UnixTime) -> Value {
     let hour = epoch.rem_euclid(86_400) / 3_600;
     // 1970-01-01 was a Thursday (4).
     let weekday = (epoch.div_euclid(86_400) + 3).rem_euclid(7) + 1;
-    object([("epoch", Value::from(epoch)), ("hour", Value::from(hour)), ("weekday", Value::from(weekday))])
+    object([
+        ("epoch", Value::from(epoch)),
+        ("hour", Value::from(hour)),
+        ("weekday", Value::from(weekday)),
+    ])
 }
 
 fn grant(g: &Grant) -> Value {
@@ -69,7 +104,10 @@ fn grant(g: &Grant) -> Value {
         ("scope", string(&g.scope.to_string())),
         ("starts_at", Value::from(g.starts_at)),
         ("expires_at", Value::from(g.expires_at)),
-        ("approvers", Value::from(g.approvers.iter().map(|a| string(a)).collect::<Vec<_>>())),
+        (
+            "approvers",
+            Value::from(g.approvers.iter().map(|a| string(a)).collect::<Vec<_>>()),
+        ),
         ("reason", string(&g.reason)),
         ("uses_left", Value::from(uses_left)),
         ("break_glass", Value::from(g.break_glass)),
@@ -81,7 +119,12 @@ fn entity(e: &EntityRef) -> Value {
 }
 
 fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
-    Value::from(fields.into_iter().map(|(k, v)| (string(k), v)).collect::<BTreeMap<_, _>>())
+    Value::from(
+        fields
+            .into_iter()
+            .map(|(k, v)| (string(k), v))
+            .collect::<BTreeMap<_, _>>(),
+    )
 }
 
 fn string(s: &str) -> Value {
@@ -93,7 +136,11 @@ fn opt_string(s: Option<&str>) -> Value {
 }
 
 fn json_object(map: &serde_json::Map<String, serde_json::Value>) -> Value {
-    Value::from(map.iter().map(|(k, v)| (string(k), json(v))).collect::<BTreeMap<_, _>>())
+    Value::from(
+        map.iter()
+            .map(|(k, v)| (string(k), json(v)))
+            .collect::<BTreeMap<_, _>>(),
+    )
 }
 
 /// JSON to Rego without serde's generic path (which clones the whole tree first).
@@ -138,7 +185,9 @@ mod tests {
 
     #[test]
     fn json_numbers_and_nesting_survive() {
-        let v = json(&serde_json::json!({"a": [1, -2, 2.5, "x", null, true], "b": {"c": 18446744073709551615u64}}));
+        let v = json(
+            &serde_json::json!({"a": [1, -2, 2.5, "x", null, true], "b": {"c": 18446744073709551615u64}}),
+        );
         assert_eq!(v["a"][1], Value::from(-2));
         assert_eq!(v["a"][2], Value::from(2.5));
         assert_eq!(v["a"][4], Value::Null);

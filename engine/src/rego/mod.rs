@@ -117,7 +117,10 @@ impl RegoBackend {
         }
         Diagnostics(errors).into_result()?;
 
-        let own: Vec<&(PathBuf, String, String)> = sources.iter().filter(|(_, pkg, _)| *pkg == data_package).collect();
+        let own: Vec<&(PathBuf, String, String)> = sources
+            .iter()
+            .filter(|(_, pkg, _)| *pkg == data_package)
+            .collect();
         if own.is_empty() {
             return Err(Diagnostic::file(
                 &manifest,
@@ -129,9 +132,14 @@ impl RegoBackend {
         for (slot, rule) in declared.iter_mut().zip(RULES) {
             for (file, _, _) in &own {
                 let path = file.display().to_string();
-                *slot |= engine.has_declared_rule_rooted_at(&path, rule).map_err(|e| {
-                    Diagnostics::one(Diagnostic::file(file, format!("cannot inspect rule `{rule}`: {e:#}")))
-                })?;
+                *slot |= engine
+                    .has_declared_rule_rooted_at(&path, rule)
+                    .map_err(|e| {
+                        Diagnostics::one(Diagnostic::file(
+                            file,
+                            format!("cannot inspect rule `{rule}`: {e:#}"),
+                        ))
+                    })?;
             }
         }
         if !declared[1] {
@@ -149,7 +157,11 @@ impl RegoBackend {
         let policy_ids = scan_policy_ids(own.iter().map(|(_, _, s)| s.as_str()));
         let tests = sources
             .iter()
-            .flat_map(|(file, pkg, src)| scan_tests(src).into_iter().map(move |t| (pkg.clone(), t, file.clone())))
+            .flat_map(|(file, pkg, src)| {
+                scan_tests(src)
+                    .into_iter()
+                    .map(move |t| (pkg.clone(), t, file.clone()))
+            })
             .collect();
         Ok(RegoBackend {
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
@@ -174,11 +186,22 @@ impl RegoBackend {
                 let mut engine = prepared.clone();
                 let (passed, error) = match engine.eval_rule(name.clone()) {
                     Ok(Value::Bool(true)) => (true, None),
-                    Ok(Value::Undefined) => (false, Some("undefined: a condition did not hold".to_string())),
-                    Ok(other) => (false, Some(format!("evaluated to {} instead of true", show(&other)))),
+                    Ok(Value::Undefined) => (
+                        false,
+                        Some("undefined: a condition did not hold".to_string()),
+                    ),
+                    Ok(other) => (
+                        false,
+                        Some(format!("evaluated to {} instead of true", show(&other))),
+                    ),
                     Err(e) => (false, Some(compact_error(&format!("{e:#}")))),
                 };
-                RegoTestResult { name, file: Some(file.clone()), passed, error }
+                RegoTestResult {
+                    name,
+                    file: Some(file.clone()),
+                    passed,
+                    error,
+                }
             })
             .collect()
     }
@@ -240,9 +263,19 @@ impl RegoBackend {
         let [_, allow, hold] = sets;
         let roles: Vec<String> = dedup(allow.iter().filter_map(|e| e.role.clone()));
         if hold.is_empty() {
-            Evaluation { effect: Effect::Allow, policies: dedup(allow.into_iter().map(|e| e.policy)), roles, errors: vec![] }
+            Evaluation {
+                effect: Effect::Allow,
+                policies: dedup(allow.into_iter().map(|e| e.policy)),
+                roles,
+                errors: vec![],
+            }
         } else {
-            Evaluation { effect: Effect::Hold, policies: dedup(hold.into_iter().map(|e| e.policy)), roles, errors: vec![] }
+            Evaluation {
+                effect: Effect::Hold,
+                policies: dedup(hold.into_iter().map(|e| e.policy)),
+                roles,
+                errors: vec![],
+            }
         }
     }
 }
@@ -269,7 +302,11 @@ struct Element {
 }
 
 fn deny_with(error: String) -> Evaluation {
-    Evaluation { effect: Effect::Deny, errors: vec![error], ..Default::default() }
+    Evaluation {
+        effect: Effect::Deny,
+        errors: vec![error],
+        ..Default::default()
+    }
 }
 
 /// Sorted and unique, so decisions list policies and roles the same way whatever the set order.
@@ -279,33 +316,56 @@ fn dedup(items: impl Iterator<Item = String>) -> Vec<String> {
 
 /// Evaluates `data.<package>.<rule>` and checks it is a set of well-formed elements.
 fn eval_set(engine: &mut Engine, prefix: &str, rule: &str) -> Result<Vec<Element>, String> {
-    let value = engine.eval_rule(format!("{prefix}{rule}")).map_err(|e| compact_error(&format!("{e:#}")))?;
+    let value = engine
+        .eval_rule(format!("{prefix}{rule}"))
+        .map_err(|e| compact_error(&format!("{e:#}")))?;
     let set = match &value {
         Value::Set(s) => s,
-        Value::Undefined => return Err(format!("{prefix}{rule} is undefined (it must be a set: `{rule} contains ...`)")),
-        other => return Err(format!("{prefix}{rule} must be a set (`{rule} contains ...`), got {}", show(other))),
+        Value::Undefined => {
+            return Err(format!(
+                "{prefix}{rule} is undefined (it must be a set: `{rule} contains ...`)"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "{prefix}{rule} must be a set (`{rule} contains ...`), got {}",
+                show(other)
+            ));
+        }
     };
-    set.iter().map(|v| element(v).ok_or_else(|| bad_element(prefix, rule, v))).collect()
+    set.iter()
+        .map(|v| element(v).ok_or_else(|| bad_element(prefix, rule, v)))
+        .collect()
 }
 
 fn element(v: &Value) -> Option<Element> {
     match v {
-        Value::String(s) if !s.is_empty() => Some(Element { policy: s.to_string(), role: None }),
+        Value::String(s) if !s.is_empty() => Some(Element {
+            policy: s.to_string(),
+            role: None,
+        }),
         Value::Object(o) => {
             let mut policy = None;
             let mut role = None;
             for (k, v) in o.iter() {
                 match (k, v) {
-                    (Value::String(k), Value::String(v)) if k.as_ref() == "policy" && !v.is_empty() => {
+                    (Value::String(k), Value::String(v))
+                        if k.as_ref() == "policy" && !v.is_empty() =>
+                    {
                         policy = Some(v.to_string());
                     }
-                    (Value::String(k), Value::String(v)) if k.as_ref() == "role" && !v.is_empty() => {
+                    (Value::String(k), Value::String(v))
+                        if k.as_ref() == "role" && !v.is_empty() =>
+                    {
                         role = Some(v.to_string());
                     }
                     _ => return None,
                 }
             }
-            Some(Element { policy: policy?, role })
+            Some(Element {
+                policy: policy?,
+                role,
+            })
         }
         _ => None,
     }
@@ -319,12 +379,19 @@ fn bad_element(prefix: &str, rule: &str, v: &Value) -> String {
 }
 
 fn show(v: &Value) -> String {
-    v.to_json_str().unwrap_or_else(|_| format!("{v:?}")).replace('\n', " ")
+    v.to_json_str()
+        .unwrap_or_else(|_| format!("{v:?}"))
+        .replace('\n', " ")
 }
 
 /// Evaluates each declared decision rule once against a representative request, so that runtime errors (type
 /// errors, conflicting values, unsafe variables found at preparation) and wrongly shaped rules fail the load.
-fn probe(engine: &mut Engine, prefix: &str, declared: &[bool; 3], files: &[PathBuf]) -> Result<(), Diagnostics> {
+fn probe(
+    engine: &mut Engine,
+    prefix: &str,
+    declared: &[bool; 3],
+    files: &[PathBuf],
+) -> Result<(), Diagnostics> {
     let request = probe_request();
     let now = request.context.time;
     let grants: Vec<Arc<Grant>> = ["payments-writer", "break-glass"]
@@ -364,14 +431,20 @@ fn probe(engine: &mut Engine, prefix: &str, declared: &[bool; 3], files: &[PathB
             Err(e) => errors.push(diagnostic_from(&format!("{e:#}"), files, None)),
             Ok(Value::Set(s)) => {
                 if let Some(bad) = s.iter().find(|v| element(v).is_none()) {
-                    errors.push(Diagnostic::file(first_file(files), bad_element(prefix, rule, bad)));
+                    errors.push(Diagnostic::file(
+                        first_file(files),
+                        bad_element(prefix, rule, bad),
+                    ));
                 }
             }
             // A set rule with no elements is an empty set; undefined means a non-set rule that did not fire.
             Ok(Value::Undefined) => {}
             Ok(other) => errors.push(Diagnostic::file(
                 first_file(files),
-                format!("{path} must be a set (write `{rule} contains ...`), got {}", show(&other)),
+                format!(
+                    "{path} must be a set (write `{rule} contains ...`), got {}",
+                    show(&other)
+                ),
             )),
         }
     }
@@ -399,17 +472,27 @@ fn probe_request() -> AuthzRequest {
     context.path = Some("/probe/1".into());
     context.host = Some("probe.local".into());
     context.query = Some("a=1".into());
-    context.headers.insert("user-agent".into(), "jitgate-probe".into());
+    context
+        .headers
+        .insert("user-agent".into(), "jitgate-probe".into());
     context.claims.insert("sub".into(), "probe".into());
-    context.claims.insert("groups".into(), serde_json::json!(["engineering"]));
+    context
+        .claims
+        .insert("groups".into(), serde_json::json!(["engineering"]));
     AuthzRequest {
-        principal: Principal { entity: EntityRef::new("User", "probe"), groups: vec!["engineering".into()] },
+        principal: Principal {
+            entity: EntityRef::new("User", "probe"),
+            groups: vec!["engineering".into()],
+        },
         action: "probe".into(),
         resource: Resource {
             entity: EntityRef::new("Probe", "1"),
             parents: vec![EntityRef::new("Service", "probe")],
             attrs: serde_json::Map::from_iter([
-                ("requester".to_string(), serde_json::json!("User::\"probe\"")),
+                (
+                    "requester".to_string(),
+                    serde_json::json!("User::\"probe\""),
+                ),
                 ("role".to_string(), serde_json::json!("probe")),
                 ("scope".to_string(), serde_json::json!("Service::\"probe\"")),
                 ("duration".to_string(), serde_json::json!(600)),
@@ -425,7 +508,9 @@ fn probe_request() -> AuthzRequest {
 fn valid_package(p: &str) -> bool {
     !p.is_empty()
         && p.split('.').all(|seg| {
-            seg.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            seg.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         })
 }
@@ -440,7 +525,9 @@ static POSITION: LazyLock<Option<Regex>> =
 fn diagnostic_from(message: &str, files: &[PathBuf], fallback: Option<&PathBuf>) -> Diagnostic {
     let reason = reason_of(message);
     let fallback_file = fallback.map_or_else(|| first_file(files).to_path_buf(), Clone::clone);
-    let Some(re) = POSITION.as_ref() else { return Diagnostic::file(fallback_file, reason) };
+    let Some(re) = POSITION.as_ref() else {
+        return Diagnostic::file(fallback_file, reason);
+    };
     for line in message.lines() {
         if let Some(c) = re.captures(line.trim_end()) {
             let file_text = c.name("file").map_or("", |m| m.as_str());
@@ -460,11 +547,19 @@ fn diagnostic_from(message: &str, files: &[PathBuf], fallback: Option<&PathBuf>)
 
 /// The reason part of a regorus message: the text after the last `error:` marker, or the whole message on one line.
 fn reason_of(message: &str) -> String {
-    let lines: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     if let Some(i) = lines.iter().rposition(|l| l.starts_with("error:")) {
         let rest: Vec<&str> = lines.iter().skip(i).copied().collect();
         let joined = rest.join(" ");
-        return joined.strip_prefix("error:").unwrap_or(&joined).trim().to_string();
+        return joined
+            .strip_prefix("error:")
+            .unwrap_or(&joined)
+            .trim()
+            .to_string();
     }
     lines.join(" ")
 }
@@ -472,7 +567,10 @@ fn reason_of(message: &str) -> String {
 /// A regorus error as one line: `file:line:col: reason` when it carries a position.
 fn compact_error(message: &str) -> String {
     let reason = reason_of(message);
-    match POSITION.as_ref().and_then(|re| message.lines().find_map(|l| re.captures(l.trim_end()))) {
+    match POSITION
+        .as_ref()
+        .and_then(|re| message.lines().find_map(|l| re.captures(l.trim_end())))
+    {
         Some(c) => format!(
             "{}:{}:{}: {reason}",
             c.name("file").map_or("", |m| m.as_str()),
@@ -485,7 +583,8 @@ fn compact_error(message: &str) -> String {
 
 static ID_IN_HEAD: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r#"(?m)^\s*(?:allow|deny|hold)\s+contains\s+"([^"\\]+)""#).ok());
-static ID_IN_OBJECT: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r#""policy"\s*:\s*"([^"\\]+)""#).ok());
+static ID_IN_OBJECT: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r#""policy"\s*:\s*"([^"\\]+)""#).ok());
 static TEST_HEAD: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"(?m)^[ \t]*(test_[A-Za-z0-9_]*)[ \t]*(?:if\b|\{|:=|=[^=])").ok());
 
@@ -493,8 +592,15 @@ fn scan_policy_ids<'a>(sources: impl Iterator<Item = &'a str>) -> Vec<String> {
     let mut ids = BTreeSet::new();
     for src in sources {
         let src = strip_comments(src);
-        for re in [ID_IN_HEAD.as_ref(), ID_IN_OBJECT.as_ref()].into_iter().flatten() {
-            ids.extend(re.captures_iter(&src).filter_map(|c| c.get(1)).map(|m| m.as_str().to_string()));
+        for re in [ID_IN_HEAD.as_ref(), ID_IN_OBJECT.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            ids.extend(
+                re.captures_iter(&src)
+                    .filter_map(|c| c.get(1))
+                    .map(|m| m.as_str().to_string()),
+            );
         }
     }
     ids.into_iter().collect()
@@ -502,7 +608,9 @@ fn scan_policy_ids<'a>(sources: impl Iterator<Item = &'a str>) -> Vec<String> {
 
 fn scan_tests(src: &str) -> Vec<String> {
     let src = strip_comments(src);
-    let Some(re) = TEST_HEAD.as_ref() else { return Vec::new() };
+    let Some(re) = TEST_HEAD.as_ref() else {
+        return Vec::new();
+    };
     let mut seen = BTreeSet::new();
     re.captures_iter(&src)
         .filter_map(|c| c.get(1))

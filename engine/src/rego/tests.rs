@@ -79,18 +79,35 @@ hold contains "hold-delete" if input.action == "delete"
 fn parse_error_names_file_line_and_column() {
     let (dir, res) = load(&[
         ("good.rego", "package t\nallow contains \"x\" if true\n"),
-        ("bad.rego", "package t\n\nallow contains \"y\" if {\n    input.x ==\n}\n"),
+        (
+            "bad.rego",
+            "package t\n\nallow contains \"y\" if {\n    input.x ==\n}\n",
+        ),
         ("worse.rego", "package t\nallow contains if if\n"),
     ]);
     let diags = res.unwrap_err().0;
     assert_eq!(diags.len(), 2, "{diags:?}");
-    let bad = diags.iter().find(|d| d.file == dir.path().join("bad.rego")).expect("bad.rego reported");
+    let bad = diags
+        .iter()
+        .find(|d| d.file == dir.path().join("bad.rego"))
+        .expect("bad.rego reported");
     assert_eq!(bad.line, Some(5), "{bad}");
     assert!(bad.column.is_some(), "{bad}");
-    assert!(!bad.message.is_empty() && !bad.message.contains("-->"), "{bad}");
-    let worse = diags.iter().find(|d| d.file == dir.path().join("worse.rego")).expect("worse.rego reported");
+    assert!(
+        !bad.message.is_empty() && !bad.message.contains("-->"),
+        "{bad}"
+    );
+    let worse = diags
+        .iter()
+        .find(|d| d.file == dir.path().join("worse.rego"))
+        .expect("worse.rego reported");
     assert_eq!(worse.line, Some(2), "{worse}");
-    assert!(worse.to_string().starts_with(&format!("{}:2:", dir.path().join("worse.rego").display())), "{worse}");
+    assert!(
+        worse
+            .to_string()
+            .starts_with(&format!("{}:2:", dir.path().join("worse.rego").display())),
+        "{worse}"
+    );
 }
 
 #[test]
@@ -98,7 +115,10 @@ fn regorus_messages_are_parsed_robustly() {
     let files = vec![PathBuf::from("/b/x:y.rego")];
     let msg = "\n--> /b/x:y.rego:12:7\n   |\n12 | allow if\n   |       ^\nerror: unexpected token";
     let d = diagnostic_from(msg, &files, None);
-    assert_eq!((d.file.as_path(), d.line, d.column), (Path::new("/b/x:y.rego"), Some(12), Some(7)));
+    assert_eq!(
+        (d.file.as_path(), d.line, d.column),
+        (Path::new("/b/x:y.rego"), Some(12), Some(7))
+    );
     assert_eq!(d.message, "unexpected token");
     let d = diagnostic_from("something odd happened", &files, None);
     assert_eq!((d.line, d.column), (None, None));
@@ -140,7 +160,9 @@ fn evaluation_error_denies_with_the_error() {
     let ok = b.evaluate(&request("read", &[]), &[]);
     assert_eq!(ok.effect, Effect::Allow, "{ok:?}");
     let mut req = request("read", &[]);
-    req.resource.attrs.insert("boom".into(), serde_json::json!("not a number"));
+    req.resource
+        .attrs
+        .insert("boom".into(), serde_json::json!("not a number"));
     let e = b.evaluate(&req, &[]);
     assert_eq!(e.effect, Effect::Deny);
     assert!(e.policies.is_empty());
@@ -149,16 +171,26 @@ fn evaluation_error_denies_with_the_error() {
 
 #[test]
 fn malformed_allow_elements_deny() {
-    let (_d, b) = backend("package t\nallow contains {\"policy\": \"a\", \"extra\": 1} if input.action == \"x\"\n");
+    let (_d, b) = backend(
+        "package t\nallow contains {\"policy\": \"a\", \"extra\": 1} if input.action == \"x\"\n",
+    );
     let e = b.evaluate(&request("x", &[]), &[]);
     assert_eq!(e.effect, Effect::Deny);
-    assert!(e.errors.first().is_some_and(|m| m.contains("neither a policy id")), "{e:?}");
+    assert!(
+        e.errors
+            .first()
+            .is_some_and(|m| m.contains("neither a policy id")),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn deny_wins_over_allow() {
     let (_d, b) = backend(BASIC);
-    let e = b.evaluate(&request("read", &["contractors"]), &[grant("g1", "db-admin")]);
+    let e = b.evaluate(
+        &request("read", &["contractors"]),
+        &[grant("g1", "db-admin")],
+    );
     assert_eq!(e.effect, Effect::Deny);
     assert_eq!(e.policies, vec!["no-contractors".to_string()]);
     assert!(e.errors.is_empty());
@@ -168,14 +200,23 @@ fn deny_wins_over_allow() {
 fn no_allow_is_deny_without_policies() {
     let (_d, b) = backend(BASIC);
     let e = b.evaluate(&request("write", &[]), &[]);
-    assert_eq!(e, Evaluation { effect: Effect::Deny, ..Default::default() });
+    assert_eq!(
+        e,
+        Evaluation {
+            effect: Effect::Deny,
+            ..Default::default()
+        }
+    );
 }
 
 #[test]
 fn hold_only_when_otherwise_allowed() {
     let (_d, b) = backend(BASIC);
     // Not allowed: the hold alone does nothing.
-    assert_eq!(b.evaluate(&request("delete", &[]), &[]).effect, Effect::Deny);
+    assert_eq!(
+        b.evaluate(&request("delete", &[]), &[]).effect,
+        Effect::Deny
+    );
     let e = b.evaluate(&request("delete", &[]), &[grant("g1", "db-admin")]);
     assert_eq!(e.effect, Effect::Hold);
     assert_eq!(e.policies, vec!["hold-delete".to_string()]);
@@ -228,19 +269,30 @@ allow contains "fields" if {
 fn clones_are_per_thread_and_reload_gets_fresh_ones() {
     let (dir, old) = backend("package t\nallow contains \"old\" if true\n");
     // Warm this thread's clone of the old backend.
-    assert_eq!(old.evaluate(&request("x", &[]), &[]).policies, vec!["old".to_string()]);
+    assert_eq!(
+        old.evaluate(&request("x", &[]), &[]).policies,
+        vec!["old".to_string()]
+    );
     // Same files, new content: a reload.
     let path = dir.path().join("p.rego");
     std::fs::write(&path, "package t\nallow contains \"new\" if true\n").unwrap();
     let new = RegoBackend::load(dir.path(), &[path], "t").unwrap();
-    assert_eq!(new.evaluate(&request("x", &[]), &[]).policies, vec!["new".to_string()]);
-    assert_eq!(old.evaluate(&request("x", &[]), &[]).policies, vec!["old".to_string()]);
+    assert_eq!(
+        new.evaluate(&request("x", &[]), &[]).policies,
+        vec!["new".to_string()]
+    );
+    assert_eq!(
+        old.evaluate(&request("x", &[]), &[]).policies,
+        vec!["old".to_string()]
+    );
     // Many threads share one backend.
     let new = Arc::new(new);
     let handles: Vec<_> = (0..4)
         .map(|_| {
             let b = Arc::clone(&new);
-            std::thread::spawn(move || (0..50).all(|_| b.evaluate(&request("x", &[]), &[]).policies == ["new"]))
+            std::thread::spawn(move || {
+                (0..50).all(|_| b.evaluate(&request("x", &[]), &[]).policies == ["new"])
+            })
         })
         .collect();
     assert!(handles.into_iter().all(|h| h.join().unwrap()));
@@ -250,11 +302,20 @@ fn clones_are_per_thread_and_reload_gets_fresh_ones() {
 fn policy_ids_are_scanned_from_the_deciding_package() {
     let (_d, res) = load(&[
         ("p.rego", BASIC),
-        ("other.rego", "package t_test\nx := {\"policy\": \"not-ours\"}\n"),
-        ("c.rego", "package t\n# allow contains \"commented\" if true\nallow contains \"x\" if true\n"),
+        (
+            "other.rego",
+            "package t_test\nx := {\"policy\": \"not-ours\"}\n",
+        ),
+        (
+            "c.rego",
+            "package t\n# allow contains \"commented\" if true\nallow contains \"x\" if true\n",
+        ),
     ]);
     let b = res.unwrap();
-    assert_eq!(b.policy_ids(), vec!["admin", "hold-delete", "no-contractors", "read", "x"]);
+    assert_eq!(
+        b.policy_ids(),
+        vec!["admin", "hold-delete", "no-contractors", "read", "x"]
+    );
 }
 
 #[test]
@@ -274,11 +335,28 @@ helper(x) := x
     ]);
     let b = res.unwrap();
     let results = b.run_tests();
-    let by_name = |n: &str| results.iter().find(|r| r.name == format!("data.t.p_test.{n}")).unwrap();
+    let by_name = |n: &str| {
+        results
+            .iter()
+            .find(|r| r.name == format!("data.t.p_test.{n}"))
+            .unwrap()
+    };
     assert_eq!(results.len(), 3, "{results:?}");
     assert!(by_name("test_read_allowed").passed);
     assert!(!by_name("test_fails").passed);
-    assert!(by_name("test_fails").error.as_deref().unwrap().contains("undefined"));
+    assert!(
+        by_name("test_fails")
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("undefined")
+    );
     assert!(!by_name("test_errors").passed);
-    assert!(by_name("test_errors").file.as_ref().unwrap().ends_with("p_test.rego"));
+    assert!(
+        by_name("test_errors")
+            .file
+            .as_ref()
+            .unwrap()
+            .ends_with("p_test.rego")
+    );
 }
