@@ -259,8 +259,11 @@ impl RouteTable {
                 Vec::new()
             }
         });
+        // A resource is never its own ancestor (a route whose resource is the service itself has no parent).
+        let resource_text = spec.resource.as_deref().unwrap_or(&service_ref);
         let parents = parent_specs
             .iter()
+            .filter(|p| p.as_str() != resource_text)
             .map(|p| EntityTemplate::parse(p, &names).map_err(|e| format!("field `parents`: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Route {
