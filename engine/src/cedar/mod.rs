@@ -1,0 +1,915 @@
+//! The Cedar backend: loads a schema and policy files into a per-action policy index, and decides requests by
+//! building the principal, its grants, roles, the resource and the action as Cedar entities. No grant selection here.
+//!
+//! How a request becomes Cedar (the schema in `schemas/jitgate.cedarschema` documents the same from the policy side):
+//! - principal: its `EntityRef`, parents `Group::"<g>"` for each group and `Grant::"<id>"` for each materialized grant;
+//! - each grant: `Grant::"<id>"` with its attributes, parent `Role::"<role>"`;
+//! - resource: its attributes from JSON (strings, bools, integers, arrays as sets, objects as records; floats and
+//!   nulls dropped), parents its ancestors. A string attribute becomes an entity reference when the schema declares
+//!   that attribute of the resource's type entity-typed and the text parses as `Type::"id"` (e.g. an access request's
+//!   `requester`); undeclared or `String` attributes keep their text;
+//! - action: `Action::"<action>"` with its action groups from the schema;
+//! - context: `time` {epoch, hour, weekday}, `source_ip` (ipaddr, 0.0.0.0 when unknown), `method`, `path`, `host`,
+//!   `query` ("" when absent), `claims`, `grants` (set of Grant refs), `break_glass`, then each `context.attrs` entry
+//!   as a further top-level attribute (the built-in names win on a clash; same entity-ref rule, using the action's
+//!   declared context type).
+//!
+//! Decision: `forbid` policies annotated `@hold("why")` live in a separate set. The main set decides; an allow is
+//! turned into `Hold` when a hold policy of the action is satisfied. Any evaluation error in either set is a deny.
+
+mod convert;
+mod load;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, Request, Response, RestrictedExpression, Schema,
+};
+
+use self::convert::{EntityAttrs, hour_and_weekday, json_to_expr, type_name, uid};
+use self::load::{
+    ActionIndex, Loaded, any_action, applies_to, fail, load_policies, load_schema, roles_of,
+    set_of, validate,
+};
+use crate::backend::PolicyBackend;
+use crate::decision::{Effect, EngineKind, Evaluation};
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::grant::Grant;
+use crate::request::AuthzRequest;
+
+/// Context attribute names the engine sets itself; `context.attrs` entries with these names are ignored.
+const BUILTIN_CONTEXT: [&str; 9] = [
+    "time",
+    "source_ip",
+    "method",
+    "path",
+    "host",
+    "query",
+    "claims",
+    "grants",
+    "break_glass",
+];
+
+/// Entity type names the engine uses on every request, parsed once.
+#[derive(Debug, Clone)]
+struct Types {
+    group: EntityTypeName,
+    grant: EntityTypeName,
+    role: EntityTypeName,
+    action: EntityTypeName,
+}
+
+/// A validated Cedar policy set with its schema, indexed by action.
+pub struct CedarBackend {
+    schema: Schema,
+    ids: Vec<String>,
+    /// Action id (e.g. `deleteDatabase`) -> the policies that can apply to it.
+    by_action: HashMap<String, ActionIndex>,
+    /// For actions the schema does not declare: only the policies whose action scope is unconstrained.
+    any_action: ActionIndex,
+    /// Policy id -> roles it rests on (permits only).
+    roles: HashMap<String, Vec<String>>,
+    types: Types,
+    /// Every entity type of the schema by name, so requests do not re-parse type names.
+    type_cache: HashMap<String, EntityTypeName>,
+    entity_attrs: EntityAttrs,
+    authorizer: Authorizer,
+}
+
+impl std::fmt::Debug for CedarBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CedarBackend")
+            .field("policies", &self.ids.len())
+            .field("actions", &self.by_action.len())
+            .finish()
+    }
+}
+
+impl CedarBackend {
+    /// Loads and validates `schema` and `policy_files` (paths are absolute or relative to the working directory).
+    ///
+    /// Every problem is reported (parse errors in each file, missing or duplicate `@id`s, `@hold` on a permit, strict
+    /// schema validation errors, entity types the engine needs that the schema lacks), each with file, line, column.
+    pub fn load(_dir: &Path, schema: &Path, policy_files: &[PathBuf]) -> Result<Self, Diagnostics> {
+        let mut errors = Vec::new();
+        let schema_parts = load_schema(schema, &mut errors);
+
+        let mut sources: HashMap<PathBuf, String> = HashMap::new();
+        let mut loaded: Vec<Loaded> = Vec::new();
+        for file in policy_files {
+            if let Some((src, policies)) = load_policies(file, &mut errors) {
+                sources.insert(file.clone(), src);
+                loaded.extend(policies);
+            }
+        }
+        let mut origin: HashMap<String, (PathBuf, usize, usize)> = HashMap::new();
+        let mut unique: Vec<Loaded> = Vec::new();
+        for l in loaded {
+            let id = l.policy.id().to_string();
+            if let Some((file, line, col)) = origin.get(&id) {
+                errors.push(Diagnostic::at(
+                    &l.file,
+                    l.line,
+                    l.column,
+                    format!(
+                        "duplicate policy id `{id}` (first defined at {}:{line}:{col})",
+                        file.display()
+                    ),
+                ));
+                continue;
+            }
+            origin.insert(id, (l.file.clone(), l.line, l.column));
+            unique.push(l);
+        }
+        let all = match set_of(unique.iter().map(|l| &l.policy)) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(Diagnostic::file(
+                    schema,
+                    format!("cannot build the policy set: {e}"),
+                ));
+                return Err(Diagnostics(errors));
+            }
+        };
+        let Some((schema_obj, entity_attrs)) = schema_parts else {
+            return Err(Diagnostics(errors));
+        };
+        validate(&schema_obj, &all, &sources, &origin, &mut errors);
+        fail(errors)?;
+
+        let types = Types {
+            group: parse_type("Group", schema)?,
+            grant: parse_type("Grant", schema)?,
+            role: parse_type("Role", schema)?,
+            action: parse_type("Action", schema)?,
+        };
+        let type_cache: HashMap<String, EntityTypeName> = schema_obj
+            .entity_types()
+            .map(|t| (t.to_string(), t.clone()))
+            .collect();
+
+        let action_entities = schema_obj.action_entities().map_err(|e| {
+            Diagnostics::one(Diagnostic::file(
+                schema,
+                format!("cannot build the action entities: {e}"),
+            ))
+        })?;
+        let entity_of: HashMap<EntityUid, &Entity> =
+            action_entities.iter().map(|e| (e.uid(), e)).collect();
+        let index_err = |e: String| {
+            Diagnostics::one(Diagnostic::file(
+                schema,
+                format!("cannot index policies: {e}"),
+            ))
+        };
+        let mut by_action = HashMap::new();
+        for action in schema_obj.actions() {
+            let ancestors: HashSet<EntityUid> = action_entities
+                .ancestors(action)
+                .map(|a| a.cloned().collect())
+                .unwrap_or_default();
+            let applicable = || {
+                unique
+                    .iter()
+                    .filter(|l| applies_to(&l.policy, action, &ancestors))
+            };
+            let main =
+                set_of(applicable().filter(|l| !l.hold).map(|l| &l.policy)).map_err(index_err)?;
+            let holds =
+                set_of(applicable().filter(|l| l.hold).map(|l| &l.policy)).map_err(index_err)?;
+            let entities = std::iter::once(action)
+                .chain(ancestors.iter())
+                .filter_map(|u| entity_of.get(u).map(|e| (*e).clone()))
+                .collect();
+            let key = action.id().unescaped().to_string();
+            let any_hold = holds.policies().next().is_some();
+            let holds = any_hold.then_some(holds);
+            by_action.entry(key).or_insert(ActionIndex {
+                uid: Some(action.clone()),
+                main,
+                holds,
+                entities,
+            });
+        }
+        let any_main = set_of(
+            unique
+                .iter()
+                .filter(|l| !l.hold && any_action(&l.policy))
+                .map(|l| &l.policy),
+        )
+        .map_err(index_err)?;
+        let any_holds = set_of(
+            unique
+                .iter()
+                .filter(|l| l.hold && any_action(&l.policy))
+                .map(|l| &l.policy),
+        )
+        .map_err(index_err)?;
+        let any_hold = any_holds.policies().next().is_some();
+        let any_action = ActionIndex {
+            uid: None,
+            main: any_main,
+            holds: any_hold.then_some(any_holds),
+            entities: Vec::new(),
+        };
+        let roles = unique
+            .iter()
+            .map(|l| (l.policy.id().to_string(), roles_of(&l.policy)))
+            .filter(|(_, r)| !r.is_empty())
+            .collect();
+        let ids = unique.iter().map(|l| l.policy.id().to_string()).collect();
+        Ok(CedarBackend {
+            schema: schema_obj,
+            ids,
+            by_action,
+            any_action,
+            roles,
+            types,
+            type_cache,
+            entity_attrs,
+            authorizer: Authorizer::new(),
+        })
+    }
+
+    /// The validated schema (for tooling such as `jitgate check`).
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// Ids of the policies that can apply to `action` (main and hold sets), sorted; for tests and coverage.
+    pub fn policies_for_action(&self, action: &str) -> Vec<String> {
+        let idx = self.by_action.get(action).unwrap_or(&self.any_action);
+        let mut ids: Vec<String> = idx
+            .main
+            .policies()
+            .chain(idx.holds.iter().flat_map(|h| h.policies()))
+            .map(|p| p.id().to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    fn build(
+        &self,
+        request: &AuthzRequest,
+        grants: &[Arc<Grant>],
+        idx: &ActionIndex,
+    ) -> Result<(Request, Entities), String> {
+        let cache = &self.type_cache;
+        let action_uid = match &idx.uid {
+            Some(u) => u.clone(),
+            None => EntityUid::from_type_name_and_id(
+                self.types.action.clone(),
+                EntityId::new(&request.action),
+            ),
+        };
+        let principal = uid(cache, &request.principal.entity)?;
+        let resource = uid(cache, &request.resource.entity)?;
+
+        let mut entities: Vec<Entity> = Vec::with_capacity(
+            4 + 2 * grants.len() + request.resource.parents.len() + idx.entities.len(),
+        );
+        let mut seen: HashSet<EntityUid> = HashSet::with_capacity(entities.capacity());
+        let mut grant_uids = Vec::with_capacity(grants.len());
+        let mut roles: Vec<&str> = Vec::with_capacity(grants.len());
+        let mut break_glass = false;
+        for g in grants {
+            let guid =
+                EntityUid::from_type_name_and_id(self.types.grant.clone(), EntityId::new(&g.id));
+            let role =
+                EntityUid::from_type_name_and_id(self.types.role.clone(), EntityId::new(&g.role));
+            let uses_left = g.uses_left().map(i64::from).unwrap_or(-1);
+            let attrs: HashMap<String, RestrictedExpression> = [
+                ("id", RestrictedExpression::new_string(g.id.clone())),
+                ("role", RestrictedExpression::new_entity_uid(role.clone())),
+                (
+                    "scope",
+                    RestrictedExpression::new_string(g.scope.to_string()),
+                ),
+                ("starts_at", RestrictedExpression::new_long(g.starts_at)),
+                ("expires_at", RestrictedExpression::new_long(g.expires_at)),
+                (
+                    "approvers",
+                    RestrictedExpression::new_set(
+                        g.approvers
+                            .iter()
+                            .map(|a| RestrictedExpression::new_string(a.clone())),
+                    ),
+                ),
+                ("reason", RestrictedExpression::new_string(g.reason.clone())),
+                ("uses_left", RestrictedExpression::new_long(uses_left)),
+                ("break_glass", RestrictedExpression::new_bool(g.break_glass)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            let entity = Entity::new(guid.clone(), attrs, HashSet::from([role]))
+                .map_err(|e| format!("grant `{}`: {e}", g.id))?;
+            if seen.insert(guid.clone()) {
+                entities.push(entity);
+                grant_uids.push(guid);
+            }
+            if !roles.contains(&g.role.as_str()) {
+                roles.push(&g.role);
+            }
+            break_glass |= g.break_glass;
+        }
+        for r in roles {
+            let ruid = EntityUid::from_type_name_and_id(self.types.role.clone(), EntityId::new(r));
+            if seen.insert(ruid.clone()) {
+                entities.push(Entity::new_no_attrs(ruid, HashSet::new()));
+            }
+        }
+
+        let mut parents: HashSet<EntityUid> =
+            HashSet::with_capacity(request.principal.groups.len() + grant_uids.len());
+        for g in &request.principal.groups {
+            parents.insert(EntityUid::from_type_name_and_id(
+                self.types.group.clone(),
+                EntityId::new(g),
+            ));
+        }
+        parents.extend(grant_uids.iter().cloned());
+        if seen.insert(principal.clone()) {
+            entities.push(Entity::new_no_attrs(principal.clone(), parents));
+        }
+
+        let resource_parents: Vec<EntityUid> = request
+            .resource
+            .parents
+            .iter()
+            .map(|p| uid(cache, p))
+            .collect::<Result<_, _>>()?;
+        let declared = self.entity_attrs.by_type.get(&request.resource.entity.ty);
+        let attrs: HashMap<String, RestrictedExpression> = request
+            .resource
+            .attrs
+            .iter()
+            .filter_map(|(k, v)| {
+                json_to_expr(cache, v, declared.is_some_and(|d| d.contains(k)))
+                    .map(|e| (k.clone(), e))
+            })
+            .collect();
+        if seen.insert(resource.clone()) {
+            let entity = Entity::new(
+                resource.clone(),
+                attrs,
+                resource_parents.iter().cloned().collect(),
+            )
+            .map_err(|e| format!("resource {}: {e}", request.resource.entity))?;
+            entities.push(entity);
+        }
+        for (i, p) in resource_parents.iter().enumerate() {
+            if seen.insert(p.clone()) {
+                let above = resource_parents
+                    .get(i + 1..)
+                    .unwrap_or(&[])
+                    .iter()
+                    .cloned()
+                    .collect();
+                entities.push(Entity::new_no_attrs(p.clone(), above));
+            }
+        }
+        for e in &idx.entities {
+            if seen.insert(e.uid()) {
+                entities.push(e.clone());
+            }
+        }
+        let entities =
+            Entities::from_entities(entities, None).map_err(|e| format!("entities: {e}"))?;
+
+        let context = self.context(request, grant_uids, break_glass)?;
+        let req = Request::new(principal, action_uid, resource, context, None)
+            .map_err(|e| format!("request: {e}"))?;
+        Ok((req, entities))
+    }
+
+    fn context(
+        &self,
+        request: &AuthzRequest,
+        grants: Vec<EntityUid>,
+        break_glass: bool,
+    ) -> Result<Context, String> {
+        let c = &request.context;
+        let cache = &self.type_cache;
+        let (hour, weekday) = hour_and_weekday(c.time);
+        let time = RestrictedExpression::new_record([
+            ("epoch".to_string(), RestrictedExpression::new_long(c.time)),
+            ("hour".to_string(), RestrictedExpression::new_long(hour)),
+            (
+                "weekday".to_string(),
+                RestrictedExpression::new_long(weekday),
+            ),
+        ])
+        .map_err(|e| format!("context.time: {e}"))?;
+        let text =
+            |v: &Option<String>| RestrictedExpression::new_string(v.clone().unwrap_or_default());
+        let claims = RestrictedExpression::new_record(
+            c.claims
+                .iter()
+                .filter_map(|(k, v)| json_to_expr(cache, v, false).map(|e| (k.clone(), e))),
+        )
+        .map_err(|e| format!("context.claims: {e}"))?;
+        let mut pairs: Vec<(String, RestrictedExpression)> = vec![
+            ("time".into(), time),
+            (
+                "source_ip".into(),
+                RestrictedExpression::new_ip(c.source_ip.as_deref().unwrap_or("0.0.0.0")),
+            ),
+            ("method".into(), text(&c.method)),
+            ("path".into(), text(&c.path)),
+            ("host".into(), text(&c.host)),
+            ("query".into(), text(&c.query)),
+            ("claims".into(), claims),
+            (
+                "grants".into(),
+                RestrictedExpression::new_set(
+                    grants.into_iter().map(RestrictedExpression::new_entity_uid),
+                ),
+            ),
+            (
+                "break_glass".into(),
+                RestrictedExpression::new_bool(break_glass),
+            ),
+        ];
+        let declared = self.entity_attrs.by_action.get(&request.action);
+        for (k, v) in &c.attrs {
+            if BUILTIN_CONTEXT.contains(&k.as_str()) {
+                continue;
+            }
+            if let Some(e) = json_to_expr(cache, v, declared.is_some_and(|d| d.contains(k))) {
+                pairs.push((k.clone(), e));
+            }
+        }
+        Context::from_pairs(pairs).map_err(|e| format!("context: {e}"))
+    }
+
+    fn roles_for<'a>(&self, permits: impl Iterator<Item = &'a str>) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for id in permits {
+            for r in self.roles.get(id).into_iter().flatten() {
+                if !out.contains(r) {
+                    out.push(r.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+fn parse_type(name: &str, schema: &Path) -> Result<EntityTypeName, Diagnostics> {
+    type_name(&HashMap::new(), name).map_err(|e| Diagnostics::one(Diagnostic::file(schema, e)))
+}
+
+fn errors_of(r: &Response) -> Vec<String> {
+    r.diagnostics().errors().map(|e| e.to_string()).collect()
+}
+
+fn reasons_of(r: &Response) -> Vec<String> {
+    let mut ids: Vec<String> = r.diagnostics().reason().map(|p| p.to_string()).collect();
+    ids.sort();
+    ids
+}
+
+fn deny(errors: Vec<String>) -> Evaluation {
+    Evaluation {
+        effect: Effect::Deny,
+        policies: Vec::new(),
+        roles: Vec::new(),
+        errors,
+    }
+}
+
+impl PolicyBackend for CedarBackend {
+    fn engine(&self) -> EngineKind {
+        EngineKind::Cedar
+    }
+
+    fn evaluate(&self, request: &AuthzRequest, grants: &[Arc<Grant>]) -> Evaluation {
+        let idx = self
+            .by_action
+            .get(&request.action)
+            .unwrap_or(&self.any_action);
+        let (req, entities) = match self.build(request, grants, idx) {
+            Ok(x) => x,
+            Err(e) => return deny(vec![e]),
+        };
+        let main = self.authorizer.is_authorized(&req, &idx.main, &entities);
+        let errors = errors_of(&main);
+        if !errors.is_empty() {
+            return deny(errors);
+        }
+        let reasons = reasons_of(&main);
+        if main.decision() == CedarDecision::Deny {
+            // Without a satisfied permit Cedar gives no reason; with a satisfied forbid the reasons are the forbids.
+            return Evaluation {
+                effect: Effect::Deny,
+                policies: reasons,
+                roles: Vec::new(),
+                errors: Vec::new(),
+            };
+        }
+        let roles = self.roles_for(reasons.iter().map(String::as_str));
+        if let Some(holds) = &idx.holds {
+            let held = self.authorizer.is_authorized(&req, holds, &entities);
+            let errors = errors_of(&held);
+            if !errors.is_empty() {
+                return deny(errors);
+            }
+            let fired = reasons_of(&held);
+            if !fired.is_empty() {
+                return Evaluation {
+                    effect: Effect::Hold,
+                    policies: fired,
+                    roles,
+                    errors: Vec::new(),
+                };
+            }
+        }
+        Evaluation {
+            effect: Effect::Allow,
+            policies: reasons,
+            roles,
+            errors: Vec::new(),
+        }
+    }
+
+    fn policy_ids(&self) -> Vec<String> {
+        self.ids.clone()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::entity::EntityRef;
+    use crate::grant::GrantStatus;
+    use crate::request::{Context as ReqContext, Principal, Resource};
+
+    const SCHEMA: &str = r#"entity Group;
+entity Role;
+entity Grant in [Role];
+entity User in [Group, Grant];
+entity Workload in [Group, Grant];
+entity Anonymous;
+entity Doc = { owner: User, level: Long };
+type Ctx = { time: { epoch: Long, hour: Long, weekday: Long }, break_glass: Bool };
+action writes;
+action read appliesTo { principal: [User], resource: [Doc], context: Ctx };
+action write, erase in [writes] appliesTo { principal: [User], resource: [Doc], context: Ctx };
+"#;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new(schema: &str) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("s.cedarschema"), schema).unwrap();
+            Fixture { dir }
+        }
+
+        fn load(&self, files: &[(&str, &str)]) -> Result<CedarBackend, Diagnostics> {
+            let paths: Vec<PathBuf> = files
+                .iter()
+                .map(|(name, src)| {
+                    let p = self.dir.path().join(name);
+                    std::fs::write(&p, src).unwrap();
+                    p
+                })
+                .collect();
+            CedarBackend::load(
+                self.dir.path(),
+                &self.dir.path().join("s.cedarschema"),
+                &paths,
+            )
+        }
+    }
+
+    fn load(policies: &str) -> CedarBackend {
+        Fixture::new(SCHEMA)
+            .load(&[("p.cedar", policies)])
+            .unwrap_or_else(|d| panic!("{d}"))
+    }
+
+    fn request(action: &str, groups: &[&str], time: i64) -> AuthzRequest {
+        let mut attrs = serde_json::Map::new();
+        attrs.insert("owner".into(), r#"User::"alice""#.into());
+        attrs.insert("level".into(), 3.into());
+        AuthzRequest {
+            principal: Principal {
+                entity: EntityRef::new("User", "alice"),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+            },
+            action: action.into(),
+            resource: Resource {
+                entity: EntityRef::new("Doc", "d1"),
+                parents: vec![],
+                attrs,
+            },
+            context: ReqContext::at(time),
+            digest: None,
+        }
+    }
+
+    fn grant(id: &str, role: &str) -> Arc<Grant> {
+        Arc::new(Grant {
+            id: id.into(),
+            principal: EntityRef::new("User", "alice"),
+            role: role.into(),
+            scope: EntityRef::new("Doc", "d1"),
+            starts_at: 0,
+            expires_at: i64::MAX,
+            max_uses: None,
+            uses: 0,
+            status: GrantStatus::Active,
+            approvers: vec![],
+            reason: String::new(),
+            break_glass: false,
+            request_digest: None,
+            request_id: None,
+        })
+    }
+
+    #[test]
+    fn every_policy_needs_an_id() {
+        let err = Fixture::new(SCHEMA)
+            .load(&[("p.cedar", "@id(\"a\")\npermit (principal, action, resource);\n\n// no id\npermit (principal, action, resource);\n")])
+            .unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        let d = &err.0[0];
+        assert!(d.file.ends_with("p.cedar"));
+        assert_eq!((d.line, d.column), (Some(5), Some(1)), "{d}");
+        assert!(d.message.contains("@id"), "{d}");
+    }
+
+    #[test]
+    fn duplicate_ids_across_files_are_reported_with_both_places() {
+        let err = Fixture::new(SCHEMA)
+            .load(&[
+                (
+                    "a.cedar",
+                    "@id(\"x\")\npermit (principal, action, resource);\n",
+                ),
+                (
+                    "b.cedar",
+                    "\n\n@id(\"x\")\nforbid (principal, action, resource);\n",
+                ),
+            ])
+            .unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        let d = &err.0[0];
+        assert!(d.file.ends_with("b.cedar"));
+        assert_eq!(d.line, Some(3));
+        assert!(
+            d.message.contains("duplicate policy id `x`") && d.message.contains("a.cedar:1:1"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_file_line_and_column_in_every_file() {
+        let err = Fixture::new(SCHEMA)
+            .load(&[
+                (
+                    "a.cedar",
+                    "@id(\"a\")\npermit (principal, action, resource)\nwhen { 1 + };\n",
+                ),
+                (
+                    "b.cedar",
+                    "@id(\"b\")\npermit (principal, acton, resource);\n",
+                ),
+            ])
+            .unwrap_err();
+        let files: Vec<String> = err.0.iter().map(|d| d.to_string()).collect();
+        assert!(files.iter().any(|d| d.contains("a.cedar:3:")), "{err}");
+        assert!(files.iter().any(|d| d.contains("b.cedar:2:")), "{err}");
+        assert!(
+            err.0.iter().all(|d| d.line.is_some() && d.column.is_some()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn schema_violations_point_at_the_offending_expression() {
+        let src = "@id(\"ok\")\npermit (principal, action == Action::\"read\", resource);\n\n@id(\"bad\")\npermit (principal, action == Action::\"read\", resource)\nwhen { resource.colour == \"red\" };\n";
+        let err = Fixture::new(SCHEMA).load(&[("p.cedar", src)]).unwrap_err();
+        assert!(!err.0.is_empty());
+        let d = &err.0[0];
+        assert!(d.file.ends_with("p.cedar"), "{d}");
+        assert_eq!(d.line, Some(6), "{d}");
+        assert!(
+            d.message.contains("policy `bad`") && d.message.contains("colour"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn schema_errors_and_missing_engine_types() {
+        let err = Fixture::new("entity User;\nentity Doc = { owner: Nope };\n")
+            .load(&[(
+                "p.cedar",
+                "@id(\"a\")\npermit (principal, action, resource);\n",
+            )])
+            .unwrap_err();
+        assert!(
+            err.0.iter().any(|d| d.file.ends_with("s.cedarschema")),
+            "{err}"
+        );
+        let err = Fixture::new("entity User;\nentity Doc;\naction read appliesTo { principal: User, resource: Doc };\n")
+            .load(&[("p.cedar", "@id(\"a\")\npermit (principal, action, resource);\n")])
+            .unwrap_err();
+        let d = &err.0[0];
+        assert!(d.file.ends_with("s.cedarschema"), "{d}");
+        assert!(
+            d.message.contains("Workload")
+                && d.message.contains("Grant")
+                && !d.message.contains("User,"),
+            "{d}"
+        );
+        let err = Fixture::new("entity User\n")
+            .load(&[(
+                "p.cedar",
+                "@id(\"a\")\npermit (principal, action, resource);\n",
+            )])
+            .unwrap_err();
+        assert!(
+            err.0
+                .iter()
+                .any(|d| d.file.ends_with("s.cedarschema") && d.line.is_some()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn hold_only_on_forbid() {
+        let err = Fixture::new(SCHEMA)
+            .load(&[(
+                "p.cedar",
+                "@id(\"h\")\n@hold(\"why\")\npermit (principal, action, resource);\n",
+            )])
+            .unwrap_err();
+        assert!(err.0[0].message.contains("@hold"), "{err}");
+    }
+
+    #[test]
+    fn holds_fire_only_where_otherwise_allowed() {
+        let b = load(
+            r#"
+@id("readers") permit (principal in Group::"r", action, resource);
+@id("hold-erase") @hold("needs approval") forbid (principal, action == Action::"erase", resource) unless { principal in Role::"boss" };
+@id("no-night") forbid (principal, action == Action::"erase", resource) when { context.time.hour >= 22 };
+@id("boss") permit (principal in Role::"boss", action, resource);
+"#,
+        );
+        let e = b.evaluate(&request("erase", &["r"], 3600 * 10), &[]);
+        assert_eq!(
+            (e.effect, e.policies.clone()),
+            (Effect::Hold, vec!["hold-erase".to_string()]),
+            "{e:?}"
+        );
+        // Not otherwise allowed: deny, not hold.
+        let e = b.evaluate(&request("erase", &[], 3600 * 10), &[]);
+        assert_eq!(
+            (e.effect, e.policies.clone()),
+            (Effect::Deny, vec![]),
+            "{e:?}"
+        );
+        // A forbid beats the hold.
+        let e = b.evaluate(&request("erase", &["r"], 3600 * 23), &[]);
+        assert_eq!(
+            (e.effect, e.policies.clone()),
+            (Effect::Deny, vec!["no-night".to_string()]),
+            "{e:?}"
+        );
+        // The hold's own exception.
+        let e = b.evaluate(&request("erase", &[], 3600 * 10), &[grant("g", "boss")]);
+        assert_eq!(
+            (e.effect, e.policies.clone(), e.roles.clone()),
+            (
+                Effect::Allow,
+                vec!["boss".to_string()],
+                vec!["boss".to_string()]
+            )
+        );
+        // Holds of other actions do not apply.
+        let e = b.evaluate(&request("write", &["r"], 3600 * 10), &[]);
+        assert_eq!(e.effect, Effect::Allow);
+    }
+
+    #[test]
+    fn evaluation_errors_deny_even_when_another_permit_allows() {
+        let b = load(
+            r#"
+@id("open") permit (principal, action, resource);
+@id("overflow") permit (principal, action == Action::"write", resource) when { context.time.epoch * 100000000000 > 0 };
+@id("hold-overflow") @hold("x") forbid (principal, action == Action::"erase", resource) when { context.time.epoch * 100000000000 > 0 };
+"#,
+        );
+        let t = 1_700_000_000;
+        assert_eq!(
+            b.evaluate(&request("read", &[], t), &[]).effect,
+            Effect::Allow
+        );
+        for action in ["write", "erase"] {
+            let e = b.evaluate(&request(action, &[], t), &[]);
+            assert_eq!(e.effect, Effect::Deny, "{action}: {e:?}");
+            assert!(
+                !e.errors.is_empty() && e.policies.is_empty(),
+                "{action}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn roles_come_from_the_scope_or_the_annotation() {
+        let b = load(
+            r#"
+@id("by-scope") permit (principal in Role::"writer", action == Action::"write", resource);
+@id("by-note") @role("auditor") permit (principal, action == Action::"write", resource) when { context has break_glass && principal in Role::"auditor" };
+@id("standing") permit (principal in Group::"r", action == Action::"read", resource);
+"#,
+        );
+        let e = b.evaluate(
+            &request("write", &[], 0),
+            &[grant("g1", "writer"), grant("g2", "auditor")],
+        );
+        assert_eq!(e.effect, Effect::Allow);
+        assert_eq!(e.policies, vec!["by-note", "by-scope"]);
+        let mut roles = e.roles.clone();
+        roles.sort();
+        assert_eq!(roles, vec!["auditor", "writer"]);
+        let e = b.evaluate(&request("read", &["r"], 0), &[grant("g1", "writer")]);
+        assert_eq!((e.effect, e.roles.len()), (Effect::Allow, 0), "{e:?}");
+        // A grant for another role opens nothing.
+        assert_eq!(
+            b.evaluate(&request("write", &[], 0), &[grant("g3", "reader")])
+                .effect,
+            Effect::Deny
+        );
+    }
+
+    #[test]
+    fn entity_typed_attributes_become_references() {
+        let b = load(
+            r#"@id("own") permit (principal, action == Action::"read", resource) when { resource.owner == principal && resource.level == 3 };"#,
+        );
+        assert_eq!(
+            b.evaluate(&request("read", &[], 0), &[]).effect,
+            Effect::Allow
+        );
+    }
+
+    #[test]
+    fn the_index_keeps_only_policies_that_can_apply() {
+        let b = load(
+            r#"
+@id("any") permit (principal in Group::"a", action, resource);
+@id("read") permit (principal, action == Action::"read", resource);
+@id("list") permit (principal, action in [Action::"read", Action::"erase"], resource);
+@id("group") forbid (principal, action in Action::"writes", resource) when { context.time.hour < 1 };
+@id("hold") @hold("h") forbid (principal, action in [Action::"writes"], resource) when { context.time.hour > 22 };
+"#,
+        );
+        assert_eq!(b.policies_for_action("read"), vec!["any", "list", "read"]);
+        assert_eq!(b.policies_for_action("write"), vec!["any", "group", "hold"]);
+        assert_eq!(
+            b.policies_for_action("erase"),
+            vec!["any", "group", "hold", "list"]
+        );
+        assert_eq!(b.policies_for_action("unknown"), vec!["any"]);
+        // Group membership through the schema's action groups is seen at evaluation time.
+        let e = b.evaluate(&request("write", &["a"], 1800), &[]);
+        assert_eq!(
+            (e.effect, e.policies),
+            (Effect::Deny, vec!["group".to_string()])
+        );
+        // An action the schema does not know is decided by the any-action policies alone.
+        assert_eq!(
+            b.evaluate(&request("unknown", &["a"], 7200), &[]).effect,
+            Effect::Allow
+        );
+        assert_eq!(
+            b.evaluate(&request("unknown", &[], 7200), &[]).effect,
+            Effect::Deny
+        );
+        let mut ids = b.policy_ids();
+        ids.sort();
+        assert_eq!(ids, vec!["any", "group", "hold", "list", "read"]);
+    }
+
+    #[test]
+    fn bad_request_values_deny_with_an_error() {
+        let b = load(r#"@id("open") permit (principal, action, resource);"#);
+        let mut r = request("read", &[], 0);
+        r.context.source_ip = Some("not an ip".into());
+        let e = b.evaluate(&r, &[]);
+        assert_eq!(e.effect, Effect::Deny);
+        assert!(!e.errors.is_empty(), "{e:?}");
+    }
+}
