@@ -1,0 +1,543 @@
+//! The Rego backend: parses a bundle's `.rego` files into one prepared `regorus::Engine` and decides requests by
+//! reading the `allow`, `deny` and `hold` sets of the bundle's package. Grant filtering stays in [`crate::bundle`].
+//!
+//! # The contract a Rego bundle follows
+//! - `allow`, `deny` and `hold` in the deciding package are sets (`allow contains ... if { ... }`). Only `allow` is
+//!   required. An element is a policy id (`"engineers-read"`) or `{"policy": "<id>", "role": "<role>"}` when the
+//!   permit rests on a JIT role, so the engine can name the grant used.
+//! - Any `deny` element denies; otherwise a non-empty `allow` allows, unless `hold` is non-empty (then: hold).
+//!   An error, or a value of the wrong shape, denies and is reported in `Evaluation::errors`.
+//! - Policy ids for coverage reports are found statically in the deciding package's files: every
+//!   `allow|deny|hold contains "<id>"` head and every `"policy": "<id>"` object key. Write ids as literals there.
+//! - Rules named `test_*` in any package are unit tests ([`RegoBackend::run_tests`]), run the way `opa test` does.
+
+mod input;
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+
+use parking_lot::Mutex;
+use regex::Regex;
+use regorus::{Engine, Value};
+
+use crate::backend::PolicyBackend;
+use crate::decision::{Effect, EngineKind, Evaluation};
+use crate::diag::{Diagnostic, Diagnostics, read_file};
+use crate::entity::EntityRef;
+use crate::grant::{Grant, GrantStatus};
+use crate::request::{AuthzRequest, Context, Principal, Resource};
+
+/// The three decision sets, in the order they are read.
+const RULES: [&str; 3] = ["deny", "allow", "hold"];
+
+/// How many prepared engines one thread keeps (one per live backend; old bundles fall out).
+const CLONES_PER_THREAD: usize = 4;
+
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's clones of prepared engines, keyed by backend instance, most recently used last.
+    static CLONES: RefCell<Vec<(u64, Engine)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A validated Rego policy set: one prepared engine, cloned once per thread that evaluates with it.
+pub struct RegoBackend {
+    /// Unique per load, so a reloaded bundle never reuses a thread's clone of the old one.
+    instance: u64,
+    /// The prepared engine (parsed, analysed, no input). Locked only to clone it.
+    prepared: Mutex<Engine>,
+    /// `data.<package>.` prefix of the decision rules.
+    rule_prefix: String,
+    /// Which of `deny`, `allow`, `hold` the package declares (`allow` always does).
+    declared: [bool; 3],
+    /// The package's policy ids (static scan; see the module docs).
+    policy_ids: Vec<String>,
+    /// `test_*` rules found in the sources: (package path, rule name, file).
+    tests: Vec<(String, String, PathBuf)>,
+}
+
+impl std::fmt::Debug for RegoBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegoBackend")
+            .field("instance", &self.instance)
+            .field("rule_prefix", &self.rule_prefix)
+            .field("policy_ids", &self.policy_ids.len())
+            .field("tests", &self.tests.len())
+            .finish()
+    }
+}
+
+/// The outcome of one Rego unit test (a `test_*` rule).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegoTestResult {
+    /// `data.<package>.<rule>`.
+    pub name: String,
+    /// The file that defines the rule.
+    pub file: Option<PathBuf>,
+    /// Whether the rule evaluated to exactly `true`.
+    pub passed: bool,
+    /// Why it failed: an evaluation error, or a note that it was undefined / not `true`.
+    pub error: Option<String>,
+}
+
+impl RegoBackend {
+    /// Loads and validates `policy_files` with `package` as the deciding package.
+    ///
+    /// Every file is parsed (all parse errors are reported, each with file, line and column), the package must
+    /// declare `allow`, and the decision rules are evaluated once against a representative input so that a policy
+    /// which fails at evaluation time is refused here rather than denying every request later.
+    pub fn load(dir: &Path, policy_files: &[PathBuf], package: &str) -> Result<Self, Diagnostics> {
+        let manifest = dir.join(crate::manifest::MANIFEST_FILE);
+        if !valid_package(package) {
+            return Err(Diagnostic::file(
+                &manifest,
+                format!("rego.package: `{package}` is not a dotted Rego package name (e.g. `jitgate.authz`)"),
+            )
+            .into());
+        }
+        let data_package = format!("data.{package}");
+        let mut engine = Engine::new();
+        let mut errors = Vec::new();
+        let mut sources: Vec<(PathBuf, String, String)> = Vec::new();
+        for file in policy_files {
+            let source = match read_file(file) {
+                Ok(s) => s,
+                Err(d) => {
+                    errors.push(d);
+                    continue;
+                }
+            };
+            match engine.add_policy(file.display().to_string(), source.clone()) {
+                Ok(pkg) => sources.push((file.clone(), pkg, source)),
+                Err(e) => errors.push(diagnostic_from(&format!("{e:#}"), policy_files, Some(file))),
+            }
+        }
+        Diagnostics(errors).into_result()?;
+
+        let own: Vec<&(PathBuf, String, String)> = sources.iter().filter(|(_, pkg, _)| *pkg == data_package).collect();
+        if own.is_empty() {
+            return Err(Diagnostic::file(
+                &manifest,
+                format!("rego.package: no policy file declares `package {package}`"),
+            )
+            .into());
+        }
+        let mut declared = [false; 3];
+        for (slot, rule) in declared.iter_mut().zip(RULES) {
+            for (file, _, _) in &own {
+                let path = file.display().to_string();
+                *slot |= engine.has_declared_rule_rooted_at(&path, rule).map_err(|e| {
+                    Diagnostics::one(Diagnostic::file(file, format!("cannot inspect rule `{rule}`: {e:#}")))
+                })?;
+            }
+        }
+        if !declared[1] {
+            return Err(Diagnostic::file(
+                own.first().map_or(manifest.as_path(), |(f, _, _)| f.as_path()),
+                format!("package `{package}` declares no `allow` rule (write `allow contains \"<policy-id>\" if {{ ... }}`)"),
+            )
+            .into());
+        }
+
+        let rule_prefix = format!("{data_package}.");
+        // The probe prepares the engine (analysis, scheduling) once, before it is stored and cloned.
+        probe(&mut engine, &rule_prefix, &declared, policy_files)?;
+
+        let policy_ids = scan_policy_ids(own.iter().map(|(_, _, s)| s.as_str()));
+        let tests = sources
+            .iter()
+            .flat_map(|(file, pkg, src)| scan_tests(src).into_iter().map(move |t| (pkg.clone(), t, file.clone())))
+            .collect();
+        Ok(RegoBackend {
+            instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
+            prepared: Mutex::new(engine),
+            rule_prefix,
+            declared,
+            policy_ids,
+            tests,
+        })
+    }
+
+    /// Runs every `test_*` rule of every package, the way `opa test` does: a test passes when its rule is `true`.
+    ///
+    /// Tests are found by scanning the sources for rule heads named `test_*` that start a line (functions with
+    /// arguments are not tests). Each runs on a fresh clone of the prepared engine with no input.
+    pub fn run_tests(&self) -> Vec<RegoTestResult> {
+        let prepared = self.prepared.lock().clone();
+        self.tests
+            .iter()
+            .map(|(pkg, rule, file)| {
+                let name = format!("{pkg}.{rule}");
+                let mut engine = prepared.clone();
+                let (passed, error) = match engine.eval_rule(name.clone()) {
+                    Ok(Value::Bool(true)) => (true, None),
+                    Ok(Value::Undefined) => (false, Some("undefined: a condition did not hold".to_string())),
+                    Ok(other) => (false, Some(format!("evaluated to {} instead of true", show(&other)))),
+                    Err(e) => (false, Some(compact_error(&format!("{e:#}")))),
+                };
+                RegoTestResult { name, file: Some(file.clone()), passed, error }
+            })
+            .collect()
+    }
+
+    /// Runs `f` on this thread's clone of the prepared engine, cloning it on first use.
+    fn with_engine<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
+        CLONES.with(|cell| {
+            let Ok(mut clones) = cell.try_borrow_mut() else {
+                // Re-entered from inside an evaluation (not expected): use a private clone.
+                let mut engine = self.prepared.lock().clone();
+                return f(&mut engine);
+            };
+            let pos = match clones.iter().position(|(id, _)| *id == self.instance) {
+                Some(p) => p,
+                None => {
+                    if clones.len() >= CLONES_PER_THREAD {
+                        clones.remove(0);
+                    }
+                    clones.push((self.instance, self.prepared.lock().clone()));
+                    clones.len() - 1
+                }
+            };
+            // Keep the most recently used last so eviction drops the stalest bundle.
+            let last = clones.len() - 1;
+            clones.swap(pos, last);
+            match clones.last_mut() {
+                Some((_, engine)) => f(engine),
+                None => f(&mut self.prepared.lock().clone()),
+            }
+        })
+    }
+
+    fn decide(&self, engine: &mut Engine, input: Value) -> Evaluation {
+        engine.set_input(input);
+        let mut sets: [Vec<Element>; 3] = Default::default();
+        for (i, rule) in RULES.iter().enumerate() {
+            if !self.declared.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            let elements = match eval_set(engine, &self.rule_prefix, rule) {
+                Ok(e) => e,
+                Err(error) => return deny_with(error),
+            };
+            if i == 0 && !elements.is_empty() {
+                // Deny wins: the other sets cannot change the outcome.
+                return Evaluation {
+                    effect: Effect::Deny,
+                    policies: dedup(elements.into_iter().map(|e| e.policy)),
+                    ..Default::default()
+                };
+            }
+            if i == 1 && elements.is_empty() {
+                return Evaluation::default();
+            }
+            if let Some(slot) = sets.get_mut(i) {
+                *slot = elements;
+            }
+        }
+        let [_, allow, hold] = sets;
+        let roles: Vec<String> = dedup(allow.iter().filter_map(|e| e.role.clone()));
+        if hold.is_empty() {
+            Evaluation { effect: Effect::Allow, policies: dedup(allow.into_iter().map(|e| e.policy)), roles, errors: vec![] }
+        } else {
+            Evaluation { effect: Effect::Hold, policies: dedup(hold.into_iter().map(|e| e.policy)), roles, errors: vec![] }
+        }
+    }
+}
+
+impl PolicyBackend for RegoBackend {
+    fn engine(&self) -> EngineKind {
+        EngineKind::Rego
+    }
+
+    fn evaluate(&self, request: &AuthzRequest, grants: &[Arc<Grant>]) -> Evaluation {
+        let input = input::build(request, grants);
+        self.with_engine(|engine| self.decide(engine, input))
+    }
+
+    fn policy_ids(&self) -> Vec<String> {
+        self.policy_ids.clone()
+    }
+}
+
+/// One element of a decision set.
+struct Element {
+    policy: String,
+    role: Option<String>,
+}
+
+fn deny_with(error: String) -> Evaluation {
+    Evaluation { effect: Effect::Deny, errors: vec![error], ..Default::default() }
+}
+
+/// Sorted and unique, so decisions list policies and roles the same way whatever the set order.
+fn dedup(items: impl Iterator<Item = String>) -> Vec<String> {
+    items.collect::<BTreeSet<_>>().into_iter().collect()
+}
+
+/// Evaluates `data.<package>.<rule>` and checks it is a set of well-formed elements.
+fn eval_set(engine: &mut Engine, prefix: &str, rule: &str) -> Result<Vec<Element>, String> {
+    let value = engine.eval_rule(format!("{prefix}{rule}")).map_err(|e| compact_error(&format!("{e:#}")))?;
+    let set = match &value {
+        Value::Set(s) => s,
+        Value::Undefined => return Err(format!("{prefix}{rule} is undefined (it must be a set: `{rule} contains ...`)")),
+        other => return Err(format!("{prefix}{rule} must be a set (`{rule} contains ...`), got {}", show(other))),
+    };
+    set.iter().map(|v| element(v).ok_or_else(|| bad_element(prefix, rule, v))).collect()
+}
+
+fn element(v: &Value) -> Option<Element> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(Element { policy: s.to_string(), role: None }),
+        Value::Object(o) => {
+            let mut policy = None;
+            let mut role = None;
+            for (k, v) in o.iter() {
+                match (k, v) {
+                    (Value::String(k), Value::String(v)) if k.as_ref() == "policy" && !v.is_empty() => {
+                        policy = Some(v.to_string());
+                    }
+                    (Value::String(k), Value::String(v)) if k.as_ref() == "role" && !v.is_empty() => {
+                        role = Some(v.to_string());
+                    }
+                    _ => return None,
+                }
+            }
+            Some(Element { policy: policy?, role })
+        }
+        _ => None,
+    }
+}
+
+fn bad_element(prefix: &str, rule: &str, v: &Value) -> String {
+    format!(
+        "{prefix}{rule} has an element that is neither a policy id nor {{\"policy\": \"<id>\", \"role\": \"<role>\"}}: {}",
+        show(v)
+    )
+}
+
+fn show(v: &Value) -> String {
+    v.to_json_str().unwrap_or_else(|_| format!("{v:?}")).replace('\n', " ")
+}
+
+/// Evaluates each declared decision rule once against a representative request, so that runtime errors (type
+/// errors, conflicting values, unsafe variables found at preparation) and wrongly shaped rules fail the load.
+fn probe(engine: &mut Engine, prefix: &str, declared: &[bool; 3], files: &[PathBuf]) -> Result<(), Diagnostics> {
+    let request = probe_request();
+    let now = request.context.time;
+    let grants: Vec<Arc<Grant>> = ["payments-writer", "break-glass"]
+        .iter()
+        .map(|role| {
+            Arc::new(Grant {
+                id: format!("probe-{role}"),
+                principal: request.principal.entity.clone(),
+                role: (*role).to_string(),
+                scope: EntityRef::new("Service", "probe"),
+                starts_at: now - 60,
+                expires_at: now + 3_600,
+                max_uses: Some(3),
+                uses: 1,
+                status: GrantStatus::Active,
+                approvers: vec!["User::\"approver\"".into()],
+                reason: "probe".into(),
+                break_glass: *role == "break-glass",
+                request_digest: None,
+                request_id: None,
+            })
+        })
+        .collect();
+    // Prepare the stored engine (analysis, scheduling) so every clone starts prepared; no input is left behind.
+    if let Err(e) = engine.eval_rule(format!("{prefix}allow")) {
+        return Err(diagnostic_from(&format!("{e:#}"), files, None).into());
+    }
+    let mut probe_engine = engine.clone();
+    probe_engine.set_input(input::build(&request, &grants));
+    let mut errors = Vec::new();
+    for (i, rule) in RULES.iter().enumerate() {
+        if !declared.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        let path = format!("{prefix}{rule}");
+        match probe_engine.eval_rule(path.clone()) {
+            Err(e) => errors.push(diagnostic_from(&format!("{e:#}"), files, None)),
+            Ok(Value::Set(s)) => {
+                if let Some(bad) = s.iter().find(|v| element(v).is_none()) {
+                    errors.push(Diagnostic::file(first_file(files), bad_element(prefix, rule, bad)));
+                }
+            }
+            // A set rule with no elements is an empty set; undefined means a non-set rule that did not fire.
+            Ok(Value::Undefined) => {}
+            Ok(other) => errors.push(Diagnostic::file(
+                first_file(files),
+                format!("{path} must be a set (write `{rule} contains ...`), got {}", show(&other)),
+            )),
+        }
+    }
+    Diagnostics(dedup_diags(errors)).into_result()
+}
+
+fn dedup_diags(diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut out: Vec<Diagnostic> = Vec::new();
+    for d in diags {
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    out
+}
+
+fn first_file(files: &[PathBuf]) -> &Path {
+    files.first().map_or(Path::new("."), |f| f.as_path())
+}
+
+fn probe_request() -> AuthzRequest {
+    let mut context = Context::at(1_704_110_400); // 2024-01-01T12:00:00Z, a Monday
+    context.source_ip = Some("10.1.2.3".into());
+    context.method = Some("POST".into());
+    context.path = Some("/probe/1".into());
+    context.host = Some("probe.local".into());
+    context.query = Some("a=1".into());
+    context.headers.insert("user-agent".into(), "jitgate-probe".into());
+    context.claims.insert("sub".into(), "probe".into());
+    context.claims.insert("groups".into(), serde_json::json!(["engineering"]));
+    AuthzRequest {
+        principal: Principal { entity: EntityRef::new("User", "probe"), groups: vec!["engineering".into()] },
+        action: "probe".into(),
+        resource: Resource {
+            entity: EntityRef::new("Probe", "1"),
+            parents: vec![EntityRef::new("Service", "probe")],
+            attrs: serde_json::Map::from_iter([
+                ("requester".to_string(), serde_json::json!("User::\"probe\"")),
+                ("role".to_string(), serde_json::json!("probe")),
+                ("scope".to_string(), serde_json::json!("Service::\"probe\"")),
+                ("duration".to_string(), serde_json::json!(600)),
+                ("reason".to_string(), serde_json::json!("probe")),
+                ("ticket".to_string(), serde_json::json!("")),
+            ]),
+        },
+        context,
+        digest: None,
+    }
+}
+
+fn valid_package(p: &str) -> bool {
+    !p.is_empty()
+        && p.split('.').all(|seg| {
+            seg.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+}
+
+static POSITION: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"-->\s*(?P<file>.+?):(?P<line>\d+):(?P<col>\d+)\s*$").ok());
+
+/// Turns a regorus error (`\n--> file:line:col\n | source\n | ^\nerror: reason`) into a diagnostic.
+///
+/// The file is matched against the bundle's files (the name regorus prints is the one we gave it); when no
+/// position can be found the diagnostic names `fallback` (or the first file) without one.
+fn diagnostic_from(message: &str, files: &[PathBuf], fallback: Option<&PathBuf>) -> Diagnostic {
+    let reason = reason_of(message);
+    let fallback_file = fallback.map_or_else(|| first_file(files).to_path_buf(), Clone::clone);
+    let Some(re) = POSITION.as_ref() else { return Diagnostic::file(fallback_file, reason) };
+    for line in message.lines() {
+        if let Some(c) = re.captures(line.trim_end()) {
+            let file_text = c.name("file").map_or("", |m| m.as_str());
+            let file = files
+                .iter()
+                .find(|f| f.display().to_string() == file_text)
+                .cloned()
+                .unwrap_or_else(|| PathBuf::from(file_text));
+            let num = |n: &str| c.name(n).and_then(|m| m.as_str().parse::<usize>().ok());
+            if let (Some(l), Some(col)) = (num("line"), num("col")) {
+                return Diagnostic::at(file, l, col, reason);
+            }
+        }
+    }
+    Diagnostic::file(fallback_file, reason)
+}
+
+/// The reason part of a regorus message: the text after the last `error:` marker, or the whole message on one line.
+fn reason_of(message: &str) -> String {
+    let lines: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    if let Some(i) = lines.iter().rposition(|l| l.starts_with("error:")) {
+        let rest: Vec<&str> = lines.iter().skip(i).copied().collect();
+        let joined = rest.join(" ");
+        return joined.strip_prefix("error:").unwrap_or(&joined).trim().to_string();
+    }
+    lines.join(" ")
+}
+
+/// A regorus error as one line: `file:line:col: reason` when it carries a position.
+fn compact_error(message: &str) -> String {
+    let reason = reason_of(message);
+    match POSITION.as_ref().and_then(|re| message.lines().find_map(|l| re.captures(l.trim_end()))) {
+        Some(c) => format!(
+            "{}:{}:{}: {reason}",
+            c.name("file").map_or("", |m| m.as_str()),
+            c.name("line").map_or("", |m| m.as_str()),
+            c.name("col").map_or("", |m| m.as_str())
+        ),
+        None => reason,
+    }
+}
+
+static ID_IN_HEAD: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r#"(?m)^\s*(?:allow|deny|hold)\s+contains\s+"([^"\\]+)""#).ok());
+static ID_IN_OBJECT: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r#""policy"\s*:\s*"([^"\\]+)""#).ok());
+static TEST_HEAD: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"(?m)^[ \t]*(test_[A-Za-z0-9_]*)[ \t]*(?:if\b|\{|:=|=[^=])").ok());
+
+fn scan_policy_ids<'a>(sources: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut ids = BTreeSet::new();
+    for src in sources {
+        let src = strip_comments(src);
+        for re in [ID_IN_HEAD.as_ref(), ID_IN_OBJECT.as_ref()].into_iter().flatten() {
+            ids.extend(re.captures_iter(&src).filter_map(|c| c.get(1)).map(|m| m.as_str().to_string()));
+        }
+    }
+    ids.into_iter().collect()
+}
+
+fn scan_tests(src: &str) -> Vec<String> {
+    let src = strip_comments(src);
+    let Some(re) = TEST_HEAD.as_ref() else { return Vec::new() };
+    let mut seen = BTreeSet::new();
+    re.captures_iter(&src)
+        .filter_map(|c| c.get(1))
+        .map(|m| m.as_str().to_string())
+        // A test may be defined by several bodies (incremental definition); it runs once.
+        .filter(|n| seen.insert(n.clone()))
+        .collect()
+}
+
+/// Blanks `#` comments (outside strings) so commented-out rules are not picked up.
+fn strip_comments(src: &str) -> String {
+    let mut out = String::with_capacity(src.len());
+    for line in src.lines() {
+        let mut in_string = false;
+        let mut escaped = false;
+        let mut in_raw = false;
+        let mut cut = line.len();
+        for (i, c) in line.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if in_string => escaped = true,
+                '"' if !in_raw => in_string = !in_string,
+                '`' if !in_string => in_raw = !in_raw,
+                '#' if !in_string && !in_raw => {
+                    cut = i;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        out.push_str(line.get(..cut).unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

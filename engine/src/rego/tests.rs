@@ -1,0 +1,284 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::*;
+use crate::decision::Effect;
+use crate::entity::EntityRef;
+use crate::grant::{Grant, GrantStatus};
+use crate::request::{AuthzRequest, Context, Principal, Resource};
+
+/// Writes `files` into a fresh directory and loads them as package `t`.
+fn load(files: &[(&str, &str)]) -> (tempfile::TempDir, Result<RegoBackend, Diagnostics>) {
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<PathBuf> = files
+        .iter()
+        .map(|(name, src)| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, src).unwrap();
+            p
+        })
+        .collect();
+    let backend = RegoBackend::load(dir.path(), &paths, "t");
+    (dir, backend)
+}
+
+fn backend(src: &str) -> (tempfile::TempDir, RegoBackend) {
+    let (dir, b) = load(&[("p.rego", src)]);
+    (dir, b.unwrap_or_else(|d| panic!("load failed: {d}")))
+}
+
+fn request(action: &str, groups: &[&str]) -> AuthzRequest {
+    AuthzRequest {
+        principal: Principal {
+            entity: EntityRef::new("User", "alice"),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        },
+        action: action.into(),
+        resource: Resource {
+            entity: EntityRef::new("Database", "prod"),
+            parents: vec![EntityRef::new("Service", "billing")],
+            attrs: Default::default(),
+        },
+        context: Context::at(1_704_110_400),
+        digest: None,
+    }
+}
+
+fn grant(id: &str, role: &str) -> Arc<Grant> {
+    Arc::new(Grant {
+        id: id.into(),
+        principal: EntityRef::new("User", "alice"),
+        role: role.into(),
+        scope: EntityRef::new("Service", "billing"),
+        starts_at: 0,
+        expires_at: i64::MAX,
+        max_uses: None,
+        uses: 0,
+        status: GrantStatus::Active,
+        approvers: vec![],
+        reason: String::new(),
+        break_glass: false,
+        request_digest: None,
+        request_id: None,
+    })
+}
+
+const BASIC: &str = r#"package t
+allow contains "read" if input.action == "read"
+allow contains {"policy": "admin", "role": "db-admin"} if {
+    some g in input.grants
+    g.role == "db-admin"
+}
+deny contains "no-contractors" if "contractors" in input.principal.groups
+hold contains "hold-delete" if input.action == "delete"
+"#;
+
+#[test]
+fn parse_error_names_file_line_and_column() {
+    let (dir, res) = load(&[
+        ("good.rego", "package t\nallow contains \"x\" if true\n"),
+        ("bad.rego", "package t\n\nallow contains \"y\" if {\n    input.x ==\n}\n"),
+        ("worse.rego", "package t\nallow contains if if\n"),
+    ]);
+    let diags = res.unwrap_err().0;
+    assert_eq!(diags.len(), 2, "{diags:?}");
+    let bad = diags.iter().find(|d| d.file == dir.path().join("bad.rego")).expect("bad.rego reported");
+    assert_eq!(bad.line, Some(5), "{bad}");
+    assert!(bad.column.is_some(), "{bad}");
+    assert!(!bad.message.is_empty() && !bad.message.contains("-->"), "{bad}");
+    let worse = diags.iter().find(|d| d.file == dir.path().join("worse.rego")).expect("worse.rego reported");
+    assert_eq!(worse.line, Some(2), "{worse}");
+    assert!(worse.to_string().starts_with(&format!("{}:2:", dir.path().join("worse.rego").display())), "{worse}");
+}
+
+#[test]
+fn regorus_messages_are_parsed_robustly() {
+    let files = vec![PathBuf::from("/b/x:y.rego")];
+    let msg = "\n--> /b/x:y.rego:12:7\n   |\n12 | allow if\n   |       ^\nerror: unexpected token";
+    let d = diagnostic_from(msg, &files, None);
+    assert_eq!((d.file.as_path(), d.line, d.column), (Path::new("/b/x:y.rego"), Some(12), Some(7)));
+    assert_eq!(d.message, "unexpected token");
+    let d = diagnostic_from("something odd happened", &files, None);
+    assert_eq!((d.line, d.column), (None, None));
+    assert_eq!(d.file, PathBuf::from("/b/x:y.rego"));
+    assert_eq!(compact_error(msg), "/b/x:y.rego:12:7: unexpected token");
+}
+
+#[test]
+fn package_must_define_allow() {
+    let (_d, res) = load(&[("p.rego", "package t\ndeny contains \"x\" if true\n")]);
+    let msg = res.unwrap_err().to_string();
+    assert!(msg.contains("declares no `allow`"), "{msg}");
+    let (_d, res) = load(&[("p.rego", "package other\nallow contains \"x\" if true\n")]);
+    let msg = res.unwrap_err().to_string();
+    assert!(msg.contains("no policy file declares `package t`"), "{msg}");
+}
+
+#[test]
+fn load_refuses_a_policy_that_errors_at_evaluation() {
+    // Two values for one complete rule: a conflict regorus finds only when evaluating.
+    let (_d, res) = load(&[(
+        "p.rego",
+        "package t\nx := 1 if true\nx := 2 if true\nallow contains \"a\" if x == 1\n",
+    )]);
+    let d = res.unwrap_err();
+    assert!(d.0.iter().any(|d| d.line.is_some()), "{d}");
+    // A boolean allow is the wrong shape.
+    let (_d, res) = load(&[("p.rego", "package t\ndefault allow := false\n")]);
+    let msg = res.unwrap_err().to_string();
+    assert!(msg.contains("must be a set"), "{msg}");
+}
+
+#[test]
+fn evaluation_error_denies_with_the_error() {
+    // Errors only when the input carries a `boom` attribute; the probe input does not.
+    let (_d, b) = backend(
+        "package t\nallow contains \"a\" if true\ndeny contains \"d\" if to_number(input.resource.attrs.boom) > 1\n",
+    );
+    let ok = b.evaluate(&request("read", &[]), &[]);
+    assert_eq!(ok.effect, Effect::Allow, "{ok:?}");
+    let mut req = request("read", &[]);
+    req.resource.attrs.insert("boom".into(), serde_json::json!("not a number"));
+    let e = b.evaluate(&req, &[]);
+    assert_eq!(e.effect, Effect::Deny);
+    assert!(e.policies.is_empty());
+    assert_eq!(e.errors.len(), 1, "{e:?}");
+}
+
+#[test]
+fn malformed_allow_elements_deny() {
+    let (_d, b) = backend("package t\nallow contains {\"policy\": \"a\", \"extra\": 1} if input.action == \"x\"\n");
+    let e = b.evaluate(&request("x", &[]), &[]);
+    assert_eq!(e.effect, Effect::Deny);
+    assert!(e.errors.first().is_some_and(|m| m.contains("neither a policy id")), "{e:?}");
+}
+
+#[test]
+fn deny_wins_over_allow() {
+    let (_d, b) = backend(BASIC);
+    let e = b.evaluate(&request("read", &["contractors"]), &[grant("g1", "db-admin")]);
+    assert_eq!(e.effect, Effect::Deny);
+    assert_eq!(e.policies, vec!["no-contractors".to_string()]);
+    assert!(e.errors.is_empty());
+}
+
+#[test]
+fn no_allow_is_deny_without_policies() {
+    let (_d, b) = backend(BASIC);
+    let e = b.evaluate(&request("write", &[]), &[]);
+    assert_eq!(e, Evaluation { effect: Effect::Deny, ..Default::default() });
+}
+
+#[test]
+fn hold_only_when_otherwise_allowed() {
+    let (_d, b) = backend(BASIC);
+    // Not allowed: the hold alone does nothing.
+    assert_eq!(b.evaluate(&request("delete", &[]), &[]).effect, Effect::Deny);
+    let e = b.evaluate(&request("delete", &[]), &[grant("g1", "db-admin")]);
+    assert_eq!(e.effect, Effect::Hold);
+    assert_eq!(e.policies, vec!["hold-delete".to_string()]);
+    // The role the permit rests on is still named, so the engine can pick the grant.
+    assert_eq!(e.roles, vec!["db-admin".to_string()]);
+}
+
+#[test]
+fn object_elements_give_roles() {
+    let (_d, b) = backend(BASIC);
+    let e = b.evaluate(&request("read", &[]), &[grant("g1", "db-admin")]);
+    assert_eq!(e.effect, Effect::Allow);
+    assert_eq!(e.policies, vec!["admin".to_string(), "read".to_string()]);
+    assert_eq!(e.roles, vec!["db-admin".to_string()]);
+    let e = b.evaluate(&request("read", &[]), &[]);
+    assert_eq!(e.policies, vec!["read".to_string()]);
+    assert!(e.roles.is_empty());
+}
+
+#[test]
+fn input_carries_documented_fields() {
+    let (_d, b) = backend(
+        r#"package t
+allow contains "fields" if {
+    input.principal == {"type": "User", "id": "alice", "groups": ["eng"]}
+    input.resource.parents == [{"type": "Service", "id": "billing"}]
+    input.resource.attrs.owner == "bob"
+    input.context.time == {"epoch": 1704110400, "hour": 12, "weekday": 1}
+    input.context.source_ip == "0.0.0.0"
+    input.context.query == ""
+    input.context.ticket == "T-1"
+    input.context.claims.sub == "alice"
+    g := input.grants[0]
+    g.id == "g1"
+    g.scope == "Service::\"billing\""
+    g.uses_left == -1
+    g.break_glass == false
+}
+"#,
+    );
+    let mut req = request("x", &["eng"]);
+    req.resource.attrs.insert("owner".into(), "bob".into());
+    req.context.attrs.insert("ticket".into(), "T-1".into());
+    req.context.claims.insert("sub".into(), "alice".into());
+    let e = b.evaluate(&req, &[grant("g1", "r")]);
+    assert_eq!(e.effect, Effect::Allow, "{e:?}");
+}
+
+#[test]
+fn clones_are_per_thread_and_reload_gets_fresh_ones() {
+    let (dir, old) = backend("package t\nallow contains \"old\" if true\n");
+    // Warm this thread's clone of the old backend.
+    assert_eq!(old.evaluate(&request("x", &[]), &[]).policies, vec!["old".to_string()]);
+    // Same files, new content: a reload.
+    let path = dir.path().join("p.rego");
+    std::fs::write(&path, "package t\nallow contains \"new\" if true\n").unwrap();
+    let new = RegoBackend::load(dir.path(), &[path], "t").unwrap();
+    assert_eq!(new.evaluate(&request("x", &[]), &[]).policies, vec!["new".to_string()]);
+    assert_eq!(old.evaluate(&request("x", &[]), &[]).policies, vec!["old".to_string()]);
+    // Many threads share one backend.
+    let new = Arc::new(new);
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let b = Arc::clone(&new);
+            std::thread::spawn(move || (0..50).all(|_| b.evaluate(&request("x", &[]), &[]).policies == ["new"]))
+        })
+        .collect();
+    assert!(handles.into_iter().all(|h| h.join().unwrap()));
+}
+
+#[test]
+fn policy_ids_are_scanned_from_the_deciding_package() {
+    let (_d, res) = load(&[
+        ("p.rego", BASIC),
+        ("other.rego", "package t_test\nx := {\"policy\": \"not-ours\"}\n"),
+        ("c.rego", "package t\n# allow contains \"commented\" if true\nallow contains \"x\" if true\n"),
+    ]);
+    let b = res.unwrap();
+    assert_eq!(b.policy_ids(), vec!["admin", "hold-delete", "no-contractors", "read", "x"]);
+}
+
+#[test]
+fn run_tests_reports_pass_fail_and_error() {
+    let (_d, res) = load(&[
+        ("p.rego", BASIC),
+        (
+            "p_test.rego",
+            r#"package t.p_test
+import data.t
+test_read_allowed if "read" in t.allow with input as {"action": "read", "principal": {"groups": []}, "grants": []}
+test_fails if "read" in t.allow with input as {"action": "write", "principal": {"groups": []}, "grants": []}
+test_errors if to_number("x") == 1
+helper(x) := x
+"#,
+        ),
+    ]);
+    let b = res.unwrap();
+    let results = b.run_tests();
+    let by_name = |n: &str| results.iter().find(|r| r.name == format!("data.t.p_test.{n}")).unwrap();
+    assert_eq!(results.len(), 3, "{results:?}");
+    assert!(by_name("test_read_allowed").passed);
+    assert!(!by_name("test_fails").passed);
+    assert!(by_name("test_fails").error.as_deref().unwrap().contains("undefined"));
+    assert!(!by_name("test_errors").passed);
+    assert!(by_name("test_errors").file.as_ref().unwrap().ends_with("p_test.rego"));
+}
