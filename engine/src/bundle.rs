@@ -71,14 +71,25 @@ impl Bundle {
         if let Some(rf) = &manifest.routes_file {
             let path = dir.join(rf);
             hashed.push(path.clone());
-            match read_file(&path).and_then(|src| parse_toml::<RoutesFile>(&path, &src).map(|f| (src, f))) {
+            match read_file(&path)
+                .and_then(|src| parse_toml::<RoutesFile>(&path, &src).map(|f| (src, f)))
+            {
                 Ok((src, file)) => {
                     let mut all = manifest.routes.clone();
                     all.extend(file.routes);
                     // Build both files' routes together so overlaps across files are caught; errors cite either file.
-                    routes_result = match (RouteTable::build(&manifest_path, &source, &manifest.routes), RouteTable::build(&path, &src, &file_routes(&path, &src))) {
+                    routes_result = match (
+                        RouteTable::build(&manifest_path, &source, &manifest.routes),
+                        RouteTable::build(&path, &src, &file_routes(&path, &src)),
+                    ) {
                         (Ok(_), Ok(_)) => RouteTable::build(&path, &src, &all),
-                        (a, b) => Err(Diagnostics(a.err().into_iter().chain(b.err()).flat_map(|d| d.0).collect())),
+                        (a, b) => Err(Diagnostics(
+                            a.err()
+                                .into_iter()
+                                .chain(b.err())
+                                .flat_map(|d| d.0)
+                                .collect(),
+                        )),
                     };
                 }
                 Err(d) => errors.push(d),
@@ -98,7 +109,10 @@ impl Bundle {
                 Ok(r) => {
                     roles.insert(name.clone(), r);
                 }
-                Err(msg) => errors.push(Diagnostic::file(&manifest_path, format!("roles.{name}: {msg}"))),
+                Err(msg) => errors.push(Diagnostic::file(
+                    &manifest_path,
+                    format!("roles.{name}: {msg}"),
+                )),
             }
         }
 
@@ -106,9 +120,18 @@ impl Bundle {
             EngineKind::Cedar => "cedar",
             EngineKind::Rego => "rego",
         };
-        let policy_files = match expand(dir, &manifest.policies, &[policy_ext], &manifest_path, "policies") {
+        let policy_files = match expand(
+            dir,
+            &manifest.policies,
+            &[policy_ext],
+            &manifest_path,
+            "policies",
+        ) {
             Ok(f) if f.is_empty() => {
-                errors.push(Diagnostic::file(&manifest_path, format!("policies: no `.{policy_ext}` files found")));
+                errors.push(Diagnostic::file(
+                    &manifest_path,
+                    format!("policies: no `.{policy_ext}` files found"),
+                ));
                 Vec::new()
             }
             Ok(f) => f,
@@ -118,7 +141,13 @@ impl Bundle {
             }
         };
         hashed.extend(policy_files.iter().cloned());
-        let test_files = match expand(dir, &manifest.tests, &["yaml", "yml", "json"], &manifest_path, "tests") {
+        let test_files = match expand(
+            dir,
+            &manifest.tests,
+            &["yaml", "yml", "json"],
+            &manifest_path,
+            "tests",
+        ) {
             Ok(f) => f,
             Err(d) => {
                 errors.push(d);
@@ -130,7 +159,10 @@ impl Bundle {
         let backend: Option<Box<dyn PolicyBackend>> = match manifest.engine {
             EngineKind::Cedar => match &manifest.schema {
                 None => {
-                    errors.push(Diagnostic::file(&manifest_path, "schema: a Cedar bundle needs a schema file"));
+                    errors.push(Diagnostic::file(
+                        &manifest_path,
+                        "schema: a Cedar bundle needs a schema file",
+                    ));
                     None
                 }
                 Some(schema) => {
@@ -153,7 +185,10 @@ impl Bundle {
                 let package = manifest.rego.as_ref().map(|r| r.package.clone());
                 match package {
                     None => {
-                        errors.push(Diagnostic::file(&manifest_path, "rego.package: a Rego bundle needs `[rego] package = \"...\"`"));
+                        errors.push(Diagnostic::file(
+                            &manifest_path,
+                            "rego.package: a Rego bundle needs `[rego] package = \"...\"`",
+                        ));
                         None
                     }
                     Some(_) if policy_files.is_empty() => None,
@@ -173,7 +208,16 @@ impl Bundle {
             return Err(Diagnostic::file(&manifest_path, "bundle failed to load").into());
         };
         let revision = revision_of(dir, &hashed)?;
-        Ok(Bundle { dir: dir.to_path_buf(), manifest, revision, routes, roles, policy_files, test_files, backend })
+        Ok(Bundle {
+            dir: dir.to_path_buf(),
+            manifest,
+            revision,
+            routes,
+            roles,
+            policy_files,
+            test_files,
+            backend,
+        })
     }
 
     /// The engine (language) of this bundle.
@@ -200,7 +244,9 @@ impl Bundle {
         let now = request.context.time;
         let active: Vec<Arc<Grant>> = grants
             .iter()
-            .filter(|g| g.request_digest.is_none() && g.is_active_at(now) && g.covers(&request.resource))
+            .filter(|g| {
+                g.request_digest.is_none() && g.is_active_at(now) && g.covers(&request.resource)
+            })
             .cloned()
             .collect();
         let eval = self.backend.evaluate(request, &active);
@@ -242,20 +288,31 @@ pub fn pick_grant<'a>(active: &'a [Arc<Grant>], roles: &[String]) -> Option<&'a 
         .min_by(|a, b| (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id)))
 }
 
-fn request_bound<'a>(grants: &'a [Arc<Grant>], request: &AuthzRequest, now: UnixTime) -> Option<&'a Arc<Grant>> {
+fn request_bound<'a>(
+    grants: &'a [Arc<Grant>],
+    request: &AuthzRequest,
+    now: UnixTime,
+) -> Option<&'a Arc<Grant>> {
     let digest = request.digest.as_deref()?;
     grants
         .iter()
-        .filter(|g| g.request_digest.as_deref() == Some(digest) && g.principal == request.principal.entity && g.is_active_at(now))
+        .filter(|g| {
+            g.request_digest.as_deref() == Some(digest)
+                && g.principal == request.principal.entity
+                && g.is_active_at(now)
+        })
         .min_by(|a, b| (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id)))
 }
 
 fn file_routes(path: &Path, src: &str) -> Vec<toml::Spanned<crate::manifest::RouteSpec>> {
-    parse_toml::<RoutesFile>(path, src).map(|f| f.routes).unwrap_or_default()
+    parse_toml::<RoutesFile>(path, src)
+        .map(|f| f.routes)
+        .unwrap_or_default()
 }
 
 fn validate_role(spec: &RoleSettings) -> Result<Role, String> {
-    let max_duration = parse_duration(&spec.max_duration).map_err(|e| format!("max_duration: {e}"))?;
+    let max_duration =
+        parse_duration(&spec.max_duration).map_err(|e| format!("max_duration: {e}"))?;
     let pending_ttl = parse_duration(&spec.pending_ttl).map_err(|e| format!("pending_ttl: {e}"))?;
     if max_duration <= 0 {
         return Err("max_duration: must be positive".into());
@@ -278,16 +335,26 @@ fn validate_role(spec: &RoleSettings) -> Result<Role, String> {
 }
 
 /// Expands files and directories (non-recursive into hidden entries; sorted) keeping files with the given extensions.
-fn expand(dir: &Path, entries: &[String], exts: &[&str], manifest: &Path, field: &str) -> Result<Vec<PathBuf>, Diagnostic> {
+fn expand(
+    dir: &Path,
+    entries: &[String],
+    exts: &[&str],
+    manifest: &Path,
+    field: &str,
+) -> Result<Vec<PathBuf>, Diagnostic> {
     let mut out = Vec::new();
     for e in entries {
         let p = dir.join(e);
         if p.is_dir() {
-            walk(&p, exts, &mut out).map_err(|err| Diagnostic::file(&p, format!("cannot read directory: {err}")))?;
+            walk(&p, exts, &mut out)
+                .map_err(|err| Diagnostic::file(&p, format!("cannot read directory: {err}")))?;
         } else if p.is_file() {
             out.push(p);
         } else {
-            return Err(Diagnostic::file(manifest, format!("{field}: `{e}` does not exist in the bundle")));
+            return Err(Diagnostic::file(
+                manifest,
+                format!("{field}: `{e}` does not exist in the bundle"),
+            ));
         }
     }
     out.sort();
@@ -300,12 +367,20 @@ fn walk(dir: &Path, exts: &[&str], out: &mut Vec<PathBuf>) -> std::io::Result<()
         let path = entry?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         // Editor temp files and hidden entries never load.
-        if name.starts_with('.') || name.ends_with('~') || name.ends_with(".swp") || name.ends_with(".tmp") {
+        if name.starts_with('.')
+            || name.ends_with('~')
+            || name.ends_with(".swp")
+            || name.ends_with(".tmp")
+        {
             continue;
         }
         if path.is_dir() {
             walk(&path, exts, out)?;
-        } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| exts.contains(&e)) {
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| exts.contains(&e))
+        {
             out.push(path);
         }
     }
@@ -318,8 +393,13 @@ fn revision_of(dir: &Path, files: &[PathBuf]) -> Result<String, Diagnostic> {
     files.dedup();
     let mut h = Sha256::new();
     for f in files {
-        let rel = f.strip_prefix(dir).unwrap_or(f).to_string_lossy().replace('\\', "/");
-        let bytes = std::fs::read(f).map_err(|e| Diagnostic::file(f, format!("cannot read file: {e}")))?;
+        let rel = f
+            .strip_prefix(dir)
+            .unwrap_or(f)
+            .to_string_lossy()
+            .replace('\\', "/");
+        let bytes =
+            std::fs::read(f).map_err(|e| Diagnostic::file(f, format!("cannot read file: {e}")))?;
         h.update((rel.len() as u64).to_be_bytes());
         h.update(rel.as_bytes());
         h.update((bytes.len() as u64).to_be_bytes());

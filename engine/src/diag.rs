@@ -20,11 +20,21 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// A problem with a whole file (no position).
     pub fn file(file: impl AsRef<Path>, message: impl Into<String>) -> Self {
-        Self { file: file.as_ref().to_path_buf(), line: None, column: None, message: message.into() }
+        Self {
+            file: file.as_ref().to_path_buf(),
+            line: None,
+            column: None,
+            message: message.into(),
+        }
     }
 
     /// A problem at a 1-based line and column.
-    pub fn at(file: impl AsRef<Path>, line: usize, column: usize, message: impl Into<String>) -> Self {
+    pub fn at(
+        file: impl AsRef<Path>,
+        line: usize,
+        column: usize,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             file: file.as_ref().to_path_buf(),
             line: Some(line),
@@ -34,7 +44,12 @@ impl Diagnostic {
     }
 
     /// A problem at a byte offset into `source` (converted to line and column).
-    pub fn at_offset(file: impl AsRef<Path>, source: &str, offset: usize, message: impl Into<String>) -> Self {
+    pub fn at_offset(
+        file: impl AsRef<Path>,
+        source: &str,
+        offset: usize,
+        message: impl Into<String>,
+    ) -> Self {
         let (line, column) = line_col(source, offset);
         Self::at(file, line, column, message)
     }
@@ -98,17 +113,25 @@ pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
     let before = source.get(..offset).unwrap_or(source);
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let column = before.get(line_start..).map(|s| s.chars().count()).unwrap_or(0) + 1;
+    let column = before
+        .get(line_start..)
+        .map(|s| s.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, column)
 }
 
 /// Reads a file, turning an I/O error into a diagnostic that names it.
 pub fn read_file(path: &Path) -> Result<String, Diagnostic> {
-    std::fs::read_to_string(path).map_err(|e| Diagnostic::file(path, format!("cannot read file: {e}")))
+    std::fs::read_to_string(path)
+        .map_err(|e| Diagnostic::file(path, format!("cannot read file: {e}")))
 }
 
 /// Parses TOML into `T`, reporting the line and column of the first error (serde's path is in the message).
-pub fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, source: &str) -> Result<T, Diagnostic> {
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    source: &str,
+) -> Result<T, Diagnostic> {
     toml::from_str(source).map_err(|e| {
         let msg = e.message().to_string();
         match e.span() {
@@ -119,9 +142,17 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, source: &str) -> 
 }
 
 /// Parses YAML (or JSON, which is YAML) into `T`, reporting line and column.
-pub fn parse_yaml<T: serde::de::DeserializeOwned>(path: &Path, source: &str) -> Result<T, Diagnostic> {
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    source: &str,
+) -> Result<T, Diagnostic> {
     serde_yaml::from_str(source).map_err(|e| match e.location() {
-        Some(loc) => Diagnostic::at(path, loc.line(), loc.column(), strip_yaml_position(&e.to_string())),
+        Some(loc) => Diagnostic::at(
+            path,
+            loc.line(),
+            loc.column(),
+            strip_yaml_position(&e.to_string()),
+        ),
         None => Diagnostic::file(path, e.to_string()),
     })
 }

@@ -18,7 +18,10 @@ pub struct EntityRef {
 impl EntityRef {
     /// Builds a reference from a type and an id.
     pub fn new(ty: impl Into<String>, id: impl Into<String>) -> Self {
-        Self { ty: ty.into(), id: id.into() }
+        Self {
+            ty: ty.into(),
+            id: id.into(),
+        }
     }
 }
 
@@ -50,17 +53,22 @@ impl FromStr for EntityRef {
     type Err = EntityRefError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason| EntityRefError { input: s.to_string(), reason };
+        let err = |reason| EntityRefError {
+            input: s.to_string(),
+            reason,
+        };
         let s = s.trim();
         let (ty, rest) = s.split_once("::\"").ok_or_else(|| err("missing `::\"`"))?;
         if ty.is_empty()
-            || !ty
-                .split("::")
-                .all(|seg| !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            || !ty.split("::").all(|seg| {
+                !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
         {
             return Err(err("the type must be an identifier path"));
         }
-        let body = rest.strip_suffix('"').ok_or_else(|| err("missing closing quote"))?;
+        let body = rest
+            .strip_suffix('"')
+            .ok_or_else(|| err("missing closing quote"))?;
         let mut id = String::with_capacity(body.len());
         let mut chars = body.chars();
         while let Some(c) = chars.next() {
@@ -73,7 +81,10 @@ impl FromStr for EntityRef {
                 c => id.push(c),
             }
         }
-        Ok(EntityRef { ty: ty.to_string(), id })
+        Ok(EntityRef {
+            ty: ty.to_string(),
+            id,
+        })
     }
 }
 

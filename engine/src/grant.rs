@@ -134,7 +134,9 @@ impl Default for GrantIndex {
 
 impl std::fmt::Debug for GrantIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GrantIndex").field("grants", &self.len()).finish()
+        f.debug_struct("GrantIndex")
+            .field("grants", &self.len())
+            .finish()
     }
 }
 
@@ -142,7 +144,9 @@ impl GrantIndex {
     /// An empty index.
     pub fn new() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| ArcSwap::from_pointee(Shard::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| ArcSwap::from_pointee(Shard::new()))
+                .collect(),
             hasher: std::collections::hash_map::RandomState::new(),
             writer: Mutex::new(()),
         }
@@ -173,8 +177,10 @@ impl GrantIndex {
         let _w = self.writer.lock();
         let shard = self.shard_of(&grant.principal);
         let mut map: Shard = (**shard.load()).clone();
-        let mut list: Vec<Arc<Grant>> =
-            map.get(&grant.principal).map(|l| l.iter().filter(|g| g.id != grant.id).cloned().collect()).unwrap_or_default();
+        let mut list: Vec<Arc<Grant>> = map
+            .get(&grant.principal)
+            .map(|l| l.iter().filter(|g| g.id != grant.id).cloned().collect())
+            .unwrap_or_default();
         let principal = grant.principal.clone();
         list.push(Arc::new(grant));
         map.insert(principal, list.into());
@@ -186,7 +192,9 @@ impl GrantIndex {
         let _w = self.writer.lock();
         let shard = self.shard_of(principal);
         let mut map: Shard = (**shard.load()).clone();
-        let Some(list) = map.get(principal) else { return false };
+        let Some(list) = map.get(principal) else {
+            return false;
+        };
         let kept: Vec<Arc<Grant>> = list.iter().filter(|g| g.id != id).cloned().collect();
         let removed = kept.len() != list.len();
         if kept.is_empty() {
@@ -201,7 +209,8 @@ impl GrantIndex {
     /// Replaces the whole index (start-up, or a resync from the store).
     pub fn replace_all(&self, grants: impl IntoIterator<Item = Grant>) {
         let _w = self.writer.lock();
-        let mut maps: Vec<HashMap<EntityRef, Vec<Arc<Grant>>>> = (0..SHARDS).map(|_| HashMap::new()).collect();
+        let mut maps: Vec<HashMap<EntityRef, Vec<Arc<Grant>>>> =
+            (0..SHARDS).map(|_| HashMap::new()).collect();
         for g in grants {
             let mut h = self.hasher.build_hasher();
             g.principal.hash(&mut h);
@@ -211,7 +220,9 @@ impl GrantIndex {
             }
         }
         for (shard, m) in self.shards.iter().zip(maps) {
-            shard.store(Arc::new(m.into_iter().map(|(k, v)| (k, v.into())).collect()));
+            shard.store(Arc::new(
+                m.into_iter().map(|(k, v)| (k, v.into())).collect(),
+            ));
         }
     }
 
@@ -237,7 +248,10 @@ impl GrantIndex {
 
     /// Number of grants held.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.load().values().map(|l| l.len()).sum::<usize>()).sum()
+        self.shards
+            .iter()
+            .map(|s| s.load().values().map(|l| l.len()).sum::<usize>())
+            .sum()
     }
 
     /// Whether the index holds no grant.
@@ -298,7 +312,10 @@ mod tests {
         idx.upsert(g1);
         let list = idx.for_principal(&a).unwrap();
         assert_eq!(list.len(), 2);
-        assert!(list.iter().any(|g| g.id == "g1" && g.status == GrantStatus::Revoked));
+        assert!(
+            list.iter()
+                .any(|g| g.id == "g1" && g.status == GrantStatus::Revoked)
+        );
         assert!(idx.remove(&a, "g2"));
         assert_eq!(idx.len(), 2);
         idx.compact(5);

@@ -13,10 +13,12 @@ pub mod decision;
 pub mod diag;
 pub mod entity;
 pub mod grant;
+pub mod log;
 pub mod manifest;
 pub mod rego;
 pub mod request;
 pub mod routes;
+pub mod sqlite;
 pub mod store;
 
 pub use authorize::Authorizer;

@@ -109,11 +109,23 @@ pub struct AuthzRequest {
 
 /// The digest that binds an approval to one exact request: principal, method, normalized path, query and a hash of
 /// the body. Hex SHA-256; each part is length-prefixed so no two different requests share a digest.
-pub fn request_digest(principal: &EntityRef, method: &str, path: &str, query: &str, body: &[u8]) -> String {
+pub fn request_digest(
+    principal: &EntityRef,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &[u8],
+) -> String {
     let body_hash = Sha256::digest(body);
     let mut h = Sha256::new();
     let principal = principal.to_string();
-    for part in [principal.as_bytes(), method.as_bytes(), path.as_bytes(), query.as_bytes(), &body_hash[..]] {
+    for part in [
+        principal.as_bytes(),
+        method.as_bytes(),
+        path.as_bytes(),
+        query.as_bytes(),
+        &body_hash[..],
+    ] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }
@@ -131,7 +143,10 @@ mod tests {
         assert_eq!(a, request_digest(&p, "DELETE", "/db/x", "", b""));
         assert_ne!(a, request_digest(&p, "DELETE", "/db/x", "", b"{}"));
         assert_ne!(a, request_digest(&p, "DELETE", "/db/", "x", b""));
-        assert_ne!(a, request_digest(&EntityRef::new("User", "b"), "DELETE", "/db/x", "", b""));
+        assert_ne!(
+            a,
+            request_digest(&EntityRef::new("User", "b"), "DELETE", "/db/x", "", b"")
+        );
     }
 
     #[test]

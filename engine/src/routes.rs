@@ -45,17 +45,24 @@ struct EntityTemplate {
 
 impl EntityTemplate {
     fn parse(text: &str, params: &[&str]) -> Result<Self, String> {
-        let e: EntityRef = text.parse().map_err(|e: crate::entity::EntityRefError| e.to_string())?;
+        let e: EntityRef = text
+            .parse()
+            .map_err(|e: crate::entity::EntityRefError| e.to_string())?;
         let mut pieces = Vec::new();
         let mut rest = e.id.as_str();
         while let Some(open) = rest.find('{') {
-            let close = rest[open..].find('}').map(|c| c + open).ok_or_else(|| format!("unclosed `{{` in `{text}`"))?;
+            let close = rest[open..]
+                .find('}')
+                .map(|c| c + open)
+                .ok_or_else(|| format!("unclosed `{{` in `{text}`"))?;
             if open > 0 {
                 pieces.push(Piece::Text(rest[..open].to_string()));
             }
             let name = rest[open + 1..close].trim_end_matches('*');
             if !params.contains(&name) {
-                return Err(format!("`{{{name}}}` in `{text}` is not a parameter of the route's path"));
+                return Err(format!(
+                    "`{{{name}}}` in `{text}` is not a parameter of the route's path"
+                ));
             }
             pieces.push(Piece::Param(name.to_string()));
             rest = &rest[close + 1..];
@@ -63,7 +70,10 @@ impl EntityTemplate {
         if !rest.is_empty() {
             pieces.push(Piece::Text(rest.to_string()));
         }
-        Ok(EntityTemplate { ty: e.ty, id: pieces })
+        Ok(EntityTemplate {
+            ty: e.ty,
+            id: pieces,
+        })
     }
 
     fn render(&self, names: &[&str], values: &[String]) -> EntityRef {
@@ -72,13 +82,20 @@ impl EntityTemplate {
             match p {
                 Piece::Text(t) => id.push_str(t),
                 Piece::Param(n) => {
-                    if let Some(v) = names.iter().position(|x| x == n).and_then(|i| values.get(i)) {
+                    if let Some(v) = names
+                        .iter()
+                        .position(|x| x == n)
+                        .and_then(|i| values.get(i))
+                    {
                         id.push_str(v);
                     }
                 }
             }
         }
-        EntityRef { ty: self.ty.clone(), id }
+        EntityRef {
+            ty: self.ty.clone(),
+            id,
+        }
     }
 }
 
@@ -122,26 +139,50 @@ pub struct RouteTable {
 impl RouteTable {
     /// Validates `specs` (from `file`, whose text is `source`, for line numbers) into a table.
     /// Every bad route is reported, not just the first.
-    pub fn build(file: &Path, source: &str, specs: &[toml::Spanned<RouteSpec>]) -> Result<Self, Diagnostics> {
+    pub fn build(
+        file: &Path,
+        source: &str,
+        specs: &[toml::Spanned<RouteSpec>],
+    ) -> Result<Self, Diagnostics> {
         let mut routes = Vec::new();
         let mut errors = Vec::new();
         for spec in specs {
             let span = spec.span();
             match Self::build_one(spec.get_ref()) {
                 Ok(r) => routes.push(r),
-                Err(msg) => errors.push(Diagnostic::at_offset(file, source, span.start, format!("route `{} {}`: {msg}", spec.get_ref().method, spec.get_ref().path))),
+                Err(msg) => errors.push(Diagnostic::at_offset(
+                    file,
+                    source,
+                    span.start,
+                    format!(
+                        "route `{} {}`: {msg}",
+                        spec.get_ref().method,
+                        spec.get_ref().path
+                    ),
+                )),
             }
         }
         // Two routes with the same method, host and template shape would make matching ambiguous.
         for (i, a) in routes.iter().enumerate() {
             for b in routes.iter().skip(i + 1) {
-                if a.method == b.method && a.host == b.host && same_shape(&a.segments, &b.segments) {
-                    let at = specs.iter().find(|s| s.get_ref().path == b.path).map(|s| s.span().start).unwrap_or(0);
+                if a.method == b.method && a.host == b.host && same_shape(&a.segments, &b.segments)
+                {
+                    let at = specs
+                        .iter()
+                        .find(|s| s.get_ref().path == b.path)
+                        .map(|s| s.span().start)
+                        .unwrap_or(0);
                     errors.push(Diagnostic::at_offset(
                         file,
                         source,
                         at,
-                        format!("route `{} {}` overlaps `{} {}`", b.method.as_deref().unwrap_or("*"), b.path, a.method.as_deref().unwrap_or("*"), a.path),
+                        format!(
+                            "route `{} {}` overlaps `{} {}`",
+                            b.method.as_deref().unwrap_or("*"),
+                            b.path,
+                            a.method.as_deref().unwrap_or("*"),
+                            a.path
+                        ),
                     ));
                 }
             }
@@ -154,8 +195,14 @@ impl RouteTable {
     fn build_one(spec: &RouteSpec) -> Result<Route, String> {
         let method = match spec.method.trim() {
             "*" => None,
-            m if !m.is_empty() && m.chars().all(|c| c.is_ascii_alphabetic()) => Some(m.to_ascii_uppercase()),
-            m => return Err(format!("field `method`: `{m}` is not an HTTP method or `*`")),
+            m if !m.is_empty() && m.chars().all(|c| c.is_ascii_alphabetic()) => {
+                Some(m.to_ascii_uppercase())
+            }
+            m => {
+                return Err(format!(
+                    "field `method`: `{m}` is not an HTTP method or `*`"
+                ));
+            }
         };
         if !spec.path.starts_with('/') {
             return Err("field `path`: must start with `/`".into());
@@ -184,24 +231,33 @@ impl RouteTable {
                 names.push(name);
                 if rest {
                     if i + 1 != raw.len() {
-                        return Err(format!("field `path`: `{{{inner}}}` must be the last segment"));
+                        return Err(format!(
+                            "field `path`: `{{{inner}}}` must be the last segment"
+                        ));
                     }
                     Seg::Rest(name.to_string())
                 } else {
                     Seg::Param(name.to_string())
                 }
             } else if s.contains('{') || s.contains('}') {
-                return Err(format!("field `path`: segment `{s}` mixes text and a parameter"));
+                return Err(format!(
+                    "field `path`: segment `{s}` mixes text and a parameter"
+                ));
             } else {
                 Seg::Lit((*s).to_string())
             };
             segments.push(seg);
         }
         let service_ref = EntityRef::new("Service", spec.service.clone()).to_string();
-        let resource = EntityTemplate::parse(spec.resource.as_deref().unwrap_or(&service_ref), &names)
-            .map_err(|e| format!("field `resource`: {e}"))?;
+        let resource =
+            EntityTemplate::parse(spec.resource.as_deref().unwrap_or(&service_ref), &names)
+                .map_err(|e| format!("field `resource`: {e}"))?;
         let parent_specs = spec.parents.clone().unwrap_or_else(|| {
-            if spec.resource.is_some() { vec![service_ref.clone()] } else { Vec::new() }
+            if spec.resource.is_some() {
+                vec![service_ref.clone()]
+            } else {
+                Vec::new()
+            }
         });
         let parents = parent_specs
             .iter()
@@ -268,11 +324,19 @@ impl RouteTable {
             }
             let resource = Resource {
                 entity: route.resource.render(&names, &values),
-                parents: route.parents.iter().map(|p| p.render(&names, &values)).collect(),
+                parents: route
+                    .parents
+                    .iter()
+                    .map(|p| p.render(&names, &values))
+                    .collect(),
                 attrs: Default::default(),
             };
             let params = names.iter().map(|n| n.to_string()).zip(values).collect();
-            return Some(RouteMatch { route, resource, params });
+            return Some(RouteMatch {
+                route,
+                resource,
+                params,
+            });
         }
         None
     }
@@ -310,7 +374,11 @@ fn specificity(r: &Route) -> (u8, Vec<u8>, u8) {
     let mut ranks: Vec<u8> = r.segments.iter().map(Seg::rank).collect();
     // A longer template is more specific than its prefix (`/a/b` before `/a/{rest*}` already holds by rank).
     ranks.push(3);
-    (u8::from(r.host.is_none()), ranks, u8::from(r.method.is_none()))
+    (
+        u8::from(r.host.is_none()),
+        ranks,
+        u8::from(r.method.is_none()),
+    )
 }
 
 #[cfg(test)]
@@ -358,9 +426,18 @@ parents = ['Bucket::"main"', 'Service::"files"']
         let m = t.find("DELETE", None, "/databases/prod-eu").unwrap();
         assert_eq!(m.route.action, "deleteDatabase");
         assert_eq!(m.resource.entity, EntityRef::new("Database", "prod-eu"));
-        assert_eq!(m.resource.parents, vec![EntityRef::new("Service", "billing")]);
+        assert_eq!(
+            m.resource.parents,
+            vec![EntityRef::new("Service", "billing")]
+        );
         // literal beats parameter
-        assert_eq!(t.find("GET", None, "/databases/special").unwrap().route.action, "readSpecial");
+        assert_eq!(
+            t.find("GET", None, "/databases/special")
+                .unwrap()
+                .route
+                .action,
+            "readSpecial"
+        );
         // rest parameter takes the remaining segments
         let f = t.find("PUT", None, "/files/a/b%20c").unwrap();
         assert_eq!(f.resource.entity.id, "a/b c");

@@ -22,6 +22,9 @@ pub enum StoreError {
     /// The thing asked for does not exist.
     #[error("store: {0} not found")]
     NotFound(String),
+    /// The write conflicts with what is stored (e.g. a second verdict by the same approver).
+    #[error("store: conflict: {0}")]
+    Conflict(String),
 }
 
 /// Grant persistence. Implementations must be safe to call from many threads.

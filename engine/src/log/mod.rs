@@ -1,0 +1,166 @@
+//! The decision log: one hash-chained [`DecisionRecord`] per decision, appended in batches by a dedicated
+//! [`LogWriter`] thread, then queried, verified, exported (JSON Lines, CSV, OCSF) and pruned from the SQLite file.
+//!
+//! The chain: `hash = hex(sha256(prev_hash || canonical bytes))`, where the canonical bytes are the record's
+//! `serde_json` form in field order with `hash = ""` ([`DecisionRecord::canonical_bytes`]); the first record's
+//! `prev_hash` is [`GENESIS_HASH`]. `seq` is inside the hashed bytes, so edits, deletions, insertions and moves
+//! all break the chain at a named `seq` ([`verify_store`]). The newest head is also kept in a `log_head` row
+//! updated with every batch, so cutting off the tail is detected too. The chain is unkeyed: someone who can
+//! rewrite the whole file can forge a consistent one, which is why exports carry a manifest with first/last
+//! hashes to keep elsewhere.
+
+mod db;
+mod export;
+mod prune;
+mod record;
+mod verify;
+mod writer;
+
+use time::OffsetDateTime;
+
+pub use export::{
+    ExportManifest, Format, export, export_to_file, manifest_path, ocsf_event, verify_export,
+};
+pub use prune::{PruneReport, prune};
+pub use record::{
+    DecisionRecord, GENESIS_HASH, Outcome, REDACTED, RecordKind, format_time, parse_time, redact,
+};
+pub use verify::{Failure, FailureKind, VerifyReport, verify_store};
+pub use writer::{JsonlSink, LogOptions, LogStats, LogWriter, OnFull, Ticket};
+
+/// Why a log operation failed. Clone, because one failed batch answers every record that was in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// The database reported an error.
+    #[error("decision log: database: {0}")]
+    Database(String),
+    /// Reading or writing a file failed.
+    #[error("decision log: {0}")]
+    Io(String),
+    /// The queue was full and the writer is configured to fail closed.
+    #[error("decision log: queue full")]
+    QueueFull,
+    /// The writer has shut down (or its thread died); the record was not logged.
+    #[error("decision log: writer is closed")]
+    Closed,
+    /// A record, filter or manifest is not valid.
+    #[error("decision log: invalid {what}: {reason}")]
+    Invalid {
+        /// What was invalid (a field, a record, a file).
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// A stored row could not be decoded.
+    #[error("decision log: corrupt row at seq {seq}: {reason}")]
+    Corrupt {
+        /// The row's seq.
+        seq: i64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The database file does not exist.
+    #[error("decision log: {0} not found")]
+    NotFound(String),
+}
+
+impl From<rusqlite::Error> for LogError {
+    fn from(e: rusqlite::Error) -> Self {
+        LogError::Database(e.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for LogError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::NotFound(what) => LogError::NotFound(what),
+            other => LogError::Database(other.to_string()),
+        }
+    }
+}
+
+impl From<std::io::Error> for LogError {
+    fn from(e: std::io::Error) -> Self {
+        LogError::Io(e.to_string())
+    }
+}
+
+/// Which records to query or export. Every set field must match; `since` is inclusive, `until` exclusive.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    /// Records at or after this time.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub since: Option<OffsetDateTime>,
+    /// Records before this time.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub until: Option<OffsetDateTime>,
+    /// Exact principal (`User::"alice"`).
+    #[serde(default)]
+    pub principal: Option<String>,
+    /// Exact action.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// Exact resource.
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// Outcome.
+    #[serde(default)]
+    pub decision: Option<Outcome>,
+    /// Records that used this grant id.
+    #[serde(default)]
+    pub grant: Option<String>,
+    /// Bundle revision.
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// The proxy's request id.
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// Record kind.
+    #[serde(default)]
+    pub kind: Option<RecordKind>,
+}
+
+/// Where the next page of a query starts: the last `seq` of the previous page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Cursor(pub i64);
+
+/// One page of query results, in `seq` order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// The records.
+    pub records: Vec<DecisionRecord>,
+    /// Pass this to get the next page; `None` when this was the last.
+    pub next: Option<Cursor>,
+}
+
+/// Records matching `filter` in `seq` order, at most `limit` of them, after `page` (from a previous [`Page`]).
+pub fn query(
+    path: &std::path::Path,
+    filter: &Filter,
+    page: Option<Cursor>,
+    limit: u32,
+) -> Result<Page, LogError> {
+    let conn = db::open_read(path)?;
+    let limit = limit.max(1);
+    let mut records = Vec::new();
+    // One more than asked tells whether there is a next page without a second query.
+    db::for_each_matching(
+        &conn,
+        filter,
+        page.map(|c| c.0),
+        Some(i64::from(limit) + 1),
+        |r| {
+            records.push(r);
+            Ok(())
+        },
+    )?;
+    let next = if records.len() > limit as usize {
+        records.truncate(limit as usize);
+        records.last().map(|r| Cursor(r.seq))
+    } else {
+        None
+    };
+    Ok(Page { records, next })
+}

@@ -1,0 +1,286 @@
+//! The decision record, its canonical bytes and its place in the hash chain, and redaction of its context.
+//! Storage, batching and export live beside it in [`crate::log`]; nothing here touches a file.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+
+/// `prev_hash` of the first record of a chain: 64 zeros.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What replaces a redacted value in `context`.
+pub const REDACTED: &str = "[redacted]";
+
+/// The one time format of a record: RFC 3339, UTC, milliseconds (`2026-11-23T10:00:00.123Z`). Fixed width, so
+/// text order is time order and the store filters on it directly.
+const TIME_FORMAT: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+/// Formats `t` the way records carry time.
+pub fn format_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    t.format(TIME_FORMAT)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+/// Parses a record time (any RFC 3339 form is accepted; records are written in [`format_time`]'s form).
+pub fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("invalid RFC 3339 time `{s}`: {e}"))
+}
+
+/// What a record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordKind {
+    /// An authorization decision on a request.
+    Decision,
+    /// A grant or access-request lifecycle event (requested, approved, revoked, ...).
+    Lifecycle,
+    /// Written by prune: the chain before it was removed; it names where the kept chain starts.
+    Checkpoint,
+}
+
+impl RecordKind {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Decision => "decision",
+            RecordKind::Lifecycle => "lifecycle",
+            RecordKind::Checkpoint => "checkpoint",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "decision" => Some(RecordKind::Decision),
+            "lifecycle" => Some(RecordKind::Lifecycle),
+            "checkpoint" => Some(RecordKind::Checkpoint),
+            _ => None,
+        }
+    }
+}
+
+/// The outcome a record reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Allowed.
+    Allow,
+    /// Denied.
+    Deny,
+    /// Held for approval.
+    Hold,
+    /// Evaluation failed (served as a deny).
+    Error,
+}
+
+impl Outcome {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::Hold => "hold",
+            Outcome::Error => "error",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "allow" => Some(Outcome::Allow),
+            "deny" => Some(Outcome::Deny),
+            "hold" => Some(Outcome::Hold),
+            "error" => Some(Outcome::Error),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of the decision log. Field order is part of the format: the canonical bytes are this struct
+/// serialized by `serde_json` in declaration order (see [`DecisionRecord::canonical_bytes`]). The JSON Schema is
+/// `schemas/decision-record.schema.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRecord {
+    /// Position in the chain (1, 2, ...), assigned by the writer.
+    pub seq: i64,
+    /// UUID v7.
+    pub id: String,
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+    /// `decision`, `lifecycle` or `checkpoint`.
+    pub kind: RecordKind,
+    /// The proxy's request id, when there was a request.
+    pub request_id: Option<String>,
+    /// The principal as an entity reference (`User::"alice"`), or empty.
+    pub principal: String,
+    /// The action (`Action::"deleteDatabase"` or the lifecycle verb), or empty.
+    pub action: String,
+    /// The resource as an entity reference, or empty.
+    pub resource: String,
+    /// What mattered for the decision (claims, headers, source IP, ...), after redaction.
+    pub context: Map<String, Value>,
+    /// The outcome; `None` for checkpoints.
+    pub decision: Option<Outcome>,
+    /// The determining policies.
+    pub policies: Vec<String>,
+    /// The grants the decision rested on.
+    pub grants_used: Vec<String>,
+    /// Evaluation errors.
+    pub errors: Vec<String>,
+    /// The bundle revision.
+    pub revision: String,
+    /// The policy engine (`cedar`, `rego`), or empty.
+    pub engine: String,
+    /// Time spent deciding, in microseconds.
+    pub latency_us: u64,
+    /// The client's address.
+    pub client_addr: Option<String>,
+    /// The HTTP method.
+    pub method: Option<String>,
+    /// The normalized path the policies saw.
+    pub path: Option<String>,
+    /// The HTTP status served.
+    pub status: Option<u16>,
+    /// Whether break-glass access was used.
+    pub break_glass: bool,
+    /// Dotted `context` paths whose values were masked.
+    pub redacted: Vec<String>,
+    /// The previous record's `hash` ([`GENESIS_HASH`] for the first).
+    pub prev_hash: String,
+    /// `hex(sha256(prev_hash || canonical_bytes))`.
+    pub hash: String,
+}
+
+impl DecisionRecord {
+    /// A record of `kind` with a fresh UUID v7 id and the current time; the writer fills `seq`, `prev_hash` and
+    /// `hash`.
+    pub fn new(kind: RecordKind) -> Self {
+        Self::at(kind, OffsetDateTime::now_utc())
+    }
+
+    /// Like [`DecisionRecord::new`] at a given time.
+    pub fn at(kind: RecordKind, time: OffsetDateTime) -> Self {
+        DecisionRecord {
+            seq: 0,
+            id: uuid::Uuid::now_v7().to_string(),
+            time: format_time(time),
+            kind,
+            request_id: None,
+            principal: String::new(),
+            action: String::new(),
+            resource: String::new(),
+            context: Map::new(),
+            decision: None,
+            policies: Vec::new(),
+            grants_used: Vec::new(),
+            errors: Vec::new(),
+            revision: String::new(),
+            engine: String::new(),
+            latency_us: 0,
+            client_addr: None,
+            method: None,
+            path: None,
+            status: None,
+            break_glass: false,
+            redacted: Vec::new(),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    /// A decision record for `principal` doing `action` on `resource` with `outcome`.
+    pub fn decision(
+        principal: impl Into<String>,
+        action: impl Into<String>,
+        resource: impl Into<String>,
+        outcome: Outcome,
+    ) -> Self {
+        let mut r = Self::new(RecordKind::Decision);
+        r.principal = principal.into();
+        r.action = action.into();
+        r.resource = resource.into();
+        r.decision = Some(outcome);
+        r
+    }
+
+    /// The bytes the hash covers: `serde_json` of the record in field-declaration order, compact, with `hash`
+    /// set to `""` and object keys inside `context` sorted (so a store or a reader that reorders keys does not
+    /// change the hash). `prev_hash` and `seq` are inside, so a record cannot move or be relinked unnoticed.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut c = self.clone();
+        c.hash.clear();
+        c.context = sorted_map(&self.context);
+        serde_json::to_vec(&c).unwrap_or_default()
+    }
+
+    /// `hex(sha256(prev_hash || canonical_bytes))` with this record's own `prev_hash`.
+    pub fn compute_hash(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(self.prev_hash.as_bytes());
+        h.update(self.canonical_bytes());
+        hex::encode(h.finalize())
+    }
+
+    /// Puts the record at `seq` after `prev_hash` and seals it (sets `hash`). Used by the writer and by prune.
+    pub fn seal(&mut self, seq: i64, prev_hash: &str) {
+        self.seq = seq;
+        self.prev_hash = prev_hash.to_string();
+        self.context = sorted_map(&self.context);
+        self.hash = self.compute_hash();
+    }
+
+    /// Whether `hash` matches the record's content.
+    pub fn hash_ok(&self) -> bool {
+        self.hash == self.compute_hash()
+    }
+}
+
+fn sorted_value(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(sorted_map(m)),
+        Value::Array(a) => Value::Array(a.iter().map(sorted_value).collect()),
+        other => other.clone(),
+    }
+}
+
+fn sorted_map(m: &Map<String, Value>) -> Map<String, Value> {
+    let mut keys: Vec<&String> = m.keys().collect();
+    keys.sort();
+    keys.into_iter()
+        .filter_map(|k| m.get(k).map(|v| (k.clone(), sorted_value(v))))
+        .collect()
+}
+
+/// Masks each dotted path of `fields` found in `rec.context` (`headers.authorization`, `claims.email`) with
+/// `"[redacted]"` and lists it in `rec.redacted`. Call it before the record is appended: the hash then covers
+/// the masked value, and the secret never reaches the disk. Paths that are absent are not listed.
+pub fn redact(rec: &mut DecisionRecord, fields: &[String]) {
+    for field in fields {
+        let mut parts = field.split('.').filter(|p| !p.is_empty()).peekable();
+        let mut cur: &mut Map<String, Value> = &mut rec.context;
+        let mut masked = false;
+        while let Some(part) = parts.next() {
+            if parts.peek().is_none() {
+                if let Some(v) = cur.get_mut(part) {
+                    *v = Value::String(REDACTED.to_string());
+                    masked = true;
+                }
+                break;
+            }
+            match cur.get_mut(part) {
+                Some(Value::Object(next)) => cur = next,
+                _ => break,
+            }
+        }
+        if masked && !rec.redacted.iter().any(|r| r == field) {
+            rec.redacted.push(field.clone());
+        }
+    }
+}

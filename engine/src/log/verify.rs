@@ -1,0 +1,243 @@
+//! Verification of a stored chain: walks `decisions` in seq order and names the first record that does not fit.
+//! Export files are verified in [`super::export`]; both report with [`VerifyReport`].
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use super::db;
+use super::record::{DecisionRecord, GENESIS_HASH};
+use super::{LogError, prune};
+
+/// What was wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The record's content does not match its hash: it was edited (or moved to another seq).
+    HashMismatch,
+    /// The record's `prev_hash` is not the previous record's hash: a record before it was replaced, inserted or
+    /// moved.
+    BrokenLink,
+    /// Records are missing at this seq (deleted).
+    Missing,
+    /// The row cannot be decoded.
+    Corrupt,
+    /// The grant index disagrees with the records.
+    IndexMismatch,
+    /// The newest records were cut off (the stored head points past the last record) or the head was altered.
+    Truncated,
+    /// An export file's bytes do not match its manifest's SHA-256.
+    DigestMismatch,
+    /// An export file's content disagrees with its manifest (count, first/last record).
+    ManifestMismatch,
+}
+
+/// The first problem found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The first bad seq, when the problem is about a record.
+    pub seq: Option<i64>,
+    /// What kind of problem.
+    pub kind: FailureKind,
+    /// A sentence for humans.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.seq {
+            Some(s) => write!(f, "seq {s}: {}", self.detail),
+            None => f.write_str(&self.detail),
+        }
+    }
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// Whether everything checked out.
+    pub ok: bool,
+    /// Records checked before stopping.
+    pub records: u64,
+    /// The first record's seq.
+    pub first_seq: Option<i64>,
+    /// The last good record's seq.
+    pub last_seq: Option<i64>,
+    /// The last good record's hash.
+    pub last_hash: Option<String>,
+    /// The checkpoint whose anchor the chain starts from, when earlier records were pruned.
+    pub checkpoint_seq: Option<i64>,
+    /// The first problem, if any.
+    pub failure: Option<Failure>,
+}
+
+impl VerifyReport {
+    pub(crate) fn empty() -> Self {
+        VerifyReport {
+            ok: true,
+            records: 0,
+            first_seq: None,
+            last_seq: None,
+            last_hash: None,
+            checkpoint_seq: None,
+            failure: None,
+        }
+    }
+
+    pub(crate) fn fail(mut self, seq: Option<i64>, kind: FailureKind, detail: String) -> Self {
+        self.ok = false;
+        self.failure = Some(Failure { seq, kind, detail });
+        self
+    }
+}
+
+/// Where the kept chain must start: the newest checkpoint names it; without one, the genesis.
+fn anchor(conn: &Connection) -> Result<(i64, String, Option<i64>), LogError> {
+    let cp = conn
+        .query_row(
+            &format!(
+                "SELECT {} FROM decisions WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1",
+                db::COLS
+            ),
+            [],
+            db::raw,
+        )
+        .optional()?;
+    match cp {
+        None => Ok((1, GENESIS_HASH.to_string(), None)),
+        Some(raw) => {
+            let rec = raw.decode()?;
+            let (first, prev) = prune::checkpoint_anchor(&rec)?;
+            Ok((first, prev, Some(rec.seq)))
+        }
+    }
+}
+
+/// Walks the stored chain in seq order and reports the first record that does not verify: an edited field
+/// ([`FailureKind::HashMismatch`]), a deleted record ([`FailureKind::Missing`]), an inserted or reordered one
+/// ([`FailureKind::BrokenLink`] or `HashMismatch`, since `seq` is hashed), a cut-off tail
+/// ([`FailureKind::Truncated`]). After a prune, the newest checkpoint says where the chain starts and which hash
+/// precedes it.
+pub fn verify_store(path: &Path) -> Result<VerifyReport, LogError> {
+    let conn = db::open_read(path)?;
+    // One read transaction: a writer appending meanwhile cannot make the head and the rows disagree.
+    conn.execute_batch("BEGIN")?;
+    let report = verify_conn(&conn);
+    let _ = conn.execute_batch("COMMIT");
+    report
+}
+
+pub(crate) fn verify_conn(conn: &Connection) -> Result<VerifyReport, LogError> {
+    let mut report = VerifyReport::empty();
+    let (mut expect_seq, mut expect_prev, checkpoint) = match anchor(conn) {
+        Ok(a) => a,
+        Err(LogError::Corrupt { seq, reason }) => {
+            return Ok(report.fail(
+                Some(seq),
+                FailureKind::Corrupt,
+                format!("checkpoint unreadable: {reason}"),
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    report.checkpoint_seq = checkpoint;
+    let mut stmt = conn.prepare(&format!("SELECT {} FROM decisions ORDER BY seq", db::COLS))?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let raw = db::raw(row)?;
+        let seq = raw.seq();
+        let rec: DecisionRecord = match raw.decode() {
+            Ok(r) => r,
+            Err(e) => return Ok(report.fail(Some(seq), FailureKind::Corrupt, e.to_string())),
+        };
+        if seq < expect_seq {
+            return Ok(report.fail(
+                Some(seq),
+                FailureKind::BrokenLink,
+                format!("record precedes the start of the chain (seq {expect_seq}, set by the newest checkpoint)"),
+            ));
+        }
+        if seq > expect_seq {
+            let detail = if seq == expect_seq + 1 {
+                format!("record {expect_seq} is missing")
+            } else {
+                format!("records {expect_seq}..={} are missing", seq - 1)
+            };
+            return Ok(report.fail(Some(expect_seq), FailureKind::Missing, detail));
+        }
+        if rec.prev_hash != expect_prev {
+            let detail = if report.records == 0 {
+                "prev_hash does not match the start of the chain (genesis or checkpoint anchor)"
+                    .to_string()
+            } else {
+                format!(
+                    "prev_hash does not match the hash of record {}: a record was inserted, replaced or moved",
+                    seq - 1
+                )
+            };
+            return Ok(report.fail(Some(seq), FailureKind::BrokenLink, detail));
+        }
+        if !rec.hash_ok() {
+            return Ok(report.fail(
+                Some(seq),
+                FailureKind::HashMismatch,
+                "content does not match its hash: the record was edited or moved".into(),
+            ));
+        }
+        if report.first_seq.is_none() {
+            report.first_seq = Some(seq);
+        }
+        report.records += 1;
+        report.last_seq = Some(seq);
+        expect_prev = rec.hash.clone();
+        report.last_hash = Some(rec.hash);
+        expect_seq += 1;
+    }
+    drop(rows);
+    drop(stmt);
+
+    let head = db::head(conn)?;
+    let head_ok = match (&head, report.last_seq) {
+        (None, None) => true,
+        (Some((hseq, hhash)), Some(last)) => {
+            *hseq == last && report.last_hash.as_ref() == Some(hhash)
+        }
+        _ => false,
+    };
+    if !head_ok {
+        let detail = format!(
+            "the stored head is {} but the last record is {}: records were cut off or the head was altered",
+            head.as_ref()
+                .map_or_else(|| "missing".to_string(), |h| format!("seq {}", h.0)),
+            report
+                .last_seq
+                .map_or_else(|| "none".to_string(), |l| format!("seq {l}"))
+        );
+        let seq = report.last_seq.map_or(expect_seq, |l| l + 1);
+        return Ok(report.fail(Some(seq), FailureKind::Truncated, detail));
+    }
+
+    // The grant index only speeds up queries, but a query answered from a doctored index would mislead.
+    let bad: Option<i64> = conn
+        .query_row(
+            "SELECT MIN(seq) FROM (
+               SELECT g.seq AS seq FROM decision_grants g WHERE NOT EXISTS (
+                 SELECT 1 FROM decisions d, json_each(d.grants_used) j WHERE d.seq = g.seq AND j.value = g.grant_id)
+               UNION ALL
+               SELECT d.seq AS seq FROM decisions d, json_each(d.grants_used) j WHERE NOT EXISTS (
+                 SELECT 1 FROM decision_grants g WHERE g.seq = d.seq AND g.grant_id = j.value))",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    if let Some(seq) = bad {
+        return Ok(report.fail(
+            Some(seq),
+            FailureKind::IndexMismatch,
+            "the grant index disagrees with the record's grants_used".into(),
+        ));
+    }
+    Ok(report)
+}

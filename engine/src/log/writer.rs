@@ -1,0 +1,490 @@
+//! The decision-log writer: a bounded queue in front of one thread that owns its own SQLite connection, seals
+//! records into the chain and commits them in batches. Callers never compute hashes; they may wait per record.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use parking_lot::Mutex;
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::LogError;
+use super::db;
+use super::record::{DecisionRecord, GENESIS_HASH, format_time, parse_time};
+use crate::sqlite::{DEFAULT_BUSY_TIMEOUT, open_connection};
+
+/// What `append` does when the queue is full. Either way it is counted in [`LogStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFull {
+    /// Block the caller until there is room.
+    #[default]
+    Wait,
+    /// Return [`LogError::QueueFull`] at once (the caller then denies the request).
+    FailClosed,
+}
+
+/// A copy of each committed record as one JSON line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonlSink {
+    /// To standard output.
+    Stdout,
+    /// To a file, rotated when it would grow past `max_bytes`: `log.jsonl` -> `log.jsonl.1` -> ... up to `keep`
+    /// old files.
+    File {
+        /// The live file.
+        path: PathBuf,
+        /// Size limit of one file.
+        max_bytes: u64,
+        /// How many rotated files to keep.
+        keep: u32,
+    },
+}
+
+/// Writer settings.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Records the queue holds before `on_full` applies.
+    pub queue_capacity: usize,
+    /// Most records committed in one transaction.
+    pub batch_max: usize,
+    /// Full-queue behaviour.
+    pub on_full: OnFull,
+    /// How long the writer waits for a database lock held by someone else before the batch fails.
+    pub busy_timeout: Duration,
+    /// Optional JSON Lines copy of committed records.
+    pub jsonl: Option<JsonlSink>,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            queue_capacity: 8192,
+            batch_max: 512,
+            on_full: OnFull::Wait,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            jsonl: None,
+        }
+    }
+}
+
+/// Counters since the writer started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LogStats {
+    /// Records accepted into the queue.
+    pub appended: u64,
+    /// Records committed to the database.
+    pub committed: u64,
+    /// Transactions committed.
+    pub batches: u64,
+    /// Appends that found the queue full and waited (`OnFull::Wait`).
+    pub queue_full_waits: u64,
+    /// Appends refused because the queue was full (`OnFull::FailClosed`).
+    pub queue_full_rejections: u64,
+    /// Records that could not be committed (their tickets got the error).
+    pub errors: u64,
+    /// JSON Lines sink write failures (the records are committed regardless).
+    pub sink_errors: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    appended: AtomicU64,
+    committed: AtomicU64,
+    batches: AtomicU64,
+    queue_full_waits: AtomicU64,
+    queue_full_rejections: AtomicU64,
+    errors: AtomicU64,
+    sink_errors: AtomicU64,
+}
+
+type Callback = Box<dyn FnOnce(Result<(), LogError>) + Send + 'static>;
+
+enum Notify {
+    Ticket(Sender<Result<(), LogError>>),
+    Callback(Callback),
+}
+
+impl Notify {
+    fn send(self, res: Result<(), LogError>) {
+        match self {
+            // The caller may have dropped its ticket; nothing to tell then.
+            Notify::Ticket(tx) => {
+                let _ = tx.send(res);
+            }
+            Notify::Callback(f) => f(res),
+        }
+    }
+}
+
+enum Msg {
+    Record(Box<DecisionRecord>, Notify),
+    Flush(Sender<()>),
+    Shutdown,
+}
+
+/// Lets the caller wait until its record is committed.
+#[derive(Debug)]
+#[must_use = "dropping a ticket is fine, but then nobody learns whether the record was committed"]
+pub struct Ticket {
+    rx: Receiver<Result<(), LogError>>,
+}
+
+impl Ticket {
+    /// Blocks until the record is committed (`Ok`) or its batch failed.
+    pub fn wait(self) -> Result<(), LogError> {
+        self.rx.recv().unwrap_or(Err(LogError::Closed))
+    }
+}
+
+/// The handle to the writer thread. Share it behind an `Arc`; `append` is cheap and thread-safe.
+pub struct LogWriter {
+    tx: Sender<Msg>,
+    on_full: OnFull,
+    counters: Arc<Counters>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for LogWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogWriter")
+            .field("on_full", &self.on_full)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl LogWriter {
+    /// Opens (creating and migrating if needed) the log database at `path` and starts the writer thread. The
+    /// chain continues from the last stored record.
+    pub fn start(path: &Path, opts: LogOptions) -> Result<LogWriter, LogError> {
+        let conn = open_connection(path, opts.busy_timeout)?;
+        // Fail at start, not at the first append, if the existing chain head is unreadable.
+        db::head(&conn)?;
+        let sink = match &opts.jsonl {
+            None => None,
+            Some(s) => Some(SinkState::open(s.clone())?),
+        };
+        let (tx, rx) = bounded(opts.queue_capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        let worker = Worker {
+            conn,
+            rx,
+            batch_max: opts.batch_max.max(1),
+            counters: counters.clone(),
+            sink,
+        };
+        let thread = std::thread::Builder::new()
+            .name("jitgate-decision-log".into())
+            .spawn(move || worker.run())
+            .map_err(|e| LogError::Io(format!("cannot start the writer thread: {e}")))?;
+        Ok(LogWriter {
+            tx,
+            on_full: opts.on_full,
+            counters,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Queues `rec`; the returned ticket resolves when it is committed.
+    pub fn append(&self, rec: DecisionRecord) -> Result<Ticket, LogError> {
+        let rec = normalize(rec)?;
+        let (tx, rx) = bounded(1);
+        self.enqueue(Msg::Record(Box::new(rec), Notify::Ticket(tx)))?;
+        Ok(Ticket { rx })
+    }
+
+    /// Queues `rec`; `done` runs on the writer thread once it is committed or failed. Keep `done` short (e.g.
+    /// complete a oneshot channel): it delays the next batch.
+    pub fn append_with(
+        &self,
+        rec: DecisionRecord,
+        done: impl FnOnce(Result<(), LogError>) + Send + 'static,
+    ) -> Result<(), LogError> {
+        let rec = normalize(rec)?;
+        self.enqueue(Msg::Record(Box::new(rec), Notify::Callback(Box::new(done))))
+    }
+
+    fn enqueue(&self, msg: Msg) -> Result<(), LogError> {
+        match self.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Disconnected(_)) => return Err(LogError::Closed),
+            Err(TrySendError::Full(msg)) => match self.on_full {
+                OnFull::FailClosed => {
+                    self.counters
+                        .queue_full_rejections
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(LogError::QueueFull);
+                }
+                OnFull::Wait => {
+                    self.counters
+                        .queue_full_waits
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.tx.send(msg).map_err(|_| LogError::Closed)?;
+                }
+            },
+        }
+        self.counters.appended.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Waits until every record queued before this call is committed (or failed).
+    pub fn flush(&self) -> Result<(), LogError> {
+        let (tx, rx) = bounded(1);
+        self.tx.send(Msg::Flush(tx)).map_err(|_| LogError::Closed)?;
+        rx.recv().map_err(|_| LogError::Closed)
+    }
+
+    /// Commits what is queued and stops the thread. Appends after this return [`LogError::Closed`].
+    pub fn shutdown(&self) -> Result<(), LogError> {
+        let Some(handle) = self.thread.lock().take() else {
+            return Ok(());
+        };
+        // If the thread already died, join reports it below.
+        let _ = self.tx.send(Msg::Shutdown);
+        handle
+            .join()
+            .map_err(|_| LogError::Io("the writer thread panicked".into()))
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> LogStats {
+        let c = &self.counters;
+        LogStats {
+            appended: c.appended.load(Ordering::Relaxed),
+            committed: c.committed.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            queue_full_waits: c.queue_full_waits.load(Ordering::Relaxed),
+            queue_full_rejections: c.queue_full_rejections.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            sink_errors: c.sink_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        // Best effort: a writer dropped without shutdown still commits what it accepted.
+        let _ = self.shutdown();
+    }
+}
+
+struct Worker {
+    conn: Connection,
+    rx: Receiver<Msg>,
+    batch_max: usize,
+    counters: Arc<Counters>,
+    sink: Option<SinkState>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut batch: Vec<(DecisionRecord, Notify)> = Vec::with_capacity(self.batch_max);
+        // Exits when every sender is gone or on Shutdown, after committing what was queued.
+        while let Ok(first) = self.rx.recv() {
+            let mut control = None;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Record(r, n) => batch.push((*r, n)),
+                    other => {
+                        // Control messages keep their place in the order: commit what came before them first.
+                        control = Some(other);
+                        break;
+                    }
+                }
+                if batch.len() >= self.batch_max {
+                    break;
+                }
+                next = self.rx.try_recv().ok();
+            }
+            if !batch.is_empty() {
+                self.commit(&mut batch);
+            }
+            match control {
+                Some(Msg::Flush(done)) => {
+                    let _ = done.send(());
+                }
+                Some(Msg::Shutdown) => {
+                    self.drain_rest(&mut batch);
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// After Shutdown: commit anything still queued so a clean stop loses nothing.
+    fn drain_rest(&mut self, batch: &mut Vec<(DecisionRecord, Notify)>) {
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                Msg::Record(r, n) => batch.push((*r, n)),
+                Msg::Flush(done) => {
+                    self.commit(batch);
+                    let _ = done.send(());
+                }
+                Msg::Shutdown => {}
+            }
+            if batch.len() >= self.batch_max {
+                self.commit(batch);
+            }
+        }
+        self.commit(batch);
+    }
+
+    fn commit(&mut self, batch: &mut Vec<(DecisionRecord, Notify)>) {
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len() as u64;
+        match write_batch(&mut self.conn, batch) {
+            Ok(()) => {
+                self.counters.committed.fetch_add(n, Ordering::Relaxed);
+                self.counters.batches.fetch_add(1, Ordering::Relaxed);
+                if let Some(sink) = &mut self.sink {
+                    for (r, _) in batch.iter() {
+                        if let Err(e) = sink.write(r) {
+                            self.counters.sink_errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(error = %e, "decision log: JSON Lines sink write failed");
+                        }
+                    }
+                }
+                for (_, notify) in batch.drain(..) {
+                    notify.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                self.counters.errors.fetch_add(n, Ordering::Relaxed);
+                tracing::error!(error = %e, records = n, "decision log: batch not committed");
+                for (_, notify) in batch.drain(..) {
+                    notify.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Rewrites the record's time in the one stored format (text order is then time order); a bad time is refused
+/// at append, not in the middle of a batch.
+fn normalize(mut rec: DecisionRecord) -> Result<DecisionRecord, LogError> {
+    let t = parse_time(&rec.time).map_err(|reason| LogError::Invalid {
+        what: format!("record {} time", rec.id),
+        reason,
+    })?;
+    rec.time = format_time(t);
+    Ok(rec)
+}
+
+/// Seals and inserts a batch in one `IMMEDIATE` transaction. The head is read inside the transaction (not
+/// cached), so prune or a second writer on the same file cannot fork the chain.
+fn write_batch(
+    conn: &mut Connection,
+    batch: &mut [(DecisionRecord, Notify)],
+) -> Result<(), LogError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (mut seq, mut prev) = db::head(&tx)?.unwrap_or((0, GENESIS_HASH.to_string()));
+    for (r, _) in batch.iter_mut() {
+        seq += 1;
+        r.seal(seq, &prev);
+        db::insert(&tx, r)?;
+        prev.clone_from(&r.hash);
+    }
+    db::set_head(&tx, seq, &prev)?;
+    tx.commit()?;
+    Ok(())
+}
+
+struct SinkState {
+    sink: JsonlSink,
+    file: Option<File>,
+    size: u64,
+}
+
+impl SinkState {
+    fn open(sink: JsonlSink) -> Result<SinkState, LogError> {
+        let mut s = SinkState {
+            sink,
+            file: None,
+            size: 0,
+        };
+        if let JsonlSink::File { path, .. } = &s.sink {
+            let path = path.clone();
+            s.open_file(&path)?;
+        }
+        Ok(s)
+    }
+
+    fn open_file(&mut self, path: &Path) -> Result<(), LogError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| LogError::Io(format!("cannot open {}: {e}", path.display())))?;
+        self.size = f.metadata()?.len();
+        self.file = Some(f);
+        Ok(())
+    }
+
+    fn write(&mut self, r: &DecisionRecord) -> Result<(), LogError> {
+        let mut line = serde_json::to_vec(r).map_err(|e| LogError::Io(e.to_string()))?;
+        line.push(b'\n');
+        match self.sink.clone() {
+            JsonlSink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&line)?;
+                Ok(())
+            }
+            JsonlSink::File {
+                path,
+                max_bytes,
+                keep,
+            } => {
+                if self.size > 0 && self.size + line.len() as u64 > max_bytes {
+                    self.file = None;
+                    rotate(&path, keep)?;
+                    self.open_file(&path)?;
+                }
+                if self.file.is_none() {
+                    self.open_file(&path)?;
+                }
+                let f = self
+                    .file
+                    .as_mut()
+                    .ok_or_else(|| LogError::Io("sink file not open".into()))?;
+                f.write_all(&line)?;
+                self.size += line.len() as u64;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `path.(keep-1)` -> `path.keep`, ..., `path` -> `path.1`; the oldest beyond `keep` is dropped.
+fn rotate(path: &Path, keep: u32) -> Result<(), LogError> {
+    let numbered = |i: u32| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(format!(".{i}"));
+        PathBuf::from(p)
+    };
+    if keep == 0 {
+        std::fs::remove_file(path)?;
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(numbered(keep));
+    for i in (1..keep).rev() {
+        let from = numbered(i);
+        if from.exists() {
+            std::fs::rename(&from, numbered(i + 1))?;
+        }
+    }
+    std::fs::rename(path, numbered(1))?;
+    Ok(())
+}
