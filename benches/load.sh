@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# Load harness: drives the same load (same tool, concurrency, duration and request) through
+#   1. a bare hyper pass-through proxy (the baseline: benches/src/bin/passthrough.rs),
+#   2. jitgate with the Cedar quickstart bundle and the decision log on,
+#   3. jitgate with the decision log off (what the log costs),
+# all in front of one fast upstream (benches/src/bin/upstream.rs), and prints req/s, p50, p99 and jitgate's ratio
+# to the baseline.
+#
+# usage: benches/load.sh [--baseline-only] [--duration 10] [--connections 32] [--tool-threads 1] [--no-build]
+#                        [--keep]  (keep the work directory and the process logs)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="$TARGET/release"
+
+DURATION=10          # seconds per run
+CONNECTIONS=32       # concurrent keep-alive connections
+TOOL_THREADS=1       # load generator threads (the machine is small: the tool competes with the servers)
+UPSTREAM_THREADS=1   # upstream runtime workers
+BASELINE_ONLY=0
+BUILD=1
+KEEP=0
+
+UPSTREAM_ADDR=127.0.0.1:19000
+PASSTHROUGH_ADDR=127.0.0.1:19001
+JITGATE_ADDR=127.0.0.1:19002
+JITGATE_ADMIN_ADDR=127.0.0.1:19003
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --baseline-only) BASELINE_ONLY=1 ;;
+    --duration) DURATION="$2"; shift ;;
+    --connections) CONNECTIONS="$2"; shift ;;
+    --tool-threads) TOOL_THREADS="$2"; shift ;;
+    --no-build) BUILD=0 ;;
+    --keep) KEEP=1 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) echo "load.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/jitgate-load.XXXXXX")"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ "$KEEP" = 1 ]; then echo "work directory kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+# ------------------------------------------------------------------------------------------------------------------
+# CONFIG: jitgate's configuration and the caller's credential. The keys follow proxy/src/config.rs; the
+# authentication keys ([[issuers]], [local_issuer]) and the token command are the proxy owner's to confirm.
+# ------------------------------------------------------------------------------------------------------------------
+# The measured request: an engineer listing payments (allowed by `engineers-read`; no grant needed).
+REQUEST_METHOD=GET
+REQUEST_PATH=/payments
+# How the caller's bearer token is obtained. Override with JITGATE_TOKEN=... in the environment, or set TOKEN_CMD to a
+# command that prints a token for sub=alice, groups=[engineering] signed by an issuer the config below trusts.
+TOKEN_CMD=("$BIN/jitgate" --config "$WORK/jitgate.toml" token mint --sub alice --groups engineering --ttl 1h)
+
+jitgate_config() {  # $1: on|off (decision log)
+  local log_section
+  if [ "$1" = on ]; then
+    log_section="[log]
+path = \"$WORK/decisions.db\""
+  else
+    # CONFIG: how the decision log is switched off (to confirm with the proxy owner).
+    log_section="[log]
+path = \"$WORK/decisions.db\"
+enabled = false"
+  fi
+  cat <<TOML
+[server]
+listen = "$JITGATE_ADDR"
+
+[admin]
+listen = "$JITGATE_ADMIN_ADDR"
+
+[bundle]
+path = "$ROOT/policies/quickstart-cedar"
+watch = false
+
+[store]
+path = "$WORK/jitgate.db"
+
+$log_section
+
+[local_issuer]
+key_file = "$WORK/issuer.pem"
+issuer = "jitgate"
+audience = "jitgate"
+
+[upstreams.payments]
+url = "http://$UPSTREAM_ADDR"
+
+[upstreams.billing]
+url = "http://$UPSTREAM_ADDR"
+TOML
+}
+# ------------------------------------------------------------------------------------------------------------------
+
+if [ "$BUILD" = 1 ]; then
+  if [ "$BASELINE_ONLY" = 1 ]; then
+    cargo build --release -p jitgate-benches --bin upstream --bin passthrough
+  else
+    cargo build --release -p jitgate -p jitgate-benches
+  fi
+fi
+
+# The load tool: oha if installed, else wrk (installed from Debian when missing).
+if command -v oha >/dev/null; then
+  TOOL=oha
+else
+  TOOL=wrk
+  if ! command -v wrk >/dev/null; then
+    echo "installing wrk with apt-get" >&2
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get install -y wrk >/dev/null || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y wrk >/dev/null; }
+  fi
+fi
+
+# start NAME LOGFILE CMD...: runs CMD in the background and waits until it prints "listening on".
+start() {
+  local name="$1" log="$2"; shift 2
+  "$@" >"$log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  for _ in $(seq 1 200); do
+    grep -q "listening on" "$log" 2>/dev/null && { echo "$pid"; return 0; }
+    kill -0 "$pid" 2>/dev/null || { echo "$name exited:" >&2; cat "$log" >&2; return 1; }
+    sleep 0.05
+  done
+  echo "$name did not start listening within 10s:" >&2; cat "$log" >&2; return 1
+}
+
+# wait_http URL [HEADER]: until URL answers at all (any status), or 10 s.
+wait_http() {
+  for _ in $(seq 1 200); do
+    curl -s -o /dev/null ${2:+-H "$2"} "$1" && return 0
+    sleep 0.05
+  done
+  echo "no answer from $1" >&2; return 1
+}
+
+# load NAME URL [HEADER]: prints "NAME req/s p50 p99 non2xx" (latencies in ms).
+load() {
+  local name="$1" url="$2" header="${3:-}" out="$WORK/$1.load"
+  # A short warm-up opens the pools and fills caches, then the measured run.
+  if [ "$TOOL" = wrk ]; then
+    wrk -t"$TOOL_THREADS" -c"$CONNECTIONS" -d2s ${header:+-H "$header"} "$url" >/dev/null
+    wrk -t"$TOOL_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency ${header:+-H "$header"} "$url" >"$out"
+    awk -v name="$name" '
+      function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
+      /Requests\/sec:/ { rps = $2 }
+      /^ +50%/ { p50 = ms($2) }
+      /^ +99%/ { p99 = ms($2) }
+      /Non-2xx or 3xx responses:/ { bad = $5 }
+      END { printf "%s %.0f %.3f %.3f %d\n", name, rps, p50, p99, bad + 0 }' "$out"
+  else
+    oha -z 2s -c "$CONNECTIONS" --no-tui ${header:+-H "$header"} "$url" >/dev/null
+    oha -z "${DURATION}s" -c "$CONNECTIONS" --no-tui --json ${header:+-H "$header"} "$url" >"$out"
+    python3 - "$name" "$out" <<'PY'
+import json, sys
+name, path = sys.argv[1], sys.argv[2]
+d = json.load(open(path))
+codes = d.get("statusCodeDistribution", {})
+bad = sum(n for c, n in codes.items() if not str(c).startswith("2"))
+p = d["latencyPercentiles"]
+print(f'{name} {d["summary"]["requestsPerSec"]:.0f} {p["p50"]*1000:.3f} {p["p99"]*1000:.3f} {bad}')
+PY
+  fi
+}
+
+RESULTS=()
+start upstream "$WORK/upstream.log" "$BIN/upstream" --listen "$UPSTREAM_ADDR" --threads "$UPSTREAM_THREADS" >/dev/null
+start passthrough "$WORK/passthrough.log" "$BIN/passthrough" --listen "$PASSTHROUGH_ADDR" --upstream "http://$UPSTREAM_ADDR" >/dev/null
+wait_http "http://$PASSTHROUGH_ADDR$REQUEST_PATH"
+RESULTS+=("$(load passthrough "http://$PASSTHROUGH_ADDR$REQUEST_PATH")")
+
+if [ "$BASELINE_ONLY" = 0 ]; then
+  for log in on off; do
+    jitgate_config "$log" >"$WORK/jitgate.toml"
+    "$BIN/jitgate" serve --config "$WORK/jitgate.toml" >"$WORK/jitgate-$log.log" 2>&1 &
+    JPID=$!
+    PIDS+=("$JPID")
+    wait_http "http://$JITGATE_ADDR/healthz"
+    TOKEN="${JITGATE_TOKEN:-$("${TOKEN_CMD[@]}")}"
+    status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" -X "$REQUEST_METHOD" "http://$JITGATE_ADDR$REQUEST_PATH")
+    [ "$status" = 200 ] || { echo "jitgate answered $status to the measured request (log $log); see $WORK/jitgate-$log.log" >&2; KEEP=1; exit 1; }
+    RESULTS+=("$(load "jitgate-log-$log" "http://$JITGATE_ADDR$REQUEST_PATH" "Authorization: Bearer $TOKEN")")
+    kill "$JPID"; wait "$JPID" 2>/dev/null || true
+  done
+fi
+
+echo
+echo "tool=$TOOL connections=$CONNECTIONS duration=${DURATION}s request=$REQUEST_METHOD $REQUEST_PATH cores=$(nproc)"
+printf '%-18s %12s %10s %10s %8s %10s\n' target "req/s" "p50 ms" "p99 ms" non-2xx "vs base"
+base_rps=""
+for r in "${RESULTS[@]}"; do
+  read -r name rps p50 p99 bad <<<"$r"
+  [ -n "$base_rps" ] || base_rps="$rps"
+  ratio=$(awk -v a="$rps" -v b="$base_rps" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+  printf '%-18s %12s %10s %10s %8s %10s\n' "$name" "$rps" "$p50" "$p99" "$bad" "${ratio}x"
+done

@@ -1,0 +1,113 @@
+//! The benchmark set-up itself is tested: synthetic bundles must load and decide the measured request as intended
+//! on both engines, and the load harness's upstream and pass-through proxy must really forward.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+use jitgate_benches::Scenario;
+use jitgate_engine::{Effect, EngineKind};
+
+#[test]
+fn synthetic_scenarios_load_and_allow_on_both_engines() {
+    for engine in [EngineKind::Cedar, EngineKind::Rego] {
+        for (grants, policies) in [(10, 10), (1_000, 100)] {
+            // `build` itself checks the policy count, the index size, and an allow by payments-writer on alice's grant.
+            let s = Scenario::build(engine, grants, policies)
+                .unwrap_or_else(|e| panic!("{engine:?}: {e}"));
+            assert_eq!(
+                s.id(),
+                format!("{}/grants={grants}/policies={policies}", engine.as_str())
+            );
+            let d = s.decide_once().unwrap();
+            assert_eq!(d.effect, Effect::Allow, "{d:?}");
+            assert_eq!(d.grants_used, ["alice-payments-writer"]);
+        }
+    }
+}
+
+#[test]
+fn too_few_policies_is_refused() {
+    assert!(Scenario::build(EngineKind::Cedar, 10, 3).is_err());
+}
+
+/// A child process killed when dropped, with the address it printed after "listening on ".
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(bin: &str, args: &[&str]) -> Server {
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{bin}: `{line}`"));
+    let addr = addr.split_whitespace().next().unwrap().to_string();
+    Server { child, addr }
+}
+
+fn get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: client.example\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn passthrough_forwards_to_the_upstream() {
+    let upstream = spawn(
+        env!("CARGO_BIN_EXE_upstream"),
+        &["--listen", "127.0.0.1:0", "--threads", "1"],
+    );
+    let direct = get(&upstream.addr, "/payments");
+    assert!(direct.starts_with("HTTP/1.1 200"), "{direct}");
+    assert!(
+        direct.ends_with(r#"{"ok":true,"service":"upstream"}"#),
+        "{direct}"
+    );
+
+    let url = format!("http://{}", upstream.addr);
+    let proxy = spawn(
+        env!("CARGO_BIN_EXE_passthrough"),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &url,
+            "--threads",
+            "1",
+        ],
+    );
+    let via = get(&proxy.addr, "/payments?x=1");
+    assert!(via.starts_with("HTTP/1.1 200"), "{via}");
+    assert!(
+        via.ends_with(r#"{"ok":true,"service":"upstream"}"#),
+        "{via}"
+    );
+
+    // With the upstream gone the proxy answers 502 instead of hanging or dying.
+    drop(upstream);
+    let gone = get(&proxy.addr, "/payments");
+    assert!(gone.starts_with("HTTP/1.1 502"), "{gone}");
+}
