@@ -139,6 +139,9 @@ pub struct RawLog {
     /// SQLite file for the decision log.
     #[serde(default = "default_log_path")]
     pub path: PathBuf,
+    /// Benchmarking only: `false` turns the decision log off (no records, nothing to verify). Default `true`.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
     /// Bounded queue size.
     #[serde(default = "default_queue")]
     pub queue_capacity: usize,
@@ -244,6 +247,7 @@ impl Default for RawLog {
     fn default() -> Self {
         RawLog {
             path: default_log_path(),
+            enabled: true,
             queue_capacity: default_queue(),
             on_full: default_on_full(),
             redact: Vec::new(),
@@ -392,6 +396,8 @@ pub struct Config {
     pub store_path: PathBuf,
     /// Decision log file.
     pub log_path: PathBuf,
+    /// Whether decisions are logged (only a benchmark turns this off).
+    pub log_enabled: bool,
     /// Log queue capacity.
     pub log_queue_capacity: usize,
     /// Full-queue behaviour.
@@ -646,6 +652,7 @@ impl Config {
             bundle_watch: raw.bundle.watch,
             store_path: resolve(&raw.store.path),
             log_path: resolve(&raw.log.path),
+            log_enabled: raw.log.enabled,
             log_queue_capacity: raw.log.queue_capacity,
             log_on_full,
             log_redact: raw.log.redact,

@@ -11,9 +11,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::config::{Config, OnFull};
 
-/// A reserved place in the log queue.
+/// A reserved place in the log queue (empty when the log is disabled).
 #[derive(Debug)]
-pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct Slot(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
 
 /// Everything the proxy records about one request.
 #[derive(Debug, Clone, Default)]
@@ -59,7 +59,8 @@ pub struct LogEntry {
 /// The decision log as the proxy uses it.
 #[derive(Debug, Clone)]
 pub struct DecisionLog {
-    writer: Arc<LogWriter>,
+    /// `None` when `[log] enabled = false` (benchmarks only).
+    writer: Option<Arc<LogWriter>>,
     slots: Arc<Semaphore>,
     capacity: usize,
     on_full: OnFull,
@@ -84,9 +85,16 @@ impl DecisionLog {
             jsonl,
             ..LogOptions::default()
         };
-        let writer = LogWriter::start(&config.log_path, opts)?;
+        let writer = if config.log_enabled {
+            Some(Arc::new(LogWriter::start(&config.log_path, opts)?))
+        } else {
+            tracing::warn!(
+                "the decision log is DISABLED ([log] enabled = false): decisions are not recorded"
+            );
+            None
+        };
         Ok(DecisionLog {
-            writer: Arc::new(writer),
+            writer,
             slots: Arc::new(Semaphore::new(config.log_queue_capacity)),
             capacity: config.log_queue_capacity,
             on_full: config.log_on_full,
@@ -94,30 +102,31 @@ impl DecisionLog {
         })
     }
 
-    /// The underlying writer.
-    pub fn writer(&self) -> &Arc<LogWriter> {
-        &self.writer
+    /// The underlying writer (`None` when the log is disabled).
+    pub fn writer(&self) -> Option<&Arc<LogWriter>> {
+        self.writer.as_ref()
     }
 
     /// Reserves a slot: waits for room, or fails at once under `fail_closed`.
     pub async fn reserve(&self) -> Result<Slot, LogError> {
         match self.on_full {
+            _ if self.writer.is_none() => Ok(Slot(None)),
             OnFull::FailClosed => self
                 .slots
                 .clone()
                 .try_acquire_owned()
-                .map(Slot)
+                .map(|p| Slot(Some(p)))
                 .map_err(|_| LogError::QueueFull),
             OnFull::Wait => {
                 if let Ok(p) = self.slots.clone().try_acquire_owned() {
-                    return Ok(Slot(p));
+                    return Ok(Slot(Some(p)));
                 }
                 tracing::warn!("decision log queue full; waiting");
                 self.slots
                     .clone()
                     .acquire_owned()
                     .await
-                    .map(Slot)
+                    .map(|p| Slot(Some(p)))
                     .map_err(|_| LogError::Closed)
             }
         }
@@ -133,8 +142,11 @@ impl DecisionLog {
         if !self.redact.is_empty() {
             redact(&mut rec, &self.redact);
         }
+        let Some(writer) = &self.writer else {
+            return Ok(());
+        };
         let (tx, rx) = oneshot::channel();
-        self.writer.append_with(rec, move |r| {
+        writer.append_with(rec, move |r| {
             drop(slot);
             let _ = tx.send(r);
         })?;
@@ -149,8 +161,9 @@ impl DecisionLog {
 
     /// Waits until everything queued is committed.
     pub async fn flush(&self) {
-        let w = self.writer.clone();
-        let _ = tokio::task::spawn_blocking(move || w.flush()).await;
+        if let Some(w) = self.writer.clone() {
+            let _ = tokio::task::spawn_blocking(move || w.flush()).await;
+        }
     }
 
     /// Records waiting to be committed.

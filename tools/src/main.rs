@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod check;
 mod decisions;
+mod devtoken;
 mod serve;
 mod test;
 
@@ -27,6 +28,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Run the proxy (`--config FILE`), or the quickstart when no config is given.
     Serve(serve::ServeArgs),
+    /// Mint a session token with jitgate's own signing key (development and load testing).
+    DevToken(devtoken::DevTokenArgs),
     /// Read, export and verify the decision log.
     #[command(subcommand)]
     Decisions(decisions::DecisionsCommand),
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Decisions(cmd) => decisions::run(cmd),
+        Command::DevToken(args) => devtoken::run(args),
     };
     match result {
         Ok(code) => code,
