@@ -7,7 +7,10 @@ use clap::{Parser, Subcommand};
 
 mod check;
 mod decisions;
+mod reload;
+mod replay;
 mod serve;
+mod shadow;
 mod test;
 
 /// jitgate: a just-in-time access proxy for HTTP APIs.
@@ -30,6 +33,15 @@ enum Command {
     /// Read, export and verify the decision log.
     #[command(subcommand)]
     Decisions(decisions::DecisionsCommand),
+    /// Ask a running proxy to reload its bundle now; prints the outcome (exit 1 when the bundle failed the gate).
+    Reload(reload::ReloadArgs),
+    /// Show a running proxy's active bundle and last reload attempt.
+    Status(reload::StatusArgs),
+    /// Show shadow-evaluation disagreements of a running proxy, or set/clear its candidate bundle.
+    Shadow(shadow::ShadowArgs),
+    /// Re-decide logged decisions against a candidate bundle and report which would change (exit 1 when some
+    /// would). See `--help` for what the log cannot reconstruct.
+    Replay(replay::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +58,10 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Decisions(cmd) => decisions::run(cmd),
+        Command::Reload(args) => reload::run_reload(args),
+        Command::Status(args) => reload::run_status(args),
+        Command::Shadow(args) => shadow::run(args),
+        Command::Replay(args) => replay::run(args),
     };
     match result {
         Ok(code) => code,
