@@ -74,9 +74,9 @@ pub struct Candidate {
 pub struct ShadowStatus {
     /// The candidate, if one is set.
     pub candidate: Option<Candidate>,
-    /// Requests decided by both bundles since the candidate was set.
+    /// Requests decided by both bundles since the candidate was set (after a clear: the last candidate's count).
     pub compared: u64,
-    /// Requests decided differently since the candidate was set.
+    /// Requests decided differently since the candidate was set (kept after a clear, like `compared`).
     pub disagreements: u64,
     /// The most recent disagreements, oldest first (at most [`RING_CAPACITY`]).
     pub recent: Vec<Disagreement>,
@@ -145,7 +145,8 @@ impl Shadow {
         info
     }
 
-    /// Stops shadow evaluation; returns the candidate that was set.
+    /// Stops shadow evaluation; returns the candidate that was set. Its counts and disagreements stay readable
+    /// until the next candidate is set.
     pub fn clear(&self) -> Option<Candidate> {
         let old = self.candidate.swap(None).map(|a| a.info.clone());
         if let Some(c) = &old {
