@@ -137,9 +137,6 @@ impl Reloader {
                 let old = self.authorizer.swap_bundle(b);
                 tracing::info!(from = %old.short_revision(), to = %revision.get(..12).unwrap_or(&revision), ms = duration_ms, "bundle reloaded");
                 self.metrics.reloads.inc("ok");
-                let mut s = self.status.lock();
-                s.active_revision = revision.clone();
-                s.active_since = at;
                 Attempt {
                     at,
                     outcome: "live".into(),
@@ -149,7 +146,12 @@ impl Reloader {
                 }
             }
         };
+        // One lock for the whole update: a reader never sees the new revision without the attempt that made it.
         let mut s = self.status.lock();
+        if let (true, Some(revision)) = (attempt.outcome == "live", &attempt.revision) {
+            s.active_revision = revision.clone();
+            s.active_since = at;
+        }
         s.attempts += 1;
         s.last_attempt = Some(attempt.clone());
         attempt
