@@ -39,7 +39,7 @@ pub fn run(args: ShadowArgs) -> anyhow::Result<ExitCode> {
     } else {
         c.get(&u).send()
     }
-    .with_context(|| format!("{u}"))?;
+    .with_context(|| u.clone())?;
     let status = resp.status();
     let body: Value = resp
         .json()
