@@ -19,6 +19,10 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/reload", axum::routing::post(reload))
+        .route(
+            "/v1/shadow",
+            get(shadow_status).post(shadow_set).delete(shadow_clear),
+        )
         .with_state(proxy)
 }
 
@@ -88,5 +92,58 @@ async fn reload(State(p): State<Arc<Proxy>>) -> Response {
             (status, axum::Json(attempt)).into_response()
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// The shadow candidate, the comparison counts and the recent disagreements.
+async fn shadow_status(State(p): State<Arc<Proxy>>) -> Response {
+    axum::Json(p.shadow.status()).into_response()
+}
+
+/// Body of `POST /v1/shadow`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShadowBody {
+    /// The candidate bundle directory (on the proxy's machine).
+    path: std::path::PathBuf,
+}
+
+/// Loads a candidate bundle and starts shadowing it: 200 with its revision, 422 with file:line errors when it does
+/// not load (nothing changes then).
+async fn shadow_set(
+    State(p): State<Arc<Proxy>>,
+    body: Result<axum::Json<ShadowBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let axum::Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(serde_json::json!({ "error": e.body_text() })),
+            )
+                .into_response();
+        }
+    };
+    let shadow = p.shadow.clone();
+    match tokio::task::spawn_blocking(move || shadow.load(&body.path)).await {
+        Ok(Ok(candidate)) => axum::Json(candidate).into_response(),
+        Ok(Err(d)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(serde_json::json!({ "errors": d.0 })),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// Stops shadow evaluation (200 with the candidate that was set, 404 when none was).
+async fn shadow_clear(State(p): State<Arc<Proxy>>) -> Response {
+    match p.shadow.clear() {
+        Some(c) => axum::Json(c).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({ "error": "no shadow bundle is set" })),
+        )
+            .into_response(),
     }
 }

@@ -121,6 +121,10 @@ pub struct RawBundle {
     /// Reload on file changes.
     #[serde(default = "default_true")]
     pub watch: bool,
+    /// A candidate bundle decided beside the active one for every request (shadow evaluation); its decisions are
+    /// compared, never served.
+    #[serde(default)]
+    pub shadow: Option<PathBuf>,
 }
 
 /// `[store]`.
@@ -226,6 +230,7 @@ impl Default for RawBundle {
         RawBundle {
             path: PathBuf::from("policies/quickstart-cedar"),
             watch: true,
+            shadow: None,
         }
     }
 }
@@ -392,6 +397,8 @@ pub struct Config {
     pub bundle_path: PathBuf,
     /// Watch the bundle for changes.
     pub bundle_watch: bool,
+    /// The shadow (candidate) bundle directory, if any.
+    pub bundle_shadow: Option<PathBuf>,
     /// Store file.
     pub store_path: PathBuf,
     /// Decision log file.
@@ -650,6 +657,7 @@ impl Config {
             admin_listen,
             bundle_path: resolve(&raw.bundle.path),
             bundle_watch: raw.bundle.watch,
+            bundle_shadow: raw.bundle.shadow.as_deref().map(&resolve),
             store_path: resolve(&raw.store.path),
             log_path: resolve(&raw.log.path),
             log_enabled: raw.log.enabled,

@@ -17,5 +17,6 @@ pub mod quickstart;
 pub mod reload;
 pub mod respond;
 pub mod server;
+pub mod shadow;
 pub mod state;
 pub mod tls;

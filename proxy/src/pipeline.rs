@@ -212,6 +212,8 @@ impl Proxy {
 
         // authorize: in-process, against the snapshot this request started with. Any error is a deny.
         let decision = self.authorizer.decide(&bundle, &request);
+        self.shadow
+            .observe(self.authorizer.grants(), &request, &decision);
         trace.decision = Some(decision.clone());
         self.metrics.decisions.inc(decision.effect.as_str());
         match decision.effect {

@@ -30,6 +30,10 @@ const EMBEDDED_BUNDLE: &[(&str, &str)] = &[
         "policies/control-plane.cedar",
         include_str!("../../policies/quickstart-cedar/policies/control-plane.cedar"),
     ),
+    (
+        "tests/smoke.yaml",
+        include_str!("../../policies/quickstart-cedar/tests/smoke.yaml"),
+    ),
 ];
 
 /// People in the quickstart, with their groups (see `policies/QUICKSTART.md`).
@@ -109,6 +113,7 @@ pub async fn run(opts: QuickstartOptions) -> Result<Quickstart, StartError> {
         bundle: RawBundle {
             path: bundle.clone(),
             watch: true,
+            shadow: None,
         },
         ..RawConfig::default()
     };

@@ -39,6 +39,8 @@ pub struct ReloadStatus {
     pub active_revision: String,
     /// When it went live (Unix seconds).
     pub active_since: UnixTime,
+    /// Attempts so far (watcher, SIGHUP and admin API together): a caller waits for this to move.
+    pub attempts: u64,
     /// The last attempt, if any.
     pub last_attempt: Option<Attempt>,
 }
@@ -83,6 +85,7 @@ impl Reloader {
             status: Mutex::new(ReloadStatus {
                 active_revision,
                 active_since: now_system(),
+                attempts: 0,
                 last_attempt: None,
             }),
             running: Mutex::new(()),
@@ -134,9 +137,6 @@ impl Reloader {
                 let old = self.authorizer.swap_bundle(b);
                 tracing::info!(from = %old.short_revision(), to = %revision.get(..12).unwrap_or(&revision), ms = duration_ms, "bundle reloaded");
                 self.metrics.reloads.inc("ok");
-                let mut s = self.status.lock();
-                s.active_revision = revision.clone();
-                s.active_since = at;
                 Attempt {
                     at,
                     outcome: "live".into(),
@@ -146,31 +146,59 @@ impl Reloader {
                 }
             }
         };
-        self.status.lock().last_attempt = Some(attempt.clone());
+        // One lock for the whole update: a reader never sees the new revision without the attempt that made it.
+        let mut s = self.status.lock();
+        if let (true, Some(revision)) = (attempt.outcome == "live", &attempt.revision) {
+            s.active_revision = revision.clone();
+            s.active_since = at;
+        }
+        s.attempts += 1;
+        s.last_attempt = Some(attempt.clone());
         attempt
     }
 
-    /// Watches the bundle directory (recursively, plus its parent so that a swapped symlink is seen) and reloads
-    /// after each quiet period. The returned guard stops watching when dropped.
+    /// Watches the bundle directory recursively, and its parent directory for events naming the bundle directory
+    /// itself (a directory renamed over it, or a swapped symlink: the recursive watch would stay on the old
+    /// target). Reloads after each quiet period. The returned guard stops watching when dropped.
     pub fn watch(self: &Arc<Self>) -> Result<WatchGuard, notify::Error> {
+        let root = std::path::absolute(&self.path).map_err(notify::Error::io)?;
         let (tx, rx) = std::sync::mpsc::channel::<notify::Result<notify::Event>>();
         let mut watcher = notify::recommended_watcher(tx)?;
-        watcher.watch(&self.path, RecursiveMode::Recursive)?;
+        watcher.watch(&root, RecursiveMode::Recursive)?;
+        if let Some(parent) = root.parent() {
+            if let Err(e) = watcher.watch(parent, RecursiveMode::NonRecursive) {
+                tracing::warn!(error = %e, dir = %parent.display(), "cannot watch the bundle's parent directory; a swap of the directory itself will not be seen");
+            }
+        }
+        let watcher = Arc::new(Mutex::new(Some(watcher)));
         let me = self.clone();
+        let shared = watcher.clone();
         let thread = std::thread::Builder::new()
             .name("jitgate-reload".into())
             .spawn(move || {
                 // Blocks until the first relevant event, then waits for quiet, then reloads; ends when the watcher
-                // (the sender) is dropped.
+                // (the sender) is dropped by the guard.
                 while let Ok(ev) = rx.recv() {
-                    if !relevant(&ev) {
+                    let Some(mut root_changed) = relevant(&ev, &root) else {
                         continue;
-                    }
+                    };
                     loop {
                         match rx.recv_timeout(DEBOUNCE) {
-                            Ok(_) => continue,
+                            Ok(ev) => {
+                                root_changed |= relevant(&ev, &root).unwrap_or(false);
+                            }
                             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
                             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                        }
+                    }
+                    if root_changed {
+                        // Re-watch before loading: whatever changes after this is seen by the new watch, whatever
+                        // changed before is read by the load.
+                        if let Some(w) = shared.lock().as_mut() {
+                            let _ = w.unwatch(&root);
+                            if let Err(e) = w.watch(&root, RecursiveMode::Recursive) {
+                                tracing::warn!(error = %e, bundle = %root.display(), "cannot watch the bundle directory again after it was replaced");
+                            }
                         }
                     }
                     me.reload_now();
@@ -178,16 +206,23 @@ impl Reloader {
             })
             .map_err(|e| notify::Error::generic(&e.to_string()))?;
         Ok(WatchGuard {
-            _watcher: Box::new(watcher),
+            watcher,
             _thread: thread,
         })
     }
 }
 
-/// Keeps the file watcher alive.
+/// Keeps the file watcher alive; dropping it stops the watcher and its thread.
 pub struct WatchGuard {
-    _watcher: Box<dyn Watcher + Send>,
+    watcher: Arc<Mutex<Option<notify::RecommendedWatcher>>>,
     _thread: std::thread::JoinHandle<()>,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        // Dropping the watcher drops the channel's sender, which ends the thread.
+        self.watcher.lock().take();
+    }
 }
 
 impl std::fmt::Debug for WatchGuard {
@@ -196,22 +231,48 @@ impl std::fmt::Debug for WatchGuard {
     }
 }
 
-/// Editor temp files and access-only events never trigger a reload.
-fn relevant(ev: &notify::Result<notify::Event>) -> bool {
-    let Ok(ev) = ev else { return true };
+/// Whether an event should trigger a reload: `None` when not; `Some(true)` when it names the bundle directory
+/// itself (replaced or re-linked), `Some(false)` for a change inside it. Editor temp files, access-only events and
+/// the parent's other entries never trigger one; watcher errors do (logged), since a change may have been missed.
+fn relevant(ev: &notify::Result<notify::Event>, root: &Path) -> Option<bool> {
+    let ev = match ev {
+        Ok(ev) => ev,
+        Err(e) => {
+            tracing::warn!(error = %e, bundle = %root.display(), "bundle watcher error; reloading to be safe");
+            return Some(false);
+        }
+    };
     if matches!(ev.kind, notify::EventKind::Access(_)) {
-        return false;
+        return None;
     }
-    ev.paths.iter().any(|p| {
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let temp = name.ends_with('~')
-            || name.ends_with(".swp")
-            || name.ends_with(".swx")
-            || name.ends_with(".tmp")
-            || name == "4913"
-            || (name.starts_with('.') && !name.starts_with(".."));
-        !temp
-    })
+    let mut hit = None;
+    for p in &ev.paths {
+        if p == root {
+            return Some(true);
+        }
+        if !p.starts_with(root) || is_temp(p) {
+            continue;
+        }
+        hit = Some(false);
+    }
+    // A rescan request names no path: something was missed.
+    if ev.paths.is_empty() && ev.need_rescan() {
+        return Some(false);
+    }
+    hit
+}
+
+/// Editor and tool temp files (vim swap files and its `4913` probe, backups, emacs locks and autosaves, `.tmp`).
+/// Kubernetes' `..data` and `..2026_...` entries are not temp files: their swap is the change.
+fn is_temp(p: &Path) -> bool {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.ends_with('~')
+        || name.ends_with(".swp")
+        || name.ends_with(".swx")
+        || name.ends_with(".tmp")
+        || name == "4913"
+        || (name.starts_with('#') && name.ends_with('#'))
+        || (name.starts_with('.') && !name.starts_with(".."))
 }
 
 /// The standard gate: full validation (done by loading) and the bundle's own tests.

@@ -17,6 +17,7 @@ use crate::decision_log::DecisionLog;
 use crate::forward::UpstreamClient;
 use crate::metrics::Metrics;
 use crate::reload::{Reloader, WatchGuard, standard_gate};
+use crate::shadow::Shadow;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +78,8 @@ pub struct Proxy {
     pub workload_groups: HashMap<String, Vec<String>>,
     /// Bundle reloads (watcher, SIGHUP, admin API).
     pub reloader: Arc<Reloader>,
+    /// Shadow evaluation of a candidate bundle beside the active one.
+    pub shadow: Arc<Shadow>,
 }
 
 impl Proxy {
@@ -123,8 +126,18 @@ impl Proxy {
             standard_gate(),
             metrics.clone(),
         ));
+        let shadow = Arc::new(Shadow::new(metrics.clone()));
+        if let Some(path) = &config.bundle_shadow {
+            shadow
+                .load(path)
+                .map_err(|diagnostics| StartError::Bundle {
+                    path: path.display().to_string(),
+                    diagnostics,
+                })?;
+        }
         Ok(Arc::new(Proxy {
             reloader,
+            shadow,
             config: Arc::new(config),
             authorizer,
             store,

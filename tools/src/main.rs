@@ -1,5 +1,5 @@
-//! The `jitgate` command: one subcommand per job (`test`, `check`; `serve` and the grant and decision-log commands
-//! join later), each in its own module. Errors become messages and exit codes here, at the edge.
+//! The `jitgate` command: one subcommand per job (serve, test, check, decisions, reload, shadow, replay, ...),
+//! each in its own module. Errors become messages and exit codes here, at the edge.
 
 use std::process::ExitCode;
 
@@ -8,7 +8,10 @@ use clap::{Parser, Subcommand};
 mod check;
 mod decisions;
 mod devtoken;
+mod reload;
+mod replay;
 mod serve;
+mod shadow;
 mod test;
 
 /// jitgate: a just-in-time access proxy for HTTP APIs.
@@ -33,6 +36,15 @@ enum Command {
     /// Read, export and verify the decision log.
     #[command(subcommand)]
     Decisions(decisions::DecisionsCommand),
+    /// Ask a running proxy to reload its bundle now; prints the outcome (exit 1 when the bundle failed the gate).
+    Reload(reload::ReloadArgs),
+    /// Show a running proxy's active bundle and last reload attempt.
+    Status(reload::StatusArgs),
+    /// Show shadow-evaluation disagreements of a running proxy, or set/clear its candidate bundle.
+    Shadow(shadow::ShadowArgs),
+    /// Re-decide logged decisions against a candidate bundle and report which would change (exit 1 when some
+    /// would). See `--help` for what the log cannot reconstruct.
+    Replay(replay::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +62,10 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Decisions(cmd) => decisions::run(cmd),
         Command::DevToken(args) => devtoken::run(args),
+        Command::Reload(args) => reload::run_reload(args),
+        Command::Status(args) => reload::run_status(args),
+        Command::Shadow(args) => shadow::run(args),
+        Command::Replay(args) => replay::run(args),
     };
     match result {
         Ok(code) => code,
