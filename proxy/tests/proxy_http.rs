@@ -64,7 +64,25 @@ async fn allowed_request_reaches_upstream_with_our_identity_and_not_the_callers_
     assert_eq!(rec.engine, "cedar");
     assert!(!rec.revision.is_empty());
     assert_eq!(h.upstream.hits(), 1);
-    h.assert_log(1);
+
+    // billing has no injected credential: the caller's Authorization header is simply gone.
+    let r = reply(
+        client()
+            .get(h.url("/databases/db1"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["headers"]["x-jitgate-principal"], "User::\"alice\"");
+    assert!(
+        r.json["headers"].get("authorization").is_none(),
+        "{:?}",
+        r.json
+    );
+    h.assert_log(2);
 }
 
 #[tokio::test]
