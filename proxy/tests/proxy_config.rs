@@ -1,0 +1,182 @@
+//! The shipped example config and the config JSON Schema: the example loads with `Config::load` and validates
+//! against the schema, a config using every key is accepted by both, and bad configs are refused by both.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+
+use jitgate_proxy::config::{Config, OnFull, RawConfig, TrailingSlash};
+use serde_json::Value;
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+fn validator() -> jsonschema::Validator {
+    let schema: Value =
+        serde_json::from_slice(&std::fs::read(repo("schemas/config.schema.json")).unwrap())
+            .unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+fn schema_errors(toml_text: &str) -> Vec<String> {
+    let instance: Value = toml::from_str(toml_text).unwrap();
+    validator()
+        .iter_errors(&instance)
+        .map(|e| format!("{}: {e}", e.instance_path))
+        .collect()
+}
+
+#[test]
+fn example_config_loads_and_matches_the_schema() {
+    let path = repo("schemas/examples/jitgate.example.toml");
+    let config = Config::load(&path).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+    assert!(config.bundle_path.join("bundle.toml").is_file());
+    assert_eq!(config.log_on_full, OnFull::Wait);
+    assert_eq!(config.trailing_slash, TrailingSlash::Strip);
+    assert_eq!(config.issuers.len(), 1);
+    assert_eq!(config.issuers[0].algorithms, vec!["RS256", "ES256"]);
+    assert_eq!(config.upstreams.len(), 2);
+    assert_eq!(config.upstreams["billing"].prefix, "/api");
+    assert!(config.tls.is_none());
+    assert!(config.local_issuer.is_some());
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(schema_errors(&text), Vec::<String>::new());
+}
+
+#[test]
+fn every_key_is_known_to_both_the_loader_and_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["server.pem", "server.key", "ca.pem", "token"] {
+        std::fs::write(dir.path().join(f), "x").unwrap();
+    }
+    let bundle = repo("policies/quickstart-cedar");
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+max_connections = 10
+max_header_bytes = 8192
+max_body_bytes = 1024
+header_timeout = "1s"
+request_timeout = "2s"
+shutdown_grace = "3s"
+trusted_proxies = ["10.0.0.0/8", "192.168.1.1"]
+trailing_slash = "keep"
+context_headers = ["X-Request-Id"]
+[server.tls]
+cert = "server.pem"
+key = "server.key"
+client_ca = "ca.pem"
+require_client_cert = true
+client_principal_type = "Service"
+[server.tls.workload_groups]
+"spiffe://x/ci" = ["ci"]
+[admin]
+listen = ""
+[bundle]
+path = "{bundle}"
+watch = false
+[store]
+path = "s.db"
+[log]
+path = "d.db"
+queue_capacity = 5
+on_full = "fail_closed"
+redact = ["claims.email"]
+jsonl = "stdout"
+[[issuers]]
+issuer = "https://idp"
+audiences = ["a"]
+jwks_url = "https://idp/jwks"
+algorithms = ["ES256"]
+principal_claim = "email"
+groups_claim = "roles"
+principal_type = "Person"
+leeway_secs = 0
+refresh_min_interval_secs = 5
+[local_issuer]
+key_file = "k.pem"
+issuer = "jg"
+audience = "jg"
+[upstreams.payments]
+url = "http://127.0.0.1:9000/v1"
+connect_timeout = "1s"
+timeout = "5s"
+[upstreams.payments.credential]
+header = "X-Api-Key"
+value_file = "token"
+prefix = "Key "
+"#,
+        bundle = bundle.display().to_string().replace('\\', "/")
+    );
+    let file = dir.path().join("jitgate.toml");
+    std::fs::write(&file, &text).unwrap();
+    let config = Config::load(&file).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(config.log_on_full, OnFull::FailClosed);
+    assert_eq!(config.trailing_slash, TrailingSlash::Keep);
+    assert!(config.admin_listen.is_none());
+    assert_eq!(config.context_headers, vec!["x-request-id"]);
+    let tls = config.tls.unwrap();
+    assert!(tls.require_client_cert);
+    assert_eq!(tls.workload_groups["spiffe://x/ci"], vec!["ci"]);
+    let cred = config.upstreams["payments"].credential.clone().unwrap();
+    assert_eq!(cred.0.as_str(), "x-api-key");
+    assert_eq!(cred.1, "Key x");
+    assert_eq!(schema_errors(&text), Vec::<String>::new());
+}
+
+#[test]
+fn bad_configs_are_refused_by_both_the_loader_and_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = repo("policies/quickstart-cedar")
+        .display()
+        .to_string()
+        .replace('\\', "/");
+    let base = format!("[bundle]\npath = \"{bundle}\"\n");
+    // (extra TOML, a piece of the loader's message)
+    let cases = [
+        (
+            "[server]\nlisne = \"127.0.0.1:1\"\n",
+            "unknown field `lisne`",
+        ),
+        ("[log]\non_full = \"drop\"\n", "log.on_full"),
+        ("[log]\nqueue_capacity = 0\n", "log.queue_capacity"),
+        (
+            "[server]\ntrailing_slash = \"maybe\"\n",
+            "server.trailing_slash",
+        ),
+        (
+            "[[issuers]]\nissuer = \"https://i\"\naudiences = [\"a\"]\njwks_url = \"https://i/k\"\nalgorithms = [\"HS256\"]\n",
+            "issuers[0].algorithms",
+        ),
+        ("[upstreams.p]\nurl = \"ftp://h\"\n", "upstreams.p.url"),
+        (
+            "[upstreams.p]\nurl = \"http://h\"\n[upstreams.p.credential]\nheader = \"x\"\nvalue_env = \"A\"\nvalue_file = \"b\"\n",
+            "upstreams.p.credential",
+        ),
+        (
+            "[server.tls]\ncert = \"c\"\nkey = \"k\"\nrequire_client_cert = true\n",
+            "server.tls.require_client_cert",
+        ),
+    ];
+    for (i, (extra, expected)) in cases.iter().enumerate() {
+        let text = format!("{base}{extra}");
+        let file = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&file, &text).unwrap();
+        let err = Config::load(&file).unwrap_err().to_string();
+        assert!(err.contains(expected), "{extra}: loader said {err}");
+        assert!(
+            err.contains(&file.display().to_string()),
+            "the file is named: {err}"
+        );
+        assert!(
+            !schema_errors(&text).is_empty(),
+            "{extra}: the schema accepted it"
+        );
+    }
+    // Sanity: the base alone is fine for both.
+    let _: RawConfig = toml::from_str(&base).unwrap();
+    assert_eq!(schema_errors(&base), Vec::<String>::new());
+}

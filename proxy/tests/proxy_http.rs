@@ -1,0 +1,541 @@
+//! End to end over plain HTTP: a real proxy on 127.0.0.1 with the quickstart bundle, RS256 tokens from a real JWKS
+//! server, the demo upstream, SQLite store and decision log in a tempdir. Every test checks the upstream's view,
+//! the caller's view and the decision record, and that the log has exactly one record per request.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use jitgate_engine::EntityRef;
+use jitgate_engine::log::Outcome;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::json;
+use support::*;
+
+#[tokio::test]
+async fn allowed_request_reaches_upstream_with_our_identity_and_not_the_callers_headers() {
+    let h = Harness::start().await;
+    let token = h.token("alice", &["engineering"]);
+    let resp = client()
+        .get(h.url("/payments/p1/?q=1"))
+        .bearer_auth(&token)
+        // A caller trying to pick its own identity or decision for the upstream.
+        .header("x-jitgate-principal", "User::\"admin\"")
+        .header("x-jitgate-decision-id", "forged")
+        .header("x-jitgate-grants", "g-forged")
+        .header("x-jitgate-break-glass", "true")
+        .send()
+        .await
+        .unwrap();
+    let r = reply(resp).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+    let up = &r.json;
+    assert_eq!(up["upstream"], "demo");
+    assert_eq!(up["path"], "/payments/p1", "trailing slash stripped");
+    assert_eq!(up["query"], "q=1");
+    let headers = &up["headers"];
+    assert_eq!(headers["x-jitgate-principal"], "User::\"alice\"");
+    assert_eq!(headers["x-jitgate-grants"], "");
+    assert_eq!(headers["x-jitgate-break-glass"], "false");
+    // The caller's bearer token never reaches the upstream; jitgate's injected credential does.
+    assert_eq!(
+        headers["authorization"],
+        format!("Bearer {UPSTREAM_SECRET}")
+    );
+    assert!(!up.to_string().contains(&token));
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+
+    let id = r.upstream_decision_id();
+    assert_ne!(id, "forged");
+    let rec = h.record(&id);
+    assert_eq!(rec.id, id);
+    assert_eq!(rec.decision, Some(Outcome::Allow));
+    assert_eq!(rec.status, Some(200));
+    assert_eq!(rec.principal, "User::\"alice\"");
+    assert_eq!(rec.action, "readPayment");
+    assert_eq!(rec.resource, "Payment::\"p1\"");
+    assert_eq!(rec.path.as_deref(), Some("/payments/p1"));
+    assert_eq!(rec.method.as_deref(), Some("GET"));
+    assert_eq!(rec.policies, vec!["engineers-read".to_string()]);
+    assert_eq!(rec.engine, "cedar");
+    assert!(!rec.revision.is_empty());
+    assert_eq!(h.upstream.hits(), 1);
+
+    // billing has no injected credential: the caller's Authorization header is simply gone.
+    let r = reply(
+        client()
+            .get(h.url("/databases/db1"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["headers"]["x-jitgate-principal"], "User::\"alice\"");
+    assert!(
+        r.json["headers"].get("authorization").is_none(),
+        "{:?}",
+        r.json
+    );
+    h.assert_log(2);
+}
+
+#[tokio::test]
+async fn denied_request_is_403_json_with_decision_id_and_a_deny_record() {
+    let h = Harness::start().await;
+    let resp = client()
+        .get(h.url("/databases/ledger"))
+        .bearer_auth(h.token("dave", &["contractors"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers().get("content-type").unwrap(),
+        "application/json"
+    );
+    let r = reply(resp).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.json["error"], "denied");
+    assert_eq!(
+        r.json["message"],
+        "denied by policy contractors-no-databases"
+    );
+    let rec = h.record(&r.decision_id());
+    assert_eq!(rec.decision, Some(Outcome::Deny));
+    assert_eq!(rec.status, Some(403));
+    assert_eq!(rec.principal, "User::\"dave\"");
+    assert_eq!(rec.action, "readDatabase");
+    assert_eq!(rec.resource, "Database::\"ledger\"");
+    assert_eq!(rec.policies, vec!["contractors-no-databases".to_string()]);
+    assert_eq!(
+        h.upstream.hits(),
+        0,
+        "a denied request never reaches the upstream"
+    );
+    h.assert_log(1);
+}
+
+#[tokio::test]
+async fn missing_and_bad_tokens_are_401_with_a_challenge_and_recorded() {
+    let h = Harness::start().await;
+    let now = h.clock.now();
+    let alice = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = claims("alice", &["engineering"], now);
+        f(&mut c);
+        c
+    };
+    let none_token = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT", "kid": "a"}).to_string()),
+        URL_SAFE_NO_PAD.encode(alice(&|_| {}).to_string())
+    );
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("no token", None),
+        (
+            "expired",
+            Some(sign(
+                Algorithm::RS256,
+                "a",
+                &RSA_A.enc,
+                &alice(&|c| c["exp"] = json!(now - 120)),
+            )),
+        ),
+        (
+            "wrong audience",
+            Some(sign(
+                Algorithm::RS256,
+                "a",
+                &RSA_A.enc,
+                &alice(&|c| c["aud"] = json!("someone-else")),
+            )),
+        ),
+        (
+            // Signed by key B but claiming key A's kid.
+            "bad signature",
+            Some(sign(Algorithm::RS256, "a", &RSA_B.enc, &alice(&|_| {}))),
+        ),
+        ("alg none", Some(none_token)),
+        (
+            // Key confusion: the issuer's public key used as an HMAC secret.
+            "rs256 key as hmac secret",
+            Some(sign(
+                Algorithm::HS256,
+                "a",
+                &EncodingKey::from_secret(RSA_A.public_pem.as_bytes()),
+                &alice(&|_| {}),
+            )),
+        ),
+        ("garbage", Some("not.a.jwt".into())),
+    ];
+    let c = client();
+    for (what, token) in &cases {
+        let mut req = c.get(h.url("/payments/p1"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = reply(req.send().await.unwrap()).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}: {:?}", r.json);
+        let challenge = r.headers.get("www-authenticate").unwrap().to_str().unwrap();
+        assert!(challenge.starts_with("Bearer"), "{what}: {challenge}");
+        if token.is_some() {
+            assert!(challenge.contains("invalid_token"), "{what}: {challenge}");
+        }
+        assert_eq!(r.json["error"], "unauthenticated", "{what}");
+        let rec = h.record(&r.decision_id());
+        assert_eq!(rec.decision, Some(Outcome::Deny), "{what}");
+        assert_eq!(rec.status, Some(401), "{what}");
+        assert_eq!(rec.principal, "", "{what}: no principal was established");
+        if token.is_some() {
+            assert!(
+                rec.errors
+                    .iter()
+                    .any(|e| e.starts_with("authentication failed")),
+                "{what}: {:?}",
+                rec.errors
+            );
+        }
+    }
+    assert_eq!(h.upstream.hits(), 0);
+    h.assert_log(cases.len());
+}
+
+#[tokio::test]
+async fn rotated_key_is_picked_up_after_the_refresh_interval() {
+    let h = Harness::start().await;
+    let c = client();
+    let get = |token: String| c.get(h.url("/payments/p1")).bearer_auth(token).send();
+    let r = reply(get(h.token("alice", &["engineering"])).await.unwrap()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(h.jwks.fetches(), 1);
+
+    // The issuer rotates to key B.
+    h.jwks.set(vec![RSA_A.jwk("a"), RSA_B.jwk("b")]);
+    let rotated = || {
+        sign(
+            Algorithm::RS256,
+            "b",
+            &RSA_B.enc,
+            &claims("alice", &["engineering"], h.clock.now()),
+        )
+    };
+    // Within the issuer's refresh interval (1s) of the last fetch, an unknown kid does not refetch.
+    let r = reply(get(rotated()).await.unwrap()).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.jwks.fetches(), 1);
+    h.clock.advance(2);
+    let r = reply(get(rotated()).await.unwrap()).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+    assert_eq!(r.json["headers"]["x-jitgate-principal"], "User::\"alice\"");
+    assert_eq!(h.jwks.fetches(), 2, "exactly one refetch for the new kid");
+    h.assert_log(3);
+}
+
+#[tokio::test]
+async fn unmatched_route_is_404_with_a_record() {
+    let h = Harness::start().await;
+    let r = reply(
+        client()
+            .get(h.url("/admin/secrets"))
+            .bearer_auth(h.token("alice", &["engineering"]))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.json["error"], "no_route");
+    let rec = h.record(&r.decision_id());
+    assert_eq!(rec.decision, Some(Outcome::Deny));
+    assert_eq!(rec.status, Some(404));
+    assert_eq!(rec.principal, "User::\"alice\"");
+    assert_eq!(rec.path.as_deref(), Some("/admin/secrets"));
+    assert!(rec.errors.iter().any(|e| e.contains("no route")));
+    // Without a credential an unmatched route says nothing about what exists: 401.
+    let r = reply(client().get(h.url("/admin/secrets")).send().await.unwrap()).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.upstream.hits(), 0);
+    h.assert_log(2);
+}
+
+#[tokio::test]
+async fn path_tricks_are_decided_on_the_path_the_upstream_receives() {
+    let h = Harness::start().await;
+    let alice = h.token("alice", &["engineering"]);
+    // (raw target, normalized path, action)
+    let cases = [
+        ("/payments/x/../p1", "/payments/p1", "readPayment"),
+        (
+            "/payments/../databases/db1",
+            "/databases/db1",
+            "readDatabase",
+        ),
+        (
+            "/payments/%2e%2e/databases/db1",
+            "/databases/db1",
+            "readDatabase",
+        ),
+        (
+            "/payments/%2E%2E/%2e/databases/db1",
+            "/databases/db1",
+            "readDatabase",
+        ),
+        ("//payments//p1", "/payments/p1", "readPayment"),
+        ("/../../payments/p2/.", "/payments/p2", "readPayment"),
+        ("/payments/%70%31", "/payments/p1", "readPayment"),
+    ];
+    for (target, normalized, action) in cases {
+        let r = raw(h.addr, raw_get(target, Some(&alice))).await;
+        assert_eq!(r.status, StatusCode::OK, "{target}: {:?}", r.json);
+        assert_eq!(r.json["path"], normalized, "{target}");
+        let rec = h.record(&r.upstream_decision_id());
+        assert_eq!(
+            rec.path.as_deref(),
+            r.json["path"].as_str(),
+            "{target}: the policy saw what the upstream got"
+        );
+        assert_eq!(rec.action, action, "{target}");
+    }
+    // A trick cannot walk a contractor out of the databases ban: decided as /databases/db1.
+    let dave = h.token("dave", &["contractors"]);
+    let r = raw(
+        h.addr,
+        raw_get("/payments/%2e%2e/databases/db1", Some(&dave)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let rec = h.record(&r.decision_id());
+    assert_eq!(rec.path.as_deref(), Some("/databases/db1"));
+    assert_eq!(rec.policies, vec!["contractors-no-databases".to_string()]);
+
+    // Encoded separators are refused, not guessed at, and recorded.
+    let hits = h.upstream.hits();
+    for target in [
+        "/payments%2Fp1",
+        "/payments/p1%2f..%2f..%2fdatabases",
+        "/payments/a%5Cb",
+    ] {
+        let r = raw(h.addr, raw_get(target, Some(&alice))).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{target}");
+        assert_eq!(r.json["error"], "bad_path");
+        let rec = h.record(&r.decision_id());
+        assert_eq!(rec.status, Some(400));
+        assert_eq!(rec.decision, Some(Outcome::Deny));
+        assert_eq!(
+            rec.path.as_deref(),
+            Some(target),
+            "the raw path is recorded"
+        );
+    }
+    assert_eq!(h.upstream.hits(), hits);
+    h.assert_log(cases.len() + 1 + 3);
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_works_end_to_end() {
+    let h = Harness::start().await;
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .timeout(WAIT)
+        .build()
+        .unwrap();
+    let token = h.token("alice", &["engineering"]);
+    // Several requests multiplexed on one h2 connection.
+    let (a, b) = tokio::join!(
+        c.get(h.url("/payments/p1")).bearer_auth(&token).send(),
+        c.get(h.url("/databases/db1")).bearer_auth(&token).send(),
+    );
+    for (resp, path) in [(a.unwrap(), "/payments/p1"), (b.unwrap(), "/databases/db1")] {
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let r = reply(resp).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+        assert_eq!(r.json["path"], path);
+        assert_eq!(r.json["headers"]["x-jitgate-principal"], "User::\"alice\"");
+        assert_eq!(h.record(&r.upstream_decision_id()).status, Some(200));
+    }
+    let r = reply(c.get(h.url("/databases/db1")).send().await.unwrap()).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    h.assert_log(3);
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_with_a_record() {
+    let dead = dead_addr().await;
+    let h = Harness::start_with(|raw, _| {
+        raw.upstreams.get_mut("billing").unwrap().url = format!("http://{dead}");
+    })
+    .await;
+    let r = reply(
+        client()
+            .get(h.url("/databases/db1"))
+            .bearer_auth(h.token("carol", &["engineering", "dba"]))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.json["error"], "upstream_unavailable");
+    assert_eq!(r.json["message"], "the upstream service is unavailable");
+    let rec = h.record(&r.decision_id());
+    assert_eq!(rec.status, Some(502));
+    assert_eq!(rec.decision, Some(Outcome::Allow), "the policy allowed it");
+    assert!(
+        rec.errors
+            .iter()
+            .any(|e| e.contains("upstream unavailable")),
+        "{:?}",
+        rec.errors
+    );
+    h.assert_log(1);
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413_with_and_without_content_length() {
+    let h = Harness::start_with(|raw, _| raw.server.max_body_bytes = 1024).await;
+    // bob may create payments while his payments-writer grant is active.
+    h.grant(
+        "g-bob",
+        "bob",
+        "payments-writer",
+        EntityRef::new("Service", "payments"),
+    );
+    let token = h.token("bob", &["engineering"]);
+    let req = |body: TestBody| {
+        Request::post("/payments")
+            .header("host", "127.0.0.1")
+            .header("authorization", format!("Bearer {token}"))
+            .body(body)
+            .unwrap()
+    };
+
+    // Declared length over the limit: refused up front, never forwarded.
+    let r = raw(h.addr, req(full_body(vec![b'x'; 4096]))).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.json["error"], "body_too_large");
+    assert_eq!(h.record(&r.decision_id()).status, Some(413));
+    assert_eq!(h.upstream.hits(), 0);
+
+    // Chunked, no declared length: cut off while streaming.
+    let chunks = vec![Bytes::from(vec![b'y'; 512]); 8];
+    let r = raw(h.addr, req(chunked_body(chunks))).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{:?}", r.json);
+    assert_eq!(h.record(&r.decision_id()).status, Some(413));
+
+    // Under the limit, both ways pass whole.
+    let r = raw(h.addr, req(full_body(vec![b'x'; 1000]))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["body_bytes"], 1000);
+    assert_eq!(
+        h.record(&r.upstream_decision_id()).grants_used,
+        vec!["g-bob".to_string()]
+    );
+    let r = raw(
+        h.addr,
+        req(chunked_body(vec![Bytes::from(vec![b'y'; 500]); 2])),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["body_bytes"], 1000);
+    h.assert_log(4);
+}
+
+#[tokio::test]
+async fn every_request_of_mixed_traffic_has_exactly_one_record_and_the_chain_verifies() {
+    let h = Harness::start_with(|raw, _| raw.server.max_body_bytes = 1024).await;
+    let alice = h.token("alice", &["engineering"]);
+    let dave = h.token("dave", &["contractors"]);
+    let c = client();
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        let reqs = vec![
+            c.get(h.url(&format!("/payments/p{round}")))
+                .bearer_auth(&alice),
+            c.get(h.url("/databases/db1")).bearer_auth(&dave),
+            c.get(h.url("/payments")),
+            c.get(h.url("/healthz")),
+            c.get(h.url("/nowhere")).bearer_auth(&alice),
+            c.delete(h.url("/payments/p1")).bearer_auth(&alice),
+            c.get(h.url("/payments/p1")).bearer_auth("bad"),
+            c.post(h.url("/payments"))
+                .bearer_auth(&alice)
+                .body(vec![0u8; 2048]),
+        ];
+        for req in reqs {
+            let r = reply(req.send().await.unwrap()).await;
+            let id = if r.status == StatusCode::OK {
+                r.upstream_decision_id()
+            } else {
+                r.decision_id()
+            };
+            ids.push((r.status.as_u16(), id));
+        }
+        let r = raw(h.addr, raw_get("/payments%2F1", Some(&alice))).await;
+        ids.push((r.status.as_u16(), r.decision_id()));
+    }
+    let statuses: Vec<u16> = ids.iter().take(9).map(|(s, _)| *s).collect();
+    assert_eq!(statuses, vec![200, 403, 401, 200, 404, 403, 401, 413, 400]);
+    h.assert_log(ids.len());
+    let records = h.records();
+    for ((status, id), rec) in ids.iter().zip(&records) {
+        assert_eq!(&rec.id, id, "records are in request order");
+        assert_eq!(rec.status, Some(*status));
+    }
+    // The public health check is recorded as the anonymous principal.
+    assert_eq!(records[3].principal, "Anonymous::\"anonymous\"");
+}
+
+#[tokio::test]
+async fn fail_closed_log_refuses_with_503_when_the_queue_is_full() {
+    let mut gated = GatedUpstream::start().await;
+    let up = gated.addr;
+    let h = Harness::start_with(|raw, _| {
+        raw.log.queue_capacity = 1;
+        raw.log.on_full = "fail_closed".into();
+        raw.upstreams.get_mut("payments").unwrap().url = format!("http://{up}");
+    })
+    .await;
+    let token = h.token("alice", &["engineering"]);
+    let c = client();
+    // The first request holds the only log slot while its upstream waits.
+    let first = tokio::spawn(c.get(h.url("/payments/p1")).bearer_auth(&token).send());
+    assert_eq!(
+        within("arrival", gated.arrived.recv()).await.unwrap(),
+        "/payments/p1"
+    );
+    let r = reply(
+        c.get(h.url("/payments/p2"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.json["error"], "log_unavailable");
+    assert!(
+        gated.arrived.try_recv().is_err(),
+        "the refused request never reached the upstream"
+    );
+    gated.release.notify_one();
+    let r = reply(within("first", first).await.unwrap().unwrap()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["path"], "/payments/p1");
+    // Room again once the first record is committed.
+    gated.release.notify_one();
+    let r = reply(
+        c.get(h.url("/payments/p3"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    h.assert_log(2);
+}
