@@ -89,7 +89,16 @@ impl Proxy {
                     return refusal.into_response(&trace.decision_id);
                 }
             };
-            let result = self.stages(req, &conn, &mut trace).await;
+            // The whole request, upstream included, is bounded; the log stage still runs after a timeout.
+            let result = match tokio::time::timeout(
+                self.config.request_timeout,
+                self.stages(req, &conn, &mut trace),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(Refusal::UpstreamTimeout),
+            };
             let response = match result {
                 Ok(resp) => resp,
                 Err(refusal) => {
