@@ -19,6 +19,7 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/reload", axum::routing::post(reload))
+        .merge(crate::lifecycle::router())
         .with_state(proxy)
 }
 

@@ -77,6 +77,12 @@ pub struct Proxy {
     pub workload_groups: HashMap<String, Vec<String>>,
     /// Bundle reloads (watcher, SIGHUP, admin API).
     pub reloader: Arc<Reloader>,
+    /// The access-request lifecycle (admin API, holds).
+    pub lifecycle: jitgate_engine::lifecycle::Lifecycle,
+    /// Connections waiting on held requests.
+    pub holds: Arc<crate::hold::Holds>,
+    /// Webhook notifications.
+    pub notifier: crate::notify::Notifier,
 }
 
 impl Proxy {
@@ -123,7 +129,12 @@ impl Proxy {
             standard_gate(),
             metrics.clone(),
         ));
+        let lifecycle = jitgate_engine::lifecycle::Lifecycle::new(authorizer.clone(), store.clone());
+        let notifier = crate::notify::Notifier::new(config.webhooks.clone(), metrics.clone());
         Ok(Arc::new(Proxy {
+            lifecycle,
+            holds: Arc::new(crate::hold::Holds::default()),
+            notifier,
             reloader,
             config: Arc::new(config),
             authorizer,
