@@ -229,10 +229,7 @@ pub fn request_attrs(r: &AccessRequest) -> serde_json::Map<String, serde_json::V
     m.insert("scope".into(), r.scope.to_string().into());
     m.insert("duration".into(), r.duration_secs.into());
     m.insert("reason".into(), r.reason.clone().into());
-    m.insert(
-        "ticket".into(),
-        r.ticket.clone().unwrap_or_default().into(),
-    );
+    m.insert("ticket".into(), r.ticket.clone().unwrap_or_default().into());
     m
 }
 
@@ -827,8 +824,10 @@ impl Lifecycle {
         let (grant, request) = self.grant_and_request(grant_id)?;
         let allowed = self.require(&bundle, caller, ctx, action, &request)?;
         let now = self.now();
-        if !grant.is_active_at(now) && !(grant.status == GrantStatus::Active && now < grant.starts_at)
-        {
+        // A grant not yet started may still be revoked; one expired, revoked or used up may not.
+        let live = grant.is_active_at(now)
+            || (grant.status == GrantStatus::Active && now < grant.starts_at);
+        if !live {
             let state = if grant.status == GrantStatus::Active {
                 "expired"
             } else {
@@ -890,7 +889,12 @@ impl Lifecycle {
         mut filter: RequestFilter,
         all: bool,
     ) -> Result<Vec<AccessRequest>, LifecycleError> {
-        if all || filter.requester.as_ref().is_some_and(|r| r != &caller.entity) {
+        if all
+            || filter
+                .requester
+                .as_ref()
+                .is_some_and(|r| r != &caller.entity)
+        {
             self.require_list(caller, ctx)?;
         } else {
             filter.requester = Some(caller.entity.clone());

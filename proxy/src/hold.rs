@@ -103,11 +103,12 @@ impl crate::state::Proxy {
         if declared.is_some_and(|n| n > limit) {
             return Err(Refusal::BodyTooLarge);
         }
-        let bytes = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-            .collect()
-            .await
-            .map_err(|_| Refusal::BodyTooLarge)?
-            .to_bytes();
+        let bytes =
+            http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+                .collect()
+                .await
+                .map_err(|_| Refusal::BodyTooLarge)?
+                .to_bytes();
         let path = request.context.path.clone().unwrap_or_default();
         let query = request.context.query.clone().unwrap_or_default();
         let digest = jitgate_engine::request::request_digest(
@@ -133,7 +134,9 @@ impl crate::state::Proxy {
                 })
             } else {
                 Err(Refusal::Denied {
-                    reason: "the approval does not match this exact request, or it was already used".into(),
+                    reason:
+                        "the approval does not match this exact request, or it was already used"
+                            .into(),
                 })
             };
         }
@@ -163,8 +166,12 @@ impl crate::state::Proxy {
         crate::lifecycle::record_events(self, &view.events).await;
         // A verdict may have landed before the waiter was registered: the store has the truth.
         let mut signal = match self.store.get_access_request(&id) {
-            Ok(Some(r)) if r.state == jitgate_engine::sqlite::RequestState::Approved => HoldSignal::Approved,
-            Ok(Some(r)) if r.state != jitgate_engine::sqlite::RequestState::Pending => HoldSignal::Denied,
+            Ok(Some(r)) if r.state == jitgate_engine::sqlite::RequestState::Approved => {
+                HoldSignal::Approved
+            }
+            Ok(Some(r)) if r.state != jitgate_engine::sqlite::RequestState::Pending => {
+                HoldSignal::Denied
+            }
             _ => HoldSignal::Waiting,
         };
         if signal == HoldSignal::Waiting {

@@ -79,7 +79,9 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::Forbidden { .. } => {
                 ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
             }
-            LifecycleError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            LifecycleError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+            }
             LifecycleError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             other => {
                 tracing::error!(error = %other, "lifecycle store error");
@@ -112,7 +114,11 @@ async fn caller(
         .and_then(|v| v.to_str().ok());
     let id = p.auth.authenticate(h, now).await.map_err(|e| {
         p.metrics.auth_failures.inc();
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.public_message())
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            e.public_message(),
+        )
     })?;
     // A grant-bound token proves identity only while its grant is active.
     if let Some(gid) = &id.grant_id {
@@ -287,7 +293,8 @@ async fn list(
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let c = caller(&p, &headers, peer, &method, &uri).await?;
-    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let Query(q) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     let state = match q.state.as_deref() {
         None => None,
         Some(s) => Some(RequestState::parse(s).ok_or_else(|| ApiError {
@@ -376,7 +383,14 @@ async fn verdict(
         if e.status == StatusCode::CONFLICT {
             if let Ok(Some(r)) = p.store.get_access_request(&id) {
                 if r.role == HOLD_ROLE && r.state != RequestState::Pending {
-                    p.holds.fire(&id, if r.state == RequestState::Approved { HoldSignal::Approved } else { HoldSignal::Denied });
+                    p.holds.fire(
+                        &id,
+                        if r.state == RequestState::Approved {
+                            HoldSignal::Approved
+                        } else {
+                            HoldSignal::Denied
+                        },
+                    );
                 }
             }
         }
@@ -429,14 +443,21 @@ async fn grants(
     q: Result<Query<GrantsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let c = caller(&p, &headers, peer, &method, &uri).await?;
-    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let Query(q) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     let lc = p.lifecycle.clone();
     let all = q.all.unwrap_or(false);
     let rows = blocking(move || lc.list_grants(&c.principal, &c.context, all)).await?;
     Ok(axum::Json(json!({ "grants": rows })).into_response())
 }
 
-async fn end(p: Arc<Proxy>, c: Caller, id: String, action: Action, body: Bytes) -> Result<Response, ApiError> {
+async fn end(
+    p: Arc<Proxy>,
+    c: Caller,
+    id: String,
+    action: Action,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let b: CommentBody = parse_body(&body)?;
     let lc = p.lifecycle.clone();
     let (grant, events) =
@@ -500,12 +521,14 @@ async fn token(
     };
     let ttl = match b.ttl.as_deref() {
         None => None,
-        Some(t) => Some(jitgate_engine::clock::parse_duration(t).map_err(|e| ApiError {
-            status: StatusCode::BAD_REQUEST,
-            code: "bad_request",
-            message: format!("ttl: {e}"),
-            field: Some("ttl".into()),
-        })?),
+        Some(t) => Some(
+            jitgate_engine::clock::parse_duration(t).map_err(|e| ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code: "bad_request",
+                message: format!("ttl: {e}"),
+                field: Some("ttl".into()),
+            })?,
+        ),
     };
     let lc = p.lifecycle.clone();
     let principal = c.principal.clone();
@@ -516,7 +539,13 @@ async fn token(
         _ => grant.expires_at,
     };
     let token = issuer
-        .mint(&principal.entity, &principal.groups, &grant.id, expires_at, now)
+        .mint(
+            &principal.entity,
+            &principal.groups,
+            &grant.id,
+            expires_at,
+            now,
+        )
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     Ok(axum::Json(json!({
         "token": token,

@@ -60,17 +60,17 @@ async fn deliver_all(
         for hook in hooks.iter() {
             let body = body_of(&event, hook.format);
             // Each delivery retries on its own, so one slow receiver does not hold up the others.
-            tokio::spawn(deliver(
-                client.clone(),
-                hook.clone(),
-                body,
-                metrics.clone(),
-            ));
+            tokio::spawn(deliver(client.clone(), hook.clone(), body, metrics.clone()));
         }
     }
 }
 
-async fn deliver(client: reqwest::Client, hook: WebhookConfig, body: Vec<u8>, metrics: Arc<Metrics>) {
+async fn deliver(
+    client: reqwest::Client,
+    hook: WebhookConfig,
+    body: Vec<u8>,
+    metrics: Arc<Metrics>,
+) {
     let signature = hook.secret.as_deref().map(|s| sign(s, &body));
     let mut delay = hook.backoff;
     for attempt in 1..=hook.max_attempts {

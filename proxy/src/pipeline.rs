@@ -247,7 +247,9 @@ impl Proxy {
                     }
                 };
                 trace.decision = Some(released.decision.clone());
-                self.metrics.decisions.inc(released.decision.effect.as_str());
+                self.metrics
+                    .decisions
+                    .inc(released.decision.effect.as_str());
                 (
                     released.decision,
                     Request::from_parts(parts, crate::respond::full(released.body)),

@@ -129,7 +129,8 @@ impl Proxy {
             standard_gate(),
             metrics.clone(),
         ));
-        let lifecycle = jitgate_engine::lifecycle::Lifecycle::new(authorizer.clone(), store.clone());
+        let lifecycle =
+            jitgate_engine::lifecycle::Lifecycle::new(authorizer.clone(), store.clone());
         let notifier = crate::notify::Notifier::new(config.webhooks.clone(), metrics.clone());
         Ok(Arc::new(Proxy {
             lifecycle,

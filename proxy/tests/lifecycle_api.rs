@@ -51,22 +51,47 @@ async fn full_lifecycle_revoked_on_the_same_keep_alive_connection() {
     let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
     let alice = env.token("alice");
     let mut conn = KeepAlive::open(env.running.addr).await;
-    assert_eq!(conn.call("POST", "/payments", &alice).await, 403, "no standing access");
+    assert_eq!(
+        conn.call("POST", "/payments", &alice).await,
+        403,
+        "no standing access"
+    );
 
     let req = env
-        .request("alice", "payments-writer", r#"Service::"payments""#, "30m", "INC-4211")
+        .request(
+            "alice",
+            "payments-writer",
+            r#"Service::"payments""#,
+            "30m",
+            "INC-4211",
+        )
         .await;
     let id = req["request"]["id"].as_str().unwrap().to_string();
     assert_eq!(req["request"]["state"], "pending");
-    assert_eq!(conn.call("POST", "/payments", &alice).await, 403, "pending is not access");
+    assert_eq!(
+        conn.call("POST", "/payments", &alice).await,
+        403,
+        "pending is not access"
+    );
 
     // Separation of duties: nobody approves their own request (bob may approve payments roles, not his own).
     let bobs = env
-        .request("bob", "payments-writer", r#"Service::"payments""#, "30m", "INC-1")
+        .request(
+            "bob",
+            "payments-writer",
+            r#"Service::"payments""#,
+            "30m",
+            "INC-1",
+        )
         .await;
-    let (s, v) = env.approve("bob", bobs["request"]["id"].as_str().unwrap()).await;
+    let (s, v) = env
+        .approve("bob", bobs["request"]["id"].as_str().unwrap())
+        .await;
     assert_eq!(s, 403, "{v}");
-    assert!(v["message"].as_str().unwrap().contains("no-self-approval"), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("no-self-approval"),
+        "{v}"
+    );
     // An engineer without approver rights cannot approve either.
     let (s, _) = env.approve("carol", &id).await;
     assert_eq!(s, 403);
@@ -90,11 +115,19 @@ async fn full_lifecycle_revoked_on_the_same_keep_alive_connection() {
         .await;
     assert_eq!(s, 403);
     let (s, v) = env
-        .post("bob", &format!("/v1/grants/{grant_id}/revoke"), json!({"comment": "done"}))
+        .post(
+            "bob",
+            &format!("/v1/grants/{grant_id}/revoke"),
+            json!({"comment": "done"}),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["grant"]["status"], "revoked");
-    assert_eq!(conn.call("POST", "/payments", &alice).await, 403, "revocation visible on the open connection");
+    assert_eq!(
+        conn.call("POST", "/payments", &alice).await,
+        403,
+        "revocation visible on the open connection"
+    );
     let (s, _) = env
         .post("bob", &format!("/v1/grants/{grant_id}/revoke"), json!({}))
         .await;
@@ -111,12 +144,19 @@ async fn full_lifecycle_revoked_on_the_same_keep_alive_connection() {
     let actions: Vec<&str> = life.iter().map(|(a, _)| a.as_str()).collect();
     assert_eq!(
         actions,
-        ["lifecycle.created", "lifecycle.approved", "lifecycle.revoked"],
+        [
+            "lifecycle.created",
+            "lifecycle.approved",
+            "lifecycle.revoked"
+        ],
         "{life:?}"
     );
     assert_eq!(life[1].1, vec![grant_id.clone()]);
     // And the data-plane decision that used the grant names it.
-    assert!(recs.iter().any(|r| r.kind == RecordKind::Decision && r.grants_used.contains(&grant_id)));
+    assert!(
+        recs.iter()
+            .any(|r| r.kind == RecordKind::Decision && r.grants_used.contains(&grant_id))
+    );
     env.running.shutdown().await;
 }
 
@@ -125,12 +165,30 @@ async fn bad_input_names_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
     for (body, field) in [
-        (json!({"role": "nope", "scope": "Service::\"payments\"", "duration": "10m", "reason": "x"}), "role"),
-        (json!({"role": "payments-writer", "scope": "Service::\"payments\"", "duration": "2h", "reason": "x"}), "duration"),
-        (json!({"role": "payments-writer", "scope": "Service::\"payments\"", "duration": "10m"}), "reason"),
-        (json!({"role": "payments-writer", "scope": "payments", "duration": "10m", "reason": "x"}), "scope"),
-        (json!({"role": "payments-writer", "scope": "Service::\"payments\"", "duration": "soon", "reason": "x"}), "duration"),
-        (json!({"role": "payments-writer", "scope": "Service::\"payments\"", "duration": "10m", "reason": "x", "colour": 1}), "colour"),
+        (
+            json!({"role": "nope", "scope": "Service::\"payments\"", "duration": "10m", "reason": "x"}),
+            "role",
+        ),
+        (
+            json!({"role": "payments-writer", "scope": "Service::\"payments\"", "duration": "2h", "reason": "x"}),
+            "duration",
+        ),
+        (
+            json!({"role": "payments-writer", "scope": "Service::\"payments\"", "duration": "10m"}),
+            "reason",
+        ),
+        (
+            json!({"role": "payments-writer", "scope": "payments", "duration": "10m", "reason": "x"}),
+            "scope",
+        ),
+        (
+            json!({"role": "payments-writer", "scope": "Service::\"payments\"", "duration": "soon", "reason": "x"}),
+            "duration",
+        ),
+        (
+            json!({"role": "payments-writer", "scope": "Service::\"payments\"", "duration": "10m", "reason": "x", "colour": 1}),
+            "colour",
+        ),
     ] {
         let (s, v) = env.post("alice", "/v1/requests", body).await;
         assert_eq!(s, 400, "{v}");
@@ -154,7 +212,13 @@ async fn db_admin_needs_two_distinct_approvers_and_deny_wins() {
     let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
     let alice = env.token("alice");
     let req = env
-        .request("alice", "db-admin", r#"Service::"billing""#, "30m", "migration")
+        .request(
+            "alice",
+            "db-admin",
+            r#"Service::"billing""#,
+            "30m",
+            "migration",
+        )
         .await;
     let id = req["request"]["id"].as_str().unwrap().to_string();
     let (s, v) = env.approve("carol", &id).await;
@@ -167,7 +231,16 @@ async fn db_admin_needs_two_distinct_approvers_and_deny_wins() {
     let put = |tok: String| {
         let http = env.http.clone();
         let url = env.data("/databases/orders/config");
-        async move { http.put(url).bearer_auth(tok).body("{}").send().await.unwrap().status().as_u16() }
+        async move {
+            http.put(url)
+                .bearer_auth(tok)
+                .body("{}")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
     };
     assert_eq!(put(alice.clone()).await, 403);
     let (s, v) = env.approve("erin", &id).await;
@@ -184,7 +257,11 @@ async fn db_admin_needs_two_distinct_approvers_and_deny_wins() {
     let id = req["request"]["id"].as_str().unwrap().to_string();
     assert_eq!(env.approve("carol", &id).await.0, 200);
     let (s, v) = env
-        .post("erin", &format!("/v1/requests/{id}/deny"), json!({"comment": "no"}))
+        .post(
+            "erin",
+            &format!("/v1/requests/{id}/deny"),
+            json!({"comment": "no"}),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["request"]["state"], "denied");
@@ -199,7 +276,13 @@ async fn pending_ttl_expires_undecided_requests() {
     let clock = Clock::frozen(T0);
     let env = Env::start(dir.path(), clock.clone(), |_| {}).await;
     let req = env
-        .request("alice", "payments-writer", r#"Service::"payments""#, "30m", "INC-9")
+        .request(
+            "alice",
+            "payments-writer",
+            r#"Service::"payments""#,
+            "30m",
+            "INC-9",
+        )
         .await;
     let id = req["request"]["id"].as_str().unwrap().to_string();
     // Default pending_ttl is 24h: one second before the edge it is still pending.
@@ -227,7 +310,10 @@ async fn auto_approval_and_a_one_use_grant_under_20_concurrent_requests() {
         )
         .await;
     assert_eq!(s, 201, "{v}");
-    assert_eq!(v["request"]["state"], "approved", "auto-approved by policy: {v}");
+    assert_eq!(
+        v["request"]["state"], "approved",
+        "auto-approved by policy: {v}"
+    );
     assert_eq!(v["grant"]["approvers"], json!(["policy"]));
     assert_eq!(v["grant"]["max_uses"], 1);
     // Without a ticket the policy does not auto-approve.
@@ -248,15 +334,29 @@ async fn auto_approval_and_a_one_use_grant_under_20_concurrent_requests() {
         let url = env.data("/payments/p-1/refund");
         let tok = alice.clone();
         tasks.push(tokio::spawn(async move {
-            http.post(url).bearer_auth(tok).send().await.unwrap().status().as_u16()
+            http.post(url)
+                .bearer_auth(tok)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
         }));
     }
     let mut statuses = Vec::new();
     for t in tasks {
         statuses.push(t.await.unwrap());
     }
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 403).count(), 19, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 403).count(),
+        19,
+        "{statuses:?}"
+    );
     assert_eq!(env.upstream.hits() - before, 1);
     env.running.shutdown().await;
 }
@@ -270,7 +370,13 @@ async fn break_glass_is_self_activated_by_sre_only() {
         .await;
     assert_eq!(s, 403);
     let v = env
-        .request("sam", "break-glass", r#"Service::"billing""#, "10m", "outage")
+        .request(
+            "sam",
+            "break-glass",
+            r#"Service::"billing""#,
+            "10m",
+            "outage",
+        )
         .await;
     assert_eq!(v["request"]["state"], "approved");
     assert_eq!(v["grant"]["break_glass"], true);
@@ -284,8 +390,14 @@ async fn break_glass_is_self_activated_by_sre_only() {
     assert_eq!(r.status().as_u16(), 200, "break glass skips the hold");
     env.running.shutdown().await;
     let recs = jitgate_engine::log::tail(&dir.path().join("decisions.db"), 50).unwrap();
-    assert!(recs.iter().any(|r| r.action == "lifecycle.break_glass" && r.break_glass));
-    assert!(recs.iter().any(|r| r.kind == RecordKind::Decision && r.break_glass));
+    assert!(
+        recs.iter()
+            .any(|r| r.action == "lifecycle.break_glass" && r.break_glass)
+    );
+    assert!(
+        recs.iter()
+            .any(|r| r.kind == RecordKind::Decision && r.break_glass)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -294,9 +406,17 @@ async fn approved_grant_survives_a_restart_on_the_same_sqlite_file() {
     let clock = Clock::frozen(T0);
     let env = Env::start(dir.path(), clock.clone(), |_| {}).await;
     let v = env
-        .request("alice", "payments-writer", r#"Service::"payments""#, "30m", "INC-7")
+        .request(
+            "alice",
+            "payments-writer",
+            r#"Service::"payments""#,
+            "30m",
+            "INC-7",
+        )
         .await;
-    let (s, _) = env.approve("bob", v["request"]["id"].as_str().unwrap()).await;
+    let (s, _) = env
+        .approve("bob", v["request"]["id"].as_str().unwrap())
+        .await;
     assert_eq!(s, 200);
     env.running.shutdown().await;
     drop(env.upstream);
@@ -309,7 +429,11 @@ async fn approved_grant_survives_a_restart_on_the_same_sqlite_file() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status().as_u16(), 200, "the grant was committed before the approval returned");
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "the grant was committed before the approval returned"
+    );
     env.running.shutdown().await;
 }
 
@@ -318,15 +442,27 @@ async fn grant_bound_tokens_die_with_their_grant() {
     let dir = tempfile::tempdir().unwrap();
     let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
     let v = env
-        .request("alice", "payments-writer", r#"Service::"payments""#, "30m", "CI deploy")
+        .request(
+            "alice",
+            "payments-writer",
+            r#"Service::"payments""#,
+            "30m",
+            "CI deploy",
+        )
         .await;
     let id = v["request"]["id"].as_str().unwrap().to_string();
     let (_, v) = env.approve("bob", &id).await;
     let grant = v["grant"]["id"].as_str().unwrap().to_string();
-    let (s, _) = env.post("bob", &format!("/v1/grants/{grant}/token"), json!({})).await;
+    let (s, _) = env
+        .post("bob", &format!("/v1/grants/{grant}/token"), json!({}))
+        .await;
     assert_eq!(s, 403, "tokens only for the holder");
     let (s, t) = env
-        .post("alice", &format!("/v1/grants/{grant}/token"), json!({"ttl": "10m"}))
+        .post(
+            "alice",
+            &format!("/v1/grants/{grant}/token"),
+            json!({"ttl": "10m"}),
+        )
         .await;
     assert_eq!(s, 200, "{t}");
     assert_eq!(t["expires_at"].as_i64().unwrap(), T0 + 600);
@@ -338,9 +474,15 @@ async fn grant_bound_tokens_die_with_their_grant() {
             .send()
     };
     assert_eq!(call().await.unwrap().status().as_u16(), 200);
-    let (s, _) = env.post("alice", &format!("/v1/grants/{grant}/drop"), json!({})).await;
+    let (s, _) = env
+        .post("alice", &format!("/v1/grants/{grant}/drop"), json!({}))
+        .await;
     assert_eq!(s, 200);
-    assert_eq!(call().await.unwrap().status().as_u16(), 401, "dropped grant: token useless");
+    assert_eq!(
+        call().await.unwrap().status().as_u16(),
+        401,
+        "dropped grant: token useless"
+    );
     env.running.shutdown().await;
 }
 
@@ -353,14 +495,25 @@ async fn webhook_receiver_down_changes_nothing_and_failures_are_counted() {
     drop(dead);
     let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
         raw.webhooks = vec![
-            toml::from_str(&format!("url = \"{url}\"\nmax_attempts = 3\nbackoff = \"10ms\"\ntimeout = \"1s\"")).unwrap(),
+            toml::from_str(&format!(
+                "url = \"{url}\"\nmax_attempts = 3\nbackoff = \"10ms\"\ntimeout = \"1s\""
+            ))
+            .unwrap(),
         ];
     })
     .await;
     let v = env
-        .request("alice", "payments-writer", r#"Service::"payments""#, "30m", "INC-5")
+        .request(
+            "alice",
+            "payments-writer",
+            r#"Service::"payments""#,
+            "30m",
+            "INC-5",
+        )
         .await;
-    let (s, _) = env.approve("bob", v["request"]["id"].as_str().unwrap()).await;
+    let (s, _) = env
+        .approve("bob", v["request"]["id"].as_str().unwrap())
+        .await;
     assert_eq!(s, 200);
     let r = env
         .http
@@ -386,12 +539,14 @@ async fn webhook_receiver_down_changes_nothing_and_failures_are_counted() {
 #[test]
 fn measure_revoke_to_next_decision_with_10k_grants() {
     use jitgate_engine::sqlite::SqliteStore;
-    use jitgate_engine::{AuthzRequest, Authorizer, Bundle, Context, Principal};
+    use jitgate_engine::{Authorizer, AuthzRequest, Bundle, Context, Principal};
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
-    let bundle =
-        Bundle::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/quickstart-cedar")).unwrap();
+    let bundle = Bundle::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/quickstart-cedar"),
+    )
+    .unwrap();
     let az = Authorizer::new(bundle, store, Clock::frozen(T0)).unwrap();
     let mk = |i: usize| Grant {
         id: format!("g{i}"),
@@ -417,10 +572,17 @@ fn measure_revoke_to_next_decision_with_10k_grants() {
         let g = mk(i);
         az.put_grant(g.clone()).unwrap();
         let req = AuthzRequest {
-            principal: Principal { entity: g.principal.clone(), groups: vec!["engineering".into()] },
+            principal: Principal {
+                entity: g.principal.clone(),
+                groups: vec!["engineering".into()],
+            },
             action: route.route.action.clone(),
             resource: route.resource.clone(),
-            context: { let mut c = Context::at(T0); c.source_ip = Some("10.0.0.1".into()); c },
+            context: {
+                let mut c = Context::at(T0);
+                c.source_ip = Some("10.0.0.1".into());
+                c
+            },
             digest: None,
         };
         assert!(az.decide(&b, &req).is_allow());

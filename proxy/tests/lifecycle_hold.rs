@@ -14,7 +14,13 @@ use serde_json::{Value, json};
 /// Gives alice an approved db-admin grant (so deleteDatabase is allowed, then held by `hold-database-delete`).
 async fn db_admin(env: &Env) {
     let v = env
-        .request("alice", "db-admin", r#"Service::"billing""#, "30m", "cleanup")
+        .request(
+            "alice",
+            "db-admin",
+            r#"Service::"billing""#,
+            "30m",
+            "cleanup",
+        )
         .await;
     let id = v["request"]["id"].as_str().unwrap();
     assert_eq!(env.approve("carol", id).await.0, 200);
@@ -39,7 +45,10 @@ async fn pending_hold(env: &Env) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn held_request_approved_while_waiting_is_forwarded_once() {
     let dir = tempfile::tempdir().unwrap();
-    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| raw.hold.wait = "20s".into()).await;
+    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
+        raw.hold.wait = "20s".into()
+    })
+    .await;
     db_admin(&env).await;
     let before = env.upstream.hits();
     let http = env.http.clone();
@@ -77,16 +86,31 @@ async fn held_request_approved_while_waiting_is_forwarded_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn held_request_denied_while_waiting_is_403() {
     let dir = tempfile::tempdir().unwrap();
-    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| raw.hold.wait = "20s".into()).await;
+    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
+        raw.hold.wait = "20s".into()
+    })
+    .await;
     db_admin(&env).await;
     let before = env.upstream.hits();
     let http = env.http.clone();
     let url = env.data("/databases/orders");
     let tok = env.token("alice");
-    let held = tokio::spawn(async move { http.delete(url).bearer_auth(tok).send().await.unwrap().status().as_u16() });
+    let held = tokio::spawn(async move {
+        http.delete(url)
+            .bearer_auth(tok)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
     let id = pending_hold(&env).await;
     let (s, _) = env
-        .post("carol", &format!("/v1/requests/{id}/deny"), json!({"comment": "not today"}))
+        .post(
+            "carol",
+            &format!("/v1/requests/{id}/deny"),
+            json!({"comment": "not today"}),
+        )
         .await;
     assert_eq!(s, 200);
     assert_eq!(held.await.unwrap(), 403);
@@ -97,7 +121,10 @@ async fn held_request_denied_while_waiting_is_403() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_the_wait_a_resend_with_the_approval_passes_once_and_only_if_identical() {
     let dir = tempfile::tempdir().unwrap();
-    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| raw.hold.wait = "50ms".into()).await;
+    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
+        raw.hold.wait = "50ms".into()
+    })
+    .await;
     db_admin(&env).await;
     let before = env.upstream.hits();
     let alice = env.token("alice");

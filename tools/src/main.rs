@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod access;
 mod check;
 mod decisions;
 mod serve;
@@ -30,6 +31,9 @@ enum Command {
     /// Read, export and verify the decision log.
     #[command(subcommand)]
     Decisions(decisions::DecisionsCommand),
+    /// Access requests, approvals and grants (through the admin API).
+    #[command(flatten)]
+    Access(access::AccessCommand),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Decisions(cmd) => decisions::run(cmd),
+        Command::Access(cmd) => access::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -91,7 +91,12 @@ impl Env {
             .local_issuer
             .as_ref()
             .unwrap()
-            .mint_session(&EntityRef::new("User", who), &groups(who), now + 86_400 * 30, now)
+            .mint_session(
+                &EntityRef::new("User", who),
+                &groups(who),
+                now + 86_400 * 30,
+                now,
+            )
             .unwrap()
     }
 
@@ -130,7 +135,14 @@ impl Env {
     }
 
     /// Creates a request as `who`; returns its id (asserting 201).
-    pub async fn request(&self, who: &str, role: &str, scope: &str, dur: &str, reason: &str) -> Value {
+    pub async fn request(
+        &self,
+        who: &str,
+        role: &str,
+        scope: &str,
+        dur: &str,
+        reason: &str,
+    ) -> Value {
         let (s, v) = self
             .post(
                 who,
@@ -143,7 +155,11 @@ impl Env {
     }
 
     pub async fn approve(&self, who: &str, id: &str) -> (u16, Value) {
-        self.post(who, &format!("/v1/requests/{id}/approve"), json!({"comment": "ok"}))
-            .await
+        self.post(
+            who,
+            &format!("/v1/requests/{id}/approve"),
+            json!({"comment": "ok"}),
+        )
+        .await
     }
 }
