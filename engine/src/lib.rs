@@ -13,6 +13,7 @@ pub mod decision;
 pub mod diag;
 pub mod entity;
 pub mod grant;
+pub mod lifecycle;
 pub mod log;
 pub mod manifest;
 pub mod rego;

@@ -124,6 +124,10 @@ const MIGRATIONS: &[&str] = &[
         hash TEXT NOT NULL
     );
     "#,
+    // 3: a held request's access request is bound to the digest of the exact request it would let through.
+    r#"
+    ALTER TABLE access_requests ADD COLUMN request_digest TEXT;
+    "#,
 ];
 
 /// The schema version a fully migrated database has.
@@ -280,13 +284,14 @@ impl SqliteStore {
             c.execute(
                 "INSERT INTO access_requests
                    (id, requester, role, scope, duration_secs, reason, ticket, starts_at, state, created_at,
-                    expires_at, decided_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                    expires_at, decided_at, request_digest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                  ON CONFLICT (id) DO UPDATE SET
                    requester = excluded.requester, role = excluded.role, scope = excluded.scope,
                    duration_secs = excluded.duration_secs, reason = excluded.reason, ticket = excluded.ticket,
                    starts_at = excluded.starts_at, state = excluded.state, created_at = excluded.created_at,
-                   expires_at = excluded.expires_at, decided_at = excluded.decided_at",
+                   expires_at = excluded.expires_at, decided_at = excluded.decided_at,
+                   request_digest = excluded.request_digest",
                 params![
                     r.id,
                     r.requester.to_string(),
@@ -299,7 +304,8 @@ impl SqliteStore {
                     r.state.as_str(),
                     r.created_at,
                     r.expires_at,
-                    r.decided_at
+                    r.decided_at,
+                    r.request_digest
                 ],
             )
             .map(|_| ())
@@ -670,10 +676,13 @@ pub struct AccessRequest {
     /// When it left `pending`.
     #[serde(default)]
     pub decided_at: Option<UnixTime>,
+    /// For a held request (role `hold`): the digest of the one exact request an approval lets through.
+    #[serde(default)]
+    pub request_digest: Option<String>,
 }
 
 const REQUEST_COLS: &str = "id, requester, role, scope, duration_secs, reason, ticket, starts_at, state, created_at, \
-                            expires_at, decided_at";
+                            expires_at, decided_at, request_digest";
 
 struct RawRequest {
     id: String,
@@ -688,6 +697,7 @@ struct RawRequest {
     created_at: i64,
     expires_at: i64,
     decided_at: Option<i64>,
+    request_digest: Option<String>,
 }
 
 fn raw_request(r: &Row<'_>) -> rusqlite::Result<RawRequest> {
@@ -704,6 +714,7 @@ fn raw_request(r: &Row<'_>) -> rusqlite::Result<RawRequest> {
         created_at: r.get(9)?,
         expires_at: r.get(10)?,
         decided_at: r.get(11)?,
+        request_digest: r.get(12)?,
     })
 }
 
@@ -728,6 +739,7 @@ impl RawRequest {
             created_at: self.created_at,
             expires_at: self.expires_at,
             decided_at: self.decided_at,
+            request_digest: self.request_digest,
         })
     }
 }

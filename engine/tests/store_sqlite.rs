@@ -169,6 +169,7 @@ fn access_requests_and_approvals() {
         created_at: at,
         expires_at: at + 3600,
         decided_at: None,
+        request_digest: None,
     };
     store.put_access_request(&req("r1", "alice", 10)).unwrap();
     store.put_access_request(&req("r2", "alice", 20)).unwrap();

@@ -23,6 +23,7 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
             "/v1/shadow",
             get(shadow_status).post(shadow_set).delete(shadow_clear),
         )
+        .merge(crate::lifecycle::router())
         .with_state(proxy)
 }
 

@@ -40,6 +40,120 @@ pub struct RawConfig {
     /// Upstream services by name (the `service` of bundle routes).
     #[serde(default)]
     pub upstreams: BTreeMap<String, RawUpstream>,
+    /// Holding requests for approval.
+    #[serde(default)]
+    pub hold: RawHold,
+    /// Webhooks notified of lifecycle events.
+    #[serde(default)]
+    pub webhooks: Vec<RawWebhook>,
+}
+
+/// `[hold]`: how held requests wait for approval.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHold {
+    /// How long the connection waits for a verdict before answering 202 with the approval id.
+    #[serde(default = "default_hold_wait")]
+    pub wait: String,
+    /// Largest body a held request may carry (it is buffered); larger is 413.
+    #[serde(default = "default_hold_body")]
+    pub max_body_bytes: u64,
+    /// How long a held request may wait for a verdict, and an approval then stays usable for a resend.
+    #[serde(default = "default_hold_ttl")]
+    pub approval_ttl: String,
+}
+
+impl Default for RawHold {
+    fn default() -> Self {
+        RawHold {
+            wait: default_hold_wait(),
+            max_body_bytes: default_hold_body(),
+            approval_ttl: default_hold_ttl(),
+        }
+    }
+}
+
+fn default_hold_wait() -> String {
+    "30s".into()
+}
+fn default_hold_body() -> u64 {
+    1024 * 1024
+}
+fn default_hold_ttl() -> String {
+    "1h".into()
+}
+
+/// `[[webhooks]]`: where lifecycle events are POSTed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    /// The endpoint (http:// or https://).
+    pub url: String,
+    /// Environment variable holding the HMAC-SHA256 secret (signature header `x-jitgate-signature`).
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// `json` (default) or `slack` (a Slack-compatible `{"text": ...}` body).
+    #[serde(default = "default_webhook_format")]
+    pub format: String,
+    /// Attempts per event, the first included.
+    #[serde(default = "default_webhook_attempts")]
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubled after each.
+    #[serde(default = "default_webhook_backoff")]
+    pub backoff: String,
+    /// Per-attempt timeout.
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout: String,
+}
+
+fn default_webhook_format() -> String {
+    "json".into()
+}
+fn default_webhook_attempts() -> u32 {
+    4
+}
+fn default_webhook_backoff() -> String {
+    "500ms".into()
+}
+fn default_webhook_timeout() -> String {
+    "5s".into()
+}
+
+/// Validated `[hold]`.
+#[derive(Debug, Clone)]
+pub struct HoldConfig {
+    /// How long a held connection waits.
+    pub wait: Duration,
+    /// Largest buffered body.
+    pub max_body_bytes: u64,
+    /// Pending lifetime of a held request and life of its approval.
+    pub approval_ttl: Duration,
+}
+
+/// Body format of a webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// The event as JSON.
+    Json,
+    /// `{"text": "..."}` for Slack-compatible receivers.
+    Slack,
+}
+
+/// Validated `[[webhooks]]` entry.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// The endpoint.
+    pub url: String,
+    /// The HMAC secret, if configured.
+    pub secret: Option<Vec<u8>>,
+    /// Body format.
+    pub format: WebhookFormat,
+    /// Attempts per event.
+    pub max_attempts: u32,
+    /// First retry delay.
+    pub backoff: Duration,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
 }
 
 /// `[server]`.
@@ -419,6 +533,10 @@ pub struct Config {
     pub local_issuer: Option<RawLocalIssuer>,
     /// Upstreams by service name.
     pub upstreams: BTreeMap<String, Upstream>,
+    /// `[hold]`.
+    pub hold: HoldConfig,
+    /// `[[webhooks]]`.
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 impl Config {
@@ -636,8 +754,63 @@ impl Config {
                 },
             );
         }
+        let hold = HoldConfig {
+            wait: dur("hold.wait", &raw.hold.wait, &mut err),
+            max_body_bytes: raw.hold.max_body_bytes,
+            approval_ttl: dur("hold.approval_ttl", &raw.hold.approval_ttl, &mut err),
+        };
+        if hold.approval_ttl.as_secs() == 0 {
+            err("hold.approval_ttl", "must be at least 1s".into());
+        }
+        let mut webhooks = Vec::new();
+        for (i, w) in raw.webhooks.iter().enumerate() {
+            let key = format!("webhooks[{i}]");
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                err(
+                    &format!("{key}.url"),
+                    format!("`{}` must be an http:// or https:// URL", w.url),
+                );
+            }
+            let format = match w.format.as_str() {
+                "json" => WebhookFormat::Json,
+                "slack" => WebhookFormat::Slack,
+                other => {
+                    err(
+                        &format!("{key}.format"),
+                        format!("`{other}` must be `json` or `slack`"),
+                    );
+                    WebhookFormat::Json
+                }
+            };
+            let secret = match &w.secret_env {
+                None => None,
+                Some(v) => match std::env::var(v) {
+                    Ok(s) if !s.is_empty() => Some(s.into_bytes()),
+                    _ => {
+                        err(
+                            &format!("{key}.secret_env"),
+                            format!("environment variable `{v}` is not set"),
+                        );
+                        None
+                    }
+                },
+            };
+            if w.max_attempts == 0 {
+                err(&format!("{key}.max_attempts"), "must be at least 1".into());
+            }
+            webhooks.push(WebhookConfig {
+                url: w.url.clone(),
+                secret,
+                format,
+                max_attempts: w.max_attempts,
+                backoff: dur(&format!("{key}.backoff"), &w.backoff, &mut err),
+                timeout: dur(&format!("{key}.timeout"), &w.timeout, &mut err),
+            });
+        }
         Diagnostics(errs).into_result()?;
         Ok(Config {
+            hold,
+            webhooks,
             listen,
             tls,
             max_connections: raw.server.max_connections,

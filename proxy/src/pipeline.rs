@@ -162,6 +162,16 @@ impl Proxy {
         };
         if let Some(id) = &identity {
             trace.principal = Some(id.principal.to_string());
+            // A grant-bound token is useless once its grant is not active (revoked, expired, used up).
+            if let Some(gid) = &id.grant_id {
+                if !crate::lifecycle::grant_is_active(self, &id.principal, gid, now) {
+                    trace.error = Some(format!("token bound to grant {gid}, which is not active"));
+                    return Err(Refusal::Unauthenticated {
+                        message: "the token's grant is no longer active".into(),
+                        challenge: "Bearer realm=\"jitgate\", error=\"invalid_token\"".into(),
+                    });
+                }
+            }
         }
 
         // map: route table -> action and resource; unmatched is denied (401 first if there is no identity).
@@ -225,24 +235,38 @@ impl Proxy {
             .observe(self.authorizer.grants(), &request, &decision);
         trace.decision = Some(decision.clone());
         self.metrics.decisions.inc(decision.effect.as_str());
-        match decision.effect {
-            Effect::Allow => {}
+        let (decision, req) = match decision.effect {
+            Effect::Allow => (decision, req.map(forward::stream_body)),
             Effect::Deny => {
                 return Err(Refusal::Denied {
                     reason: deny_reason(&decision),
                 });
             }
             Effect::Hold => {
-                request.digest = None;
-                return Err(Refusal::Held {
-                    approval_id: String::new(),
-                    message: format!(
-                        "approval required by policy {}",
-                        decision.policies.join(", ")
-                    ),
-                });
+                // hold: wait (bounded) for approval of this exact request; see `hold_stage`.
+                let (parts, body) = req.into_parts();
+                let released = self
+                    .hold_stage(&parts, body, &mut request, &bundle, &decision)
+                    .await;
+                let released = match released {
+                    Ok(r) => r,
+                    Err(refusal) => {
+                        if let Refusal::Held { approval_id, .. } = &refusal {
+                            trace.context["approval_id"] = approval_id.clone().into();
+                        }
+                        return Err(refusal);
+                    }
+                };
+                trace.decision = Some(released.decision.clone());
+                self.metrics
+                    .decisions
+                    .inc(released.decision.effect.as_str());
+                (
+                    released.decision,
+                    Request::from_parts(parts, crate::respond::full(released.body)),
+                )
             }
-        }
+        };
 
         // forward: streamed, with identity headers set by us and credentials injected.
         let upstream = self.upstreams.get(&service).ok_or_else(|| {
@@ -266,7 +290,7 @@ impl Proxy {
             identity_headers: &identity_headers,
             max_body: self.config.max_body_bytes,
         };
-        forward::forward(upstream, req.map(forward::stream_body), ctx).await
+        forward::forward(upstream, req, ctx).await
     }
 
     fn workload_groups(&self, principal: &EntityRef) -> Vec<String> {

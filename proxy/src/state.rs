@@ -80,6 +80,12 @@ pub struct Proxy {
     pub reloader: Arc<Reloader>,
     /// Shadow evaluation of a candidate bundle beside the active one.
     pub shadow: Arc<Shadow>,
+    /// The access-request lifecycle (admin API, holds).
+    pub lifecycle: jitgate_engine::lifecycle::Lifecycle,
+    /// Connections waiting on held requests.
+    pub holds: Arc<crate::hold::Holds>,
+    /// Webhook notifications.
+    pub notifier: crate::notify::Notifier,
 }
 
 impl Proxy {
@@ -135,7 +141,13 @@ impl Proxy {
                     diagnostics,
                 })?;
         }
+        let lifecycle =
+            jitgate_engine::lifecycle::Lifecycle::new(authorizer.clone(), store.clone());
+        let notifier = crate::notify::Notifier::new(config.webhooks.clone(), metrics.clone());
         Ok(Arc::new(Proxy {
+            lifecycle,
+            holds: Arc::new(crate::hold::Holds::default()),
+            notifier,
             reloader,
             shadow,
             config: Arc::new(config),

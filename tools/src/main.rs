@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod access;
 mod check;
 mod decisions;
 mod devtoken;
@@ -45,6 +46,9 @@ enum Command {
     /// Re-decide logged decisions against a candidate bundle and report which would change (exit 1 when some
     /// would). See `--help` for what the log cannot reconstruct.
     Replay(replay::ReplayArgs),
+    /// Access requests, approvals and grants (through the admin API).
+    #[command(flatten)]
+    Access(access::AccessCommand),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         Command::Status(args) => reload::run_status(args),
         Command::Shadow(args) => shadow::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Access(cmd) => access::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -255,6 +255,7 @@ pub fn base_config(dir: &Path, jwks_url: &str, upstream: SocketAddr) -> RawConfi
         bundle: RawBundle {
             path: quickstart_bundle(),
             watch: false,
+            shadow: None,
         },
         ..RawConfig::default()
     };

@@ -1,0 +1,983 @@
+//! The JIT access lifecycle: access requests checked against the bundle's per-role settings, approvals (N of M
+//! distinct approvers, any deny ends it, pending TTL), auto-approval and break glass, grants and revocation.
+//! Pure logic over [`SqliteStore`] and the [`Authorizer`]; every step is itself decided by the bundle's policies.
+//! No HTTP here: the proxy's admin API calls this and turns [`LifecycleError`] into status codes and [`Event`]s into
+//! decision-log records and notifications.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::authorize::Authorizer;
+use crate::bundle::Bundle;
+use crate::clock::{UnixTime, parse_duration, parse_rfc3339};
+use crate::decision::{Decision, Effect};
+use crate::entity::EntityRef;
+use crate::grant::{Grant, GrantStatus};
+use crate::request::{AuthzRequest, Context, Principal, Resource};
+use crate::sqlite::{AccessRequest, Approval, RequestFilter, RequestState, SqliteStore, Verdict};
+use crate::store::{Store, StoreError};
+
+/// The role of the approval of one held request (the data plane's `Hold`).
+pub const HOLD_ROLE: &str = "hold";
+
+/// Who approves automatically, as recorded in a grant's approvers.
+pub const POLICY_APPROVER: &str = "policy";
+
+/// Why a lifecycle call failed. Each kind maps to one HTTP status in the admin API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LifecycleError {
+    /// Bad input (400): the field and why.
+    #[error("{field}: {reason}")]
+    BadInput {
+        /// The offending field.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The policies refused (403).
+    #[error("{action} denied: {reason}")]
+    Forbidden {
+        /// The control-plane action.
+        action: String,
+        /// The determining policies, or that none allowed it.
+        reason: String,
+        /// The decision, for the log.
+        decision: Box<Decision>,
+    },
+    /// No such request or grant (404).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The transition is not possible from the current state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed (500); nothing took effect.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn bad(field: &str, reason: impl Into<String>) -> LifecycleError {
+    LifecycleError::BadInput {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// What happened, for the decision log and notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A request was created (pending).
+    Created,
+    /// A request for a held data-plane request was created.
+    Held,
+    /// One approver approved; more approvals are needed.
+    ApprovalRecorded,
+    /// The request is approved and its grant exists.
+    Approved,
+    /// The request was denied.
+    Denied,
+    /// The request passed its pending TTL undecided.
+    Expired,
+    /// A grant was revoked by an approver.
+    Revoked,
+    /// A grant was dropped by its holder.
+    Dropped,
+    /// A break-glass grant was self-activated.
+    BreakGlass,
+}
+
+impl EventKind {
+    /// The wire form (`created`, `approved`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Held => "held",
+            EventKind::ApprovalRecorded => "approval_recorded",
+            EventKind::Approved => "approved",
+            EventKind::Denied => "denied",
+            EventKind::Expired => "expired",
+            EventKind::Revoked => "revoked",
+            EventKind::Dropped => "dropped",
+            EventKind::BreakGlass => "break_glass",
+        }
+    }
+}
+
+/// One lifecycle event: links the request, the verdict and the grant.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// Who did it (`User::"bob"`, or `policy`).
+    pub actor: String,
+    /// The request, as it is after the event.
+    pub request: Option<AccessRequest>,
+    /// The grant created or ended, if any.
+    pub grant: Option<Grant>,
+    /// The approver's comment, if any.
+    pub comment: String,
+    /// The policies that allowed the step.
+    pub policies: Vec<String>,
+    /// When (authorizer clock).
+    pub at: UnixTime,
+}
+
+/// A request with its verdicts and grant, plus the events the call produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestView {
+    /// The request.
+    pub request: AccessRequest,
+    /// The verdicts given so far.
+    pub approvals: Vec<Approval>,
+    /// Approvals still needed while pending.
+    pub approvals_required: u32,
+    /// The grant it produced, if approved.
+    pub grant: Option<Grant>,
+    /// Events produced by this call (not serialized in API answers).
+    #[serde(skip)]
+    pub events: Vec<Event>,
+}
+
+/// An access request as asked for (the admin API's JSON body).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRequest {
+    /// The role, a key of the bundle's `[roles]`.
+    #[serde(default)]
+    pub role: String,
+    /// The scope, an entity reference such as `Service::"payments"`.
+    #[serde(default)]
+    pub scope: String,
+    /// How long the grant should last, e.g. `30m`.
+    #[serde(default)]
+    pub duration: String,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+    /// A ticket reference.
+    #[serde(default)]
+    pub ticket: Option<String>,
+    /// RFC 3339 start time (default: at approval).
+    #[serde(default)]
+    pub starts_at: Option<String>,
+}
+
+/// A held data-plane request waiting for approval of that exact request.
+#[derive(Debug, Clone)]
+pub struct HoldSpec {
+    /// The resource of the held request (the grant's scope).
+    pub resource: EntityRef,
+    /// The digest of the exact request ([`crate::request::request_digest`]).
+    pub digest: String,
+    /// What the caller was doing (e.g. `DELETE /databases/prod-eu (deleteDatabase)`), shown to approvers.
+    pub reason: String,
+    /// How long the request may wait for a verdict, and how long the approval then stays usable.
+    pub ttl_secs: i64,
+}
+
+/// The control-plane actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Ask for access.
+    RequestAccess,
+    /// Approve a request.
+    Approve,
+    /// Deny a request.
+    Deny,
+    /// Policy auto-approval.
+    AutoApprove,
+    /// End someone's grant.
+    Revoke,
+    /// End one's own grant.
+    Drop,
+    /// List requests and grants beyond one's own.
+    ListRequests,
+    /// Mint a token bound to a grant.
+    IssueToken,
+}
+
+impl Action {
+    /// The action id the policies see.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::RequestAccess => "requestAccess",
+            Action::Approve => "approve",
+            Action::Deny => "deny",
+            Action::AutoApprove => "autoApprove",
+            Action::Revoke => "revoke",
+            Action::Drop => "drop",
+            Action::ListRequests => "listRequests",
+            Action::IssueToken => "issueToken",
+        }
+    }
+}
+
+/// The lifecycle over one authorizer and its SQLite store.
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    authorizer: Arc<Authorizer>,
+    store: Arc<SqliteStore>,
+}
+
+/// The resource attributes of an access request, as the control-plane policies see them.
+pub fn request_attrs(r: &AccessRequest) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("requester".into(), r.requester.to_string().into());
+    m.insert("role".into(), r.role.clone().into());
+    m.insert("scope".into(), r.scope.to_string().into());
+    m.insert("duration".into(), r.duration_secs.into());
+    m.insert("reason".into(), r.reason.clone().into());
+    m.insert("ticket".into(), r.ticket.clone().unwrap_or_default().into());
+    m
+}
+
+impl Lifecycle {
+    /// A lifecycle over `authorizer`, whose store must be `store`.
+    pub fn new(authorizer: Arc<Authorizer>, store: Arc<SqliteStore>) -> Self {
+        Self { authorizer, store }
+    }
+
+    /// The authorizer.
+    pub fn authorizer(&self) -> &Arc<Authorizer> {
+        &self.authorizer
+    }
+
+    fn now(&self) -> UnixTime {
+        self.authorizer.clock().now()
+    }
+
+    /// Decides a control-plane `action` by `caller` on `request` (no uses are spent: these are not data-plane calls).
+    pub fn authorize(
+        &self,
+        bundle: &Bundle,
+        caller: &Principal,
+        ctx: &Context,
+        action: Action,
+        resource: Resource,
+    ) -> Decision {
+        let mut context = ctx.clone();
+        context.time = self.now();
+        let req = AuthzRequest {
+            principal: caller.clone(),
+            action: action.as_str().into(),
+            resource,
+            context,
+            digest: None,
+        };
+        let grants: Vec<Arc<Grant>> = self
+            .authorizer
+            .grants()
+            .for_principal(&caller.entity)
+            .map(|g| g.to_vec())
+            .unwrap_or_default();
+        bundle.decide(&req, &grants)
+    }
+
+    fn require(
+        &self,
+        bundle: &Bundle,
+        caller: &Principal,
+        ctx: &Context,
+        action: Action,
+        request: &AccessRequest,
+    ) -> Result<Decision, LifecycleError> {
+        let resource = Resource {
+            entity: EntityRef::new("AccessRequest", &request.id),
+            parents: Vec::new(),
+            attrs: request_attrs(request),
+        };
+        let d = self.authorize(bundle, caller, ctx, action, resource);
+        if d.effect == Effect::Allow {
+            Ok(d)
+        } else {
+            Err(forbidden(action, d))
+        }
+    }
+
+    /// Creates an access request (`POST /v1/requests`). Break-glass roles become an active grant at once;
+    /// requests the policy auto-approves (`autoApprove`) too.
+    pub fn request_access(
+        &self,
+        caller: &Principal,
+        ctx: &Context,
+        new: NewRequest,
+    ) -> Result<RequestView, LifecycleError> {
+        let bundle = self.authorizer.bundle();
+        let now = self.now();
+        if new.role.trim().is_empty() {
+            return Err(bad("role", "is required"));
+        }
+        if new.role == HOLD_ROLE {
+            return Err(bad(
+                "role",
+                "`hold` approvals are created by the proxy for held requests, not requested",
+            ));
+        }
+        let Some(role) = bundle.roles.get(&new.role) else {
+            let known: Vec<&str> = bundle.roles.keys().map(String::as_str).collect();
+            return Err(bad(
+                "role",
+                format!(
+                    "unknown role `{}` (the bundle defines: {})",
+                    new.role,
+                    known.join(", ")
+                ),
+            ));
+        };
+        let scope: EntityRef = new.scope.parse().map_err(|e| {
+            bad(
+                "scope",
+                format!("`{}` is not an entity reference: {e}", new.scope),
+            )
+        })?;
+        if new.duration.trim().is_empty() {
+            return Err(bad("duration", "is required (e.g. `30m`)"));
+        }
+        let duration = parse_duration(&new.duration).map_err(|e| bad("duration", e))?;
+        if duration <= 0 {
+            return Err(bad("duration", "must be positive"));
+        }
+        if duration > role.max_duration {
+            return Err(bad(
+                "duration",
+                format!(
+                    "{}s is longer than role `{}` allows ({}s)",
+                    duration, new.role, role.max_duration
+                ),
+            ));
+        }
+        if role.reason_required && new.reason.trim().is_empty() {
+            return Err(bad(
+                "reason",
+                format!("role `{}` requires a reason", new.role),
+            ));
+        }
+        let starts_at = match new.starts_at.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => {
+                let t = parse_rfc3339(s).map_err(|e| bad("starts_at", e))?;
+                if role.break_glass {
+                    return Err(bad("starts_at", "break-glass access starts now"));
+                }
+                Some(t)
+            }
+        };
+        let mut request = AccessRequest {
+            id: uuid::Uuid::now_v7().to_string(),
+            requester: caller.entity.clone(),
+            role: new.role.clone(),
+            scope,
+            duration_secs: duration,
+            reason: new.reason,
+            ticket: new.ticket.filter(|t| !t.is_empty()),
+            starts_at,
+            state: RequestState::Pending,
+            created_at: now,
+            expires_at: now.saturating_add(role.pending_ttl),
+            decided_at: None,
+            request_digest: None,
+        };
+        let allowed = self.require(&bundle, caller, ctx, Action::RequestAccess, &request)?;
+        let actor = caller.entity.to_string();
+        let mut events = Vec::new();
+        if role.break_glass {
+            request.state = RequestState::Approved;
+            request.decided_at = Some(now);
+            self.store.put_access_request(&request)?;
+            let grant = self.grant_for(&request, role.max_uses, vec![actor.clone()], true, now);
+            self.authorizer.put_grant(grant.clone())?;
+            events.push(event(
+                EventKind::BreakGlass,
+                &actor,
+                &request,
+                Some(&grant),
+                "",
+                &allowed,
+                now,
+            ));
+            return Ok(RequestView {
+                approvals: Vec::new(),
+                approvals_required: 0,
+                grant: Some(grant),
+                request,
+                events,
+            });
+        }
+        self.store.put_access_request(&request)?;
+        events.push(event(
+            EventKind::Created,
+            &actor,
+            &request,
+            None,
+            "",
+            &allowed,
+            now,
+        ));
+        // Auto-approval is a policy decision; a deny among the rules wins because decide() is deny-overrides.
+        let resource = Resource {
+            entity: EntityRef::new("AccessRequest", &request.id),
+            parents: Vec::new(),
+            attrs: request_attrs(&request),
+        };
+        let auto = self.authorize(&bundle, caller, ctx, Action::AutoApprove, resource);
+        if auto.effect == Effect::Allow
+            && self.store.transition_access_request(
+                &request.id,
+                RequestState::Pending,
+                RequestState::Approved,
+                now,
+            )?
+        {
+            self.store.add_approval(&Approval {
+                request_id: request.id.clone(),
+                approver: POLICY_APPROVER.into(),
+                verdict: Verdict::Approve,
+                comment: format!("auto-approved by {}", auto.policies.join(", ")),
+                at: now,
+            })?;
+            request.state = RequestState::Approved;
+            request.decided_at = Some(now);
+            let grant = self.grant_for(
+                &request,
+                role.max_uses,
+                vec![POLICY_APPROVER.into()],
+                false,
+                now,
+            );
+            self.authorizer.put_grant(grant.clone())?;
+            events.push(event(
+                EventKind::Approved,
+                POLICY_APPROVER,
+                &request,
+                Some(&grant),
+                "",
+                &auto,
+                now,
+            ));
+            return Ok(RequestView {
+                approvals: self.store.approvals_for(&request.id)?,
+                approvals_required: role.approvals_required,
+                grant: Some(grant),
+                request,
+                events,
+            });
+        }
+        Ok(RequestView {
+            approvals: Vec::new(),
+            approvals_required: role.approvals_required,
+            grant: None,
+            request,
+            events,
+        })
+    }
+
+    /// Records a held data-plane request as a pending `hold` request bound to its digest. Not a policy decision of
+    /// its own: the data-plane policy that held the request is the authority.
+    pub fn create_hold(
+        &self,
+        caller: &Principal,
+        spec: HoldSpec,
+    ) -> Result<RequestView, LifecycleError> {
+        let now = self.now();
+        let ttl = spec.ttl_secs.max(1);
+        let request = AccessRequest {
+            id: uuid::Uuid::now_v7().to_string(),
+            requester: caller.entity.clone(),
+            role: HOLD_ROLE.into(),
+            scope: spec.resource,
+            duration_secs: ttl,
+            reason: spec.reason,
+            ticket: None,
+            starts_at: None,
+            state: RequestState::Pending,
+            created_at: now,
+            expires_at: now.saturating_add(ttl),
+            decided_at: None,
+            request_digest: Some(spec.digest),
+        };
+        self.store.put_access_request(&request)?;
+        let ev = Event {
+            kind: EventKind::Held,
+            actor: caller.entity.to_string(),
+            request: Some(request.clone()),
+            grant: None,
+            comment: String::new(),
+            policies: Vec::new(),
+            at: now,
+        };
+        Ok(RequestView {
+            request,
+            approvals: Vec::new(),
+            approvals_required: 1,
+            grant: None,
+            events: vec![ev],
+        })
+    }
+
+    fn approvals_required(&self, bundle: &Bundle, r: &AccessRequest) -> u32 {
+        if r.role == HOLD_ROLE {
+            return 1;
+        }
+        // A role removed from the bundle since the request was made still needs at least one human.
+        bundle
+            .roles
+            .get(&r.role)
+            .map(|role| role.approvals_required)
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    fn max_uses(&self, bundle: &Bundle, r: &AccessRequest) -> Option<u32> {
+        if r.role == HOLD_ROLE {
+            return Some(1);
+        }
+        bundle.roles.get(&r.role).and_then(|role| role.max_uses)
+    }
+
+    fn grant_for(
+        &self,
+        r: &AccessRequest,
+        max_uses: Option<u32>,
+        approvers: Vec<String>,
+        break_glass: bool,
+        now: UnixTime,
+    ) -> Grant {
+        let starts_at = r.starts_at.map_or(now, |s| s.max(now));
+        Grant {
+            id: uuid::Uuid::now_v7().to_string(),
+            principal: r.requester.clone(),
+            role: r.role.clone(),
+            scope: r.scope.clone(),
+            starts_at,
+            expires_at: starts_at.saturating_add(r.duration_secs),
+            max_uses,
+            uses: 0,
+            status: GrantStatus::Active,
+            approvers,
+            reason: r.reason.clone(),
+            break_glass,
+            request_digest: r.request_digest.clone(),
+            request_id: Some(r.id.clone()),
+        }
+    }
+
+    /// Loads a request; a pending one past its TTL is moved to `expired` first (judged now, by the authorizer's
+    /// clock), returning the event.
+    fn load(&self, id: &str) -> Result<(AccessRequest, Option<Event>), LifecycleError> {
+        let mut r = self
+            .store
+            .get_access_request(id)?
+            .ok_or_else(|| LifecycleError::NotFound(format!("access request `{id}`")))?;
+        let now = self.now();
+        if r.state == RequestState::Pending
+            && now >= r.expires_at
+            && self.store.transition_access_request(
+                id,
+                RequestState::Pending,
+                RequestState::Expired,
+                now,
+            )?
+        {
+            r.state = RequestState::Expired;
+            r.decided_at = Some(now);
+            let ev = Event {
+                kind: EventKind::Expired,
+                actor: "jitgate".into(),
+                request: Some(r.clone()),
+                grant: None,
+                comment: "pending TTL passed".into(),
+                policies: Vec::new(),
+                at: now,
+            };
+            return Ok((r, Some(ev)));
+        }
+        if r.state == RequestState::Pending && now >= r.expires_at {
+            // Someone else expired or decided it meanwhile: read it again.
+            let fresh = self
+                .store
+                .get_access_request(id)?
+                .ok_or_else(|| LifecycleError::NotFound(format!("access request `{id}`")))?;
+            return Ok((fresh, None));
+        }
+        Ok((r, None))
+    }
+
+    /// The request, its verdicts and its grant. Expires it if its pending TTL passed.
+    pub fn get(&self, id: &str) -> Result<RequestView, LifecycleError> {
+        let bundle = self.authorizer.bundle();
+        let (request, expired) = self.load(id)?;
+        self.view(&bundle, request, expired.into_iter().collect())
+    }
+
+    fn view(
+        &self,
+        bundle: &Bundle,
+        request: AccessRequest,
+        events: Vec<Event>,
+    ) -> Result<RequestView, LifecycleError> {
+        let approvals = self.store.approvals_for(&request.id)?;
+        let grant = self.grant_of_request(&request)?;
+        Ok(RequestView {
+            approvals_required: self.approvals_required(bundle, &request),
+            approvals,
+            grant,
+            request,
+            events,
+        })
+    }
+
+    fn grant_of_request(&self, r: &AccessRequest) -> Result<Option<Grant>, LifecycleError> {
+        if r.state != RequestState::Approved {
+            return Ok(None);
+        }
+        // Grants of a request are few and live ones are in the index; fall back to the store for ended ones.
+        let from_index = self
+            .authorizer
+            .grants()
+            .for_principal(&r.requester)
+            .and_then(|l| {
+                l.iter()
+                    .find(|g| g.request_id.as_deref() == Some(r.id.as_str()))
+                    .map(|g| (**g).clone())
+            });
+        Ok(from_index)
+    }
+
+    /// Approves or denies request `id` (`POST /v1/requests/{id}/approve|deny`).
+    ///
+    /// Order: policy (403), state (409: not pending, pending TTL passed), one verdict per approver (409), then a
+    /// deny ends the request; the N-th distinct approval creates the grant. The state change is a compare-and-set,
+    /// so two deciders racing cannot both win.
+    pub fn decide(
+        &self,
+        id: &str,
+        caller: &Principal,
+        ctx: &Context,
+        verdict: Verdict,
+        comment: &str,
+    ) -> Result<RequestView, LifecycleError> {
+        let bundle = self.authorizer.bundle();
+        let (mut request, expired) = self.load(id)?;
+        let action = match verdict {
+            Verdict::Approve => Action::Approve,
+            Verdict::Deny => Action::Deny,
+        };
+        let allowed = self.require(&bundle, caller, ctx, action, &request)?;
+        let now = self.now();
+        if request.state != RequestState::Pending {
+            let why = if expired.is_some() || request.state == RequestState::Expired {
+                format!(
+                    "access request `{id}` expired undecided at {} (pending TTL); it can no longer be {}",
+                    crate::clock::to_rfc3339(request.expires_at),
+                    verb(verdict)
+                )
+            } else {
+                format!(
+                    "access request `{id}` is already {}; it can no longer be {}",
+                    request.state.as_str(),
+                    verb(verdict)
+                )
+            };
+            return Err(LifecycleError::Conflict(why));
+        }
+        let actor = caller.entity.to_string();
+        match self.store.add_approval(&Approval {
+            request_id: id.into(),
+            approver: actor.clone(),
+            verdict,
+            comment: comment.into(),
+            at: now,
+        }) {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => {
+                return Err(LifecycleError::Conflict(format!(
+                    "{actor} already gave a verdict on access request `{id}`; approvals must come from distinct approvers"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mut events = Vec::new();
+        if verdict == Verdict::Deny {
+            if !self.store.transition_access_request(
+                id,
+                RequestState::Pending,
+                RequestState::Denied,
+                now,
+            )? {
+                return Err(LifecycleError::Conflict(format!(
+                    "access request `{id}` was decided meanwhile"
+                )));
+            }
+            request.state = RequestState::Denied;
+            request.decided_at = Some(now);
+            events.push(event(
+                EventKind::Denied,
+                &actor,
+                &request,
+                None,
+                comment,
+                &allowed,
+                now,
+            ));
+            return self.view(&bundle, request, events);
+        }
+        let approvals = self.store.approvals_for(id)?;
+        if approvals.iter().any(|a| a.verdict == Verdict::Deny) {
+            return Err(LifecycleError::Conflict(format!(
+                "access request `{id}` was denied"
+            )));
+        }
+        let approvers: Vec<String> = approvals
+            .iter()
+            .filter(|a| a.verdict == Verdict::Approve)
+            .map(|a| a.approver.clone())
+            .collect();
+        let needed = self.approvals_required(&bundle, &request);
+        if (approvers.len() as u64) < u64::from(needed) {
+            events.push(event(
+                EventKind::ApprovalRecorded,
+                &actor,
+                &request,
+                None,
+                comment,
+                &allowed,
+                now,
+            ));
+            return self.view(&bundle, request, events);
+        }
+        if !self.store.transition_access_request(
+            id,
+            RequestState::Pending,
+            RequestState::Approved,
+            now,
+        )? {
+            return Err(LifecycleError::Conflict(format!(
+                "access request `{id}` was decided meanwhile"
+            )));
+        }
+        request.state = RequestState::Approved;
+        request.decided_at = Some(now);
+        let grant = self.grant_for(
+            &request,
+            self.max_uses(&bundle, &request),
+            approvers,
+            false,
+            now,
+        );
+        self.authorizer.put_grant(grant.clone())?;
+        events.push(event(
+            EventKind::Approved,
+            &actor,
+            &request,
+            Some(&grant),
+            comment,
+            &allowed,
+            now,
+        ));
+        let mut v = self.view(&bundle, request, events)?;
+        v.grant = Some(grant);
+        Ok(v)
+    }
+
+    /// The grant and the request it came from (attributes for the policies).
+    fn grant_and_request(&self, grant_id: &str) -> Result<(Grant, AccessRequest), LifecycleError> {
+        let grant = self
+            .store
+            .get_grant(grant_id)?
+            .ok_or_else(|| LifecycleError::NotFound(format!("grant `{grant_id}`")))?;
+        let request = match grant.request_id.as_deref() {
+            Some(rid) => self.store.get_access_request(rid)?,
+            None => None,
+        };
+        // A grant made outside the lifecycle (seeded) is judged on its own attributes.
+        let request = request.unwrap_or_else(|| AccessRequest {
+            id: grant.id.clone(),
+            requester: grant.principal.clone(),
+            role: grant.role.clone(),
+            scope: grant.scope.clone(),
+            duration_secs: grant.expires_at.saturating_sub(grant.starts_at),
+            reason: grant.reason.clone(),
+            ticket: None,
+            starts_at: Some(grant.starts_at),
+            state: RequestState::Approved,
+            created_at: grant.starts_at,
+            expires_at: grant.expires_at,
+            decided_at: None,
+            request_digest: grant.request_digest.clone(),
+        });
+        Ok((grant, request))
+    }
+
+    /// Ends a grant early: `revoke` (an approver) or `drop` (its holder). Committed to the store, then visible to
+    /// the very next decision. A grant that is no longer active is a 409.
+    pub fn end_grant(
+        &self,
+        grant_id: &str,
+        caller: &Principal,
+        ctx: &Context,
+        action: Action,
+        comment: &str,
+    ) -> Result<(Grant, Vec<Event>), LifecycleError> {
+        let bundle = self.authorizer.bundle();
+        let (grant, request) = self.grant_and_request(grant_id)?;
+        let allowed = self.require(&bundle, caller, ctx, action, &request)?;
+        let now = self.now();
+        // A grant not yet started may still be revoked; one expired, revoked or used up may not.
+        let live = grant.is_active_at(now)
+            || (grant.status == GrantStatus::Active && now < grant.starts_at);
+        if !live {
+            let state = if grant.status == GrantStatus::Active {
+                "expired"
+            } else {
+                grant.status.as_str()
+            };
+            return Err(LifecycleError::Conflict(format!(
+                "grant `{grant_id}` is already {state}"
+            )));
+        }
+        let actor = caller.entity.to_string();
+        let ended = self
+            .authorizer
+            .revoke_grant(grant_id, &actor)?
+            .ok_or_else(|| LifecycleError::NotFound(format!("grant `{grant_id}`")))?;
+        if ended.status != GrantStatus::Revoked {
+            return Err(LifecycleError::Conflict(format!(
+                "grant `{grant_id}` is already {}",
+                ended.status.as_str()
+            )));
+        }
+        let kind = if action == Action::Drop {
+            EventKind::Dropped
+        } else {
+            EventKind::Revoked
+        };
+        let ev = event(kind, &actor, &request, Some(&ended), comment, &allowed, now);
+        Ok((ended, vec![ev]))
+    }
+
+    /// A grant the caller may mint a token for (`issueToken`): it must be active now.
+    pub fn grant_for_token(
+        &self,
+        grant_id: &str,
+        caller: &Principal,
+        ctx: &Context,
+    ) -> Result<Grant, LifecycleError> {
+        let bundle = self.authorizer.bundle();
+        let (grant, request) = self.grant_and_request(grant_id)?;
+        self.require(&bundle, caller, ctx, Action::IssueToken, &request)?;
+        if grant.principal != caller.entity {
+            return Err(LifecycleError::Conflict(format!(
+                "grant `{grant_id}` belongs to {}; tokens are minted for the holder only",
+                grant.principal
+            )));
+        }
+        if !grant.is_active_at(self.now()) {
+            return Err(LifecycleError::Conflict(format!(
+                "grant `{grant_id}` is not active now"
+            )));
+        }
+        Ok(grant)
+    }
+
+    /// Requests visible to the caller: their own always; anyone's when the policy allows `listRequests`.
+    pub fn list_requests(
+        &self,
+        caller: &Principal,
+        ctx: &Context,
+        mut filter: RequestFilter,
+        all: bool,
+    ) -> Result<Vec<AccessRequest>, LifecycleError> {
+        if all
+            || filter
+                .requester
+                .as_ref()
+                .is_some_and(|r| r != &caller.entity)
+        {
+            self.require_list(caller, ctx)?;
+        } else {
+            filter.requester = Some(caller.entity.clone());
+        }
+        Ok(self.store.list_access_requests(&filter)?)
+    }
+
+    fn require_list(&self, caller: &Principal, ctx: &Context) -> Result<(), LifecycleError> {
+        let bundle = self.authorizer.bundle();
+        let resource = Resource {
+            entity: EntityRef::new("Service", "jitgate"),
+            parents: Vec::new(),
+            attrs: serde_json::Map::new(),
+        };
+        let d = self.authorize(&bundle, caller, ctx, Action::ListRequests, resource);
+        if d.effect == Effect::Allow {
+            Ok(())
+        } else {
+            Err(forbidden(Action::ListRequests, d))
+        }
+    }
+
+    /// Grants that may still matter (active or not yet started): the caller's, or everyone's with `listRequests`.
+    pub fn list_grants(
+        &self,
+        caller: &Principal,
+        ctx: &Context,
+        all: bool,
+    ) -> Result<Vec<Grant>, LifecycleError> {
+        if all {
+            self.require_list(caller, ctx)?;
+        }
+        let now = self.now();
+        let mut grants: Vec<Grant> = self
+            .store
+            .load_grants(now)?
+            .into_iter()
+            .filter(|g| all || g.principal == caller.entity)
+            .filter(|g| g.max_uses.is_none_or(|m| g.uses < m))
+            .collect();
+        grants.sort_by(|a, b| (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id)));
+        Ok(grants)
+    }
+}
+
+fn verb(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Approve => "approved",
+        Verdict::Deny => "denied",
+    }
+}
+
+fn forbidden(action: Action, d: Decision) -> LifecycleError {
+    let reason = if !d.errors.is_empty() {
+        "the decision could not be evaluated".to_string()
+    } else if d.policies.is_empty() {
+        "no policy allows it".to_string()
+    } else {
+        format!("by policy {}", d.policies.join(", "))
+    };
+    LifecycleError::Forbidden {
+        action: action.as_str().into(),
+        reason,
+        decision: Box::new(d),
+    }
+}
+
+fn event(
+    kind: EventKind,
+    actor: &str,
+    request: &AccessRequest,
+    grant: Option<&Grant>,
+    comment: &str,
+    decision: &Decision,
+    at: UnixTime,
+) -> Event {
+    Event {
+        kind,
+        actor: actor.into(),
+        request: Some(request.clone()),
+        grant: grant.cloned(),
+        comment: comment.into(),
+        policies: decision.policies.clone(),
+        at,
+    }
+}

@@ -1,0 +1,212 @@
+//! Held requests waiting on an open connection: one watch channel per pending `hold` request, fired by the approve
+//! and deny handlers. Only the signal lives here; the truth (request state, the one-use grant) is in the store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+/// The verdict a waiting connection learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldSignal {
+    /// No verdict yet.
+    Waiting,
+    /// Approved: the request-bound grant exists.
+    Approved,
+    /// Denied (or expired).
+    Denied,
+}
+
+/// Waiting connections by access-request id.
+#[derive(Debug, Default)]
+pub struct Holds {
+    waiters: Mutex<HashMap<String, watch::Sender<HoldSignal>>>,
+}
+
+/// A registration; dropping it forgets the waiter.
+#[derive(Debug)]
+pub struct Waiter {
+    holds: Arc<Holds>,
+    id: String,
+    /// Fires when a verdict arrives.
+    pub rx: watch::Receiver<HoldSignal>,
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.holds.waiters.lock().remove(&self.id);
+    }
+}
+
+impl Holds {
+    /// Registers interest in request `id`.
+    pub fn register(self: &Arc<Self>, id: &str) -> Waiter {
+        let (tx, rx) = watch::channel(HoldSignal::Waiting);
+        self.waiters.lock().insert(id.to_string(), tx);
+        Waiter {
+            holds: self.clone(),
+            id: id.to_string(),
+            rx,
+        }
+    }
+
+    /// Tells the connection waiting on `id`, if any, about the verdict.
+    pub fn fire(&self, id: &str, signal: HoldSignal) {
+        if let Some(tx) = self.waiters.lock().get(id) {
+            let _ = tx.send(signal);
+        }
+    }
+
+    /// Connections waiting now.
+    pub fn waiting(&self) -> usize {
+        self.waiters.lock().len()
+    }
+}
+
+/// What the hold stage concluded.
+#[derive(Debug)]
+pub struct Released {
+    /// The buffered body, to forward once.
+    pub body: bytes::Bytes,
+    /// The decision that let it through (it spent the request-bound approval).
+    pub decision: jitgate_engine::Decision,
+}
+
+impl crate::state::Proxy {
+    /// The hold stage: buffer the body (up to `[hold] max_body_bytes`, else 413), bind the request to its digest,
+    /// and either redeem an approval named by `x-jitgate-approval` or create a pending `hold` request, notify, and
+    /// wait up to `[hold] wait` for a verdict. Approved -> the decision made again with the digest (spending the
+    /// one-use, request-bound grant) and the buffered body returned for forwarding. Denied -> 403. No verdict in
+    /// time -> 202 with the approval id.
+    ///
+    /// A resend with `x-jitgate-approval` whose request differs from the approved one (digest mismatch), or whose
+    /// approval is already spent, is refused with 403; it is not held again.
+    pub(crate) async fn hold_stage(
+        &self,
+        parts: &http::request::Parts,
+        body: hyper::body::Incoming,
+        request: &mut jitgate_engine::AuthzRequest,
+        bundle: &jitgate_engine::Bundle,
+        held: &jitgate_engine::Decision,
+    ) -> Result<Released, crate::respond::Refusal> {
+        use crate::respond::Refusal;
+        use http_body_util::BodyExt;
+        use jitgate_engine::Effect;
+
+        let limit = self.config.hold.max_body_bytes;
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(Refusal::BodyTooLarge);
+        }
+        let bytes =
+            http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+                .collect()
+                .await
+                .map_err(|_| Refusal::BodyTooLarge)?
+                .to_bytes();
+        let path = request.context.path.clone().unwrap_or_default();
+        let query = request.context.query.clone().unwrap_or_default();
+        let digest = jitgate_engine::request::request_digest(
+            &request.principal.entity,
+            parts.method.as_str(),
+            &path,
+            &query,
+            &bytes,
+        );
+        request.digest = Some(digest.clone());
+
+        let redeem = |request: &mut jitgate_engine::AuthzRequest| {
+            request.context.time = self.authorizer.clock().now();
+            self.authorizer.decide(bundle, request)
+        };
+
+        if parts.headers.contains_key(crate::pipeline::APPROVAL_HEADER) {
+            let d = redeem(request);
+            return if d.effect == Effect::Allow {
+                Ok(Released {
+                    body: bytes,
+                    decision: d,
+                })
+            } else {
+                Err(Refusal::Denied {
+                    reason:
+                        "the approval does not match this exact request, or it was already used"
+                            .into(),
+                })
+            };
+        }
+
+        let spec = jitgate_engine::lifecycle::HoldSpec {
+            resource: request.resource.entity.clone(),
+            digest,
+            reason: format!(
+                "{} {}{}{} ({}) held by policy {}",
+                parts.method,
+                path,
+                if query.is_empty() { "" } else { "?" },
+                query,
+                request.action,
+                held.policies.join(", ")
+            ),
+            ttl_secs: i64::try_from(self.config.hold.approval_ttl.as_secs()).unwrap_or(i64::MAX),
+        };
+        let lc = self.lifecycle.clone();
+        let principal = request.principal.clone();
+        let view = tokio::task::spawn_blocking(move || lc.create_hold(&principal, spec))
+            .await
+            .map_err(|e| Refusal::Internal(e.to_string()))?
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
+        let id = view.request.id.clone();
+        let mut waiter = self.holds.register(&id);
+        crate::lifecycle::record_events(self, &view.events).await;
+        // A verdict may have landed before the waiter was registered: the store has the truth.
+        let mut signal = match self.store.get_access_request(&id) {
+            Ok(Some(r)) if r.state == jitgate_engine::sqlite::RequestState::Approved => {
+                HoldSignal::Approved
+            }
+            Ok(Some(r)) if r.state != jitgate_engine::sqlite::RequestState::Pending => {
+                HoldSignal::Denied
+            }
+            _ => HoldSignal::Waiting,
+        };
+        if signal == HoldSignal::Waiting {
+            let wait = waiter.rx.wait_for(|s| *s != HoldSignal::Waiting);
+            signal = match tokio::time::timeout(self.config.hold.wait, wait).await {
+                Ok(Ok(s)) => *s,
+                _ => HoldSignal::Waiting,
+            };
+        }
+        drop(waiter);
+        match signal {
+            HoldSignal::Approved => {
+                let d = redeem(request);
+                if d.effect == Effect::Allow {
+                    Ok(Released {
+                        body: bytes,
+                        decision: d,
+                    })
+                } else {
+                    Err(Refusal::Denied {
+                        reason: "the approval was already used".into(),
+                    })
+                }
+            }
+            HoldSignal::Denied => Err(Refusal::Denied {
+                reason: format!("approval {id} was denied"),
+            }),
+            HoldSignal::Waiting => Err(Refusal::Held {
+                approval_id: id.clone(),
+                message: format!(
+                    "approval required by policy {}; once approved, resend the identical request with `{}: {id}`",
+                    held.policies.join(", "),
+                    crate::pipeline::APPROVAL_HEADER
+                ),
+            }),
+        }
+    }
+}

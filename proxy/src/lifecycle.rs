@@ -1,0 +1,557 @@
+//! The admin API of the access lifecycle (`/v1/requests`, `/v1/grants`): authenticate the caller like the data
+//! plane, hand the call to [`jitgate_engine::lifecycle::Lifecycle`], then log every event and notify webhooks.
+//! Status codes: 400 bad input (naming the field), 401, 403 policy deny, 404, 409 invalid transition, 500 store.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use jitgate_engine::lifecycle::{
+    Action, Event, EventKind, HOLD_ROLE, LifecycleError, NewRequest, RequestView,
+};
+use jitgate_engine::log::{DecisionRecord, Outcome, RecordKind};
+use jitgate_engine::sqlite::{RequestFilter, RequestState, Verdict};
+use jitgate_engine::{Context, EntityRef, Principal};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::hold::HoldSignal;
+use crate::state::Proxy;
+
+/// The lifecycle routes, to be merged into the admin router.
+pub fn router() -> Router<Arc<Proxy>> {
+    Router::new()
+        .route("/v1/requests", post(create).get(list))
+        .route("/v1/requests/{id}", get(show))
+        .route("/v1/requests/{id}/approve", post(approve))
+        .route("/v1/requests/{id}/deny", post(deny))
+        .route("/v1/grants", get(grants))
+        .route("/v1/grants/{id}/revoke", post(revoke))
+        .route("/v1/grants/{id}/drop", post(drop_grant))
+        .route("/v1/grants/{id}/token", post(token))
+}
+
+/// An admin API error as JSON `{"error", "message"[, "field"]}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.code, "message": self.message });
+        if let (Some(f), Some(o)) = (self.field, body.as_object_mut()) {
+            o.insert("field".into(), Value::String(f));
+        }
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> Self {
+        let message = e.to_string();
+        match e {
+            LifecycleError::BadInput { field, .. } => ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code: "bad_request",
+                message,
+                field: Some(field),
+            },
+            LifecycleError::Forbidden { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+            }
+            LifecycleError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+            }
+            LifecycleError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            other => {
+                tracing::error!(error = %other, "lifecycle store error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; nothing was changed or the change is on disk (check the request)",
+                )
+            }
+        }
+    }
+}
+
+/// The authenticated caller of an admin call and the context its policies see.
+struct Caller {
+    principal: Principal,
+    context: Context,
+}
+
+async fn caller(
+    p: &Proxy,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    method: &Method,
+    uri: &Uri,
+) -> Result<Caller, ApiError> {
+    let now = p.authorizer.clock().now();
+    let h = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let id = p.auth.authenticate(h, now).await.map_err(|e| {
+        p.metrics.auth_failures.inc();
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            e.public_message(),
+        )
+    })?;
+    // A grant-bound token proves identity only while its grant is active.
+    if let Some(gid) = &id.grant_id {
+        if !grant_is_active(p, &id.principal, gid, now) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "the token's grant is no longer active",
+            ));
+        }
+    }
+    let mut context = Context::at(now);
+    context.source_ip = Some(peer.ip().to_string());
+    context.method = Some(method.to_string());
+    context.path = Some(uri.path().to_string());
+    context.query = Some(uri.query().unwrap_or("").to_string());
+    context.host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    context.claims = id.claims.clone();
+    Ok(Caller {
+        principal: Principal {
+            entity: id.principal,
+            groups: id.groups,
+        },
+        context,
+    })
+}
+
+/// Whether grant `grant_id` of `principal` is active at `now` in the index (the source the data plane decides on).
+pub fn grant_is_active(p: &Proxy, principal: &EntityRef, grant_id: &str, now: i64) -> bool {
+    p.authorizer
+        .grants()
+        .for_principal(principal)
+        .is_some_and(|l| l.iter().any(|g| g.id == grant_id && g.is_active_at(now)))
+}
+
+/// Runs blocking store work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, LifecycleError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            e.to_string(),
+        )),
+    }
+}
+
+fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let msg = e.to_string();
+        // serde names the field for unknown or mistyped fields; keep its words.
+        let field = msg
+            .split('`')
+            .nth(1)
+            .filter(|_| msg.contains("field"))
+            .map(str::to_string);
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: format!("request body: {msg}"),
+            field,
+        }
+    })
+}
+
+/// Appends every event to the decision log (awaited: the answer waits for the record) and queues notifications.
+pub async fn record_events(p: &Proxy, events: &[Event]) {
+    let revision = p.authorizer.bundle().revision.clone();
+    for e in events {
+        let mut rec = DecisionRecord::new(RecordKind::Lifecycle);
+        rec.principal = e.actor.clone();
+        rec.action = format!("lifecycle.{}", e.kind.as_str());
+        rec.decision = Some(match e.kind {
+            EventKind::Denied | EventKind::Expired | EventKind::Revoked | EventKind::Dropped => {
+                Outcome::Deny
+            }
+            EventKind::Held | EventKind::Created | EventKind::ApprovalRecorded => Outcome::Hold,
+            EventKind::Approved | EventKind::BreakGlass => Outcome::Allow,
+        });
+        rec.policies = e.policies.clone();
+        rec.revision = revision.clone();
+        let mut ctx = serde_json::Map::new();
+        if let Some(r) = &e.request {
+            rec.resource = format!("AccessRequest::\"{}\"", r.id);
+            rec.request_id = Some(r.id.clone());
+            ctx.insert("access_request".into(), Value::String(r.id.clone()));
+            ctx.insert("requester".into(), Value::String(r.requester.to_string()));
+            ctx.insert("role".into(), Value::String(r.role.clone()));
+            ctx.insert("scope".into(), Value::String(r.scope.to_string()));
+            ctx.insert("duration".into(), Value::from(r.duration_secs));
+            ctx.insert("reason".into(), Value::String(r.reason.clone()));
+            ctx.insert("state".into(), Value::String(r.state.as_str().into()));
+            if let Some(d) = &r.request_digest {
+                ctx.insert("request_digest".into(), Value::String(d.clone()));
+            }
+        }
+        if let Some(g) = &e.grant {
+            rec.grants_used = vec![g.id.clone()];
+            rec.break_glass = g.break_glass;
+            ctx.insert("grant".into(), Value::String(g.id.clone()));
+            ctx.insert("approvers".into(), json!(g.approvers));
+            ctx.insert("starts_at".into(), Value::from(g.starts_at));
+            ctx.insert("expires_at".into(), Value::from(g.expires_at));
+        }
+        if !e.comment.is_empty() {
+            ctx.insert("comment".into(), Value::String(e.comment.clone()));
+        }
+        rec.context = ctx;
+        if let Err(err) = p.log.lifecycle(rec).await {
+            // The state change is already committed; the missing record is loud, never silent.
+            p.metrics.log_errors.inc();
+            tracing::error!(error = %err, event = e.kind.as_str(), "lifecycle record could not be logged");
+        }
+        p.notifier.send(e.clone());
+    }
+}
+
+fn fire_holds(p: &Proxy, view: &RequestView) {
+    if view.request.role != HOLD_ROLE {
+        return;
+    }
+    match view.request.state {
+        RequestState::Approved => p.holds.fire(&view.request.id, HoldSignal::Approved),
+        RequestState::Denied | RequestState::Expired | RequestState::Cancelled => {
+            p.holds.fire(&view.request.id, HoldSignal::Denied)
+        }
+        RequestState::Pending => {}
+    }
+}
+
+async fn create(
+    State(p): State<Arc<Proxy>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let c = caller(&p, &headers, peer, &method, &uri).await?;
+    let new: NewRequest = parse_body(&body)?;
+    let lc = p.lifecycle.clone();
+    let view = blocking(move || lc.request_access(&c.principal, &c.context, new)).await?;
+    record_events(&p, &view.events).await;
+    Ok((StatusCode::CREATED, axum::Json(view)).into_response())
+}
+
+/// Filters of `GET /v1/requests`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<String>,
+    role: Option<String>,
+    requester: Option<String>,
+    all: Option<bool>,
+    limit: Option<u32>,
+}
+
+async fn list(
+    State(p): State<Arc<Proxy>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let c = caller(&p, &headers, peer, &method, &uri).await?;
+    let Query(q) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let state = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(RequestState::parse(s).ok_or_else(|| ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: format!(
+                "state: `{s}` must be pending, approved, denied, expired or cancelled"
+            ),
+            field: Some("state".into()),
+        })?),
+    };
+    let requester = match q.requester.as_deref() {
+        None => None,
+        Some(r) => Some(r.parse::<EntityRef>().map_err(|e| ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: format!("requester: `{r}` is not an entity reference: {e}"),
+            field: Some("requester".into()),
+        })?),
+    };
+    let filter = RequestFilter {
+        requester,
+        state,
+        role: q.role,
+        limit: q.limit,
+    };
+    let all = q.all.unwrap_or(false);
+    let lc = p.lifecycle.clone();
+    let rows = blocking(move || lc.list_requests(&c.principal, &c.context, filter, all)).await?;
+    Ok(axum::Json(json!({ "requests": rows })).into_response())
+}
+
+async fn show(
+    State(p): State<Arc<Proxy>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let c = caller(&p, &headers, peer, &method, &uri).await?;
+    let lc = p.lifecycle.clone();
+    let (view, may) = blocking(move || {
+        let v = lc.get(&id)?;
+        // One's own request, or anyone's with listRequests.
+        let may = v.request.requester == c.principal.entity
+            || lc
+                .list_requests(&c.principal, &c.context, RequestFilter::default(), true)
+                .is_ok();
+        Ok((v, may))
+    })
+    .await?;
+    record_events(&p, &view.events).await;
+    fire_holds(&p, &view);
+    if !may {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "listRequests denied: not your request and no policy allows listing others'",
+        ));
+    }
+    Ok(axum::Json(view).into_response())
+}
+
+/// Body of approve / deny / revoke / drop.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CommentBody {
+    #[serde(default)]
+    comment: String,
+}
+
+async fn verdict(
+    p: Arc<Proxy>,
+    c: Caller,
+    id: String,
+    v: Verdict,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let b: CommentBody = parse_body(&body)?;
+    let lc = p.lifecycle.clone();
+    let id2 = id.clone();
+    let result = blocking(move || lc.decide(&id2, &c.principal, &c.context, v, &b.comment)).await;
+    // An expiry found on the way is an event even when the verdict is refused.
+    if let Err(e) = &result {
+        if e.status == StatusCode::CONFLICT {
+            if let Ok(Some(r)) = p.store.get_access_request(&id) {
+                if r.role == HOLD_ROLE && r.state != RequestState::Pending {
+                    p.holds.fire(
+                        &id,
+                        if r.state == RequestState::Approved {
+                            HoldSignal::Approved
+                        } else {
+                            HoldSignal::Denied
+                        },
+                    );
+                }
+            }
+        }
+    }
+    let view = result?;
+    record_events(&p, &view.events).await;
+    fire_holds(&p, &view);
+    Ok(axum::Json(view).into_response())
+}
+
+async fn approve(
+    State(p): State<Arc<Proxy>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let c = caller(&p, &headers, peer, &method, &uri).await?;
+    verdict(p, c, id, Verdict::Approve, body).await
+}
+
+async fn deny(
+    State(p): State<Arc<Proxy>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let c = caller(&p, &headers, peer, &method, &uri).await?;
+    verdict(p, c, id, Verdict::Deny, body).await
+}
+
+/// Filters of `GET /v1/grants`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct GrantsQuery {
+    all: Option<bool>,
+}
+
+async fn grants(
+    State(p): State<Arc<Proxy>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    q: Result<Query<GrantsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let c = caller(&p, &headers, peer, &method, &uri).await?;
+    let Query(q) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let lc = p.lifecycle.clone();
+    let all = q.all.unwrap_or(false);
+    let rows = blocking(move || lc.list_grants(&c.principal, &c.context, all)).await?;
+    Ok(axum::Json(json!({ "grants": rows })).into_response())
+}
+
+async fn end(
+    p: Arc<Proxy>,
+    c: Caller,
+    id: String,
+    action: Action,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let b: CommentBody = parse_body(&body)?;
+    let lc = p.lifecycle.clone();
+    let (grant, events) =
+        blocking(move || lc.end_grant(&id, &c.principal, &c.context, action, &b.comment)).await?;
+    record_events(&p, &events).await;
+    Ok(axum::Json(json!({ "grant": grant })).into_response())
+}
+
+async fn revoke(
+    State(p): State<Arc<Proxy>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let c = caller(&p, &headers, peer, &method, &uri).await?;
+    end(p, c, id, Action::Revoke, body).await
+}
+
+async fn drop_grant(
+    State(p): State<Arc<Proxy>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let c = caller(&p, &headers, peer, &method, &uri).await?;
+    end(p, c, id, Action::Drop, body).await
+}
+
+/// Body of `POST /v1/grants/{id}/token`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    /// Shorter life than the grant's remaining window, e.g. `10m`.
+    #[serde(default)]
+    ttl: Option<String>,
+}
+
+async fn token(
+    State(p): State<Arc<Proxy>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let c = caller(&p, &headers, peer, &method, &uri).await?;
+    let b: TokenBody = parse_body(&body)?;
+    let Some(issuer) = p.local_issuer.clone() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "no [local_issuer] is configured; jitgate cannot mint tokens",
+        ));
+    };
+    let ttl = match b.ttl.as_deref() {
+        None => None,
+        Some(t) => Some(
+            jitgate_engine::clock::parse_duration(t).map_err(|e| ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code: "bad_request",
+                message: format!("ttl: {e}"),
+                field: Some("ttl".into()),
+            })?,
+        ),
+    };
+    let lc = p.lifecycle.clone();
+    let principal = c.principal.clone();
+    let grant = blocking(move || lc.grant_for_token(&id, &c.principal, &c.context)).await?;
+    let now = p.authorizer.clock().now();
+    let expires_at = match ttl {
+        Some(t) if t > 0 => grant.expires_at.min(now.saturating_add(t)),
+        _ => grant.expires_at,
+    };
+    let token = issuer
+        .mint(
+            &principal.entity,
+            &principal.groups,
+            &grant.id,
+            expires_at,
+            now,
+        )
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok(axum::Json(json!({
+        "token": token,
+        "grant_id": grant.id,
+        "expires_at": expires_at,
+        "expires_at_rfc3339": jitgate_engine::clock::to_rfc3339(expires_at),
+    }))
+    .into_response())
+}

@@ -1,0 +1,189 @@
+//! Hold for approval through the real proxy: a held DELETE approved while the connection waits is forwarded once;
+//! past the wait bound the caller gets 202 and resends with `x-jitgate-approval`, accepted once and only for the
+//! identical request; denied holds are 403; held bodies over the limit are 413.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod lifecycle_common;
+
+use std::time::{Duration, Instant};
+
+use jitgate_engine::Clock;
+use lifecycle_common::{Env, T0};
+use serde_json::{Value, json};
+
+/// Gives alice an approved db-admin grant (so deleteDatabase is allowed, then held by `hold-database-delete`).
+async fn db_admin(env: &Env) {
+    let v = env
+        .request(
+            "alice",
+            "db-admin",
+            r#"Service::"billing""#,
+            "30m",
+            "cleanup",
+        )
+        .await;
+    let id = v["request"]["id"].as_str().unwrap();
+    assert_eq!(env.approve("carol", id).await.0, 200);
+    assert_eq!(env.approve("erin", id).await.0, 200);
+}
+
+/// Waits until a pending hold request exists (the held connection created it) and returns its id.
+async fn pending_hold(env: &Env) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = env
+            .get("carol", "/v1/requests?role=hold&state=pending&all=true")
+            .await;
+        if let Some(id) = v["requests"][0]["id"].as_str() {
+            return id.to_string();
+        }
+        assert!(Instant::now() < deadline, "no hold request appeared: {v}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn held_request_approved_while_waiting_is_forwarded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
+        raw.hold.wait = "20s".into()
+    })
+    .await;
+    db_admin(&env).await;
+    let before = env.upstream.hits();
+    let http = env.http.clone();
+    let url = env.data("/databases/orders");
+    let tok = env.token("alice");
+    let held = tokio::spawn(async move {
+        let r = http.delete(url).bearer_auth(tok).send().await.unwrap();
+        r.status().as_u16()
+    });
+    let id = pending_hold(&env).await;
+    assert_eq!(env.upstream.hits(), before, "nothing forwarded while held");
+    // The requester cannot approve her own held request; a dba can.
+    let (s, _) = env.approve("alice", &id).await;
+    assert_eq!(s, 403);
+    let (s, v) = env.approve("carol", &id).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["grant"]["max_uses"], 1);
+    assert!(v["grant"]["request_digest"].is_string());
+    assert_eq!(held.await.unwrap(), 200);
+    assert_eq!(env.upstream.hits() - before, 1);
+    // Replaying the approval is refused.
+    let r = env
+        .http
+        .delete(env.data("/databases/orders"))
+        .bearer_auth(env.token("alice"))
+        .header("x-jitgate-approval", &id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert_eq!(env.upstream.hits() - before, 1);
+    env.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn held_request_denied_while_waiting_is_403() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
+        raw.hold.wait = "20s".into()
+    })
+    .await;
+    db_admin(&env).await;
+    let before = env.upstream.hits();
+    let http = env.http.clone();
+    let url = env.data("/databases/orders");
+    let tok = env.token("alice");
+    let held = tokio::spawn(async move {
+        http.delete(url)
+            .bearer_auth(tok)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    let id = pending_hold(&env).await;
+    let (s, _) = env
+        .post(
+            "carol",
+            &format!("/v1/requests/{id}/deny"),
+            json!({"comment": "not today"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(held.await.unwrap(), 403);
+    assert_eq!(env.upstream.hits(), before);
+    env.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_the_wait_a_resend_with_the_approval_passes_once_and_only_if_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
+        raw.hold.wait = "50ms".into()
+    })
+    .await;
+    db_admin(&env).await;
+    let before = env.upstream.hits();
+    let alice = env.token("alice");
+    let send = |approval: Option<String>, query: &'static str| {
+        let mut rb = env
+            .http
+            .delete(env.data(&format!("/databases/orders{query}")))
+            .bearer_auth(alice.clone());
+        if let Some(a) = approval {
+            rb = rb.header("x-jitgate-approval", a);
+        }
+        async move {
+            let r = rb.send().await.unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (s, v) = send(None, "").await;
+    assert_eq!(s, 202, "{v}");
+    let id = v["approval_id"].as_str().unwrap().to_string();
+    // Resending before approval: not approved yet.
+    assert_eq!(send(Some(id.clone()), "").await.0, 403);
+    let (s, _) = env.approve("carol", &id).await;
+    assert_eq!(s, 200);
+    // A different request (another query) with the approval: refused, and the approval is not spent.
+    assert_eq!(send(Some(id.clone()), "?force=1").await.0, 403);
+    // 20 concurrent identical resends: exactly one passes.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        tasks.push(tokio::spawn(send(Some(id.clone()), "")));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap().0 == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 1);
+    assert_eq!(env.upstream.hits() - before, 1);
+    env.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn held_body_over_the_limit_is_413() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
+        raw.hold.wait = "50ms".into();
+        raw.hold.max_body_bytes = 16;
+    })
+    .await;
+    db_admin(&env).await;
+    let r = env
+        .http
+        .delete(env.data("/databases/orders"))
+        .bearer_auth(env.token("alice"))
+        .body(vec![b'x'; 64])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    env.running.shutdown().await;
+}

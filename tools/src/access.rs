@@ -1,0 +1,347 @@
+//! `jitgate request | approve | deny | revoke | drop | requests | grants | token`: the access lifecycle from the
+//! command line, a thin client of the admin API (`/v1/requests`, `/v1/grants`). Human output by default, `--json`.
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, anyhow};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+/// Where the admin API is and who is calling.
+#[derive(Debug, Args)]
+pub struct Conn {
+    /// The admin API.
+    #[arg(long, env = "JITGATE_ADMIN", default_value = "http://127.0.0.1:9090")]
+    admin: String,
+    /// Bearer token (or set JITGATE_TOKEN).
+    #[arg(long, env = "JITGATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the API's JSON answer.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The lifecycle subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AccessCommand {
+    /// Ask for a role on a scope for a while.
+    Request {
+        /// The role, e.g. payments-writer.
+        #[arg(long)]
+        role: String,
+        /// The scope, e.g. 'Service::"payments"'.
+        #[arg(long)]
+        scope: String,
+        /// How long, e.g. 30m.
+        #[arg(long = "for")]
+        duration: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// A ticket reference.
+        #[arg(long)]
+        ticket: Option<String>,
+        /// Start later (RFC 3339).
+        #[arg(long)]
+        starts_at: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Approve an access request.
+    Approve {
+        /// The request id.
+        id: String,
+        /// A comment.
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Deny an access request.
+    Deny {
+        /// The request id.
+        id: String,
+        /// A comment.
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Revoke someone's grant (approvers).
+    Revoke {
+        /// The grant id.
+        id: String,
+        /// A comment.
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Drop your own grant.
+    Drop {
+        /// The grant id.
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List access requests (yours; `--all` for everyone's where policy allows).
+    Requests {
+        /// Only in this state (pending, approved, denied, expired).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this role.
+        #[arg(long)]
+        role: Option<String>,
+        /// Everyone's.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List grants (yours; `--all` for everyone's where policy allows).
+    Grants {
+        /// Everyone's.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Mint a short-lived token bound to one of your grants.
+    Token {
+        /// The grant id.
+        #[arg(long)]
+        grant: String,
+        /// Shorter than the grant's remaining time, e.g. 10m.
+        #[arg(long)]
+        ttl: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// A prepared call: connection, method, path, JSON body, and how to print the answer.
+type Call = (
+    Conn,
+    &'static str,
+    String,
+    Option<Value>,
+    fn(&Value) -> String,
+);
+
+/// Runs one lifecycle subcommand. Exit 0 on success, 1 when the API refused, 2 on usage or connection errors.
+pub fn run(cmd: AccessCommand) -> anyhow::Result<ExitCode> {
+    use AccessCommand as C;
+    let (conn, method, path, body, show): Call = match cmd {
+        C::Request {
+            role,
+            scope,
+            duration,
+            reason,
+            ticket,
+            starts_at,
+            conn,
+        } => (
+            conn,
+            "POST",
+            "/v1/requests".into(),
+            Some(
+                json!({"role": role, "scope": scope, "duration": duration, "reason": reason,
+                        "ticket": ticket, "starts_at": starts_at}),
+            ),
+            show_request,
+        ),
+        C::Approve { id, comment, conn } => (
+            conn,
+            "POST",
+            format!("/v1/requests/{id}/approve"),
+            Some(json!({"comment": comment})),
+            show_request,
+        ),
+        C::Deny { id, comment, conn } => (
+            conn,
+            "POST",
+            format!("/v1/requests/{id}/deny"),
+            Some(json!({"comment": comment})),
+            show_request,
+        ),
+        C::Revoke { id, comment, conn } => (
+            conn,
+            "POST",
+            format!("/v1/grants/{id}/revoke"),
+            Some(json!({"comment": comment})),
+            show_ended,
+        ),
+        C::Drop { id, conn } => (
+            conn,
+            "POST",
+            format!("/v1/grants/{id}/drop"),
+            Some(json!({})),
+            show_ended,
+        ),
+        C::Requests {
+            state,
+            role,
+            all,
+            conn,
+        } => {
+            let mut q = vec![format!("all={all}")];
+            if let Some(s) = state {
+                q.push(format!("state={s}"));
+            }
+            if let Some(r) = role {
+                q.push(format!("role={r}"));
+            }
+            (
+                conn,
+                "GET",
+                format!("/v1/requests?{}", q.join("&")),
+                None,
+                show_requests,
+            )
+        }
+        C::Grants { all, conn } => (
+            conn,
+            "GET",
+            format!("/v1/grants?all={all}"),
+            None,
+            show_grants,
+        ),
+        C::Token { grant, ttl, conn } => (
+            conn,
+            "POST",
+            format!("/v1/grants/{grant}/token"),
+            Some(json!({"ttl": ttl})),
+            show_token,
+        ),
+    };
+    let token = conn
+        .token
+        .clone()
+        .ok_or_else(|| anyhow!("no token: pass --token or set JITGATE_TOKEN"))?;
+    let url = format!("{}{path}", conn.admin.trim_end_matches('/'));
+    let client = reqwest::blocking::Client::new();
+    let req = match method {
+        "GET" => client.get(&url),
+        _ => client.post(&url).json(&body.unwrap_or(Value::Null)),
+    };
+    let resp = req
+        .bearer_auth(token)
+        .send()
+        .with_context(|| format!("cannot reach the admin API at {}", conn.admin))?;
+    let status = resp.status();
+    let v: Value = resp.json().unwrap_or(Value::Null);
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if status.is_success() {
+        println!("{}", show(&v));
+    } else {
+        eprintln!(
+            "{} ({}): {}",
+            v["error"].as_str().unwrap_or("error"),
+            status.as_u16(),
+            v["message"].as_str().unwrap_or("")
+        );
+    }
+    Ok(if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn time(v: &Value) -> String {
+    v.as_i64()
+        .map(jitgate_engine::clock::to_rfc3339)
+        .unwrap_or_else(|| "-".into())
+}
+
+fn show_request(v: &Value) -> String {
+    let r = &v["request"];
+    let mut out = format!(
+        "request {}: {} as {} on {} for {}s — {}",
+        s(&r["id"]),
+        s(&r["requester"]),
+        s(&r["role"]),
+        s(&r["scope"]),
+        s(&r["duration_secs"]),
+        s(&r["state"])
+    );
+    let approvals = v["approvals"].as_array().map(|a| a.len()).unwrap_or(0);
+    if r["state"] == "pending" {
+        out.push_str(&format!(
+            " ({approvals} of {} approvals)",
+            s(&v["approvals_required"])
+        ));
+    }
+    if v["grant"].is_object() {
+        out.push_str(&format!("\n{}", show_grant(&v["grant"])));
+    }
+    out
+}
+
+fn show_grant(g: &Value) -> String {
+    format!(
+        "grant {}: {} as {} on {} from {} until {} [{}]{}",
+        s(&g["id"]),
+        s(&g["principal"]),
+        s(&g["role"]),
+        s(&g["scope"]),
+        time(&g["starts_at"]),
+        time(&g["expires_at"]),
+        s(&g["status"]),
+        if g["break_glass"] == true {
+            " BREAK GLASS"
+        } else {
+            ""
+        }
+    )
+}
+
+fn show_ended(v: &Value) -> String {
+    show_grant(&v["grant"])
+}
+
+fn show_requests(v: &Value) -> String {
+    let rows = v["requests"].as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        return "no requests".into();
+    }
+    rows.iter()
+        .map(|r| {
+            format!(
+                "{}  {:<9} {:<16} {:<28} {}",
+                s(&r["id"]),
+                s(&r["state"]),
+                s(&r["role"]),
+                s(&r["scope"]),
+                s(&r["requester"])
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn show_grants(v: &Value) -> String {
+    let rows = v["grants"].as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        return "no active grants".into();
+    }
+    rows.iter().map(show_grant).collect::<Vec<_>>().join("\n")
+}
+
+fn show_token(v: &Value) -> String {
+    format!(
+        "{}\n(bound to grant {}, expires {})",
+        s(&v["token"]),
+        s(&v["grant_id"]),
+        s(&v["expires_at_rfc3339"])
+    )
+}
