@@ -219,23 +219,32 @@ impl Quickstart {
             r#"
 jitgate quickstart is running
   proxy       http://{addr}    (demo upstream at http://{up})
-  admin       http://{admin}   (/healthz /readyz /metrics /v1/status)
+  admin       http://{admin}   (/healthz /readyz /metrics, admin API under /v1)
   bundle      {bundle} ({engine}, revision {rev}); edit it and it reloads
   state       SQLite files under .jitgate/
 
 Tokens (8 hours; people and groups are in policies/QUICKSTART.md):
   export ALICE={alice}
+  export BOB={bob}
   export CAROL={carol}
+  export ERIN={erin}
 
 Try:
   # allowed: engineers read payments without any grant
   curl -i -H "Authorization: Bearer $ALICE" http://{addr}/payments/p-1001
   # denied (403 + decision id): writing needs a payments-writer grant
   curl -i -X POST -H "Authorization: Bearer $ALICE" http://{addr}/payments
-  # held (202, approval required): carol has a demo db-admin grant, but deleting a database needs approval
+  # held: carol has a demo db-admin grant, but deleting a database needs approval of that exact request;
+  # the call waits up to 30s (then 202 with an approval id) while erin approves it from another terminal:
+  #   JITGATE_TOKEN=$ERIN cargo run --release -- requests --all --state pending
+  #   JITGATE_TOKEN=$ERIN cargo run --release -- approve <request id>
   curl -i -X DELETE -H "Authorization: Bearer $CAROL" http://{addr}/databases/staging
   # unauthenticated (401)
   curl -i http://{addr}/payments/p-1001
+
+Just-in-time access (README: "Just-in-time access in five minutes"):
+  JITGATE_TOKEN=$ALICE cargo run --release -- request --role payments-writer --scope 'Service::"payments"' --for 30m --reason INC-4211
+  JITGATE_TOKEN=$BOB cargo run --release -- approve <request id>
 
 Then look at the decision log:
   cargo run --release -- decisions tail
@@ -245,7 +254,9 @@ Then look at the decision log:
             engine = b.engine().as_str(),
             rev = b.short_revision(),
             alice = token("alice"),
+            bob = token("bob"),
             carol = token("carol"),
+            erin = token("erin"),
         )
     }
 }
