@@ -196,6 +196,10 @@ pub enum Action {
     ListRequests,
     /// Mint a token bound to a grant.
     IssueToken,
+    /// Operate jitgate itself: status, reload, shadow evaluation (resource `Service::"jitgate"`).
+    Operate,
+    /// Read the decision log (resource `Service::"jitgate"`).
+    ReadDecisions,
 }
 
 impl Action {
@@ -210,6 +214,8 @@ impl Action {
             Action::Drop => "drop",
             Action::ListRequests => "listRequests",
             Action::IssueToken => "issueToken",
+            Action::Operate => "operate",
+            Action::ReadDecisions => "readDecisions",
         }
     }
 }
@@ -903,17 +909,29 @@ impl Lifecycle {
     }
 
     fn require_list(&self, caller: &Principal, ctx: &Context) -> Result<(), LifecycleError> {
+        self.require_on_service(caller, ctx, Action::ListRequests)
+            .map(|_| ())
+    }
+
+    /// Requires `action` by `caller` on `Service::"jitgate"`, the resource of the admin API's calls that concern no
+    /// single request (listRequests, operate, readDecisions): the allowing decision, or `Forbidden`.
+    pub fn require_on_service(
+        &self,
+        caller: &Principal,
+        ctx: &Context,
+        action: Action,
+    ) -> Result<Decision, LifecycleError> {
         let bundle = self.authorizer.bundle();
         let resource = Resource {
             entity: EntityRef::new("Service", "jitgate"),
             parents: Vec::new(),
             attrs: serde_json::Map::new(),
         };
-        let d = self.authorize(&bundle, caller, ctx, Action::ListRequests, resource);
+        let d = self.authorize(&bundle, caller, ctx, action, resource);
         if d.effect == Effect::Allow {
-            Ok(())
+            Ok(d)
         } else {
-            Err(forbidden(Action::ListRequests, d))
+            Err(forbidden(action, d))
         }
     }
 

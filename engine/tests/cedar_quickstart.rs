@@ -120,6 +120,7 @@ fn loads_with_every_policy_of_the_contract() {
         "drop-own",
         "list-requests",
         "read-decisions",
+        "operate-sre",
     ];
     expected.sort();
     assert_eq!(ids, expected);

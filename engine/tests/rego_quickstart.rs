@@ -351,6 +351,7 @@ fn policy_ids_cover_every_quickstart_policy() {
         "drop-own",
         "list-requests",
         "read-decisions",
+        "operate-sre",
     ];
     expected.sort();
     assert_eq!(ids, expected);

@@ -1,15 +1,23 @@
 //! The admin listener: health (`/healthz`, `/readyz`), Prometheus `/metrics`, and the JSON admin API under `/v1`.
 //! Admin API calls are authenticated like the data plane and authorized by the bundle's own policies.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use jitgate_engine::lifecycle::Action;
+use jitgate_engine::log::{self, Cursor, Filter, Outcome, RecordKind};
 
+use crate::lifecycle::{ApiError, blocking, caller};
 use crate::state::Proxy;
+
+/// Default and largest page size of `GET /v1/decisions`.
+const DECISIONS_DEFAULT_LIMIT: u32 = 100;
+const DECISIONS_MAX_LIMIT: u32 = 1000;
 
 /// The admin router.
 pub fn router(proxy: Arc<Proxy>) -> Router {
@@ -23,8 +31,46 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
             "/v1/shadow",
             get(shadow_status).post(shadow_set).delete(shadow_clear),
         )
+        .route("/v1/decisions", get(decisions))
         .merge(crate::lifecycle::router())
         .with_state(proxy)
+}
+
+/// The parts of an admin call that authentication and the control-plane policies look at.
+struct Call {
+    peer: SocketAddr,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Call {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        // Without ConnectInfo (a router served without it) the peer is unknown: 0.0.0.0 matches no allow-list.
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+        Ok(Call {
+            peer,
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+/// Authenticates the call (401) and requires the policies to allow `action` on `Service::"jitgate"` (403).
+async fn require(p: &Arc<Proxy>, call: &Call, action: Action) -> Result<(), ApiError> {
+    let c = caller(p, &call.headers, call.peer, &call.method, &call.uri).await?;
+    let lc = p.lifecycle.clone();
+    blocking(move || lc.require_on_service(&c.principal, &c.context, action)).await?;
+    Ok(())
 }
 
 async fn healthz() -> &'static str {
@@ -62,7 +108,10 @@ async fn metrics(State(p): State<Arc<Proxy>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
-async fn status(State(p): State<Arc<Proxy>>) -> Response {
+async fn status(State(p): State<Arc<Proxy>>, call: Call) -> Response {
+    if let Err(e) = require(&p, &call, Action::Operate).await {
+        return e.into_response();
+    }
     let b = p.authorizer.bundle();
     axum::Json(serde_json::json!({
         "bundle": {
@@ -81,7 +130,10 @@ async fn status(State(p): State<Arc<Proxy>>) -> Response {
 
 /// Reloads the bundle now and reports the outcome (`live`, `unchanged` or `failed` with file:line errors).
 /// 200 unless the candidate failed the gate (422); the active bundle keeps serving either way.
-async fn reload(State(p): State<Arc<Proxy>>) -> Response {
+async fn reload(State(p): State<Arc<Proxy>>, call: Call) -> Response {
+    if let Err(e) = require(&p, &call, Action::Operate).await {
+        return e.into_response();
+    }
     let r = p.reloader.clone();
     match tokio::task::spawn_blocking(move || r.reload_now()).await {
         Ok(attempt) => {
@@ -97,7 +149,10 @@ async fn reload(State(p): State<Arc<Proxy>>) -> Response {
 }
 
 /// The shadow candidate, the comparison counts and the recent disagreements.
-async fn shadow_status(State(p): State<Arc<Proxy>>) -> Response {
+async fn shadow_status(State(p): State<Arc<Proxy>>, call: Call) -> Response {
+    if let Err(e) = require(&p, &call, Action::Operate).await {
+        return e.into_response();
+    }
     axum::Json(p.shadow.status()).into_response()
 }
 
@@ -113,8 +168,12 @@ struct ShadowBody {
 /// not load (nothing changes then).
 async fn shadow_set(
     State(p): State<Arc<Proxy>>,
+    call: Call,
     body: Result<axum::Json<ShadowBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
+    if let Err(e) = require(&p, &call, Action::Operate).await {
+        return e.into_response();
+    }
     let axum::Json(body) = match body {
         Ok(b) => b,
         Err(e) => {
@@ -138,7 +197,10 @@ async fn shadow_set(
 }
 
 /// Stops shadow evaluation (200 with the candidate that was set, 404 when none was).
-async fn shadow_clear(State(p): State<Arc<Proxy>>) -> Response {
+async fn shadow_clear(State(p): State<Arc<Proxy>>, call: Call) -> Response {
+    if let Err(e) = require(&p, &call, Action::Operate).await {
+        return e.into_response();
+    }
     match p.shadow.clear() {
         Some(c) => axum::Json(c).into_response(),
         None => (
@@ -147,4 +209,107 @@ async fn shadow_clear(State(p): State<Arc<Proxy>>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// The filter, cursor and page size of `GET /v1/decisions`, from its query string; a 400 naming the parameter for a
+/// bad value or an unknown parameter.
+fn decisions_query(pairs: &[(String, String)]) -> Result<(Filter, Option<Cursor>, u32), ApiError> {
+    let mut f = Filter::default();
+    let mut cursor = None;
+    let mut limit = DECISIONS_DEFAULT_LIMIT;
+    for (k, v) in pairs {
+        let v = v.clone();
+        match k.as_str() {
+            "since" => f.since = Some(log::parse_time(&v).map_err(|e| ApiError::bad_field(k, e))?),
+            "until" => f.until = Some(log::parse_time(&v).map_err(|e| ApiError::bad_field(k, e))?),
+            "principal" => f.principal = Some(v),
+            "action" => f.action = Some(v),
+            "resource" => f.resource = Some(v),
+            "decision" => {
+                f.decision = Some(Outcome::parse(&v).ok_or_else(|| {
+                    ApiError::bad_field(k, format!("`{v}` must be allow, deny, hold or error"))
+                })?)
+            }
+            "grant" => f.grant = Some(v),
+            "revision" => f.revision = Some(v),
+            "request_id" => f.request_id = Some(v),
+            "kind" => {
+                f.kind = Some(RecordKind::parse(&v).ok_or_else(|| {
+                    ApiError::bad_field(
+                        k,
+                        format!("`{v}` must be decision, lifecycle or checkpoint"),
+                    )
+                })?)
+            }
+            "limit" => {
+                limit = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=DECISIONS_MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_field(
+                            k,
+                            format!("`{v}` must be a whole number from 1 to {DECISIONS_MAX_LIMIT}"),
+                        )
+                    })?
+            }
+            "after" => {
+                cursor = Some(Cursor(
+                    v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                        ApiError::bad_field(
+                            k,
+                            format!("`{v}` is not a record seq (a `next` value)"),
+                        )
+                    })?,
+                ))
+            }
+            other => {
+                return Err(ApiError::bad_field(
+                    other,
+                    "unknown parameter; expected since, until, principal, action, resource, decision, grant, \
+                     revision, request_id, kind, limit or after",
+                ));
+            }
+        }
+    }
+    Ok((f, cursor, limit))
+}
+
+/// Reads the decision log (`readDecisions` on `Service::"jitgate"`): `{"records": [...], "next": seq|null}`, oldest
+/// first; pass `next` back as `after` for the following page.
+async fn decisions(
+    State(p): State<Arc<Proxy>>,
+    call: Call,
+    q: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    require(&p, &call, Action::ReadDecisions).await?;
+    let Query(pairs) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let (filter, cursor, limit) = decisions_query(&pairs)?;
+    let path = p.config.log_path.clone();
+    let page = match tokio::task::spawn_blocking(move || log::query(&path, &filter, cursor, limit))
+        .await
+    {
+        Ok(Ok(page)) => page,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "decision log query failed");
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("the decision log could not be read: {e}"),
+            ));
+        }
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                e.to_string(),
+            ));
+        }
+    };
+    Ok(axum::Json(serde_json::json!({
+        "records": page.records,
+        "next": page.next.map(|c| c.0),
+    }))
+    .into_response())
 }

@@ -46,12 +46,23 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error without a field.
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
             message: message.into(),
             field: None,
+        }
+    }
+
+    /// A 400 naming the bad `field` (a body field or query parameter).
+    pub(crate) fn bad_field(field: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: format!("{field}: {}", message.into()),
+            field: Some(field.to_string()),
         }
     }
 }
@@ -96,12 +107,16 @@ impl From<LifecycleError> for ApiError {
 }
 
 /// The authenticated caller of an admin call and the context its policies see.
-struct Caller {
-    principal: Principal,
-    context: Context,
+pub(crate) struct Caller {
+    /// Who called, with their groups.
+    pub(crate) principal: Principal,
+    /// The admin call as the control-plane policies see it.
+    pub(crate) context: Context,
 }
 
-async fn caller(
+/// Authenticates an admin API call like the data plane (401 without a valid token, or with a token bound to a grant
+/// that is no longer active) and builds the context its policies see.
+pub(crate) async fn caller(
     p: &Proxy,
     headers: &HeaderMap,
     peer: SocketAddr,
@@ -158,7 +173,7 @@ pub fn grant_is_active(p: &Proxy, principal: &EntityRef, grant_id: &str, now: i6
 }
 
 /// Runs blocking store work off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, LifecycleError> + Send + 'static,
 ) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {

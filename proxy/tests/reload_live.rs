@@ -141,6 +141,7 @@ async fn broken_bundles_never_go_live_and_report_file_and_line() {
     // The admin API shows it too, and an explicit reload refuses it with 422.
     let status: serde_json::Value = admin
         .get(env.admin("/v1/status"))
+        .bearer_auth(env.sre_token())
         .send()
         .await
         .unwrap()
@@ -150,7 +151,12 @@ async fn broken_bundles_never_go_live_and_report_file_and_line() {
     assert_eq!(status["bundle"]["revision"], rev_a.as_str());
     assert_eq!(status["reload"]["last_attempt"]["outcome"], "failed");
     assert_eq!(status["reload"]["last_attempt"]["errors"][0]["line"], 3);
-    let r = admin.post(env.admin("/v1/reload")).send().await.unwrap();
+    let r = admin
+        .post(env.admin("/v1/reload"))
+        .bearer_auth(env.sre_token())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 422);
 
     // 2. A schema violation: an action the schema does not declare, on line 3.
@@ -283,6 +289,7 @@ async fn shadow_counts_disagreements_and_serves_the_active_decision() {
     layout(&broken, "permit (");
     let r = admin
         .post(env.admin("/v1/shadow"))
+        .bearer_auth(env.sre_token())
         .json(&serde_json::json!({ "path": broken }))
         .send()
         .await
@@ -292,6 +299,7 @@ async fn shadow_counts_disagreements_and_serves_the_active_decision() {
 
     let r = admin
         .post(env.admin("/v1/shadow"))
+        .bearer_auth(env.sre_token())
         .json(&serde_json::json!({ "path": candidate }))
         .send()
         .await
@@ -307,6 +315,7 @@ async fn shadow_counts_disagreements_and_serves_the_active_decision() {
 
     let s: serde_json::Value = admin
         .get(env.admin("/v1/shadow"))
+        .bearer_auth(env.sre_token())
         .send()
         .await
         .unwrap()
@@ -339,7 +348,12 @@ async fn shadow_counts_disagreements_and_serves_the_active_decision() {
     assert!(metrics.contains("jitgate_shadow_disagreements_total 1"));
 
     // Cleared: no more comparisons; the last candidate's findings stay readable.
-    let r = admin.delete(env.admin("/v1/shadow")).send().await.unwrap();
+    let r = admin
+        .delete(env.admin("/v1/shadow"))
+        .bearer_auth(env.sre_token())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     env.get("alice", P666).await;
     assert_eq!(env.proxy().shadow.status().compared, 3);

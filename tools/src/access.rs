@@ -3,19 +3,18 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
+
+use crate::reload::{AdminArg, refusal, url};
 
 /// Where the admin API is and who is calling.
 #[derive(Debug, Args)]
 pub struct Conn {
-    /// The admin API.
-    #[arg(long, env = "JITGATE_ADMIN", default_value = "http://127.0.0.1:9090")]
-    admin: String,
-    /// Bearer token (or set JITGATE_TOKEN).
-    #[arg(long, env = "JITGATE_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    /// The admin API and the caller's token.
+    #[command(flatten)]
+    admin: AdminArg,
     /// Print the API's JSON answer.
     #[arg(long)]
     json: bool,
@@ -214,11 +213,8 @@ pub fn run(cmd: AccessCommand) -> anyhow::Result<ExitCode> {
             show_token,
         ),
     };
-    let token = conn
-        .token
-        .clone()
-        .ok_or_else(|| anyhow!("no token: pass --token or set JITGATE_TOKEN"))?;
-    let url = format!("{}{path}", conn.admin.trim_end_matches('/'));
+    let token = conn.admin.bearer()?;
+    let url = url(&conn.admin, &path);
     let client = reqwest::blocking::Client::new();
     let req = match method {
         "GET" => client.get(&url),
@@ -227,7 +223,7 @@ pub fn run(cmd: AccessCommand) -> anyhow::Result<ExitCode> {
     let resp = req
         .bearer_auth(token)
         .send()
-        .with_context(|| format!("cannot reach the admin API at {}", conn.admin))?;
+        .with_context(|| format!("cannot reach the admin API at {}", conn.admin.admin))?;
     let status = resp.status();
     let v: Value = resp.json().unwrap_or(Value::Null);
     if conn.json {
@@ -235,12 +231,7 @@ pub fn run(cmd: AccessCommand) -> anyhow::Result<ExitCode> {
     } else if status.is_success() {
         println!("{}", show(&v));
     } else {
-        eprintln!(
-            "{} ({}): {}",
-            v["error"].as_str().unwrap_or("error"),
-            status.as_u16(),
-            v["message"].as_str().unwrap_or("")
-        );
+        eprintln!("{}", refusal(status, &v));
     }
     Ok(if status.is_success() {
         ExitCode::SUCCESS

@@ -7,12 +7,34 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::Value;
 
-/// The admin listener to talk to.
+/// The admin listener to talk to, and who is calling.
 #[derive(Debug, Args)]
 pub struct AdminArg {
     /// Base URL of the proxy's admin listener.
     #[arg(long, env = "JITGATE_ADMIN", default_value = "http://127.0.0.1:9090")]
     pub admin: String,
+    /// Bearer token of someone the bundle's policies allow the call (or set JITGATE_TOKEN).
+    #[arg(long, env = "JITGATE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl AdminArg {
+    /// The bearer token; every admin API call but the probes needs one.
+    pub(crate) fn bearer(&self) -> anyhow::Result<&str> {
+        self.token
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("no token: pass --token or set JITGATE_TOKEN"))
+    }
+}
+
+/// The admin API's refusal (`{"error", "message"}`) as one line, e.g. `forbidden (403): operate denied: ...`.
+pub(crate) fn refusal(status: reqwest::StatusCode, body: &Value) -> String {
+    format!(
+        "{} ({}): {}",
+        body["error"].as_str().unwrap_or("error"),
+        status.as_u16(),
+        body["message"].as_str().unwrap_or("")
+    )
 }
 
 /// Arguments of `jitgate reload`.
@@ -55,12 +77,16 @@ pub fn run_reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
     let u = url(&args.admin, "/v1/reload");
     let resp = client()?
         .post(&u)
+        .bearer_auth(args.admin.bearer()?)
         .send()
         .with_context(|| format!("POST {u}"))?;
     let status = resp.status();
     let body: Value = resp
         .json()
         .with_context(|| format!("POST {u}: answer (HTTP {status}) is not JSON"))?;
+    if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+        anyhow::bail!("POST {u}: {}", refusal(status, &body));
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&body)?);
     } else {
@@ -78,11 +104,13 @@ pub fn run_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let u = url(&args.admin, "/v1/status");
     let resp = client()?
         .get(&u)
+        .bearer_auth(args.admin.bearer()?)
         .send()
         .with_context(|| format!("GET {u}"))?;
     let status = resp.status();
     if !status.is_success() {
-        anyhow::bail!("GET {u}: HTTP {status}");
+        let body: Value = resp.json().unwrap_or(Value::Null);
+        anyhow::bail!("GET {u}: {}", refusal(status, &body));
     }
     let body: Value = resp.json().with_context(|| format!("GET {u}: not JSON"))?;
     if args.json {

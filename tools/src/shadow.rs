@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::Value;
 
-use crate::reload::{AdminArg, client, diagnostic, text, url, when};
+use crate::reload::{AdminArg, client, diagnostic, refusal, text, url, when};
 
 /// Arguments of `jitgate shadow`.
 #[derive(Debug, Args)]
@@ -31,14 +31,17 @@ pub struct ShadowArgs {
 pub fn run(args: ShadowArgs) -> anyhow::Result<ExitCode> {
     let u = url(&args.admin, "/v1/shadow");
     let c = client()?;
+    let token = args.admin.bearer()?;
     let resp = if let Some(path) = &args.set {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
-        c.post(&u).json(&serde_json::json!({ "path": path })).send()
+        c.post(&u).json(&serde_json::json!({ "path": path }))
     } else if args.clear {
-        c.delete(&u).send()
+        c.delete(&u)
     } else {
-        c.get(&u).send()
+        c.get(&u)
     }
+    .bearer_auth(token)
+    .send()
     .with_context(|| u.clone())?;
     let status = resp.status();
     let body: Value = resp
@@ -51,6 +54,8 @@ pub fn run(args: ShadowArgs) -> anyhow::Result<ExitCode> {
         for e in errors {
             println!("  {}", diagnostic(e));
         }
+    } else if body["message"].is_string() {
+        eprintln!("{}", refusal(status, &body));
     } else if let Some(e) = body["error"].as_str() {
         println!("{e}");
     } else if args.set.is_some() {

@@ -152,7 +152,7 @@ fn check_loads_bundles_and_reports_broken_ones() {
         out.contains("engine cedar") && out.contains("engine rego"),
         "{out}"
     );
-    assert!(out.contains("24 policies, 11 routes"), "{out}");
+    assert!(out.contains("25 policies, 11 routes"), "{out}");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("bundle.toml"),

@@ -179,3 +179,10 @@ allow contains "read-decisions" if {
 	some group in {"compliance", "sre"}
 	group in input.principal.groups
 }
+
+allow contains "operate-sre" if {
+	input.action == "operate"
+	"sre" in input.principal.groups
+	input.resource.type == "Service"
+	input.resource.id == "jitgate"
+}

@@ -98,6 +98,23 @@ impl Env {
             .unwrap()
     }
 
+    /// A session token of an SRE (`User::"sam"`, group sre), whom the quickstart policies allow to `operate`
+    /// (admin API status, reload, shadow).
+    pub fn sre_token(&self) -> String {
+        let now = self.proxy().authorizer.clock().now();
+        self.proxy()
+            .local_issuer
+            .as_ref()
+            .unwrap()
+            .mint_session(
+                &jitgate_engine::EntityRef::new("User", "sam"),
+                &["sre".into()],
+                now + 3600,
+                now,
+            )
+            .unwrap()
+    }
+
     pub fn admin(&self, path: &str) -> String {
         format!("http://{}{path}", self.qs.running.admin_addr.unwrap())
     }
