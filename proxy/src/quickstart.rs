@@ -43,6 +43,7 @@ pub const PEOPLE: &[(&str, &[&str])] = &[
     ("carol", &["engineering", "dba"]),
     ("dave", &["contractors"]),
     ("erin", &["compliance", "dba"]),
+    ("sam", &["sre"]),
 ];
 
 /// Options for [`run`].
@@ -228,6 +229,7 @@ Tokens (8 hours; people and groups are in policies/QUICKSTART.md):
   export BOB={bob}
   export CAROL={carol}
   export ERIN={erin}
+  export SAM={sam}      # sre: may reload, read status and run shadow evaluation (JITGATE_TOKEN=$SAM jitgate status)
 
 Try:
   # allowed: engineers read payments without any grant
@@ -257,6 +259,7 @@ Then look at the decision log:
             bob = token("bob"),
             carol = token("carol"),
             erin = token("erin"),
+            sam = token("sam"),
         )
     }
 }
