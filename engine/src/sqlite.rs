@@ -128,6 +128,14 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE access_requests ADD COLUMN request_digest TEXT;
     "#,
+    // 4: every index is written on every logged decision. Outcome, kind and revision have a handful of values
+    // each and are always queried with a time range or another column, so their indexes cost more on the hot
+    // path than they save in queries.
+    r#"
+    DROP INDEX decisions_decision;
+    DROP INDEX decisions_kind;
+    DROP INDEX decisions_revision;
+    "#,
 ];
 
 /// The schema version a fully migrated database has.
