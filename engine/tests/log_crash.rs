@@ -40,7 +40,10 @@ fn rec(t: usize, i: usize) -> DecisionRecord {
     } else {
         vec![]
     };
-    r.context = serde_json::json!({"i": i, "t": t}).as_object().cloned().unwrap();
+    r.context = serde_json::json!({"i": i, "t": t})
+        .as_object()
+        .cloned()
+        .unwrap();
     r
 }
 
