@@ -246,3 +246,43 @@ fn export_rate_200k() {
         );
     }
 }
+
+#[test]
+fn jsonl_export_is_the_serde_form_of_each_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log.db");
+    let w = LogWriter::start(&db, LogOptions::default()).unwrap();
+    // Nulls, escapes, unicode, nested context and floats: the direct column writer must match serde byte for byte.
+    let mut odd = DecisionRecord::new(log::RecordKind::Checkpoint);
+    odd.principal = "User::\"q\\\"uote\" \u{e9}\u{1f600}\t\n".into();
+    odd.context = serde_json::json!({"z": 1.5e300, "a": [null, true, {"y": "\u{7f}", "b": -0.0}]})
+        .as_object()
+        .cloned()
+        .unwrap();
+    odd.errors = vec!["bad \"thing\"".into()];
+    odd.latency_us = u64::MAX >> 1;
+    w.append(odd).unwrap().wait().unwrap();
+    for i in 1..=5 {
+        w.append(rec(i)).unwrap().wait().unwrap();
+    }
+    w.shutdown().unwrap();
+    let mut out = Vec::new();
+    let m = log::export(
+        &db,
+        &Filter::default(),
+        Format::Jsonl,
+        &mut out,
+        &mut |_| {},
+    )
+    .unwrap();
+    let page = log::query(&db, &Filter::default(), None, 100).unwrap();
+    let expected: String = page
+        .records
+        .iter()
+        .map(|r| format!("{}\n", serde_json::to_string(r).unwrap()))
+        .collect();
+    assert_eq!(String::from_utf8(out).unwrap(), expected);
+    assert_eq!(m.records, 6);
+    assert_eq!(m.first_hash.as_deref(), Some(page.records[0].hash.as_str()));
+    assert_eq!(m.last_hash.as_deref(), Some(page.records[5].hash.as_str()));
+}

@@ -261,6 +261,23 @@ fn where_clause(filter: &Filter, after: Option<i64>) -> (String, Vec<SqlValue>) 
     (clause, args)
 }
 
+/// Streams the rows (columns in [`COLS`] order) matching `filter` in seq order through `f`, undecoded, for
+/// callers that can use the stored columns directly (the JSON Lines export).
+pub(crate) fn for_each_matching_row(
+    conn: &Connection,
+    filter: &Filter,
+    mut f: impl FnMut(&Row<'_>) -> Result<(), LogError>,
+) -> Result<(), LogError> {
+    let (clause, args) = where_clause(filter, None);
+    let sql = format!("SELECT {COLS} FROM decisions {clause} ORDER BY seq");
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+    while let Some(row) = rows.next()? {
+        f(row)?;
+    }
+    Ok(())
+}
+
 /// Streams the records matching `filter` in seq order through `f`, one row at a time (constant memory).
 pub(crate) fn for_each_matching(
     conn: &Connection,

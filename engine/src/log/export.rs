@@ -149,7 +149,7 @@ pub fn export(
         generator: concat!("jitgate-engine ", env!("CARGO_PKG_VERSION")).to_string(),
     };
     {
-        let mut buf = BufWriter::with_capacity(1 << 16, &mut hashing);
+        let mut buf = BufWriter::with_capacity(1 << 20, &mut hashing);
         let mut on_record = |m: &mut ExportManifest, r: &DecisionRecord| {
             if m.first_seq.is_none() {
                 m.first_seq = Some(r.seq);
@@ -163,14 +163,40 @@ pub fn export(
             }
         };
         match format {
-            Format::Jsonl | Format::Ocsf => {
-                db::for_each_matching(&conn, filter, None, None, |r| {
-                    if format == Format::Jsonl {
-                        serde_json::to_writer(&mut buf, &r)
-                    } else {
-                        serde_json::to_writer(&mut buf, &ocsf_event(&r))
+            Format::Jsonl => {
+                // Written straight from the stored columns: the same bytes as serializing the decoded record,
+                // without building one per row. The hash of the last record is kept in a reused buffer.
+                let mut line = Vec::with_capacity(4096);
+                let mut last_hash = String::new();
+                db::for_each_matching_row(&conn, filter, |row| {
+                    line.clear();
+                    let seq = jsonl_line(row, &mut line)?;
+                    buf.write_all(&line)?;
+                    let hash = row.get_ref(23)?.as_str().map_err(|e| LogError::Corrupt {
+                        seq,
+                        reason: format!("hash: {e}"),
+                    })?;
+                    if m.first_seq.is_none() {
+                        m.first_seq = Some(seq);
+                        m.first_hash = Some(hash.to_string());
                     }
-                    .map_err(|e| LogError::Io(e.to_string()))?;
+                    last_hash.clear();
+                    last_hash.push_str(hash);
+                    m.last_seq = Some(seq);
+                    m.records += 1;
+                    if m.records % PROGRESS_EVERY == 0 {
+                        progress(m.records);
+                    }
+                    Ok(())
+                })?;
+                if m.last_seq.is_some() {
+                    m.last_hash = Some(last_hash);
+                }
+            }
+            Format::Ocsf => {
+                db::for_each_matching(&conn, filter, None, None, |r| {
+                    serde_json::to_writer(&mut buf, &ocsf_event(&r))
+                        .map_err(|e| LogError::Io(e.to_string()))?;
                     buf.write_all(b"\n")?;
                     on_record(&mut m, &r);
                     Ok(())
@@ -195,6 +221,121 @@ pub fn export(
     m.bytes = hashing.bytes;
     m.sha256 = hex::encode(hashing.hasher.finalize());
     Ok(m)
+}
+
+/// Appends one record as its JSON line (with `\n`) to `out`, from a row in [`db::COLS`] order, and returns its
+/// seq. Byte-identical to `serde_json::to_writer(&DecisionRecord)` of the decoded row: the fields are in the same
+/// order, strings go through the same escaper, and the JSON columns were written by `serde_json` from the
+/// record (context keys sorted at seal), so they are copied as stored after a syntax check. A row that would
+/// not decode is refused as [`LogError::Corrupt`], as the decoding path does.
+fn jsonl_line(row: &rusqlite::Row<'_>, out: &mut Vec<u8>) -> Result<i64, LogError> {
+    use rusqlite::types::ValueRef;
+    let seq: i64 = row.get(0)?;
+    let bad = |reason: String| LogError::Corrupt { seq, reason };
+    let text = |i: usize| -> Result<&str, LogError> {
+        row.get_ref(i)?
+            .as_str()
+            .map_err(|e| bad(format!("column {i}: {e}")))
+    };
+    let opt_text = |i: usize| -> Result<Option<&str>, LogError> {
+        row.get_ref(i)?
+            .as_str_or_null()
+            .map_err(|e| bad(format!("column {i}: {e}")))
+    };
+    let json_col = |i: usize, field: &str, open: u8| -> Result<&str, LogError> {
+        let s = text(i)?;
+        if s.as_bytes().first() != Some(&open) {
+            return Err(bad(format!(
+                "{field}: not a JSON {}",
+                if open == b'{' { "object" } else { "array" }
+            )));
+        }
+        serde_json::from_str::<serde::de::IgnoredAny>(s)
+            .map_err(|e| bad(format!("{field}: {e}")))?;
+        Ok(s)
+    };
+    fn string(out: &mut Vec<u8>, s: &str) -> Result<(), LogError> {
+        serde_json::to_writer(&mut *out, s).map_err(|e| LogError::Io(e.to_string()))
+    }
+    fn opt_string(out: &mut Vec<u8>, s: Option<&str>) -> Result<(), LogError> {
+        match s {
+            Some(s) => string(out, s),
+            None => {
+                out.extend_from_slice(b"null");
+                Ok(())
+            }
+        }
+    }
+    let kind = text(3)?;
+    let kind = RecordKind::parse(kind).ok_or_else(|| bad(format!("unknown kind `{kind}`")))?;
+    let decision = match opt_text(9)? {
+        None => None,
+        Some(d) => Some(Outcome::parse(d).ok_or_else(|| bad(format!("unknown decision `{d}`")))?),
+    };
+    let latency =
+        u64::try_from(row.get::<_, i64>(15)?).map_err(|_| bad("negative latency_us".into()))?;
+    let status = match row.get_ref(19)? {
+        ValueRef::Null => None,
+        v => {
+            let s = v.as_i64().map_err(|e| bad(format!("status: {e}")))?;
+            Some(u16::try_from(s).map_err(|_| bad(format!("status {s} out of range")))?)
+        }
+    };
+    let break_glass: bool = row.get(20)?;
+
+    out.extend_from_slice(b"{\"seq\":");
+    out.extend_from_slice(seq.to_string().as_bytes());
+    out.extend_from_slice(b",\"id\":");
+    string(out, text(1)?)?;
+    out.extend_from_slice(b",\"time\":");
+    string(out, text(2)?)?;
+    out.extend_from_slice(b",\"kind\":");
+    string(out, kind.as_str())?;
+    out.extend_from_slice(b",\"request_id\":");
+    opt_string(out, opt_text(4)?)?;
+    out.extend_from_slice(b",\"principal\":");
+    string(out, text(5)?)?;
+    out.extend_from_slice(b",\"action\":");
+    string(out, text(6)?)?;
+    out.extend_from_slice(b",\"resource\":");
+    string(out, text(7)?)?;
+    out.extend_from_slice(b",\"context\":");
+    out.extend_from_slice(json_col(8, "context", b'{')?.as_bytes());
+    out.extend_from_slice(b",\"decision\":");
+    opt_string(out, decision.map(Outcome::as_str))?;
+    out.extend_from_slice(b",\"policies\":");
+    out.extend_from_slice(json_col(10, "policies", b'[')?.as_bytes());
+    out.extend_from_slice(b",\"grants_used\":");
+    out.extend_from_slice(json_col(11, "grants_used", b'[')?.as_bytes());
+    out.extend_from_slice(b",\"errors\":");
+    out.extend_from_slice(json_col(12, "errors", b'[')?.as_bytes());
+    out.extend_from_slice(b",\"revision\":");
+    string(out, text(13)?)?;
+    out.extend_from_slice(b",\"engine\":");
+    string(out, text(14)?)?;
+    out.extend_from_slice(b",\"latency_us\":");
+    out.extend_from_slice(latency.to_string().as_bytes());
+    out.extend_from_slice(b",\"client_addr\":");
+    opt_string(out, opt_text(16)?)?;
+    out.extend_from_slice(b",\"method\":");
+    opt_string(out, opt_text(17)?)?;
+    out.extend_from_slice(b",\"path\":");
+    opt_string(out, opt_text(18)?)?;
+    out.extend_from_slice(b",\"status\":");
+    match status {
+        Some(s) => out.extend_from_slice(s.to_string().as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"break_glass\":");
+    out.extend_from_slice(if break_glass { b"true" } else { b"false" });
+    out.extend_from_slice(b",\"redacted\":");
+    out.extend_from_slice(json_col(21, "redacted", b'[')?.as_bytes());
+    out.extend_from_slice(b",\"prev_hash\":");
+    string(out, text(22)?)?;
+    out.extend_from_slice(b",\"hash\":");
+    string(out, text(23)?)?;
+    out.extend_from_slice(b"}\n");
+    Ok(seq)
 }
 
 fn csv_row(r: &DecisionRecord) -> [String; 24] {
