@@ -17,6 +17,7 @@
 //! Decision: `forbid` policies annotated `@hold("why")` live in a separate set. The main set decides; an allow is
 //! turned into `Hold` when a hold policy of the action is satisfied. Any evaluation error in either set is a deny.
 
+mod cache;
 mod convert;
 mod load;
 
@@ -34,6 +35,7 @@ use cedar_policy_core::extensions::Extensions;
 use smol_str::SmolStr;
 use std::collections::BTreeMap;
 
+use self::cache::{GrantTypes, grant_entities};
 use self::convert::{EntityAttrs, hour_and_weekday, ip_value, json_to_value, type_name, uid};
 use self::load::{
     ActionIndex, Loaded, any_action, applies_to, fail, load_policies, load_schema, roles_of,
@@ -57,6 +59,9 @@ const BUILTIN_CONTEXT: [&str; 9] = [
     "grants",
     "break_glass",
 ];
+
+/// Up to this many items, repeats are found by comparing each with those kept (cheaper than hashing).
+const SMALL: usize = 32;
 
 /// Entity type names the engine uses on every request, parsed once.
 #[derive(Debug, Clone)]
@@ -190,7 +195,7 @@ impl CedarBackend {
                 .filter_map(|u| {
                     entity_of
                         .get(u)
-                        .map(|e| AsRef::<ast::Entity>::as_ref(*e).clone())
+                        .map(|e| Arc::new(AsRef::<ast::Entity>::as_ref(*e).clone()))
                 })
                 .collect();
             let key = action.id().unescaped().to_string();
@@ -282,80 +287,46 @@ impl CedarBackend {
         let resource = uid(cache, &request.resource.entity)?;
         let core = |u: &EntityUid| -> ast::EntityUID { u.clone().into() };
 
-        let mut entities: Vec<ast::Entity> = Vec::with_capacity(
-            4 + 2 * grants.len() + request.resource.parents.len() + idx.entities.len(),
+        // A grant id given twice is materialized once, as first given.
+        let unique = first_by_id(grants);
+        let built = grant_entities(
+            &unique,
+            &GrantTypes {
+                grant: self.types.grant.as_ref(),
+                role: self.types.role.as_ref(),
+            },
         );
-        let mut seen: HashSet<ast::EntityUID> = HashSet::with_capacity(entities.capacity());
-        let mut grant_uids: Vec<ast::EntityUID> = Vec::with_capacity(grants.len());
-        let mut role_uids: HashSet<ast::EntityUID> = HashSet::with_capacity(grants.len());
+        let mut entities: Vec<Arc<ast::Entity>> = Vec::with_capacity(
+            4 + 2 * built.len() + request.resource.parents.len() + idx.entities.len(),
+        );
+        let mut grant_uids: Vec<ast::EntityUID> = Vec::with_capacity(built.len());
+        let mut role_uids: HashSet<ast::EntityUID> = HashSet::with_capacity(built.len());
         let mut break_glass = false;
-        for g in grants {
-            let guid = core(&EntityUid::from_type_name_and_id(
-                self.types.grant.clone(),
-                EntityId::new(&g.id),
-            ));
-            if !seen.insert(guid.clone()) {
-                continue;
-            }
-            let role = core(&EntityUid::from_type_name_and_id(
-                self.types.role.clone(),
-                EntityId::new(&g.role),
-            ));
-            let uses_left = g.uses_left().map(i64::from).unwrap_or(-1);
-            let approvers = Value::set(g.approvers.iter().map(|a| Value::from(a.as_str())), None);
-            let attrs: [(SmolStr, PartialValue); 9] = [
-                ("id".into(), Value::from(g.id.as_str()).into()),
-                ("role".into(), Value::from(role.clone()).into()),
-                ("scope".into(), Value::from(g.scope.to_string()).into()),
-                ("starts_at".into(), Value::from(g.starts_at).into()),
-                ("expires_at".into(), Value::from(g.expires_at).into()),
-                ("approvers".into(), approvers.into()),
-                ("reason".into(), Value::from(g.reason.as_str()).into()),
-                ("uses_left".into(), Value::from(uses_left).into()),
-                ("break_glass".into(), Value::from(g.break_glass).into()),
-            ];
-            entities.push(ast::Entity::new_with_attr_partial_value(
-                guid.clone(),
-                attrs,
-                HashSet::new(),
-                HashSet::from([role.clone()]),
-                [],
-            ));
-            grant_uids.push(guid);
-            role_uids.insert(role);
+        for (g, b) in unique.iter().zip(&built) {
+            grant_uids.push(b.grant.uid().clone());
+            role_uids.insert(b.role.uid().clone());
             break_glass |= g.break_glass;
+            entities.push(Arc::clone(&b.grant));
         }
-        for r in &role_uids {
-            if seen.insert(r.clone()) {
-                entities.push(ast::Entity::new_with_attr_partial_value(
-                    r.clone(),
-                    [],
-                    HashSet::new(),
-                    HashSet::new(),
-                    [],
-                ));
-            }
-        }
+        entities.extend(built.iter().map(|b| Arc::clone(&b.role)));
 
         let mut parents: HashSet<ast::EntityUID> =
             HashSet::with_capacity(request.principal.groups.len() + grant_uids.len());
         for g in &request.principal.groups {
-            parents.insert(core(&EntityUid::from_type_name_and_id(
-                self.types.group.clone(),
-                EntityId::new(g),
-            )));
-        }
-        parents.extend(grant_uids.iter().cloned());
-        let principal_core = core(&principal);
-        if seen.insert(principal_core.clone()) {
-            entities.push(ast::Entity::new_with_attr_partial_value(
-                principal_core,
-                [],
-                role_uids,
-                parents,
-                [],
+            parents.insert(ast::EntityUID::from_components(
+                AsRef::<ast::EntityType>::as_ref(&self.types.group).clone(),
+                ast::Eid::new(g.as_str()),
+                None,
             ));
         }
+        parents.extend(grant_uids.iter().cloned());
+        entities.push(Arc::new(ast::Entity::new_with_attr_partial_value(
+            core(&principal),
+            [],
+            role_uids,
+            parents,
+            [],
+        )));
 
         let resource_parents: Vec<ast::EntityUID> = request
             .resource
@@ -364,54 +335,41 @@ impl CedarBackend {
             .map(|p| uid(cache, p).map(|u| core(&u)))
             .collect::<Result<_, _>>()?;
         let declared = self.entity_attrs.by_type.get(&request.resource.entity.ty);
-        let attrs: Vec<(SmolStr, PartialValue)> = request
-            .resource
-            .attrs
-            .iter()
-            .filter_map(|(k, v)| {
-                json_to_value(cache, v, declared.is_some_and(|d| d.contains(k)))
-                    .map(|v| (SmolStr::from(k.as_str()), v.into()))
-            })
-            .collect();
-        let resource_core = core(&resource);
-        if seen.insert(resource_core.clone()) {
-            entities.push(ast::Entity::new_with_attr_partial_value(
-                resource_core,
-                attrs,
-                HashSet::new(),
-                resource_parents.iter().cloned().collect(),
-                [],
-            ));
-        }
+        let attrs = request.resource.attrs.iter().filter_map(|(k, v)| {
+            json_to_value(cache, v, declared.is_some_and(|d| d.contains(k)))
+                .map(|v| (SmolStr::from(k.as_str()), PartialValue::from(v)))
+        });
+        entities.push(Arc::new(ast::Entity::new_with_attr_partial_value(
+            core(&resource),
+            attrs,
+            HashSet::new(),
+            resource_parents.iter().cloned().collect(),
+            [],
+        )));
         for (i, p) in resource_parents.iter().enumerate() {
-            if seen.insert(p.clone()) {
-                let above = resource_parents
-                    .get(i + 1..)
-                    .unwrap_or(&[])
-                    .iter()
-                    .cloned()
-                    .collect();
-                entities.push(ast::Entity::new_with_attr_partial_value(
-                    p.clone(),
-                    [],
-                    HashSet::new(),
-                    above,
-                    [],
-                ));
-            }
+            let above = resource_parents
+                .get(i + 1..)
+                .unwrap_or(&[])
+                .iter()
+                .cloned()
+                .collect();
+            entities.push(Arc::new(ast::Entity::new_with_attr_partial_value(
+                p.clone(),
+                [],
+                HashSet::new(),
+                above,
+                [],
+            )));
         }
-        for e in &idx.entities {
-            if seen.insert(e.uid().clone()) {
-                entities.push(e.clone());
-            }
-        }
-        let entities = CoreEntities::from_entities(
-            entities,
-            None::<&NoEntitiesSchema>,
-            TCComputation::AssumeAlreadyComputed,
-            Extensions::all_available(),
-        )
-        .map_err(|e| format!("entities: {e}"))?;
+        entities.extend(idx.entities.iter().cloned());
+        let entities = CoreEntities::new()
+            .add_entities(
+                first_by_uid(entities),
+                None::<&NoEntitiesSchema>,
+                TCComputation::AssumeAlreadyComputed,
+                Extensions::all_available(),
+            )
+            .map_err(|e| format!("entities: {e}"))?;
 
         let context = self.context(request, grant_uids, break_glass)?;
         let req = Request::new(principal, action_uid, resource, context, None)
@@ -481,6 +439,42 @@ impl CedarBackend {
         }
         out
     }
+}
+
+/// `grants` without later repeats of a grant id.
+fn first_by_id(grants: &[Arc<Grant>]) -> Vec<&Arc<Grant>> {
+    let mut out: Vec<&Arc<Grant>> = Vec::with_capacity(grants.len());
+    if grants.len() <= SMALL {
+        for g in grants {
+            if !out.iter().any(|o| o.id == g.id) {
+                out.push(g);
+            }
+        }
+    } else {
+        let mut seen: HashSet<&str> = HashSet::with_capacity(grants.len());
+        out.extend(grants.iter().filter(|g| seen.insert(g.id.as_str())));
+    }
+    out
+}
+
+/// `entities` without later repeats of a uid (the first one given wins, as for grants).
+fn first_by_uid(entities: Vec<Arc<ast::Entity>>) -> Vec<Arc<ast::Entity>> {
+    let mut out: Vec<Arc<ast::Entity>> = Vec::with_capacity(entities.len());
+    if entities.len() <= SMALL {
+        for e in entities {
+            if !out.iter().any(|o| o.uid() == e.uid()) {
+                out.push(e);
+            }
+        }
+    } else {
+        let mut seen: HashSet<ast::EntityUID> = HashSet::with_capacity(entities.len());
+        out.extend(
+            entities
+                .into_iter()
+                .filter(|e| seen.insert(e.uid().clone())),
+        );
+    }
+    out
 }
 
 fn parse_type(name: &str, schema: &Path) -> Result<EntityTypeName, Diagnostics> {
