@@ -1,23 +1,30 @@
-//! Per-thread cache of the Cedar entities built for grants (the grant and its role), so a decision does not rebuild
-//! them; a cached entry is only ever used for the very `Arc<Grant>` it was built from. Builds no other entity.
+//! Per-thread caches of Cedar entities: those built for each grant (the grant and its role), and the caller's side of
+//! a request (principal, grants, roles, action entities). Entries are only reused for the very same grants.
 //!
-//! Grants are immutable behind their `Arc`: a change (a use spent, a revocation) makes a new `Arc`. An entry is keyed
-//! by the grant's address and keeps a `Weak` to it, which keeps that allocation from being reused, so an address that
-//! matches a live entry is the same grant, unchanged. (`Arc::get_mut` also refuses while a `Weak` exists, so nothing
-//! can mutate a cached grant in place.)
+//! Grants are immutable behind their `Arc`: a change (a use spent, a revocation) makes a new `Arc`. Entries keep a
+//! `Weak` to each grant they were built from, which keeps that allocation from being reused, so an address equal to
+//! a kept one is the same grant, unchanged. (`Arc::get_mut` also refuses while a `Weak` exists, so nothing can mutate
+//! a cached grant in place.) Both caches are bounded: emptied when full, they refill with what is in use.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
 use std::sync::{Arc, Weak};
 
 use cedar_policy_core::ast::{self, Eid, EntityType, EntityUID, PartialValue, Value};
+use cedar_policy_core::entities::Entities as CoreEntities;
 use smol_str::SmolStr;
 
+use crate::entity::EntityRef;
 use crate::grant::Grant;
+use crate::request::AuthzRequest;
 
-/// Entries per thread before the cache is emptied (it refills with the grants in use).
+/// Grant entries per thread before that cache is emptied.
 const MAX_ENTRIES: usize = 4096;
+
+/// Caller-side entries per thread before that cache is emptied.
+const MAX_SIDES: usize = 1024;
 
 /// The Cedar form of one grant.
 #[derive(Debug, Clone)]
@@ -33,30 +40,127 @@ struct Entry {
     built: GrantEntities,
 }
 
-/// Hashes a pointer-sized key by itself: the keys are heap addresses, already well spread once the low bits (always
-/// zero from alignment) are dropped.
-#[derive(Default)]
-struct AddrHasher(u64);
+/// FNV-1a: a cheap hash for the keys of these per-thread maps (addresses and a few short strings; no untrusted party
+/// chooses them in bulk, and a collision only costs a rebuild).
+struct Fnv(u64);
 
-impl Hasher for AddrHasher {
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
-            self.0 = (self.0 << 8) ^ u64::from(*b);
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
         }
     }
     fn write_usize(&mut self, n: usize) {
-        // Spread the address over the high bits too, which hashbrown uses for its control bytes.
-        self.0 = ((n as u64) >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // Heap addresses: the low bits are zero from alignment; multiply to spread the rest over all bits.
+        self.0 = (self.0 ^ (n as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
-type AddrMap = HashMap<usize, Entry, BuildHasherDefault<AddrHasher>>;
+type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+
+/// What a caller-side entry was built from.
+struct SideKey {
+    backend: u64,
+    action: String,
+    principal: EntityRef,
+    groups: Vec<String>,
+    grants: Vec<Weak<Grant>>,
+}
+
+impl SideKey {
+    fn matches(&self, backend: u64, request: &AuthzRequest, grants: &[&Arc<Grant>]) -> bool {
+        self.backend == backend
+            && self.grants.len() == grants.len()
+            && self
+                .grants
+                .iter()
+                .zip(grants)
+                .all(|(w, g)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(g)))
+            && self.principal == request.principal.entity
+            && self.action == request.action
+            && self.groups == request.principal.groups
+    }
+}
 
 thread_local! {
-    static GRANTS: RefCell<AddrMap> = RefCell::new(AddrMap::default());
+    static GRANTS: RefCell<FnvMap<usize, Entry>> = RefCell::new(FnvMap::default());
+    static SIDES: RefCell<FnvMap<u64, (SideKey, Rc<CallerSide>)>> = RefCell::new(FnvMap::default());
+}
+
+/// The caller's side of a request's entities: the principal, its grants and their roles, and the action entities,
+/// ready for the resource side to be added; with the context's `grants` set and `break_glass` flag.
+#[derive(Debug)]
+pub(crate) struct CallerSide {
+    /// The entities, transitively closed.
+    pub(crate) entities: CoreEntities,
+    /// `context.grants`: the grants' uids.
+    pub(crate) grants: Value,
+    /// Whether any of the grants is break-glass.
+    pub(crate) break_glass: bool,
+}
+
+/// The caller side for `request` with `grants` (already without repeated ids) under backend `backend`: this thread's
+/// cached one when it was built from the same backend, action, principal, groups and grant `Arc`s, else `build()`.
+pub(crate) fn caller_side(
+    backend: u64,
+    request: &AuthzRequest,
+    grants: &[&Arc<Grant>],
+    build: impl FnOnce() -> Result<CallerSide, String>,
+) -> Result<Rc<CallerSide>, String> {
+    let mut h = Fnv::default();
+    h.write_u64(backend);
+    h.write(request.action.as_bytes());
+    h.write_u8(0xff);
+    h.write(request.principal.entity.ty.as_bytes());
+    h.write_u8(0xff);
+    h.write(request.principal.entity.id.as_bytes());
+    for g in &request.principal.groups {
+        h.write_u8(0xff);
+        h.write(g.as_bytes());
+    }
+    for g in grants {
+        h.write_usize(Arc::as_ptr(g) as usize);
+    }
+    let key = h.finish();
+    let hit = SIDES.with(|c| {
+        c.try_borrow().ok().and_then(|c| {
+            c.get(&key)
+                .filter(|(k, _)| k.matches(backend, request, grants))
+                .map(|(_, side)| Rc::clone(side))
+        })
+    });
+    if let Some(side) = hit {
+        return Ok(side);
+    }
+    let side = Rc::new(build()?);
+    SIDES.with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut() {
+            if c.len() >= MAX_SIDES {
+                c.clear();
+            }
+            let k = SideKey {
+                backend,
+                action: request.action.clone(),
+                principal: request.principal.entity.clone(),
+                groups: request.principal.groups.clone(),
+                grants: grants.iter().map(|g| Arc::downgrade(g)).collect(),
+            };
+            c.insert(key, (k, Rc::clone(&side)));
+        }
+    });
+    Ok(side)
 }
 
 /// The entity types grants are built with.

@@ -24,18 +24,21 @@ mod load;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
     EntityUid, Request, Response, Schema,
 };
 use cedar_policy_core::ast::{self, PartialValue, Value};
-use cedar_policy_core::entities::{Entities as CoreEntities, NoEntitiesSchema, TCComputation};
+use cedar_policy_core::entities::{
+    Dereference, Entities as CoreEntities, NoEntitiesSchema, TCComputation,
+};
 use cedar_policy_core::extensions::Extensions;
 use smol_str::SmolStr;
 use std::collections::BTreeMap;
 
-use self::cache::{GrantTypes, grant_entities};
+use self::cache::{CallerSide, GrantTypes, caller_side, grant_entities};
 use self::convert::{EntityAttrs, hour_and_weekday, ip_value, json_to_value, type_name, uid};
 use self::load::{
     ActionIndex, Loaded, any_action, applies_to, fail, load_policies, load_schema, roles_of,
@@ -60,6 +63,9 @@ const BUILTIN_CONTEXT: [&str; 9] = [
     "break_glass",
 ];
 
+/// The next [`CedarBackend`] id.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
 /// Up to this many items, repeats are found by comparing each with those kept (cheaper than hashing).
 const SMALL: usize = 32;
 
@@ -74,6 +80,8 @@ struct Types {
 
 /// A validated Cedar policy set with its schema, indexed by action.
 pub struct CedarBackend {
+    /// Unique among the backends of this process, so per-thread caches never mix two bundles' entities.
+    id: u64,
     schema: Schema,
     ids: Vec<String>,
     /// Action id (e.g. `deleteDatabase`) -> the policies that can apply to it.
@@ -236,6 +244,7 @@ impl CedarBackend {
             .collect();
         let ids = unique.iter().map(|l| l.policy.id().to_string()).collect();
         Ok(CedarBackend {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             schema: schema_obj,
             ids,
             by_action,
@@ -269,6 +278,9 @@ impl CedarBackend {
     /// Builds the request and its entities straight from values: no expression evaluation and no transitive-closure
     /// computation (the engine knows the closure: principal -> groups, grants -> roles; resource -> its ancestors;
     /// action entities come from the schema already closed).
+    ///
+    /// The caller's side (principal, grants, roles, action entities) is taken from this thread's cache when the same
+    /// caller, groups, grants (the same `Arc`s) and action were seen last time; the resource side is built each time.
     fn build(
         &self,
         request: &AuthzRequest,
@@ -285,31 +297,73 @@ impl CedarBackend {
         };
         let principal = uid(cache, &request.principal.entity)?;
         let resource = uid(cache, &request.resource.entity)?;
-        let core = |u: &EntityUid| -> ast::EntityUID { u.clone().into() };
-
         // A grant id given twice is materialized once, as first given.
         let unique = first_by_id(grants);
+        let side = caller_side(self.id, request, &unique, || {
+            self.caller_side(request, &unique, &principal, idx)
+        })?;
+        let resource_side = self.resource_side(request, &resource)?;
+        let mut fresh: Vec<Arc<ast::Entity>> = Vec::with_capacity(resource_side.len());
+        let mut entities = None;
+        for e in resource_side {
+            match side.entities.entity(e.uid()) {
+                Dereference::Data(_) if e.uid().entity_type().is_action() => {
+                    // The resource side would shadow an action entity: rare enough to build everything afresh.
+                    entities =
+                        Some(self.all_entities(request, &unique, &principal, &resource, idx)?);
+                    break;
+                }
+                // The caller's side comes first and wins, as in a full build.
+                Dereference::Data(_) => {}
+                _ => fresh.push(e),
+            }
+        }
+        let entities = match entities {
+            Some(e) => e,
+            None if fresh.is_empty() => side.entities.clone(),
+            None => side
+                .entities
+                .clone()
+                .add_entities(
+                    fresh,
+                    None::<&NoEntitiesSchema>,
+                    TCComputation::AssumeAlreadyComputed,
+                    Extensions::all_available(),
+                )
+                .map_err(|e| format!("entities: {e}"))?,
+        };
+        let context = self.context(request, side.grants.clone(), side.break_glass)?;
+        let req = Request::new(principal, action_uid, resource, context, None)
+            .map_err(|e| format!("request: {e}"))?;
+        Ok((req, Entities::from(entities)))
+    }
+
+    /// The principal with its groups and grants as parents and their roles as further ancestors, the grants and roles,
+    /// in that order (repeats not removed), with the grants' uids and whether any is break-glass.
+    fn principal_and_grants(
+        &self,
+        request: &AuthzRequest,
+        grants: &[&Arc<Grant>],
+        principal: &EntityUid,
+    ) -> (Vec<Arc<ast::Entity>>, Vec<ast::EntityUID>, bool) {
         let built = grant_entities(
-            &unique,
+            grants,
             &GrantTypes {
                 grant: self.types.grant.as_ref(),
                 role: self.types.role.as_ref(),
             },
         );
-        let mut entities: Vec<Arc<ast::Entity>> = Vec::with_capacity(
-            4 + 2 * built.len() + request.resource.parents.len() + idx.entities.len(),
-        );
+        let mut entities: Vec<Arc<ast::Entity>> = Vec::with_capacity(1 + 2 * built.len());
         let mut grant_uids: Vec<ast::EntityUID> = Vec::with_capacity(built.len());
         let mut role_uids: HashSet<ast::EntityUID> = HashSet::with_capacity(built.len());
         let mut break_glass = false;
-        for (g, b) in unique.iter().zip(&built) {
+        for (g, b) in grants.iter().zip(&built) {
             grant_uids.push(b.grant.uid().clone());
             role_uids.insert(b.role.uid().clone());
             break_glass |= g.break_glass;
             entities.push(Arc::clone(&b.grant));
         }
         entities.extend(built.iter().map(|b| Arc::clone(&b.role)));
-
         let mut parents: HashSet<ast::EntityUID> =
             HashSet::with_capacity(request.principal.groups.len() + grant_uids.len());
         for g in &request.principal.groups {
@@ -321,26 +375,62 @@ impl CedarBackend {
         }
         parents.extend(grant_uids.iter().cloned());
         entities.push(Arc::new(ast::Entity::new_with_attr_partial_value(
-            core(&principal),
+            principal.clone().into(),
             [],
             role_uids,
             parents,
             [],
         )));
+        (entities, grant_uids, break_glass)
+    }
 
+    /// The caller's side of a request's entities: principal, grants, roles and the action entities.
+    fn caller_side(
+        &self,
+        request: &AuthzRequest,
+        grants: &[&Arc<Grant>],
+        principal: &EntityUid,
+        idx: &ActionIndex,
+    ) -> Result<CallerSide, String> {
+        let (mut entities, grant_uids, break_glass) =
+            self.principal_and_grants(request, grants, principal);
+        entities.extend(idx.entities.iter().cloned());
+        let entities = CoreEntities::new()
+            .add_entities(
+                first_by_uid(entities),
+                None::<&NoEntitiesSchema>,
+                TCComputation::AssumeAlreadyComputed,
+                Extensions::all_available(),
+            )
+            .map_err(|e| format!("entities: {e}"))?;
+        Ok(CallerSide {
+            entities,
+            grants: Value::set(grant_uids.into_iter().map(Value::from), None),
+            break_glass,
+        })
+    }
+
+    /// The resource with its attributes and parents, then each parent with those above it.
+    fn resource_side(
+        &self,
+        request: &AuthzRequest,
+        resource: &EntityUid,
+    ) -> Result<Vec<Arc<ast::Entity>>, String> {
+        let cache = &self.type_cache;
         let resource_parents: Vec<ast::EntityUID> = request
             .resource
             .parents
             .iter()
-            .map(|p| uid(cache, p).map(|u| core(&u)))
+            .map(|p| uid(cache, p).map(ast::EntityUID::from))
             .collect::<Result<_, _>>()?;
         let declared = self.entity_attrs.by_type.get(&request.resource.entity.ty);
         let attrs = request.resource.attrs.iter().filter_map(|(k, v)| {
             json_to_value(cache, v, declared.is_some_and(|d| d.contains(k)))
                 .map(|v| (SmolStr::from(k.as_str()), PartialValue::from(v)))
         });
+        let mut entities = Vec::with_capacity(1 + resource_parents.len());
         entities.push(Arc::new(ast::Entity::new_with_attr_partial_value(
-            core(&resource),
+            resource.clone().into(),
             attrs,
             HashSet::new(),
             resource_parents.iter().cloned().collect(),
@@ -361,26 +451,35 @@ impl CedarBackend {
                 [],
             )));
         }
+        Ok(first_by_uid(entities))
+    }
+
+    /// Every entity of a request, built without the cache: caller's side, resource side, action entities, in that
+    /// order, the first of repeated uids kept.
+    fn all_entities(
+        &self,
+        request: &AuthzRequest,
+        grants: &[&Arc<Grant>],
+        principal: &EntityUid,
+        resource: &EntityUid,
+        idx: &ActionIndex,
+    ) -> Result<CoreEntities, String> {
+        let (mut entities, _, _) = self.principal_and_grants(request, grants, principal);
+        entities.extend(self.resource_side(request, resource)?);
         entities.extend(idx.entities.iter().cloned());
-        let entities = CoreEntities::new()
+        CoreEntities::new()
             .add_entities(
                 first_by_uid(entities),
                 None::<&NoEntitiesSchema>,
                 TCComputation::AssumeAlreadyComputed,
                 Extensions::all_available(),
             )
-            .map_err(|e| format!("entities: {e}"))?;
-
-        let context = self.context(request, grant_uids, break_glass)?;
-        let req = Request::new(principal, action_uid, resource, context, None)
-            .map_err(|e| format!("request: {e}"))?;
-        Ok((req, Entities::from(entities)))
+            .map_err(|e| format!("entities: {e}"))
     }
-
     fn context(
         &self,
         request: &AuthzRequest,
-        grants: Vec<ast::EntityUID>,
+        grants: Value,
         break_glass: bool,
     ) -> Result<Context, String> {
         let c = &request.context;
@@ -410,10 +509,7 @@ impl CedarBackend {
             ("host".into(), text(&c.host)),
             ("query".into(), text(&c.query)),
             ("claims".into(), claims),
-            (
-                "grants".into(),
-                Value::set(grants.into_iter().map(Value::from), None),
-            ),
+            ("grants".into(), grants),
             ("break_glass".into(), Value::from(break_glass)),
         ]);
         let declared = self.entity_attrs.by_action.get(&request.action);
@@ -845,6 +941,21 @@ action write, erase in [writes] appliesTo { principal: [User], resource: [Doc], 
 
     #[test]
     fn roles_come_from_the_scope_or_the_annotation() {
+        let schema = r#"entity Group;
+entity Role;
+entity Grant in [Role] = { uses_left: Long };
+entity User in [Group, Grant];
+entity Workload in [Group, Grant];
+entity Anonymous;
+entity Doc = { owner: User, level: Long };
+type Ctx = { grants: Set<Grant> };
+action read, write, erase appliesTo { principal: [User], resource: [Doc], context: Ctx };
+"#;
+        let load = |src: &str| {
+            Fixture::new(schema)
+                .load(&[("p.cedar", src)])
+                .unwrap_or_else(|d| panic!("{d}"))
+        };
         let b = load(
             r#"
 @id("by-scope") permit (principal in Role::"writer", action == Action::"write", resource);
@@ -918,6 +1029,102 @@ action write, erase in [writes] appliesTo { principal: [User], resource: [Doc], 
         let mut ids = b.policy_ids();
         ids.sort();
         assert_eq!(ids, vec!["any", "group", "hold", "list", "read"]);
+    }
+
+    #[test]
+    fn cached_caller_entities_follow_grant_changes_groups_and_bundles() {
+        let schema = r#"entity Group;
+entity Role;
+entity Grant in [Role] = { uses_left: Long };
+entity User in [Group, Grant];
+entity Workload in [Group, Grant];
+entity Anonymous;
+entity Doc = { owner: User, level: Long };
+type Ctx = { grants: Set<Grant> };
+action read, write, erase appliesTo { principal: [User], resource: [Doc], context: Ctx };
+"#;
+        let load = |src: &str| {
+            Fixture::new(schema)
+                .load(&[("p.cedar", src)])
+                .unwrap_or_else(|d| panic!("{d}"))
+        };
+        let b = load(
+            r#"
+@id("by-scope") permit (principal in Role::"writer", action == Action::"write", resource);
+@id("uses") permit (principal, action == Action::"read", resource) when { context.grants.contains(Grant::"g1") && Grant::"g1".uses_left == 2 };
+@id("group") permit (principal in Group::"r", action == Action::"erase", resource);
+"#,
+        );
+        let writer = grant("g1", "writer");
+        let req = request("write", &[], 0);
+        assert_eq!(
+            b.evaluate(&req, std::slice::from_ref(&writer)).effect,
+            Effect::Allow
+        );
+        assert_eq!(
+            b.evaluate(&req, std::slice::from_ref(&writer)).effect,
+            Effect::Allow
+        );
+        // The same grant id, changed (a new Arc): decided on the new content, also when the old Arc is gone.
+        let reader = grant("g1", "reader");
+        assert_eq!(
+            b.evaluate(&req, std::slice::from_ref(&reader)).effect,
+            Effect::Deny
+        );
+        drop(writer);
+        assert_eq!(b.evaluate(&req, &[reader]).effect, Effect::Deny);
+        assert_eq!(b.evaluate(&req, &[]).effect, Effect::Deny);
+        // Attribute changes of a grant are seen.
+        let mut limited = (*grant("g1", "writer")).clone();
+        limited.max_uses = Some(3);
+        limited.uses = 1;
+        let read = request("read", &[], 0);
+        assert_eq!(
+            b.evaluate(&read, &[Arc::new(limited.clone())]).effect,
+            Effect::Allow
+        );
+        limited.uses = 2;
+        assert_eq!(b.evaluate(&read, &[Arc::new(limited)]).effect, Effect::Deny);
+        // Groups are part of the caller's side.
+        assert_eq!(
+            b.evaluate(&request("erase", &["r"], 0), &[]).effect,
+            Effect::Allow
+        );
+        assert_eq!(
+            b.evaluate(&request("erase", &[], 0), &[]).effect,
+            Effect::Deny
+        );
+        assert_eq!(
+            b.evaluate(&request("erase", &["r"], 0), &[]).effect,
+            Effect::Allow
+        );
+        // Another bundle (whose schema puts `write` in the action group `writes`) never sees this one's entities.
+        let other =
+            self::load(r#"@id("w") permit (principal, action in Action::"writes", resource);"#);
+        let g = grant("g2", "reader");
+        for _ in 0..2 {
+            assert_eq!(
+                b.evaluate(&req, std::slice::from_ref(&g)).effect,
+                Effect::Deny
+            );
+            assert_eq!(
+                other.evaluate(&req, std::slice::from_ref(&g)).effect,
+                Effect::Allow
+            );
+        }
+    }
+
+    #[test]
+    fn a_resource_that_is_also_the_principal_keeps_the_principal_entity() {
+        let b = load(
+            r#"@id("self") permit (principal, action == Action::"read", resource) when { principal in Group::"r" };"#,
+        );
+        let mut r = request("read", &["r"], 0);
+        r.resource.entity = EntityRef::new("User", "alice");
+        r.resource.attrs.clear();
+        for _ in 0..2 {
+            assert_eq!(b.evaluate(&r, &[]).effect, Effect::Allow);
+        }
     }
 
     #[test]
