@@ -33,7 +33,7 @@ pub(crate) struct ActionIndex {
     pub(crate) main: PolicySet,
     pub(crate) holds: Option<PolicySet>,
     /// The action entity and its action-group ancestors, as the schema declares them.
-    pub(crate) entities: Vec<cedar_policy_core::ast::Entity>,
+    pub(crate) entities: Vec<std::sync::Arc<cedar_policy_core::ast::Entity>>,
 }
 
 /// Converts a miette diagnostic (cedar's error type) into ours: the first label gives the position, `related`

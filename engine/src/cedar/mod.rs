@@ -17,23 +17,28 @@
 //! Decision: `forbid` policies annotated `@hold("why")` live in a separate set. The main set decides; an allow is
 //! turned into `Hold` when a hold policy of the action is satisfied. Any evaluation error in either set is a deny.
 
+mod cache;
 mod convert;
 mod load;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
     EntityUid, Request, Response, Schema,
 };
 use cedar_policy_core::ast::{self, PartialValue, Value};
-use cedar_policy_core::entities::{Entities as CoreEntities, NoEntitiesSchema, TCComputation};
+use cedar_policy_core::entities::{
+    Dereference, Entities as CoreEntities, NoEntitiesSchema, TCComputation,
+};
 use cedar_policy_core::extensions::Extensions;
 use smol_str::SmolStr;
 use std::collections::BTreeMap;
 
+use self::cache::{CallerSide, GrantTypes, caller_side, grant_entities};
 use self::convert::{EntityAttrs, hour_and_weekday, ip_value, json_to_value, type_name, uid};
 use self::load::{
     ActionIndex, Loaded, any_action, applies_to, fail, load_policies, load_schema, roles_of,
@@ -58,6 +63,12 @@ const BUILTIN_CONTEXT: [&str; 9] = [
     "break_glass",
 ];
 
+/// The next [`CedarBackend`] id.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Up to this many items, repeats are found by comparing each with those kept (cheaper than hashing).
+const SMALL: usize = 32;
+
 /// Entity type names the engine uses on every request, parsed once.
 #[derive(Debug, Clone)]
 struct Types {
@@ -69,6 +80,8 @@ struct Types {
 
 /// A validated Cedar policy set with its schema, indexed by action.
 pub struct CedarBackend {
+    /// Unique among the backends of this process, so per-thread caches never mix two bundles' entities.
+    id: u64,
     schema: Schema,
     ids: Vec<String>,
     /// Action id (e.g. `deleteDatabase`) -> the policies that can apply to it.
@@ -190,7 +203,7 @@ impl CedarBackend {
                 .filter_map(|u| {
                     entity_of
                         .get(u)
-                        .map(|e| AsRef::<ast::Entity>::as_ref(*e).clone())
+                        .map(|e| Arc::new(AsRef::<ast::Entity>::as_ref(*e).clone()))
                 })
                 .collect();
             let key = action.id().unescaped().to_string();
@@ -231,6 +244,7 @@ impl CedarBackend {
             .collect();
         let ids = unique.iter().map(|l| l.policy.id().to_string()).collect();
         Ok(CedarBackend {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             schema: schema_obj,
             ids,
             by_action,
@@ -264,6 +278,9 @@ impl CedarBackend {
     /// Builds the request and its entities straight from values: no expression evaluation and no transitive-closure
     /// computation (the engine knows the closure: principal -> groups, grants -> roles; resource -> its ancestors;
     /// action entities come from the schema already closed).
+    ///
+    /// The caller's side (principal, grants, roles, action entities) is taken from this thread's cache when the same
+    /// caller, groups, grants (the same `Arc`s) and action were seen last time; the resource side is built each time.
     fn build(
         &self,
         request: &AuthzRequest,
@@ -280,149 +297,189 @@ impl CedarBackend {
         };
         let principal = uid(cache, &request.principal.entity)?;
         let resource = uid(cache, &request.resource.entity)?;
-        let core = |u: &EntityUid| -> ast::EntityUID { u.clone().into() };
-
-        let mut entities: Vec<ast::Entity> = Vec::with_capacity(
-            4 + 2 * grants.len() + request.resource.parents.len() + idx.entities.len(),
-        );
-        let mut seen: HashSet<ast::EntityUID> = HashSet::with_capacity(entities.capacity());
-        let mut grant_uids: Vec<ast::EntityUID> = Vec::with_capacity(grants.len());
-        let mut role_uids: HashSet<ast::EntityUID> = HashSet::with_capacity(grants.len());
-        let mut break_glass = false;
-        for g in grants {
-            let guid = core(&EntityUid::from_type_name_and_id(
-                self.types.grant.clone(),
-                EntityId::new(&g.id),
-            ));
-            if !seen.insert(guid.clone()) {
-                continue;
-            }
-            let role = core(&EntityUid::from_type_name_and_id(
-                self.types.role.clone(),
-                EntityId::new(&g.role),
-            ));
-            let uses_left = g.uses_left().map(i64::from).unwrap_or(-1);
-            let approvers = Value::set(g.approvers.iter().map(|a| Value::from(a.as_str())), None);
-            let attrs: [(SmolStr, PartialValue); 9] = [
-                ("id".into(), Value::from(g.id.as_str()).into()),
-                ("role".into(), Value::from(role.clone()).into()),
-                ("scope".into(), Value::from(g.scope.to_string()).into()),
-                ("starts_at".into(), Value::from(g.starts_at).into()),
-                ("expires_at".into(), Value::from(g.expires_at).into()),
-                ("approvers".into(), approvers.into()),
-                ("reason".into(), Value::from(g.reason.as_str()).into()),
-                ("uses_left".into(), Value::from(uses_left).into()),
-                ("break_glass".into(), Value::from(g.break_glass).into()),
-            ];
-            entities.push(ast::Entity::new_with_attr_partial_value(
-                guid.clone(),
-                attrs,
-                HashSet::new(),
-                HashSet::from([role.clone()]),
-                [],
-            ));
-            grant_uids.push(guid);
-            role_uids.insert(role);
-            break_glass |= g.break_glass;
-        }
-        for r in &role_uids {
-            if seen.insert(r.clone()) {
-                entities.push(ast::Entity::new_with_attr_partial_value(
-                    r.clone(),
-                    [],
-                    HashSet::new(),
-                    HashSet::new(),
-                    [],
-                ));
+        // A grant id given twice is materialized once, as first given.
+        let unique = first_by_id(grants);
+        let side = caller_side(self.id, request, &unique, || {
+            self.caller_side(request, &unique, &principal, idx)
+        })?;
+        let resource_side = self.resource_side(request, &resource)?;
+        let mut fresh: Vec<Arc<ast::Entity>> = Vec::with_capacity(resource_side.len());
+        let mut entities = None;
+        for e in resource_side {
+            match side.entities.entity(e.uid()) {
+                Dereference::Data(_) if e.uid().entity_type().is_action() => {
+                    // The resource side would shadow an action entity: rare enough to build everything afresh.
+                    entities =
+                        Some(self.all_entities(request, &unique, &principal, &resource, idx)?);
+                    break;
+                }
+                // The caller's side comes first and wins, as in a full build.
+                Dereference::Data(_) => {}
+                _ => fresh.push(e),
             }
         }
-
-        let mut parents: HashSet<ast::EntityUID> =
-            HashSet::with_capacity(request.principal.groups.len() + grant_uids.len());
-        for g in &request.principal.groups {
-            parents.insert(core(&EntityUid::from_type_name_and_id(
-                self.types.group.clone(),
-                EntityId::new(g),
-            )));
-        }
-        parents.extend(grant_uids.iter().cloned());
-        let principal_core = core(&principal);
-        if seen.insert(principal_core.clone()) {
-            entities.push(ast::Entity::new_with_attr_partial_value(
-                principal_core,
-                [],
-                role_uids,
-                parents,
-                [],
-            ));
-        }
-
-        let resource_parents: Vec<ast::EntityUID> = request
-            .resource
-            .parents
-            .iter()
-            .map(|p| uid(cache, p).map(|u| core(&u)))
-            .collect::<Result<_, _>>()?;
-        let declared = self.entity_attrs.by_type.get(&request.resource.entity.ty);
-        let attrs: Vec<(SmolStr, PartialValue)> = request
-            .resource
-            .attrs
-            .iter()
-            .filter_map(|(k, v)| {
-                json_to_value(cache, v, declared.is_some_and(|d| d.contains(k)))
-                    .map(|v| (SmolStr::from(k.as_str()), v.into()))
-            })
-            .collect();
-        let resource_core = core(&resource);
-        if seen.insert(resource_core.clone()) {
-            entities.push(ast::Entity::new_with_attr_partial_value(
-                resource_core,
-                attrs,
-                HashSet::new(),
-                resource_parents.iter().cloned().collect(),
-                [],
-            ));
-        }
-        for (i, p) in resource_parents.iter().enumerate() {
-            if seen.insert(p.clone()) {
-                let above = resource_parents
-                    .get(i + 1..)
-                    .unwrap_or(&[])
-                    .iter()
-                    .cloned()
-                    .collect();
-                entities.push(ast::Entity::new_with_attr_partial_value(
-                    p.clone(),
-                    [],
-                    HashSet::new(),
-                    above,
-                    [],
-                ));
-            }
-        }
-        for e in &idx.entities {
-            if seen.insert(e.uid().clone()) {
-                entities.push(e.clone());
-            }
-        }
-        let entities = CoreEntities::from_entities(
-            entities,
-            None::<&NoEntitiesSchema>,
-            TCComputation::AssumeAlreadyComputed,
-            Extensions::all_available(),
-        )
-        .map_err(|e| format!("entities: {e}"))?;
-
-        let context = self.context(request, grant_uids, break_glass)?;
+        let entities = match entities {
+            Some(e) => e,
+            None if fresh.is_empty() => side.entities.clone(),
+            None => side
+                .entities
+                .clone()
+                .add_entities(
+                    fresh,
+                    None::<&NoEntitiesSchema>,
+                    TCComputation::AssumeAlreadyComputed,
+                    Extensions::all_available(),
+                )
+                .map_err(|e| format!("entities: {e}"))?,
+        };
+        let context = self.context(request, side.grants.clone(), side.break_glass)?;
         let req = Request::new(principal, action_uid, resource, context, None)
             .map_err(|e| format!("request: {e}"))?;
         Ok((req, Entities::from(entities)))
     }
 
+    /// The principal with its groups and grants as parents and their roles as further ancestors, the grants and roles,
+    /// in that order (repeats not removed), with the grants' uids and whether any is break-glass.
+    fn principal_and_grants(
+        &self,
+        request: &AuthzRequest,
+        grants: &[&Arc<Grant>],
+        principal: &EntityUid,
+    ) -> (Vec<Arc<ast::Entity>>, Vec<ast::EntityUID>, bool) {
+        let built = grant_entities(
+            grants,
+            &GrantTypes {
+                grant: self.types.grant.as_ref(),
+                role: self.types.role.as_ref(),
+            },
+        );
+        let mut entities: Vec<Arc<ast::Entity>> = Vec::with_capacity(1 + 2 * built.len());
+        let mut grant_uids: Vec<ast::EntityUID> = Vec::with_capacity(built.len());
+        let mut role_uids: HashSet<ast::EntityUID> = HashSet::with_capacity(built.len());
+        let mut break_glass = false;
+        for (g, b) in grants.iter().zip(&built) {
+            grant_uids.push(b.grant.uid().clone());
+            role_uids.insert(b.role.uid().clone());
+            break_glass |= g.break_glass;
+            entities.push(Arc::clone(&b.grant));
+        }
+        entities.extend(built.iter().map(|b| Arc::clone(&b.role)));
+        let mut parents: HashSet<ast::EntityUID> =
+            HashSet::with_capacity(request.principal.groups.len() + grant_uids.len());
+        for g in &request.principal.groups {
+            parents.insert(ast::EntityUID::from_components(
+                AsRef::<ast::EntityType>::as_ref(&self.types.group).clone(),
+                ast::Eid::new(g.as_str()),
+                None,
+            ));
+        }
+        parents.extend(grant_uids.iter().cloned());
+        entities.push(Arc::new(ast::Entity::new_with_attr_partial_value(
+            principal.clone().into(),
+            [],
+            role_uids,
+            parents,
+            [],
+        )));
+        (entities, grant_uids, break_glass)
+    }
+
+    /// The caller's side of a request's entities: principal, grants, roles and the action entities.
+    fn caller_side(
+        &self,
+        request: &AuthzRequest,
+        grants: &[&Arc<Grant>],
+        principal: &EntityUid,
+        idx: &ActionIndex,
+    ) -> Result<CallerSide, String> {
+        let (mut entities, grant_uids, break_glass) =
+            self.principal_and_grants(request, grants, principal);
+        entities.extend(idx.entities.iter().cloned());
+        let entities = CoreEntities::new()
+            .add_entities(
+                first_by_uid(entities),
+                None::<&NoEntitiesSchema>,
+                TCComputation::AssumeAlreadyComputed,
+                Extensions::all_available(),
+            )
+            .map_err(|e| format!("entities: {e}"))?;
+        Ok(CallerSide {
+            entities,
+            grants: Value::set(grant_uids.into_iter().map(Value::from), None),
+            break_glass,
+        })
+    }
+
+    /// The resource with its attributes and parents, then each parent with those above it.
+    fn resource_side(
+        &self,
+        request: &AuthzRequest,
+        resource: &EntityUid,
+    ) -> Result<Vec<Arc<ast::Entity>>, String> {
+        let cache = &self.type_cache;
+        let resource_parents: Vec<ast::EntityUID> = request
+            .resource
+            .parents
+            .iter()
+            .map(|p| uid(cache, p).map(ast::EntityUID::from))
+            .collect::<Result<_, _>>()?;
+        let declared = self.entity_attrs.by_type.get(&request.resource.entity.ty);
+        let attrs = request.resource.attrs.iter().filter_map(|(k, v)| {
+            json_to_value(cache, v, declared.is_some_and(|d| d.contains(k)))
+                .map(|v| (SmolStr::from(k.as_str()), PartialValue::from(v)))
+        });
+        let mut entities = Vec::with_capacity(1 + resource_parents.len());
+        entities.push(Arc::new(ast::Entity::new_with_attr_partial_value(
+            resource.clone().into(),
+            attrs,
+            HashSet::new(),
+            resource_parents.iter().cloned().collect(),
+            [],
+        )));
+        for (i, p) in resource_parents.iter().enumerate() {
+            let above = resource_parents
+                .get(i + 1..)
+                .unwrap_or(&[])
+                .iter()
+                .cloned()
+                .collect();
+            entities.push(Arc::new(ast::Entity::new_with_attr_partial_value(
+                p.clone(),
+                [],
+                HashSet::new(),
+                above,
+                [],
+            )));
+        }
+        Ok(first_by_uid(entities))
+    }
+
+    /// Every entity of a request, built without the cache: caller's side, resource side, action entities, in that
+    /// order, the first of repeated uids kept.
+    fn all_entities(
+        &self,
+        request: &AuthzRequest,
+        grants: &[&Arc<Grant>],
+        principal: &EntityUid,
+        resource: &EntityUid,
+        idx: &ActionIndex,
+    ) -> Result<CoreEntities, String> {
+        let (mut entities, _, _) = self.principal_and_grants(request, grants, principal);
+        entities.extend(self.resource_side(request, resource)?);
+        entities.extend(idx.entities.iter().cloned());
+        CoreEntities::new()
+            .add_entities(
+                first_by_uid(entities),
+                None::<&NoEntitiesSchema>,
+                TCComputation::AssumeAlreadyComputed,
+                Extensions::all_available(),
+            )
+            .map_err(|e| format!("entities: {e}"))
+    }
     fn context(
         &self,
         request: &AuthzRequest,
-        grants: Vec<ast::EntityUID>,
+        grants: Value,
         break_glass: bool,
     ) -> Result<Context, String> {
         let c = &request.context;
@@ -452,10 +509,7 @@ impl CedarBackend {
             ("host".into(), text(&c.host)),
             ("query".into(), text(&c.query)),
             ("claims".into(), claims),
-            (
-                "grants".into(),
-                Value::set(grants.into_iter().map(Value::from), None),
-            ),
+            ("grants".into(), grants),
             ("break_glass".into(), Value::from(break_glass)),
         ]);
         let declared = self.entity_attrs.by_action.get(&request.action);
@@ -481,6 +535,42 @@ impl CedarBackend {
         }
         out
     }
+}
+
+/// `grants` without later repeats of a grant id.
+fn first_by_id(grants: &[Arc<Grant>]) -> Vec<&Arc<Grant>> {
+    let mut out: Vec<&Arc<Grant>> = Vec::with_capacity(grants.len());
+    if grants.len() <= SMALL {
+        for g in grants {
+            if !out.iter().any(|o| o.id == g.id) {
+                out.push(g);
+            }
+        }
+    } else {
+        let mut seen: HashSet<&str> = HashSet::with_capacity(grants.len());
+        out.extend(grants.iter().filter(|g| seen.insert(g.id.as_str())));
+    }
+    out
+}
+
+/// `entities` without later repeats of a uid (the first one given wins, as for grants).
+fn first_by_uid(entities: Vec<Arc<ast::Entity>>) -> Vec<Arc<ast::Entity>> {
+    let mut out: Vec<Arc<ast::Entity>> = Vec::with_capacity(entities.len());
+    if entities.len() <= SMALL {
+        for e in entities {
+            if !out.iter().any(|o| o.uid() == e.uid()) {
+                out.push(e);
+            }
+        }
+    } else {
+        let mut seen: HashSet<ast::EntityUID> = HashSet::with_capacity(entities.len());
+        out.extend(
+            entities
+                .into_iter()
+                .filter(|e| seen.insert(e.uid().clone())),
+        );
+    }
+    out
 }
 
 fn parse_type(name: &str, schema: &Path) -> Result<EntityTypeName, Diagnostics> {
@@ -851,6 +941,21 @@ action write, erase in [writes] appliesTo { principal: [User], resource: [Doc], 
 
     #[test]
     fn roles_come_from_the_scope_or_the_annotation() {
+        let schema = r#"entity Group;
+entity Role;
+entity Grant in [Role] = { uses_left: Long };
+entity User in [Group, Grant];
+entity Workload in [Group, Grant];
+entity Anonymous;
+entity Doc = { owner: User, level: Long };
+type Ctx = { grants: Set<Grant> };
+action read, write, erase appliesTo { principal: [User], resource: [Doc], context: Ctx };
+"#;
+        let load = |src: &str| {
+            Fixture::new(schema)
+                .load(&[("p.cedar", src)])
+                .unwrap_or_else(|d| panic!("{d}"))
+        };
         let b = load(
             r#"
 @id("by-scope") permit (principal in Role::"writer", action == Action::"write", resource);
@@ -924,6 +1029,102 @@ action write, erase in [writes] appliesTo { principal: [User], resource: [Doc], 
         let mut ids = b.policy_ids();
         ids.sort();
         assert_eq!(ids, vec!["any", "group", "hold", "list", "read"]);
+    }
+
+    #[test]
+    fn cached_caller_entities_follow_grant_changes_groups_and_bundles() {
+        let schema = r#"entity Group;
+entity Role;
+entity Grant in [Role] = { uses_left: Long };
+entity User in [Group, Grant];
+entity Workload in [Group, Grant];
+entity Anonymous;
+entity Doc = { owner: User, level: Long };
+type Ctx = { grants: Set<Grant> };
+action read, write, erase appliesTo { principal: [User], resource: [Doc], context: Ctx };
+"#;
+        let load = |src: &str| {
+            Fixture::new(schema)
+                .load(&[("p.cedar", src)])
+                .unwrap_or_else(|d| panic!("{d}"))
+        };
+        let b = load(
+            r#"
+@id("by-scope") permit (principal in Role::"writer", action == Action::"write", resource);
+@id("uses") permit (principal, action == Action::"read", resource) when { context.grants.contains(Grant::"g1") && Grant::"g1".uses_left == 2 };
+@id("group") permit (principal in Group::"r", action == Action::"erase", resource);
+"#,
+        );
+        let writer = grant("g1", "writer");
+        let req = request("write", &[], 0);
+        assert_eq!(
+            b.evaluate(&req, std::slice::from_ref(&writer)).effect,
+            Effect::Allow
+        );
+        assert_eq!(
+            b.evaluate(&req, std::slice::from_ref(&writer)).effect,
+            Effect::Allow
+        );
+        // The same grant id, changed (a new Arc): decided on the new content, also when the old Arc is gone.
+        let reader = grant("g1", "reader");
+        assert_eq!(
+            b.evaluate(&req, std::slice::from_ref(&reader)).effect,
+            Effect::Deny
+        );
+        drop(writer);
+        assert_eq!(b.evaluate(&req, &[reader]).effect, Effect::Deny);
+        assert_eq!(b.evaluate(&req, &[]).effect, Effect::Deny);
+        // Attribute changes of a grant are seen.
+        let mut limited = (*grant("g1", "writer")).clone();
+        limited.max_uses = Some(3);
+        limited.uses = 1;
+        let read = request("read", &[], 0);
+        assert_eq!(
+            b.evaluate(&read, &[Arc::new(limited.clone())]).effect,
+            Effect::Allow
+        );
+        limited.uses = 2;
+        assert_eq!(b.evaluate(&read, &[Arc::new(limited)]).effect, Effect::Deny);
+        // Groups are part of the caller's side.
+        assert_eq!(
+            b.evaluate(&request("erase", &["r"], 0), &[]).effect,
+            Effect::Allow
+        );
+        assert_eq!(
+            b.evaluate(&request("erase", &[], 0), &[]).effect,
+            Effect::Deny
+        );
+        assert_eq!(
+            b.evaluate(&request("erase", &["r"], 0), &[]).effect,
+            Effect::Allow
+        );
+        // Another bundle (whose schema puts `write` in the action group `writes`) never sees this one's entities.
+        let other =
+            self::load(r#"@id("w") permit (principal, action in Action::"writes", resource);"#);
+        let g = grant("g2", "reader");
+        for _ in 0..2 {
+            assert_eq!(
+                b.evaluate(&req, std::slice::from_ref(&g)).effect,
+                Effect::Deny
+            );
+            assert_eq!(
+                other.evaluate(&req, std::slice::from_ref(&g)).effect,
+                Effect::Allow
+            );
+        }
+    }
+
+    #[test]
+    fn a_resource_that_is_also_the_principal_keeps_the_principal_entity() {
+        let b = load(
+            r#"@id("self") permit (principal, action == Action::"read", resource) when { principal in Group::"r" };"#,
+        );
+        let mut r = request("read", &["r"], 0);
+        r.resource.entity = EntityRef::new("User", "alice");
+        r.resource.attrs.clear();
+        for _ in 0..2 {
+            assert_eq!(b.evaluate(&r, &[]).effect, Effect::Allow);
+        }
     }
 
     #[test]
