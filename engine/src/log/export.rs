@@ -23,7 +23,7 @@ pub enum Format {
     /// `seq,id,time,kind,request_id,principal,action,resource,decision,policies,grants_used,errors,revision,engine,
     /// latency_us,client_addr,method,path,status,break_glass,redacted,context,prev_hash,hash`.
     Csv,
-    /// One OCSF 1.1 "API Activity" event (class_uid 6003) as JSON per line; see [`ocsf_event`].
+    /// One OCSF 1.4.0 "API Activity" event (class_uid 6003) as JSON per line; see [`ocsf_event`].
     Ocsf,
 }
 
@@ -370,30 +370,46 @@ fn csv_row(r: &DecisionRecord) -> [String; 24] {
     ]
 }
 
-/// Maps a record to an OCSF 1.1 event of class **API Activity** (`class_uid` 6003, category "Application
-/// Activity", `category_uid` 6). API Activity fits better than "Authorize Session" (3003), which describes
-/// privileges assigned to a login session, whereas each record is the outcome of one API call against a policy.
+/// The OCSF schema version the export follows (`metadata.version`). 1.4.0 is the first release in which API
+/// Activity takes the `security_control` profile, and so `disposition_id` and `action_id`.
+pub const OCSF_VERSION: &str = "1.4.0";
+
+/// The `http_request.http_method` values OCSF 1.4.0 defines (PATCH only arrived in 1.5.0); another method is kept
+/// under `unmapped.method`.
+const OCSF_HTTP_METHODS: [&str; 8] = [
+    "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT", "TRACE",
+];
+
+/// Maps a record to an OCSF 1.4.0 event of class **API Activity** (`class_uid` 6003, category "Application
+/// Activity", `category_uid` 6), with the `security_control` profile (listed in `metadata.profiles`) for the
+/// outcome. API Activity fits better than "Authorize Session" (3003), which describes privileges assigned to a login
+/// session, whereas each record is the outcome of one API call against a policy. Every event validates against
+/// `schemas/ocsf/api_activity-1.4.schema.json`; no attribute is written as null: an absent value leaves it out.
 ///
 /// | OCSF field | from the record |
 /// |---|---|
 /// | `activity_id` / `activity_name` | HTTP method: POST 1 Create, GET/HEAD 2 Read, PUT/PATCH 3 Update, DELETE 4 Delete, else 99 Other; lifecycle/checkpoint 99 Other |
-/// | `type_uid` | `600300 + activity_id` |
-/// | `time` | `time` as epoch milliseconds |
-/// | `disposition_id` / `disposition` | allow 1 Allowed; deny, error 2 Blocked; hold 14 Delayed; none 0 Unknown |
-/// | `status_id` / `status` | allow 1 Success; deny, error 2 Failure; otherwise 0 Unknown |
-/// | `severity_id` | 1 Informational (3 Medium for break-glass) |
-/// | `metadata.product` | `{name: jitgate, vendor_name: jitgate}`, `metadata.uid` = `id`, `metadata.correlation_uid` = `request_id` |
-/// | `actor.user.uid` | `principal` |
-/// | `api.operation` | `action`; `api.request.uid` = `request_id`; `api.response.code` = `status` |
-/// | `resources[]` | `[{uid: resource, type: <entity type>}]` |
-/// | `src_endpoint.ip` | `client_addr` (port stripped) |
-/// | `http_request` | `http_method` = `method`, `url.path` = `path` |
-/// | `unmapped` | `seq`, `kind`, `policies`, `grants_used`, `errors`, `revision`, `engine`, `latency_us`, `break_glass`, `redacted`, `context`, `prev_hash`, `hash` |
+/// | `type_uid` / `type_name` | `600300 + activity_id` / `API Activity: <activity_name>` |
+/// | `time` / `timezone_offset` | `time` as epoch milliseconds / 0 (UTC) |
+/// | `disposition_id` / `disposition` | allow 1 Allowed; deny 2 Blocked; error 27 Error; hold 14 Delayed; none 0 Unknown |
+/// | `action_id` / `action` | allow 1 Allowed; deny, error 2 Denied; hold, none 0 Unknown (no allow or deny yet) |
+/// | `status_id` / `status` | allow 1 Success; deny, error 2 Failure; otherwise 0 Unknown; `status_detail` = `errors` joined with `; ` |
+/// | `severity_id` / `severity` | 1 Informational (3 Medium for break-glass); `is_alert` = `break_glass` |
+/// | `metadata` | `version` 1.4.0, `profiles` `[security_control]`, `uid` = `id`, `correlation_uid` = `request_id`, `original_time` = `time`, `log_name` decisions, `log_provider` jitgate, `product` `{name: jitgate, vendor_name: jitgate, version}` |
+/// | `actor` | `user.uid` = `principal`; no principal: `user.name` anonymous (an unauthenticated request), or `app_name` jitgate (lifecycle, checkpoint) |
+/// | `api` | `operation` = `action` (else the method, else the kind); `request.uid` = `request_id`; `response.code` = `status` |
+/// | `resources[]` | `[{uid: resource, type: <entity type>}]`, when there is a resource |
+/// | `src_endpoint` | `ip` = `client_addr` (port stripped); not an IP: `name` = `client_addr`; none (lifecycle events, checkpoints): `name` jitgate |
+/// | `http_request` | `http_method` = `method` (OCSF 1.4.0 values only), `url.path` = `path` |
+/// | `http_response` | `code` = `status` |
+/// | `unmapped` | `seq`, `kind`, `policies`, `grants_used`, `errors`, `revision`, `engine`, `latency_us`, `break_glass`, `redacted`, `context`, `prev_hash`, `hash`, and `method` when OCSF has no value for it |
 pub fn ocsf_event(r: &DecisionRecord) -> Value {
-    let (activity_id, activity_name) = match (
-        r.kind,
-        r.method.as_deref().map(str::to_ascii_uppercase).as_deref(),
-    ) {
+    let method = r
+        .method
+        .as_deref()
+        .filter(|m| !m.is_empty())
+        .map(str::to_ascii_uppercase);
+    let (activity_id, activity_name) = match (r.kind, method.as_deref()) {
         (RecordKind::Decision, Some("POST")) => (1, "Create"),
         (RecordKind::Decision, Some("GET" | "HEAD")) => (2, "Read"),
         (RecordKind::Decision, Some("PUT" | "PATCH")) => (3, "Update"),
@@ -402,20 +418,102 @@ pub fn ocsf_event(r: &DecisionRecord) -> Value {
     };
     let (disposition_id, disposition) = match r.decision {
         Some(Outcome::Allow) => (1, "Allowed"),
-        Some(Outcome::Deny | Outcome::Error) => (2, "Blocked"),
+        Some(Outcome::Deny) => (2, "Blocked"),
+        Some(Outcome::Error) => (27, "Error"),
         Some(Outcome::Hold) => (14, "Delayed"),
         None => (0, "Unknown"),
+    };
+    let (action_id, action) = match r.decision {
+        Some(Outcome::Allow) => (1, "Allowed"),
+        Some(Outcome::Deny | Outcome::Error) => (2, "Denied"),
+        Some(Outcome::Hold) | None => (0, "Unknown"),
     };
     let (status_id, status) = match r.decision {
         Some(Outcome::Allow) => (1, "Success"),
         Some(Outcome::Deny | Outcome::Error) => (2, "Failure"),
         _ => (0, "Unknown"),
     };
+    let (severity_id, severity) = if r.break_glass {
+        (3, "Medium")
+    } else {
+        (1, "Informational")
+    };
     let time_ms = parse_time(&r.time)
         .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
         .unwrap_or(0);
-    let resource_type = r.resource.split_once("::\"").map(|(t, _)| t).unwrap_or("");
-    let ip = r.client_addr.as_deref().map(strip_port);
+    let nonempty = |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(str::to_string);
+    let request_id = nonempty(&r.request_id);
+
+    let mut metadata = json!({
+        "version": OCSF_VERSION,
+        "profiles": ["security_control"],
+        "uid": r.id,
+        "original_time": r.time,
+        "log_name": "decisions",
+        "log_provider": "jitgate",
+        "product": {"name": "jitgate", "vendor_name": "jitgate", "version": env!("CARGO_PKG_VERSION")},
+    });
+    if let (Some(m), Some(id)) = (metadata.as_object_mut(), &request_id) {
+        m.insert("correlation_uid".into(), json!(id));
+    }
+
+    let actor = if !r.principal.is_empty() {
+        json!({"user": {"uid": r.principal}})
+    } else if r.kind == RecordKind::Decision {
+        json!({"user": {"name": "anonymous"}})
+    } else {
+        json!({"app_name": "jitgate"})
+    };
+
+    let operation = if !r.action.is_empty() {
+        r.action.clone()
+    } else {
+        method
+            .clone()
+            .unwrap_or_else(|| r.kind.as_str().to_string())
+    };
+    let mut api = serde_json::Map::new();
+    api.insert("operation".into(), json!(operation));
+    if let Some(id) = &request_id {
+        api.insert("request".into(), json!({"uid": id}));
+    }
+    if let Some(code) = r.status {
+        api.insert("response".into(), json!({"code": code}));
+    }
+
+    let src_endpoint = match nonempty(&r.client_addr) {
+        Some(addr) => match ip_of(&addr) {
+            Some(ip) => json!({"ip": ip}),
+            None => json!({"name": addr}),
+        },
+        None => json!({"name": "jitgate"}),
+    };
+
+    let mut unmapped = json!({
+        "seq": r.seq,
+        "kind": r.kind,
+        "policies": r.policies,
+        "grants_used": r.grants_used,
+        "errors": r.errors,
+        "revision": r.revision,
+        "engine": r.engine,
+        "latency_us": r.latency_us,
+        "break_glass": r.break_glass,
+        "redacted": r.redacted,
+        "context": r.context,
+        "prev_hash": r.prev_hash,
+        "hash": r.hash,
+    });
+    let http_method = method
+        .as_deref()
+        .filter(|m| OCSF_HTTP_METHODS.contains(m))
+        .map(str::to_string);
+    if let (Some(u), Some(m), None) = (unmapped.as_object_mut(), &r.method, &http_method) {
+        if !m.is_empty() {
+            u.insert("method".into(), json!(m));
+        }
+    }
+
     let mut ev = json!({
         "class_uid": 6003,
         "class_name": "API Activity",
@@ -424,63 +522,63 @@ pub fn ocsf_event(r: &DecisionRecord) -> Value {
         "activity_id": activity_id,
         "activity_name": activity_name,
         "type_uid": 600300 + activity_id,
+        "type_name": format!("API Activity: {activity_name}"),
         "time": time_ms,
-        "severity_id": if r.break_glass { 3 } else { 1 },
+        "timezone_offset": 0,
+        "severity_id": severity_id,
+        "severity": severity,
+        "action_id": action_id,
+        "action": action,
         "disposition_id": disposition_id,
         "disposition": disposition,
+        "is_alert": r.break_glass,
         "status_id": status_id,
         "status": status,
         "message": format!("{} {} on {}", r.decision.map_or("none", Outcome::as_str), r.action, r.resource),
-        "metadata": {
-            "version": "1.1.0",
-            "uid": r.id,
-            "correlation_uid": r.request_id,
-            "log_name": "decisions",
-            "product": {"name": "jitgate", "vendor_name": "jitgate", "version": env!("CARGO_PKG_VERSION")},
-        },
-        "actor": {"user": {"uid": r.principal}},
-        "api": {
-            "operation": r.action,
-            "request": {"uid": r.request_id},
-            "response": {"code": r.status},
-        },
-        "resources": [{"uid": r.resource, "type": resource_type}],
-        "unmapped": {
-            "seq": r.seq,
-            "kind": r.kind,
-            "policies": r.policies,
-            "grants_used": r.grants_used,
-            "errors": r.errors,
-            "revision": r.revision,
-            "engine": r.engine,
-            "latency_us": r.latency_us,
-            "break_glass": r.break_glass,
-            "redacted": r.redacted,
-            "context": r.context,
-            "prev_hash": r.prev_hash,
-            "hash": r.hash,
-        },
+        "metadata": metadata,
+        "actor": actor,
+        "api": api,
+        "src_endpoint": src_endpoint,
+        "unmapped": unmapped,
     });
     if let Some(obj) = ev.as_object_mut() {
-        if let Some(ip) = ip {
-            obj.insert("src_endpoint".into(), json!({"ip": ip}));
+        if !r.errors.is_empty() {
+            obj.insert("status_detail".into(), json!(r.errors.join("; ")));
         }
-        if r.method.is_some() || r.path.is_some() {
-            obj.insert(
-                "http_request".into(),
-                json!({"http_method": r.method, "url": {"path": r.path}}),
-            );
+        if !r.resource.is_empty() {
+            let mut res = serde_json::Map::new();
+            res.insert("uid".into(), json!(r.resource));
+            if let Some((ty, _)) = r.resource.split_once("::\"").filter(|(t, _)| !t.is_empty()) {
+                res.insert("type".into(), json!(ty));
+            }
+            obj.insert("resources".into(), json!([res]));
+        }
+        let path = nonempty(&r.path);
+        if http_method.is_some() || path.is_some() {
+            let mut req = serde_json::Map::new();
+            if let Some(m) = http_method {
+                req.insert("http_method".into(), json!(m));
+            }
+            if let Some(p) = path {
+                req.insert("url".into(), json!({"path": p}));
+            }
+            obj.insert("http_request".into(), Value::Object(req));
+        }
+        if let Some(code) = r.status {
+            obj.insert("http_response".into(), json!({"code": code}));
         }
     }
     ev
 }
 
-/// `1.2.3.4:5678` -> `1.2.3.4`, `[::1]:80` -> `::1`; anything else unchanged.
-fn strip_port(addr: &str) -> String {
-    match addr.parse::<std::net::SocketAddr>() {
-        Ok(sa) => sa.ip().to_string(),
-        Err(_) => addr.to_string(),
+/// The IP address of `1.2.3.4:5678`, `[::1]:80`, `1.2.3.4` or `::1`; `None` for anything else.
+fn ip_of(addr: &str) -> Option<String> {
+    if let Ok(sa) = addr.parse::<std::net::SocketAddr>() {
+        return Some(sa.ip().to_string());
     }
+    addr.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| ip.to_string())
 }
 
 /// The manifest path of an export file: `<out>.manifest.json`.
