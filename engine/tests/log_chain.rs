@@ -338,9 +338,10 @@ fn prune_keeps_verify_green_and_tampering_after_it_is_caught() {
         Err(LogError::Invalid { .. })
     ));
 
-    // Pruning everything still leaves a verifiable (checkpoint-only) chain.
+    // Pruning everything still leaves a verifiable (checkpoint-only) chain. The checkpoint at 11 has the real
+    // time, so "everything" is a cutoff after now (T0 + 1 day stopped being that on 2026-11-24).
     let p = fresh("d.db");
-    let pr = log::prune(&p, T0 + time::Duration::days(1)).unwrap();
+    let pr = log::prune(&p, OffsetDateTime::now_utc() + time::Duration::days(1)).unwrap();
     assert_eq!(
         pr.deleted, 9,
         "records 5..=13, the first checkpoint included"

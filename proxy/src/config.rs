@@ -272,6 +272,13 @@ pub struct RawLog {
     /// Also write records as JSON Lines: `stdout` or a file path.
     #[serde(default)]
     pub jsonl: Option<String>,
+    /// Automatic retention: records older than this duration (`365d`) are pruned, leaving a checkpoint. Absent:
+    /// everything is kept.
+    #[serde(default)]
+    pub retain: Option<String>,
+    /// How often retention runs (the first run is at start; default `1h`). Only with `retain`.
+    #[serde(default)]
+    pub prune_interval: Option<String>,
 }
 
 /// `[local_issuer]`.
@@ -371,6 +378,8 @@ impl Default for RawLog {
             on_full: default_on_full(),
             redact: Vec::new(),
             jsonl: None,
+            retain: None,
+            prune_interval: None,
         }
     }
 }
@@ -429,6 +438,9 @@ fn default_connect_timeout() -> String {
 fn default_upstream_timeout() -> String {
     "30s".into()
 }
+
+/// How often automatic retention runs when `[log] prune_interval` is not set.
+pub const DEFAULT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// What to do when the decision log's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -527,6 +539,10 @@ pub struct Config {
     pub log_redact: Vec<String>,
     /// JSON Lines sink.
     pub log_jsonl: Option<String>,
+    /// Automatic retention: prune records older than this (None: keep everything).
+    pub log_retain: Option<Duration>,
+    /// How often automatic retention runs.
+    pub log_prune_interval: Duration,
     /// Trusted issuers.
     pub issuers: Vec<IssuerConfig>,
     /// Local issuer.
@@ -670,6 +686,31 @@ impl Config {
         };
         if raw.log.queue_capacity == 0 {
             err("log.queue_capacity", "must be at least 1".into());
+        }
+        // Retention: both at least a second (a shorter interval would re-verify the whole chain back to back).
+        let mut at_least_1s = |key: &str, v: &str| match humantime::parse_duration(v) {
+            Ok(d) if d >= Duration::from_secs(1) => Some(d),
+            Ok(_) => {
+                err(key, format!("`{v}` must be at least 1s"));
+                None
+            }
+            Err(e) => {
+                err(key, format!("`{v}` is not a duration: {e}"));
+                None
+            }
+        };
+        let log_retain = raw
+            .log
+            .retain
+            .as_deref()
+            .and_then(|v| at_least_1s("log.retain", v));
+        let log_prune_interval = match raw.log.prune_interval.as_deref() {
+            None => Some(DEFAULT_PRUNE_INTERVAL),
+            Some(v) => at_least_1s("log.prune_interval", v),
+        }
+        .unwrap_or(DEFAULT_PRUNE_INTERVAL);
+        if raw.log.prune_interval.is_some() && raw.log.retain.is_none() {
+            err("log.prune_interval", "needs `log.retain`".into());
         }
         if let Err(problems) = crate::authenticate::validate_issuers(&raw.issuers) {
             for p in problems {
@@ -838,6 +879,8 @@ impl Config {
             log_on_full,
             log_redact: raw.log.redact,
             log_jsonl: raw.log.jsonl,
+            log_retain,
+            log_prune_interval,
             issuers: raw.issuers,
             local_issuer: raw.local_issuer.map(|mut l| {
                 l.key_file = resolve(&l.key_file);

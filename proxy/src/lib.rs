@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod quickstart;
 pub mod reload;
 pub mod respond;
+pub mod retention;
 pub mod server;
 pub mod shadow;
 pub mod state;

@@ -15,6 +15,25 @@ impl Counter {
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that is set, not added to.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// Sets the value.
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
     /// The current value.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
@@ -69,6 +88,16 @@ pub struct Metrics {
     pub webhooks: LabeledCounter,
     /// Shadow-evaluation disagreements.
     pub shadow_disagreements: Counter,
+    /// Automatic decision-log retention runs by outcome (`ok`, `failed`).
+    pub prune_runs: LabeledCounter,
+    /// Decision-log records deleted by automatic retention.
+    pub pruned_records: Counter,
+    /// Records the last successful retention run deleted.
+    pub prune_last_deleted: Gauge,
+    /// When a retention run last finished, whatever its outcome (Unix seconds; 0: never).
+    pub prune_last_run: Gauge,
+    /// When a retention run last succeeded (Unix seconds; 0: never).
+    pub prune_last_success: Gauge,
 }
 
 impl Metrics {
@@ -106,6 +135,11 @@ impl Metrics {
             "Requests the shadow bundle decided differently.",
             self.shadow_disagreements.get(),
         );
+        counter(
+            "jitgate_log_pruned_records_total",
+            "Decision-log records deleted by automatic retention ([log] retain).",
+            self.pruned_records.get(),
+        );
         for (name, help, label, c) in [
             (
                 "jitgate_decisions_total",
@@ -125,11 +159,40 @@ impl Metrics {
                 "outcome",
                 &self.webhooks,
             ),
+            (
+                "jitgate_log_prune_runs_total",
+                "Automatic decision-log retention runs by outcome.",
+                "outcome",
+                &self.prune_runs,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for (l, v) in c.snapshot() {
                 let _ = writeln!(out, "{name}{{{label}=\"{l}\"}} {v}");
             }
+        }
+        for (name, help, g) in [
+            (
+                "jitgate_log_prune_last_deleted",
+                "Records the last successful retention run deleted.",
+                &self.prune_last_deleted,
+            ),
+            (
+                "jitgate_log_prune_last_run_timestamp_seconds",
+                "When a retention run last finished, whatever its outcome (0: never).",
+                &self.prune_last_run,
+            ),
+            (
+                "jitgate_log_prune_last_success_timestamp_seconds",
+                "When a retention run last succeeded (0: never).",
+                &self.prune_last_success,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                g.get()
+            );
         }
         for (name, help, v) in extra {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");

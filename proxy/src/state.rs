@@ -1,5 +1,6 @@
 //! The assembled proxy: configuration, the engine's authorizer, authentication, upstream pools, the decision log
-//! and metrics, plus `start` which binds the listeners and returns a handle that shuts everything down in order.
+//! and metrics, plus `start` which binds the listeners, starts the background tasks (bundle watch, decision-log
+//! retention) and returns a handle that shuts everything down in order.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use crate::decision_log::DecisionLog;
 use crate::forward::UpstreamClient;
 use crate::metrics::Metrics;
 use crate::reload::{Reloader, WatchGuard, standard_gate};
+use crate::retention::Retention;
 use crate::shadow::Shadow;
 
 /// Why the proxy could not start.
@@ -176,11 +178,13 @@ pub struct Running {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
     admin_task: Option<JoinHandle<()>>,
+    retention: Option<Retention>,
     _watch: Option<WatchGuard>,
 }
 
 impl Running {
-    /// Stops accepting, drains in-flight requests (up to the grace period), then flushes the decision log.
+    /// Stops accepting, drains in-flight requests (up to the grace period), stops retention (waiting up to the grace
+    /// period for a run in progress), then flushes the decision log.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -188,6 +192,9 @@ impl Running {
         let _ = (&mut self.task).await;
         if let Some(a) = self.admin_task.take() {
             a.abort();
+        }
+        if let Some(r) = self.retention.take() {
+            r.stop(self.proxy.config.shutdown_grace).await;
         }
         self.proxy.log.flush().await;
     }
@@ -197,6 +204,9 @@ impl Running {
         let _ = (&mut self.task).await;
         if let Some(a) = self.admin_task.take() {
             a.abort();
+        }
+        if let Some(r) = self.retention.take() {
+            r.stop(self.proxy.config.shutdown_grace).await;
         }
         self.proxy.log.flush().await;
     }
@@ -261,6 +271,22 @@ pub async fn start_with(proxy: Arc<Proxy>) -> Result<Running, StartError> {
     } else {
         None
     };
+    // Automatic retention, beside the writer (see crate::retention for why that is safe).
+    let retention = match (cfg.log_retain, proxy.log.writer()) {
+        (Some(retain), Some(_)) => Some(Retention::spawn(
+            cfg.log_path.clone(),
+            retain,
+            cfg.log_prune_interval,
+            proxy.metrics.clone(),
+        )),
+        (Some(_), None) => {
+            tracing::warn!(
+                "[log] retain is set but the decision log is disabled: nothing to prune"
+            );
+            None
+        }
+        (None, _) => None,
+    };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let p = proxy.clone();
     let task = tokio::spawn(async move {
@@ -277,6 +303,7 @@ pub async fn start_with(proxy: Arc<Proxy>) -> Result<Running, StartError> {
         stop: Some(stop_tx),
         task,
         admin_task,
+        retention,
         _watch: watch,
     })
 }

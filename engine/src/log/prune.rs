@@ -7,10 +7,27 @@
 //! record must link to) and `first_kept_seq`; [`super::verify_store`] starts the walk from the newest
 //! checkpoint's anchor. The checkpoint is itself a sealed link of the chain, so editing it fails verification, and
 //! so does deleting more old records after it (a gap at `first_kept_seq`).
+//!
+//! Prune runs beside a live [`super::LogWriter`] (the proxy's automatic retention does), on a connection of its
+//! own. SQLite serializes the two: each writes only inside a `BEGIN IMMEDIATE` transaction that reads the chain
+//! head inside it, and in WAL mode `BEGIN IMMEDIATE` waits (busy timeout) until the other has committed, so a
+//! checkpoint and a batch are never sealed on the same head. What prune must not do is hold the write lock for
+//! long: the writer waits at most its busy timeout (5 s by default) before a batch fails, and the proxy refuses
+//! the requests in a failed batch. So the expensive walk of the whole chain runs first in a read transaction (a
+//! WAL snapshot; a writer never waits on it), and the deletion then goes in chunks of at most `CHUNK` records,
+//! each in its own short `IMMEDIATE` transaction that checks the records appended since the last check (they
+//! must link on to what was verified), re-verifies the records it deletes from the chain's start (a record
+//! edited after the snapshot is refused, never deleted unverified), deletes them and appends a checkpoint. Each
+//! chunk leaves a chain that verifies, so a failure or a crash between chunks loses nothing. Between chunks prune
+//! pauses, so that a writer that waited for the lock gets it before the next chunk does. Two prunes of the same
+//! file at once (the proxy's retention and `jitgate decisions prune`) stay correct — they share the chunks and the
+//! chain verifies — but each one's pause can then be the other's turn, so over a long backlog the writer may wait
+//! for several chunks in a row: run a large manual prune while automatic retention is off.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use rusqlite::{OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -24,87 +41,180 @@ pub struct PruneReport {
     pub deleted: u64,
     /// The last deleted seq.
     pub pruned_through: Option<i64>,
-    /// The checkpoint record written (none when nothing was old enough).
+    /// The last checkpoint record written, one per chunk (none when nothing was old enough).
     pub checkpoint_seq: Option<i64>,
 }
 
+/// Most records deleted in one transaction. Each is re-verified and deleted with the write lock held; a few
+/// thousand take tens of milliseconds, far below the writer's busy timeout.
+const CHUNK: i64 = 5_000;
+
+/// The longest sleep of SQLite's default busy handler: a waiting writer retries at least this often.
+const MAX_YIELD: Duration = Duration::from_millis(100);
+
+/// The busy handler's first sleeps add up to this before they grow with the time waited.
+const MIN_YIELD: Duration = Duration::from_millis(10);
+
 /// Deletes the records older than `before` — the leading run of the chain whose time is before it, so a record
-/// is never removed while an older-numbered one is kept — and appends a checkpoint. Fails without changing
-/// anything if the chain does not verify.
+/// is never removed while an older-numbered one is kept — and appends a checkpoint after each chunk of at most
+/// 5,000 deleted records (see the module docs for why chunks). Fails without changing anything if the chain
+/// does not verify; a problem first seen in a later chunk (the file changed meanwhile) stops it after the chunks
+/// already committed, each of which left a verifying chain. Records appended while it runs (its own checkpoints
+/// included) are never pruned by the same call.
 pub fn prune(path: &Path, before: OffsetDateTime) -> Result<PruneReport, LogError> {
     let mut conn = db::open_read(path)?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let report = verify::verify_conn(&tx)?;
-    if let Some(f) = report.failure {
-        return Err(LogError::Invalid {
-            what: "chain".into(),
-            reason: format!("refusing to prune: {f}"),
-        });
-    }
-    let Some((head_seq, head_hash)) = db::head(&tx)? else {
-        return Ok(PruneReport {
-            deleted: 0,
-            pruned_through: None,
-            checkpoint_seq: None,
-        });
-    };
     let cutoff = format_time(before);
-    let first_kept: i64 = tx
-        .query_row(
-            "SELECT MIN(seq) FROM decisions WHERE time >= ?1",
-            [&cutoff],
-            |r| r.get::<_, Option<i64>>(0),
-        )?
-        .unwrap_or(head_seq + 1);
-    let min_seq: Option<i64> = tx.query_row("SELECT MIN(seq) FROM decisions", [], |r| r.get(0))?;
-    let Some(min_seq) = min_seq.filter(|m| *m < first_kept) else {
-        return Ok(PruneReport {
-            deleted: 0,
-            pruned_through: None,
-            checkpoint_seq: None,
-        });
+    let mut out = PruneReport {
+        deleted: 0,
+        pruned_through: None,
+        checkpoint_seq: None,
     };
-    let last_deleted = first_kept - 1;
-    let last_hash: String = tx
-        .query_row(
-            "SELECT hash FROM decisions WHERE seq = ?1",
-            [last_deleted],
-            |r| r.get(0),
-        )
-        .optional()?
-        .ok_or_else(|| LogError::Corrupt {
-            seq: last_deleted,
-            reason: "record to prune through is missing".into(),
-        })?;
-    let deleted = tx.execute("DELETE FROM decisions WHERE seq <= ?1", [last_deleted])?;
-    tx.execute(
-        "DELETE FROM decision_grants WHERE seq <= ?1",
-        [last_deleted],
-    )?;
 
-    let mut cp = DecisionRecord::new(RecordKind::Checkpoint);
-    cp.action = "prune".into();
-    cp.engine = "jitgate".into();
-    let ctx = serde_json::json!({
-        "before": cutoff,
-        "first_kept_seq": first_kept,
-        "last_pruned_hash": last_hash,
-        "pruned_from": min_seq,
-        "pruned_records": deleted,
-        "pruned_through": last_deleted,
-    });
-    if let serde_json::Value::Object(m) = ctx {
-        cp.context = m;
+    // The whole chain, on a read snapshot: no lock a writer would wait for.
+    let (mut verified_seq, mut verified_hash) = {
+        let tx = conn.transaction()?;
+        let report = verify::verify_conn(&tx)?;
+        if let Some(f) = report.failure {
+            return Err(refuse(f.to_string()));
+        }
+        tx.commit()?;
+        match (report.last_seq, report.last_hash) {
+            (Some(seq), Some(hash)) => (seq, hash),
+            _ => return Ok(out),
+        }
+    };
+
+    // Set by the first chunk: the first record kept by this call.
+    let mut target: Option<i64> = None;
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let locked = Instant::now();
+        let (head_seq, head_hash) =
+            db::head(&tx)?.ok_or_else(|| refuse("the chain head disappeared".into()))?;
+        if head_seq < verified_seq {
+            return Err(refuse(format!(
+                "the chain head went back from seq {verified_seq} to seq {head_seq}"
+            )));
+        }
+        // Appended since the last check: must continue the verified chain up to the stored head.
+        let last = check_segment(&tx, verified_seq + 1, head_seq, &verified_hash)?;
+        if last != head_hash {
+            return Err(refuse(format!(
+                "seq {head_seq}: the stored head does not match the last record"
+            )));
+        }
+        verified_seq = head_seq;
+        verified_hash = head_hash;
+
+        let (start, anchor_hash, _) = verify::anchor(&tx)?;
+        let min_seq: Option<i64> =
+            tx.query_row("SELECT MIN(seq) FROM decisions", [], |r| r.get(0))?;
+        if min_seq != Some(start) {
+            return Err(refuse(format!(
+                "the chain should start at seq {start} but its first record is {min_seq:?}"
+            )));
+        }
+        let first_kept = match target {
+            Some(t) => t,
+            None => {
+                let t = tx
+                    .query_row(
+                        "SELECT MIN(seq) FROM decisions WHERE time >= ?1",
+                        [&cutoff],
+                        |r| r.get::<_, Option<i64>>(0),
+                    )?
+                    .unwrap_or(verified_seq + 1);
+                target = Some(t);
+                t
+            }
+        };
+        if start >= first_kept {
+            // Nothing (more) to delete; the transaction wrote nothing.
+            return Ok(out);
+        }
+        let through = (first_kept - 1).min(start.saturating_add(CHUNK - 1));
+        // Every deleted record is verified in the transaction that deletes it.
+        let last_hash = check_segment(&tx, start, through, &anchor_hash)?;
+        let deleted = tx.execute("DELETE FROM decisions WHERE seq <= ?1", [through])?;
+        tx.execute("DELETE FROM decision_grants WHERE seq <= ?1", [through])?;
+
+        let mut cp = DecisionRecord::new(RecordKind::Checkpoint);
+        cp.action = "prune".into();
+        cp.engine = "jitgate".into();
+        let ctx = serde_json::json!({
+            "before": cutoff,
+            "first_kept_seq": through + 1,
+            "last_pruned_hash": last_hash,
+            "pruned_from": start,
+            "pruned_records": deleted,
+            "pruned_through": through,
+        });
+        if let serde_json::Value::Object(m) = ctx {
+            cp.context = m;
+        }
+        cp.seal(verified_seq + 1, &verified_hash);
+        db::insert(&tx, &cp)?;
+        db::set_head(&tx, cp.seq, &cp.hash)?;
+        tx.commit()?;
+        let held = locked.elapsed();
+        out.deleted += deleted as u64;
+        out.pruned_through = Some(through);
+        out.checkpoint_seq = Some(cp.seq);
+        verified_seq = cp.seq;
+        verified_hash = cp.hash;
+        if through + 1 < first_kept {
+            // SQLite's lock is not fair: a writer that waited for this chunk is asleep in its busy handler (each
+            // sleep about as long as it has waited so far, at most 100 ms) and would lose the race for the next
+            // chunk's lock, chunk after chunk, until its busy timeout fails its batch. Stay out long enough for
+            // it to wake up and take its turn.
+            std::thread::sleep(held.clamp(MIN_YIELD, MAX_YIELD) + Duration::from_millis(5));
+        }
     }
-    cp.seal(head_seq + 1, &head_hash);
-    db::insert(&tx, &cp)?;
-    db::set_head(&tx, cp.seq, &cp.hash)?;
-    tx.commit()?;
-    Ok(PruneReport {
-        deleted: deleted as u64,
-        pruned_through: Some(last_deleted),
-        checkpoint_seq: Some(cp.seq),
-    })
+}
+
+fn refuse(reason: String) -> LogError {
+    LogError::Invalid {
+        what: "chain".into(),
+        reason: format!("refusing to prune: {reason}"),
+    }
+}
+
+/// Checks the records `from..=to` inside the open transaction: all present, each linked to the one before it
+/// (the first to `prev`) and matching its own hash. Returns the last one's hash (`prev` for an empty range).
+fn check_segment(conn: &Connection, from: i64, to: i64, prev: &str) -> Result<String, LogError> {
+    let mut expect_seq = from;
+    let mut expect_prev = prev.to_string();
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {} FROM decisions WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq",
+        db::COLS
+    ))?;
+    let mut rows = stmt.query([from, to])?;
+    while let Some(row) = rows.next()? {
+        let raw = db::raw(row)?;
+        let seq = raw.seq();
+        if seq != expect_seq {
+            return Err(refuse(format!("seq {expect_seq}: record is missing")));
+        }
+        let rec = raw
+            .decode()
+            .map_err(|e| refuse(format!("seq {seq}: {e}")))?;
+        if rec.prev_hash != expect_prev {
+            return Err(refuse(format!(
+                "seq {seq}: prev_hash does not match the record before it"
+            )));
+        }
+        if !rec.hash_ok() {
+            return Err(refuse(format!(
+                "seq {seq}: content does not match its hash"
+            )));
+        }
+        expect_prev = rec.hash;
+        expect_seq += 1;
+    }
+    if expect_seq <= to {
+        return Err(refuse(format!("seq {expect_seq}: record is missing")));
+    }
+    Ok(expect_prev)
 }
 
 /// `(first kept seq, hash it must link to)` named by a checkpoint record.

@@ -93,7 +93,7 @@ impl VerifyReport {
 }
 
 /// Where the kept chain must start: the newest checkpoint names it; without one, the genesis.
-fn anchor(conn: &Connection) -> Result<(i64, String, Option<i64>), LogError> {
+pub(crate) fn anchor(conn: &Connection) -> Result<(i64, String, Option<i64>), LogError> {
     let cp = conn
         .query_row(
             &format!(
