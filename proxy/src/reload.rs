@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jitgate_engine::clock::now_system;
 use jitgate_engine::{Authorizer, Bundle, Diagnostic, Diagnostics, UnixTime};
@@ -182,10 +182,20 @@ impl Reloader {
                     let Some(mut root_changed) = relevant(&ev, &root) else {
                         continue;
                     };
+                    // Quiet means no *relevant* event for DEBOUNCE: events that do not concern the bundle (a
+                    // database written next to it, in the watched parent) must not postpone the reload forever.
+                    let mut quiet_at = Instant::now() + DEBOUNCE;
                     loop {
-                        match rx.recv_timeout(DEBOUNCE) {
+                        let left = quiet_at.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        match rx.recv_timeout(left) {
                             Ok(ev) => {
-                                root_changed |= relevant(&ev, &root).unwrap_or(false);
+                                if let Some(r) = relevant(&ev, &root) {
+                                    root_changed |= r;
+                                    quiet_at = Instant::now() + DEBOUNCE;
+                                }
                             }
                             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
                             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,

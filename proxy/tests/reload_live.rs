@@ -368,3 +368,40 @@ async fn shadow_counts_disagreements_and_serves_the_active_decision() {
         "the record carries the active revision"
     );
 }
+
+/// A file written without pause next to the bundle (a database in the same parent directory, which the watcher
+/// watches for swaps of the bundle directory itself) must not hold a reload back: only events about the bundle
+/// count against the debounce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_neighbour_in_the_parent_directory_does_not_postpone_reloads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("bundle");
+    variant(&bundle, EXTRA_A);
+    let env = Env::start(&bundle, &tmp.path().join("state")).await;
+    assert_eq!(env.get("alice", P666).await.0, 200);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, busy) = (stop.clone(), tmp.path().join("busy.db"));
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            // Bounded: at most 60 s of writes, every 5 ms (well inside the debounce).
+            while !stop.load(Ordering::Relaxed) && n < 12_000 {
+                if std::fs::write(&busy, n.to_le_bytes()).is_err() {
+                    break; // the test ended and removed the directory
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let rev_b = {
+        rename_over(&bundle.join("policies/extra.cedar"), EXTRA_B);
+        revision(&bundle)
+    };
+    env.wait_live(&rev_b).await;
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert_eq!(env.get("alice", P666).await.0, 403);
+    env.finish().await;
+}
