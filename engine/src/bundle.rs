@@ -16,7 +16,7 @@ use crate::grant::Grant;
 use crate::manifest::{MANIFEST_FILE, Manifest, RoleSettings, RoutesFile};
 use crate::rego::RegoBackend;
 use crate::request::AuthzRequest;
-use crate::routes::RouteTable;
+use crate::routes::{RouteSource, RouteTable};
 
 /// Validated per-role settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,22 +75,20 @@ impl Bundle {
                 .and_then(|src| parse_toml::<RoutesFile>(&path, &src).map(|f| (src, f)))
             {
                 Ok((src, file)) => {
-                    let mut all = manifest.routes.clone();
-                    all.extend(file.routes);
-                    // Build both files' routes together so overlaps across files are caught; errors cite either file.
-                    routes_result = match (
-                        RouteTable::build(&manifest_path, &source, &manifest.routes),
-                        RouteTable::build(&path, &src, &file_routes(&path, &src)),
-                    ) {
-                        (Ok(_), Ok(_)) => RouteTable::build(&path, &src, &all),
-                        (a, b) => Err(Diagnostics(
-                            a.err()
-                                .into_iter()
-                                .chain(b.err())
-                                .flat_map(|d| d.0)
-                                .collect(),
-                        )),
-                    };
+                    // Both files' routes in one table, so that overlaps across files are caught; each error
+                    // cites the file and line of its own route.
+                    routes_result = RouteTable::build_from(&[
+                        RouteSource {
+                            file: &manifest_path,
+                            source: &source,
+                            specs: &manifest.routes,
+                        },
+                        RouteSource {
+                            file: &path,
+                            source: &src,
+                            specs: &file.routes,
+                        },
+                    ]);
                 }
                 Err(d) => errors.push(d),
             }
@@ -302,12 +300,6 @@ fn request_bound<'a>(
                 && g.is_active_at(now)
         })
         .min_by(|a, b| (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id)))
-}
-
-fn file_routes(path: &Path, src: &str) -> Vec<toml::Spanned<crate::manifest::RouteSpec>> {
-    parse_toml::<RoutesFile>(path, src)
-        .map(|f| f.routes)
-        .unwrap_or_default()
 }
 
 fn validate_role(spec: &RoleSettings) -> Result<Role, String> {

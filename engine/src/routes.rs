@@ -130,6 +130,17 @@ pub struct RouteMatch<'a> {
     pub params: Vec<(String, String)>,
 }
 
+/// Route specs as read from one file, for [`RouteTable::build_from`].
+#[derive(Debug, Clone, Copy)]
+pub struct RouteSource<'a> {
+    /// The file the routes were read from.
+    pub file: &'a Path,
+    /// Its text (for line numbers).
+    pub source: &'a str,
+    /// The routes, with their spans in `source`.
+    pub specs: &'a [toml::Spanned<RouteSpec>],
+}
+
 /// All routes of a bundle, ordered most specific first.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
@@ -144,44 +155,60 @@ impl RouteTable {
         source: &str,
         specs: &[toml::Spanned<RouteSpec>],
     ) -> Result<Self, Diagnostics> {
+        Self::build_from(&[RouteSource {
+            file,
+            source,
+            specs,
+        }])
+    }
+
+    /// Validates the routes of several files (the manifest and its `routes_file`) into one table, so that overlaps
+    /// across files are caught. Every error names the file and line of the route it is about.
+    pub fn build_from(parts: &[RouteSource<'_>]) -> Result<Self, Diagnostics> {
         let mut routes = Vec::new();
+        // For each built route: the file it came from and its offset there.
+        let mut origins = Vec::new();
         let mut errors = Vec::new();
-        for spec in specs {
-            let span = spec.span();
-            match Self::build_one(spec.get_ref()) {
-                Ok(r) => routes.push(r),
-                Err(msg) => errors.push(Diagnostic::at_offset(
-                    file,
-                    source,
-                    span.start,
-                    format!(
-                        "route `{} {}`: {msg}",
-                        spec.get_ref().method,
-                        spec.get_ref().path
-                    ),
-                )),
+        for part in parts {
+            for spec in part.specs {
+                let span = spec.span();
+                match Self::build_one(spec.get_ref()) {
+                    Ok(r) => {
+                        routes.push(r);
+                        origins.push((part, span.start));
+                    }
+                    Err(msg) => errors.push(Diagnostic::at_offset(
+                        part.file,
+                        part.source,
+                        span.start,
+                        format!(
+                            "route `{} {}`: {msg}",
+                            spec.get_ref().method,
+                            spec.get_ref().path
+                        ),
+                    )),
+                }
             }
         }
         // Two routes with the same method, host and template shape would make matching ambiguous.
         for (i, a) in routes.iter().enumerate() {
-            for b in routes.iter().skip(i + 1) {
+            for (j, b) in routes.iter().enumerate().skip(i + 1) {
                 if a.method == b.method && a.host == b.host && same_shape(&a.segments, &b.segments)
                 {
-                    let at = specs
-                        .iter()
-                        .find(|s| s.get_ref().path == b.path)
-                        .map(|s| s.span().start)
-                        .unwrap_or(0);
+                    let (part, at) = origins[j];
+                    let (a_part, a_at) = origins[i];
+                    let a_line = crate::diag::line_col(a_part.source, a_at).0;
                     errors.push(Diagnostic::at_offset(
-                        file,
-                        source,
+                        part.file,
+                        part.source,
                         at,
                         format!(
-                            "route `{} {}` overlaps `{} {}`",
+                            "route `{} {}` overlaps `{} {}` ({}:{a_line})",
                             b.method.as_deref().unwrap_or("*"),
                             b.path,
                             a.method.as_deref().unwrap_or("*"),
-                            a.path
+                            a.path,
+                            a_part.file.display()
                         ),
                     ));
                 }
@@ -247,6 +274,18 @@ impl RouteTable {
                 Seg::Lit((*s).to_string())
             };
             segments.push(seg);
+        }
+        if let Some(h) = &spec.host {
+            let bracketed = h.starts_with('[') && h.ends_with(']');
+            if h.is_empty()
+                || h.chars().any(|c| c.is_whitespace() || c == '/')
+                || (!bracketed && h.contains(':'))
+            {
+                return Err(format!(
+                    "field `host`: `{h}` is not a host name; write it without a scheme, port or path (the \
+                     request's port is ignored when matching)"
+                ));
+            }
         }
         let service_ref = EntityRef::new("Service", spec.service.clone()).to_string();
         let resource =
@@ -461,5 +500,61 @@ parents = ['Bucket::"main"', 'Service::"files"']
         assert!(e.0[0].message.contains("field `resource`"), "{}", e);
         let overlap = "[[routes]]\nmethod = \"GET\"\npath = \"/a/{x}\"\nservice = \"s\"\naction = \"a\"\n[[routes]]\nmethod = \"GET\"\npath = \"/a/{y}\"\nservice = \"s\"\naction = \"b\"\n";
         assert!(table(overlap).unwrap_err().to_string().contains("overlaps"));
+    }
+
+    fn specs(src: &str) -> Vec<toml::Spanned<RouteSpec>> {
+        toml::from_str::<crate::manifest::RoutesFile>(src)
+            .unwrap()
+            .routes
+    }
+
+    #[test]
+    fn overlap_across_files_names_the_later_route_in_its_own_file() {
+        let a_text =
+            "\n[[routes]]\nmethod = \"GET\"\npath = \"/a/{x}\"\nservice = \"s\"\naction = \"a\"\n";
+        let b_src = "[[routes]]\nmethod = \"GET\"\npath = \"/other\"\nservice = \"s\"\naction = \"o\"\n\n[[routes]]\nmethod = \"GET\"\npath = \"/a/{y}\"\nservice = \"s\"\naction = \"b\"\n";
+        let a_routes = specs(a_text);
+        let b_routes = specs(b_src);
+        let e = RouteTable::build_from(&[
+            RouteSource {
+                file: Path::new("bundle.toml"),
+                source: a_text,
+                specs: &a_routes,
+            },
+            RouteSource {
+                file: Path::new("routes.toml"),
+                source: b_src,
+                specs: &b_routes,
+            },
+        ])
+        .unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        let d = &e.0[0];
+        assert_eq!(d.file, Path::new("routes.toml"));
+        assert_eq!(d.line, Some(7), "the second route of routes.toml: {e}");
+        assert!(
+            d.message.contains("(bundle.toml:2)"),
+            "names the other route: {e}"
+        );
+    }
+
+    #[test]
+    fn identical_routes_point_at_the_second() {
+        let src = "[[routes]]\nmethod = \"GET\"\npath = \"/a\"\nservice = \"s\"\naction = \"a\"\n[[routes]]\nmethod = \"GET\"\npath = \"/a\"\nservice = \"s\"\naction = \"b\"\n";
+        let e = table(src).unwrap_err();
+        assert_eq!(e.0[0].line, Some(6), "{e}");
+    }
+
+    #[test]
+    fn a_host_with_a_port_or_scheme_is_refused() {
+        for host in ["api.example.com:8443", "https://api.example.com", "a b", ""] {
+            let src = format!(
+                "[[routes]]\nmethod = \"GET\"\npath = \"/a\"\nhost = \"{host}\"\nservice = \"s\"\naction = \"a\"\n"
+            );
+            let e = table(&src).unwrap_err();
+            assert!(e.to_string().contains("field `host`"), "{host}: {e}");
+        }
+        let ok = "[[routes]]\nmethod = \"GET\"\npath = \"/a\"\nhost = \"[::1]\"\nservice = \"s\"\naction = \"a\"\n";
+        assert!(table(ok).is_ok());
     }
 }

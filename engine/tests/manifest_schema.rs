@@ -199,6 +199,15 @@ fn bad_manifests_are_refused_by_both_the_loader_and_the_schema() {
     let role = |body: &str| format!("{head}[roles.r]\n{body}");
     // (manifest, a piece of the loader's message)
     let cases: Vec<(String, &str)> = vec![
+        // a route host with a port would never match (the request's port is ignored)
+        (
+            route("host = \"api.example.com:8443\"\n"),
+            "is not a host name",
+        ),
+        (
+            route("host = \"https://api.example.com\"\n"),
+            "is not a host name",
+        ),
         // unknown keys, anywhere
         (format!("{head}nme = \"x\"\n"), "unknown field `nme`"),
         (route("methd = \"GET\"\n"), "unknown field `methd`"),
