@@ -131,12 +131,27 @@ pub struct RequestView {
     pub request: AccessRequest,
     /// The verdicts given so far.
     pub approvals: Vec<Approval>,
-    /// Approvals still needed while pending.
+    /// How many distinct approvals the request needs in all (not how many are still missing), under the active
+    /// bundle; the same number on every read: 0 for a break-glass role (self-activated, no approver), 1 for a held
+    /// request (`hold`), otherwise the role's `approvals_required` but at least 1 (even a role whose number is 0
+    /// needs one human unless a policy auto-approves it; a role no longer in the bundle counts as 1).
     pub approvals_required: u32,
-    /// The grant it produced, if approved.
+    /// The grant it produced, if approved: from the in-memory index while it is there, else from the store by the
+    /// grant id derived from the request id, so an ended (revoked, expired, used-up) grant shows after a restart
+    /// too. `None` before approval, and for a grant made before grant ids were derived once it has left the index.
     pub grant: Option<Grant>,
     /// Events produced by this call (not serialized in API answers).
     #[serde(skip)]
+    pub events: Vec<Event>,
+}
+
+/// Access requests as listed, plus the events the listing produced (requests it found past their pending TTL and
+/// moved to `expired`), which the caller must log.
+#[derive(Debug, Clone)]
+pub struct RequestList {
+    /// The matching requests, newest first, as they are after any expiry.
+    pub requests: Vec<AccessRequest>,
+    /// One `expired` event per request this call moved to `expired`.
     pub events: Vec<Event>,
 }
 
@@ -405,7 +420,7 @@ impl Lifecycle {
             ));
             return Ok(RequestView {
                 approvals: Vec::new(),
-                approvals_required: 0,
+                approvals_required: self.approvals_required(&bundle, &request),
                 grant: Some(grant),
                 request,
                 events,
@@ -464,7 +479,7 @@ impl Lifecycle {
             ));
             return Ok(RequestView {
                 approvals: self.store.approvals_for(&request.id)?,
-                approvals_required: role.approvals_required,
+                approvals_required: self.approvals_required(&bundle, &request),
                 grant: Some(grant),
                 request,
                 events,
@@ -472,7 +487,7 @@ impl Lifecycle {
         }
         Ok(RequestView {
             approvals: Vec::new(),
-            approvals_required: role.approvals_required,
+            approvals_required: self.approvals_required(&bundle, &request),
             grant: None,
             request,
             events,
@@ -514,25 +529,27 @@ impl Lifecycle {
             at: now,
         };
         Ok(RequestView {
+            approvals_required: self.approvals_required(&self.authorizer.bundle(), &request),
             request,
             approvals: Vec::new(),
-            approvals_required: 1,
             grant: None,
             events: vec![ev],
         })
     }
 
+    /// The total number of distinct approvals `r` needs (see [`RequestView::approvals_required`]); the one place
+    /// that number is computed, for every answer and for [`Lifecycle::decide`].
     fn approvals_required(&self, bundle: &Bundle, r: &AccessRequest) -> u32 {
         if r.role == HOLD_ROLE {
             return 1;
         }
-        // A role removed from the bundle since the request was made still needs at least one human.
-        bundle
-            .roles
-            .get(&r.role)
-            .map(|role| role.approvals_required)
-            .unwrap_or(1)
-            .max(1)
+        match bundle.roles.get(&r.role) {
+            // Self-activated: approved at creation, no approver.
+            Some(role) if role.break_glass => 0,
+            Some(role) => role.approvals_required.max(1),
+            // A role removed from the bundle since the request was made still needs at least one human.
+            None => 1,
+        }
     }
 
     fn max_uses(&self, bundle: &Bundle, r: &AccessRequest) -> Option<u32> {
@@ -552,7 +569,7 @@ impl Lifecycle {
     ) -> Grant {
         let starts_at = r.starts_at.map_or(now, |s| s.max(now));
         Grant {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: grant_id_of_request(&r.id),
             principal: r.requester.clone(),
             role: r.role.clone(),
             scope: r.scope.clone(),
@@ -570,22 +587,32 @@ impl Lifecycle {
     }
 
     /// Loads a request; a pending one past its TTL is moved to `expired` first (judged now, by the authorizer's
-    /// clock), returning the event.
+    /// clock), returning the event when this call made that move.
     fn load(&self, id: &str) -> Result<(AccessRequest, Option<Event>), LifecycleError> {
-        let mut r = self
+        let r = self
             .store
             .get_access_request(id)?
             .ok_or_else(|| LifecycleError::NotFound(format!("access request `{id}`")))?;
-        let now = self.now();
-        if r.state == RequestState::Pending
-            && now >= r.expires_at
-            && self.store.transition_access_request(
-                id,
-                RequestState::Pending,
-                RequestState::Expired,
-                now,
-            )?
-        {
+        self.expire_due(r, self.now())
+    }
+
+    /// Moves `r` to `expired` if it is pending and its pending TTL passed at `now`. The move is a compare-and-set,
+    /// so of several callers finding the same request due exactly one makes it and gets the event; the others get
+    /// the request as the store has it then.
+    fn expire_due(
+        &self,
+        mut r: AccessRequest,
+        now: UnixTime,
+    ) -> Result<(AccessRequest, Option<Event>), LifecycleError> {
+        if r.state != RequestState::Pending || now < r.expires_at {
+            return Ok((r, None));
+        }
+        if self.store.transition_access_request(
+            &r.id,
+            RequestState::Pending,
+            RequestState::Expired,
+            now,
+        )? {
             r.state = RequestState::Expired;
             r.decided_at = Some(now);
             let ev = Event {
@@ -599,15 +626,20 @@ impl Lifecycle {
             };
             return Ok((r, Some(ev)));
         }
-        if r.state == RequestState::Pending && now >= r.expires_at {
-            // Someone else expired or decided it meanwhile: read it again.
-            let fresh = self
-                .store
-                .get_access_request(id)?
-                .ok_or_else(|| LifecycleError::NotFound(format!("access request `{id}`")))?;
-            return Ok((fresh, None));
-        }
-        Ok((r, None))
+        // Someone else expired or decided it meanwhile: read it again.
+        let fresh = self
+            .store
+            .get_access_request(&r.id)?
+            .ok_or_else(|| LifecycleError::NotFound(format!("access request `{}`", r.id)))?;
+        Ok((fresh, None))
+    }
+
+    /// Moves request `id` to `expired` if it is pending past its pending TTL, and returns the `expired` event when
+    /// this call made the move (at most one caller ever gets it); `None` when the request is not due or another
+    /// call expired or decided it first. [`Lifecycle::decide`] refuses a due request without moving it, so callers
+    /// run this first and log its event: every move to `expired` is then logged exactly once.
+    pub fn expire_if_due(&self, id: &str) -> Result<Option<Event>, LifecycleError> {
+        Ok(self.load(id)?.1)
     }
 
     /// The request, its verdicts and its grant. Expires it if its pending TTL passed.
@@ -638,7 +670,8 @@ impl Lifecycle {
         if r.state != RequestState::Approved {
             return Ok(None);
         }
-        // Grants of a request are few and live ones are in the index; fall back to the store for ended ones.
+        // Grants of a request are few and live ones are in the index; fall back to the store for ended ones
+        // (after a restart the index holds only grants that may still matter).
         let from_index = self
             .authorizer
             .grants()
@@ -648,7 +681,14 @@ impl Lifecycle {
                     .find(|g| g.request_id.as_deref() == Some(r.id.as_str()))
                     .map(|g| (**g).clone())
             });
-        Ok(from_index)
+        if from_index.is_some() {
+            return Ok(from_index);
+        }
+        let stored = self
+            .store
+            .get_grant(&grant_id_of_request(&r.id))?
+            .filter(|g| g.request_id.as_deref() == Some(r.id.as_str()));
+        Ok(stored)
     }
 
     /// Approves or denies request `id` (`POST /v1/requests/{id}/approve|deny`).
@@ -656,6 +696,9 @@ impl Lifecycle {
     /// Order: policy (403), state (409: not pending, pending TTL passed), one verdict per approver (409), then a
     /// deny ends the request; the N-th distinct approval creates the grant. The state change is a compare-and-set,
     /// so two deciders racing cannot both win.
+    ///
+    /// A pending request past its pending TTL is refused (409) but not moved to `expired` here, since a refusal
+    /// carries no events: call [`Lifecycle::expire_if_due`] first and log its event.
     pub fn decide(
         &self,
         id: &str,
@@ -665,15 +708,19 @@ impl Lifecycle {
         comment: &str,
     ) -> Result<RequestView, LifecycleError> {
         let bundle = self.authorizer.bundle();
-        let (mut request, expired) = self.load(id)?;
+        let mut request = self
+            .store
+            .get_access_request(id)?
+            .ok_or_else(|| LifecycleError::NotFound(format!("access request `{id}`")))?;
         let action = match verdict {
             Verdict::Approve => Action::Approve,
             Verdict::Deny => Action::Deny,
         };
         let allowed = self.require(&bundle, caller, ctx, action, &request)?;
         let now = self.now();
-        if request.state != RequestState::Pending {
-            let why = if expired.is_some() || request.state == RequestState::Expired {
+        let due = request.state == RequestState::Pending && now >= request.expires_at;
+        if request.state != RequestState::Pending || due {
+            let why = if due || request.state == RequestState::Expired {
                 format!(
                     "access request `{id}` expired undecided at {} (pending TTL); it can no longer be {}",
                     crate::clock::to_rfc3339(request.expires_at),
@@ -888,13 +935,17 @@ impl Lifecycle {
     }
 
     /// Requests visible to the caller: their own always; anyone's when the policy allows `listRequests`.
+    ///
+    /// Pending requests among them that are past their pending TTL are moved to `expired` first (as
+    /// [`Lifecycle::get`] does), so the list shows them `expired` and a `state` filter sees the new state; the
+    /// events of the moves this call made come back with the list, to be logged.
     pub fn list_requests(
         &self,
         caller: &Principal,
         ctx: &Context,
         mut filter: RequestFilter,
         all: bool,
-    ) -> Result<Vec<AccessRequest>, LifecycleError> {
+    ) -> Result<RequestList, LifecycleError> {
         if all
             || filter
                 .requester
@@ -905,7 +956,29 @@ impl Lifecycle {
         } else {
             filter.requester = Some(caller.entity.clone());
         }
-        Ok(self.store.list_access_requests(&filter)?)
+        let mut events = Vec::new();
+        // Only pending and expired rows can change or appear by expiring; other state filters need no sweep.
+        if matches!(
+            filter.state,
+            None | Some(RequestState::Pending) | Some(RequestState::Expired)
+        ) {
+            let pending = RequestFilter {
+                requester: filter.requester.clone(),
+                state: Some(RequestState::Pending),
+                role: filter.role.clone(),
+                limit: None,
+            };
+            let now = self.now();
+            for r in self.store.list_access_requests(&pending)? {
+                if let (_, Some(ev)) = self.expire_due(r, now)? {
+                    events.push(ev);
+                }
+            }
+        }
+        Ok(RequestList {
+            requests: self.store.list_access_requests(&filter)?,
+            events,
+        })
     }
 
     fn require_list(&self, caller: &Principal, ctx: &Context) -> Result<(), LifecycleError> {
@@ -956,6 +1029,23 @@ impl Lifecycle {
         grants.sort_by(|a, b| (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id)));
         Ok(grants)
     }
+}
+
+/// The id of the grant request `request_id` produces: a UUID (version 8) from a SHA-256 of the request id. A request
+/// yields at most one grant, and deriving its id lets [`RequestView::grant`] find an ended grant in the store by id.
+fn grant_id_of_request(request_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"jitgate grant of access request\0")
+        .chain_update(request_id.as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    for (b, d) in bytes.iter_mut().zip(digest.iter()) {
+        *b = *d;
+    }
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .to_string()
 }
 
 fn verb(v: Verdict) -> &'static str {

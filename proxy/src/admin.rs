@@ -144,8 +144,18 @@ async fn reload(State(p): State<Arc<Proxy>>, call: Call) -> Response {
             };
             (status, axum::Json(attempt)).into_response()
         }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => internal_task_error("reload", &e).into_response(),
     }
+}
+
+/// The 500 of a blocking task that failed (it panicked or was cancelled), as an [`ApiError`].
+fn internal_task_error(what: &str, e: &tokio::task::JoinError) -> ApiError {
+    tracing::error!(error = %e, task = what, "admin task failed");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        format!("the {what} task failed: {e}"),
+    )
 }
 
 /// The shadow candidate, the comparison counts and the recent disagreements.
@@ -165,7 +175,7 @@ struct ShadowBody {
 }
 
 /// Loads a candidate bundle and starts shadowing it: 200 with its revision, 422 with file:line errors when it does
-/// not load (nothing changes then).
+/// not load (nothing changes then), 400 ([`ApiError`]) when the body is not a JSON `{"path": ...}`.
 async fn shadow_set(
     State(p): State<Arc<Proxy>>,
     call: Call,
@@ -176,13 +186,7 @@ async fn shadow_set(
     }
     let axum::Json(body) = match body {
         Ok(b) => b,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                axum::Json(serde_json::json!({ "error": e.body_text() })),
-            )
-                .into_response();
-        }
+        Err(e) => return ApiError::bad_body(&e.body_text()).into_response(),
     };
     let shadow = p.shadow.clone();
     match tokio::task::spawn_blocking(move || shadow.load(&body.path)).await {
@@ -192,22 +196,23 @@ async fn shadow_set(
             axum::Json(serde_json::json!({ "errors": d.0 })),
         )
             .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => internal_task_error("shadow load", &e).into_response(),
     }
 }
 
-/// Stops shadow evaluation (200 with the candidate that was set, 404 when none was).
+/// Stops shadow evaluation (200 with the candidate that was set, 404 ([`ApiError`]) when none was).
 async fn shadow_clear(State(p): State<Arc<Proxy>>, call: Call) -> Response {
     if let Err(e) = require(&p, &call, Action::Operate).await {
         return e.into_response();
     }
     match p.shadow.clear() {
         Some(c) => axum::Json(c).into_response(),
-        None => (
+        None => ApiError::new(
             StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({ "error": "no shadow bundle is set" })),
+            "not_found",
+            "no shadow bundle is set",
         )
-            .into_response(),
+        .into_response(),
     }
 }
 

@@ -15,7 +15,7 @@ use jitgate_engine::lifecycle::{
     Action, Event, EventKind, HOLD_ROLE, LifecycleError, NewRequest, RequestView,
 };
 use jitgate_engine::log::{DecisionRecord, Outcome, RecordKind};
-use jitgate_engine::sqlite::{RequestFilter, RequestState, Verdict};
+use jitgate_engine::sqlite::{AccessRequest, RequestFilter, RequestState, Verdict};
 use jitgate_engine::{Context, EntityRef, Principal};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -53,6 +53,23 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+        }
+    }
+
+    /// A 400 for a request body that does not parse, from the parser's `message`; `field` is the body field it
+    /// names (an unknown, missing or mistyped field), when it names one.
+    pub(crate) fn bad_body(message: &str) -> Self {
+        // serde names the field for unknown or mistyped fields; keep its words.
+        let field = message
+            .split('`')
+            .nth(1)
+            .filter(|_| message.contains("field"))
+            .map(str::to_string);
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: format!("request body: {message}"),
+            field,
         }
     }
 
@@ -190,21 +207,7 @@ fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| {
-        let msg = e.to_string();
-        // serde names the field for unknown or mistyped fields; keep its words.
-        let field = msg
-            .split('`')
-            .nth(1)
-            .filter(|_| msg.contains("field"))
-            .map(str::to_string);
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            code: "bad_request",
-            message: format!("request body: {msg}"),
-            field,
-        }
-    })
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_body(&e.to_string()))
 }
 
 /// Appends every event to the decision log (awaited: the answer waits for the record) and queues notifications.
@@ -259,16 +262,30 @@ pub async fn record_events(p: &Proxy, events: &[Event]) {
     }
 }
 
-fn fire_holds(p: &Proxy, view: &RequestView) {
-    if view.request.role != HOLD_ROLE {
+/// Tells a data-plane connection waiting on `request` (a `hold` request) about its verdict, if it has one.
+fn fire_hold(p: &Proxy, request: &AccessRequest) {
+    if request.role != HOLD_ROLE {
         return;
     }
-    match view.request.state {
-        RequestState::Approved => p.holds.fire(&view.request.id, HoldSignal::Approved),
+    match request.state {
+        RequestState::Approved => p.holds.fire(&request.id, HoldSignal::Approved),
         RequestState::Denied | RequestState::Expired | RequestState::Cancelled => {
-            p.holds.fire(&view.request.id, HoldSignal::Denied)
+            p.holds.fire(&request.id, HoldSignal::Denied)
         }
         RequestState::Pending => {}
+    }
+}
+
+fn fire_holds(p: &Proxy, view: &RequestView) {
+    fire_hold(p, &view.request);
+}
+
+/// Logs the events of a call that may have moved requests to `expired` on the way, and releases held connections
+/// waiting on them.
+async fn record_expiries(p: &Proxy, events: &[Event]) {
+    record_events(p, events).await;
+    for r in events.iter().filter_map(|e| e.request.as_ref()) {
+        fire_hold(p, r);
     }
 }
 
@@ -338,8 +355,10 @@ async fn list(
     };
     let all = q.all.unwrap_or(false);
     let lc = p.lifecycle.clone();
-    let rows = blocking(move || lc.list_requests(&c.principal, &c.context, filter, all)).await?;
-    Ok(axum::Json(json!({ "requests": rows })).into_response())
+    let listed = blocking(move || lc.list_requests(&c.principal, &c.context, filter, all)).await?;
+    // Requests found past their pending TTL were moved to `expired` by this call: log each move once.
+    record_expiries(&p, &listed.events).await;
+    Ok(axum::Json(json!({ "requests": listed.requests })).into_response())
 }
 
 async fn show(
@@ -354,10 +373,10 @@ async fn show(
     let lc = p.lifecycle.clone();
     let (view, may) = blocking(move || {
         let v = lc.get(&id)?;
-        // One's own request, or anyone's with listRequests.
+        // One's own request, or anyone's with listRequests (a policy check only: nothing is listed).
         let may = v.request.requester == c.principal.entity
             || lc
-                .list_requests(&c.principal, &c.context, RequestFilter::default(), true)
+                .require_on_service(&c.principal, &c.context, Action::ListRequests)
                 .is_ok();
         Ok((v, may))
     })
@@ -390,24 +409,26 @@ async fn verdict(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let b: CommentBody = parse_body(&body)?;
+    // A pending request past its TTL is moved to `expired` first, and that move is logged whatever the verdict's
+    // fate: decide() refuses a due request (409) without moving it, so no expiry goes unlogged.
+    let lc = p.lifecycle.clone();
+    let id2 = id.clone();
+    let expired = blocking(move || lc.expire_if_due(&id2)).await?;
+    record_expiries(&p, expired.as_slice()).await;
     let lc = p.lifecycle.clone();
     let id2 = id.clone();
     let result = blocking(move || lc.decide(&id2, &c.principal, &c.context, v, &b.comment)).await;
-    // An expiry found on the way is an event even when the verdict is refused.
-    if let Err(e) = &result {
-        if e.status == StatusCode::CONFLICT {
-            if let Ok(Some(r)) = p.store.get_access_request(&id) {
-                if r.role == HOLD_ROLE && r.state != RequestState::Pending {
-                    p.holds.fire(
-                        &id,
-                        if r.state == RequestState::Approved {
-                            HoldSignal::Approved
-                        } else {
-                            HoldSignal::Denied
-                        },
-                    );
-                }
-            }
+    if matches!(&result, Err(e) if e.status == StatusCode::CONFLICT) {
+        // The TTL may have passed between the expiry check and the verdict (decide() then refuses without moving
+        // the request): move and log it now rather than leave it to the next read.
+        let lc = p.lifecycle.clone();
+        let id2 = id.clone();
+        if let Ok(expired) = blocking(move || lc.expire_if_due(&id2)).await {
+            record_expiries(&p, expired.as_slice()).await;
+        }
+        // Refused because it was decided or expired meanwhile: release a held connection waiting on it all the same.
+        if let Ok(Some(r)) = p.store.get_access_request(&id) {
+            fire_hold(&p, &r);
         }
     }
     let view = result?;

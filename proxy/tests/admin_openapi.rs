@@ -413,6 +413,40 @@ fn the_document_is_well_formed_and_every_schema_compiles() {
     }
 }
 
+#[test]
+fn every_v1_error_is_documented_as_an_api_error() {
+    let doc = doc();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        for (method, op) in item.as_object().unwrap() {
+            for (status, _) in op["responses"].as_object().unwrap() {
+                let code: u16 = status.parse().unwrap();
+                // 422 of reload and shadow is a result (ReloadAttempt, DiagnosticList), not an error.
+                if code < 400 || code == 422 {
+                    continue;
+                }
+                let what = format!("{} {path} -> {status}", method.to_uppercase());
+                let schemas = response_schemas(&doc, method, path, status);
+                let media: Vec<&str> = schemas.iter().map(|(m, _)| m.as_str()).collect();
+                assert_eq!(media, ["application/json"], "{what}: JSON only");
+                let schema = doc.pointer(&schemas[0].1).unwrap();
+                assert_eq!(
+                    schema,
+                    &json!({ "$ref": "#/components/schemas/ApiError" }),
+                    "{what}: one error shape"
+                );
+            }
+        }
+    }
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    assert!(
+        !schemas.contains_key("ShadowError"),
+        "no second error shape"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Validation against the document
 
@@ -854,17 +888,37 @@ async fn live_answers_match_the_document() {
     assert_eq!(reload["outcome"], "unchanged");
     l.call("get", "/v1/shadow", "/v1/shadow", Some("sam"), None, 200)
         .await;
-    l.call("delete", "/v1/shadow", "/v1/shadow", Some("sam"), None, 404)
+    // Shadow errors are ApiError bodies like every other error (the schema rejects any other shape).
+    let none = l
+        .call("delete", "/v1/shadow", "/v1/shadow", Some("sam"), None, 404)
         .await;
-    l.call(
-        "post",
-        "/v1/shadow",
-        "/v1/shadow",
-        Some("sam"),
-        Some(json!({"dir": "x"})),
-        400,
-    )
-    .await;
+    assert_eq!(none["error"], "not_found", "{none}");
+    let bad = l
+        .call(
+            "post",
+            "/v1/shadow",
+            "/v1/shadow",
+            Some("sam"),
+            Some(json!({"dir": "x"})),
+            400,
+        )
+        .await;
+    assert_eq!(
+        (bad["error"].as_str(), bad["field"].as_str()),
+        (Some("bad_request"), Some("dir")),
+        "{bad}"
+    );
+    let untyped = l
+        .call("post", "/v1/shadow", "/v1/shadow", Some("sam"), None, 400)
+        .await;
+    assert_eq!(untyped["error"], "bad_request", "{untyped}");
+    assert!(
+        untyped["message"]
+            .as_str()
+            .unwrap()
+            .contains("Content-Type"),
+        "{untyped}"
+    );
     let missing = dir.path().join("no-such-bundle");
     l.call(
         "post",

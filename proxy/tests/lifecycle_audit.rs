@@ -1,0 +1,352 @@
+//! The audit trail of the access lifecycle through the real proxy, the real admin API and real SQLite files: every
+//! move of a request to `expired` is logged exactly once whichever call finds it (approve, deny, get, list), listing
+//! shows expired requests as `expired`, `approvals_required` is one number on every answer, and a request shows its
+//! ended grant across a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod lifecycle_common;
+
+use jitgate_engine::Clock;
+use jitgate_engine::log::RecordKind;
+use lifecycle_common::{Env, T0};
+use serde_json::{Value, json};
+
+/// The quickstart's default pending TTL.
+const PENDING_TTL: i64 = 86_400;
+
+/// The `lifecycle.<event>` records of access request `id` in the decision log, after flushing it.
+async fn lifecycle_records(env: &Env, id: &str, event: &str) -> usize {
+    env.running.proxy.log.flush().await;
+    let recs = jitgate_engine::log::tail(&env.dir.join("decisions.db"), 10_000).unwrap();
+    let action = format!("lifecycle.{event}");
+    recs.iter()
+        .filter(|r| {
+            r.kind == RecordKind::Lifecycle
+                && r.action == action
+                && r.request_id.as_deref() == Some(id)
+        })
+        .count()
+}
+
+async fn payments_request(env: &Env, who: &str, reason: &str) -> String {
+    let v = env
+        .request(
+            who,
+            "payments-writer",
+            r#"Service::"payments""#,
+            "30m",
+            reason,
+        )
+        .await;
+    assert_eq!(v["request"]["state"], "pending", "{v}");
+    v["request"]["id"].as_str().unwrap().to_string()
+}
+
+fn states(list: &Value) -> Vec<(String, String)> {
+    list["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_verdict_on_a_request_past_its_ttl_is_refused_and_the_expiry_logged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::frozen(T0);
+    let env = Env::start(dir.path(), clock.clone(), |_| {}).await;
+    let approve_me = payments_request(&env, "alice", "INC-1").await;
+    let deny_me = payments_request(&env, "alice", "INC-2").await;
+    let forbidden = payments_request(&env, "alice", "INC-3").await;
+    clock.set(T0 + PENDING_TTL);
+
+    // Approve: refused as expired, and the move to `expired` is in the log before anything reads the request.
+    let (s, v) = env.approve("bob", &approve_me).await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["error"], "conflict", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("expired"), "{v}");
+    assert_eq!(lifecycle_records(&env, &approve_me, "expired").await, 1);
+
+    // Deny: the same.
+    let deny = format!("/v1/requests/{deny_me}/deny");
+    let (s, v) = env.post("bob", &deny, json!({"comment": "no"})).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("expired"), "{v}");
+    assert_eq!(lifecycle_records(&env, &deny_me, "expired").await, 1);
+
+    // A caller the policies refuse (carol may not approve payments roles) finds it due all the same: 403, logged.
+    let (s, v) = env.approve("carol", &forbidden).await;
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(lifecycle_records(&env, &forbidden, "expired").await, 1);
+
+    // Later calls, whatever they are, add no second record.
+    for id in [&approve_me, &deny_me, &forbidden] {
+        let (s, v) = env.approve("bob", id).await;
+        assert_eq!(s, 409, "{v}");
+        let (s, v) = env
+            .post("bob", &format!("/v1/requests/{id}/deny"), json!({}))
+            .await;
+        assert_eq!(s, 409, "{v}");
+        let (s, v) = env.get("alice", &format!("/v1/requests/{id}")).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["request"]["state"], "expired");
+        assert_eq!(v["request"]["decided_at"], T0 + PENDING_TTL);
+        assert!(v["approvals"].as_array().unwrap().is_empty(), "{v}");
+    }
+    let (s, v) = env.get("alice", "/v1/requests").await;
+    assert_eq!(s, 200, "{v}");
+    for id in [&approve_me, &deny_me, &forbidden] {
+        assert_eq!(lifecycle_records(&env, id, "expired").await, 1, "{id}");
+        assert_eq!(lifecycle_records(&env, id, "approved").await, 0, "{id}");
+        assert_eq!(lifecycle_records(&env, id, "denied").await, 0, "{id}");
+    }
+    env.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_of_a_request_past_its_ttl_logs_the_expiry_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::frozen(T0);
+    let env = Env::start(dir.path(), clock.clone(), |_| {}).await;
+    let id = payments_request(&env, "alice", "INC-4").await;
+    clock.set(T0 + PENDING_TTL - 1);
+    let (_, v) = env.get("alice", &format!("/v1/requests/{id}")).await;
+    assert_eq!(
+        v["request"]["state"], "pending",
+        "one second before the edge"
+    );
+    assert_eq!(lifecycle_records(&env, &id, "expired").await, 0);
+    clock.set(T0 + PENDING_TTL);
+    for _ in 0..3 {
+        let (s, v) = env.get("alice", &format!("/v1/requests/{id}")).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["request"]["state"], "expired");
+    }
+    assert_eq!(lifecycle_records(&env, &id, "expired").await, 1);
+    env.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listing_shows_requests_past_their_ttl_as_expired_and_logs_each_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::frozen(T0);
+    let env = Env::start(dir.path(), clock.clone(), |_| {}).await;
+    let old_a = payments_request(&env, "alice", "INC-5").await;
+    let old_b = payments_request(&env, "alice", "INC-6").await;
+    let bobs = payments_request(&env, "bob", "INC-7").await;
+    clock.set(T0 + 3_600);
+    let fresh = payments_request(&env, "alice", "INC-8").await;
+    clock.set(T0 + PENDING_TTL);
+
+    // A `state=pending` filter sees the new state: the due ones are not pending any more.
+    let (s, v) = env.get("alice", "/v1/requests?state=pending").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(states(&v), vec![(fresh.clone(), "pending".to_string())]);
+    assert_eq!(lifecycle_records(&env, &old_a, "expired").await, 1);
+    assert_eq!(lifecycle_records(&env, &old_b, "expired").await, 1);
+    assert_eq!(
+        lifecycle_records(&env, &bobs, "expired").await,
+        0,
+        "alice's listing does not touch bob's requests"
+    );
+
+    // Unfiltered: newest first, the due ones `expired`; listing again logs nothing more.
+    for _ in 0..2 {
+        let (s, v) = env.get("alice", "/v1/requests").await;
+        assert_eq!(s, 200, "{v}");
+        let mut got = states(&v);
+        got.sort();
+        let mut want = vec![
+            (old_a.clone(), "expired".to_string()),
+            (old_b.clone(), "expired".to_string()),
+            (fresh.clone(), "pending".to_string()),
+        ];
+        want.sort();
+        assert_eq!(got, want);
+    }
+    assert_eq!(lifecycle_records(&env, &old_a, "expired").await, 1);
+    assert_eq!(lifecycle_records(&env, &old_b, "expired").await, 1);
+    assert_eq!(lifecycle_records(&env, &fresh, "expired").await, 0);
+
+    // Everyone's, with a `state=expired` filter (erin may list): bob's due request is found and expired by it.
+    let (s, v) = env.get("erin", "/v1/requests?all=true&state=expired").await;
+    assert_eq!(s, 200, "{v}");
+    let mut got: Vec<String> = states(&v).into_iter().map(|(id, _)| id).collect();
+    got.sort();
+    let mut want = vec![old_a.clone(), old_b.clone(), bobs.clone()];
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(lifecycle_records(&env, &bobs, "expired").await, 1);
+
+    // Reading one afterwards finds it expired already: still one record each.
+    for id in [&old_a, &old_b, &bobs] {
+        let (_, v) = env.get("erin", &format!("/v1/requests/{id}")).await;
+        assert_eq!(v["request"]["state"], "expired");
+        assert_eq!(lifecycle_records(&env, id, "expired").await, 1);
+    }
+    env.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn approvals_required_is_the_same_number_on_every_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
+    let show = |id: String| {
+        let env = &env;
+        async move {
+            let (s, v) = env.get("erin", &format!("/v1/requests/{id}")).await;
+            assert_eq!(s, 200, "{v}");
+            v
+        }
+    };
+
+    // Break glass: self-activated, no approver, on creation and later.
+    let v = env
+        .request(
+            "sam",
+            "break-glass",
+            r#"Service::"billing""#,
+            "10m",
+            "outage",
+        )
+        .await;
+    assert_eq!(v["request"]["state"], "approved");
+    assert_eq!(v["approvals_required"], 0, "{v}");
+    let id = v["request"]["id"].as_str().unwrap().to_string();
+    assert_eq!(show(id).await["approvals_required"], 0);
+
+    // One approver: 1 on creation, read and approval.
+    let v = env
+        .request(
+            "alice",
+            "payments-writer",
+            r#"Service::"payments""#,
+            "30m",
+            "x",
+        )
+        .await;
+    assert_eq!(v["approvals_required"], 1, "{v}");
+    let id = v["request"]["id"].as_str().unwrap().to_string();
+    assert_eq!(show(id.clone()).await["approvals_required"], 1);
+    let (s, v) = env.approve("bob", &id).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["approvals_required"], 1, "{v}");
+    assert_eq!(show(id).await["approvals_required"], 1);
+
+    // Two approvers: the total, not what is still missing, on every answer.
+    let v = env
+        .request(
+            "alice",
+            "db-admin",
+            r#"Service::"billing""#,
+            "30m",
+            "migration",
+        )
+        .await;
+    assert_eq!(v["approvals_required"], 2, "{v}");
+    let id = v["request"]["id"].as_str().unwrap().to_string();
+    let (_, v) = env.approve("carol", &id).await;
+    assert_eq!(
+        (
+            v["request"]["state"].as_str(),
+            v["approvals_required"].as_u64()
+        ),
+        (Some("pending"), Some(2)),
+        "{v}"
+    );
+    let (_, v) = env.approve("erin", &id).await;
+    assert_eq!(
+        (
+            v["request"]["state"].as_str(),
+            v["approvals_required"].as_u64()
+        ),
+        (Some("approved"), Some(2)),
+        "{v}"
+    );
+    assert_eq!(show(id).await["approvals_required"], 2);
+
+    // Auto-approved by policy: the role's number, on creation and later.
+    let (s, v) = env
+        .post(
+            "alice",
+            "/v1/requests",
+            json!({"role": "refund-once", "scope": "Service::\"payments\"", "duration": "15m", "reason": "customer", "ticket": "T-1"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["request"]["state"], "approved", "{v}");
+    assert_eq!(v["approvals_required"], 1, "{v}");
+    let id = v["request"]["id"].as_str().unwrap().to_string();
+    assert_eq!(show(id).await["approvals_required"], 1);
+    env.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_shows_its_ended_grant_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::frozen(T0);
+    let env = Env::start(dir.path(), clock.clone(), |_| {}).await;
+    let approve = |id: String| {
+        let env = &env;
+        async move {
+            let (s, v) = env.approve("bob", &id).await;
+            assert_eq!(s, 200, "{v}");
+            v["grant"]["id"].as_str().unwrap().to_string()
+        }
+    };
+    let revoked_req = payments_request(&env, "alice", "INC-9").await;
+    let revoked_grant = approve(revoked_req.clone()).await;
+    let expired_req = payments_request(&env, "alice", "INC-10").await;
+    let expired_grant = approve(expired_req.clone()).await;
+    let live_req = payments_request(&env, "alice", "INC-11").await;
+    let (s, v) = env
+        .post(
+            "bob",
+            &format!("/v1/grants/{revoked_grant}/revoke"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    env.running.shutdown().await;
+    drop(env.upstream);
+
+    // 40 minutes on: the second grant (30m) has expired too; a third request is approved after the restart.
+    clock.set(T0 + 2_400);
+    let env = Env::start(dir.path(), clock, |_| {}).await;
+    let (s, v) = env.approve("bob", &live_req).await;
+    assert_eq!(s, 200, "{v}");
+    let live_grant = v["grant"]["id"].as_str().unwrap().to_string();
+    for (req, grant, status) in [
+        (&revoked_req, &revoked_grant, "revoked"),
+        (&expired_req, &expired_grant, "active"),
+        (&live_req, &live_grant, "active"),
+    ] {
+        let (s, v) = env.get("alice", &format!("/v1/requests/{req}")).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["request"]["state"], "approved");
+        assert_eq!(v["grant"]["id"], grant.as_str(), "{v}");
+        assert_eq!(v["grant"]["request_id"], req.as_str(), "{v}");
+        assert_eq!(v["grant"]["status"], status, "{v}");
+    }
+    // The expired one is `active` in the store but past its end, as the data plane sees it: no access.
+    let (_, v) = env
+        .get("alice", &format!("/v1/requests/{expired_req}"))
+        .await;
+    assert_eq!(v["grant"]["expires_at"], T0 + 1_800);
+    // Listing grants shows only the live one (ended grants are not "grants that may still matter").
+    let (_, v) = env.get("alice", "/v1/grants").await;
+    let ids: Vec<&str> = v["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![live_grant.as_str()]);
+    env.running.shutdown().await;
+}
