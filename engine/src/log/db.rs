@@ -75,20 +75,20 @@ pub(crate) fn insert(tx: &Transaction<'_>, r: &DecisionRecord) -> Result<(), Log
 
 /// The head of the chain: `(seq, hash)` of the last record, `(0, GENESIS)` for an empty log.
 pub(crate) fn head(conn: &Connection) -> Result<Option<(i64, String)>, LogError> {
+    // Cached: the writer reads the head once per batch.
     Ok(conn
-        .query_row("SELECT seq, hash FROM log_head WHERE id = 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .prepare_cached("SELECT seq, hash FROM log_head WHERE id = 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?)
 }
 
 /// Records the new head (same transaction as the rows it points at).
 pub(crate) fn set_head(tx: &Transaction<'_>, seq: i64, hash: &str) -> Result<(), LogError> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO log_head (id, seq, hash) VALUES (1, ?1, ?2)
          ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-        params![seq, hash],
-    )?;
+    )?
+    .execute(params![seq, hash])?;
     Ok(())
 }
 

@@ -233,7 +233,13 @@ impl DecisionRecord {
         self.seq = seq;
         self.prev_hash = prev_hash.to_string();
         self.context = sorted_map(&self.context);
-        self.hash = self.compute_hash();
+        // The same bytes as `canonical_bytes` (context sorted, hash empty) without its clone and second sort: this
+        // runs for every record on the writer thread.
+        self.hash.clear();
+        let mut h = Sha256::new();
+        h.update(self.prev_hash.as_bytes());
+        h.update(serde_json::to_vec(&*self).unwrap_or_default());
+        self.hash = hex::encode(h.finalize());
     }
 
     /// Whether `hash` matches the record's content.
@@ -282,5 +288,33 @@ pub fn redact(rec: &mut DecisionRecord, fields: &[String]) {
         if masked && !rec.redacted.iter().any(|r| r == field) {
             rec.redacted.push(field.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_hashes_exactly_the_canonical_bytes() {
+        let mut r = DecisionRecord::decision(
+            r#"User::"alice""#,
+            r#"Action::"readPayment""#,
+            r#"Payment::"p-1""#,
+            Outcome::Allow,
+        );
+        // Keys out of order at two depths: the canonical form sorts them, and so must the sealed hash.
+        r.context = serde_json::json!({
+            "z": 1, "claims": {"sub": "alice", "groups": ["b", "a"], "aud": "x"}, "a": [{"y": 1, "b": 2}]
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+        r.seal(7, "prev");
+        assert_eq!(r.hash, r.compute_hash());
+        assert!(r.hash_ok());
+        let mut other = r.clone();
+        other.context.insert("z".into(), Value::from(2));
+        assert!(!other.hash_ok());
     }
 }
