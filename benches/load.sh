@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Load harness: drives the same load (same tool, concurrency, duration and request) through
 #   1. a bare hyper pass-through proxy (the baseline: benches/src/bin/passthrough.rs),
-#   2. jitgate with the Cedar quickstart bundle and the decision log on,
-#   3. jitgate with the decision log off (what the log costs),
-# all in front of one fast upstream (benches/src/bin/upstream.rs), and prints req/s, p50, p99 and jitgate's ratio
-# to the baseline.
+#   2. jitgate with the Cedar quickstart bundle and the decision log on, RS256 tokens from a real JWKS endpoint
+#      (benches/src/bin/jwks.rs) with the verified-token cache, and 10,000 active grants in its index
+#      (benches/src/bin/seed_grants.rs),
+#   3. the same during a reload storm (a bundle file rewritten every 200 ms, each rewrite a new revision),
+#   4. jitgate with the decision log off (what the log costs),
+# all in front of one fast upstream (benches/src/bin/upstream.rs), and prints req/s, p50, p99, jitgate's ratio to
+# the baseline, the storm's p99 against the steady p99, and jitgate's resident memory after each run.
 #
-# usage: benches/load.sh [--baseline-only] [--duration 10] [--connections 32] [--tool-threads 1] [--no-build]
-#                        [--keep]  (keep the work directory and the process logs)
+# usage: benches/load.sh [--baseline-only] [--duration 10] [--connections 32] [--tool-threads 1] [--grants 10000]
+#                        [--no-storm] [--no-build] [--keep]  (keep the work directory and the process logs)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +21,8 @@ DURATION=10          # seconds per run
 CONNECTIONS=32       # concurrent keep-alive connections
 TOOL_THREADS=1       # load generator threads (the machine is small: the tool competes with the servers)
 UPSTREAM_THREADS=1   # upstream runtime workers
+GRANTS=10000         # active grants seeded into the store before jitgate starts
+STORM=1
 BASELINE_ONLY=0
 BUILD=1
 KEEP=0
@@ -26,6 +31,7 @@ UPSTREAM_ADDR=127.0.0.1:19000
 PASSTHROUGH_ADDR=127.0.0.1:19001
 JITGATE_ADDR=127.0.0.1:19002
 JITGATE_ADMIN_ADDR=127.0.0.1:19003
+JWKS_ADDR=127.0.0.1:19004
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -33,9 +39,11 @@ while [ $# -gt 0 ]; do
     --duration) DURATION="$2"; shift ;;
     --connections) CONNECTIONS="$2"; shift ;;
     --tool-threads) TOOL_THREADS="$2"; shift ;;
+    --grants) GRANTS="$2"; shift ;;
+    --no-storm) STORM=0 ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "load.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -51,27 +59,20 @@ cleanup() {
 trap cleanup EXIT
 
 # ------------------------------------------------------------------------------------------------------------------
-# CONFIG: jitgate's configuration and the caller's credential. The keys follow proxy/src/config.rs; the
-# authentication keys ([[issuers]], [local_issuer]) and the token command are the proxy owner's to confirm.
+# CONFIG: jitgate's configuration (keys as in schemas/config.schema.json) and the caller's credential.
 # ------------------------------------------------------------------------------------------------------------------
-# The measured request: an engineer listing payments (allowed by `engineers-read`; no grant needed).
+# The measured request: an engineer listing payments (allowed by `engineers-read`; no grant needed, but the caller
+# holds two of the seeded grants, so they are looked up and materialized on every request).
 REQUEST_METHOD=GET
 REQUEST_PATH=/payments
-# How the caller's bearer token is obtained. Override with JITGATE_TOKEN=... in the environment, or set TOKEN_CMD to a
-# command that prints a token for sub=alice, groups=[engineering] signed by an issuer the config below trusts.
-TOKEN_CMD=("$BIN/jitgate" dev-token --key-file "$WORK/issuer.pem" --issuer jitgate --audience jitgate --principal 'User::"alice"' --groups engineering --ttl 1h)
+ISSUER=https://idp.load.test/
+AUDIENCE=jitgate-load
+# The caller's bearer token: RS256, signed by the jwks helper's key (sub=alice, groups=[engineering]). Override with
+# JITGATE_TOKEN=... for a token from elsewhere (it must verify against the issuer below).
 
 jitgate_config() {  # $1: on|off (decision log)
-  local log_section
-  if [ "$1" = on ]; then
-    log_section="[log]
-path = \"$WORK/decisions.db\""
-  else
-    # The decision log off: a benchmarking-only switch (the proxy warns loudly at start).
-    log_section="[log]
-path = \"$WORK/decisions.db\"
-enabled = false"
-  fi
+  local enabled=true
+  [ "$1" = on ] || enabled=false   # the decision log off: a benchmarking-only switch (the proxy warns at start)
   cat <<TOML
 [server]
 listen = "$JITGATE_ADDR"
@@ -80,18 +81,21 @@ listen = "$JITGATE_ADDR"
 listen = "$JITGATE_ADMIN_ADDR"
 
 [bundle]
-path = "$ROOT/policies/quickstart-cedar"
-watch = false
+path = "$WORK/bundles/quickstart"
+watch = true
 
 [store]
 path = "$WORK/jitgate.db"
 
-$log_section
+[log]
+path = "$WORK/decisions.db"
+enabled = $enabled
 
-[local_issuer]
-key_file = "$WORK/issuer.pem"
-issuer = "jitgate"
-audience = "jitgate"
+[[issuers]]
+issuer = "$ISSUER"
+audiences = ["$AUDIENCE"]
+jwks_url = "http://$JWKS_ADDR/jwks.json"
+algorithms = ["RS256"]
 
 [upstreams.payments]
 url = "http://$UPSTREAM_ADDR"
@@ -106,7 +110,7 @@ if [ "$BUILD" = 1 ]; then
   if [ "$BASELINE_ONLY" = 1 ]; then
     cargo build --release -p jitgate-benches --bin upstream --bin passthrough
   else
-    cargo build --release -p jitgate -p jitgate-benches
+    cargo build --release -p jitgate -p jitgate-benches --bins
   fi
 fi
 
@@ -180,23 +184,59 @@ start passthrough "$WORK/passthrough.log" "$BIN/passthrough" --listen "$PASSTHRO
 wait_http "http://$PASSTHROUGH_ADDR$REQUEST_PATH"
 RESULTS+=("$(load passthrough "http://$PASSTHROUGH_ADDR$REQUEST_PATH")")
 
+# rss PID: resident and peak resident memory in MB, from /proc.
+rss() {
+  awk '/^VmRSS:/ { r = $2 } /^VmHWM:/ { h = $2 } END { printf "%.1f %.1f", r / 1024, h / 1024 }' "/proc/$1/status"
+}
+
+# storm FILE SECONDS: rewrites FILE (rename-over, a new revision each time) every 200 ms for SECONDS.
+storm() {
+  local file="$1" end=$((SECONDS + $2)) n=0
+  cp "$file" "$WORK/storm.orig"
+  while [ "$SECONDS" -lt "$end" ]; do
+    n=$((n + 1))
+    { cat "$WORK/storm.orig"; echo "// reload storm $n"; } >"$file.tmp"
+    mv "$file.tmp" "$file"
+    sleep 0.2
+  done
+  cp "$WORK/storm.orig" "$file.tmp"; mv "$file.tmp" "$file"
+}
+
+MEM=()
+STORM_NOTE=""
 if [ "$BASELINE_ONLY" = 0 ]; then
+  mkdir -p "$WORK/bundles" && cp -r "$ROOT/policies/quickstart-cedar" "$WORK/bundles/quickstart"
+  "$BIN/seed_grants" --store "$WORK/jitgate.db" --count "$GRANTS" >/dev/null
+  start jwks "$WORK/jwks.log" "$BIN/jwks" --listen "$JWKS_ADDR" --token-out "$WORK/token" \
+    --issuer "$ISSUER" --audience "$AUDIENCE" >/dev/null
+  TOKEN="${JITGATE_TOKEN:-$(cat "$WORK/token")}"
   for log in on off; do
     jitgate_config "$log" >"$WORK/jitgate.toml"
     "$BIN/jitgate" serve --config "$WORK/jitgate.toml" >"$WORK/jitgate-$log.log" 2>&1 &
     JPID=$!
     PIDS+=("$JPID")
-    wait_http "http://$JITGATE_ADDR/healthz"
-    TOKEN="${JITGATE_TOKEN:-$("${TOKEN_CMD[@]}")}"
+    wait_http "http://$JITGATE_ADMIN_ADDR/healthz"
     status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" -X "$REQUEST_METHOD" "http://$JITGATE_ADDR$REQUEST_PATH")
     [ "$status" = 200 ] || { echo "jitgate answered $status to the measured request (log $log); see $WORK/jitgate-$log.log" >&2; KEEP=1; exit 1; }
     RESULTS+=("$(load "jitgate-log-$log" "http://$JITGATE_ADDR$REQUEST_PATH" "Authorization: Bearer $TOKEN")")
+    MEM+=("jitgate-log-$log $(rss "$JPID")")
+    if [ "$log" = on ] && [ "$STORM" = 1 ]; then
+      reloads_before=$(curl -s "http://$JITGATE_ADMIN_ADDR/metrics" | awk '/^jitgate_reloads_total\{outcome="ok"\}/ { print $2 }')
+      storm "$WORK/bundles/quickstart/policies/data-plane.cedar" $((DURATION + 2)) &
+      SPID=$!
+      PIDS+=("$SPID")
+      RESULTS+=("$(load jitgate-storm "http://$JITGATE_ADDR$REQUEST_PATH" "Authorization: Bearer $TOKEN")")
+      wait "$SPID" 2>/dev/null || true
+      MEM+=("jitgate-storm $(rss "$JPID")")
+      reloads_after=$(curl -s "http://$JITGATE_ADMIN_ADDR/metrics" | awk '/^jitgate_reloads_total\{outcome="ok"\}/ { print $2 }')
+      STORM_NOTE="reload storm: $(( ${reloads_after:-0} - ${reloads_before:-0} )) new revisions went live during jitgate-storm"
+    fi
     kill "$JPID"; wait "$JPID" 2>/dev/null || true
   done
 fi
 
 echo
-echo "tool=$TOOL connections=$CONNECTIONS duration=${DURATION}s request=$REQUEST_METHOD $REQUEST_PATH cores=$(nproc)"
+echo "tool=$TOOL connections=$CONNECTIONS duration=${DURATION}s request=$REQUEST_METHOD $REQUEST_PATH cores=$(nproc) grants=$GRANTS auth=RS256/JWKS"
 printf '%-18s %12s %10s %10s %8s %10s\n' target "req/s" "p50 ms" "p99 ms" non-2xx "vs base"
 base_rps=""
 for r in "${RESULTS[@]}"; do
@@ -204,4 +244,16 @@ for r in "${RESULTS[@]}"; do
   [ -n "$base_rps" ] || base_rps="$rps"
   ratio=$(awk -v a="$rps" -v b="$base_rps" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
   printf '%-18s %12s %10s %10s %8s %10s\n' "$name" "$rps" "$p50" "$p99" "$bad" "${ratio}x"
+done
+steady_p99=""
+for r in "${RESULTS[@]}"; do
+  read -r name rps p50 p99 bad <<<"$r"
+  [ "$name" = jitgate-log-on ] && steady_p99="$p99"
+  [ "$name" = jitgate-storm ] && [ -n "$steady_p99" ] && \
+    awk -v a="$p99" -v b="$steady_p99" 'BEGIN { printf "p99 during the reload storm / steady p99: %.2fx\n", (b > 0 ? a / b : 0) }'
+done
+[ -z "$STORM_NOTE" ] || echo "$STORM_NOTE"
+for m in "${MEM[@]}"; do
+  read -r name r h <<<"$m"
+  printf 'memory after %-16s RSS %6s MB   peak %6s MB\n' "$name" "$r" "$h"
 done
