@@ -10,7 +10,11 @@
 # the baseline, the storm's p99 against the steady p99, and jitgate's resident memory after each run.
 #
 # usage: benches/load.sh [--baseline-only] [--duration 10] [--connections 32] [--tool-threads 1] [--grants 10000]
-#                        [--no-storm] [--no-build] [--keep]  (keep the work directory and the process logs)
+#                        [--no-storm] [--rate QPS|auto|off] [--upstream-delay-us N] [--no-build] [--keep]
+#   --keep keeps the work directory and the process logs. --rate adds an open-loop phase: passthrough and jitgate
+#   (log on) at the same offered request rate (with `hey`), to compare p99 at the same load; `auto` (the default)
+#   is half of what jitgate sustained in its closed-loop run. --upstream-delay-us makes the upstream wait that long
+#   before each answer (a service that does some work); the default 0 measures the proxies' own cost alone.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,7 +25,9 @@ DURATION=10          # seconds per run
 CONNECTIONS=32       # concurrent keep-alive connections
 TOOL_THREADS=1       # load generator threads (the machine is small: the tool competes with the servers)
 UPSTREAM_THREADS=1   # upstream runtime workers
+UPSTREAM_DELAY_US=0  # upstream service time per request (a sleep, no CPU)
 GRANTS=10000         # active grants seeded into the store before jitgate starts
+RATE=auto            # open-loop phase: requests/s offered to both (auto: half of jitgate's closed-loop req/s)
 STORM=1
 BASELINE_ONLY=0
 BUILD=1
@@ -41,9 +47,11 @@ while [ $# -gt 0 ]; do
     --tool-threads) TOOL_THREADS="$2"; shift ;;
     --grants) GRANTS="$2"; shift ;;
     --no-storm) STORM=0 ;;
+    --rate) RATE="$2"; shift ;;
+    --upstream-delay-us) UPSTREAM_DELAY_US="$2"; shift ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "load.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -178,8 +186,23 @@ PY
   fi
 }
 
+# load_rate NAME URL QPS [HEADER]: open loop, QPS offered in total; prints "NAME req/s p50 p99 non2xx" (ms).
+load_rate() {
+  local name="$1" url="$2" qps="$3" header="${4:-}" out="$WORK/$1.rate"
+  local per=$(( (qps + CONNECTIONS - 1) / CONNECTIONS ))
+  hey -z 2s -c "$CONNECTIONS" -q "$per" ${header:+-H "$header"} "$url" >/dev/null
+  hey -z "${DURATION}s" -c "$CONNECTIONS" -q "$per" ${header:+-H "$header"} "$url" >"$out"
+  awk -v name="$name" '
+    /Requests\/sec:/ { rps = $2 }
+    /^ +50% in/ { p50 = $3 * 1000 }
+    /^ +99% in/ { p99 = $3 * 1000 }
+    /^ +\[[0-9]+\]/ { code = substr($1, 2, 3); if (code !~ /^2/) bad += $2 }
+    END { printf "%s %.0f %.3f %.3f %d\n", name, rps, p50, p99, bad + 0 }' "$out"
+}
+
 RESULTS=()
-start upstream "$WORK/upstream.log" "$BIN/upstream" --listen "$UPSTREAM_ADDR" --threads "$UPSTREAM_THREADS" >/dev/null
+RATE_RESULTS=()
+start upstream "$WORK/upstream.log" "$BIN/upstream" --listen "$UPSTREAM_ADDR" --threads "$UPSTREAM_THREADS" --delay-us "$UPSTREAM_DELAY_US" >/dev/null
 start passthrough "$WORK/passthrough.log" "$BIN/passthrough" --listen "$PASSTHROUGH_ADDR" --upstream "http://$UPSTREAM_ADDR" >/dev/null
 wait_http "http://$PASSTHROUGH_ADDR$REQUEST_PATH"
 RESULTS+=("$(load passthrough "http://$PASSTHROUGH_ADDR$REQUEST_PATH")")
@@ -220,6 +243,20 @@ if [ "$BASELINE_ONLY" = 0 ]; then
     [ "$status" = 200 ] || { echo "jitgate answered $status to the measured request (log $log); see $WORK/jitgate-$log.log" >&2; KEEP=1; exit 1; }
     RESULTS+=("$(load "jitgate-log-$log" "http://$JITGATE_ADDR$REQUEST_PATH" "Authorization: Bearer $TOKEN")")
     MEM+=("jitgate-log-$log $(rss "$JPID")")
+    if [ "$log" = on ] && [ "$RATE" != off ]; then
+      if ! command -v hey >/dev/null; then
+        SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+        $SUDO apt-get install -y hey >/dev/null 2>&1 || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y hey >/dev/null; }
+      fi
+      if [ "$RATE" = auto ]; then
+        read -r _ jrps _ <<<"${RESULTS[${#RESULTS[@]}-1]}"
+        QPS=$(( jrps / 2 ))
+      else
+        QPS="$RATE"
+      fi
+      RATE_RESULTS+=("$(load_rate "passthrough@$QPS" "http://$PASSTHROUGH_ADDR$REQUEST_PATH" "$QPS")")
+      RATE_RESULTS+=("$(load_rate "jitgate-log-on@$QPS" "http://$JITGATE_ADDR$REQUEST_PATH" "$QPS" "Authorization: Bearer $TOKEN")")
+    fi
     if [ "$log" = on ] && [ "$STORM" = 1 ]; then
       reloads_before=$(curl -s "http://$JITGATE_ADMIN_ADDR/metrics" | awk '/^jitgate_reloads_total\{outcome="ok"\}/ { print $2 }')
       storm "$WORK/bundles/quickstart/policies/data-plane.cedar" $((DURATION + 2)) &
@@ -236,7 +273,7 @@ if [ "$BASELINE_ONLY" = 0 ]; then
 fi
 
 echo
-echo "tool=$TOOL connections=$CONNECTIONS duration=${DURATION}s request=$REQUEST_METHOD $REQUEST_PATH cores=$(nproc) grants=$GRANTS auth=RS256/JWKS"
+echo "tool=$TOOL connections=$CONNECTIONS duration=${DURATION}s request=$REQUEST_METHOD $REQUEST_PATH cores=$(nproc) grants=$GRANTS auth=RS256/JWKS upstream_delay=${UPSTREAM_DELAY_US}us"
 printf '%-18s %12s %10s %10s %8s %10s\n' target "req/s" "p50 ms" "p99 ms" non-2xx "vs base"
 base_rps=""
 for r in "${RESULTS[@]}"; do
@@ -253,6 +290,18 @@ for r in "${RESULTS[@]}"; do
     awk -v a="$p99" -v b="$steady_p99" 'BEGIN { printf "p99 during the reload storm / steady p99: %.2fx\n", (b > 0 ? a / b : 0) }'
 done
 [ -z "$STORM_NOTE" ] || echo "$STORM_NOTE"
+if [ "${#RATE_RESULTS[@]}" -gt 0 ]; then
+  echo
+  echo "open loop (hey), the same offered rate to both:"
+  printf '%-24s %12s %10s %10s %8s\n' target "req/s" "p50 ms" "p99 ms" non-2xx
+  base_p99=""
+  for r in "${RATE_RESULTS[@]}"; do
+    read -r name rps p50 p99 bad <<<"$r"
+    [ -n "$base_p99" ] || base_p99="$p99"
+    printf '%-24s %12s %10s %10s %8s\n' "$name" "$rps" "$p50" "$p99" "$bad"
+  done
+  awk -v a="$p99" -v b="$base_p99" 'BEGIN { printf "p99 at the same rate, jitgate / passthrough: %.2fx\n", (b > 0 ? a / b : 0) }'
+fi
 for m in "${MEM[@]}"; do
   read -r name r h <<<"$m"
   printf 'memory after %-16s RSS %6s MB   peak %6s MB\n' "$name" "$r" "$h"
