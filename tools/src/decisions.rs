@@ -313,10 +313,13 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     };
     match &report.failure {
         None => {
-            println!(
-                "intact: {} records verified (seq {:?}..{:?})",
-                report.records, report.first_seq, report.last_seq
-            );
+            match (report.first_seq, report.last_seq) {
+                (Some(first), Some(last)) => println!(
+                    "intact: {} records verified (seq {first}..{last})",
+                    report.records
+                ),
+                _ => println!("intact: {} records verified (empty log)", report.records),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Some(f) => {

@@ -281,10 +281,14 @@ fn the_banner_curl_lines_work_as_printed_and_an_approval_survives_sigkill() {
         .arg(dir.path().join(".jitgate/decisions.db"))
         .output()
         .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "decisions verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
+        "decisions verify: {said}{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.starts_with("intact: ") && said.contains("(seq 1.."),
+        "verify says what it checked, in words: {said}"
     );
 }
