@@ -51,7 +51,7 @@ while [ $# -gt 0 ]; do
     --upstream-delay-us) UPSTREAM_DELAY_US="$2"; shift ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "load.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
