@@ -180,41 +180,18 @@ fn refuse(reason: String) -> LogError {
 }
 
 /// Checks the records `from..=to` inside the open transaction: all present, each linked to the one before it
-/// (the first to `prev`) and matching its own hash. Returns the last one's hash (`prev` for an empty range).
+/// (the first to `prev`) and matching its own hash (the same walk as [`verify::verify_store`]). Returns the last
+/// one's hash (`prev` for an empty range).
 fn check_segment(conn: &Connection, from: i64, to: i64, prev: &str) -> Result<String, LogError> {
-    let mut expect_seq = from;
-    let mut expect_prev = prev.to_string();
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {} FROM decisions WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq",
-        db::COLS
-    ))?;
-    let mut rows = stmt.query([from, to])?;
-    while let Some(row) = rows.next()? {
-        let raw = db::raw(row)?;
-        let seq = raw.seq();
-        if seq != expect_seq {
-            return Err(refuse(format!("seq {expect_seq}: record is missing")));
-        }
-        let rec = raw
-            .decode()
-            .map_err(|e| refuse(format!("seq {seq}: {e}")))?;
-        if rec.prev_hash != expect_prev {
-            return Err(refuse(format!(
-                "seq {seq}: prev_hash does not match the record before it"
-            )));
-        }
-        if !rec.hash_ok() {
-            return Err(refuse(format!(
-                "seq {seq}: content does not match its hash"
-            )));
-        }
-        expect_prev = rec.hash;
-        expect_seq += 1;
+    let report = verify::walk(conn, from, to, from, prev, verify::VerifyReport::empty())?;
+    if let Some(f) = report.failure {
+        return Err(refuse(f.to_string()));
     }
-    if expect_seq <= to {
-        return Err(refuse(format!("seq {expect_seq}: record is missing")));
+    let next = report.last_seq.map_or(from, |l| l + 1);
+    if next <= to {
+        return Err(refuse(format!("seq {next}: record {next} is missing")));
     }
-    Ok(expect_prev)
+    Ok(report.last_hash.unwrap_or_else(|| prev.to_string()))
 }
 
 /// `(first kept seq, hash it must link to)` named by a checkpoint record.

@@ -114,36 +114,24 @@ pub(crate) fn anchor(conn: &Connection) -> Result<(i64, String, Option<i64>), Lo
     }
 }
 
-/// Walks the stored chain in seq order and reports the first record that does not verify: an edited field
-/// ([`FailureKind::HashMismatch`]), a deleted record ([`FailureKind::Missing`]), an inserted or reordered one
-/// ([`FailureKind::BrokenLink`] or `HashMismatch`, since `seq` is hashed), a cut-off tail
-/// ([`FailureKind::Truncated`]). After a prune, the newest checkpoint says where the chain starts and which hash
-/// precedes it.
-pub fn verify_store(path: &Path) -> Result<VerifyReport, LogError> {
-    let conn = db::open_read(path)?;
-    // One read transaction: a writer appending meanwhile cannot make the head and the rows disagree.
-    conn.execute_batch("BEGIN")?;
-    let report = verify_conn(&conn);
-    let _ = conn.execute_batch("COMMIT");
-    report
-}
-
-pub(crate) fn verify_conn(conn: &Connection) -> Result<VerifyReport, LogError> {
-    let mut report = VerifyReport::empty();
-    let (mut expect_seq, mut expect_prev, checkpoint) = match anchor(conn) {
-        Ok(a) => a,
-        Err(LogError::Corrupt { seq, reason }) => {
-            return Ok(report.fail(
-                Some(seq),
-                FailureKind::Corrupt,
-                format!("checkpoint unreadable: {reason}"),
-            ));
-        }
-        Err(e) => return Err(e),
-    };
-    report.checkpoint_seq = checkpoint;
-    let mut stmt = conn.prepare(&format!("SELECT {} FROM decisions ORDER BY seq", db::COLS))?;
-    let mut rows = stmt.query([])?;
+/// Walks the stored records with `lo <= seq <= hi` in seq order, expecting the first at `expect_seq` linked to
+/// `expect_prev`, each next one linked to the one before and matching its own hash. Adds them to `report` and
+/// stops at the first that does not fit (the failure names it). Shared by [`verify_store`] (the whole chain) and
+/// prune (the segment it is about to delete, and what was appended since it last looked).
+pub(crate) fn walk(
+    conn: &Connection,
+    lo: i64,
+    hi: i64,
+    mut expect_seq: i64,
+    expect_prev: &str,
+    mut report: VerifyReport,
+) -> Result<VerifyReport, LogError> {
+    let mut expect_prev = expect_prev.to_string();
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {} FROM decisions WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq",
+        db::COLS
+    ))?;
+    let mut rows = stmt.query([lo, hi])?;
     while let Some(row) = rows.next()? {
         let raw = db::raw(row)?;
         let seq = raw.seq();
@@ -194,8 +182,42 @@ pub(crate) fn verify_conn(conn: &Connection) -> Result<VerifyReport, LogError> {
         report.last_hash = Some(rec.hash);
         expect_seq += 1;
     }
-    drop(rows);
-    drop(stmt);
+    Ok(report)
+}
+
+/// Walks the stored chain in seq order and reports the first record that does not verify: an edited field
+/// ([`FailureKind::HashMismatch`]), a deleted record ([`FailureKind::Missing`]), an inserted or reordered one
+/// ([`FailureKind::BrokenLink`] or `HashMismatch`, since `seq` is hashed), a cut-off tail
+/// ([`FailureKind::Truncated`]). After a prune, the newest checkpoint says where the chain starts and which hash
+/// precedes it.
+pub fn verify_store(path: &Path) -> Result<VerifyReport, LogError> {
+    let conn = db::open_read(path)?;
+    // One read transaction: a writer appending meanwhile cannot make the head and the rows disagree.
+    conn.execute_batch("BEGIN")?;
+    let report = verify_conn(&conn);
+    let _ = conn.execute_batch("COMMIT");
+    report
+}
+
+pub(crate) fn verify_conn(conn: &Connection) -> Result<VerifyReport, LogError> {
+    let mut report = VerifyReport::empty();
+    let (expect_seq, expect_prev, checkpoint) = match anchor(conn) {
+        Ok(a) => a,
+        Err(LogError::Corrupt { seq, reason }) => {
+            return Ok(report.fail(
+                Some(seq),
+                FailureKind::Corrupt,
+                format!("checkpoint unreadable: {reason}"),
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    report.checkpoint_seq = checkpoint;
+    let report = walk(conn, i64::MIN, i64::MAX, expect_seq, &expect_prev, report)?;
+    if report.failure.is_some() {
+        return Ok(report);
+    }
+    let expect_seq = report.last_seq.map_or(expect_seq, |l| l + 1);
 
     let head = db::head(conn)?;
     let head_ok = match (&head, report.last_seq) {
