@@ -11,6 +11,7 @@
 //!   `allow|deny|hold contains "<id>"` head and every `"policy": "<id>"` object key. Write ids as literals there.
 //! - Rules named `test_*` in any package are unit tests ([`RegoBackend::run_tests`]), run the way `opa test` does.
 
+mod index;
 mod input;
 
 use std::cell::RefCell;
@@ -39,20 +40,21 @@ const CLONES_PER_THREAD: usize = 4;
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
-    /// This thread's clones of prepared engines, keyed by backend instance, most recently used last.
-    static CLONES: RefCell<Vec<(u64, Engine)>> = const { RefCell::new(Vec::new()) };
+    /// This thread's clones of prepared engines, keyed by backend instance (most recently used last), one slot per
+    /// deciding engine of that backend, cloned on first use.
+    static CLONES: RefCell<Vec<(u64, Vec<Option<Engine>>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A validated Rego policy set: one prepared engine, cloned once per thread that evaluates with it.
 pub struct RegoBackend {
     /// Unique per load, so a reloaded bundle never reuses a thread's clone of the old one.
     instance: u64,
-    /// The prepared engine (parsed, analysed, no input). Locked only to clone it.
+    /// The prepared engine of the whole bundle (parsed, analysed, no input); runs the `test_*` rules.
     prepared: Mutex<Engine>,
+    /// The engines that decide: the action index's buckets, or one engine when the bundle is not indexed.
+    deciders: index::ActionIndex,
     /// `data.<package>.` prefix of the decision rules.
     rule_prefix: String,
-    /// Which of `deny`, `allow`, `hold` the package declares (`allow` always does).
-    declared: [bool; 3],
     /// The package's policy ids (static scan; see the module docs).
     policy_ids: Vec<String>,
     /// `test_*` rules found in the sources: (package path, rule name, file).
@@ -64,6 +66,7 @@ impl std::fmt::Debug for RegoBackend {
         f.debug_struct("RegoBackend")
             .field("instance", &self.instance)
             .field("rule_prefix", &self.rule_prefix)
+            .field("deciders", &self.deciders.len())
             .field("policy_ids", &self.policy_ids.len())
             .field("tests", &self.tests.len())
             .finish()
@@ -89,7 +92,19 @@ impl RegoBackend {
     /// Every file is parsed (all parse errors are reported, each with file, line and column), the package must
     /// declare `allow`, and the decision rules are evaluated once against a representative input so that a policy
     /// which fails at evaluation time is refused here rather than denying every request later.
+    ///
+    /// A bundle whose decision rules start with action guards is split into an action index (see `index.rs`), so
+    /// a decision evaluates only the definitions that can apply to its action.
     pub fn load(dir: &Path, policy_files: &[PathBuf], package: &str) -> Result<Self, Diagnostics> {
+        Self::load_with(dir, policy_files, package, true)
+    }
+
+    fn load_with(
+        dir: &Path,
+        policy_files: &[PathBuf],
+        package: &str,
+        indexed: bool,
+    ) -> Result<Self, Diagnostics> {
         let manifest = dir.join(crate::manifest::MANIFEST_FILE);
         if !valid_package(package) {
             return Err(Diagnostic::file(
@@ -163,11 +178,16 @@ impl RegoBackend {
                     .map(move |t| (pkg.clone(), t, file.clone()))
             })
             .collect();
+        let modules = engine.get_modules().clone();
+        let deciders = indexed
+            .then(|| index::build(&sources, &modules, &data_package, declared))
+            .flatten()
+            .unwrap_or_else(|| index::ActionIndex::single(engine.clone(), declared));
         Ok(RegoBackend {
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
             prepared: Mutex::new(engine),
+            deciders,
             rule_prefix,
-            declared,
             policy_ids,
             tests,
         })
@@ -206,13 +226,20 @@ impl RegoBackend {
             .collect()
     }
 
-    /// Runs `f` on this thread's clone of the prepared engine, cloning it on first use.
-    fn with_engine<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
+    /// A fresh clone of deciding engine `slot` (the full engine if the slot does not exist, which cannot happen).
+    fn clone_decider(&self, slot: usize) -> Engine {
+        match self.deciders.engines.get(slot) {
+            Some(engine) => engine.lock().clone(),
+            None => self.prepared.lock().clone(),
+        }
+    }
+
+    /// Runs `f` on this thread's clone of deciding engine `slot`, cloning it on first use.
+    fn with_engine<R>(&self, slot: usize, f: impl FnOnce(&mut Engine) -> R) -> R {
         CLONES.with(|cell| {
             let Ok(mut clones) = cell.try_borrow_mut() else {
                 // Re-entered from inside an evaluation (not expected): use a private clone.
-                let mut engine = self.prepared.lock().clone();
-                return f(&mut engine);
+                return f(&mut self.clone_decider(slot));
             };
             let pos = match clones.iter().position(|(id, _)| *id == self.instance) {
                 Some(p) => p,
@@ -220,25 +247,33 @@ impl RegoBackend {
                     if clones.len() >= CLONES_PER_THREAD {
                         clones.remove(0);
                     }
-                    clones.push((self.instance, self.prepared.lock().clone()));
+                    let slots = std::iter::repeat_with(|| None)
+                        .take(self.deciders.len())
+                        .collect();
+                    clones.push((self.instance, slots));
                     clones.len() - 1
                 }
             };
             // Keep the most recently used last so eviction drops the stalest bundle.
             let last = clones.len() - 1;
             clones.swap(pos, last);
-            match clones.last_mut() {
-                Some((_, engine)) => f(engine),
-                None => f(&mut self.prepared.lock().clone()),
-            }
+            let Some(entry) = clones.last_mut().and_then(|(_, slots)| slots.get_mut(slot)) else {
+                return f(&mut self.clone_decider(slot));
+            };
+            let engine = entry.get_or_insert_with(|| self.clone_decider(slot));
+            f(engine)
         })
     }
 
-    fn decide(&self, engine: &mut Engine, input: Value) -> Evaluation {
+    fn decide(&self, engine: &mut Engine, declared: [bool; 3], input: Value) -> Evaluation {
         engine.set_input(input);
         let mut sets: [Vec<Element>; 3] = Default::default();
         for (i, rule) in RULES.iter().enumerate() {
-            if !self.declared.get(i).copied().unwrap_or(false) {
+            if !declared.get(i).copied().unwrap_or(false) {
+                if i == 1 {
+                    // No `allow` definition can apply (an action index bucket without one): default deny.
+                    return Evaluation::default();
+                }
                 continue;
             }
             let elements = match eval_set(engine, &self.rule_prefix, rule) {
@@ -287,7 +322,14 @@ impl PolicyBackend for RegoBackend {
 
     fn evaluate(&self, request: &AuthzRequest, grants: &[Arc<Grant>]) -> Evaluation {
         let input = input::build(request, grants);
-        self.with_engine(|engine| self.decide(engine, input))
+        let slot = self.deciders.slot(&request.action);
+        let declared = self
+            .deciders
+            .declared
+            .get(slot)
+            .copied()
+            .unwrap_or([false; 3]);
+        self.with_engine(slot, |engine| self.decide(engine, declared, input))
     }
 
     fn policy_ids(&self) -> Vec<String> {

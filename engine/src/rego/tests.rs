@@ -360,3 +360,256 @@ helper(x) := x
             .ends_with("p_test.rego")
     );
 }
+
+/// Loads the same files twice, with and without the action index.
+fn both(dir: &Path, files: &[PathBuf], package: &str) -> (RegoBackend, RegoBackend) {
+    let indexed = RegoBackend::load_with(dir, files, package, true).unwrap();
+    let plain = RegoBackend::load_with(dir, files, package, false).unwrap();
+    assert_eq!(plain.deciders.len(), 1);
+    (indexed, plain)
+}
+
+fn write_files(files: &[(&str, &str)]) -> (tempfile::TempDir, Vec<PathBuf>) {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = files
+        .iter()
+        .map(|(name, src)| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, src).unwrap();
+            p
+        })
+        .collect();
+    (dir, paths)
+}
+
+const GUARDED: &str = r#"package t
+import rego.v1
+allow contains "a" if input.action == "a"
+allow contains "b-or-c" if {
+    "engineering" in input.principal.groups
+    input.action in {"b", "c"}
+}
+allow contains {"policy": "admin", "role": "db-admin"} if {
+    some g in input.grants
+    g.role == "db-admin"
+}
+allow contains "eq-left" if "e" == input.action
+deny contains "d" if {
+    input.action == "d"
+    not "sre" in input.principal.groups
+}
+hold contains "hold-c" if input.action in ["c"]
+allow contains "negated" if not input.action == "a"
+allow contains "mocked" if {
+    input.action == "never" with input.action as "never"
+}
+"#;
+
+#[test]
+fn action_index_splits_guarded_rules_and_decides_like_the_full_engine() {
+    let (dir, files) = write_files(&[("p.rego", GUARDED)]);
+    let (indexed, plain) = both(dir.path(), &files, "t");
+    // Guarded actions a, b, c, d, e: one bucket each, plus the fallback.
+    assert_eq!(
+        indexed.deciders.len(),
+        6,
+        "{:?}",
+        index::layout(&indexed.deciders)
+    );
+    assert_eq!(indexed.deciders.slot("unknown"), 5);
+    assert_ne!(indexed.deciders.slot("b"), indexed.deciders.slot("c"));
+    // `with` and negated guards are not guards: those rules stay in every bucket.
+    let fallback = indexed
+        .deciders
+        .engines
+        .get(5)
+        .unwrap()
+        .lock()
+        .get_policies()
+        .unwrap();
+    let text = fallback.first().unwrap().contents().clone();
+    assert!(
+        text.contains("\"negated\"") && text.contains("\"mocked\""),
+        "{text}"
+    );
+    assert!(
+        !text.contains("allow contains \"a\"") && !text.contains("deny contains"),
+        "{text}"
+    );
+    // Left-out rules keep their lines: the admin rule is still on line 8.
+    assert_eq!(
+        text.lines().nth(7),
+        Some("allow contains {\"policy\": \"admin\", \"role\": \"db-admin\"} if {")
+    );
+
+    let mut checked = 0;
+    for action in ["a", "b", "c", "d", "e", "unknown", "never"] {
+        for groups in [&[][..], &["engineering"], &["sre"]] {
+            for grants in [vec![], vec![grant("g1", "db-admin")]] {
+                let req = request(action, groups);
+                let got = indexed.evaluate(&req, &grants);
+                let want = plain.evaluate(&req, &grants);
+                assert_eq!(got, want, "{action} {groups:?} {}", grants.len());
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 42);
+    // And the answers are the intended ones, not merely equal.
+    let e = indexed.evaluate(&request("c", &["engineering"]), &[]);
+    assert_eq!(
+        (e.effect, e.policies.clone()),
+        (Effect::Hold, vec!["hold-c".to_string()])
+    );
+    let e = indexed.evaluate(&request("d", &[]), &[grant("g1", "db-admin")]);
+    assert_eq!(
+        (e.effect, e.policies.clone()),
+        (Effect::Deny, vec!["d".to_string()])
+    );
+    // `mocked` fires for every action (its guard is overridden by `with`): left out, it would be missing here.
+    let e = indexed.evaluate(&request("a", &[]), &[]);
+    assert_eq!(
+        (e.effect, e.policies),
+        (Effect::Allow, vec!["a".to_string(), "mocked".to_string()])
+    );
+}
+
+#[test]
+fn a_bucket_without_allow_or_deny_definitions_denies_cleanly() {
+    // Every decision rule is guarded: an action none names reaches a bucket with no `allow` and no `deny`.
+    let src = "package t\nallow contains \"a\" if input.action == \"a\"\ndeny contains \"b\" if input.action == \"b\"\n";
+    let (dir, files) = write_files(&[("p.rego", src)]);
+    let (indexed, plain) = both(dir.path(), &files, "t");
+    assert!(indexed.deciders.len() > 1);
+    for action in ["a", "b", "zzz"] {
+        let got = indexed.evaluate(&request(action, &[]), &[]);
+        assert_eq!(got, plain.evaluate(&request(action, &[]), &[]), "{action}");
+        assert!(got.errors.is_empty(), "{action}: {got:?}");
+    }
+    assert_eq!(
+        indexed.evaluate(&request("zzz", &[]), &[]).effect,
+        Effect::Deny
+    );
+}
+
+#[test]
+fn runtime_errors_in_an_indexed_bucket_keep_their_file_line_and_column() {
+    let src = r#"package t
+allow contains "a" if {
+    input.action == "a"
+}
+allow contains "b" if {
+    input.action == "b"
+    to_number(input.resource.attrs.boom) > 1
+}
+"#;
+    let (dir, files) = write_files(&[("p.rego", src)]);
+    let (indexed, plain) = both(dir.path(), &files, "t");
+    let mut req = request("b", &[]);
+    req.resource
+        .attrs
+        .insert("boom".into(), serde_json::json!("not a number"));
+    let got = indexed.evaluate(&req, &[]);
+    assert_eq!(got, plain.evaluate(&req, &[]));
+    assert_eq!(got.effect, Effect::Deny);
+    let error = got.errors.first().expect("an error");
+    assert!(error.contains("p.rego:7:"), "{error}");
+}
+
+#[test]
+fn the_quickstart_rego_bundle_is_indexed_and_decides_like_the_full_engine() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/quickstart-rego");
+    let files = vec![root.join("policies/authz.rego")];
+    let (indexed, plain) = both(&root, &files, "jitgate.authz");
+    assert!(indexed.deciders.len() > 10, "{}", indexed.deciders.len());
+    let actions = [
+        "health",
+        "listPayments",
+        "readPayment",
+        "createPayment",
+        "refundPayment",
+        "deletePayment",
+        "listDatabases",
+        "readDatabase",
+        "queryDatabase",
+        "updateDatabaseConfig",
+        "deleteDatabase",
+        "requestAccess",
+        "approve",
+        "deny",
+        "autoApprove",
+        "revoke",
+        "drop",
+        "issueToken",
+        "listRequests",
+        "readDecisions",
+        "operate",
+        "noSuchAction",
+    ];
+    let groups: [&[&str]; 6] = [
+        &[],
+        &["engineering"],
+        &["contractors"],
+        &["sre"],
+        &["dba"],
+        &["ci"],
+    ];
+    let roles = ["payments-writer", "refund-once", "db-admin", "break-glass"];
+    let mut checked = 0;
+    for action in actions {
+        for g in groups {
+            for hour_ts in [1_704_110_400_i64, 1_704_139_200] {
+                for ip in ["10.1.2.3", "192.0.2.7"] {
+                    let mut grant_sets = vec![vec![]];
+                    grant_sets.extend(roles.iter().map(|r| vec![grant("g", r)]));
+                    for grants in grant_sets {
+                        let mut req = request(action, g);
+                        req.context = Context::at(hour_ts);
+                        req.context.source_ip = Some(ip.into());
+                        req.resource
+                            .attrs
+                            .insert("role".into(), serde_json::json!("db-admin"));
+                        req.resource
+                            .attrs
+                            .insert("requester".into(), serde_json::json!("User::\"bob\""));
+                        let got = indexed.evaluate(&req, &grants);
+                        assert_eq!(
+                            got,
+                            plain.evaluate(&req, &grants),
+                            "{action} {g:?} {hour_ts} {ip}"
+                        );
+                        assert!(got.errors.is_empty(), "{got:?}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 22 * 6 * 2 * 2 * 5);
+}
+
+#[test]
+fn many_generated_rules_spread_over_at_most_max_buckets() {
+    let mut src = String::from("package t\nimport rego.v1\n");
+    for i in 0..600 {
+        src.push_str(&format!(
+            "allow contains {{\"policy\": \"gen-{i}\", \"role\": \"r{i}\"}} if {{\n\tinput.action == \"op{i}\"\n\tsome g in input.grants\n\tg.role == \"r{i}\"\n}}\n"
+        ));
+    }
+    let (dir, files) = write_files(&[("p.rego", &src)]);
+    let (indexed, plain) = both(dir.path(), &files, "t");
+    assert_eq!(indexed.deciders.len(), index::MAX_BUCKETS + 1);
+    for i in [0, 1, 255, 256, 599] {
+        for role in [format!("r{i}"), "r9999".to_string()] {
+            let req = request(&format!("op{i}"), &[]);
+            let grants = vec![grant("g", &role)];
+            let got = indexed.evaluate(&req, &grants);
+            assert_eq!(got, plain.evaluate(&req, &grants));
+            assert_eq!(
+                got.effect == Effect::Allow,
+                role == format!("r{i}"),
+                "{got:?}"
+            );
+        }
+    }
+}
