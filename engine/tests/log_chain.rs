@@ -603,3 +603,38 @@ fn a_bad_time_is_refused_at_append() {
         "2026-11-23T10:00:00.000Z"
     );
 }
+
+#[test]
+fn the_wal_is_checkpointed_into_the_file_while_the_writer_runs() {
+    // The writer does not checkpoint inside its commits; a background thread does. Without it the database file
+    // would keep its initial size for as long as the writer runs, everything piling up in the WAL.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.db");
+    let w = LogWriter::start(&path, opts()).unwrap();
+    let initial = std::fs::metadata(&path).unwrap().len();
+    let tickets: Vec<_> = (1..=500).map(|i| w.append(rec(i)).unwrap()).collect();
+    for t in tickets {
+        t.wait().unwrap();
+    }
+    // No signal tells when a checkpoint ran; poll the file, bounded (checkpoints run every 250 ms).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut size = initial;
+    while size <= initial && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        size = std::fs::metadata(&path).unwrap().len();
+    }
+    assert!(
+        size > initial,
+        "database file still {size} bytes (initial {initial})"
+    );
+    w.shutdown().unwrap();
+    // A clean stop leaves the WAL empty (or gone) and every record in the file.
+    let wal = dir.path().join("decisions.db-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(0, |m| m.len()) == 0,
+        "WAL left behind"
+    );
+    let report = verify_store(&path).unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.records, 500);
+}

@@ -148,6 +148,7 @@ pub struct LogWriter {
     on_full: OnFull,
     counters: Arc<Counters>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Mutex<Option<Checkpointer>>,
 }
 
 impl std::fmt::Debug for LogWriter {
@@ -166,6 +167,9 @@ impl LogWriter {
         let conn = open_connection(path, opts.busy_timeout)?;
         // Fail at start, not at the first append, if the existing chain head is unreadable.
         db::head(&conn)?;
+        // Checkpoints run on their own thread (below), not inside a commit that requests are waiting for.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = Checkpointer::start(path, opts.busy_timeout)?;
         let sink = match &opts.jsonl {
             None => None,
             Some(s) => Some(SinkState::open(s.clone())?),
@@ -188,6 +192,7 @@ impl LogWriter {
             on_full: opts.on_full,
             counters,
             thread: Mutex::new(Some(thread)),
+            checkpointer: Mutex::new(Some(checkpointer)),
         })
     }
 
@@ -247,9 +252,13 @@ impl LogWriter {
         };
         // If the thread already died, join reports it below.
         let _ = self.tx.send(Msg::Shutdown);
-        handle
+        let joined = handle
             .join()
-            .map_err(|_| LogError::Io("the writer thread panicked".into()))
+            .map_err(|_| LogError::Io("the writer thread panicked".into()));
+        if let Some(checkpointer) = self.checkpointer.lock().take() {
+            checkpointer.stop();
+        }
+        joined
     }
 
     /// The counters.
@@ -264,6 +273,44 @@ impl LogWriter {
             errors: c.errors.load(Ordering::Relaxed),
             sink_errors: c.sink_errors.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// How often the WAL is checkpointed into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// A thread with its own connection that checkpoints the WAL (`PASSIVE`: it never waits for, nor blocks, the
+/// writer). Between checkpoints a page rewritten by many batches is copied into the file once.
+struct Checkpointer {
+    stop: Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path, busy_timeout: Duration) -> Result<Checkpointer, LogError> {
+        let conn = open_connection(path, busy_timeout)?;
+        let (stop, stopped) = bounded::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("jitgate-log-checkpoint".into())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "decision log: WAL checkpoint failed");
+                    }
+                }
+                // A last full checkpoint once the writer has stopped, so a clean stop leaves a short WAL.
+                let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            })
+            .map_err(|e| LogError::Io(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Checkpointer { stop, thread })
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
     }
 }
 
