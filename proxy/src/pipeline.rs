@@ -437,13 +437,14 @@ fn client_ip(proxy: &Proxy, req: &Request<Incoming>, peer: IpAddr) -> IpAddr {
 
 /// The context fields that matter for the record (claims are summarized by the redaction settings of the log).
 fn context_summary(c: &Context) -> serde_json::Value {
+    // Keys in sorted order: the decision log's canonical form, which the writer then need not re-sort.
     serde_json::json!({
-        "time": c.time,
-        "source_ip": c.source_ip,
+        "claims": c.claims,
+        "headers": c.headers,
         "host": c.host,
         "query": c.query,
-        "headers": c.headers,
-        "claims": c.claims,
+        "source_ip": c.source_ip,
+        "time": c.time,
     })
 }
 

@@ -232,7 +232,7 @@ impl DecisionRecord {
     pub fn seal(&mut self, seq: i64, prev_hash: &str) {
         self.seq = seq;
         self.prev_hash = prev_hash.to_string();
-        self.context = sorted_map(&self.context);
+        sort_in_place(&mut self.context);
         // The same bytes as `canonical_bytes` (context sorted, hash empty) without its clone and second sort: this
         // runs for every record on the writer thread.
         self.hash.clear();
@@ -245,6 +245,25 @@ impl DecisionRecord {
     /// Whether `hash` matches the record's content.
     pub fn hash_ok(&self) -> bool {
         self.hash == self.compute_hash()
+    }
+}
+
+/// Sorts every object's keys in place, at every depth (what `sorted_map` returns, without building a copy);
+/// objects already in order are only walked.
+fn sort_in_place(m: &mut Map<String, Value>) {
+    if !m.keys().is_sorted() {
+        m.sort_keys();
+    }
+    for v in m.values_mut() {
+        sort_value_in_place(v);
+    }
+}
+
+fn sort_value_in_place(v: &mut Value) {
+    match v {
+        Value::Object(m) => sort_in_place(m),
+        Value::Array(a) => a.iter_mut().for_each(sort_value_in_place),
+        _ => {}
     }
 }
 
