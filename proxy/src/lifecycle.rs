@@ -371,24 +371,37 @@ async fn show(
 ) -> Result<Response, ApiError> {
     let c = caller(&p, &headers, peer, &method, &uri).await?;
     let lc = p.lifecycle.clone();
-    let (view, may) = blocking(move || {
-        let v = lc.get(&id)?;
+    let found = blocking(move || {
+        let may_list = || {
+            lc.require_on_service(&c.principal, &c.context, Action::ListRequests)
+                .is_ok()
+        };
+        let v = match lc.get(&id) {
+            Ok(v) => v,
+            // Only a caller who may see others' requests learns that an id does not exist; anyone else gets
+            // the same 403 as for someone else's request, so ids cannot be probed.
+            Err(LifecycleError::NotFound(_)) if !may_list() => return Ok(None),
+            Err(e) => return Err(e),
+        };
         // One's own request, or anyone's with listRequests (a policy check only: nothing is listed).
-        let may = v.request.requester == c.principal.entity
-            || lc
-                .require_on_service(&c.principal, &c.context, Action::ListRequests)
-                .is_ok();
-        Ok((v, may))
+        let may = v.request.requester == c.principal.entity || may_list();
+        Ok(Some((v, may)))
     })
     .await?;
-    record_events(&p, &view.events).await;
-    fire_holds(&p, &view);
-    if !may {
-        return Err(ApiError::new(
+    let forbidden = || {
+        ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             "listRequests denied: not your request and no policy allows listing others'",
-        ));
+        )
+    };
+    let Some((view, may)) = found else {
+        return Err(forbidden());
+    };
+    record_events(&p, &view.events).await;
+    fire_holds(&p, &view);
+    if !may {
+        return Err(forbidden());
     }
     Ok(axum::Json(view).into_response())
 }
