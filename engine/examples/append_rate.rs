@@ -40,7 +40,8 @@ fn main() {
         let n = batch.min(records - sent);
         let tickets: Vec<_> = (0..n)
             .map(|i| {
-                let mut r = DecisionRecord::at(RecordKind::Decision, time::OffsetDateTime::now_utc());
+                let mut r =
+                    DecisionRecord::at(RecordKind::Decision, time::OffsetDateTime::now_utc());
                 r.principal = r#"User::"alice""#.into();
                 r.action = r#"Action::"listPayments""#.into();
                 r.resource = format!(r#"Service::"payments{}""#, (sent + i) % 7);

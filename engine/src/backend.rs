@@ -24,4 +24,10 @@ pub trait PolicyBackend: Send + Sync + std::fmt::Debug {
 
     /// Ids of every policy in the set (for coverage reports).
     fn policy_ids(&self) -> Vec<String>;
+
+    /// One line on how the policy set is split so that a decision evaluates only what can apply, for
+    /// `jitgate check`; `None` when the backend has nothing to say.
+    fn index_summary(&self) -> Option<String> {
+        None
+    }
 }

@@ -204,12 +204,20 @@ async fn bad_input_names_the_field() {
     // Ids cannot be probed: a caller who may not list others' requests gets the same 403 for an unknown id as
     // for someone else's request; one who may list them learns that it does not exist.
     let alices = env
-        .request("alice", "payments-writer", r#"Service::"payments""#, "10m", "INC-2")
+        .request(
+            "alice",
+            "payments-writer",
+            r#"Service::"payments""#,
+            "10m",
+            "INC-2",
+        )
         .await;
     let existing = alices["request"]["id"].as_str().unwrap().to_string();
     let (s, unknown) = env.get("mallory", "/v1/requests/no-such-request").await;
     assert_eq!(s, 403, "{unknown}");
-    let (s, others) = env.get("mallory", &format!("/v1/requests/{existing}")).await;
+    let (s, others) = env
+        .get("mallory", &format!("/v1/requests/{existing}"))
+        .await;
     assert_eq!(s, 403, "{others}");
     assert_eq!(unknown, others);
     let (s, v) = env.get("alice", "/v1/requests/no-such-request").await;

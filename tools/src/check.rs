@@ -47,6 +47,9 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
                     bundle.roles.len(),
                     bundle.test_files.len()
                 );
+                if let Some(summary) = bundle.backend().index_summary() {
+                    println!("  {summary}");
+                }
                 if let Some(report) = tests {
                     print_report(&report, args.format)?;
                     let code = u8::try_from(report.exit_code()).unwrap_or(2);

@@ -153,6 +153,11 @@ fn check_loads_bundles_and_reports_broken_ones() {
         "{out}"
     );
     assert!(out.contains("25 policies, 11 routes"), "{out}");
+    // Every quickstart Rego rule starts with an action guard, so every one is indexed.
+    assert!(
+        out.contains("action index: 25 of 25 decision rules guarded by action"),
+        "{out}"
+    );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("bundle.toml"),

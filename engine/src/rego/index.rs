@@ -187,6 +187,56 @@ pub(super) fn build(
     })
 }
 
+/// How the decision rules of `data_package` fall under the index: `(guarded, unguarded)`, each unguarded rule
+/// named by its policy id when its head gives one, else by `file:line`.
+pub(super) fn describe(
+    files: &[(PathBuf, String, String)],
+    modules: &[Ref<Module>],
+    data_package: &str,
+) -> (usize, Vec<String>) {
+    let mut guarded = 0;
+    let mut unguarded = Vec::new();
+    for ((file, pkg, _), module) in files.iter().zip(modules) {
+        if pkg != data_package {
+            continue;
+        }
+        for rule in &module.policy {
+            if decision_root(rule).is_none() {
+                continue;
+            }
+            if is_set_definition(rule) && guard_of(rule).is_some() {
+                guarded += 1;
+            } else {
+                let span = rule_span(rule);
+                unguarded.push(
+                    policy_id_of(rule)
+                        .unwrap_or_else(|| format!("{}:{}", file.display(), span.line)),
+                );
+            }
+        }
+    }
+    (guarded, unguarded)
+}
+
+/// The policy id in a decision rule's head: `allow contains "<id>"` or `allow contains {"policy": "<id>", ...}`.
+fn policy_id_of(rule: &Rule) -> Option<String> {
+    let Rule::Spec {
+        head: RuleHead::Set { key: Some(key), .. },
+        ..
+    } = rule
+    else {
+        return None;
+    };
+    match key.as_ref() {
+        Expr::Object { fields, .. } => fields.iter().find_map(|(_, k, v)| {
+            (literal(k).as_deref() == Some("policy"))
+                .then(|| literal(v))
+                .flatten()
+        }),
+        other => literal(other),
+    }
+}
+
 /// `source` with each left-out definition replaced by its line breaks, plus spaces up to where the text after it
 /// starts, so the kept text keeps its line and column.
 fn blank_out<'a>(source: &str, left_out: impl Iterator<Item = &'a Guarded>) -> String {

@@ -55,6 +55,8 @@ pub struct RegoBackend {
     deciders: index::ActionIndex,
     /// `data.<package>.` prefix of the decision rules.
     rule_prefix: String,
+    /// What `index_summary` reports.
+    index_summary: String,
     /// The package's policy ids (static scan; see the module docs).
     policy_ids: Vec<String>,
     /// `test_*` rules found in the sources: (package path, rule name, file).
@@ -183,11 +185,32 @@ impl RegoBackend {
             .then(|| index::build(&sources, &modules, &data_package, declared))
             .flatten()
             .unwrap_or_else(|| index::ActionIndex::single(engine.clone(), declared));
+        let (guarded, unguarded) = index::describe(&sources, &modules, &data_package);
+        let index_summary = if deciders.len() > 1 {
+            let mut line = format!(
+                "action index: {guarded} of {} decision rules guarded by action, {} buckets",
+                guarded + unguarded.len(),
+                deciders.len()
+            );
+            if !unguarded.is_empty() {
+                line.push_str(&format!(
+                    "; evaluated for every action: {}",
+                    unguarded.join(", ")
+                ));
+            }
+            line
+        } else {
+            format!(
+                "action index: not used ({guarded} of {} decision rules guarded by action; it needs guards naming two actions or more)",
+                guarded + unguarded.len()
+            )
+        };
         Ok(RegoBackend {
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
             prepared: Mutex::new(engine),
             deciders,
             rule_prefix,
+            index_summary,
             policy_ids,
             tests,
         })
@@ -334,6 +357,10 @@ impl PolicyBackend for RegoBackend {
 
     fn policy_ids(&self) -> Vec<String> {
         self.policy_ids.clone()
+    }
+
+    fn index_summary(&self) -> Option<String> {
+        Some(self.index_summary.clone())
     }
 }
 

@@ -442,6 +442,11 @@ fn action_index_splits_guarded_rules_and_decides_like_the_full_engine() {
         Some("allow contains {\"policy\": \"admin\", \"role\": \"db-admin\"} if {")
     );
 
+    // `jitgate check` names the rules that run for every action.
+    assert_eq!(
+        indexed.index_summary().unwrap(),
+        "action index: 5 of 8 decision rules guarded by action, 6 buckets; evaluated for every action: admin, negated, mocked"
+    );
     let mut checked = 0;
     for action in ["a", "b", "c", "d", "e", "unknown", "never"] {
         for groups in [&[][..], &["engineering"], &["sre"]] {
