@@ -12,7 +12,7 @@
 # usage: benches/load.sh [--baseline-only] [--duration 10] [--connections 32] [--tool-threads 1] [--grants 10000]
 #                        [--no-storm] [--rate QPS|auto|off] [--upstream-delay-us N] [--no-build] [--keep]
 #   --keep keeps the work directory and the process logs. --rate adds an open-loop phase: passthrough and jitgate
-#   (log on) at the same offered request rate (with `hey`), to compare p99 at the same load; `auto` (the default)
+#   (log on, then log off) at the same offered request rate (with `hey`), to compare p99 at the same load; `auto` (the default)
 #   is half of what jitgate sustained in its closed-loop run. --upstream-delay-us makes the upstream wait that long
 #   before each answer (a service that does some work); the default 0 measures the proxies' own cost alone.
 set -euo pipefail
@@ -257,6 +257,9 @@ if [ "$BASELINE_ONLY" = 0 ]; then
       RATE_RESULTS+=("$(load_rate "passthrough@$QPS" "http://$PASSTHROUGH_ADDR$REQUEST_PATH" "$QPS")")
       RATE_RESULTS+=("$(load_rate "jitgate-log-on@$QPS" "http://$JITGATE_ADDR$REQUEST_PATH" "$QPS" "Authorization: Bearer $TOKEN")")
     fi
+    if [ "$log" = off ] && [ -n "${QPS:-}" ]; then
+      RATE_RESULTS+=("$(load_rate "jitgate-log-off@$QPS" "http://$JITGATE_ADDR$REQUEST_PATH" "$QPS" "Authorization: Bearer $TOKEN")")
+    fi
     if [ "$log" = on ] && [ "$STORM" = 1 ]; then
       reloads_before=$(curl -s "http://$JITGATE_ADMIN_ADDR/metrics" | awk '/^jitgate_reloads_total\{outcome="ok"\}/ { print $2 }')
       storm "$WORK/bundles/quickstart/policies/data-plane.cedar" $((DURATION + 2)) &
@@ -292,15 +295,15 @@ done
 [ -z "$STORM_NOTE" ] || echo "$STORM_NOTE"
 if [ "${#RATE_RESULTS[@]}" -gt 0 ]; then
   echo
-  echo "open loop (hey), the same offered rate to both:"
-  printf '%-24s %12s %10s %10s %8s\n' target "req/s" "p50 ms" "p99 ms" non-2xx
+  echo "open loop (hey), the same offered rate to each:"
+  printf '%-24s %12s %10s %10s %8s %12s\n' target "req/s" "p50 ms" "p99 ms" non-2xx "p99 vs base"
   base_p99=""
   for r in "${RATE_RESULTS[@]}"; do
     read -r name rps p50 p99 bad <<<"$r"
     [ -n "$base_p99" ] || base_p99="$p99"
-    printf '%-24s %12s %10s %10s %8s\n' "$name" "$rps" "$p50" "$p99" "$bad"
+    ratio=$(awk -v a="$p99" -v b="$base_p99" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+    printf '%-24s %12s %10s %10s %8s %12s\n' "$name" "$rps" "$p50" "$p99" "$bad" "${ratio}x"
   done
-  awk -v a="$p99" -v b="$base_p99" 'BEGIN { printf "p99 at the same rate, jitgate / passthrough: %.2fx\n", (b > 0 ? a / b : 0) }'
 fi
 for m in "${MEM[@]}"; do
   read -r name r h <<<"$m"
