@@ -3,7 +3,12 @@
 //! `cargo run --release -p jitgate-engine --example append_rate -- [--records N] [--batch B]`
 //! Appends N records (shaped like the proxy's: a context with claims and headers) in waves of B, waiting for each
 //! wave to commit before the next, and prints records/s and µs per record.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 use std::time::Instant;
 
