@@ -14,6 +14,9 @@
 //! Set definitions (`contains`) cannot conflict, so leaving one out cannot hide an error either. Every other rule
 //! (helpers, other packages, unguarded decision rules, complete rules) is kept in every bucket.
 //!
+//! A bundle in which any rule other than a `test_*` rule uses `with` is not indexed: `allow with input.action as
+//! "x"` inside another rule would ask a bucket for an action whose rules it left out.
+//!
 //! # How buckets are built
 //! The guarded actions are spread over at most [`MAX_BUCKETS`] buckets; unguarded-for actions use a fallback bucket
 //! with no guarded definition at all. A bucket's sources are the bundle's files with the left-out definitions
@@ -85,7 +88,7 @@ pub(super) fn build(
     data_package: &str,
     package_declared: [bool; 3],
 ) -> Option<ActionIndex> {
-    if files.len() != modules.len() {
+    if files.len() != modules.len() || uses_with(files, modules) {
         return None;
     }
     // Per file: the guarded definitions, and which decision rules have a definition that stays everywhere.
@@ -187,6 +190,96 @@ pub(super) fn build(
     })
 }
 
+/// Whether any rule other than a `test_*` rule, in any package, uses `with`. `allow with input.action as "x"` inside
+/// another rule would evaluate `allow` for an action whose rules its bucket left out, so such a bundle is not
+/// indexed. The scan is textual (comments and string literals skipped): a false alarm only costs speed.
+fn uses_with(files: &[(PathBuf, String, String)], modules: &[Ref<Module>]) -> bool {
+    for ((_, _, source), module) in files.iter().zip(modules) {
+        let mut starts: Vec<usize> = module
+            .policy
+            .iter()
+            .filter_map(|r| usize::try_from(rule_span(r).start).ok())
+            .collect();
+        starts.sort_unstable();
+        for rule in &module.policy {
+            if rule_name(rule).is_some_and(|n| n.starts_with("test_")) {
+                continue;
+            }
+            let Ok(start) = usize::try_from(rule_span(rule).start) else {
+                return true;
+            };
+            let end = starts
+                .iter()
+                .copied()
+                .find(|s| *s > start)
+                .unwrap_or(source.len());
+            let Some(text) = source.get(start..end) else {
+                return true;
+            };
+            if code_words(text).any(|w| w == "with") {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn rule_name(rule: &Rule) -> Option<&str> {
+    let refr = match rule {
+        Rule::Spec { head, .. } => match head {
+            RuleHead::Set { refr, .. }
+            | RuleHead::Compr { refr, .. }
+            | RuleHead::Func { refr, .. } => refr,
+        },
+        Rule::Default { refr, .. } => refr,
+    };
+    root_var(refr)
+}
+
+/// The identifier-like words of Rego source outside comments and string literals.
+fn code_words(text: &str) -> impl Iterator<Item = String> + '_ {
+    let mut code = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '#' => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+                code.push(' ');
+            }
+            '"' => {
+                let mut escaped = false;
+                for c in chars.by_ref() {
+                    match c {
+                        _ if escaped => escaped = false,
+                        '\\' => escaped = true,
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+                code.push(' ');
+            }
+            '`' => {
+                for c in chars.by_ref() {
+                    if c == '`' {
+                        break;
+                    }
+                }
+                code.push(' ');
+            }
+            c => code.push(c),
+        }
+    }
+    code.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
 /// How the decision rules of `data_package` fall under the index: `(guarded, unguarded)`, each unguarded rule
 /// named by its policy id when its head gives one, else by `file:line`.
 pub(super) fn describe(
@@ -269,15 +362,7 @@ fn blank_out<'a>(source: &str, left_out: impl Iterator<Item = &'a Guarded>) -> S
 /// Which decision set (`deny`, `allow`, `hold`) a rule defines, in any form (`contains`, complete, `default`,
 /// a path below it), if any.
 fn decision_root(rule: &Rule) -> Option<usize> {
-    let refr = match rule {
-        Rule::Spec { head, .. } => match head {
-            RuleHead::Set { refr, .. }
-            | RuleHead::Compr { refr, .. }
-            | RuleHead::Func { refr, .. } => refr,
-        },
-        Rule::Default { refr, .. } => refr,
-    };
-    let name = root_var(refr)?;
+    let name = rule_name(rule)?;
     RULES.iter().position(|r| *r == name)
 }
 

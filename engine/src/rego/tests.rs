@@ -400,9 +400,6 @@ deny contains "d" if {
 }
 hold contains "hold-c" if input.action in ["c"]
 allow contains "negated" if not input.action == "a"
-allow contains "mocked" if {
-    input.action == "never" with input.action as "never"
-}
 "#;
 
 #[test]
@@ -418,7 +415,7 @@ fn action_index_splits_guarded_rules_and_decides_like_the_full_engine() {
     );
     assert_eq!(indexed.deciders.slot("unknown"), 5);
     assert_ne!(indexed.deciders.slot("b"), indexed.deciders.slot("c"));
-    // `with` and negated guards are not guards: those rules stay in every bucket.
+    // A negated guard is not a guard: that rule stays in every bucket.
     let fallback = indexed
         .deciders
         .engines
@@ -428,10 +425,7 @@ fn action_index_splits_guarded_rules_and_decides_like_the_full_engine() {
         .get_policies()
         .unwrap();
     let text = fallback.first().unwrap().contents().clone();
-    assert!(
-        text.contains("\"negated\"") && text.contains("\"mocked\""),
-        "{text}"
-    );
+    assert!(text.contains("\"negated\""), "{text}");
     assert!(
         !text.contains("allow contains \"a\"") && !text.contains("deny contains"),
         "{text}"
@@ -445,10 +439,10 @@ fn action_index_splits_guarded_rules_and_decides_like_the_full_engine() {
     // `jitgate check` names the rules that run for every action.
     assert_eq!(
         indexed.index_summary().unwrap(),
-        "action index: 5 of 8 decision rules guarded by action, 6 buckets; evaluated for every action: admin, negated, mocked"
+        "action index: 5 of 7 decision rules guarded by action, 6 buckets; evaluated for every action: admin, negated"
     );
     let mut checked = 0;
-    for action in ["a", "b", "c", "d", "e", "unknown", "never"] {
+    for action in ["a", "b", "c", "d", "e", "unknown"] {
         for groups in [&[][..], &["engineering"], &["sre"]] {
             for grants in [vec![], vec![grant("g1", "db-admin")]] {
                 let req = request(action, groups);
@@ -459,7 +453,7 @@ fn action_index_splits_guarded_rules_and_decides_like_the_full_engine() {
             }
         }
     }
-    assert_eq!(checked, 42);
+    assert_eq!(checked, 36);
     // And the answers are the intended ones, not merely equal.
     let e = indexed.evaluate(&request("c", &["engineering"]), &[]);
     assert_eq!(
@@ -471,11 +465,10 @@ fn action_index_splits_guarded_rules_and_decides_like_the_full_engine() {
         (e.effect, e.policies.clone()),
         (Effect::Deny, vec!["d".to_string()])
     );
-    // `mocked` fires for every action (its guard is overridden by `with`): left out, it would be missing here.
     let e = indexed.evaluate(&request("a", &[]), &[]);
     assert_eq!(
         (e.effect, e.policies),
-        (Effect::Allow, vec!["a".to_string(), "mocked".to_string()])
+        (Effect::Allow, vec!["a".to_string()])
     );
 }
 
@@ -617,4 +610,45 @@ fn many_generated_rules_spread_over_at_most_max_buckets() {
             );
         }
     }
+}
+
+#[test]
+fn a_bundle_that_uses_with_outside_tests_is_not_indexed() {
+    // `allow with input.action as "b"` asks for the rules of action "b" while deciding "a": a bucket for "a" would
+    // have left them out and this deny would never fire.
+    let src = r#"package t
+import rego.v1
+allow contains "a" if input.action == "a"
+allow contains "b" if input.action == "b"
+deny contains "b-also-allowed" if {
+    input.action == "a"
+    count(allow) > 0 with input.action as "b"
+}
+"#;
+    let (dir, files) = write_files(&[("p.rego", src)]);
+    let (indexed, plain) = both(dir.path(), &files, "t");
+    assert_eq!(indexed.deciders.len(), 1);
+    let e = indexed.evaluate(&request("a", &[]), &[]);
+    assert_eq!(e, plain.evaluate(&request("a", &[]), &[]));
+    assert_eq!(
+        (e.effect, e.policies),
+        (Effect::Deny, vec!["b-also-allowed".to_string()])
+    );
+    assert!(
+        indexed
+            .index_summary()
+            .unwrap()
+            .starts_with("action index: not used")
+    );
+    // `with` in a test rule, in a comment or in a string does not turn the index off.
+    let src = r#"package t
+import rego.v1
+# with this comment
+allow contains "a" if input.action == "a"
+allow contains "b" if { input.action == "b"; input.principal.id != "with" }
+test_a if { allow["a"] with input as {"action": "a"} }
+"#;
+    let (dir, files) = write_files(&[("p.rego", src)]);
+    let (indexed, _) = both(dir.path(), &files, "t");
+    assert_eq!(indexed.deciders.len(), 3);
 }
