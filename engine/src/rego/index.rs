@@ -98,25 +98,13 @@ pub(super) fn build(
     for ((_, pkg, source), module) in files.iter().zip(modules) {
         let mut found = Vec::new();
         if pkg == data_package {
-            // A left-out definition runs up to where the next rule starts: a rule's span ends inside its last
-            // token (a closing quote is not part of a string token's span), so the span's end cannot be used.
-            let mut starts: Vec<usize> = module
-                .policy
-                .iter()
-                .filter_map(|r| usize::try_from(rule_span(r).start).ok())
-                .collect();
-            starts.sort_unstable();
-            for rule in &module.policy {
+            for (rule, start, end) in regions(module, source.len()) {
                 let Some(slot) = decision_root(rule) else {
                     continue;
                 };
-                match guard_of(rule).filter(|_| is_set_definition(rule)) {
-                    Some((start, set)) if start < source.len() => {
-                        let end = starts
-                            .iter()
-                            .copied()
-                            .find(|s| *s > start)
-                            .unwrap_or(source.len());
+                // A range that is not inside the source (never seen) keeps the rule everywhere.
+                match guard_of(rule).filter(|_| is_set_definition(rule) && start < end) {
+                    Some(set) => {
                         actions.extend(set.iter().cloned());
                         found.push(Guarded {
                             rule: slot,
@@ -194,34 +182,36 @@ pub(super) fn build(
 /// another rule would evaluate `allow` for an action whose rules its bucket left out, so such a bundle is not
 /// indexed. The scan is textual (comments and string literals skipped): a false alarm only costs speed.
 fn uses_with(files: &[(PathBuf, String, String)], modules: &[Ref<Module>]) -> bool {
-    for ((_, _, source), module) in files.iter().zip(modules) {
-        let mut starts: Vec<usize> = module
-            .policy
-            .iter()
-            .filter_map(|r| usize::try_from(rule_span(r).start).ok())
-            .collect();
-        starts.sort_unstable();
-        for rule in &module.policy {
-            if rule_name(rule).is_some_and(|n| n.starts_with("test_")) {
-                continue;
-            }
-            let Ok(start) = usize::try_from(rule_span(rule).start) else {
-                return true;
-            };
-            let end = starts
-                .iter()
-                .copied()
-                .find(|s| *s > start)
-                .unwrap_or(source.len());
-            let Some(text) = source.get(start..end) else {
-                return true;
-            };
-            if code_words(text).any(|w| w == "with") {
-                return true;
-            }
-        }
-    }
-    false
+    files.iter().zip(modules).any(|((_, _, source), module)| {
+        regions(module, source.len())
+            .into_iter()
+            .any(|(rule, start, end)| {
+                !rule_name(rule).is_some_and(|n| n.starts_with("test_"))
+                // An unreadable range counts as a `with`: the index is then off, which is always correct.
+                && source.get(start..end).is_none_or(|text| has_code_word(text, "with"))
+            })
+    })
+}
+
+/// Each rule of `module` with the byte range it owns in a source of `len` bytes: from its start to where the next
+/// rule starts. A rule's span ends inside its last token (a closing quote is not part of a string token's span),
+/// so the span's end cannot be used.
+fn regions(module: &Module, len: usize) -> Vec<(&Ref<Rule>, usize, usize)> {
+    let mut starts: Vec<usize> = module
+        .policy
+        .iter()
+        .filter_map(|r| usize::try_from(rule_span(r).start).ok())
+        .collect();
+    starts.sort_unstable();
+    module
+        .policy
+        .iter()
+        .map(|rule| {
+            let start = usize::try_from(rule_span(rule).start).unwrap_or(len);
+            let end = starts.iter().copied().find(|s| *s > start).unwrap_or(len);
+            (rule, start, end)
+        })
+        .collect()
 }
 
 fn rule_name(rule: &Rule) -> Option<&str> {
@@ -236,18 +226,14 @@ fn rule_name(rule: &Rule) -> Option<&str> {
     root_var(refr)
 }
 
-/// The identifier-like words of Rego source outside comments and string literals.
-fn code_words(text: &str) -> impl Iterator<Item = String> + '_ {
+/// Whether `word` appears as an identifier in Rego source, outside comments and string literals.
+fn has_code_word(text: &str, word: &str) -> bool {
     let mut code = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
         match c {
             '#' => {
-                for c in chars.by_ref() {
-                    if c == '\n' {
-                        break;
-                    }
-                }
+                chars.by_ref().find(|c| *c == '\n');
                 code.push(' ');
             }
             '"' => {
@@ -263,21 +249,14 @@ fn code_words(text: &str) -> impl Iterator<Item = String> + '_ {
                 code.push(' ');
             }
             '`' => {
-                for c in chars.by_ref() {
-                    if c == '`' {
-                        break;
-                    }
-                }
+                chars.by_ref().find(|c| *c == '`');
                 code.push(' ');
             }
             c => code.push(c),
         }
     }
     code.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| !w.is_empty())
-        .map(str::to_string)
-        .collect::<Vec<_>>()
-        .into_iter()
+        .any(|w| w == word)
 }
 
 /// How the decision rules of `data_package` fall under the index: `(guarded, unguarded)`, each unguarded rule
@@ -392,9 +371,9 @@ fn rule_span(rule: &Rule) -> &regorus::unstable::Span {
     }
 }
 
-/// Where a guarded rule starts and the union of its bodies' guards; `None` when a body has no guard.
-fn guard_of(rule: &Rule) -> Option<(usize, BTreeSet<String>)> {
-    let Rule::Spec { span, bodies, .. } = rule else {
+/// The union of a rule's bodies' guards; `None` when a body has no guard.
+fn guard_of(rule: &Rule) -> Option<BTreeSet<String>> {
+    let Rule::Spec { bodies, .. } = rule else {
         return None;
     };
     if bodies.is_empty() {
@@ -413,8 +392,7 @@ fn guard_of(rule: &Rule) -> Option<(usize, BTreeSet<String>)> {
             })?;
         all.extend(set);
     }
-    let start = usize::try_from(span.start).ok()?;
-    Some((start, all))
+    Some(all)
 }
 
 /// The actions a guard expression admits.
