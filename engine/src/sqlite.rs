@@ -136,6 +136,14 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX decisions_kind;
     DROP INDEX decisions_revision;
     "#,
+    // 5: where the decision log's acknowledgement journal is committed up to (see crate::log::journal).
+    r#"
+    CREATE TABLE log_journal (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        generation INTEGER NOT NULL,
+        offset     INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version a fully migrated database has.

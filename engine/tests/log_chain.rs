@@ -361,6 +361,7 @@ fn fail_closed_returns_queue_full_while_the_writer_is_stalled() {
         on_full: OnFull::FailClosed,
         busy_timeout: std::time::Duration::from_secs(60),
         jsonl: None,
+        ..LogOptions::default()
     };
     let w = LogWriter::start(&path, o).unwrap();
     // Another connection holds the write lock: the writer blocks in BEGIN IMMEDIATE and the queue fills.
@@ -401,6 +402,7 @@ fn wait_mode_blocks_and_counts_then_commits() {
         on_full: OnFull::Wait,
         busy_timeout: std::time::Duration::from_secs(60),
         jsonl: None,
+        ..LogOptions::default()
     };
     let w = std::sync::Arc::new(LogWriter::start(&path, o).unwrap());
     let blocker = Connection::open(&path).unwrap();

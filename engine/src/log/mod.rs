@@ -11,6 +11,7 @@
 
 mod db;
 mod export;
+mod journal;
 mod prune;
 mod record;
 mod verify;

@@ -5,7 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use super::LogError;
 use super::db;
+use super::journal::{self, Journal, JournalPos};
 use super::record::{DecisionRecord, GENESIS_HASH, format_time, parse_time};
 use crate::sqlite::{DEFAULT_BUSY_TIMEOUT, open_connection};
 
@@ -59,6 +60,17 @@ pub struct LogOptions {
     pub busy_timeout: Duration,
     /// Optional JSON Lines copy of committed records.
     pub jsonl: Option<JsonlSink>,
+    /// Keep an acknowledgement journal (`<log>.journal.<n>`) so that [`LogWriter::append_journaled`] can return
+    /// as soon as a record is written there, before its batch commits. Leftover journal files are committed at
+    /// start whether or not this is set.
+    pub journal: bool,
+    /// A journal file is rotated once it would grow past this many bytes (the writer removes a file once a
+    /// record of the next one is committed).
+    pub journal_rotate_bytes: u64,
+    /// How long the writer lets journaled records gather before it commits them: nobody waits for that commit,
+    /// and one commit of many records costs much less than many commits of a few (the same pages go to the WAL
+    /// once). Records reach SQLite about this much after the journal; a [`LogWriter::flush`] may wait as long.
+    pub journal_linger: Duration,
 }
 
 impl Default for LogOptions {
@@ -69,6 +81,9 @@ impl Default for LogOptions {
             on_full: OnFull::Wait,
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             jsonl: None,
+            journal: false,
+            journal_rotate_bytes: journal::ROTATE_BYTES,
+            journal_linger: Duration::from_millis(10),
         }
     }
 }
@@ -90,6 +105,8 @@ pub struct LogStats {
     pub errors: u64,
     /// JSON Lines sink write failures (the records are committed regardless).
     pub sink_errors: u64,
+    /// Records acknowledged from the journal before an earlier stop and committed at this start.
+    pub recovered: u64,
 }
 
 #[derive(Default)]
@@ -101,6 +118,7 @@ struct Counters {
     queue_full_rejections: AtomicU64,
     errors: AtomicU64,
     sink_errors: AtomicU64,
+    recovered: AtomicU64,
 }
 
 type Callback = Box<dyn FnOnce(Result<(), LogError>) + Send + 'static>;
@@ -123,7 +141,8 @@ impl Notify {
 }
 
 enum Msg {
-    Record(Box<DecisionRecord>, Notify),
+    /// A record, how to tell its caller, and where it ends in the journal when it was journaled.
+    Record(Box<DecisionRecord>, Notify, Option<JournalPos>),
     Flush(Sender<()>),
     Shutdown,
 }
@@ -147,6 +166,11 @@ pub struct LogWriter {
     tx: Sender<Msg>,
     on_full: OnFull,
     counters: Arc<Counters>,
+    /// Appends to the journal and queues in one critical section, so queue order is journal order.
+    /// `None` once shut down (which releases the journal's lock).
+    journal: Mutex<Option<Journal>>,
+    journaling: bool,
+    stopping: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
     checkpointer: Mutex<Option<Checkpointer>>,
 }
@@ -164,9 +188,31 @@ impl LogWriter {
     /// Opens (creating and migrating if needed) the log database at `path` and starts the writer thread. The
     /// chain continues from the last stored record.
     pub fn start(path: &Path, opts: LogOptions) -> Result<LogWriter, LogError> {
-        let conn = open_connection(path, opts.busy_timeout)?;
+        let mut conn = open_connection(path, opts.busy_timeout)?;
         // Fail at start, not at the first append, if the existing chain head is unreadable.
         db::head(&conn)?;
+        // Records acknowledged from a journal before the last stop are committed before anything new.
+        // The journal lock is taken only where there is a journal to recover or to write, so a log without one
+        // gets no lock file; a writer that finds the lock held leaves the journal to its owner.
+        let lock = if opts.journal || !journal::files(path)?.is_empty() {
+            journal::lock(path)?
+        } else {
+            None
+        };
+        let recovered = match &lock {
+            Some(_) => journal::recover(&mut conn, path)?,
+            None => journal::Recovered::default(),
+        };
+        let journal = match (opts.journal, lock) {
+            (false, _) => None,
+            (true, None) => return Err(journal::locked(path)),
+            (true, Some(lock)) => Some(Journal::open(
+                path,
+                recovered.next_generation,
+                opts.journal_rotate_bytes.max(1),
+                lock,
+            )?),
+        };
         // Checkpoints run on their own thread (below), not inside a commit that requests are waiting for.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpointer = Checkpointer::start(path, opts.busy_timeout)?;
@@ -176,12 +222,22 @@ impl LogWriter {
         };
         let (tx, rx) = bounded(opts.queue_capacity.max(1));
         let counters = Arc::new(Counters::default());
+        counters
+            .recovered
+            .store(recovered.records, Ordering::Relaxed);
+        let stopping = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             conn,
             rx,
             batch_max: opts.batch_max.max(1),
             counters: counters.clone(),
             sink,
+            journal_files: journal
+                .as_ref()
+                .map(|_| (path.to_path_buf(), recovered.next_generation)),
+            stopping: stopping.clone(),
+            journal_stuck: false,
+            linger: opts.journal_linger,
         };
         let thread = std::thread::Builder::new()
             .name("jitgate-decision-log".into())
@@ -191,6 +247,9 @@ impl LogWriter {
             tx,
             on_full: opts.on_full,
             counters,
+            journaling: journal.is_some(),
+            journal: Mutex::new(journal),
+            stopping,
             thread: Mutex::new(Some(thread)),
             checkpointer: Mutex::new(Some(checkpointer)),
         })
@@ -200,7 +259,7 @@ impl LogWriter {
     pub fn append(&self, rec: DecisionRecord) -> Result<Ticket, LogError> {
         let rec = normalize(rec)?;
         let (tx, rx) = bounded(1);
-        self.enqueue(Msg::Record(Box::new(rec), Notify::Ticket(tx)))?;
+        self.enqueue(Msg::Record(Box::new(rec), Notify::Ticket(tx), None))?;
         Ok(Ticket { rx })
     }
 
@@ -212,7 +271,50 @@ impl LogWriter {
         done: impl FnOnce(Result<(), LogError>) + Send + 'static,
     ) -> Result<(), LogError> {
         let rec = normalize(rec)?;
-        self.enqueue(Msg::Record(Box::new(rec), Notify::Callback(Box::new(done))))
+        self.enqueue(Msg::Record(
+            Box::new(rec),
+            Notify::Callback(Box::new(done)),
+            None,
+        ))
+    }
+
+    /// Writes `rec` to the journal and queues it; returns once it is in the journal, which is when the caller may
+    /// treat it as logged: a process killed from here on loses nothing, the next start commits it (see
+    /// [`super::journal`]). `done` runs on the writer thread once the record is committed to SQLite (keep it
+    /// short). A batch that fails to commit is retried, never skipped, so the chain keeps journal order. Needs
+    /// [`LogOptions::journal`].
+    pub fn append_journaled(
+        &self,
+        rec: DecisionRecord,
+        done: impl FnOnce(Result<(), LogError>) + Send + 'static,
+    ) -> Result<(), LogError> {
+        if !self.journaling {
+            return Err(LogError::Invalid {
+                what: "append".into(),
+                reason: "this writer was started without a journal (LogOptions::journal)".into(),
+            });
+        }
+        let rec = normalize(rec)?;
+        let mut line = serde_json::to_vec(&rec).map_err(|e| LogError::Invalid {
+            what: format!("record {}", rec.id),
+            reason: e.to_string(),
+        })?;
+        line.push(b'\n');
+        let mut guard = self.journal.lock();
+        let Some(j) = guard.as_mut() else {
+            return Err(LogError::Closed);
+        };
+        let pos = j.append(&line)?;
+        let queued = self.enqueue(Msg::Record(
+            Box::new(rec),
+            Notify::Callback(Box::new(done)),
+            Some(pos),
+        ));
+        if queued.is_err() {
+            // Not queued, so not acknowledged: take it back out of the journal too.
+            j.unappend(pos, line.len() as u64);
+        }
+        queued
     }
 
     fn enqueue(&self, msg: Msg) -> Result<(), LogError> {
@@ -250,6 +352,8 @@ impl LogWriter {
         let Some(handle) = self.thread.lock().take() else {
             return Ok(());
         };
+        // A batch being retried gives up now; its records stay in the journal for the next start.
+        self.stopping.store(true, Ordering::Relaxed);
         // If the thread already died, join reports it below.
         let _ = self.tx.send(Msg::Shutdown);
         let joined = handle
@@ -258,6 +362,7 @@ impl LogWriter {
         if let Some(checkpointer) = self.checkpointer.lock().take() {
             checkpointer.stop();
         }
+        self.journal.lock().take();
         joined
     }
 
@@ -272,6 +377,7 @@ impl LogWriter {
             queue_full_rejections: c.queue_full_rejections.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
             sink_errors: c.sink_errors.load(Ordering::Relaxed),
+            recovered: c.recovered.load(Ordering::Relaxed),
         }
     }
 }
@@ -327,18 +433,38 @@ struct Worker {
     batch_max: usize,
     counters: Arc<Counters>,
     sink: Option<SinkState>,
+    /// The log path and the oldest journal generation still on disk, when journaling.
+    journal_files: Option<(PathBuf, u64)>,
+    stopping: Arc<AtomicBool>,
+    /// A journaled batch was given up at shutdown: no later journaled record may be committed before it.
+    journal_stuck: bool,
+    linger: Duration,
 }
+
+/// Waits between attempts to commit a failed batch of journaled records: from the first to the last.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+type Batch = Vec<(DecisionRecord, Notify, Option<JournalPos>)>;
 
 impl Worker {
     fn run(mut self) {
-        let mut batch: Vec<(DecisionRecord, Notify)> = Vec::with_capacity(self.batch_max);
+        let mut batch: Batch = Vec::with_capacity(self.batch_max);
         // Exits when every sender is gone or on Shutdown, after committing what was queued.
         while let Ok(first) = self.rx.recv() {
+            // Journaled records were acknowledged already, so nobody waits for their commit: let more arrive, for
+            // bigger batches (the cost of a commit is mostly per batch) and no wake-up per record.
+            if matches!(first, Msg::Record(_, _, Some(_)))
+                && !self.linger.is_zero()
+                && self.rx.len() + 1 < self.batch_max
+            {
+                std::thread::sleep(self.linger);
+            }
             let mut control = None;
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
-                    Msg::Record(r, n) => batch.push((*r, n)),
+                    Msg::Record(r, n, p) => batch.push((*r, n, p)),
                     other => {
                         // Control messages keep their place in the order: commit what came before them first.
                         control = Some(other);
@@ -367,10 +493,10 @@ impl Worker {
     }
 
     /// After Shutdown: commit anything still queued so a clean stop loses nothing.
-    fn drain_rest(&mut self, batch: &mut Vec<(DecisionRecord, Notify)>) {
+    fn drain_rest(&mut self, batch: &mut Batch) {
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
-                Msg::Record(r, n) => batch.push((*r, n)),
+                Msg::Record(r, n, p) => batch.push((*r, n, p)),
                 Msg::Flush(done) => {
                     self.commit(batch);
                     let _ = done.send(());
@@ -384,31 +510,59 @@ impl Worker {
         self.commit(batch);
     }
 
-    fn commit(&mut self, batch: &mut Vec<(DecisionRecord, Notify)>) {
+    fn commit(&mut self, batch: &mut Batch) {
         if batch.is_empty() {
             return;
         }
         let n = batch.len() as u64;
-        match write_batch(&mut self.conn, batch) {
+        let pos = batch.iter().rev().find_map(|(_, _, p)| *p);
+        let mut result = if pos.is_some() && self.journal_stuck {
+            Err(LogError::Io(
+                "an earlier journaled batch is not committed; left in the journal for the next start".into(),
+            ))
+        } else {
+            write_batch(&mut self.conn, batch, pos)
+        };
+        // Journaled records were acknowledged already: retry rather than skip them (a later batch would move the
+        // stored journal position past them). The queue fills meanwhile, so callers wait or fail closed.
+        let mut wait = RETRY_FIRST;
+        while let Err(e) = &result {
+            if pos.is_none() || self.journal_stuck {
+                break;
+            }
+            if self.stopping.load(Ordering::Relaxed) {
+                self.journal_stuck = true;
+                break;
+            }
+            self.counters.errors.fetch_add(n, Ordering::Relaxed);
+            tracing::error!(error = %e, records = n, retry_in = ?wait, "decision log: journaled batch not committed");
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(RETRY_MAX);
+            result = write_batch(&mut self.conn, batch, pos);
+        }
+        match result {
             Ok(()) => {
+                if let (Some(p), Some((log, oldest))) = (pos, &mut self.journal_files) {
+                    journal::remove_before(log, oldest, p.generation);
+                }
                 self.counters.committed.fetch_add(n, Ordering::Relaxed);
                 self.counters.batches.fetch_add(1, Ordering::Relaxed);
                 if let Some(sink) = &mut self.sink {
-                    for (r, _) in batch.iter() {
+                    for (r, _, _) in batch.iter() {
                         if let Err(e) = sink.write(r) {
                             self.counters.sink_errors.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(error = %e, "decision log: JSON Lines sink write failed");
                         }
                     }
                 }
-                for (_, notify) in batch.drain(..) {
+                for (_, notify, _) in batch.drain(..) {
                     notify.send(Ok(()));
                 }
             }
             Err(e) => {
                 self.counters.errors.fetch_add(n, Ordering::Relaxed);
                 tracing::error!(error = %e, records = n, "decision log: batch not committed");
-                for (_, notify) in batch.drain(..) {
+                for (_, notify, _) in batch.drain(..) {
                     notify.send(Err(e.clone()));
                 }
             }
@@ -431,17 +585,21 @@ fn normalize(mut rec: DecisionRecord) -> Result<DecisionRecord, LogError> {
 /// cached), so prune or a second writer on the same file cannot fork the chain.
 fn write_batch(
     conn: &mut Connection,
-    batch: &mut [(DecisionRecord, Notify)],
+    batch: &mut [(DecisionRecord, Notify, Option<JournalPos>)],
+    journal_pos: Option<JournalPos>,
 ) -> Result<(), LogError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (mut seq, mut prev) = db::head(&tx)?.unwrap_or((0, GENESIS_HASH.to_string()));
-    for (r, _) in batch.iter_mut() {
+    for (r, _, _) in batch.iter_mut() {
         seq += 1;
         r.seal(seq, &prev);
         db::insert(&tx, r)?;
         prev.clone_from(&r.hash);
     }
     db::set_head(&tx, seq, &prev)?;
+    if let Some(p) = journal_pos {
+        journal::store_pos(&tx, p)?;
+    }
     tx.commit()?;
     Ok(())
 }
