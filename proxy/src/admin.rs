@@ -291,6 +291,11 @@ async fn decisions(
     let Query(pairs) =
         q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     let (filter, cursor, limit) = decisions_query(&pairs)?;
+    // With `acknowledge = "journal"`, served decisions may still be on their way to SQLite: commit them first, so
+    // the answer includes every decision served before this call.
+    if p.config.log_acknowledge == crate::config::Acknowledge::Journal {
+        p.log.flush().await;
+    }
     let path = p.config.log_path.clone();
     let page = match tokio::task::spawn_blocking(move || log::query(&path, &filter, cursor, limit))
         .await

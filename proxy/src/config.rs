@@ -266,6 +266,10 @@ pub struct RawLog {
     /// `wait` or `fail_closed` when the queue is full.
     #[serde(default = "default_on_full")]
     pub on_full: String,
+    /// When a response may leave: `commit` (its record is committed to SQLite) or `journal` (its record is in
+    /// the acknowledgement journal; committed in batches right after, and at the next start after a crash).
+    #[serde(default = "default_acknowledge")]
+    pub acknowledge: String,
     /// Context fields masked before a record is written (`claims.email`, `headers.x-api-key`).
     #[serde(default)]
     pub redact: Vec<String>,
@@ -376,6 +380,7 @@ impl Default for RawLog {
             enabled: true,
             queue_capacity: default_queue(),
             on_full: default_on_full(),
+            acknowledge: default_acknowledge(),
             redact: Vec::new(),
             jsonl: None,
             retain: None,
@@ -429,6 +434,9 @@ fn default_queue() -> usize {
 fn default_on_full() -> String {
     "wait".into()
 }
+fn default_acknowledge() -> String {
+    "commit".into()
+}
 fn default_local_iss() -> String {
     "jitgate".into()
 }
@@ -449,6 +457,15 @@ pub enum OnFull {
     Wait,
     /// Refuse the request (503) before it reaches the upstream.
     FailClosed,
+}
+
+/// When a request's decision record counts as logged, so its response may leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acknowledge {
+    /// Once the record's batch is committed to the SQLite file.
+    Commit,
+    /// Once the record is written to the acknowledgement journal next to the log (the batch commits after).
+    Journal,
 }
 
 /// Trailing slash handling.
@@ -535,6 +552,8 @@ pub struct Config {
     pub log_queue_capacity: usize,
     /// Full-queue behaviour.
     pub log_on_full: OnFull,
+    /// When a record counts as logged.
+    pub log_acknowledge: Acknowledge,
     /// Redacted context fields.
     pub log_redact: Vec<String>,
     /// JSON Lines sink.
@@ -682,6 +701,17 @@ impl Config {
                     format!("`{other}` must be `wait` or `fail_closed`"),
                 );
                 OnFull::Wait
+            }
+        };
+        let log_acknowledge = match raw.log.acknowledge.as_str() {
+            "commit" => Acknowledge::Commit,
+            "journal" => Acknowledge::Journal,
+            other => {
+                err(
+                    "log.acknowledge",
+                    format!("`{other}` must be `commit` or `journal`"),
+                );
+                Acknowledge::Commit
             }
         };
         if raw.log.queue_capacity == 0 {
@@ -877,6 +907,7 @@ impl Config {
             log_enabled: raw.log.enabled,
             log_queue_capacity: raw.log.queue_capacity,
             log_on_full,
+            log_acknowledge,
             log_redact: raw.log.redact,
             log_jsonl: raw.log.jsonl,
             log_retain,

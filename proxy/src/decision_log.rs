@@ -1,5 +1,8 @@
 //! log: the proxy's side of the decision log. A slot is reserved before a request can reach an upstream (so a full
-//! queue waits or fails closed up front), and the record is committed before the response leaves.
+//! queue waits or fails closed up front), and the record is logged before the response leaves: committed to
+//! SQLite (`[log] acknowledge = "commit"`), or written to the acknowledgement journal (`"journal"`), whose records
+//! the writer commits right after and, after a crash, at the next start. The slot is freed once the record is
+//! committed either way, so the queue bounds what is not yet in SQLite.
 
 use std::sync::Arc;
 
@@ -9,7 +12,7 @@ use jitgate_engine::log::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::config::{Config, OnFull};
+use crate::config::{Acknowledge, Config, OnFull};
 
 /// A reserved place in the log queue (empty when the log is disabled).
 #[derive(Debug)]
@@ -64,6 +67,7 @@ pub struct DecisionLog {
     slots: Arc<Semaphore>,
     capacity: usize,
     on_full: OnFull,
+    acknowledge: Acknowledge,
     redact: Arc<Vec<String>>,
 }
 
@@ -83,6 +87,7 @@ impl DecisionLog {
             queue_capacity: config.log_queue_capacity + 16,
             on_full: EngineOnFull::Wait,
             jsonl,
+            journal: config.log_acknowledge == Acknowledge::Journal,
             ..LogOptions::default()
         };
         let writer = if config.log_enabled {
@@ -98,6 +103,7 @@ impl DecisionLog {
             slots: Arc::new(Semaphore::new(config.log_queue_capacity)),
             capacity: config.log_queue_capacity,
             on_full: config.log_on_full,
+            acknowledge: config.log_acknowledge,
             redact: Arc::new(config.log_redact.clone()),
         })
     }
@@ -132,7 +138,8 @@ impl DecisionLog {
         }
     }
 
-    /// Commits a record and waits until it is on disk. The slot is released when the commit finishes.
+    /// Logs a record: waits until it is committed, or only until it is in the journal (see the module docs). The
+    /// slot is released when the commit finishes.
     pub async fn commit(&self, slot: Slot, entry: LogEntry) -> Result<(), LogError> {
         self.commit_record(slot, record_of(entry)).await
     }
@@ -145,6 +152,11 @@ impl DecisionLog {
         let Some(writer) = &self.writer else {
             return Ok(());
         };
+        if self.acknowledge == Acknowledge::Journal {
+            // A failed commit is retried by the writer (the record is already acknowledged); the slot stays taken
+            // until then, so a log that cannot commit fills the queue and `on_full` applies.
+            return writer.append_journaled(rec, move |_| drop(slot));
+        }
         let (tx, rx) = oneshot::channel();
         writer.append_with(rec, move |r| {
             drop(slot);

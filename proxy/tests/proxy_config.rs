@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use jitgate_proxy::config::{Config, OnFull, RawConfig, TrailingSlash};
+use jitgate_proxy::config::{Acknowledge, Config, OnFull, RawConfig, TrailingSlash};
 use serde_json::Value;
 
 fn repo(rel: &str) -> PathBuf {
@@ -33,6 +33,7 @@ fn example_config_loads_and_matches_the_schema() {
     assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
     assert!(config.bundle_path.join("bundle.toml").is_file());
     assert_eq!(config.log_on_full, OnFull::Wait);
+    assert_eq!(config.log_acknowledge, Acknowledge::Commit);
     assert_eq!(config.trailing_slash, TrailingSlash::Strip);
     assert_eq!(config.issuers.len(), 1);
     assert_eq!(config.issuers[0].algorithms, vec!["RS256", "ES256"]);
@@ -92,6 +93,7 @@ path = "s.db"
 path = "d.db"
 queue_capacity = 5
 on_full = "fail_closed"
+acknowledge = "journal"
 redact = ["claims.email"]
 jsonl = "stdout"
 retain = "90d"
@@ -125,6 +127,7 @@ prefix = "Key "
     std::fs::write(&file, &text).unwrap();
     let config = Config::load(&file).unwrap_or_else(|d| panic!("{d}"));
     assert_eq!(config.log_on_full, OnFull::FailClosed);
+    assert_eq!(config.log_acknowledge, Acknowledge::Journal);
     assert_eq!(config.trailing_slash, TrailingSlash::Keep);
     assert!(config.admin_listen.is_none());
     assert_eq!(config.context_headers, vec!["x-request-id"]);
@@ -160,6 +163,7 @@ fn bad_configs_are_refused_by_both_the_loader_and_the_schema() {
             "unknown field `lisne`",
         ),
         ("[log]\non_full = \"drop\"\n", "log.on_full"),
+        ("[log]\nacknowledge = \"later\"\n", "log.acknowledge"),
         ("[log]\nqueue_capacity = 0\n", "log.queue_capacity"),
         ("[log]\nretain = \"forever\"\n", "log.retain"),
         (
