@@ -5,14 +5,16 @@
 #      (benches/src/bin/jwks.rs) with the verified-token cache, and 10,000 active grants in its index
 #      (benches/src/bin/seed_grants.rs),
 #   3. the same during a reload storm (a bundle file rewritten every 200 ms, each rewrite a new revision),
-#   4. jitgate with the decision log off (what the log costs),
+#   4. jitgate with `[log] acknowledge = "journal"` (a response waits for its record's journal write, not for its
+#      SQLite commit),
+#   5. jitgate with the decision log off (what the log costs),
 # all in front of one fast upstream (benches/src/bin/upstream.rs), and prints req/s, p50, p99, jitgate's ratio to
 # the baseline, the storm's p99 against the steady p99, and jitgate's resident memory after each run.
 #
 # usage: benches/load.sh [--baseline-only] [--duration 10] [--connections 32] [--tool-threads 1] [--grants 10000]
 #                        [--no-storm] [--rate QPS|auto|off] [--upstream-delay-us N] [--no-build] [--keep]
 #   --keep keeps the work directory and the process logs. --rate adds an open-loop phase: passthrough and jitgate
-#   (log on, then log off) at the same offered request rate (with `hey`), to compare p99 at the same load; `auto` (the default)
+#   (log on, journal, log off) at the same offered request rate (with `hey`), to compare p99 at the same load; `auto` (the default)
 #   is half of what jitgate sustained in its closed-loop run. --upstream-delay-us makes the upstream wait that long
 #   before each answer (a service that does some work); the default 0 measures the proxies' own cost alone.
 set -euo pipefail
@@ -51,7 +53,7 @@ while [ $# -gt 0 ]; do
     --upstream-delay-us) UPSTREAM_DELAY_US="$2"; shift ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "load.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -78,9 +80,10 @@ AUDIENCE=jitgate-load
 # The caller's bearer token: RS256, signed by the jwks helper's key (sub=alice, groups=[engineering]). Override with
 # JITGATE_TOKEN=... for a token from elsewhere (it must verify against the issuer below).
 
-jitgate_config() {  # $1: on|off (decision log)
-  local enabled=true
-  [ "$1" = on ] || enabled=false   # the decision log off: a benchmarking-only switch (the proxy warns at start)
+jitgate_config() {  # $1: on|journal|off (decision log: acknowledged on commit, on journal write, or off)
+  local enabled=true acknowledge=commit
+  if [ "$1" = off ]; then enabled=false; fi   # the log off: a benchmarking-only switch (the proxy warns at start)
+  if [ "$1" = journal ]; then acknowledge=journal; fi
   cat <<TOML
 [server]
 listen = "$JITGATE_ADDR"
@@ -96,8 +99,9 @@ watch = true
 path = "$WORK/jitgate.db"
 
 [log]
-path = "$WORK/decisions.db"
+path = "$WORK/decisions-$1.db"   # one per run, so each starts from an empty log
 enabled = $enabled
+acknowledge = "$acknowledge"
 
 [[issuers]]
 issuer = "$ISSUER"
@@ -233,7 +237,7 @@ if [ "$BASELINE_ONLY" = 0 ]; then
   start jwks "$WORK/jwks.log" "$BIN/jwks" --listen "$JWKS_ADDR" --token-out "$WORK/token" \
     --issuer "$ISSUER" --audience "$AUDIENCE" >/dev/null
   TOKEN="${JITGATE_TOKEN:-$(cat "$WORK/token")}"
-  for log in on off; do
+  for log in on journal off; do
     jitgate_config "$log" >"$WORK/jitgate.toml"
     "$BIN/jitgate" serve --config "$WORK/jitgate.toml" >"$WORK/jitgate-$log.log" 2>&1 &
     JPID=$!
@@ -257,8 +261,8 @@ if [ "$BASELINE_ONLY" = 0 ]; then
       RATE_RESULTS+=("$(load_rate "passthrough@$QPS" "http://$PASSTHROUGH_ADDR$REQUEST_PATH" "$QPS")")
       RATE_RESULTS+=("$(load_rate "jitgate-log-on@$QPS" "http://$JITGATE_ADDR$REQUEST_PATH" "$QPS" "Authorization: Bearer $TOKEN")")
     fi
-    if [ "$log" = off ] && [ -n "${QPS:-}" ]; then
-      RATE_RESULTS+=("$(load_rate "jitgate-log-off@$QPS" "http://$JITGATE_ADDR$REQUEST_PATH" "$QPS" "Authorization: Bearer $TOKEN")")
+    if [ "$log" != on ] && [ -n "${QPS:-}" ]; then
+      RATE_RESULTS+=("$(load_rate "jitgate-log-$log@$QPS" "http://$JITGATE_ADDR$REQUEST_PATH" "$QPS" "Authorization: Bearer $TOKEN")")
     fi
     if [ "$log" = on ] && [ "$STORM" = 1 ]; then
       reloads_before=$(curl -s "http://$JITGATE_ADMIN_ADDR/metrics" | awk '/^jitgate_reloads_total\{outcome="ok"\}/ { print $2 }')
@@ -293,6 +297,17 @@ for r in "${RESULTS[@]}"; do
     awk -v a="$p99" -v b="$steady_p99" 'BEGIN { printf "p99 during the reload storm / steady p99: %.2fx\n", (b > 0 ? a / b : 0) }'
 done
 [ -z "$STORM_NOTE" ] || echo "$STORM_NOTE"
+off_rps=""; on_rps=""; journal_rps=""
+for r in "${RESULTS[@]}"; do
+  read -r name rps _ <<<"$r"
+  case "$name" in
+    jitgate-log-off) off_rps="$rps" ;;
+    jitgate-log-on) on_rps="$rps" ;;
+    jitgate-log-journal) journal_rps="$rps" ;;
+  esac
+done
+[ -z "$off_rps" ] || awk -v on="$on_rps" -v j="$journal_rps" -v off="$off_rps" 'BEGIN {
+  printf "the log'"'"'s cost (req/s against log off): acknowledge=commit %.2fx, acknowledge=journal %.2fx\n", on / off, j / off }'
 if [ "${#RATE_RESULTS[@]}" -gt 0 ]; then
   echo
   echo "open loop (hey), the same offered rate to each:"
