@@ -233,6 +233,7 @@ fn acknowledgements_that_only_reached_the_journal_are_committed_at_the_next_star
         0,
         "nothing was committed before the kill"
     );
+    assert!(log::journal_pending(&db).unwrap() >= acked.len() as u64);
     let recovered = restart(&db);
     assert!(
         recovered >= acked.len() as u64,

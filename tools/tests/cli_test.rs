@@ -230,3 +230,52 @@ fn check_runs_rego_test_rules() {
         "{out}"
     );
 }
+
+#[test]
+fn decisions_verify_names_acknowledged_records_still_in_the_journal() {
+    use jitgate_engine::log::{DecisionRecord, LogOptions, LogWriter, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("decisions.db");
+    let w = LogWriter::start(&db, LogOptions::default()).unwrap();
+    let first = DecisionRecord::decision(
+        r#"User::"a""#,
+        r#"Action::"read""#,
+        r#"Doc::"d""#,
+        Outcome::Allow,
+    );
+    w.append(first).unwrap().wait().unwrap();
+    w.shutdown().unwrap();
+    // Two acknowledged records a killed proxy left in its journal.
+    let mut journal = Vec::new();
+    for i in 0..2 {
+        let r = DecisionRecord::decision(
+            r#"User::"a""#,
+            r#"Action::"read""#,
+            format!(r#"Doc::"j{i}""#),
+            Outcome::Deny,
+        );
+        journal.extend(serde_json::to_vec(&r).unwrap());
+        journal.push(b'\n');
+    }
+    std::fs::write(dir.path().join("decisions.db.journal.1"), journal).unwrap();
+    let db_arg = db.to_str().unwrap();
+
+    let out = jitgate(&["decisions", "verify", "--log", db_arg]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("intact: 1 records"), "{said}");
+    assert!(
+        said.contains("note: 2 acknowledged records are in the journal"),
+        "{said}"
+    );
+
+    // The next start commits them; then the chain holds all three and nothing is pending.
+    LogWriter::start(&db, LogOptions::default())
+        .unwrap()
+        .shutdown()
+        .unwrap();
+    let out = jitgate(&["decisions", "verify", "--log", db_arg]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("intact: 3 records"), "{said}");
+    assert!(!said.contains("note:"), "{said}");
+}

@@ -193,6 +193,35 @@ pub(crate) fn recover(conn: &mut Connection, log: &Path) -> Result<Recovered, Lo
     Ok(out)
 }
 
+/// How many complete journal lines the store does not have yet: records that were acknowledged and will be
+/// committed (by the running writer, or at the next start).
+pub(crate) fn pending(conn: &Connection, log: &Path) -> Result<u64, LogError> {
+    let found = files(log)?;
+    if found.is_empty() {
+        return Ok(0);
+    }
+    let stored = stored_pos(conn)?;
+    let mut n = 0u64;
+    for (generation, path) in &found {
+        let skip_to = match stored {
+            Some(p) if p.generation > *generation => continue,
+            Some(p) if p.generation == *generation => p.end,
+            _ => 0,
+        };
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            // Removed by the writer meanwhile: committed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(LogError::Io(format!("cannot read {}: {e}", path.display()))),
+        };
+        let from = usize::try_from(skip_to)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        n += bytes[from..].iter().filter(|b| **b == b'\n').count() as u64;
+    }
+    Ok(n)
+}
+
 fn bad_line(path: &Path, line: usize, reason: &str) -> LogError {
     LogError::Invalid {
         what: format!("journal {}:{line}", path.display()),

@@ -167,6 +167,14 @@ pub fn query(
     Ok(Page { records, next })
 }
 
+/// How many acknowledged records wait in the log's journal (`[log] acknowledge = "journal"`) and are not in the
+/// store yet: a running writer commits them within milliseconds, the next start after a crash commits them all.
+/// [`verify_store`] checks the store only; these are not part of its chain until they are committed.
+pub fn journal_pending(path: &std::path::Path) -> Result<u64, LogError> {
+    let conn = db::open_read(path)?;
+    journal::pending(&conn, path)
+}
+
 /// The newest `n` records, oldest first (for `jitgate decisions tail`).
 pub fn tail(path: &std::path::Path, n: u32) -> Result<Vec<DecisionRecord>, LogError> {
     let conn = db::open_read(path)?;
