@@ -20,11 +20,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::LogError;
-use super::db;
-use super::record::{DecisionRecord, GENESIS_HASH};
+use super::record::DecisionRecord;
 
 /// A journal file is rotated once it would grow past this (the default of `LogOptions::journal_rotate_bytes`).
 pub(crate) const ROTATE_BYTES: u64 = 8 * 1024 * 1024;
@@ -236,17 +235,7 @@ fn commit(
     let Some(last) = batch.last().map(|(_, p)| *p) else {
         return Ok(0);
     };
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let (mut seq, mut prev) = db::head(&tx)?.unwrap_or((0, GENESIS_HASH.to_string()));
-    for (r, _) in batch.iter_mut() {
-        seq += 1;
-        r.seal(seq, &prev);
-        db::insert(&tx, r)?;
-        prev.clone_from(&r.hash);
-    }
-    db::set_head(&tx, seq, &prev)?;
-    store_pos(&tx, last)?;
-    tx.commit()?;
+    super::writer::write_records(conn, batch.iter_mut().map(|(r, _)| r), Some(last))?;
     let n = batch.len() as u64;
     batch.clear();
     Ok(n)

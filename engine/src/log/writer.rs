@@ -588,9 +588,19 @@ fn write_batch(
     batch: &mut [(DecisionRecord, Notify, Option<JournalPos>)],
     journal_pos: Option<JournalPos>,
 ) -> Result<(), LogError> {
+    write_records(conn, batch.iter_mut().map(|(r, _, _)| r), journal_pos)
+}
+
+/// Seals `records` onto the chain head and inserts them in one `IMMEDIATE` transaction, storing `journal_pos`
+/// (where the last journaled one ends) with them. The writer's batches and journal recovery both go through here.
+pub(crate) fn write_records<'a>(
+    conn: &mut Connection,
+    records: impl Iterator<Item = &'a mut DecisionRecord>,
+    journal_pos: Option<JournalPos>,
+) -> Result<(), LogError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (mut seq, mut prev) = db::head(&tx)?.unwrap_or((0, GENESIS_HASH.to_string()));
-    for (r, _, _) in batch.iter_mut() {
+    for r in records {
         seq += 1;
         r.seal(seq, &prev);
         db::insert(&tx, r)?;
