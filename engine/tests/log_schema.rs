@@ -89,3 +89,52 @@ fn export_manifest_example_parses_and_matches_the_schema_fields() {
     keys.sort();
     assert_eq!(req, keys);
 }
+
+#[test]
+fn journal_lines_match_their_schema_which_is_the_record_schema_before_sealing() {
+    let record = json("schemas/decision-record.schema.json");
+    let journal = json("schemas/journal-line.schema.json");
+    assert_eq!(required(&journal), required(&record));
+    for (k, v) in record["properties"].as_object().unwrap() {
+        if !["seq", "prev_hash", "hash"].contains(&k.as_str()) {
+            assert_eq!(&journal["properties"][k], v, "property {k} differs");
+        }
+    }
+    let validator = jsonschema::validator_for(&journal).unwrap();
+    let example = json("schemas/examples/journal-line.json");
+    assert!(validator.is_valid(&example), "the example is a valid line");
+
+    // What a journaling writer really writes.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log.db");
+    let w = jitgate_engine::log::LogWriter::start(
+        &db,
+        jitgate_engine::log::LogOptions {
+            journal: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut r = DecisionRecord::decision(
+        r#"User::"alice""#,
+        r#"Action::"read""#,
+        r#"Doc::"d""#,
+        jitgate_engine::log::Outcome::Allow,
+    );
+    r.context = serde_json::json!({"claims": {"sub": "alice"}, "source_ip": "127.0.0.1"})
+        .as_object()
+        .cloned()
+        .unwrap();
+    w.append_journaled(r, |_| {}).unwrap();
+    w.shutdown().unwrap();
+    let text = std::fs::read_to_string(dir.path().join("log.db.journal.1")).unwrap();
+    assert!(text.ends_with('\n'));
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+    // A sealed record is not a journal line.
+    let sealed = json("schemas/examples/decision-record.json");
+    assert!(!validator.is_valid(&sealed));
+}

@@ -8,7 +8,7 @@
 //! journaled records in large batches behind the callers' backs.
 //!
 //! The files: `<log>.journal.<generation>`, one JSON line per record as [`super::DecisionRecord`] serializes it,
-//! *before* sealing (`seq` 0, empty hashes): the chain is still formed by the writer, inside the SQLite
+//! *before* sealing (`seq` 0, empty hashes; `schemas/journal-line.schema.json`): the chain is still formed by the writer, inside the SQLite
 //! transaction that reads the head, so prune and the writer never seal on the same head. Each batch commit also
 //! stores, in the `log_journal` row, the generation and the byte offset just past its last journaled record. At
 //! start, [`recover`] commits every journaled record after that offset (generations in order), then removes the
