@@ -8,13 +8,13 @@
 //! journaled records in large batches behind the callers' backs.
 //!
 //! The files: `<log>.journal.<generation>`, one JSON line per record as [`super::DecisionRecord`] serializes it,
-//! *before* sealing (`seq` 0, empty hashes; `schemas/journal-line.schema.json`): the chain is still formed by the writer, inside the SQLite
-//! transaction that reads the head, so prune and the writer never seal on the same head. Each batch commit also
-//! stores, in the `log_journal` row, the generation and the byte offset just past its last journaled record. At
-//! start, [`recover`] commits every journaled record after that offset (generations in order), then removes the
-//! files; a final line without its newline was never acknowledged and is dropped. A file grows to
-//! `LogOptions::journal_rotate_bytes` (8 MiB), then appends go to the next generation and the writer removes the old file once a record of
-//! the new one is committed. A lock file keeps a second writer off the same journal.
+//! *before* sealing (`seq` 0, empty hashes; `schemas/journal-line.schema.json`): the chain is still formed by the
+//! writer, inside the SQLite transaction that reads the head, so prune and the writer never seal on the same head.
+//! Each batch commit also stores, in the `log_journal` row, the generation and the byte offset just past its last
+//! journaled record. At start, [`recover`] commits every journaled record after that offset (generations in order),
+//! then removes the files; a final line without its newline was never acknowledged and is dropped. A file grows to
+//! `LogOptions::journal_rotate_bytes` (8 MiB), then appends go to the next generation and the writer removes the old
+//! file once a record of the new one is committed. A lock file keeps a second writer off the same journal.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
