@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The decision log's acknowledgement journal on real files: each acknowledged record is committed exactly once
 //! across restarts, a torn last line is dropped, an unreadable line stops the start (naming file and line) and
-//! changes nothing, rotation removes committed files, and two writers cannot journal the same log.
+//! changes nothing, rotation removes committed files, a batch that fails to commit is retried rather than skipped, and two
+//! writers cannot journal the same log.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -219,4 +220,46 @@ fn two_writers_cannot_journal_the_same_log() {
         .unwrap()
         .shutdown()
         .unwrap();
+}
+
+#[test]
+fn a_journaled_batch_that_fails_to_commit_is_retried_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log.db");
+    let opts = LogOptions {
+        journal: true,
+        journal_linger: std::time::Duration::ZERO,
+        busy_timeout: std::time::Duration::from_millis(20),
+        ..LogOptions::default()
+    };
+    let w = LogWriter::start(&db, opts).unwrap();
+    // Another connection holds the write lock: the writer's BEGIN IMMEDIATE gives up after 20 ms, more than once.
+    let blocker = rusqlite::Connection::open(&db).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let r = rec(0);
+    let first = r.id.clone();
+    w.append_journaled(r, move |res| tx.send(res.is_ok()).unwrap())
+        .unwrap();
+    // The first attempt's failure is counted; its record is still owed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while w.stats().errors == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first commit attempt never failed"
+        );
+        std::thread::yield_now();
+    }
+    let mut ids = vec![first];
+    ids.extend(append_all(&w, 1..5));
+    blocker.execute_batch("COMMIT").unwrap();
+    // Once the lock is free the same batch commits, and the records queued behind it follow in order.
+    assert!(rx.recv().unwrap(), "the retried batch reported success");
+    w.flush().unwrap();
+    assert_eq!(stored_ids(&db), ids);
+    w.shutdown().unwrap();
+    let w = LogWriter::start(&db, journaled()).unwrap();
+    assert_eq!(w.stats().recovered, 0);
+    w.shutdown().unwrap();
+    assert_eq!(stored_ids(&db), ids);
 }
