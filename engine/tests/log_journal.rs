@@ -1,8 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The decision log's acknowledgement journal on real files: each acknowledged record is committed exactly once
 //! across restarts, a torn last line is dropped, an unreadable line stops the start (naming file and line) and
-//! changes nothing, rotation removes committed files, a batch that fails to commit is retried rather than skipped, and two
-//! writers cannot journal the same log.
+//! changes nothing, rotation removes committed files, a batch that fails to commit is retried rather than
+//! skipped, and two writers cannot journal the same log.
 
 use std::collections::HashSet;
 use std::io::Write;
