@@ -156,7 +156,11 @@ pub(crate) fn recover(conn: &mut Connection, log: &Path) -> Result<Recovered, Lo
             if line.last() != Some(&b'\n') {
                 // A torn last write: its append never returned, so it was never acknowledged.
                 if Some(*generation) == last_gen {
-                    tracing::warn!(file = %path.display(), line = line_no, "decision log journal: dropping an incomplete last line");
+                    tracing::warn!(
+                        file = %path.display(),
+                        line = line_no,
+                        "decision log journal: dropping an incomplete last line"
+                    );
                     break;
                 }
                 return Err(bad_line(path, line_no, "incomplete line before the end"));
@@ -363,7 +367,11 @@ pub(crate) fn remove_before(log: &Path, oldest: &mut u64, generation: u64) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "decision log journal: cannot remove a committed file");
+                tracing::warn!(
+                    file = %path.display(),
+                    error = %e,
+                    "decision log journal: cannot remove a committed file"
+                );
                 return;
             }
         }

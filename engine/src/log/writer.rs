@@ -280,7 +280,7 @@ impl LogWriter {
 
     /// Writes `rec` to the journal and queues it; returns once it is in the journal, which is when the caller may
     /// treat it as logged: a process killed from here on loses nothing, the next start commits it (see
-    /// [`super::journal`]). `done` runs on the writer thread once the record is committed to SQLite (keep it
+    /// `engine/src/log/journal.rs`). `done` runs on the writer thread once the record is committed to SQLite (keep it
     /// short). A batch that fails to commit is retried, never skipped, so the chain keeps journal order. Needs
     /// [`LogOptions::journal`].
     pub fn append_journaled(
