@@ -111,6 +111,16 @@ pub(crate) fn store_pos(tx: &rusqlite::Transaction<'_>, pos: JournalPos) -> Resu
     Ok(())
 }
 
+/// Where the uncommitted part of generation `generation` starts, given the stored position: `None` when the
+/// whole file is committed.
+fn uncommitted_from(stored: Option<JournalPos>, generation: u64) -> Option<u64> {
+    match stored {
+        Some(p) if p.generation > generation => None,
+        Some(p) if p.generation == generation => Some(p.end),
+        _ => Some(0),
+    }
+}
+
 /// What [`recover`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Recovered {
@@ -133,10 +143,8 @@ pub(crate) fn recover(conn: &mut Connection, log: &Path) -> Result<Recovered, Lo
     let last_gen = found.last().map(|(g, _)| *g);
     for (generation, path) in &found {
         out.next_generation = out.next_generation.max(generation + 1);
-        let skip_to = match stored {
-            Some(p) if p.generation > *generation => continue,
-            Some(p) if p.generation == *generation => p.end,
-            _ => 0,
+        let Some(skip_to) = uncommitted_from(stored, *generation) else {
+            continue;
         };
         let file = File::open(path)
             .map_err(|e| LogError::Io(format!("cannot open {}: {e}", path.display())))?;
@@ -206,10 +214,8 @@ pub(crate) fn pending(conn: &Connection, log: &Path) -> Result<u64, LogError> {
     let stored = stored_pos(conn)?;
     let mut n = 0u64;
     for (generation, path) in &found {
-        let skip_to = match stored {
-            Some(p) if p.generation > *generation => continue,
-            Some(p) if p.generation == *generation => p.end,
-            _ => 0,
+        let Some(skip_to) = uncommitted_from(stored, *generation) else {
+            continue;
         };
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
