@@ -93,18 +93,43 @@ async fn readyz(State(p): State<Arc<Proxy>>) -> Response {
 async fn metrics(State(p): State<Arc<Proxy>>) -> Response {
     let grants = p.authorizer.grants().len() as f64;
     let queued = p.log.queued() as f64;
-    let body = p.metrics.render(&[
-        (
-            "jitgate_grants_indexed",
-            "Grants held in the in-memory index.",
-            grants,
-        ),
-        (
-            "jitgate_log_queue_depth",
-            "Decision records waiting to be committed.",
-            queued,
-        ),
-    ]);
+    let log = p.log.writer().map(|w| w.stats()).unwrap_or_default();
+    let body = p.metrics.render(
+        &[
+            (
+                "jitgate_grants_indexed",
+                "Grants held in the in-memory index.",
+                grants,
+            ),
+            (
+                "jitgate_log_queue_depth",
+                "Decision records waiting to be committed.",
+                queued,
+            ),
+        ],
+        &[
+            (
+                "jitgate_log_records_committed_total",
+                "Decision-log records committed to SQLite.",
+                log.committed,
+            ),
+            (
+                "jitgate_log_batches_total",
+                "Decision-log transactions committed (records per batch: records_committed / batches).",
+                log.batches,
+            ),
+            (
+                "jitgate_log_records_recovered_total",
+                "Journaled records committed at this start (acknowledged before an earlier stop).",
+                log.recovered,
+            ),
+            (
+                "jitgate_log_sink_errors_total",
+                "JSON Lines sink write failures (the records are committed regardless).",
+                log.sink_errors,
+            ),
+        ],
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

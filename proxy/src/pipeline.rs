@@ -85,8 +85,12 @@ impl Proxy {
                 Ok(s) => s,
                 Err(e) => {
                     self.metrics.log_queue_full.inc();
-                    let refusal = Refusal::LogUnavailable(e.to_string());
-                    return refusal.into_response(&trace.decision_id);
+                    let response =
+                        Refusal::LogUnavailable(e.to_string()).into_response(&trace.decision_id);
+                    self.metrics
+                        .request_duration
+                        .observe(response.status().as_u16(), trace.started.elapsed());
+                    return response;
                 }
             };
             // The whole request, upstream included, is bounded; the log stage still runs after a timeout.
@@ -230,7 +234,9 @@ impl Proxy {
         };
 
         // authorize: in-process, against the snapshot this request started with. Any error is a deny.
+        let deciding = Instant::now();
         let decision = self.authorizer.decide(&bundle, &request);
+        self.metrics.decision_duration.observe(deciding.elapsed());
         self.shadow
             .observe(self.authorizer.grants(), &request, &decision);
         trace.decision = Some(decision.clone());
@@ -290,7 +296,10 @@ impl Proxy {
             identity_headers: &identity_headers,
             max_body: self.config.max_body_bytes,
         };
-        forward::forward(upstream, req, ctx).await
+        let sent = Instant::now();
+        let forwarded = forward::forward(upstream, req, ctx).await;
+        self.metrics.upstream_duration.observe(sent.elapsed());
+        forwarded
     }
 
     fn workload_groups(&self, principal: &EntityRef) -> Vec<String> {
@@ -355,12 +364,18 @@ impl Proxy {
             status: Some(status),
             break_glass,
         };
-        if let Err(e) = self.log.commit(slot, entry).await {
+        let logging = Instant::now();
+        let committed = self.log.commit(slot, entry).await;
+        self.metrics.log_wait.observe(logging.elapsed());
+        if let Err(e) = committed {
             // The record could not be committed: the response must not claim success.
             tracing::error!(error = %e, "decision log commit failed; refusing the response");
             self.metrics.log_errors.inc();
             response = Refusal::LogUnavailable(e.to_string()).into_response(&trace.decision_id);
         }
+        self.metrics
+            .request_duration
+            .observe(response.status().as_u16(), trace.started.elapsed());
         response
     }
 }

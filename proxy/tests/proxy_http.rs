@@ -539,3 +539,110 @@ async fn fail_closed_log_refuses_with_503_when_the_queue_is_full() {
     assert_eq!(r.status, StatusCode::OK);
     h.assert_log(2);
 }
+
+/// The value of `series` (name and labels exactly as rendered) on a Prometheus text page.
+fn sample(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{page}"))
+}
+
+#[tokio::test]
+async fn metrics_time_each_stage_and_count_the_log_writers_commits() {
+    // The allowed request's upstream answers only when released, so its time upstream is known to be long.
+    let mut gated = GatedUpstream::start().await;
+    let up = gated.addr;
+    let h = Harness::start_with(|raw, _| {
+        raw.admin.listen = "127.0.0.1:0".into();
+        raw.upstreams.get_mut("payments").unwrap().url = format!("http://{up}");
+    })
+    .await;
+    let admin = h.running.as_ref().unwrap().admin_addr.unwrap();
+    let c = client();
+    let alice = h.token("alice", &["engineering"]);
+    let dave = h.token("dave", &["contractors"]);
+
+    let started = std::time::Instant::now();
+    let allowed = tokio::spawn(c.get(h.url("/payments/p1")).bearer_auth(&alice).send());
+    within("arrival", gated.arrived.recv()).await.unwrap();
+    // Not synchronization: the upstream's service time, which the histograms must show.
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    gated.release.notify_one();
+    let r = reply(within("allowed", allowed).await.unwrap().unwrap()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let allowed_took = started.elapsed().as_secs_f64();
+    let denied = reply(
+        c.get(h.url("/databases/db1"))
+            .bearer_auth(&dave)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    let anonymous = reply(c.get(h.url("/payments")).send().await.unwrap()).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    h.assert_log(3);
+
+    let page = client()
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let req = "jitgate_request_duration_seconds";
+    assert_eq!(sample(&page, &format!("{req}_count{{class=\"2xx\"}}")), 1.0);
+    assert_eq!(sample(&page, &format!("{req}_count{{class=\"4xx\"}}")), 2.0);
+    assert_eq!(sample(&page, &format!("{req}_count{{class=\"5xx\"}}")), 0.0);
+    // The allowed request spent 30 ms or more upstream: over the 25 ms bucket, and never more than the caller saw.
+    for name in ["jitgate_upstream_duration_seconds", req] {
+        let labels = if name == req { "class=\"2xx\"," } else { "" };
+        assert_eq!(
+            sample(&page, &format!("{name}_bucket{{{labels}le=\"0.025\"}}")),
+            0.0,
+            "{name}"
+        );
+        assert_eq!(
+            sample(&page, &format!("{name}_bucket{{{labels}le=\"+Inf\"}}")),
+            1.0,
+            "{name}"
+        );
+        let sum_labels = if name == req { "{class=\"2xx\"}" } else { "" };
+        let sum = sample(&page, &format!("{name}_sum{sum_labels}"));
+        assert!(
+            (0.03..=allowed_took).contains(&sum),
+            "{name}: {sum} s, the caller saw {allowed_took} s"
+        );
+    }
+    assert_eq!(
+        sample(&page, "jitgate_upstream_duration_seconds_count"),
+        1.0
+    );
+    // Two requests reached the policy (the 401 did not), and each was decided well under the upstream's time.
+    assert_eq!(
+        sample(&page, "jitgate_decision_duration_seconds_count"),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &page,
+            "jitgate_decision_duration_seconds_bucket{le=\"0.025\"}"
+        ),
+        2.0
+    );
+    // Every response waited for its record, and the writer committed each one before its response left.
+    assert_eq!(sample(&page, "jitgate_log_wait_seconds_count"), 3.0);
+    assert!(sample(&page, "jitgate_log_wait_seconds_sum") > 0.0);
+    assert_eq!(sample(&page, "jitgate_log_records_committed_total"), 3.0);
+    let batches = sample(&page, "jitgate_log_batches_total");
+    assert!((1.0..=3.0).contains(&batches), "{batches} batches");
+    assert_eq!(sample(&page, "jitgate_log_records_recovered_total"), 0.0);
+}
