@@ -9,7 +9,9 @@
 #      SQLite commit),
 #   5. jitgate with the decision log off (what the log costs),
 # all in front of one fast upstream (benches/src/bin/upstream.rs), and prints req/s, p50, p99, jitgate's ratio to
-# the baseline, the storm's p99 against the steady p99, and jitgate's resident memory after each run.
+# the baseline, the storm's p99 against the steady p99, jitgate's resident memory after each run, each proxy's CPU time
+# per request, and (from jitgate's /metrics) how long a response waited for its decision record and how many
+# records a commit held.
 #
 # usage: benches/load.sh [--baseline-only] [--duration 10] [--connections 32] [--tool-threads 1] [--grants 10000]
 #                        [--no-storm] [--rate QPS|auto|off] [--upstream-delay-us N] [--no-build] [--keep]
@@ -53,7 +55,7 @@ while [ $# -gt 0 ]; do
     --upstream-delay-us) UPSTREAM_DELAY_US="$2"; shift ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "load.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -161,33 +163,71 @@ wait_http() {
   echo "no answer from $1" >&2; return 1
 }
 
-# load NAME URL [HEADER]: prints "NAME req/s p50 p99 non2xx" (latencies in ms).
+# cpu_ticks PID: user + system CPU time the process has used, in clock ticks (from /proc/PID/stat).
+cpu_ticks() {
+  # The command name (field 2) may contain spaces: count the fields after its closing parenthesis.
+  sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+
+# log_counters: "wait_sum_s wait_count committed batches" from jitgate's /metrics (zeros when unreachable).
+log_counters() {
+  curl -s "http://$JITGATE_ADMIN_ADDR/metrics" | awk '
+    /^jitgate_log_wait_seconds_sum / { s = $2 } /^jitgate_log_wait_seconds_count / { n = $2 }
+    /^jitgate_log_records_committed_total / { c = $2 } /^jitgate_log_batches_total / { b = $2 }
+    END { printf "%s %d %d %d\n", s + 0, n + 0, c + 0, b + 0 }'
+}
+
+# load NAME URL [HEADER]: prints "NAME req/s p50 p99 non2xx cpu_us" (latencies in ms). With LOAD_PID set, cpu_us
+# is that process's CPU time (user + system) per request during the measured run, else 0. With LOAD_LOG=1 it also
+# appends "NAME mean_log_wait_us records_per_commit" for the measured run to LOG_STATS (from jitgate's /metrics).
 load() {
-  local name="$1" url="$2" header="${3:-}" out="$WORK/$1.load"
+  local name="$1" url="$2" header="${3:-}" out="$WORK/$1.load" t0=0 t1=0 before="" after=""
   # A short warm-up opens the pools and fills caches, then the measured run.
   if [ "$TOOL" = wrk ]; then
     wrk -t"$TOOL_THREADS" -c"$CONNECTIONS" -d2s ${header:+-H "$header"} "$url" >/dev/null
+  else
+    oha -z 2s -c "$CONNECTIONS" --no-tui ${header:+-H "$header"} "$url" >/dev/null
+  fi
+  [ -z "${LOAD_PID:-}" ] || t0=$(cpu_ticks "$LOAD_PID")
+  [ "${LOAD_LOG:-0}" = 0 ] || before=$(log_counters)
+  if [ "$TOOL" = wrk ]; then
     wrk -t"$TOOL_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency ${header:+-H "$header"} "$url" >"$out"
-    awk -v name="$name" '
+  else
+    oha -z "${DURATION}s" -c "$CONNECTIONS" --no-tui --json ${header:+-H "$header"} "$url" >"$out"
+  fi
+  [ -z "${LOAD_PID:-}" ] || t1=$(cpu_ticks "$LOAD_PID")
+  [ "${LOAD_LOG:-0}" = 0 ] || after=$(log_counters)
+  local result
+  if [ "$TOOL" = wrk ]; then
+    result=$(awk -v name="$name" '
       function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
       /Requests\/sec:/ { rps = $2 }
+      / requests in / { total = $1 }
       /^ +50%/ { p50 = ms($2) }
       /^ +99%/ { p99 = ms($2) }
       /Non-2xx or 3xx responses:/ { bad = $5 }
-      END { printf "%s %.0f %.3f %.3f %d\n", name, rps, p50, p99, bad + 0 }' "$out"
+      END { printf "%s %.0f %.3f %.3f %d %d\n", name, rps, p50, p99, bad + 0, total + 0 }' "$out")
   else
-    oha -z 2s -c "$CONNECTIONS" --no-tui ${header:+-H "$header"} "$url" >/dev/null
-    oha -z "${DURATION}s" -c "$CONNECTIONS" --no-tui --json ${header:+-H "$header"} "$url" >"$out"
-    python3 - "$name" "$out" <<'PY'
+    result=$(python3 - "$name" "$out" <<'PY'
 import json, sys
 name, path = sys.argv[1], sys.argv[2]
 d = json.load(open(path))
 codes = d.get("statusCodeDistribution", {})
 bad = sum(n for c, n in codes.items() if not str(c).startswith("2"))
+total = sum(codes.values())
 p = d["latencyPercentiles"]
-print(f'{name} {d["summary"]["requestsPerSec"]:.0f} {p["p50"]*1000:.3f} {p["p99"]*1000:.3f} {bad}')
+print(f'{name} {d["summary"]["requestsPerSec"]:.0f} {p["p50"]*1000:.3f} {p["p99"]*1000:.3f} {bad} {total}')
 PY
+)
   fi
+  if [ -n "$before" ]; then
+    LOG_STATS+=("$name $(awk -v a="$before" -v b="$after" 'BEGIN { split(a, x, " "); split(b, y, " ");
+      n = y[2] - x[2]; c = y[3] - x[3]; k = y[4] - x[4];
+      printf "%.0f %.1f", (n > 0 ? (y[1] - x[1]) / n * 1e6 : 0), (k > 0 ? c / k : 0) }')")
+  fi
+  read -r rname rps p50 p99 bad total <<<"$result"
+  awk -v r="$rname $rps $p50 $p99 $bad" -v t="$((t1 - t0))" -v n="$total" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { printf "%s %.1f\n", r, (n > 0 ? t / hz / n * 1e6 : 0) }'
 }
 
 # load_rate NAME URL QPS [HEADER]: open loop, QPS offered in total; prints "NAME req/s p50 p99 non2xx" (ms).
@@ -206,10 +246,13 @@ load_rate() {
 
 RESULTS=()
 RATE_RESULTS=()
+LOG_STATS=()
 start upstream "$WORK/upstream.log" "$BIN/upstream" --listen "$UPSTREAM_ADDR" --threads "$UPSTREAM_THREADS" --delay-us "$UPSTREAM_DELAY_US" >/dev/null
 start passthrough "$WORK/passthrough.log" "$BIN/passthrough" --listen "$PASSTHROUGH_ADDR" --upstream "http://$UPSTREAM_ADDR" >/dev/null
+PASSTHROUGH_PID="${PIDS[${#PIDS[@]}-1]}"
 wait_http "http://$PASSTHROUGH_ADDR$REQUEST_PATH"
-RESULTS+=("$(load passthrough "http://$PASSTHROUGH_ADDR$REQUEST_PATH")")
+LOAD_PID="$PASSTHROUGH_PID" load passthrough "http://$PASSTHROUGH_ADDR$REQUEST_PATH" >"$WORK/result"
+RESULTS+=("$(cat "$WORK/result")")
 
 # rss PID: resident and peak resident memory in MB, from /proc.
 rss() {
@@ -245,7 +288,10 @@ if [ "$BASELINE_ONLY" = 0 ]; then
     wait_http "http://$JITGATE_ADMIN_ADDR/healthz"
     status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" -X "$REQUEST_METHOD" "http://$JITGATE_ADDR$REQUEST_PATH")
     [ "$status" = 200 ] || { echo "jitgate answered $status to the measured request (log $log); see $WORK/jitgate-$log.log" >&2; KEEP=1; exit 1; }
-    RESULTS+=("$(load "jitgate-log-$log" "http://$JITGATE_ADDR$REQUEST_PATH" "Authorization: Bearer $TOKEN")")
+    # Not in $(...): load appends to LOG_STATS, which a subshell would lose.
+    LOAD_PID="$JPID" LOAD_LOG=$([ "$log" = off ] && echo 0 || echo 1) \
+      load "jitgate-log-$log" "http://$JITGATE_ADDR$REQUEST_PATH" "Authorization: Bearer $TOKEN" >"$WORK/result"
+    RESULTS+=("$(cat "$WORK/result")")
     MEM+=("jitgate-log-$log $(rss "$JPID")")
     if [ "$log" = on ] && [ "$RATE" != off ]; then
       if ! command -v hey >/dev/null; then
@@ -269,7 +315,8 @@ if [ "$BASELINE_ONLY" = 0 ]; then
       storm "$WORK/bundles/quickstart/policies/data-plane.cedar" $((DURATION + 2)) &
       SPID=$!
       PIDS+=("$SPID")
-      RESULTS+=("$(load jitgate-storm "http://$JITGATE_ADDR$REQUEST_PATH" "Authorization: Bearer $TOKEN")")
+      LOAD_PID="$JPID" load jitgate-storm "http://$JITGATE_ADDR$REQUEST_PATH" "Authorization: Bearer $TOKEN" >"$WORK/result"
+      RESULTS+=("$(cat "$WORK/result")")
       wait "$SPID" 2>/dev/null || true
       MEM+=("jitgate-storm $(rss "$JPID")")
       reloads_after=$(curl -s "http://$JITGATE_ADMIN_ADDR/metrics" | awk '/^jitgate_reloads_total\{outcome="ok"\}/ { print $2 }')
@@ -281,13 +328,18 @@ fi
 
 echo
 echo "tool=$TOOL connections=$CONNECTIONS duration=${DURATION}s request=$REQUEST_METHOD $REQUEST_PATH cores=$(nproc) grants=$GRANTS auth=RS256/JWKS upstream_delay=${UPSTREAM_DELAY_US}us"
-printf '%-18s %12s %10s %10s %8s %10s\n' target "req/s" "p50 ms" "p99 ms" non-2xx "vs base"
+printf '%-18s %12s %10s %10s %8s %10s %12s\n' target "req/s" "p50 ms" "p99 ms" non-2xx "vs base" "cpu µs/req"
 base_rps=""
 for r in "${RESULTS[@]}"; do
-  read -r name rps p50 p99 bad <<<"$r"
+  read -r name rps p50 p99 bad cpu <<<"$r"
   [ -n "$base_rps" ] || base_rps="$rps"
   ratio=$(awk -v a="$rps" -v b="$base_rps" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
-  printf '%-18s %12s %10s %10s %8s %10s\n' "$name" "$rps" "$p50" "$p99" "$bad" "${ratio}x"
+  printf '%-18s %12s %10s %10s %8s %10s %12s\n' "$name" "$rps" "$p50" "$p99" "$bad" "${ratio}x" "$cpu"
+done
+echo "cpu µs/req: the proxy process's own CPU time (user + system, all threads) per request in the measured run"
+for l in "${LOG_STATS[@]}"; do
+  read -r name wait per <<<"$l"
+  printf '%-20s mean wait for the decision record %6s µs, %6s records a commit\n' "$name" "$wait" "$per"
 done
 steady_p99=""
 for r in "${RESULTS[@]}"; do
