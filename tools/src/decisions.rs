@@ -79,6 +79,12 @@ pub struct TailArgs {
     /// Print full records as JSON Lines.
     #[arg(long)]
     json: bool,
+    /// Keep printing records as they are committed, until interrupted (Ctrl-C).
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// How often `--follow` looks for new records.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    interval: std::time::Duration,
 }
 
 /// `decisions query`.
@@ -233,15 +239,52 @@ fn line(r: &DecisionRecord) -> String {
 
 fn tail(a: TailArgs) -> anyhow::Result<ExitCode> {
     require_log(&a.log.log)?;
+    let mut out = std::io::stdout().lock();
     let recs = log::tail(&a.log.log, a.count)?;
-    for r in &recs {
-        if a.json {
-            println!("{}", serde_json::to_string(r)?);
-        } else {
-            println!("{}", line(r));
+    if !print_records(&mut out, &recs, a.json)? || !a.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Follow from the newest record (shown above, unless `-n 0`); from the start when the log is empty.
+    let mut after = match recs.last() {
+        Some(r) => r.seq,
+        None => log::tail(&a.log.log, 1)?.last().map_or(0, |r| r.seq),
+    };
+    loop {
+        let page = log::query(&a.log.log, &Filter::default(), Some(Cursor(after)), 1000)?;
+        if !print_records(&mut out, &page.records, a.json)? {
+            return Ok(ExitCode::SUCCESS);
+        }
+        after = page.records.last().map_or(after, |r| r.seq);
+        // A full page means more are waiting: read on at once.
+        if page.next.is_none() {
+            std::thread::sleep(a.interval);
         }
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints records (one line each, or JSON Lines) and flushes; `false` once the reader has gone (a closed pipe, as
+/// with `| head`), which ends the command quietly.
+fn print_records(
+    out: &mut impl std::io::Write,
+    recs: &[DecisionRecord],
+    json: bool,
+) -> anyhow::Result<bool> {
+    let written = recs
+        .iter()
+        .try_for_each(|r| {
+            if json {
+                let text = serde_json::to_string(r).map_err(std::io::Error::other)?;
+                writeln!(out, "{text}")
+            } else {
+                writeln!(out, "{}", line(r))
+            }
+        })
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("cannot write to stdout"),
+    }
 }
 
 fn query(a: QueryArgs) -> anyhow::Result<ExitCode> {

@@ -279,3 +279,78 @@ fn decisions_verify_names_acknowledged_records_still_in_the_journal() {
     assert!(said.starts_with("intact: 3 records"), "{said}");
     assert!(!said.contains("note:"), "{said}");
 }
+
+#[test]
+fn decisions_tail_follow_prints_records_as_they_are_committed() {
+    use jitgate_engine::log::{DecisionRecord, LogOptions, LogWriter, Outcome};
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("decisions.db");
+    let w = LogWriter::start(&db, LogOptions::default()).unwrap();
+    let append = |doc: &str| {
+        let r = DecisionRecord::decision(
+            r#"User::"a""#,
+            r#"Action::"read""#,
+            format!(r#"Doc::"{doc}""#),
+            Outcome::Allow,
+        );
+        w.append(r).unwrap().wait().unwrap();
+    };
+    for doc in ["d1", "d2", "d3"] {
+        append(doc);
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jitgate"))
+        .args([
+            "decisions",
+            "tail",
+            "-n",
+            "2",
+            "--follow",
+            "--interval",
+            "20ms",
+            "--json",
+            "--log",
+        ])
+        .arg(&db)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Lines arrive on a channel so that a hung command fails the test instead of hanging it.
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines() {
+            if tx.send(l.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        let l = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a record line from tail --follow");
+        let r: DecisionRecord = serde_json::from_str(&l).unwrap();
+        (r.seq, r.resource)
+    };
+    assert_eq!(
+        next(),
+        (2, r#"Doc::"d2""#.to_string()),
+        "the newest two first"
+    );
+    assert_eq!(next(), (3, r#"Doc::"d3""#.to_string()));
+    // Committed while the command runs: printed once each, in order.
+    append("d4");
+    append("d5");
+    assert_eq!(next(), (4, r#"Doc::"d4""#.to_string()));
+    assert_eq!(next(), (5, r#"Doc::"d5""#.to_string()));
+    assert!(
+        lines.recv_timeout(Duration::from_millis(200)).is_err(),
+        "nothing is printed twice"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    w.shutdown().unwrap();
+}
