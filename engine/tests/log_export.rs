@@ -122,6 +122,9 @@ fn filtered_jsonl_export_verifies_non_consecutive_records() {
     let m = export_to_file(&db, &filter, Format::Jsonl, &out).unwrap();
     assert_eq!(m.records, 6);
     assert_eq!(m.filter, filter);
+    // What the CLI's progress bar counts before it exports: the same filter, the same records.
+    assert_eq!(log::count(&db, &filter).unwrap(), 6);
+    assert_eq!(log::count(&db, &Filter::default()).unwrap(), 30);
     assert!(verify_export(&out, &m).unwrap().ok);
     let grants = Filter {
         grant: Some("g2".into()),
@@ -130,6 +133,7 @@ fn filtered_jsonl_export_verifies_non_consecutive_records() {
     };
     let m = export_to_file(&db, &grants, Format::Jsonl, &out).unwrap();
     assert_eq!(m.records, 5, "even and divisible by 3 in 1..=30");
+    assert_eq!(log::count(&db, &grants).unwrap(), 5);
 }
 
 #[test]

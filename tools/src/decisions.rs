@@ -315,15 +315,22 @@ fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
     let file = std::fs::File::create(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let mut out = std::io::BufWriter::new(file);
-    let tty = std::io::stderr().is_terminal();
+    // On a terminal, a progress bar against the records that match now (the export's snapshot may hold a few
+    // more, committed in between: the bar then stops at 100%).
+    let total = if std::io::stderr().is_terminal() {
+        Some(log::count(&a.log.log, &filter)?)
+    } else {
+        None
+    };
+    let started = std::time::Instant::now();
     let manifest = log::export(&a.log.log, &filter, format, &mut out, &mut |n| {
-        if tty {
-            eprint!("\rexported {n} records");
+        if let Some(total) = total {
+            eprint!("\r{}\x1b[K", progress_bar(n, total, started.elapsed()));
         }
     })?;
     use std::io::Write as _;
     out.flush()?;
-    if tty {
+    if total.is_some() {
         eprintln!();
     }
     let mpath = log::manifest_path(&a.out);
@@ -336,6 +343,40 @@ fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
         mpath.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line of the export's progress bar: `[######----]  60%  1,200 / 2,000 records  1.5 s  ETA 1.0 s`.
+fn progress_bar(done: u64, total: u64, elapsed: std::time::Duration) -> String {
+    const WIDTH: u64 = 30;
+    let shown = done.min(total);
+    let filled = (shown * WIDTH).checked_div(total).unwrap_or(WIDTH);
+    let percent = (shown * 100).checked_div(total).unwrap_or(100);
+    let secs = elapsed.as_secs_f64();
+    let eta = if done == 0 || shown >= total {
+        String::new()
+    } else {
+        format!("  ETA {:.1} s", secs * (total - shown) as f64 / done as f64)
+    };
+    format!(
+        "[{}{}] {percent:>3}%  {} / {} records  {secs:.1} s{eta}",
+        "#".repeat(filled as usize),
+        "-".repeat((WIDTH - filled) as usize),
+        thousands(done),
+        thousands(total.max(done)),
+    )
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -392,4 +433,39 @@ fn prune(a: PruneArgs) -> anyhow::Result<ExitCode> {
     let r = log::prune(&a.log.log, before)?;
     println!("{}", serde_json::to_string(&r)?);
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn progress_bar_fills_with_the_share_done_and_estimates_the_rest() {
+        assert_eq!(
+            progress_bar(400_000, 1_000_000, Duration::from_secs(2)),
+            "[############------------------]  40%  400,000 / 1,000,000 records  2.0 s  ETA 3.0 s"
+        );
+        assert_eq!(
+            progress_bar(0, 8_192, Duration::ZERO),
+            "[------------------------------]   0%  0 / 8,192 records  0.0 s"
+        );
+        // Records committed after the count: full, no estimate, and the larger number as the total.
+        assert_eq!(
+            progress_bar(1_005, 1_000, Duration::from_millis(1500)),
+            "[##############################] 100%  1,005 / 1,005 records  1.5 s"
+        );
+        assert_eq!(
+            progress_bar(0, 0, Duration::ZERO),
+            "[##############################] 100%  0 / 0 records  0.0 s"
+        );
+    }
+
+    #[test]
+    fn thousands_are_grouped_by_three() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(123_456_789), "123,456,789");
+    }
 }

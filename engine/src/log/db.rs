@@ -278,6 +278,14 @@ pub(crate) fn for_each_matching_row(
     Ok(())
 }
 
+/// How many records match `filter`.
+pub(crate) fn count_matching(conn: &Connection, filter: &Filter) -> Result<u64, LogError> {
+    let (clause, args) = where_clause(filter, None);
+    let sql = format!("SELECT COUNT(*) FROM decisions {clause}");
+    let n: i64 = conn.query_row(&sql, rusqlite::params_from_iter(args), |r| r.get(0))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 /// Streams the records matching `filter` in seq order through `f`, one row at a time (constant memory).
 pub(crate) fn for_each_matching(
     conn: &Connection,

@@ -175,6 +175,13 @@ pub fn journal_pending(path: &std::path::Path) -> Result<u64, LogError> {
     journal::pending(&conn, path)
 }
 
+/// How many records match `filter` now (for an export's progress bar: the export itself reads a snapshot that
+/// also holds whatever is committed between the two calls).
+pub fn count(path: &std::path::Path, filter: &Filter) -> Result<u64, LogError> {
+    let conn = db::open_read(path)?;
+    db::count_matching(&conn, filter)
+}
+
 /// The newest `n` records, oldest first (for `jitgate decisions tail`).
 pub fn tail(path: &std::path::Path, n: u32) -> Result<Vec<DecisionRecord>, LogError> {
     let conn = db::open_read(path)?;
