@@ -67,17 +67,6 @@ fn seed(path: &Path) {
     w.shutdown().unwrap();
 }
 
-/// The value of the sample `series` (name with labels, as rendered) in a Prometheus text page.
-fn sample(page: &str, series: &str) -> Option<f64> {
-    page.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
 async fn metrics(admin: std::net::SocketAddr) -> String {
     let resp = client()
         .get(format!("http://{admin}/metrics"))
@@ -92,7 +81,7 @@ async fn metrics(admin: std::net::SocketAddr) -> String {
 async fn wait_for(admin: std::net::SocketAddr, series: &str, n: f64, since: Instant) -> String {
     loop {
         let page = metrics(admin).await;
-        if sample(&page, series).unwrap_or(0.0) >= n {
+        if metric_sample(&page, series).unwrap_or(0.0) >= n {
             return page;
         }
         assert!(
@@ -162,11 +151,13 @@ async fn retention_prunes_old_records_beside_live_traffic_and_the_chain_verifies
     let first = wait_for(admin, RUNS_OK, 1.0, started).await;
     let first_at = started.elapsed();
     assert_eq!(
-        sample(&first, "jitgate_log_pruned_records_total"),
+        metric_sample(&first, "jitgate_log_pruned_records_total"),
         Some(OLD as f64),
         "{first}"
     );
-    assert!(sample(&first, "jitgate_log_prune_last_success_timestamp_seconds").unwrap() > 0.0);
+    assert!(
+        metric_sample(&first, "jitgate_log_prune_last_success_timestamp_seconds").unwrap() > 0.0
+    );
     let second = wait_for(admin, RUNS_OK, 2.0, started).await;
     stop.store(true, Ordering::SeqCst);
     let mut live = Vec::new();
@@ -174,17 +165,23 @@ async fn retention_prunes_old_records_beside_live_traffic_and_the_chain_verifies
         live.extend(within("live traffic", w).await.unwrap());
     }
     assert_eq!(
-        sample(&second, "jitgate_log_pruned_records_total"),
+        metric_sample(&second, "jitgate_log_pruned_records_total"),
         Some(OLD as f64),
         "the second run pruned nothing more"
     );
-    assert_eq!(sample(&second, "jitgate_log_prune_last_deleted"), Some(0.0));
     assert_eq!(
-        sample(&second, r#"jitgate_log_prune_runs_total{outcome="failed"}"#),
+        metric_sample(&second, "jitgate_log_prune_last_deleted"),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric_sample(&second, r#"jitgate_log_prune_runs_total{outcome="failed"}"#),
         None,
         "{second}"
     );
-    assert_eq!(sample(&second, "jitgate_log_errors_total"), Some(0.0));
+    assert_eq!(
+        metric_sample(&second, "jitgate_log_errors_total"),
+        Some(0.0)
+    );
     h.running.take().unwrap().shutdown().await;
 
     // The store: old records gone, checkpoints accounting for them, recent and live records all there.
@@ -306,14 +303,17 @@ async fn a_failing_run_is_counted_retried_and_decisions_go_on() {
     let failed = r#"jitgate_log_prune_runs_total{outcome="failed"}"#;
     let page = wait_for(admin, failed, 2.0, started).await;
     ids.push(get(1).await);
-    assert_eq!(sample(&page, RUNS_OK), None, "{page}");
-    assert_eq!(sample(&page, "jitgate_log_pruned_records_total"), Some(0.0));
-    assert!(sample(&page, "jitgate_log_prune_last_run_timestamp_seconds").unwrap() > 0.0);
+    assert_eq!(metric_sample(&page, RUNS_OK), None, "{page}");
     assert_eq!(
-        sample(&page, "jitgate_log_prune_last_success_timestamp_seconds"),
+        metric_sample(&page, "jitgate_log_pruned_records_total"),
         Some(0.0)
     );
-    assert_eq!(sample(&page, "jitgate_log_errors_total"), Some(0.0));
+    assert!(metric_sample(&page, "jitgate_log_prune_last_run_timestamp_seconds").unwrap() > 0.0);
+    assert_eq!(
+        metric_sample(&page, "jitgate_log_prune_last_success_timestamp_seconds"),
+        Some(0.0)
+    );
+    assert_eq!(metric_sample(&page, "jitgate_log_errors_total"), Some(0.0));
     let ready = client()
         .get(format!("http://{admin}/readyz"))
         .send()

@@ -540,17 +540,9 @@ async fn fail_closed_log_refuses_with_503_when_the_queue_is_full() {
     h.assert_log(2);
 }
 
-/// The value of `series` (name and labels exactly as rendered) on a Prometheus text page.
+/// The value of `series` (name and labels exactly as rendered) on a Prometheus text page; it must be there.
 fn sample(page: &str, series: &str) -> f64 {
-    page.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no sample {series} in:\n{page}"))
+    metric_sample(page, series).unwrap_or_else(|| panic!("no sample {series} in:\n{page}"))
 }
 
 #[tokio::test]

@@ -587,3 +587,14 @@ impl Pki {
         reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap()
     }
 }
+
+/// The value of the sample `series` (name with labels, as rendered) in a Prometheus text page.
+pub fn metric_sample(page: &str, series: &str) -> Option<f64> {
+    page.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
