@@ -13,6 +13,7 @@ use jitgate_engine::lifecycle::Action;
 use jitgate_engine::log::{self, Cursor, Filter, Outcome, RecordKind};
 
 use crate::lifecycle::{ApiError, blocking, caller};
+use crate::metrics::Histogram;
 use crate::state::Proxy;
 
 /// Default and largest page size of `GET /v1/decisions`.
@@ -94,7 +95,14 @@ async fn metrics(State(p): State<Arc<Proxy>>) -> Response {
     let grants = p.authorizer.grants().len() as f64;
     let queued = p.log.queued() as f64;
     let log = p.log.writer().map(|w| w.stats()).unwrap_or_default();
+    let mut upstreams: Vec<(&str, &Histogram)> = p
+        .upstreams
+        .iter()
+        .map(|(service, u)| (service.as_str(), &*u.latency))
+        .collect();
+    upstreams.sort_by_key(|(service, _)| *service);
     let body = p.metrics.render(
+        &upstreams,
         &[
             (
                 "jitgate_grants_indexed",

@@ -2,6 +2,7 @@
 //! headers and credentials set by jitgate only. Upstream failures become 502, slowness 504.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, header};
@@ -12,6 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::Upstream;
+use crate::metrics::Histogram;
 use crate::pipeline::{APPROVAL_HEADER, IDENTITY_HEADERS};
 use crate::respond::{ProxyBody, Refusal};
 
@@ -33,6 +35,8 @@ const HOP_BY_HOP: [&str; 9] = [
 pub struct UpstreamClient {
     /// Validated settings.
     pub config: Upstream,
+    /// Time to this upstream's response headers (`jitgate_upstream_duration_seconds{service}` on `/metrics`).
+    pub latency: Arc<Histogram>,
     client: Client<HttpConnector, ProxyBody>,
 }
 
@@ -45,7 +49,11 @@ impl UpstreamClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
-        Self { config, client }
+        Self {
+            config,
+            latency: Arc::default(),
+            client,
+        }
     }
 }
 

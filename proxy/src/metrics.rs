@@ -137,6 +137,13 @@ impl Histogram {
     }
 }
 
+/// A label value with `\`, `"` and newlines escaped, as the text exposition format requires.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// The status classes [`Metrics::request_duration`] is split by.
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -195,16 +202,20 @@ pub struct Metrics {
     pub request_duration: StatusHistograms,
     /// Policy evaluation (the authorize stage) of each request that reached it.
     pub decision_duration: Histogram,
-    /// Forwarded requests from sending to the upstream until its response headers.
-    pub upstream_duration: Histogram,
     /// How long a response waited for its decision record (the SQLite commit, or the journal write).
     pub log_wait: Histogram,
 }
 
 impl Metrics {
-    /// Prometheus text exposition format: these metrics, then `gauges` and `counters` that live elsewhere (the
-    /// grant index, the decision log writer) as `(name, help, value)`.
-    pub fn render(&self, gauges: &[(&str, &str, f64)], counters: &[(&str, &str, u64)]) -> String {
+    /// Prometheus text exposition format: these metrics, then what lives elsewhere: each upstream's latency
+    /// histogram by service name, and `gauges` and `counters` (the grant index, the decision log writer) as
+    /// `(name, help, value)`.
+    pub fn render(
+        &self,
+        upstreams: &[(&str, &Histogram)],
+        gauges: &[(&str, &str, f64)],
+        counters: &[(&str, &str, u64)],
+    ) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, v: u64| {
             let _ = writeln!(
@@ -311,11 +322,6 @@ impl Metrics {
                 &self.decision_duration,
             ),
             (
-                "jitgate_upstream_duration_seconds",
-                "Forwarded requests, from sending to the upstream until its response headers.",
-                &self.upstream_duration,
-            ),
-            (
                 "jitgate_log_wait_seconds",
                 "How long a response waited for its decision record (commit, or journal write).",
                 &self.log_wait,
@@ -323,6 +329,18 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
             h.render(&mut out, name, "");
+        }
+        let name = "jitgate_upstream_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Forwarded requests, from sending to the upstream until its response headers, by service.\n# TYPE {name} histogram"
+        );
+        for (service, h) in upstreams {
+            h.render(
+                &mut out,
+                name,
+                &format!("service=\"{}\"", label_value(service)),
+            );
         }
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -392,7 +410,13 @@ mod tests {
         m.request_duration.observe(204, Duration::from_micros(300));
         m.request_duration.observe(403, Duration::from_micros(40));
         m.request_duration.observe(502, Duration::from_millis(3));
-        let text = m.render(&[("g", "a gauge", 1.5)], &[("c_total", "a counter", 9)]);
+        let up = Histogram::default();
+        up.observe(Duration::from_millis(2));
+        let text = m.render(
+            &[("pay\"ments", &up)],
+            &[("g", "a gauge", 1.5)],
+            &[("c_total", "a counter", 9)],
+        );
         let counts = series(&text, "jitgate_request_duration_seconds_count");
         assert_eq!(
             counts,
@@ -410,6 +434,11 @@ mod tests {
             )
         );
         assert!(text.contains("# TYPE jitgate_log_wait_seconds histogram"));
+        assert_eq!(
+            series(&text, "jitgate_upstream_duration_seconds_count"),
+            vec![(r#"service="pay\"ments""#, 1.0)],
+            "one series per upstream, the label value escaped"
+        );
         assert!(text.contains("# TYPE g gauge\ng 1.5"));
         assert!(text.contains("# TYPE c_total counter\nc_total 9"));
     }

@@ -298,7 +298,7 @@ impl Proxy {
         };
         let sent = Instant::now();
         let forwarded = forward::forward(upstream, req, ctx).await;
-        self.metrics.upstream_duration.observe(sent.elapsed());
+        upstream.latency.observe(sent.elapsed());
         forwarded
     }
 

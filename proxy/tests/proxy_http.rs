@@ -595,28 +595,32 @@ async fn metrics_time_each_stage_and_count_the_log_writers_commits() {
     assert_eq!(sample(&page, &format!("{req}_count{{class=\"4xx\"}}")), 2.0);
     assert_eq!(sample(&page, &format!("{req}_count{{class=\"5xx\"}}")), 0.0);
     // The allowed request spent 30 ms or more upstream: over the 25 ms bucket, and never more than the caller saw.
-    for name in ["jitgate_upstream_duration_seconds", req] {
-        let labels = if name == req { "class=\"2xx\"," } else { "" };
+    let up = "jitgate_upstream_duration_seconds";
+    for (name, label) in [(up, "service=\"payments\""), (req, "class=\"2xx\"")] {
         assert_eq!(
-            sample(&page, &format!("{name}_bucket{{{labels}le=\"0.025\"}}")),
+            sample(&page, &format!("{name}_bucket{{{label},le=\"0.025\"}}")),
             0.0,
             "{name}"
         );
         assert_eq!(
-            sample(&page, &format!("{name}_bucket{{{labels}le=\"+Inf\"}}")),
+            sample(&page, &format!("{name}_bucket{{{label},le=\"+Inf\"}}")),
             1.0,
             "{name}"
         );
-        let sum_labels = if name == req { "{class=\"2xx\"}" } else { "" };
-        let sum = sample(&page, &format!("{name}_sum{sum_labels}"));
+        let sum = sample(&page, &format!("{name}_sum{{{label}}}"));
         assert!(
             (0.03..=allowed_took).contains(&sum),
             "{name}: {sum} s, the caller saw {allowed_took} s"
         );
     }
+    // One series per configured upstream: billing was not called.
     assert_eq!(
-        sample(&page, "jitgate_upstream_duration_seconds_count"),
+        sample(&page, &format!("{up}_count{{service=\"payments\"}}")),
         1.0
+    );
+    assert_eq!(
+        sample(&page, &format!("{up}_count{{service=\"billing\"}}")),
+        0.0
     );
     // Two requests reached the policy (the 401 did not), and each was decided well under the upstream's time.
     assert_eq!(
