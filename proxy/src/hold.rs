@@ -78,7 +78,8 @@ impl crate::state::Proxy {
     /// and either redeem an approval named by `x-jitgate-approval` or create a pending `hold` request, notify, and
     /// wait up to `[hold] wait` for a verdict. Approved -> the decision made again with the digest (spending the
     /// one-use, request-bound grant) and the buffered body returned for forwarding. Denied -> 403. No verdict in
-    /// time -> 202 with the approval id.
+    /// time, or the caller went away (`caller_gone`) -> 202 with the approval id: the request stays pending, and
+    /// nothing is forwarded for a caller who is not there.
     ///
     /// A resend with `x-jitgate-approval` whose request differs from the approved one (digest mismatch), or whose
     /// approval is already spent, is refused with 403; it is not held again.
@@ -89,6 +90,7 @@ impl crate::state::Proxy {
         request: &mut jitgate_engine::AuthzRequest,
         bundle: &jitgate_engine::Bundle,
         held: &jitgate_engine::Decision,
+        caller_gone: &tokio_util::sync::CancellationToken,
     ) -> Result<Released, crate::respond::Refusal> {
         use crate::respond::Refusal;
         use http_body_util::BodyExt;
@@ -176,9 +178,12 @@ impl crate::state::Proxy {
         };
         if signal == HoldSignal::Waiting {
             let wait = waiter.rx.wait_for(|s| *s != HoldSignal::Waiting);
-            signal = match tokio::time::timeout(self.config.hold.wait, wait).await {
-                Ok(Ok(s)) => *s,
-                _ => HoldSignal::Waiting,
+            signal = tokio::select! {
+                verdict = tokio::time::timeout(self.config.hold.wait, wait) => match verdict {
+                    Ok(Ok(s)) => *s,
+                    _ => HoldSignal::Waiting,
+                },
+                () = caller_gone.cancelled() => HoldSignal::Waiting,
             };
         }
         drop(waiter);

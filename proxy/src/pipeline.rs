@@ -27,6 +27,9 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The principal from a verified client certificate (mTLS), if any.
     pub client_cert: Option<EntityRef>,
+    /// Cancelled when the caller goes away before its response. The pipeline still runs to its end (and logs);
+    /// only a hold stops waiting for its approval.
+    pub caller_gone: tokio_util::sync::CancellationToken,
 }
 
 /// Headers jitgate sets towards the upstream; any client-supplied copy is removed first.
@@ -252,7 +255,14 @@ impl Proxy {
                 // hold: wait (bounded) for approval of this exact request; see `hold_stage`.
                 let (parts, body) = req.into_parts();
                 let released = self
-                    .hold_stage(&parts, body, &mut request, &bundle, &decision)
+                    .hold_stage(
+                        &parts,
+                        body,
+                        &mut request,
+                        &bundle,
+                        &decision,
+                        &conn.caller_gone,
+                    )
                     .await;
                 let released = match released {
                     Ok(r) => r,

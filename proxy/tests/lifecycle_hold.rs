@@ -187,3 +187,59 @@ async fn held_body_over_the_limit_is_413() {
     assert_eq!(r.status().as_u16(), 413);
     env.running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_held_caller_that_hangs_up_ends_the_hold_and_nothing_is_forwarded_for_it() {
+    use jitgate_engine::log::{Filter, Outcome, query};
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
+        raw.hold.wait = "20s".into()
+    })
+    .await;
+    db_admin(&env).await;
+    let before = env.upstream.hits();
+    let http = env.http.clone();
+    let url = env.data("/databases/orders");
+    let tok = env.token("alice");
+    let held = tokio::spawn(async move { http.delete(url).bearer_auth(tok).send().await });
+    let id = pending_hold(&env).await;
+    // The caller gives up (its connection closes) long before the 20 s wait.
+    held.abort();
+    let _ = held.await;
+    // The hold ends at once and is recorded like a wait that ran out: a hold decision answered 202.
+    let log = dir.path().join("decisions.db");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let record = loop {
+        let page = query(&log, &Filter::default(), None, 1000).unwrap();
+        if let Some(r) = page
+            .records
+            .into_iter()
+            .find(|r| r.path.as_deref() == Some("/databases/orders"))
+        {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no record of the held request");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(record.decision, Some(Outcome::Hold));
+    assert_eq!(record.status, Some(202));
+    assert_eq!(record.context["approval_id"], id.as_str());
+    // Approving it later forwards nothing: nobody is waiting. The approval stays usable by an identical resend.
+    assert_eq!(env.approve("carol", &id).await.0, 200);
+    assert_eq!(
+        env.upstream.hits(),
+        before,
+        "nothing forwarded for the caller who left"
+    );
+    let r = env
+        .http
+        .delete(env.data("/databases/orders"))
+        .bearer_auth(env.token("alice"))
+        .header("x-jitgate-approval", &id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(env.upstream.hits() - before, 1);
+    env.running.shutdown().await;
+}

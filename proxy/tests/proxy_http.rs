@@ -642,3 +642,38 @@ async fn metrics_time_each_stage_and_count_the_log_writers_commits() {
     assert!((1.0..=3.0).contains(&batches), "{batches} batches");
     assert_eq!(sample(&page, "jitgate_log_records_recovered_total"), 0.0);
 }
+
+#[tokio::test]
+async fn a_caller_that_hangs_up_mid_request_still_gets_its_decision_recorded() {
+    use tokio::io::AsyncWriteExt;
+    let mut gated = GatedUpstream::start().await;
+    let up = gated.addr;
+    let h = Harness::start_with(|raw, _| {
+        raw.upstreams.get_mut("payments").unwrap().url = format!("http://{up}");
+    })
+    .await;
+    let token = h.token("alice", &["engineering"]);
+    let mut conn = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let request = format!(
+        "GET /payments/p7 HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {token}\r\n\r\n",
+        h.addr
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    // The request was allowed and reached the upstream; then the caller goes away before the answer.
+    assert_eq!(
+        within("arrival", gated.arrived.recv()).await.unwrap(),
+        "/payments/p7"
+    );
+    drop(conn);
+    gated.release.notify_one();
+    // The upstream saw the request, so its decision must be in the log. Nothing signals a commit to a caller
+    // that is gone: poll the store, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while h.records().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    h.assert_log(1);
+    let rec = &h.records()[0];
+    assert_eq!(rec.decision, Some(Outcome::Allow));
+    assert_eq!(rec.path.as_deref(), Some("/payments/p7"));
+}
