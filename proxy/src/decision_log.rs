@@ -14,8 +14,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::config::{Acknowledge, Config, OnFull};
 
-/// A reserved place in the log queue (empty when the log is disabled).
-#[derive(Debug)]
+/// A reserved place in the log queue (empty when the log is disabled, or once taken).
+#[derive(Debug, Default)]
 pub struct Slot(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
 
 /// Everything the proxy records about one request.
@@ -163,6 +163,23 @@ impl DecisionLog {
             let _ = tx.send(r);
         })?;
         rx.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Queues a record without waiting for it: for a request whose caller went away, where nobody is left to wait.
+    /// The writer commits it like any other (or, journaled, it is in the journal when this returns); the slot is
+    /// released after the commit.
+    pub fn commit_detached(&self, slot: Slot, entry: LogEntry) -> Result<(), LogError> {
+        let mut rec = record_of(entry);
+        if !self.redact.is_empty() {
+            redact(&mut rec, &self.redact);
+        }
+        let Some(writer) = &self.writer else {
+            return Ok(());
+        };
+        if self.acknowledge == Acknowledge::Journal {
+            return writer.append_journaled(rec, move |_| drop(slot));
+        }
+        writer.append_with(rec, move |_| drop(slot))
     }
 
     /// Appends a lifecycle record (reserving its slot first).

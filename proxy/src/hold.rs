@@ -78,8 +78,7 @@ impl crate::state::Proxy {
     /// and either redeem an approval named by `x-jitgate-approval` or create a pending `hold` request, notify, and
     /// wait up to `[hold] wait` for a verdict. Approved -> the decision made again with the digest (spending the
     /// one-use, request-bound grant) and the buffered body returned for forwarding. Denied -> 403. No verdict in
-    /// time, or the caller went away (`caller_gone`) -> 202 with the approval id: the request stays pending, and
-    /// nothing is forwarded for a caller who is not there.
+    /// time -> 202 with the approval id.
     ///
     /// A resend with `x-jitgate-approval` whose request differs from the approved one (digest mismatch), or whose
     /// approval is already spent, is refused with 403; it is not held again.
@@ -90,7 +89,7 @@ impl crate::state::Proxy {
         request: &mut jitgate_engine::AuthzRequest,
         bundle: &jitgate_engine::Bundle,
         held: &jitgate_engine::Decision,
-        caller_gone: &tokio_util::sync::CancellationToken,
+        approval_id: &mut Option<String>,
     ) -> Result<Released, crate::respond::Refusal> {
         use crate::respond::Refusal;
         use http_body_util::BodyExt;
@@ -164,6 +163,8 @@ impl crate::state::Proxy {
             .map_err(|e| Refusal::Internal(e.to_string()))?
             .map_err(|e| Refusal::Internal(e.to_string()))?;
         let id = view.request.id.clone();
+        // Known to the log stage from now on, even if the caller goes away while this waits.
+        *approval_id = Some(id.clone());
         let mut waiter = self.holds.register(&id);
         crate::lifecycle::record_events(self, &view.events).await;
         // A verdict may have landed before the waiter was registered: the store has the truth.
@@ -178,12 +179,9 @@ impl crate::state::Proxy {
         };
         if signal == HoldSignal::Waiting {
             let wait = waiter.rx.wait_for(|s| *s != HoldSignal::Waiting);
-            signal = tokio::select! {
-                verdict = tokio::time::timeout(self.config.hold.wait, wait) => match verdict {
-                    Ok(Ok(s)) => *s,
-                    _ => HoldSignal::Waiting,
-                },
-                () = caller_gone.cancelled() => HoldSignal::Waiting,
+            signal = match tokio::time::timeout(self.config.hold.wait, wait).await {
+                Ok(Ok(s)) => *s,
+                _ => HoldSignal::Waiting,
             };
         }
         drop(waiter);

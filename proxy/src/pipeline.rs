@@ -27,9 +27,6 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The principal from a verified client certificate (mTLS), if any.
     pub client_cert: Option<EntityRef>,
-    /// Cancelled when the caller goes away before its response. The pipeline still runs to its end (and logs);
-    /// only a hold stops waiting for its approval.
-    pub caller_gone: tokio_util::sync::CancellationToken,
 }
 
 /// Headers jitgate sets towards the upstream; any client-supplied copy is removed first.
@@ -56,6 +53,8 @@ struct Trace {
     context: serde_json::Value,
     decision: Option<Decision>,
     error: Option<String>,
+    /// The access request a hold created (recorded in the context as `approval_id`).
+    approval_id: Option<String>,
 }
 
 impl Proxy {
@@ -68,7 +67,7 @@ impl Proxy {
         let decision_id = uuid::Uuid::now_v7().to_string();
         let span = tracing::info_span!("request", decision_id = %decision_id, method = %req.method(), peer = %conn.peer);
         async move {
-            let mut trace = Trace {
+            let trace = Trace {
                 decision_id,
                 started: Instant::now(),
                 client: client_ip(&self, &req, conn.peer.ip()),
@@ -80,6 +79,7 @@ impl Proxy {
                 context: serde_json::Value::Null,
                 decision: None,
                 error: None,
+                approval_id: None,
             };
             self.metrics.requests_total.inc();
             // A log slot is reserved before anything reaches an upstream: with `on_full = fail_closed` a full queue
@@ -96,16 +96,25 @@ impl Proxy {
                     return response;
                 }
             };
+            // From here the record is owed: if the caller goes away before the log stage (hyper then drops this
+            // future, maybe while the upstream is working on the request), dropping `unlogged` queues it.
+            let mut unlogged = Unlogged {
+                proxy: &self,
+                slot,
+                trace,
+                logged: false,
+            };
             // The whole request, upstream included, is bounded; the log stage still runs after a timeout.
             let result = match tokio::time::timeout(
                 self.config.request_timeout,
-                self.stages(req, &conn, &mut trace),
+                self.stages(req, &conn, &mut unlogged.trace),
             )
             .await
             {
                 Ok(r) => r,
                 Err(_) => Err(Refusal::UpstreamTimeout),
             };
+            let trace = &mut unlogged.trace;
             let response = match result {
                 Ok(resp) => resp,
                 Err(refusal) => {
@@ -122,7 +131,7 @@ impl Proxy {
                     refusal.into_response(&trace.decision_id)
                 }
             };
-            self.log_stage(slot, trace, response).await
+            self.log_stage(&mut unlogged, response).await
         }
         .instrument(span)
         .await
@@ -261,18 +270,9 @@ impl Proxy {
                         &mut request,
                         &bundle,
                         &decision,
-                        &conn.caller_gone,
+                        &mut trace.approval_id,
                     )
-                    .await;
-                let released = match released {
-                    Ok(r) => r,
-                    Err(refusal) => {
-                        if let Refusal::Held { approval_id, .. } = &refusal {
-                            trace.context["approval_id"] = approval_id.clone().into();
-                        }
-                        return Err(refusal);
-                    }
-                };
+                    .await?;
                 trace.decision = Some(released.decision.clone());
                 self.metrics
                     .decisions
@@ -322,19 +322,37 @@ impl Proxy {
     /// log: always runs; commits one record per request before the response leaves.
     async fn log_stage(
         &self,
-        slot: crate::decision_log::Slot,
-        trace: Trace,
+        unlogged: &mut Unlogged<'_>,
         mut response: Response<ProxyBody>,
     ) -> Response<ProxyBody> {
         let status = response.status().as_u16();
+        let (slot, entry) = unlogged.take(status);
+        let logging = Instant::now();
+        let committed = self.log.commit(slot, entry).await;
+        self.metrics.log_wait.observe(logging.elapsed());
+        if let Err(e) = committed {
+            // The record could not be committed: the response must not claim success.
+            tracing::error!(error = %e, "decision log commit failed; refusing the response");
+            self.metrics.log_errors.inc();
+            response =
+                Refusal::LogUnavailable(e.to_string()).into_response(&unlogged.trace.decision_id);
+        }
+        self.metrics
+            .request_duration
+            .observe(response.status().as_u16(), unlogged.trace.started.elapsed());
+        response
+    }
+
+    /// The decision record of a request, from what its stages found (moved out of `trace`).
+    fn log_entry(&self, trace: &mut Trace, status: u16) -> LogEntry {
         let (decision, policies, grants_used, mut errors, revision, engine, break_glass) =
-            match &trace.decision {
+            match trace.decision.take() {
                 Some(d) => (
                     d.effect.as_str().to_string(),
-                    d.policies.clone(),
-                    d.grants_used.clone(),
-                    d.errors.clone(),
-                    d.revision.clone(),
+                    d.policies,
+                    d.grants_used,
+                    d.errors,
+                    d.revision,
                     d.engine.as_str().to_string(),
                     d.break_glass,
                 ),
@@ -351,16 +369,20 @@ impl Proxy {
                     )
                 }
             };
-        if let Some(e) = trace.error {
+        if let Some(e) = trace.error.take() {
             errors.push(e);
         }
-        let entry = LogEntry {
+        let mut context = std::mem::take(&mut trace.context);
+        if let Some(id) = trace.approval_id.take() {
+            context["approval_id"] = id.into();
+        }
+        LogEntry {
             id: trace.decision_id.clone(),
             request_id: trace.decision_id.clone(),
-            principal: trace.principal.unwrap_or_default(),
-            action: trace.action.unwrap_or_default(),
-            resource: trace.resource.unwrap_or_default(),
-            context: trace.context,
+            principal: trace.principal.take().unwrap_or_default(),
+            action: trace.action.take().unwrap_or_default(),
+            resource: trace.resource.take().unwrap_or_default(),
+            context,
             decision,
             policies,
             grants_used,
@@ -369,24 +391,57 @@ impl Proxy {
             engine,
             latency_us: trace.started.elapsed().as_micros() as u64,
             client_addr: trace.client.to_string(),
-            method: trace.method,
-            path: trace.path,
+            method: std::mem::take(&mut trace.method),
+            path: std::mem::take(&mut trace.path),
             status: Some(status),
             break_glass,
-        };
-        let logging = Instant::now();
-        let committed = self.log.commit(slot, entry).await;
-        self.metrics.log_wait.observe(logging.elapsed());
-        if let Err(e) = committed {
-            // The record could not be committed: the response must not claim success.
-            tracing::error!(error = %e, "decision log commit failed; refusing the response");
-            self.metrics.log_errors.inc();
-            response = Refusal::LogUnavailable(e.to_string()).into_response(&trace.decision_id);
         }
-        self.metrics
+    }
+}
+
+/// The status recorded for a request whose caller went away before its response (nginx's "client closed request").
+pub const CALLER_GONE_STATUS: u16 = 499;
+
+/// A request's log slot and trace until the log stage takes them. If the request's future is dropped before that
+/// (the caller closed its connection or reset its HTTP/2 stream), dropping this queues the record anyway, with
+/// status [`CALLER_GONE_STATUS`]: the upstream may already have the request, and no request reaches an upstream
+/// without a decision record. A hold dropped this way stops waiting; its access request stays pending, and an
+/// approval then forwards nothing until the identical request is resent with it.
+struct Unlogged<'a> {
+    proxy: &'a Proxy,
+    slot: crate::decision_log::Slot,
+    trace: Trace,
+    logged: bool,
+}
+
+impl Unlogged<'_> {
+    /// The slot and the record, once (a second call, or the drop after it, logs nothing more).
+    fn take(&mut self, status: u16) -> (crate::decision_log::Slot, LogEntry) {
+        self.logged = true;
+        let entry = self.proxy.log_entry(&mut self.trace, status);
+        (std::mem::take(&mut self.slot), entry)
+    }
+}
+
+impl Drop for Unlogged<'_> {
+    fn drop(&mut self) {
+        if self.logged {
+            return;
+        }
+        let proxy = self.proxy;
+        if self.trace.error.is_none() {
+            self.trace.error = Some("the caller went away before the response".into());
+        }
+        proxy
+            .metrics
             .request_duration
-            .observe(response.status().as_u16(), trace.started.elapsed());
-        response
+            .observe(CALLER_GONE_STATUS, self.trace.started.elapsed());
+        let (slot, entry) = self.take(CALLER_GONE_STATUS);
+        if let Err(e) = proxy.log.commit_detached(slot, entry) {
+            proxy.metrics.log_errors.inc();
+            tracing::error!(error = %e, decision_id = %self.trace.decision_id,
+                "decision log: the record of a request whose caller went away was not queued");
+        }
     }
 }
 

@@ -12,11 +12,8 @@ use jitgate_engine::EntityRef;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::pipeline::ConnInfo;
-use crate::respond::{ProxyBody, Refusal};
 use crate::state::Proxy;
 
 /// Serves the data plane on `listener` until `shutdown` resolves, then stops accepting and drains in-flight
@@ -40,8 +37,6 @@ pub async fn serve(
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
-    // Every request's pipeline, which runs to its end even when its connection is gone (see `run_detached`).
-    let tracker = TaskTracker::new();
     let connections = Arc::new(Semaphore::new(config.max_connections));
     tokio::pin!(shutdown);
     loop {
@@ -65,7 +60,6 @@ pub async fn serve(
         let builder = builder.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
-        let tracker = tracker.clone();
         tokio::spawn(async move {
             let _permit = permit;
             match tls {
@@ -74,11 +68,11 @@ pub async fn serve(
                         peer,
                         tls: false,
                         client_cert: None,
-                        caller_gone: CancellationToken::new(),
                     };
-                    let tracker = tracker.clone();
                     let svc = service_fn(move |req| {
-                        run_detached(proxy.clone(), tracker.clone(), req, info.clone())
+                        let proxy = proxy.clone();
+                        let info = info.clone();
+                        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, info).await) }
                     });
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
@@ -113,11 +107,11 @@ pub async fn serve(
                         peer,
                         tls: true,
                         client_cert,
-                        caller_gone: CancellationToken::new(),
                     };
-                    let tracker = tracker.clone();
                     let svc = service_fn(move |req| {
-                        run_detached(proxy.clone(), tracker.clone(), req, info.clone())
+                        let proxy = proxy.clone();
+                        let info = info.clone();
+                        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, info).await) }
                     });
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
@@ -130,42 +124,10 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: draining in-flight requests");
-    // Connections first, then pipelines whose callers went away; both within the one grace period, so that their
-    // decision records are in the log before it is flushed.
-    tracker.close();
-    let drained = tokio::time::timeout(config.shutdown_grace, async {
-        graceful.shutdown().await;
-        tracker.wait().await;
-    })
-    .await;
-    if drained.is_err() {
+    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown grace period passed with requests still in flight");
     }
-}
-
-/// Runs one request's pipeline as its own task. hyper drops a request's future when its caller goes away (a closed
-/// connection, an HTTP/2 stream reset); the pipeline must not stop there, or a request that already reached the
-/// upstream would have no decision record. So the pipeline is spawned, and the caller's going away only cancels
-/// `ConnInfo::caller_gone`, which ends a hold early (nothing was forwarded yet) but nothing else.
-async fn run_detached(
-    proxy: Arc<Proxy>,
-    tracker: TaskTracker,
-    req: hyper::Request<hyper::body::Incoming>,
-    mut info: ConnInfo,
-) -> Result<hyper::Response<ProxyBody>, std::convert::Infallible> {
-    let gone = CancellationToken::new();
-    info.caller_gone = gone.clone();
-    // Cancels `gone` if this future is dropped before the pipeline answers.
-    let guard = gone.drop_guard();
-    let pipeline = tracker.spawn(proxy.handle(req, info));
-    let response = match pipeline.await {
-        Ok(r) => r,
-        Err(e) => {
-            // Only a panic gets here (the task is never aborted); the caller still gets an answer.
-            tracing::error!(error = %e, "request pipeline failed");
-            Refusal::Internal("the request pipeline failed".into()).into_response("")
-        }
-    };
-    let _ = guard.disarm();
-    Ok(response)
 }

@@ -206,7 +206,7 @@ async fn a_held_caller_that_hangs_up_ends_the_hold_and_nothing_is_forwarded_for_
     // The caller gives up (its connection closes) long before the 20 s wait.
     held.abort();
     let _ = held.await;
-    // The hold ends at once and is recorded like a wait that ran out: a hold decision answered 202.
+    // The hold ends at once: a hold decision, recorded with the caller-gone status and the approval id.
     let log = dir.path().join("decisions.db");
     let deadline = Instant::now() + Duration::from_secs(10);
     let record = loop {
@@ -222,7 +222,12 @@ async fn a_held_caller_that_hangs_up_ends_the_hold_and_nothing_is_forwarded_for_
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     assert_eq!(record.decision, Some(Outcome::Hold));
-    assert_eq!(record.status, Some(202));
+    assert_eq!(record.status, Some(499));
+    assert!(
+        record.errors.iter().any(|e| e.contains("caller went away")),
+        "{:?}",
+        record.errors
+    );
     assert_eq!(record.context["approval_id"], id.as_str());
     // Approving it later forwards nothing: nobody is waiting. The approval stays usable by an identical resend.
     assert_eq!(env.approve("carol", &id).await.0, 200);

@@ -676,4 +676,10 @@ async fn a_caller_that_hangs_up_mid_request_still_gets_its_decision_recorded() {
     let rec = &h.records()[0];
     assert_eq!(rec.decision, Some(Outcome::Allow));
     assert_eq!(rec.path.as_deref(), Some("/payments/p7"));
+    assert_eq!(rec.status, Some(499), "the caller never got a response");
+    assert_eq!(
+        rec.errors,
+        ["the caller went away before the response"],
+        "{rec:?}"
+    );
 }
