@@ -145,41 +145,45 @@ impl DecisionLog {
     }
 
     /// Commits a prepared record (lifecycle events use this).
-    pub async fn commit_record(&self, slot: Slot, mut rec: DecisionRecord) -> Result<(), LogError> {
-        if !self.redact.is_empty() {
-            redact(&mut rec, &self.redact);
+    pub async fn commit_record(&self, slot: Slot, rec: DecisionRecord) -> Result<(), LogError> {
+        match self.queue(slot, rec)? {
+            Some(committed) => committed.await.map_err(|_| LogError::Closed)?,
+            None => Ok(()),
         }
-        let Some(writer) = &self.writer else {
-            return Ok(());
-        };
-        if self.acknowledge == Acknowledge::Journal {
-            // A failed commit is retried by the writer (the record is already acknowledged); the slot stays taken
-            // until then, so a log that cannot commit fills the queue and `on_full` applies.
-            return writer.append_journaled(rec, move |_| drop(slot));
-        }
-        let (tx, rx) = oneshot::channel();
-        writer.append_with(rec, move |r| {
-            drop(slot);
-            let _ = tx.send(r);
-        })?;
-        rx.await.map_err(|_| LogError::Closed)?
     }
 
     /// Queues a record without waiting for it: for a request whose caller went away, where nobody is left to wait.
     /// The writer commits it like any other (or, journaled, it is in the journal when this returns); the slot is
     /// released after the commit.
     pub fn commit_detached(&self, slot: Slot, entry: LogEntry) -> Result<(), LogError> {
-        let mut rec = record_of(entry);
+        self.queue(slot, record_of(entry)).map(drop)
+    }
+
+    /// Redacts and queues `rec`, releasing `slot` once it is committed. Returns what tells of that commit, or `None`
+    /// when there is nothing to wait for: the log is off, or the record is acknowledged by its journal write.
+    fn queue(
+        &self,
+        slot: Slot,
+        mut rec: DecisionRecord,
+    ) -> Result<Option<oneshot::Receiver<Result<(), LogError>>>, LogError> {
         if !self.redact.is_empty() {
             redact(&mut rec, &self.redact);
         }
         let Some(writer) = &self.writer else {
-            return Ok(());
+            return Ok(None);
         };
         if self.acknowledge == Acknowledge::Journal {
-            return writer.append_journaled(rec, move |_| drop(slot));
+            // A failed commit is retried by the writer (the record is already acknowledged); the slot stays taken
+            // until then, so a log that cannot commit fills the queue and `on_full` applies.
+            writer.append_journaled(rec, move |_| drop(slot))?;
+            return Ok(None);
         }
-        writer.append_with(rec, move |_| drop(slot))
+        let (tx, rx) = oneshot::channel();
+        writer.append_with(rec, move |r| {
+            drop(slot);
+            let _ = tx.send(r);
+        })?;
+        Ok(Some(rx))
     }
 
     /// Appends a lifecycle record (reserving its slot first).
