@@ -42,22 +42,27 @@ async fn pending_hold(env: &Env) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn held_request_approved_while_waiting_is_forwarded_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
-        raw.hold.wait = "20s".into()
-    })
-    .await;
+/// A proxy whose holds wait up to 20 s, and alice with an approved db-admin grant.
+async fn waiting_env(dir: &std::path::Path) -> Env {
+    let env = Env::start(dir, Clock::frozen(T0), |raw| raw.hold.wait = "20s".into()).await;
     db_admin(&env).await;
-    let before = env.upstream.hits();
+    env
+}
+
+/// Alice's `DELETE /databases/orders` (held by policy), sent in the background; it answers once the hold ends.
+fn held_delete(env: &Env) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
     let http = env.http.clone();
     let url = env.data("/databases/orders");
     let tok = env.token("alice");
-    let held = tokio::spawn(async move {
-        let r = http.delete(url).bearer_auth(tok).send().await.unwrap();
-        r.status().as_u16()
-    });
+    tokio::spawn(async move { http.delete(url).bearer_auth(tok).send().await })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn held_request_approved_while_waiting_is_forwarded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = waiting_env(dir.path()).await;
+    let before = env.upstream.hits();
+    let held = held_delete(&env);
     let id = pending_hold(&env).await;
     assert_eq!(env.upstream.hits(), before, "nothing forwarded while held");
     // The requester cannot approve her own held request; a dba can.
@@ -67,7 +72,7 @@ async fn held_request_approved_while_waiting_is_forwarded_once() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["grant"]["max_uses"], 1);
     assert!(v["grant"]["request_digest"].is_string());
-    assert_eq!(held.await.unwrap(), 200);
+    assert_eq!(held.await.unwrap().unwrap().status().as_u16(), 200);
     assert_eq!(env.upstream.hits() - before, 1);
     // Replaying the approval is refused.
     let r = env
@@ -86,24 +91,9 @@ async fn held_request_approved_while_waiting_is_forwarded_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn held_request_denied_while_waiting_is_403() {
     let dir = tempfile::tempdir().unwrap();
-    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
-        raw.hold.wait = "20s".into()
-    })
-    .await;
-    db_admin(&env).await;
+    let env = waiting_env(dir.path()).await;
     let before = env.upstream.hits();
-    let http = env.http.clone();
-    let url = env.data("/databases/orders");
-    let tok = env.token("alice");
-    let held = tokio::spawn(async move {
-        http.delete(url)
-            .bearer_auth(tok)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    });
+    let held = held_delete(&env);
     let id = pending_hold(&env).await;
     let (s, _) = env
         .post(
@@ -113,7 +103,7 @@ async fn held_request_denied_while_waiting_is_403() {
         )
         .await;
     assert_eq!(s, 200);
-    assert_eq!(held.await.unwrap(), 403);
+    assert_eq!(held.await.unwrap().unwrap().status().as_u16(), 403);
     assert_eq!(env.upstream.hits(), before);
     env.running.shutdown().await;
 }
@@ -192,16 +182,9 @@ async fn held_body_over_the_limit_is_413() {
 async fn a_held_caller_that_hangs_up_ends_the_hold_and_nothing_is_forwarded_for_it() {
     use jitgate_engine::log::{Filter, Outcome, query};
     let dir = tempfile::tempdir().unwrap();
-    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
-        raw.hold.wait = "20s".into()
-    })
-    .await;
-    db_admin(&env).await;
+    let env = waiting_env(dir.path()).await;
     let before = env.upstream.hits();
-    let http = env.http.clone();
-    let url = env.data("/databases/orders");
-    let tok = env.token("alice");
-    let held = tokio::spawn(async move { http.delete(url).bearer_auth(tok).send().await });
+    let held = held_delete(&env);
     let id = pending_hold(&env).await;
     // The caller gives up (its connection closes) long before the 20 s wait.
     held.abort();
