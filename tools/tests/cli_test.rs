@@ -354,3 +354,29 @@ fn decisions_tail_follow_prints_records_as_they_are_committed() {
     child.wait().unwrap();
     w.shutdown().unwrap();
 }
+
+#[test]
+fn decisions_tail_refuses_a_bad_interval_and_a_missing_log_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("decisions.db");
+    let db_arg = db.to_str().unwrap();
+    let o = jitgate(&[
+        "decisions",
+        "tail",
+        "-f",
+        "--interval",
+        "soon",
+        "--log",
+        db_arg,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("invalid value 'soon' for '--interval"),
+        "{}",
+        text(&o)
+    );
+    let o = jitgate(&["decisions", "tail", "-f", "--log", db_arg]);
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("no decision log at"), "{}", text(&o));
+    assert!(!db.exists(), "a missing log is not created by reading it");
+}
