@@ -25,11 +25,16 @@ pub struct Authorizer {
 }
 
 impl Authorizer {
-    /// Builds an authorizer and fills the grant index from the store.
-    pub fn new(bundle: Bundle, store: Arc<dyn Store>, clock: Clock) -> Result<Self, StoreError> {
+    /// Builds an authorizer and fills the grant index from the store. `bundle` is a [`Bundle`] or an
+    /// `Arc<Bundle>` already shared (e.g. with the gate that checked it).
+    pub fn new(
+        bundle: impl Into<Arc<Bundle>>,
+        store: Arc<dyn Store>,
+        clock: Clock,
+    ) -> Result<Self, StoreError> {
         let grants = Arc::new(GrantIndex::from_grants(store.load_grants(clock.now())?));
         Ok(Self {
-            bundle: ArcSwap::from_pointee(bundle),
+            bundle: ArcSwap::new(bundle.into()),
             grants,
             store,
             clock,

@@ -1,6 +1,7 @@
 //! Hot reload: watch the bundle directory, debounce bursts, build the new snapshot off the request path, run the
 //! gate (full validation and the bundle's own tests), and swap atomically. A bundle that fails the gate never goes
-//! live: the active one keeps serving and the failure is reported (log line, status, metric).
+//! live: the active one keeps serving and the failure is reported (log line, status, metric). The proxy's start-up
+//! ([`crate::state::Proxy::build`]) runs the same gate on the bundle it starts with.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

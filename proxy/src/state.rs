@@ -25,8 +25,8 @@ use crate::shadow::Shadow;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    /// The bundle failed to load.
-    #[error("bundle {path}:\n{diagnostics}")]
+    /// The bundle failed to load or failed the gate (its own tests), as a reload would have.
+    #[error("bundle {path} refused:\n{diagnostics}")]
     Bundle {
         /// The bundle directory.
         path: String,
@@ -91,10 +91,17 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Loads the bundle, opens the store and the log, and prepares authentication and upstream pools.
+    /// Loads the bundle and runs the reload gate on it (its own tests must pass), then opens the store and the log,
+    /// and prepares authentication and upstream pools.
     pub async fn build(config: Config, clock: Clock) -> Result<Arc<Proxy>, StartError> {
-        let bundle =
-            Bundle::load(&config.bundle_path).map_err(|diagnostics| StartError::Bundle {
+        // The gate a reload must pass applies at start-up too: a bundle that fails its own tests never goes live,
+        // whether it arrives by reload or by a restart. It runs before the store or the log is opened, so a refused
+        // start leaves no files behind.
+        let gate = standard_gate();
+        let bundle = Bundle::load(&config.bundle_path)
+            .map(Arc::new)
+            .and_then(|b| gate(&b).map(|()| b))
+            .map_err(|diagnostics| StartError::Bundle {
                 path: config.bundle_path.display().to_string(),
                 diagnostics,
             })?;
@@ -131,7 +138,7 @@ impl Proxy {
         let reloader = Arc::new(Reloader::new(
             authorizer.clone(),
             config.bundle_path.clone(),
-            standard_gate(),
+            gate,
             metrics.clone(),
         ));
         let shadow = Arc::new(Shadow::new(metrics.clone()));

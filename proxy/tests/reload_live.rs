@@ -216,6 +216,54 @@ async fn broken_bundles_never_go_live_and_report_file_and_line() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_that_fails_its_own_tests_does_not_start_and_leaves_no_state() {
+    // The same bundle a reload refuses (step 3 above) must not go live by a restart either.
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("bundle");
+    let state = tmp.path().join("state");
+    layout(
+        &bundle,
+        "@id(\"no-health\")\nforbid (principal, action == Action::\"health\", resource);\n",
+    );
+    let started = jitgate_proxy::quickstart::run(jitgate_proxy::quickstart::QuickstartOptions {
+        dir: state.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin: "127.0.0.1:0".parse().unwrap(),
+        bundle: Some(bundle.clone()),
+    })
+    .await;
+    let err = match started {
+        Ok(_) => panic!("a bundle that fails its own smoke suite went live at start-up"),
+        Err(e) => e,
+    };
+    let jitgate_proxy::state::StartError::Bundle { diagnostics, .. } = &err else {
+        panic!("expected a bundle refusal, got: {err}");
+    };
+    assert!(
+        diagnostics.0.iter().any(|d| d.file.ends_with("tests/smoke.yaml")
+            && d.line.is_some()
+            && d.message.contains("anyone calls the health check")),
+        "the refusal must name the suite, its line and the case: {err}"
+    );
+    assert!(
+        err.to_string().contains("tests/smoke.yaml"),
+        "the message an operator reads names the suite: {err}"
+    );
+    for file in ["jitgate.db", "decisions.db", "dev-signing-key.pem"] {
+        assert!(
+            !state.join(file).exists(),
+            "a refused start must not create {file}"
+        );
+    }
+
+    // Fixed, the same directory starts and serves.
+    std::fs::write(bundle.join("policies/extra.cedar"), EXTRA_A).unwrap();
+    let env = Env::start(&bundle, &state).await;
+    assert_eq!(env.get("alice", P666).await.0, 200);
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rename_over_and_configmap_symlink_swap_are_picked_up() {
     let tmp = tempfile::tempdir().unwrap();
     // The Kubernetes ConfigMap volume layout: visible names are symlinks through `..data` into a timestamped

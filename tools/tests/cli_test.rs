@@ -380,3 +380,57 @@ fn decisions_tail_refuses_a_bad_interval_and_a_missing_log_and_creates_nothing()
     assert!(text(&o).contains("no decision log at"), "{}", text(&o));
     assert!(!db.exists(), "a missing log is not created by reading it");
 }
+
+#[test]
+fn serve_refuses_a_bundle_that_fails_its_own_tests_and_creates_nothing() {
+    // A restart is held to the reload gate: validation and the bundle's own tests.
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("b");
+    copy_dir(&repo().join("policies/quickstart-cedar"), &bundle);
+    std::fs::write(
+        bundle.join("policies/extra.cedar"),
+        "@id(\"no-health\")\nforbid (principal, action == Action::\"health\", resource);\n",
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let config = dir.path().join("jitgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[bundle]\npath = \"{b}\"\n\
+             [store]\npath = \"{s}/jitgate.db\"\n[log]\npath = \"{s}/decisions.db\"\n\
+             [local_issuer]\nkey_file = \"{s}/key.pem\"\nissuer = \"jitgate\"\naudience = \"jitgate\"\n\
+             [upstreams.payments]\nurl = \"http://127.0.0.1:9\"\n[upstreams.billing]\nurl = \"http://127.0.0.1:9\"\n",
+            b = bundle.display(),
+            s = state.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_jitgate"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let o = match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(o) => o.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            panic!("serve started with a bundle that fails its own tests");
+        }
+    };
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("refused")
+            && out.contains("tests/smoke.yaml:")
+            && out.contains("anyone calls the health check"),
+        "the refusal names the suite, its line and the case: {out}"
+    );
+    for file in ["jitgate.db", "decisions.db", "key.pem"] {
+        assert!(!state.join(file).exists(), "a refused start created {file}");
+    }
+}
