@@ -693,6 +693,9 @@ impl Lifecycle {
 
     /// Approves or denies request `id` (`POST /v1/requests/{id}/approve|deny`).
     ///
+    /// An unknown `id` is a 404 only for a caller who may `listRequests`, and otherwise the 403 of a request no
+    /// policy lets them decide ([`Lifecycle::unknown`]).
+    ///
     /// Order: policy (403), state (409: not pending, pending TTL passed), one verdict per approver (409), then a
     /// deny ends the request; the N-th distinct approval creates the grant. The state change is a compare-and-set,
     /// so two deciders racing cannot both win.
@@ -708,13 +711,13 @@ impl Lifecycle {
         comment: &str,
     ) -> Result<RequestView, LifecycleError> {
         let bundle = self.authorizer.bundle();
-        let mut request = self
-            .store
-            .get_access_request(id)?
-            .ok_or_else(|| LifecycleError::NotFound(format!("access request `{id}`")))?;
         let action = match verdict {
             Verdict::Approve => Action::Approve,
             Verdict::Deny => Action::Deny,
+        };
+        let mut request = match self.store.get_access_request(id)? {
+            Some(r) => r,
+            None => return Err(self.unknown(caller, ctx, action, format!("access request `{id}`"))),
         };
         let allowed = self.require(&bundle, caller, ctx, action, &request)?;
         let now = self.now();
@@ -834,12 +837,19 @@ impl Lifecycle {
         Ok(v)
     }
 
-    /// The grant and the request it came from (attributes for the policies).
-    fn grant_and_request(&self, grant_id: &str) -> Result<(Grant, AccessRequest), LifecycleError> {
-        let grant = self
-            .store
-            .get_grant(grant_id)?
-            .ok_or_else(|| LifecycleError::NotFound(format!("grant `{grant_id}`")))?;
+    /// The grant and the request it came from (attributes for the policies). An unknown id is judged by
+    /// [`Lifecycle::unknown`] for `action` by `caller`.
+    fn grant_and_request(
+        &self,
+        grant_id: &str,
+        caller: &Principal,
+        ctx: &Context,
+        action: Action,
+    ) -> Result<(Grant, AccessRequest), LifecycleError> {
+        let grant = match self.store.get_grant(grant_id)? {
+            Some(g) => g,
+            None => return Err(self.unknown(caller, ctx, action, format!("grant `{grant_id}`"))),
+        };
         let request = match grant.request_id.as_deref() {
             Some(rid) => self.store.get_access_request(rid)?,
             None => None,
@@ -874,7 +884,7 @@ impl Lifecycle {
         comment: &str,
     ) -> Result<(Grant, Vec<Event>), LifecycleError> {
         let bundle = self.authorizer.bundle();
-        let (grant, request) = self.grant_and_request(grant_id)?;
+        let (grant, request) = self.grant_and_request(grant_id, caller, ctx, action)?;
         let allowed = self.require(&bundle, caller, ctx, action, &request)?;
         let now = self.now();
         // A grant not yet started may still be revoked; one expired, revoked or used up may not.
@@ -918,7 +928,8 @@ impl Lifecycle {
         ctx: &Context,
     ) -> Result<Grant, LifecycleError> {
         let bundle = self.authorizer.bundle();
-        let (grant, request) = self.grant_and_request(grant_id)?;
+        let (grant, request) =
+            self.grant_and_request(grant_id, caller, ctx, Action::IssueToken)?;
         self.require(&bundle, caller, ctx, Action::IssueToken, &request)?;
         if grant.principal != caller.entity {
             return Err(LifecycleError::Conflict(format!(
@@ -979,6 +990,28 @@ impl Lifecycle {
             requests: self.store.list_access_requests(&filter)?,
             events,
         })
+    }
+
+    /// The answer for `action` on a request or grant that does not exist (`what`). Only a caller the policies
+    /// allow to `listRequests` (who may see everyone's requests and grants anyway) learns that it does not exist
+    /// (`NotFound`, a 404). Anyone else gets the refusal they would get for someone else's request that no policy
+    /// lets them act on (`Forbidden`, "no policy allows it"), so that ids cannot be probed.
+    fn unknown(
+        &self,
+        caller: &Principal,
+        ctx: &Context,
+        action: Action,
+        what: String,
+    ) -> LifecycleError {
+        match self.require_on_service(caller, ctx, Action::ListRequests) {
+            Ok(_) => LifecycleError::NotFound(what),
+            Err(LifecycleError::Forbidden { decision, .. }) => LifecycleError::Forbidden {
+                action: action.as_str().into(),
+                reason: "no policy allows it".into(),
+                decision,
+            },
+            Err(e) => e,
+        }
     }
 
     fn require_list(&self, caller: &Principal, ctx: &Context) -> Result<(), LifecycleError> {

@@ -1,6 +1,7 @@
 //! The admin API of the access lifecycle (`/v1/requests`, `/v1/grants`): authenticate the caller like the data
 //! plane, hand the call to [`jitgate_engine::lifecycle::Lifecycle`], then log every event and notify webhooks.
-//! Status codes: 400 bad input (naming the field), 401, 403 policy deny, 404, 409 invalid transition, 500 store.
+//! Status codes: 400 bad input (naming the field), 401, 403 policy deny, 404 (an unknown id, told only to callers
+//! who may `listRequests`; others get the 403 of a refused one), 409 invalid transition, 500 store.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -426,7 +427,12 @@ async fn verdict(
     // fate: decide() refuses a due request (409) without moving it, so no expiry goes unlogged.
     let lc = p.lifecycle.clone();
     let id2 = id.clone();
-    let expired = blocking(move || lc.expire_if_due(&id2)).await?;
+    // An unknown id is left to decide(), which answers 404 or 403 depending on who asks.
+    let expired = blocking(move || match lc.expire_if_due(&id2) {
+        Err(LifecycleError::NotFound(_)) => Ok(None),
+        other => other,
+    })
+    .await?;
     record_expiries(&p, expired.as_slice()).await;
     let lc = p.lifecycle.clone();
     let id2 = id.clone();

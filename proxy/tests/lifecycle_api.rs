@@ -222,6 +222,32 @@ async fn bad_input_names_the_field() {
     assert_eq!(unknown, others);
     let (s, v) = env.get("alice", "/v1/requests/no-such-request").await;
     assert_eq!(s, 404, "{v}");
+    // The same holds for acting on a request or a grant: approve, deny, revoke, drop and token all answer an
+    // unknown id exactly as they answer an existing one that no policy lets mallory act on.
+    let (s, v) = env.approve("bob", &existing).await;
+    assert_eq!(s, 200, "{v}");
+    let grant = v["grant"]["id"].as_str().unwrap().to_string();
+    for (path, kind) in [
+        ("/v1/requests/{}/approve", "request"),
+        ("/v1/requests/{}/deny", "request"),
+        ("/v1/grants/{}/revoke", "grant"),
+        ("/v1/grants/{}/drop", "grant"),
+        ("/v1/grants/{}/token", "grant"),
+    ] {
+        let real = if kind == "request" { &existing } else { &grant };
+        let (s, unknown) = env
+            .post("mallory", &path.replace("{}", "no-such-id"), json!({}))
+            .await;
+        assert_eq!(s, 403, "{path} on an unknown id: {unknown}");
+        let (s, others) = env.post("mallory", &path.replace("{}", real), json!({})).await;
+        assert_eq!(s, 403, "{path} on alice's {kind}: {others}");
+        assert_eq!(unknown, others, "{path}: an unknown id must look like a refused one");
+        // A caller who may list requests (alice, engineering) is told that it does not exist.
+        let (s, v) = env
+            .post("alice", &path.replace("{}", "no-such-id"), json!({}))
+            .await;
+        assert_eq!(s, 404, "{path} by a lister: {v}");
+    }
     let r = env.http.get(env.admin("/v1/grants")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
     env.running.shutdown().await;
