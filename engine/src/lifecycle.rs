@@ -717,7 +717,9 @@ impl Lifecycle {
         };
         let mut request = match self.store.get_access_request(id)? {
             Some(r) => r,
-            None => return Err(self.unknown(caller, ctx, action, format!("access request `{id}`"))),
+            None => {
+                return Err(self.unknown(caller, ctx, action, format!("access request `{id}`")));
+            }
         };
         let allowed = self.require(&bundle, caller, ctx, action, &request)?;
         let now = self.now();
@@ -928,8 +930,7 @@ impl Lifecycle {
         ctx: &Context,
     ) -> Result<Grant, LifecycleError> {
         let bundle = self.authorizer.bundle();
-        let (grant, request) =
-            self.grant_and_request(grant_id, caller, ctx, Action::IssueToken)?;
+        let (grant, request) = self.grant_and_request(grant_id, caller, ctx, Action::IssueToken)?;
         self.require(&bundle, caller, ctx, Action::IssueToken, &request)?;
         if grant.principal != caller.entity {
             return Err(LifecycleError::Conflict(format!(

@@ -15,6 +15,7 @@ use crate::admit::normalize_path;
 use crate::authenticate::Identity;
 use crate::decision_log::LogEntry;
 use crate::forward;
+use crate::metrics::Histogram;
 use crate::respond::{ProxyBody, Refusal};
 use crate::state::Proxy;
 
@@ -306,10 +307,12 @@ impl Proxy {
             identity_headers: &identity_headers,
             max_body: self.config.max_body_bytes,
         };
-        let sent = Instant::now();
-        let forwarded = forward::forward(upstream, req, ctx).await;
-        upstream.latency.observe(sent.elapsed());
-        forwarded
+        // Observed on drop: also when the whole-request timeout (or a caller hanging up) drops the call mid-way.
+        let _timed = Timed {
+            histogram: &upstream.latency,
+            since: Instant::now(),
+        };
+        forward::forward(upstream, req, ctx).await
     }
 
     fn workload_groups(&self, principal: &EntityRef) -> Vec<String> {
@@ -401,6 +404,18 @@ impl Proxy {
 
 /// The status recorded for a request whose caller went away before its response (nginx's "client closed request").
 pub const CALLER_GONE_STATUS: u16 = 499;
+
+/// Observes the time since `since` in `histogram` when dropped, however the timed future ended.
+struct Timed<'a> {
+    histogram: &'a Histogram,
+    since: Instant,
+}
+
+impl Drop for Timed<'_> {
+    fn drop(&mut self) {
+        self.histogram.observe(self.since.elapsed());
+    }
+}
 
 /// A request's log slot and trace until the log stage takes them. If the request's future is dropped before that
 /// (the caller closed its connection or reset its HTTP/2 stream), dropping this queues the record anyway, with

@@ -239,9 +239,14 @@ async fn bad_input_names_the_field() {
             .post("mallory", &path.replace("{}", "no-such-id"), json!({}))
             .await;
         assert_eq!(s, 403, "{path} on an unknown id: {unknown}");
-        let (s, others) = env.post("mallory", &path.replace("{}", real), json!({})).await;
+        let (s, others) = env
+            .post("mallory", &path.replace("{}", real), json!({}))
+            .await;
         assert_eq!(s, 403, "{path} on alice's {kind}: {others}");
-        assert_eq!(unknown, others, "{path}: an unknown id must look like a refused one");
+        assert_eq!(
+            unknown, others,
+            "{path}: an unknown id must look like a refused one"
+        );
         // A caller who may list requests (alice, engineering) is told that it does not exist.
         let (s, v) = env
             .post("alice", &path.replace("{}", "no-such-id"), json!({}))

@@ -396,6 +396,72 @@ async fn upstream_down_is_502_with_a_record() {
 }
 
 #[tokio::test]
+async fn a_slow_upstream_is_504_with_a_record_and_its_time_in_the_upstream_histogram() {
+    // Two ways to run out of time: the upstream's own `timeout`, and the whole-request `request_timeout`. The
+    // gated upstream never answers; each request's upstream call is cut off after 200 ms.
+    for cut_by in ["upstream timeout", "request_timeout"] {
+        let gated = GatedUpstream::start().await;
+        let up = gated.addr;
+        let h = Harness::start_with(|raw, _| {
+            raw.admin.listen = "127.0.0.1:0".into();
+            let payments = raw.upstreams.get_mut("payments").unwrap();
+            payments.url = format!("http://{up}");
+            if cut_by == "upstream timeout" {
+                payments.timeout = "200ms".into();
+            } else {
+                raw.server.request_timeout = "200ms".into();
+            }
+        })
+        .await;
+        let r = reply(
+            client()
+                .get(h.url("/payments/p1"))
+                .bearer_auth(h.token("alice", &["engineering"]))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{cut_by}");
+        assert_eq!(r.json["error"], "upstream_timeout", "{cut_by}");
+        let rec = h.record(&r.decision_id());
+        assert_eq!(rec.status, Some(504), "{cut_by}");
+        assert_eq!(rec.decision, Some(Outcome::Allow), "{cut_by}");
+        assert!(
+            rec.errors.iter().any(|e| e == "upstream timeout"),
+            "{cut_by}: {:?}",
+            rec.errors
+        );
+        h.assert_log(1);
+        let admin = h.running.as_ref().unwrap().admin_addr.unwrap();
+        let page = client()
+            .get(format!("http://{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let up = "jitgate_upstream_duration_seconds";
+        assert_eq!(
+            sample(&page, &format!("{up}_count{{service=\"payments\"}}")),
+            1.0,
+            "{cut_by}: the cut-off call is timed"
+        );
+        let sum = sample(&page, &format!("{up}_sum{{service=\"payments\"}}"));
+        assert!((0.2..5.0).contains(&sum), "{cut_by}: {sum} s upstream");
+        assert_eq!(
+            sample(
+                &page,
+                "jitgate_request_duration_seconds_count{class=\"5xx\"}"
+            ),
+            1.0,
+            "{cut_by}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn bodies_over_the_limit_are_413_with_and_without_content_length() {
     let h = Harness::start_with(|raw, _| raw.server.max_body_bytes = 1024).await;
     // bob may create payments while his payments-writer grant is active.

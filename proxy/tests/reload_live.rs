@@ -240,9 +240,12 @@ async fn a_bundle_that_fails_its_own_tests_does_not_start_and_leaves_no_state() 
         panic!("expected a bundle refusal, got: {err}");
     };
     assert!(
-        diagnostics.0.iter().any(|d| d.file.ends_with("tests/smoke.yaml")
-            && d.line.is_some()
-            && d.message.contains("anyone calls the health check")),
+        diagnostics
+            .0
+            .iter()
+            .any(|d| d.file.ends_with("tests/smoke.yaml")
+                && d.line.is_some()
+                && d.message.contains("anyone calls the health check")),
         "the refusal must name the suite, its line and the case: {err}"
     );
     assert!(
