@@ -694,7 +694,7 @@ impl Lifecycle {
     /// Approves or denies request `id` (`POST /v1/requests/{id}/approve|deny`).
     ///
     /// An unknown `id` is a 404 only for a caller who may `listRequests`, and otherwise the 403 of a request no
-    /// policy lets them decide ([`Lifecycle::unknown`]).
+    /// policy lets them decide, so that ids cannot be probed.
     ///
     /// Order: policy (403), state (409: not pending, pending TTL passed), one verdict per approver (409), then a
     /// deny ends the request; the N-th distinct approval creates the grant. The state change is a compare-and-set,
@@ -840,7 +840,7 @@ impl Lifecycle {
     }
 
     /// The grant and the request it came from (attributes for the policies). An unknown id is judged by
-    /// [`Lifecycle::unknown`] for `action` by `caller`.
+    /// `Lifecycle::unknown` for `action` by `caller`.
     fn grant_and_request(
         &self,
         grant_id: &str,
