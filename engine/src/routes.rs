@@ -1,7 +1,7 @@
 //! The route table: method + host + path template -> action and resource (with its parents).
 //! Built and validated when a bundle loads; matching is allocation-light and picks the most specific route.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use percent_encoding::percent_decode_str;
 
@@ -114,6 +114,8 @@ pub struct Route {
     pub action: String,
     /// Whether no credential is needed.
     pub public: bool,
+    /// The file and line the route was written at, for diagnostics about it after loading.
+    pub origin: (PathBuf, usize),
     segments: Vec<Seg>,
     resource: EntityTemplate,
     parents: Vec<EntityTemplate>,
@@ -173,7 +175,9 @@ impl RouteTable {
             for spec in part.specs {
                 let span = spec.span();
                 match Self::build_one(spec.get_ref()) {
-                    Ok(r) => {
+                    Ok(mut r) => {
+                        let line = crate::diag::line_col(part.source, span.start).0;
+                        r.origin = (part.file.to_path_buf(), line);
                         routes.push(r);
                         origins.push((part, span.start));
                     }
@@ -312,6 +316,7 @@ impl RouteTable {
             service: spec.service.clone(),
             action: spec.action.clone(),
             public: spec.public,
+            origin: (PathBuf::new(), 0),
             segments,
             resource,
             parents,

@@ -1,8 +1,10 @@
 //! Hot reload: watch the bundle directory, debounce bursts, build the new snapshot off the request path, run the
 //! gate (full validation and the bundle's own tests), and swap atomically. A bundle that fails the gate never goes
-//! live: the active one keeps serving and the failure is reported (log line, status, metric). The proxy's start-up
+//! live: the active one keeps serving and the failure is reported (log line, status, metric). The proxy's gate
+//! ([`proxy_gate`]) also requires an upstream for every route's service, and its start-up
 //! ([`crate::state::Proxy::build`]) runs the same gate on the bundle it starts with.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -289,4 +291,47 @@ fn is_temp(p: &Path) -> bool {
 /// The standard gate: full validation (done by loading) and the bundle's own tests.
 pub fn standard_gate() -> Box<Gate> {
     Box::new(jitgate_engine::testing::gate)
+}
+
+/// The gate of a proxy whose config has upstreams for `services`: every route must name one of them (a route to a
+/// service without an upstream would answer every request it matches with a 502), then the standard gate. All
+/// problems are reported together, each route's by its file and line.
+pub fn proxy_gate(services: BTreeSet<String>) -> Box<Gate> {
+    Box::new(move |bundle: &Arc<Bundle>| {
+        let mut problems = upstream_coverage(bundle, &services);
+        if let Err(d) = jitgate_engine::testing::gate(bundle) {
+            problems.extend(d.0);
+        }
+        Diagnostics(problems).into_result()
+    })
+}
+
+/// One diagnostic per route of `bundle` whose service is not among `services`.
+pub fn upstream_coverage(bundle: &Bundle, services: &BTreeSet<String>) -> Vec<Diagnostic> {
+    bundle
+        .routes
+        .routes()
+        .iter()
+        .filter(|r| !services.contains(&r.service))
+        .map(|r| {
+            let (file, line) = &r.origin;
+            Diagnostic::at(
+                file,
+                *line,
+                1,
+                format!(
+                    "route `{} {}`: service `{}` has no upstream in the config (add `[upstreams.{}]`; configured: {})",
+                    r.method.as_deref().unwrap_or("*"),
+                    r.path,
+                    r.service,
+                    r.service,
+                    if services.is_empty() {
+                        "none".to_string()
+                    } else {
+                        services.iter().cloned().collect::<Vec<_>>().join(", ")
+                    }
+                ),
+            )
+        })
+        .collect()
 }

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::decision_log::DecisionLog;
 use crate::forward::UpstreamClient;
 use crate::metrics::Metrics;
-use crate::reload::{Reloader, WatchGuard, standard_gate};
+use crate::reload::{Reloader, WatchGuard, proxy_gate};
 use crate::retention::Retention;
 use crate::shadow::Shadow;
 
@@ -94,10 +94,10 @@ impl Proxy {
     /// Loads the bundle and runs the reload gate on it (its own tests must pass), then opens the store and the log,
     /// and prepares authentication and upstream pools.
     pub async fn build(config: Config, clock: Clock) -> Result<Arc<Proxy>, StartError> {
-        // The gate a reload must pass applies at start-up too: a bundle that fails its own tests never goes live,
-        // whether it arrives by reload or by a restart. It runs before the store or the log is opened, so a refused
-        // start leaves no files behind.
-        let gate = standard_gate();
+        // The gate a reload must pass applies at start-up too: a bundle that fails its own tests, or routes to a
+        // service the config has no upstream for, never goes live, whether it arrives by a reload or a restart. It
+        // runs before the store or the log is opened, so a refused start leaves no files behind.
+        let gate = proxy_gate(config.upstreams.keys().cloned().collect());
         let bundle = Bundle::load(&config.bundle_path)
             .map(Arc::new)
             .and_then(|b| gate(&b).map(|()| b))

@@ -267,6 +267,66 @@ async fn a_bundle_that_fails_its_own_tests_does_not_start_and_leaves_no_state() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_to_a_service_without_an_upstream_never_goes_live() {
+    // The quickstart config has upstreams for payments and billing only.
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("bundle");
+    let rev_a = variant(&bundle, EXTRA_A);
+    let env = Env::start(&bundle, &tmp.path().join("state")).await;
+    let manifest = bundle.join("bundle.toml");
+    let original = std::fs::read_to_string(&manifest).unwrap();
+    let route_line = original.lines().count() + 2;
+    std::fs::write(
+        &manifest,
+        format!(
+            "{original}\n[[routes]]\nmethod = \"GET\"\npath = \"/ledger\"\nservice = \"ledger\"\naction = \"listPayments\"\n"
+        ),
+    )
+    .unwrap();
+    let reloader = env.proxy().reloader.clone();
+    let attempt = tokio::task::spawn_blocking(move || reloader.reload_now())
+        .await
+        .unwrap();
+    assert_eq!(attempt.outcome, "failed", "{attempt:?}");
+    assert!(
+        attempt
+            .errors
+            .iter()
+            .any(|e| e.file.ends_with("bundle.toml")
+                && e.line == Some(route_line)
+                && e.message.contains("service `ledger` has no upstream")
+                && e.message.contains("billing, payments")),
+        "the refusal names the route's file and line and the configured upstreams: {:?}",
+        attempt.errors
+    );
+    assert_eq!(env.proxy().reloader.status().active_revision, rev_a);
+    assert_eq!(
+        env.get("alice", P666).await.0,
+        200,
+        "the old revision serves"
+    );
+
+    // The same route to a configured service goes live.
+    std::fs::write(
+        &manifest,
+        format!(
+            "{original}\n[[routes]]\nmethod = \"GET\"\npath = \"/ledger\"\nservice = \"payments\"\naction = \"listPayments\"\n"
+        ),
+    )
+    .unwrap();
+    let reloader = env.proxy().reloader.clone();
+    let attempt = tokio::task::spawn_blocking(move || reloader.reload_now())
+        .await
+        .unwrap();
+    assert!(
+        attempt.outcome == "live" || attempt.outcome == "unchanged",
+        "{attempt:?}"
+    );
+    env.wait_live(&revision(&bundle)).await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rename_over_and_configmap_symlink_swap_are_picked_up() {
     let tmp = tempfile::tempdir().unwrap();
     // The Kubernetes ConfigMap volume layout: visible names are symlinks through `..data` into a timestamped
