@@ -33,7 +33,8 @@ struct Cli {
 enum Command {
     /// Run policy test suites against their bundles (exit 0: all pass, 1: a case failed, 2: a broken suite or bundle).
     Test(test::TestArgs),
-    /// Load and validate bundles, and run the tests they list (exit codes as for `test`).
+    /// Load and validate bundles, and run the tests they list; with `--config FILE`, check a `serve` config and
+    /// everything it names as start-up would, without starting (exit codes as for `test`).
     Check(check::CheckArgs),
     /// Run the proxy (`--config FILE`), or the quickstart when no config is given.
     Serve(serve::ServeArgs),

@@ -392,36 +392,8 @@ fn serve_refuses_a_bundle_that_fails_its_own_tests_and_creates_nothing() {
         "@id(\"no-health\")\nforbid (principal, action == Action::\"health\", resource);\n",
     )
     .unwrap();
-    let state = dir.path().join("state");
-    let config = dir.path().join("jitgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[bundle]\npath = \"{b}\"\n\
-             [store]\npath = \"{s}/jitgate.db\"\n[log]\npath = \"{s}/decisions.db\"\n\
-             [local_issuer]\nkey_file = \"{s}/key.pem\"\nissuer = \"jitgate\"\naudience = \"jitgate\"\n\
-             [upstreams.payments]\nurl = \"http://127.0.0.1:9\"\n[upstreams.billing]\nurl = \"http://127.0.0.1:9\"\n",
-            b = bundle.display(),
-            s = state.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_jitgate"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    let o = match rx.recv_timeout(std::time::Duration::from_secs(60)) {
-        Ok(o) => o.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-            panic!("serve started with a bundle that fails its own tests");
-        }
-    };
+    let config = serve_config(dir.path(), &bundle, &["payments", "billing"]);
+    let o = serve_until_exit(&config);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(2), "{out}");
     assert!(
@@ -431,6 +403,138 @@ fn serve_refuses_a_bundle_that_fails_its_own_tests_and_creates_nothing() {
         "the refusal names the suite, its line and the case: {out}"
     );
     for file in ["jitgate.db", "decisions.db", "key.pem"] {
+        let state = dir.path().join("state");
         assert!(!state.join(file).exists(), "a refused start created {file}");
     }
+}
+
+/// Runs `jitgate serve --config config`, which must exit by itself (refuse to start) within 60 s.
+fn serve_until_exit(config: &Path) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_jitgate"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(o) => o.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            panic!(
+                "serve started with {}: it should have refused",
+                config.display()
+            );
+        }
+    }
+}
+
+/// A config for `serve` in `dir`, on `bundle`, with an upstream for each of `services` (never contacted).
+fn serve_config(dir: &Path, bundle: &Path, services: &[&str]) -> PathBuf {
+    let state = dir.join("state");
+    let mut text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[bundle]\npath = \"{b}\"\n\
+         [store]\npath = \"{s}/jitgate.db\"\n[log]\npath = \"{s}/decisions.db\"\n\
+         [local_issuer]\nkey_file = \"{s}/key.pem\"\nissuer = \"jitgate\"\naudience = \"jitgate\"\n",
+        b = bundle.display(),
+        s = state.display()
+    );
+    for s in services {
+        text.push_str(&format!("[upstreams.{s}]\nurl = \"http://127.0.0.1:9\"\n"));
+    }
+    let path = dir.join("jitgate.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_config_is_the_preflight_of_serve_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("b");
+    copy_dir(&repo().join("policies/quickstart-cedar"), &bundle);
+    let state = dir.path().join("state");
+    let created = || {
+        ["jitgate.db", "decisions.db", "key.pem"]
+            .into_iter()
+            .filter(|f| state.join(f).exists())
+            .collect::<Vec<_>>()
+    };
+
+    // Good: the config, the bundle and its smoke suite.
+    let config = serve_config(dir.path(), &bundle, &["payments", "billing"]);
+    let o = jitgate(&["check", "--config", config.to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("jitgate.toml: ok")
+            && out.contains("upstreams: billing, payments")
+            && out.contains("key.pem does not exist yet")
+            && out.contains("5 passed, 0 failed"),
+        "{out}"
+    );
+
+    // A route to a service the config has no upstream for: exit 2, naming each such route by file and line.
+    let config = serve_config(dir.path(), &bundle, &["payments"]);
+    let o = jitgate(&["check", "--config", config.to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    let manifest = std::fs::read_to_string(bundle.join("bundle.toml")).unwrap();
+    let first_billing = manifest
+        .lines()
+        .position(|l| l.contains("service = \"billing\""))
+        .unwrap();
+    // The route's `[[routes]]` header is the line its diagnostic names.
+    let header = manifest.lines().take(first_billing).collect::<Vec<_>>();
+    let header_line = header
+        .iter()
+        .rposition(|l| l.trim() == "[[routes]]")
+        .unwrap()
+        + 1;
+    assert!(
+        out.contains(&format!("bundle.toml:{header_line}:1: route `"))
+            && out.contains("service `billing` has no upstream in the config")
+            && out.contains("bundle does not fit the config"),
+        "{out}"
+    );
+    // serve refuses the same config for the same reason.
+    let o = serve_until_exit(&config);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("service `billing` has no upstream"),
+        "{}",
+        text(&o)
+    );
+
+    // A bad key: exit 2, naming the key path; a failing bundle test: exit 1.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("[server]\n", "[server]\nlisten_port = 1\n"),
+    )
+    .unwrap();
+    let o = jitgate(&["check", "--config", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("listen_port") && text(&o).contains("invalid config"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(
+        bundle.join("policies/extra.cedar"),
+        "@id(\"no-health\")\nforbid (principal, action == Action::\"health\", resource);\n",
+    )
+    .unwrap();
+    let config = serve_config(dir.path(), &bundle, &["payments", "billing"]);
+    let o = jitgate(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("FAIL  anyone calls the health check"),
+        "{}",
+        text(&o)
+    );
+    assert!(created().is_empty(), "check created {:?}", created());
 }

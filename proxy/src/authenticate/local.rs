@@ -44,6 +44,20 @@ impl std::fmt::Debug for LocalIssuer {
 }
 
 impl LocalIssuer {
+    /// Checks the key file at `path` without creating it: `Ok(true)` when it holds an Ed25519 PKCS#8 PEM key,
+    /// `Ok(false)` when it does not exist yet ([`LocalIssuer::load_or_generate`] would generate it), an error when
+    /// it cannot be read or is not such a key.
+    pub fn check_key_file(path: &Path) -> Result<bool, AuthError> {
+        match fs::read_to_string(path) {
+            Ok(pem) => load(path, &pem).map(|_| true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(AuthError::LocalKey(format!(
+                "{}: cannot read: {e}",
+                path.display()
+            ))),
+        }
+    }
+
     /// Loads the Ed25519 key at `path`, or generates one and writes it there (PKCS#8 PEM, mode 0600, parent
     /// directories created). Two processes racing to create it end up with the same key.
     pub fn load_or_generate(path: &Path, issuer: &str, audience: &str) -> Result<Self, AuthError> {
