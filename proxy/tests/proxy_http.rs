@@ -433,15 +433,7 @@ async fn a_slow_upstream_is_504_with_a_record_and_its_time_in_the_upstream_histo
             rec.errors
         );
         h.assert_log(1);
-        let admin = h.running.as_ref().unwrap().admin_addr.unwrap();
-        let page = client()
-            .get(format!("http://{admin}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = h.metrics_page().await;
         let up = "jitgate_upstream_duration_seconds";
         assert_eq!(
             sample(&page, &format!("{up}_count{{service=\"payments\"}}")),
@@ -621,7 +613,6 @@ async fn metrics_time_each_stage_and_count_the_log_writers_commits() {
         raw.upstreams.get_mut("payments").unwrap().url = format!("http://{up}");
     })
     .await;
-    let admin = h.running.as_ref().unwrap().admin_addr.unwrap();
     let c = client();
     let alice = h.token("alice", &["engineering"]);
     let dave = h.token("dave", &["contractors"]);
@@ -648,14 +639,7 @@ async fn metrics_time_each_stage_and_count_the_log_writers_commits() {
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     h.assert_log(3);
 
-    let page = client()
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = h.metrics_page().await;
     let req = "jitgate_request_duration_seconds";
     assert_eq!(sample(&page, &format!("{req}_count{{class=\"2xx\"}}")), 1.0);
     assert_eq!(sample(&page, &format!("{req}_count{{class=\"4xx\"}}")), 2.0);

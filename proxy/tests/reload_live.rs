@@ -276,17 +276,19 @@ async fn a_route_to_a_service_without_an_upstream_never_goes_live() {
     let manifest = bundle.join("bundle.toml");
     let original = std::fs::read_to_string(&manifest).unwrap();
     let route_line = original.lines().count() + 2;
-    std::fs::write(
-        &manifest,
-        format!(
-            "{original}\n[[routes]]\nmethod = \"GET\"\npath = \"/ledger\"\nservice = \"ledger\"\naction = \"listPayments\"\n"
-        ),
-    )
-    .unwrap();
-    let reloader = env.proxy().reloader.clone();
-    let attempt = tokio::task::spawn_blocking(move || reloader.reload_now())
-        .await
+    // Appends a `GET /ledger` route to `service` and reloads now.
+    let reload_with_route_to = |service: &str| {
+        std::fs::write(
+            &manifest,
+            format!(
+                "{original}\n[[routes]]\nmethod = \"GET\"\npath = \"/ledger\"\nservice = \"{service}\"\naction = \"listPayments\"\n"
+            ),
+        )
         .unwrap();
+        let reloader = env.proxy().reloader.clone();
+        tokio::task::spawn_blocking(move || reloader.reload_now())
+    };
+    let attempt = reload_with_route_to("ledger").await.unwrap();
     assert_eq!(attempt.outcome, "failed", "{attempt:?}");
     assert!(
         attempt
@@ -307,17 +309,7 @@ async fn a_route_to_a_service_without_an_upstream_never_goes_live() {
     );
 
     // The same route to a configured service goes live.
-    std::fs::write(
-        &manifest,
-        format!(
-            "{original}\n[[routes]]\nmethod = \"GET\"\npath = \"/ledger\"\nservice = \"payments\"\naction = \"listPayments\"\n"
-        ),
-    )
-    .unwrap();
-    let reloader = env.proxy().reloader.clone();
-    let attempt = tokio::task::spawn_blocking(move || reloader.reload_now())
-        .await
-        .unwrap();
+    let attempt = reload_with_route_to("payments").await.unwrap();
     assert!(
         attempt.outcome == "live" || attempt.outcome == "unchanged",
         "{attempt:?}"

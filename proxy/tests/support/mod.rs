@@ -380,6 +380,19 @@ impl Harness {
         page.records.into_iter().next().unwrap()
     }
 
+    /// The admin listener's `/metrics` page (the harness must have been started with an admin address).
+    pub async fn metrics_page(&self) -> String {
+        let admin = self.running.as_ref().unwrap().admin_addr.unwrap();
+        client()
+            .get(format!("http://{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Asserts the log holds exactly `n` records and its hash chain verifies.
     pub fn assert_log(&self, n: usize) {
         let records = self.records();
