@@ -16,8 +16,8 @@ pub enum PathError {
     /// A `%` not followed by two hex digits.
     #[error("malformed percent-encoding in the path")]
     BadEscape,
-    /// A raw backslash or control character.
-    #[error("the path contains a backslash or a control character")]
+    /// A raw backslash, a control character or a non-ASCII byte.
+    #[error("the path contains a backslash, a control character or a non-ASCII byte")]
     BadCharacter,
 }
 
@@ -81,10 +81,11 @@ fn canonical_segment(seg: &str) -> Result<String, PathError> {
             }
             i += 3;
         } else {
-            if b == b'\\' || b.is_ascii_control() {
+            // hyper and `http` already refuse non-ASCII bytes in a request target; refusing them here too means
+            // the path can never be transcoded (a byte pushed as a `char` would become two bytes of UTF-8).
+            if b == b'\\' || b.is_ascii_control() || !b.is_ascii() {
                 return Err(PathError::BadCharacter);
             }
-            // Non-ASCII bytes can't appear in a valid request target (hyper rejects them); keep ASCII as is.
             out.push(b as char);
             i += 1;
         }
@@ -128,5 +129,54 @@ mod tests {
         assert_eq!(n("/a%2"), Err(PathError::BadEscape));
         assert_eq!(n("/a\\b"), Err(PathError::BadCharacter));
         assert_eq!(n("a"), Err(PathError::NotOriginForm));
+        assert_eq!(n("/caf\u{e9}"), Err(PathError::BadCharacter));
+    }
+
+    /// Every path built from up to four tricky segments, with and without a trailing slash, in both trailing-slash
+    /// modes: the result is canonical (normalizing it again changes nothing, so an upstream that normalizes too
+    /// sees what the policy saw), has no empty or dot segments, and never decodes a reserved escape.
+    #[test]
+    fn normalization_is_idempotent_and_leaves_no_dot_or_empty_segments() {
+        const SEGMENTS: [&str; 12] = [
+            "", ".", "..", "%2e", "%2E%2e", ".%2e", "a", "%41", "%7e", "%3f", "b%20c", "...",
+        ];
+        let mut checked = 0;
+        let mut paths = vec![String::new()];
+        for _ in 0..4 {
+            let mut next = Vec::new();
+            for p in &paths {
+                for s in SEGMENTS {
+                    next.push(format!("{p}/{s}"));
+                }
+            }
+            for p in &next {
+                for raw in [p.clone(), format!("{p}/")] {
+                    for mode in [TrailingSlash::Strip, TrailingSlash::Keep] {
+                        let once = normalize_path(&raw, mode).unwrap();
+                        assert_eq!(
+                            normalize_path(&once, mode).unwrap(),
+                            once,
+                            "{raw:?} -> {once:?} is not canonical ({mode:?})"
+                        );
+                        assert!(once.starts_with('/'), "{raw:?} -> {once:?}");
+                        let body = once.strip_suffix('/').unwrap_or(&once);
+                        for seg in body.split('/').skip(1) {
+                            assert!(
+                                !seg.is_empty() && seg != "." && seg != "..",
+                                "{raw:?} -> {once:?} keeps segment {seg:?}"
+                            );
+                        }
+                        // `%3f` decoded would start a query, `%20` would end the request line.
+                        assert!(
+                            !once.contains('?') && !once.contains(' '),
+                            "{raw:?} -> {once:?}: a reserved escape was decoded"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+            paths = next;
+        }
+        assert!(checked > 80_000, "{checked} paths checked");
     }
 }
