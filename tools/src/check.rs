@@ -95,49 +95,29 @@ fn check_config(path: &Path, format: Format) -> anyhow::Result<u8> {
         Ok(c) => c,
         Err(diags) => return Ok(refused(path, "invalid config", &diags.0)),
     };
-    let admin = config
-        .admin_listen
-        .map_or_else(|| "off".to_string(), |a| a.to_string());
-    println!(
-        "{}: ok — listen {}{}, admin {admin}, {} issuer(s){}, upstreams: {}",
-        path.display(),
-        config.listen,
-        if config.tls.is_some() { " (TLS)" } else { "" },
-        config.issuers.len(),
-        if config.local_issuer.is_some() {
-            " + local issuer"
-        } else {
-            ""
-        },
-        config
-            .upstreams
-            .keys()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let mut notes = Vec::new();
     let mut problems = Vec::new();
     if let Some(tls) = &config.tls {
         match jitgate_proxy::tls::server_config(tls) {
-            Ok(_) => println!(
-                "  tls: ok — {}{}",
+            Ok(_) => notes.push(format!(
+                "tls: ok — {}{}",
                 tls.cert.display(),
                 match (&tls.client_ca, tls.require_client_cert) {
                     (Some(_), true) => ", client certificates required",
                     (Some(_), false) => ", client certificates verified when presented",
                     (None, _) => "",
                 }
-            ),
+            )),
             Err(e) => problems.push(Diagnostic::file(path, format!("server.tls: {e}"))),
         }
     }
     if let Some(l) = &config.local_issuer {
         match LocalIssuer::check_key_file(&l.key_file) {
-            Ok(true) => println!("  local issuer: key {} ok", l.key_file.display()),
-            Ok(false) => println!(
-                "  local issuer: {} does not exist yet; `serve` generates it (mode 0600)",
+            Ok(true) => notes.push(format!("local issuer: key {} ok", l.key_file.display())),
+            Ok(false) => notes.push(format!(
+                "local issuer: {} does not exist yet; `serve` generates it (mode 0600)",
                 l.key_file.display()
-            ),
+            )),
             Err(e) => problems.push(Diagnostic::file(
                 path,
                 format!("local_issuer.key_file: {e}"),
@@ -145,7 +125,32 @@ fn check_config(path: &Path, format: Format) -> anyhow::Result<u8> {
         }
     }
     let mut code = 0;
-    if !problems.is_empty() {
+    if problems.is_empty() {
+        let admin = config
+            .admin_listen
+            .map_or_else(|| "off".to_string(), |a| a.to_string());
+        println!(
+            "{}: ok — listen {}{}, admin {admin}, {} issuer(s){}, upstreams: {}",
+            path.display(),
+            config.listen,
+            if config.tls.is_some() { " (TLS)" } else { "" },
+            config.issuers.len(),
+            if config.local_issuer.is_some() {
+                " + local issuer"
+            } else {
+                ""
+            },
+            config
+                .upstreams
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for n in &notes {
+            println!("  {n}");
+        }
+    } else {
         code = refused(path, "invalid config", &problems);
     }
     let services = config.upstreams.keys().cloned().collect();

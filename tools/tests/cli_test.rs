@@ -507,6 +507,29 @@ fn check_config_is_the_preflight_of_serve_and_creates_nothing() {
         text(&o)
     );
 
+    // A TLS certificate that is not one: exit 2, naming the key and the file, and no "ok" for the config.
+    let cert = dir.path().join("cert.pem");
+    std::fs::write(&cert, "not a certificate\n").unwrap();
+    let tls = dir.path().join("tls.toml");
+    std::fs::write(
+        &tls,
+        std::fs::read_to_string(&config).unwrap().replace(
+            "[admin]\n",
+            &format!(
+                "[server.tls]\ncert = \"{c}\"\nkey = \"{c}\"\n[admin]\n",
+                c = cert.display()
+            ),
+        ),
+    )
+    .unwrap();
+    let o = jitgate(&["check", "--config", tls.to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("server.tls: ") && out.contains("cert.pem") && !out.contains("tls.toml: ok"),
+        "{out}"
+    );
+
     // A bad key: exit 2, naming the key path; a failing bundle test: exit 1.
     let bad = dir.path().join("bad.toml");
     std::fs::write(
