@@ -41,6 +41,8 @@ pub enum LifecycleError {
     Forbidden {
         /// The control-plane action.
         action: String,
+        /// The resource it was asked on, e.g. `AccessRequest::"01a2..."` or `Service::"jitgate"`.
+        resource: String,
         /// The determining policies, or that none allowed it.
         reason: String,
         /// The decision, for the log.
@@ -304,8 +306,9 @@ impl Lifecycle {
         action: Action,
         request: &AccessRequest,
     ) -> Result<Decision, LifecycleError> {
+        let entity = EntityRef::new("AccessRequest", &request.id);
         let resource = Resource {
-            entity: EntityRef::new("AccessRequest", &request.id),
+            entity: entity.clone(),
             parents: Vec::new(),
             attrs: request_attrs(request),
         };
@@ -313,7 +316,7 @@ impl Lifecycle {
         if d.effect == Effect::Allow {
             Ok(d)
         } else {
-            Err(forbidden(action, d))
+            Err(forbidden(action, d, &entity))
         }
     }
 
@@ -718,7 +721,13 @@ impl Lifecycle {
         let mut request = match self.store.get_access_request(id)? {
             Some(r) => r,
             None => {
-                return Err(self.unknown(caller, ctx, action, format!("access request `{id}`")));
+                return Err(self.unknown(
+                    caller,
+                    ctx,
+                    action,
+                    EntityRef::new("AccessRequest", id),
+                    format!("access request `{id}`"),
+                ));
             }
         };
         let allowed = self.require(&bundle, caller, ctx, action, &request)?;
@@ -850,7 +859,15 @@ impl Lifecycle {
     ) -> Result<(Grant, AccessRequest), LifecycleError> {
         let grant = match self.store.get_grant(grant_id)? {
             Some(g) => g,
-            None => return Err(self.unknown(caller, ctx, action, format!("grant `{grant_id}`"))),
+            None => {
+                return Err(self.unknown(
+                    caller,
+                    ctx,
+                    action,
+                    EntityRef::new("Grant", grant_id),
+                    format!("grant `{grant_id}`"),
+                ));
+            }
         };
         let request = match grant.request_id.as_deref() {
             Some(rid) => self.store.get_access_request(rid)?,
@@ -1002,12 +1019,14 @@ impl Lifecycle {
         caller: &Principal,
         ctx: &Context,
         action: Action,
+        resource: EntityRef,
         what: String,
     ) -> LifecycleError {
         match self.require_on_service(caller, ctx, Action::ListRequests) {
             Ok(_) => LifecycleError::NotFound(what),
             Err(LifecycleError::Forbidden { decision, .. }) => LifecycleError::Forbidden {
                 action: action.as_str().into(),
+                resource: resource.to_string(),
                 reason: "no policy allows it".into(),
                 decision,
             },
@@ -1029,8 +1048,9 @@ impl Lifecycle {
         action: Action,
     ) -> Result<Decision, LifecycleError> {
         let bundle = self.authorizer.bundle();
+        let entity = EntityRef::new("Service", "jitgate");
         let resource = Resource {
-            entity: EntityRef::new("Service", "jitgate"),
+            entity: entity.clone(),
             parents: Vec::new(),
             attrs: serde_json::Map::new(),
         };
@@ -1038,7 +1058,7 @@ impl Lifecycle {
         if d.effect == Effect::Allow {
             Ok(d)
         } else {
-            Err(forbidden(action, d))
+            Err(forbidden(action, d, &entity))
         }
     }
 
@@ -1089,7 +1109,7 @@ fn verb(v: Verdict) -> &'static str {
     }
 }
 
-fn forbidden(action: Action, d: Decision) -> LifecycleError {
+fn forbidden(action: Action, d: Decision, resource: &EntityRef) -> LifecycleError {
     let reason = if !d.errors.is_empty() {
         "the decision could not be evaluated".to_string()
     } else if d.policies.is_empty() {
@@ -1099,6 +1119,7 @@ fn forbidden(action: Action, d: Decision) -> LifecycleError {
     };
     LifecycleError::Forbidden {
         action: action.as_str().into(),
+        resource: resource.to_string(),
         reason,
         decision: Box::new(d),
     }

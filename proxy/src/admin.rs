@@ -12,7 +12,7 @@ use axum::routing::get;
 use jitgate_engine::lifecycle::Action;
 use jitgate_engine::log::{self, Cursor, Filter, Outcome, RecordKind};
 
-use crate::lifecycle::{ApiError, blocking, caller};
+use crate::lifecycle::{ApiError, caller, decided};
 use crate::metrics::Histogram;
 use crate::state::Proxy;
 
@@ -70,7 +70,11 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Call {
 async fn require(p: &Arc<Proxy>, call: &Call, action: Action) -> Result<(), ApiError> {
     let c = caller(p, &call.headers, call.peer, &call.method, &call.uri).await?;
     let lc = p.lifecycle.clone();
-    blocking(move || lc.require_on_service(&c.principal, &c.context, action)).await?;
+    let meta = c.meta();
+    decided(p, &meta, move || {
+        lc.require_on_service(&c.principal, &c.context, action)
+    })
+    .await?;
     Ok(())
 }
 

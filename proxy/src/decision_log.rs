@@ -186,7 +186,8 @@ impl DecisionLog {
         Ok(Some(rx))
     }
 
-    /// Appends a lifecycle record (reserving its slot first).
+    /// Appends a record that is not a data-plane request's: a lifecycle event or a refused admin call (reserving its
+    /// slot first).
     pub async fn lifecycle(&self, rec: DecisionRecord) -> Result<(), LogError> {
         let slot = self.reserve().await?;
         self.commit_record(slot, rec).await

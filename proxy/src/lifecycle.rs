@@ -17,7 +17,7 @@ use jitgate_engine::lifecycle::{
 };
 use jitgate_engine::log::{DecisionRecord, Outcome, RecordKind};
 use jitgate_engine::sqlite::{AccessRequest, RequestFilter, RequestState, Verdict};
-use jitgate_engine::{Context, EntityRef, Principal};
+use jitgate_engine::{Context, Decision, EntityRef, Principal};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -132,6 +132,27 @@ pub(crate) struct Caller {
     pub(crate) context: Context,
 }
 
+impl Caller {
+    /// What the record of a refusal of this call needs, kept while the caller itself moves into the store work.
+    pub(crate) fn meta(&self) -> CallMeta {
+        CallMeta {
+            principal: self.principal.entity.to_string(),
+            client: self.context.source_ip.clone(),
+            method: self.context.method.clone(),
+            path: self.context.path.clone(),
+        }
+    }
+}
+
+/// Who made an admin call and how: the fields of its decision record.
+#[derive(Debug, Clone)]
+pub(crate) struct CallMeta {
+    principal: String,
+    client: Option<String>,
+    method: Option<String>,
+    path: Option<String>,
+}
+
 /// Authenticates an admin API call like the data plane (401 without a valid token, or with a token bound to a grant
 /// that is no longer active) and builds the context its policies see.
 pub(crate) async fn caller(
@@ -201,6 +222,66 @@ pub(crate) async fn blocking<T: Send + 'static>(
             "internal",
             e.to_string(),
         )),
+    }
+}
+
+/// Runs a policy-checked store call like [`blocking`]; a refusal by the policies (403) is a decision too, and is
+/// written to the decision log (kind `decision`, the control-plane action and its resource, the determining
+/// policies, status 403) before it is answered.
+pub(crate) async fn decided<T: Send + 'static>(
+    p: &Proxy,
+    meta: &CallMeta,
+    f: impl FnOnce() -> Result<T, LifecycleError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            if let LifecycleError::Forbidden {
+                action,
+                resource,
+                decision,
+                ..
+            } = &e
+            {
+                record_refusal(p, meta, action, resource, decision).await;
+            }
+            Err(ApiError::from(e))
+        }
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            e.to_string(),
+        )),
+    }
+}
+
+/// Appends the record of a control-plane call the policies refused (awaited, like the data plane's records). A
+/// record that cannot be written is counted and logged; the call is refused either way.
+pub(crate) async fn record_refusal(
+    p: &Proxy,
+    meta: &CallMeta,
+    action: &str,
+    resource: &str,
+    decision: &Decision,
+) {
+    let mut rec = DecisionRecord::new(RecordKind::Decision);
+    rec.principal = meta.principal.clone();
+    rec.action = action.to_string();
+    rec.resource = resource.to_string();
+    rec.decision = Some(Outcome::Deny);
+    rec.policies = decision.policies.clone();
+    rec.errors = decision.errors.clone();
+    rec.revision = decision.revision.clone();
+    rec.engine = decision.engine.as_str().to_string();
+    rec.client_addr = meta.client.clone();
+    rec.method = meta.method.clone();
+    rec.path = meta.path.clone();
+    rec.status = Some(StatusCode::FORBIDDEN.as_u16());
+    rec.context
+        .insert("api".into(), Value::String("admin".into()));
+    if let Err(err) = p.log.lifecycle(rec).await {
+        p.metrics.log_errors.inc();
+        tracing::error!(error = %err, action, resource, "the record of a refused admin call could not be logged");
     }
 }
 
@@ -281,6 +362,12 @@ fn fire_holds(p: &Proxy, view: &RequestView) {
     fire_hold(p, &view.request);
 }
 
+/// Logs the events a read of `view` caused (an expiry) and releases a held connection waiting on it.
+async fn settle(p: &Proxy, view: &RequestView) {
+    record_events(p, &view.events).await;
+    fire_holds(p, view);
+}
+
 /// Logs the events of a call that may have moved requests to `expired` on the way, and releases held connections
 /// waiting on them.
 async fn record_expiries(p: &Proxy, events: &[Event]) {
@@ -301,7 +388,11 @@ async fn create(
     let c = caller(&p, &headers, peer, &method, &uri).await?;
     let new: NewRequest = parse_body(&body)?;
     let lc = p.lifecycle.clone();
-    let view = blocking(move || lc.request_access(&c.principal, &c.context, new)).await?;
+    let meta = c.meta();
+    let view = decided(&p, &meta, move || {
+        lc.request_access(&c.principal, &c.context, new)
+    })
+    .await?;
     record_events(&p, &view.events).await;
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }
@@ -356,7 +447,11 @@ async fn list(
     };
     let all = q.all.unwrap_or(false);
     let lc = p.lifecycle.clone();
-    let listed = blocking(move || lc.list_requests(&c.principal, &c.context, filter, all)).await?;
+    let meta = c.meta();
+    let listed = decided(&p, &meta, move || {
+        lc.list_requests(&c.principal, &c.context, filter, all)
+    })
+    .await?;
     // Requests found past their pending TTL were moved to `expired` by this call: log each move once.
     record_expiries(&p, &listed.events).await;
     Ok(axum::Json(json!({ "requests": listed.requests })).into_response())
@@ -371,40 +466,65 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let c = caller(&p, &headers, peer, &method, &uri).await?;
+    let meta = c.meta();
     let lc = p.lifecycle.clone();
-    let found = blocking(move || {
-        let may_list = || {
-            lc.require_on_service(&c.principal, &c.context, Action::ListRequests)
-                .is_ok()
+    let resource = EntityRef::new("AccessRequest", &id).to_string();
+    /// What `GET /v1/requests/{id}` found for this caller.
+    enum Shown {
+        Visible(Box<RequestView>),
+        /// Refused (listRequests denied), with the request when it exists: its expiry events are still logged.
+        Refused(Option<Box<RequestView>>, Box<Decision>),
+    }
+    let shown = blocking(move || {
+        // One's own request, or anyone's with listRequests (a policy check only: nothing is listed).
+        let refusal = || match lc.require_on_service(&c.principal, &c.context, Action::ListRequests)
+        {
+            Ok(_) => Ok(None),
+            Err(LifecycleError::Forbidden { decision, .. }) => Ok(Some(decision)),
+            Err(e) => Err(e),
         };
-        let v = match lc.get(&id) {
-            Ok(v) => v,
+        match lc.get(&id) {
+            Ok(v) if v.request.requester == c.principal.entity => Ok(Shown::Visible(Box::new(v))),
+            Ok(v) => Ok(match refusal()? {
+                None => Shown::Visible(Box::new(v)),
+                Some(d) => Shown::Refused(Some(Box::new(v)), d),
+            }),
             // Only a caller who may see others' requests learns that an id does not exist; anyone else gets
             // the same 403 as for someone else's request, so ids cannot be probed.
-            Err(LifecycleError::NotFound(_)) if !may_list() => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        // One's own request, or anyone's with listRequests (a policy check only: nothing is listed).
-        let may = v.request.requester == c.principal.entity || may_list();
-        Ok(Some((v, may)))
+            Err(LifecycleError::NotFound(what)) => match refusal()? {
+                None => Err(LifecycleError::NotFound(what)),
+                Some(d) => Ok(Shown::Refused(None, d)),
+            },
+            Err(e) => Err(e),
+        }
     })
     .await?;
-    let forbidden = || {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "listRequests denied: not your request and no policy allows listing others'",
-        )
-    };
-    let Some((view, may)) = found else {
-        return Err(forbidden());
-    };
-    record_events(&p, &view.events).await;
-    fire_holds(&p, &view);
-    if !may {
-        return Err(forbidden());
+    // Reading a request may have moved it to `expired`: that is logged, and a held connection released, whoever
+    // asked.
+    match shown {
+        Shown::Visible(view) => {
+            settle(&p, &view).await;
+            Ok(axum::Json(*view).into_response())
+        }
+        Shown::Refused(view, decision) => {
+            if let Some(view) = view {
+                settle(&p, &view).await;
+            }
+            record_refusal(
+                &p,
+                &meta,
+                Action::ListRequests.as_str(),
+                &resource,
+                &decision,
+            )
+            .await;
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "listRequests denied: not your request and no policy allows listing others'",
+            ))
+        }
     }
-    Ok(axum::Json(view).into_response())
 }
 
 /// Body of approve / deny / revoke / drop.
@@ -436,7 +556,11 @@ async fn verdict(
     record_expiries(&p, expired.as_slice()).await;
     let lc = p.lifecycle.clone();
     let id2 = id.clone();
-    let result = blocking(move || lc.decide(&id2, &c.principal, &c.context, v, &b.comment)).await;
+    let meta = c.meta();
+    let result = decided(&p, &meta, move || {
+        lc.decide(&id2, &c.principal, &c.context, v, &b.comment)
+    })
+    .await;
     if matches!(&result, Err(e) if e.status == StatusCode::CONFLICT) {
         // The TTL may have passed between the expiry check and the verdict (decide() then refuses without moving
         // the request): move and log it now rather than leave it to the next read.
@@ -451,8 +575,7 @@ async fn verdict(
         }
     }
     let view = result?;
-    record_events(&p, &view.events).await;
-    fire_holds(&p, &view);
+    settle(&p, &view).await;
     Ok(axum::Json(view).into_response())
 }
 
@@ -502,7 +625,11 @@ async fn grants(
         q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     let lc = p.lifecycle.clone();
     let all = q.all.unwrap_or(false);
-    let rows = blocking(move || lc.list_grants(&c.principal, &c.context, all)).await?;
+    let meta = c.meta();
+    let rows = decided(&p, &meta, move || {
+        lc.list_grants(&c.principal, &c.context, all)
+    })
+    .await?;
     Ok(axum::Json(json!({ "grants": rows })).into_response())
 }
 
@@ -515,8 +642,10 @@ async fn end(
 ) -> Result<Response, ApiError> {
     let b: CommentBody = parse_body(&body)?;
     let lc = p.lifecycle.clone();
-    let (grant, events) =
-        blocking(move || lc.end_grant(&id, &c.principal, &c.context, action, &b.comment)).await?;
+    let (grant, events) = decided(&p, &c.meta(), move || {
+        lc.end_grant(&id, &c.principal, &c.context, action, &b.comment)
+    })
+    .await?;
     record_events(&p, &events).await;
     Ok(axum::Json(json!({ "grant": grant })).into_response())
 }
@@ -587,7 +716,11 @@ async fn token(
     };
     let lc = p.lifecycle.clone();
     let principal = c.principal.clone();
-    let grant = blocking(move || lc.grant_for_token(&id, &c.principal, &c.context)).await?;
+    let meta = c.meta();
+    let grant = decided(&p, &meta, move || {
+        lc.grant_for_token(&id, &c.principal, &c.context)
+    })
+    .await?;
     let now = p.authorizer.clock().now();
     let expires_at = match ttl {
         Some(t) if t > 0 => grant.expires_at.min(now.saturating_add(t)),

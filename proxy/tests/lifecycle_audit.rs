@@ -1,13 +1,13 @@
 //! The audit trail of the access lifecycle through the real proxy, the real admin API and real SQLite files: every
 //! move of a request to `expired` is logged exactly once whichever call finds it (approve, deny, get, list), listing
-//! shows expired requests as `expired`, `approvals_required` is one number on every answer, and a request shows its
-//! ended grant across a restart.
+//! shows expired requests as `expired`, `approvals_required` is one number on every answer, a request shows its
+//! ended grant across a restart, and every control-plane call the policies refuse is a decision record.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod lifecycle_common;
 
 use jitgate_engine::Clock;
-use jitgate_engine::log::RecordKind;
+use jitgate_engine::log::{Outcome, RecordKind};
 use lifecycle_common::{Env, T0};
 use serde_json::{Value, json};
 
@@ -348,5 +348,90 @@ async fn a_request_shows_its_ended_grant_across_a_restart() {
         .map(|g| g["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, vec![live_grant.as_str()]);
+    env.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn control_plane_calls_the_policies_refuse_are_decision_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
+    let id = payments_request(&env, "alice", "INC-7").await;
+    let request = format!("AccessRequest::\"{id}\"");
+
+    // Separation of duties: alice may not approve her own request.
+    let (s, v) = env.approve("alice", &id).await;
+    assert_eq!(s, 403, "{v}");
+    // mallory may neither read it, nor approve an id that does not exist, nor read the proxy's status.
+    let (s, v) = env.get("mallory", &format!("/v1/requests/{id}")).await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = env.approve("mallory", "no-such-request").await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = env.get("mallory", "/v1/status").await;
+    assert_eq!(s, 403, "{v}");
+    // Allowed calls that change nothing are not decisions of their own: bob reads the request.
+    let (s, v) = env.get("bob", &format!("/v1/requests/{id}")).await;
+    assert_eq!(s, 200, "{v}");
+
+    env.running.proxy.log.flush().await;
+    let log = env.dir.join("decisions.db");
+    let recs = jitgate_engine::log::tail(&log, 10_000).unwrap();
+    let refused: Vec<_> = recs
+        .iter()
+        .filter(|r| r.kind == RecordKind::Decision)
+        .map(|r| {
+            assert_eq!(r.decision, Some(Outcome::Deny), "{r:?}");
+            assert_eq!(r.status, Some(403), "{r:?}");
+            assert!(r.client_addr.is_some() && !r.revision.is_empty(), "{r:?}");
+            (
+                r.principal.as_str(),
+                r.action.as_str(),
+                r.resource.as_str(),
+                r.policies.clone(),
+                r.method.as_deref(),
+                r.path.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        vec![
+            (
+                "User::\"alice\"",
+                "approve",
+                request.as_str(),
+                vec!["no-self-approval".to_string()],
+                Some("POST"),
+                format!("/v1/requests/{id}/approve"),
+            ),
+            (
+                "User::\"mallory\"",
+                "listRequests",
+                request.as_str(),
+                vec![],
+                Some("GET"),
+                format!("/v1/requests/{id}"),
+            ),
+            (
+                "User::\"mallory\"",
+                "approve",
+                "AccessRequest::\"no-such-request\"",
+                vec![],
+                Some("POST"),
+                "/v1/requests/no-such-request/approve".to_string(),
+            ),
+            (
+                "User::\"mallory\"",
+                "operate",
+                "Service::\"jitgate\"",
+                vec![],
+                Some("GET"),
+                "/v1/status".to_string(),
+            ),
+        ],
+        "each refusal, in order, and nothing else"
+    );
+    // They are in the same chain as the lifecycle events, and it verifies.
+    let report = jitgate_engine::log::verify_store(&log).unwrap();
+    assert!(report.ok, "{report:?}");
     env.running.shutdown().await;
 }

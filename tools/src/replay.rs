@@ -14,7 +14,8 @@
 //!   held request that was approved and allowed replays as a hold;
 //! - groups of mTLS workloads (from the proxy's config, not the record), and any context field masked by the log's
 //!   `redact` setting;
-//! - requests refused before a decision (authentication failures, unmatched routes) are skipped.
+//! - requests refused before a decision (authentication failures, unmatched routes) are skipped, and so are admin
+//!   API calls the control-plane policies refused (their records are decisions too, but not data-plane requests).
 //!
 //! A control run against the bundle that was live (`--bundle` of the active bundle) should report no change; any
 //! change it does report measures what the log cannot reconstruct.
@@ -47,7 +48,8 @@ Not reconstructable (a reported change may come from these rather than from the 
   - grants revoked, consumed or deleted since, unless the logged decision used them; past use counts;
   - approvals of held requests (the body is not logged): an approved hold replays as a hold;
   - groups of mTLS workloads (they come from the proxy's config), fields masked by the log's `redact`;
-  - requests refused before a decision (authentication failures, unmatched routes) are skipped.
+  - requests refused before a decision (authentication failures, unmatched routes) are skipped, and so are
+    refused admin API calls (control-plane decisions).
 Replay the bundle that was live as a control: it should report no change.
 
 Exit codes: 0 no decision would change, 1 some would, 2 bad bundle, log or store.";
@@ -181,6 +183,10 @@ fn replay_one(
     let Some(was) = rec.decision else {
         return skip("no outcome");
     };
+    // A refused admin API call is a control-plane decision; replay re-decides data-plane requests only.
+    if rec.context.get("api").and_then(Value::as_str) == Some("admin") {
+        return skip("admin API call");
+    }
     // No action: refused before a decision (authentication, unmatched route, log unavailable).
     if rec.action.is_empty() {
         return skip("refused before a decision");

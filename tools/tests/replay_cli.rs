@@ -64,6 +64,17 @@ fn replay_reports_the_decisions_a_candidate_would_change() {
             .send()
             .await
             .unwrap();
+        // A refused admin API call (dave may not `operate`): a decision record, skipped by replay.
+        let r = http
+            .get(format!(
+                "http://{}/v1/status",
+                qs.running.admin_addr.unwrap()
+            ))
+            .bearer_auth(token("dave"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403);
         qs.running.shutdown().await;
     });
     let replay = |bundle: &Path| {
@@ -85,6 +96,7 @@ fn replay_reports_the_decisions_a_candidate_would_change() {
     assert_eq!(summary["replayed"], 4);
     assert_eq!(summary["changed"], 0);
     assert_eq!(summary["skipped"]["refused before a decision"], 1);
+    assert_eq!(summary["skipped"]["admin API call"], 1);
 
     let out = replay(&candidate);
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
