@@ -166,21 +166,28 @@ pub(crate) async fn caller(
     let h = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let id = p.auth.authenticate(h, now).await.map_err(|e| {
-        p.metrics.auth_failures.inc();
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            e.public_message(),
-        )
-    })?;
-    // A grant-bound token proves identity only while its grant is active.
-    if let Some(gid) = &id.grant_id {
-        if !grant_is_active(p, &id.principal, gid, now) {
+    let id = match p.auth.authenticate(h, now).await {
+        Ok(id) => id,
+        Err(e) => {
+            p.metrics.auth_failures.inc();
+            let reason = e.public_message();
+            record_unauthenticated(p, peer, method, uri, reason).await;
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
-                "the token's grant is no longer active",
+                reason,
+            ));
+        }
+    };
+    // A grant-bound token proves identity only while its grant is active.
+    if let Some(gid) = &id.grant_id {
+        if !grant_is_active(p, &id.principal, gid, now) {
+            let reason = "the token's grant is no longer active";
+            record_unauthenticated(p, peer, method, uri, reason).await;
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                reason,
             ));
         }
     }
@@ -264,24 +271,58 @@ pub(crate) async fn record_refusal(
     resource: &str,
     decision: &Decision,
 ) {
-    let mut rec = DecisionRecord::new(RecordKind::Decision);
-    rec.principal = meta.principal.clone();
+    let mut rec = admin_record(meta, StatusCode::FORBIDDEN);
     rec.action = action.to_string();
     rec.resource = resource.to_string();
-    rec.decision = Some(Outcome::Deny);
     rec.policies = decision.policies.clone();
     rec.errors = decision.errors.clone();
     rec.revision = decision.revision.clone();
     rec.engine = decision.engine.as_str().to_string();
+    append_admin_record(p, rec).await;
+}
+
+/// Appends the record of an admin call refused before any decision because its caller did not authenticate
+/// (401): no principal and no action, the reason among the errors, as the data plane records its 401s.
+async fn record_unauthenticated(
+    p: &Proxy,
+    peer: SocketAddr,
+    method: &Method,
+    uri: &Uri,
+    reason: &str,
+) {
+    let meta = CallMeta {
+        principal: String::new(),
+        client: Some(peer.ip().to_string()),
+        method: Some(method.to_string()),
+        path: Some(uri.path().to_string()),
+    };
+    let mut rec = admin_record(&meta, StatusCode::UNAUTHORIZED);
+    let bundle = p.authorizer.bundle();
+    rec.revision = bundle.revision.clone();
+    rec.engine = bundle.engine().as_str().to_string();
+    rec.errors = vec![reason.to_string()];
+    append_admin_record(p, rec).await;
+}
+
+/// A `decision` record of an admin call refused with `status`: who, from where, what; `context.api` is `admin`.
+fn admin_record(meta: &CallMeta, status: StatusCode) -> DecisionRecord {
+    let mut rec = DecisionRecord::new(RecordKind::Decision);
+    rec.principal = meta.principal.clone();
+    rec.decision = Some(Outcome::Deny);
     rec.client_addr = meta.client.clone();
     rec.method = meta.method.clone();
     rec.path = meta.path.clone();
-    rec.status = Some(StatusCode::FORBIDDEN.as_u16());
+    rec.status = Some(status.as_u16());
     rec.context
         .insert("api".into(), Value::String("admin".into()));
+    rec
+}
+
+async fn append_admin_record(p: &Proxy, rec: DecisionRecord) {
+    let (action, status) = (rec.action.clone(), rec.status);
     if let Err(err) = p.log.lifecycle(rec).await {
         p.metrics.log_errors.inc();
-        tracing::error!(error = %err, action, resource, "the record of a refused admin call could not be logged");
+        tracing::error!(error = %err, action, ?status, "the record of a refused admin call could not be logged");
     }
 }
 

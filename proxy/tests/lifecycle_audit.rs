@@ -352,7 +352,7 @@ async fn a_request_shows_its_ended_grant_across_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn control_plane_calls_the_policies_refuse_are_decision_records() {
+async fn admin_calls_refused_by_the_policies_or_unauthenticated_are_decision_records() {
     let dir = tempfile::tempdir().unwrap();
     let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
     let id = payments_request(&env, "alice", "INC-7").await;
@@ -368,6 +368,9 @@ async fn control_plane_calls_the_policies_refuse_are_decision_records() {
     assert_eq!(s, 403, "{v}");
     let (s, v) = env.get("mallory", "/v1/status").await;
     assert_eq!(s, 403, "{v}");
+    // No token at all: refused before any decision, and recorded like the data plane's 401s.
+    let r = env.http.get(env.admin("/v1/grants")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
     // Allowed calls that change nothing are not decisions of their own: bob reads the request.
     let (s, v) = env.get("bob", &format!("/v1/requests/{id}")).await;
     assert_eq!(s, 200, "{v}");
@@ -380,9 +383,13 @@ async fn control_plane_calls_the_policies_refuse_are_decision_records() {
         .filter(|r| r.kind == RecordKind::Decision)
         .map(|r| {
             assert_eq!(r.decision, Some(Outcome::Deny), "{r:?}");
-            assert_eq!(r.status, Some(403), "{r:?}");
+            assert_eq!(r.context["api"], "admin", "{r:?}");
+            if r.status == Some(401) {
+                assert!(!r.errors.is_empty(), "a 401 names its reason: {r:?}");
+            }
             assert!(r.client_addr.is_some() && !r.revision.is_empty(), "{r:?}");
             (
+                r.status,
                 r.principal.as_str(),
                 r.action.as_str(),
                 r.resource.as_str(),
@@ -396,6 +403,7 @@ async fn control_plane_calls_the_policies_refuse_are_decision_records() {
         refused,
         vec![
             (
+                Some(403),
                 "User::\"alice\"",
                 "approve",
                 request.as_str(),
@@ -404,6 +412,7 @@ async fn control_plane_calls_the_policies_refuse_are_decision_records() {
                 format!("/v1/requests/{id}/approve"),
             ),
             (
+                Some(403),
                 "User::\"mallory\"",
                 "listRequests",
                 request.as_str(),
@@ -412,6 +421,7 @@ async fn control_plane_calls_the_policies_refuse_are_decision_records() {
                 format!("/v1/requests/{id}"),
             ),
             (
+                Some(403),
                 "User::\"mallory\"",
                 "approve",
                 "AccessRequest::\"no-such-request\"",
@@ -420,12 +430,22 @@ async fn control_plane_calls_the_policies_refuse_are_decision_records() {
                 "/v1/requests/no-such-request/approve".to_string(),
             ),
             (
+                Some(403),
                 "User::\"mallory\"",
                 "operate",
                 "Service::\"jitgate\"",
                 vec![],
                 Some("GET"),
                 "/v1/status".to_string(),
+            ),
+            (
+                Some(401),
+                "",
+                "",
+                "",
+                vec![],
+                Some("GET"),
+                "/v1/grants".to_string(),
             ),
         ],
         "each refusal, in order, and nothing else"
