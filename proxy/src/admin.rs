@@ -9,8 +9,13 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use jitgate_engine::lifecycle::Action;
 use jitgate_engine::log::{self, Cursor, Filter, Outcome, RecordKind};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::lifecycle::{ApiError, caller, decided};
 use crate::metrics::Histogram;
@@ -19,6 +24,56 @@ use crate::state::Proxy;
 /// Default and largest page size of `GET /v1/decisions`.
 const DECISIONS_DEFAULT_LIMIT: u32 = 100;
 const DECISIONS_MAX_LIMIT: u32 = 1000;
+
+/// Serves `app` on `listener` until the task is dropped: plain HTTP, or HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with
+/// `tls`. Handlers see the caller's address either way (`ConnectInfo`).
+pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>) {
+    let Some(acceptor) = tls else {
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service).await {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+        return;
+    };
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let builder = builder.clone();
+        let app = app.clone().layer(axum::Extension(ConnectInfo(peer)));
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(ADMIN_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "admin TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "admin TLS handshake timed out");
+                    return;
+                }
+            };
+            let service = TowerToHyperService::new(app);
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+/// How long an admin caller may take to finish the TLS handshake.
+const ADMIN_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The admin router.
 pub fn router(proxy: Arc<Proxy>) -> Router {

@@ -224,6 +224,19 @@ pub struct RawAdmin {
     /// Address of the admin listener; empty disables it.
     #[serde(default = "default_admin_listen")]
     pub listen: String,
+    /// HTTPS for the admin listener: its callers send bearer tokens and approve access.
+    #[serde(default)]
+    pub tls: Option<RawAdminTls>,
+}
+
+/// `[admin.tls]`: the admin listener's certificate (callers authenticate with bearer tokens, not certificates).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdminTls {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// `[bundle]`.
@@ -363,6 +376,7 @@ impl Default for RawAdmin {
     fn default() -> Self {
         RawAdmin {
             listen: default_admin_listen(),
+            tls: None,
         }
     }
 }
@@ -536,6 +550,8 @@ pub struct Config {
     pub context_headers: Vec<String>,
     /// Admin address (None: disabled).
     pub admin_listen: Option<SocketAddr>,
+    /// HTTPS for the admin listener (certificate and key only; no client certificates).
+    pub admin_tls: Option<TlsConfig>,
     /// Bundle directory.
     pub bundle_path: PathBuf,
     /// Watch the bundle for changes.
@@ -690,6 +706,27 @@ impl Config {
                 require_client_cert: t.require_client_cert,
                 client_principal_type: t.client_principal_type,
                 workload_groups: t.workload_groups,
+            }
+        });
+        if admin_listen.is_none() && raw.admin.tls.is_some() {
+            err(
+                "admin.tls",
+                "the admin listener is disabled (`admin.listen = \"\"`)".into(),
+            );
+        }
+        let admin_tls = raw.admin.tls.map(|t| {
+            for (k, p) in [("admin.tls.cert", &t.cert), ("admin.tls.key", &t.key)] {
+                if !resolve(p).is_file() {
+                    err(k, format!("`{}` does not exist", resolve(p).display()));
+                }
+            }
+            TlsConfig {
+                cert: resolve(&t.cert),
+                key: resolve(&t.key),
+                client_ca: None,
+                require_client_cert: false,
+                client_principal_type: default_workload(),
+                workload_groups: BTreeMap::new(),
             }
         });
         let log_on_full = match raw.log.on_full.as_str() {
@@ -899,6 +936,7 @@ impl Config {
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
             admin_listen,
+            admin_tls,
             bundle_path: resolve(&raw.bundle.path),
             bundle_watch: raw.bundle.watch,
             bundle_shadow: raw.bundle.shadow.as_deref().map(&resolve),

@@ -255,14 +255,19 @@ pub async fn start_with(proxy: Arc<Proxy>) -> Result<Running, StartError> {
                 addr: a,
                 reason: e.to_string(),
             })?;
-            let app = crate::admin::router(proxy.clone());
-            let task = tokio::spawn(async move {
-                if let Err(e) =
-                    axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>()).await
-                {
-                    tracing::error!(error = %e, "admin listener failed");
+            let admin_tls = match &cfg.admin_tls {
+                Some(t) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+                    t,
+                )?)),
+                None => {
+                    if !bound.ip().is_loopback() {
+                        tracing::warn!(admin = %bound, "the admin listener is plain HTTP on a non-loopback address: bearer tokens and approvals cross the network in clear text; set [admin.tls]");
+                    }
+                    None
                 }
-            });
+            };
+            let app = crate::admin::router(proxy.clone());
+            let task = tokio::spawn(crate::admin::serve(l, app, admin_tls));
             (Some(bound), Some(task))
         }
         None => (None, None),

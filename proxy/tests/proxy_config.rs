@@ -83,7 +83,10 @@ client_principal_type = "Service"
 [server.tls.workload_groups]
 "spiffe://x/ci" = ["ci"]
 [admin]
-listen = ""
+listen = "127.0.0.1:0"
+[admin.tls]
+cert = "server.pem"
+key = "server.key"
 [bundle]
 path = "{bundle}"
 watch = false
@@ -129,7 +132,9 @@ prefix = "Key "
     assert_eq!(config.log_on_full, OnFull::FailClosed);
     assert_eq!(config.log_acknowledge, Acknowledge::Journal);
     assert_eq!(config.trailing_slash, TrailingSlash::Keep);
-    assert!(config.admin_listen.is_none());
+    assert!(config.admin_listen.is_some());
+    let admin_tls = config.admin_tls.clone().unwrap();
+    assert!(admin_tls.cert.ends_with("server.pem") && admin_tls.client_ca.is_none());
     assert_eq!(config.context_headers, vec!["x-request-id"]);
     assert_eq!(
         config.log_retain,
@@ -225,6 +230,26 @@ fn bad_configs_are_refused_by_both_the_loader_and_the_schema() {
         let err = Config::load(&file).unwrap_err().to_string();
         assert!(err.contains(expected), "{extra}: loader said {err}");
     }
+
+    // Keys the schema cannot relate: HTTPS for an admin listener that is off; a missing admin certificate.
+    for (extra, expected) in [
+        (
+            "[admin]\nlisten = \"\"\n[admin.tls]\ncert = \"c\"\nkey = \"k\"\n",
+            "admin.tls: the admin listener is disabled",
+        ),
+        (
+            "[admin.tls]\ncert = \"no-such.pem\"\nkey = \"no-such.key\"\n",
+            "admin.tls.cert: `",
+        ),
+    ] {
+        let file = dir.path().join("bad-admin.toml");
+        std::fs::write(&file, format!("{base}{extra}")).unwrap();
+        let err = Config::load(&file).unwrap_err().to_string();
+        assert!(err.contains(expected), "{extra}: loader said {err}");
+    }
+    let file = dir.path().join("admin-off.toml");
+    std::fs::write(&file, format!("{base}[admin]\nlisten = \"\"\n")).unwrap();
+    assert!(Config::load(&file).unwrap().admin_listen.is_none());
 
     // Sanity: the base alone is fine for both.
     let _: RawConfig = toml::from_str(&base).unwrap();

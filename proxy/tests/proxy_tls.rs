@@ -149,3 +149,75 @@ async fn without_a_trusted_client_certificate_the_handshake_fails() {
     assert_eq!(h.upstream.hits(), 0);
     h.assert_log(0);
 }
+
+#[tokio::test]
+async fn the_admin_api_serves_https_over_h1_and_h2_and_knows_its_callers() {
+    let pki = Pki::new("jitgate admin test CA");
+    let server = pki.server();
+    let h = Harness::start_with(move |raw, dir: &Path| {
+        std::fs::write(dir.join("admin.pem"), &server.cert_pem).unwrap();
+        std::fs::write(dir.join("admin.key"), &server.key_pem).unwrap();
+        raw.admin.listen = "127.0.0.1:0".into();
+        raw.admin.tls = Some(jitgate_proxy::config::RawAdminTls {
+            cert: "admin.pem".into(),
+            key: "admin.key".into(),
+        });
+    })
+    .await;
+    let admin = h.running.as_ref().unwrap().admin_addr.unwrap();
+    let url = |path: &str| format!("https://localhost:{}{path}", admin.port());
+    let alice = h.token("alice", &["engineering"]);
+    for (h1_only, version) in [
+        (true, http::Version::HTTP_11),
+        (false, http::Version::HTTP_2),
+    ] {
+        let c = tls_client(&pki, None, h1_only);
+        let r = c.get(url("/healthz")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.version(), version);
+        // The admin API itself: authenticated and authorized by the bundle's policies, as over plain HTTP.
+        let r = c
+            .get(url("/v1/grants"))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{version:?}");
+        let r = c
+            .get(url("/v1/status"))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "alice may not operate");
+    }
+    // Each refusal is recorded with the caller's address, which the TLS listener passes on.
+    let refused: Vec<_> = h
+        .records()
+        .into_iter()
+        .filter(|r| r.action == "operate")
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.client_addr.as_deref() == Some("127.0.0.1") && r.status == Some(403)),
+        "{refused:?}"
+    );
+    // Plain HTTP to the HTTPS listener gets no answer, and neither does a client that does not trust the CA.
+    assert!(
+        client()
+            .get(format!("http://{admin}/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+    let untrusting = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(WAIT)
+        .tls_built_in_root_certs(false)
+        .use_rustls_tls()
+        .build()
+        .unwrap();
+    assert!(untrusting.get(url("/healthz")).send().await.is_err());
+}

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::reload::{AdminArg, refusal, url};
+use crate::reload::{AdminArg, client, refusal, url};
 
 /// Where the admin API is and who is calling.
 #[derive(Debug, Args)]
@@ -215,7 +215,7 @@ pub fn run(cmd: AccessCommand) -> anyhow::Result<ExitCode> {
     };
     let token = conn.admin.bearer()?;
     let url = url(&conn.admin, &path);
-    let client = reqwest::blocking::Client::new();
+    let client = client(&conn.admin)?;
     let req = match method {
         "GET" => client.get(&url),
         _ => client.post(&url).json(&body.unwrap_or(Value::Null)),

@@ -3,8 +3,9 @@
 //!
 //! `jitgate check --config FILE` is the pre-flight of `jitgate serve --config FILE`: the config as `serve` reads
 //! it, then the bundle it names through the gate `serve` and every reload apply (validation, routes to configured
-//! upstreams, the bundle's own tests), the shadow bundle, the TLS files and the local signing key. It opens no
-//! store or log, binds nothing and creates no file.
+//! upstreams, the bundle's own tests), the shadow bundle, the TLS files (data plane and admin) and the local signing
+//! key, and warns about a plain-HTTP admin listener on a non-loopback address. It opens no store or log, binds
+//! nothing and creates no file.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -110,6 +111,17 @@ fn check_config(path: &Path, format: Format) -> anyhow::Result<u8> {
             )),
             Err(e) => problems.push(Diagnostic::file(path, format!("server.tls: {e}"))),
         }
+    }
+    match (&config.admin_tls, config.admin_listen) {
+        (Some(tls), _) => match jitgate_proxy::tls::server_config(tls) {
+            Ok(_) => notes.push(format!("admin tls: ok — {}", tls.cert.display())),
+            Err(e) => problems.push(Diagnostic::file(path, format!("admin.tls: {e}"))),
+        },
+        (None, Some(a)) if !a.ip().is_loopback() => notes.push(format!(
+            "warning: the admin listener {a} is plain HTTP on a non-loopback address; bearer tokens and approvals \
+             would cross the network in clear text (set [admin.tls])"
+        )),
+        _ => {}
     }
     if let Some(l) = &config.local_issuer {
         match LocalIssuer::check_key_file(&l.key_file) {

@@ -16,6 +16,10 @@ pub struct AdminArg {
     /// Bearer token of someone the bundle's policies allow the call (or set JITGATE_TOKEN).
     #[arg(long, env = "JITGATE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM CA certificate(s) to trust for an `https://` admin listener signed by a private CA (`[admin.tls]`),
+    /// besides the system's roots.
+    #[arg(long, env = "JITGATE_ADMIN_CA", value_name = "FILE")]
+    pub admin_ca: Option<std::path::PathBuf>,
 }
 
 impl AdminArg {
@@ -59,12 +63,23 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-pub(crate) fn client() -> anyhow::Result<reqwest::blocking::Client> {
-    reqwest::blocking::Client::builder()
+/// An HTTP client for `admin`: HTTPS trusts the system's roots plus `--admin-ca`.
+pub(crate) fn client(admin: &AdminArg) -> anyhow::Result<reqwest::blocking::Client> {
+    let mut b = reqwest::blocking::Client::builder()
         // A 1,000-policy bundle with its tests reloads in well under this.
-        .timeout(std::time::Duration::from_secs(120))
-        .build()
-        .context("building the HTTP client")
+        .timeout(std::time::Duration::from_secs(120));
+    if let Some(path) = &admin.admin_ca {
+        let pem = std::fs::read(path).with_context(|| format!("--admin-ca {}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("--admin-ca {}: not PEM certificates", path.display()))?;
+        if certs.is_empty() {
+            anyhow::bail!("--admin-ca {}: no PEM certificate in it", path.display());
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build().context("building the HTTP client")
 }
 
 pub(crate) fn url(admin: &AdminArg, path: &str) -> String {
@@ -75,7 +90,7 @@ pub(crate) fn url(admin: &AdminArg, path: &str) -> String {
 /// could not be asked.
 pub fn run_reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
     let u = url(&args.admin, "/v1/reload");
-    let resp = client()?
+    let resp = client(&args.admin)?
         .post(&u)
         .bearer_auth(args.admin.bearer()?)
         .send()
@@ -102,7 +117,7 @@ pub fn run_reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
 /// Shows the active bundle and the last reload attempt.
 pub fn run_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let u = url(&args.admin, "/v1/status");
-    let resp = client()?
+    let resp = client(&args.admin)?
         .get(&u)
         .bearer_auth(args.admin.bearer()?)
         .send()

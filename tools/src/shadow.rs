@@ -30,7 +30,7 @@ pub struct ShadowArgs {
 /// Shows the disagreements (exit 0), or sets/clears the candidate (exit 1 when the candidate does not load).
 pub fn run(args: ShadowArgs) -> anyhow::Result<ExitCode> {
     let u = url(&args.admin, "/v1/shadow");
-    let c = client()?;
+    let c = client(&args.admin)?;
     let token = args.admin.bearer()?;
     let resp = if let Some(path) = &args.set {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());

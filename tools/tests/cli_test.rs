@@ -561,3 +561,122 @@ fn check_config_is_the_preflight_of_serve_and_creates_nothing() {
     );
     assert!(created().is_empty(), "check created {:?}", created());
 }
+
+/// A CA and a server certificate it signed for `localhost` and 127.0.0.1, written as `ca.pem`, `admin.pem` and
+/// `admin.key` in `dir`.
+fn admin_pki(dir: &Path) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "jitgate CLI test CA");
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.subject_alt_names = vec![
+        rcgen::SanType::DnsName("localhost".try_into().unwrap()),
+        rcgen::SanType::IpAddress([127, 0, 0, 1].into()),
+    ];
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("admin.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("admin.key"), key.serialize_pem()).unwrap();
+}
+
+#[test]
+fn the_cli_talks_to_an_https_admin_listener_it_trusts_with_admin_ca() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    admin_pki(dir.path());
+    let bundle = repo().join("policies/quickstart-cedar");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = serve_config(dir.path(), &bundle, &["payments", "billing"]);
+    let with_tls = std::fs::read_to_string(&config).unwrap().replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:{port}\"\n[admin.tls]\ncert = \"{d}/admin.pem\"\nkey = \"{d}/admin.key\"\n",
+            d = dir.path().display()
+        ),
+    );
+    assert!(with_tls.contains("[admin.tls]"));
+    std::fs::write(&config, with_tls).unwrap();
+    // An SRE's token, signed with the key the proxy will load (operate is allowed to group sre).
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    let key = dir.path().join("state/key.pem");
+    let o = jitgate(&[
+        "dev-token",
+        "--key-file",
+        key.to_str().unwrap(),
+        "--principal",
+        "User::\"sam\"",
+        "--groups",
+        "sre",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let token = String::from_utf8(o.stdout).unwrap().trim().to_string();
+
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_jitgate"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Ready once it logs that it is listening (the admin listener is bound before that line).
+    let mut lines = std::io::BufReader::new(serve.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    loop {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = serve.kill();
+            panic!("serve ended before listening: {seen:#?}");
+        };
+        let listening = line.contains("jitgate listening");
+        seen.push(line);
+        if listening {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    let admin = format!("https://localhost:{port}");
+    let ca = dir.path().join("ca.pem");
+    let status = |extra: &[&str]| {
+        let mut args = vec![
+            "status",
+            "--admin",
+            admin.as_str(),
+            "--token",
+            token.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        jitgate(&args)
+    };
+    let trusted = status(&["--admin-ca", ca.to_str().unwrap()]);
+    let untrusted = status(&[]);
+    let missing_ca = status(&["--admin-ca", "no-such-ca.pem"]);
+    let _ = Command::new("kill").arg(serve.id().to_string()).status();
+    let _ = serve.wait();
+
+    assert_eq!(trusted.status.code(), Some(0), "{}", text(&trusted));
+    assert!(text(&trusted).contains("revision"), "{}", text(&trusted));
+    assert_ne!(untrusted.status.code(), Some(0), "{}", text(&untrusted));
+    assert!(
+        text(&untrusted).contains("cannot reach") || text(&untrusted).contains("certificate"),
+        "{}",
+        text(&untrusted)
+    );
+    assert_ne!(missing_ca.status.code(), Some(0));
+    assert!(
+        text(&missing_ca).contains("--admin-ca no-such-ca.pem"),
+        "{}",
+        text(&missing_ca)
+    );
+}
