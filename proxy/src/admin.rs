@@ -48,18 +48,11 @@ pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>)
         let builder = builder.clone();
         let app = app.clone().layer(axum::Extension(ConnectInfo(peer)));
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(ADMIN_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "admin TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "admin TLS handshake timed out");
-                    return;
-                }
+            let Some(tls) =
+                crate::tls::handshake(&acceptor, stream, peer, ADMIN_HANDSHAKE_TIMEOUT, "admin")
+                    .await
+            else {
+                return;
             };
             let service = TowerToHyperService::new(app);
             if let Err(e) = builder

@@ -80,21 +80,16 @@ pub async fn serve(
                     }
                 }
                 Some(acceptor) => {
-                    let tls_stream = match tokio::time::timeout(
+                    let Some(tls_stream) = crate::tls::handshake(
+                        &acceptor,
+                        stream,
+                        peer,
                         proxy.config.header_timeout,
-                        acceptor.accept(stream),
+                        "data plane",
                     )
                     .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
+                    else {
+                        return;
                     };
                     let client_cert = tls_stream
                         .get_ref()

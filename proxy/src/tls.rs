@@ -82,6 +82,28 @@ pub fn server_config(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsEr
     Ok(Arc::new(config))
 }
 
+/// Completes the TLS handshake of `stream` from `peer` within `limit`; a failed or slow handshake is logged (at
+/// debug: it is the caller's problem) and gives `None`. `listener` names the listener in that log line.
+pub async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    limit: std::time::Duration,
+    listener: &'static str,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, listener, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, listener, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
 /// The principal id from a verified client certificate: its first URI SAN, else its first DNS SAN.
 pub fn principal_from_cert(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
