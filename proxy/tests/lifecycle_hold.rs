@@ -49,6 +49,17 @@ async fn waiting_env(dir: &std::path::Path) -> Env {
     env
 }
 
+/// alice resends her held `DELETE /databases/orders` with the approval id of its access request.
+async fn resend_with_approval(env: &Env, id: &str) -> reqwest::Response {
+    env.http
+        .delete(env.data("/databases/orders"))
+        .bearer_auth(env.token("alice"))
+        .header("x-jitgate-approval", id)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Alice's `DELETE /databases/orders` (held by policy), sent in the background; it answers once the hold ends.
 fn held_delete(env: &Env) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
     let http = env.http.clone();
@@ -75,14 +86,7 @@ async fn held_request_approved_while_waiting_is_forwarded_once() {
     assert_eq!(held.await.unwrap().unwrap().status().as_u16(), 200);
     assert_eq!(env.upstream.hits() - before, 1);
     // Replaying the approval is refused.
-    let r = env
-        .http
-        .delete(env.data("/databases/orders"))
-        .bearer_auth(env.token("alice"))
-        .header("x-jitgate-approval", &id)
-        .send()
-        .await
-        .unwrap();
+    let r = resend_with_approval(&env, &id).await;
     assert_eq!(r.status().as_u16(), 403);
     assert_eq!(env.upstream.hits() - before, 1);
     env.running.shutdown().await;
@@ -219,14 +223,7 @@ async fn a_held_caller_that_hangs_up_ends_the_hold_and_nothing_is_forwarded_for_
         before,
         "nothing forwarded for the caller who left"
     );
-    let r = env
-        .http
-        .delete(env.data("/databases/orders"))
-        .bearer_auth(env.token("alice"))
-        .header("x-jitgate-approval", &id)
-        .send()
-        .await
-        .unwrap();
+    let r = resend_with_approval(&env, &id).await;
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(env.upstream.hits() - before, 1);
     env.running.shutdown().await;
