@@ -222,14 +222,16 @@ pub fn grant_is_active(p: &Proxy, principal: &EntityRef, grant_id: &str, now: i6
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, LifecycleError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r.map_err(ApiError::from),
-        Err(e) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            e.to_string(),
-        )),
-    }
+    off_workers(f).await?.map_err(ApiError::from)
+}
+
+/// Runs `f` on the blocking pool; only a task that could not finish is an error here (500).
+async fn off_workers<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, LifecycleError> + Send + 'static,
+) -> Result<Result<T, LifecycleError>, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
 }
 
 /// Runs a policy-checked store call like [`blocking`]; a refusal by the policies (403) is a decision too, and is
@@ -240,26 +242,20 @@ pub(crate) async fn decided<T: Send + 'static>(
     meta: &CallMeta,
     f: impl FnOnce() -> Result<T, LifecycleError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => {
-            if let LifecycleError::Forbidden {
-                action,
-                resource,
-                decision,
-                ..
-            } = &e
-            {
-                record_refusal(p, meta, action, resource, decision).await;
-            }
-            Err(ApiError::from(e))
-        }
-        Err(e) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            e.to_string(),
-        )),
+    let e = match off_workers(f).await? {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
+    if let LifecycleError::Forbidden {
+        action,
+        resource,
+        decision,
+        ..
+    } = &e
+    {
+        record_refusal(p, meta, action, resource, decision).await;
     }
+    Err(ApiError::from(e))
 }
 
 /// Appends the record of a control-plane call the policies refused (awaited, like the data plane's records). A
