@@ -181,9 +181,17 @@ pub struct NewRequest {
     pub starts_at: Option<String>,
 }
 
+/// A new, time-ordered access-request id (UUID v7).
+pub fn new_request_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 /// A held data-plane request waiting for approval of that exact request.
 #[derive(Debug, Clone)]
 pub struct HoldSpec {
+    /// The id the access request gets, chosen by the caller ([`new_request_id`]) so that it can be named before the
+    /// request exists: a held connection that goes away while the request is being created still records it.
+    pub id: String,
     /// The resource of the held request (the grant's scope).
     pub resource: EntityRef,
     /// The digest of the exact request ([`crate::request::request_digest`]).
@@ -389,7 +397,7 @@ impl Lifecycle {
             }
         };
         let mut request = AccessRequest {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: new_request_id(),
             requester: caller.entity.clone(),
             role: new.role.clone(),
             scope,
@@ -507,7 +515,7 @@ impl Lifecycle {
         let now = self.now();
         let ttl = spec.ttl_secs.max(1);
         let request = AccessRequest {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: spec.id,
             requester: caller.entity.clone(),
             role: HOLD_ROLE.into(),
             scope: spec.resource,

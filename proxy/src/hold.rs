@@ -83,7 +83,7 @@ impl crate::state::Proxy {
     /// A resend with `x-jitgate-approval` whose request differs from the approved one (digest mismatch), or whose
     /// approval is already spent, is refused with 403; it is not held again.
     pub(crate) async fn hold_stage(
-        &self,
+        self: &Arc<Self>,
         parts: &http::request::Parts,
         body: hyper::body::Incoming,
         request: &mut jitgate_engine::AuthzRequest,
@@ -142,7 +142,9 @@ impl crate::state::Proxy {
             };
         }
 
+        let id = jitgate_engine::lifecycle::new_request_id();
         let spec = jitgate_engine::lifecycle::HoldSpec {
+            id: id.clone(),
             resource: request.resource.entity.clone(),
             digest,
             reason: format!(
@@ -156,34 +158,39 @@ impl crate::state::Proxy {
             ),
             ttl_secs: i64::try_from(self.config.hold.approval_ttl.as_secs()).unwrap_or(i64::MAX),
         };
-        let lc = self.lifecycle.clone();
-        let principal = request.principal.clone();
-        let view = tokio::task::spawn_blocking(move || lc.create_hold(&principal, spec))
-            .await
-            .map_err(|e| Refusal::Internal(e.to_string()))?
-            .map_err(|e| Refusal::Internal(e.to_string()))?;
-        let id = view.request.id.clone();
-        // Known to the log stage from now on, even if the caller goes away while this waits.
+        // Known to the log stage from now on: a caller that goes away while the request is created, or while it
+        // waits, is recorded with the id its approval will carry.
         *approval_id = Some(id.clone());
         let mut waiter = self.holds.register(&id);
-        crate::lifecycle::record_events(self, &view.events).await;
-        // A verdict may have landed before the waiter was registered: the store has the truth.
-        let mut signal = match self.store.get_access_request(&id) {
-            Ok(Some(r)) if r.state == jitgate_engine::sqlite::RequestState::Approved => {
-                HoldSignal::Approved
-            }
-            Ok(Some(r)) if r.state != jitgate_engine::sqlite::RequestState::Pending => {
-                HoldSignal::Denied
-            }
+        // Created and logged by a task of its own, which the caller going away does not cancel: a pending request
+        // always has its `held` record in the chain.
+        let proxy = Arc::clone(self);
+        let principal = request.principal.clone();
+        let created = tokio::spawn(async move {
+            let lc = proxy.lifecycle.clone();
+            let view = tokio::task::spawn_blocking(move || lc.create_hold(&principal, spec))
+                .await
+                .map_err(|e| Refusal::Internal(e.to_string()))?
+                .map_err(|e| Refusal::Internal(e.to_string()))?;
+            crate::lifecycle::record_events(&proxy, &view.events).await;
+            Ok::<_, Refusal>(())
+        });
+        let created = match created.await {
+            Ok(r) => r,
+            Err(e) => Err(Refusal::Internal(e.to_string())),
+        };
+        if let Err(refusal) = created {
+            // Nothing was created: the record must not name a request that does not exist.
+            *approval_id = None;
+            return Err(refusal);
+        }
+        // The waiter was registered before the request existed, so no verdict can have been missed; `wait_for`
+        // sees one that already landed.
+        let wait = waiter.rx.wait_for(|s| *s != HoldSignal::Waiting);
+        let signal = match tokio::time::timeout(self.config.hold.wait, wait).await {
+            Ok(Ok(s)) => *s,
             _ => HoldSignal::Waiting,
         };
-        if signal == HoldSignal::Waiting {
-            let wait = waiter.rx.wait_for(|s| *s != HoldSignal::Waiting);
-            signal = match tokio::time::timeout(self.config.hold.wait, wait).await {
-                Ok(Ok(s)) => *s,
-                _ => HoldSignal::Waiting,
-            };
-        }
         drop(waiter);
         match signal {
             HoldSignal::Approved => {

@@ -139,7 +139,7 @@ impl Proxy {
     }
 
     async fn stages(
-        &self,
+        self: &Arc<Self>,
         req: Request<Incoming>,
         conn: &ConnInfo,
         trace: &mut Trace,

@@ -228,3 +228,75 @@ async fn a_held_caller_that_hangs_up_ends_the_hold_and_nothing_is_forwarded_for_
     assert_eq!(env.upstream.hits() - before, 1);
     env.running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_caller_that_hangs_up_while_its_hold_is_being_created_still_leaves_the_whole_trail() {
+    use jitgate_engine::log::{Filter, RecordKind, query};
+    let dir = tempfile::tempdir().unwrap();
+    let env = waiting_env(dir.path()).await;
+    let before = env.upstream.hits();
+    let holds_before = env.running.proxy.metrics.decisions.get("hold");
+    // Another writer holds the store, so the hold's access request cannot be created until it lets go.
+    let lock = jitgate_engine::sqlite::open_connection(
+        &dir.path().join("jitgate.db"),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let held = held_delete(&env);
+    // The hold decision is counted in the same poll that starts creating the request; the caller's future can only
+    // be dropped after that poll, while the creation waits for the store.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.running.proxy.metrics.decisions.get("hold") == holds_before {
+        assert!(Instant::now() < deadline, "the DELETE was never held");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    held.abort();
+    let _ = held.await;
+    // The caller-gone record is written while the creation still waits, and already names the approval id.
+    let log = dir.path().join("decisions.db");
+    let record = loop {
+        let page = query(&log, &Filter::default(), None, 1000).unwrap();
+        if let Some(r) = page
+            .records
+            .into_iter()
+            .find(|r| r.path.as_deref() == Some("/databases/orders"))
+        {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no record of the held request");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(record.status, Some(499));
+    let id = record
+        .context
+        .get("approval_id")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no approval id in {:?}", record.context))
+        .to_string();
+    lock.execute_batch("COMMIT").unwrap();
+    drop(lock);
+    // The creation then completes under that id, and its `held` event is in the chain.
+    loop {
+        let page = query(&log, &Filter::default(), None, 1000).unwrap();
+        if page.records.iter().any(|r| {
+            r.kind == RecordKind::Lifecycle
+                && r.action == "lifecycle.held"
+                && r.request_id.as_deref() == Some(id.as_str())
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no `held` record for {id}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (_, v) = env
+        .get("carol", "/v1/requests?role=hold&state=pending&all=true")
+        .await;
+    assert_eq!(v["requests"][0]["id"], id.as_str(), "{v}");
+    // Its approval forwards nothing (nobody waits) and is then usable once by the identical resend.
+    assert_eq!(env.approve("carol", &id).await.0, 200);
+    assert_eq!(env.upstream.hits(), before);
+    assert_eq!(resend_with_approval(&env, &id).await.status().as_u16(), 200);
+    assert_eq!(env.upstream.hits() - before, 1);
+    env.running.shutdown().await;
+}
