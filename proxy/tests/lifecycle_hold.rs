@@ -68,6 +68,33 @@ fn held_delete(env: &Env) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Re
     tokio::spawn(async move { http.delete(url).bearer_auth(tok).send().await })
 }
 
+/// Polls the decision log until a record matches `pred` (10 s at most) and returns it.
+async fn wait_for_record(
+    env: &Env,
+    what: &str,
+    pred: impl Fn(&jitgate_engine::log::DecisionRecord) -> bool,
+) -> jitgate_engine::log::DecisionRecord {
+    use jitgate_engine::log::{Filter, query};
+    let log = env.dir.join("decisions.db");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = query(&log, &Filter::default(), None, 1000).unwrap();
+        if let Some(r) = page.records.into_iter().find(&pred) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "no record of {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits for the decision record of alice's `DELETE /databases/orders`.
+async fn delete_record(env: &Env) -> jitgate_engine::log::DecisionRecord {
+    wait_for_record(env, "the held request", |r| {
+        r.path.as_deref() == Some("/databases/orders")
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn held_request_approved_while_waiting_is_forwarded_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -184,7 +211,7 @@ async fn held_body_over_the_limit_is_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_held_caller_that_hangs_up_ends_the_hold_and_nothing_is_forwarded_for_it() {
-    use jitgate_engine::log::{Filter, Outcome, query};
+    use jitgate_engine::log::Outcome;
     let dir = tempfile::tempdir().unwrap();
     let env = waiting_env(dir.path()).await;
     let before = env.upstream.hits();
@@ -194,20 +221,7 @@ async fn a_held_caller_that_hangs_up_ends_the_hold_and_nothing_is_forwarded_for_
     held.abort();
     let _ = held.await;
     // The hold ends at once: a hold decision, recorded with the caller-gone status and the approval id.
-    let log = dir.path().join("decisions.db");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let record = loop {
-        let page = query(&log, &Filter::default(), None, 1000).unwrap();
-        if let Some(r) = page
-            .records
-            .into_iter()
-            .find(|r| r.path.as_deref() == Some("/databases/orders"))
-        {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "no record of the held request");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let record = delete_record(&env).await;
     assert_eq!(record.decision, Some(Outcome::Hold));
     assert_eq!(record.status, Some(499));
     assert!(
@@ -231,7 +245,7 @@ async fn a_held_caller_that_hangs_up_ends_the_hold_and_nothing_is_forwarded_for_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_caller_that_hangs_up_while_its_hold_is_being_created_still_leaves_the_whole_trail() {
-    use jitgate_engine::log::{Filter, RecordKind, query};
+    use jitgate_engine::log::RecordKind;
     let dir = tempfile::tempdir().unwrap();
     let env = waiting_env(dir.path()).await;
     let before = env.upstream.hits();
@@ -254,19 +268,7 @@ async fn a_caller_that_hangs_up_while_its_hold_is_being_created_still_leaves_the
     held.abort();
     let _ = held.await;
     // The caller-gone record is written while the creation still waits, and already names the approval id.
-    let log = dir.path().join("decisions.db");
-    let record = loop {
-        let page = query(&log, &Filter::default(), None, 1000).unwrap();
-        if let Some(r) = page
-            .records
-            .into_iter()
-            .find(|r| r.path.as_deref() == Some("/databases/orders"))
-        {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "no record of the held request");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let record = delete_record(&env).await;
     assert_eq!(record.status, Some(499));
     let id = record
         .context
@@ -277,18 +279,12 @@ async fn a_caller_that_hangs_up_while_its_hold_is_being_created_still_leaves_the
     lock.execute_batch("COMMIT").unwrap();
     drop(lock);
     // The creation then completes under that id, and its `held` event is in the chain.
-    loop {
-        let page = query(&log, &Filter::default(), None, 1000).unwrap();
-        if page.records.iter().any(|r| {
-            r.kind == RecordKind::Lifecycle
-                && r.action == "lifecycle.held"
-                && r.request_id.as_deref() == Some(id.as_str())
-        }) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no `held` record for {id}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_record(&env, "the `held` event", |r| {
+        r.kind == RecordKind::Lifecycle
+            && r.action == "lifecycle.held"
+            && r.request_id.as_deref() == Some(id.as_str())
+    })
+    .await;
     let (_, v) = env
         .get("carol", "/v1/requests?role=hold&state=pending&all=true")
         .await;
