@@ -19,10 +19,11 @@
 //! must link on to what was verified), re-verifies the records it deletes from the chain's start (a record
 //! edited after the snapshot is refused, never deleted unverified), deletes them and appends a checkpoint. Each
 //! chunk leaves a chain that verifies, so a failure or a crash between chunks loses nothing. Between chunks prune
-//! pauses, so that a writer that waited for the lock gets it before the next chunk does. Two prunes of the same
-//! file at once (the proxy's retention and `jitgate decisions prune`) stay correct — they share the chunks and the
-//! chain verifies — but each one's pause can then be the other's turn, so over a long backlog the writer may wait
-//! for several chunks in a row: run a large manual prune while automatic retention is off.
+//! pauses, so that a writer that waited for the lock gets it before the next chunk does: until the chain head moves
+//! on, or for a bounded time. Two prunes of the same file at once (the proxy's retention and
+//! `jitgate decisions prune`) stay correct — they share the chunks and the chain verifies — but each one's pause
+//! can then be the other's turn, so over a long backlog the writer may wait for several chunks in a row: run a
+//! large manual prune while automatic retention is off.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -54,6 +55,12 @@ const MAX_YIELD: Duration = Duration::from_millis(100);
 
 /// The busy handler's first sleeps add up to this before they grow with the time waited.
 const MIN_YIELD: Duration = Duration::from_millis(10);
+
+/// Time on top of the busy handler's sleep for a waiting writer's thread to be scheduled on a loaded machine.
+const YIELD_SLACK: Duration = Duration::from_millis(50);
+
+/// How often the pause between chunks looks whether a writer got its turn.
+const YIELD_POLL: Duration = Duration::from_millis(2);
 
 /// Deletes the records older than `before` — the leading run of the chain whose time is before it, so a record
 /// is never removed while an older-numbered one is kept — and appends a checkpoint after each chunk of at most
@@ -165,11 +172,25 @@ pub fn prune(path: &Path, before: OffsetDateTime) -> Result<PruneReport, LogErro
         if through + 1 < first_kept {
             // SQLite's lock is not fair: a writer that waited for this chunk is asleep in its busy handler (each
             // sleep about as long as it has waited so far, at most 100 ms) and would lose the race for the next
-            // chunk's lock, chunk after chunk, until its busy timeout fails its batch. Stay out long enough for
-            // it to wake up and take its turn.
-            std::thread::sleep(held.clamp(MIN_YIELD, MAX_YIELD) + Duration::from_millis(5));
+            // chunk's lock, chunk after chunk, until its busy timeout fails its batch. Stay out until it has
+            // taken its turn, or long enough for it to have woken up.
+            yield_to_writers(&conn, verified_seq, held)?;
         }
     }
+}
+
+/// Pauses between chunks: until a writer has committed after this prune's checkpoint `own_seq` (the chain head
+/// moved on), or at most one busy-handler sleep after a chunk that held the lock for `held`, plus slack. Without a
+/// live writer the whole pause is spent; with one, prune goes on as soon as the writer has had its turn.
+fn yield_to_writers(conn: &Connection, own_seq: i64, held: Duration) -> Result<(), LogError> {
+    let until = Instant::now() + held.clamp(MIN_YIELD, MAX_YIELD) + YIELD_SLACK;
+    while Instant::now() < until {
+        std::thread::sleep(YIELD_POLL);
+        if db::head(conn)?.is_some_and(|(seq, _)| seq > own_seq) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 fn refuse(reason: String) -> LogError {
