@@ -23,7 +23,7 @@ const MODE_ENV: &str = "JITGATE_LOG_CRASH_MODE";
 /// Acknowledged ids the parent waits for before it kills the child.
 const KILL_AFTER: usize = 500;
 /// The child stops by itself after this, so a parent that never kills it cannot hang the suite.
-const CHILD_DEADLINE: Duration = Duration::from_secs(20);
+const CHILD_DEADLINE: Duration = Duration::from_secs(120);
 const THREADS: usize = 4;
 /// Tickets each child thread keeps in flight, so batches are large and a kill lands inside one.
 const IN_FLIGHT: usize = 64;

@@ -80,10 +80,11 @@ async fn run(
         metrics.prune_last_run.set(now);
         match outcome {
             Ok(Ok(report)) => {
-                metrics.prune_runs.inc("ok");
                 metrics.pruned_records.add(report.deleted);
                 metrics.prune_last_deleted.set(report.deleted);
                 metrics.prune_last_success.set(now);
+                // Counted last: a scrape that sees the run sees its figures.
+                metrics.prune_runs.inc("ok");
                 if report.deleted > 0 {
                     tracing::info!(
                         deleted = report.deleted,

@@ -159,8 +159,12 @@ async fn serve_jwks(State(state): State<Arc<ServerState>>) -> Json<Value> {
     state.fetches.fetch_add(1, Ordering::SeqCst);
     let gate = state.gate.lock().unwrap().clone();
     if let Some((started, release)) = gate {
+        // Waiting before `started` is sent: a `notify_waiters` right after it cannot be missed.
+        let released = release.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
         started.send(()).unwrap();
-        release.notified().await;
+        released.await;
     }
     Json(state.jwks.lock().unwrap().clone())
 }
@@ -793,12 +797,10 @@ async fn cache_is_bounded() {
 
 #[tokio::test]
 async fn jwks_server_down_is_jwks_unavailable() {
-    // A port that was just free: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port bound but never listening: connections are refused, and no other test can take it meanwhile.
+    let refusing = tokio::net::TcpSocket::new_v4().unwrap();
+    refusing.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = refusing.local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}/jwks");
     let auth = Authenticator::new(
         vec![IssuerConfig::new(ISS, url.clone(), AUD, &["RS256"])],

@@ -541,10 +541,10 @@ async fn grant_bound_tokens_die_with_their_grant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn webhook_receiver_down_changes_nothing_and_failures_are_counted() {
     let dir = tempfile::tempdir().unwrap();
-    // A port nobody listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", dead.local_addr().unwrap());
-    drop(dead);
+    // A port bound but never listening: connections are refused, and no other test can take it meanwhile.
+    let refusing = tokio::net::TcpSocket::new_v4().unwrap();
+    refusing.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}/hook", refusing.local_addr().unwrap());
     let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
         raw.webhooks = vec![
             toml::from_str(&format!(

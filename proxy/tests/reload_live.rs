@@ -116,13 +116,12 @@ async fn broken_bundles_never_go_live_and_report_file_and_line() {
     let extra = bundle.join("policies/extra.cedar");
     let admin = reqwest::Client::builder().no_proxy().build().unwrap();
 
-    // 1. A half-written file: a syntax error on line 3.
+    // 1. A half-written file: a syntax error on line 3 (swapped in whole, so the watcher sees only this content).
     let before = env.proxy().reloader.status().attempts;
-    std::fs::write(
+    rename_over(
         &extra,
         "// half written\n@id(\"half\")\nforbid (principal, action == Action::\"readPayment\", resou",
-    )
-    .unwrap();
+    );
     let s = env.wait_failed(before).await;
     let a = s.last_attempt.unwrap();
     assert_eq!(s.active_revision, rev_a);
@@ -161,11 +160,10 @@ async fn broken_bundles_never_go_live_and_report_file_and_line() {
 
     // 2. A schema violation: an action the schema does not declare, on line 3.
     let before = env.proxy().reloader.status().attempts;
-    std::fs::write(
+    rename_over(
         &extra,
         "// schema violation\n@id(\"bad-action\")\npermit (principal, action == Action::\"noSuchAction\", resource);\n",
-    )
-    .unwrap();
+    );
     let s = env.wait_failed(before).await;
     let a = s.last_attempt.unwrap();
     assert_eq!(s.active_revision, rev_a);
@@ -179,11 +177,10 @@ async fn broken_bundles_never_go_live_and_report_file_and_line() {
 
     // 3. Valid Cedar that fails the bundle's own smoke suite: the health check is forbidden.
     let before = env.proxy().reloader.status().attempts;
-    std::fs::write(
+    rename_over(
         &extra,
         "@id(\"no-health\")\nforbid (principal, action == Action::\"health\", resource);\n",
-    )
-    .unwrap();
+    );
     let s = env.wait_failed(before).await;
     let a = s.last_attempt.unwrap();
     assert_eq!(s.active_revision, rev_a);

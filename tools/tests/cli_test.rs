@@ -595,16 +595,11 @@ fn the_cli_talks_to_an_https_admin_listener_it_trusts_with_admin_ca() {
     let dir = tempfile::tempdir().unwrap();
     admin_pki(dir.path());
     let bundle = repo().join("policies/quickstart-cedar");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let config = serve_config(dir.path(), &bundle, &["payments", "billing"]);
     let with_tls = std::fs::read_to_string(&config).unwrap().replace(
         "[admin]\nlisten = \"127.0.0.1:0\"\n",
         &format!(
-            "[admin]\nlisten = \"127.0.0.1:{port}\"\n[admin.tls]\ncert = \"{d}/admin.pem\"\nkey = \"{d}/admin.key\"\n",
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[admin.tls]\ncert = \"{d}/admin.pem\"\nkey = \"{d}/admin.key\"\n",
             d = dir.path().display()
         ),
     );
@@ -627,24 +622,30 @@ fn the_cli_talks_to_an_https_admin_listener_it_trusts_with_admin_ca() {
 
     let mut serve = Command::new(env!("CARGO_BIN_EXE_jitgate"))
         .args(["serve", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Ready once it logs that it is listening (the admin listener is bound before that line).
+    // Ready once it logs that it is listening, with the admin listener's port (`admin=Some(127.0.0.1:PORT)`).
     let mut lines = std::io::BufReader::new(serve.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
-    loop {
+    let port = loop {
         let Some(Ok(line)) = lines.next() else {
             let _ = serve.kill();
             panic!("serve ended before listening: {seen:#?}");
         };
-        let listening = line.contains("jitgate listening");
+        let port = line
+            .contains("jitgate listening")
+            .then(|| line.split_once("Some(127.0.0.1:"))
+            .flatten()
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(port, _)| port.to_string());
         seen.push(line);
-        if listening {
-            break;
+        if let Some(port) = port {
+            break port;
         }
-    }
+    };
     std::thread::spawn(move || lines.for_each(drop));
     let admin = format!("https://localhost:{port}");
     let ca = dir.path().join("ca.pem");

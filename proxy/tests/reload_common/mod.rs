@@ -126,9 +126,9 @@ impl Env {
             .unwrap()
     }
 
-    /// Polls the reloader's status every 20 ms, up to 5 s, until `f` holds.
+    /// Polls the reloader's status every 20 ms, up to 30 s (a bound against hangs only), until `f` holds.
     pub async fn wait_status(&self, what: &str, f: impl Fn(&ReloadStatus) -> bool) -> ReloadStatus {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let s = self.proxy().reloader.status();
             if f(&s) {

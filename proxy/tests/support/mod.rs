@@ -221,10 +221,13 @@ impl Drop for GatedUpstream {
     }
 }
 
-/// An address on 127.0.0.1 where nothing listens (bound, then closed).
-pub async fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+/// An address on 127.0.0.1 that refuses connections for as long as the returned socket lives: bound, never
+/// listening, so no other test can take the port meanwhile.
+pub fn dead_addr() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    (socket, addr)
 }
 
 // ---------------------------------------------------------------------------------------------------------------
