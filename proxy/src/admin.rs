@@ -82,7 +82,51 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         )
         .route("/v1/decisions", get(decisions))
         .merge(crate::lifecycle::router())
+        .layer(axum::middleware::from_fn_with_state(
+            proxy.clone(),
+            run_to_the_end,
+        ))
         .with_state(proxy)
+}
+
+/// The largest admin API request body (axum's default limit for a buffered body).
+const ADMIN_MAX_BODY: usize = 2 * 1024 * 1024;
+
+/// Runs an admin call, once its body is in, in a task of its own ([`Proxy::tasks`]). hyper drops a call's future
+/// when its caller hangs up (a FIN, an HTTP/2 reset); a call received whole goes on regardless, so a change it
+/// commits (an approval, a break-glass grant, a revocation, an expiry) is never left without its record, its
+/// webhook or the release of a held connection. A caller that hangs up before its body is in changes nothing.
+async fn run_to_the_end(
+    State(p): State<Arc<Proxy>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, ADMIN_MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            let e = e.into_inner();
+            return if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("the request body is over {ADMIN_MAX_BODY} bytes"),
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("the request body could not be read: {e}"),
+                )
+            }
+            .into_response();
+        }
+    };
+    let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(body));
+    match p.tasks.spawn(next.run(req)).await {
+        Ok(r) => r,
+        Err(e) => internal_task_error("admin call", &e).into_response(),
+    }
 }
 
 /// The parts of an admin call that authentication and the control-plane policies look at.

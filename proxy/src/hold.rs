@@ -166,7 +166,7 @@ impl crate::state::Proxy {
         // always has its `held` record in the chain.
         let proxy = Arc::clone(self);
         let principal = request.principal.clone();
-        let created = tokio::spawn(async move {
+        let created = self.tasks.spawn(async move {
             let lc = proxy.lifecycle.clone();
             let view = tokio::task::spawn_blocking(move || lc.create_hold(&principal, spec))
                 .await

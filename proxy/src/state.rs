@@ -88,6 +88,10 @@ pub struct Proxy {
     pub holds: Arc<crate::hold::Holds>,
     /// Webhook notifications.
     pub notifier: crate::notify::Notifier,
+    /// Work that runs to its end whether or not its caller waits (admin API calls, the creation of a hold's access
+    /// request): a caller that hangs up cannot leave a committed change without its record. Shutdown waits for it
+    /// (up to the grace period) before the decision log is flushed.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl Proxy {
@@ -156,6 +160,7 @@ impl Proxy {
         Ok(Arc::new(Proxy {
             lifecycle,
             holds: Arc::new(crate::hold::Holds::default()),
+            tasks: tokio_util::task::TaskTracker::new(),
             notifier,
             reloader,
             shadow,
@@ -196,24 +201,27 @@ impl Running {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = (&mut self.task).await;
-        if let Some(a) = self.admin_task.take() {
-            a.abort();
-        }
-        if let Some(r) = self.retention.take() {
-            r.stop(self.proxy.config.shutdown_grace).await;
-        }
-        self.proxy.log.flush().await;
+        self.wait().await;
     }
 
-    /// Waits until the data plane stops (after a shutdown signal).
+    /// Waits until the data plane stops (after a shutdown signal), then stops the admin listener, waits (up to the
+    /// grace period) for admin calls and hold creations still running, stops retention and flushes the log.
     pub async fn wait(mut self) {
         let _ = (&mut self.task).await;
         if let Some(a) = self.admin_task.take() {
             a.abort();
         }
+        let grace = self.proxy.config.shutdown_grace;
+        let tasks = &self.proxy.tasks;
+        tasks.close();
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+            tracing::warn!(
+                running = tasks.len(),
+                "shutdown: admin calls still running after the grace period"
+            );
+        }
         if let Some(r) = self.retention.take() {
-            r.stop(self.proxy.config.shutdown_grace).await;
+            r.stop(grace).await;
         }
         self.proxy.log.flush().await;
     }

@@ -1,7 +1,8 @@
 //! The audit trail of the access lifecycle through the real proxy, the real admin API and real SQLite files: every
 //! move of a request to `expired` is logged exactly once whichever call finds it (approve, deny, get, list), listing
 //! shows expired requests as `expired`, `approvals_required` is one number on every answer, a request shows its
-//! ended grant across a restart, and every control-plane call the policies refuse is a decision record.
+//! ended grant across a restart, every control-plane call the policies refuse is a decision record, and an admin
+//! call whose caller hangs up still commits its change with its record (shutdown waits for it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod lifecycle_common;
@@ -454,4 +455,163 @@ async fn admin_calls_refused_by_the_policies_or_unauthenticated_are_decision_rec
     let report = jitgate_engine::log::verify_store(&log).unwrap();
     assert!(report.ok, "{report:?}");
     env.running.shutdown().await;
+}
+
+/// Sends an admin POST on a raw connection and, once the proxy has taken the call in (it runs as one of
+/// [`jitgate_proxy::state::Proxy::tasks`]), hangs up (FIN). Returns when the proxy has closed its side without an
+/// answer: nobody is left to read one, and hyper has dropped the call's future.
+async fn post_and_hang_up(env: &Env, who: &str, path: &str, body: Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tasks = &env.running.proxy.tasks;
+    let before = tasks.len();
+    let mut s = tokio::net::TcpStream::connect(env.running.admin_addr.unwrap())
+        .await
+        .unwrap();
+    let body = body.to_string();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: jitgate\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        env.token(who),
+        body.len()
+    );
+    s.write_all(format!("{head}{body}").as_bytes())
+        .await
+        .unwrap();
+    eventually("the proxy takes the call in", async || {
+        (tasks.len() > before).then_some(())
+    })
+    .await;
+    s.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        s.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the proxy closes a connection whose caller hung up")
+    .ok();
+    assert!(
+        answer.is_empty(),
+        "the call was still waiting for the store when its caller left: {}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+/// Polls (10 s at most) until `f` returns something.
+async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_admin_caller_that_hangs_up_mid_call_cannot_leave_a_change_without_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
+    let id = payments_request(&env, "alice", "INC-7").await;
+    // Another writer holds the store, so each call below waits in its store write when its caller hangs up.
+    let lock = jitgate_engine::sqlite::open_connection(
+        &dir.path().join("jitgate.db"),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    post_and_hang_up(
+        &env,
+        "bob",
+        &format!("/v1/requests/{id}/approve"),
+        json!({"comment": "ok"}),
+    )
+    .await;
+    post_and_hang_up(
+        &env,
+        "sam",
+        "/v1/requests",
+        json!({"role": "break-glass", "scope": "Service::\"billing\"", "duration": "10m", "reason": "outage"}),
+    )
+    .await;
+    lock.execute_batch("COMMIT").unwrap();
+    drop(lock);
+
+    // Both changes are committed once the store is free, and each has its record in the chain.
+    let store = env.running.proxy.store.clone();
+    eventually("the approval is committed", async || {
+        let r = store.get_access_request(&id).unwrap().unwrap();
+        (r.state.as_str() == "approved").then_some(())
+    })
+    .await;
+    eventually("the approval's record", async || {
+        (lifecycle_records(&env, &id, "approved").await == 1).then_some(())
+    })
+    .await;
+    let glass = eventually("the break-glass request is committed", async || {
+        let (_, v) = env.get("sam", "/v1/requests").await;
+        v["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["role"] == "break-glass")
+            .map(|r| r["id"].as_str().unwrap().to_string())
+    })
+    .await;
+    eventually("the break-glass record", async || {
+        (lifecycle_records(&env, &glass, "break_glass").await == 1).then_some(())
+    })
+    .await;
+    let report = jitgate_engine::log::verify_store(&dir.path().join("decisions.db")).unwrap();
+    assert!(report.ok, "{report:?}");
+    env.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_waits_for_an_admin_call_in_progress_and_logs_its_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
+    let id = payments_request(&env, "alice", "INC-8").await;
+    let lock = jitgate_engine::sqlite::open_connection(
+        &dir.path().join("jitgate.db"),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    post_and_hang_up(
+        &env,
+        "bob",
+        &format!("/v1/requests/{id}/approve"),
+        json!({"comment": "ok"}),
+    )
+    .await;
+    // Shutdown starts while the approval waits for the store, and reaches the wait for calls in progress.
+    let Env {
+        running,
+        dir: state,
+        ..
+    } = env;
+    let proxy = running.proxy.clone();
+    let stopping = tokio::spawn(running.shutdown());
+    eventually("shutdown waits for calls in progress", async || {
+        proxy.tasks.is_closed().then_some(())
+    })
+    .await;
+    assert!(
+        !stopping.is_finished(),
+        "shutdown did not wait for the call"
+    );
+    lock.execute_batch("COMMIT").unwrap();
+    drop(lock);
+    stopping.await.unwrap();
+    // Once shutdown has returned, the approval and its record are both there.
+    let r = proxy.store.get_access_request(&id).unwrap().unwrap();
+    assert_eq!(r.state.as_str(), "approved");
+    let recs = jitgate_engine::log::tail(&state.join("decisions.db"), 10_000).unwrap();
+    assert!(
+        recs.iter()
+            .any(|r| r.action == "lifecycle.approved"
+                && r.request_id.as_deref() == Some(id.as_str())),
+        "the approval's record was flushed before shutdown returned"
+    );
 }
