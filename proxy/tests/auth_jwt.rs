@@ -1034,3 +1034,27 @@ async fn measure_cache_hit_vs_full_rs256_verification() {
     let hit = start.elapsed() / hits;
     println!("full RS256 verification: {full:?} per token; cache hit: {hit:?} per token");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_hangs_up_mid_fetch_does_not_rate_limit_the_issuer() {
+    let server = JwksServer::start(jwks(&[RSA_A.jwk("a")])).await;
+    let auth = Authenticator::new(vec![server.issuer()], None).unwrap();
+    let token = sign(Algorithm::RS256, "a", &RSA_A.enc, &claims());
+    // The first caller's fetch is held at the JWKS server; the caller goes away (its future is dropped).
+    let (started_tx, mut started_rx) = mpsc::unbounded_channel();
+    let release = Arc::new(Notify::new());
+    *server.state.gate.lock().unwrap() = Some((started_tx, Arc::clone(&release)));
+    let first = {
+        let (auth, token) = (auth.clone(), token.clone());
+        tokio::spawn(async move { auth.authenticate(Some(&bearer(&token)), NOW).await })
+    };
+    started_rx.recv().await.unwrap();
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    *server.state.gate.lock().unwrap() = None;
+    release.notify_waiters();
+    // The next caller, in the same second, fetches the keys instead of being told they were not fetched yet.
+    let id = auth.authenticate(Some(&bearer(&token)), NOW).await.unwrap();
+    assert_eq!(id.principal.id, "alice");
+    assert_eq!(server.fetches(), 2);
+}

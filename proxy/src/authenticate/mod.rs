@@ -439,8 +439,11 @@ impl Issuer {
             });
         }
 
+        // The attempt counts once it has ended: a caller that hangs up mid-fetch drops this future, and must not
+        // leave the issuer rate-limited with no keys (every caller would get 401 until the interval passed).
+        let fetched = jwks::fetch(&inner.http, &self.name, &self.source, &mut state, now).await;
         state.last_attempt = Some(now);
-        match jwks::fetch(&inner.http, &self.name, &self.source, &mut state, now).await {
+        match fetched {
             Ok(set) => {
                 tracing::info!(issuer = %self.name, keys = set.by_kid.len() + set.unnamed.len(), "fetched issuer keys");
                 state.generation = set.generation;
