@@ -870,6 +870,16 @@ impl Config {
         if hold.approval_ttl.as_secs() == 0 {
             err("hold.approval_ttl", "must be at least 1s".into());
         }
+        if !request_timeout.is_zero() && hold.wait >= request_timeout {
+            err(
+                "hold.wait",
+                format!(
+                    "`{}` must be shorter than server.request_timeout (`{}`): a held request would end in 504 before \
+                     its caller is given the approval id to resend with",
+                    raw.hold.wait, raw.server.request_timeout
+                ),
+            );
+        }
         let mut webhooks = Vec::new();
         for (i, w) in raw.webhooks.iter().enumerate() {
             let key = format!("webhooks[{i}]");

@@ -101,6 +101,10 @@ redact = ["claims.email"]
 jsonl = "stdout"
 retain = "90d"
 prune_interval = "15m"
+[hold]
+wait = "1s"
+max_body_bytes = 4096
+approval_ttl = "10m"
 [[issuers]]
 issuer = "https://idp"
 audiences = ["a"]
@@ -144,6 +148,9 @@ prefix = "Key "
         config.log_prune_interval,
         std::time::Duration::from_secs(15 * 60)
     );
+    assert_eq!(config.hold.wait, std::time::Duration::from_secs(1));
+    assert_eq!(config.hold.max_body_bytes, 4096);
+    assert_eq!(config.hold.approval_ttl, std::time::Duration::from_secs(600));
     let tls = config.tls.unwrap();
     assert!(tls.require_client_cert);
     assert_eq!(tls.workload_groups["spiffe://x/ci"], vec!["ci"]);
@@ -231,8 +238,13 @@ fn bad_configs_are_refused_by_both_the_loader_and_the_schema() {
         assert!(err.contains(expected), "{extra}: loader said {err}");
     }
 
-    // Keys the schema cannot relate: HTTPS for an admin listener that is off; a missing admin certificate.
+    // Keys the schema cannot relate: HTTPS for an admin listener that is off; a missing admin certificate; a hold
+    // that outwaits the whole request.
     for (extra, expected) in [
+        (
+            "[server]\nrequest_timeout = \"10s\"\n",
+            "hold.wait: `30s` must be shorter than server.request_timeout (`10s`)",
+        ),
         (
             "[admin]\nlisten = \"\"\n[admin.tls]\ncert = \"c\"\nkey = \"k\"\n",
             "admin.tls: the admin listener is disabled",

@@ -411,6 +411,7 @@ async fn a_slow_upstream_is_504_with_a_record_and_its_time_in_the_upstream_histo
                 payments.timeout = "200ms".into();
             } else {
                 raw.server.request_timeout = "1s".into();
+                raw.hold.wait = "500ms".into();
             }
         })
         .await;
