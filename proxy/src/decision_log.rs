@@ -59,12 +59,19 @@ pub struct LogEntry {
     pub break_glass: bool,
 }
 
+/// Lifecycle and admin records that may wait for their commit at once (beside `[log] queue_capacity`).
+const LIFECYCLE_SLOTS: usize = 64;
+
 /// The decision log as the proxy uses it.
 #[derive(Debug, Clone)]
 pub struct DecisionLog {
     /// `None` when `[log] enabled = false` (benchmarks only).
     writer: Option<Arc<LogWriter>>,
+    /// Room for data-plane records, reserved before a request can reach an upstream (`on_full` applies).
     slots: Arc<Semaphore>,
+    /// Room for lifecycle and admin records, apart from the data plane's: a held request keeps its slot while it
+    /// waits for an approval, so an approval's record must never wait for a data-plane slot.
+    lifecycle_slots: Arc<Semaphore>,
     capacity: usize,
     on_full: OnFull,
     acknowledge: Acknowledge,
@@ -84,7 +91,7 @@ impl DecisionLog {
         });
         // The writer's own queue never fills: slots are reserved here first, and there are no more slots than room.
         let opts = LogOptions {
-            queue_capacity: config.log_queue_capacity + 16,
+            queue_capacity: config.log_queue_capacity + LIFECYCLE_SLOTS,
             on_full: EngineOnFull::Wait,
             jsonl,
             journal: config.log_acknowledge == Acknowledge::Journal,
@@ -101,6 +108,7 @@ impl DecisionLog {
         Ok(DecisionLog {
             writer,
             slots: Arc::new(Semaphore::new(config.log_queue_capacity)),
+            lifecycle_slots: Arc::new(Semaphore::new(LIFECYCLE_SLOTS)),
             capacity: config.log_queue_capacity,
             on_full: config.log_on_full,
             acknowledge: config.log_acknowledge,
@@ -186,10 +194,20 @@ impl DecisionLog {
         Ok(Some(rx))
     }
 
-    /// Appends a record that is not a data-plane request's: a lifecycle event or a refused admin call (reserving its
-    /// slot first).
+    /// Appends a record that is not a data-plane request's: a lifecycle event or a refused admin call. Its slot
+    /// comes from a room of its own and is waited for whatever `on_full` says: the change it records is already
+    /// committed, and `fail_closed` refuses requests, never the record of something done.
     pub async fn lifecycle(&self, rec: DecisionRecord) -> Result<(), LogError> {
-        let slot = self.reserve().await?;
+        let slot = match &self.writer {
+            None => Slot(None),
+            Some(_) => self
+                .lifecycle_slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map(|p| Slot(Some(p)))
+                .map_err(|_| LogError::Closed)?,
+        };
         self.commit_record(slot, rec).await
     }
 

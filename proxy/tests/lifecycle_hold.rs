@@ -296,3 +296,53 @@ async fn a_caller_that_hangs_up_while_its_hold_is_being_created_still_leaves_the
     assert_eq!(env.upstream.hits() - before, 1);
     env.running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_held_request_holding_the_last_log_slot_is_still_approved_and_every_event_logged() {
+    use jitgate_engine::log::RecordKind;
+    // One data-plane log slot, taken by the held request while it waits. The hold's creation and its approval are
+    // recorded all the same (they have room of their own), under either `on_full`.
+    for on_full in ["fail_closed", "wait"] {
+        let dir = tempfile::tempdir().unwrap();
+        let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
+            raw.hold.wait = "20s".into();
+            raw.log.queue_capacity = 1;
+            raw.log.on_full = on_full.into();
+        })
+        .await;
+        db_admin(&env).await;
+        let before = env.upstream.hits();
+        let held = held_delete(&env);
+        let id = pending_hold(&env).await;
+        assert_eq!(
+            env.running.proxy.log.queued(),
+            1,
+            "{on_full}: the hold has the slot"
+        );
+        let (s, v) = tokio::time::timeout(Duration::from_secs(10), env.approve("carol", &id))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("{on_full}: the approval waited for the held request's slot")
+            });
+        assert_eq!(s, 200, "{on_full}: {v}");
+        let r = tokio::time::timeout(Duration::from_secs(10), held)
+            .await
+            .unwrap_or_else(|_| panic!("{on_full}: the held request was not released"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{on_full}");
+        assert_eq!(env.upstream.hits() - before, 1, "{on_full}");
+        for event in ["lifecycle.held", "lifecycle.approved"] {
+            wait_for_record(&env, event, |r| {
+                r.kind == RecordKind::Lifecycle
+                    && r.action == event
+                    && r.request_id.as_deref() == Some(id.as_str())
+            })
+            .await;
+        }
+        delete_record(&env).await;
+        env.running.shutdown().await;
+        let report = jitgate_engine::log::verify_store(&dir.path().join("decisions.db")).unwrap();
+        assert!(report.ok, "{on_full}: {report:?}");
+    }
+}

@@ -150,7 +150,10 @@ prefix = "Key "
     );
     assert_eq!(config.hold.wait, std::time::Duration::from_secs(1));
     assert_eq!(config.hold.max_body_bytes, 4096);
-    assert_eq!(config.hold.approval_ttl, std::time::Duration::from_secs(600));
+    assert_eq!(
+        config.hold.approval_ttl,
+        std::time::Duration::from_secs(600)
+    );
     let tls = config.tls.unwrap();
     assert!(tls.require_client_cert);
     assert_eq!(tls.workload_groups["spiffe://x/ci"], vec!["ci"]);
