@@ -250,6 +250,10 @@ impl Action {
 pub struct Lifecycle {
     authorizer: Arc<Authorizer>,
     store: Arc<SqliteStore>,
+    /// Held by each verdict from its read of the request to its last write, and by each move to `expired`: a
+    /// verdict's steps (its approval row, the state change, the grant) are separate store writes, and two approvers
+    /// at once must not both record an approval and then find the request decided by the other.
+    verdicts: Arc<parking_lot::Mutex<()>>,
 }
 
 /// The resource attributes of an access request, as the control-plane policies see them.
@@ -267,7 +271,11 @@ pub fn request_attrs(r: &AccessRequest) -> serde_json::Map<String, serde_json::V
 impl Lifecycle {
     /// A lifecycle over `authorizer`, whose store must be `store`.
     pub fn new(authorizer: Arc<Authorizer>, store: Arc<SqliteStore>) -> Self {
-        Self { authorizer, store }
+        Self {
+            authorizer,
+            store,
+            verdicts: Arc::default(),
+        }
     }
 
     /// The authorizer.
@@ -618,12 +626,16 @@ impl Lifecycle {
         if r.state != RequestState::Pending || now < r.expires_at {
             return Ok((r, None));
         }
-        if self.store.transition_access_request(
-            &r.id,
-            RequestState::Pending,
-            RequestState::Expired,
-            now,
-        )? {
+        let moved = {
+            let _verdicts = self.verdicts.lock();
+            self.store.transition_access_request(
+                &r.id,
+                RequestState::Pending,
+                RequestState::Expired,
+                now,
+            )?
+        };
+        if moved {
             r.state = RequestState::Expired;
             r.decided_at = Some(now);
             let ev = Event {
@@ -708,8 +720,9 @@ impl Lifecycle {
     /// policy lets them decide, so that ids cannot be probed.
     ///
     /// Order: policy (403), state (409: not pending, pending TTL passed), one verdict per approver (409), then a
-    /// deny ends the request; the N-th distinct approval creates the grant. The state change is a compare-and-set,
-    /// so two deciders racing cannot both win.
+    /// deny ends the request; the N-th distinct approval creates the grant. Verdicts run one at a time (and never
+    /// beside a move to `expired`), so two approvers at once are both counted, one after the other; the state
+    /// change is also a compare-and-set in the store.
     ///
     /// A pending request past its pending TTL is refused (409) but not moved to `expired` here, since a refusal
     /// carries no events: call [`Lifecycle::expire_if_due`] first and log its event.
@@ -721,6 +734,7 @@ impl Lifecycle {
         verdict: Verdict,
         comment: &str,
     ) -> Result<RequestView, LifecycleError> {
+        let _verdicts = self.verdicts.lock();
         let bundle = self.authorizer.bundle();
         let action = match verdict {
             Verdict::Approve => Action::Approve,

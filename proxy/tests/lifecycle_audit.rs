@@ -615,3 +615,41 @@ async fn shutdown_waits_for_an_admin_call_in_progress_and_logs_its_change() {
         "the approval's record was flushed before shutdown returned"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_approvers_at_once_are_both_counted_and_each_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
+    // db-admin needs two distinct approvers; carol and erin approve at the same moment, sixteen times.
+    for trial in 0..16 {
+        let v = env
+            .request(
+                "alice",
+                "db-admin",
+                r#"Service::"billing""#,
+                "30m",
+                &format!("cleanup {trial}"),
+            )
+            .await;
+        let id = v["request"]["id"].as_str().unwrap().to_string();
+        let (carol, erin) = tokio::join!(env.approve("carol", &id), env.approve("erin", &id));
+        assert_eq!(
+            (carol.0, erin.0),
+            (200, 200),
+            "trial {trial}: {carol:?} {erin:?}"
+        );
+        let (_, shown) = env.get("alice", &format!("/v1/requests/{id}")).await;
+        assert_eq!(shown["request"]["state"], "approved", "{shown}");
+        let mut approvers: Vec<&str> = shown["grant"]["approvers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        approvers.sort();
+        assert_eq!(approvers, ["User::\"carol\"", "User::\"erin\""], "{shown}");
+        assert_eq!(lifecycle_records(&env, &id, "approval_recorded").await, 1);
+        assert_eq!(lifecycle_records(&env, &id, "approved").await, 1);
+    }
+    env.running.shutdown().await;
+}
