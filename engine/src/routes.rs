@@ -326,12 +326,15 @@ impl RouteTable {
     /// Finds the most specific route for a request. `path` is the normalized path (no query).
     pub fn find(&self, method: &str, host: Option<&str>, path: &str) -> Option<RouteMatch<'_>> {
         let rel = path.strip_prefix('/')?;
-        let host = host.map(|h| h.split(':').next().unwrap_or(h));
+        // Without its port: `example.com:8443` -> `example.com`, `[::1]:8080` -> `[::1]`.
+        let host = host.map(|h| match h.find(']') {
+            Some(end) if h.starts_with('[') => &h[..=end],
+            _ => h.split(':').next().unwrap_or(h),
+        });
         'routes: for route in &self.routes {
-            if let Some(m) = &route.method {
-                if !m.eq_ignore_ascii_case(method) {
-                    continue;
-                }
+            // Methods are case-sensitive (RFC 9110): `get` is not `GET`, and the upstream would get `get`.
+            if route.method.as_deref().is_some_and(|m| m != method) {
+                continue;
             }
             if let Some(h) = &route.host {
                 if !host.is_some_and(|x| x.eq_ignore_ascii_case(h)) {
@@ -489,8 +492,9 @@ parents = ['Bucket::"main"', 'Service::"files"']
         let f = t.find("PUT", None, "/files/a/b%20c").unwrap();
         assert_eq!(f.resource.entity.id, "a/b c");
         assert_eq!(f.resource.parents.len(), 2);
-        // no match: wrong method, extra segment, missing segment, trailing slash
+        // no match: wrong method (methods are case-sensitive), extra segment, missing segment, trailing slash
         assert!(t.find("POST", None, "/databases/x").is_none());
+        assert!(t.find("get", None, "/databases/x").is_none());
         assert!(t.find("GET", None, "/databases/x/y").is_none());
         assert!(t.find("GET", None, "/databases").is_none());
         assert!(t.find("GET", None, "/databases/").is_none());
@@ -560,6 +564,10 @@ parents = ['Bucket::"main"', 'Service::"files"']
             assert!(e.to_string().contains("field `host`"), "{host}: {e}");
         }
         let ok = "[[routes]]\nmethod = \"GET\"\npath = \"/a\"\nhost = \"[::1]\"\nservice = \"s\"\naction = \"a\"\n";
-        assert!(table(ok).is_ok());
+        let t = table(ok).unwrap();
+        // An IPv6 host matches with or without its port.
+        assert!(t.find("GET", Some("[::1]:8080"), "/a").is_some());
+        assert!(t.find("GET", Some("[::1]"), "/a").is_some());
+        assert!(t.find("GET", Some("[::2]:8080"), "/a").is_none());
     }
 }

@@ -68,6 +68,8 @@ pub struct ForwardCtx<'a> {
     pub tls: bool,
     /// Headers jitgate sets for the upstream.
     pub identity_headers: &'a [(&'static str, String)],
+    /// The request's host as routed and decided on (see `pipeline::request_host`), sent as `X-Forwarded-Host`.
+    pub host: Option<&'a str>,
     /// Body limit in bytes.
     pub max_body: u64,
 }
@@ -100,16 +102,11 @@ pub async fn forward(
     )
     .parse()
     .map_err(|e| Refusal::Internal(format!("upstream uri: {e}")))?;
-    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     let h = &mut parts.headers;
     strip_hop_by_hop(h);
+    strip_forwarding(h);
     // The caller's token is for jitgate, not for the upstream; identity comes from our own headers only.
     h.remove(header::AUTHORIZATION);
     h.remove(APPROVAL_HEADER);
@@ -117,14 +114,19 @@ pub async fn forward(
         h.remove(name);
     }
     for (name, value) in ctx.identity_headers {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(*name, v);
-        }
+        // An identity the upstream cannot be told is not forwarded without it (fail closed).
+        let v = HeaderValue::from_str(value).map_err(|_| {
+            Refusal::Internal(format!(
+                "identity header {name}: {value:?} is not valid header text"
+            ))
+        })?;
+        h.insert(*name, v);
     }
     if let Ok(v) = HeaderValue::from_str(&authority) {
         h.insert(header::HOST, v);
     }
-    if let Some(host) = original_host {
+    // The host that was routed and decided on, never the client's own claim.
+    if let Some(host) = ctx.host.and_then(|x| HeaderValue::from_str(x).ok()) {
         h.insert("x-forwarded-host", host);
     }
     if let Ok(v) = HeaderValue::from_str(&ctx.client_ip.to_string()) {
@@ -158,17 +160,41 @@ pub async fn forward(
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
+    for n in connection_nominated(h) {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+}
+
+/// The headers the client's `Connection` header nominates as hop-by-hop: they never reach the upstream.
+pub fn connection_nominated(h: &HeaderMap) -> Vec<HeaderName> {
+    h.get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// Whether `name` never reaches the upstream as the client sent it: hop-by-hop, or nominated by `Connection`.
+pub fn is_hop_by_hop(h: &HeaderMap, name: &HeaderName) -> bool {
+    HOP_BY_HOP.iter().any(|n| name == *n) || connection_nominated(h).contains(name)
+}
+
+/// Removes what a client may claim about the way its request came: `Forwarded`, every `X-Forwarded-*` and
+/// `X-Real-IP`. jitgate sets its own `X-Forwarded-For`, `-Proto` and `-Host` afterwards.
+fn strip_forwarding(h: &mut HeaderMap) {
+    let claimed: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| {
+            let n = n.as_str();
+            n == "forwarded" || n == "x-real-ip" || n.starts_with("x-forwarded-")
+        })
+        .cloned()
         .collect();
-    for n in listed {
-        h.remove(n);
-    }
-    for n in HOP_BY_HOP {
+    for n in claimed {
         h.remove(n);
     }
 }

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderMap, HeaderValue, Request, Response, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
 use hyper::body::Incoming;
 use jitgate_engine::{AuthzRequest, Bundle, Context, Decision, Effect, EntityRef, Principal};
 use tracing::Instrument;
@@ -56,6 +56,8 @@ struct Trace {
     error: Option<String>,
     /// The access request a hold created (recorded in the context as `approval_id`).
     approval_id: Option<String>,
+    /// Why a trusted proxy's `X-Forwarded-For` could not be read (the request is then refused with 400).
+    bad_forwarded_for: Option<String>,
 }
 
 impl Proxy {
@@ -68,10 +70,14 @@ impl Proxy {
         let decision_id = uuid::Uuid::now_v7().to_string();
         let span = tracing::info_span!("request", decision_id = %decision_id, method = %req.method(), peer = %conn.peer);
         async move {
+            let (client, bad_forwarded_for) = match client_ip(&self, &req, conn.peer.ip()) {
+                Ok(ip) => (ip, None),
+                Err(why) => (conn.peer.ip(), Some(why)),
+            };
             let trace = Trace {
                 decision_id,
                 started: Instant::now(),
-                client: client_ip(&self, &req, conn.peer.ip()),
+                client,
                 method: req.method().to_string(),
                 path: req.uri().path().to_string(),
                 principal: None,
@@ -81,6 +87,7 @@ impl Proxy {
                 decision: None,
                 error: None,
                 approval_id: None,
+                bad_forwarded_for,
             };
             self.metrics.requests_total.inc();
             // A log slot is reserved before anything reaches an upstream: with `on_full = fail_closed` a full queue
@@ -123,6 +130,8 @@ impl Proxy {
                         && matches!(
                             refusal,
                             Refusal::Internal(_)
+                                | Refusal::BadRequest(_)
+                                | Refusal::MethodNotAllowed(_)
                                 | Refusal::UpstreamUnavailable(_)
                                 | Refusal::UpstreamTimeout
                         )
@@ -144,21 +153,40 @@ impl Proxy {
         conn: &ConnInfo,
         trace: &mut Trace,
     ) -> Result<Response<ProxyBody>, Refusal> {
-        // admit: body limit by declared length, then the one normalization.
+        // admit: methods never forwarded, the body limit by declared length, the one normalization, the one host.
+        if req.method() == Method::CONNECT || req.method() == Method::TRACE {
+            return Err(Refusal::MethodNotAllowed(format!(
+                "{} is never forwarded",
+                req.method()
+            )));
+        }
+        if let Some(why) = trace.bad_forwarded_for.take() {
+            trace.error = Some(why.clone());
+            return Err(Refusal::BadRequest(why));
+        }
         if content_length(req.headers()).is_some_and(|n| n > self.config.max_body_bytes) {
             return Err(Refusal::BodyTooLarge);
         }
         let path = normalize_path(req.uri().path(), self.config.trailing_slash)
             .map_err(|e| Refusal::BadPath(e.to_string()))?;
         trace.path = path.clone();
+        let host = request_host(&req).map_err(Refusal::BadRequest)?;
         let bundle: Arc<Bundle> = self.authorizer.bundle();
         let now = self.authorizer.clock().now();
 
         // authenticate: a bearer token, else a client certificate; none is fine only for public routes.
-        let auth_header = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
+        let auth_header = match req.headers().get(header::AUTHORIZATION) {
+            None => None,
+            Some(v) => Some(v.to_str().map_err(|_| {
+                self.metrics.auth_failures.inc();
+                trace.error =
+                    Some("authentication failed: the Authorization header is not text".into());
+                Refusal::Unauthenticated {
+                    message: "the Authorization header is not readable text".into(),
+                    challenge: "Bearer realm=\"jitgate\", error=\"invalid_request\"".into(),
+                }
+            })?),
+        };
         let identity: Option<Identity> = match (auth_header, &conn.client_cert) {
             (Some(h), _) => match self.auth.authenticate(Some(h), now).await {
                 Ok(id) => Some(id),
@@ -192,12 +220,6 @@ impl Proxy {
         }
 
         // map: route table -> action and resource; unmatched is denied (401 first if there is no identity).
-        let host = req.uri().host().map(str::to_string).or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        });
         let Some(route) = bundle
             .routes
             .find(req.method().as_str(), host.as_deref(), &path)
@@ -226,12 +248,8 @@ impl Proxy {
         context.query = Some(query.clone());
         context.claims = identity.claims.clone();
         for name in &self.config.context_headers {
-            if let Some(v) = req
-                .headers()
-                .get(name.as_str())
-                .and_then(|v| v.to_str().ok())
-            {
-                context.headers.insert(name.clone(), v.to_string());
+            if let Some(v) = context_header(req.headers(), name).map_err(Refusal::BadRequest)? {
+                context.headers.insert(name.clone(), v);
             }
         }
         trace.context = context_summary(&context);
@@ -305,6 +323,7 @@ impl Proxy {
             client_ip: trace.client,
             tls: conn.tls,
             identity_headers: &identity_headers,
+            host: host.as_deref(),
             max_body: self.config.max_body_bytes,
         };
         // Observed on drop: also when the whole-request timeout (or a caller hanging up) drops the call mid-way.
@@ -509,25 +528,106 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
 }
 
 /// The client address: the peer, unless the peer is a trusted proxy, in which case the right-most address in
-/// `X-Forwarded-For` that is not itself a trusted proxy.
-fn client_ip(proxy: &Proxy, req: &Request<Incoming>, peer: IpAddr) -> IpAddr {
+/// `X-Forwarded-For` that is not itself a trusted proxy. Entries are read from the right (the hops jitgate trusts)
+/// and may be `ip`, `ip:port` or `[ipv6]:port`; a trusted proxy's header that is not text, or whose walk meets an
+/// entry that is not an address, is an error (the request is refused), never a fallback to the proxy's own address.
+fn client_ip(proxy: &Proxy, req: &Request<Incoming>, peer: IpAddr) -> Result<IpAddr, String> {
     let trusted = |ip: &IpAddr| proxy.config.trusted_proxies.iter().any(|n| n.contains(ip));
     if !trusted(&peer) {
-        return peer;
+        return Ok(peer);
     }
-    let chain: Vec<IpAddr> = req
-        .headers()
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    chain
-        .into_iter()
-        .rev()
-        .find(|ip| !trusted(ip))
-        .unwrap_or(peer)
+    let mut entries = Vec::new();
+    for v in req.headers().get_all("x-forwarded-for") {
+        let v = v.to_str().map_err(|_| {
+            format!("X-Forwarded-For from trusted proxy {peer} is not readable text")
+        })?;
+        entries.extend(v.split(','));
+    }
+    for entry in entries.into_iter().rev() {
+        let ip = forwarded_for_entry(entry).ok_or_else(|| {
+            format!(
+                "X-Forwarded-For from trusted proxy {peer}: `{}` is not an address",
+                entry.trim()
+            )
+        })?;
+        if !trusted(&ip) {
+            return Ok(ip);
+        }
+    }
+    Ok(peer)
+}
+
+/// One `X-Forwarded-For` entry: `ip`, `ip:port`, `[ipv6]` or `[ipv6]:port`.
+fn forwarded_for_entry(entry: &str) -> Option<IpAddr> {
+    let e = entry.trim();
+    e.parse::<IpAddr>()
+        .ok()
+        .or_else(|| e.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            e.strip_prefix('[')
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|v| v.parse::<std::net::Ipv6Addr>().ok())
+                .map(IpAddr::V6)
+        })
+}
+
+/// The request's host, as routing, the policies (`context.host`) and the upstream (`X-Forwarded-Host`) all see it:
+/// the target's authority (absolute-form, HTTP/2 `:authority`) or else the `Host` header, lowercased, without port
+/// or trailing dot. Two `Host` headers, an unreadable one, or an authority and a `Host` naming different hosts are
+/// refused: jitgate decides on one host only.
+fn request_host(req: &Request<Incoming>) -> Result<Option<String>, String> {
+    let mut headers = req.headers().get_all(header::HOST).iter();
+    let header = match (headers.next(), headers.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => return Err("the request has more than one Host header".into()),
+        (Some(v), None) => Some(
+            v.to_str()
+                .map_err(|_| "the Host header is not readable text".to_string())?,
+        ),
+    };
+    let authority = req.uri().authority().map(|a| canonical_host(a.as_str()));
+    let header = header.map(canonical_host);
+    match (authority, header) {
+        (Some(a), Some(h)) if a != h => Err(format!(
+            "the request's target names host `{a}` and its Host header `{h}`"
+        )),
+        (Some(a), _) => Ok(Some(a)),
+        (None, h) => Ok(h),
+    }
+}
+
+/// `Example.COM.:8443` -> `example.com`; `[::1]:8080` -> `[::1]`.
+fn canonical_host(h: &str) -> String {
+    let h = h.rsplit_once('@').map_or(h, |(_, host)| host);
+    let host = if h.starts_with('[') {
+        h.find(']').map_or(h, |end| &h[..=end])
+    } else {
+        h.split(':').next().unwrap_or(h)
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// A configured context header's value, as the upstream will get it: absent when the client sent none or made it
+/// hop-by-hop (it is then never forwarded); refused when it is sent twice or is not text, since the policies decide
+/// on one value.
+fn context_header(h: &HeaderMap, name: &str) -> Result<Option<String>, String> {
+    let Ok(header_name) = http::HeaderName::from_bytes(name.as_bytes()) else {
+        return Ok(None);
+    };
+    if forward::is_hop_by_hop(h, &header_name) {
+        return Ok(None);
+    }
+    let mut values = h.get_all(&header_name).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(_), Some(_)) => Err(format!(
+            "header `{name}` appears more than once; the policies decide on one value"
+        )),
+        (Some(v), None) => v
+            .to_str()
+            .map(|v| Some(v.to_string()))
+            .map_err(|_| format!("header `{name}` is not readable text")),
+    }
 }
 
 /// The context fields that matter for the record (claims are summarized by the redaction settings of the log).

@@ -34,6 +34,13 @@ pub enum Refusal {
     /// The path was refused by normalization.
     #[error("bad path: {0}")]
     BadPath(String),
+    /// A request jitgate will not decide on: conflicting hosts, an unreadable credential or forwarding header, a
+    /// context header sent twice. The message says which.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// A method jitgate never forwards (`CONNECT`, `TRACE`).
+    #[error("method not allowed: {0}")]
+    MethodNotAllowed(String),
     /// The body is over the limit.
     #[error("body too large")]
     BodyTooLarge,
@@ -66,7 +73,8 @@ impl Refusal {
             Refusal::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Refusal::Denied { .. } => StatusCode::FORBIDDEN,
             Refusal::Unmatched => StatusCode::NOT_FOUND,
-            Refusal::BadPath(_) => StatusCode::BAD_REQUEST,
+            Refusal::BadPath(_) | Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Refusal::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::Held { .. } => StatusCode::ACCEPTED,
             Refusal::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
@@ -83,6 +91,8 @@ impl Refusal {
             Refusal::Denied { .. } => "denied",
             Refusal::Unmatched => "no_route",
             Refusal::BadPath(_) => "bad_path",
+            Refusal::BadRequest(_) => "bad_request",
+            Refusal::MethodNotAllowed(_) => "method_not_allowed",
             Refusal::BodyTooLarge => "body_too_large",
             Refusal::Held { .. } => "approval_required",
             Refusal::UpstreamUnavailable(_) => "upstream_unavailable",
@@ -98,7 +108,9 @@ impl Refusal {
             Refusal::Unauthenticated { message, .. } => message.clone(),
             Refusal::Denied { reason } => reason.clone(),
             Refusal::Unmatched => "no route matches this request".into(),
-            Refusal::BadPath(m) => m.clone(),
+            Refusal::BadPath(m) | Refusal::BadRequest(m) | Refusal::MethodNotAllowed(m) => {
+                m.clone()
+            }
             Refusal::BodyTooLarge => "request body is larger than allowed".into(),
             Refusal::Held { message, .. } => message.clone(),
             Refusal::UpstreamUnavailable(_) => "the upstream service is unavailable".into(),

@@ -742,3 +742,187 @@ async fn a_caller_that_hangs_up_mid_request_still_gets_its_decision_recorded() {
         "{rec:?}"
     );
 }
+
+#[tokio::test]
+async fn requests_jitgate_cannot_decide_on_one_reading_are_refused_and_forwarding_claims_never_pass()
+ {
+    use http::{HeaderValue, Method};
+    let h = Harness::start_with(|raw, _| {
+        raw.server.trusted_proxies = vec!["127.0.0.1/32".into()];
+        raw.server.context_headers = vec!["x-tenant".into()];
+    })
+    .await;
+    let token = h.token("alice", &["engineering"]);
+    let base = h.upstream.hits();
+    let get = |target: &str| {
+        Request::builder()
+            .method(Method::GET)
+            .uri(target)
+            .header("authorization", format!("Bearer {token}"))
+    };
+    let send = |b: http::request::Builder| raw(h.addr, b.body(full_body(Bytes::new())).unwrap());
+    let refused = |r: &Reply, status: u16, code: &str, why: &str| {
+        assert_eq!(r.status.as_u16(), status, "{why}: {:?}", r.json);
+        assert_eq!(r.json["error"], code, "{why}");
+        let rec = h.record(&r.decision_id());
+        assert_eq!(rec.status, Some(status), "{why}");
+        assert!(!rec.errors.is_empty(), "{why}: the record says why");
+    };
+
+    // One host: a target naming one host and a Host header naming another is refused.
+    let r = send(get("http://public.example/payments/p1").header("host", "admin.example")).await;
+    refused(&r, 400, "bad_request", "authority and Host disagree");
+    let r = send(
+        get("/payments/p1")
+            .header("host", "a.example")
+            .header("host", "b.example"),
+    )
+    .await;
+    refused(&r, 400, "bad_request", "two Host headers");
+    // The host decided on (lowercased, no port or trailing dot) is the X-Forwarded-Host the upstream gets; what the
+    // client claimed about forwarding never passes.
+    let r = send(
+        get("/payments/p1")
+            .header("host", "API.Example.:8443")
+            .header("x-forwarded-host", "admin.internal")
+            .header("forwarded", "for=10.0.0.1;host=admin.internal")
+            .header("x-forwarded-port", "1")
+            .header("x-real-ip", "10.0.0.1"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+    let up = &r.json["headers"];
+    assert_eq!(up["x-forwarded-host"], "api.example");
+    for claimed in ["forwarded", "x-forwarded-port", "x-real-ip"] {
+        assert!(
+            up.get(claimed).is_none(),
+            "{claimed} reached the upstream: {up}"
+        );
+    }
+    assert_eq!(
+        h.record(&r.upstream_decision_id()).context["host"],
+        "api.example"
+    );
+
+    // X-Forwarded-For from the trusted peer, read from the right: `ip:port` and `[v6]:port` are addresses.
+    for (xff, client) in [
+        ("198.51.100.1, 203.0.113.7:5555", "203.0.113.7"),
+        ("198.51.100.1, [2001:db8::7]:443", "2001:db8::7"),
+        ("198.51.100.1, 127.0.0.1", "198.51.100.1"),
+    ] {
+        let r = send(
+            get("/payments/p1")
+                .header("host", "h")
+                .header("x-forwarded-for", xff),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{xff}: {:?}", r.json);
+        assert_eq!(r.json["headers"]["x-forwarded-for"], client, "{xff}");
+        let rec = h.record(&r.upstream_decision_id());
+        assert_eq!(rec.context["source_ip"], client, "{xff}");
+    }
+    // An entry that is not an address, or a header that is not text: refused, never the proxy's own address.
+    let r = send(
+        get("/payments/p1")
+            .header("host", "h")
+            .header("x-forwarded-for", "198.51.100.1, 203.0.113.7:5555:1"),
+    )
+    .await;
+    refused(
+        &r,
+        400,
+        "bad_request",
+        "an XFF entry that is not an address",
+    );
+    let r = send(get("/payments/p1").header("host", "h").header(
+        "x-forwarded-for",
+        HeaderValue::from_bytes(b"\xff, 203.0.113.7").unwrap(),
+    ))
+    .await;
+    refused(&r, 400, "bad_request", "an XFF header that is not text");
+
+    // TRACE is never forwarded; a lower-case method is not GET and matches no route.
+    let r = send(
+        Request::builder()
+            .method(Method::TRACE)
+            .uri("/payments/p1")
+            .header("host", "h")
+            .header("authorization", format!("Bearer {token}")),
+    )
+    .await;
+    refused(&r, 405, "method_not_allowed", "TRACE");
+    let r = send(
+        Request::builder()
+            .method(Method::from_bytes(b"get").unwrap())
+            .uri("/payments/p1")
+            .header("host", "h")
+            .header("authorization", format!("Bearer {token}")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.json);
+
+    // A context header: sent twice is refused; made hop-by-hop, the policies see none, as the upstream gets none.
+    let r = send(
+        get("/payments/p1")
+            .header("host", "h")
+            .header("x-tenant", "acme")
+            .header("x-tenant", "globex"),
+    )
+    .await;
+    refused(&r, 400, "bad_request", "a context header twice");
+    let r = send(
+        get("/payments/p1")
+            .header("host", "h")
+            .header("connection", "x-tenant")
+            .header("x-tenant", "acme"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+    assert!(r.json["headers"].get("x-tenant").is_none());
+    let rec = h.record(&r.upstream_decision_id());
+    assert!(
+        rec.context["headers"].get("x-tenant").is_none(),
+        "{:?}",
+        rec.context
+    );
+
+    // An Authorization header that is not text is a 401, not an anonymous request.
+    let r = send(
+        Request::builder()
+            .method(Method::GET)
+            .uri("/payments/p1")
+            .header("host", "h")
+            .header(
+                "authorization",
+                HeaderValue::from_bytes(b"Bearer \xff").unwrap(),
+            ),
+    )
+    .await;
+    refused(
+        &r,
+        401,
+        "unauthenticated",
+        "an unreadable Authorization header",
+    );
+
+    // A principal the upstream cannot be told (a control character in `sub`) is not forwarded without it.
+    let eve = h.token("eve\u{7f}", &["engineering"]);
+    let r = send(
+        Request::builder()
+            .method(Method::GET)
+            .uri("/payments/p1")
+            .header("host", "h")
+            .header("authorization", format!("Bearer {eve}")),
+    )
+    .await;
+    refused(
+        &r,
+        500,
+        "internal",
+        "an identity header that cannot be sent",
+    );
+
+    // Forwarded: the host check, three XFF forms and the hop-by-hop context header (5 requests); the rest never.
+    assert_eq!(h.upstream.hits() - base, 5);
+    h.assert_log(14);
+}
