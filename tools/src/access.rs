@@ -118,6 +118,35 @@ pub enum AccessCommand {
     },
 }
 
+/// `id` as one path segment of an admin API URL, or an error: an id pasted from a ticket must not be able to name
+/// another endpoint (`../grants/<id>/drop?`).
+fn id_segment<'a>(what: &str, id: &'a str) -> anyhow::Result<&'a str> {
+    let ok = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    anyhow::ensure!(
+        ok,
+        "`{id}` is not a {what} id (letters, digits, `-`, `_`, `.` and `:` only)"
+    );
+    Ok(id)
+}
+
+/// `v` percent-encoded for a query string: only letters, digits and `-._~` stay as they are.
+fn query_value(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// A prepared call: connection, method, path, JSON body, and how to print the answer.
 type Call = (
     Conn,
@@ -152,28 +181,28 @@ pub fn run(cmd: AccessCommand) -> anyhow::Result<ExitCode> {
         C::Approve { id, comment, conn } => (
             conn,
             "POST",
-            format!("/v1/requests/{id}/approve"),
+            format!("/v1/requests/{}/approve", id_segment("request", &id)?),
             Some(json!({"comment": comment})),
             show_request,
         ),
         C::Deny { id, comment, conn } => (
             conn,
             "POST",
-            format!("/v1/requests/{id}/deny"),
+            format!("/v1/requests/{}/deny", id_segment("request", &id)?),
             Some(json!({"comment": comment})),
             show_request,
         ),
         C::Revoke { id, comment, conn } => (
             conn,
             "POST",
-            format!("/v1/grants/{id}/revoke"),
+            format!("/v1/grants/{}/revoke", id_segment("grant", &id)?),
             Some(json!({"comment": comment})),
             show_ended,
         ),
         C::Drop { id, conn } => (
             conn,
             "POST",
-            format!("/v1/grants/{id}/drop"),
+            format!("/v1/grants/{}/drop", id_segment("grant", &id)?),
             Some(json!({})),
             show_ended,
         ),
@@ -185,10 +214,10 @@ pub fn run(cmd: AccessCommand) -> anyhow::Result<ExitCode> {
         } => {
             let mut q = vec![format!("all={all}")];
             if let Some(s) = state {
-                q.push(format!("state={s}"));
+                q.push(format!("state={}", query_value(&s)));
             }
             if let Some(r) = role {
-                q.push(format!("role={r}"));
+                q.push(format!("role={}", query_value(&r)));
             }
             (
                 conn,
@@ -208,7 +237,7 @@ pub fn run(cmd: AccessCommand) -> anyhow::Result<ExitCode> {
         C::Token { grant, ttl, conn } => (
             conn,
             "POST",
-            format!("/v1/grants/{grant}/token"),
+            format!("/v1/grants/{}/token", id_segment("grant", &grant)?),
             Some(json!({"ttl": ttl})),
             show_token,
         ),
@@ -335,4 +364,14 @@ fn show_token(v: &Value) -> String {
         s(&v["grant_id"]),
         s(&v["expires_at_rfc3339"])
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_values_cannot_add_parameters() {
+        assert_eq!(super::query_value("db-admin"), "db-admin");
+        assert_eq!(super::query_value("x&all=true"), "x%26all%3Dtrue");
+        assert_eq!(super::query_value("a b/c?"), "a%20b%2Fc%3F");
+    }
 }

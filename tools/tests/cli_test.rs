@@ -681,3 +681,26 @@ fn the_cli_talks_to_an_https_admin_listener_it_trusts_with_admin_ca() {
         text(&missing_ca)
     );
 }
+
+#[test]
+fn ids_that_would_name_another_endpoint_are_refused_before_any_call() {
+    // Nothing listens on port 1: a call that went out would fail with "cannot reach", not with the id's error.
+    let conn = ["--admin", "http://127.0.0.1:1", "--token", "t"];
+    for (args, what) in [
+        (vec!["approve", "../grants/g1/drop?"], "request"),
+        (vec!["deny", ".."], "request"),
+        (vec!["revoke", "g1/../../requests/r1/approve"], "grant"),
+        (vec!["drop", "g1?x=1"], "grant"),
+        (vec!["token", "--grant", "g%2F1"], "grant"),
+    ] {
+        let mut all = args.clone();
+        all.extend_from_slice(&conn);
+        let o = jitgate(&all);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(
+            text(&o).contains(&format!("is not a {what} id")),
+            "{args:?}: {}",
+            text(&o)
+        );
+    }
+}
