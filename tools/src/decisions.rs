@@ -123,9 +123,13 @@ pub struct ExportArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
     format: ExportFormat,
-    /// Output file.
+    /// Output file. Its manifest is written beside it (`<file>.manifest.json`); both appear only once the export is
+    /// complete.
     #[arg(long)]
     out: PathBuf,
+    /// Replace an existing output file and manifest.
+    #[arg(long)]
+    force: bool,
 }
 
 /// `decisions verify`.
@@ -312,30 +316,41 @@ fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
         ExportFormat::Ocsf => Format::Ocsf,
     };
     let filter = filter_of(&a.filter)?;
-    let file = std::fs::File::create(&a.out)
-        .with_context(|| format!("cannot create {}", a.out.display()))?;
-    let mut out = std::io::BufWriter::new(file);
-    // On a terminal, a progress bar against the records that match now (the export's snapshot may hold a few
-    // more, committed in between: the bar then stops at 100%).
-    let total = if std::io::stderr().is_terminal() {
-        Some(log::count(&a.log.log, &filter)?)
-    } else {
-        None
+    log::check_export_target(&a.log.log, &a.out, a.force)?;
+    // Written under temporary names beside the targets and renamed once complete: a failed export leaves no
+    // half-written file, and never a file without its manifest.
+    let part = |p: &std::path::Path| {
+        let mut s = p.as_os_str().to_owned();
+        s.push(".partial");
+        PathBuf::from(s)
     };
-    let started = std::time::Instant::now();
-    let manifest = log::export(&a.log.log, &filter, format, &mut out, &mut |n| {
-        if let Some(total) = total {
-            eprint!("\r{}\x1b[K", progress_bar(n, total, started.elapsed()));
-        }
-    })?;
-    use std::io::Write as _;
-    out.flush()?;
-    if total.is_some() {
-        eprintln!();
-    }
     let mpath = log::manifest_path(&a.out);
-    std::fs::write(&mpath, serde_json::to_vec_pretty(&manifest)?)
-        .with_context(|| format!("cannot write {}", mpath.display()))?;
+    let (out_part, manifest_part) = (part(&a.out), part(&mpath));
+    let written = write_export(&a, &filter, format, &out_part, &manifest_part).and_then(|m| {
+        std::fs::rename(&out_part, &a.out).with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                out_part.display(),
+                a.out.display()
+            )
+        })?;
+        std::fs::rename(&manifest_part, &mpath).with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                manifest_part.display(),
+                mpath.display()
+            )
+        })?;
+        Ok(m)
+    });
+    let manifest = match written {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = std::fs::remove_file(&out_part);
+            let _ = std::fs::remove_file(&manifest_part);
+            return Err(e);
+        }
+    };
     println!(
         "exported {} records to {} (manifest {})",
         manifest.records,
@@ -343,6 +358,46 @@ fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
         mpath.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the export to `out` and its manifest to `manifest`, synced to disk.
+fn write_export(
+    a: &ExportArgs,
+    filter: &log::Filter,
+    format: Format,
+    out: &std::path::Path,
+    manifest_to: &std::path::Path,
+) -> anyhow::Result<log::ExportManifest> {
+    let file =
+        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut writer = std::io::BufWriter::new(file);
+    // On a terminal, a progress bar against the records that match now (the export's snapshot may hold a few
+    // more, committed in between: the bar then stops at 100%).
+    let total = if std::io::stderr().is_terminal() {
+        Some(log::count(&a.log.log, filter)?)
+    } else {
+        None
+    };
+    let started = std::time::Instant::now();
+    let manifest = log::export(&a.log.log, filter, format, &mut writer, &mut |n| {
+        if let Some(total) = total {
+            eprint!("\r{}\x1b[K", progress_bar(n, total, started.elapsed()));
+        }
+    })?;
+    use std::io::Write as _;
+    writer.flush()?;
+    writer
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?
+        .sync_all()?;
+    if total.is_some() {
+        eprintln!();
+    }
+    let mut text = serde_json::to_vec_pretty(&manifest)?;
+    text.push(b'\n');
+    std::fs::write(manifest_to, text)
+        .with_context(|| format!("cannot write {}", manifest_to.display()))?;
+    Ok(manifest)
 }
 
 /// One line of the export's progress bar: `[######----]  60%  1,200 / 2,000 records  1.5 s  ETA 1.0 s`.

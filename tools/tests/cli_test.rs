@@ -704,3 +704,74 @@ fn ids_that_would_name_another_endpoint_are_refused_before_any_call() {
         );
     }
 }
+
+#[test]
+fn export_never_writes_over_its_log_or_an_existing_file_and_leaves_nothing_half_written() {
+    use jitgate_engine::log::{DecisionRecord, LogOptions, LogWriter, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("decisions.db");
+    let w = LogWriter::start(&db, LogOptions::default()).unwrap();
+    for i in 0..3 {
+        let r = DecisionRecord::decision(
+            r#"User::"a""#,
+            r#"Action::"read""#,
+            format!(r#"Doc::"d{i}""#),
+            Outcome::Allow,
+        );
+        w.append(r).unwrap().wait().unwrap();
+    }
+    w.shutdown().unwrap();
+    let db_arg = db.to_str().unwrap();
+    let export = |out: &std::path::Path, extra: &[&str]| {
+        let mut args = vec!["decisions", "export", "--log", db_arg, "--out"];
+        args.push(out.to_str().unwrap());
+        args.extend_from_slice(extra);
+        jitgate(&args)
+    };
+    let intact = || {
+        let o = jitgate(&["decisions", "verify", "--log", db_arg]);
+        String::from_utf8_lossy(&o.stdout).starts_with("intact: 3 records")
+    };
+
+    // The log itself, or its WAL, even with --force (and through another spelling of the same path).
+    let dotted = dir.path().join(".").join("decisions.db");
+    for (out, extra) in [
+        (db.clone(), vec![]),
+        (dotted, vec!["--force"]),
+        (dir.path().join("decisions.db-wal"), vec!["--force"]),
+    ] {
+        let o = export(&out, &extra);
+        assert_eq!(o.status.code(), Some(2), "{}: {}", out.display(), text(&o));
+        assert!(
+            text(&o).contains("never writes over its source"),
+            "{}",
+            text(&o)
+        );
+        assert!(
+            intact(),
+            "the log is untouched after exporting to {}",
+            out.display()
+        );
+    }
+
+    // An existing file is replaced only with --force.
+    let out = dir.path().join("out.jsonl");
+    std::fs::write(&out, "keep me").unwrap();
+    let o = export(&out, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--force"), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "keep me");
+    let o = export(&out, &["--force"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 3);
+    let o = jitgate(&["decisions", "verify", "--export", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // A manifest that cannot be written: nothing is left, not the export and not a partial file.
+    let fresh = dir.path().join("fresh.jsonl");
+    std::fs::create_dir(dir.path().join("fresh.jsonl.manifest.json.partial")).unwrap();
+    let o = export(&fresh, &[]);
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!fresh.exists() && !dir.path().join("fresh.jsonl.partial").exists());
+    assert!(intact());
+}

@@ -595,6 +595,7 @@ pub fn export_to_file(
     format: Format,
     out_path: &Path,
 ) -> Result<ExportManifest, LogError> {
+    check_export_target(path, out_path, true)?;
     let mut file = File::create(out_path)
         .map_err(|e| LogError::Io(format!("cannot create {}: {e}", out_path.display())))?;
     let manifest = export(path, filter, format, &mut file, &mut |_| {})?;
@@ -607,6 +608,51 @@ pub fn export_to_file(
     mf.write_all(&text)?;
     mf.sync_all()?;
     Ok(manifest)
+}
+
+/// Refuses an export target that would destroy what it exports or something else: the log file itself or one of
+/// its SQLite side files (`-wal`, `-shm`, `-journal`), for the export or its manifest; and, unless `overwrite`, a
+/// file that exists.
+pub fn check_export_target(log: &Path, out: &Path, overwrite: bool) -> Result<(), LogError> {
+    let canonical = |p: &Path| -> Option<std::path::PathBuf> {
+        let parent = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Some(parent.canonicalize().ok()?.join(p.file_name()?))
+    };
+    let Some(log) = canonical(log) else {
+        return Ok(());
+    };
+    let side = |suffix: &str| {
+        let mut s = log.clone().into_os_string();
+        s.push(suffix);
+        std::path::PathBuf::from(s)
+    };
+    let protected = [log.clone(), side("-wal"), side("-shm"), side("-journal")];
+    for target in [out.to_path_buf(), manifest_path(out)] {
+        if canonical(&target).is_some_and(|t| protected.contains(&t)) {
+            return Err(LogError::Invalid {
+                what: "export".into(),
+                reason: format!(
+                    "{} is the decision log {} (or one of its files): an export never writes over its source",
+                    target.display(),
+                    log.display()
+                ),
+            });
+        }
+    }
+    if !overwrite {
+        for target in [out.to_path_buf(), manifest_path(out)] {
+            if target.exists() {
+                return Err(LogError::Invalid {
+                    what: "export".into(),
+                    reason: format!("{} exists (pass --force to replace it)", target.display()),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks an export file against its manifest: the SHA-256 and size of its bytes and, for JSON Lines, every

@@ -20,8 +20,8 @@ mod writer;
 use time::OffsetDateTime;
 
 pub use export::{
-    ExportManifest, Format, OCSF_VERSION, export, export_to_file, manifest_path, ocsf_event,
-    verify_export,
+    ExportManifest, Format, OCSF_VERSION, check_export_target, export, export_to_file,
+    manifest_path, ocsf_event, verify_export,
 };
 pub use prune::{PruneReport, prune};
 pub use record::{
