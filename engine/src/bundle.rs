@@ -309,6 +309,11 @@ fn validate_role(spec: &RoleSettings) -> Result<Role, String> {
     if max_duration <= 0 {
         return Err("max_duration: must be positive".into());
     }
+    if pending_ttl <= 0 {
+        return Err(
+            "pending_ttl: must be at least 1s (a request would expire as it is made)".into(),
+        );
+    }
     if spec.break_glass && !spec.reason_required {
         return Err("reason_required: a break-glass role must require a reason".into());
     }

@@ -77,16 +77,34 @@ pub fn parse_rfc3339(s: &str) -> Result<UnixTime, String> {
         .map_err(|e| format!("invalid RFC 3339 time `{s}`: {e}"))
 }
 
-/// Parses a duration such as `30m`, `1h`, `90s`, `2h30m` into seconds.
+/// The longest duration accepted anywhere: 100 years. Longer ones are surely typos, and every `now + d` on a Unix
+/// time stays far from overflow.
+pub const MAX_DURATION_SECS: i64 = 100 * 366 * 86_400;
+
+/// Parses a duration such as `30m`, `1h`, `90s`, `2h30m` into whole seconds (at most [`MAX_DURATION_SECS`]).
 pub fn parse_duration(s: &str) -> Result<i64, String> {
-    humantime::parse_duration(s.trim())
-        .map(|d| d.as_secs() as i64)
-        .map_err(|e| format!("invalid duration `{s}`: {e}"))
+    let d =
+        humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration `{s}`: {e}"))?;
+    i64::try_from(d.as_secs())
+        .ok()
+        .filter(|secs| *secs <= MAX_DURATION_SECS)
+        .ok_or_else(|| format!("duration `{s}` is too long (at most 100 years)"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_whole_seconds_up_to_a_hundred_years() {
+        assert_eq!(parse_duration("2h30m"), Ok(9000));
+        assert_eq!(parse_duration("500ms"), Ok(0));
+        assert!(parse_duration("36600d").is_ok());
+        for too_long in ["36601d", "10000000000000000000s", "9223372036854775808s"] {
+            let e = parse_duration(too_long).unwrap_err();
+            assert!(e.contains("too long"), "{too_long}: {e}");
+        }
+    }
 
     #[test]
     fn frozen_clock_moves_only_when_told() {

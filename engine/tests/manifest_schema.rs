@@ -296,6 +296,23 @@ fn bad_manifests_are_refused_by_both_the_loader_and_the_schema() {
             .to_string();
         assert!(err.contains(expected), "{text}\nthe loader said: {err}");
     }
+    // Values the schema cannot judge (it only knows a duration starts with a digit): the loader names the key.
+    for (text, expected) in [
+        (
+            role("pending_ttl = \"0s\"\n"),
+            "pending_ttl: must be at least 1s",
+        ),
+        (
+            role("max_duration = \"10000000000000000000s\"\n"),
+            "max_duration: duration `10000000000000000000s` is too long",
+        ),
+    ] {
+        let err = Bundle::load(cedar_bundle(&text, None).path())
+            .err()
+            .unwrap_or_else(|| panic!("the loader accepted:\n{text}"))
+            .to_string();
+        assert!(err.contains(expected), "{text}\nthe loader said: {err}");
+    }
     // Sanity: the base alone, with the route and with an empty role, is fine for both.
     for good in [head.to_string(), route(""), role("")] {
         assert_eq!(errors(&validator, &good), Vec::<String>::new(), "{good}");

@@ -743,12 +743,22 @@ async fn token(
     let ttl = match b.ttl.as_deref() {
         None => None,
         Some(t) => Some(
-            jitgate_engine::clock::parse_duration(t).map_err(|e| ApiError {
-                status: StatusCode::BAD_REQUEST,
-                code: "bad_request",
-                message: format!("ttl: {e}"),
-                field: Some("ttl".into()),
-            })?,
+            jitgate_engine::clock::parse_duration(t)
+                .and_then(|secs| {
+                    if secs >= 1 {
+                        Ok(secs)
+                    } else {
+                        Err(format!(
+                            "`{t}` is shorter than 1s; leave ttl out for the grant's own end"
+                        ))
+                    }
+                })
+                .map_err(|e| ApiError {
+                    status: StatusCode::BAD_REQUEST,
+                    code: "bad_request",
+                    message: format!("ttl: {e}"),
+                    field: Some("ttl".into()),
+                })?,
         ),
     };
     let lc = p.lifecycle.clone();
@@ -760,8 +770,8 @@ async fn token(
     .await?;
     let now = p.authorizer.clock().now();
     let expires_at = match ttl {
-        Some(t) if t > 0 => grant.expires_at.min(now.saturating_add(t)),
-        _ => grant.expires_at,
+        Some(t) => grant.expires_at.min(now.saturating_add(t)),
+        None => grant.expires_at,
     };
     let token = issuer
         .mint(

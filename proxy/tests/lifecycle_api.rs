@@ -509,6 +509,18 @@ async fn grant_bound_tokens_die_with_their_grant() {
         .post("bob", &format!("/v1/grants/{grant}/token"), json!({}))
         .await;
     assert_eq!(s, 403, "tokens only for the holder");
+    // A ttl under a second, or absurdly long, is refused rather than read as "until the grant ends".
+    for ttl in ["0s", "500ms", "10000000000000000000s"] {
+        let (s, e) = env
+            .post(
+                "alice",
+                &format!("/v1/grants/{grant}/token"),
+                json!({"ttl": ttl}),
+            )
+            .await;
+        assert_eq!(s, 400, "{ttl}: {e}");
+        assert_eq!(e["field"], "ttl", "{ttl}: {e}");
+    }
     let (s, t) = env
         .post(
             "alice",

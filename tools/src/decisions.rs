@@ -164,19 +164,32 @@ pub fn run(cmd: DecisionsCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// An RFC 3339 time, or a duration before now (`24h`, `7d`).
-fn parse_when(s: &str) -> anyhow::Result<OffsetDateTime> {
+pub(crate) fn parse_when(s: &str) -> anyhow::Result<OffsetDateTime> {
     if let Ok(t) = log::parse_time(s) {
         return Ok(t);
     }
     let d = humantime::parse_duration(s)
         .with_context(|| format!("`{s}` is neither an RFC 3339 time nor a duration"))?;
-    Ok(OffsetDateTime::now_utc() - d)
+    time::Duration::try_from(d)
+        .ok()
+        .and_then(|d| OffsetDateTime::now_utc().checked_sub(d))
+        .with_context(|| format!("`{s}` reaches back before any date jitgate can name"))
 }
 
 fn filter_of(f: &FilterArgs) -> anyhow::Result<Filter> {
+    let since = f.since.as_deref().map(parse_when).transpose()?;
+    let until = f.until.as_deref().map(parse_when).transpose()?;
+    if let (Some(s), Some(u)) = (since, until) {
+        anyhow::ensure!(
+            s < u,
+            "--since {} is not before --until {}: the range holds no time",
+            f.since.as_deref().unwrap_or_default(),
+            f.until.as_deref().unwrap_or_default()
+        );
+    }
     Ok(Filter {
-        since: f.since.as_deref().map(parse_when).transpose()?,
-        until: f.until.as_deref().map(parse_when).transpose()?,
+        since,
+        until,
         principal: f.principal.clone(),
         action: f.action.clone(),
         resource: f.resource.clone(),
@@ -485,6 +498,11 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
 fn prune(a: PruneArgs) -> anyhow::Result<ExitCode> {
     require_log(&a.log.log)?;
     let before = parse_when(&a.before)?;
+    anyhow::ensure!(
+        before <= OffsetDateTime::now_utc(),
+        "--before {} is in the future: it would prune records not yet written",
+        a.before
+    );
     let r = log::prune(&a.log.log, before)?;
     println!("{}", serde_json::to_string(&r)?);
     Ok(ExitCode::SUCCESS)

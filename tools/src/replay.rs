@@ -23,6 +23,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use crate::decisions::parse_when;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -139,9 +141,19 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let grants = Grants::open(&args)?;
+    let since = parse_when(&args.since)?;
+    let until = args.until.as_deref().map(parse_when).transpose()?;
+    if let Some(u) = until {
+        anyhow::ensure!(
+            since < u,
+            "--since {} is not before --until {}: nothing would be replayed",
+            args.since,
+            args.until.as_deref().unwrap_or_default()
+        );
+    }
     let filter = Filter {
-        since: Some(parse_when(&args.since)?),
-        until: args.until.as_deref().map(parse_when).transpose()?,
+        since: Some(since),
+        until,
         kind: Some(RecordKind::Decision),
         ..Filter::default()
     };
@@ -350,16 +362,6 @@ impl Grants {
         }
         out
     }
-}
-
-/// An RFC 3339 time, or a duration before now (`24h`, `7d`).
-fn parse_when(s: &str) -> anyhow::Result<OffsetDateTime> {
-    if let Ok(t) = log::parse_time(s) {
-        return Ok(t);
-    }
-    let d = humantime::parse_duration(s)
-        .with_context(|| format!("`{s}` is neither an RFC 3339 time nor a duration"))?;
-    Ok(OffsetDateTime::now_utc() - d)
 }
 
 fn print_summary(args: &ReplayArgs, s: &Summary) {

@@ -775,3 +775,47 @@ fn export_never_writes_over_its_log_or_an_existing_file_and_leaves_nothing_half_
     assert!(!fresh.exists() && !dir.path().join("fresh.jsonl.partial").exists());
     assert!(intact());
 }
+
+#[test]
+fn time_ranges_that_hold_nothing_or_cannot_be_named_are_refused() {
+    use jitgate_engine::log::{LogOptions, LogWriter};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("decisions.db");
+    LogWriter::start(&db, LogOptions::default())
+        .unwrap()
+        .shutdown()
+        .unwrap();
+    let db_arg = db.to_str().unwrap();
+    for (args, expected) in [
+        (
+            vec!["decisions", "query", "--since", "1h", "--until", "2h"],
+            "is not before --until",
+        ),
+        (
+            vec!["decisions", "query", "--since", "99999999999d"],
+            "before any date jitgate can name",
+        ),
+        (
+            vec!["decisions", "prune", "--before", "2999-01-01T00:00:00Z"],
+            "is in the future",
+        ),
+        (
+            vec![
+                "replay",
+                "--bundle",
+                "policies/quickstart-cedar",
+                "--since",
+                "1h",
+                "--until",
+                "2h",
+            ],
+            "nothing would be replayed",
+        ),
+    ] {
+        let mut all = args.clone();
+        all.extend_from_slice(&["--log", db_arg]);
+        let o = jitgate(&all);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(expected), "{args:?}: {}", text(&o));
+    }
+}

@@ -730,6 +730,18 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn time_offsets_at_the_edges_are_errors_not_panics() {
+        for spec in ["-9223372036854775808s", "+10000000000000000000s", "-36601d"] {
+            let e = TimeSpec::parse(spec).unwrap_err();
+            assert!(e.contains("too long"), "{spec}: {e}");
+        }
+        assert!(matches!(
+            TimeSpec::parse("-30m"),
+            Ok(TimeSpec::Offset(-1800))
+        ));
+    }
+
     const GOOD: &str = r#"
 name: sample
 bundles: [../b]
