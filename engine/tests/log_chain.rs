@@ -640,3 +640,30 @@ fn the_wal_is_checkpointed_into_the_file_while_the_writer_runs() {
     assert!(report.ok, "{report:?}");
     assert_eq!(report.records, 500);
 }
+
+#[test]
+fn a_file_that_is_not_a_decision_log_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.db");
+    sql(
+        &path,
+        "CREATE TABLE foo (x INTEGER); INSERT INTO foo VALUES (1);",
+    );
+    let tables = || -> Vec<String> {
+        let c = Connection::open(&path).unwrap();
+        let mut s = c
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap();
+        s.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let err = verify_store(&path).unwrap_err().to_string();
+    assert!(err.contains("is not a jitgate decision log"), "{err}");
+    let err = log::query(&path, &Filter::default(), None, 10)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is not a jitgate decision log"), "{err}");
+    assert_eq!(tables(), ["foo"], "nothing was added to the file");
+}

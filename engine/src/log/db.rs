@@ -15,8 +15,27 @@ pub(crate) const COLS: &str = "seq, id, time, kind, request_id, principal, actio
     policies, grants_used, errors, revision, engine, latency_us, client_addr, method, path, status, break_glass, \
     redacted, prev_hash, hash";
 
-/// Opens an existing log database for reading (never creates one).
+/// Opens an existing log database for reading (never creates one). A SQLite file that is not a decision log is
+/// refused before anything is written to it: the read commands must not add jitgate's tables to whatever
+/// `--log` names.
 pub(crate) fn open_read(path: &Path) -> Result<Connection, LogError> {
+    if path.is_file() {
+        let probe = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let is_log: bool = probe.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decisions')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !is_log {
+            return Err(LogError::Invalid {
+                what: "log".into(),
+                reason: format!(
+                    "{} is not a jitgate decision log (it has no decisions table)",
+                    path.display()
+                ),
+            });
+        }
+    }
     Ok(open_existing(path, DEFAULT_BUSY_TIMEOUT)?)
 }
 
