@@ -82,11 +82,33 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         )
         .route("/v1/decisions", get(decisions))
         .merge(crate::lifecycle::router())
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             proxy.clone(),
             run_to_the_end,
         ))
         .with_state(proxy)
+}
+
+/// 404 for a path the admin API does not have, as JSON like every other error.
+async fn unknown_route(method: Method, uri: Uri) -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("the admin API has no {method} {}", uri.path()),
+    )
+    .into_response()
+}
+
+/// 405 for a method a route does not take, as JSON.
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not take {method}", uri.path()),
+    )
+    .into_response()
 }
 
 /// The largest admin API request body (axum's default limit for a buffered body).

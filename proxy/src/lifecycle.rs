@@ -326,7 +326,16 @@ fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_body(&e.to_string()))
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        // The path names a mistyped field (`role`); for an unknown or missing one serde's own words do.
+        let path = e.path().to_string();
+        let mut err = ApiError::bad_body(&e.inner().to_string());
+        if path != "." && !path.is_empty() {
+            err.field = Some(path);
+        }
+        err
+    })
 }
 
 /// Appends every event to the decision log (awaited: the answer waits for the record) and queues notifications.

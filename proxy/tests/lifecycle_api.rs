@@ -189,10 +189,35 @@ async fn bad_input_names_the_field() {
             json!({"role": "payments-writer", "scope": "Service::\"payments\"", "duration": "10m", "reason": "x", "colour": 1}),
             "colour",
         ),
+        // A mistyped value names its field too.
+        (
+            json!({"role": 5, "scope": "Service::\"payments\"", "duration": "10m", "reason": "x"}),
+            "role",
+        ),
+        (
+            json!({"role": "payments-writer", "scope": "Service::\"payments\"", "duration": "10m", "reason": "x", "ticket": ["INC-1"]}),
+            "ticket",
+        ),
     ] {
         let (s, v) = env.post("alice", "/v1/requests", body).await;
         assert_eq!(s, 400, "{v}");
         assert_eq!(v["field"], field, "{v}");
+    }
+    // An unknown admin route, or a method a route does not take, is a JSON error like every other.
+    for (method, path, status) in [
+        (reqwest::Method::GET, "/v1/no-such-thing", 404),
+        (reqwest::Method::DELETE, "/v1/requests", 405),
+    ] {
+        let r = env
+            .http
+            .request(method, env.admin(path))
+            .bearer_auth(env.token("alice"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{path}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(v["message"].as_str().unwrap().contains(path), "{v}");
     }
     // Outside engineering and sre: the policy refuses.
     let (s, _) = env
