@@ -514,12 +514,7 @@ async fn an_admin_caller_that_hangs_up_mid_call_cannot_leave_a_change_without_it
     let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
     let id = payments_request(&env, "alice", "INC-7").await;
     // Another writer holds the store, so each call below waits in its store write when its caller hangs up.
-    let lock = jitgate_engine::sqlite::open_connection(
-        &dir.path().join("jitgate.db"),
-        std::time::Duration::from_secs(5),
-    )
-    .unwrap();
-    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let release = lifecycle_common::lock_store(dir.path());
     post_and_hang_up(
         &env,
         "bob",
@@ -534,8 +529,7 @@ async fn an_admin_caller_that_hangs_up_mid_call_cannot_leave_a_change_without_it
         json!({"role": "break-glass", "scope": "Service::\"billing\"", "duration": "10m", "reason": "outage"}),
     )
     .await;
-    lock.execute_batch("COMMIT").unwrap();
-    drop(lock);
+    release();
 
     // Both changes are committed once the store is free, and each has its record in the chain.
     let store = env.running.proxy.store.clone();
@@ -572,12 +566,7 @@ async fn shutdown_waits_for_an_admin_call_in_progress_and_logs_its_change() {
     let dir = tempfile::tempdir().unwrap();
     let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
     let id = payments_request(&env, "alice", "INC-8").await;
-    let lock = jitgate_engine::sqlite::open_connection(
-        &dir.path().join("jitgate.db"),
-        std::time::Duration::from_secs(5),
-    )
-    .unwrap();
-    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let release = lifecycle_common::lock_store(dir.path());
     post_and_hang_up(
         &env,
         "bob",
@@ -601,8 +590,7 @@ async fn shutdown_waits_for_an_admin_call_in_progress_and_logs_its_change() {
         !stopping.is_finished(),
         "shutdown did not wait for the call"
     );
-    lock.execute_batch("COMMIT").unwrap();
-    drop(lock);
+    release();
     stopping.await.unwrap();
     // Once shutdown has returned, the approval and its record are both there.
     let r = proxy.store.get_access_request(&id).unwrap().unwrap();

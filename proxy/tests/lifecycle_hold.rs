@@ -251,12 +251,7 @@ async fn a_caller_that_hangs_up_while_its_hold_is_being_created_still_leaves_the
     let before = env.upstream.hits();
     let holds_before = env.running.proxy.metrics.decisions.get("hold");
     // Another writer holds the store, so the hold's access request cannot be created until it lets go.
-    let lock = jitgate_engine::sqlite::open_connection(
-        &dir.path().join("jitgate.db"),
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let release = lifecycle_common::lock_store(dir.path());
     let held = held_delete(&env);
     // The hold decision is counted in the same poll that starts creating the request; the caller's future can only
     // be dropped after that poll, while the creation waits for the store.
@@ -276,8 +271,7 @@ async fn a_caller_that_hangs_up_while_its_hold_is_being_created_still_leaves_the
         .and_then(Value::as_str)
         .unwrap_or_else(|| panic!("no approval id in {:?}", record.context))
         .to_string();
-    lock.execute_batch("COMMIT").unwrap();
-    drop(lock);
+    release();
     // The creation then completes under that id, and its `held` event is in the chain.
     wait_for_record(&env, "the `held` event", |r| {
         r.kind == RecordKind::Lifecycle

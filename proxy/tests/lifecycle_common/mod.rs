@@ -164,3 +164,15 @@ impl Env {
         .await
     }
 }
+
+/// Takes the store's write lock as another writer would (`BEGIN IMMEDIATE` on `dir/jitgate.db`): the proxy's store
+/// writes wait (up to their 5 s busy timeout) until the returned function is called.
+pub fn lock_store(dir: &Path) -> impl FnOnce() {
+    let conn = jitgate_engine::sqlite::open_connection(
+        &dir.join("jitgate.db"),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    move || conn.execute_batch("COMMIT").unwrap()
+}
