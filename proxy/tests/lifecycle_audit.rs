@@ -496,6 +496,12 @@ async fn post_and_hang_up(env: &Env, who: &str, path: &str, body: Value) {
     );
 }
 
+/// `who` approves request `id` and hangs up once the proxy has taken the call in ([`post_and_hang_up`]).
+async fn approve_and_hang_up(env: &Env, who: &str, id: &str) {
+    let path = format!("/v1/requests/{id}/approve");
+    post_and_hang_up(env, who, &path, json!({"comment": "ok"})).await;
+}
+
 /// Polls (10 s at most) until `f` returns something.
 async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -515,13 +521,7 @@ async fn an_admin_caller_that_hangs_up_mid_call_cannot_leave_a_change_without_it
     let id = payments_request(&env, "alice", "INC-7").await;
     // Another writer holds the store, so each call below waits in its store write when its caller hangs up.
     let release = lifecycle_common::lock_store(dir.path());
-    post_and_hang_up(
-        &env,
-        "bob",
-        &format!("/v1/requests/{id}/approve"),
-        json!({"comment": "ok"}),
-    )
-    .await;
+    approve_and_hang_up(&env, "bob", &id).await;
     post_and_hang_up(
         &env,
         "sam",
@@ -567,13 +567,7 @@ async fn shutdown_waits_for_an_admin_call_in_progress_and_logs_its_change() {
     let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
     let id = payments_request(&env, "alice", "INC-8").await;
     let release = lifecycle_common::lock_store(dir.path());
-    post_and_hang_up(
-        &env,
-        "bob",
-        &format!("/v1/requests/{id}/approve"),
-        json!({"comment": "ok"}),
-    )
-    .await;
+    approve_and_hang_up(&env, "bob", &id).await;
     // Shutdown starts while the approval waits for the store, and reaches the wait for calls in progress.
     let Env {
         running,
