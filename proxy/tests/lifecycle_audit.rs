@@ -604,16 +604,7 @@ async fn two_approvers_at_once_are_both_counted_and_each_is_logged() {
     let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
     // db-admin needs two distinct approvers; carol and erin approve at the same moment, sixteen times.
     for trial in 0..16 {
-        let v = env
-            .request(
-                "alice",
-                "db-admin",
-                r#"Service::"billing""#,
-                "30m",
-                &format!("cleanup {trial}"),
-            )
-            .await;
-        let id = v["request"]["id"].as_str().unwrap().to_string();
+        let id = env.db_admin_request(&format!("cleanup {trial}")).await;
         let (carol, erin) = tokio::join!(env.approve("carol", &id), env.approve("erin", &id));
         assert_eq!(
             (carol.0, erin.0),

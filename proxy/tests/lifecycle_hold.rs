@@ -13,18 +13,9 @@ use serde_json::{Value, json};
 
 /// Gives alice an approved db-admin grant (so deleteDatabase is allowed, then held by `hold-database-delete`).
 async fn db_admin(env: &Env) {
-    let v = env
-        .request(
-            "alice",
-            "db-admin",
-            r#"Service::"billing""#,
-            "30m",
-            "cleanup",
-        )
-        .await;
-    let id = v["request"]["id"].as_str().unwrap();
-    assert_eq!(env.approve("carol", id).await.0, 200);
-    assert_eq!(env.approve("erin", id).await.0, 200);
+    let id = env.db_admin_request("cleanup").await;
+    assert_eq!(env.approve("carol", &id).await.0, 200);
+    assert_eq!(env.approve("erin", &id).await.0, 200);
 }
 
 /// Waits until a pending hold request exists (the held connection created it) and returns its id.

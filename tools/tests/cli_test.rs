@@ -19,6 +19,19 @@ fn jitgate(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// A decision record: `User::"a"` reads `Doc::"<doc>"`.
+fn doc_record(
+    doc: &str,
+    outcome: jitgate_engine::log::Outcome,
+) -> jitgate_engine::log::DecisionRecord {
+    jitgate_engine::log::DecisionRecord::decision(
+        r#"User::"a""#,
+        r#"Action::"read""#,
+        format!(r#"Doc::"{doc}""#),
+        outcome,
+    )
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -233,27 +246,17 @@ fn check_runs_rego_test_rules() {
 
 #[test]
 fn decisions_verify_names_acknowledged_records_still_in_the_journal() {
-    use jitgate_engine::log::{DecisionRecord, LogOptions, LogWriter, Outcome};
+    use jitgate_engine::log::{LogOptions, LogWriter, Outcome};
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("decisions.db");
     let w = LogWriter::start(&db, LogOptions::default()).unwrap();
-    let first = DecisionRecord::decision(
-        r#"User::"a""#,
-        r#"Action::"read""#,
-        r#"Doc::"d""#,
-        Outcome::Allow,
-    );
+    let first = doc_record("d", Outcome::Allow);
     w.append(first).unwrap().wait().unwrap();
     w.shutdown().unwrap();
     // Two acknowledged records a killed proxy left in its journal.
     let mut journal = Vec::new();
     for i in 0..2 {
-        let r = DecisionRecord::decision(
-            r#"User::"a""#,
-            r#"Action::"read""#,
-            format!(r#"Doc::"j{i}""#),
-            Outcome::Deny,
-        );
+        let r = doc_record(&format!("j{i}"), Outcome::Deny);
         journal.extend(serde_json::to_vec(&r).unwrap());
         journal.push(b'\n');
     }
@@ -291,12 +294,7 @@ fn decisions_tail_follow_prints_records_as_they_are_committed() {
     let db = dir.path().join("decisions.db");
     let w = LogWriter::start(&db, LogOptions::default()).unwrap();
     let append = |doc: &str| {
-        let r = DecisionRecord::decision(
-            r#"User::"a""#,
-            r#"Action::"read""#,
-            format!(r#"Doc::"{doc}""#),
-            Outcome::Allow,
-        );
+        let r = doc_record(doc, Outcome::Allow);
         w.append(r).unwrap().wait().unwrap();
     };
     for doc in ["d1", "d2", "d3"] {
@@ -707,17 +705,12 @@ fn ids_that_would_name_another_endpoint_are_refused_before_any_call() {
 
 #[test]
 fn export_never_writes_over_its_log_or_an_existing_file_and_leaves_nothing_half_written() {
-    use jitgate_engine::log::{DecisionRecord, LogOptions, LogWriter, Outcome};
+    use jitgate_engine::log::{LogOptions, LogWriter, Outcome};
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("decisions.db");
     let w = LogWriter::start(&db, LogOptions::default()).unwrap();
     for i in 0..3 {
-        let r = DecisionRecord::decision(
-            r#"User::"a""#,
-            r#"Action::"read""#,
-            format!(r#"Doc::"d{i}""#),
-            Outcome::Allow,
-        );
+        let r = doc_record(&format!("d{i}"), Outcome::Allow);
         w.append(r).unwrap().wait().unwrap();
     }
     w.shutdown().unwrap();

@@ -155,6 +155,14 @@ impl Env {
         v
     }
 
+    /// alice asks for db-admin on `Service::"billing"` for 30 minutes (two distinct dba approvals needed); the id.
+    pub async fn db_admin_request(&self, reason: &str) -> String {
+        let v = self
+            .request("alice", "db-admin", r#"Service::"billing""#, "30m", reason)
+            .await;
+        v["request"]["id"].as_str().unwrap().to_string()
+    }
+
     pub async fn approve(&self, who: &str, id: &str) -> (u16, Value) {
         self.post(
             who,
