@@ -53,6 +53,69 @@ impl Diagnostic {
         let (line, column) = line_col(source, offset);
         Self::at(file, line, column, message)
     }
+
+    /// A problem about the value at `key_path` (see [`toml_key_offset`]) in the TOML document `source`: placed at
+    /// the key, or at the table that should hold it when the key is not written; a whole-file problem when the
+    /// document has none of the path.
+    pub fn at_toml_key(
+        file: impl AsRef<Path>,
+        source: &str,
+        key_path: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        match toml_key_offset(source, key_path) {
+            Some(offset) => Self::at_offset(file, source, offset, message),
+            None => Self::file(file, message),
+        }
+    }
+}
+
+/// Where a key path such as `server.tls.cert`, `issuers[1].audience` or `upstreams.payments.url` is written in a
+/// TOML document: the byte offset of the deepest part of the path that the document has (the key itself, else the
+/// key or array element of the table that should hold it). A name may itself contain dots (`upstreams.api.v1.url`
+/// finds the table `upstreams."api.v1"`). `None` when the document does not parse or has no part of the path.
+pub fn toml_key_offset(source: &str, key_path: &str) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(source).ok()?;
+    let mut found: Option<usize> = None;
+    let root = DeValue::Table(doc.into_inner());
+    let mut value = &root;
+    let mut rest = key_path;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('[') {
+            let (index, tail) = after.split_once(']')?;
+            let DeValue::Array(items) = value else {
+                break;
+            };
+            let Some(item) = index.parse::<usize>().ok().and_then(|i| items.get(i)) else {
+                break;
+            };
+            found = Some(item.span().start);
+            value = item.get_ref();
+            rest = tail.strip_prefix('.').unwrap_or(tail);
+            continue;
+        }
+        let DeValue::Table(table) = value else {
+            break;
+        };
+        // The longest key that the rest of the path starts with, followed by the end, `.` or `[`.
+        let next = table
+            .iter()
+            .filter(|(k, _)| {
+                let k: &str = k.get_ref();
+                rest.strip_prefix(k)
+                    .is_some_and(|t| t.is_empty() || t.starts_with('.') || t.starts_with('['))
+            })
+            .max_by_key(|(k, _)| k.get_ref().len());
+        let Some((key, item)) = next else {
+            break;
+        };
+        found = Some(key.span().start);
+        let tail = &rest[key.get_ref().len()..];
+        rest = tail.strip_prefix('.').unwrap_or(tail);
+        value = item.get_ref();
+    }
+    found
 }
 
 impl fmt::Display for Diagnostic {
@@ -175,6 +238,48 @@ mod tests {
         assert_eq!(line_col(src, 0), (1, 1));
         assert_eq!(line_col(src, 4), (2, 2));
         assert_eq!(line_col(src, 100), (3, 3));
+    }
+
+    #[test]
+    fn key_paths_are_found_at_their_key_or_the_nearest_table() {
+        let src = "\
+title = \"x\"
+[server]
+listen = \"a\"
+[server.tls]
+cert = \"c\"
+
+[[issuers]]
+issuer = \"one\"
+[[issuers]]
+issuer = \"two\"
+audience = \"aud\"
+
+[upstreams.\"api.v1\"]
+url = \"u\"
+[upstreams.api]
+url = \"w\"
+";
+        let line = |path: &str| toml_key_offset(src, path).map(|o| line_col(src, o).0);
+        assert_eq!(line("title"), Some(1));
+        assert_eq!(line("server.listen"), Some(3));
+        assert_eq!(line("server.tls.cert"), Some(5));
+        // Not written: the table that should hold it.
+        assert_eq!(line("server.tls.client_ca"), Some(4));
+        assert_eq!(line("issuers[1].audience"), Some(11));
+        assert_eq!(line("issuers[0].audience"), Some(7));
+        assert_eq!(line("issuers[0]"), Some(7));
+        // Out of range: the array's key.
+        assert_eq!(line("issuers[5].issuer"), Some(7));
+        // A name with a dot in it, and the longer name wins over a shorter one that is a prefix.
+        assert_eq!(line("upstreams.api.v1.url"), Some(14));
+        assert_eq!(line("upstreams.api.url"), Some(16));
+        assert_eq!(line("log.path"), None);
+        assert_eq!(toml_key_offset("not = [toml", "not"), None);
+        let d = Diagnostic::at_toml_key("c.toml", src, "server.tls.cert", "server.tls.cert: nope");
+        assert_eq!(d.to_string(), "c.toml:5:1: server.tls.cert: nope");
+        let d = Diagnostic::at_toml_key("c.toml", src, "hold.wait", "hold.wait: nope");
+        assert_eq!(d.to_string(), "c.toml: hold.wait: nope");
     }
 
     #[test]

@@ -596,14 +596,33 @@ impl Config {
         let source = read_file(path)?;
         let raw: RawConfig = parse_toml(path, &source)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::validate(raw, path, base)
+        Config::check(raw, base).map_err(|errs| {
+            Diagnostics(
+                errs.into_iter()
+                    .map(|(key, msg)| Diagnostic::at_toml_key(path, &source, &key, msg))
+                    .collect(),
+            )
+        })
     }
 
-    /// Validates raw settings. `file` names the source in errors; `base` resolves relative paths.
+    /// Validates raw settings. `file` names the source in errors; `base` resolves relative paths. Without the
+    /// file's text the errors name the key but not the line; [`Config::load`] gives both.
     pub fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, Diagnostics> {
-        let mut errs: Vec<Diagnostic> = Vec::new();
+        Config::check(raw, base).map_err(|errs| {
+            Diagnostics(
+                errs.into_iter()
+                    .map(|(_, msg)| Diagnostic::file(file, msg))
+                    .collect(),
+            )
+        })
+    }
+
+    /// The checks behind [`Config::validate`]: every problem as its key path and its message (which starts with
+    /// the key path).
+    fn check(raw: RawConfig, base: &Path) -> Result<Config, Vec<(String, String)>> {
+        let mut errs: Vec<(String, String)> = Vec::new();
         let mut err =
-            |key: &str, msg: String| errs.push(Diagnostic::file(file, format!("{key}: {msg}")));
+            |key: &str, msg: String| errs.push((key.to_string(), format!("{key}: {msg}")));
         let resolve = |p: &Path| {
             if p.is_absolute() {
                 p.to_path_buf()
@@ -925,7 +944,9 @@ impl Config {
                 timeout: dur(&format!("{key}.timeout"), &w.timeout, &mut err),
             });
         }
-        Diagnostics(errs).into_result()?;
+        if !errs.is_empty() {
+            return Err(errs);
+        }
         Ok(Config {
             hold,
             webhooks,

@@ -270,3 +270,62 @@ fn bad_configs_are_refused_by_both_the_loader_and_the_schema() {
     let _: RawConfig = toml::from_str(&base).unwrap();
     assert_eq!(schema_errors(&base), Vec::<String>::new());
 }
+
+/// A value that parses but does not make sense is reported at its own line, as a TOML syntax error is; a key that
+/// is missing is reported at the table that should hold it.
+#[test]
+fn semantic_config_errors_name_the_line_of_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = repo("policies/quickstart-cedar")
+        .display()
+        .to_string()
+        .replace('\\', "/");
+    let base = format!("[bundle]\npath = \"{bundle}\"\n");
+    // (extra TOML after the 2 lines of `base`, the line reported, a piece of the message)
+    for (extra, line, expected) in [
+        (
+            "[log]\nqueue_capacity = 0\n",
+            4,
+            "log.queue_capacity: must be at least 1",
+        ),
+        (
+            "[server]\nlisten = \"127.0.0.1:8080\"\n\ntrailing_slash = \"maybe\"\n",
+            6,
+            "server.trailing_slash: `maybe`",
+        ),
+        (
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"nope\"]\n",
+            4,
+            "server.trusted_proxies[1]: `nope` is not an IP or CIDR",
+        ),
+        (
+            "[upstreams.\"api.v1\"]\nurl = \"ftp://h\"\n",
+            4,
+            "upstreams.api.v1.url",
+        ),
+        (
+            "[[issuers]]\nissuer = \"https://a\"\naudiences = [\"a\"]\njwks_url = \"https://a/k\"\n\
+             algorithms = [\"RS256\"]\n[[issuers]]\nissuer = \"https://b\"\naudiences = [\"a\"]\njwks_url = \"https://b/k\"\n\
+             algorithms = [\"HS256\"]\n",
+            12,
+            "issuers[1].algorithms",
+        ),
+        // `client_ca` is not written: the table that should hold it.
+        (
+            "[server.tls]\ncert = \"c\"\nkey = \"k\"\nrequire_client_cert = true\n",
+            6,
+            "server.tls.require_client_cert: needs `client_ca`",
+        ),
+    ] {
+        let text = format!("{base}{extra}");
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, &text).unwrap();
+        let err = Config::load(&file).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{}:{line}:", file.display())),
+            "{text}\nexpected line {line}; the loader said {err}"
+        );
+        assert!(err.contains(expected), "{text}\nthe loader said {err}");
+    }
+    assert_eq!(schema_errors(&base), Vec::<String>::new());
+}
