@@ -30,4 +30,17 @@ pub trait PolicyBackend: Send + Sync + std::fmt::Debug {
     fn index_summary(&self) -> Option<String> {
         None
     }
+
+    /// Checks that a route's action and resource fit the policy language's schema, so that a typo in a route is
+    /// caught when the bundle loads instead of denying every request that meets it. `Err` says what does not fit.
+    /// Backends without a schema accept every route.
+    fn check_route(
+        &self,
+        action: &str,
+        resource_type: &str,
+        parent_types: &[&str],
+    ) -> Result<(), String> {
+        let _ = (action, resource_type, parent_types);
+        Ok(())
+    }
 }

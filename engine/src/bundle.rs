@@ -107,10 +107,16 @@ impl Bundle {
                 Ok(r) => {
                     roles.insert(name.clone(), r);
                 }
-                Err(msg) => errors.push(Diagnostic::file(
-                    &manifest_path,
-                    format!("roles.{name}: {msg}"),
-                )),
+                Err(msg) => {
+                    // Each message starts with the field it is about; a field left out points at the role.
+                    let field = msg.split(':').next().unwrap_or_default();
+                    errors.push(Diagnostic::at_toml_key(
+                        &manifest_path,
+                        &source,
+                        &format!("roles.{name}.{field}"),
+                        format!("roles.{name}: {msg}"),
+                    ))
+                }
             }
         }
 
@@ -122,12 +128,14 @@ impl Bundle {
             dir,
             &manifest.policies,
             &[policy_ext],
-            &manifest_path,
+            (&manifest_path, &source),
             "policies",
         ) {
             Ok(f) if f.is_empty() => {
-                errors.push(Diagnostic::file(
+                errors.push(Diagnostic::at_toml_key(
                     &manifest_path,
+                    &source,
+                    "policies",
                     format!("policies: no `.{policy_ext}` files found"),
                 ));
                 Vec::new()
@@ -143,7 +151,7 @@ impl Bundle {
             dir,
             &manifest.tests,
             &["yaml", "yml", "json"],
-            &manifest_path,
+            (&manifest_path, &source),
             "tests",
         ) {
             Ok(f) => f,
@@ -157,8 +165,10 @@ impl Bundle {
         let backend: Option<Box<dyn PolicyBackend>> = match manifest.engine {
             EngineKind::Cedar => match &manifest.schema {
                 None => {
-                    errors.push(Diagnostic::file(
+                    errors.push(Diagnostic::at_toml_key(
                         &manifest_path,
+                        &source,
+                        "engine",
                         "schema: a Cedar bundle needs a schema file",
                     ));
                     None
@@ -183,8 +193,10 @@ impl Bundle {
                 let package = manifest.rego.as_ref().map(|r| r.package.clone());
                 match package {
                     None => {
-                        errors.push(Diagnostic::file(
+                        errors.push(Diagnostic::at_toml_key(
                             &manifest_path,
+                            &source,
+                            "engine",
                             "rego.package: a Rego bundle needs `[rego] package = \"...\"`",
                         ));
                         None
@@ -201,6 +213,26 @@ impl Bundle {
             }
         };
 
+        // Every route's action and resource must fit the schema, or its requests would all be denied.
+        if let (Some(routes), Some(backend)) = (&routes, &backend) {
+            for route in routes.routes() {
+                let parents: Vec<&str> = route.parent_types().collect();
+                if let Err(msg) =
+                    backend.check_route(&route.action, route.resource_type(), &parents)
+                {
+                    errors.push(Diagnostic::at(
+                        &route.origin.0,
+                        route.origin.1,
+                        1,
+                        format!(
+                            "route `{} {}`: {msg}",
+                            route.method.as_deref().unwrap_or("*"),
+                            route.path
+                        ),
+                    ));
+                }
+            }
+        }
         Diagnostics(errors).into_result()?;
         let (Some(routes), Some(backend)) = (routes, backend) else {
             return Err(Diagnostic::file(&manifest_path, "bundle failed to load").into());
@@ -336,11 +368,11 @@ fn expand(
     dir: &Path,
     entries: &[String],
     exts: &[&str],
-    manifest: &Path,
+    manifest: (&Path, &str),
     field: &str,
 ) -> Result<Vec<PathBuf>, Diagnostic> {
     let mut out = Vec::new();
-    for e in entries {
+    for (i, e) in entries.iter().enumerate() {
         let p = dir.join(e);
         if p.is_dir() {
             walk(&p, exts, &mut out)
@@ -348,8 +380,10 @@ fn expand(
         } else if p.is_file() {
             out.push(p);
         } else {
-            return Err(Diagnostic::file(
-                manifest,
+            return Err(Diagnostic::at_toml_key(
+                manifest.0,
+                manifest.1,
+                &format!("{field}[{i}]"),
                 format!("{field}: `{e}` does not exist in the bundle"),
             ));
         }

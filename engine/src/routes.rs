@@ -149,6 +149,18 @@ pub struct RouteTable {
     routes: Vec<Route>,
 }
 
+impl Route {
+    /// The entity type of the resource this route decides on, e.g. `Payment` or `Service`.
+    pub fn resource_type(&self) -> &str {
+        &self.resource.ty
+    }
+
+    /// The entity types of the resource's parents, in the order written.
+    pub fn parent_types(&self) -> impl Iterator<Item = &str> {
+        self.parents.iter().map(|p| p.ty.as_str())
+    }
+}
+
 impl RouteTable {
     /// Validates `specs` (from `file`, whose text is `source`, for line numbers) into a table.
     /// Every bad route is reported, not just the first.

@@ -108,6 +108,14 @@ fn cedar_bundle(manifest: &str, routes_file: Option<&str>) -> tempfile::TempDir 
     std::fs::write(dir.path().join("bundle.toml"), manifest).unwrap();
     if let Some(routes) = routes_file {
         std::fs::write(dir.path().join("routes.toml"), routes).unwrap();
+        // What the example's routes file (and the routes-file cases below) need from the schema.
+        let mut schema = std::fs::read_to_string(dir.path().join("schema.cedarschema")).unwrap();
+        schema.push_str(
+            "\nentity Table in [Database, Service];\n\
+             action touchTable, f in [dataPlane]\n  \
+             appliesTo { principal: [User, Workload], resource: [Table, Service], context: RequestContext };\n",
+        );
+        std::fs::write(dir.path().join("schema.cedarschema"), schema).unwrap();
     }
     dir
 }
@@ -179,7 +187,7 @@ fn bad_manifests_are_refused_by_both_the_loader_and_the_schema() {
     let head = "name = \"bad\"\nengine = \"cedar\"\nschema = \"schema.cedarschema\"\npolicies = [\"policies\"]\n";
     let route = |extra: &str| {
         format!(
-            "{head}[[routes]]\nmethod = \"GET\"\npath = \"/a/{{id}}\"\nservice = \"s\"\naction = \"read\"\n{extra}"
+            "{head}[[routes]]\nmethod = \"GET\"\npath = \"/a/{{id}}\"\nservice = \"s\"\naction = \"listPayments\"\n{extra}"
         )
     };
     let with_route = |key: &str, value: &str| {
@@ -189,7 +197,7 @@ fn bad_manifests_are_refused_by_both_the_loader_and_the_schema() {
                 ("method", "\"GET\""),
                 ("path", "\"/a/{id}\""),
                 ("service", "\"s\""),
-                ("action", "\"read\""),
+                ("action", "\"listPayments\""),
             ]
             .iter()
             .map(|(k, v)| format!("{k} = {}\n", if *k == key { value } else { v }))
@@ -349,6 +357,93 @@ fn bad_manifests_are_refused_by_both_the_loader_and_the_schema() {
     assert_eq!(errors(&routes_validator, good_routes), Vec::<String>::new());
     Bundle::load(cedar_bundle(&with_file, Some(good_routes)).path())
         .unwrap_or_else(|d| panic!("{d}"));
+}
+
+/// A route whose action or resource the Cedar schema does not know would deny every request it meets: the loader
+/// refuses it, naming the route's file and line and what to declare. The JSON Schema cannot know a Cedar schema.
+#[test]
+fn routes_that_do_not_fit_the_cedar_schema_are_refused_with_their_line() {
+    let head = "name = \"r\"\nengine = \"cedar\"\nschema = \"schema.cedarschema\"\npolicies = [\"policies\"]\n";
+    let good = "[[routes]]\nmethod = \"GET\"\npath = \"/p/{id}\"\nservice = \"payments\"\naction = \"readPayment\"\n\
+                resource = 'Payment::\"{id}\"'\n";
+    Bundle::load(cedar_bundle(&format!("{head}{good}"), None).path())
+        .unwrap_or_else(|d| panic!("{d}"));
+    let validator = manifest_validator();
+    for (route, expected) in [
+        (
+            good.replace("readPayment", "raedPayment"),
+            "route `GET /p/{id}`: action `raedPayment` is not declared in the schema",
+        ),
+        (
+            good.replace("readPayment", "listPayments"),
+            "action `listPayments` does not apply to resource type `Payment` in the schema (it applies to: Service)",
+        ),
+        (
+            good.replace("Payment::", "Paymnet::"),
+            "resource type `Paymnet` is not declared in the schema",
+        ),
+        (
+            format!("{good}parents = ['Database::\"d\"']\n"),
+            "the schema does not let `Payment` be in `Database`",
+        ),
+        (
+            format!("{good}parents = ['Ledger::\"l\"']\n"),
+            "parent type `Ledger` is not declared in the schema",
+        ),
+    ] {
+        // Two good routes first, so the line number is the bad route's own.
+        let text = format!(
+            "{head}[[routes]]\nmethod = \"GET\"\npath = \"/payments\"\nservice = \"payments\"\naction = \"listPayments\"\n\n{route}"
+        );
+        assert_eq!(errors(&validator, &text), Vec::<String>::new(), "{text}");
+        let dir = cedar_bundle(&text, None);
+        let err = Bundle::load(dir.path())
+            .err()
+            .unwrap_or_else(|| panic!("the loader accepted:\n{text}"))
+            .to_string();
+        assert!(err.contains(expected), "{text}\nthe loader said: {err}");
+        assert!(err.contains("bundle.toml:11:1: route"), "{err}");
+    }
+}
+
+/// Role settings and file lists that parse but do not make sense are reported at their own line; a required
+/// setting that is left out, at the role that lacks it.
+#[test]
+fn manifest_value_errors_name_their_line() {
+    let head = "name = \"r\"\nengine = \"cedar\"\nschema = \"schema.cedarschema\"\npolicies = [\"policies\"]\n";
+    for (text, line, expected) in [
+        (
+            format!("{head}[roles.r]\nmax_duration = \"1h\"\npending_ttl = \"0s\"\n"),
+            7,
+            "roles.r: pending_ttl: must be at least 1s",
+        ),
+        (
+            format!("{head}[roles.r]\nmax_uses = 0\n"),
+            6,
+            "roles.r: max_uses: must be at least 1",
+        ),
+        // `reason_required` is not written: the role's own line.
+        (
+            format!("{head}\n[roles.r]\nbreak_glass = true\n"),
+            6,
+            "roles.r: reason_required: a break-glass role must require a reason",
+        ),
+        (
+            head.replace("[\"policies\"]", "[\"policies\", \"nope\"]"),
+            4,
+            "policies: `nope` does not exist in the bundle",
+        ),
+    ] {
+        let err = Bundle::load(cedar_bundle(&text, None).path())
+            .err()
+            .unwrap_or_else(|| panic!("the loader accepted:\n{text}"))
+            .to_string();
+        assert!(
+            err.contains(&format!("bundle.toml:{line}:")),
+            "{text}\nexpected line {line}; the loader said: {err}"
+        );
+        assert!(err.contains(expected), "{text}\nthe loader said: {err}");
+    }
 }
 
 fn keys(v: &Value) -> BTreeSet<String> {

@@ -653,6 +653,57 @@ impl PolicyBackend for CedarBackend {
     fn policy_ids(&self) -> Vec<String> {
         self.ids.clone()
     }
+
+    fn check_route(
+        &self,
+        action: &str,
+        resource_type: &str,
+        parent_types: &[&str],
+    ) -> Result<(), String> {
+        let uid =
+            EntityUid::from_type_name_and_id(self.types.action.clone(), EntityId::new(action));
+        let Some(resources) = self.schema.resources_for_action(&uid) else {
+            return Err(format!(
+                "action `{action}` is not declared in the schema (declare `action {action} appliesTo {{ ... }};`)"
+            ));
+        };
+        let resources: Vec<String> = resources.map(|t| t.to_string()).collect();
+        let Some(ty) = self.type_cache.get(resource_type) else {
+            return Err(format!(
+                "resource type `{resource_type}` is not declared in the schema"
+            ));
+        };
+        if !resources.iter().any(|r| r == resource_type) {
+            return Err(format!(
+                "action `{action}` does not apply to resource type `{resource_type}` in the schema (it applies to: {})",
+                if resources.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    resources.join(", ")
+                }
+            ));
+        }
+        let ancestors: Vec<String> = self
+            .schema
+            .ancestors(ty)
+            .map(|a| a.map(|t| t.to_string()).collect())
+            .unwrap_or_default();
+        for parent in parent_types {
+            if !self.type_cache.contains_key(*parent) {
+                return Err(format!(
+                    "parent type `{parent}` is not declared in the schema"
+                ));
+            }
+            if !ancestors.iter().any(|a| a == parent) {
+                return Err(format!(
+                    "the schema does not let `{resource_type}` be in `{parent}`, so policies about `{parent}` would \
+                     be validated as never applying to this route's resource (declare `entity {resource_type} in \
+                     [{parent}]`)"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
