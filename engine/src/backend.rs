@@ -43,4 +43,11 @@ pub trait PolicyBackend: Send + Sync + std::fmt::Debug {
         let _ = (action, resource_type, parent_types);
         Ok(())
     }
+
+    /// Checks that an entity type (of a policy test's principal, resource or grant scope) is declared in the
+    /// policy language's schema. Backends without a schema accept every type.
+    fn check_entity_type(&self, ty: &str) -> Result<(), String> {
+        let _ = ty;
+        Ok(())
+    }
 }

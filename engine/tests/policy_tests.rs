@@ -199,8 +199,44 @@ fn case_shape_errors_are_reported() {
     );
     let case = "  - name: same\n    principal: User::\"a\"\n    action: x\n    resource: Service::\"s\"\n    expect: { decision: allow }\n";
     let err = broken("dup.yaml", &format!("{HEAD}{case}{case}"));
-    assert_eq!(err.0[0].line, Some(10), "{err}");
-    assert!(err.0[0].message.contains("duplicate case name"), "{err}");
+    let dup: Vec<_> = err
+        .0
+        .iter()
+        .filter(|d| d.message.contains("duplicate case name"))
+        .collect();
+    assert_eq!(dup.len(), 1, "{err}");
+    assert_eq!(dup[0].line, Some(10), "{err}");
+}
+
+/// A case whose principal is not a fixture would run as a stranger with no groups, so a typo in it would make
+/// every expected deny pass: it is refused at its own line, unless the case gives its groups itself or asks as the
+/// engine's anonymous caller. A case named like a word on an earlier line is still placed at its own `name:` line.
+#[test]
+fn a_case_principal_must_be_a_fixture() {
+    let head = "name: p\nbundles: [x]\nnow: 2026-11-23T10:00:00Z\nprincipals: { 'User::\"alice\"': { groups: [engineering] } }\ncases:\n";
+    let case = |name: &str, who: &str, extra: &str| {
+        format!(
+            "  - name: {name}\n    principal: {who}\n    action: x\n    resource: Service::\"s\"\n{extra}    expect: {{ decision: deny }}\n"
+        )
+    };
+    let text = format!(
+        "{head}{}{}{}{}",
+        case("alice", "User::\"alice\"", ""),
+        case("a", "User::\"alcie\"", ""),
+        case("with groups", "User::\"zed\"", "    groups: []\n"),
+        case("anon", "Anonymous::\"anonymous\"", ""),
+    );
+    let err = broken("principals.yaml", &text);
+    assert_eq!(err.0.len(), 1, "{err}");
+    // The second case starts on line 11; a name `a` must not match the `name: p` or `- name: alice` lines.
+    assert_eq!(err.0[0].line, Some(11), "{err}");
+    assert!(
+        err.0[0].message.contains(
+            "case `a`: principal `User::\"alcie\"` is not under `principals` (declare it, with `{}` for one with no \
+             groups, or give the case `groups`); declared: User::\"alice\""
+        ),
+        "{err}"
+    );
 }
 
 /// The JSON Schema describes the format the loader accepts: every shipped suite and the annotated example validate
@@ -261,4 +297,106 @@ fn schema_agrees_with_the_loader() {
     let mut bad_ref = good;
     bad_ref["cases"][0]["principal"] = "alice".into();
     assert!(!validator.is_valid(&bad_ref));
+}
+
+/// Fixtures that no real request can meet are refused for each bundle, at their line, before any case runs: a
+/// grant for a role the bundle does not define (the lifecycle never creates one), an entity type or action the
+/// Cedar schema does not declare, a resource the action does not apply to, more uses spent than a grant has.
+#[test]
+fn fixtures_that_cannot_happen_on_the_bundle_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cedar = repo().join("policies/quickstart-cedar");
+    let rego = repo().join("policies/quickstart-rego");
+    let suite = dir.path().join("impossible.yaml");
+    std::fs::write(
+        &suite,
+        format!(
+            r#"name: impossible
+bundles: ["{}", "{}"]
+now: 2026-11-23T10:00:00Z
+principals: {{ 'User::"alice"': {{ groups: [engineering] }} }}
+grants:
+  - {{ id: g-typo, principal: User::"alice", role: db-admn, scope: Service::"billing", duration: 1h }}
+  - {{ id: g-type, principal: Usr::"alice", role: db-admin, scope: Service::"billing", duration: 1h }}
+cases:
+  - name: reads a payment
+    principal: User::"alice"
+    action: raedPayment
+    resource: Payment::"p1"
+    expect: {{ decision: deny }}
+  - name: lists on a payment
+    principal: User::"alice"
+    action: listPayments
+    resource: Payment::"p1"
+    expect: {{ decision: deny }}
+"#,
+            cedar.display(),
+            rego.display()
+        ),
+    )
+    .unwrap();
+    let report = testing::run(std::slice::from_ref(&suite), RunOptions::new());
+    let problems: Vec<String> = report.broken.iter().map(|d| d.to_string()).collect();
+    let has = |line: usize, piece: &str, bundle: &std::path::Path| {
+        problems.iter().any(|b| {
+            b.starts_with(&format!("{}:{line}:1: ", suite.display()))
+                && b.contains(piece)
+                && b.contains(&format!("(bundle {})", bundle.display()))
+        })
+    };
+    let all = problems.join("\n");
+    for bundle in [&cedar, &rego] {
+        assert!(
+            has(
+                6,
+                "grant `g-typo`: role `db-admn` is not defined in the bundle's [roles] (it defines: break-glass, db-admin, payments-writer, refund-once)",
+                bundle
+            ),
+            "{all}"
+        );
+    }
+    assert!(
+        has(
+            7,
+            "grant `g-type`: principal: entity type `Usr` is not declared in the schema",
+            &cedar
+        ),
+        "{all}"
+    );
+    assert!(
+        has(
+            9,
+            "case `reads a payment`: action `raedPayment` is not declared in the schema",
+            &cedar
+        ),
+        "{all}"
+    );
+    assert!(
+        has(
+            14,
+            "case `lists on a payment`: action `listPayments` does not apply to resource type `Payment`",
+            &cedar
+        ),
+        "{all}"
+    );
+    // Rego has no schema: only the role is checked there.
+    assert_eq!(problems.len(), 5, "{all}");
+    assert!(
+        report.suites.iter().all(|s| s.runs.is_empty()),
+        "no case ran"
+    );
+    assert_ne!(report.exit_code(), 0);
+
+    // More uses than the grant has is refused when the suite loads, at the grant's line.
+    let text = format!(
+        "{HEAD}  - name: a\n    principal: User::\"a\"\n    groups: []\n    action: x\n    resource: Service::\"s\"\n    expect: {{ decision: deny }}\ngrants:\n  - {{ id: g1, principal: User::\"a\", role: r, scope: Service::\"s\", duration: 1h, max_uses: 2, uses: 3 }}\n"
+    );
+    let err = broken("uses.yaml", &text);
+    assert_eq!(err.0[0].line, Some(12), "{err}");
+    assert!(
+        err.0[0]
+            .message
+            .contains("grant `g1`: field `uses` (3) is more than `max_uses` (2)"),
+        "{err}"
+    );
 }

@@ -654,6 +654,19 @@ impl PolicyBackend for CedarBackend {
         self.ids.clone()
     }
 
+    fn check_entity_type(&self, ty: &str) -> Result<(), String> {
+        if self.type_cache.contains_key(ty) {
+            Ok(())
+        } else {
+            let mut known: Vec<&str> = self.type_cache.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            Err(format!(
+                "entity type `{ty}` is not declared in the schema (it declares: {})",
+                known.join(", ")
+            ))
+        }
+    }
+
     fn check_route(
         &self,
         action: &str,

@@ -315,6 +315,15 @@ impl Runner {
                     continue;
                 }
             };
+            let problems = fixture_problems(suite, &bundle);
+            if !problems.is_empty() {
+                for diag in problems {
+                    if !report.broken.contains(&diag) {
+                        report.broken.push(diag);
+                    }
+                }
+                continue;
+            }
             let run = self.run_on(suite, &bundle, dir, last);
             self.rego_tests_of(&bundle, dir);
             out.runs.push(run);
@@ -409,6 +418,55 @@ impl Runner {
         report.rego_tests = self.rego_tests;
         report
     }
+}
+
+/// What in a suite's fixtures and cases cannot happen with `bundle`: a grant for a role the bundle does not define
+/// (the lifecycle refuses to create one), an entity type or action the schema does not declare, a resource the
+/// action does not apply to. Such a case would pass or fail for a reason that no real request can have (a typo in a
+/// principal's type makes every expected deny pass), so the suite is refused instead, each problem at its line.
+fn fixture_problems(suite: &Suite, bundle: &Bundle) -> Vec<Diagnostic> {
+    let backend = bundle.backend();
+    let shown = bundle.dir.display();
+    let mut out = Vec::new();
+    let mut push = |line: Option<usize>, msg: String| {
+        let msg = format!("{msg} (bundle {shown})");
+        out.push(match line {
+            Some(l) => Diagnostic::at(&suite.path, l, 1, msg),
+            None => Diagnostic::file(&suite.path, msg),
+        });
+    };
+    for (g, line) in suite.grants.iter().zip(&suite.grant_lines) {
+        if !bundle.roles.contains_key(&g.role) {
+            let defined: Vec<&str> = bundle.roles.keys().map(String::as_str).collect();
+            push(
+                *line,
+                format!(
+                    "grant `{}`: role `{}` is not defined in the bundle's [roles] (it defines: {})",
+                    g.id,
+                    g.role,
+                    defined.join(", ")
+                ),
+            );
+        }
+        for (what, ty) in [("principal", &g.principal.ty), ("scope", &g.scope.ty)] {
+            if let Err(msg) = backend.check_entity_type(ty) {
+                push(*line, format!("grant `{}`: {what}: {msg}", g.id));
+            }
+        }
+    }
+    for (case, line) in suite.file.cases.iter().zip(&suite.case_lines) {
+        let name = &case.name;
+        if let Err(msg) = backend.check_entity_type(&case.principal.ty) {
+            push(*line, format!("case `{name}`: principal: {msg}"));
+        }
+        if let Target::Direct { action, resource } = &case.target {
+            let parents: Vec<&str> = resource.parents.iter().map(|p| p.ty.as_str()).collect();
+            if let Err(msg) = backend.check_route(action, &resource.entity.ty, &parents) {
+                push(*line, format!("case `{name}`: {msg}"));
+            }
+        }
+    }
+    out
 }
 
 /// Loads the bundle in `dir` and runs its tests against it: the suites it lists under `tests` (whatever bundles

@@ -219,6 +219,15 @@ impl TryFrom<RawGrant> for GrantFixture {
         if g.max_uses == Some(0) {
             return Err(format!("{ctx}: field `max_uses` must be at least 1"));
         }
+        if let Some(max) = g.max_uses {
+            if g.uses > max {
+                return Err(format!(
+                    "{ctx}: field `uses` ({}) is more than `max_uses` ({max}); a grant never spends more uses than \
+                     it has",
+                    g.uses
+                ));
+            }
+        }
         Ok(GrantFixture { spec: g })
     }
 }
@@ -559,8 +568,10 @@ pub struct Suite {
     pub bundles: Vec<PathBuf>,
     /// The fixture grants, times resolved.
     pub grants: Vec<Grant>,
-    /// 1-based line of each case (best effort: where its name is written), parallel to `file.cases`.
+    /// 1-based line of each case (where its `name` is written), parallel to `file.cases`.
     pub case_lines: Vec<Option<usize>>,
+    /// 1-based line of each fixture grant (where its `id` is written), parallel to `grants`.
+    pub grant_lines: Vec<Option<usize>>,
 }
 
 impl Suite {
@@ -574,10 +585,32 @@ impl Suite {
     pub fn parse(path: &Path, source: &str) -> Result<Suite, Diagnostics> {
         let file: SuiteFile = parse_yaml(path, source)?;
         let mut errors = Vec::new();
-        let case_lines = locate_names(source, file.cases.iter().map(|c| c.name.as_str()));
+        let case_lines = locate_names(source, "name", file.cases.iter().map(|c| c.name.as_str()));
 
         let mut seen = BTreeSet::new();
         for (case, line) in file.cases.iter().zip(&case_lines) {
+            // A typo in a case's principal would run it as a stranger with no groups, and every expected deny
+            // would pass; the engine's own anonymous caller needs no fixture.
+            let anonymous = case.principal.ty == "Anonymous" && case.principal.id == "anonymous";
+            if case.groups.is_none() && !anonymous && !file.principals.contains_key(&case.principal)
+            {
+                let declared: Vec<String> = file.principals.keys().map(|p| p.to_string()).collect();
+                errors.push(at_line(
+                    path,
+                    *line,
+                    format!(
+                        "case `{}`: principal `{}` is not under `principals` (declare it, with `{{}}` for one with \
+                         no groups, or give the case `groups`); declared: {}",
+                        case.name,
+                        case.principal,
+                        if declared.is_empty() {
+                            "none".to_string()
+                        } else {
+                            declared.join(", ")
+                        }
+                    ),
+                ));
+            }
             if !seen.insert(case.name.as_str()) {
                 errors.push(at_line(
                     path,
@@ -596,7 +629,8 @@ impl Suite {
             ));
         }
 
-        let grant_lines = locate_names(source, file.grants.iter().map(|g| g.spec.id.as_str()));
+        let grant_lines =
+            locate_names(source, "id", file.grants.iter().map(|g| g.spec.id.as_str()));
         let mut grants = Vec::new();
         let mut ids = BTreeSet::new();
         for (g, line) in file.grants.iter().zip(&grant_lines) {
@@ -626,6 +660,7 @@ impl Suite {
             bundles,
             grants,
             case_lines,
+            grant_lines,
         })
     }
 }
@@ -659,28 +694,57 @@ fn at_line(path: &Path, line: Option<usize>, msg: String) -> Diagnostic {
     }
 }
 
-/// Finds, for each name in order, the first line at or after the previous hit that contains it. Serde gives us no
-/// spans for values that parsed fine, so this is how a failing case or a cross-case error points at its source.
-fn locate_names<'a>(source: &str, names: impl Iterator<Item = &'a str>) -> Vec<Option<usize>> {
+/// Finds, for each name in order, the first line at or after the previous hit where `key` is written with that
+/// value (`name: x`, `- name: "x"`, `{ id: x, ... }`, `"name": "x"`), else the first that merely contains it. Serde
+/// gives us no spans for values that parsed fine, so this is how a failing case or a cross-case error points at its
+/// source; matching the key and the whole value keeps a case named `a` from pointing at the first line with an `a`.
+fn locate_names<'a>(
+    source: &str,
+    key: &str,
+    names: impl Iterator<Item = &'a str>,
+) -> Vec<Option<usize>> {
     let lines: Vec<&str> = source.lines().collect();
     let mut from = 0usize;
     names
         .map(|name| {
-            let hit = lines
-                .iter()
-                .enumerate()
-                .skip(from)
-                .find(|(_, l)| l.contains(name))
+            let after = || lines.iter().enumerate().skip(from);
+            let hit = after()
+                .find(|(_, l)| values_of(l, key).any(|v| v == name))
+                .or_else(|| after().find(|(_, l)| l.contains(name)))
                 .map(|(i, _)| i);
-            match hit {
-                Some(i) => {
-                    from = i + 1;
-                    Some(i + 1)
-                }
-                None => None,
+            let line = hit.map(|i| i + 1);
+            if let Some(l) = line {
+                from = l;
             }
+            line
         })
         .collect()
+}
+
+/// The values written for `key` on one line of YAML or JSON, quotes removed (no escapes are interpreted).
+fn values_of<'l>(line: &'l str, key: &'l str) -> impl Iterator<Item = &'l str> + 'l {
+    line.match_indices(key).filter_map(move |(at, _)| {
+        let before = line[..at].chars().next_back();
+        let quoted = before == Some('"') || before == Some('\'');
+        let open = if quoted { at - 1 } else { at };
+        let lead = line[..open].chars().next_back();
+        if !matches!(lead, None | Some(' ' | '\t' | '{' | ',' | '-')) {
+            return None;
+        }
+        let mut rest = &line[at + key.len()..];
+        if quoted {
+            rest = rest.strip_prefix(before?)?;
+        }
+        let rest = rest.trim_start().strip_prefix(':')?.trim_start();
+        match rest.chars().next() {
+            Some(q @ ('"' | '\'')) => rest[1..].split(q).next(),
+            _ => rest
+                .split([',', '}', '#'])
+                .next()
+                .map(str::trim_end)
+                .filter(|v| !v.is_empty()),
+        }
+    })
 }
 
 /// Every suite file (`*.yaml`, `*.yml`, `*.json`) under `paths` (files are taken as given; directories are walked
