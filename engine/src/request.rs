@@ -107,23 +107,31 @@ pub struct AuthzRequest {
     pub digest: Option<String>,
 }
 
-/// The digest that binds an approval to one exact request: principal, method, normalized path, query and a hash of
-/// the body. Hex SHA-256; each part is length-prefixed so no two different requests share a digest.
-pub fn request_digest(
-    principal: &EntityRef,
-    method: &str,
-    path: &str,
-    query: &str,
-    body: &[u8],
-) -> String {
+/// The digest that binds an approval to one exact request: principal, method, host, normalized path, query, the
+/// action and resource the routes mapped it to, and a hash of the body, all taken from `request` (the body is
+/// passed separately). Binding the host keeps an approval given for one host from opening the same path on
+/// another; binding the action and resource keeps it from opening whatever a later bundle maps the path to. Hex
+/// SHA-256; each part is length-prefixed (an absent host is distinct from an empty one), so no two different
+/// requests share a digest.
+pub fn request_digest(request: &AuthzRequest, body: &[u8]) -> String {
     let body_hash = Sha256::digest(body);
     let mut h = Sha256::new();
-    let principal = principal.to_string();
+    let principal = request.principal.entity.to_string();
+    let resource = request.resource.entity.to_string();
+    let ctx = &request.context;
+    let text = |v: &Option<String>| v.as_deref().unwrap_or_default().as_bytes().to_vec();
+    let host = match &ctx.host {
+        Some(h) => [b"1".as_slice(), h.as_bytes()].concat(),
+        None => b"0".to_vec(),
+    };
     for part in [
         principal.as_bytes(),
-        method.as_bytes(),
-        path.as_bytes(),
-        query.as_bytes(),
+        &text(&ctx.method),
+        &host,
+        &text(&ctx.path),
+        &text(&ctx.query),
+        request.action.as_bytes(),
+        resource.as_bytes(),
         &body_hash[..],
     ] {
         h.update((part.len() as u64).to_be_bytes());
@@ -138,15 +146,77 @@ mod tests {
 
     #[test]
     fn digest_separates_fields() {
-        let p = EntityRef::new("User", "a");
-        let a = request_digest(&p, "DELETE", "/db/x", "", b"");
-        assert_eq!(a, request_digest(&p, "DELETE", "/db/x", "", b""));
-        assert_ne!(a, request_digest(&p, "DELETE", "/db/x", "", b"{}"));
-        assert_ne!(a, request_digest(&p, "DELETE", "/db/", "x", b""));
-        assert_ne!(
-            a,
-            request_digest(&EntityRef::new("User", "b"), "DELETE", "/db/x", "", b"")
-        );
+        let base = || {
+            let mut context = Context::at(0);
+            context.method = Some("DELETE".into());
+            context.host = Some("db.example.com".into());
+            context.path = Some("/db/x".into());
+            context.query = Some(String::new());
+            AuthzRequest {
+                principal: Principal {
+                    entity: EntityRef::new("User", "a"),
+                    groups: Vec::new(),
+                },
+                action: "deleteDatabase".into(),
+                resource: Resource {
+                    entity: EntityRef::new("Database", "x"),
+                    parents: Vec::new(),
+                    attrs: Default::default(),
+                },
+                context,
+                digest: None,
+            }
+        };
+        let a = request_digest(&base(), b"");
+        assert_eq!(a, request_digest(&base(), b""));
+        // Fields that are not part of the request's identity do not change it.
+        let mut r = base();
+        r.context.time = 99;
+        r.context.source_ip = Some("10.0.0.1".into());
+        r.principal.groups = vec!["sre".into()];
+        assert_eq!(a, request_digest(&r, b""));
+        let changed: Vec<(&str, Box<dyn Fn(&mut AuthzRequest)>)> = vec![
+            (
+                "principal",
+                Box::new(|r| r.principal.entity = EntityRef::new("User", "b")),
+            ),
+            (
+                "method",
+                Box::new(|r| r.context.method = Some("GET".into())),
+            ),
+            (
+                "host",
+                Box::new(|r| r.context.host = Some("db.staging.example.com".into())),
+            ),
+            ("no host", Box::new(|r| r.context.host = None)),
+            (
+                "empty host",
+                Box::new(|r| r.context.host = Some(String::new())),
+            ),
+            ("path", Box::new(|r| r.context.path = Some("/db/".into()))),
+            (
+                "path into query",
+                Box::new(|r| {
+                    r.context.path = Some("/db/".into());
+                    r.context.query = Some("x".into());
+                }),
+            ),
+            ("action", Box::new(|r| r.action = "readDatabase".into())),
+            (
+                "resource",
+                Box::new(|r| r.resource.entity = EntityRef::new("Database", "y")),
+            ),
+        ];
+        let mut seen = std::collections::BTreeSet::from([a.clone()]);
+        for (what, change) in &changed {
+            let mut r = base();
+            change(&mut r);
+            assert!(
+                seen.insert(request_digest(&r, b"")),
+                "{what} must change the digest"
+            );
+        }
+        assert_ne!(a, request_digest(&base(), b"{}"), "the body");
     }
 
     #[test]

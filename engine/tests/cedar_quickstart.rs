@@ -21,6 +21,7 @@ fn monday_10() -> i64 {
     parse_rfc3339("2026-11-23T10:00:00Z").unwrap()
 }
 
+#[derive(Clone)]
 struct Call<'a> {
     who: EntityRef,
     groups: &'a [&'a str],
@@ -57,7 +58,7 @@ impl<'a> Call<'a> {
         context.source_ip = Some(self.ip.to_string());
         context.method = Some(self.method.to_string());
         context.path = Some(self.path.to_string());
-        AuthzRequest {
+        let mut request = AuthzRequest {
             principal: Principal {
                 entity: self.who.clone(),
                 groups: self.groups.iter().map(|g| g.to_string()).collect(),
@@ -65,8 +66,10 @@ impl<'a> Call<'a> {
             action: m.route.action.clone(),
             resource: m.resource,
             context,
-            digest: Some(request_digest(&self.who, self.method, self.path, "", b"")),
-        }
+            digest: None,
+        };
+        request.digest = Some(request_digest(&request, b""));
+        request
     }
 }
 
@@ -284,13 +287,9 @@ fn database_delete_is_held_until_that_request_is_approved() {
     assert_eq!(d.grants_used, vec!["g-db", "g-hold"]);
 
     // The approval does not match a different request.
-    approval.request_digest = Some(request_digest(
-        &call.who,
-        "DELETE",
-        "/databases/other",
-        "",
-        b"",
-    ));
+    let mut other = call.clone();
+    other.path = "/databases/other";
+    approval.request_digest = other.request(&b).digest;
     let d = b.decide(&req, &[g, Arc::new(approval)]);
     assert_eq!(d.effect, Effect::Hold, "{d:?}");
 }

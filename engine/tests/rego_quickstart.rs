@@ -68,7 +68,7 @@ impl Req {
         context.source_ip = Some(self.ip.into());
         context.method = Some(self.method.into());
         context.path = Some(self.path.into());
-        AuthzRequest {
+        let mut request = AuthzRequest {
             principal: Principal {
                 entity: self.who.clone(),
                 groups: self.groups.clone(),
@@ -76,8 +76,10 @@ impl Req {
             action: m.route.action.clone(),
             resource: m.resource,
             context,
-            digest: Some(request_digest(&self.who, self.method, self.path, "", b"")),
-        }
+            digest: None,
+        };
+        request.digest = Some(request_digest(&request, b""));
+        request
     }
 
     fn decide(&self, b: &Bundle, grants: &[Grant]) -> Decision {
@@ -268,13 +270,7 @@ fn database_delete_is_held_until_that_request_is_approved() {
     let d = delete().decide(&b, std::slice::from_ref(&db_admin));
     assert_decision(&d, Effect::Hold, &["hold-database-delete"], &["g-db"]);
 
-    let digest = request_digest(
-        &EntityRef::new("User", "dave"),
-        "DELETE",
-        "/databases/prod",
-        "",
-        b"",
-    );
+    let digest = delete().build(&b).digest.unwrap();
     let approval = Grant {
         request_digest: Some(digest),
         role: "hold".into(),

@@ -112,13 +112,7 @@ impl crate::state::Proxy {
                 .to_bytes();
         let path = request.context.path.clone().unwrap_or_default();
         let query = request.context.query.clone().unwrap_or_default();
-        let digest = jitgate_engine::request::request_digest(
-            &request.principal.entity,
-            parts.method.as_str(),
-            &path,
-            &query,
-            &bytes,
-        );
+        let digest = jitgate_engine::request::request_digest(request, &bytes);
         request.digest = Some(digest.clone());
 
         let redeem = |request: &mut jitgate_engine::AuthzRequest| {
@@ -148,11 +142,17 @@ impl crate::state::Proxy {
             resource: request.resource.entity.clone(),
             digest,
             reason: format!(
-                "{} {}{}{} ({}) held by policy {}",
+                "{} {}{}{}{} ({}) held by policy {}",
                 parts.method,
                 path,
                 if query.is_empty() { "" } else { "?" },
                 query,
+                request
+                    .context
+                    .host
+                    .as_deref()
+                    .map(|h| format!(" on {h}"))
+                    .unwrap_or_default(),
                 request.action,
                 held.policies.join(", ")
             ),

@@ -163,6 +163,25 @@ async fn after_the_wait_a_resend_with_the_approval_passes_once_and_only_if_ident
     assert_eq!(s, 200);
     // A different request (another query) with the approval: refused, and the approval is not spent.
     assert_eq!(send(Some(id.clone()), "?force=1").await.0, 403);
+    // The same method and path sent to another host (the route matches any host): refused too, so an approval
+    // given for one host cannot open the same path on another.
+    let other_host = env
+        .http
+        .delete(env.data("/databases/orders"))
+        .bearer_auth(alice.clone())
+        .header("host", "billing.staging.example")
+        .header("x-jitgate-approval", &id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other_host.status(), 403);
+    let body: Value = other_host.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|r| r.contains("does not match this exact request")),
+        "{body}"
+    );
     // 20 concurrent identical resends: exactly one passes.
     let mut tasks = Vec::new();
     for _ in 0..20 {

@@ -512,7 +512,8 @@ fn run_case(suite: &Suite, case: &CaseSpec, bundle: &Bundle, state: &mut Vec<Gra
         groups,
     };
 
-    let (action, resource, digest) = match &case.target {
+    // An HTTP case has a digest (of the request and its body); a direct one does not.
+    let (action, resource, body) = match &case.target {
         Target::Direct { action, resource } => (action.clone(), resource.clone(), None),
         Target::Http(http) => {
             let Some(m) = bundle
@@ -529,28 +530,27 @@ fn run_case(suite: &Suite, case: &CaseSpec, bundle: &Bundle, state: &mut Vec<Gra
             context.path = Some(http.path.clone());
             context.host.clone_from(&http.host);
             context.query = Some(http.query.clone());
-            let digest = request_digest(
-                &case.principal,
-                &method,
-                &http.path,
-                &http.query,
-                http.body.as_bytes(),
-            );
-            (m.route.action.clone(), m.resource, Some(digest))
+            (
+                m.route.action.clone(),
+                m.resource,
+                Some(http.body.as_bytes()),
+            )
         }
     };
-    if case.approved_request {
-        if let Some(d) = &digest {
-            state.push(approval(case, &resource.entity, d, now));
-        }
-    }
-    let request = AuthzRequest {
+    let mut request = AuthzRequest {
         principal,
         action,
         resource,
         context,
-        digest,
+        digest: None,
     };
+    if let Some(body) = body {
+        let digest = request_digest(&request, body);
+        if case.approved_request {
+            state.push(approval(case, &request.resource.entity, &digest, now));
+        }
+        request.digest = Some(digest);
+    }
     let mine: Vec<Arc<Grant>> = state
         .iter()
         .filter(|g| g.principal == case.principal)
