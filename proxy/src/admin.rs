@@ -131,7 +131,7 @@ async fn run_to_the_end(
             return if e.is::<http_body_util::LengthLimitError>() {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
+                    "body_too_large",
                     format!("the request body is over {ADMIN_MAX_BODY} bytes"),
                 )
             } else {

@@ -280,6 +280,25 @@ async fn bad_input_names_the_field() {
     }
     let r = env.http.get(env.admin("/v1/grants")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
+    // A body over the admin API's 2 MiB is 413 with the same error code as the data plane's, and creates nothing.
+    let (_, before) = env.get("carol", "/v1/requests?all=true").await;
+    let huge = format!(
+        r#"{{"role": "payments-writer", "scope": "Service::\"payments\"", "duration": "10m", "reason": "{}"}}"#,
+        "x".repeat(3 << 20)
+    );
+    let r = env
+        .http
+        .post(env.admin("/v1/requests"))
+        .bearer_auth(env.token("alice"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "body_too_large", "{v}");
+    assert_eq!(env.get("carol", "/v1/requests?all=true").await.1, before);
     env.running.shutdown().await;
 }
 
