@@ -83,7 +83,9 @@ pub fn toml_key_offset(source: &str, key_path: &str) -> Option<usize> {
     let mut rest = key_path;
     while !rest.is_empty() {
         if let Some(after) = rest.strip_prefix('[') {
-            let (index, tail) = after.split_once(']')?;
+            let Some((index, tail)) = after.split_once(']') else {
+                break;
+            };
             let DeValue::Array(items) = value else {
                 break;
             };
