@@ -119,6 +119,8 @@ pub struct Route {
     segments: Vec<Seg>,
     resource: EntityTemplate,
     parents: Vec<EntityTemplate>,
+    /// Whether `parents` was written in the route (else it is the default).
+    parents_written: bool,
 }
 
 /// The result of matching a request against the table.
@@ -155,9 +157,13 @@ impl Route {
         &self.resource.ty
     }
 
-    /// The entity types of the resource's parents, in the order written.
+    /// The entity types of the parents the route writes in `parents`, in that order; empty when the route leaves
+    /// them out (the default `Service::"<service>"` parent is jitgate's own, for grant scopes, not the schema's).
     pub fn parent_types(&self) -> impl Iterator<Item = &str> {
-        self.parents.iter().map(|p| p.ty.as_str())
+        self.parents
+            .iter()
+            .filter(|_| self.parents_written)
+            .map(|p| p.ty.as_str())
     }
 }
 
@@ -332,6 +338,7 @@ impl RouteTable {
             segments,
             resource,
             parents,
+            parents_written: spec.parents.is_some(),
         })
     }
 

@@ -406,6 +406,46 @@ fn routes_that_do_not_fit_the_cedar_schema_are_refused_with_their_line() {
     }
 }
 
+/// What the route check must still accept: an action declared in a namespace (found by its id, as requests find
+/// it), and a resource type that is in no `Service` when the route writes no `parents` (the default service parent
+/// is jitgate's own, for grant scopes). A parent the route does write must fit the schema.
+#[test]
+fn routes_with_namespaced_actions_and_standalone_resources_load() {
+    let head = "name = \"r\"\nengine = \"cedar\"\nschema = \"schema.cedarschema\"\npolicies = [\"policies\"]\n";
+    let routes = "[[routes]]\nmethod = \"GET\"\npath = \"/receipts/{id}\"\nservice = \"payments\"\naction = \"readReceipt\"\n\
+                  resource = 'Receipt::\"{id}\"'\n\n\
+                  [[routes]]\nmethod = \"GET\"\npath = \"/ledgers/{id}\"\nservice = \"payments\"\naction = \"readLedger\"\n\
+                  resource = 'Acme::Ledger::\"{id}\"'\n";
+    let extend = |dir: &Path| {
+        let file = dir.join("schema.cedarschema");
+        let mut schema = std::fs::read_to_string(&file).unwrap();
+        schema.push_str(
+            "\nentity Receipt;\n\
+             action readReceipt appliesTo { principal: [User, Workload], resource: [Receipt], context: RequestContext };\n\
+             namespace Acme {\n  entity Ledger in [Service];\n  \
+             action readLedger appliesTo { principal: [User, Workload], resource: [Ledger], context: RequestContext };\n}\n",
+        );
+        std::fs::write(file, schema).unwrap();
+    };
+    let dir = cedar_bundle(&format!("{head}{routes}"), None);
+    extend(dir.path());
+    let bundle = Bundle::load(dir.path()).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(bundle.routes.len(), 2);
+
+    let written = routes.replacen(
+        "resource = 'Receipt::\"{id}\"'\n",
+        "resource = 'Receipt::\"{id}\"'\nparents = ['Service::\"payments\"']\n",
+        1,
+    );
+    let dir = cedar_bundle(&format!("{head}{written}"), None);
+    extend(dir.path());
+    let err = Bundle::load(dir.path()).err().unwrap().to_string();
+    assert!(
+        err.contains("bundle.toml:5:1: route `GET /receipts/{id}`: the schema does not let `Receipt` be in `Service`"),
+        "{err}"
+    );
+}
+
 /// Role settings and file lists that parse but do not make sense are reported at their own line; a required
 /// setting that is left out, at the role that lacks it.
 #[test]

@@ -400,3 +400,20 @@ cases:
         "{err}"
     );
 }
+
+/// A case name written as a block scalar is placed at its own `name:` line, so a later case with the same name is
+/// reported at the later line.
+#[test]
+fn a_block_scalar_case_name_is_placed_at_its_own_line() {
+    let case = |name: &str| {
+        format!(
+            "  - name: {name}\n    principal: User::\"a\"\n    groups: []\n    action: x\n    resource: Service::\"s\"\n    expect: {{ decision: deny }}\n"
+        )
+    };
+    // Lines 5-11 are the first case (its name on line 6), line 12 starts the second.
+    let text = format!("{HEAD}{}{}", case(">-\n      first"), case("first"));
+    let err = broken("block.yaml", &text);
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert!(err.0[0].message.contains("duplicate case name"), "{err}");
+    assert_eq!(err.0[0].line, Some(12), "{err}");
+}

@@ -673,8 +673,14 @@ impl PolicyBackend for CedarBackend {
         resource_type: &str,
         parent_types: &[&str],
     ) -> Result<(), String> {
-        let uid =
-            EntityUid::from_type_name_and_id(self.types.action.clone(), EntityId::new(action));
+        // The action as a request finds it: by its id, in whichever namespace the schema declares it.
+        let uid = self
+            .by_action
+            .get(action)
+            .and_then(|i| i.uid.clone())
+            .unwrap_or_else(|| {
+                EntityUid::from_type_name_and_id(self.types.action.clone(), EntityId::new(action))
+            });
         let Some(resources) = self.schema.resources_for_action(&uid) else {
             return Err(format!(
                 "action `{action}` is not declared in the schema (declare `action {action} appliesTo {{ ... }};`)"

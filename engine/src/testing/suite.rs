@@ -708,8 +708,20 @@ fn locate_names<'a>(
     names
         .map(|name| {
             let after = || lines.iter().enumerate().skip(from);
+            // `name: x`, or a block scalar (`name: >-`) whose first line of text starts the name.
+            let writes = |i: usize, l: &str| {
+                values_of(l, key).any(|v| {
+                    v == name
+                        || (v.starts_with(['>', '|'])
+                            && lines[i + 1..]
+                                .iter()
+                                .map(|n| n.trim())
+                                .find(|n| !n.is_empty())
+                                .is_some_and(|n| name.starts_with(n)))
+                })
+            };
             let hit = after()
-                .find(|(_, l)| values_of(l, key).any(|v| v == name))
+                .find(|(i, l)| writes(*i, l))
                 .or_else(|| after().find(|(_, l)| l.contains(name)))
                 .map(|(i, _)| i);
             let line = hit.map(|i| i + 1);
