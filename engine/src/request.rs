@@ -175,37 +175,25 @@ mod tests {
         r.context.source_ip = Some("10.0.0.1".into());
         r.principal.groups = vec!["sre".into()];
         assert_eq!(a, request_digest(&r, b""));
-        let changed: Vec<(&str, Box<dyn Fn(&mut AuthzRequest)>)> = vec![
-            (
-                "principal",
-                Box::new(|r| r.principal.entity = EntityRef::new("User", "b")),
-            ),
-            (
-                "method",
-                Box::new(|r| r.context.method = Some("GET".into())),
-            ),
-            (
-                "host",
-                Box::new(|r| r.context.host = Some("db.staging.example.com".into())),
-            ),
-            ("no host", Box::new(|r| r.context.host = None)),
-            (
-                "empty host",
-                Box::new(|r| r.context.host = Some(String::new())),
-            ),
-            ("path", Box::new(|r| r.context.path = Some("/db/".into()))),
-            (
-                "path into query",
-                Box::new(|r| {
-                    r.context.path = Some("/db/".into());
-                    r.context.query = Some("x".into());
-                }),
-            ),
-            ("action", Box::new(|r| r.action = "readDatabase".into())),
-            (
-                "resource",
-                Box::new(|r| r.resource.entity = EntityRef::new("Database", "y")),
-            ),
+        let changed: Vec<(&str, fn(&mut AuthzRequest))> = vec![
+            ("principal", |r| {
+                r.principal.entity = EntityRef::new("User", "b")
+            }),
+            ("method", |r| r.context.method = Some("GET".into())),
+            ("host", |r| {
+                r.context.host = Some("db.staging.example.com".into())
+            }),
+            ("no host", |r| r.context.host = None),
+            ("empty host", |r| r.context.host = Some(String::new())),
+            ("path", |r| r.context.path = Some("/db/".into())),
+            ("path into query", |r| {
+                r.context.path = Some("/db/".into());
+                r.context.query = Some("x".into());
+            }),
+            ("action", |r| r.action = "readDatabase".into()),
+            ("resource", |r| {
+                r.resource.entity = EntityRef::new("Database", "y")
+            }),
         ];
         let mut seen = std::collections::BTreeSet::from([a.clone()]);
         for (what, change) in &changed {

@@ -163,14 +163,19 @@ prefix = "Key "
     assert_eq!(schema_errors(&text), Vec::<String>::new());
 }
 
-#[test]
-fn bad_configs_are_refused_by_both_the_loader_and_the_schema() {
-    let dir = tempfile::tempdir().unwrap();
+/// The smallest valid config: `[bundle] path` naming the Cedar quickstart (2 lines).
+fn bundle_base() -> String {
     let bundle = repo("policies/quickstart-cedar")
         .display()
         .to_string()
         .replace('\\', "/");
-    let base = format!("[bundle]\npath = \"{bundle}\"\n");
+    format!("[bundle]\npath = \"{bundle}\"\n")
+}
+
+#[test]
+fn bad_configs_are_refused_by_both_the_loader_and_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = bundle_base();
     // (extra TOML, a piece of the loader's message)
     let cases = [
         (
@@ -276,11 +281,7 @@ fn bad_configs_are_refused_by_both_the_loader_and_the_schema() {
 #[test]
 fn semantic_config_errors_name_the_line_of_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let bundle = repo("policies/quickstart-cedar")
-        .display()
-        .to_string()
-        .replace('\\', "/");
-    let base = format!("[bundle]\npath = \"{bundle}\"\n");
+    let base = bundle_base();
     // (extra TOML after the 2 lines of `base`, the line reported, a piece of the message)
     for (extra, line, expected) in [
         (
