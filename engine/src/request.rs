@@ -175,7 +175,8 @@ mod tests {
         r.context.source_ip = Some("10.0.0.1".into());
         r.principal.groups = vec!["sre".into()];
         assert_eq!(a, request_digest(&r, b""));
-        let changed: Vec<(&str, fn(&mut AuthzRequest))> = vec![
+        type Change = fn(&mut AuthzRequest);
+        let changed: Vec<(&str, Change)> = vec![
             ("principal", |r| {
                 r.principal.entity = EntityRef::new("User", "b")
             }),
