@@ -655,6 +655,18 @@ async fn every_documented_route_is_routed_and_no_other_method_is() {
     let dir = tempfile::tempdir().unwrap();
     let live = Live::start(dir.path()).await;
     let documented = documented_routes(&live.doc);
+    let api_error = validator("/components/schemas/ApiError");
+    let is_api_error = |a: &Answer, what: &str| {
+        let body = a.json();
+        let problems: Vec<String> = api_error
+            .iter_errors(&body)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            problems.is_empty(),
+            "{what}: {body} is not an ApiError: {problems:?}"
+        );
+    };
     let paths: BTreeSet<&String> = documented.iter().map(|(_, p)| p).collect();
     for path in paths {
         let concrete = path.replace("{id}", NO_SUCH_ID);
@@ -675,10 +687,20 @@ async fn every_documented_route_is_routed_and_no_other_method_is() {
                     "{method} {concrete} is not documented, so it must not be served: {}",
                     a.text
                 );
+                is_api_error(&a, &format!("{method} {concrete}"));
             }
         }
     }
-    assert_eq!(live.raw("GET", "/v1/nope", None, None).await.status, 404);
+    // The fallbacks and the body limit answer with the one documented error shape and codes too.
+    let a = live.raw("GET", "/v1/nope", None, None).await;
+    assert_eq!(a.status, 404);
+    is_api_error(&a, "GET /v1/nope");
+    let huge = json!({ "reason": "x".repeat(3 << 20) });
+    let a = live
+        .raw("POST", "/v1/requests", Some("alice"), Some(huge))
+        .await;
+    assert_eq!(a.status, 413, "{}", a.text);
+    is_api_error(&a, "POST /v1/requests with 3 MiB");
     live.env.running.shutdown().await;
 }
 
