@@ -379,6 +379,10 @@ fn routes_that_do_not_fit_the_cedar_schema_are_refused_with_their_line() {
             "action `listPayments` does not apply to resource type `Payment` in the schema (it applies to: Service)",
         ),
         (
+            good.replace("readPayment", "dataPlane"),
+            "action `dataPlane` is an action group, and no request can be for a group",
+        ),
+        (
             good.replace("Payment::", "Paymnet::"),
             "resource type `Paymnet` is not declared in the schema",
         ),

@@ -687,6 +687,12 @@ impl PolicyBackend for CedarBackend {
             ));
         };
         let resources: Vec<String> = resources.map(|t| t.to_string()).collect();
+        if resources.is_empty() && self.schema.action_groups().any(|g| g == &uid) {
+            // A group has no `appliesTo`: a request for it would fail the schema and be denied, every time.
+            return Err(format!(
+                "action `{action}` is an action group, and no request can be for a group (map the route to one of                  its member actions; policies about `{action}` still apply to them)"
+            ));
+        }
         let Some(ty) = self.type_cache.get(resource_type) else {
             return Err(format!(
                 "resource type `{resource_type}` is not declared in the schema"
