@@ -113,6 +113,8 @@ struct ServerState {
     base: String,
     /// When set, each JWKS request announces itself on `started` and waits for `release`.
     gate: Mutex<Option<(mpsc::UnboundedSender<()>, Arc<Notify>)>>,
+    /// When set, served as the OpenID configuration instead of the one naming this server.
+    discovery: Mutex<Option<Value>>,
 }
 
 struct JwksServer {
@@ -129,6 +131,7 @@ impl JwksServer {
             discovery_fetches: AtomicUsize::new(0),
             base,
             gate: Mutex::new(None),
+            discovery: Mutex::new(None),
         });
         let app = axum::Router::new()
             .route("/jwks", get(serve_jwks))
@@ -171,6 +174,9 @@ async fn serve_jwks(State(state): State<Arc<ServerState>>) -> Json<Value> {
 
 async fn serve_discovery(State(state): State<Arc<ServerState>>) -> Json<Value> {
     state.discovery_fetches.fetch_add(1, Ordering::SeqCst);
+    if let Some(doc) = state.discovery.lock().unwrap().clone() {
+        return Json(doc);
+    }
     Json(
         json!({"issuer": state.base, "jwks_uri": format!("{}/jwks", state.base), "id_token_signing_alg_values_supported": ["RS256"]}),
     )
@@ -856,6 +862,44 @@ async fn discovery_finds_the_jwks() {
     assert_eq!(server.fetches(), 1);
 }
 
+/// The discovery document is held to what a configured issuer is: it must name the issuer, and its `jwks_uri`
+/// (the trust anchor) must be https or loopback http, as a configured `jwks_url` must. Nothing is fetched from a
+/// URL that fails the rule.
+#[tokio::test]
+async fn a_discovered_jwks_uri_and_issuer_are_checked_like_configured_ones() {
+    let server = JwksServer::start(jwks(&[RSA_A.jwk("a")])).await;
+    let issuer = server.state.base.clone();
+    let port = issuer.rsplit(':').next().unwrap().to_string();
+    for (doc, expected) in [
+        (
+            json!({"issuer": issuer, "jwks_uri": format!("http://127.0.0.2:{port}/jwks")}),
+            "must use https",
+        ),
+        (
+            json!({"jwks_uri": format!("{issuer}/jwks")}),
+            "names no `issuer`",
+        ),
+    ] {
+        *server.state.discovery.lock().unwrap() = Some(doc.clone());
+        let mut cfg = IssuerConfig::new(issuer.clone(), "", AUD, &["RS256"]);
+        cfg.jwks_url = None;
+        cfg.discovery = true;
+        let auth = Authenticator::new(vec![cfg], None).unwrap();
+        let token = sign(
+            Algorithm::RS256,
+            "a",
+            &RSA_A.enc,
+            &with(claims(), "iss", json!(issuer)),
+        );
+        let err = auth_err(&auth, &token, NOW).await;
+        assert!(
+            matches!(&err, AuthError::JwksUnavailable(m) if m.contains(expected)),
+            "{doc}: {err:?}"
+        );
+        assert_eq!(server.fetches(), 0, "{doc}: no key set is fetched");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // jitgate's own issuer
 
@@ -1053,8 +1097,54 @@ async fn a_caller_that_hangs_up_mid_fetch_does_not_rate_limit_the_issuer() {
     assert!(first.await.unwrap_err().is_cancelled());
     *server.state.gate.lock().unwrap() = None;
     release.notify_waiters();
-    // The next caller, in the same second, fetches the keys instead of being told they were not fetched yet.
+    // The next caller, in the same second, gets the keys instead of being told they were not fetched yet: the
+    // fetch the first caller started ran to its end without it, so nothing is fetched twice.
     let id = auth.authenticate(Some(&bearer(&token)), NOW).await.unwrap();
     assert_eq!(id.principal.id, "alice");
-    assert_eq!(server.fetches(), 2);
+    assert_eq!(server.fetches(), 1);
+}
+
+/// Unknown `kid`s sent and cancelled in a loop (reset HTTP/2 streams) must not multiply fetches: the fetch the
+/// first of them started runs to its end on its own and counts against the refresh interval like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_hang_up_mid_fetch_cannot_multiply_fetches() {
+    let (server, auth) = setup().await;
+    auth.authenticate(
+        Some(&bearer(&sign(Algorithm::RS256, "a", &RSA_A.enc, &claims()))),
+        NOW,
+    )
+    .await
+    .unwrap();
+    assert_eq!(server.fetches(), 1);
+    let (started_tx, mut started_rx) = mpsc::unbounded_channel();
+    let release = Arc::new(Notify::new());
+    *server.state.gate.lock().unwrap() = Some((started_tx, Arc::clone(&release)));
+    // Past the refresh interval, so the first unknown kid may refetch once.
+    let t = NOW + 31;
+    let callers: Vec<_> = (0..20)
+        .map(|i| {
+            let auth = auth.clone();
+            let token = sign(
+                Algorithm::RS256,
+                &format!("unknown-{i}"),
+                &RSA_A.enc,
+                &claims(),
+            );
+            tokio::spawn(async move { auth.authenticate(Some(&bearer(&token)), t).await })
+        })
+        .collect();
+    started_rx.recv().await.unwrap();
+    for caller in &callers {
+        caller.abort();
+    }
+    for caller in callers {
+        let _ = caller.await;
+    }
+    *server.state.gate.lock().unwrap() = None;
+    release.notify_waiters();
+    // One more unknown kid in the same second: it waits for the running fetch, then is refused without another.
+    let token = sign(Algorithm::RS256, "unknown-last", &RSA_A.enc, &claims());
+    let err = auth_err(&auth, &token, t).await;
+    assert!(matches!(err, AuthError::UnknownKey { .. }), "{err:?}");
+    assert_eq!(server.fetches(), 2, "one fetch for every cancelled caller");
 }

@@ -124,7 +124,7 @@ pub(crate) fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
 }
 
 /// Whether `url` may be fetched for keys: `https`, or `http` to a loopback host only (tests, sidecars).
-fn check_fetch_url(url: &str) -> Result<(), String> {
+pub(crate) fn check_fetch_url(url: &str) -> Result<(), String> {
     let rest = if let Some(rest) = url.strip_prefix("https://") {
         rest
     } else if let Some(rest) = url.strip_prefix("http://") {

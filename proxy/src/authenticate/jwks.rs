@@ -273,13 +273,18 @@ async fn discover(http: &reqwest::Client, issuer: &str) -> Result<String, String
     let body = get_limited(http, &url).await?;
     let doc: Discovery = serde_json::from_slice(&body)
         .map_err(|e| format!("{url}: not an OpenID configuration: {e}"))?;
-    if let Some(named) = &doc.issuer {
-        if named != issuer {
+    // OpenID Connect Discovery 1.0, section 4.3: the document must name the issuer it was fetched for.
+    match &doc.issuer {
+        Some(named) if named == issuer => {}
+        Some(named) => {
             return Err(format!(
                 "{url}: names issuer `{named}`, expected `{issuer}`"
             ));
         }
+        None => return Err(format!("{url}: names no `issuer`, expected `{issuer}`")),
     }
+    // The keys are the trust anchor: a discovered URL is held to the rule a configured `jwks_url` is.
+    super::config::check_fetch_url(&doc.jwks_uri).map_err(|e| format!("{url}: jwks_uri {e}"))?;
     Ok(doc.jwks_uri)
 }
 

@@ -91,9 +91,10 @@ struct Issuer {
     refresh_min_interval: i64,
     /// Only jitgate's own tokens may carry a grant binding.
     grant_bound: bool,
-    source: KeySource,
-    keys: RwLock<Option<Arc<KeySet>>>,
-    fetch: tokio::sync::Mutex<FetchState>,
+    source: Arc<KeySource>,
+    keys: Arc<RwLock<Option<Arc<KeySet>>>>,
+    /// Held for the whole of a fetch, by the task that fetches (see [`Issuer::key`]).
+    fetch: Arc<tokio::sync::Mutex<FetchState>>,
 }
 
 struct Inner {
@@ -162,9 +163,9 @@ impl Authenticator {
                 leeway: cfg.leeway_secs,
                 refresh_min_interval: secs(cfg.refresh_min_interval_secs),
                 grant_bound: false,
-                source,
-                keys: RwLock::new(None),
-                fetch: tokio::sync::Mutex::new(FetchState::default()),
+                source: Arc::new(source),
+                keys: Arc::new(RwLock::new(None)),
+                fetch: Arc::new(tokio::sync::Mutex::new(FetchState::default())),
             };
             map.insert(cfg.issuer, issuer);
         }
@@ -199,9 +200,9 @@ impl Authenticator {
                 leeway: 5,
                 refresh_min_interval: i64::MAX,
                 grant_bound: true,
-                source: KeySource::Static,
-                keys: RwLock::new(Some(Arc::new(set))),
-                fetch: tokio::sync::Mutex::new(FetchState::default()),
+                source: Arc::new(KeySource::Static),
+                keys: Arc::new(RwLock::new(Some(Arc::new(set)))),
+                fetch: Arc::new(tokio::sync::Mutex::new(FetchState::default())),
             };
             map.insert(local.issuer().to_string(), issuer);
         }
@@ -397,7 +398,7 @@ impl Issuer {
         };
         let snapshot = self.keys.read().clone();
         let fresh = |set: &KeySet| {
-            matches!(self.source, KeySource::Static)
+            matches!(*self.source, KeySource::Static)
                 || now < set.fetched_at.saturating_add(inner.jwks_max_age)
         };
         if let Some(set) = &snapshot {
@@ -407,13 +408,13 @@ impl Issuer {
                 }
             }
         }
-        if matches!(self.source, KeySource::Static) {
+        if matches!(*self.source, KeySource::Static) {
             return Err(unknown());
         }
 
         // Single flight: whoever holds the lock fetches; the others wait and then use what it fetched.
         let seen = snapshot.as_ref().map(|s| s.generation);
-        let mut state = self.fetch.lock().await;
+        let mut state = Arc::clone(&self.fetch).lock_owned().await;
         let current = self.keys.read().clone();
         let found = current.as_ref().and_then(|s| s.find(kid, alg)).cloned();
         if current.as_ref().map(|s| s.generation) != seen {
@@ -439,28 +440,44 @@ impl Issuer {
             });
         }
 
-        // The attempt counts once it has ended: a caller that hangs up mid-fetch drops this future, and must not
-        // leave the issuer rate-limited with no keys (every caller would get 401 until the interval passed).
-        let fetched = jwks::fetch(&inner.http, &self.name, &self.source, &mut state, now).await;
-        state.last_attempt = Some(now);
+        // The fetch runs in a task of its own, which holds the lock and records the attempt when it ends: a caller
+        // that hangs up (a reset HTTP/2 stream, the request timeout) drops only its wait. Cancelling callers in a
+        // loop therefore neither starts a fetch per caller nor leaves the issuer rate-limited with no keys.
+        let fetching = {
+            let (http, name, source) = (
+                inner.http.clone(),
+                self.name.clone(),
+                Arc::clone(&self.source),
+            );
+            let keys = Arc::clone(&self.keys);
+            tokio::spawn(async move {
+                let fetched = jwks::fetch(&http, &name, &source, &mut state, now).await;
+                state.last_attempt = Some(now);
+                match fetched {
+                    Ok(set) => {
+                        tracing::info!(issuer = %name, keys = set.by_kid.len() + set.unnamed.len(), "fetched issuer keys");
+                        state.generation = set.generation;
+                        state.last_error = None;
+                        let set = Arc::new(set);
+                        *keys.write() = Some(Arc::clone(&set));
+                        Ok(set)
+                    }
+                    Err(e) => {
+                        tracing::warn!(issuer = %name, error = %e, "fetching issuer keys failed");
+                        state.last_error = Some(e.clone());
+                        Err(e)
+                    }
+                }
+            })
+        };
+        let fetched = fetching
+            .await
+            .unwrap_or_else(|e| Err(format!("the key fetch did not finish: {e}")));
         match fetched {
-            Ok(set) => {
-                tracing::info!(issuer = %self.name, keys = set.by_kid.len() + set.unnamed.len(), "fetched issuer keys");
-                state.generation = set.generation;
-                state.last_error = None;
-                let set = Arc::new(set);
-                let key = set.find(kid, alg).cloned();
-                *self.keys.write() = Some(set);
-                key.ok_or_else(unknown)
-            }
-            Err(e) => {
-                tracing::warn!(issuer = %self.name, error = %e, "fetching issuer keys failed");
-                state.last_error = Some(e.clone());
-                // A stale key still verifies while the issuer is unreachable; an unknown one cannot.
-                found.ok_or_else(|| {
-                    AuthError::JwksUnavailable(format!("issuer `{}`: {e}", self.name))
-                })
-            }
+            Ok(set) => set.find(kid, alg).cloned().ok_or_else(unknown),
+            // A stale key still verifies while the issuer is unreachable; an unknown one cannot.
+            Err(e) => found
+                .ok_or_else(|| AuthError::JwksUnavailable(format!("issuer `{}`: {e}", self.name))),
         }
     }
 
