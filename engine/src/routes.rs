@@ -293,7 +293,20 @@ impl RouteTable {
                     "field `path`: segment `{s}` mixes text and a parameter"
                 ));
             } else {
-                Seg::Lit((*s).to_string())
+                // Stored decoded and compared decoded: `/users/%40all` is the literal `/users/@all` to the upstream,
+                // so it must be to the route table too (else it falls to `/users/{id}`, another action).
+                let Ok(decoded) = percent_decode_str(s).decode_utf8() else {
+                    return Err(format!(
+                        "field `path`: segment `{s}` is not UTF-8 once percent-decoded"
+                    ));
+                };
+                if decoded == "." || decoded == ".." || decoded.contains(['/', '\\', '\0']) {
+                    return Err(format!(
+                        "field `path`: segment `{s}` can never match: request paths are normalized first (dot \
+                         segments resolved; encoded `/`, `\\` and NUL refused)"
+                    ));
+                }
+                Seg::Lit(decoded.into_owned())
             };
             segments.push(seg);
         }
@@ -367,13 +380,15 @@ impl RouteTable {
             for seg in &route.segments {
                 match seg {
                     Seg::Lit(l) => match parts.next() {
-                        Some(p) if p == l => {}
+                        Some(p)
+                            if p == l
+                                || (p.contains('%') && percent_decode_str(p).eq(l.bytes())) => {}
                         _ => continue 'routes,
                     },
-                    Seg::Param(n) => match parts.next() {
-                        Some(p) if !p.is_empty() => {
+                    Seg::Param(n) => match parts.next().filter(|p| !p.is_empty()).map(decode) {
+                        Some(Some(v)) => {
                             names.push(n);
-                            values.push(decode(p));
+                            values.push(v);
                         }
                         _ => continue 'routes,
                     },
@@ -382,8 +397,13 @@ impl RouteTable {
                         if rest.is_empty() || rest.iter().all(|s| s.is_empty()) {
                             continue 'routes;
                         }
+                        let Some(decoded) =
+                            rest.iter().map(|s| decode(s)).collect::<Option<Vec<_>>>()
+                        else {
+                            continue 'routes;
+                        };
                         names.push(n);
-                        values.push(rest.iter().map(|s| decode(s)).collect::<Vec<_>>().join("/"));
+                        values.push(decoded.join("/"));
                         consumed_all = true;
                     }
                 }
@@ -426,8 +446,13 @@ impl RouteTable {
     }
 }
 
-fn decode(s: &str) -> String {
-    percent_decode_str(s).decode_utf8_lossy().into_owned()
+/// A path segment's value, decoded; `None` when its bytes are not UTF-8 (two different byte strings must never
+/// render as the same entity id, as a lossy decoding would make them).
+fn decode(s: &str) -> Option<String> {
+    percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|d| d.into_owned())
 }
 
 fn same_shape(a: &[Seg], b: &[Seg]) -> bool {
@@ -488,6 +513,80 @@ action = "touchFile"
 resource = 'File::"{key}"'
 parents = ['Bucket::"main"', 'Service::"files"']
 "#;
+
+    /// A literal matches the request segment it decodes to, as the upstream will read it: `/users/%40all` is
+    /// `/users/@all`, not `/users/{id}` with id `@all` (another action on another resource).
+    #[test]
+    fn literals_match_their_percent_encoded_forms() {
+        let src = r#"
+[[routes]]
+method = "DELETE"
+path = "/users/@all"
+service = "accounts"
+action = "deleteAllUsers"
+
+[[routes]]
+method = "DELETE"
+path = "/users/{id}"
+service = "accounts"
+action = "deleteUser"
+resource = 'User::"{id}"'
+
+[[routes]]
+method = "GET"
+path = "/odata/%24batch"
+service = "accounts"
+action = "batch"
+"#;
+        let t = table(src).unwrap();
+        for path in ["/users/@all", "/users/%40all", "/users/%40%61ll"] {
+            let m = t.find("DELETE", None, path).unwrap();
+            assert_eq!(
+                m.route.action, "deleteAllUsers",
+                "{path} decided as {}",
+                m.resource.entity
+            );
+        }
+        assert_eq!(
+            t.find("DELETE", None, "/users/%40bob")
+                .unwrap()
+                .resource
+                .entity
+                .id,
+            "@bob"
+        );
+        // A literal written encoded matches the raw form and the encoded one.
+        for path in ["/odata/$batch", "/odata/%24batch"] {
+            assert_eq!(
+                t.find("GET", None, path).unwrap().route.action,
+                "batch",
+                "{path}"
+            );
+        }
+        // Templates that no normalized path can match are refused.
+        for bad in ["/a/%2e%2e/b", "/a/./b", "/a/%2F", "/a/%FF"] {
+            let src = format!(
+                "[[routes]]\nmethod = \"GET\"\npath = \"{bad}\"\nservice = \"s\"\naction = \"a\"\n"
+            );
+            assert!(table(&src).is_err(), "{bad} was accepted");
+        }
+    }
+
+    /// Two different byte strings never render as one entity id: a segment that is not UTF-8 matches no parameter.
+    #[test]
+    fn parameters_that_are_not_utf8_match_nothing() {
+        let t = table(SRC).unwrap();
+        assert!(t.find("GET", None, "/databases/%FF").is_none());
+        assert!(t.find("PUT", None, "/files/a/%C0%AE").is_none());
+        assert_eq!(
+            t.find("GET", None, "/databases/%EF%BF%BD")
+                .unwrap()
+                .resource
+                .entity
+                .id,
+            "\u{FFFD}"
+        );
+    }
 
     #[test]
     fn matches_templates_and_renders_resources() {

@@ -19,6 +19,13 @@ pub enum PathError {
     /// A raw backslash, a control character or a non-ASCII byte.
     #[error("the path contains a backslash, a control character or a non-ASCII byte")]
     BadCharacter,
+    /// Percent-encoded bytes that are not UTF-8 (overlong forms included): two such paths could name one resource.
+    #[error("percent-encoded bytes in the path are not UTF-8")]
+    NotUtf8,
+    /// A `.` or `..` segment with `;` parameters (`/public/..;/admin`): servers that cut the parameters before
+    /// resolving dot segments would climb where the policies did not look.
+    #[error("a `.` or `..` path segment with `;` parameters is not allowed")]
+    DotSegmentParameter,
 }
 
 /// Normalizes a request path (without the query):
@@ -31,10 +38,11 @@ pub fn normalize_path(raw: &str, trailing: TrailingSlash) -> Result<String, Path
         return Err(PathError::NotOriginForm);
     }
     let mut out: Vec<String> = Vec::new();
-    let ends_with_slash =
-        raw.len() > 1 && (raw.ends_with('/') || raw.ends_with("/.") || raw.ends_with("/.."));
+    // Whether the path ends in a directory: its last segment, decoded, is empty, `.` or `..` (`/a/%2e` is `/a/.`).
+    let mut ends_with_slash = false;
     for seg in raw.split('/') {
         let seg = canonical_segment(seg)?;
+        ends_with_slash = matches!(seg.as_str(), "" | "." | "..");
         match seg.as_str() {
             "" | "." => {}
             ".." => {
@@ -43,6 +51,7 @@ pub fn normalize_path(raw: &str, trailing: TrailingSlash) -> Result<String, Path
             _ => out.push(seg),
         }
     }
+    ends_with_slash &= raw.len() > 1;
     let mut path = String::with_capacity(raw.len());
     for s in &out {
         path.push('/');
@@ -60,6 +69,8 @@ pub fn normalize_path(raw: &str, trailing: TrailingSlash) -> Result<String, Path
 fn canonical_segment(seg: &str) -> Result<String, PathError> {
     let bytes = seg.as_bytes();
     let mut out = String::with_capacity(seg.len());
+    // The escaped bytes in a row, which must decode to UTF-8 together.
+    let mut escaped: Vec<u8> = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes.get(i).copied().unwrap_or(0);
@@ -73,6 +84,7 @@ fn canonical_segment(seg: &str) -> Result<String, PathError> {
             if v == b'/' || v == b'\\' || v == 0 {
                 return Err(PathError::EncodedSeparator);
             }
+            escaped.push(v);
             if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
                 out.push(v as char);
             } else {
@@ -81,8 +93,9 @@ fn canonical_segment(seg: &str) -> Result<String, PathError> {
             }
             i += 3;
         } else {
-            // hyper and `http` already refuse non-ASCII bytes in a request target; refusing them here too means
-            // the path can never be transcoded (a byte pushed as a `char` would become two bytes of UTF-8).
+            utf8(&mut escaped)?;
+            // Refused here rather than left to hyper and `http` (which accept UTF-8 in a request target): the path
+            // can then never be transcoded (a byte pushed as a `char` would become two bytes of UTF-8).
             if b == b'\\' || b.is_ascii_control() || !b.is_ascii() {
                 return Err(PathError::BadCharacter);
             }
@@ -90,7 +103,22 @@ fn canonical_segment(seg: &str) -> Result<String, PathError> {
             i += 1;
         }
     }
+    utf8(&mut escaped)?;
+    if let Some((name, _)) = out.split_once(';') {
+        if name == "." || name == ".." {
+            return Err(PathError::DotSegmentParameter);
+        }
+    }
     Ok(out)
+}
+
+/// Checks that a run of escaped bytes is UTF-8 (overlong forms such as `%C0%AE` are not), then clears it.
+fn utf8(escaped: &mut Vec<u8>) -> Result<(), PathError> {
+    if !escaped.is_empty() {
+        std::str::from_utf8(escaped).map_err(|_| PathError::NotUtf8)?;
+        escaped.clear();
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -130,6 +158,41 @@ mod tests {
         assert_eq!(n("/a\\b"), Err(PathError::BadCharacter));
         assert_eq!(n("a"), Err(PathError::NotOriginForm));
         assert_eq!(n("/caf\u{e9}"), Err(PathError::BadCharacter));
+        // Bytes that are not UTF-8, and overlong forms of `.` and `/`.
+        assert_eq!(n("/databases/%FF"), Err(PathError::NotUtf8));
+        assert_eq!(n("/a/%C0%AE%C0%AE/admin"), Err(PathError::NotUtf8));
+        assert_eq!(n("/a/%E2%82"), Err(PathError::NotUtf8));
+        assert_eq!(n("/caf%C3%A9").unwrap(), "/caf%C3%A9");
+        // Dot segments with path parameters, which Tomcat, Jetty and Spring resolve after cutting the `;...`.
+        for p in [
+            "/public/..;/admin",
+            "/public/%2e%2e;/admin",
+            "/public/..;jsessionid=1/admin",
+            "/public/.;/admin",
+            "/public/..;",
+        ] {
+            assert_eq!(n(p), Err(PathError::DotSegmentParameter), "{p}");
+        }
+        assert_eq!(n("/a/b;v=1/c").unwrap(), "/a/b;v=1/c");
+        assert_eq!(n("/a/...;x").unwrap(), "/a/...;x");
+    }
+
+    /// A path that ends in a dot segment ends in a directory however its dots are written.
+    #[test]
+    fn the_trailing_slash_follows_the_decoded_last_segment() {
+        let keep = |p| normalize_path(p, TrailingSlash::Keep).unwrap();
+        for (raw, expected) in [
+            ("/a/b/..", "/a/"),
+            ("/a/b/%2e%2e", "/a/"),
+            ("/a/b/.%2E", "/a/"),
+            ("/a/.", "/a/"),
+            ("/a/%2e", "/a/"),
+            ("/a/b", "/a/b"),
+            ("/a/b/", "/a/b/"),
+            ("/..", "/"),
+        ] {
+            assert_eq!(keep(raw), expected, "{raw}");
+        }
     }
 
     /// Every path built from up to four tricky segments, with and without a trailing slash, in both trailing-slash

@@ -661,16 +661,34 @@ impl Config {
                 }
             }
         };
-        let header_timeout = dur(
+        // A timeout of 0s would end every request (or connection) at once: refused rather than read as "off".
+        let timeout = |key: &str, v: &str, err: &mut dyn FnMut(&str, String)| {
+            let d = dur(key, v, err);
+            if d.is_zero() && humantime::parse_duration(v).is_ok() {
+                err(
+                    key,
+                    format!(
+                        "`{v}` must be longer than 0s (a zero timeout would fail every request)"
+                    ),
+                );
+            }
+            d
+        };
+        let header_timeout = timeout(
             "server.header_timeout",
             &raw.server.header_timeout,
             &mut err,
         );
-        let request_timeout = dur(
+        let request_timeout = timeout(
             "server.request_timeout",
             &raw.server.request_timeout,
             &mut err,
         );
+        for (i, name) in raw.server.context_headers.iter().enumerate() {
+            if let Err(why) = context_header_name(name) {
+                err(&format!("server.context_headers[{i}]"), why);
+            }
+        }
         let shutdown_grace = dur(
             "server.shutdown_grace",
             &raw.server.shutdown_grace,
@@ -864,12 +882,12 @@ impl Config {
                     }
                 }
             };
-            let connect_timeout = dur(
+            let connect_timeout = timeout(
                 &format!("{key}.connect_timeout"),
                 &u.connect_timeout,
                 &mut err,
             );
-            let timeout = dur(&format!("{key}.timeout"), &u.timeout, &mut err);
+            let timeout = timeout(&format!("{key}.timeout"), &u.timeout, &mut err);
             upstreams.insert(
                 name.clone(),
                 Upstream {
@@ -989,4 +1007,26 @@ impl Config {
             upstreams,
         })
     }
+}
+
+/// Why a `server.context_headers` entry cannot be given to the policies: the policies must see what the upstream
+/// gets, and for these names the upstream gets jitgate's value (or nothing) instead of the client's.
+fn context_header_name(name: &str) -> Result<(), String> {
+    let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
+        return Err(format!("`{name}` is not a header name"));
+    };
+    if crate::forward::is_claimed(header.as_str(), None) {
+        return Err(format!(
+            "`{name}` is set or removed by jitgate before forwarding, so the policies would decide on what the \
+             client claimed (use `context.source_ip`, `context.host` or the token's claims instead)"
+        ));
+    }
+    if header == http::header::HOST
+        || crate::forward::is_hop_by_hop(&http::HeaderMap::new(), &header)
+    {
+        return Err(format!(
+            "`{name}` never reaches the upstream as the client sent it (use `context.host` for the host)"
+        ));
+    }
+    Ok(())
 }

@@ -77,7 +77,8 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
         .headers
         .iter()
         .filter(|(k, _)| {
-            k.as_str().starts_with("x-") || k.as_str() == "authorization" || k.as_str() == "host"
+            let k = k.as_str();
+            k.starts_with("x-") || k.starts_with("x_") || k == "authorization" || k == "host"
         })
         .map(|(k, v)| {
             (

@@ -14,7 +14,6 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::Upstream;
 use crate::metrics::Histogram;
-use crate::pipeline::{APPROVAL_HEADER, IDENTITY_HEADERS};
 use crate::respond::{ProxyBody, Refusal};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction.
@@ -106,13 +105,7 @@ pub async fn forward(
     parts.version = http::Version::HTTP_11;
     let h = &mut parts.headers;
     strip_hop_by_hop(h);
-    strip_forwarding(h);
-    // The caller's token is for jitgate, not for the upstream; identity comes from our own headers only.
-    h.remove(header::AUTHORIZATION);
-    h.remove(APPROVAL_HEADER);
-    for name in IDENTITY_HEADERS {
-        h.remove(name);
-    }
+    strip_claimed(h, up.config.credential.as_ref().map(|(n, _)| n));
     for (name, value) in ctx.identity_headers {
         // An identity the upstream cannot be told is not forwarded without it (fail closed).
         let v = HeaderValue::from_str(value).map_err(|_| {
@@ -183,15 +176,52 @@ pub fn is_hop_by_hop(h: &HeaderMap, name: &HeaderName) -> bool {
     HOP_BY_HOP.iter().any(|n| name == *n) || connection_nominated(h).contains(name)
 }
 
-/// Removes what a client may claim about the way its request came: `Forwarded`, every `X-Forwarded-*` and
-/// `X-Real-IP`. jitgate sets its own `X-Forwarded-For`, `-Proto` and `-Host` afterwards.
-fn strip_forwarding(h: &mut HeaderMap) {
+/// Headers that ask an upstream framework to act on another method or path than the request line's (Express
+/// method-override, Symfony, IIS URL rewrite): the decision was made on the request line, so they never pass.
+const OVERRIDE_HEADERS: [&str; 5] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// Whether a client's header `name` (lowercase, as `HeaderMap` keeps names) is one it may not send upstream: what
+/// jitgate sets itself (every `x-jitgate-*`, the upstream credential), what a client may claim about the way its
+/// request came (`Forwarded`, every `X-Forwarded-*`, `X-Real-IP`), its token for jitgate (`Authorization`), and the
+/// method and URL overrides. Names are compared with `_` read as `-`: CGI, WSGI and PHP servers map both to one
+/// `HTTP_X_JITGATE_PRINCIPAL` variable, and which copy wins is theirs to choose.
+pub fn is_claimed(name: &str, credential: Option<&HeaderName>) -> bool {
+    let n = name.as_bytes();
+    is(n, b"authorization")
+        || is(n, b"forwarded")
+        || is(n, b"x-real-ip")
+        || starts(n, b"x-forwarded-")
+        || starts(n, b"x-jitgate-")
+        || OVERRIDE_HEADERS.iter().any(|o| is(n, o.as_bytes()))
+        || credential.is_some_and(|c| is(n, c.as_str().as_bytes()))
+}
+
+/// `name` with `_` read as `-` (no allocation: this runs for every header of every request).
+fn dashed(name: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    name.iter().map(|b| if *b == b'_' { b'-' } else { *b })
+}
+
+fn is(name: &[u8], target: &[u8]) -> bool {
+    name.len() == target.len() && dashed(name).eq(dashed(target))
+}
+
+fn starts(name: &[u8], prefix: &[u8]) -> bool {
+    name.get(..prefix.len())
+        .is_some_and(|head| dashed(head).eq(dashed(prefix)))
+}
+
+/// Removes every header [`is_claimed`] names. jitgate then sets its own identity headers, `X-Forwarded-For`,
+/// `-Proto` and `-Host`, and the credential.
+fn strip_claimed(h: &mut HeaderMap, credential: Option<&HeaderName>) {
     let claimed: Vec<HeaderName> = h
         .keys()
-        .filter(|n| {
-            let n = n.as_str();
-            n == "forwarded" || n == "x-real-ip" || n.starts_with("x-forwarded-")
-        })
+        .filter(|n| is_claimed(n.as_str(), credential))
         .cloned()
         .collect();
     for n in claimed {

@@ -70,9 +70,12 @@ impl Proxy {
         let decision_id = uuid::Uuid::now_v7().to_string();
         let span = tracing::info_span!("request", decision_id = %decision_id, method = %req.method(), peer = %conn.peer);
         async move {
-            let (client, bad_forwarded_for) = match client_ip(&self, &req, conn.peer.ip()) {
+            // Canonical: on a dual-stack listener an IPv4 peer is `::ffff:a.b.c.d`, which no IPv4 range (trusted
+            // proxies, a policy's `isInRange`) contains.
+            let peer = conn.peer.ip().to_canonical();
+            let (client, bad_forwarded_for) = match client_ip(&self, &req, peer) {
                 Ok(ip) => (ip, None),
-                Err(why) => (conn.peer.ip(), Some(why)),
+                Err(why) => (peer, Some(why)),
             };
             let trace = Trace {
                 decision_id,
@@ -569,6 +572,7 @@ fn forwarded_for_entry(entry: &str) -> Option<IpAddr> {
                 .and_then(|v| v.parse::<std::net::Ipv6Addr>().ok())
                 .map(IpAddr::V6)
         })
+        .map(|ip| ip.to_canonical())
 }
 
 /// The request's host, as routing, the policies (`context.host`) and the upstream (`X-Forwarded-Host`) all see it:
@@ -647,5 +651,31 @@ fn context_summary(c: &Context) -> serde_json::Value {
 pub fn set_header(h: &mut HeaderMap, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         h.insert(name, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv4 client behind a dual-stack hop is `::ffff:a.b.c.d`: read as the IPv4 address it is, so IPv4
+    /// ranges (trusted proxies, a policy's `isInRange`) contain it.
+    #[test]
+    fn forwarded_for_entries_are_canonical() {
+        for (entry, expected) in [
+            ("203.0.113.7", "203.0.113.7"),
+            (" 203.0.113.7:443 ", "203.0.113.7"),
+            ("::ffff:203.0.113.7", "203.0.113.7"),
+            ("[::ffff:203.0.113.7]:8080", "203.0.113.7"),
+            ("[::ffff:203.0.113.7]", "203.0.113.7"),
+            ("2001:db8::1", "2001:db8::1"),
+        ] {
+            assert_eq!(
+                forwarded_for_entry(entry).map(|ip| ip.to_string()).as_deref(),
+                Some(expected),
+                "{entry}"
+            );
+        }
+        assert_eq!(forwarded_for_entry("unknown"), None);
     }
 }

@@ -317,6 +317,38 @@ fn semantic_config_errors_name_the_line_of_the_key() {
             6,
             "server.tls.require_client_cert: needs `client_ca`",
         ),
+        // A zero timeout would fail every request at once.
+        (
+            "[server]\nrequest_timeout = \"0s\"\n",
+            4,
+            "server.request_timeout: `0s` must be longer than 0s",
+        ),
+        (
+            "[upstreams.u]\nurl = \"http://127.0.0.1:1\"\ntimeout = \"0ms\"\n",
+            5,
+            "upstreams.u.timeout: `0ms` must be longer than 0s",
+        ),
+        // Headers the upstream never gets as the client sent them: the policies would decide on a claim.
+        (
+            "[server]\ncontext_headers = [\"x-tenant\", \"X-Forwarded-For\"]\n",
+            4,
+            "server.context_headers[1]: `X-Forwarded-For` is set or removed by jitgate",
+        ),
+        (
+            "[server]\ncontext_headers = [\"x_jitgate_principal\"]\n",
+            4,
+            "server.context_headers[0]: `x_jitgate_principal` is set or removed by jitgate",
+        ),
+        (
+            "[server]\ncontext_headers = [\"host\"]\n",
+            4,
+            "server.context_headers[0]: `host` never reaches the upstream as the client sent it",
+        ),
+        (
+            "[server]\ncontext_headers = [\"bad header\"]\n",
+            4,
+            "server.context_headers[0]: `bad header` is not a header name",
+        ),
     ] {
         let text = format!("{base}{extra}");
         let file = dir.path().join("bad.toml");
