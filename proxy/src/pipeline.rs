@@ -671,7 +671,9 @@ mod tests {
             ("2001:db8::1", "2001:db8::1"),
         ] {
             assert_eq!(
-                forwarded_for_entry(entry).map(|ip| ip.to_string()).as_deref(),
+                forwarded_for_entry(entry)
+                    .map(|ip| ip.to_string())
+                    .as_deref(),
                 Some(expected),
                 "{entry}"
             );

@@ -953,3 +953,74 @@ async fn requests_jitgate_cannot_decide_on_one_reading_are_refused_and_forwardin
     assert_eq!(h.upstream.hits() - base, 5);
     h.assert_log(14);
 }
+
+/// Slow clients cannot hold connections: one that sends nothing, the start of the HTTP/2 preface, or half a
+/// request head is closed after `header_timeout`, and the connection limit frees up again. Over the limit, a
+/// connection is closed at once.
+#[tokio::test]
+async fn silent_and_slow_clients_are_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start_with(|raw, _| {
+        raw.server.header_timeout = "300ms".into();
+        raw.server.max_connections = 3;
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let mut slow = Vec::new();
+    for sent in [
+        &b""[..],
+        b"PRI * HTTP/2.0\r\n",
+        b"GET /payments HTTP/1.1\r\nHost: 127",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        s.write_all(sent).await.unwrap();
+        slow.push(s);
+    }
+    // The limit is taken: a fourth connection is closed without an answer.
+    let mut over = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let mut buf = [0u8; 256];
+    let n = within(
+        "the connection over the limit is closed",
+        over.read(&mut buf),
+    )
+    .await
+    .unwrap_or(0);
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf[..n]));
+    // Each slow one is closed by the server (EOF or reset, perhaps after a 408 for the half-sent head).
+    for (i, s) in slow.iter_mut().enumerate() {
+        let mut seen = Vec::new();
+        within("a slow client is closed", async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        let seen = String::from_utf8_lossy(&seen);
+        assert!(
+            seen.is_empty() || seen.starts_with("HTTP/1.1 408"),
+            "client {i}: {seen}"
+        );
+    }
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    // The slots are free again (a closed connection gives its slot back as its task ends: retried briefly).
+    let token = h.token("alice", &["engineering"]);
+    let mut status = None;
+    for _ in 0..50 {
+        match client()
+            .get(h.url("/payments/p1"))
+            .bearer_auth(&token)
+            .send()
+            .await
+        {
+            Ok(r) => {
+                status = Some(r.status());
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+    assert_eq!(status, Some(StatusCode::OK));
+}
