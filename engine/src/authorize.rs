@@ -88,12 +88,27 @@ impl Authorizer {
     /// When a concurrent request spent the last use first, the decision is made again without that grant, so exactly
     /// one of many concurrent requests gets a one-use grant.
     pub fn decide(&self, bundle: &Bundle, request: &AuthzRequest) -> Decision {
+        self.decide_bound(bundle, request, None)
+    }
+
+    /// [`Authorizer::decide`] for a caller whose credential is bound to one grant (`bound`, e.g. a token minted
+    /// for a pipeline): only that grant of the caller's is materialized, so the credential carries its grant's
+    /// authority and not the holder's other grants. `None` gives every grant, as `decide` does.
+    pub fn decide_bound(
+        &self,
+        bundle: &Bundle,
+        request: &AuthzRequest,
+        bound: Option<&str>,
+    ) -> Decision {
         let now = request.context.time;
         let mut grants: Vec<Arc<Grant>> = self
             .grants
             .for_principal(&request.principal.entity)
             .map(|g| g.to_vec())
             .unwrap_or_default();
+        if let Some(id) = bound {
+            grants.retain(|g| g.id == id);
+        }
         for _ in 0..MAX_CONSUME_RETRIES {
             let decision = bundle.decide(request, &grants);
             if decision.effect != Effect::Allow {

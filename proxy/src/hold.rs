@@ -87,7 +87,7 @@ impl crate::state::Proxy {
         parts: &http::request::Parts,
         body: hyper::body::Incoming,
         request: &mut jitgate_engine::AuthzRequest,
-        bundle: &jitgate_engine::Bundle,
+        decide: &(dyn Fn(&jitgate_engine::AuthzRequest) -> jitgate_engine::Decision + Sync),
         held: &jitgate_engine::Decision,
         approval_id: &mut Option<String>,
     ) -> Result<Released, crate::respond::Refusal> {
@@ -117,7 +117,7 @@ impl crate::state::Proxy {
 
         let redeem = |request: &mut jitgate_engine::AuthzRequest| {
             request.context.time = self.authorizer.clock().now();
-            self.authorizer.decide(bundle, request)
+            decide(request)
         };
 
         if parts.headers.contains_key(crate::pipeline::APPROVAL_HEADER) {

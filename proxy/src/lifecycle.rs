@@ -179,7 +179,9 @@ pub(crate) async fn caller(
             ));
         }
     };
-    // A grant-bound token proves identity only while its grant is active.
+    // A grant-bound token proves identity only while its grant is active, and only on the data plane: it carries
+    // one grant's authority, so it may not request, approve, revoke, or mint a longer-lived token in its holder's
+    // name.
     if let Some(gid) = &id.grant_id {
         if !grant_is_active(p, &id.principal, gid, now) {
             let reason = "the token's grant is no longer active";
@@ -190,6 +192,17 @@ pub(crate) async fn caller(
                 reason,
             ));
         }
+        let reason = format!(
+            "a token bound to grant {gid} works on the data plane only; call the admin API with your own token"
+        );
+        let meta = CallMeta {
+            principal: id.principal.to_string(),
+            client: Some(peer.ip().to_string()),
+            method: Some(method.to_string()),
+            path: Some(uri.path().to_string()),
+        };
+        record_refused(p, &meta, StatusCode::FORBIDDEN, &reason).await;
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", &reason));
     }
     let mut context = Context::at(now);
     context.source_ip = Some(peer.ip().to_string());
@@ -292,7 +305,12 @@ async fn record_unauthenticated(
         method: Some(method.to_string()),
         path: Some(uri.path().to_string()),
     };
-    let mut rec = admin_record(&meta, StatusCode::UNAUTHORIZED);
+    record_refused(p, &meta, StatusCode::UNAUTHORIZED, reason).await;
+}
+
+/// Logs an admin call refused before any policy was asked, with `status` and why.
+async fn record_refused(p: &Proxy, meta: &CallMeta, status: StatusCode, reason: &str) {
+    let mut rec = admin_record(meta, status);
     let bundle = p.authorizer.bundle();
     rec.revision = bundle.revision.clone();
     rec.engine = bundle.engine().as_str().to_string();

@@ -268,8 +268,11 @@ impl Proxy {
         };
 
         // authorize: in-process, against the snapshot this request started with. Any error is a deny.
+        // A token bound to a grant carries that grant's authority, not every grant its holder has.
+        let bound = identity.grant_id.clone();
+        let decide = |r: &AuthzRequest| self.authorizer.decide_bound(&bundle, r, bound.as_deref());
         let deciding = Instant::now();
-        let decision = self.authorizer.decide(&bundle, &request);
+        let decision = decide(&request);
         self.metrics.decision_duration.observe(deciding.elapsed());
         self.shadow
             .observe(self.authorizer.grants(), &request, &decision);
@@ -290,7 +293,7 @@ impl Proxy {
                         &parts,
                         body,
                         &mut request,
-                        &bundle,
+                        &decide,
                         &decision,
                         &mut trace.approval_id,
                     )

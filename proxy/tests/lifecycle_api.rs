@@ -594,6 +594,103 @@ async fn grant_bound_tokens_die_with_their_grant() {
     env.running.shutdown().await;
 }
 
+/// A token bound to a grant carries that grant's authority only: not its holder's other grants on the data plane,
+/// and nothing on the admin API (no requests, approvals, or a longer-lived token minted in the holder's name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_grant_bound_token_carries_only_its_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
+    let v = env
+        .request(
+            "alice",
+            "payments-writer",
+            r#"Service::"payments""#,
+            "30m",
+            "CI deploy",
+        )
+        .await;
+    let (s, v) = env
+        .approve("bob", v["request"]["id"].as_str().unwrap())
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let writer = v["grant"]["id"].as_str().unwrap().to_string();
+    let v = env
+        .request(
+            "alice",
+            "db-admin",
+            r#"Service::"billing""#,
+            "30m",
+            "INC-9 cleanup",
+        )
+        .await;
+    let id = v["request"]["id"].as_str().unwrap().to_string();
+    assert_eq!(env.approve("carol", &id).await.0, 200);
+    let (s, v) = env.approve("erin", &id).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["grant"]["id"].is_string(), "{v}");
+    let (s, t) = env
+        .post(
+            "alice",
+            &format!("/v1/grants/{writer}/token"),
+            json!({"ttl": "10m"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    let bound = t["token"].as_str().unwrap().to_string();
+
+    let query = |token: String| {
+        env.http
+            .post(env.data("/databases/db1/query"))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(
+        query(env.token("alice")).await.unwrap().status().as_u16(),
+        200,
+        "alice's db-admin grant"
+    );
+    let r = query(bound.clone()).await.unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        403,
+        "the payments-writer token must not use the db-admin grant"
+    );
+    let create = env
+        .http
+        .post(env.data("/payments"))
+        .bearer_auth(bound.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(create.status().as_u16(), 200, "its own grant still works");
+
+    // The admin API refuses it outright, each refusal recorded.
+    for (path, body) in [
+        (format!("/v1/grants/{writer}/token"), json!({})),
+        (
+            "/v1/requests".to_string(),
+            json!({"role": "payments-writer", "scope": "Service::\"payments\"", "duration": "30m", "reason": "x"}),
+        ),
+    ] {
+        let r = env
+            .http
+            .post(env.admin(&path))
+            .bearer_auth(bound.clone())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403, "{path}");
+        let e: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(e["error"], "forbidden", "{path}: {e}");
+        assert!(
+            e["message"].as_str().unwrap().contains("data plane only"),
+            "{e}"
+        );
+    }
+    env.running.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn webhook_receiver_down_changes_nothing_and_failures_are_counted() {
     let dir = tempfile::tempdir().unwrap();
