@@ -40,6 +40,12 @@ pub struct IssuerConfig {
     /// make jitgate hammer the issuer.
     #[serde(default = "default_refresh_min_interval_secs")]
     pub refresh_min_interval_secs: u64,
+    /// This issuer names the same people as the other issuers with its `principal_type` (two identity providers
+    /// for one directory, e.g. during a migration), so the same id from either is one principal. Without it, two
+    /// issuers may not share a `principal_type`: a `sub` minted by one would be the other's principal, with its
+    /// grants and approvals.
+    #[serde(default)]
+    pub shares_principals: bool,
 }
 
 fn default_principal_claim() -> String {
@@ -80,6 +86,7 @@ impl IssuerConfig {
             principal_type: default_principal_type(),
             leeway_secs: default_leeway_secs(),
             refresh_min_interval_secs: default_refresh_min_interval_secs(),
+            shares_principals: false,
         }
     }
 }
@@ -256,6 +263,27 @@ pub fn validate_issuers(issuers: &[IssuerConfig]) -> Result<(), Vec<ConfigProble
             );
         }
     }
+    // One principal namespace per issuer, unless every issuer sharing it says that it names the same people.
+    let mut by_type: HashMap<&str, usize> = HashMap::new();
+    for (i, cfg) in issuers.iter().enumerate() {
+        let Some(&first) = by_type.get(cfg.principal_type.as_str()) else {
+            by_type.insert(&cfg.principal_type, i);
+            continue;
+        };
+        let other = issuers.get(first);
+        if !(cfg.shares_principals && other.is_some_and(|o| o.shares_principals)) {
+            problems.push(ConfigProblem {
+                path: format!("issuers[{i}].principal_type"),
+                message: format!(
+                    "`{}` is also the principal type of issuers[{first}] (`{}`): the same id from both would be one \
+                     principal, with one set of grants; give each issuer its own `principal_type`, or set \
+                     `shares_principals = true` on both if they name the same people",
+                    cfg.principal_type,
+                    other.map(|o| o.issuer.as_str()).unwrap_or_default()
+                ),
+            });
+        }
+    }
     if problems.is_empty() {
         Ok(())
     } else {
@@ -359,7 +387,12 @@ mod tests {
         discovery_bad_issuer.issuer = "my-idp".into();
         discovery_bad_issuer.jwks_url = None;
         discovery_bad_issuer.discovery = true;
-        let msgs = messages(&[both, neither, plain, loopback, discovery_bad_issuer]);
+        let mut all = [both, neither, plain, loopback, discovery_bad_issuer];
+        // One principal namespace each, so only the key sources are at fault.
+        for (i, cfg) in all.iter_mut().enumerate() {
+            cfg.principal_type = format!("User{i}");
+        }
+        let msgs = messages(&all);
         assert!(
             msgs[0].starts_with("issuers[0].jwks_url: set either"),
             "{msgs:#?}"
@@ -378,5 +411,32 @@ mod tests {
             "{msgs:#?}"
         );
         assert_eq!(msgs.len(), 4, "{msgs:#?}");
+    }
+
+    /// `sub` is unique within one issuer only: two issuers share a principal type only when both say they name
+    /// the same people.
+    #[test]
+    fn issuers_share_a_principal_type_only_when_both_say_so() {
+        let a = good();
+        let mut b = good();
+        b.issuer = "https://other-idp.example.com".into();
+        let msgs = messages(&[a.clone(), b.clone()]);
+        assert_eq!(msgs.len(), 1, "{msgs:#?}");
+        assert!(
+            msgs[0].starts_with(
+                "issuers[1].principal_type: `User` is also the principal type of issuers[0] (`https://idp.example.com`)"
+            ),
+            "{msgs:#?}"
+        );
+        // One side saying so is not enough.
+        let mut b_shares = b.clone();
+        b_shares.shares_principals = true;
+        assert_eq!(messages(&[a.clone(), b_shares.clone()]).len(), 1);
+        let mut a_shares = a.clone();
+        a_shares.shares_principals = true;
+        assert!(validate_issuers(&[a_shares, b_shares]).is_ok());
+        let mut b_workload = b;
+        b_workload.principal_type = "Workload".into();
+        assert!(validate_issuers(&[a, b_workload]).is_ok());
     }
 }
