@@ -83,7 +83,7 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
         .map(|(k, v)| {
             (
                 k.as_str().to_string(),
-                serde_json::Value::String(v.to_str().unwrap_or("").to_string()),
+                serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
             )
         })
         .collect();

@@ -108,7 +108,9 @@ pub async fn forward(
     strip_claimed(h, up.config.credential.as_ref().map(|(n, _)| n));
     for (name, value) in ctx.identity_headers {
         // An identity the upstream cannot be told is not forwarded without it (fail closed).
-        let v = HeaderValue::from_str(value).map_err(|_| {
+        // UTF-8 bytes as they are (RFC 9110 obs-text): a principal named `josé` is sent, not refused; control
+        // characters are not header text and are never sent.
+        let v = HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
             Refusal::Internal(format!(
                 "identity header {name}: {value:?} is not valid header text"
             ))

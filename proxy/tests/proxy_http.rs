@@ -932,6 +932,22 @@ async fn requests_jitgate_cannot_decide_on_one_reading_are_refused_and_forwardin
         "an unreadable Authorization header",
     );
 
+    // A principal that is not ASCII is sent as its UTF-8 bytes.
+    let jose = h.token("jos\u{e9}", &["engineering"]);
+    let r = send(
+        Request::builder()
+            .method(Method::GET)
+            .uri("/payments/p1")
+            .header("host", "h")
+            .header("authorization", format!("Bearer {jose}")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+    assert_eq!(
+        r.json["headers"]["x-jitgate-principal"],
+        "User::\"jos\u{e9}\""
+    );
+
     // A principal the upstream cannot be told (a control character in `sub`) is not forwarded without it.
     let eve = h.token("eve\u{7f}", &["engineering"]);
     let r = send(
@@ -949,9 +965,10 @@ async fn requests_jitgate_cannot_decide_on_one_reading_are_refused_and_forwardin
         "an identity header that cannot be sent",
     );
 
-    // Forwarded: the host check, three XFF forms and the hop-by-hop context header (5 requests); the rest never.
-    assert_eq!(h.upstream.hits() - base, 5);
-    h.assert_log(14);
+    // Forwarded: the host check, three XFF forms, the hop-by-hop context header and the UTF-8 principal (6
+    // requests); the rest never.
+    assert_eq!(h.upstream.hits() - base, 6);
+    h.assert_log(15);
 }
 
 /// Slow clients cannot hold connections: one that sends nothing, the start of the HTTP/2 preface, or half a
