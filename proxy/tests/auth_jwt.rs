@@ -701,39 +701,58 @@ async fn concurrent_refreshes_share_one_fetch() {
 // ---------------------------------------------------------------------------------------------------------------
 // The verified-token cache
 
+/// Repeats are served from the cache without a fetch or a signature check while the key set is fresh; once it is
+/// older than `jwks_max_age`, a hit is verified again, and a key the issuer has removed (compromised, rotated out)
+/// stops vouching for the tokens it signed, whatever `exp` they carry.
 #[tokio::test]
-async fn cache_serves_repeats_without_refetch_or_reverification() {
+async fn cache_serves_repeats_only_while_the_issuer_still_publishes_the_key() {
     let server = JwksServer::start(jwks(&[RSA_A.jwk("a")])).await;
-    // A short JWKS max age: a full verification at NOW+31 has to refetch the keys (the refresh interval is 30s).
+    // A short JWKS max age: at NOW+31 the set is stale, and past the refresh interval (30s) it may be refetched.
     let limits = AuthLimits {
         jwks_max_age_secs: 1,
         ..AuthLimits::default()
     };
     let auth = Authenticator::with_limits(vec![server.issuer()], None, limits).unwrap();
-    let token = sign(Algorithm::RS256, "a", &RSA_A.enc, &claims());
-    let first = auth.authenticate(Some(&bearer(&token)), NOW).await.unwrap();
-    assert_eq!(server.fetches(), 1);
-    assert_eq!(auth.cached_tokens(), 1);
-    // The issuer removes every key: only the cache can still vouch for the token.
-    server.set(jwks(&[]));
-    let second = auth
-        .authenticate(Some(&bearer(&token)), NOW + 31)
-        .await
-        .unwrap();
-    assert_eq!(first, second);
-    assert_eq!(server.fetches(), 1, "a cache hit fetches nothing");
-    // A different token from the same (now keyless) issuer is not served from the cache.
-    let other = sign(
+    // A far-off exp, as a token minted with a stolen key could carry.
+    let token = sign(
         Algorithm::RS256,
         "a",
         &RSA_A.enc,
-        &with(claims(), "jti", json!("other")),
+        &with(claims(), "exp", json!(NOW + 365 * 86_400)),
     );
+    let first = auth.authenticate(Some(&bearer(&token)), NOW).await.unwrap();
+    assert_eq!(server.fetches(), 1);
+    assert_eq!(auth.cached_tokens(), 1);
+    // The issuer removes every key. Inside the set's max age the cache still serves, fetching nothing.
+    server.set(jwks(&[]));
+    let second = auth.authenticate(Some(&bearer(&token)), NOW).await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(server.fetches(), 1, "a cache hit fetches nothing");
+    // Past it, the hit is verified again: the set is refetched, the key is gone, the token is refused.
     assert!(matches!(
-        auth_err(&auth, &other, NOW + 31).await,
+        auth_err(&auth, &token, NOW + 31).await,
         AuthError::UnknownKey { .. }
     ));
     assert_eq!(server.fetches(), 2);
+    // And stays refused, from the cache too, while the fresh set lacks the key.
+    assert!(matches!(
+        auth_err(&auth, &token, NOW + 32).await,
+        AuthError::UnknownKey { .. }
+    ));
+    // A key that is still published keeps its tokens served after the refetch.
+    server.set(jwks(&[RSA_A.jwk("a")]));
+    let again = auth
+        .authenticate(Some(&bearer(&token)), NOW + 62)
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(server.fetches(), 3);
+    let cached = auth
+        .authenticate(Some(&bearer(&token)), NOW + 62)
+        .await
+        .unwrap();
+    assert_eq!(cached, first);
+    assert_eq!(server.fetches(), 3, "served from the cache again");
 }
 
 #[tokio::test]

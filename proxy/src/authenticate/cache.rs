@@ -18,6 +18,9 @@ pub(crate) struct Entry {
     pub(crate) exp: i64,
     /// The token's `nbf` less the leeway, if any: never served before it (clocks in tests may go back).
     pub(crate) not_before: Option<i64>,
+    /// The header's `kid` and `alg`: the entry is served only while its issuer still publishes that key.
+    pub(crate) kid: Option<String>,
+    pub(crate) alg: jsonwebtoken::Algorithm,
 }
 
 pub(crate) type TokenKey = [u8; 32];
@@ -46,12 +49,18 @@ impl TokenCache {
         self.shards.get(usize::from(key[0]) % SHARDS)
     }
 
-    /// The identity for this token if it was verified before and `now` is inside its window.
-    pub(crate) fn get(&self, key: &TokenKey, now: i64) -> Option<Arc<Identity>> {
+    /// The identity for this token if it was verified before, `now` is inside its window, and `still_trusted`
+    /// says the key that verified it is still the issuer's.
+    pub(crate) fn get(
+        &self,
+        key: &TokenKey,
+        now: i64,
+        still_trusted: impl FnOnce(&Entry) -> bool,
+    ) -> Option<Arc<Identity>> {
         let shard = self.shard(key)?.read();
         let entry = shard.get(key)?;
         let in_window = now < entry.exp && entry.not_before.is_none_or(|nb| now >= nb);
-        in_window.then(|| Arc::clone(&entry.identity))
+        (in_window && still_trusted(entry)).then(|| Arc::clone(&entry.identity))
     }
 
     /// Remembers a verified token. Over capacity, expired entries go first, then arbitrary ones down to 90%.

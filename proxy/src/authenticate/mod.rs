@@ -307,7 +307,19 @@ impl Inner {
     async fn authenticate(&self, header: Option<&str>, now: i64) -> Result<Identity, AuthError> {
         let token = bearer(header)?;
         let cache_key = token_key(token);
-        if let Some(identity) = self.cache.get(&cache_key, now) {
+        // A hit is served only while the issuer's key set is fresh and still holds the key that verified it: a
+        // key the issuer removed (compromised, rotated out) stops vouching for its cached tokens, whatever `exp`
+        // they carry, once the set is refetched (at most `jwks_max_age` later). Otherwise the token is verified
+        // again, which refetches a stale set.
+        let hit = self.cache.get(&cache_key, now, |e| {
+            self.issuers.get(&e.identity.issuer).is_some_and(|i| {
+                i.keys.read().as_ref().is_some_and(|set| {
+                    i.is_fresh(set, now, self.jwks_max_age)
+                        && set.find(e.kid.as_deref(), e.alg).is_some()
+                })
+            })
+        });
+        if let Some(identity) = hit {
             return Ok(Identity::clone(&identity));
         }
 
@@ -375,6 +387,8 @@ impl Inner {
                     identity: Arc::clone(&identity),
                     exp: identity.expires_at,
                     not_before,
+                    kid: header.kid.clone(),
+                    alg,
                 },
                 now,
             );
@@ -384,6 +398,11 @@ impl Inner {
 }
 
 impl Issuer {
+    /// Whether `set` may be used without refetching: a fixed set always, a fetched one for `max_age`.
+    fn is_fresh(&self, set: &KeySet, now: i64, max_age: i64) -> bool {
+        matches!(*self.source, KeySource::Static) || now < set.fetched_at.saturating_add(max_age)
+    }
+
     /// The verification key for `kid`, fetching or refreshing the JWKS when needed.
     async fn key(
         &self,
@@ -397,10 +416,7 @@ impl Issuer {
             kid: kid.unwrap_or_default().to_string(),
         };
         let snapshot = self.keys.read().clone();
-        let fresh = |set: &KeySet| {
-            matches!(*self.source, KeySource::Static)
-                || now < set.fetched_at.saturating_add(inner.jwks_max_age)
-        };
+        let fresh = |set: &KeySet| self.is_fresh(set, now, inner.jwks_max_age);
         if let Some(set) = &snapshot {
             if let Some(key) = set.find(kid, alg) {
                 if fresh(set) {
