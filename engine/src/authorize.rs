@@ -22,6 +22,10 @@ pub struct Authorizer {
     grants: Arc<GrantIndex>,
     store: Arc<dyn Store>,
     clock: Clock,
+    /// Held across each grant write to the store and its upsert into the index, so the index applies writes in
+    /// the order the store committed them: a spent use read before a revocation can never land after it and make
+    /// the revoked grant active again.
+    writes: parking_lot::Mutex<()>,
 }
 
 impl Authorizer {
@@ -38,6 +42,7 @@ impl Authorizer {
             grants,
             store,
             clock,
+            writes: parking_lot::Mutex::new(()),
         })
     }
 
@@ -68,6 +73,7 @@ impl Authorizer {
 
     /// Persists a grant, then makes it visible to the next decision.
     pub fn put_grant(&self, grant: Grant) -> Result<(), StoreError> {
+        let _w = self.writes.lock();
         self.store.put_grant(&grant)?;
         self.grants.upsert(grant);
         Ok(())
@@ -75,11 +81,19 @@ impl Authorizer {
 
     /// Revokes a grant: committed to the store first, then visible to the very next decision.
     pub fn revoke_grant(&self, id: &str, by: &str) -> Result<Option<Grant>, StoreError> {
+        let _w = self.writes.lock();
         let revoked = self.store.revoke_grant(id, by, self.clock.now())?;
         if let Some(g) = &revoked {
             self.grants.upsert(g.clone());
         }
         Ok(revoked)
+    }
+
+    /// Drops the grants that can never be active again (expired, revoked, consumed) from the index, so a
+    /// principal's history does not grow what each of its requests copies. The store keeps them.
+    pub fn compact_grants(&self) {
+        let _w = self.writes.lock();
+        self.grants.compact(self.clock.now());
     }
 
     /// Decides `request` against `bundle` (normally [`Authorizer::bundle`]), spending one use of every use-limited
@@ -121,6 +135,8 @@ impl Authorizer {
                 .filter(|g| g.max_uses.is_some())
                 .collect();
             let mut lost = None;
+            // Only decisions that spend a use take the lock: the common allow touches no store.
+            let writes = (!limited.is_empty()).then(|| self.writes.lock());
             for g in limited {
                 match self.store.consume_use(&g.id, now) {
                     Ok(Some(updated)) => self.grants.upsert(updated),
@@ -140,6 +156,7 @@ impl Authorizer {
                     if let Ok(Some(fresh)) = self.store.get_grant(&id) {
                         self.grants.upsert(fresh);
                     }
+                    drop(writes);
                     grants.retain(|g| g.id != id);
                 }
             }

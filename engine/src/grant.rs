@@ -170,10 +170,22 @@ impl GrantIndex {
         self.shard_of(principal).load().get(principal).cloned()
     }
 
-    /// Adds or replaces a grant (matched by id).
+    /// Adds or replaces a grant (matched by id). A grant never comes back from an end: an active copy does not
+    /// replace a revoked or consumed one, nor one with more uses spent (a late write of an older row is ignored).
     pub fn upsert(&self, grant: Grant) {
         let _w = self.writer.lock();
         let shard = self.shard_of(&grant.principal);
+        let older = shard
+            .load()
+            .get(&grant.principal)
+            .and_then(|l| l.iter().find(|g| g.id == grant.id).cloned())
+            .is_some_and(|held| {
+                held.status != GrantStatus::Active && grant.status == GrantStatus::Active
+                    || held.status == grant.status && held.uses > grant.uses
+            });
+        if older {
+            return;
+        }
         let mut map: Shard = (**shard.load()).clone();
         let mut list: Vec<Arc<Grant>> = map
             .get(&grant.principal)
@@ -293,6 +305,56 @@ mod tests {
         let mut revoked = g;
         revoked.status = GrantStatus::Revoked;
         assert!(!revoked.is_active_at(150));
+    }
+
+    /// Writes that reach the index late (a use spent before a revocation, upserted after it) never bring a grant
+    /// back from its end, nor give back a spent use.
+    #[test]
+    fn a_late_older_copy_never_replaces_a_newer_one() {
+        let idx = GrantIndex::new();
+        let a = EntityRef::new("User", "a");
+        let mut spent = grant("g1", "a", "r", r#"Service::"s""#, 0, 10);
+        spent.max_uses = Some(5);
+        spent.uses = 1;
+        let mut revoked = spent.clone();
+        revoked.status = GrantStatus::Revoked;
+        idx.upsert(revoked);
+        idx.upsert(spent.clone());
+        let held = idx.for_principal(&a).unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].status, GrantStatus::Revoked);
+        assert!(!held[0].is_active_at(5));
+        // Uses only grow.
+        let mut more = spent.clone();
+        more.id = "g2".into();
+        more.uses = 3;
+        idx.upsert(more.clone());
+        let mut stale = more.clone();
+        stale.uses = 2;
+        idx.upsert(stale);
+        assert_eq!(
+            idx.for_principal(&a)
+                .unwrap()
+                .iter()
+                .find(|g| g.id == "g2")
+                .unwrap()
+                .uses,
+            3
+        );
+        // A newer copy still replaces: a spent use, then the end.
+        let mut next = more.clone();
+        next.uses = 4;
+        idx.upsert(next.clone());
+        next.status = GrantStatus::Consumed;
+        idx.upsert(next);
+        let g2 = idx
+            .for_principal(&a)
+            .unwrap()
+            .iter()
+            .find(|g| g.id == "g2")
+            .cloned()
+            .unwrap();
+        assert_eq!((g2.uses, g2.status), (4, GrantStatus::Consumed));
     }
 
     #[test]

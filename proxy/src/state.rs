@@ -191,7 +191,18 @@ pub struct Running {
     task: JoinHandle<()>,
     admin_task: Option<JoinHandle<()>>,
     retention: Option<Retention>,
+    /// Drops ended grants from the index every [`COMPACT_EVERY`].
+    compactor: JoinHandle<()>,
     _watch: Option<WatchGuard>,
+}
+
+/// How often ended grants (expired, revoked, consumed) are dropped from the in-memory index.
+const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.compactor.abort();
+    }
 }
 
 impl Running {
@@ -211,6 +222,7 @@ impl Running {
         if let Some(a) = self.admin_task.take() {
             a.abort();
         }
+        self.compactor.abort();
         let grace = self.proxy.config.shutdown_grace;
         let tasks = &self.proxy.tasks;
         tasks.close();
@@ -315,6 +327,16 @@ pub async fn start_with(proxy: Arc<Proxy>) -> Result<Running, StartError> {
         })
         .await;
     });
+    let p = proxy.clone();
+    let compactor = tokio::spawn(async move {
+        let mut every = tokio::time::interval(COMPACT_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            p.authorizer.compact_grants();
+        }
+    });
     tracing::info!(%addr, admin = ?admin_addr, "jitgate listening");
     Ok(Running {
         addr,
@@ -324,6 +346,7 @@ pub async fn start_with(proxy: Arc<Proxy>) -> Result<Running, StartError> {
         task,
         admin_task,
         retention,
+        compactor,
         _watch: watch,
     })
 }
