@@ -571,6 +571,39 @@ impl Lifecycle {
         }
     }
 
+    /// Why a pending request no longer fits its role as the bundle now defines it (a reload since it was made):
+    /// an approval then would grant what no new request could get. `None` when it still fits.
+    fn outdated(&self, bundle: &Bundle, r: &AccessRequest) -> Option<String> {
+        if r.role == HOLD_ROLE {
+            return None;
+        }
+        let Some(role) = bundle.roles.get(&r.role) else {
+            return Some(format!(
+                "the bundle no longer defines role `{}` (its settings, such as max_uses, are unknown)",
+                r.role
+            ));
+        };
+        if r.duration_secs > role.max_duration {
+            return Some(format!(
+                "it asks for {}s and role `{}` now allows at most {}s",
+                r.duration_secs, r.role, role.max_duration
+            ));
+        }
+        if role.reason_required && r.reason.trim().is_empty() {
+            return Some(format!(
+                "role `{}` now requires a reason, and it gives none",
+                r.role
+            ));
+        }
+        if role.break_glass {
+            return Some(format!(
+                "role `{}` is now break glass, which is self-activated and never approved",
+                r.role
+            ));
+        }
+        None
+    }
+
     fn max_uses(&self, bundle: &Bundle, r: &AccessRequest) -> Option<u32> {
         if r.role == HOLD_ROLE {
             return Some(1);
@@ -770,6 +803,13 @@ impl Lifecycle {
                 )
             };
             return Err(LifecycleError::Conflict(why));
+        }
+        if verdict == Verdict::Approve {
+            if let Some(why) = self.outdated(&bundle, &request) {
+                return Err(LifecycleError::Conflict(format!(
+                    "access request `{id}` can no longer be approved: {why}; deny it and ask again"
+                )));
+            }
         }
         let actor = caller.entity.to_string();
         match self.store.add_approval(&Approval {
