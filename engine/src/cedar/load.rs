@@ -280,6 +280,26 @@ pub(crate) fn roles_of(policy: &Policy) -> Vec<String> {
     roles
 }
 
+/// Roles a permit mentions (`Role::"x"` anywhere, e.g. `when { principal in Role::"x" }`) without resting on them
+/// as [`roles_of`] sees it. The grants such a permit relies on would never be named as used: a use-limited grant
+/// would never be spent, and the decision record would not name it.
+pub(crate) fn unattributed_roles(policy: &Policy) -> Vec<String> {
+    if policy.effect() != CedarEffect::Permit {
+        return Vec::new();
+    }
+    let named = roles_of(policy);
+    let mut out: Vec<String> = policy
+        .entity_literals()
+        .into_iter()
+        .filter(|u| u.type_name().to_string() == "Role")
+        .map(|u| u.id().unescaped().to_string())
+        .filter(|r| !named.contains(r))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Builds a policy set from policies known to have unique ids.
 pub(crate) fn set_of<'a>(policies: impl Iterator<Item = &'a Policy>) -> Result<PolicySet, String> {
     let mut set = PolicySet::new();

@@ -42,7 +42,7 @@ use self::cache::{CallerSide, GrantTypes, caller_side, grant_entities};
 use self::convert::{EntityAttrs, hour_and_weekday, ip_value, json_to_value, type_name, uid};
 use self::load::{
     ActionIndex, Loaded, any_action, applies_to, fail, load_policies, load_schema, roles_of,
-    set_of, validate,
+    set_of, unattributed_roles, validate,
 };
 use crate::backend::PolicyBackend;
 use crate::decision::{Effect, EngineKind, Evaluation};
@@ -156,6 +156,24 @@ impl CedarBackend {
             return Err(Diagnostics(errors));
         };
         validate(&schema_obj, &all, &sources, &origin, &mut errors);
+        for l in &unique {
+            let missing = unattributed_roles(&l.policy);
+            if let Some(first) = missing.first() {
+                errors.push(Diagnostic::at(
+                    &l.file,
+                    l.line,
+                    l.column,
+                    format!(
+                        "policy `{}` relies on role {} outside its principal scope, so the grants it rests on would never \
+                         be named as used (a use-limited grant would never be spent): write `principal in \
+                         Role::\"{first}\"` in its scope, or annotate it `@role(\"{}\")`",
+                        l.policy.id(),
+                        missing.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", "),
+                        missing.join(",")
+                    ),
+                ));
+            }
+        }
         fail(errors)?;
 
         let types = Types {
@@ -835,6 +853,29 @@ action write, erase in [writes] appliesTo { principal: [User], resource: [Doc], 
         assert!(d.file.ends_with("p.cedar"));
         assert_eq!((d.line, d.column), (Some(5), Some(1)), "{d}");
         assert!(d.message.contains("@id"), "{d}");
+    }
+
+    /// A permit that relies on a role in its condition must name it (scope or `@role`), or its grants are never
+    /// spent nor recorded: the loader refuses it at its line. Forbids and annotated permits are fine.
+    #[test]
+    fn a_permit_relying_on_a_role_must_name_it() {
+        let err = Fixture::new(SCHEMA)
+            .load(&[(
+                "p.cedar",
+                "@id(\"ok\") @role(\"auditor\")\npermit (principal, action, resource) when { principal in Role::\"auditor\" };\n\n\
+                 @id(\"deny-contractors\")\nforbid (principal, action, resource) unless { principal in Role::\"staff\" };\n\n\
+                 @id(\"hidden\")\npermit (principal in Role::\"writer\", action, resource)\n  when { principal in Role::\"once\" || principal in Role::\"auditor\" };\n",
+            )])
+            .unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        let d = &err.0[0];
+        assert_eq!(d.line, Some(7), "{d}");
+        assert!(
+            d.message.contains(
+                "policy `hidden` relies on role `auditor`, `once` outside its principal scope"
+            ) && d.message.contains("@role(\"auditor,once\")"),
+            "{d}"
+        );
     }
 
     #[test]
