@@ -128,20 +128,27 @@ async fn run_to_the_end(
         Ok(b) => b,
         Err(e) => {
             let e = e.into_inner();
-            return if e.is::<http_body_util::LengthLimitError>() {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!("the request body is over {ADMIN_MAX_BODY} bytes"),
-                )
-            } else {
-                ApiError::new(
+            if !e.is::<http_body_util::LengthLimitError>() {
+                return ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "bad_request",
                     format!("the request body could not be read: {e}"),
                 )
+                .into_response();
             }
+            // The rest of the body is never read, so the connection cannot carry another request: say so, or a
+            // client reusing it races the close (RFC 9112, section 9.6).
+            let mut r = ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body is over {ADMIN_MAX_BODY} bytes"),
+            )
             .into_response();
+            r.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            return r;
         }
     };
     let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(body));

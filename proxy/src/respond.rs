@@ -142,6 +142,11 @@ impl Refusal {
         if let Ok(v) = HeaderValue::from_str(decision_id) {
             resp.headers_mut().insert("x-jitgate-decision-id", v);
         }
+        if matches!(self, Refusal::BodyTooLarge) {
+            // The body is left unread, so the connection cannot carry another request (RFC 9112, section 9.6).
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
 }

@@ -296,6 +296,8 @@ async fn bad_input_names_the_field() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 413);
+    // The unread rest of the body ends the connection: the client must not reuse it (it would race the close).
+    assert_eq!(r.headers()["connection"], "close");
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"], "body_too_large", "{v}");
     assert_eq!(env.get("carol", "/v1/requests?all=true").await.1, before);

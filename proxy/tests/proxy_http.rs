@@ -512,6 +512,8 @@ async fn bodies_over_the_limit_are_413_with_and_without_content_length() {
     let r = raw(h.addr, req(full_body(vec![b'x'; 4096]))).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(r.json["error"], "body_too_large");
+    // The unread body ends the connection, and the client is told so rather than left to race the close.
+    assert_eq!(r.headers["connection"], "close");
     assert_eq!(h.record(&r.decision_id()).status, Some(413));
     assert_eq!(h.upstream.hits(), 0);
 
