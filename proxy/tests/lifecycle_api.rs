@@ -535,10 +535,8 @@ async fn approved_grant_survives_a_restart_on_the_same_sqlite_file() {
     env.running.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn grant_bound_tokens_die_with_their_grant() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
+/// alice asks for payments-writer on the payments service and bob approves: the grant's id.
+async fn alices_writer_grant(env: &Env) -> String {
     let v = env
         .request(
             "alice",
@@ -548,9 +546,18 @@ async fn grant_bound_tokens_die_with_their_grant() {
             "CI deploy",
         )
         .await;
-    let id = v["request"]["id"].as_str().unwrap().to_string();
-    let (_, v) = env.approve("bob", &id).await;
-    let grant = v["grant"]["id"].as_str().unwrap().to_string();
+    let (s, v) = env
+        .approve("bob", v["request"]["id"].as_str().unwrap())
+        .await;
+    assert_eq!(s, 200, "{v}");
+    v["grant"]["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grant_bound_tokens_die_with_their_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
+    let grant = alices_writer_grant(&env).await;
     let (s, _) = env
         .post("bob", &format!("/v1/grants/{grant}/token"), json!({}))
         .await;
@@ -602,20 +609,7 @@ async fn grant_bound_tokens_die_with_their_grant() {
 async fn a_grant_bound_token_carries_only_its_grant() {
     let dir = tempfile::tempdir().unwrap();
     let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
-    let v = env
-        .request(
-            "alice",
-            "payments-writer",
-            r#"Service::"payments""#,
-            "30m",
-            "CI deploy",
-        )
-        .await;
-    let (s, v) = env
-        .approve("bob", v["request"]["id"].as_str().unwrap())
-        .await;
-    assert_eq!(s, 200, "{v}");
-    let writer = v["grant"]["id"].as_str().unwrap().to_string();
+    let writer = alices_writer_grant(&env).await;
     let v = env
         .request(
             "alice",
