@@ -106,8 +106,9 @@ impl Authorizer {
     }
 
     /// [`Authorizer::decide`] for a caller whose credential is bound to one grant (`bound`, e.g. a token minted
-    /// for a pipeline): only that grant of the caller's is materialized, so the credential carries its grant's
-    /// authority and not the holder's other grants. `None` gives every grant, as `decide` does.
+    /// for a pipeline): only that grant of the caller's is materialized, and the grants for one exact request (an
+    /// approved hold), so the credential carries its grant's authority and not the holder's other grants. `None`
+    /// gives every grant, as `decide` does.
     pub fn decide_bound(
         &self,
         bundle: &Bundle,
@@ -121,7 +122,9 @@ impl Authorizer {
             .map(|g| g.to_vec())
             .unwrap_or_default();
         if let Some(id) = bound {
-            grants.retain(|g| g.id == id);
+            // Grants for one exact request (an approved hold) stay: they open only the identical request, so a
+            // bound token's held request can still be released once it is approved.
+            grants.retain(|g| g.id == id || g.request_digest.is_some());
         }
         for _ in 0..MAX_CONSUME_RETRIES {
             let decision = bundle.decide(request, &grants);

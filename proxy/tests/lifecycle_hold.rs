@@ -350,3 +350,44 @@ async fn a_held_request_holding_the_last_log_slot_is_still_approved_and_every_ev
         assert!(report.ok, "{on_full}: {report:?}");
     }
 }
+
+/// A token bound to a grant waits on a held request like any caller, and the approval releases it: the grant for
+/// that one exact request is not among the holder's other grants that a bound token leaves out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_grant_bound_token_redeems_its_approved_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
+        raw.hold.wait = "20s".into()
+    })
+    .await;
+    let id = env.db_admin_request("cleanup").await;
+    assert_eq!(env.approve("carol", &id).await.0, 200);
+    let (s, v) = env.approve("erin", &id).await;
+    assert_eq!(s, 200, "{v}");
+    let gid = v["grant"]["id"].as_str().unwrap().to_string();
+    let (s, t) = env
+        .post(
+            "alice",
+            &format!("/v1/grants/{gid}/token"),
+            json!({"ttl": "10m"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    let bound = t["token"].as_str().unwrap().to_string();
+    let before = env.upstream.hits();
+    let http = env.http.clone();
+    let url = env.data("/databases/orders");
+    let held = tokio::spawn(async move { http.delete(url).bearer_auth(bound).send().await });
+    let hold = pending_hold(&env).await;
+    let (s, v) = env.approve("carol", &hold).await;
+    assert_eq!(s, 200, "{v}");
+    let r = held.await.unwrap().unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap_or_default();
+    assert_eq!(
+        status, 200,
+        "the approved hold was not released for a bound token: {body}"
+    );
+    assert_eq!(env.upstream.hits() - before, 1);
+    env.running.shutdown().await;
+}
