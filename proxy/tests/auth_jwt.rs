@@ -701,9 +701,9 @@ async fn concurrent_refreshes_share_one_fetch() {
 // ---------------------------------------------------------------------------------------------------------------
 // The verified-token cache
 
-/// Repeats are served from the cache without a fetch or a signature check while the key set is fresh; once it is
-/// older than `jwks_max_age`, a hit is verified again, and a key the issuer has removed (compromised, rotated out)
-/// stops vouching for the tokens it signed, whatever `exp` they carry.
+/// Repeats are served from the cache without a fetch or a signature check, also once the key set is stale (a hit
+/// never waits for the issuer). But a key the issuer has removed (compromised, rotated out) stops vouching for the
+/// tokens it signed, whatever `exp` they carry, as soon as a refetch has seen it gone.
 #[tokio::test]
 async fn cache_serves_repeats_only_while_the_issuer_still_publishes_the_key() {
     let server = JwksServer::start(jwks(&[RSA_A.jwk("a")])).await;
@@ -723,23 +723,32 @@ async fn cache_serves_repeats_only_while_the_issuer_still_publishes_the_key() {
     let first = auth.authenticate(Some(&bearer(&token)), NOW).await.unwrap();
     assert_eq!(server.fetches(), 1);
     assert_eq!(auth.cached_tokens(), 1);
-    // The issuer removes every key. Inside the set's max age the cache still serves, fetching nothing.
+    // The issuer removes every key. Until jitgate refetches, the cache still serves, stale set or not.
     server.set(jwks(&[]));
-    let second = auth.authenticate(Some(&bearer(&token)), NOW).await.unwrap();
+    let second = auth
+        .authenticate(Some(&bearer(&token)), NOW + 31)
+        .await
+        .unwrap();
     assert_eq!(first, second);
     assert_eq!(server.fetches(), 1, "a cache hit fetches nothing");
-    // Past it, the hit is verified again: the set is refetched, the key is gone, the token is refused.
+    // Another token is verified in full: the stale set is refetched, and the key is gone.
+    let other = sign(
+        Algorithm::RS256,
+        "a",
+        &RSA_A.enc,
+        &with(claims(), "jti", json!("other")),
+    );
     assert!(matches!(
-        auth_err(&auth, &token, NOW + 31).await,
+        auth_err(&auth, &other, NOW + 31).await,
         AuthError::UnknownKey { .. }
     ));
     assert_eq!(server.fetches(), 2);
-    // And stays refused, from the cache too, while the fresh set lacks the key.
+    // From then on the cached token is refused too.
     assert!(matches!(
         auth_err(&auth, &token, NOW + 32).await,
         AuthError::UnknownKey { .. }
     ));
-    // A key that is still published keeps its tokens served after the refetch.
+    // A key that is published again keeps its tokens served after the next refetch, from the cache too.
     server.set(jwks(&[RSA_A.jwk("a")]));
     let again = auth
         .authenticate(Some(&bearer(&token)), NOW + 62)
@@ -753,6 +762,47 @@ async fn cache_serves_repeats_only_while_the_issuer_still_publishes_the_key() {
         .unwrap();
     assert_eq!(cached, first);
     assert_eq!(server.fetches(), 3, "served from the cache again");
+}
+
+/// A cached token is served while the issuer's keys are being refetched (or the issuer is down): it never waits
+/// for a fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_tokens_do_not_wait_for_a_jwks_refresh() {
+    let server = JwksServer::start(jwks(&[RSA_A.jwk("a")])).await;
+    let limits = AuthLimits {
+        jwks_max_age_secs: 1,
+        ..AuthLimits::default()
+    };
+    let auth = Authenticator::with_limits(vec![server.issuer()], None, limits).unwrap();
+    let token = sign(Algorithm::RS256, "a", &RSA_A.enc, &claims());
+    auth.authenticate(Some(&bearer(&token)), NOW).await.unwrap();
+    assert_eq!(server.fetches(), 1);
+    // Hold every JWKS response, and start a refetch with a token that needs one (the set is stale by then).
+    let (started_tx, mut started_rx) = mpsc::unbounded_channel();
+    let release = Arc::new(Notify::new());
+    *server.state.gate.lock().unwrap() = Some((started_tx, Arc::clone(&release)));
+    let later = NOW + 31;
+    let refetching = {
+        let auth = auth.clone();
+        let other = sign(
+            Algorithm::RS256,
+            "a",
+            &RSA_A.enc,
+            &with(claims(), "jti", json!("other")),
+        );
+        tokio::spawn(async move { auth.authenticate(Some(&bearer(&other)), later).await })
+    };
+    started_rx.recv().await.unwrap();
+    let served = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        auth.authenticate(Some(&bearer(&token)), later),
+    )
+    .await
+    .expect("a cached token waited for the JWKS refetch");
+    assert_eq!(served.unwrap().principal.id, "alice");
+    *server.state.gate.lock().unwrap() = None;
+    release.notify_waiters();
+    assert!(refetching.await.unwrap().is_ok());
 }
 
 #[tokio::test]

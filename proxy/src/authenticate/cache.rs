@@ -1,5 +1,6 @@
 //! The verified-token cache: SHA-256 of a token -> the identity it proved, until the token's `exp`.
-//! Sharded RwLock'd maps so a hit is one hash and one read lock; bounded, evicting expired entries first.
+//! Sharded RwLock'd maps so a hit is one hash and one read lock (and a look at the issuer's current key set);
+//! bounded, evicting expired entries first.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -307,16 +307,16 @@ impl Inner {
     async fn authenticate(&self, header: Option<&str>, now: i64) -> Result<Identity, AuthError> {
         let token = bearer(header)?;
         let cache_key = token_key(token);
-        // A hit is served only while the issuer's key set is fresh and still holds the key that verified it: a
-        // key the issuer removed (compromised, rotated out) stops vouching for its cached tokens, whatever `exp`
-        // they carry, once the set is refetched (at most `jwks_max_age` later). Otherwise the token is verified
-        // again, which refetches a stale set.
+        // A hit is served only while the issuer's key set still holds the key that verified it: a key the issuer
+        // removed (compromised, rotated out) stops vouching for its cached tokens, whatever `exp` they carry, as
+        // soon as a refetch has seen it gone. The set's age is not checked here: a hit never waits for a fetch,
+        // and keeps being served while the issuer is unreachable.
         let hit = self.cache.get(&cache_key, now, |e| {
             self.issuers.get(&e.identity.issuer).is_some_and(|i| {
-                i.keys.read().as_ref().is_some_and(|set| {
-                    i.is_fresh(set, now, self.jwks_max_age)
-                        && set.find(e.kid.as_deref(), e.alg).is_some()
-                })
+                i.keys
+                    .read()
+                    .as_ref()
+                    .is_some_and(|set| set.find(e.kid.as_deref(), e.alg).is_some())
             })
         });
         if let Some(identity) = hit {
