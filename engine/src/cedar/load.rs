@@ -280,24 +280,60 @@ pub(crate) fn roles_of(policy: &Policy) -> Vec<String> {
     roles
 }
 
-/// Roles a permit mentions (`Role::"x"` anywhere, e.g. `when { principal in Role::"x" }`) without resting on them
-/// as [`roles_of`] sees it. The grants such a permit relies on would never be named as used: a use-limited grant
-/// would never be spent, and the decision record would not name it.
+/// Roles a permit's conditions rely on (`when { principal in Role::"x" }`, and the same under `||`, `&&`, an
+/// `if` branch, or a double negation) without resting on them as [`roles_of`] sees it. The grants such a permit
+/// relies on would never be named as used: a use-limited grant would never be spent, and the decision record would
+/// not name it. A role the permit only excludes (`unless { principal in Role::"suspended" }`) is not relied on.
 pub(crate) fn unattributed_roles(policy: &Policy) -> Vec<String> {
     if policy.effect() != CedarEffect::Permit {
         return Vec::new();
     }
     let named = roles_of(policy);
-    let mut out: Vec<String> = policy
-        .entity_literals()
-        .into_iter()
-        .filter(|u| u.type_name().to_string() == "Role")
-        .map(|u| u.id().unescaped().to_string())
-        .filter(|r| !named.contains(r))
-        .collect();
+    let mut out = Vec::new();
+    if let Ok(est) = policy.to_json() {
+        for c in est["conditions"].as_array().into_iter().flatten() {
+            relied_roles(&c["body"], c["kind"] == "when", &mut out);
+        }
+    }
+    out.retain(|r| !named.contains(r));
     out.sort();
     out.dedup();
     out
+}
+
+/// Collects the `Role` ids that `expr` (Cedar's JSON form) tests membership in where a true test helps it hold
+/// (`positive`); negation flips, `&&`, `||` and the branches of an `if` keep the polarity.
+fn relied_roles(expr: &serde_json::Value, positive: bool, out: &mut Vec<String>) {
+    let Some((op, arg)) = expr.as_object().and_then(|o| o.iter().next()) else {
+        return;
+    };
+    match op.as_str() {
+        "!" => relied_roles(&arg["arg"], !positive, out),
+        "&&" | "||" => {
+            relied_roles(&arg["left"], positive, out);
+            relied_roles(&arg["right"], positive, out);
+        }
+        "if-then-else" => {
+            relied_roles(&arg["then"], positive, out);
+            relied_roles(&arg["else"], positive, out);
+        }
+        "in" if positive => {
+            let right = &arg["right"];
+            let literals = match right.get("Set").and_then(|s| s.as_array()) {
+                Some(items) => items.iter().collect::<Vec<_>>(),
+                None => vec![right],
+            };
+            for l in literals {
+                let e = &l["Value"]["__entity"];
+                if e["type"] == "Role" {
+                    if let Some(id) = e["id"].as_str() {
+                        out.push(id.to_string());
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Builds a policy set from policies known to have unique ids.

@@ -864,12 +864,13 @@ action write, erase in [writes] appliesTo { principal: [User], resource: [Doc], 
                 "p.cedar",
                 "@id(\"ok\") @role(\"auditor\")\npermit (principal, action, resource) when { principal in Role::\"auditor\" };\n\n\
                  @id(\"deny-contractors\")\nforbid (principal, action, resource) unless { principal in Role::\"staff\" };\n\n\
+                 @id(\"not-suspended\")\npermit (principal in Role::\"writer\", action, resource) unless { principal in Role::\"suspended\" };\n\n\
                  @id(\"hidden\")\npermit (principal in Role::\"writer\", action, resource)\n  when { principal in Role::\"once\" || principal in Role::\"auditor\" };\n",
             )])
             .unwrap_err();
         assert_eq!(err.0.len(), 1, "{err}");
         let d = &err.0[0];
-        assert_eq!(d.line, Some(7), "{d}");
+        assert_eq!(d.line, Some(10), "{d}");
         assert!(
             d.message.contains(
                 "policy `hidden` relies on role `auditor`, `once` outside its principal scope"
