@@ -821,6 +821,25 @@ impl Config {
                 err(&p.path, p.message);
             }
         }
+        // Client certificates name principals too: their type must not be an issuer's, or a SAN `alice` would be
+        // the issuer's alice.
+        if let Some(t) = tls.as_ref().filter(|t| t.client_ca.is_some()) {
+            if let Some((i, _)) = raw
+                .issuers
+                .iter()
+                .enumerate()
+                .find(|(_, c)| c.principal_type == t.client_principal_type)
+            {
+                err(
+                    "server.tls.client_principal_type",
+                    format!(
+                        "`{}` is also the principal type of issuers[{i}]: a certificate's SAN would be that issuer's \
+                         principal of the same id; give certificates their own type (the default is `Workload`)",
+                        t.client_principal_type
+                    ),
+                );
+            }
+        }
         let mut upstreams = BTreeMap::new();
         for (name, u) in &raw.upstreams {
             let key = format!("upstreams.{name}");

@@ -204,6 +204,11 @@ pub fn is_claimed(name: &str, credential: Option<&HeaderName>) -> bool {
         || credential.is_some_and(|c| is(n, c.as_str().as_bytes()))
 }
 
+/// Whether two header names are one to a server that reads `_` as `-` (CGI, WSGI, PHP).
+pub fn same_dashed(a: &str, b: &str) -> bool {
+    is(a.as_bytes(), b.as_bytes())
+}
+
 /// `name` with `_` read as `-` (no allocation: this runs for every header of every request).
 fn dashed(name: &[u8]) -> impl Iterator<Item = u8> + '_ {
     name.iter().map(|b| if *b == b'_' { b'-' } else { *b })

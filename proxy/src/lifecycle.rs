@@ -197,7 +197,7 @@ pub(crate) async fn caller(
         );
         let meta = CallMeta {
             principal: id.principal.to_string(),
-            client: Some(peer.ip().to_string()),
+            client: Some(peer.ip().to_canonical().to_string()),
             method: Some(method.to_string()),
             path: Some(uri.path().to_string()),
         };
@@ -205,7 +205,7 @@ pub(crate) async fn caller(
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", &reason));
     }
     let mut context = Context::at(now);
-    context.source_ip = Some(peer.ip().to_string());
+    context.source_ip = Some(peer.ip().to_canonical().to_string());
     context.method = Some(method.to_string());
     context.path = Some(uri.path().to_string());
     context.query = Some(uri.query().unwrap_or("").to_string());
@@ -301,7 +301,7 @@ async fn record_unauthenticated(
 ) {
     let meta = CallMeta {
         principal: String::new(),
-        client: Some(peer.ip().to_string()),
+        client: Some(peer.ip().to_canonical().to_string()),
         method: Some(method.to_string()),
         path: Some(uri.path().to_string()),
     };

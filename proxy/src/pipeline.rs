@@ -624,6 +624,15 @@ fn context_header(h: &HeaderMap, name: &str) -> Result<Option<String>, String> {
     if forward::is_hop_by_hop(h, &header_name) {
         return Ok(None);
     }
+    // `X_Tenant` beside `X-Tenant` would reach the upstream too, and a server that reads `_` as `-` might take it.
+    if let Some(alias) = h
+        .keys()
+        .find(|k| **k != header_name && forward::same_dashed(k.as_str(), name))
+    {
+        return Err(format!(
+            "header `{alias}` is another spelling of `{name}`, which the policies decide on; send one"
+        ));
+    }
     let mut values = h.get_all(&header_name).iter();
     match (values.next(), values.next()) {
         (None, _) => Ok(None),

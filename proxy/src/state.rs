@@ -334,7 +334,9 @@ pub async fn start_with(proxy: Arc<Proxy>) -> Result<Running, StartError> {
         every.tick().await;
         loop {
             every.tick().await;
-            p.authorizer.compact_grants();
+            // Copies every shard: off the async workers.
+            let q = p.clone();
+            let _ = tokio::task::spawn_blocking(move || q.authorizer.compact_grants()).await;
         }
     });
     tracing::info!(%addr, admin = ?admin_addr, "jitgate listening");

@@ -317,6 +317,13 @@ fn semantic_config_errors_name_the_line_of_the_key() {
             6,
             "server.tls.require_client_cert: needs `client_ca`",
         ),
+        // Certificates and tokens may not name principals of one type.
+        (
+            "[server.tls]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\nclient_principal_type = \"User\"\n\n\
+             [[issuers]]\nissuer = \"https://a\"\naudiences = [\"a\"]\njwks_url = \"https://a/k\"\nalgorithms = [\"RS256\"]\n",
+            7,
+            "server.tls.client_principal_type: `User` is also the principal type of issuers[0]",
+        ),
         // A zero timeout would fail every request at once.
         (
             "[server]\nrequest_timeout = \"0s\"\n",

@@ -899,6 +899,23 @@ async fn requests_jitgate_cannot_decide_on_one_reading_are_refused_and_forwardin
     )
     .await;
     refused(&r, 400, "bad_request", "a context header twice");
+    // ... and so is another spelling of it, which a CGI-style upstream would read as the same header.
+    let r = send(
+        get("/payments/p1")
+            .header("host", "h")
+            .header("x-tenant", "acme")
+            .header("x_tenant", "globex"),
+    )
+    .await;
+    refused(&r, 400, "bad_request", "a context header spelled two ways");
+    assert!(
+        r.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("`x_tenant` is another spelling of `x-tenant`"),
+        "{:?}",
+        r.json
+    );
     let r = send(
         get("/payments/p1")
             .header("host", "h")
@@ -970,7 +987,7 @@ async fn requests_jitgate_cannot_decide_on_one_reading_are_refused_and_forwardin
     // Forwarded: the host check, three XFF forms, the hop-by-hop context header and the UTF-8 principal (6
     // requests); the rest never.
     assert_eq!(h.upstream.hits() - base, 6);
-    h.assert_log(15);
+    h.assert_log(16);
 }
 
 /// Slow clients cannot hold connections: one that sends nothing, the start of the HTTP/2 preface, or half a
