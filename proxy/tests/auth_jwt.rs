@@ -149,6 +149,21 @@ impl JwksServer {
         self.state.fetches.load(Ordering::SeqCst)
     }
 
+    /// Holds every JWKS response from now on: each request announces itself on the receiver and waits for
+    /// [`JwksServer::release_responses`].
+    fn hold_responses(&self) -> (mpsc::UnboundedReceiver<()>, Arc<Notify>) {
+        let (started_tx, started_rx) = mpsc::unbounded_channel();
+        let release = Arc::new(Notify::new());
+        *self.state.gate.lock().unwrap() = Some((started_tx, Arc::clone(&release)));
+        (started_rx, release)
+    }
+
+    /// Lets the held responses go, and serves later ones at once.
+    fn release_responses(&self, release: &Notify) {
+        *self.state.gate.lock().unwrap() = None;
+        release.notify_waiters();
+    }
+
     fn set(&self, jwks: Value) {
         *self.state.jwks.lock().unwrap() = jwks;
     }
@@ -662,9 +677,7 @@ async fn concurrent_refreshes_share_one_fetch() {
     server.set(jwks(&[RSA_A.jwk("a"), RSA_B.jwk("b")]));
 
     // Hold the JWKS response until every caller has started: they all need the new kid at the same time.
-    let (started_tx, mut started_rx) = mpsc::unbounded_channel();
-    let release = Arc::new(Notify::new());
-    *server.state.gate.lock().unwrap() = Some((started_tx, Arc::clone(&release)));
+    let (mut started_rx, release) = server.hold_responses();
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
     let n = 50;
     let tasks: Vec<_> = (0..n)
@@ -778,9 +791,7 @@ async fn cached_tokens_do_not_wait_for_a_jwks_refresh() {
     auth.authenticate(Some(&bearer(&token)), NOW).await.unwrap();
     assert_eq!(server.fetches(), 1);
     // Hold every JWKS response, and start a refetch with a token that needs one (the set is stale by then).
-    let (started_tx, mut started_rx) = mpsc::unbounded_channel();
-    let release = Arc::new(Notify::new());
-    *server.state.gate.lock().unwrap() = Some((started_tx, Arc::clone(&release)));
+    let (mut started_rx, release) = server.hold_responses();
     let later = NOW + 31;
     let refetching = {
         let auth = auth.clone();
@@ -800,8 +811,7 @@ async fn cached_tokens_do_not_wait_for_a_jwks_refresh() {
     .await
     .expect("a cached token waited for the JWKS refetch");
     assert_eq!(served.unwrap().principal.id, "alice");
-    *server.state.gate.lock().unwrap() = None;
-    release.notify_waiters();
+    server.release_responses(&release);
     assert!(refetching.await.unwrap().is_ok());
 }
 
@@ -1154,9 +1164,7 @@ async fn a_caller_that_hangs_up_mid_fetch_does_not_rate_limit_the_issuer() {
     let auth = Authenticator::new(vec![server.issuer()], None).unwrap();
     let token = sign(Algorithm::RS256, "a", &RSA_A.enc, &claims());
     // The first caller's fetch is held at the JWKS server; the caller goes away (its future is dropped).
-    let (started_tx, mut started_rx) = mpsc::unbounded_channel();
-    let release = Arc::new(Notify::new());
-    *server.state.gate.lock().unwrap() = Some((started_tx, Arc::clone(&release)));
+    let (mut started_rx, release) = server.hold_responses();
     let first = {
         let (auth, token) = (auth.clone(), token.clone());
         tokio::spawn(async move { auth.authenticate(Some(&bearer(&token)), NOW).await })
@@ -1164,8 +1172,7 @@ async fn a_caller_that_hangs_up_mid_fetch_does_not_rate_limit_the_issuer() {
     started_rx.recv().await.unwrap();
     first.abort();
     assert!(first.await.unwrap_err().is_cancelled());
-    *server.state.gate.lock().unwrap() = None;
-    release.notify_waiters();
+    server.release_responses(&release);
     // The next caller, in the same second, gets the keys instead of being told they were not fetched yet: the
     // fetch the first caller started ran to its end without it, so nothing is fetched twice.
     let id = auth.authenticate(Some(&bearer(&token)), NOW).await.unwrap();
@@ -1185,9 +1192,7 @@ async fn callers_that_hang_up_mid_fetch_cannot_multiply_fetches() {
     .await
     .unwrap();
     assert_eq!(server.fetches(), 1);
-    let (started_tx, mut started_rx) = mpsc::unbounded_channel();
-    let release = Arc::new(Notify::new());
-    *server.state.gate.lock().unwrap() = Some((started_tx, Arc::clone(&release)));
+    let (mut started_rx, release) = server.hold_responses();
     // Past the refresh interval, so the first unknown kid may refetch once.
     let t = NOW + 31;
     let callers: Vec<_> = (0..20)
@@ -1209,8 +1214,7 @@ async fn callers_that_hang_up_mid_fetch_cannot_multiply_fetches() {
     for caller in callers {
         let _ = caller.await;
     }
-    *server.state.gate.lock().unwrap() = None;
-    release.notify_waiters();
+    server.release_responses(&release);
     // One more unknown kid in the same second: it waits for the running fetch, then is refused without another.
     let token = sign(Algorithm::RS256, "unknown-last", &RSA_A.enc, &claims());
     let err = auth_err(&auth, &token, t).await;
