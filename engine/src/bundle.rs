@@ -393,16 +393,23 @@ fn expand(
     Ok(out)
 }
 
+/// Whether a file name is an editor's or a tool's temp file (vim swap files and its `4913` probe, backups, emacs
+/// locks and autosaves, `.tmp`): such files are never part of a bundle, and writing one is no change to it.
+pub fn is_temp_file(name: &str) -> bool {
+    name.ends_with('~')
+        || name.ends_with(".swp")
+        || name.ends_with(".swx")
+        || name.ends_with(".tmp")
+        || name == "4913"
+        || (name.starts_with('#') && name.ends_with('#'))
+}
+
 fn walk(dir: &Path, exts: &[&str], out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         // Editor temp files and hidden entries never load.
-        if name.starts_with('.')
-            || name.ends_with('~')
-            || name.ends_with(".swp")
-            || name.ends_with(".tmp")
-        {
+        if name.starts_with('.') || is_temp_file(name) {
             continue;
         }
         if path.is_dir() {

@@ -203,16 +203,11 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready when a bundle is active and the decision log accepts records.
+/// Ready unless shutdown has begun or the decision log cannot take records (see [`Proxy::readiness`]).
 async fn readyz(State(p): State<Arc<Proxy>>) -> Response {
-    if p.log.is_healthy() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "decision log unavailable\n",
-        )
-            .into_response()
+    match p.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
     }
 }
 
@@ -295,7 +290,7 @@ async fn reload(State(p): State<Arc<Proxy>>, call: Call) -> Response {
     let r = p.reloader.clone();
     match tokio::task::spawn_blocking(move || r.reload_now()).await {
         Ok(attempt) => {
-            let status = if attempt.outcome == "failed" {
+            let status = if attempt.outcome == crate::reload::ReloadOutcome::Failed {
                 StatusCode::UNPROCESSABLE_ENTITY
             } else {
                 StatusCode::OK

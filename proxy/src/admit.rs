@@ -1,7 +1,133 @@
-//! admit: limits and the one path normalization, before any other work.
-//! The path produced here is exactly what policies see and what the upstream receives.
+//! admit: the client's address, methods never forwarded, the body limit by declared length, the one path
+//! normalization and the one host, before any other work. The path produced here is exactly what policies see and
+//! what the upstream receives.
 
-use crate::config::TrailingSlash;
+use std::net::{IpAddr, SocketAddr};
+
+use http::{Method, Request, header};
+use ipnet::IpNet;
+
+use crate::config::{Config, TrailingSlash};
+use crate::respond::Refusal;
+use crate::trace::Trace;
+
+/// A request admitted: its normalized path and its one host.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The normalized path (see [`normalize_path`]).
+    pub path: String,
+    /// The host, canonical (see [`request_host`]), if the request names one.
+    pub host: Option<String>,
+}
+
+/// The admit stage: refuses what jitgate never forwards or will not decide on, and normalizes the path (also into
+/// `trace`, for the record).
+#[inline]
+pub fn admit<B>(req: &Request<B>, config: &Config, trace: &mut Trace) -> Result<Admitted, Refusal> {
+    if req.method() == Method::CONNECT || req.method() == Method::TRACE {
+        return Err(Refusal::MethodNotAllowed(format!(
+            "{} is never forwarded",
+            req.method()
+        )));
+    }
+    if let Some(why) = trace.bad_forwarded_for.take() {
+        trace.error = Some(why.clone());
+        return Err(Refusal::BadRequest(why));
+    }
+    if crate::headers::content_length(req.headers()).is_some_and(|n| n > config.max_body_bytes) {
+        return Err(Refusal::BodyTooLarge);
+    }
+    let path = normalize_path(req.uri().path(), config.trailing_slash)
+        .map_err(|e| Refusal::BadPath(e.to_string()))?;
+    trace.path = path.clone();
+    let host = request_host(req).map_err(Refusal::BadRequest)?;
+    Ok(Admitted { path, host })
+}
+
+/// The client address: the peer, unless the peer is a trusted proxy, in which case the right-most address in
+/// `X-Forwarded-For` that is not itself a trusted proxy. Entries are read from the right (the hops jitgate trusts)
+/// and may be `ip`, `ip:port` or `[ipv6]:port`; a trusted proxy's header that is not text, or whose walk meets an
+/// entry that is not an address, is an error (the request is refused), never a fallback to the proxy's own address.
+pub fn client_ip<B>(
+    trusted_proxies: &[IpNet],
+    req: &Request<B>,
+    peer: IpAddr,
+) -> Result<IpAddr, String> {
+    let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|n| n.contains(ip));
+    if !trusted(&peer) {
+        return Ok(peer);
+    }
+    let mut entries = Vec::new();
+    for v in req.headers().get_all("x-forwarded-for") {
+        let v = v.to_str().map_err(|_| {
+            format!("X-Forwarded-For from trusted proxy {peer} is not readable text")
+        })?;
+        entries.extend(v.split(','));
+    }
+    for entry in entries.into_iter().rev() {
+        let ip = forwarded_for_entry(entry).ok_or_else(|| {
+            format!(
+                "X-Forwarded-For from trusted proxy {peer}: `{}` is not an address",
+                entry.trim()
+            )
+        })?;
+        if !trusted(&ip) {
+            return Ok(ip);
+        }
+    }
+    Ok(peer)
+}
+
+/// One `X-Forwarded-For` entry: `ip`, `ip:port`, `[ipv6]` or `[ipv6]:port`.
+fn forwarded_for_entry(entry: &str) -> Option<IpAddr> {
+    let e = entry.trim();
+    e.parse::<IpAddr>()
+        .ok()
+        .or_else(|| e.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            e.strip_prefix('[')
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|v| v.parse::<std::net::Ipv6Addr>().ok())
+                .map(IpAddr::V6)
+        })
+        .map(|ip| ip.to_canonical())
+}
+
+/// The request's host, as routing, the policies (`context.host`) and the upstream (`X-Forwarded-Host`) all see it:
+/// the target's authority (absolute-form, HTTP/2 `:authority`) or else the `Host` header, lowercased, without port
+/// or trailing dot. Two `Host` headers, an unreadable one, or an authority and a `Host` naming different hosts are
+/// refused: jitgate decides on one host only.
+fn request_host<B>(req: &Request<B>) -> Result<Option<String>, String> {
+    let mut headers = req.headers().get_all(header::HOST).iter();
+    let header = match (headers.next(), headers.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => return Err("the request has more than one Host header".into()),
+        (Some(v), None) => Some(
+            v.to_str()
+                .map_err(|_| "the Host header is not readable text".to_string())?,
+        ),
+    };
+    let authority = req.uri().authority().map(|a| canonical_host(a.as_str()));
+    let header = header.map(canonical_host);
+    match (authority, header) {
+        (Some(a), Some(h)) if a != h => Err(format!(
+            "the request's target names host `{a}` and its Host header `{h}`"
+        )),
+        (Some(a), _) => Ok(Some(a)),
+        (None, h) => Ok(h),
+    }
+}
+
+/// `Example.COM.:8443` -> `example.com`; `[::1]:8080` -> `[::1]`.
+fn canonical_host(h: &str) -> String {
+    let h = h.rsplit_once('@').map_or(h, |(_, host)| host);
+    let host = if h.starts_with('[') {
+        h.find(']').map_or(h, |end| &h[..=end])
+    } else {
+        h.split(':').next().unwrap_or(h)
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
 
 /// Why a path was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -127,6 +253,29 @@ mod tests {
 
     fn n(p: &str) -> Result<String, PathError> {
         normalize_path(p, TrailingSlash::Strip)
+    }
+
+    /// An IPv4 client behind a dual-stack hop is `::ffff:a.b.c.d`: read as the IPv4 address it is, so IPv4
+    /// ranges (trusted proxies, a policy's `isInRange`) contain it.
+    #[test]
+    fn forwarded_for_entries_are_canonical() {
+        for (entry, expected) in [
+            ("203.0.113.7", "203.0.113.7"),
+            (" 203.0.113.7:443 ", "203.0.113.7"),
+            ("::ffff:203.0.113.7", "203.0.113.7"),
+            ("[::ffff:203.0.113.7]:8080", "203.0.113.7"),
+            ("[::ffff:203.0.113.7]", "203.0.113.7"),
+            ("2001:db8::1", "2001:db8::1"),
+        ] {
+            assert_eq!(
+                forwarded_for_entry(entry)
+                    .map(|ip| ip.to_string())
+                    .as_deref(),
+                Some(expected),
+                "{entry}"
+            );
+        }
+        assert_eq!(forwarded_for_entry("unknown"), None);
     }
 
     #[test]

@@ -7,57 +7,15 @@
 use std::sync::Arc;
 
 use jitgate_engine::log::{
-    DecisionRecord, JsonlSink, LogError, LogOptions, LogWriter, OnFull as EngineOnFull, Outcome,
-    RecordKind, redact,
+    DecisionRecord, JsonlSink, LogError, LogOptions, LogWriter, OnFull, redact,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::config::{Acknowledge, Config, OnFull};
+use crate::config::{Acknowledge, Config};
 
 /// A reserved place in the log queue (empty when the log is disabled, or once taken).
 #[derive(Debug, Default)]
 pub struct Slot(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
-
-/// Everything the proxy records about one request.
-#[derive(Debug, Clone, Default)]
-pub struct LogEntry {
-    /// Record id (the decision id returned to the caller).
-    pub id: String,
-    /// Request id.
-    pub request_id: String,
-    /// Principal entity ref, or empty when unauthenticated.
-    pub principal: String,
-    /// Action id, or empty when unmatched.
-    pub action: String,
-    /// Resource entity ref, or empty when unmatched.
-    pub resource: String,
-    /// Context that mattered.
-    pub context: serde_json::Value,
-    /// `allow`, `deny`, `hold` or `error`.
-    pub decision: String,
-    /// Determining policies.
-    pub policies: Vec<String>,
-    /// Grants used.
-    pub grants_used: Vec<String>,
-    /// Errors.
-    pub errors: Vec<String>,
-    /// Bundle revision.
-    pub revision: String,
-    /// Engine.
-    pub engine: String,
-    /// Time spent, microseconds.
-    pub latency_us: u64,
-    /// Client address.
-    pub client_addr: String,
-    /// Method.
-    pub method: String,
-    /// Normalized path.
-    pub path: String,
-    /// Status served.
-    pub status: Option<u16>,
-    /// Break glass used.
-    pub break_glass: bool,
-}
 
 /// Lifecycle and admin records that may wait for their commit at once (beside `[log] queue_capacity`).
 const LIFECYCLE_SLOTS: usize = 64;
@@ -92,7 +50,7 @@ impl DecisionLog {
         // The writer's own queue never fills: slots are reserved here first, and there are no more slots than room.
         let opts = LogOptions {
             queue_capacity: config.log_queue_capacity + LIFECYCLE_SLOTS,
-            on_full: EngineOnFull::Wait,
+            on_full: OnFull::Wait,
             jsonl,
             journal: config.log_acknowledge == Acknowledge::Journal,
             ..LogOptions::default()
@@ -148,12 +106,7 @@ impl DecisionLog {
 
     /// Logs a record: waits until it is committed, or only until it is in the journal (see the module docs). The
     /// slot is released when the commit finishes.
-    pub async fn commit(&self, slot: Slot, entry: LogEntry) -> Result<(), LogError> {
-        self.commit_record(slot, record_of(entry)).await
-    }
-
-    /// Commits a prepared record (lifecycle events use this).
-    pub async fn commit_record(&self, slot: Slot, rec: DecisionRecord) -> Result<(), LogError> {
+    pub async fn commit(&self, slot: Slot, rec: DecisionRecord) -> Result<(), LogError> {
         match self.queue(slot, rec)? {
             Some(committed) => committed.await.map_err(|_| LogError::Closed)?,
             None => Ok(()),
@@ -163,8 +116,8 @@ impl DecisionLog {
     /// Queues a record without waiting for it: for a request whose caller went away, where nobody is left to wait.
     /// The writer commits it like any other (or, journaled, it is in the journal when this returns); the slot is
     /// released after the commit.
-    pub fn commit_detached(&self, slot: Slot, entry: LogEntry) -> Result<(), LogError> {
-        self.queue(slot, record_of(entry)).map(drop)
+    pub fn commit_detached(&self, slot: Slot, rec: DecisionRecord) -> Result<(), LogError> {
+        self.queue(slot, rec).map(drop)
     }
 
     /// Redacts and queues `rec`, releasing `slot` once it is committed. Returns what tells of that commit, or `None`
@@ -208,7 +161,7 @@ impl DecisionLog {
                 .map(|p| Slot(Some(p)))
                 .map_err(|_| LogError::Closed)?,
         };
-        self.commit_record(slot, rec).await
+        self.commit(slot, rec).await
     }
 
     /// Waits until everything queued is committed.
@@ -223,46 +176,8 @@ impl DecisionLog {
         self.capacity.saturating_sub(self.slots.available_permits())
     }
 
-    /// Whether the writer is running.
+    /// Whether records can be committed: the log is disabled (nothing to commit), or its writer thread runs.
     pub fn is_healthy(&self) -> bool {
-        !self.slots.is_closed()
+        self.writer.as_ref().is_none_or(|w| w.is_running())
     }
-}
-
-fn record_of(e: LogEntry) -> DecisionRecord {
-    let outcome = match e.decision.as_str() {
-        "allow" => Outcome::Allow,
-        "hold" => Outcome::Hold,
-        "deny"
-            if e.errors.iter().any(|x| !x.is_empty())
-                && e.policies.is_empty()
-                && e.status == Some(403) =>
-        {
-            Outcome::Error
-        }
-        _ => Outcome::Deny,
-    };
-    let mut r = DecisionRecord::new(RecordKind::Decision);
-    r.id = e.id;
-    r.request_id = Some(e.request_id);
-    r.principal = e.principal;
-    r.action = e.action;
-    r.resource = e.resource;
-    r.context = match e.context {
-        serde_json::Value::Object(m) => m,
-        _ => serde_json::Map::new(),
-    };
-    r.decision = Some(outcome);
-    r.policies = e.policies;
-    r.grants_used = e.grants_used;
-    r.errors = e.errors;
-    r.revision = e.revision;
-    r.engine = e.engine;
-    r.latency_us = e.latency_us;
-    r.client_addr = Some(e.client_addr);
-    r.method = Some(e.method);
-    r.path = Some(e.path);
-    r.status = e.status;
-    r.break_glass = e.break_glass;
-    r
 }

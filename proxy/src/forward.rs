@@ -1,11 +1,12 @@
 //! forward: a pooled hyper client per upstream; bodies streamed both ways, hop-by-hop headers removed, identity
 //! headers and credentials set by jitgate only. Upstream failures become 502, slowness 504.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, header};
+use http::{HeaderValue, Request, Response, Uri, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -13,21 +14,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::Upstream;
+use crate::headers::{strip_claimed, strip_hop_by_hop};
 use crate::metrics::Histogram;
 use crate::respond::{ProxyBody, Refusal};
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 /// An upstream and its connection pool.
 #[derive(Debug, Clone)]
@@ -67,10 +56,91 @@ pub struct ForwardCtx<'a> {
     pub tls: bool,
     /// Headers jitgate sets for the upstream.
     pub identity_headers: &'a [(&'static str, String)],
-    /// The request's host as routed and decided on (see `pipeline::request_host`), sent as `X-Forwarded-Host`.
+    /// The request's host as routed and decided on (see `admit::request_host`), sent as `X-Forwarded-Host`.
     pub host: Option<&'a str>,
     /// Body limit in bytes.
     pub max_body: u64,
+}
+
+/// What the forward stage needs of the request's earlier stages.
+#[derive(Debug)]
+pub struct Outbound<'a> {
+    /// The route's service, whose upstream gets the request.
+    pub service: &'a str,
+    /// The principal the request was decided for.
+    pub principal: &'a jitgate_engine::EntityRef,
+    /// The allowing decision.
+    pub decision: &'a jitgate_engine::Decision,
+    /// The decision id.
+    pub decision_id: &'a str,
+    /// The normalized path.
+    pub path: &'a str,
+    /// The query, without `?`.
+    pub query: &'a str,
+    /// The host decided on.
+    pub host: Option<&'a str>,
+    /// The client address.
+    pub client_ip: IpAddr,
+    /// Whether the client connection was TLS.
+    pub tls: bool,
+    /// Body limit in bytes.
+    pub max_body: u64,
+}
+
+/// The forward stage: the request to its service's upstream, streamed, with identity headers set by us and
+/// credentials injected; the upstream's latency is observed however the call ends.
+#[inline]
+pub async fn forward_stage(
+    upstreams: &HashMap<String, UpstreamClient>,
+    req: Request<ProxyBody>,
+    out: Outbound<'_>,
+) -> Result<Response<ProxyBody>, Refusal> {
+    let upstream = upstreams.get(out.service).ok_or_else(|| {
+        Refusal::UpstreamUnavailable(format!(
+            "no upstream configured for service `{}`",
+            out.service
+        ))
+    })?;
+    let identity_headers = [
+        ("x-jitgate-principal", out.principal.to_string()),
+        ("x-jitgate-decision-id", out.decision_id.to_string()),
+        ("x-jitgate-grants", out.decision.grants_used.join(",")),
+        (
+            "x-jitgate-break-glass",
+            out.decision.break_glass.to_string(),
+        ),
+    ];
+    let path_and_query = if out.query.is_empty() {
+        out.path.to_string()
+    } else {
+        format!("{}?{}", out.path, out.query)
+    };
+    let ctx = ForwardCtx {
+        path_and_query: &path_and_query,
+        client_ip: out.client_ip,
+        tls: out.tls,
+        identity_headers: &identity_headers,
+        host: out.host,
+        max_body: out.max_body,
+    };
+    // Observed on drop: also when the whole-request timeout (or a caller hanging up) drops the call mid-way.
+    let _timed = Timed {
+        histogram: &upstream.latency,
+        since: Instant::now(),
+    };
+    forward(upstream, req, ctx).await
+}
+
+/// Observes the time since `since` in `histogram` when dropped, however the timed future ended.
+struct Timed<'a> {
+    histogram: &'a Histogram,
+    since: Instant,
+}
+
+impl Drop for Timed<'_> {
+    fn drop(&mut self) {
+        self.histogram.observe(self.since.elapsed());
+    }
 }
 
 /// Wraps a client body so that it streams through, refusing more than the limit would allow.
@@ -152,88 +222,6 @@ pub async fn forward(
         body.map_err(|e| Box::new(e) as crate::respond::BoxError)
             .boxed(),
     ))
-}
-
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    for n in connection_nominated(h) {
-        h.remove(n);
-    }
-    for n in HOP_BY_HOP {
-        h.remove(n);
-    }
-}
-
-/// The headers the client's `Connection` header nominates as hop-by-hop: they never reach the upstream.
-pub fn connection_nominated(h: &HeaderMap) -> Vec<HeaderName> {
-    h.get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect()
-}
-
-/// Whether `name` never reaches the upstream as the client sent it: hop-by-hop, or nominated by `Connection`.
-pub fn is_hop_by_hop(h: &HeaderMap, name: &HeaderName) -> bool {
-    HOP_BY_HOP.iter().any(|n| name == *n) || connection_nominated(h).contains(name)
-}
-
-/// Headers that ask an upstream framework to act on another method or path than the request line's (Express
-/// method-override, Symfony, IIS URL rewrite): the decision was made on the request line, so they never pass.
-const OVERRIDE_HEADERS: [&str; 5] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-original-url",
-    "x-rewrite-url",
-];
-
-/// Whether a client's header `name` (lowercase, as `HeaderMap` keeps names) is one it may not send upstream: what
-/// jitgate sets itself (every `x-jitgate-*`, the upstream credential), what a client may claim about the way its
-/// request came (`Forwarded`, every `X-Forwarded-*`, `X-Real-IP`), its token for jitgate (`Authorization`), and the
-/// method and URL overrides. Names are compared with `_` read as `-`: CGI, WSGI and PHP servers map both to one
-/// `HTTP_X_JITGATE_PRINCIPAL` variable, and which copy wins is theirs to choose.
-pub fn is_claimed(name: &str, credential: Option<&HeaderName>) -> bool {
-    let n = name.as_bytes();
-    is(n, b"authorization")
-        || is(n, b"forwarded")
-        || is(n, b"x-real-ip")
-        || starts(n, b"x-forwarded-")
-        || starts(n, b"x-jitgate-")
-        || OVERRIDE_HEADERS.iter().any(|o| is(n, o.as_bytes()))
-        || credential.is_some_and(|c| is(n, c.as_str().as_bytes()))
-}
-
-/// Whether two header names are one to a server that reads `_` as `-` (CGI, WSGI, PHP).
-pub fn same_dashed(a: &str, b: &str) -> bool {
-    is(a.as_bytes(), b.as_bytes())
-}
-
-/// `name` with `_` read as `-` (no allocation: this runs for every header of every request).
-fn dashed(name: &[u8]) -> impl Iterator<Item = u8> + '_ {
-    name.iter().map(|b| if *b == b'_' { b'-' } else { *b })
-}
-
-fn is(name: &[u8], target: &[u8]) -> bool {
-    name.len() == target.len() && dashed(name).eq(dashed(target))
-}
-
-fn starts(name: &[u8], prefix: &[u8]) -> bool {
-    name.get(..prefix.len())
-        .is_some_and(|head| dashed(head).eq(dashed(prefix)))
-}
-
-/// Removes every header [`is_claimed`] names. jitgate then sets its own identity headers, `X-Forwarded-For`,
-/// `-Proto` and `-Host`, and the credential.
-fn strip_claimed(h: &mut HeaderMap, credential: Option<&HeaderName>) {
-    let claimed: Vec<HeaderName> = h
-        .keys()
-        .filter(|n| is_claimed(n.as_str(), credential))
-        .cloned()
-        .collect();
-    for n in claimed {
-        h.remove(n);
-    }
 }
 
 fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {

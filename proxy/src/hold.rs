@@ -96,11 +96,7 @@ impl crate::state::Proxy {
         use jitgate_engine::Effect;
 
         let limit = self.config.hold.max_body_bytes;
-        let declared = parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let declared = crate::headers::content_length(&parts.headers);
         if declared.is_some_and(|n| n > limit) {
             return Err(Refusal::BodyTooLarge);
         }
@@ -120,7 +116,7 @@ impl crate::state::Proxy {
             decide(request)
         };
 
-        if parts.headers.contains_key(crate::pipeline::APPROVAL_HEADER) {
+        if parts.headers.contains_key(crate::headers::APPROVAL_HEADER) {
             let d = redeem(request);
             return if d.effect == Effect::Allow {
                 Ok(Released {
@@ -214,7 +210,7 @@ impl crate::state::Proxy {
                 message: format!(
                     "approval required by policy {}; once approved, resend the identical request with `{}: {id}`",
                     held.policies.join(", "),
-                    crate::pipeline::APPROVAL_HEADER
+                    crate::headers::APPROVAL_HEADER
                 ),
             }),
         }

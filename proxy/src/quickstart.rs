@@ -10,7 +10,8 @@ use jitgate_engine::{Clock, EntityRef, Grant, GrantStatus};
 use crate::authenticate::LocalIssuer;
 use crate::config::{Config, RawBundle, RawConfig, RawLocalIssuer, RawUpstream};
 use crate::demo::DemoUpstream;
-use crate::state::{Running, StartError, start};
+use crate::run::{Running, start};
+use crate::state::StartError;
 
 /// The quickstart bundle's files, embedded so that the binary runs anywhere.
 const EMBEDDED_BUNDLE: &[(&str, &str)] = &[
@@ -85,8 +86,10 @@ pub struct Quickstart {
 
 /// Starts the quickstart.
 pub async fn run(opts: QuickstartOptions) -> Result<Quickstart, StartError> {
-    std::fs::create_dir_all(&opts.dir)
-        .map_err(|e| StartError::Store(format!("{}: {e}", opts.dir.display())))?;
+    std::fs::create_dir_all(&opts.dir).map_err(|source| StartError::StateDir {
+        path: opts.dir.clone(),
+        source,
+    })?;
     let bundle = match &opts.bundle {
         Some(b) => b.clone(),
         None => {
@@ -100,9 +103,9 @@ pub async fn run(opts: QuickstartOptions) -> Result<Quickstart, StartError> {
     };
     let upstream = DemoUpstream::start(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
-        .map_err(|e| StartError::Bind {
+        .map_err(|source| StartError::Bind {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            reason: e.to_string(),
+            source,
         })?;
     let up = |_: &str| RawUpstream {
         url: format!("http://{}", upstream.addr),
@@ -158,13 +161,12 @@ pub async fn run(opts: QuickstartOptions) -> Result<Quickstart, StartError> {
     proxy
         .authorizer
         .put_grant(demo_grant)
-        .map_err(|e| StartError::Store(e.to_string()))?;
+        .map_err(StartError::Store)?;
     let mut tokens = Vec::new();
     if let Some(issuer) = &proxy.local_issuer {
         for (name, groups) in PEOPLE {
             let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-            let t = mint_dev_token(issuer, name, &groups, now)
-                .map_err(|e| StartError::Auth(e.to_string()))?;
+            let t = mint_dev_token(issuer, name, &groups, now).map_err(StartError::Auth)?;
             tokens.push((name.to_string(), t));
         }
     }
@@ -190,11 +192,15 @@ fn extract_embedded(dir: &Path) -> Result<PathBuf, StartError> {
     for (rel, content) in EMBEDDED_BUNDLE {
         let p = target.join(rel);
         if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| StartError::Store(format!("{}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent).map_err(|source| StartError::StateDir {
+                path: parent.to_path_buf(),
+                source,
+            })?;
         }
-        std::fs::write(&p, content)
-            .map_err(|e| StartError::Store(format!("{}: {e}", p.display())))?;
+        std::fs::write(&p, content).map_err(|source| StartError::StateDir {
+            path: p.clone(),
+            source,
+        })?;
     }
     Ok(target)
 }

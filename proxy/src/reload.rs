@@ -2,31 +2,54 @@
 //! gate (full validation and the bundle's own tests), and swap atomically. A bundle that fails the gate never goes
 //! live: the active one keeps serving and the failure is reported (log line, status, metric). The proxy's gate
 //! ([`proxy_gate`]) also requires an upstream for every route's service, and its start-up
-//! ([`crate::state::Proxy::build`]) runs the same gate on the bundle it starts with.
+//! ([`crate::prepare::Preflight::ready`]) runs the same gate on the bundle it starts with.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use jitgate_engine::bundle::is_temp_file;
 use jitgate_engine::clock::now_system;
 use jitgate_engine::{Authorizer, Bundle, Diagnostic, Diagnostics, UnixTime};
 use notify::{RecursiveMode, Watcher};
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::metrics::Metrics;
 
 /// How long the directory must be quiet before a reload starts (editors and `git pull` write in bursts).
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
 
+/// How a reload attempt ended (`live`, `unchanged` or `failed` in JSON).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadOutcome {
+    /// A new revision went live.
+    Live,
+    /// The candidate has the active revision: nothing changed.
+    Unchanged,
+    /// The candidate did not load or failed the gate; the active bundle keeps serving.
+    Failed,
+}
+
+impl std::fmt::Display for ReloadOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReloadOutcome::Live => "live",
+            ReloadOutcome::Unchanged => "unchanged",
+            ReloadOutcome::Failed => "failed",
+        })
+    }
+}
+
 /// The outcome of one reload attempt.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Attempt {
     /// When it ran (Unix seconds).
     pub at: UnixTime,
-    /// `live` (a new revision went live), `unchanged` (same revision), or `failed`.
-    pub outcome: String,
+    /// How it ended.
+    pub outcome: ReloadOutcome,
     /// The candidate's revision, when it loaded.
     pub revision: Option<String>,
     /// What failed, each naming file and line.
@@ -122,7 +145,7 @@ impl Reloader {
                 self.metrics.reloads.inc("failed");
                 Attempt {
                     at,
-                    outcome: "failed".into(),
+                    outcome: ReloadOutcome::Failed,
                     revision: None,
                     errors: d.0,
                     duration_ms,
@@ -130,7 +153,7 @@ impl Reloader {
             }
             Ok(b) if b.revision == self.authorizer.bundle().revision => Attempt {
                 at,
-                outcome: "unchanged".into(),
+                outcome: ReloadOutcome::Unchanged,
                 revision: Some(b.revision.clone()),
                 errors: Vec::new(),
                 duration_ms,
@@ -142,7 +165,7 @@ impl Reloader {
                 self.metrics.reloads.inc("ok");
                 Attempt {
                     at,
-                    outcome: "live".into(),
+                    outcome: ReloadOutcome::Live,
                     revision: Some(revision),
                     errors: Vec::new(),
                     duration_ms,
@@ -151,7 +174,8 @@ impl Reloader {
         };
         // One lock for the whole update: a reader never sees the new revision without the attempt that made it.
         let mut s = self.status.lock();
-        if let (true, Some(revision)) = (attempt.outcome == "live", &attempt.revision) {
+        if let (true, Some(revision)) = (attempt.outcome == ReloadOutcome::Live, &attempt.revision)
+        {
             s.active_revision = revision.clone();
             s.active_since = at;
         }
@@ -275,22 +299,11 @@ fn relevant(ev: &notify::Result<notify::Event>, root: &Path) -> Option<bool> {
     hit
 }
 
-/// Editor and tool temp files (vim swap files and its `4913` probe, backups, emacs locks and autosaves, `.tmp`).
-/// Kubernetes' `..data` and `..2026_...` entries are not temp files: their swap is the change.
+/// Temp files ([`is_temp_file`]) and hidden entries. Kubernetes' `..data` and `..2026_...` entries are not hidden
+/// files: their swap is the change.
 fn is_temp(p: &Path) -> bool {
     let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    name.ends_with('~')
-        || name.ends_with(".swp")
-        || name.ends_with(".swx")
-        || name.ends_with(".tmp")
-        || name == "4913"
-        || (name.starts_with('#') && name.ends_with('#'))
-        || (name.starts_with('.') && !name.starts_with(".."))
-}
-
-/// The standard gate: full validation (done by loading) and the bundle's own tests.
-pub fn standard_gate() -> Box<Gate> {
-    Box::new(jitgate_engine::testing::gate)
+    is_temp_file(name) || (name.starts_with('.') && !name.starts_with(".."))
 }
 
 /// The gate of a proxy whose config has upstreams for `services`: every route must name one of them (a route to a

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use jitgate_engine::log::Outcome;
+use jitgate_proxy::reload::ReloadOutcome;
 use reload_common::*;
 
 const P666: &str = "/payments/p-666";
@@ -286,7 +287,7 @@ async fn a_route_to_a_service_without_an_upstream_never_goes_live() {
         tokio::task::spawn_blocking(move || reloader.reload_now())
     };
     let attempt = reload_with_route_to("ledger").await.unwrap();
-    assert_eq!(attempt.outcome, "failed", "{attempt:?}");
+    assert_eq!(attempt.outcome, ReloadOutcome::Failed, "{attempt:?}");
     assert!(
         attempt
             .errors
@@ -308,7 +309,7 @@ async fn a_route_to_a_service_without_an_upstream_never_goes_live() {
     // The same route to a configured service goes live.
     let attempt = reload_with_route_to("payments").await.unwrap();
     assert!(
-        attempt.outcome == "live" || attempt.outcome == "unchanged",
+        attempt.outcome == ReloadOutcome::Live || attempt.outcome == ReloadOutcome::Unchanged,
         "{attempt:?}"
     );
     env.wait_live(&revision(&bundle)).await;
@@ -370,7 +371,7 @@ async fn a_swapped_bundle_directory_symlink_is_picked_up() {
     rename_over(&root.join("v2/policies/extra.cedar"), EXTRA_A);
     let s = env.wait_live(&rev_a).await;
     assert!(s.attempts > before);
-    assert_eq!(s.last_attempt.unwrap().outcome, "live");
+    assert_eq!(s.last_attempt.unwrap().outcome, ReloadOutcome::Live);
     env.finish().await;
 }
 

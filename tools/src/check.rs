@@ -4,17 +4,17 @@
 //! `jitgate check --config FILE` is the pre-flight of `jitgate serve --config FILE`: the config as `serve` reads
 //! it, then the bundle it names through the gate `serve` and every reload apply (validation, routes to configured
 //! upstreams, the bundle's own tests), the shadow bundle, the TLS files (data plane and admin) and the local signing
-//! key, and warns about a plain-HTTP admin listener on a non-loopback address. It opens no store or log, binds
+//! key, and warns about a plain-HTTP admin listener on a non-loopback address. These are the checks of
+//! [`jitgate_proxy::prepare`], the step `serve` runs before it starts; like it, this opens no store or log, binds
 //! nothing and creates no file.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use jitgate_engine::{Bundle, Diagnostic, testing};
-use jitgate_proxy::authenticate::LocalIssuer;
+use jitgate_engine::{Diagnostic, Diagnostics, testing};
 use jitgate_proxy::config::Config;
-use jitgate_proxy::reload::upstream_coverage;
+use jitgate_proxy::prepare::{CheckedBundle, KeyFile, Preflight, prepare};
 
 use crate::test::{Format, print_report};
 
@@ -41,19 +41,33 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         worst = worst.max(check_config(path, args.format)?);
     }
     for dir in &args.bundles {
-        worst = worst.max(check_bundle(dir, args.format, |_| Vec::new())?);
+        worst = worst.max(check_bundle(dir, args.format)?);
     }
     Ok(ExitCode::from(worst))
 }
 
-/// Loads and gates one bundle, printing what it holds and its tests' report; `extra` adds problems found against
-/// the bundle once loaded. Returns the exit code for it.
-fn check_bundle(
+/// Loads and tests one bundle, printing what it holds and its tests' report. Returns the exit code for it.
+fn check_bundle(dir: &Path, format: Format) -> anyhow::Result<u8> {
+    let loaded = testing::check(dir).map(|(bundle, report)| CheckedBundle {
+        bundle,
+        report,
+        unrouted: Vec::new(),
+    });
+    print_bundle(dir, loaded, format)
+}
+
+/// Prints what a loaded bundle holds, its tests' report and the problems found against the config (routes without
+/// upstream). Returns the exit code for it.
+fn print_bundle(
     dir: &Path,
+    loaded: Result<CheckedBundle, Diagnostics>,
     format: Format,
-    extra: impl Fn(&Bundle) -> Vec<Diagnostic>,
 ) -> anyhow::Result<u8> {
-    let (bundle, tests) = match testing::check(dir) {
+    let CheckedBundle {
+        bundle,
+        report,
+        unrouted,
+    } = match loaded {
         Err(diags) => return Ok(refused(dir, "invalid bundle", &diags.0)),
         Ok(loaded) => loaded,
     };
@@ -71,13 +85,12 @@ fn check_bundle(
         println!("  {summary}");
     }
     let mut code = 0;
-    if let Some(report) = tests {
+    if let Some(report) = report {
         print_report(&report, format)?;
         code = u8::try_from(report.exit_code()).unwrap_or(2);
     }
-    let problems = extra(&bundle);
-    if !problems.is_empty() {
-        code = refused(dir, "bundle does not fit the config", &problems);
+    if !unrouted.is_empty() {
+        code = refused(dir, "bundle does not fit the config", &unrouted);
     }
     Ok(code)
 }
@@ -91,19 +104,29 @@ fn refused(what: &Path, why: &str, problems: &[Diagnostic]) -> u8 {
     2
 }
 
+/// Prints the outcome of each start-up check of [`prepare`], the one `serve` runs before it starts.
 fn check_config(path: &Path, format: Format) -> anyhow::Result<u8> {
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(diags) => return Ok(refused(path, "invalid config", &diags.0)),
     };
+    let Preflight {
+        config,
+        bundle,
+        shadow,
+        tls,
+        admin_tls,
+        local_key,
+        warnings,
+    } = prepare(config);
     let mut notes = Vec::new();
     let mut problems = Vec::new();
-    if let Some(tls) = &config.tls {
-        match jitgate_proxy::tls::server_config(tls) {
+    if let (Some(t), Some(outcome)) = (&config.tls, tls) {
+        match outcome {
             Ok(_) => notes.push(format!(
                 "tls: ok — {}{}",
-                tls.cert.display(),
-                match (&tls.client_ca, tls.require_client_cert) {
+                t.cert.display(),
+                match (&t.client_ca, t.require_client_cert) {
                     (Some(_), true) => ", client certificates required",
                     (Some(_), false) => ", client certificates verified when presented",
                     (None, _) => "",
@@ -112,21 +135,19 @@ fn check_config(path: &Path, format: Format) -> anyhow::Result<u8> {
             Err(e) => problems.push(Diagnostic::file(path, format!("server.tls: {e}"))),
         }
     }
-    match (&config.admin_tls, config.admin_listen) {
-        (Some(tls), _) => match jitgate_proxy::tls::server_config(tls) {
-            Ok(_) => notes.push(format!("admin tls: ok — {}", tls.cert.display())),
+    if let (Some(t), Some(outcome)) = (&config.admin_tls, admin_tls) {
+        match outcome {
+            Ok(_) => notes.push(format!("admin tls: ok — {}", t.cert.display())),
             Err(e) => problems.push(Diagnostic::file(path, format!("admin.tls: {e}"))),
-        },
-        (None, Some(a)) if !a.ip().is_loopback() => notes.push(format!(
-            "warning: the admin listener {a} is plain HTTP on a non-loopback address; bearer tokens and approvals \
-             would cross the network in clear text (set [admin.tls])"
-        )),
-        _ => {}
+        }
     }
-    if let Some(l) = &config.local_issuer {
-        match LocalIssuer::check_key_file(&l.key_file) {
-            Ok(true) => notes.push(format!("local issuer: key {} ok", l.key_file.display())),
-            Ok(false) => notes.push(format!(
+    notes.extend(warnings.iter().map(|w| format!("warning: {w}")));
+    if let (Some(l), Some(outcome)) = (&config.local_issuer, local_key) {
+        match outcome {
+            Ok(KeyFile::Present) => {
+                notes.push(format!("local issuer: key {} ok", l.key_file.display()))
+            }
+            Ok(KeyFile::Missing) => notes.push(format!(
                 "local issuer: {} does not exist yet; `serve` generates it (mode 0600)",
                 l.key_file.display()
             )),
@@ -165,21 +186,18 @@ fn check_config(path: &Path, format: Format) -> anyhow::Result<u8> {
     } else {
         code = refused(path, "invalid config", &problems);
     }
-    let services = config.upstreams.keys().cloned().collect();
-    code = code.max(check_bundle(&config.bundle_path, format, |b| {
-        upstream_coverage(b, &services)
-    })?);
-    if let Some(shadow) = &config.bundle_shadow {
-        code = code.max(match Bundle::load(shadow) {
+    code = code.max(print_bundle(&config.bundle_path, bundle, format)?);
+    if let (Some(dir), Some(outcome)) = (&config.bundle_shadow, shadow) {
+        code = code.max(match outcome {
             Ok(b) => {
                 println!(
                     "{}: ok (shadow) — revision {}",
-                    shadow.display(),
+                    dir.display(),
                     b.short_revision()
                 );
                 0
             }
-            Err(diags) => refused(shadow, "invalid shadow bundle", &diags.0),
+            Err(diags) => refused(dir, "invalid shadow bundle", &diags.0),
         });
     }
     Ok(code)

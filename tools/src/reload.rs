@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
+use jitgate_proxy::reload::ReloadOutcome;
+use serde::Deserialize as _;
 use serde_json::Value;
 
 /// The admin listener to talk to, and who is calling.
@@ -107,10 +109,13 @@ pub fn run_reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", describe_attempt(&body));
     }
-    Ok(match body.get("outcome").and_then(Value::as_str) {
-        Some("live") | Some("unchanged") => ExitCode::SUCCESS,
-        Some("failed") => ExitCode::from(1),
-        _ => anyhow::bail!("POST {u}: unexpected answer (HTTP {status}): {body}"),
+    let outcome = body
+        .get("outcome")
+        .and_then(|o| ReloadOutcome::deserialize(o).ok());
+    Ok(match outcome {
+        Some(ReloadOutcome::Live | ReloadOutcome::Unchanged) => ExitCode::SUCCESS,
+        Some(ReloadOutcome::Failed) => ExitCode::from(1),
+        None => anyhow::bail!("POST {u}: unexpected answer (HTTP {status}): {body}"),
     })
 }
 

@@ -9,8 +9,9 @@ use anyhow::Context as _;
 use clap::Args;
 use jitgate_engine::Clock;
 use jitgate_proxy::config::Config;
+use jitgate_proxy::prepare::prepare;
 use jitgate_proxy::quickstart::{self, QuickstartOptions};
-use jitgate_proxy::state::{self, Running};
+use jitgate_proxy::run::{self, Running};
 
 /// Arguments of `jitgate serve`.
 #[derive(Debug, Args)]
@@ -41,7 +42,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Some(path) => {
                 let config =
                     Config::load(path).map_err(|d| anyhow::anyhow!("invalid config:\n{d}"))?;
-                state::start(config, Clock::system())
+                // The checks `jitgate check --config` prints, then the side effects.
+                let prepared = prepare(config)
+                    .ready()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                run::run(prepared, Clock::system())
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?
             }

@@ -347,6 +347,15 @@ impl LogWriter {
         rx.recv().map_err(|_| LogError::Closed)
     }
 
+    /// Whether the writer thread is still there to commit records: not after [`LogWriter::shutdown`], nor once the
+    /// thread has ended on its own.
+    pub fn is_running(&self) -> bool {
+        self.thread
+            .lock()
+            .as_ref()
+            .is_some_and(|thread| !thread.is_finished())
+    }
+
     /// Commits what is queued and stops the thread. Appends after this return [`LogError::Closed`].
     pub fn shutdown(&self) -> Result<(), LogError> {
         let Some(handle) = self.thread.lock().take() else {

@@ -11,6 +11,7 @@ pub mod config;
 mod error;
 mod jwks;
 mod local;
+pub mod request;
 
 use std::collections::HashMap;
 use std::sync::Arc;

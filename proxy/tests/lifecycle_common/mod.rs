@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use jitgate_engine::{Clock, EntityRef};
 use jitgate_proxy::config::{Config, RawBundle, RawConfig, RawLocalIssuer, RawUpstream};
 use jitgate_proxy::demo::DemoUpstream;
-use jitgate_proxy::state::{Running, start};
+use jitgate_proxy::run::{Running, start};
 use serde_json::{Value, json};
 
 /// 2026-11-23T10:00:00Z, a Monday inside business hours.

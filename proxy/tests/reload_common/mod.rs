@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use jitgate_engine::Bundle;
 use jitgate_proxy::quickstart::{self, Quickstart, QuickstartOptions};
-use jitgate_proxy::reload::ReloadStatus;
+use jitgate_proxy::reload::{ReloadOutcome, ReloadStatus};
 use jitgate_proxy::state::Proxy;
 
 /// Variant A: alice (engineering) may read payment p-666 (as in the quickstart).
@@ -156,7 +156,7 @@ impl Env {
             s.attempts > after
                 && s.last_attempt
                     .as_ref()
-                    .is_some_and(|a| a.outcome == "failed")
+                    .is_some_and(|a| a.outcome == ReloadOutcome::Failed)
         })
         .await
     }

@@ -26,7 +26,7 @@ use jitgate_engine::{Clock, EntityRef, Grant, GrantStatus};
 use jitgate_proxy::authenticate::IssuerConfig;
 use jitgate_proxy::config::{Config, RawBundle, RawConfig, RawCredential, RawUpstream};
 use jitgate_proxy::demo::DemoUpstream;
-use jitgate_proxy::state::Running;
+use jitgate_proxy::run::Running;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -309,7 +309,7 @@ impl Harness {
         let config = Config::validate(raw, Path::new("<test>"), dir.path()).unwrap();
         let log_path = config.log_path.clone();
         let clock = Clock::frozen(jitgate_engine::clock::now_system());
-        let running = jitgate_proxy::state::start(config, clock.clone())
+        let running = jitgate_proxy::run::start(config, clock.clone())
             .await
             .unwrap();
         Self {

@@ -1,0 +1,222 @@
+//! The proxy's TOML configuration: raw structs as written (unknown keys rejected), then a validated [`Config`] the
+//! rest of the proxy can trust. Each section is a module that validates its part; every problem is reported with
+//! its key path before start-up fails, not just the first.
+
+mod admin;
+mod bundle;
+mod hold;
+mod issuers;
+mod log;
+mod problems;
+mod server;
+mod upstreams;
+mod webhooks;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use jitgate_engine::diag::{Diagnostic, Diagnostics, parse_toml, read_file};
+use serde::Deserialize;
+
+pub use admin::{RawAdmin, RawAdminTls};
+pub use bundle::{RawBundle, RawStore};
+pub use hold::{HoldConfig, RawHold};
+pub use issuers::RawLocalIssuer;
+pub use log::{Acknowledge, DEFAULT_PRUNE_INTERVAL, OnFull, RawLog};
+pub use server::{RawServer, RawTls, TlsConfig, TrailingSlash};
+pub use upstreams::{RawCredential, RawUpstream, Upstream};
+pub use webhooks::{RawWebhook, WebhookConfig, WebhookFormat};
+
+use crate::authenticate::IssuerConfig;
+use problems::Problems;
+
+/// `jitgate.toml` as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// The data-plane listener.
+    #[serde(default)]
+    pub server: RawServer,
+    /// The admin listener (health, metrics, admin API).
+    #[serde(default)]
+    pub admin: RawAdmin,
+    /// The policy bundle.
+    #[serde(default)]
+    pub bundle: RawBundle,
+    /// Where grants and access requests live.
+    #[serde(default)]
+    pub store: RawStore,
+    /// The decision log.
+    #[serde(default)]
+    pub log: RawLog,
+    /// JWT issuers trusted for bearer tokens.
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+    /// jitgate's own issuer for short-lived grant-bound tokens.
+    #[serde(default)]
+    pub local_issuer: Option<RawLocalIssuer>,
+    /// Upstream services by name (the `service` of bundle routes).
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, RawUpstream>,
+    /// Holding requests for approval.
+    #[serde(default)]
+    pub hold: RawHold,
+    /// Webhooks notified of lifecycle events.
+    #[serde(default)]
+    pub webhooks: Vec<RawWebhook>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data-plane address.
+    pub listen: SocketAddr,
+    /// TLS, if any.
+    pub tls: Option<TlsConfig>,
+    /// Connection limit.
+    pub max_connections: usize,
+    /// Request head limit.
+    pub max_header_bytes: usize,
+    /// Body limit.
+    pub max_body_bytes: u64,
+    /// Head read timeout.
+    pub header_timeout: Duration,
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+    /// Shutdown drain deadline.
+    pub shutdown_grace: Duration,
+    /// Trusted proxy networks.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Trailing slash policy.
+    pub trailing_slash: TrailingSlash,
+    /// Headers copied into the context.
+    pub context_headers: Vec<String>,
+    /// Admin address (None: disabled).
+    pub admin_listen: Option<SocketAddr>,
+    /// HTTPS for the admin listener (certificate and key only; no client certificates).
+    pub admin_tls: Option<TlsConfig>,
+    /// Bundle directory.
+    pub bundle_path: PathBuf,
+    /// Watch the bundle for changes.
+    pub bundle_watch: bool,
+    /// The shadow (candidate) bundle directory, if any.
+    pub bundle_shadow: Option<PathBuf>,
+    /// Store file.
+    pub store_path: PathBuf,
+    /// Decision log file.
+    pub log_path: PathBuf,
+    /// Whether decisions are logged (only a benchmark turns this off).
+    pub log_enabled: bool,
+    /// Log queue capacity.
+    pub log_queue_capacity: usize,
+    /// Full-queue behaviour.
+    pub log_on_full: OnFull,
+    /// When a record counts as logged.
+    pub log_acknowledge: Acknowledge,
+    /// Redacted context fields.
+    pub log_redact: Vec<String>,
+    /// JSON Lines sink.
+    pub log_jsonl: Option<String>,
+    /// Automatic retention: prune records older than this (None: keep everything).
+    pub log_retain: Option<Duration>,
+    /// How often automatic retention runs.
+    pub log_prune_interval: Duration,
+    /// Trusted issuers.
+    pub issuers: Vec<IssuerConfig>,
+    /// Local issuer.
+    pub local_issuer: Option<RawLocalIssuer>,
+    /// Upstreams by service name.
+    pub upstreams: BTreeMap<String, Upstream>,
+    /// `[hold]`.
+    pub hold: HoldConfig,
+    /// `[[webhooks]]`.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+impl Config {
+    /// Reads and validates a config file; relative paths inside are resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+        let source = read_file(path)?;
+        let raw: RawConfig = parse_toml(path, &source)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::check(raw, base).map_err(|errs| {
+            Diagnostics(
+                errs.into_iter()
+                    .map(|(key, msg)| Diagnostic::at_toml_key(path, &source, &key, msg))
+                    .collect(),
+            )
+        })
+    }
+
+    /// Validates raw settings. `file` names the source in errors; `base` resolves relative paths. Without the
+    /// file's text the errors name the key but not the line; [`Config::load`] gives both.
+    pub fn validate(raw: RawConfig, file: &Path, base: &Path) -> Result<Config, Diagnostics> {
+        Config::check(raw, base).map_err(|errs| {
+            Diagnostics(
+                errs.into_iter()
+                    .map(|(_, msg)| Diagnostic::file(file, msg))
+                    .collect(),
+            )
+        })
+    }
+
+    /// The checks behind [`Config::validate`], section by section: every problem as its key path and its message
+    /// (which starts with the key path).
+    fn check(raw: RawConfig, base: &Path) -> Result<Config, Vec<(String, String)>> {
+        let mut p = Problems::new(base);
+        let raw_request_timeout = raw.server.request_timeout.clone();
+        let server = server::check(raw.server, &mut p);
+        let admin = admin::check(raw.admin, &mut p);
+        let log = log::check(raw.log, &mut p);
+        issuers::check(&raw.issuers, server.tls.as_ref(), &mut p);
+        let upstreams = upstreams::check(&raw.upstreams, &mut p);
+        let hold = hold::check(
+            raw.hold,
+            server.request_timeout,
+            &raw_request_timeout,
+            &mut p,
+        );
+        let webhooks = webhooks::check(&raw.webhooks, &mut p);
+        let files = bundle::check(raw.bundle, raw.store, &p);
+        let local_issuer = issuers::local_issuer(raw.local_issuer, &p);
+        if !p.errs.is_empty() {
+            return Err(p.errs);
+        }
+        Ok(Config {
+            hold,
+            webhooks,
+            listen: server.listen,
+            tls: server.tls,
+            max_connections: server.max_connections,
+            max_header_bytes: server.max_header_bytes,
+            max_body_bytes: server.max_body_bytes,
+            header_timeout: server.header_timeout,
+            request_timeout: server.request_timeout,
+            shutdown_grace: server.shutdown_grace,
+            trusted_proxies: server.trusted_proxies,
+            trailing_slash: server.trailing_slash,
+            context_headers: server.context_headers,
+            admin_listen: admin.listen,
+            admin_tls: admin.tls,
+            bundle_path: files.bundle_path,
+            bundle_watch: files.bundle_watch,
+            bundle_shadow: files.bundle_shadow,
+            store_path: files.store_path,
+            log_path: log.path,
+            log_enabled: log.enabled,
+            log_queue_capacity: log.queue_capacity,
+            log_on_full: log.on_full,
+            log_acknowledge: log.acknowledge,
+            log_redact: log.redact,
+            log_jsonl: log.jsonl,
+            log_retain: log.retain,
+            log_prune_interval: log.prune_interval,
+            issuers: raw.issuers,
+            local_issuer,
+            upstreams,
+        })
+    }
+}

@@ -1,0 +1,258 @@
+//! Run, the second half of start-up: from a [`Prepared`] proxy to a running one. It opens the store and the
+//! decision log, generates a missing signing key, binds the listeners and starts the background tasks (bundle
+//! watch, decision-log retention, grant compaction); [`Running`] shuts them down in order.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use jitgate_engine::sqlite::SqliteStore;
+use jitgate_engine::{Authorizer, Clock};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::authenticate::{Authenticator, LocalIssuer};
+use crate::config::Config;
+use crate::decision_log::DecisionLog;
+use crate::forward::UpstreamClient;
+use crate::metrics::Metrics;
+use crate::prepare::{Prepared, prepare};
+use crate::reload::{Reloader, WatchGuard};
+use crate::retention::Retention;
+use crate::shadow::Shadow;
+use crate::state::{Proxy, StartError};
+
+/// A running proxy: its bound addresses and a way to stop it.
+#[derive(Debug)]
+pub struct Running {
+    /// The data-plane address (useful when configured with port 0).
+    pub addr: SocketAddr,
+    /// The admin address, if enabled.
+    pub admin_addr: Option<SocketAddr>,
+    /// The shared state.
+    pub proxy: Arc<Proxy>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    admin_task: Option<JoinHandle<()>>,
+    retention: Option<Retention>,
+    /// Drops ended grants from the index every [`COMPACT_EVERY`].
+    compactor: JoinHandle<()>,
+    _watch: Option<WatchGuard>,
+}
+
+/// How often ended grants (expired, revoked, consumed) are dropped from the in-memory index.
+const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.compactor.abort();
+    }
+}
+
+impl Running {
+    /// Stops accepting, drains in-flight requests (up to the grace period), stops retention (waiting up to the grace
+    /// period for a run in progress), then flushes the decision log.
+    pub async fn shutdown(mut self) {
+        // Not ready from here on: a load balancer stops sending while the in-flight requests drain.
+        self.proxy
+            .draining
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.wait().await;
+    }
+
+    /// Waits until the data plane stops (after a shutdown signal), then stops the admin listener, waits (up to the
+    /// grace period) for admin calls and hold creations still running, stops retention and flushes the log.
+    pub async fn wait(mut self) {
+        let _ = (&mut self.task).await;
+        if let Some(a) = self.admin_task.take() {
+            a.abort();
+        }
+        self.compactor.abort();
+        let grace = self.proxy.config.shutdown_grace;
+        let tasks = &self.proxy.tasks;
+        tasks.close();
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+            tracing::warn!(
+                running = tasks.len(),
+                "shutdown: admin calls still running after the grace period"
+            );
+        }
+        if let Some(r) = self.retention.take() {
+            r.stop(grace).await;
+        }
+        self.proxy.log.flush().await;
+    }
+}
+
+/// Prepares the proxy (see [`crate::prepare`]) and runs it. [`Running::shutdown`] (e.g. on SIGTERM) stops it
+/// gracefully.
+pub async fn start(config: Config, clock: Clock) -> Result<Running, StartError> {
+    run(prepare(config).ready()?, clock).await
+}
+
+/// Opens what a prepared proxy needs and binds its listeners (see the module docs).
+pub async fn run(prepared: Prepared, clock: Clock) -> Result<Running, StartError> {
+    let tls = prepared.tls.clone();
+    let admin_tls = prepared.admin_tls.clone();
+    for w in &prepared.warnings {
+        tracing::warn!("{w}");
+    }
+    let proxy = assemble(prepared, clock)?;
+    let cfg = proxy.config.clone();
+    let bind = |addr: SocketAddr| async move {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let bound = l
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        Ok::<_, StartError>((l, bound))
+    };
+    let (listener, addr) = bind(cfg.listen).await?;
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+    let (admin_addr, admin_task) = match cfg.admin_listen {
+        Some(a) => {
+            let (l, bound) = bind(a).await?;
+            let app = crate::admin::router(proxy.clone());
+            let task = tokio::spawn(crate::admin::serve(
+                l,
+                app,
+                admin_tls.map(tokio_rustls::TlsAcceptor::from),
+            ));
+            (Some(bound), Some(task))
+        }
+        None => (None, None),
+    };
+    let watch = if cfg.bundle_watch {
+        match proxy.reloader.watch() {
+            Ok(g) => Some(g),
+            Err(e) => {
+                tracing::warn!(error = %e, bundle = %cfg.bundle_path.display(), "cannot watch the bundle; reload with SIGHUP or the admin API");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    // Automatic retention, beside the writer (see crate::retention for why that is safe).
+    let retention = match (cfg.log_retain, proxy.log.writer()) {
+        (Some(retain), Some(_)) => Some(Retention::spawn(
+            cfg.log_path.clone(),
+            retain,
+            cfg.log_prune_interval,
+            proxy.metrics.clone(),
+        )),
+        (Some(_), None) => {
+            tracing::warn!(
+                "[log] retain is set but the decision log is disabled: nothing to prune"
+            );
+            None
+        }
+        (None, _) => None,
+    };
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let p = proxy.clone();
+    let task = tokio::spawn(async move {
+        crate::server::serve(p, listener, tls, async move {
+            let _ = stop_rx.await;
+        })
+        .await;
+    });
+    let p = proxy.clone();
+    let compactor = tokio::spawn(async move {
+        let mut every = tokio::time::interval(COMPACT_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            // Copies every shard: off the async workers.
+            let q = p.clone();
+            let _ = tokio::task::spawn_blocking(move || q.authorizer.compact_grants()).await;
+        }
+    });
+    tracing::info!(%addr, admin = ?admin_addr, "jitgate listening");
+    Ok(Running {
+        addr,
+        admin_addr,
+        proxy,
+        stop: Some(stop_tx),
+        task,
+        admin_task,
+        retention,
+        compactor,
+        _watch: watch,
+    })
+}
+
+/// The shared state of a prepared proxy: opens the store and the log, loads (or generates) the local signing key,
+/// and sets up authentication and upstream pools.
+fn assemble(prepared: Prepared, clock: Clock) -> Result<Arc<Proxy>, StartError> {
+    let gate = prepared.gate();
+    let Prepared {
+        config,
+        bundle,
+        shadow: shadow_bundle,
+        ..
+    } = prepared;
+    let store = Arc::new(SqliteStore::open(&config.store_path).map_err(StartError::Store)?);
+    let authorizer =
+        Arc::new(Authorizer::new(bundle, store.clone(), clock).map_err(StartError::Store)?);
+    let local_issuer = match &config.local_issuer {
+        Some(l) => Some(Arc::new(
+            LocalIssuer::load_or_generate(&l.key_file, &l.issuer, &l.audience)
+                .map_err(StartError::Auth)?,
+        )),
+        None => None,
+    };
+    let auth = Authenticator::new(config.issuers.clone(), local_issuer.as_deref().cloned())
+        .map_err(StartError::Auth)?;
+    let log = DecisionLog::open(&config).map_err(StartError::Log)?;
+    let upstreams = config
+        .upstreams
+        .iter()
+        .map(|(k, u)| (k.clone(), UpstreamClient::new(u.clone())))
+        .collect();
+    let (client_principal_type, workload_groups) = match &config.tls {
+        Some(t) => (
+            t.client_principal_type.clone(),
+            t.workload_groups.clone().into_iter().collect(),
+        ),
+        None => ("Workload".to_string(), HashMap::new()),
+    };
+    let metrics = Arc::new(Metrics::default());
+    let reloader = Arc::new(Reloader::new(
+        authorizer.clone(),
+        config.bundle_path.clone(),
+        gate,
+        metrics.clone(),
+    ));
+    let shadow = Arc::new(Shadow::new(metrics.clone()));
+    if let Some(b) = shadow_bundle {
+        shadow.set(b);
+    }
+    let lifecycle = jitgate_engine::lifecycle::Lifecycle::new(authorizer.clone(), store.clone());
+    let notifier = crate::notify::Notifier::new(config.webhooks.clone(), metrics.clone());
+    Ok(Arc::new(Proxy {
+        lifecycle,
+        holds: Arc::new(crate::hold::Holds::default()),
+        tasks: tokio_util::task::TaskTracker::new(),
+        draining: Default::default(),
+        notifier,
+        reloader,
+        shadow,
+        config: Arc::new(config),
+        authorizer,
+        store,
+        auth,
+        local_issuer,
+        upstreams,
+        log,
+        metrics,
+        client_principal_type,
+        workload_groups,
+    }))
+}
