@@ -1,6 +1,6 @@
 //! Run, the second half of start-up: from a [`Prepared`] proxy to a running one. It opens the store and the
 //! decision log, generates a missing signing key, binds the listeners and starts the background tasks (bundle
-//! watch, decision-log retention, grant compaction); [`Running`] shuts them down in order.
+//! watch, decision-log retention, grant compaction); [`Running`] reloads on SIGHUP and shuts them down in order.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -62,6 +62,29 @@ impl Running {
             let _ = stop.send(());
         }
         self.wait().await;
+    }
+
+    /// Serves until SIGTERM or SIGINT, reloading the bundle on SIGHUP, then shuts down as [`Running::shutdown`]
+    /// does. Fails only when the signal handlers cannot be installed.
+    pub async fn until_signalled(self) -> std::io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = hup.recv() => {
+                    let r = self.proxy.reloader.clone();
+                    if let Ok(a) = tokio::task::spawn_blocking(move || r.reload_now()).await {
+                        tracing::info!(outcome = %a.outcome, revision = ?a.revision, "SIGHUP reload");
+                    }
+                }
+            }
+        }
+        tracing::info!("signal received: draining");
+        self.shutdown().await;
+        Ok(())
     }
 
     /// Waits until the data plane stops (after a shutdown signal), then stops the admin listener, waits (up to the

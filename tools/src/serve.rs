@@ -73,22 +73,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn wait_for_signals(running: Running) -> anyhow::Result<ExitCode> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-            _ = hup.recv() => {
-                let r = running.proxy.reloader.clone();
-                if let Ok(a) = tokio::task::spawn_blocking(move || r.reload_now()).await {
-                    tracing::info!(outcome = %a.outcome, revision = ?a.revision, "SIGHUP reload");
-                }
-            }
-        }
-    }
-    tracing::info!("signal received: draining");
-    running.shutdown().await;
+    running
+        .until_signalled()
+        .await
+        .context("installing signal handlers")?;
     Ok(ExitCode::SUCCESS)
 }
