@@ -4,6 +4,7 @@
 //! forward -> respond -> log`; each stage is a module named after its verb. [`state::start`] assembles the proxy
 //! from a validated [`config::Config`] and binds its listeners.
 
+pub mod access;
 pub mod admin;
 pub mod admit;
 pub mod authenticate;
@@ -12,7 +13,6 @@ pub mod decision_log;
 pub mod demo;
 pub mod forward;
 pub mod hold;
-pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;

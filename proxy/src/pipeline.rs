@@ -212,7 +212,7 @@ impl Proxy {
             trace.principal = Some(id.principal.to_string());
             // A grant-bound token is useless once its grant is not active (revoked, expired, used up).
             if let Some(gid) = &id.grant_id {
-                if !crate::lifecycle::grant_is_active(self, &id.principal, gid, now) {
+                if !crate::access::grant_is_active(&self.authorizer, &id.principal, gid, now) {
                     trace.error = Some(format!("token bound to grant {gid}, which is not active"));
                     return Err(Refusal::Unauthenticated {
                         message: "the token's grant is no longer active".into(),

@@ -82,12 +82,8 @@ pub struct Proxy {
     pub reloader: Arc<Reloader>,
     /// Shadow evaluation of a candidate bundle beside the active one.
     pub shadow: Arc<Shadow>,
-    /// The access-request lifecycle (admin API, holds).
-    pub lifecycle: jitgate_engine::lifecycle::Lifecycle,
-    /// Connections waiting on held requests.
-    pub holds: Arc<crate::hold::Holds>,
-    /// Webhook notifications.
-    pub notifier: crate::notify::Notifier,
+    /// Access requests and grants for every front end (admin API, holds): logging, notification, hold release.
+    pub access: crate::access::AccessService,
     /// Work that runs to its end whether or not its caller waits (admin API calls, the creation of a hold's access
     /// request): a caller that hangs up cannot leave a committed change without its record. Shutdown waits for it
     /// (up to the grace period) before the decision log is flushed.
@@ -157,11 +153,19 @@ impl Proxy {
         let lifecycle =
             jitgate_engine::lifecycle::Lifecycle::new(authorizer.clone(), store.clone());
         let notifier = crate::notify::Notifier::new(config.webhooks.clone(), metrics.clone());
-        Ok(Arc::new(Proxy {
+        let tasks = tokio_util::task::TaskTracker::new();
+        let access = crate::access::AccessService::new(crate::access::AccessParts {
             lifecycle,
-            holds: Arc::new(crate::hold::Holds::default()),
-            tasks: tokio_util::task::TaskTracker::new(),
+            auth: auth.clone(),
+            local_issuer: local_issuer.clone(),
+            log: log.clone(),
+            metrics: metrics.clone(),
             notifier,
+            tasks: tasks.clone(),
+        });
+        Ok(Arc::new(Proxy {
+            access,
+            tasks,
             reloader,
             shadow,
             config: Arc::new(config),
