@@ -151,3 +151,73 @@ impl From<LifecycleError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_service_error_answers_with_its_status_code_and_field() {
+        let cases: Vec<(ApiError, u16, &str, &str, Option<&str>)> = vec![
+            (
+                CallerError::GrantEnded.into(),
+                401,
+                "unauthenticated",
+                "the token's grant is no longer active",
+                None,
+            ),
+            (
+                CallerError::GrantBound("g1".into()).into(),
+                403,
+                "forbidden",
+                "a token bound to grant g1 works on the data plane only; call the admin API with your own token",
+                None,
+            ),
+            (
+                AccessError::NotYours.into(),
+                403,
+                "forbidden",
+                "listRequests denied: not your request and no policy allows listing others'",
+                None,
+            ),
+            (
+                AccessError::NoIssuer.into(),
+                409,
+                "conflict",
+                "no [local_issuer] is configured; jitgate cannot mint tokens",
+                None,
+            ),
+            (
+                AccessError::BadInput {
+                    field: "ttl",
+                    reason: "too short".into(),
+                }
+                .into(),
+                400,
+                "bad_request",
+                "ttl: too short",
+                Some("ttl"),
+            ),
+            (
+                AccessError::from(LifecycleError::NotFound("grant `g1`".into())).into(),
+                404,
+                "not_found",
+                "grant `g1` not found",
+                None,
+            ),
+            (
+                AccessError::from(LifecycleError::Conflict("already approved".into())).into(),
+                409,
+                "conflict",
+                "already approved",
+                None,
+            ),
+        ];
+        for (e, status, code, message, field) in cases {
+            assert_eq!(e.status.as_u16(), status, "{e:?}");
+            assert_eq!(e.code, code, "{e:?}");
+            assert_eq!(e.message, message, "{e:?}");
+            assert_eq!(e.field.as_deref(), field, "{e:?}");
+        }
+    }
+}
