@@ -1,68 +1,9 @@
-//! Held requests waiting on an open connection: one watch channel per pending `hold` request, fired by the approve
-//! and deny handlers. Only the signal lives here; the truth (request state, the one-use grant) is in the store.
+//! The hold stage: a request the policies hold waits on its open connection for a verdict on that exact request.
+//! Its access request, the request's record and the release on a verdict belong to the access service.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-use tokio::sync::watch;
-
-/// The verdict a waiting connection learns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HoldSignal {
-    /// No verdict yet.
-    Waiting,
-    /// Approved: the request-bound grant exists.
-    Approved,
-    /// Denied (or expired).
-    Denied,
-}
-
-/// Waiting connections by access-request id.
-#[derive(Debug, Default)]
-pub struct Holds {
-    waiters: Mutex<HashMap<String, watch::Sender<HoldSignal>>>,
-}
-
-/// A registration; dropping it forgets the waiter.
-#[derive(Debug)]
-pub struct Waiter {
-    holds: Arc<Holds>,
-    id: String,
-    /// Fires when a verdict arrives.
-    pub rx: watch::Receiver<HoldSignal>,
-}
-
-impl Drop for Waiter {
-    fn drop(&mut self) {
-        self.holds.waiters.lock().remove(&self.id);
-    }
-}
-
-impl Holds {
-    /// Registers interest in request `id`.
-    pub fn register(self: &Arc<Self>, id: &str) -> Waiter {
-        let (tx, rx) = watch::channel(HoldSignal::Waiting);
-        self.waiters.lock().insert(id.to_string(), tx);
-        Waiter {
-            holds: self.clone(),
-            id: id.to_string(),
-            rx,
-        }
-    }
-
-    /// Tells the connection waiting on `id`, if any, about the verdict.
-    pub fn fire(&self, id: &str, signal: HoldSignal) {
-        if let Some(tx) = self.waiters.lock().get(id) {
-            let _ = tx.send(signal);
-        }
-    }
-
-    /// Connections waiting now.
-    pub fn waiting(&self) -> usize {
-        self.waiters.lock().len()
-    }
-}
+use crate::access::HoldSignal;
 
 /// What the hold stage concluded.
 #[derive(Debug)]
@@ -157,28 +98,17 @@ impl crate::state::Proxy {
         // Known to the log stage from now on: a caller that goes away while the request is created, or while it
         // waits, is recorded with the id its approval will carry.
         *approval_id = Some(id.clone());
-        let mut waiter = self.holds.register(&id);
-        // Created and logged by a task of its own, which the caller going away does not cancel: a pending request
-        // always has its `held` record in the chain.
-        let proxy = Arc::clone(self);
-        let principal = request.principal.clone();
-        let created = self.tasks.spawn(async move {
-            let lc = proxy.lifecycle.clone();
-            let view = tokio::task::spawn_blocking(move || lc.create_hold(&principal, spec))
-                .await
-                .map_err(|e| Refusal::Internal(e.to_string()))?
-                .map_err(|e| Refusal::Internal(e.to_string()))?;
-            crate::lifecycle::record_events(&proxy, &view.events).await;
-            Ok::<_, Refusal>(())
-        });
-        let created = match created.await {
-            Ok(r) => r,
-            Err(e) => Err(Refusal::Internal(e.to_string())),
-        };
-        if let Err(refusal) = created {
+        let mut waiter = self.access.holds().register(&id);
+        // Created and logged to the end even if the caller goes away: a pending request always has its `held`
+        // record in the chain.
+        let created = self
+            .access
+            .create_hold(request.principal.clone(), spec)
+            .await;
+        if let Err(e) = created {
             // Nothing was created: the record must not name a request that does not exist.
             *approval_id = None;
-            return Err(refusal);
+            return Err(Refusal::Internal(e.to_string()));
         }
         // The waiter was registered before the request existed, so no verdict can have been missed; `wait_for`
         // sees one that already landed.

@@ -5,6 +5,7 @@
 //! [`prepare::prepare`] checks a validated [`config::Config`] without side effects (`jitgate check` stops there),
 //! and [`run::run`] opens the store and the log, binds the listeners and starts the background tasks.
 
+pub mod access;
 pub mod admin;
 pub mod admit;
 pub mod authenticate;
@@ -15,7 +16,6 @@ pub mod demo;
 pub mod forward;
 pub mod headers;
 pub mod hold;
-pub mod lifecycle;
 pub mod map;
 pub mod metrics;
 pub mod notify;

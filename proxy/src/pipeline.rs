@@ -144,7 +144,7 @@ impl Proxy {
                     .unwrap_or_default()
             },
             grant_active: |principal: &EntityRef, grant: &str| {
-                crate::lifecycle::grant_is_active(self, principal, grant, now)
+                crate::access::grant_is_active(&self.authorizer, principal, grant, now)
             },
             failures: &self.metrics.auth_failures,
             now,

@@ -259,12 +259,20 @@ fn assemble(prepared: Prepared, clock: Clock) -> Result<Arc<Proxy>, StartError> 
     }
     let lifecycle = jitgate_engine::lifecycle::Lifecycle::new(authorizer.clone(), store.clone());
     let notifier = crate::notify::Notifier::new(config.webhooks.clone(), metrics.clone());
-    Ok(Arc::new(Proxy {
+    let tasks = tokio_util::task::TaskTracker::new();
+    let access = crate::access::AccessService::new(crate::access::AccessParts {
         lifecycle,
-        holds: Arc::new(crate::hold::Holds::default()),
-        tasks: tokio_util::task::TaskTracker::new(),
-        draining: Default::default(),
+        auth: auth.clone(),
+        local_issuer: local_issuer.clone(),
+        log: log.clone(),
+        metrics: metrics.clone(),
         notifier,
+        tasks: tasks.clone(),
+    });
+    Ok(Arc::new(Proxy {
+        access,
+        tasks,
+        draining: Default::default(),
         reloader,
         shadow,
         config: Arc::new(config),

@@ -90,12 +90,8 @@ pub struct Proxy {
     pub reloader: Arc<Reloader>,
     /// Shadow evaluation of a candidate bundle beside the active one.
     pub shadow: Arc<Shadow>,
-    /// The access-request lifecycle (admin API, holds).
-    pub lifecycle: jitgate_engine::lifecycle::Lifecycle,
-    /// Connections waiting on held requests.
-    pub holds: Arc<crate::hold::Holds>,
-    /// Webhook notifications.
-    pub notifier: crate::notify::Notifier,
+    /// Access requests and grants for every front end (admin API, holds): logging, notification, hold release.
+    pub access: crate::access::AccessService,
     /// Work that runs to its end whether or not its caller waits (admin API calls, the creation of a hold's access
     /// request): a caller that hangs up cannot leave a committed change without its record. Shutdown waits for it
     /// (up to the grace period) before the decision log is flushed.

@@ -1,5 +1,5 @@
 //! Keeps `schemas/admin-api.openapi.json` honest: the document lists exactly the (method, path) pairs that the admin
-//! router serves (read from the `.route(` calls of proxy/src/admin.rs and proxy/src/lifecycle.rs, and checked
+//! router serves (read from the `.route(` calls of proxy/src/admin/mod.rs and proxy/src/admin/access.rs, and checked
 //! against the live listener: every documented pair is routed, every other method on a documented path is a 405),
 //! and live answers of the real proxy — success and error alike — match the document's response schemas, status
 //! codes and media types. Loopback only; every call is bounded by a client timeout.
@@ -19,9 +19,9 @@ use serde_json::{Value, json};
 const DOC_URI: &str = "https://example.invalid/jitgate/schemas/admin-api.openapi.json";
 
 /// The admin router's source, scanned for its routes.
-const ADMIN_SRC: &str = include_str!("../src/admin.rs");
-/// The lifecycle router's source, merged into the admin router.
-const LIFECYCLE_SRC: &str = include_str!("../src/lifecycle.rs");
+const ADMIN_SRC: &str = include_str!("../src/admin/mod.rs");
+/// The access router's source, merged into the admin router.
+const LIFECYCLE_SRC: &str = include_str!("../src/admin/access.rs");
 
 /// The HTTP methods an OpenAPI path item may hold, as the keys it uses.
 const OPENAPI_METHODS: [&str; 8] = [
@@ -223,8 +223,8 @@ fn served_routes() -> BTreeSet<(String, String)> {
     let lifecycle = router_body(LIFECYCLE_SRC);
     // Every `.route(` of each file is inside its router() (none hide in another function).
     for (name, src, body) in [
-        ("admin.rs", ADMIN_SRC, &admin),
-        ("lifecycle.rs", LIFECYCLE_SRC, &lifecycle),
+        ("admin/mod.rs", ADMIN_SRC, &admin),
+        ("admin/access.rs", LIFECYCLE_SRC, &lifecycle),
     ] {
         assert_eq!(
             strip_comments(src).matches(".route(").count(),
@@ -232,7 +232,7 @@ fn served_routes() -> BTreeSet<(String, String)> {
             "{name}: routes outside router(); document them and teach this test"
         );
     }
-    // The admin router merges exactly the lifecycle router; the lifecycle router merges nothing.
+    // The admin router merges exactly the access router; the access router merges nothing.
     let merges: Vec<String> = admin
         .match_indices(".merge(")
         .map(|(at, m)| {
@@ -243,15 +243,15 @@ fn served_routes() -> BTreeSet<(String, String)> {
         .collect();
     assert_eq!(
         merges,
-        vec!["crate::lifecycle::router()".to_string()],
-        "admin.rs merges another router; scan it here too"
+        vec!["access::router(proxy.access.clone())".to_string()],
+        "admin/mod.rs merges another router; scan it here too"
     );
     assert!(
         !lifecycle.contains(".merge("),
-        "lifecycle.rs merges a router"
+        "admin/access.rs merges a router"
     );
-    let mut all = scan_routes(&admin, "admin.rs");
-    all.extend(scan_routes(&lifecycle, "lifecycle.rs"));
+    let mut all = scan_routes(&admin, "admin/mod.rs");
+    all.extend(scan_routes(&lifecycle, "admin/access.rs"));
     all
 }
 

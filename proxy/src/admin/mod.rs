@@ -1,12 +1,16 @@
 //! The admin listener: health (`/healthz`, `/readyz`), Prometheus `/metrics`, and the JSON admin API under `/v1`.
-//! Admin API calls are authenticated like the data plane and authorized by the bundle's own policies.
+//! Admin API calls are authenticated and authorized by the access service (the bundle's own policies).
+
+mod access;
+mod caller;
+mod error;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::extract::{ConnectInfo, FromRef, Query, State};
+use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -17,7 +21,8 @@ use jitgate_engine::log::{self, Cursor, Filter, Outcome, RecordKind};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::lifecycle::{ApiError, caller, decided};
+pub use self::error::ApiError;
+use crate::access::{AccessService, Caller};
 use crate::metrics::Histogram;
 use crate::state::Proxy;
 
@@ -81,14 +86,17 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
             get(shadow_status).post(shadow_set).delete(shadow_clear),
         )
         .route("/v1/decisions", get(decisions))
-        .merge(crate::lifecycle::router())
+        .with_state(proxy.clone())
+        .merge(access::router(proxy.access.clone()))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            proxy.clone(),
-            run_to_the_end,
-        ))
-        .with_state(proxy)
+        .layer(axum::middleware::from_fn_with_state(proxy, run_to_the_end))
+}
+
+impl FromRef<Arc<Proxy>> for AccessService {
+    fn from_ref(p: &Arc<Proxy>) -> Self {
+        p.access.clone()
+    }
 }
 
 /// 404 for a path the admin API does not have, as JSON like every other error.
@@ -154,49 +162,8 @@ async fn run_to_the_end(
     let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(body));
     match p.tasks.spawn(next.run(req)).await {
         Ok(r) => r,
-        Err(e) => internal_task_error("admin call", &e).into_response(),
+        Err(e) => ApiError::task_failed("admin call", &e).into_response(),
     }
-}
-
-/// The parts of an admin call that authentication and the control-plane policies look at.
-struct Call {
-    peer: SocketAddr,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-}
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Call {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        // Without ConnectInfo (a router served without it) the peer is unknown: 0.0.0.0 matches no allow-list.
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
-        Ok(Call {
-            peer,
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers.clone(),
-        })
-    }
-}
-
-/// Authenticates the call (401) and requires the policies to allow `action` on `Service::"jitgate"` (403).
-async fn require(p: &Arc<Proxy>, call: &Call, action: Action) -> Result<(), ApiError> {
-    let c = caller(p, &call.headers, call.peer, &call.method, &call.uri).await?;
-    let lc = p.lifecycle.clone();
-    let meta = c.meta();
-    decided(p, &meta, move || {
-        lc.require_on_service(&c.principal, &c.context, action)
-    })
-    .await?;
-    Ok(())
 }
 
 async fn healthz() -> &'static str {
@@ -261,9 +228,9 @@ async fn metrics(State(p): State<Arc<Proxy>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
-async fn status(State(p): State<Arc<Proxy>>, call: Call) -> Response {
-    if let Err(e) = require(&p, &call, Action::Operate).await {
-        return e.into_response();
+async fn status(State(p): State<Arc<Proxy>>, caller: Caller) -> Response {
+    if let Err(e) = p.access.require(caller, Action::Operate).await {
+        return ApiError::from(e).into_response();
     }
     let b = p.authorizer.bundle();
     axum::Json(serde_json::json!({
@@ -283,9 +250,9 @@ async fn status(State(p): State<Arc<Proxy>>, call: Call) -> Response {
 
 /// Reloads the bundle now and reports the outcome (`live`, `unchanged` or `failed` with file:line errors).
 /// 200 unless the candidate failed the gate (422); the active bundle keeps serving either way.
-async fn reload(State(p): State<Arc<Proxy>>, call: Call) -> Response {
-    if let Err(e) = require(&p, &call, Action::Operate).await {
-        return e.into_response();
+async fn reload(State(p): State<Arc<Proxy>>, caller: Caller) -> Response {
+    if let Err(e) = p.access.require(caller, Action::Operate).await {
+        return ApiError::from(e).into_response();
     }
     let r = p.reloader.clone();
     match tokio::task::spawn_blocking(move || r.reload_now()).await {
@@ -297,24 +264,14 @@ async fn reload(State(p): State<Arc<Proxy>>, call: Call) -> Response {
             };
             (status, axum::Json(attempt)).into_response()
         }
-        Err(e) => internal_task_error("reload", &e).into_response(),
+        Err(e) => ApiError::task_failed("reload", &e).into_response(),
     }
 }
 
-/// The 500 of a blocking task that failed (it panicked or was cancelled), as an [`ApiError`].
-fn internal_task_error(what: &str, e: &tokio::task::JoinError) -> ApiError {
-    tracing::error!(error = %e, task = what, "admin task failed");
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        format!("the {what} task failed: {e}"),
-    )
-}
-
 /// The shadow candidate, the comparison counts and the recent disagreements.
-async fn shadow_status(State(p): State<Arc<Proxy>>, call: Call) -> Response {
-    if let Err(e) = require(&p, &call, Action::Operate).await {
-        return e.into_response();
+async fn shadow_status(State(p): State<Arc<Proxy>>, caller: Caller) -> Response {
+    if let Err(e) = p.access.require(caller, Action::Operate).await {
+        return ApiError::from(e).into_response();
     }
     axum::Json(p.shadow.status()).into_response()
 }
@@ -331,11 +288,11 @@ struct ShadowBody {
 /// not load (nothing changes then), 400 ([`ApiError`]) when the body is not a JSON `{"path": ...}`.
 async fn shadow_set(
     State(p): State<Arc<Proxy>>,
-    call: Call,
+    caller: Caller,
     body: Result<axum::Json<ShadowBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(e) = require(&p, &call, Action::Operate).await {
-        return e.into_response();
+    if let Err(e) = p.access.require(caller, Action::Operate).await {
+        return ApiError::from(e).into_response();
     }
     let axum::Json(body) = match body {
         Ok(b) => b,
@@ -349,14 +306,14 @@ async fn shadow_set(
             axum::Json(serde_json::json!({ "errors": d.0 })),
         )
             .into_response(),
-        Err(e) => internal_task_error("shadow load", &e).into_response(),
+        Err(e) => ApiError::task_failed("shadow load", &e).into_response(),
     }
 }
 
 /// Stops shadow evaluation (200 with the candidate that was set, 404 ([`ApiError`]) when none was).
-async fn shadow_clear(State(p): State<Arc<Proxy>>, call: Call) -> Response {
-    if let Err(e) = require(&p, &call, Action::Operate).await {
-        return e.into_response();
+async fn shadow_clear(State(p): State<Arc<Proxy>>, caller: Caller) -> Response {
+    if let Err(e) = p.access.require(caller, Action::Operate).await {
+        return ApiError::from(e).into_response();
     }
     match p.shadow.clear() {
         Some(c) => axum::Json(c).into_response(),
@@ -437,12 +394,11 @@ fn decisions_query(pairs: &[(String, String)]) -> Result<(Filter, Option<Cursor>
 /// first; pass `next` back as `after` for the following page.
 async fn decisions(
     State(p): State<Arc<Proxy>>,
-    call: Call,
+    caller: Caller,
     q: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    require(&p, &call, Action::ReadDecisions).await?;
-    let Query(pairs) =
-        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    p.access.require(caller, Action::ReadDecisions).await?;
+    let Query(pairs) = q.map_err(|e| ApiError::bad_query(e.body_text()))?;
     let (filter, cursor, limit) = decisions_query(&pairs)?;
     // With `acknowledge = "journal"`, served decisions may still be on their way to SQLite: commit them first, so
     // the answer includes every decision served before this call.

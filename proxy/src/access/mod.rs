@@ -1,0 +1,626 @@
+//! The access service behind every control-plane front end: it finds the caller, runs one access command, and logs,
+//! notifies and releases held connections in one place. Front ends only translate input and answers; no HTTP here.
+//!
+//! Each command runs as a task of its own on the proxy's [`TaskTracker`]: a front end whose caller goes away drops
+//! its wait, not the command, so a committed change always gets its record, its webhook and its hold release. Store
+//! work runs on the blocking pool, never on an async worker.
+
+mod error;
+mod holds;
+mod record;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use jitgate_engine::lifecycle::{
+    Action, Event, HOLD_ROLE, HoldSpec, Lifecycle, LifecycleError, NewRequest, RequestView,
+};
+use jitgate_engine::log::DecisionRecord;
+use jitgate_engine::sqlite::{AccessRequest, RequestFilter, RequestState, Verdict};
+use jitgate_engine::{Authorizer, Context, EntityRef, Grant, Principal, UnixTime};
+use tokio_util::task::TaskTracker;
+
+pub use error::{AccessError, CallerError};
+pub use holds::{HoldSignal, Holds, Waiter};
+
+use crate::authenticate::{Authenticator, LocalIssuer};
+use crate::decision_log::DecisionLog;
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
+use record::CallMeta;
+
+/// What the access service is built from: parts of the assembled proxy, shared with it.
+#[derive(Debug)]
+pub struct AccessParts {
+    /// The access-request lifecycle (policy checks and store writes).
+    pub lifecycle: Lifecycle,
+    /// Verifies callers' bearer tokens.
+    pub auth: Authenticator,
+    /// jitgate's own token issuer, if configured (grant-bound tokens).
+    pub local_issuer: Option<Arc<LocalIssuer>>,
+    /// Where events and refusals are recorded.
+    pub log: DecisionLog,
+    /// Counters (authentication failures, log errors).
+    pub metrics: Arc<Metrics>,
+    /// Webhook notifications of events.
+    pub notifier: Notifier,
+    /// Work that runs to its end whether or not its caller waits; shutdown waits for it.
+    pub tasks: TaskTracker,
+}
+
+/// The access service. Cheap to clone (one `Arc`); every front end holds a clone of the same one.
+#[derive(Debug, Clone)]
+pub struct AccessService {
+    parts: Arc<AccessParts>,
+    holds: Arc<Holds>,
+}
+
+/// How a call reached a front end: what the control-plane policies see of it besides the caller.
+#[derive(Debug, Clone, Default)]
+pub struct CallInfo {
+    /// The caller's address, canonical (`127.0.0.1`, not `::ffff:127.0.0.1`).
+    pub client: String,
+    /// The method, e.g. `POST`.
+    pub method: String,
+    /// The path, e.g. `/v1/requests`.
+    pub path: String,
+    /// The query string without `?`, empty when none.
+    pub query: String,
+    /// The host the caller named, if any.
+    pub host: Option<String>,
+}
+
+impl CallInfo {
+    fn meta(&self, principal: String) -> CallMeta {
+        CallMeta {
+            principal,
+            client: Some(self.client.clone()),
+            method: Some(self.method.clone()),
+            path: Some(self.path.clone()),
+        }
+    }
+}
+
+/// An authenticated caller and the context its policies see ([`AccessService::authenticate`]).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    principal: Principal,
+    context: Context,
+}
+
+impl Caller {
+    /// Who called, with their groups.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// The call as the control-plane policies see it.
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    fn meta(&self) -> CallMeta {
+        CallMeta {
+            principal: self.principal.entity.to_string(),
+            client: self.context.source_ip.clone(),
+            method: self.context.method.clone(),
+            path: self.context.path.clone(),
+        }
+    }
+}
+
+/// How a grant ends early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantEnd {
+    /// Ended by an approver (`revoke`).
+    Revoke,
+    /// Ended by its holder (`drop`).
+    Drop,
+}
+
+impl GrantEnd {
+    fn action(self) -> Action {
+        match self {
+            GrantEnd::Revoke => Action::Revoke,
+            GrantEnd::Drop => Action::Drop,
+        }
+    }
+}
+
+/// A token bound to one grant ([`AccessService::mint_token`]).
+#[derive(Debug, Clone)]
+pub struct MintedToken {
+    /// The signed token.
+    pub token: String,
+    /// The grant it is bound to.
+    pub grant_id: String,
+    /// When it expires (unix seconds): the grant's end, or sooner when asked.
+    pub expires_at: UnixTime,
+}
+
+/// Whether grant `grant_id` of `principal` is active at `now` in the index (the source the data plane decides on).
+pub fn grant_is_active(
+    authorizer: &Authorizer,
+    principal: &EntityRef,
+    grant_id: &str,
+    now: UnixTime,
+) -> bool {
+    authorizer
+        .grants()
+        .for_principal(principal)
+        .is_some_and(|l| l.iter().any(|g| g.id == grant_id && g.is_active_at(now)))
+}
+
+/// Runs blocking store work on the blocking pool; only a task that could not finish is an error here.
+async fn off_workers<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(f).await
+}
+
+impl AccessService {
+    /// A service over `parts`, with no held connection waiting yet.
+    pub fn new(parts: AccessParts) -> Self {
+        AccessService {
+            parts: Arc::new(parts),
+            holds: Arc::default(),
+        }
+    }
+
+    /// The connections waiting on held requests, which verdicts and expiries release.
+    pub fn holds(&self) -> &Arc<Holds> {
+        &self.holds
+    }
+
+    fn authorizer(&self) -> &Arc<Authorizer> {
+        self.parts.lifecycle.authorizer()
+    }
+
+    /// Runs `work` to its end as a task of its own, whether or not the caller of this method still waits for it.
+    async fn to_the_end<T, E>(
+        &self,
+        work: impl Future<Output = Result<T, E>> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<tokio::task::JoinError> + Send + 'static,
+    {
+        match self.parts.tasks.spawn(work).await {
+            Ok(r) => r,
+            Err(e) => Err(E::from(e)),
+        }
+    }
+
+    /// Authenticates a caller from the `Authorization` value it sent (a refusal is logged: 401 without a valid
+    /// token, or with a token bound to a grant no longer active; 403 with a grant-bound token, which works on the
+    /// data plane only) and builds the context its policies see.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<String>,
+        call: CallInfo,
+    ) -> Result<Caller, CallerError> {
+        let s = self.clone();
+        self.to_the_end(async move {
+            let now = s.authorizer().clock().now();
+            let id = match s
+                .parts
+                .auth
+                .authenticate(authorization.as_deref(), now)
+                .await
+            {
+                Ok(id) => id,
+                Err(e) => {
+                    s.parts.metrics.auth_failures.inc();
+                    let e = CallerError::Unauthenticated(e);
+                    s.log_refused(&call.meta(String::new()), 401, &e).await;
+                    return Err(e);
+                }
+            };
+            // A grant-bound token carries one grant's authority, so it may not request, approve, revoke, or mint a
+            // longer-lived token in its holder's name.
+            if let Some(gid) = &id.grant_id {
+                if !grant_is_active(s.authorizer(), &id.principal, gid, now) {
+                    let e = CallerError::GrantEnded;
+                    s.log_refused(&call.meta(String::new()), 401, &e).await;
+                    return Err(e);
+                }
+                let e = CallerError::GrantBound(gid.clone());
+                s.log_refused(&call.meta(id.principal.to_string()), 403, &e)
+                    .await;
+                return Err(e);
+            }
+            let mut context = Context::at(now);
+            context.source_ip = Some(call.client);
+            context.method = Some(call.method);
+            context.path = Some(call.path);
+            context.query = Some(call.query);
+            context.host = call.host;
+            context.claims = id.claims;
+            Ok(Caller {
+                principal: Principal {
+                    entity: id.principal,
+                    groups: id.groups,
+                },
+                context,
+            })
+        })
+        .await
+    }
+
+    /// Requires the policies to allow `action` by `caller` on `Service::"jitgate"` (operate, readDecisions).
+    pub async fn require(&self, caller: Caller, action: Action) -> Result<(), AccessError> {
+        let s = self.clone();
+        self.to_the_end(async move {
+            s.checked(&caller, move |lc, p, c| lc.require_on_service(p, c, action))
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
+    /// Creates an access request; a break-glass or auto-approved one is a grant at once.
+    pub async fn create(
+        &self,
+        caller: Caller,
+        new: NewRequest,
+    ) -> Result<RequestView, AccessError> {
+        let s = self.clone();
+        self.to_the_end(async move {
+            let view = s
+                .checked(&caller, move |lc, p, c| lc.request_access(p, c, new))
+                .await?;
+            s.record_events(&view.events).await;
+            Ok(view)
+        })
+        .await
+    }
+
+    /// The requests `filter` selects that the caller may see (anyone's with `all`), newest first. Requests found
+    /// past their pending TTL are moved to `expired` on the way.
+    pub async fn list_requests(
+        &self,
+        caller: Caller,
+        filter: RequestFilter,
+        all: bool,
+    ) -> Result<Vec<AccessRequest>, AccessError> {
+        let s = self.clone();
+        self.to_the_end(async move {
+            let listed = s
+                .checked(&caller, move |lc, p, c| lc.list_requests(p, c, filter, all))
+                .await?;
+            // Each move to `expired` this call made is logged once.
+            s.record_expiries(&listed.events).await;
+            Ok(listed.requests)
+        })
+        .await
+    }
+
+    /// Request `id` with its verdicts and grant: one's own, or anyone's with `listRequests`. Reading it may move it
+    /// to `expired`, which is logged (and a held connection released) whoever asked.
+    pub async fn show(&self, caller: Caller, id: String) -> Result<RequestView, AccessError> {
+        /// What the read found for this caller.
+        enum Shown {
+            Visible(Box<RequestView>),
+            /// Refused (listRequests denied), with the request when it exists: its expiry events are still logged.
+            Refused(Option<Box<RequestView>>, Box<jitgate_engine::Decision>),
+        }
+        let s = self.clone();
+        self.to_the_end(async move {
+            let resource = EntityRef::new("AccessRequest", &id).to_string();
+            let lc = s.parts.lifecycle.clone();
+            let (principal, context) = (caller.principal.clone(), caller.context.clone());
+            let shown = off_workers(move || {
+                // One's own request, or anyone's with listRequests (a policy check only: nothing is listed).
+                let refusal =
+                    || match lc.require_on_service(&principal, &context, Action::ListRequests) {
+                        Ok(_) => Ok(None),
+                        Err(LifecycleError::Forbidden { decision, .. }) => Ok(Some(decision)),
+                        Err(e) => Err(e),
+                    };
+                match lc.get(&id) {
+                    Ok(v) if v.request.requester == principal.entity => {
+                        Ok(Shown::Visible(Box::new(v)))
+                    }
+                    Ok(v) => Ok(match refusal()? {
+                        None => Shown::Visible(Box::new(v)),
+                        Some(d) => Shown::Refused(Some(Box::new(v)), d),
+                    }),
+                    // Only a caller who may see others' requests learns that an id does not exist; anyone else
+                    // gets the same refusal as for someone else's request, so ids cannot be probed.
+                    Err(LifecycleError::NotFound(what)) => match refusal()? {
+                        None => Err(LifecycleError::NotFound(what)),
+                        Some(d) => Ok(Shown::Refused(None, d)),
+                    },
+                    Err(e) => Err(e),
+                }
+            })
+            .await??;
+            match shown {
+                Shown::Visible(view) => {
+                    s.settle(&view).await;
+                    Ok(*view)
+                }
+                Shown::Refused(view, decision) => {
+                    if let Some(view) = view {
+                        s.settle(&view).await;
+                    }
+                    let action = Action::ListRequests.as_str();
+                    s.log_admin(record::refused_by_policy(
+                        &caller.meta(),
+                        action,
+                        &resource,
+                        &decision,
+                    ))
+                    .await;
+                    Err(AccessError::NotYours)
+                }
+            }
+        })
+        .await
+    }
+
+    /// Approves or denies request `id`, then logs the events, notifies, and releases a connection held on it.
+    ///
+    /// A pending request past its TTL is moved to `expired` first, and that move is logged whatever the verdict's
+    /// fate: [`Lifecycle::decide`] refuses a due request (a conflict) without moving it, so no expiry goes unlogged.
+    pub async fn decide(
+        &self,
+        caller: Caller,
+        id: String,
+        verdict: Verdict,
+        comment: String,
+    ) -> Result<RequestView, AccessError> {
+        let s = self.clone();
+        self.to_the_end(async move {
+            let lc = s.parts.lifecycle.clone();
+            let id2 = id.clone();
+            // An unknown id is left to decide(), which tells it apart by who asks.
+            let expired = off_workers(move || match lc.expire_if_due(&id2) {
+                Err(LifecycleError::NotFound(_)) => Ok(None),
+                other => other,
+            })
+            .await??;
+            s.record_expiries(expired.as_slice()).await;
+            let id2 = id.clone();
+            let result = s
+                .checked(&caller, move |lc, p, c| {
+                    lc.decide(&id2, p, c, verdict, &comment)
+                })
+                .await;
+            if matches!(
+                &result,
+                Err(AccessError::Lifecycle(LifecycleError::Conflict(_)))
+            ) {
+                s.settle_conflict(id).await;
+            }
+            let view = result?;
+            s.settle(&view).await;
+            Ok(view)
+        })
+        .await
+    }
+
+    /// After a verdict refused as a conflict: the TTL may have passed between the expiry check and the verdict
+    /// (decide() then refuses without moving the request), so it is moved and logged now rather than left to the
+    /// next read; and the request was decided or expired meanwhile, so a connection held on it is released.
+    async fn settle_conflict(&self, id: String) {
+        let lc = self.parts.lifecycle.clone();
+        let Ok((expired, current)) =
+            off_workers(move || (lc.expire_if_due(&id), lc.get(&id))).await
+        else {
+            return;
+        };
+        if let Ok(expired) = expired {
+            self.record_expiries(expired.as_slice()).await;
+        }
+        if let Ok(view) = current {
+            self.settle(&view).await;
+        }
+    }
+
+    /// Grants that may still matter (active or not yet started): the caller's, or everyone's with `all`.
+    pub async fn grants(&self, caller: Caller, all: bool) -> Result<Vec<Grant>, AccessError> {
+        let s = self.clone();
+        self.to_the_end(async move {
+            s.checked(&caller, move |lc, p, c| lc.list_grants(p, c, all))
+                .await
+        })
+        .await
+    }
+
+    /// Ends grant `id` early (`how`), then logs and notifies; the next decision no longer sees it.
+    pub async fn end_grant(
+        &self,
+        caller: Caller,
+        id: String,
+        how: GrantEnd,
+        comment: String,
+    ) -> Result<Grant, AccessError> {
+        let s = self.clone();
+        self.to_the_end(async move {
+            let (grant, events) = s
+                .checked(&caller, move |lc, p, c| {
+                    lc.end_grant(&id, p, c, how.action(), &comment)
+                })
+                .await?;
+            s.record_events(&events).await;
+            Ok(grant)
+        })
+        .await
+    }
+
+    /// Mints a token bound to the caller's active grant `id` (`issueToken`), living until the grant ends or for
+    /// `ttl` (e.g. `10m`) when that is sooner.
+    pub async fn mint_token(
+        &self,
+        caller: Caller,
+        id: String,
+        ttl: Option<String>,
+    ) -> Result<MintedToken, AccessError> {
+        let Some(issuer) = self.parts.local_issuer.clone() else {
+            return Err(AccessError::NoIssuer);
+        };
+        let ttl = match ttl.as_deref() {
+            None => None,
+            Some(t) => Some(
+                jitgate_engine::clock::parse_duration(t)
+                    .and_then(|secs| {
+                        if secs >= 1 {
+                            Ok(secs)
+                        } else {
+                            Err(format!(
+                                "`{t}` is shorter than 1s; leave ttl out for the grant's own end"
+                            ))
+                        }
+                    })
+                    .map_err(|reason| AccessError::BadInput {
+                        field: "ttl",
+                        reason,
+                    })?,
+            ),
+        };
+        let s = self.clone();
+        self.to_the_end(async move {
+            let grant = s
+                .checked(&caller, move |lc, p, c| lc.grant_for_token(&id, p, c))
+                .await?;
+            let now = s.authorizer().clock().now();
+            let expires_at = match ttl {
+                Some(t) => grant.expires_at.min(now.saturating_add(t)),
+                None => grant.expires_at,
+            };
+            let principal = caller.principal();
+            let token = issuer
+                .mint(
+                    &principal.entity,
+                    &principal.groups,
+                    &grant.id,
+                    expires_at,
+                    now,
+                )
+                .map_err(AccessError::Mint)?;
+            Ok(MintedToken {
+                token,
+                grant_id: grant.id,
+                expires_at,
+            })
+        })
+        .await
+    }
+
+    /// Creates the pending `hold` request of a held data-plane request (`spec`) and logs its `held` event, to the
+    /// end even if the held connection goes away meanwhile: a pending request always has its record.
+    pub async fn create_hold(
+        &self,
+        principal: Principal,
+        spec: HoldSpec,
+    ) -> Result<(), AccessError> {
+        let s = self.clone();
+        self.to_the_end(async move {
+            let lc = s.parts.lifecycle.clone();
+            let view = off_workers(move || lc.create_hold(&principal, spec)).await??;
+            s.record_events(&view.events).await;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs a policy-checked lifecycle call `f` on the blocking pool. A refusal by the policies is a decision too:
+    /// it is logged (kind `decision`, the control-plane action and its resource, the determining policies, status
+    /// 403) before it is returned.
+    async fn checked<T: Send + 'static>(
+        &self,
+        caller: &Caller,
+        f: impl FnOnce(&Lifecycle, &Principal, &Context) -> Result<T, LifecycleError> + Send + 'static,
+    ) -> Result<T, AccessError> {
+        let lc = self.parts.lifecycle.clone();
+        let (principal, context) = (caller.principal.clone(), caller.context.clone());
+        let e = match off_workers(move || f(&lc, &principal, &context)).await? {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        if let LifecycleError::Forbidden {
+            action,
+            resource,
+            decision,
+            ..
+        } = &e
+        {
+            self.log_admin(record::refused_by_policy(
+                &caller.meta(),
+                action,
+                resource,
+                decision,
+            ))
+            .await;
+        }
+        Err(e.into())
+    }
+
+    /// Logs a call refused before any policy was asked, with `status` and why.
+    async fn log_refused(&self, meta: &CallMeta, status: u16, reason: &CallerError) {
+        let mut rec = record::refused(meta, status);
+        let bundle = self.authorizer().bundle();
+        rec.revision = bundle.revision.clone();
+        rec.engine = bundle.engine().as_str().to_string();
+        rec.errors = vec![reason.to_string()];
+        self.log_admin(rec).await;
+    }
+
+    /// Appends the record of a refused call (awaited, like the data plane's records). A record that cannot be
+    /// written is counted and logged; the call is refused either way.
+    async fn log_admin(&self, rec: DecisionRecord) {
+        let (action, status) = (rec.action.clone(), rec.status);
+        if let Err(err) = self.parts.log.lifecycle(rec).await {
+            self.parts.metrics.log_errors.inc();
+            tracing::error!(error = %err, action, ?status, "the record of a refused admin call could not be logged");
+        }
+    }
+
+    /// Appends every event to the decision log (awaited: the answer waits for the record) and queues notifications.
+    async fn record_events(&self, events: &[Event]) {
+        let revision = self.authorizer().bundle().revision.clone();
+        for e in events {
+            if let Err(err) = self
+                .parts
+                .log
+                .lifecycle(record::lifecycle_event(e, &revision))
+                .await
+            {
+                // The state change is already committed; the missing record is loud, never silent.
+                self.parts.metrics.log_errors.inc();
+                tracing::error!(error = %err, event = e.kind.as_str(), "lifecycle record could not be logged");
+            }
+            self.parts.notifier.send(e.clone());
+        }
+    }
+
+    /// Tells a data-plane connection waiting on `request` (a `hold` request) about its verdict, if it has one.
+    fn release(&self, request: &AccessRequest) {
+        if request.role != HOLD_ROLE {
+            return;
+        }
+        match request.state {
+            RequestState::Approved => self.holds.fire(&request.id, HoldSignal::Approved),
+            RequestState::Denied | RequestState::Expired | RequestState::Cancelled => {
+                self.holds.fire(&request.id, HoldSignal::Denied)
+            }
+            RequestState::Pending => {}
+        }
+    }
+
+    /// Logs the events a call on `view` caused and releases a connection held on its request.
+    async fn settle(&self, view: &RequestView) {
+        self.record_events(&view.events).await;
+        self.release(&view.request);
+    }
+
+    /// Logs the events of a call that may have moved requests to `expired` on the way, and releases connections
+    /// held on them.
+    async fn record_expiries(&self, events: &[Event]) {
+        self.record_events(events).await;
+        for r in events.iter().filter_map(|e| e.request.as_ref()) {
+            self.release(r);
+        }
+    }
+}
