@@ -346,7 +346,7 @@ helper(x) := x
     assert!(!by_name("test_fails").passed);
     assert!(
         by_name("test_fails")
-            .error
+            .message
             .as_deref()
             .unwrap()
             .contains("undefined")
