@@ -48,6 +48,7 @@ use crate::backend::PolicyBackend;
 use crate::decision::{Effect, EngineKind, Evaluation};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::grant::Grant;
+use crate::input::DecisionInput;
 use crate::request::AuthzRequest;
 
 /// Context attribute names the engine sets itself; `context.attrs` entries with these names are ignored.
@@ -301,10 +302,10 @@ impl CedarBackend {
     /// caller, groups, grants (the same `Arc`s) and action were seen last time; the resource side is built each time.
     fn build(
         &self,
-        request: &AuthzRequest,
-        grants: &[Arc<Grant>],
+        input: &DecisionInput<'_>,
         idx: &ActionIndex,
     ) -> Result<(Request, Entities), String> {
+        let request = input.request();
         let cache = &self.type_cache;
         let action_uid = match &idx.uid {
             Some(u) => u.clone(),
@@ -316,7 +317,7 @@ impl CedarBackend {
         let principal = uid(cache, &request.principal.entity)?;
         let resource = uid(cache, &request.resource.entity)?;
         // A grant id given twice is materialized once, as first given.
-        let unique = first_by_id(grants);
+        let unique = first_by_id(input.grants());
         let side = caller_side(self.id, request, &unique, || {
             self.caller_side(request, &unique, &principal, idx)
         })?;
@@ -619,12 +620,12 @@ impl PolicyBackend for CedarBackend {
         EngineKind::Cedar
     }
 
-    fn evaluate(&self, request: &AuthzRequest, grants: &[Arc<Grant>]) -> Evaluation {
+    fn evaluate(&self, input: &DecisionInput<'_>) -> Evaluation {
         let idx = self
             .by_action
-            .get(&request.action)
+            .get(input.action())
             .unwrap_or(&self.any_action);
-        let (req, entities) = match self.build(request, grants, idx) {
+        let (req, entities) = match self.build(input, idx) {
             Ok(x) => x,
             Err(e) => return deny(vec![e]),
         };
@@ -998,28 +999,40 @@ action write, erase in [writes] appliesTo { principal: [User], resource: [Doc], 
 @id("boss") permit (principal in Role::"boss", action, resource);
 "#,
         );
-        let e = b.evaluate(&request("erase", &["r"], 3600 * 10), &[]);
+        let e = b.evaluate(&DecisionInput::materialized(
+            &request("erase", &["r"], 3600 * 10),
+            &[],
+        ));
         assert_eq!(
             (e.effect, e.policies.clone()),
             (Effect::Hold, vec!["hold-erase".to_string()]),
             "{e:?}"
         );
         // Not otherwise allowed: deny, not hold.
-        let e = b.evaluate(&request("erase", &[], 3600 * 10), &[]);
+        let e = b.evaluate(&DecisionInput::materialized(
+            &request("erase", &[], 3600 * 10),
+            &[],
+        ));
         assert_eq!(
             (e.effect, e.policies.clone()),
             (Effect::Deny, vec![]),
             "{e:?}"
         );
         // A forbid beats the hold.
-        let e = b.evaluate(&request("erase", &["r"], 3600 * 23), &[]);
+        let e = b.evaluate(&DecisionInput::materialized(
+            &request("erase", &["r"], 3600 * 23),
+            &[],
+        ));
         assert_eq!(
             (e.effect, e.policies.clone()),
             (Effect::Deny, vec!["no-night".to_string()]),
             "{e:?}"
         );
         // The hold's own exception.
-        let e = b.evaluate(&request("erase", &[], 3600 * 10), &[grant("g", "boss")]);
+        let e = b.evaluate(&DecisionInput::materialized(
+            &request("erase", &[], 3600 * 10),
+            &[grant("g", "boss")],
+        ));
         assert_eq!(
             (e.effect, e.policies.clone(), e.roles.clone()),
             (
@@ -1029,7 +1042,10 @@ action write, erase in [writes] appliesTo { principal: [User], resource: [Doc], 
             )
         );
         // Holds of other actions do not apply.
-        let e = b.evaluate(&request("write", &["r"], 3600 * 10), &[]);
+        let e = b.evaluate(&DecisionInput::materialized(
+            &request("write", &["r"], 3600 * 10),
+            &[],
+        ));
         assert_eq!(e.effect, Effect::Allow);
     }
 
@@ -1044,11 +1060,12 @@ action write, erase in [writes] appliesTo { principal: [User], resource: [Doc], 
         );
         let t = 1_700_000_000;
         assert_eq!(
-            b.evaluate(&request("read", &[], t), &[]).effect,
+            b.evaluate(&DecisionInput::materialized(&request("read", &[], t), &[]))
+                .effect,
             Effect::Allow
         );
         for action in ["write", "erase"] {
-            let e = b.evaluate(&request(action, &[], t), &[]);
+            let e = b.evaluate(&DecisionInput::materialized(&request(action, &[], t), &[]));
             assert_eq!(e.effect, Effect::Deny, "{action}: {e:?}");
             assert!(
                 !e.errors.is_empty() && e.policies.is_empty(),
@@ -1081,21 +1098,27 @@ action read, write, erase appliesTo { principal: [User], resource: [Doc], contex
 @id("standing") permit (principal in Group::"r", action == Action::"read", resource);
 "#,
         );
-        let e = b.evaluate(
+        let e = b.evaluate(&DecisionInput::materialized(
             &request("write", &[], 0),
             &[grant("g1", "writer"), grant("g2", "auditor")],
-        );
+        ));
         assert_eq!(e.effect, Effect::Allow);
         assert_eq!(e.policies, vec!["by-note", "by-scope"]);
         let mut roles = e.roles.clone();
         roles.sort();
         assert_eq!(roles, vec!["auditor", "writer"]);
-        let e = b.evaluate(&request("read", &["r"], 0), &[grant("g1", "writer")]);
+        let e = b.evaluate(&DecisionInput::materialized(
+            &request("read", &["r"], 0),
+            &[grant("g1", "writer")],
+        ));
         assert_eq!((e.effect, e.roles.len()), (Effect::Allow, 0), "{e:?}");
         // A grant for another role opens nothing.
         assert_eq!(
-            b.evaluate(&request("write", &[], 0), &[grant("g3", "reader")])
-                .effect,
+            b.evaluate(&DecisionInput::materialized(
+                &request("write", &[], 0),
+                &[grant("g3", "reader")]
+            ))
+            .effect,
             Effect::Deny
         );
     }
@@ -1106,7 +1129,8 @@ action read, write, erase appliesTo { principal: [User], resource: [Doc], contex
             r#"@id("own") permit (principal, action == Action::"read", resource) when { resource.owner == principal && resource.level == 3 };"#,
         );
         assert_eq!(
-            b.evaluate(&request("read", &[], 0), &[]).effect,
+            b.evaluate(&DecisionInput::materialized(&request("read", &[], 0), &[]))
+                .effect,
             Effect::Allow
         );
     }
@@ -1130,18 +1154,29 @@ action read, write, erase appliesTo { principal: [User], resource: [Doc], contex
         );
         assert_eq!(b.policies_for_action("unknown"), vec!["any"]);
         // Group membership through the schema's action groups is seen at evaluation time.
-        let e = b.evaluate(&request("write", &["a"], 1800), &[]);
+        let e = b.evaluate(&DecisionInput::materialized(
+            &request("write", &["a"], 1800),
+            &[],
+        ));
         assert_eq!(
             (e.effect, e.policies),
             (Effect::Deny, vec!["group".to_string()])
         );
         // An action the schema does not know is decided by the any-action policies alone.
         assert_eq!(
-            b.evaluate(&request("unknown", &["a"], 7200), &[]).effect,
+            b.evaluate(&DecisionInput::materialized(
+                &request("unknown", &["a"], 7200),
+                &[]
+            ))
+            .effect,
             Effect::Allow
         );
         assert_eq!(
-            b.evaluate(&request("unknown", &[], 7200), &[]).effect,
+            b.evaluate(&DecisionInput::materialized(
+                &request("unknown", &[], 7200),
+                &[]
+            ))
+            .effect,
             Effect::Deny
         );
         let mut ids = b.policy_ids();
@@ -1176,44 +1211,80 @@ action read, write, erase appliesTo { principal: [User], resource: [Doc], contex
         let writer = grant("g1", "writer");
         let req = request("write", &[], 0);
         assert_eq!(
-            b.evaluate(&req, std::slice::from_ref(&writer)).effect,
+            b.evaluate(&DecisionInput::materialized(
+                &req,
+                std::slice::from_ref(&writer)
+            ))
+            .effect,
             Effect::Allow
         );
         assert_eq!(
-            b.evaluate(&req, std::slice::from_ref(&writer)).effect,
+            b.evaluate(&DecisionInput::materialized(
+                &req,
+                std::slice::from_ref(&writer)
+            ))
+            .effect,
             Effect::Allow
         );
         // The same grant id, changed (a new Arc): decided on the new content, also when the old Arc is gone.
         let reader = grant("g1", "reader");
         assert_eq!(
-            b.evaluate(&req, std::slice::from_ref(&reader)).effect,
+            b.evaluate(&DecisionInput::materialized(
+                &req,
+                std::slice::from_ref(&reader)
+            ))
+            .effect,
             Effect::Deny
         );
         drop(writer);
-        assert_eq!(b.evaluate(&req, &[reader]).effect, Effect::Deny);
-        assert_eq!(b.evaluate(&req, &[]).effect, Effect::Deny);
+        assert_eq!(
+            b.evaluate(&DecisionInput::materialized(&req, &[reader]))
+                .effect,
+            Effect::Deny
+        );
+        assert_eq!(
+            b.evaluate(&DecisionInput::materialized(&req, &[])).effect,
+            Effect::Deny
+        );
         // Attribute changes of a grant are seen.
         let mut limited = (*grant("g1", "writer")).clone();
         limited.max_uses = Some(3);
         limited.uses = 1;
         let read = request("read", &[], 0);
         assert_eq!(
-            b.evaluate(&read, &[Arc::new(limited.clone())]).effect,
+            b.evaluate(&DecisionInput::materialized(
+                &read,
+                &[Arc::new(limited.clone())]
+            ))
+            .effect,
             Effect::Allow
         );
         limited.uses = 2;
-        assert_eq!(b.evaluate(&read, &[Arc::new(limited)]).effect, Effect::Deny);
+        assert_eq!(
+            b.evaluate(&DecisionInput::materialized(&read, &[Arc::new(limited)]))
+                .effect,
+            Effect::Deny
+        );
         // Groups are part of the caller's side.
         assert_eq!(
-            b.evaluate(&request("erase", &["r"], 0), &[]).effect,
+            b.evaluate(&DecisionInput::materialized(
+                &request("erase", &["r"], 0),
+                &[]
+            ))
+            .effect,
             Effect::Allow
         );
         assert_eq!(
-            b.evaluate(&request("erase", &[], 0), &[]).effect,
+            b.evaluate(&DecisionInput::materialized(&request("erase", &[], 0), &[]))
+                .effect,
             Effect::Deny
         );
         assert_eq!(
-            b.evaluate(&request("erase", &["r"], 0), &[]).effect,
+            b.evaluate(&DecisionInput::materialized(
+                &request("erase", &["r"], 0),
+                &[]
+            ))
+            .effect,
             Effect::Allow
         );
         // Another bundle (whose schema puts `write` in the action group `writes`) never sees this one's entities.
@@ -1222,11 +1293,14 @@ action read, write, erase appliesTo { principal: [User], resource: [Doc], contex
         let g = grant("g2", "reader");
         for _ in 0..2 {
             assert_eq!(
-                b.evaluate(&req, std::slice::from_ref(&g)).effect,
+                b.evaluate(&DecisionInput::materialized(&req, std::slice::from_ref(&g)))
+                    .effect,
                 Effect::Deny
             );
             assert_eq!(
-                other.evaluate(&req, std::slice::from_ref(&g)).effect,
+                other
+                    .evaluate(&DecisionInput::materialized(&req, std::slice::from_ref(&g)))
+                    .effect,
                 Effect::Allow
             );
         }
@@ -1241,7 +1315,10 @@ action read, write, erase appliesTo { principal: [User], resource: [Doc], contex
         r.resource.entity = EntityRef::new("User", "alice");
         r.resource.attrs.clear();
         for _ in 0..2 {
-            assert_eq!(b.evaluate(&r, &[]).effect, Effect::Allow);
+            assert_eq!(
+                b.evaluate(&DecisionInput::materialized(&r, &[])).effect,
+                Effect::Allow
+            );
         }
     }
 
@@ -1250,7 +1327,7 @@ action read, write, erase appliesTo { principal: [User], resource: [Doc], contex
         let b = load(r#"@id("open") permit (principal, action, resource);"#);
         let mut r = request("read", &[], 0);
         r.context.source_ip = Some("not an ip".into());
-        let e = b.evaluate(&r, &[]);
+        let e = b.evaluate(&DecisionInput::materialized(&r, &[]));
         assert_eq!(e.effect, Effect::Deny);
         assert!(!e.errors.is_empty(), "{e:?}");
     }

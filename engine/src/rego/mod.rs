@@ -30,6 +30,7 @@ use crate::decision::{Effect, EngineKind, Evaluation};
 use crate::diag::{Diagnostic, Diagnostics, read_file};
 use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
+use crate::input::DecisionInput;
 use crate::request::{AuthzRequest, Context, Principal, Resource};
 
 /// The three decision sets, in the order they are read.
@@ -352,9 +353,9 @@ impl PolicyBackend for RegoBackend {
         EngineKind::Rego
     }
 
-    fn evaluate(&self, request: &AuthzRequest, grants: &[Arc<Grant>]) -> Evaluation {
-        let input = input::build(request, grants);
-        let slot = self.deciders.slot(&request.action);
+    fn evaluate(&self, input: &DecisionInput<'_>) -> Evaluation {
+        let slot = self.deciders.slot(input.action());
+        let input = input::build(input);
         let declared = self
             .deciders
             .declared
@@ -498,7 +499,9 @@ fn probe(
         return Err(diagnostic_from(&format!("{e:#}"), files, None).into());
     }
     let mut probe_engine = engine.clone();
-    probe_engine.set_input(input::build(&request, &grants));
+    probe_engine.set_input(input::build(&DecisionInput::materialized(
+        &request, &grants,
+    )));
     let mut errors = Vec::new();
     for (i, rule) in RULES.iter().enumerate() {
         if !declared.get(i).copied().unwrap_or(false) {
