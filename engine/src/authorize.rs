@@ -1,4 +1,4 @@
-//! The authorization hot path: look up the caller's grants, decide against a bundle snapshot, and spend uses.
+//! The authorization hot path: look up the caller's grants, assemble the decision's input, decide, spend uses.
 //! The bundle is swapped atomically by reloads; grants live in an index that follows the store.
 
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use crate::bundle::Bundle;
 use crate::clock::Clock;
 use crate::decision::{Decision, Effect};
 use crate::grant::{Grant, GrantIndex};
+use crate::input::DecisionInput;
 use crate::request::AuthzRequest;
 use crate::store::{Store, StoreError};
 
@@ -127,7 +128,9 @@ impl Authorizer {
             grants.retain(|g| g.id == id || g.request_digest.is_some());
         }
         for _ in 0..MAX_CONSUME_RETRIES {
-            let decision = bundle.decide(request, &grants);
+            // Assembled once per attempt: a retry decides without the grant it lost.
+            let input = DecisionInput::new(request, &grants);
+            let decision = bundle.decide_input(&input);
             if decision.effect != Effect::Allow {
                 return decision;
             }

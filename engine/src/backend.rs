@@ -1,16 +1,13 @@
 //! The seam between the engine and a policy language: one trait, implemented by Cedar and Rego.
-//! A backend sees the request and the caller's grants that are already filtered to active-and-in-scope.
-
-use std::sync::Arc;
+//! A backend sees one [`DecisionInput`]: the request and the caller's grants already filtered to active-and-in-scope.
 
 use crate::decision::{EngineKind, Evaluation};
-use crate::grant::Grant;
-use crate::request::AuthzRequest;
+use crate::input::DecisionInput;
 
 /// A loaded, validated, immutable policy set that can evaluate requests.
 ///
 /// Contract:
-/// - `grants` holds only the caller's grants active at `request.context.time` whose scope covers the resource
+/// - `input.grants()` holds only the caller's grants active at the request's time whose scope covers the resource
 ///   (and never request-bound approvals, which the engine handles itself).
 /// - Any evaluation error makes the effect `Deny` and is listed in `errors`.
 /// - `Hold` is returned only when the request would otherwise be allowed and a hold policy fires.
@@ -19,8 +16,8 @@ pub trait PolicyBackend: Send + Sync + std::fmt::Debug {
     /// Which language this is.
     fn engine(&self) -> EngineKind;
 
-    /// Decides one request.
-    fn evaluate(&self, request: &AuthzRequest, grants: &[Arc<Grant>]) -> Evaluation;
+    /// Decides one request, as `input` shows it.
+    fn evaluate(&self, input: &DecisionInput<'_>) -> Evaluation;
 
     /// Ids of every policy in the set (for coverage reports).
     fn policy_ids(&self) -> Vec<String>;

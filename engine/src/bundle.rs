@@ -9,10 +9,11 @@ use sha2::{Digest, Sha256};
 
 use crate::backend::PolicyBackend;
 use crate::cedar::CedarBackend;
-use crate::clock::{UnixTime, parse_duration};
+use crate::clock::parse_duration;
 use crate::decision::{Decision, Effect, EngineKind};
 use crate::diag::{Diagnostic, Diagnostics, parse_toml, read_file};
 use crate::grant::Grant;
+use crate::input::DecisionInput;
 use crate::manifest::{MANIFEST_FILE, Manifest, RoleSettings, RoutesFile};
 use crate::rego::RegoBackend;
 use crate::request::AuthzRequest;
@@ -265,21 +266,15 @@ impl Bundle {
         self.revision.get(..12).unwrap_or(&self.revision)
     }
 
-    /// Decides `request` given the caller's grants (any status; filtered here).
-    ///
-    /// Only grants active at the request's own time whose scope covers the resource are materialized. A `Hold` is
-    /// turned into `Allow` when an active grant bound to this exact request (its digest) exists: that grant is then
-    /// named as used, so the caller consumes it.
+    /// Decides `request` given the caller's grants (any status; materialized by [`DecisionInput::new`]).
     pub fn decide(&self, request: &AuthzRequest, grants: &[Arc<Grant>]) -> Decision {
-        let now = request.context.time;
-        let active: Vec<Arc<Grant>> = grants
-            .iter()
-            .filter(|g| {
-                g.request_digest.is_none() && g.is_active_at(now) && g.covers(&request.resource)
-            })
-            .cloned()
-            .collect();
-        let eval = self.backend.evaluate(request, &active);
+        self.decide_input(&DecisionInput::new(request, grants))
+    }
+
+    /// Decides against an assembled input. A `Hold` is turned into `Allow` when an active grant bound to this exact
+    /// request (its digest) exists: that grant is then named as used, so the caller consumes it.
+    pub fn decide_input(&self, input: &DecisionInput<'_>) -> Decision {
+        let eval = self.backend.evaluate(input);
         let mut decision = Decision {
             effect: eval.effect,
             policies: eval.policies,
@@ -294,13 +289,13 @@ impl Bundle {
             return decision;
         }
         if matches!(decision.effect, Effect::Allow | Effect::Hold) {
-            if let Some(g) = pick_grant(&active, &eval.roles) {
+            if let Some(g) = pick_grant(input.grants(), &eval.roles) {
                 decision.break_glass = g.break_glass;
                 decision.grants_used.push(g.id.clone());
             }
         }
         if decision.effect == Effect::Hold {
-            if let Some(approval) = request_bound(grants, request, now) {
+            if let Some(approval) = input.approval() {
                 decision.effect = Effect::Allow;
                 decision.grants_used.push(approval.id.clone());
             }
@@ -315,22 +310,6 @@ pub fn pick_grant<'a>(active: &'a [Arc<Grant>], roles: &[String]) -> Option<&'a 
     active
         .iter()
         .filter(|g| roles.iter().any(|r| r == &g.role))
-        .min_by(|a, b| (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id)))
-}
-
-fn request_bound<'a>(
-    grants: &'a [Arc<Grant>],
-    request: &AuthzRequest,
-    now: UnixTime,
-) -> Option<&'a Arc<Grant>> {
-    let digest = request.digest.as_deref()?;
-    grants
-        .iter()
-        .filter(|g| {
-            g.request_digest.as_deref() == Some(digest)
-                && g.principal == request.principal.entity
-                && g.is_active_at(now)
-        })
         .min_by(|a, b| (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id)))
 }
 

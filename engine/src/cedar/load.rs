@@ -3,11 +3,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use cedar_policy::{
-    ActionConstraint, Effect as CedarEffect, EntityUid, Policy, PolicyId, PolicySet,
+    ActionConstraint, Effect as CedarEffect, Entity, EntityUid, Policy, PolicyId, PolicySet,
     PrincipalConstraint, Schema, SchemaFragment, ValidationMode, Validator,
 };
+use cedar_policy_core::ast;
 
 use super::convert::EntityAttrs;
 use crate::diag::{Diagnostic, Diagnostics, line_col, read_file};
@@ -33,7 +35,7 @@ pub(crate) struct ActionIndex {
     pub(crate) main: PolicySet,
     pub(crate) holds: Option<PolicySet>,
     /// The action entity and its action-group ancestors, as the schema declares them.
-    pub(crate) entities: Vec<std::sync::Arc<cedar_policy_core::ast::Entity>>,
+    pub(crate) entities: Vec<Arc<ast::Entity>>,
 }
 
 /// Converts a miette diagnostic (cedar's error type) into ours: the first label gives the position, `related`
@@ -348,4 +350,170 @@ pub(crate) fn set_of<'a>(policies: impl Iterator<Item = &'a Policy>) -> Result<P
 /// Wraps errors found while loading.
 pub(crate) fn fail(errors: Vec<Diagnostic>) -> Result<(), Diagnostics> {
     Diagnostics(errors).into_result()
+}
+
+/// A loaded, validated policy set with its schema, indexed by action: what the backend decides with.
+pub(crate) struct PolicyIndex {
+    pub(crate) schema: Schema,
+    /// Which attributes the schema declares entity-typed (for building entities).
+    pub(crate) entity_attrs: EntityAttrs,
+    /// Every policy id, in load order.
+    pub(crate) ids: Vec<String>,
+    /// Action id (e.g. `deleteDatabase`) -> the policies that can apply to it.
+    pub(crate) by_action: HashMap<String, ActionIndex>,
+    /// For actions the schema does not declare: only the policies whose action scope is unconstrained.
+    pub(crate) any_action: ActionIndex,
+    /// Policy id -> roles it rests on (permits only).
+    pub(crate) roles: HashMap<String, Vec<String>>,
+}
+
+/// Loads and validates `schema` and `policy_files`, then indexes the policies by action. Every problem is reported
+/// (see [`CedarBackend::load`](super::CedarBackend::load)).
+pub(crate) fn load(schema: &Path, policy_files: &[PathBuf]) -> Result<PolicyIndex, Diagnostics> {
+    let mut errors = Vec::new();
+    let schema_parts = load_schema(schema, &mut errors);
+
+    let mut sources: HashMap<PathBuf, String> = HashMap::new();
+    let mut loaded: Vec<Loaded> = Vec::new();
+    for file in policy_files {
+        if let Some((src, policies)) = load_policies(file, &mut errors) {
+            sources.insert(file.clone(), src);
+            loaded.extend(policies);
+        }
+    }
+    let mut origin: HashMap<String, (PathBuf, usize, usize)> = HashMap::new();
+    let mut unique: Vec<Loaded> = Vec::new();
+    for l in loaded {
+        let id = l.policy.id().to_string();
+        if let Some((file, line, col)) = origin.get(&id) {
+            errors.push(Diagnostic::at(
+                &l.file,
+                l.line,
+                l.column,
+                format!(
+                    "duplicate policy id `{id}` (first defined at {}:{line}:{col})",
+                    file.display()
+                ),
+            ));
+            continue;
+        }
+        origin.insert(id, (l.file.clone(), l.line, l.column));
+        unique.push(l);
+    }
+    let all = match set_of(unique.iter().map(|l| &l.policy)) {
+        Ok(s) => s,
+        Err(e) => {
+            errors.push(Diagnostic::file(
+                schema,
+                format!("cannot build the policy set: {e}"),
+            ));
+            return Err(Diagnostics(errors));
+        }
+    };
+    let Some((schema_obj, entity_attrs)) = schema_parts else {
+        return Err(Diagnostics(errors));
+    };
+    validate(&schema_obj, &all, &sources, &origin, &mut errors);
+    for l in &unique {
+        let missing = unattributed_roles(&l.policy);
+        if let Some(first) = missing.first() {
+            errors.push(Diagnostic::at(
+                &l.file,
+                l.line,
+                l.column,
+                format!(
+                    "policy `{}` relies on role {} outside its principal scope, so the grants it rests on would never \
+                     be named as used (a use-limited grant would never be spent): write `principal in \
+                     Role::\"{first}\"` in its scope, or annotate it `@role(\"{}\")`",
+                    l.policy.id(),
+                    missing.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", "),
+                    missing.join(",")
+                ),
+            ));
+        }
+    }
+    fail(errors)?;
+
+    let action_entities = schema_obj.action_entities().map_err(|e| {
+        Diagnostics::one(Diagnostic::file(
+            schema,
+            format!("cannot build the action entities: {e}"),
+        ))
+    })?;
+    let entity_of: HashMap<EntityUid, &Entity> =
+        action_entities.iter().map(|e| (e.uid(), e)).collect();
+    let index_err = |e: String| {
+        Diagnostics::one(Diagnostic::file(
+            schema,
+            format!("cannot index policies: {e}"),
+        ))
+    };
+    let mut by_action = HashMap::new();
+    for action in schema_obj.actions() {
+        let ancestors: HashSet<EntityUid> = action_entities
+            .ancestors(action)
+            .map(|a| a.cloned().collect())
+            .unwrap_or_default();
+        let applicable = || {
+            unique
+                .iter()
+                .filter(|l| applies_to(&l.policy, action, &ancestors))
+        };
+        let main =
+            set_of(applicable().filter(|l| !l.hold).map(|l| &l.policy)).map_err(index_err)?;
+        let holds =
+            set_of(applicable().filter(|l| l.hold).map(|l| &l.policy)).map_err(index_err)?;
+        let entities = std::iter::once(action)
+            .chain(ancestors.iter())
+            .filter_map(|u| {
+                entity_of
+                    .get(u)
+                    .map(|e| Arc::new(AsRef::<ast::Entity>::as_ref(*e).clone()))
+            })
+            .collect();
+        let key = action.id().unescaped().to_string();
+        let any_hold = holds.policies().next().is_some();
+        let holds = any_hold.then_some(holds);
+        by_action.entry(key).or_insert(ActionIndex {
+            uid: Some(action.clone()),
+            main,
+            holds,
+            entities,
+        });
+    }
+    let any_main = set_of(
+        unique
+            .iter()
+            .filter(|l| !l.hold && any_action(&l.policy))
+            .map(|l| &l.policy),
+    )
+    .map_err(index_err)?;
+    let any_holds = set_of(
+        unique
+            .iter()
+            .filter(|l| l.hold && any_action(&l.policy))
+            .map(|l| &l.policy),
+    )
+    .map_err(index_err)?;
+    let any_hold = any_holds.policies().next().is_some();
+    let any_action = ActionIndex {
+        uid: None,
+        main: any_main,
+        holds: any_hold.then_some(any_holds),
+        entities: Vec::new(),
+    };
+    let roles = unique
+        .iter()
+        .map(|l| (l.policy.id().to_string(), roles_of(&l.policy)))
+        .filter(|(_, r)| !r.is_empty())
+        .collect();
+    let ids = unique.iter().map(|l| l.policy.id().to_string()).collect();
+    Ok(PolicyIndex {
+        schema: schema_obj,
+        entity_attrs,
+        ids,
+        by_action,
+        any_action,
+        roles,
+    })
 }

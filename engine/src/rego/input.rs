@@ -1,18 +1,18 @@
-//! Builds the Rego `input` document from a request and its grants, directly as `regorus::Value`.
+//! Builds the Rego `input` document from a decision's [`DecisionInput`], directly as `regorus::Value`.
 //! The names mirror the Cedar backend's context so one policy reads the same in either language.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use regorus::Value;
 
 use crate::clock::UnixTime;
 use crate::entity::EntityRef;
 use crate::grant::Grant;
-use crate::request::AuthzRequest;
+use crate::input::DecisionInput;
 
 /// `input` for one decision. Building `Value`s directly skips a JSON round trip on the hot path.
-pub(crate) fn build(request: &AuthzRequest, grants: &[Arc<Grant>]) -> Value {
+pub(crate) fn build(input: &DecisionInput<'_>) -> Value {
+    let request = input.request();
     let principal = object([
         ("type", string(&request.principal.entity.ty)),
         ("id", string(&request.principal.entity.id)),
@@ -79,7 +79,7 @@ pub(crate) fn build(request: &AuthzRequest, grants: &[Arc<Grant>]) -> Value {
         ("context", Value::from(context)),
         (
             "grants",
-            Value::from(grants.iter().map(|g| grant(g)).collect::<Vec<_>>()),
+            Value::from(input.grants().iter().map(|g| grant(g)).collect::<Vec<_>>()),
         ),
     ])
 }

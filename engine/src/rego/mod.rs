@@ -23,12 +23,14 @@ use std::sync::{Arc, LazyLock};
 use parking_lot::Mutex;
 use regex::Regex;
 use regorus::{Engine, Value};
+use serde::Serialize;
 
 use crate::backend::PolicyBackend;
 use crate::decision::{Effect, EngineKind, Evaluation};
 use crate::diag::{Diagnostic, Diagnostics, read_file};
 use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
+use crate::input::DecisionInput;
 use crate::request::{AuthzRequest, Context, Principal, Resource};
 
 /// The three decision sets, in the order they are read.
@@ -49,6 +51,8 @@ thread_local! {
 pub struct RegoBackend {
     /// Unique per load, so a reloaded bundle never reuses a thread's clone of the old one.
     instance: u64,
+    /// The bundle directory it was loaded from (named in test results).
+    dir: PathBuf,
     /// The prepared engine of the whole bundle (parsed, analysed, no input); runs the `test_*` rules.
     prepared: Mutex<Engine>,
     /// The engines that decide: the action index's buckets, or one engine when the bundle is not indexed.
@@ -75,17 +79,21 @@ impl std::fmt::Debug for RegoBackend {
     }
 }
 
-/// The outcome of one Rego unit test (a `test_*` rule).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The outcome of one Rego unit test (a `test_*` rule), as [`RegoBackend::run_tests`] gives it and the policy-test
+/// report shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RegoTestResult {
+    /// The bundle directory.
+    pub bundle: PathBuf,
     /// `data.<package>.<rule>`.
     pub name: String,
     /// The file that defines the rule.
+    #[serde(skip)]
     pub file: Option<PathBuf>,
     /// Whether the rule evaluated to exactly `true`.
     pub passed: bool,
     /// Why it failed: an evaluation error, or a note that it was undefined / not `true`.
-    pub error: Option<String>,
+    pub message: Option<String>,
 }
 
 impl RegoBackend {
@@ -207,6 +215,7 @@ impl RegoBackend {
         };
         Ok(RegoBackend {
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
+            dir: dir.to_path_buf(),
             prepared: Mutex::new(engine),
             deciders,
             rule_prefix,
@@ -227,7 +236,7 @@ impl RegoBackend {
             .map(|(pkg, rule, file)| {
                 let name = format!("{pkg}.{rule}");
                 let mut engine = prepared.clone();
-                let (passed, error) = match engine.eval_rule(name.clone()) {
+                let (passed, message) = match engine.eval_rule(name.clone()) {
                     Ok(Value::Bool(true)) => (true, None),
                     Ok(Value::Undefined) => (
                         false,
@@ -240,10 +249,11 @@ impl RegoBackend {
                     Err(e) => (false, Some(compact_error(&format!("{e:#}")))),
                 };
                 RegoTestResult {
+                    bundle: self.dir.clone(),
                     name,
                     file: Some(file.clone()),
                     passed,
-                    error,
+                    message,
                 }
             })
             .collect()
@@ -343,9 +353,9 @@ impl PolicyBackend for RegoBackend {
         EngineKind::Rego
     }
 
-    fn evaluate(&self, request: &AuthzRequest, grants: &[Arc<Grant>]) -> Evaluation {
-        let input = input::build(request, grants);
-        let slot = self.deciders.slot(&request.action);
+    fn evaluate(&self, input: &DecisionInput<'_>) -> Evaluation {
+        let slot = self.deciders.slot(input.action());
+        let input = input::build(input);
         let declared = self
             .deciders
             .declared
@@ -489,7 +499,9 @@ fn probe(
         return Err(diagnostic_from(&format!("{e:#}"), files, None).into());
     }
     let mut probe_engine = engine.clone();
-    probe_engine.set_input(input::build(&request, &grants));
+    probe_engine.set_input(input::build(&DecisionInput::materialized(
+        &request, &grants,
+    )));
     let mut errors = Vec::new();
     for (i, rule) in RULES.iter().enumerate() {
         if !declared.get(i).copied().unwrap_or(false) {

@@ -157,13 +157,13 @@ fn evaluation_error_denies_with_the_error() {
     let (_d, b) = backend(
         "package t\nallow contains \"a\" if true\ndeny contains \"d\" if to_number(input.resource.attrs.boom) > 1\n",
     );
-    let ok = b.evaluate(&request("read", &[]), &[]);
+    let ok = b.evaluate(&DecisionInput::materialized(&request("read", &[]), &[]));
     assert_eq!(ok.effect, Effect::Allow, "{ok:?}");
     let mut req = request("read", &[]);
     req.resource
         .attrs
         .insert("boom".into(), serde_json::json!("not a number"));
-    let e = b.evaluate(&req, &[]);
+    let e = b.evaluate(&DecisionInput::materialized(&req, &[]));
     assert_eq!(e.effect, Effect::Deny);
     assert!(e.policies.is_empty());
     assert_eq!(e.errors.len(), 1, "{e:?}");
@@ -174,7 +174,7 @@ fn malformed_allow_elements_deny() {
     let (_d, b) = backend(
         "package t\nallow contains {\"policy\": \"a\", \"extra\": 1} if input.action == \"x\"\n",
     );
-    let e = b.evaluate(&request("x", &[]), &[]);
+    let e = b.evaluate(&DecisionInput::materialized(&request("x", &[]), &[]));
     assert_eq!(e.effect, Effect::Deny);
     assert!(
         e.errors
@@ -187,10 +187,10 @@ fn malformed_allow_elements_deny() {
 #[test]
 fn deny_wins_over_allow() {
     let (_d, b) = backend(BASIC);
-    let e = b.evaluate(
+    let e = b.evaluate(&DecisionInput::materialized(
         &request("read", &["contractors"]),
         &[grant("g1", "db-admin")],
-    );
+    ));
     assert_eq!(e.effect, Effect::Deny);
     assert_eq!(e.policies, vec!["no-contractors".to_string()]);
     assert!(e.errors.is_empty());
@@ -199,7 +199,7 @@ fn deny_wins_over_allow() {
 #[test]
 fn no_allow_is_deny_without_policies() {
     let (_d, b) = backend(BASIC);
-    let e = b.evaluate(&request("write", &[]), &[]);
+    let e = b.evaluate(&DecisionInput::materialized(&request("write", &[]), &[]));
     assert_eq!(
         e,
         Evaluation {
@@ -214,10 +214,14 @@ fn hold_only_when_otherwise_allowed() {
     let (_d, b) = backend(BASIC);
     // Not allowed: the hold alone does nothing.
     assert_eq!(
-        b.evaluate(&request("delete", &[]), &[]).effect,
+        b.evaluate(&DecisionInput::materialized(&request("delete", &[]), &[]))
+            .effect,
         Effect::Deny
     );
-    let e = b.evaluate(&request("delete", &[]), &[grant("g1", "db-admin")]);
+    let e = b.evaluate(&DecisionInput::materialized(
+        &request("delete", &[]),
+        &[grant("g1", "db-admin")],
+    ));
     assert_eq!(e.effect, Effect::Hold);
     assert_eq!(e.policies, vec!["hold-delete".to_string()]);
     // The role the permit rests on is still named, so the engine can pick the grant.
@@ -227,11 +231,14 @@ fn hold_only_when_otherwise_allowed() {
 #[test]
 fn object_elements_give_roles() {
     let (_d, b) = backend(BASIC);
-    let e = b.evaluate(&request("read", &[]), &[grant("g1", "db-admin")]);
+    let e = b.evaluate(&DecisionInput::materialized(
+        &request("read", &[]),
+        &[grant("g1", "db-admin")],
+    ));
     assert_eq!(e.effect, Effect::Allow);
     assert_eq!(e.policies, vec!["admin".to_string(), "read".to_string()]);
     assert_eq!(e.roles, vec!["db-admin".to_string()]);
-    let e = b.evaluate(&request("read", &[]), &[]);
+    let e = b.evaluate(&DecisionInput::materialized(&request("read", &[]), &[]));
     assert_eq!(e.policies, vec!["read".to_string()]);
     assert!(e.roles.is_empty());
 }
@@ -261,7 +268,7 @@ allow contains "fields" if {
     req.resource.attrs.insert("owner".into(), "bob".into());
     req.context.attrs.insert("ticket".into(), "T-1".into());
     req.context.claims.insert("sub".into(), "alice".into());
-    let e = b.evaluate(&req, &[grant("g1", "r")]);
+    let e = b.evaluate(&DecisionInput::materialized(&req, &[grant("g1", "r")]));
     assert_eq!(e.effect, Effect::Allow, "{e:?}");
 }
 
@@ -270,7 +277,8 @@ fn clones_are_per_thread_and_reload_gets_fresh_ones() {
     let (dir, old) = backend("package t\nallow contains \"old\" if true\n");
     // Warm this thread's clone of the old backend.
     assert_eq!(
-        old.evaluate(&request("x", &[]), &[]).policies,
+        old.evaluate(&DecisionInput::materialized(&request("x", &[]), &[]))
+            .policies,
         vec!["old".to_string()]
     );
     // Same files, new content: a reload.
@@ -278,11 +286,13 @@ fn clones_are_per_thread_and_reload_gets_fresh_ones() {
     std::fs::write(&path, "package t\nallow contains \"new\" if true\n").unwrap();
     let new = RegoBackend::load(dir.path(), &[path], "t").unwrap();
     assert_eq!(
-        new.evaluate(&request("x", &[]), &[]).policies,
+        new.evaluate(&DecisionInput::materialized(&request("x", &[]), &[]))
+            .policies,
         vec!["new".to_string()]
     );
     assert_eq!(
-        old.evaluate(&request("x", &[]), &[]).policies,
+        old.evaluate(&DecisionInput::materialized(&request("x", &[]), &[]))
+            .policies,
         vec!["old".to_string()]
     );
     // Many threads share one backend.
@@ -291,7 +301,11 @@ fn clones_are_per_thread_and_reload_gets_fresh_ones() {
         .map(|_| {
             let b = Arc::clone(&new);
             std::thread::spawn(move || {
-                (0..50).all(|_| b.evaluate(&request("x", &[]), &[]).policies == ["new"])
+                (0..50).all(|_| {
+                    b.evaluate(&DecisionInput::materialized(&request("x", &[]), &[]))
+                        .policies
+                        == ["new"]
+                })
             })
         })
         .collect();
@@ -346,7 +360,7 @@ helper(x) := x
     assert!(!by_name("test_fails").passed);
     assert!(
         by_name("test_fails")
-            .error
+            .message
             .as_deref()
             .unwrap()
             .contains("undefined")
@@ -446,8 +460,8 @@ fn action_index_splits_guarded_rules_and_decides_like_the_full_engine() {
         for groups in [&[][..], &["engineering"], &["sre"]] {
             for grants in [vec![], vec![grant("g1", "db-admin")]] {
                 let req = request(action, groups);
-                let got = indexed.evaluate(&req, &grants);
-                let want = plain.evaluate(&req, &grants);
+                let got = indexed.evaluate(&DecisionInput::materialized(&req, &grants));
+                let want = plain.evaluate(&DecisionInput::materialized(&req, &grants));
                 assert_eq!(got, want, "{action} {groups:?} {}", grants.len());
                 checked += 1;
             }
@@ -455,17 +469,23 @@ fn action_index_splits_guarded_rules_and_decides_like_the_full_engine() {
     }
     assert_eq!(checked, 36);
     // And the answers are the intended ones, not merely equal.
-    let e = indexed.evaluate(&request("c", &["engineering"]), &[]);
+    let e = indexed.evaluate(&DecisionInput::materialized(
+        &request("c", &["engineering"]),
+        &[],
+    ));
     assert_eq!(
         (e.effect, e.policies.clone()),
         (Effect::Hold, vec!["hold-c".to_string()])
     );
-    let e = indexed.evaluate(&request("d", &[]), &[grant("g1", "db-admin")]);
+    let e = indexed.evaluate(&DecisionInput::materialized(
+        &request("d", &[]),
+        &[grant("g1", "db-admin")],
+    ));
     assert_eq!(
         (e.effect, e.policies.clone()),
         (Effect::Deny, vec!["d".to_string()])
     );
-    let e = indexed.evaluate(&request("a", &[]), &[]);
+    let e = indexed.evaluate(&DecisionInput::materialized(&request("a", &[]), &[]));
     assert_eq!(
         (e.effect, e.policies),
         (Effect::Allow, vec!["a".to_string()])
@@ -480,12 +500,18 @@ fn a_bucket_without_allow_or_deny_definitions_denies_cleanly() {
     let (indexed, plain) = both(dir.path(), &files, "t");
     assert!(indexed.deciders.len() > 1);
     for action in ["a", "b", "zzz"] {
-        let got = indexed.evaluate(&request(action, &[]), &[]);
-        assert_eq!(got, plain.evaluate(&request(action, &[]), &[]), "{action}");
+        let got = indexed.evaluate(&DecisionInput::materialized(&request(action, &[]), &[]));
+        assert_eq!(
+            got,
+            plain.evaluate(&DecisionInput::materialized(&request(action, &[]), &[])),
+            "{action}"
+        );
         assert!(got.errors.is_empty(), "{action}: {got:?}");
     }
     assert_eq!(
-        indexed.evaluate(&request("zzz", &[]), &[]).effect,
+        indexed
+            .evaluate(&DecisionInput::materialized(&request("zzz", &[]), &[]))
+            .effect,
         Effect::Deny
     );
 }
@@ -507,8 +533,8 @@ allow contains "b" if {
     req.resource
         .attrs
         .insert("boom".into(), serde_json::json!("not a number"));
-    let got = indexed.evaluate(&req, &[]);
-    assert_eq!(got, plain.evaluate(&req, &[]));
+    let got = indexed.evaluate(&DecisionInput::materialized(&req, &[]));
+    assert_eq!(got, plain.evaluate(&DecisionInput::materialized(&req, &[])));
     assert_eq!(got.effect, Effect::Deny);
     let error = got.errors.first().expect("an error");
     assert!(error.contains("p.rego:7:"), "{error}");
@@ -570,10 +596,10 @@ fn the_quickstart_rego_bundle_is_indexed_and_decides_like_the_full_engine() {
                         req.resource
                             .attrs
                             .insert("requester".into(), serde_json::json!("User::\"bob\""));
-                        let got = indexed.evaluate(&req, &grants);
+                        let got = indexed.evaluate(&DecisionInput::materialized(&req, &grants));
                         assert_eq!(
                             got,
-                            plain.evaluate(&req, &grants),
+                            plain.evaluate(&DecisionInput::materialized(&req, &grants)),
                             "{action} {g:?} {hour_ts} {ip}"
                         );
                         assert!(got.errors.is_empty(), "{got:?}");
@@ -601,8 +627,11 @@ fn many_generated_rules_spread_over_at_most_max_buckets() {
         for role in [format!("r{i}"), "r9999".to_string()] {
             let req = request(&format!("op{i}"), &[]);
             let grants = vec![grant("g", &role)];
-            let got = indexed.evaluate(&req, &grants);
-            assert_eq!(got, plain.evaluate(&req, &grants));
+            let got = indexed.evaluate(&DecisionInput::materialized(&req, &grants));
+            assert_eq!(
+                got,
+                plain.evaluate(&DecisionInput::materialized(&req, &grants))
+            );
             assert_eq!(
                 got.effect == Effect::Allow,
                 role == format!("r{i}"),
@@ -628,8 +657,11 @@ deny contains "b-also-allowed" if {
     let (dir, files) = write_files(&[("p.rego", src)]);
     let (indexed, plain) = both(dir.path(), &files, "t");
     assert_eq!(indexed.deciders.len(), 1);
-    let e = indexed.evaluate(&request("a", &[]), &[]);
-    assert_eq!(e, plain.evaluate(&request("a", &[]), &[]));
+    let e = indexed.evaluate(&DecisionInput::materialized(&request("a", &[]), &[]));
+    assert_eq!(
+        e,
+        plain.evaluate(&DecisionInput::materialized(&request("a", &[]), &[]))
+    );
     assert_eq!(
         (e.effect, e.policies),
         (Effect::Deny, vec!["b-also-allowed".to_string()])

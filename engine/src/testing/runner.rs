@@ -15,7 +15,7 @@ use crate::decision::{Decision, EngineKind};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
-use crate::rego::RegoBackend;
+use crate::rego::{RegoBackend, RegoTestResult};
 use crate::request::{AuthzRequest, Context, Principal, request_digest};
 
 use super::suite::{CaseSpec, ContextSpec, Expect, ExpectedDecision, Suite, Target, discover};
@@ -135,19 +135,6 @@ pub struct Coverage {
     pub policies: usize,
     /// Ids that determined no decision.
     pub uncovered: Vec<String>,
-}
-
-/// A Rego `test_*` rule's result.
-#[derive(Debug, Clone, Serialize)]
-pub struct RegoTestResult {
-    /// The bundle directory.
-    pub bundle: PathBuf,
-    /// The rule's name.
-    pub name: String,
-    /// Whether it evaluated to `true`.
-    pub passed: bool,
-    /// Why it failed, if it did.
-    pub message: Option<String>,
 }
 
 /// Everything a run found.
@@ -383,16 +370,16 @@ impl Runner {
                 rego.run_tests()
                     .into_iter()
                     .filter(|t| self.opts.selects(&t.name))
+                    // Named as the run named the bundle, which may differ from where it was loaded.
                     .map(|t| RegoTestResult {
                         bundle: dir.to_path_buf(),
-                        name: t.name,
-                        passed: t.passed,
-                        message: t.error,
+                        ..t
                     }),
             ),
             Err(d) => self.rego_tests.push(RegoTestResult {
                 bundle: dir.to_path_buf(),
                 name: "(loading the Rego test rules)".into(),
+                file: None,
                 passed: false,
                 message: Some(d.to_string()),
             }),

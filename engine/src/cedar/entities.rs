@@ -1,0 +1,392 @@
+//! Builds a decision's Cedar request and entities from its [`DecisionInput`], straight from values (no expression
+//! evaluation, no transitive-closure computation). Loads nothing and decides nothing.
+//!
+//! How a request becomes Cedar (the schema in `schemas/jitgate.cedarschema` documents the same from the policy side):
+//! - principal: its `EntityRef`, parents `Group::"<g>"` for each group and `Grant::"<id>"` for each materialized grant;
+//! - each grant: `Grant::"<id>"` with its attributes, parent `Role::"<role>"`;
+//! - resource: its attributes from JSON (strings, bools, integers, arrays as sets, objects as records; floats and
+//!   nulls dropped), parents its ancestors. A string attribute becomes an entity reference when the schema declares
+//!   that attribute of the resource's type entity-typed and the text parses as `Type::"id"` (e.g. an access request's
+//!   `requester`); undeclared or `String` attributes keep their text;
+//! - action: `Action::"<action>"` with its action groups from the schema;
+//! - context: `time` {epoch, hour, weekday}, `source_ip` (ipaddr, 0.0.0.0 when unknown), `method`, `path`, `host`,
+//!   `query` ("" when absent), `claims`, `grants` (set of Grant refs), `break_glass`, then each `context.attrs` entry
+//!   as a further top-level attribute (the built-in names win on a clash; same entity-ref rule, using the action's
+//!   declared context type).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cedar_policy::{Context, Entities, EntityId, EntityTypeName, EntityUid, Request, Schema};
+use cedar_policy_core::ast::{self, PartialValue, Value};
+use cedar_policy_core::entities::{
+    Dereference, Entities as CoreEntities, NoEntitiesSchema, TCComputation,
+};
+use cedar_policy_core::extensions::Extensions;
+use smol_str::SmolStr;
+
+use super::cache::{CallerSide, GrantTypes, caller_side, grant_entities};
+use super::convert::{EntityAttrs, hour_and_weekday, ip_value, json_to_value, type_name, uid};
+use super::load::ActionIndex;
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::grant::Grant;
+use crate::input::DecisionInput;
+use crate::request::AuthzRequest;
+
+/// Context attribute names the engine sets itself; `context.attrs` entries with these names are ignored.
+const BUILTIN_CONTEXT: [&str; 9] = [
+    "time",
+    "source_ip",
+    "method",
+    "path",
+    "host",
+    "query",
+    "claims",
+    "grants",
+    "break_glass",
+];
+
+/// The next [`EntityBuilder`] id.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Up to this many items, repeats are found by comparing each with those kept (cheaper than hashing).
+const SMALL: usize = 32;
+
+/// Entity type names the engine uses on every request, parsed once.
+#[derive(Debug, Clone)]
+pub(crate) struct Types {
+    pub(crate) group: EntityTypeName,
+    pub(crate) grant: EntityTypeName,
+    pub(crate) role: EntityTypeName,
+    pub(crate) action: EntityTypeName,
+}
+
+/// What turns a decision's input into Cedar for one schema: the entity types parsed once and the schema's
+/// entity-typed attributes.
+#[derive(Debug)]
+pub(crate) struct EntityBuilder {
+    /// Unique among the builders of this process, so per-thread caches never mix two bundles' entities.
+    id: u64,
+    pub(crate) types: Types,
+    /// Every entity type of the schema by name, so requests do not re-parse type names.
+    pub(crate) type_cache: HashMap<String, EntityTypeName>,
+    entity_attrs: EntityAttrs,
+}
+
+impl EntityBuilder {
+    /// The builder for `schema_obj` (loaded from `schema`, named in errors) and its entity-typed attributes.
+    pub(crate) fn new(
+        schema_obj: &Schema,
+        entity_attrs: EntityAttrs,
+        schema: &Path,
+    ) -> Result<Self, Diagnostics> {
+        let types = Types {
+            group: parse_type("Group", schema)?,
+            grant: parse_type("Grant", schema)?,
+            role: parse_type("Role", schema)?,
+            action: parse_type("Action", schema)?,
+        };
+        let type_cache: HashMap<String, EntityTypeName> = schema_obj
+            .entity_types()
+            .map(|t| (t.to_string(), t.clone()))
+            .collect();
+        Ok(EntityBuilder {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            types,
+            type_cache,
+            entity_attrs,
+        })
+    }
+
+    /// Builds the request and its entities straight from values: no expression evaluation and no transitive-closure
+    /// computation (the engine knows the closure: principal -> groups, grants -> roles; resource -> its ancestors;
+    /// action entities come from the schema already closed).
+    ///
+    /// The caller's side (principal, grants, roles, action entities) is taken from this thread's cache when the same
+    /// caller, groups, grants (the same `Arc`s) and action were seen last time; the resource side is built each time.
+    pub(crate) fn build(
+        &self,
+        input: &DecisionInput<'_>,
+        idx: &ActionIndex,
+    ) -> Result<(Request, Entities), String> {
+        let request = input.request();
+        let cache = &self.type_cache;
+        let action_uid = match &idx.uid {
+            Some(u) => u.clone(),
+            None => EntityUid::from_type_name_and_id(
+                self.types.action.clone(),
+                EntityId::new(&request.action),
+            ),
+        };
+        let principal = uid(cache, &request.principal.entity)?;
+        let resource = uid(cache, &request.resource.entity)?;
+        // A grant id given twice is materialized once, as first given.
+        let unique = first_by_id(input.grants());
+        let side = caller_side(self.id, request, &unique, || {
+            self.caller_side(request, &unique, &principal, idx)
+        })?;
+        let resource_side = self.resource_side(request, &resource)?;
+        let mut fresh: Vec<Arc<ast::Entity>> = Vec::with_capacity(resource_side.len());
+        let mut entities = None;
+        for e in resource_side {
+            match side.entities.entity(e.uid()) {
+                Dereference::Data(_) if e.uid().entity_type().is_action() => {
+                    // The resource side would shadow an action entity: rare enough to build everything afresh.
+                    entities =
+                        Some(self.all_entities(request, &unique, &principal, &resource, idx)?);
+                    break;
+                }
+                // The caller's side comes first and wins, as in a full build.
+                Dereference::Data(_) => {}
+                _ => fresh.push(e),
+            }
+        }
+        let entities = match entities {
+            Some(e) => e,
+            None if fresh.is_empty() => side.entities.clone(),
+            None => side
+                .entities
+                .clone()
+                .add_entities(
+                    fresh,
+                    None::<&NoEntitiesSchema>,
+                    TCComputation::AssumeAlreadyComputed,
+                    Extensions::all_available(),
+                )
+                .map_err(|e| format!("entities: {e}"))?,
+        };
+        let context = self.context(request, side.grants.clone(), side.break_glass)?;
+        let req = Request::new(principal, action_uid, resource, context, None)
+            .map_err(|e| format!("request: {e}"))?;
+        Ok((req, Entities::from(entities)))
+    }
+
+    /// The principal with its groups and grants as parents and their roles as further ancestors, the grants and roles,
+    /// in that order (repeats not removed), with the grants' uids and whether any is break-glass.
+    fn principal_and_grants(
+        &self,
+        request: &AuthzRequest,
+        grants: &[&Arc<Grant>],
+        principal: &EntityUid,
+    ) -> (Vec<Arc<ast::Entity>>, Vec<ast::EntityUID>, bool) {
+        let built = grant_entities(
+            grants,
+            &GrantTypes {
+                grant: self.types.grant.as_ref(),
+                role: self.types.role.as_ref(),
+            },
+        );
+        let mut entities: Vec<Arc<ast::Entity>> = Vec::with_capacity(1 + 2 * built.len());
+        let mut grant_uids: Vec<ast::EntityUID> = Vec::with_capacity(built.len());
+        let mut role_uids: HashSet<ast::EntityUID> = HashSet::with_capacity(built.len());
+        let mut break_glass = false;
+        for (g, b) in grants.iter().zip(&built) {
+            grant_uids.push(b.grant.uid().clone());
+            role_uids.insert(b.role.uid().clone());
+            break_glass |= g.break_glass;
+            entities.push(Arc::clone(&b.grant));
+        }
+        entities.extend(built.iter().map(|b| Arc::clone(&b.role)));
+        let mut parents: HashSet<ast::EntityUID> =
+            HashSet::with_capacity(request.principal.groups.len() + grant_uids.len());
+        for g in &request.principal.groups {
+            parents.insert(ast::EntityUID::from_components(
+                AsRef::<ast::EntityType>::as_ref(&self.types.group).clone(),
+                ast::Eid::new(g.as_str()),
+                None,
+            ));
+        }
+        parents.extend(grant_uids.iter().cloned());
+        entities.push(Arc::new(ast::Entity::new_with_attr_partial_value(
+            principal.clone().into(),
+            [],
+            role_uids,
+            parents,
+            [],
+        )));
+        (entities, grant_uids, break_glass)
+    }
+
+    /// The caller's side of a request's entities: principal, grants, roles and the action entities.
+    fn caller_side(
+        &self,
+        request: &AuthzRequest,
+        grants: &[&Arc<Grant>],
+        principal: &EntityUid,
+        idx: &ActionIndex,
+    ) -> Result<CallerSide, String> {
+        let (mut entities, grant_uids, break_glass) =
+            self.principal_and_grants(request, grants, principal);
+        entities.extend(idx.entities.iter().cloned());
+        let entities = CoreEntities::new()
+            .add_entities(
+                first_by_uid(entities),
+                None::<&NoEntitiesSchema>,
+                TCComputation::AssumeAlreadyComputed,
+                Extensions::all_available(),
+            )
+            .map_err(|e| format!("entities: {e}"))?;
+        Ok(CallerSide {
+            entities,
+            grants: Value::set(grant_uids.into_iter().map(Value::from), None),
+            break_glass,
+        })
+    }
+
+    /// The resource with its attributes and parents, then each parent with those above it.
+    fn resource_side(
+        &self,
+        request: &AuthzRequest,
+        resource: &EntityUid,
+    ) -> Result<Vec<Arc<ast::Entity>>, String> {
+        let cache = &self.type_cache;
+        let resource_parents: Vec<ast::EntityUID> = request
+            .resource
+            .parents
+            .iter()
+            .map(|p| uid(cache, p).map(ast::EntityUID::from))
+            .collect::<Result<_, _>>()?;
+        let declared = self.entity_attrs.by_type.get(&request.resource.entity.ty);
+        let attrs = request.resource.attrs.iter().filter_map(|(k, v)| {
+            json_to_value(cache, v, declared.is_some_and(|d| d.contains(k)))
+                .map(|v| (SmolStr::from(k.as_str()), PartialValue::from(v)))
+        });
+        let mut entities = Vec::with_capacity(1 + resource_parents.len());
+        entities.push(Arc::new(ast::Entity::new_with_attr_partial_value(
+            resource.clone().into(),
+            attrs,
+            HashSet::new(),
+            resource_parents.iter().cloned().collect(),
+            [],
+        )));
+        for (i, p) in resource_parents.iter().enumerate() {
+            let above = resource_parents
+                .get(i + 1..)
+                .unwrap_or(&[])
+                .iter()
+                .cloned()
+                .collect();
+            entities.push(Arc::new(ast::Entity::new_with_attr_partial_value(
+                p.clone(),
+                [],
+                HashSet::new(),
+                above,
+                [],
+            )));
+        }
+        Ok(first_by_uid(entities))
+    }
+
+    /// Every entity of a request, built without the cache: caller's side, resource side, action entities, in that
+    /// order, the first of repeated uids kept.
+    fn all_entities(
+        &self,
+        request: &AuthzRequest,
+        grants: &[&Arc<Grant>],
+        principal: &EntityUid,
+        resource: &EntityUid,
+        idx: &ActionIndex,
+    ) -> Result<CoreEntities, String> {
+        let (mut entities, _, _) = self.principal_and_grants(request, grants, principal);
+        entities.extend(self.resource_side(request, resource)?);
+        entities.extend(idx.entities.iter().cloned());
+        CoreEntities::new()
+            .add_entities(
+                first_by_uid(entities),
+                None::<&NoEntitiesSchema>,
+                TCComputation::AssumeAlreadyComputed,
+                Extensions::all_available(),
+            )
+            .map_err(|e| format!("entities: {e}"))
+    }
+
+    fn context(
+        &self,
+        request: &AuthzRequest,
+        grants: Value,
+        break_glass: bool,
+    ) -> Result<Context, String> {
+        let c = &request.context;
+        let cache = &self.type_cache;
+        let (hour, weekday) = hour_and_weekday(c.time);
+        let time = Value::record(
+            [
+                ("epoch", Value::from(c.time)),
+                ("hour", Value::from(hour)),
+                ("weekday", Value::from(weekday)),
+            ],
+            None,
+        );
+        let text = |v: &Option<String>| Value::from(v.as_deref().unwrap_or(""));
+        let claims = Value::record(
+            c.claims
+                .iter()
+                .filter_map(|(k, v)| json_to_value(cache, v, false).map(|e| (k.as_str(), e))),
+            None,
+        );
+        let ip = ip_value(c.source_ip.as_deref().unwrap_or("0.0.0.0"))?;
+        let mut map: BTreeMap<SmolStr, Value> = BTreeMap::from([
+            ("time".into(), time),
+            ("source_ip".into(), ip),
+            ("method".into(), text(&c.method)),
+            ("path".into(), text(&c.path)),
+            ("host".into(), text(&c.host)),
+            ("query".into(), text(&c.query)),
+            ("claims".into(), claims),
+            ("grants".into(), grants),
+            ("break_glass".into(), Value::from(break_glass)),
+        ]);
+        let declared = self.entity_attrs.by_action.get(&request.action);
+        for (k, v) in &c.attrs {
+            if BUILTIN_CONTEXT.contains(&k.as_str()) {
+                continue;
+            }
+            if let Some(e) = json_to_value(cache, v, declared.is_some_and(|d| d.contains(k))) {
+                map.insert(k.as_str().into(), e);
+            }
+        }
+        Ok(Context::from(ast::Context::Value(Arc::new(map))))
+    }
+}
+
+/// `grants` without later repeats of a grant id.
+fn first_by_id(grants: &[Arc<Grant>]) -> Vec<&Arc<Grant>> {
+    let mut out: Vec<&Arc<Grant>> = Vec::with_capacity(grants.len());
+    if grants.len() <= SMALL {
+        for g in grants {
+            if !out.iter().any(|o| o.id == g.id) {
+                out.push(g);
+            }
+        }
+    } else {
+        let mut seen: HashSet<&str> = HashSet::with_capacity(grants.len());
+        out.extend(grants.iter().filter(|g| seen.insert(g.id.as_str())));
+    }
+    out
+}
+
+/// `entities` without later repeats of a uid (the first one given wins, as for grants).
+fn first_by_uid(entities: Vec<Arc<ast::Entity>>) -> Vec<Arc<ast::Entity>> {
+    let mut out: Vec<Arc<ast::Entity>> = Vec::with_capacity(entities.len());
+    if entities.len() <= SMALL {
+        for e in entities {
+            if !out.iter().any(|o| o.uid() == e.uid()) {
+                out.push(e);
+            }
+        }
+    } else {
+        let mut seen: HashSet<ast::EntityUID> = HashSet::with_capacity(entities.len());
+        out.extend(
+            entities
+                .into_iter()
+                .filter(|e| seen.insert(e.uid().clone())),
+        );
+    }
+    out
+}
+
+fn parse_type(name: &str, schema: &Path) -> Result<EntityTypeName, Diagnostics> {
+    type_name(&HashMap::new(), name).map_err(|e| Diagnostics::one(Diagnostic::file(schema, e)))
+}
