@@ -12,11 +12,12 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use jitgate_engine::access::{AccessRequest, RequestFilter, RequestState, Verdict};
 use jitgate_engine::lifecycle::{
     Action, Event, EventKind, HOLD_ROLE, LifecycleError, NewRequest, RequestView,
 };
 use jitgate_engine::log::{DecisionRecord, Outcome, RecordKind};
-use jitgate_engine::sqlite::{AccessRequest, RequestFilter, RequestState, Verdict};
+use jitgate_engine::store::RequestStore;
 use jitgate_engine::{Context, Decision, EntityRef, Principal};
 use serde::Deserialize;
 use serde_json::{Value, json};

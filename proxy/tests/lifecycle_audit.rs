@@ -9,6 +9,7 @@ mod lifecycle_common;
 
 use jitgate_engine::Clock;
 use jitgate_engine::log::{Outcome, RecordKind};
+use jitgate_engine::store::RequestStore;
 use lifecycle_common::{Env, T0};
 use serde_json::{Value, json};
 
