@@ -16,7 +16,7 @@ use crate::decision::{Decision, Effect};
 use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
 use crate::request::{AuthzRequest, Context, Principal, Resource};
-use crate::store::{Store, StoreError, VerdictError, VerdictWrite};
+use crate::store::{RecordedVerdict, Store, StoreError, VerdictError, VerdictWrite};
 
 /// The role of the approval of one held request (the data plane's `Hold`).
 pub const HOLD_ROLE: &str = "hold";
@@ -454,47 +454,47 @@ impl Lifecycle {
             attrs: request_attrs(&request),
         };
         let auto = self.authorize(&bundle, caller, ctx, Action::AutoApprove, resource);
-        if auto.effect == Effect::Allow
-            && self.store.transition_access_request(
-                &request.id,
-                RequestState::Pending,
-                RequestState::Approved,
-                now,
-            )?
-        {
-            self.store.add_approval(&Approval {
-                request_id: request.id.clone(),
-                approver: POLICY_APPROVER.into(),
-                verdict: Verdict::Approve,
-                comment: format!("auto-approved by {}", auto.policies.join(", ")),
-                at: now,
-            })?;
-            request.state = RequestState::Approved;
-            request.decided_at = Some(now);
-            let grant = self.grant_for(
-                &request,
-                role.max_uses,
-                vec![POLICY_APPROVER.into()],
-                false,
-                now,
-            );
-            self.authorizer.put_grant(grant.clone())?;
-            events.push(event(
-                EventKind::Approved,
-                POLICY_APPROVER,
-                &request,
-                Some(&grant),
-                "",
-                &auto,
-                now,
-            ));
-            return Ok(RequestView {
-                approvals: self.store.approvals_for(&request.id)?,
-                approvals_required: self.approvals_required(&bundle, &request),
-                grant: Some(grant),
-                request,
-                events,
-            });
+        if auto.effect == Effect::Allow {
+            let write = VerdictWrite {
+                approval: Approval {
+                    request_id: request.id.clone(),
+                    approver: POLICY_APPROVER.into(),
+                    verdict: Verdict::Approve,
+                    comment: format!("auto-approved by {}", auto.policies.join(", ")),
+                    at: now,
+                },
+                // The policy's approval is all an auto-approved request needs.
+                approvals_required: 1,
+                grant: self.grant_for(&request, role.max_uses, Vec::new(), false, now),
+            };
+            match self.store.record_verdict(&write) {
+                Ok(RecordedVerdict {
+                    request,
+                    approvals,
+                    grant: Some(grant),
+                }) => {
+                    self.authorizer.index_grant(grant.clone());
+                    events.push(event(
+                        EventKind::Approved,
+                        POLICY_APPROVER,
+                        &request,
+                        Some(&grant),
+                        "",
+                        &auto,
+                        now,
+                    ));
+                    return Ok(RequestView {
+                        approvals,
+                        approvals_required: self.approvals_required(&bundle, &request),
+                        grant: Some(grant),
+                        request,
+                        events,
+                    });
+                }
+                Err(VerdictError::Store(e)) => return Err(e.into()),
+                // Decided by someone else since it was made: answered as made, pending.
+                _ => {}
+            }
         }
         Ok(RequestView {
             approvals: Vec::new(),

@@ -147,7 +147,7 @@ pub trait RequestStore: Send + Sync + std::fmt::Debug {
     fn put_access_request(&self, request: &AccessRequest) -> Result<(), StoreError>;
     /// One access request by id.
     fn get_access_request(&self, id: &str) -> Result<Option<AccessRequest>, StoreError>;
-    /// Access requests matching `filter`, newest first (by `created_at`, then id).
+    /// Access requests matching `filter`, newest first (by `created_at`; equal times by id).
     fn list_access_requests(
         &self,
         filter: &RequestFilter,
