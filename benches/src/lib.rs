@@ -2,7 +2,6 @@
 //! request decided through [`jitgate_engine::Authorizer`]. No timing lives here: criterion and the report tool time it.
 
 pub mod scenario;
-pub mod store;
 pub mod synth;
 
 pub use scenario::{BenchError, Scenario};

@@ -4,13 +4,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use jitgate_engine::store::StoreError;
+use jitgate_engine::store::{MemStore, StoreError};
 use jitgate_engine::{
     Authorizer, AuthzRequest, Bundle, Clock, Context, Decision, Diagnostics, Effect, EngineKind,
     EntityRef, Grant, GrantStatus, Principal, UnixTime,
 };
 
-use crate::store::MemStore;
 use crate::synth::{self, SynthError};
 
 /// The request's time: Wednesday 2025-01-15 10:00:00 UTC (business hours).

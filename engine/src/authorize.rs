@@ -11,7 +11,7 @@ use crate::decision::{Decision, Effect};
 use crate::grant::{Grant, GrantIndex};
 use crate::input::DecisionInput;
 use crate::request::AuthzRequest;
-use crate::store::{Store, StoreError};
+use crate::store::{GrantStore, StoreError};
 
 /// How many times a decision is retried when a concurrent request spent the grant it rested on.
 const MAX_CONSUME_RETRIES: usize = 3;
@@ -21,7 +21,7 @@ const MAX_CONSUME_RETRIES: usize = 3;
 pub struct Authorizer {
     bundle: ArcSwap<Bundle>,
     grants: Arc<GrantIndex>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn GrantStore>,
     clock: Clock,
     /// Held across each grant write to the store and its upsert into the index, so the index applies writes in
     /// the order the store committed them: a spent use read before a revocation can never land after it and make
@@ -34,7 +34,7 @@ impl Authorizer {
     /// `Arc<Bundle>` already shared (e.g. with the gate that checked it).
     pub fn new(
         bundle: impl Into<Arc<Bundle>>,
-        store: Arc<dyn Store>,
+        store: Arc<dyn GrantStore>,
         clock: Clock,
     ) -> Result<Self, StoreError> {
         let grants = Arc::new(GrantIndex::from_grants(store.load_grants(clock.now())?));
@@ -63,7 +63,7 @@ impl Authorizer {
     }
 
     /// The store.
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub fn store(&self) -> &Arc<dyn GrantStore> {
         &self.store
     }
 
@@ -78,6 +78,13 @@ impl Authorizer {
         self.store.put_grant(&grant)?;
         self.grants.upsert(grant);
         Ok(())
+    }
+
+    /// Makes a grant the store already committed (e.g. with a verdict, [`crate::store::RequestStore::record_verdict`])
+    /// visible to the next decision.
+    pub fn index_grant(&self, grant: Grant) {
+        let _w = self.writes.lock();
+        self.grants.upsert(grant);
     }
 
     /// Revokes a grant: committed to the store first, then visible to the very next decision.

@@ -4,6 +4,7 @@
 //! [`backend::PolicyBackend`] trait — against the caller's active JIT [`grant`]s, which the policies see as entities.
 //! The engine has no HTTP server and no async runtime in its API: the proxy and the tools drive it.
 
+pub mod access;
 pub mod authorize;
 pub mod backend;
 pub mod bundle;

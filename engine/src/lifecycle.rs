@@ -1,6 +1,6 @@
 //! The JIT access lifecycle: access requests checked against the bundle's per-role settings, approvals (N of M
 //! distinct approvers, any deny ends it, pending TTL), auto-approval and break glass, grants and revocation.
-//! Pure logic over [`SqliteStore`] and the [`Authorizer`]; every step is itself decided by the bundle's policies.
+//! Pure logic over a [`Store`] and the [`Authorizer`]; every step is itself decided by the bundle's policies.
 //! No HTTP here: the proxy's admin API calls this and turns [`LifecycleError`] into status codes and [`Event`]s into
 //! decision-log records and notifications.
 
@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::access::{AccessRequest, Approval, RequestFilter, RequestState, Verdict};
 use crate::authorize::Authorizer;
 use crate::bundle::Bundle;
 use crate::clock::{UnixTime, parse_duration, parse_rfc3339};
@@ -15,8 +16,7 @@ use crate::decision::{Decision, Effect};
 use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
 use crate::request::{AuthzRequest, Context, Principal, Resource};
-use crate::sqlite::{AccessRequest, Approval, RequestFilter, RequestState, SqliteStore, Verdict};
-use crate::store::{Store, StoreError};
+use crate::store::{RecordedVerdict, Store, StoreError, VerdictError, VerdictWrite};
 
 /// The role of the approval of one held request (the data plane's `Hold`).
 pub const HOLD_ROLE: &str = "hold";
@@ -245,15 +245,11 @@ impl Action {
     }
 }
 
-/// The lifecycle over one authorizer and its SQLite store.
+/// The lifecycle over one authorizer and its store.
 #[derive(Debug, Clone)]
 pub struct Lifecycle {
     authorizer: Arc<Authorizer>,
-    store: Arc<SqliteStore>,
-    /// Held by each verdict from its read of the request to its last write, and by each move to `expired`: a
-    /// verdict's steps (its approval row, the state change, the grant) are separate store writes, and two approvers
-    /// at once must not both record an approval and then find the request decided by the other.
-    verdicts: Arc<parking_lot::Mutex<()>>,
+    store: Arc<dyn Store>,
 }
 
 /// The resource attributes of an access request, as the control-plane policies see them.
@@ -270,12 +266,8 @@ pub fn request_attrs(r: &AccessRequest) -> serde_json::Map<String, serde_json::V
 
 impl Lifecycle {
     /// A lifecycle over `authorizer`, whose store must be `store`.
-    pub fn new(authorizer: Arc<Authorizer>, store: Arc<SqliteStore>) -> Self {
-        Self {
-            authorizer,
-            store,
-            verdicts: Arc::default(),
-        }
+    pub fn new(authorizer: Arc<Authorizer>, store: Arc<dyn Store>) -> Self {
+        Self { authorizer, store }
     }
 
     /// The authorizer.
@@ -462,47 +454,47 @@ impl Lifecycle {
             attrs: request_attrs(&request),
         };
         let auto = self.authorize(&bundle, caller, ctx, Action::AutoApprove, resource);
-        if auto.effect == Effect::Allow
-            && self.store.transition_access_request(
-                &request.id,
-                RequestState::Pending,
-                RequestState::Approved,
-                now,
-            )?
-        {
-            self.store.add_approval(&Approval {
-                request_id: request.id.clone(),
-                approver: POLICY_APPROVER.into(),
-                verdict: Verdict::Approve,
-                comment: format!("auto-approved by {}", auto.policies.join(", ")),
-                at: now,
-            })?;
-            request.state = RequestState::Approved;
-            request.decided_at = Some(now);
-            let grant = self.grant_for(
-                &request,
-                role.max_uses,
-                vec![POLICY_APPROVER.into()],
-                false,
-                now,
-            );
-            self.authorizer.put_grant(grant.clone())?;
-            events.push(event(
-                EventKind::Approved,
-                POLICY_APPROVER,
-                &request,
-                Some(&grant),
-                "",
-                &auto,
-                now,
-            ));
-            return Ok(RequestView {
-                approvals: self.store.approvals_for(&request.id)?,
-                approvals_required: self.approvals_required(&bundle, &request),
-                grant: Some(grant),
-                request,
-                events,
-            });
+        if auto.effect == Effect::Allow {
+            let write = VerdictWrite {
+                approval: Approval {
+                    request_id: request.id.clone(),
+                    approver: POLICY_APPROVER.into(),
+                    verdict: Verdict::Approve,
+                    comment: format!("auto-approved by {}", auto.policies.join(", ")),
+                    at: now,
+                },
+                // The policy's approval is all an auto-approved request needs.
+                approvals_required: 1,
+                grant: self.grant_for(&request, role.max_uses, Vec::new(), false, now),
+            };
+            match self.store.record_verdict(&write) {
+                Ok(RecordedVerdict {
+                    request,
+                    approvals,
+                    grant: Some(grant),
+                }) => {
+                    self.authorizer.index_grant(grant.clone());
+                    events.push(event(
+                        EventKind::Approved,
+                        POLICY_APPROVER,
+                        &request,
+                        Some(&grant),
+                        "",
+                        &auto,
+                        now,
+                    ));
+                    return Ok(RequestView {
+                        approvals,
+                        approvals_required: self.approvals_required(&bundle, &request),
+                        grant: Some(grant),
+                        request,
+                        events,
+                    });
+                }
+                Err(VerdictError::Store(e)) => return Err(e.into()),
+                // Decided by someone else since it was made: answered as made, pending.
+                _ => {}
+            }
         }
         Ok(RequestView {
             approvals: Vec::new(),
@@ -659,15 +651,12 @@ impl Lifecycle {
         if r.state != RequestState::Pending || now < r.expires_at {
             return Ok((r, None));
         }
-        let moved = {
-            let _verdicts = self.verdicts.lock();
-            self.store.transition_access_request(
-                &r.id,
-                RequestState::Pending,
-                RequestState::Expired,
-                now,
-            )?
-        };
+        let moved = self.store.transition_access_request(
+            &r.id,
+            RequestState::Pending,
+            RequestState::Expired,
+            now,
+        )?;
         if moved {
             r.state = RequestState::Expired;
             r.decided_at = Some(now);
@@ -753,9 +742,10 @@ impl Lifecycle {
     /// policy lets them decide, so that ids cannot be probed.
     ///
     /// Order: policy (403), state (409: not pending, pending TTL passed), one verdict per approver (409), then a
-    /// deny ends the request; the N-th distinct approval creates the grant. Verdicts run one at a time (and never
-    /// beside a move to `expired`), so two approvers at once are both counted, one after the other; the state
-    /// change is also a compare-and-set in the store.
+    /// deny ends the request; the N-th distinct approval creates the grant. The verdict and all that follows from
+    /// it is one store transaction ([`crate::store::RequestStore::record_verdict`]) that checks the state and the
+    /// approver again, so verdicts from several processes at once are each counted, one after the other, and
+    /// never decide a request twice.
     ///
     /// A pending request past its pending TTL is refused (409) but not moved to `expired` here, since a refusal
     /// carries no events: call [`Lifecycle::expire_if_due`] first and log its event.
@@ -767,7 +757,6 @@ impl Lifecycle {
         verdict: Verdict,
         comment: &str,
     ) -> Result<RequestView, LifecycleError> {
-        let _verdicts = self.verdicts.lock();
         let bundle = self.authorizer.bundle();
         let action = match verdict {
             Verdict::Approve => Action::Approve,
@@ -789,20 +778,7 @@ impl Lifecycle {
         let now = self.now();
         let due = request.state == RequestState::Pending && now >= request.expires_at;
         if request.state != RequestState::Pending || due {
-            let why = if due || request.state == RequestState::Expired {
-                format!(
-                    "access request `{id}` expired undecided at {} (pending TTL); it can no longer be {}",
-                    crate::clock::to_rfc3339(request.expires_at),
-                    verb(verdict)
-                )
-            } else {
-                format!(
-                    "access request `{id}` is already {}; it can no longer be {}",
-                    request.state.as_str(),
-                    verb(verdict)
-                )
-            };
-            return Err(LifecycleError::Conflict(why));
+            return Err(not_pending(&request, due, verdict));
         }
         if verdict == Verdict::Approve {
             if let Some(why) = self.outdated(&bundle, &request) {
@@ -812,101 +788,67 @@ impl Lifecycle {
             }
         }
         let actor = caller.entity.to_string();
-        match self.store.add_approval(&Approval {
-            request_id: id.into(),
-            approver: actor.clone(),
-            verdict,
-            comment: comment.into(),
-            at: now,
-        }) {
-            Ok(()) => {}
-            Err(StoreError::Conflict(_)) => {
+        let write = VerdictWrite {
+            approval: Approval {
+                request_id: id.into(),
+                approver: actor.clone(),
+                verdict,
+                comment: comment.into(),
+                at: now,
+            },
+            approvals_required: self.approvals_required(&bundle, &request),
+            grant: self.grant_for(
+                &request,
+                self.max_uses(&bundle, &request),
+                Vec::new(),
+                false,
+                now,
+            ),
+        };
+        let recorded = match self.store.record_verdict(&write) {
+            Ok(r) => r,
+            Err(VerdictError::AlreadyVoted { .. }) => {
                 return Err(LifecycleError::Conflict(format!(
                     "{actor} already gave a verdict on access request `{id}`; approvals must come from distinct approvers"
                 )));
             }
-            Err(e) => return Err(e.into()),
-        }
-        let mut events = Vec::new();
-        if verdict == Verdict::Deny {
-            if !self.store.transition_access_request(
-                id,
-                RequestState::Pending,
-                RequestState::Denied,
-                now,
-            )? {
+            // Decided, expired or past its TTL since it was read above: the answer a later call would get.
+            Err(VerdictError::NotPending { state, .. }) => {
+                request.state = state;
+                return Err(not_pending(&request, false, verdict));
+            }
+            Err(VerdictError::PastTtl { .. }) => return Err(not_pending(&request, true, verdict)),
+            Err(VerdictError::Denied(_)) => {
                 return Err(LifecycleError::Conflict(format!(
-                    "access request `{id}` was decided meanwhile"
+                    "access request `{id}` was denied"
                 )));
             }
-            request.state = RequestState::Denied;
-            request.decided_at = Some(now);
-            events.push(event(
-                EventKind::Denied,
-                &actor,
-                &request,
-                None,
-                comment,
-                &allowed,
-                now,
-            ));
-            return self.view(&bundle, request, events);
+            Err(VerdictError::NotFound(_)) => {
+                return Err(LifecycleError::NotFound(format!("access request `{id}`")));
+            }
+            Err(VerdictError::Store(e)) => return Err(e.into()),
+        };
+        let kind = match recorded.request.state {
+            RequestState::Denied => EventKind::Denied,
+            RequestState::Approved => EventKind::Approved,
+            _ => EventKind::ApprovalRecorded,
+        };
+        if let Some(grant) = &recorded.grant {
+            self.authorizer.index_grant(grant.clone());
         }
-        let approvals = self.store.approvals_for(id)?;
-        if approvals.iter().any(|a| a.verdict == Verdict::Deny) {
-            return Err(LifecycleError::Conflict(format!(
-                "access request `{id}` was denied"
-            )));
-        }
-        let approvers: Vec<String> = approvals
-            .iter()
-            .filter(|a| a.verdict == Verdict::Approve)
-            .map(|a| a.approver.clone())
-            .collect();
-        let needed = self.approvals_required(&bundle, &request);
-        if (approvers.len() as u64) < u64::from(needed) {
-            events.push(event(
-                EventKind::ApprovalRecorded,
-                &actor,
-                &request,
-                None,
-                comment,
-                &allowed,
-                now,
-            ));
-            return self.view(&bundle, request, events);
-        }
-        if !self.store.transition_access_request(
-            id,
-            RequestState::Pending,
-            RequestState::Approved,
-            now,
-        )? {
-            return Err(LifecycleError::Conflict(format!(
-                "access request `{id}` was decided meanwhile"
-            )));
-        }
-        request.state = RequestState::Approved;
-        request.decided_at = Some(now);
-        let grant = self.grant_for(
-            &request,
-            self.max_uses(&bundle, &request),
-            approvers,
-            false,
-            now,
-        );
-        self.authorizer.put_grant(grant.clone())?;
-        events.push(event(
-            EventKind::Approved,
+        let events = vec![event(
+            kind,
             &actor,
-            &request,
-            Some(&grant),
+            &recorded.request,
+            recorded.grant.as_ref(),
             comment,
             &allowed,
             now,
-        ));
-        let mut v = self.view(&bundle, request, events)?;
-        v.grant = Some(grant);
+        )];
+        let mut v = self.view(&bundle, recorded.request, events)?;
+        if recorded.grant.is_some() {
+            v.grant = recorded.grant;
+        }
         Ok(v)
     }
 
@@ -1162,6 +1104,24 @@ fn grant_id_of_request(request_id: &str) -> String {
     uuid::Builder::from_custom_bytes(bytes)
         .into_uuid()
         .to_string()
+}
+
+/// The refusal of a verdict on `request`, which is not pending (or, when `due`, pending past its TTL).
+fn not_pending(request: &AccessRequest, due: bool, verdict: Verdict) -> LifecycleError {
+    let id = &request.id;
+    LifecycleError::Conflict(if due || request.state == RequestState::Expired {
+        format!(
+            "access request `{id}` expired undecided at {} (pending TTL); it can no longer be {}",
+            crate::clock::to_rfc3339(request.expires_at),
+            verb(verdict)
+        )
+    } else {
+        format!(
+            "access request `{id}` is already {}; it can no longer be {}",
+            request.state.as_str(),
+            verb(verdict)
+        )
+    })
 }
 
 fn verb(v: Verdict) -> &'static str {

@@ -1,5 +1,6 @@
-//! The default [`Store`]: grants, access requests and approvals in one SQLite file (WAL), plus the schema
-//! migrations shared with the decision log. SQL lives here; the decision-log rows are owned by [`crate::log`].
+//! The default [`Store`](crate::store::Store): grants, access requests and approvals in one SQLite file (WAL),
+//! with its own schema migrations, and the connection settings and migration runner the decision log shares.
+//! SQL lives here; the decision-log tables and their migrations are owned by [`crate::log`].
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -7,13 +8,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
-use serde::{Deserialize, Serialize};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
+use crate::access::{AccessRequest, Approval, RequestFilter, RequestState, Verdict};
 use crate::clock::UnixTime;
 use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
-use crate::store::{Store, StoreError};
+use crate::store::{
+    GrantStore, RecordedVerdict, RequestStore, StoreError, VerdictError, VerdictWrite,
+    issued_grant, verdict_effect,
+};
 
 /// How long a connection waits for another writer before giving up with `SQLITE_BUSY`.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -21,9 +25,12 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections held by one [`SqliteStore`]: WAL lets readers run beside the single writer.
 const POOL_SIZE: usize = 4;
 
-/// The schema, one entry per version, applied in order inside one transaction each. Never edit a shipped entry:
-/// append a new one. The decision-log tables are here too so that one file can hold everything.
-const MIGRATIONS: &[&str] = &[
+/// The table that records which of [`MIGRATIONS`] a file has.
+pub(crate) const VERSION_TABLE: &str = "schema_version";
+
+/// The store's schema, one entry per version, applied in order inside one transaction each. Never edit a shipped
+/// entry: append a new one. The decision log keeps its own list ([`crate::log`]), so a file may hold either or both.
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: grants, access requests, approvals.
     r#"
     CREATE TABLE grants (
@@ -73,109 +80,42 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (request_id, approver)
     );
     "#,
-    // 2: the decision log (see crate::log::store for the column contract).
-    r#"
-    CREATE TABLE decisions (
-        seq         INTEGER PRIMARY KEY,
-        id          TEXT NOT NULL,
-        time        TEXT NOT NULL,
-        kind        TEXT NOT NULL,
-        request_id  TEXT,
-        principal   TEXT NOT NULL,
-        action      TEXT NOT NULL,
-        resource    TEXT NOT NULL,
-        context     TEXT NOT NULL,
-        decision    TEXT,
-        policies    TEXT NOT NULL,
-        grants_used TEXT NOT NULL,
-        errors      TEXT NOT NULL,
-        revision    TEXT NOT NULL,
-        engine      TEXT NOT NULL,
-        latency_us  INTEGER NOT NULL,
-        client_addr TEXT,
-        method      TEXT,
-        path        TEXT,
-        status      INTEGER,
-        break_glass INTEGER NOT NULL,
-        redacted    TEXT NOT NULL,
-        prev_hash   TEXT NOT NULL,
-        hash        TEXT NOT NULL
-    );
-    CREATE INDEX decisions_time ON decisions (time);
-    CREATE INDEX decisions_principal ON decisions (principal, seq);
-    CREATE INDEX decisions_action ON decisions (action, seq);
-    CREATE INDEX decisions_resource ON decisions (resource, seq);
-    CREATE INDEX decisions_decision ON decisions (decision, seq);
-    CREATE INDEX decisions_revision ON decisions (revision, seq);
-    CREATE INDEX decisions_request_id ON decisions (request_id);
-    CREATE INDEX decisions_kind ON decisions (kind, seq);
-    -- An index only: the chain in `decisions.grants_used` is the truth, and verify checks that they agree.
-    CREATE TABLE decision_grants (
-        grant_id TEXT NOT NULL,
-        seq      INTEGER NOT NULL
-    );
-    CREATE INDEX decision_grants_grant ON decision_grants (grant_id, seq);
-    CREATE INDEX decision_grants_seq ON decision_grants (seq);
-    -- The head of the chain, updated in the same transaction as every append, so that cutting off the newest
-    -- records (which a hash chain alone cannot see) is detected unless this row is forged too.
-    CREATE TABLE log_head (
-        id   INTEGER PRIMARY KEY CHECK (id = 1),
-        seq  INTEGER NOT NULL,
-        hash TEXT NOT NULL
-    );
-    "#,
-    // 3: a held request's access request is bound to the digest of the exact request it would let through.
+    // 2 (3 before the log had its own list): a held request's access request is bound to the digest of the exact
+    // request it would let through.
     r#"
     ALTER TABLE access_requests ADD COLUMN request_digest TEXT;
     "#,
-    // 4: every index is written on every logged decision. Outcome, kind and revision have a handful of values
-    // each and are always queried with a time range or another column, so their indexes cost more on the hot
-    // path than they save in queries.
-    r#"
-    DROP INDEX decisions_decision;
-    DROP INDEX decisions_kind;
-    DROP INDEX decisions_revision;
-    "#,
-    // 5: where the decision log's acknowledgement journal is committed up to (see crate::log::journal).
-    r#"
-    CREATE TABLE log_journal (
-        id         INTEGER PRIMARY KEY CHECK (id = 1),
-        generation INTEGER NOT NULL,
-        offset     INTEGER NOT NULL
-    );
-    "#,
 ];
 
-/// The schema version a fully migrated database has.
+/// The store's schema version a fully migrated database has.
 pub fn schema_version() -> i64 {
     MIGRATIONS.len() as i64
 }
 
 fn db_err(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+    StoreError::database("", e)
 }
 
 /// Opens (creating it and its parent directories if needed) a SQLite file with jitgate's settings — WAL,
-/// `synchronous=NORMAL`, a busy timeout, foreign keys — and brings its schema up to date.
+/// `synchronous=NORMAL`, a busy timeout, foreign keys — and brings the store's schema up to date.
 pub fn open_connection(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Database(format!("cannot create directory {}: {e}", dir.display()))
-        })?;
-    }
-    let mut conn = Connection::open(path)
-        .map_err(|e| StoreError::Database(format!("cannot open {}: {e}", path.display())))?;
-    configure(&conn, busy_timeout)?;
+    let mut conn = connect(path, busy_timeout)?;
     migrate(&mut conn)?;
     Ok(conn)
 }
 
-/// Opens an existing SQLite file (never creating one) with jitgate's settings and schema.
-pub fn open_existing(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
-    if !path.is_file() {
-        return Err(StoreError::NotFound(format!("database {}", path.display())));
+/// Opens (creating it and its parent directories if needed) a SQLite file with jitgate's settings, leaving its
+/// schema to the caller's migrations.
+pub fn connect(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::database(format!("cannot create directory {}", dir.display()), e)
+        })?;
     }
-    open_connection(path, busy_timeout)
+    let conn = Connection::open(path)
+        .map_err(|e| StoreError::database(format!("cannot open {}", path.display()), e))?;
+    configure(&conn, busy_timeout)?;
+    Ok(conn)
 }
 
 fn configure(conn: &Connection, busy_timeout: Duration) -> Result<(), StoreError> {
@@ -185,9 +125,10 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> Result<(), StoreError
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .map_err(db_err)?;
     if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
-        return Err(StoreError::Database(format!(
-            "could not switch to WAL (journal_mode is {mode})"
-        )));
+        return Err(StoreError::database(
+            "could not switch to WAL",
+            format!("journal_mode is {mode}"),
+        ));
     }
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(db_err)?;
@@ -196,36 +137,113 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> Result<(), StoreError
     Ok(())
 }
 
-/// Applies the migrations not yet applied. Each runs in its own `IMMEDIATE` transaction and the version is
-/// re-read inside it, so several processes opening the same file at once apply each migration exactly once.
+/// Applies the store's migrations not yet applied (see [`apply_migrations`]).
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at INTEGER NOT NULL)")
-        .map_err(db_err)?;
-    for (i, sql) in MIGRATIONS.iter().enumerate() {
+    apply_migrations(conn, VERSION_TABLE, MIGRATIONS)
+}
+
+/// Applies the entries of `migrations` not yet recorded in `table` (entry `i` is version `i + 1`). Each runs in
+/// its own `IMMEDIATE` transaction and the version is re-read inside it, so several processes opening the same
+/// file at once apply each migration exactly once.
+pub(crate) fn apply_migrations(
+    conn: &mut Connection,
+    table: &str,
+    migrations: &[&str],
+) -> Result<(), StoreError> {
+    split_legacy_versions(conn)?;
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {table} (version INTEGER NOT NULL, applied_at INTEGER NOT NULL)"
+    ))
+    .map_err(db_err)?;
+    for (i, sql) in migrations.iter().enumerate() {
         let version = i as i64 + 1;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_err)?;
-        let current: i64 = tx
-            .query_row(
-                "SELECT COALESCE(MAX(version), 0) FROM schema_version",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(db_err)?;
+        let current = version_in(&tx, table)?;
         if current >= version {
             continue;
         }
         tx.execute_batch(sql)
-            .map_err(|e| StoreError::Database(format!("migration {version} failed: {e}")))?;
+            .map_err(|e| StoreError::database(format!("{table} migration {version} failed"), e))?;
         tx.execute(
-            "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
+            &format!("INSERT INTO {table} (version, applied_at) VALUES (?1, ?2)"),
             params![version, crate::clock::now_system()],
         )
         .map_err(db_err)?;
         tx.commit().map_err(db_err)?;
     }
     Ok(())
+}
+
+fn version_in(conn: &Connection, table: &str) -> Result<i64, StoreError> {
+    conn.query_row(
+        &format!("SELECT COALESCE(MAX(version), 0) FROM {table}"),
+        [],
+        |r| r.get(0),
+    )
+    .map_err(db_err)
+}
+
+/// The decision log's version table (its migrations are in [`crate::log`]).
+pub(crate) const LOG_VERSION_TABLE: &str = "log_schema_version";
+
+/// Before the decision log had its own migrations, one list in `schema_version` held both: versions 1 and 3 were
+/// the store's (now its 1 and 2), versions 2, 4 and 5 the log's (now its 1 to 3).
+const LEGACY_STORE_VERSIONS: [i64; 2] = [1, 3];
+const LEGACY_LOG_VERSIONS: [i64; 3] = [2, 4, 5];
+
+/// Converts a file migrated by the single list of old into the two lists of now, once: a file with a decisions
+/// table but no log version table can only come from the old list (the log's first migration makes both). A file
+/// at old version 1 has only the store's first migration, which is the same version in the new list.
+fn split_legacy_versions(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    let exists = |name: &str| -> Result<bool, StoreError> {
+        tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+            [name],
+            |r| r.get(0),
+        )
+        .map_err(db_err)
+    };
+    if !exists("decisions")? || exists(LOG_VERSION_TABLE)? || !exists(VERSION_TABLE)? {
+        return Ok(());
+    }
+    let old: Vec<(i64, i64)> = {
+        let mut stmt = tx
+            .prepare("SELECT version, applied_at FROM schema_version ORDER BY version")
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db_err)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db_err)?
+    };
+    let renumber = |legacy: &[i64]| -> Vec<(i64, i64)> {
+        legacy
+            .iter()
+            .zip(1..)
+            .filter_map(|(v, new)| old.iter().find(|(o, _)| o == v).map(|(_, at)| (new, *at)))
+            .collect()
+    };
+    let store = renumber(&LEGACY_STORE_VERSIONS);
+    let log = renumber(&LEGACY_LOG_VERSIONS);
+    tx.execute_batch(&format!(
+        "DELETE FROM {VERSION_TABLE};
+         CREATE TABLE {LOG_VERSION_TABLE} (version INTEGER NOT NULL, applied_at INTEGER NOT NULL);"
+    ))
+    .map_err(db_err)?;
+    for (table, rows) in [(VERSION_TABLE, store), (LOG_VERSION_TABLE, log)] {
+        for (version, at) in rows {
+            tx.execute(
+                &format!("INSERT INTO {table} (version, applied_at) VALUES (?1, ?2)"),
+                params![version, at],
+            )
+            .map_err(db_err)?;
+        }
+    }
+    tx.commit().map_err(db_err)
 }
 
 /// Grants, access requests and approvals in SQLite. Cheap to share behind an `Arc`; every method commits before
@@ -274,28 +292,38 @@ impl SqliteStore {
         })
     }
 
-    fn with_conn<T>(
-        &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, StoreError> {
+    /// A connection of the pool: a free one if there is one, else the round-robin pick once it is free.
+    fn conn(&self) -> Result<parking_lot::MutexGuard<'_, Connection>, StoreError> {
         let n = self.pool.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        // A free connection if there is one, else wait on the round-robin pick.
         for i in 0..n {
             if let Some(conn) = self.pool.get((start + i) % n).and_then(|m| m.try_lock()) {
-                return f(&conn).map_err(db_err);
+                return Ok(conn);
             }
         }
         let m = self
             .pool
             .get(start % n.max(1))
-            .ok_or_else(|| StoreError::Database("empty pool".into()))?;
-        let conn = m.lock();
-        f(&conn).map_err(db_err)
+            .ok_or_else(|| StoreError::database("", "the connection pool is empty"))?;
+        Ok(m.lock())
     }
 
-    /// Inserts or replaces an access request (committed when this returns).
-    pub fn put_access_request(&self, r: &AccessRequest) -> Result<(), StoreError> {
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        f(&*self.conn()?).map_err(db_err)
+    }
+}
+
+/// Whether `e` is the violation of a constraint of kind `code` (e.g. `SQLITE_CONSTRAINT_UNIQUE`).
+fn violates(e: &rusqlite::Error, code: std::ffi::c_int) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.code == ErrorCode::ConstraintViolation && f.extended_code == code)
+}
+
+impl RequestStore for SqliteStore {
+    fn put_access_request(&self, r: &AccessRequest) -> Result<(), StoreError> {
         self.with_conn(|c| {
             c.execute(
                 "INSERT INTO access_requests
@@ -328,21 +356,11 @@ impl SqliteStore {
         })
     }
 
-    /// One access request by id.
-    pub fn get_access_request(&self, id: &str) -> Result<Option<AccessRequest>, StoreError> {
-        let row = self.with_conn(|c| {
-            c.query_row(
-                &format!("SELECT {REQUEST_COLS} FROM access_requests WHERE id = ?1"),
-                [id],
-                raw_request,
-            )
-            .optional()
-        })?;
-        row.map(RawRequest::decode).transpose()
+    fn get_access_request(&self, id: &str) -> Result<Option<AccessRequest>, StoreError> {
+        request_in(&*self.conn()?, id)
     }
 
-    /// Access requests matching `filter`, newest first.
-    pub fn list_access_requests(
+    fn list_access_requests(
         &self,
         filter: &RequestFilter,
     ) -> Result<Vec<AccessRequest>, StoreError> {
@@ -367,15 +385,16 @@ impl SqliteStore {
         rows.into_iter().map(RawRequest::decode).collect()
     }
 
-    /// Moves a request from state `from` to `to` (compare-and-set, so two deciders cannot both win); returns
-    /// whether it moved.
-    pub fn transition_access_request(
+    fn transition_access_request(
         &self,
         id: &str,
         from: RequestState,
         to: RequestState,
         at: UnixTime,
     ) -> Result<bool, StoreError> {
+        if !from.may_move_to(to) {
+            return Ok(false);
+        }
         self.with_conn(|c| {
             c.execute(
                 "UPDATE access_requests SET state = ?3, decided_at = ?4 WHERE id = ?1 AND state = ?2",
@@ -385,56 +404,162 @@ impl SqliteStore {
         })
     }
 
-    /// Records an approver's verdict on a request. An approver has one verdict per request: a second one is a
-    /// [`StoreError::Conflict`]; an unknown request is [`StoreError::NotFound`].
-    pub fn add_approval(&self, a: &Approval) -> Result<(), StoreError> {
-        let res = self.with_conn(|c| {
-            c.execute(
-                "INSERT INTO approvals (request_id, approver, verdict, comment, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![a.request_id, a.approver, a.verdict.as_str(), a.comment, a.at],
-            )
-        });
-        match res {
-            Ok(_) => Ok(()),
-            Err(StoreError::Database(msg)) if msg.contains("FOREIGN KEY") => Err(
+    fn add_approval(&self, a: &Approval) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        match insert_approval(&conn, a) {
+            Ok(()) => Ok(()),
+            Err(e) if violates(&e, rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => Err(
                 StoreError::NotFound(format!("access request `{}`", a.request_id)),
             ),
-            Err(StoreError::Database(msg)) if msg.contains("UNIQUE") => {
+            Err(e)
+                if violates(&e, rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+                    || violates(&e, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE) =>
+            {
                 Err(StoreError::Conflict(format!(
                     "`{}` already gave a verdict on access request `{}`",
                     a.approver, a.request_id
                 )))
             }
-            Err(e) => Err(e),
+            Err(e) => Err(db_err(e)),
         }
     }
 
-    /// The verdicts given on a request, oldest first.
-    pub fn approvals_for(&self, request_id: &str) -> Result<Vec<Approval>, StoreError> {
-        let rows = self.with_conn(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT request_id, approver, verdict, comment, at FROM approvals WHERE request_id = ?1
-                 ORDER BY at, approver",
-            )?;
-            let rows = stmt.query_map([request_id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?))
-            })?;
-            rows.collect::<rusqlite::Result<Vec<(String, String, String, String, i64)>>>()
-        })?;
-        rows.into_iter()
-            .map(|(request_id, approver, verdict, comment, at)| {
-                let verdict = Verdict::parse(&verdict)
-                    .ok_or_else(|| corrupt("approvals", format!("unknown verdict `{verdict}`")))?;
-                Ok(Approval {
-                    request_id,
-                    approver,
-                    verdict,
-                    comment,
-                    at,
-                })
-            })
-            .collect()
+    fn approvals_for(&self, request_id: &str) -> Result<Vec<Approval>, StoreError> {
+        approvals_in(&*self.conn()?, request_id)
     }
+
+    fn record_verdict(&self, write: &VerdictWrite) -> Result<RecordedVerdict, VerdictError> {
+        let a = &write.approval;
+        let mut conn = self.conn()?;
+        // IMMEDIATE takes the write lock before the first read, so what is checked below is what is written over,
+        // whichever process writes next.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let mut request = request_in(&tx, &a.request_id)?
+            .ok_or_else(|| VerdictError::NotFound(a.request_id.clone()))?;
+        let before = approvals_in(&tx, &a.request_id)?;
+        let moved = verdict_effect(&request, &before, write)?;
+        insert_approval(&tx, a).map_err(db_err)?;
+        let approvals = approvals_in(&tx, &a.request_id)?;
+        let mut grant = None;
+        if let Some(to) = moved {
+            let n = tx
+                .execute(
+                    "UPDATE access_requests SET state = ?3, decided_at = ?4 WHERE id = ?1 AND state = ?2",
+                    params![request.id, RequestState::Pending.as_str(), to.as_str(), a.at],
+                )
+                .map_err(db_err)?;
+            if n != 1 {
+                // Cannot happen under the write lock; refuse rather than commit half a verdict.
+                return Err(VerdictError::NotPending {
+                    id: request.id,
+                    state: request.state,
+                });
+            }
+            request.state = to;
+            request.decided_at = Some(a.at);
+            if to == RequestState::Approved {
+                let g = issued_grant(&write.grant, &approvals);
+                upsert_grant(&tx, &g)?;
+                grant = Some(g);
+            }
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(RecordedVerdict {
+            request,
+            approvals,
+            grant,
+        })
+    }
+}
+
+fn upsert_grant(c: &Connection, g: &Grant) -> Result<(), StoreError> {
+    let approvers = serde_json::to_string(&g.approvers)
+        .map_err(|e| StoreError::database("cannot encode approvers", e))?;
+    c.execute(
+                "INSERT INTO grants
+                   (id, principal, role, scope, starts_at, expires_at, max_uses, uses, status, approvers, reason,
+                    break_glass, request_digest, request_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                 ON CONFLICT (id) DO UPDATE SET
+                   principal = excluded.principal, role = excluded.role, scope = excluded.scope,
+                   starts_at = excluded.starts_at, expires_at = excluded.expires_at, max_uses = excluded.max_uses,
+                   uses = excluded.uses, status = excluded.status, approvers = excluded.approvers,
+                   reason = excluded.reason, break_glass = excluded.break_glass,
+                   request_digest = excluded.request_digest, request_id = excluded.request_id",
+                params![
+                    g.id,
+                    g.principal.to_string(),
+                    g.role,
+                    g.scope.to_string(),
+                    g.starts_at,
+                    g.expires_at,
+                    g.max_uses,
+                    g.uses,
+                    g.status.as_str(),
+                    approvers,
+                    g.reason,
+                    g.break_glass,
+                    g.request_digest,
+                    g.request_id
+                ],
+            )
+            .map(|_| ())
+            .map_err(db_err)
+}
+
+fn insert_approval(c: &Connection, a: &Approval) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO approvals (request_id, approver, verdict, comment, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![a.request_id, a.approver, a.verdict.as_str(), a.comment, a.at])
+    .map(|_| ())
+}
+
+fn approvals_in(c: &Connection, request_id: &str) -> Result<Vec<Approval>, StoreError> {
+    let rows = (|| {
+        let mut stmt = c.prepare_cached(
+            "SELECT request_id, approver, verdict, comment, at FROM approvals WHERE request_id = ?1
+             ORDER BY at, approver",
+        )?;
+        let rows = stmt.query_map([request_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get(3)?,
+                r.get(4)?,
+            ))
+        })?;
+        rows.collect::<rusqlite::Result<Vec<(String, String, String, String, i64)>>>()
+    })()
+    .map_err(db_err)?;
+    rows.into_iter()
+        .map(|(request_id, approver, verdict, comment, at)| {
+            let verdict = Verdict::parse(&verdict)
+                .ok_or_else(|| corrupt("approvals", format!("unknown verdict `{verdict}`")))?;
+            Ok(Approval {
+                request_id,
+                approver,
+                verdict,
+                comment,
+                at,
+            })
+        })
+        .collect()
+}
+
+fn request_in(c: &Connection, id: &str) -> Result<Option<AccessRequest>, StoreError> {
+    let row = c
+        .query_row(
+            &format!("SELECT {REQUEST_COLS} FROM access_requests WHERE id = ?1"),
+            [id],
+            raw_request,
+        )
+        .optional()
+        .map_err(db_err)?;
+    row.map(RawRequest::decode).transpose()
 }
 
 fn corrupt(table: &'static str, reason: String) -> StoreError {
@@ -517,7 +642,7 @@ impl RawGrant {
     }
 }
 
-impl Store for SqliteStore {
+impl GrantStore for SqliteStore {
     fn load_grants(&self, now: UnixTime) -> Result<Vec<Grant>, StoreError> {
         let rows = self.with_conn(|c| {
             let mut stmt = c.prepare_cached(&format!(
@@ -530,39 +655,7 @@ impl Store for SqliteStore {
     }
 
     fn put_grant(&self, g: &Grant) -> Result<(), StoreError> {
-        let approvers =
-            serde_json::to_string(&g.approvers).map_err(|e| StoreError::Database(e.to_string()))?;
-        self.with_conn(|c| {
-            c.execute(
-                "INSERT INTO grants
-                   (id, principal, role, scope, starts_at, expires_at, max_uses, uses, status, approvers, reason,
-                    break_glass, request_digest, request_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-                 ON CONFLICT (id) DO UPDATE SET
-                   principal = excluded.principal, role = excluded.role, scope = excluded.scope,
-                   starts_at = excluded.starts_at, expires_at = excluded.expires_at, max_uses = excluded.max_uses,
-                   uses = excluded.uses, status = excluded.status, approvers = excluded.approvers,
-                   reason = excluded.reason, break_glass = excluded.break_glass,
-                   request_digest = excluded.request_digest, request_id = excluded.request_id",
-                params![
-                    g.id,
-                    g.principal.to_string(),
-                    g.role,
-                    g.scope.to_string(),
-                    g.starts_at,
-                    g.expires_at,
-                    g.max_uses,
-                    g.uses,
-                    g.status.as_str(),
-                    approvers,
-                    g.reason,
-                    g.break_glass,
-                    g.request_digest,
-                    g.request_id
-                ],
-            )
-            .map(|_| ())
-        })
+        upsert_grant(&*self.conn()?, g)
     }
 
     fn get_grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
@@ -617,84 +710,6 @@ impl Store for SqliteStore {
             None => self.get_grant(id),
         }
     }
-}
-
-/// Where an access request is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RequestState {
-    /// Waiting for approvers.
-    Pending,
-    /// Approved: a grant was (or will be) issued.
-    Approved,
-    /// Denied by an approver or a policy.
-    Denied,
-    /// Nobody decided before its pending TTL ran out.
-    Expired,
-    /// Withdrawn by its requester.
-    Cancelled,
-}
-
-impl RequestState {
-    /// The stored form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RequestState::Pending => "pending",
-            RequestState::Approved => "approved",
-            RequestState::Denied => "denied",
-            RequestState::Expired => "expired",
-            RequestState::Cancelled => "cancelled",
-        }
-    }
-
-    /// Parses the stored form.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "pending" => RequestState::Pending,
-            "approved" => RequestState::Approved,
-            "denied" => RequestState::Denied,
-            "expired" => RequestState::Expired,
-            "cancelled" => RequestState::Cancelled,
-            _ => return None,
-        })
-    }
-}
-
-/// Someone's request for a time-bound elevation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccessRequest {
-    /// Unique id.
-    pub id: String,
-    /// Who asks.
-    pub requester: EntityRef,
-    /// The role asked for.
-    pub role: String,
-    /// The resource subtree asked for.
-    pub scope: EntityRef,
-    /// How long the grant should last, in seconds.
-    pub duration_secs: i64,
-    /// Why.
-    #[serde(default)]
-    pub reason: String,
-    /// A change/incident ticket reference.
-    #[serde(default)]
-    pub ticket: Option<String>,
-    /// When the grant should start (`None`: on approval).
-    #[serde(default)]
-    pub starts_at: Option<UnixTime>,
-    /// Lifecycle state.
-    pub state: RequestState,
-    /// When it was made.
-    pub created_at: UnixTime,
-    /// When a still-pending request expires (its pending TTL).
-    pub expires_at: UnixTime,
-    /// When it left `pending`.
-    #[serde(default)]
-    pub decided_at: Option<UnixTime>,
-    /// For a held request (role `hold`): the digest of the one exact request an approval lets through.
-    #[serde(default)]
-    pub request_digest: Option<String>,
 }
 
 const REQUEST_COLS: &str = "id, requester, role, scope, duration_secs, reason, ticket, starts_at, state, created_at, \
@@ -758,63 +773,4 @@ impl RawRequest {
             request_digest: self.request_digest,
         })
     }
-}
-
-/// Which access requests to list.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestFilter {
-    /// Only this requester's.
-    pub requester: Option<EntityRef>,
-    /// Only in this state.
-    pub state: Option<RequestState>,
-    /// Only for this role.
-    pub role: Option<String>,
-    /// At most this many.
-    pub limit: Option<u32>,
-}
-
-/// An approver's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Verdict {
-    /// Approve.
-    Approve,
-    /// Deny.
-    Deny,
-}
-
-impl Verdict {
-    /// The stored form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Approve => "approve",
-            Verdict::Deny => "deny",
-        }
-    }
-
-    /// Parses the stored form.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "approve" => Some(Verdict::Approve),
-            "deny" => Some(Verdict::Deny),
-            _ => None,
-        }
-    }
-}
-
-/// One approver's verdict on one access request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Approval {
-    /// The access request.
-    pub request_id: String,
-    /// Who decided (an entity reference in its printed form, or `policy`).
-    pub approver: String,
-    /// Approve or deny.
-    pub verdict: Verdict,
-    /// Free text.
-    #[serde(default)]
-    pub comment: String,
-    /// When.
-    pub at: UnixTime,
 }

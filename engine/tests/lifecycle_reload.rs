@@ -5,9 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use jitgate_engine::access::{RequestState, Verdict};
 use jitgate_engine::lifecycle::{Lifecycle, LifecycleError, NewRequest};
-use jitgate_engine::sqlite::{RequestState, SqliteStore, Verdict};
-use jitgate_engine::store::Store;
+use jitgate_engine::sqlite::SqliteStore;
+use jitgate_engine::store::{RequestStore, Store};
 use jitgate_engine::{Authorizer, Bundle, Clock, Context, EntityRef, Principal};
 
 // 12:13 UTC, inside the quickstart's business hours.

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use jitgate_engine::log::{
-    self, Cursor, DecisionRecord, FailureKind, Filter, JsonlSink, LogError, LogOptions, LogWriter,
-    OnFull, Outcome, RecordKind, redact, verify_store,
+    self, Cursor, DecisionRecord, FailureKind, Filter, JsonlSink, LogOptions, LogWriter, OnFull,
+    Outcome, PruneError, QueryError, RecordKind, WriteError, redact, verify_store,
 };
 use rusqlite::Connection;
 use serde_json::json;
@@ -106,7 +106,7 @@ fn writer_chain_over_three_batches_verifies() {
     }
     assert!(page.records.iter().all(DecisionRecord::hash_ok));
     w.shutdown().unwrap();
-    assert!(matches!(w.append(rec(99)), Err(LogError::Closed)));
+    assert!(matches!(w.append(rec(99)), Err(WriteError::Closed)));
 }
 
 #[test]
@@ -335,7 +335,7 @@ fn prune_keeps_verify_green_and_tampering_after_it_is_caught() {
     sql(&p, "UPDATE decisions SET action = 'x' WHERE seq = 6");
     assert!(matches!(
         log::prune(&p, T0 + time::Duration::minutes(8)),
-        Err(LogError::Invalid { .. })
+        Err(PruneError::Invalid { .. })
     ));
 
     // Pruning everything still leaves a verifiable (checkpoint-only) chain. The checkpoint at 11 has the real
@@ -378,7 +378,7 @@ fn fail_closed_returns_queue_full_while_the_writer_is_stalled() {
             "queue capacity 4 + one batch of 2 in the writer's hands"
         );
     };
-    assert_eq!(err, LogError::QueueFull);
+    assert_eq!(err, WriteError::QueueFull);
     assert!(accepted >= 4);
     assert_eq!(w.stats().queue_full_rejections, 1);
     blocker.execute_batch("ROLLBACK").unwrap();
@@ -506,7 +506,7 @@ fn query_filters_and_pages() {
     assert_eq!(page.next, Some(Cursor(4)));
     assert!(matches!(
         log::query(&dir.path().join("absent.db"), &window, None, 1),
-        Err(LogError::NotFound(_))
+        Err(QueryError::NotFound(_))
     ));
 }
 
@@ -595,7 +595,7 @@ fn a_bad_time_is_refused_at_append() {
     let w = LogWriter::start(&dir.path().join("log.db"), opts()).unwrap();
     let mut r = rec(1);
     r.time = "yesterday".into();
-    assert!(matches!(w.append(r), Err(LogError::Invalid { .. })));
+    assert!(matches!(w.append(r), Err(WriteError::Invalid { .. })));
     let mut r = rec(1);
     r.time = "2026-11-23T11:00:00+01:00".into();
     w.append(r).unwrap().wait().unwrap();

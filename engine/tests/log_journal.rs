@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use jitgate_engine::log::{
-    self, DecisionRecord, Filter, LogError, LogOptions, LogWriter, Outcome, RecordKind,
+    self, DecisionRecord, Filter, LogOptions, LogWriter, Outcome, RecordKind, WriteError,
     verify_store,
 };
 use time::OffsetDateTime;
@@ -161,7 +161,7 @@ fn an_unreadable_journal_line_stops_the_start_and_changes_nothing() {
 
     let err = LogWriter::start(&db, LogOptions::default()).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, LogError::Invalid { .. }), "{err:?}");
+    assert!(matches!(err, WriteError::Invalid { .. }), "{err:?}");
     assert!(msg.contains("log.db.journal.1:2"), "{msg}");
     // Nothing committed, and the journal is kept for someone to look at.
     assert_eq!(verify_store(&db).unwrap().records, 0);
@@ -207,7 +207,7 @@ fn two_writers_cannot_journal_the_same_log() {
     let second = LogWriter::start(&db, LogOptions::default()).unwrap();
     assert!(matches!(
         second.append_journaled(rec(0), |_| {}),
-        Err(LogError::Invalid { .. })
+        Err(WriteError::Invalid { .. })
     ));
     second.append(rec(1)).unwrap().wait().unwrap();
     let a = append_all(&first, 2..4);

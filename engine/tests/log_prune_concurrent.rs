@@ -203,7 +203,7 @@ fn a_tampered_chain_spanning_several_chunks_is_refused_before_anything_is_delete
     let cutoff = OffsetDateTime::now_utc() - time::Duration::days(1);
     assert!(matches!(
         log::prune(&path, cutoff),
-        Err(log::LogError::Invalid { .. })
+        Err(log::PruneError::Invalid { .. })
     ));
     let report = verify_store(&path).unwrap();
     assert!(!report.ok);

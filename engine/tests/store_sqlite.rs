@@ -3,10 +3,9 @@
 
 use std::sync::{Arc, Barrier};
 
-use jitgate_engine::sqlite::{
-    AccessRequest, Approval, RequestFilter, RequestState, SqliteStore, Verdict,
-};
-use jitgate_engine::store::{Store, StoreError};
+use jitgate_engine::access::{AccessRequest, Approval, RequestFilter, RequestState, Verdict};
+use jitgate_engine::sqlite::SqliteStore;
+use jitgate_engine::store::{GrantStore, RequestStore, StoreError};
 use jitgate_engine::{EntityRef, Grant, GrantStatus};
 
 fn grant(id: &str, max_uses: Option<u32>) -> Grant {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use jitgate_engine::log::{
-    DecisionRecord, JsonlSink, LogError, LogOptions, LogWriter, OnFull, redact,
+    DecisionRecord, JsonlSink, LogOptions, LogWriter, OnFull, WriteError, redact,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
@@ -38,7 +38,7 @@ pub struct DecisionLog {
 
 impl DecisionLog {
     /// Opens the log file named in the config and starts its writer thread.
-    pub fn open(config: &Config) -> Result<DecisionLog, LogError> {
+    pub fn open(config: &Config) -> Result<DecisionLog, WriteError> {
         let jsonl = config.log_jsonl.as_deref().map(|s| match s {
             "stdout" | "-" => JsonlSink::Stdout,
             path => JsonlSink::File {
@@ -80,7 +80,7 @@ impl DecisionLog {
     }
 
     /// Reserves a slot: waits for room, or fails at once under `fail_closed`.
-    pub async fn reserve(&self) -> Result<Slot, LogError> {
+    pub async fn reserve(&self) -> Result<Slot, WriteError> {
         match self.on_full {
             _ if self.writer.is_none() => Ok(Slot(None)),
             OnFull::FailClosed => self
@@ -88,7 +88,7 @@ impl DecisionLog {
                 .clone()
                 .try_acquire_owned()
                 .map(|p| Slot(Some(p)))
-                .map_err(|_| LogError::QueueFull),
+                .map_err(|_| WriteError::QueueFull),
             OnFull::Wait => {
                 if let Ok(p) = self.slots.clone().try_acquire_owned() {
                     return Ok(Slot(Some(p)));
@@ -99,16 +99,16 @@ impl DecisionLog {
                     .acquire_owned()
                     .await
                     .map(|p| Slot(Some(p)))
-                    .map_err(|_| LogError::Closed)
+                    .map_err(|_| WriteError::Closed)
             }
         }
     }
 
     /// Logs a record: waits until it is committed, or only until it is in the journal (see the module docs). The
     /// slot is released when the commit finishes.
-    pub async fn commit(&self, slot: Slot, rec: DecisionRecord) -> Result<(), LogError> {
+    pub async fn commit(&self, slot: Slot, rec: DecisionRecord) -> Result<(), WriteError> {
         match self.queue(slot, rec)? {
-            Some(committed) => committed.await.map_err(|_| LogError::Closed)?,
+            Some(committed) => committed.await.map_err(|_| WriteError::Closed)?,
             None => Ok(()),
         }
     }
@@ -116,7 +116,7 @@ impl DecisionLog {
     /// Queues a record without waiting for it: for a request whose caller went away, where nobody is left to wait.
     /// The writer commits it like any other (or, journaled, it is in the journal when this returns); the slot is
     /// released after the commit.
-    pub fn commit_detached(&self, slot: Slot, rec: DecisionRecord) -> Result<(), LogError> {
+    pub fn commit_detached(&self, slot: Slot, rec: DecisionRecord) -> Result<(), WriteError> {
         self.queue(slot, rec).map(drop)
     }
 
@@ -126,7 +126,7 @@ impl DecisionLog {
         &self,
         slot: Slot,
         mut rec: DecisionRecord,
-    ) -> Result<Option<oneshot::Receiver<Result<(), LogError>>>, LogError> {
+    ) -> Result<Option<oneshot::Receiver<Result<(), WriteError>>>, WriteError> {
         if !self.redact.is_empty() {
             redact(&mut rec, &self.redact);
         }
@@ -150,7 +150,7 @@ impl DecisionLog {
     /// Appends a record that is not a data-plane request's: a lifecycle event or a refused admin call. Its slot
     /// comes from a room of its own and is waited for whatever `on_full` says: the change it records is already
     /// committed, and `fail_closed` refuses requests, never the record of something done.
-    pub async fn lifecycle(&self, rec: DecisionRecord) -> Result<(), LogError> {
+    pub async fn lifecycle(&self, rec: DecisionRecord) -> Result<(), WriteError> {
         let slot = match &self.writer {
             None => Slot(None),
             Some(_) => self
@@ -159,7 +159,7 @@ impl DecisionLog {
                 .acquire_owned()
                 .await
                 .map(|p| Slot(Some(p)))
-                .map_err(|_| LogError::Closed)?,
+                .map_err(|_| WriteError::Closed)?,
         };
         self.commit(slot, rec).await
     }

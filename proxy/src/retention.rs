@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jitgate_engine::log::{LogError, PruneReport, prune};
+use jitgate_engine::log::{PruneError, PruneReport, prune};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -114,7 +114,7 @@ async fn run(
 
 /// Prunes the records of the log at `path` older than `retain` before now (blocking). A `retain` reaching back
 /// before the representable past prunes nothing.
-pub fn prune_older_than(path: &Path, retain: Duration) -> Result<PruneReport, LogError> {
+pub fn prune_older_than(path: &Path, retain: Duration) -> Result<PruneReport, PruneError> {
     let before = time::Duration::try_from(retain)
         .ok()
         .and_then(|d| OffsetDateTime::now_utc().checked_sub(d));

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use jitgate_engine::sqlite::SqliteStore;
+use jitgate_engine::store::Store;
 use jitgate_engine::{Authorizer, Clock};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -211,6 +212,13 @@ pub async fn run(prepared: Prepared, clock: Clock) -> Result<Running, StartError
     })
 }
 
+/// Opens the configured store: the one place that picks a backend (SQLite today; every backend implements the
+/// engine's store traits and passes their conformance suite).
+fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    let store = SqliteStore::open(&config.store_path).map_err(StartError::Store)?;
+    Ok(Arc::new(store))
+}
+
 /// The shared state of a prepared proxy: opens the store and the log, loads (or generates) the local signing key,
 /// and sets up authentication and upstream pools.
 fn assemble(prepared: Prepared, clock: Clock) -> Result<Arc<Proxy>, StartError> {
@@ -221,7 +229,7 @@ fn assemble(prepared: Prepared, clock: Clock) -> Result<Arc<Proxy>, StartError> 
         shadow: shadow_bundle,
         ..
     } = prepared;
-    let store = Arc::new(SqliteStore::open(&config.store_path).map_err(StartError::Store)?);
+    let store = open_store(&config)?;
     let authorizer =
         Arc::new(Authorizer::new(bundle, store.clone(), clock).map_err(StartError::Store)?);
     let local_issuer = match &config.local_issuer {

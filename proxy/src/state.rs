@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use jitgate_engine::log::LogError;
-use jitgate_engine::sqlite::SqliteStore;
+use jitgate_engine::log::WriteError;
+use jitgate_engine::store::Store;
 use jitgate_engine::store::StoreError;
 use jitgate_engine::{Authorizer, Diagnostics};
 
@@ -45,7 +45,7 @@ pub enum StartError {
     },
     /// The decision log could not be opened.
     #[error("decision log: {0}")]
-    Log(#[source] LogError),
+    Log(#[source] WriteError),
     /// Authentication setup failed (the local issuer's key, an issuer's settings).
     #[error("authentication: {0}")]
     Auth(#[source] AuthError),
@@ -70,8 +70,8 @@ pub struct Proxy {
     pub config: Arc<Config>,
     /// The engine: active bundle, grant index, store.
     pub authorizer: Arc<Authorizer>,
-    /// The SQLite store (grants, access requests).
-    pub store: Arc<SqliteStore>,
+    /// The store (grants, access requests, approvals): SQLite by default, behind the engine's store traits.
+    pub store: Arc<dyn Store>,
     /// Bearer-token verification.
     pub auth: Authenticator,
     /// jitgate's own token issuer, if configured.

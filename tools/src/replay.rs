@@ -32,7 +32,7 @@ use anyhow::Context as _;
 use clap::Args;
 use jitgate_engine::log::{self, Cursor, DecisionRecord, Filter, Outcome, RecordKind};
 use jitgate_engine::sqlite::SqliteStore;
-use jitgate_engine::store::Store;
+use jitgate_engine::store::GrantStore;
 use jitgate_engine::{
     AuthzRequest, Bundle, Context, Effect, EntityRef, Grant, GrantStatus, Principal,
 };

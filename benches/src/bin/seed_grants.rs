@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use jitgate_engine::store::Store as _;
+use jitgate_engine::store::GrantStore as _;
 use jitgate_engine::{EntityRef, Grant, GrantStatus};
 
 const ROLES: [(&str, &str); 3] = [

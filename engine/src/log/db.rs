@@ -1,24 +1,104 @@
-//! How a [`DecisionRecord`] maps to a `decisions` row and back, the chain head, and filters as SQL.
-//! Every field is its own column (lists and context as JSON text), so verify rebuilds the exact record from the
-//! row: editing any column, indexed or not, breaks the hash.
+//! The decision log's schema (its own migrations, apart from the store's), a [`DecisionRecord`] as a `decisions`
+//! row and back (every field its own column, so editing any column breaks the hash), the chain head, filters as SQL.
 
 use std::path::Path;
+use std::time::Duration;
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use super::record::{DecisionRecord, Outcome, RecordKind, format_time};
-use super::{Filter, LogError};
-use crate::sqlite::{DEFAULT_BUSY_TIMEOUT, open_existing};
+use super::{Fault, Filter};
+use crate::sqlite::{DEFAULT_BUSY_TIMEOUT, LOG_VERSION_TABLE, apply_migrations, connect};
 
 pub(crate) const COLS: &str = "seq, id, time, kind, request_id, principal, action, resource, context, decision, \
     policies, grants_used, errors, revision, engine, latency_us, client_addr, method, path, status, break_glass, \
     redacted, prev_hash, hash";
 
+/// The decision log's schema, one entry per version, applied in order inside one transaction each (recorded in its
+/// own version table, apart from the store's). Never edit a shipped entry: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1 (2 before the log had its own list): the decision log.
+    r#"
+    CREATE TABLE decisions (
+        seq         INTEGER PRIMARY KEY,
+        id          TEXT NOT NULL,
+        time        TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        request_id  TEXT,
+        principal   TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        resource    TEXT NOT NULL,
+        context     TEXT NOT NULL,
+        decision    TEXT,
+        policies    TEXT NOT NULL,
+        grants_used TEXT NOT NULL,
+        errors      TEXT NOT NULL,
+        revision    TEXT NOT NULL,
+        engine      TEXT NOT NULL,
+        latency_us  INTEGER NOT NULL,
+        client_addr TEXT,
+        method      TEXT,
+        path        TEXT,
+        status      INTEGER,
+        break_glass INTEGER NOT NULL,
+        redacted    TEXT NOT NULL,
+        prev_hash   TEXT NOT NULL,
+        hash        TEXT NOT NULL
+    );
+    CREATE INDEX decisions_time ON decisions (time);
+    CREATE INDEX decisions_principal ON decisions (principal, seq);
+    CREATE INDEX decisions_action ON decisions (action, seq);
+    CREATE INDEX decisions_resource ON decisions (resource, seq);
+    CREATE INDEX decisions_decision ON decisions (decision, seq);
+    CREATE INDEX decisions_revision ON decisions (revision, seq);
+    CREATE INDEX decisions_request_id ON decisions (request_id);
+    CREATE INDEX decisions_kind ON decisions (kind, seq);
+    -- An index only: the chain in `decisions.grants_used` is the truth, and verify checks that they agree.
+    CREATE TABLE decision_grants (
+        grant_id TEXT NOT NULL,
+        seq      INTEGER NOT NULL
+    );
+    CREATE INDEX decision_grants_grant ON decision_grants (grant_id, seq);
+    CREATE INDEX decision_grants_seq ON decision_grants (seq);
+    -- The head of the chain, updated in the same transaction as every append, so that cutting off the newest
+    -- records (which a hash chain alone cannot see) is detected unless this row is forged too.
+    CREATE TABLE log_head (
+        id   INTEGER PRIMARY KEY CHECK (id = 1),
+        seq  INTEGER NOT NULL,
+        hash TEXT NOT NULL
+    );
+    "#,
+    // 2 (4 before): every index is written on every logged decision. Outcome, kind and revision have a handful
+    // of values each and are always queried with a time range or another column, so their indexes cost more on
+    // the hot path than they save in queries.
+    r#"
+    DROP INDEX decisions_decision;
+    DROP INDEX decisions_kind;
+    DROP INDEX decisions_revision;
+    "#,
+    // 3 (5 before): where the decision log's acknowledgement journal is committed up to (see crate::log::journal).
+    r#"
+    CREATE TABLE log_journal (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        generation INTEGER NOT NULL,
+        offset     INTEGER NOT NULL
+    );
+    "#,
+];
+
+/// Opens (creating it and its parent directories if needed) the log database at `path` with jitgate's settings
+/// and brings the log's schema up to date.
+pub(crate) fn open_write(path: &Path, busy_timeout: Duration) -> Result<Connection, Fault> {
+    let mut conn = connect(path, busy_timeout)?;
+    apply_migrations(&mut conn, LOG_VERSION_TABLE, MIGRATIONS)?;
+    Ok(conn)
+}
+
 /// Opens an existing log database for reading (never creates one). A SQLite file that is not a decision log is
 /// refused before anything is written to it: the read commands must not add jitgate's tables to whatever
 /// `--log` names.
-pub(crate) fn open_read(path: &Path) -> Result<Connection, LogError> {
+pub(crate) fn open_read(path: &Path) -> Result<Connection, Fault> {
     if path.is_file() {
         let probe = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         let is_log: bool = probe.query_row(
@@ -27,7 +107,7 @@ pub(crate) fn open_read(path: &Path) -> Result<Connection, LogError> {
             |r| r.get(0),
         )?;
         if !is_log {
-            return Err(LogError::Invalid {
+            return Err(Fault::Invalid {
                 what: "log".into(),
                 reason: format!(
                     "{} is not a jitgate decision log (it has no decisions table)",
@@ -36,18 +116,21 @@ pub(crate) fn open_read(path: &Path) -> Result<Connection, LogError> {
             });
         }
     }
-    Ok(open_existing(path, DEFAULT_BUSY_TIMEOUT)?)
+    if !path.is_file() {
+        return Err(Fault::NotFound(format!("database {}", path.display())));
+    }
+    open_write(path, DEFAULT_BUSY_TIMEOUT)
 }
 
-fn json<T: serde::Serialize>(v: &T) -> Result<String, LogError> {
-    serde_json::to_string(v).map_err(|e| LogError::Invalid {
+fn json<T: serde::Serialize>(v: &T) -> Result<String, Fault> {
+    serde_json::to_string(v).map_err(|e| Fault::Invalid {
         what: "record".into(),
         reason: e.to_string(),
     })
 }
 
 /// Inserts a sealed record (and its grant index rows) inside `tx`.
-pub(crate) fn insert(tx: &Transaction<'_>, r: &DecisionRecord) -> Result<(), LogError> {
+pub(crate) fn insert(tx: &Transaction<'_>, r: &DecisionRecord) -> Result<(), Fault> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO decisions (seq, id, time, kind, request_id, principal, action, resource, context, decision,
            policies, grants_used, errors, revision, engine, latency_us, client_addr, method, path, status,
@@ -93,7 +176,7 @@ pub(crate) fn insert(tx: &Transaction<'_>, r: &DecisionRecord) -> Result<(), Log
 }
 
 /// The head of the chain: `(seq, hash)` of the last record, `(0, GENESIS)` for an empty log.
-pub(crate) fn head(conn: &Connection) -> Result<Option<(i64, String)>, LogError> {
+pub(crate) fn head(conn: &Connection) -> Result<Option<(i64, String)>, Fault> {
     // Cached: the writer reads the head once per batch.
     Ok(conn
         .prepare_cached("SELECT seq, hash FROM log_head WHERE id = 1")?
@@ -102,7 +185,7 @@ pub(crate) fn head(conn: &Connection) -> Result<Option<(i64, String)>, LogError>
 }
 
 /// Records the new head (same transaction as the rows it points at).
-pub(crate) fn set_head(tx: &Transaction<'_>, seq: i64, hash: &str) -> Result<(), LogError> {
+pub(crate) fn set_head(tx: &Transaction<'_>, seq: i64, hash: &str) -> Result<(), Fault> {
     tx.prepare_cached(
         "INSERT INTO log_head (id, seq, hash) VALUES (1, ?1, ?2)
          ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
@@ -173,13 +256,13 @@ impl RawRecord {
         self.seq
     }
 
-    pub(crate) fn decode(self) -> Result<DecisionRecord, LogError> {
+    pub(crate) fn decode(self) -> Result<DecisionRecord, Fault> {
         let seq = self.seq;
-        let bad = |reason: String| LogError::Corrupt { seq, reason };
-        let parse = |field: &str, s: &str| -> Result<serde_json::Value, LogError> {
+        let bad = |reason: String| Fault::Corrupt { seq, reason };
+        let parse = |field: &str, s: &str| -> Result<serde_json::Value, Fault> {
             serde_json::from_str(s).map_err(|e| bad(format!("{field}: {e}")))
         };
-        let list = |field: &str, s: &str| -> Result<Vec<String>, LogError> {
+        let list = |field: &str, s: &str| -> Result<Vec<String>, Fault> {
             serde_json::from_value(parse(field, s)?).map_err(|e| bad(format!("{field}: {e}")))
         };
         let context = match parse("context", &self.context)? {
@@ -285,8 +368,8 @@ fn where_clause(filter: &Filter, after: Option<i64>) -> (String, Vec<SqlValue>) 
 pub(crate) fn for_each_matching_row(
     conn: &Connection,
     filter: &Filter,
-    mut f: impl FnMut(&Row<'_>) -> Result<(), LogError>,
-) -> Result<(), LogError> {
+    mut f: impl FnMut(&Row<'_>) -> Result<(), Fault>,
+) -> Result<(), Fault> {
     let (clause, args) = where_clause(filter, None);
     let sql = format!("SELECT {COLS} FROM decisions {clause} ORDER BY seq");
     let mut stmt = conn.prepare(&sql)?;
@@ -298,7 +381,7 @@ pub(crate) fn for_each_matching_row(
 }
 
 /// How many records match `filter`.
-pub(crate) fn count_matching(conn: &Connection, filter: &Filter) -> Result<u64, LogError> {
+pub(crate) fn count_matching(conn: &Connection, filter: &Filter) -> Result<u64, Fault> {
     let (clause, args) = where_clause(filter, None);
     let sql = format!("SELECT COUNT(*) FROM decisions {clause}");
     let n: i64 = conn.query_row(&sql, rusqlite::params_from_iter(args), |r| r.get(0))?;
@@ -311,8 +394,8 @@ pub(crate) fn for_each_matching(
     filter: &Filter,
     after: Option<i64>,
     limit: Option<i64>,
-    mut f: impl FnMut(DecisionRecord) -> Result<(), LogError>,
-) -> Result<(), LogError> {
+    mut f: impl FnMut(DecisionRecord) -> Result<(), Fault>,
+) -> Result<(), Fault> {
     let (clause, mut args) = where_clause(filter, after);
     args.push(SqlValue::Integer(limit.unwrap_or(-1)));
     let sql = format!(
@@ -325,4 +408,137 @@ pub(crate) fn for_each_matching(
         f(raw(row)?.decode()?)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use rusqlite::params;
+
+    use super::*;
+    use crate::sqlite::{
+        LOG_VERSION_TABLE, MIGRATIONS as STORE_MIGRATIONS, SqliteStore, VERSION_TABLE,
+    };
+    use crate::store::GrantStore;
+
+    fn versions(conn: &Connection, table: &str) -> Vec<i64> {
+        let mut stmt = conn
+            .prepare(&format!("SELECT version FROM {table} ORDER BY version"))
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    /// A file migrated by the single list of old (store and log interleaved, all in `schema_version`) up to
+    /// `upto`, as the code before the split made it.
+    fn legacy_file(path: &Path, upto: usize) {
+        let legacy = [
+            STORE_MIGRATIONS[0],
+            MIGRATIONS[0],
+            STORE_MIGRATIONS[1],
+            MIGRATIONS[1],
+            MIGRATIONS[2],
+        ];
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at INTEGER NOT NULL)",
+        )
+        .unwrap();
+        for (i, sql) in legacy.iter().enumerate().take(upto) {
+            conn.execute_batch(sql).unwrap();
+            conn.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
+                params![i as i64 + 1, 1000 + i as i64],
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_file_of_the_single_migration_list_opens_and_keeps_its_data() {
+        for upto in 1..=5 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("old.db");
+            legacy_file(&path, upto);
+            {
+                let conn = Connection::open(&path).unwrap();
+                conn.execute(
+                    "INSERT INTO grants (id, principal, role, scope, starts_at, expires_at, status)
+                     VALUES ('g', 'User::\"a\"', 'r', 'Service::\"s\"', 1, 2, 'active')",
+                    [],
+                )
+                .unwrap();
+            }
+            let store = SqliteStore::open(&path).unwrap();
+            assert_eq!(
+                store.schema_version().unwrap(),
+                crate::sqlite::schema_version(),
+                "upto {upto}"
+            );
+            assert!(store.get_grant("g").unwrap().is_some());
+            let log =
+                super::super::LogWriter::start(&path, super::super::LogOptions::default()).unwrap();
+            log.shutdown().unwrap();
+            let conn = Connection::open(&path).unwrap();
+            assert_eq!(versions(&conn, VERSION_TABLE), vec![1, 2], "upto {upto}");
+            assert_eq!(
+                versions(&conn, LOG_VERSION_TABLE),
+                vec![1, 2, 3],
+                "upto {upto}"
+            );
+            if upto >= 2 {
+                // The versions the old list applied keep the time they were applied.
+                let at: i64 = conn
+                    .query_row(
+                        "SELECT applied_at FROM log_schema_version WHERE version = 1",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .unwrap();
+                assert_eq!(at, 1001, "upto {upto}");
+            }
+        }
+    }
+
+    #[test]
+    fn store_and_log_migrate_apart_in_either_order() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, store_first) in [("a.db", true), ("b.db", false)] {
+            let path = dir.path().join(name);
+            let open_log = || {
+                super::super::LogWriter::start(&path, super::super::LogOptions::default())
+                    .unwrap()
+                    .shutdown()
+                    .unwrap()
+            };
+            if store_first {
+                SqliteStore::open(&path).unwrap();
+                open_log();
+            } else {
+                open_log();
+                SqliteStore::open(&path).unwrap();
+            }
+            let conn = Connection::open(&path).unwrap();
+            assert_eq!(versions(&conn, VERSION_TABLE), vec![1, 2]);
+            assert_eq!(versions(&conn, LOG_VERSION_TABLE), vec![1, 2, 3]);
+        }
+        // Each alone makes only its own tables.
+        let log_only = dir.path().join("log.db");
+        super::super::LogWriter::start(&log_only, super::super::LogOptions::default())
+            .unwrap()
+            .shutdown()
+            .unwrap();
+        let conn = Connection::open(&log_only).unwrap();
+        let grants: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'grants')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(!grants);
+    }
 }

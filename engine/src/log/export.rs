@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::record::{DecisionRecord, Outcome, RecordKind, format_time, parse_time};
 use super::verify::{FailureKind, VerifyReport};
-use super::{Filter, LogError, db};
+use super::{ExportError, Fault, Filter, db};
 
 /// Export file formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -126,7 +126,7 @@ pub fn export(
     format: Format,
     out: &mut dyn Write,
     progress: &mut dyn FnMut(u64),
-) -> Result<ExportManifest, LogError> {
+) -> Result<ExportManifest, ExportError> {
     let conn = db::open_read(path)?;
     // One read transaction: the export is a consistent snapshot even while the writer appends.
     conn.execute_batch("BEGIN")?;
@@ -172,7 +172,7 @@ pub fn export(
                     line.clear();
                     let seq = jsonl_line(row, &mut line)?;
                     buf.write_all(&line)?;
-                    let hash = row.get_ref(23)?.as_str().map_err(|e| LogError::Corrupt {
+                    let hash = row.get_ref(23)?.as_str().map_err(|e| Fault::Corrupt {
                         seq,
                         reason: format!("hash: {e}"),
                     })?;
@@ -196,7 +196,7 @@ pub fn export(
             Format::Ocsf => {
                 db::for_each_matching(&conn, filter, None, None, |r| {
                     serde_json::to_writer(&mut buf, &ocsf_event(&r))
-                        .map_err(|e| LogError::Io(e.to_string()))?;
+                        .map_err(|e| Fault::io("", e))?;
                     buf.write_all(b"\n")?;
                     on_record(&mut m, &r);
                     Ok(())
@@ -204,7 +204,7 @@ pub fn export(
             }
             Format::Csv => {
                 let mut w = csv::Writer::from_writer(&mut buf);
-                let csv_err = |e: csv::Error| LogError::Io(e.to_string());
+                let csv_err = |e: csv::Error| Fault::io("", e);
                 w.write_record(CSV_HEADER).map_err(csv_err)?;
                 db::for_each_matching(&conn, filter, None, None, |r| {
                     w.write_record(csv_row(&r)).map_err(csv_err)?;
@@ -227,22 +227,22 @@ pub fn export(
 /// seq. Byte-identical to `serde_json::to_writer(&DecisionRecord)` of the decoded row: the fields are in the same
 /// order, strings go through the same escaper, and the JSON columns were written by `serde_json` from the
 /// record (context keys sorted at seal), so they are copied as stored after a syntax check. A row that would
-/// not decode is refused as [`LogError::Corrupt`], as the decoding path does.
-fn jsonl_line(row: &rusqlite::Row<'_>, out: &mut Vec<u8>) -> Result<i64, LogError> {
+/// not decode is refused as [`Fault::Corrupt`], as the decoding path does.
+fn jsonl_line(row: &rusqlite::Row<'_>, out: &mut Vec<u8>) -> Result<i64, Fault> {
     use rusqlite::types::ValueRef;
     let seq: i64 = row.get(0)?;
-    let bad = |reason: String| LogError::Corrupt { seq, reason };
-    let text = |i: usize| -> Result<&str, LogError> {
+    let bad = |reason: String| Fault::Corrupt { seq, reason };
+    let text = |i: usize| -> Result<&str, Fault> {
         row.get_ref(i)?
             .as_str()
             .map_err(|e| bad(format!("column {i}: {e}")))
     };
-    let opt_text = |i: usize| -> Result<Option<&str>, LogError> {
+    let opt_text = |i: usize| -> Result<Option<&str>, Fault> {
         row.get_ref(i)?
             .as_str_or_null()
             .map_err(|e| bad(format!("column {i}: {e}")))
     };
-    let json_col = |i: usize, field: &str, open: u8| -> Result<&str, LogError> {
+    let json_col = |i: usize, field: &str, open: u8| -> Result<&str, Fault> {
         let s = text(i)?;
         if s.as_bytes().first() != Some(&open) {
             return Err(bad(format!(
@@ -254,10 +254,10 @@ fn jsonl_line(row: &rusqlite::Row<'_>, out: &mut Vec<u8>) -> Result<i64, LogErro
             .map_err(|e| bad(format!("{field}: {e}")))?;
         Ok(s)
     };
-    fn string(out: &mut Vec<u8>, s: &str) -> Result<(), LogError> {
-        serde_json::to_writer(&mut *out, s).map_err(|e| LogError::Io(e.to_string()))
+    fn string(out: &mut Vec<u8>, s: &str) -> Result<(), Fault> {
+        serde_json::to_writer(&mut *out, s).map_err(|e| Fault::io("", e))
     }
-    fn opt_string(out: &mut Vec<u8>, s: Option<&str>) -> Result<(), LogError> {
+    fn opt_string(out: &mut Vec<u8>, s: Option<&str>) -> Result<(), Fault> {
         match s {
             Some(s) => string(out, s),
             None => {
@@ -594,17 +594,17 @@ pub fn export_to_file(
     filter: &Filter,
     format: Format,
     out_path: &Path,
-) -> Result<ExportManifest, LogError> {
+) -> Result<ExportManifest, ExportError> {
     check_export_target(path, out_path, true)?;
     let mut file = File::create(out_path)
-        .map_err(|e| LogError::Io(format!("cannot create {}: {e}", out_path.display())))?;
+        .map_err(|e| Fault::io(format!("cannot create {}", out_path.display()), e))?;
     let manifest = export(path, filter, format, &mut file, &mut |_| {})?;
     file.sync_all()?;
     let mpath = manifest_path(out_path);
-    let mut text = serde_json::to_vec_pretty(&manifest).map_err(|e| LogError::Io(e.to_string()))?;
+    let mut text = serde_json::to_vec_pretty(&manifest).map_err(|e| Fault::io("", e))?;
     text.push(b'\n');
     let mut mf = File::create(&mpath)
-        .map_err(|e| LogError::Io(format!("cannot create {}: {e}", mpath.display())))?;
+        .map_err(|e| Fault::io(format!("cannot create {}", mpath.display()), e))?;
     mf.write_all(&text)?;
     mf.sync_all()?;
     Ok(manifest)
@@ -613,7 +613,7 @@ pub fn export_to_file(
 /// Refuses an export target that would destroy what it exports or something else: the log file itself or one of
 /// its SQLite side files (`-wal`, `-shm`, `-journal`), for the export or its manifest; and, unless `overwrite`, a
 /// file that exists.
-pub fn check_export_target(log: &Path, out: &Path, overwrite: bool) -> Result<(), LogError> {
+pub fn check_export_target(log: &Path, out: &Path, overwrite: bool) -> Result<(), ExportError> {
     let canonical = |p: &Path| -> Option<std::path::PathBuf> {
         let parent = p
             .parent()
@@ -632,7 +632,7 @@ pub fn check_export_target(log: &Path, out: &Path, overwrite: bool) -> Result<()
     let protected = [log.clone(), side("-wal"), side("-shm"), side("-journal")];
     for target in [out.to_path_buf(), manifest_path(out)] {
         if canonical(&target).is_some_and(|t| protected.contains(&t)) {
-            return Err(LogError::Invalid {
+            return Err(ExportError::Invalid {
                 what: "export".into(),
                 reason: format!(
                     "{} is the decision log {} (or one of its files): an export never writes over its source",
@@ -645,7 +645,7 @@ pub fn check_export_target(log: &Path, out: &Path, overwrite: bool) -> Result<()
     if !overwrite {
         for target in [out.to_path_buf(), manifest_path(out)] {
             if target.exists() {
-                return Err(LogError::Invalid {
+                return Err(ExportError::Invalid {
                     what: "export".into(),
                     reason: format!("{} exists (pass --force to replace it)", target.display()),
                 });
@@ -658,9 +658,9 @@ pub fn check_export_target(log: &Path, out: &Path, overwrite: bool) -> Result<()
 /// Checks an export file against its manifest: the SHA-256 and size of its bytes and, for JSON Lines, every
 /// record's hash, the links between records with consecutive seqs, the count and the first/last records. A
 /// record-level problem is reported in preference to the digest, since it names the record.
-pub fn verify_export(file: &Path, manifest: &ExportManifest) -> Result<VerifyReport, LogError> {
-    let f = File::open(file)
-        .map_err(|e| LogError::Io(format!("cannot open {}: {e}", file.display())))?;
+pub fn verify_export(file: &Path, manifest: &ExportManifest) -> Result<VerifyReport, ExportError> {
+    let f =
+        File::open(file).map_err(|e| Fault::io(format!("cannot open {}", file.display()), e))?;
     let mut reader = BufReader::with_capacity(1 << 16, f);
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::LogError;
+use super::Fault;
 use super::record::DecisionRecord;
 
 /// A journal file is rotated once it would grow past this (the default of `LogOptions::journal_rotate_bytes`).
@@ -52,9 +52,9 @@ fn lock_name(log: &Path) -> PathBuf {
 }
 
 /// The journal files next to `log`, oldest generation first.
-pub(crate) fn files(log: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
+pub(crate) fn files(log: &Path) -> Result<Vec<(u64, PathBuf)>, Fault> {
     let Some(name) = log.file_name().and_then(|n| n.to_str()) else {
-        return Err(LogError::Invalid {
+        return Err(Fault::Invalid {
             what: format!("log path {}", log.display()),
             reason: "needs a UTF-8 file name".into(),
         });
@@ -67,7 +67,7 @@ pub(crate) fn files(log: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(LogError::Io(format!("cannot list {}: {e}", dir.display()))),
+        Err(e) => return Err(Fault::io(format!("cannot list {}", dir.display()), e)),
     };
     let mut out = Vec::new();
     for entry in entries {
@@ -87,7 +87,7 @@ pub(crate) fn files(log: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
 }
 
 /// The stored position: everything before it is committed.
-pub(crate) fn stored_pos(conn: &Connection) -> Result<Option<JournalPos>, LogError> {
+pub(crate) fn stored_pos(conn: &Connection) -> Result<Option<JournalPos>, Fault> {
     Ok(conn
         .prepare_cached("SELECT generation, offset FROM log_journal WHERE id = 1")?
         .query_row([], |r| {
@@ -100,7 +100,7 @@ pub(crate) fn stored_pos(conn: &Connection) -> Result<Option<JournalPos>, LogErr
 }
 
 /// Stores `pos` (same transaction as the batch it ends).
-pub(crate) fn store_pos(tx: &rusqlite::Transaction<'_>, pos: JournalPos) -> Result<(), LogError> {
+pub(crate) fn store_pos(tx: &rusqlite::Transaction<'_>, pos: JournalPos) -> Result<(), Fault> {
     let generation = i64::try_from(pos.generation).unwrap_or(i64::MAX);
     let end = i64::try_from(pos.end).unwrap_or(i64::MAX);
     tx.prepare_cached(
@@ -133,7 +133,7 @@ pub(crate) struct Recovered {
 /// Commits every journaled record the store does not have yet (see the module docs), then removes the journal
 /// files. A complete line that does not parse fails the start, naming the file and the line: the writer will not
 /// run on a journal it cannot read (nothing acknowledged may be lost silently).
-pub(crate) fn recover(conn: &mut Connection, log: &Path) -> Result<Recovered, LogError> {
+pub(crate) fn recover(conn: &mut Connection, log: &Path) -> Result<Recovered, Fault> {
     let found = files(log)?;
     let stored = stored_pos(conn)?;
     let mut out = Recovered {
@@ -147,7 +147,7 @@ pub(crate) fn recover(conn: &mut Connection, log: &Path) -> Result<Recovered, Lo
             continue;
         };
         let file = File::open(path)
-            .map_err(|e| LogError::Io(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| Fault::io(format!("cannot open {}", path.display()), e))?;
         let mut reader = BufReader::new(file);
         let mut offset = 0u64;
         let mut line_no = 0usize;
@@ -193,7 +193,7 @@ pub(crate) fn recover(conn: &mut Connection, log: &Path) -> Result<Recovered, Lo
     }
     for (_, path) in &found {
         std::fs::remove_file(path)
-            .map_err(|e| LogError::Io(format!("cannot remove {}: {e}", path.display())))?;
+            .map_err(|e| Fault::io(format!("cannot remove {}", path.display()), e))?;
     }
     if out.records > 0 {
         tracing::warn!(
@@ -206,7 +206,7 @@ pub(crate) fn recover(conn: &mut Connection, log: &Path) -> Result<Recovered, Lo
 
 /// How many complete journal lines the store does not have yet: records that were acknowledged and will be
 /// committed (by the running writer, or at the next start).
-pub(crate) fn pending(conn: &Connection, log: &Path) -> Result<u64, LogError> {
+pub(crate) fn pending(conn: &Connection, log: &Path) -> Result<u64, Fault> {
     let found = files(log)?;
     if found.is_empty() {
         return Ok(0);
@@ -221,7 +221,7 @@ pub(crate) fn pending(conn: &Connection, log: &Path) -> Result<u64, LogError> {
             Ok(b) => b,
             // Removed by the writer meanwhile: committed.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(LogError::Io(format!("cannot read {}: {e}", path.display()))),
+            Err(e) => return Err(Fault::io(format!("cannot read {}", path.display()), e)),
         };
         let from = usize::try_from(skip_to)
             .unwrap_or(usize::MAX)
@@ -231,8 +231,8 @@ pub(crate) fn pending(conn: &Connection, log: &Path) -> Result<u64, LogError> {
     Ok(n)
 }
 
-fn bad_line(path: &Path, line: usize, reason: &str) -> LogError {
-    LogError::Invalid {
+fn bad_line(path: &Path, line: usize, reason: &str) -> Fault {
+    Fault::Invalid {
         what: format!("journal {}:{line}", path.display()),
         reason: reason.to_string(),
     }
@@ -241,7 +241,7 @@ fn bad_line(path: &Path, line: usize, reason: &str) -> LogError {
 fn commit(
     conn: &mut Connection,
     batch: &mut Vec<(DecisionRecord, JournalPos)>,
-) -> Result<u64, LogError> {
+) -> Result<u64, Fault> {
     let Some(last) = batch.last().map(|(_, p)| *p) else {
         return Ok(0);
     };
@@ -272,7 +272,7 @@ impl Journal {
         generation: u64,
         rotate_bytes: u64,
         lock: File,
-    ) -> Result<Journal, LogError> {
+    ) -> Result<Journal, Fault> {
         let file = open_append(&file_name(log, generation))?;
         Ok(Journal {
             log: log.to_path_buf(),
@@ -287,10 +287,11 @@ impl Journal {
 
     /// Appends one line (which must end in `\n`) and returns where it ends. A failed write is cut back off, so
     /// the file never holds a partial line followed by more records.
-    pub(crate) fn append(&mut self, line: &[u8]) -> Result<JournalPos, LogError> {
+    pub(crate) fn append(&mut self, line: &[u8]) -> Result<JournalPos, Fault> {
         if self.broken {
-            return Err(LogError::Io(
-                "the decision log journal is unusable after a failed write".into(),
+            return Err(Fault::io(
+                "",
+                "the decision log journal is unusable after a failed write",
             ));
         }
         if self.len > 0 && self.len + line.len() as u64 > self.rotate_bytes {
@@ -301,7 +302,7 @@ impl Journal {
         }
         if let Err(e) = self.file.write_all(line) {
             self.undo(self.len);
-            return Err(LogError::Io(format!("cannot write the journal: {e}")));
+            return Err(Fault::io("cannot write the journal", e));
         }
         self.len += line.len() as u64;
         Ok(JournalPos {
@@ -328,41 +329,41 @@ impl Journal {
     }
 }
 
-fn open_append(path: &Path) -> Result<File, LogError> {
+fn open_append(path: &Path) -> Result<File, Fault> {
     OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|e| LogError::Io(format!("cannot open {}: {e}", path.display())))
+        .map_err(|e| Fault::io(format!("cannot open {}", path.display()), e))
 }
 
 /// Takes the journal lock of `log`: `Ok(None)` when another writer holds it (that writer owns the journal: do not
 /// recover it, do not journal).
-pub(crate) fn lock(log: &Path) -> Result<Option<File>, LogError> {
+pub(crate) fn lock(log: &Path) -> Result<Option<File>, Fault> {
     let lock_path = lock_name(log);
     let lock = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| LogError::Io(format!("cannot open {}: {e}", lock_path.display())))?;
+        .map_err(|e| Fault::io(format!("cannot open {}", lock_path.display()), e))?;
     // flock: released when the file closes, so a killed writer never leaves a stale lock behind.
     match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(Some(lock)),
         Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
-        Err(e) => Err(LogError::Io(format!(
-            "cannot lock {}: {e}",
-            lock_path.display()
-        ))),
+        Err(e) => Err(Fault::io(format!("cannot lock {}", lock_path.display()), e)),
     }
 }
 
 /// The error for a journal whose lock another writer holds.
-pub(crate) fn locked(log: &Path) -> LogError {
-    LogError::Io(format!(
-        "{} is locked: another writer is journaling this decision log",
-        lock_name(log).display()
-    ))
+pub(crate) fn locked(log: &Path) -> Fault {
+    Fault::io(
+        "",
+        format!(
+            "{} is locked: another writer is journaling this decision log",
+            lock_name(log).display()
+        ),
+    )
 }
 
 /// Removes the journal files older than `generation` (every record in them is committed).

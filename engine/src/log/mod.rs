@@ -10,6 +10,7 @@
 //! hashes to keep elsewhere.
 
 mod db;
+mod error;
 mod export;
 mod journal;
 mod prune;
@@ -19,6 +20,8 @@ mod writer;
 
 use time::OffsetDateTime;
 
+pub(crate) use error::Fault;
+pub use error::{Cause, ExportError, PruneError, QueryError, VerifyError, WriteError};
 pub use export::{
     ExportManifest, Format, OCSF_VERSION, check_export_target, export, export_to_file,
     manifest_path, ocsf_event, verify_export,
@@ -29,64 +32,6 @@ pub use record::{
 };
 pub use verify::{Failure, FailureKind, VerifyReport, verify_store};
 pub use writer::{JsonlSink, LogOptions, LogStats, LogWriter, OnFull, Ticket};
-
-/// Why a log operation failed. Clone, because one failed batch answers every record that was in it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum LogError {
-    /// The database reported an error.
-    #[error("decision log: database: {0}")]
-    Database(String),
-    /// Reading or writing a file failed.
-    #[error("decision log: {0}")]
-    Io(String),
-    /// The queue was full and the writer is configured to fail closed.
-    #[error("decision log: queue full")]
-    QueueFull,
-    /// The writer has shut down (or its thread died); the record was not logged.
-    #[error("decision log: writer is closed")]
-    Closed,
-    /// A record, filter or manifest is not valid.
-    #[error("decision log: invalid {what}: {reason}")]
-    Invalid {
-        /// What was invalid (a field, a record, a file).
-        what: String,
-        /// Why.
-        reason: String,
-    },
-    /// A stored row could not be decoded.
-    #[error("decision log: corrupt row at seq {seq}: {reason}")]
-    Corrupt {
-        /// The row's seq.
-        seq: i64,
-        /// What was wrong.
-        reason: String,
-    },
-    /// The database file does not exist.
-    #[error("decision log: {0} not found")]
-    NotFound(String),
-}
-
-impl From<rusqlite::Error> for LogError {
-    fn from(e: rusqlite::Error) -> Self {
-        LogError::Database(e.to_string())
-    }
-}
-
-impl From<crate::store::StoreError> for LogError {
-    fn from(e: crate::store::StoreError) -> Self {
-        match e {
-            crate::store::StoreError::NotFound(what) => LogError::NotFound(what),
-            other => LogError::Database(other.to_string()),
-        }
-    }
-}
-
-impl From<std::io::Error> for LogError {
-    fn from(e: std::io::Error) -> Self {
-        LogError::Io(e.to_string())
-    }
-}
 
 /// Which records to query or export. Every set field must match; `since` is inclusive, `until` exclusive.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -143,7 +88,7 @@ pub fn query(
     filter: &Filter,
     page: Option<Cursor>,
     limit: u32,
-) -> Result<Page, LogError> {
+) -> Result<Page, QueryError> {
     let conn = db::open_read(path)?;
     let limit = limit.max(1);
     let mut records = Vec::new();
@@ -170,20 +115,20 @@ pub fn query(
 /// How many acknowledged records wait in the log's journal (`[log] acknowledge = "journal"`) and are not in the
 /// store yet: a running writer commits them within milliseconds, the next start after a crash commits them all.
 /// [`verify_store`] checks the store only; these are not part of its chain until they are committed.
-pub fn journal_pending(path: &std::path::Path) -> Result<u64, LogError> {
+pub fn journal_pending(path: &std::path::Path) -> Result<u64, QueryError> {
     let conn = db::open_read(path)?;
-    journal::pending(&conn, path)
+    Ok(journal::pending(&conn, path)?)
 }
 
 /// How many records match `filter` now (for an export's progress bar: the export itself reads a snapshot that
 /// also holds whatever is committed between the two calls).
-pub fn count(path: &std::path::Path, filter: &Filter) -> Result<u64, LogError> {
+pub fn count(path: &std::path::Path, filter: &Filter) -> Result<u64, QueryError> {
     let conn = db::open_read(path)?;
-    db::count_matching(&conn, filter)
+    Ok(db::count_matching(&conn, filter)?)
 }
 
 /// The newest `n` records, oldest first (for `jitgate decisions tail`).
-pub fn tail(path: &std::path::Path, n: u32) -> Result<Vec<DecisionRecord>, LogError> {
+pub fn tail(path: &std::path::Path, n: u32) -> Result<Vec<DecisionRecord>, QueryError> {
     let conn = db::open_read(path)?;
     let Some((last, _)) = db::head(&conn)? else {
         return Ok(Vec::new());

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::record::{DecisionRecord, GENESIS_HASH, RecordKind, format_time};
-use super::{LogError, db, verify};
+use super::{Fault, PruneError, db, verify};
 
 /// What prune did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,7 +68,7 @@ const YIELD_POLL: Duration = Duration::from_millis(2);
 /// does not verify; a problem first seen in a later chunk (the file changed meanwhile) stops it after the chunks
 /// already committed, each of which left a verifying chain. Records appended while it runs (its own checkpoints
 /// included) are never pruned by the same call.
-pub fn prune(path: &Path, before: OffsetDateTime) -> Result<PruneReport, LogError> {
+pub fn prune(path: &Path, before: OffsetDateTime) -> Result<PruneReport, PruneError> {
     let mut conn = db::open_read(path)?;
     let cutoff = format_time(before);
     let mut out = PruneReport {
@@ -82,7 +82,7 @@ pub fn prune(path: &Path, before: OffsetDateTime) -> Result<PruneReport, LogErro
         let tx = conn.transaction()?;
         let report = verify::verify_conn(&tx)?;
         if let Some(f) = report.failure {
-            return Err(refuse(f.to_string()));
+            return Err(refuse(f.to_string()).into());
         }
         tx.commit()?;
         match (report.last_seq, report.last_hash) {
@@ -101,14 +101,16 @@ pub fn prune(path: &Path, before: OffsetDateTime) -> Result<PruneReport, LogErro
         if head_seq < verified_seq {
             return Err(refuse(format!(
                 "the chain head went back from seq {verified_seq} to seq {head_seq}"
-            )));
+            ))
+            .into());
         }
         // Appended since the last check: must continue the verified chain up to the stored head.
         let last = check_segment(&tx, verified_seq + 1, head_seq, &verified_hash)?;
         if last != head_hash {
             return Err(refuse(format!(
                 "seq {head_seq}: the stored head does not match the last record"
-            )));
+            ))
+            .into());
         }
         verified_seq = head_seq;
         verified_hash = head_hash;
@@ -119,7 +121,8 @@ pub fn prune(path: &Path, before: OffsetDateTime) -> Result<PruneReport, LogErro
         if min_seq != Some(start) {
             return Err(refuse(format!(
                 "the chain should start at seq {start} but its first record is {min_seq:?}"
-            )));
+            ))
+            .into());
         }
         let first_kept = match target {
             Some(t) => t,
@@ -182,7 +185,7 @@ pub fn prune(path: &Path, before: OffsetDateTime) -> Result<PruneReport, LogErro
 /// Pauses between chunks: until a writer has committed after this prune's checkpoint `own_seq` (the chain head
 /// moved on), or at most one busy-handler sleep after a chunk that held the lock for `held`, plus slack. Without a
 /// live writer the whole pause is spent; with one, prune goes on as soon as the writer has had its turn.
-fn yield_to_writers(conn: &Connection, own_seq: i64, held: Duration) -> Result<(), LogError> {
+fn yield_to_writers(conn: &Connection, own_seq: i64, held: Duration) -> Result<(), Fault> {
     let until = Instant::now() + held.clamp(MIN_YIELD, MAX_YIELD) + YIELD_SLACK;
     while Instant::now() < until {
         std::thread::sleep(YIELD_POLL);
@@ -193,8 +196,8 @@ fn yield_to_writers(conn: &Connection, own_seq: i64, held: Duration) -> Result<(
     Ok(())
 }
 
-fn refuse(reason: String) -> LogError {
-    LogError::Invalid {
+fn refuse(reason: String) -> Fault {
+    Fault::Invalid {
         what: "chain".into(),
         reason: format!("refusing to prune: {reason}"),
     }
@@ -203,7 +206,7 @@ fn refuse(reason: String) -> LogError {
 /// Checks the records `from..=to` inside the open transaction: all present, each linked to the one before it
 /// (the first to `prev`) and matching its own hash (the same walk as [`verify::verify_store`]). Returns the last
 /// one's hash (`prev` for an empty range).
-fn check_segment(conn: &Connection, from: i64, to: i64, prev: &str) -> Result<String, LogError> {
+fn check_segment(conn: &Connection, from: i64, to: i64, prev: &str) -> Result<String, Fault> {
     let report = verify::walk(conn, from, to, from, prev, verify::VerifyReport::empty())?;
     if let Some(f) = report.failure {
         return Err(refuse(f.to_string()));
@@ -216,8 +219,8 @@ fn check_segment(conn: &Connection, from: i64, to: i64, prev: &str) -> Result<St
 }
 
 /// `(first kept seq, hash it must link to)` named by a checkpoint record.
-pub(crate) fn checkpoint_anchor(cp: &DecisionRecord) -> Result<(i64, String), LogError> {
-    let bad = |reason: &str| LogError::Corrupt {
+pub(crate) fn checkpoint_anchor(cp: &DecisionRecord) -> Result<(i64, String), Fault> {
+    let bad = |reason: &str| Fault::Corrupt {
         seq: cp.seq,
         reason: format!("checkpoint: {reason}"),
     };

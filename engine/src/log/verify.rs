@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::db;
 use super::record::{DecisionRecord, GENESIS_HASH};
-use super::{LogError, prune};
+use super::{Fault, VerifyError, prune};
 
 /// What was wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,7 +93,7 @@ impl VerifyReport {
 }
 
 /// Where the kept chain must start: the newest checkpoint names it; without one, the genesis.
-pub(crate) fn anchor(conn: &Connection) -> Result<(i64, String, Option<i64>), LogError> {
+pub(crate) fn anchor(conn: &Connection) -> Result<(i64, String, Option<i64>), Fault> {
     let cp = conn
         .query_row(
             &format!(
@@ -125,7 +125,7 @@ pub(crate) fn walk(
     mut expect_seq: i64,
     expect_prev: &str,
     mut report: VerifyReport,
-) -> Result<VerifyReport, LogError> {
+) -> Result<VerifyReport, Fault> {
     let mut expect_prev = expect_prev.to_string();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {} FROM decisions WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq",
@@ -190,20 +190,20 @@ pub(crate) fn walk(
 /// ([`FailureKind::BrokenLink`] or `HashMismatch`, since `seq` is hashed), a cut-off tail
 /// ([`FailureKind::Truncated`]). After a prune, the newest checkpoint says where the chain starts and which hash
 /// precedes it.
-pub fn verify_store(path: &Path) -> Result<VerifyReport, LogError> {
+pub fn verify_store(path: &Path) -> Result<VerifyReport, VerifyError> {
     let conn = db::open_read(path)?;
     // One read transaction: a writer appending meanwhile cannot make the head and the rows disagree.
     conn.execute_batch("BEGIN")?;
     let report = verify_conn(&conn);
     let _ = conn.execute_batch("COMMIT");
-    report
+    Ok(report?)
 }
 
-pub(crate) fn verify_conn(conn: &Connection) -> Result<VerifyReport, LogError> {
+pub(crate) fn verify_conn(conn: &Connection) -> Result<VerifyReport, Fault> {
     let mut report = VerifyReport::empty();
     let (expect_seq, expect_prev, checkpoint) = match anchor(conn) {
         Ok(a) => a,
-        Err(LogError::Corrupt { seq, reason }) => {
+        Err(Fault::Corrupt { seq, reason }) => {
             return Ok(report.fail(
                 Some(seq),
                 FailureKind::Corrupt,

@@ -13,11 +13,11 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use parking_lot::Mutex;
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::LogError;
 use super::db;
 use super::journal::{self, Journal, JournalPos};
 use super::record::{DecisionRecord, GENESIS_HASH, format_time, parse_time};
-use crate::sqlite::{DEFAULT_BUSY_TIMEOUT, open_connection};
+use super::{Fault, WriteError};
+use crate::sqlite::{DEFAULT_BUSY_TIMEOUT, connect};
 
 /// What `append` does when the queue is full. Either way it is counted in [`LogStats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -26,7 +26,7 @@ pub enum OnFull {
     /// Block the caller until there is room.
     #[default]
     Wait,
-    /// Return [`LogError::QueueFull`] at once (the caller then denies the request).
+    /// Return [`WriteError::QueueFull`] at once (the caller then denies the request).
     FailClosed,
 }
 
@@ -121,15 +121,15 @@ struct Counters {
     recovered: AtomicU64,
 }
 
-type Callback = Box<dyn FnOnce(Result<(), LogError>) + Send + 'static>;
+type Callback = Box<dyn FnOnce(Result<(), WriteError>) + Send + 'static>;
 
 enum Notify {
-    Ticket(Sender<Result<(), LogError>>),
+    Ticket(Sender<Result<(), WriteError>>),
     Callback(Callback),
 }
 
 impl Notify {
-    fn send(self, res: Result<(), LogError>) {
+    fn send(self, res: Result<(), WriteError>) {
         match self {
             // The caller may have dropped its ticket; nothing to tell then.
             Notify::Ticket(tx) => {
@@ -151,13 +151,13 @@ enum Msg {
 #[derive(Debug)]
 #[must_use = "dropping a ticket is fine, but then nobody learns whether the record was committed"]
 pub struct Ticket {
-    rx: Receiver<Result<(), LogError>>,
+    rx: Receiver<Result<(), WriteError>>,
 }
 
 impl Ticket {
     /// Blocks until the record is committed (`Ok`) or its batch failed.
-    pub fn wait(self) -> Result<(), LogError> {
-        self.rx.recv().unwrap_or(Err(LogError::Closed))
+    pub fn wait(self) -> Result<(), WriteError> {
+        self.rx.recv().unwrap_or(Err(WriteError::Closed))
     }
 }
 
@@ -187,8 +187,8 @@ impl std::fmt::Debug for LogWriter {
 impl LogWriter {
     /// Opens (creating and migrating if needed) the log database at `path` and starts the writer thread. The
     /// chain continues from the last stored record.
-    pub fn start(path: &Path, opts: LogOptions) -> Result<LogWriter, LogError> {
-        let mut conn = open_connection(path, opts.busy_timeout)?;
+    pub fn start(path: &Path, opts: LogOptions) -> Result<LogWriter, WriteError> {
+        let mut conn = db::open_write(path, opts.busy_timeout)?;
         // Fail at start, not at the first append, if the existing chain head is unreadable.
         db::head(&conn)?;
         // Records acknowledged from a journal before the last stop are committed before anything new.
@@ -205,7 +205,7 @@ impl LogWriter {
         };
         let journal = match (opts.journal, lock) {
             (false, _) => None,
-            (true, None) => return Err(journal::locked(path)),
+            (true, None) => return Err(journal::locked(path).into()),
             (true, Some(lock)) => Some(Journal::open(
                 path,
                 recovered.next_generation,
@@ -242,7 +242,7 @@ impl LogWriter {
         let thread = std::thread::Builder::new()
             .name("jitgate-decision-log".into())
             .spawn(move || worker.run())
-            .map_err(|e| LogError::Io(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| Fault::io("cannot start the writer thread", e))?;
         Ok(LogWriter {
             tx,
             on_full: opts.on_full,
@@ -256,7 +256,7 @@ impl LogWriter {
     }
 
     /// Queues `rec`; the returned ticket resolves when it is committed.
-    pub fn append(&self, rec: DecisionRecord) -> Result<Ticket, LogError> {
+    pub fn append(&self, rec: DecisionRecord) -> Result<Ticket, WriteError> {
         let rec = normalize(rec)?;
         let (tx, rx) = bounded(1);
         self.enqueue(Msg::Record(Box::new(rec), Notify::Ticket(tx), None))?;
@@ -268,8 +268,8 @@ impl LogWriter {
     pub fn append_with(
         &self,
         rec: DecisionRecord,
-        done: impl FnOnce(Result<(), LogError>) + Send + 'static,
-    ) -> Result<(), LogError> {
+        done: impl FnOnce(Result<(), WriteError>) + Send + 'static,
+    ) -> Result<(), WriteError> {
         let rec = normalize(rec)?;
         self.enqueue(Msg::Record(
             Box::new(rec),
@@ -286,23 +286,23 @@ impl LogWriter {
     pub fn append_journaled(
         &self,
         rec: DecisionRecord,
-        done: impl FnOnce(Result<(), LogError>) + Send + 'static,
-    ) -> Result<(), LogError> {
+        done: impl FnOnce(Result<(), WriteError>) + Send + 'static,
+    ) -> Result<(), WriteError> {
         if !self.journaling {
-            return Err(LogError::Invalid {
+            return Err(WriteError::Invalid {
                 what: "append".into(),
                 reason: "this writer was started without a journal (LogOptions::journal)".into(),
             });
         }
         let rec = normalize(rec)?;
-        let mut line = serde_json::to_vec(&rec).map_err(|e| LogError::Invalid {
+        let mut line = serde_json::to_vec(&rec).map_err(|e| Fault::Invalid {
             what: format!("record {}", rec.id),
             reason: e.to_string(),
         })?;
         line.push(b'\n');
         let mut guard = self.journal.lock();
         let Some(j) = guard.as_mut() else {
-            return Err(LogError::Closed);
+            return Err(WriteError::Closed);
         };
         let pos = j.append(&line)?;
         let queued = self.enqueue(Msg::Record(
@@ -317,22 +317,22 @@ impl LogWriter {
         queued
     }
 
-    fn enqueue(&self, msg: Msg) -> Result<(), LogError> {
+    fn enqueue(&self, msg: Msg) -> Result<(), WriteError> {
         match self.tx.try_send(msg) {
             Ok(()) => {}
-            Err(TrySendError::Disconnected(_)) => return Err(LogError::Closed),
+            Err(TrySendError::Disconnected(_)) => return Err(WriteError::Closed),
             Err(TrySendError::Full(msg)) => match self.on_full {
                 OnFull::FailClosed => {
                     self.counters
                         .queue_full_rejections
                         .fetch_add(1, Ordering::Relaxed);
-                    return Err(LogError::QueueFull);
+                    return Err(WriteError::QueueFull);
                 }
                 OnFull::Wait => {
                     self.counters
                         .queue_full_waits
                         .fetch_add(1, Ordering::Relaxed);
-                    self.tx.send(msg).map_err(|_| LogError::Closed)?;
+                    self.tx.send(msg).map_err(|_| WriteError::Closed)?;
                 }
             },
         }
@@ -341,10 +341,12 @@ impl LogWriter {
     }
 
     /// Waits until every record queued before this call is committed (or failed).
-    pub fn flush(&self) -> Result<(), LogError> {
+    pub fn flush(&self) -> Result<(), WriteError> {
         let (tx, rx) = bounded(1);
-        self.tx.send(Msg::Flush(tx)).map_err(|_| LogError::Closed)?;
-        rx.recv().map_err(|_| LogError::Closed)
+        self.tx
+            .send(Msg::Flush(tx))
+            .map_err(|_| WriteError::Closed)?;
+        rx.recv().map_err(|_| WriteError::Closed)
     }
 
     /// Whether the writer thread is still there to commit records: not after [`LogWriter::shutdown`], nor once the
@@ -356,8 +358,8 @@ impl LogWriter {
             .is_some_and(|thread| !thread.is_finished())
     }
 
-    /// Commits what is queued and stops the thread. Appends after this return [`LogError::Closed`].
-    pub fn shutdown(&self) -> Result<(), LogError> {
+    /// Commits what is queued and stops the thread. Appends after this return [`WriteError::Closed`].
+    pub fn shutdown(&self) -> Result<(), WriteError> {
         let Some(handle) = self.thread.lock().take() else {
             return Ok(());
         };
@@ -367,12 +369,12 @@ impl LogWriter {
         let _ = self.tx.send(Msg::Shutdown);
         let joined = handle
             .join()
-            .map_err(|_| LogError::Io("the writer thread panicked".into()));
+            .map_err(|_| Fault::io("", "the writer thread panicked"));
         if let Some(checkpointer) = self.checkpointer.lock().take() {
             checkpointer.stop();
         }
         self.journal.lock().take();
-        joined
+        Ok(joined?)
     }
 
     /// The counters.
@@ -402,8 +404,8 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
-    fn start(path: &Path, busy_timeout: Duration) -> Result<Checkpointer, LogError> {
-        let conn = open_connection(path, busy_timeout)?;
+    fn start(path: &Path, busy_timeout: Duration) -> Result<Checkpointer, Fault> {
+        let conn = connect(path, busy_timeout)?;
         let (stop, stopped) = bounded::<()>(1);
         let thread = std::thread::Builder::new()
             .name("jitgate-log-checkpoint".into())
@@ -419,7 +421,7 @@ impl Checkpointer {
                 // A last full checkpoint once the writer has stopped, so a clean stop leaves a short WAL.
                 let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
             })
-            .map_err(|e| LogError::Io(format!("cannot start the checkpoint thread: {e}")))?;
+            .map_err(|e| Fault::io("cannot start the checkpoint thread", e))?;
         Ok(Checkpointer { stop, thread })
     }
 
@@ -526,8 +528,9 @@ impl Worker {
         let n = batch.len() as u64;
         let pos = batch.iter().rev().find_map(|(_, _, p)| *p);
         let mut result = if pos.is_some() && self.journal_stuck {
-            Err(LogError::Io(
-                "an earlier journaled batch is not committed; left in the journal for the next start".into(),
+            Err(Fault::io(
+                "",
+                "an earlier journaled batch is not committed; left in the journal for the next start",
             ))
         } else {
             write_batch(&mut self.conn, batch, pos)
@@ -572,7 +575,7 @@ impl Worker {
                 self.counters.errors.fetch_add(n, Ordering::Relaxed);
                 tracing::error!(error = %e, records = n, "decision log: batch not committed");
                 for (_, notify, _) in batch.drain(..) {
-                    notify.send(Err(e.clone()));
+                    notify.send(Err(e.clone().into()));
                 }
             }
         }
@@ -581,8 +584,8 @@ impl Worker {
 
 /// Rewrites the record's time in the one stored format (text order is then time order); a bad time is refused
 /// at append, not in the middle of a batch.
-fn normalize(mut rec: DecisionRecord) -> Result<DecisionRecord, LogError> {
-    let t = parse_time(&rec.time).map_err(|reason| LogError::Invalid {
+fn normalize(mut rec: DecisionRecord) -> Result<DecisionRecord, Fault> {
+    let t = parse_time(&rec.time).map_err(|reason| Fault::Invalid {
         what: format!("record {} time", rec.id),
         reason,
     })?;
@@ -596,7 +599,7 @@ fn write_batch(
     conn: &mut Connection,
     batch: &mut [(DecisionRecord, Notify, Option<JournalPos>)],
     journal_pos: Option<JournalPos>,
-) -> Result<(), LogError> {
+) -> Result<(), Fault> {
     write_records(conn, batch.iter_mut().map(|(r, _, _)| r), journal_pos)
 }
 
@@ -606,7 +609,7 @@ pub(crate) fn write_records<'a>(
     conn: &mut Connection,
     records: impl Iterator<Item = &'a mut DecisionRecord>,
     journal_pos: Option<JournalPos>,
-) -> Result<(), LogError> {
+) -> Result<(), Fault> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (mut seq, mut prev) = db::head(&tx)?.unwrap_or((0, GENESIS_HASH.to_string()));
     for r in records {
@@ -630,7 +633,7 @@ struct SinkState {
 }
 
 impl SinkState {
-    fn open(sink: JsonlSink) -> Result<SinkState, LogError> {
+    fn open(sink: JsonlSink) -> Result<SinkState, Fault> {
         let mut s = SinkState {
             sink,
             file: None,
@@ -643,7 +646,7 @@ impl SinkState {
         Ok(s)
     }
 
-    fn open_file(&mut self, path: &Path) -> Result<(), LogError> {
+    fn open_file(&mut self, path: &Path) -> Result<(), Fault> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
@@ -651,14 +654,14 @@ impl SinkState {
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|e| LogError::Io(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| Fault::io(format!("cannot open {}", path.display()), e))?;
         self.size = f.metadata()?.len();
         self.file = Some(f);
         Ok(())
     }
 
-    fn write(&mut self, r: &DecisionRecord) -> Result<(), LogError> {
-        let mut line = serde_json::to_vec(r).map_err(|e| LogError::Io(e.to_string()))?;
+    fn write(&mut self, r: &DecisionRecord) -> Result<(), Fault> {
+        let mut line = serde_json::to_vec(r).map_err(|e| Fault::io("", e))?;
         line.push(b'\n');
         match self.sink.clone() {
             JsonlSink::Stdout => {
@@ -682,7 +685,7 @@ impl SinkState {
                 let f = self
                     .file
                     .as_mut()
-                    .ok_or_else(|| LogError::Io("sink file not open".into()))?;
+                    .ok_or_else(|| Fault::io("", "sink file not open"))?;
                 f.write_all(&line)?;
                 self.size += line.len() as u64;
                 Ok(())
@@ -692,7 +695,7 @@ impl SinkState {
 }
 
 /// `path.(keep-1)` -> `path.keep`, ..., `path` -> `path.1`; the oldest beyond `keep` is dropped.
-fn rotate(path: &Path, keep: u32) -> Result<(), LogError> {
+fn rotate(path: &Path, keep: u32) -> Result<(), Fault> {
     let numbered = |i: u32| {
         let mut p = path.as_os_str().to_owned();
         p.push(format!(".{i}"));

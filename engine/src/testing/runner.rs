@@ -17,6 +17,7 @@ use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
 use crate::rego::{RegoBackend, RegoTestResult};
 use crate::request::{AuthzRequest, Context, Principal, request_digest};
+use crate::store::{GrantStore, MemStore, StoreError};
 
 use super::suite::{CaseSpec, ContextSpec, Expect, ExpectedDecision, Suite, Target, discover};
 
@@ -326,7 +327,7 @@ impl Runner {
             hits.engine = Some(bundle.engine());
             hits.ids = bundle.backend().policy_ids().into_iter().collect();
         }
-        let mut state: Vec<Grant> = suite.grants.clone();
+        let mut state = SuiteGrants::new(&suite.grants);
         let mut cases = Vec::new();
         for (i, case) in suite.file.cases.iter().enumerate().take(last + 1) {
             let started = WallClock::now();
@@ -473,8 +474,52 @@ pub fn check(dir: &Path) -> Result<(Arc<Bundle>, Option<Report>), Diagnostics> {
     Ok((bundle, Some(report)))
 }
 
+/// The grants of one suite's run on one bundle: a store that spends uses as the proxy's does, and the order the
+/// grants were added in, which is the order a decision sees them.
+struct SuiteGrants {
+    store: MemStore,
+    order: Vec<String>,
+}
+
+impl SuiteGrants {
+    fn new(grants: &[Grant]) -> Self {
+        Self {
+            store: MemStore::with_grants(grants.iter().cloned()),
+            order: grants.iter().map(|g| g.id.clone()).collect(),
+        }
+    }
+
+    fn add(&mut self, grant: Grant) -> Result<(), StoreError> {
+        self.store.put_grant(&grant)?;
+        self.order.push(grant.id);
+        Ok(())
+    }
+
+    fn of(&self, principal: &EntityRef) -> Result<Vec<Arc<Grant>>, StoreError> {
+        let mut mine = Vec::new();
+        for id in &self.order {
+            if let Some(g) = self
+                .store
+                .get_grant(id)?
+                .filter(|g| &g.principal == principal)
+            {
+                mine.push(Arc::new(g));
+            }
+        }
+        Ok(mine)
+    }
+
+    /// Spends one use of each grant the decision used, as the proxy does after serving an allowed request.
+    fn consume(&self, decision: &Decision, now: UnixTime) -> Result<(), StoreError> {
+        for id in &decision.grants_used {
+            self.store.consume_use(id, now)?;
+        }
+        Ok(())
+    }
+}
+
 /// Builds the case's request, decides it on `bundle`, and applies `consume` to `state`.
-fn run_case(suite: &Suite, case: &CaseSpec, bundle: &Bundle, state: &mut Vec<Grant>) -> Actual {
+fn run_case(suite: &Suite, case: &CaseSpec, bundle: &Bundle, state: &mut SuiteGrants) -> Actual {
     let now = case
         .at
         .map_or(suite.file.now.0, |t| t.resolve(suite.file.now.0));
@@ -534,19 +579,21 @@ fn run_case(suite: &Suite, case: &CaseSpec, bundle: &Bundle, state: &mut Vec<Gra
     if let Some(body) = body {
         let digest = request_digest(&request, body);
         if case.approved_request {
-            state.push(approval(case, &request.resource.entity, &digest, now));
+            if let Err(e) = state.add(approval(case, &request.resource.entity, &digest, now)) {
+                return store_failed(e);
+            }
         }
         request.digest = Some(digest);
     }
-    let mine: Vec<Arc<Grant>> = state
-        .iter()
-        .filter(|g| g.principal == case.principal)
-        .cloned()
-        .map(Arc::new)
-        .collect();
+    let mine = match state.of(&case.principal) {
+        Ok(mine) => mine,
+        Err(e) => return store_failed(e),
+    };
     let decision = bundle.decide(&request, &mine);
     if case.consume && decision.is_allow() {
-        consume(state, &decision, now);
+        if let Err(e) = state.consume(&decision, now) {
+            return store_failed(e);
+        }
     }
     Actual {
         decision: decision.effect.as_str().into(),
@@ -579,18 +626,12 @@ fn approval(case: &CaseSpec, scope: &EntityRef, digest: &str, now: UnixTime) -> 
     }
 }
 
-/// Spends one use of each grant the decision used, as the proxy does after serving an allowed request.
-fn consume(state: &mut [Grant], decision: &Decision, now: UnixTime) {
-    for id in &decision.grants_used {
-        if let Some(g) = state
-            .iter_mut()
-            .find(|g| &g.id == id && g.is_active_at(now))
-        {
-            g.uses = g.uses.saturating_add(1);
-            if g.max_uses.is_some_and(|m| g.uses >= m) {
-                g.status = GrantStatus::Consumed;
-            }
-        }
+/// A case whose grants could not be read or spent: an evaluation error, as a store error is on the decision path.
+fn store_failed(e: StoreError) -> Actual {
+    Actual {
+        decision: crate::decision::Effect::Deny.as_str().into(),
+        errors: vec![e.to_string()],
+        ..Actual::default()
     }
 }
 

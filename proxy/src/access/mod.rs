@@ -12,11 +12,11 @@ mod record;
 use std::future::Future;
 use std::sync::Arc;
 
+use jitgate_engine::access::{AccessRequest, RequestFilter, RequestState, Verdict};
 use jitgate_engine::lifecycle::{
     Action, Event, HOLD_ROLE, HoldSpec, Lifecycle, LifecycleError, NewRequest, RequestView,
 };
 use jitgate_engine::log::DecisionRecord;
-use jitgate_engine::sqlite::{AccessRequest, RequestFilter, RequestState, Verdict};
 use jitgate_engine::{Authorizer, Context, EntityRef, Grant, Principal, UnixTime};
 use tokio_util::task::TaskTracker;
 

@@ -9,8 +9,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use jitgate_engine::EntityRef;
+use jitgate_engine::access::{RequestFilter, RequestState, Verdict};
 use jitgate_engine::lifecycle::NewRequest;
-use jitgate_engine::sqlite::{RequestFilter, RequestState, Verdict};
 use serde::Deserialize;
 use serde_json::json;
 

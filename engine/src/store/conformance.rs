@@ -1,0 +1,488 @@
+//! The behaviour every [`Store`] backend must have, as test functions over a factory of fresh, empty stores; each
+//! backend's integration tests call [`run_all`] (or the functions one by one). They panic on the first difference.
+//!
+//! ```no_run
+//! # use jitgate_engine::store::{MemStore, conformance};
+//! conformance::run_all(MemStore::new);
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::{Arc, Barrier};
+
+use super::{RecordedVerdict, Store, StoreError, VerdictError, VerdictWrite};
+use crate::access::{AccessRequest, Approval, RequestFilter, RequestState, Verdict};
+use crate::entity::EntityRef;
+use crate::grant::{Grant, GrantStatus};
+
+/// How many threads race for one thing in the concurrency tests.
+const RACERS: usize = 8;
+
+/// Runs every test of the suite, each on a store fresh from `fresh`.
+pub fn run_all<S: Store + 'static>(fresh: impl Fn() -> S) {
+    grants_round_trip(&fresh);
+    load_grants_keeps_only_live(&fresh);
+    revoke(&fresh);
+    consume_use_window_and_limit(&fresh);
+    consume_last_use_once(&fresh);
+    requests_round_trip_and_filters(&fresh);
+    transitions(&fresh);
+    approvals(&fresh);
+    verdict_approves_at_quorum(&fresh);
+    verdict_deny_ends_request(&fresh);
+    verdict_conflicts_write_nothing(&fresh);
+    concurrent_verdicts_one_wins(&fresh);
+}
+
+/// A grant of `User::"alice"` valid in `[100, 200)`.
+pub fn grant(id: &str, max_uses: Option<u32>) -> Grant {
+    Grant {
+        id: id.into(),
+        principal: EntityRef::new("User", "alice"),
+        role: "db-admin".into(),
+        scope: EntityRef::new("Service", "billing"),
+        starts_at: 100,
+        expires_at: 200,
+        max_uses,
+        uses: 0,
+        status: GrantStatus::Active,
+        approvers: vec![r#"User::"bob""#.into()],
+        reason: "incident 42".into(),
+        break_glass: false,
+        request_digest: Some("abc".into()),
+        request_id: Some("req-1".into()),
+    }
+}
+
+/// A pending request by `who` made at `at`, pending until `at + 3600`.
+pub fn request(id: &str, who: &str, at: i64) -> AccessRequest {
+    AccessRequest {
+        id: id.into(),
+        requester: EntityRef::new("User", who),
+        role: "db-admin".into(),
+        scope: EntityRef::new("Service", "billing"),
+        duration_secs: 1800,
+        reason: "fix it".into(),
+        ticket: Some("INC-1".into()),
+        starts_at: None,
+        state: RequestState::Pending,
+        created_at: at,
+        expires_at: at + 3600,
+        decided_at: None,
+        request_digest: None,
+    }
+}
+
+fn approval(request_id: &str, approver: &str, verdict: Verdict, at: i64) -> Approval {
+    Approval {
+        request_id: request_id.into(),
+        approver: format!("User::\"{approver}\""),
+        verdict,
+        comment: "ok".into(),
+        at,
+    }
+}
+
+fn verdict(request_id: &str, approver: &str, v: Verdict, at: i64, required: u32) -> VerdictWrite {
+    VerdictWrite {
+        approval: approval(request_id, approver, v, at),
+        approvals_required: required,
+        grant: Grant {
+            id: format!("grant-of-{request_id}"),
+            approvers: Vec::new(),
+            request_id: Some(request_id.into()),
+            ..grant("template", None)
+        },
+    }
+}
+
+fn ids(list: Vec<AccessRequest>) -> Vec<String> {
+    list.into_iter().map(|r| r.id).collect()
+}
+
+/// `put_grant` then `get_grant` gives the grant back; a second put replaces it.
+pub fn grants_round_trip<S: Store>(fresh: impl Fn() -> S) {
+    let s = fresh();
+    let g = grant("g1", Some(3));
+    s.put_grant(&g).unwrap();
+    assert_eq!(s.get_grant("g1").unwrap(), Some(g.clone()));
+    assert_eq!(s.get_grant("nope").unwrap(), None);
+    let changed = Grant {
+        reason: "changed".into(),
+        ..g
+    };
+    s.put_grant(&changed).unwrap();
+    assert_eq!(s.get_grant("g1").unwrap(), Some(changed));
+    assert_eq!(
+        s.load_grants(120).unwrap().len(),
+        1,
+        "a replace keeps one grant"
+    );
+}
+
+/// `load_grants(now)` returns the active grants not expired at `now` (not yet started ones too), by id.
+pub fn load_grants_keeps_only_live<S: Store>(fresh: impl Fn() -> S) {
+    let s = fresh();
+    s.put_grant(&grant("b", None)).unwrap();
+    s.put_grant(&Grant {
+        expires_at: 150,
+        ..grant("a", None)
+    })
+    .unwrap();
+    s.put_grant(&Grant {
+        status: GrantStatus::Revoked,
+        ..grant("c", None)
+    })
+    .unwrap();
+    s.put_grant(&Grant {
+        status: GrantStatus::Consumed,
+        ..grant("d", Some(1))
+    })
+    .unwrap();
+    let at = |now| -> Vec<String> {
+        s.load_grants(now)
+            .unwrap()
+            .into_iter()
+            .map(|g| g.id)
+            .collect()
+    };
+    assert_eq!(
+        at(50),
+        vec!["a", "b"],
+        "not yet started grants may still matter"
+    );
+    assert_eq!(at(149), vec!["a", "b"]);
+    assert_eq!(at(150), vec!["b"], "expired at its expiry");
+    assert!(at(200).is_empty());
+}
+
+/// `revoke_grant` ends an active grant once; an ended grant is returned as it is; an unknown one is `None`.
+pub fn revoke<S: Store>(fresh: impl Fn() -> S) {
+    let s = fresh();
+    s.put_grant(&grant("g", Some(2))).unwrap();
+    let revoked = s.revoke_grant("g", r#"User::"bob""#, 130).unwrap().unwrap();
+    assert_eq!(revoked.status, GrantStatus::Revoked);
+    assert_eq!(
+        s.get_grant("g").unwrap().unwrap().status,
+        GrantStatus::Revoked
+    );
+    assert!(s.load_grants(120).unwrap().is_empty());
+    assert_eq!(
+        s.consume_use("g", 130).unwrap(),
+        None,
+        "a revoked grant gives no use"
+    );
+    s.put_grant(&Grant {
+        status: GrantStatus::Consumed,
+        ..grant("used", Some(1))
+    })
+    .unwrap();
+    let used = s.revoke_grant("used", "x", 131).unwrap().unwrap();
+    assert_eq!(
+        used.status,
+        GrantStatus::Consumed,
+        "an ended grant stays as it ended"
+    );
+    assert_eq!(s.revoke_grant("missing", "x", 1).unwrap(), None);
+}
+
+/// `consume_use` spends uses only inside the grant's window and up to its limit, then marks it consumed.
+pub fn consume_use_window_and_limit<S: Store>(fresh: impl Fn() -> S) {
+    let s = fresh();
+    s.put_grant(&grant("g", Some(2))).unwrap();
+    assert_eq!(s.consume_use("g", 99).unwrap(), None, "not yet started");
+    assert_eq!(s.consume_use("g", 200).unwrap(), None, "expired");
+    let one = s.consume_use("g", 150).unwrap().unwrap();
+    assert_eq!((one.uses, one.status), (1, GrantStatus::Active));
+    let two = s.consume_use("g", 150).unwrap().unwrap();
+    assert_eq!((two.uses, two.status), (2, GrantStatus::Consumed));
+    assert_eq!(s.consume_use("g", 150).unwrap(), None, "no use left");
+    assert_eq!(s.get_grant("g").unwrap(), Some(two));
+    assert_eq!(s.consume_use("missing", 150).unwrap(), None);
+    s.put_grant(&grant("free", None)).unwrap();
+    let free = s.consume_use("free", 150).unwrap().unwrap();
+    assert_eq!(
+        (free.uses, free.status),
+        (1, GrantStatus::Active),
+        "a grant without a limit counts its uses"
+    );
+}
+
+/// Of many threads spending the last use of a grant at once, exactly one wins it.
+pub fn consume_last_use_once<S: Store + 'static>(fresh: impl Fn() -> S) {
+    let s = Arc::new(fresh());
+    s.put_grant(&grant("one", Some(1))).unwrap();
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let handles: Vec<_> = (0..RACERS)
+        .map(|_| {
+            let (s, barrier) = (s.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                s.consume_use("one", 150).unwrap().is_some()
+            })
+        })
+        .collect();
+    let wins = handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|won| *won)
+        .count();
+    assert_eq!(wins, 1, "exactly one caller gets the last use");
+    let g = s.get_grant("one").unwrap().unwrap();
+    assert_eq!((g.uses, g.status), (1, GrantStatus::Consumed));
+}
+
+/// Access requests round-trip, and list newest first, filtered by requester, state and role, up to a limit.
+pub fn requests_round_trip_and_filters<S: Store>(fresh: impl Fn() -> S) {
+    let s = fresh();
+    s.put_access_request(&request("r1", "alice", 10)).unwrap();
+    s.put_access_request(&request("r2", "alice", 20)).unwrap();
+    s.put_access_request(&AccessRequest {
+        role: "hold".into(),
+        request_digest: Some("d".into()),
+        ..request("r3", "carol", 30)
+    })
+    .unwrap();
+    s.put_access_request(&request("r0", "carol", 20)).unwrap();
+    assert_eq!(
+        s.get_access_request("r1").unwrap(),
+        Some(request("r1", "alice", 10))
+    );
+    assert_eq!(s.get_access_request("nope").unwrap(), None);
+    let list = |f: RequestFilter| ids(s.list_access_requests(&f).unwrap());
+    assert_eq!(
+        list(RequestFilter::default()),
+        vec!["r3", "r0", "r2", "r1"],
+        "newest first, then by id"
+    );
+    let alice = RequestFilter {
+        requester: Some(EntityRef::new("User", "alice")),
+        ..Default::default()
+    };
+    assert_eq!(list(alice.clone()), vec!["r2", "r1"]);
+    assert_eq!(
+        list(RequestFilter {
+            limit: Some(1),
+            ..alice
+        }),
+        vec!["r2"]
+    );
+    assert_eq!(
+        list(RequestFilter {
+            role: Some("hold".into()),
+            ..Default::default()
+        }),
+        vec!["r3"]
+    );
+    // A put replaces the request.
+    s.put_access_request(&AccessRequest {
+        state: RequestState::Cancelled,
+        ..request("r2", "alice", 20)
+    })
+    .unwrap();
+    assert_eq!(
+        list(RequestFilter {
+            state: Some(RequestState::Pending),
+            requester: Some(EntityRef::new("User", "alice")),
+            ..Default::default()
+        }),
+        vec!["r1"]
+    );
+}
+
+/// A transition is a compare-and-set from the state the caller saw, and only a pending request moves.
+pub fn transitions<S: Store>(fresh: impl Fn() -> S) {
+    let s = fresh();
+    s.put_access_request(&request("r1", "alice", 10)).unwrap();
+    assert!(
+        !s.transition_access_request("r1", RequestState::Approved, RequestState::Denied, 39)
+            .unwrap(),
+        "not in the state the caller saw"
+    );
+    assert!(
+        s.transition_access_request("r1", RequestState::Pending, RequestState::Approved, 40)
+            .unwrap()
+    );
+    assert!(
+        !s.transition_access_request("r1", RequestState::Pending, RequestState::Denied, 41)
+            .unwrap(),
+        "a second decider loses"
+    );
+    assert!(
+        !s.transition_access_request("r1", RequestState::Approved, RequestState::Expired, 42)
+            .unwrap(),
+        "a decided request never moves again"
+    );
+    let r = s.get_access_request("r1").unwrap().unwrap();
+    assert_eq!((r.state, r.decided_at), (RequestState::Approved, Some(40)));
+    assert!(
+        !s.transition_access_request("nope", RequestState::Pending, RequestState::Expired, 1)
+            .unwrap()
+    );
+}
+
+/// One verdict per approver and request, listed oldest first; an unknown request is not found.
+pub fn approvals<S: Store>(fresh: impl Fn() -> S) {
+    let s = fresh();
+    s.put_access_request(&request("r1", "alice", 10)).unwrap();
+    let a = approval("r1", "bob", Verdict::Approve, 40);
+    s.add_approval(&a).unwrap();
+    assert!(matches!(s.add_approval(&a), Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.add_approval(&approval("nope", "bob", Verdict::Approve, 40)),
+        Err(StoreError::NotFound(_))
+    ));
+    let b = approval("r1", "dan", Verdict::Deny, 39);
+    s.add_approval(&b).unwrap();
+    assert_eq!(s.approvals_for("r1").unwrap(), vec![b, a], "oldest first");
+    assert!(s.approvals_for("nope").unwrap().is_empty());
+}
+
+/// Approvals below the quorum are recorded and leave the request pending; the one that reaches it approves the
+/// request and writes the grant, whose approvers are the approving approvers.
+pub fn verdict_approves_at_quorum<S: Store>(fresh: impl Fn() -> S) {
+    let s = fresh();
+    s.put_access_request(&request("r1", "alice", 10)).unwrap();
+    let first = s
+        .record_verdict(&verdict("r1", "bob", Verdict::Approve, 40, 2))
+        .unwrap();
+    assert_eq!(first.request.state, RequestState::Pending);
+    assert_eq!(first.approvals.len(), 1);
+    assert_eq!(first.grant, None);
+    assert_eq!(s.get_grant("grant-of-r1").unwrap(), None);
+    let second = s
+        .record_verdict(&verdict("r1", "carol", Verdict::Approve, 41, 2))
+        .unwrap();
+    let RecordedVerdict {
+        request: r,
+        approvals,
+        grant,
+    } = second;
+    assert_eq!((r.state, r.decided_at), (RequestState::Approved, Some(41)));
+    assert_eq!(s.get_access_request("r1").unwrap(), Some(r));
+    assert_eq!(approvals, s.approvals_for("r1").unwrap());
+    assert_eq!(approvals.len(), 2);
+    let grant = grant.expect("the quorum writes the grant");
+    assert_eq!(grant.approvers, vec![r#"User::"bob""#, r#"User::"carol""#]);
+    assert_eq!(s.get_grant("grant-of-r1").unwrap(), Some(grant));
+}
+
+/// A deny moves the request to `denied` at once and writes no grant.
+pub fn verdict_deny_ends_request<S: Store>(fresh: impl Fn() -> S) {
+    let s = fresh();
+    s.put_access_request(&request("r1", "alice", 10)).unwrap();
+    let out = s
+        .record_verdict(&verdict("r1", "bob", Verdict::Deny, 40, 2))
+        .unwrap();
+    assert_eq!(out.request.state, RequestState::Denied);
+    assert_eq!(out.grant, None);
+    let stored = s.get_access_request("r1").unwrap().unwrap();
+    assert_eq!(
+        (stored.state, stored.decided_at),
+        (RequestState::Denied, Some(40))
+    );
+    assert_eq!(s.approvals_for("r1").unwrap().len(), 1);
+    assert_eq!(s.get_grant("grant-of-r1").unwrap(), None);
+}
+
+/// Each refused verdict is a typed conflict and writes nothing: a second vote by the same approver, a verdict on
+/// a request no longer pending or past its pending TTL, on an unknown request, or on a pending request that holds
+/// a deny.
+pub fn verdict_conflicts_write_nothing<S: Store>(fresh: impl Fn() -> S) {
+    let s = fresh();
+    s.put_access_request(&request("r1", "alice", 10)).unwrap();
+    s.record_verdict(&verdict("r1", "bob", Verdict::Approve, 40, 2))
+        .unwrap();
+    let again = s.record_verdict(&verdict("r1", "bob", Verdict::Deny, 41, 2));
+    assert!(
+        matches!(again, Err(VerdictError::AlreadyVoted { ref approver, .. }) if approver == r#"User::"bob""#),
+        "{again:?}"
+    );
+    assert_eq!(s.approvals_for("r1").unwrap().len(), 1);
+    assert_eq!(
+        s.get_access_request("r1").unwrap().unwrap().state,
+        RequestState::Pending
+    );
+
+    s.put_access_request(&request("r2", "alice", 10)).unwrap();
+    assert!(
+        s.transition_access_request("r2", RequestState::Pending, RequestState::Cancelled, 20)
+            .unwrap()
+    );
+    let late = s.record_verdict(&verdict("r2", "bob", Verdict::Approve, 40, 1));
+    assert!(
+        matches!(
+            late,
+            Err(VerdictError::NotPending {
+                state: RequestState::Cancelled,
+                ..
+            })
+        ),
+        "{late:?}"
+    );
+    assert!(s.approvals_for("r2").unwrap().is_empty());
+    assert_eq!(s.get_grant("grant-of-r2").unwrap(), None);
+
+    s.put_access_request(&request("r3", "alice", 10)).unwrap();
+    let due = s.record_verdict(&verdict("r3", "bob", Verdict::Approve, 3610, 1));
+    assert!(matches!(due, Err(VerdictError::PastTtl { .. })), "{due:?}");
+    assert!(s.approvals_for("r3").unwrap().is_empty());
+    assert_eq!(
+        s.get_access_request("r3").unwrap().unwrap().state,
+        RequestState::Pending
+    );
+
+    let ghost = s.record_verdict(&verdict("nope", "bob", Verdict::Approve, 40, 1));
+    assert!(matches!(ghost, Err(VerdictError::NotFound(_))), "{ghost:?}");
+
+    s.put_access_request(&request("r4", "alice", 10)).unwrap();
+    s.add_approval(&approval("r4", "dan", Verdict::Deny, 30))
+        .unwrap();
+    let denied = s.record_verdict(&verdict("r4", "bob", Verdict::Approve, 40, 1));
+    assert!(matches!(denied, Err(VerdictError::Denied(_))), "{denied:?}");
+    assert_eq!(s.approvals_for("r4").unwrap().len(), 1);
+    assert_eq!(s.get_grant("grant-of-r4").unwrap(), None);
+}
+
+/// Of several approvers deciding a one-approval request at once, exactly one decides it (and writes the grant);
+/// every other gets `NotPending` and leaves no approval behind.
+pub fn concurrent_verdicts_one_wins<S: Store + 'static>(fresh: impl Fn() -> S) {
+    let s = Arc::new(fresh());
+    s.put_access_request(&request("r1", "alice", 10)).unwrap();
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let handles: Vec<_> = (0..RACERS)
+        .map(|i| {
+            let (s, barrier) = (s.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let v = if i % 2 == 0 {
+                    Verdict::Approve
+                } else {
+                    Verdict::Deny
+                };
+                barrier.wait();
+                s.record_verdict(&verdict("r1", &format!("approver-{i}"), v, 40, 1))
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let winners: Vec<&RecordedVerdict> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "exactly one verdict decides: {results:?}");
+    for r in &results {
+        if let Err(e) = r {
+            assert!(matches!(e, VerdictError::NotPending { .. }), "{e:?}");
+        }
+    }
+    let won = winners[0];
+    assert_eq!(
+        s.get_access_request("r1").unwrap().as_ref(),
+        Some(&won.request)
+    );
+    assert_eq!(
+        s.approvals_for("r1").unwrap().len(),
+        1,
+        "losers leave no approval"
+    );
+    assert_eq!(
+        s.get_grant("grant-of-r1").unwrap().is_some(),
+        won.request.state == RequestState::Approved
+    );
+}

@@ -1,0 +1,23 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Every store backend against the one conformance suite (`jitgate_engine::store::conformance`): SQLite on a
+//! temporary file, and the memory store.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use jitgate_engine::sqlite::SqliteStore;
+use jitgate_engine::store::{MemStore, conformance};
+
+#[test]
+fn sqlite_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = AtomicUsize::new(0);
+    conformance::run_all(|| {
+        let file = format!("store-{}.db", n.fetch_add(1, Ordering::Relaxed));
+        SqliteStore::open(&dir.path().join(file)).unwrap()
+    });
+}
+
+#[test]
+fn memory_store_conforms() {
+    conformance::run_all(MemStore::new);
+}
