@@ -94,7 +94,7 @@ fn records() -> Vec<(DecisionRecord, (i64, i64))> {
     unmatched.method = Some("OPTIONS".into());
     unmatched.path = Some(String::new());
     v.push((unmatched, (2, 2)));
-    // Lifecycle events, as proxy/src/lifecycle.rs writes them: no client address, method or status.
+    // Lifecycle events, as proxy/src/access/record.rs writes them: no client address, method or status.
     for (verb, outcome, want) in [
         ("approved", Outcome::Allow, (1, 1)),
         ("held", Outcome::Hold, (14, 0)),

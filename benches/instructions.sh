@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Instructions per request: the proxy's own work, counted by valgrind (callgrind) rather than timed, so the figure
+# does not move with the noise of a shared machine. Where `perf stat -e instructions` works it gives the same kind of
+# figure; on machines without hardware counters (VMs) callgrind is the one that does.
+#
+# The setup is load.sh's: jitgate with the Cedar quickstart bundle, RS256 tokens from the jwks helper with the
+# verified-token cache, GRANTS active grants seeded into the store, the decision log on (acknowledge = commit), the
+# same `GET /payments` as alice, in front of the zero-work upstream. jitgate runs under callgrind; after a warm-up the
+# counters are zeroed, REQUESTS requests are sent (hey, CONCURRENCY at a time), the counters are dumped, and the total
+# over all of jitgate's threads (workers, decision writer, everything) is divided by REQUESTS.
+#
+# usage: benches/instructions.sh [--requests 2000] [--concurrency 8] [--grants 10000] [--bin DIR] [--no-build]
+#   --bin DIR takes jitgate and the helpers from DIR (default: the release target folder), e.g. to count a baseline
+#   built from another commit into its own folder. Prints one line: `instructions/request N (requests R, ...)`.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="$TARGET/release"
+REQUESTS=2000
+CONCURRENCY=8
+GRANTS=10000
+BUILD=1
+WARMUP=300
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --requests) REQUESTS="$2"; shift ;;
+    --concurrency) CONCURRENCY="$2"; shift ;;
+    --grants) GRANTS="$2"; shift ;;
+    --bin) BIN="$2"; BUILD=0; shift ;;
+    --no-build) BUILD=0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) echo "instructions.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+UPSTREAM_ADDR=127.0.0.1:19100
+JITGATE_ADDR=127.0.0.1:19102
+JITGATE_ADMIN_ADDR=127.0.0.1:19103
+JWKS_ADDR=127.0.0.1:19104
+ISSUER=https://idp.load.test/
+AUDIENCE=jitgate-load
+
+for tool in valgrind callgrind_control hey curl; do
+  command -v "$tool" >/dev/null || {
+    pkg=$tool; [ "$tool" = callgrind_control ] && pkg=valgrind
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    echo "installing $pkg with apt-get" >&2
+    $SUDO apt-get install -y "$pkg" >/dev/null || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y "$pkg" >/dev/null; }
+  }
+done
+if [ "$BUILD" = 1 ]; then
+  cargo build --release -p jitgate -p jitgate-benches --bins
+fi
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/jitgate-instr.XXXXXX")"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# wait_http URL SECONDS: until URL answers at all (any status).
+wait_http() {
+  for _ in $(seq 1 $(($2 * 10))); do
+    curl -s -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
+  echo "no answer from $1 within $2 s" >&2; return 1
+}
+
+mkdir -p "$WORK/bundles" && cp -r "$ROOT/policies/quickstart-cedar" "$WORK/bundles/quickstart"
+"$BIN/seed_grants" --store "$WORK/jitgate.db" --count "$GRANTS" >/dev/null
+"$BIN/upstream" --listen "$UPSTREAM_ADDR" --threads 1 --delay-us 0 >"$WORK/upstream.log" 2>&1 &
+PIDS+=($!)
+"$BIN/jwks" --listen "$JWKS_ADDR" --token-out "$WORK/token" --issuer "$ISSUER" --audience "$AUDIENCE" \
+  >"$WORK/jwks.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 100); do [ -s "$WORK/token" ] && break; sleep 0.1; done
+TOKEN="$(cat "$WORK/token")"
+cat >"$WORK/jitgate.toml" <<TOML
+[server]
+listen = "$JITGATE_ADDR"
+
+[admin]
+listen = "$JITGATE_ADMIN_ADDR"
+
+[bundle]
+path = "$WORK/bundles/quickstart"
+watch = false
+
+[store]
+path = "$WORK/jitgate.db"
+
+[log]
+path = "$WORK/decisions.db"
+
+[[issuers]]
+issuer = "$ISSUER"
+audiences = ["$AUDIENCE"]
+jwks_url = "http://$JWKS_ADDR/jwks.json"
+algorithms = ["RS256"]
+
+[upstreams.payments]
+url = "http://$UPSTREAM_ADDR"
+
+[upstreams.billing]
+url = "http://$UPSTREAM_ADDR"
+TOML
+
+valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.%p" \
+  "$BIN/jitgate" serve --config "$WORK/jitgate.toml" >"$WORK/jitgate.log" 2>&1 &
+JPID=$!
+PIDS+=("$JPID")
+wait_http "http://$JITGATE_ADMIN_ADDR/healthz" 300
+URL="http://$JITGATE_ADDR/payments"
+status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$URL")
+[ "$status" = 200 ] || { echo "jitgate answered $status to the measured request" >&2; cat "$WORK/jitgate.log" >&2; exit 1; }
+
+hey -n "$WARMUP" -c "$CONCURRENCY" -H "Authorization: Bearer $TOKEN" "$URL" >/dev/null
+callgrind_control -z "$JPID" >/dev/null 2>&1
+hey -n "$REQUESTS" -c "$CONCURRENCY" -H "Authorization: Bearer $TOKEN" "$URL" >"$WORK/hey.out"
+ok=$(awk '/^ +\[200\]/ { print $2 }' "$WORK/hey.out")
+[ "${ok:-0}" = "$REQUESTS" ] || { echo "only ${ok:-0} of $REQUESTS requests got 200" >&2; cat "$WORK/hey.out" >&2; exit 1; }
+# The decision writer commits the last records before the counters are read: wait until /metrics counts them all.
+want=$((WARMUP + REQUESTS + 1))
+for _ in $(seq 1 300); do
+  committed=$(curl -s "http://$JITGATE_ADMIN_ADDR/metrics" | awk '/^jitgate_log_records_committed_total / { print $2 }')
+  [ "${committed%.*}" -ge "$want" ] 2>/dev/null && break
+  sleep 0.1
+done
+callgrind_control -d "$JPID" >/dev/null 2>&1
+# The dump after zeroing is the newest part file; its `summary:`/`totals:` line is the instruction count (Ir).
+dump=$(ls -t "$WORK"/callgrind."$JPID".* 2>/dev/null | head -1)
+total=$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")
+awk -v t="$total" -v n="$REQUESTS" -v c="$CONCURRENCY" -v g="$GRANTS" 'BEGIN {
+  printf "instructions/request %.0f (requests %d, concurrency %d, grants %d, all threads, callgrind)\n", t / n, n, c, g }'
