@@ -3,11 +3,12 @@
 # does not move with the noise of a shared machine. Where `perf stat -e instructions` works it gives the same kind of
 # figure; on machines without hardware counters (VMs) callgrind is the one that does.
 #
-# The setup is load.sh's: jitgate with the Cedar quickstart bundle, RS256 tokens from the jwks helper with the
-# verified-token cache, GRANTS active grants seeded into the store, the decision log on (acknowledge = commit), the
-# same `GET /payments` as alice, in front of the zero-work upstream. jitgate runs under callgrind; after a warm-up the
-# counters are zeroed, REQUESTS requests are sent (hey, CONCURRENCY at a time), the counters are dumped, and the total
-# over all of jitgate's threads (workers, decision writer, everything) is divided by REQUESTS.
+# The setup is load.sh's (the same benches/config.sh): jitgate with the Cedar quickstart bundle, RS256 tokens from
+# the jwks helper with the verified-token cache, GRANTS active grants seeded into the store, the decision log on
+# (acknowledge = commit), the same `GET /payments` as alice, in front of the zero-work upstream. jitgate runs under
+# callgrind; after a warm-up the counters are zeroed, REQUESTS requests are sent (hey, CONCURRENCY at a time), the
+# counters are dumped, and the total over all of jitgate's threads (workers, decision writer, everything) is divided
+# by REQUESTS.
 #
 # usage: benches/instructions.sh [--requests 2000] [--concurrency 8] [--grants 10000] [--bin DIR] [--no-build]
 #   --bin DIR takes jitgate and the helpers from DIR (default: the release target folder), e.g. to count a baseline
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
     --grants) GRANTS="$2"; shift ;;
     --bin) BIN="$2"; BUILD=0; shift ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "instructions.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -82,35 +83,8 @@ PIDS+=($!)
 PIDS+=($!)
 for _ in $(seq 1 100); do [ -s "$WORK/token" ] && break; sleep 0.1; done
 TOKEN="$(cat "$WORK/token")"
-cat >"$WORK/jitgate.toml" <<TOML
-[server]
-listen = "$JITGATE_ADDR"
-
-[admin]
-listen = "$JITGATE_ADMIN_ADDR"
-
-[bundle]
-path = "$WORK/bundles/quickstart"
-watch = false
-
-[store]
-path = "$WORK/jitgate.db"
-
-[log]
-path = "$WORK/decisions.db"
-
-[[issuers]]
-issuer = "$ISSUER"
-audiences = ["$AUDIENCE"]
-jwks_url = "http://$JWKS_ADDR/jwks.json"
-algorithms = ["RS256"]
-
-[upstreams.payments]
-url = "http://$UPSTREAM_ADDR"
-
-[upstreams.billing]
-url = "http://$UPSTREAM_ADDR"
-TOML
+source "$ROOT/benches/config.sh"
+jitgate_config on >"$WORK/jitgate.toml"
 
 valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.%p" \
   "$BIN/jitgate" serve --config "$WORK/jitgate.toml" >"$WORK/jitgate.log" 2>&1 &

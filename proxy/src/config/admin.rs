@@ -73,21 +73,13 @@ pub(crate) fn check(raw: RawAdmin, p: &mut Problems<'_>) -> Admin {
             "the admin listener is disabled (`admin.listen = \"\"`)".into(),
         );
     }
-    let tls = raw.tls.map(|t| {
-        for (k, f) in [("admin.tls.cert", &t.cert), ("admin.tls.key", &t.key)] {
-            let f = p.resolve(f);
-            if !f.is_file() {
-                p.err(k, format!("`{}` does not exist", f.display()));
-            }
-        }
-        TlsConfig {
-            cert: p.resolve(&t.cert),
-            key: p.resolve(&t.key),
-            client_ca: None,
-            require_client_cert: false,
-            client_principal_type: default_workload(),
-            workload_groups: BTreeMap::new(),
-        }
+    let tls = raw.tls.map(|t| TlsConfig {
+        cert: p.existing_file("admin.tls.cert", &t.cert),
+        key: p.existing_file("admin.tls.key", &t.key),
+        client_ca: None,
+        require_client_cert: false,
+        client_principal_type: default_workload(),
+        workload_groups: BTreeMap::new(),
     });
     Admin { listen, tls }
 }

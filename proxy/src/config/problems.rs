@@ -35,6 +35,15 @@ impl<'a> Problems<'a> {
         }
     }
 
+    /// `p` resolved as [`Problems::resolve`] does, and a problem with `key` when no file is there.
+    pub(crate) fn existing_file(&mut self, key: &str, p: &Path) -> PathBuf {
+        let f = self.resolve(p);
+        if !f.is_file() {
+            self.err(key, format!("`{}` does not exist", f.display()));
+        }
+        f
+    }
+
     /// A duration (`30s`, `1h`); zero, and a problem, when it does not read as one.
     pub(crate) fn duration(&mut self, key: &str, v: &str) -> Duration {
         match humantime::parse_duration(v) {

@@ -208,22 +208,13 @@ pub(crate) fn check(raw: RawServer, p: &mut Problems<'_>) -> Server {
         if t.require_client_cert && t.client_ca.is_none() {
             p.err("server.tls.require_client_cert", "needs `client_ca`".into());
         }
-        for (k, f) in [
-            ("server.tls.cert", Some(&t.cert)),
-            ("server.tls.key", Some(&t.key)),
-            ("server.tls.client_ca", t.client_ca.as_ref()),
-        ] {
-            if let Some(f) = f {
-                let f = p.resolve(f);
-                if !f.is_file() {
-                    p.err(k, format!("`{}` does not exist", f.display()));
-                }
-            }
-        }
         TlsConfig {
-            cert: p.resolve(&t.cert),
-            key: p.resolve(&t.key),
-            client_ca: t.client_ca.as_deref().map(|c| p.resolve(c)),
+            cert: p.existing_file("server.tls.cert", &t.cert),
+            key: p.existing_file("server.tls.key", &t.key),
+            client_ca: t
+                .client_ca
+                .as_deref()
+                .map(|c| p.existing_file("server.tls.client_ca", c)),
             require_client_cert: t.require_client_cert,
             client_principal_type: t.client_principal_type,
             workload_groups: t.workload_groups,

@@ -1,0 +1,40 @@
+# Shared by load.sh and instructions.sh: jitgate's configuration for the measured setup (keys as in
+# schemas/config.schema.json). Uses the caller's JITGATE_ADDR, JITGATE_ADMIN_ADDR, WORK, ISSUER, AUDIENCE,
+# JWKS_ADDR and UPSTREAM_ADDR.
+
+jitgate_config() {  # $1: on|journal|off (decision log: acknowledged on commit, on journal write, or off)
+  local enabled=true acknowledge=commit
+  if [ "$1" = off ]; then enabled=false; fi   # the log off: a benchmarking-only switch (the proxy warns at start)
+  if [ "$1" = journal ]; then acknowledge=journal; fi
+  cat <<TOML
+[server]
+listen = "$JITGATE_ADDR"
+
+[admin]
+listen = "$JITGATE_ADMIN_ADDR"
+
+[bundle]
+path = "$WORK/bundles/quickstart"
+watch = true
+
+[store]
+path = "$WORK/jitgate.db"
+
+[log]
+path = "$WORK/decisions-$1.db"   # one per run, so each starts from an empty log
+enabled = $enabled
+acknowledge = "$acknowledge"
+
+[[issuers]]
+issuer = "$ISSUER"
+audiences = ["$AUDIENCE"]
+jwks_url = "http://$JWKS_ADDR/jwks.json"
+algorithms = ["RS256"]
+
+[upstreams.payments]
+url = "http://$UPSTREAM_ADDR"
+
+[upstreams.billing]
+url = "http://$UPSTREAM_ADDR"
+TOML
+}
