@@ -16,6 +16,7 @@ pub mod demo;
 pub mod forward;
 pub mod headers;
 pub mod hold;
+pub mod listener;
 pub mod map;
 pub mod metrics;
 pub mod notify;

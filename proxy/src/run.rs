@@ -142,10 +142,19 @@ pub async fn run(prepared: Prepared, clock: Clock) -> Result<Running, StartError
         Some(a) => {
             let (l, bound) = bind(a).await?;
             let app = crate::admin::router(proxy.clone());
+            // Limits of its own, so that admin callers cannot take the data plane's connections.
+            let limits = crate::listener::Limits {
+                max_connections: cfg.admin_max_connections,
+                header_timeout: cfg.admin_header_timeout,
+                max_header_bytes: cfg.max_header_bytes,
+                idle_timeout: cfg.idle_timeout,
+                shutdown_grace: cfg.shutdown_grace,
+            };
             let task = tokio::spawn(crate::admin::serve(
                 l,
                 app,
                 admin_tls.map(tokio_rustls::TlsAcceptor::from),
+                limits,
             ));
             (Some(bound), Some(task))
         }

@@ -69,6 +69,7 @@ max_connections = 10
 max_header_bytes = 8192
 max_body_bytes = 1024
 header_timeout = "1s"
+idle_timeout = "30s"
 request_timeout = "2s"
 shutdown_grace = "3s"
 trusted_proxies = ["10.0.0.0/8", "192.168.1.1"]
@@ -84,6 +85,8 @@ client_principal_type = "Service"
 "spiffe://x/ci" = ["ci"]
 [admin]
 listen = "127.0.0.1:0"
+max_connections = 16
+header_timeout = "4s"
 [admin.tls]
 cert = "server.pem"
 key = "server.key"
@@ -140,6 +143,12 @@ prefix = "Key "
     let admin_tls = config.admin_tls.clone().unwrap();
     assert!(admin_tls.cert.ends_with("server.pem") && admin_tls.client_ca.is_none());
     assert_eq!(config.context_headers, vec!["x-request-id"]);
+    assert_eq!(config.idle_timeout, std::time::Duration::from_secs(30));
+    assert_eq!(config.admin_max_connections, 16);
+    assert_eq!(
+        config.admin_header_timeout,
+        std::time::Duration::from_secs(4)
+    );
     assert_eq!(
         config.log_retain,
         Some(std::time::Duration::from_secs(90 * 86_400))
@@ -208,6 +217,12 @@ fn bad_configs_are_refused_by_both_the_loader_and_the_schema() {
             "[server.tls]\ncert = \"c\"\nkey = \"k\"\nrequire_client_cert = true\n",
             "server.tls.require_client_cert",
         ),
+        ("[admin]\nmax_connections = 0\n", "admin.max_connections"),
+        (
+            "[admin]\nheader_timeout = \"soon\"\n",
+            "admin.header_timeout",
+        ),
+        ("[server]\nidle_timeout = \"idle\"\n", "server.idle_timeout"),
     ];
     for (i, (extra, expected)) in cases.iter().enumerate() {
         let text = format!("{base}{extra}");

@@ -5,7 +5,6 @@ mod access;
 mod caller;
 mod error;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -13,8 +12,6 @@ use axum::extract::{ConnectInfo, FromRef, Query, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use jitgate_engine::lifecycle::Action;
 use jitgate_engine::log::{self, Cursor, Filter, Outcome, RecordKind};
@@ -23,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use self::error::ApiError;
 use crate::access::{AccessService, Caller};
+use crate::listener::{Accepted, Limits};
 use crate::metrics::Histogram;
 use crate::state::Proxy;
 
@@ -31,47 +29,16 @@ const DECISIONS_DEFAULT_LIMIT: u32 = 100;
 const DECISIONS_MAX_LIMIT: u32 = 1000;
 
 /// Serves `app` on `listener` until the task is dropped: plain HTTP, or HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with
-/// `tls`. Handlers see the caller's address either way (`ConnectInfo`).
-pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>) {
-    let Some(acceptor) = tls else {
-        let service = app.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, service).await {
-            tracing::error!(error = %e, "admin listener failed");
-        }
-        return;
+/// `tls`, under the admin listener's own `limits` (connections, header and idle timeouts), so that admin callers
+/// cannot take what the data plane needs. Handlers see the caller's address either way (`ConnectInfo`).
+pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>, limits: Limits) {
+    let make_service = move |conn: Accepted<'_>| {
+        TowerToHyperService::new(app.clone().layer(axum::Extension(ConnectInfo(conn.peer))))
     };
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
-                continue;
-            }
-        };
-        let acceptor = acceptor.clone();
-        let builder = builder.clone();
-        let app = app.clone().layer(axum::Extension(ConnectInfo(peer)));
-        tokio::spawn(async move {
-            let Some(tls) =
-                crate::tls::handshake(&acceptor, stream, peer, ADMIN_HANDSHAKE_TIMEOUT, "admin")
-                    .await
-            else {
-                return;
-            };
-            let service = TowerToHyperService::new(app);
-            if let Err(e) = builder
-                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "admin connection ended with an error");
-            }
-        });
-    }
+    // Stopped by dropping the task (see `Running::wait`), not by a shutdown signal.
+    let never = std::future::pending::<()>();
+    crate::listener::serve("admin", listener, tls, limits, never, make_service).await;
 }
-
-/// How long an admin caller may take to finish the TLS handshake.
-const ADMIN_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The admin router.
 pub fn router(proxy: Arc<Proxy>) -> Router {

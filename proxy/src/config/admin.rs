@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -16,6 +17,12 @@ pub struct RawAdmin {
     /// Address of the admin listener; empty disables it.
     #[serde(default = "default_admin_listen")]
     pub listen: String,
+    /// Most concurrent admin connections, apart from the data plane's `server.max_connections`.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Time to send the TLS handshake and each request head; `server.header_timeout` when unset.
+    #[serde(default)]
+    pub header_timeout: Option<String>,
     /// HTTPS for the admin listener: its callers send bearer tokens and approve access.
     #[serde(default)]
     pub tls: Option<RawAdminTls>,
@@ -35,6 +42,8 @@ impl Default for RawAdmin {
     fn default() -> Self {
         RawAdmin {
             listen: default_admin_listen(),
+            max_connections: default_max_connections(),
+            header_timeout: None,
             tls: None,
         }
     }
@@ -43,16 +52,23 @@ impl Default for RawAdmin {
 fn default_admin_listen() -> String {
     "127.0.0.1:9090".into()
 }
+/// Room for operators, approvers, pipelines and scrapers; far below what would starve the data plane of file
+/// descriptors.
+fn default_max_connections() -> usize {
+    256
+}
 
 /// `[admin]`, validated.
 #[derive(Debug, Clone)]
 pub(crate) struct Admin {
     pub(crate) listen: Option<SocketAddr>,
+    pub(crate) max_connections: usize,
+    pub(crate) header_timeout: Duration,
     pub(crate) tls: Option<TlsConfig>,
 }
 
-/// Validates `[admin]`.
-pub(crate) fn check(raw: RawAdmin, p: &mut Problems<'_>) -> Admin {
+/// Validates `[admin]`; `server_header_timeout` is the header timeout when `[admin]` sets none.
+pub(crate) fn check(raw: RawAdmin, server_header_timeout: Duration, p: &mut Problems<'_>) -> Admin {
     let listen = if raw.listen.is_empty() {
         None
     } else {
@@ -73,6 +89,13 @@ pub(crate) fn check(raw: RawAdmin, p: &mut Problems<'_>) -> Admin {
             "the admin listener is disabled (`admin.listen = \"\"`)".into(),
         );
     }
+    if raw.max_connections == 0 {
+        p.err("admin.max_connections", "must be at least 1".into());
+    }
+    let header_timeout = match &raw.header_timeout {
+        Some(t) => p.timeout("admin.header_timeout", t),
+        None => server_header_timeout,
+    };
     let tls = raw.tls.map(|t| TlsConfig {
         cert: p.existing_file("admin.tls.cert", &t.cert),
         key: p.existing_file("admin.tls.key", &t.key),
@@ -81,5 +104,10 @@ pub(crate) fn check(raw: RawAdmin, p: &mut Problems<'_>) -> Admin {
         client_principal_type: default_workload(),
         workload_groups: BTreeMap::new(),
     });
-    Admin { listen, tls }
+    Admin {
+        listen,
+        max_connections: raw.max_connections,
+        header_timeout,
+        tls,
+    }
 }

@@ -84,6 +84,8 @@ pub struct Config {
     pub max_body_bytes: u64,
     /// Head read timeout.
     pub header_timeout: Duration,
+    /// Close connections (both listeners) with no request in flight for this long.
+    pub idle_timeout: Duration,
     /// Whole-request timeout.
     pub request_timeout: Duration,
     /// Shutdown drain deadline.
@@ -96,6 +98,10 @@ pub struct Config {
     pub context_headers: Vec<String>,
     /// Admin address (None: disabled).
     pub admin_listen: Option<SocketAddr>,
+    /// Connection limit of the admin listener.
+    pub admin_max_connections: usize,
+    /// Head read timeout of the admin listener.
+    pub admin_header_timeout: Duration,
     /// HTTPS for the admin listener (certificate and key only; no client certificates).
     pub admin_tls: Option<TlsConfig>,
     /// Bundle directory.
@@ -169,7 +175,7 @@ impl Config {
         let mut p = Problems::new(base);
         let raw_request_timeout = raw.server.request_timeout.clone();
         let server = server::check(raw.server, &mut p);
-        let admin = admin::check(raw.admin, &mut p);
+        let admin = admin::check(raw.admin, server.header_timeout, &mut p);
         let log = log::check(raw.log, &mut p);
         issuers::check(&raw.issuers, server.tls.as_ref(), &mut p);
         let upstreams = upstreams::check(&raw.upstreams, &mut p);
@@ -194,12 +200,15 @@ impl Config {
             max_header_bytes: server.max_header_bytes,
             max_body_bytes: server.max_body_bytes,
             header_timeout: server.header_timeout,
+            idle_timeout: server.idle_timeout,
             request_timeout: server.request_timeout,
             shutdown_grace: server.shutdown_grace,
             trusted_proxies: server.trusted_proxies,
             trailing_slash: server.trailing_slash,
             context_headers: server.context_headers,
             admin_listen: admin.listen,
+            admin_max_connections: admin.max_connections,
+            admin_header_timeout: admin.header_timeout,
             admin_tls: admin.tls,
             bundle_path: files.bundle_path,
             bundle_watch: files.bundle_watch,

@@ -32,6 +32,9 @@ pub struct RawServer {
     /// Time to receive the request head (slow clients).
     #[serde(default = "default_header_timeout")]
     pub header_timeout: String,
+    /// A connection (HTTP/1.1 keep-alive or HTTP/2) with no request in flight for this long is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: String,
     /// Longest a whole request may take, upstream included.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: String,
@@ -80,6 +83,7 @@ impl Default for RawServer {
             max_header_bytes: default_max_header_bytes(),
             max_body_bytes: default_max_body_bytes(),
             header_timeout: default_header_timeout(),
+            idle_timeout: default_idle_timeout(),
             request_timeout: default_request_timeout(),
             shutdown_grace: default_shutdown_grace(),
             trusted_proxies: Vec::new(),
@@ -103,6 +107,9 @@ fn default_max_body_bytes() -> u64 {
 }
 fn default_header_timeout() -> String {
     "10s".into()
+}
+fn default_idle_timeout() -> String {
+    "60s".into()
 }
 fn default_request_timeout() -> String {
     "60s".into()
@@ -153,6 +160,7 @@ pub(crate) struct Server {
     pub(crate) max_header_bytes: usize,
     pub(crate) max_body_bytes: u64,
     pub(crate) header_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     pub(crate) request_timeout: Duration,
     pub(crate) shutdown_grace: Duration,
     pub(crate) trusted_proxies: Vec<IpNet>,
@@ -171,6 +179,7 @@ pub(crate) fn check(raw: RawServer, p: &mut Problems<'_>) -> Server {
     });
     let header_timeout = p.timeout("server.header_timeout", &raw.header_timeout);
     let request_timeout = p.timeout("server.request_timeout", &raw.request_timeout);
+    let idle_timeout = p.timeout("server.idle_timeout", &raw.idle_timeout);
     for (i, name) in raw.context_headers.iter().enumerate() {
         if let Err(why) = context_header_name(name) {
             p.err(&format!("server.context_headers[{i}]"), why);
@@ -227,6 +236,7 @@ pub(crate) fn check(raw: RawServer, p: &mut Problems<'_>) -> Server {
         max_header_bytes: raw.max_header_bytes,
         max_body_bytes: raw.max_body_bytes,
         header_timeout,
+        idle_timeout,
         request_timeout,
         shutdown_grace,
         trusted_proxies,
