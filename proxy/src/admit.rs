@@ -37,8 +37,12 @@ pub fn admit<B>(req: &Request<B>, config: &Config, trace: &mut Trace) -> Result<
     if crate::headers::content_length(req.headers()).is_some_and(|n| n > config.max_body_bytes) {
         return Err(Refusal::BodyTooLarge);
     }
-    let path = normalize_path(req.uri().path(), config.trailing_slash)
-        .map_err(|e| Refusal::BadPath(e.to_string()))?;
+    let path = normalize_path(
+        req.uri().path(),
+        config.trailing_slash,
+        config.allow_double_encoding,
+    )
+    .map_err(|e| Refusal::BadPath(e.to_string()))?;
     trace.path = path.clone();
     let host = request_host(req).map_err(Refusal::BadRequest)?;
     Ok(Admitted { path, host })
@@ -152,14 +156,25 @@ pub enum PathError {
     /// resolving dot segments would climb where the policies did not look.
     #[error("a `.` or `..` path segment with `;` parameters is not allowed")]
     DotSegmentParameter,
+    /// `%25` followed by an encoded `.`, `/`, `\` or NUL (`%252e`, `%25%32%66`): a backend that decodes twice would
+    /// read a dot segment or a separator that the policies never saw (`[server] allow_double_encoding` allows it).
+    #[error(
+        "a double-encoded `.`, `/`, `\\` or NUL (`%25` followed by an escape) is not allowed in the path"
+    )]
+    DoubleEncoded,
 }
 
 /// Normalizes a request path (without the query):
 /// - percent-encoded unreserved characters are decoded (`%2e` -> `.`, `%41` -> `A`), other escapes upper-cased;
 /// - encoded separators (`%2F`, `%5C`) and NUL are refused rather than guessed at;
 /// - empty segments (`//`) are dropped and dot segments resolved (`..` never climbs above `/`);
+/// - a double-encoded `.`, `/`, `\` or NUL (`%252e`) is refused unless `allow_double_encoding`;
 /// - a trailing slash is stripped or kept per configuration.
-pub fn normalize_path(raw: &str, trailing: TrailingSlash) -> Result<String, PathError> {
+pub fn normalize_path(
+    raw: &str,
+    trailing: TrailingSlash,
+    allow_double_encoding: bool,
+) -> Result<String, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotOriginForm);
     }
@@ -167,7 +182,7 @@ pub fn normalize_path(raw: &str, trailing: TrailingSlash) -> Result<String, Path
     // Whether the path ends in a directory: its last segment, decoded, is empty, `.` or `..` (`/a/%2e` is `/a/.`).
     let mut ends_with_slash = false;
     for seg in raw.split('/') {
-        let seg = canonical_segment(seg)?;
+        let seg = canonical_segment(seg, allow_double_encoding)?;
         ends_with_slash = matches!(seg.as_str(), "" | "." | "..");
         match seg.as_str() {
             "" | "." => {}
@@ -192,9 +207,11 @@ pub fn normalize_path(raw: &str, trailing: TrailingSlash) -> Result<String, Path
     Ok(path)
 }
 
-fn canonical_segment(seg: &str) -> Result<String, PathError> {
+fn canonical_segment(seg: &str, allow_double_encoding: bool) -> Result<String, PathError> {
     let bytes = seg.as_bytes();
     let mut out = String::with_capacity(seg.len());
+    // The segment decoded once, as a backend that decodes would read it, to look for escapes that survive one decoding.
+    let mut decoded: Vec<u8> = Vec::with_capacity(seg.len());
     // The escaped bytes in a row, which must decode to UTF-8 together.
     let mut escaped: Vec<u8> = Vec::new();
     let mut i = 0;
@@ -211,6 +228,7 @@ fn canonical_segment(seg: &str) -> Result<String, PathError> {
                 return Err(PathError::EncodedSeparator);
             }
             escaped.push(v);
+            decoded.push(v);
             if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
                 out.push(v as char);
             } else {
@@ -226,16 +244,33 @@ fn canonical_segment(seg: &str) -> Result<String, PathError> {
                 return Err(PathError::BadCharacter);
             }
             out.push(b as char);
+            decoded.push(b);
             i += 1;
         }
     }
     utf8(&mut escaped)?;
+    if !allow_double_encoding && escapes_a_separator(&decoded) {
+        return Err(PathError::DoubleEncoded);
+    }
     if let Some((name, _)) = out.split_once(';') {
         if name == "." || name == ".." {
             return Err(PathError::DotSegmentParameter);
         }
     }
     Ok(out)
+}
+
+/// Whether `decoded` (a segment decoded once) still holds an escape of `.`, `/`, `\\` or NUL, any case: a second
+/// decoding would turn it into a dot segment, a separator or a NUL.
+fn escapes_a_separator(decoded: &[u8]) -> bool {
+    let hex = |c: &u8| (*c as char).to_digit(16);
+    decoded.windows(3).any(|w| match w {
+        [b'%', hi, lo] => match (hex(hi), hex(lo)) {
+            (Some(hi), Some(lo)) => matches!(hi * 16 + lo, 0x2e | 0x2f | 0x5c | 0),
+            _ => false,
+        },
+        _ => false,
+    })
 }
 
 /// Checks that a run of escaped bytes is UTF-8 (overlong forms such as `%C0%AE` are not), then clears it.
@@ -252,7 +287,7 @@ mod tests {
     use super::*;
 
     fn n(p: &str) -> Result<String, PathError> {
-        normalize_path(p, TrailingSlash::Strip)
+        normalize_path(p, TrailingSlash::Strip, false)
     }
 
     /// An IPv4 client behind a dual-stack hop is `::ffff:a.b.c.d`: read as the IPv4 address it is, so IPv4
@@ -288,7 +323,7 @@ mod tests {
         assert_eq!(n("/../../admin").unwrap(), "/admin");
         assert_eq!(n("/payments/").unwrap(), "/payments");
         assert_eq!(
-            normalize_path("/payments/", TrailingSlash::Keep).unwrap(),
+            normalize_path("/payments/", TrailingSlash::Keep, false).unwrap(),
             "/payments/"
         );
         assert_eq!(n("/").unwrap(), "/");
@@ -326,10 +361,42 @@ mod tests {
         assert_eq!(n("/a/...;x").unwrap(), "/a/...;x");
     }
 
+    /// `%25` followed by an escape of `.`, `/`, `\` or NUL, in any case and however the escape itself is written,
+    /// is what a backend that decodes twice reads as a dot segment or separator: refused unless allowed, and then
+    /// passed on as it came (`%25` stays encoded, so the backend sees the same bytes).
+    #[test]
+    fn double_encoded_dots_and_separators_are_refused_unless_allowed() {
+        for p in [
+            "/public/%252e%252e/admin/x",
+            "/public/%252E%252E/admin/x",
+            "/public/%252f..%252fadmin",
+            "/public/%252F",
+            "/public/a%255cb",
+            "/public/a%255Cb",
+            "/public/a%2500",
+            "/public/%25%32%65%25%32%65/admin",
+            "/public/%25%32%45",
+        ] {
+            assert_eq!(n(p), Err(PathError::DoubleEncoded), "{p}");
+            assert!(
+                normalize_path(p, TrailingSlash::Strip, true).is_ok(),
+                "{p} allowed"
+            );
+        }
+        assert_eq!(
+            normalize_path("/public/%252e%252e/admin/x", TrailingSlash::Strip, true).unwrap(),
+            "/public/%252e%252e/admin/x"
+        );
+        // A literal percent sign that escapes nothing dangerous stays allowed.
+        assert_eq!(n("/a%2541").unwrap(), "/a%2541");
+        assert_eq!(n("/a%25").unwrap(), "/a%25");
+        assert_eq!(n("/100%25/x").unwrap(), "/100%25/x");
+    }
+
     /// A path that ends in a dot segment ends in a directory however its dots are written.
     #[test]
     fn the_trailing_slash_follows_the_decoded_last_segment() {
-        let keep = |p| normalize_path(p, TrailingSlash::Keep).unwrap();
+        let keep = |p| normalize_path(p, TrailingSlash::Keep, false).unwrap();
         for (raw, expected) in [
             ("/a/b/..", "/a/"),
             ("/a/b/%2e%2e", "/a/"),
@@ -364,9 +431,9 @@ mod tests {
             for p in &next {
                 for raw in [p.clone(), format!("{p}/")] {
                     for mode in [TrailingSlash::Strip, TrailingSlash::Keep] {
-                        let once = normalize_path(&raw, mode).unwrap();
+                        let once = normalize_path(&raw, mode, false).unwrap();
                         assert_eq!(
-                            normalize_path(&once, mode).unwrap(),
+                            normalize_path(&once, mode, false).unwrap(),
                             once,
                             "{raw:?} -> {once:?} is not canonical ({mode:?})"
                         );

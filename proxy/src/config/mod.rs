@@ -92,6 +92,8 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     /// Trailing slash policy.
     pub trailing_slash: TrailingSlash,
+    /// Whether paths with a double-encoded `.`, `/`, `\` or NUL (`%252e`) are passed on (default: refused).
+    pub allow_double_encoding: bool,
     /// Headers copied into the context.
     pub context_headers: Vec<String>,
     /// Admin address (None: disabled).
@@ -198,6 +200,7 @@ impl Config {
             shutdown_grace: server.shutdown_grace,
             trusted_proxies: server.trusted_proxies,
             trailing_slash: server.trailing_slash,
+            allow_double_encoding: server.allow_double_encoding,
             context_headers: server.context_headers,
             admin_listen: admin.listen,
             admin_tls: admin.tls,
