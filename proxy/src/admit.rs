@@ -99,8 +99,9 @@ fn forwarded_for_entry(entry: &str) -> Option<IpAddr> {
 
 /// The request's host, as routing, the policies (`context.host`) and the upstream (`X-Forwarded-Host`) all see it:
 /// the target's authority (absolute-form, HTTP/2 `:authority`) or else the `Host` header, lowercased, without port
-/// or trailing dot. Two `Host` headers, an unreadable one, or an authority and a `Host` naming different hosts are
-/// refused: jitgate decides on one host only.
+/// or trailing dot. Two `Host` headers, an unreadable one, one that is not a host name or IP literal (see
+/// [`canonical_host`]), or an authority and a `Host` naming different hosts are refused: jitgate decides on one
+/// host only, and a host is shown to approvers and written to the log, so it is never free text.
 fn request_host<B>(req: &Request<B>) -> Result<Option<String>, String> {
     let mut headers = req.headers().get_all(header::HOST).iter();
     let header = match (headers.next(), headers.next()) {
@@ -111,8 +112,16 @@ fn request_host<B>(req: &Request<B>) -> Result<Option<String>, String> {
                 .map_err(|_| "the Host header is not readable text".to_string())?,
         ),
     };
-    let authority = req.uri().authority().map(|a| canonical_host(a.as_str()));
-    let header = header.map(canonical_host);
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| {
+            canonical_host(a.as_str()).map_err(|why| format!("the request target's host {why}"))
+        })
+        .transpose()?;
+    let header = header
+        .map(|h| canonical_host(h).map_err(|why| format!("the Host header {why}")))
+        .transpose()?;
     match (authority, header) {
         (Some(a), Some(h)) if a != h => Err(format!(
             "the request's target names host `{a}` and its Host header `{h}`"
@@ -122,15 +131,65 @@ fn request_host<B>(req: &Request<B>) -> Result<Option<String>, String> {
     }
 }
 
-/// `Example.COM.:8443` -> `example.com`; `[::1]:8080` -> `[::1]`.
-fn canonical_host(h: &str) -> String {
-    let h = h.rsplit_once('@').map_or(h, |(_, host)| host);
-    let host = if h.starts_with('[') {
-        h.find(']').map_or(h, |end| &h[..=end])
+/// The longest host name (RFC 1035: 253 characters without the trailing dot).
+const MAX_HOST_NAME: usize = 253;
+
+/// `Example.COM.:8443` -> `example.com`; `[::1]:8080` -> `[::1]`; `10.0.0.1:80` -> `10.0.0.1`. The host must be a
+/// host name (RFC 1123 labels: letters, digits and `-`, 1 to 63 characters, not starting or ending with `-`;
+/// optionally a trailing dot), an IPv4 address or a bracketed IPv6 address, optionally followed by `:port`. Anything
+/// else (spaces, userinfo, parentheses, an empty host or port) is refused: the error says why, for a 400.
+fn canonical_host(h: &str) -> Result<String, String> {
+    let shown = || h.escape_debug().to_string();
+    let (host, port) = if let Some(rest) = h.strip_prefix('[') {
+        let (v6, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("`{}` has an unclosed `[`", shown()))?;
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("`{}` is not a valid IPv6 literal", shown()));
+        }
+        let port = match after {
+            "" => None,
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or_else(|| format!("`{}`: only a port may follow `]`", shown()))?,
+            ),
+        };
+        (&h[..=v6.len() + 1], port)
     } else {
-        h.split(':').next().unwrap_or(h)
+        match h.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (h, None),
+        }
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    if let Some(port) = port {
+        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("`{}` has an invalid port", shown()));
+        }
+        if port.parse::<u16>().is_err() {
+            return Err(format!("`{}` has a port over 65535", shown()));
+        }
+    }
+    if host.starts_with('[') {
+        return Ok(host.to_ascii_lowercase());
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Ok(name.to_string());
+    }
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.is_empty() || name.len() > MAX_HOST_NAME || !name.split('.').all(label_ok) {
+        return Err(format!(
+            "`{}` is not a host name or IP literal (RFC 1123 labels of letters, digits and `-`, an IPv4 address or a \
+             bracketed IPv6 address, with an optional port)",
+            shown()
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
 }
 
 /// Why a path was refused.
@@ -311,6 +370,50 @@ mod tests {
             );
         }
         assert_eq!(forwarded_for_entry("unknown"), None);
+    }
+
+    /// Hosts are shown to approvers and logged: only host names and IP literals, with an optional port, pass.
+    #[test]
+    fn hosts_are_host_names_or_ip_literals() {
+        for (raw, expected) in [
+            ("Example.COM.:8443", "example.com"),
+            ("api.example", "api.example"),
+            ("h", "h"),
+            ("a-b.c1", "a-b.c1"),
+            ("10.0.0.1:80", "10.0.0.1"),
+            ("[::1]:8080", "[::1]"),
+            ("[2001:DB8::1]", "[2001:db8::1]"),
+            ("localhost:65535", "localhost"),
+        ] {
+            assert_eq!(canonical_host(raw).as_deref(), Ok(expected), "{raw}");
+        }
+        let long_label = "a".repeat(64);
+        let long_name = vec!["a"; 130].join(".");
+        for raw in [
+            "staging (dry run - safe to approve)",
+            "staging approve",
+            "",
+            ".",
+            "a..b",
+            "-a.example",
+            "a-.example",
+            "user@api.example",
+            "api.example:",
+            "api.example:80:80",
+            "api.example:70000",
+            "api.example:8o",
+            "[::1",
+            "[::1]x",
+            "[not-v6]:80",
+            "::1",
+            "a_b.example",
+            "caf\u{e9}.example",
+            "a\u{200b}b",
+            long_label.as_str(),
+            long_name.as_str(),
+        ] {
+            assert!(canonical_host(raw).is_err(), "{raw:?} was accepted");
+        }
     }
 
     #[test]

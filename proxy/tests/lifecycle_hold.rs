@@ -94,6 +94,17 @@ async fn held_request_approved_while_waiting_is_forwarded_once() {
     let held = held_delete(&env);
     let id = pending_hold(&env).await;
     assert_eq!(env.upstream.hits(), before, "nothing forwarded while held");
+    // Approvers see labelled fields, not a sentence composed from what the caller sent.
+    let (_, v) = env
+        .get("carol", "/v1/requests?role=hold&state=pending&all=true")
+        .await;
+    let reason = v["requests"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("held for approval: method=DELETE path=/databases/orders ")
+            && reason.contains(" action=deleteDatabase ")
+            && reason.contains(" policies="),
+        "{reason}"
+    );
     // The requester cannot approve her own held request; a dba can.
     let (s, _) = env.approve("alice", &id).await;
     assert_eq!(s, 403);

@@ -1193,3 +1193,55 @@ async fn a_malformed_chunked_body_is_a_400_bad_request_and_not_an_upstream_failu
     assert_eq!(json["body_bytes"], 5);
     h.assert_log(3);
 }
+
+/// The host reaches routing, the policies, approvers and the log, so it is never free text: a `Host` (or an
+/// absolute-form target) that is not a host name or IP literal with an optional port is refused with 400 and
+/// never forwarded; host names, IPv4 and bracketed IPv6 literals with a port still route.
+#[tokio::test]
+async fn hosts_that_are_not_host_names_or_ip_literals_are_refused() {
+    let h = Harness::start().await;
+    let alice = h.token("alice", &["engineering"]);
+    let get = |target: &str, host: &str| {
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {alice}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let refused = [
+        ("/payments/p1", "staging (dry run - safe to approve)"),
+        ("/payments/p1", "staging approve"),
+        ("/payments/p1", "user@api.example"),
+        ("/payments/p1", "api.example:80:80"),
+        ("/payments/p1", "api.example:99999"),
+        ("/payments/p1", "api_internal.example"),
+        ("/payments/p1", "[::1"),
+        ("/payments/p1", "a..b"),
+    ];
+    for (target, host) in refused {
+        let (status, _, json) = raw_bytes(h.addr, get(target, host).as_bytes()).await;
+        assert_eq!(status, 400, "{host:?}: {json:?}");
+        assert_eq!(json["error"], "bad_request", "{host:?}");
+        assert!(
+            json["message"].as_str().unwrap().contains("Host header"),
+            "{host:?}: the message names the header: {json:?}"
+        );
+        let rec = h.record(json["decision_id"].as_str().unwrap());
+        assert_eq!(rec.status, Some(400), "{host:?}");
+        assert!(
+            rec.context.get("host").is_none(),
+            "{host:?}: {:?}",
+            rec.context
+        );
+    }
+    assert_eq!(h.upstream.hits(), 0);
+    for (host, expected) in [
+        ("API.example:8443", "api.example"),
+        ("api.example.", "api.example"),
+        ("127.0.0.1:9", "127.0.0.1"),
+        ("[::1]:8080", "[::1]"),
+    ] {
+        let (status, _, json) = raw_bytes(h.addr, get("/payments/p1", host).as_bytes()).await;
+        assert_eq!(status, 200, "{host}: {json:?}");
+        assert_eq!(json["headers"]["x-forwarded-host"], expected, "{host}");
+    }
+    h.assert_log(refused.len() + 4);
+}
