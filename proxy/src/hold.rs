@@ -83,7 +83,8 @@ impl crate::state::Proxy {
             reason: hold_reason(
                 parts.method.as_str(),
                 &path,
-                &query,
+                &jitgate_engine::log::redacted_query(&query, &self.config.log_redact_query)
+                    .unwrap_or_else(|| query.clone()),
                 request.context.host.as_deref(),
                 &request.action,
                 &held.policies,

@@ -120,6 +120,8 @@ pub struct Config {
     pub log_acknowledge: Acknowledge,
     /// Redacted context fields.
     pub log_redact: Vec<String>,
+    /// Query parameters whose values are masked in records, hold reasons and logs.
+    pub log_redact_query: Vec<String>,
     /// JSON Lines sink.
     pub log_jsonl: Option<String>,
     /// Automatic retention: prune records older than this (None: keep everything).
@@ -214,6 +216,7 @@ impl Config {
             log_on_full: log.on_full,
             log_acknowledge: log.acknowledge,
             log_redact: log.redact,
+            log_redact_query: log.redact_query,
             log_jsonl: log.jsonl,
             log_retain: log.retain,
             log_prune_interval: log.prune_interval,
