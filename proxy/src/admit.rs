@@ -37,8 +37,12 @@ pub fn admit<B>(req: &Request<B>, config: &Config, trace: &mut Trace) -> Result<
     if crate::headers::content_length(req.headers()).is_some_and(|n| n > config.max_body_bytes) {
         return Err(Refusal::BodyTooLarge);
     }
-    let path = normalize_path(req.uri().path(), config.trailing_slash)
-        .map_err(|e| Refusal::BadPath(e.to_string()))?;
+    let path = normalize_path(
+        req.uri().path(),
+        config.trailing_slash,
+        config.allow_double_encoding,
+    )
+    .map_err(|e| Refusal::BadPath(e.to_string()))?;
     trace.path = path.clone();
     let host = request_host(req).map_err(Refusal::BadRequest)?;
     Ok(Admitted { path, host })
@@ -95,8 +99,9 @@ fn forwarded_for_entry(entry: &str) -> Option<IpAddr> {
 
 /// The request's host, as routing, the policies (`context.host`) and the upstream (`X-Forwarded-Host`) all see it:
 /// the target's authority (absolute-form, HTTP/2 `:authority`) or else the `Host` header, lowercased, without port
-/// or trailing dot. Two `Host` headers, an unreadable one, or an authority and a `Host` naming different hosts are
-/// refused: jitgate decides on one host only.
+/// or trailing dot. Two `Host` headers, an unreadable one, one that is not a host name or IP literal (see
+/// [`canonical_host`]), or an authority and a `Host` naming different hosts are refused: jitgate decides on one
+/// host only, and a host is shown to approvers and written to the log, so it is never free text.
 fn request_host<B>(req: &Request<B>) -> Result<Option<String>, String> {
     let mut headers = req.headers().get_all(header::HOST).iter();
     let header = match (headers.next(), headers.next()) {
@@ -107,8 +112,16 @@ fn request_host<B>(req: &Request<B>) -> Result<Option<String>, String> {
                 .map_err(|_| "the Host header is not readable text".to_string())?,
         ),
     };
-    let authority = req.uri().authority().map(|a| canonical_host(a.as_str()));
-    let header = header.map(canonical_host);
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| {
+            canonical_host(a.as_str()).map_err(|why| format!("the request target's host {why}"))
+        })
+        .transpose()?;
+    let header = header
+        .map(|h| canonical_host(h).map_err(|why| format!("the Host header {why}")))
+        .transpose()?;
     match (authority, header) {
         (Some(a), Some(h)) if a != h => Err(format!(
             "the request's target names host `{a}` and its Host header `{h}`"
@@ -118,15 +131,65 @@ fn request_host<B>(req: &Request<B>) -> Result<Option<String>, String> {
     }
 }
 
-/// `Example.COM.:8443` -> `example.com`; `[::1]:8080` -> `[::1]`.
-fn canonical_host(h: &str) -> String {
-    let h = h.rsplit_once('@').map_or(h, |(_, host)| host);
-    let host = if h.starts_with('[') {
-        h.find(']').map_or(h, |end| &h[..=end])
+/// The longest host name (RFC 1035: 253 characters without the trailing dot).
+const MAX_HOST_NAME: usize = 253;
+
+/// `Example.COM.:8443` -> `example.com`; `[::1]:8080` -> `[::1]`; `10.0.0.1:80` -> `10.0.0.1`. The host must be a
+/// host name (RFC 1123 labels: letters, digits and `-`, 1 to 63 characters, not starting or ending with `-`;
+/// optionally a trailing dot), an IPv4 address or a bracketed IPv6 address, optionally followed by `:port`. Anything
+/// else (spaces, userinfo, parentheses, an empty host or port) is refused: the error says why, for a 400.
+fn canonical_host(h: &str) -> Result<String, String> {
+    let shown = || h.escape_debug().to_string();
+    let (host, port) = if let Some(rest) = h.strip_prefix('[') {
+        let (v6, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("`{}` has an unclosed `[`", shown()))?;
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("`{}` is not a valid IPv6 literal", shown()));
+        }
+        let port = match after {
+            "" => None,
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or_else(|| format!("`{}`: only a port may follow `]`", shown()))?,
+            ),
+        };
+        (&h[..=v6.len() + 1], port)
     } else {
-        h.split(':').next().unwrap_or(h)
+        match h.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (h, None),
+        }
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    if let Some(port) = port {
+        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("`{}` has an invalid port", shown()));
+        }
+        if port.parse::<u16>().is_err() {
+            return Err(format!("`{}` has a port over 65535", shown()));
+        }
+    }
+    if host.starts_with('[') {
+        return Ok(host.to_ascii_lowercase());
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Ok(name.to_string());
+    }
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.is_empty() || name.len() > MAX_HOST_NAME || !name.split('.').all(label_ok) {
+        return Err(format!(
+            "`{}` is not a host name or IP literal (RFC 1123 labels of letters, digits and `-`, an IPv4 address or a \
+             bracketed IPv6 address, with an optional port)",
+            shown()
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
 }
 
 /// Why a path was refused.
@@ -152,14 +215,25 @@ pub enum PathError {
     /// resolving dot segments would climb where the policies did not look.
     #[error("a `.` or `..` path segment with `;` parameters is not allowed")]
     DotSegmentParameter,
+    /// `%25` followed by an encoded `.`, `/`, `\` or NUL (`%252e`, `%25%32%66`): a backend that decodes twice would
+    /// read a dot segment or a separator that the policies never saw (`[server] allow_double_encoding` allows it).
+    #[error(
+        "a double-encoded `.`, `/`, `\\` or NUL (`%25` followed by an escape) is not allowed in the path"
+    )]
+    DoubleEncoded,
 }
 
 /// Normalizes a request path (without the query):
 /// - percent-encoded unreserved characters are decoded (`%2e` -> `.`, `%41` -> `A`), other escapes upper-cased;
 /// - encoded separators (`%2F`, `%5C`) and NUL are refused rather than guessed at;
 /// - empty segments (`//`) are dropped and dot segments resolved (`..` never climbs above `/`);
+/// - a double-encoded `.`, `/`, `\` or NUL (`%252e`) is refused unless `allow_double_encoding`;
 /// - a trailing slash is stripped or kept per configuration.
-pub fn normalize_path(raw: &str, trailing: TrailingSlash) -> Result<String, PathError> {
+pub fn normalize_path(
+    raw: &str,
+    trailing: TrailingSlash,
+    allow_double_encoding: bool,
+) -> Result<String, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotOriginForm);
     }
@@ -167,7 +241,7 @@ pub fn normalize_path(raw: &str, trailing: TrailingSlash) -> Result<String, Path
     // Whether the path ends in a directory: its last segment, decoded, is empty, `.` or `..` (`/a/%2e` is `/a/.`).
     let mut ends_with_slash = false;
     for seg in raw.split('/') {
-        let seg = canonical_segment(seg)?;
+        let seg = canonical_segment(seg, allow_double_encoding)?;
         ends_with_slash = matches!(seg.as_str(), "" | "." | "..");
         match seg.as_str() {
             "" | "." => {}
@@ -192,9 +266,11 @@ pub fn normalize_path(raw: &str, trailing: TrailingSlash) -> Result<String, Path
     Ok(path)
 }
 
-fn canonical_segment(seg: &str) -> Result<String, PathError> {
+fn canonical_segment(seg: &str, allow_double_encoding: bool) -> Result<String, PathError> {
     let bytes = seg.as_bytes();
     let mut out = String::with_capacity(seg.len());
+    // The segment decoded once, as a backend that decodes would read it, to look for escapes that survive one decoding.
+    let mut decoded: Vec<u8> = Vec::with_capacity(seg.len());
     // The escaped bytes in a row, which must decode to UTF-8 together.
     let mut escaped: Vec<u8> = Vec::new();
     let mut i = 0;
@@ -211,6 +287,7 @@ fn canonical_segment(seg: &str) -> Result<String, PathError> {
                 return Err(PathError::EncodedSeparator);
             }
             escaped.push(v);
+            decoded.push(v);
             if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
                 out.push(v as char);
             } else {
@@ -226,16 +303,33 @@ fn canonical_segment(seg: &str) -> Result<String, PathError> {
                 return Err(PathError::BadCharacter);
             }
             out.push(b as char);
+            decoded.push(b);
             i += 1;
         }
     }
     utf8(&mut escaped)?;
+    if !allow_double_encoding && escapes_a_separator(&decoded) {
+        return Err(PathError::DoubleEncoded);
+    }
     if let Some((name, _)) = out.split_once(';') {
         if name == "." || name == ".." {
             return Err(PathError::DotSegmentParameter);
         }
     }
     Ok(out)
+}
+
+/// Whether `decoded` (a segment decoded once) still holds an escape of `.`, `/`, `\\` or NUL, any case: a second
+/// decoding would turn it into a dot segment, a separator or a NUL.
+fn escapes_a_separator(decoded: &[u8]) -> bool {
+    let hex = |c: &u8| (*c as char).to_digit(16);
+    decoded.windows(3).any(|w| match w {
+        [b'%', hi, lo] => match (hex(hi), hex(lo)) {
+            (Some(hi), Some(lo)) => matches!(hi * 16 + lo, 0x2e | 0x2f | 0x5c | 0),
+            _ => false,
+        },
+        _ => false,
+    })
 }
 
 /// Checks that a run of escaped bytes is UTF-8 (overlong forms such as `%C0%AE` are not), then clears it.
@@ -252,7 +346,7 @@ mod tests {
     use super::*;
 
     fn n(p: &str) -> Result<String, PathError> {
-        normalize_path(p, TrailingSlash::Strip)
+        normalize_path(p, TrailingSlash::Strip, false)
     }
 
     /// An IPv4 client behind a dual-stack hop is `::ffff:a.b.c.d`: read as the IPv4 address it is, so IPv4
@@ -278,6 +372,50 @@ mod tests {
         assert_eq!(forwarded_for_entry("unknown"), None);
     }
 
+    /// Hosts are shown to approvers and logged: only host names and IP literals, with an optional port, pass.
+    #[test]
+    fn hosts_are_host_names_or_ip_literals() {
+        for (raw, expected) in [
+            ("Example.COM.:8443", "example.com"),
+            ("api.example", "api.example"),
+            ("h", "h"),
+            ("a-b.c1", "a-b.c1"),
+            ("10.0.0.1:80", "10.0.0.1"),
+            ("[::1]:8080", "[::1]"),
+            ("[2001:DB8::1]", "[2001:db8::1]"),
+            ("localhost:65535", "localhost"),
+        ] {
+            assert_eq!(canonical_host(raw).as_deref(), Ok(expected), "{raw}");
+        }
+        let long_label = "a".repeat(64);
+        let long_name = vec!["a"; 130].join(".");
+        for raw in [
+            "staging (dry run - safe to approve)",
+            "staging approve",
+            "",
+            ".",
+            "a..b",
+            "-a.example",
+            "a-.example",
+            "user@api.example",
+            "api.example:",
+            "api.example:80:80",
+            "api.example:70000",
+            "api.example:8o",
+            "[::1",
+            "[::1]x",
+            "[not-v6]:80",
+            "::1",
+            "a_b.example",
+            "caf\u{e9}.example",
+            "a\u{200b}b",
+            long_label.as_str(),
+            long_name.as_str(),
+        ] {
+            assert!(canonical_host(raw).is_err(), "{raw:?} was accepted");
+        }
+    }
+
     #[test]
     fn resolves_tricks_to_one_path() {
         assert_eq!(n("/a/../admin").unwrap(), "/admin");
@@ -288,7 +426,7 @@ mod tests {
         assert_eq!(n("/../../admin").unwrap(), "/admin");
         assert_eq!(n("/payments/").unwrap(), "/payments");
         assert_eq!(
-            normalize_path("/payments/", TrailingSlash::Keep).unwrap(),
+            normalize_path("/payments/", TrailingSlash::Keep, false).unwrap(),
             "/payments/"
         );
         assert_eq!(n("/").unwrap(), "/");
@@ -326,10 +464,42 @@ mod tests {
         assert_eq!(n("/a/...;x").unwrap(), "/a/...;x");
     }
 
+    /// `%25` followed by an escape of `.`, `/`, `\` or NUL, in any case and however the escape itself is written,
+    /// is what a backend that decodes twice reads as a dot segment or separator: refused unless allowed, and then
+    /// passed on as it came (`%25` stays encoded, so the backend sees the same bytes).
+    #[test]
+    fn double_encoded_dots_and_separators_are_refused_unless_allowed() {
+        for p in [
+            "/public/%252e%252e/admin/x",
+            "/public/%252E%252E/admin/x",
+            "/public/%252f..%252fadmin",
+            "/public/%252F",
+            "/public/a%255cb",
+            "/public/a%255Cb",
+            "/public/a%2500",
+            "/public/%25%32%65%25%32%65/admin",
+            "/public/%25%32%45",
+        ] {
+            assert_eq!(n(p), Err(PathError::DoubleEncoded), "{p}");
+            assert!(
+                normalize_path(p, TrailingSlash::Strip, true).is_ok(),
+                "{p} allowed"
+            );
+        }
+        assert_eq!(
+            normalize_path("/public/%252e%252e/admin/x", TrailingSlash::Strip, true).unwrap(),
+            "/public/%252e%252e/admin/x"
+        );
+        // A literal percent sign that escapes nothing dangerous stays allowed.
+        assert_eq!(n("/a%2541").unwrap(), "/a%2541");
+        assert_eq!(n("/a%25").unwrap(), "/a%25");
+        assert_eq!(n("/100%25/x").unwrap(), "/100%25/x");
+    }
+
     /// A path that ends in a dot segment ends in a directory however its dots are written.
     #[test]
     fn the_trailing_slash_follows_the_decoded_last_segment() {
-        let keep = |p| normalize_path(p, TrailingSlash::Keep).unwrap();
+        let keep = |p| normalize_path(p, TrailingSlash::Keep, false).unwrap();
         for (raw, expected) in [
             ("/a/b/..", "/a/"),
             ("/a/b/%2e%2e", "/a/"),
@@ -364,9 +534,9 @@ mod tests {
             for p in &next {
                 for raw in [p.clone(), format!("{p}/")] {
                     for mode in [TrailingSlash::Strip, TrailingSlash::Keep] {
-                        let once = normalize_path(&raw, mode).unwrap();
+                        let once = normalize_path(&raw, mode, false).unwrap();
                         assert_eq!(
-                            normalize_path(&once, mode).unwrap(),
+                            normalize_path(&once, mode, false).unwrap(),
                             once,
                             "{raw:?} -> {once:?} is not canonical ({mode:?})"
                         );

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use jitgate_engine::log::{
-    DecisionRecord, JsonlSink, LogOptions, LogWriter, OnFull, WriteError, redact,
+    DecisionRecord, JsonlSink, LogOptions, LogWriter, OnFull, WriteError, redact, redact_query,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
@@ -34,6 +34,8 @@ pub struct DecisionLog {
     on_full: OnFull,
     acknowledge: Acknowledge,
     redact: Arc<Vec<String>>,
+    /// Query parameters whose values are masked in every record (`[log] redact_query`).
+    redact_query: Arc<Vec<String>>,
 }
 
 impl DecisionLog {
@@ -71,6 +73,7 @@ impl DecisionLog {
             on_full: config.log_on_full,
             acknowledge: config.log_acknowledge,
             redact: Arc::new(config.log_redact.clone()),
+            redact_query: Arc::new(config.log_redact_query.clone()),
         })
     }
 
@@ -130,6 +133,7 @@ impl DecisionLog {
         if !self.redact.is_empty() {
             redact(&mut rec, &self.redact);
         }
+        redact_query(&mut rec, &self.redact_query);
         let Some(writer) = &self.writer else {
             return Ok(None);
         };

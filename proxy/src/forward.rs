@@ -143,9 +143,16 @@ impl Drop for Timed<'_> {
     }
 }
 
-/// Wraps a client body so that it streams through, refusing more than the limit would allow.
+/// An error reading the client's request body (a malformed chunked encoding, a connection cut mid-body): the
+/// client's fault, so a 400 and not an upstream failure, though it surfaces from the upstream call.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the request body: {0}")]
+pub struct ClientBodyError(#[source] pub hyper::Error);
+
+/// Wraps a client body so that it streams through, refusing more than the limit would allow. Its errors are
+/// [`ClientBodyError`]s, so that the forward stage can tell them from the upstream's.
 pub fn stream_body(body: Incoming) -> ProxyBody {
-    body.map_err(|e| Box::new(e) as crate::respond::BoxError)
+    body.map_err(|e| Box::new(ClientBodyError(e)) as crate::respond::BoxError)
         .boxed()
 }
 
@@ -211,6 +218,12 @@ pub async fn forward(
             if is_length_limit(&e) {
                 return Err(Refusal::BodyTooLarge);
             }
+            if let Some(client) = client_body_error(&e) {
+                return Err(Refusal::BadRequest(format!(
+                    "the request body is malformed or was cut short: {}",
+                    describe(client)
+                )));
+            }
             return Err(Refusal::UpstreamUnavailable(describe(&e)));
         }
         Ok(Ok(resp)) => resp,
@@ -233,6 +246,20 @@ fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
         cur = err.source();
     }
     false
+}
+
+/// The client body error in `e`'s chain, if the upstream call failed because the client's body could not be read.
+fn client_body_error<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a (dyn std::error::Error + 'static)> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<ClientBodyError>() {
+            return Some(err);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 fn describe(e: &(dyn std::error::Error + 'static)) -> String {

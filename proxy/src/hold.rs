@@ -78,20 +78,16 @@ impl crate::state::Proxy {
             id: id.clone(),
             resource: request.resource.entity.clone(),
             digest,
-            reason: format!(
-                "{} {}{}{}{} ({}) held by policy {}",
-                parts.method,
-                path,
-                if query.is_empty() { "" } else { "?" },
-                query,
-                request
-                    .context
-                    .host
-                    .as_deref()
-                    .map(|h| format!(" on {h}"))
-                    .unwrap_or_default(),
-                request.action,
-                held.policies.join(", ")
+            // One labelled field per fact, never a sentence a request could finish: the host is a validated host
+            // name or IP literal (admit), the path and query are URI text, and the query's secrets are redacted.
+            reason: hold_reason(
+                parts.method.as_str(),
+                &path,
+                &jitgate_engine::log::redacted_query(&query, &self.config.log_redact_query)
+                    .unwrap_or_else(|| query.clone()),
+                request.context.host.as_deref(),
+                &request.action,
+                &held.policies,
             ),
             ttl_secs: i64::try_from(self.config.hold.approval_ttl.as_secs()).unwrap_or(i64::MAX),
         };
@@ -145,4 +141,30 @@ impl crate::state::Proxy {
             }),
         }
     }
+}
+
+/// The reason an access request for a hold shows approvers: labelled fields (`method=DELETE path=/databases/db1
+/// host=api.example action=deleteDatabase policies=p`), each value a single token that admit has validated.
+fn hold_reason(
+    method: &str,
+    path: &str,
+    query: &str,
+    host: Option<&str>,
+    action: &str,
+    policies: &[String],
+) -> String {
+    let mut reason = format!("held for approval: method={method} path={path}");
+    if !query.is_empty() {
+        reason.push_str(" query=");
+        reason.push_str(query);
+    }
+    if let Some(host) = host {
+        reason.push_str(" host=");
+        reason.push_str(host);
+    }
+    reason.push_str(" action=");
+    reason.push_str(action);
+    reason.push_str(" policies=");
+    reason.push_str(&policies.join(","));
+    reason
 }

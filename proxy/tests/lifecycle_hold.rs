@@ -94,6 +94,17 @@ async fn held_request_approved_while_waiting_is_forwarded_once() {
     let held = held_delete(&env);
     let id = pending_hold(&env).await;
     assert_eq!(env.upstream.hits(), before, "nothing forwarded while held");
+    // Approvers see labelled fields, not a sentence composed from what the caller sent.
+    let (_, v) = env
+        .get("carol", "/v1/requests?role=hold&state=pending&all=true")
+        .await;
+    let reason = v["requests"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("held for approval: method=DELETE path=/databases/orders ")
+            && reason.contains(" action=deleteDatabase ")
+            && reason.contains(" policies="),
+        "{reason}"
+    );
     // The requester cannot approve her own held request; a dba can.
     let (s, _) = env.approve("alice", &id).await;
     assert_eq!(s, 403);
@@ -389,5 +400,42 @@ async fn a_grant_bound_token_redeems_its_approved_hold() {
         "the approved hold was not released for a bound token: {body}"
     );
     assert_eq!(env.upstream.hits() - before, 1);
+    env.running.shutdown().await;
+}
+
+/// A held request's query secrets are masked in the reason approvers see and in the records; the digest still binds
+/// the real query (the approval is for exactly that request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_held_requests_query_secrets_are_redacted_in_its_reason_and_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = waiting_env(dir.path()).await;
+    let http = env.http.clone();
+    let url = env.data("/databases/orders?api_key=s3cret&x=1");
+    let tok = env.token("alice");
+    let held = tokio::spawn(async move { http.delete(url).bearer_auth(tok).send().await });
+    let id = pending_hold(&env).await;
+    let (_, v) = env
+        .get("carol", "/v1/requests?role=hold&state=pending&all=true")
+        .await;
+    let reason = v["requests"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(" query=api_key=[redacted]&x=1 ") && !reason.contains("s3cret"),
+        "{reason}"
+    );
+    let (s, v) = env.approve("carol", &id).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(held.await.unwrap().unwrap().status().as_u16(), 200);
+    let rec = delete_record(&env).await;
+    assert_eq!(rec.context["query"], "api_key=[redacted]&x=1");
+    use jitgate_engine::log::{Filter, query};
+    let page = query(
+        &env.dir.join("decisions.db"),
+        &Filter::default(),
+        None,
+        1000,
+    )
+    .unwrap();
+    let all = serde_json::to_string(&page.records).unwrap();
+    assert!(!all.contains("s3cret"), "{all}");
     env.running.shutdown().await;
 }

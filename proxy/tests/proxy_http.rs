@@ -1060,3 +1060,229 @@ async fn silent_and_slow_clients_are_closed_after_the_header_timeout() {
     }
     assert_eq!(status, Some(StatusCode::OK));
 }
+
+/// A request written as raw bytes on a new connection (ending it with `Connection: close`), and the reply: status,
+/// head (lower-cased) and the body as JSON.
+async fn raw_bytes(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    within("raw bytes", async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut buf = Vec::new();
+        // The server closes after answering (`Connection: close`, or the request could not be read to its end).
+        let _ = s.read_to_end(&mut buf).await;
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut body = body.to_string();
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            let mut rest = body.as_str();
+            let mut whole = String::new();
+            while let Some((size, after)) = rest.split_once("\r\n") {
+                let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                whole.push_str(&after[..n]);
+                rest = &after[n + 2..];
+            }
+            body = whole;
+        }
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (
+            status,
+            head.to_ascii_lowercase(),
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        )
+    })
+    .await
+}
+
+/// `%25` followed by an encoded `.`, `/`, `\` or NUL, in any case, is what a backend that decodes twice reads as a
+/// dot segment or separator: refused with 400 and recorded, never forwarded; `[server] allow_double_encoding`
+/// passes it on as it came.
+#[tokio::test]
+async fn double_encoded_dot_segments_and_separators_are_refused_and_never_reach_the_upstream() {
+    let h = Harness::start().await;
+    let alice = h.token("alice", &["engineering"]);
+    let targets = [
+        "/payments/%252e%252e/databases/db1",
+        "/payments/%252E%252E/databases/db1",
+        "/payments/p1%252f..%252f..%252fdatabases%252fdb1",
+        "/payments/p1%252F..",
+        "/payments/a%255cb",
+        "/payments/a%255Cb",
+        "/payments/p1%2500",
+        "/payments/%25%32%65%25%32%65/databases/db1",
+    ];
+    for target in targets {
+        let req = format!(
+            "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {alice}\r\nConnection: close\r\n\r\n"
+        );
+        let (status, _, json) = raw_bytes(h.addr, req.as_bytes()).await;
+        assert_eq!(status, 400, "{target}: {json:?}");
+        assert_eq!(json["error"], "bad_path", "{target}");
+        let rec = h.record(json["decision_id"].as_str().unwrap());
+        assert_eq!(rec.status, Some(400), "{target}");
+        assert_eq!(
+            rec.path.as_deref(),
+            Some(target),
+            "the raw path is recorded"
+        );
+    }
+    assert_eq!(h.upstream.hits(), 0);
+    h.assert_log(targets.len());
+
+    // Allowed by configuration: passed on as it came, `%25` still encoded.
+    let h = Harness::start_with(|raw, _| raw.server.allow_double_encoding = true).await;
+    let alice = h.token("alice", &["engineering"]);
+    let r = raw(h.addr, raw_get("/payments/p1%252e%252e", Some(&alice))).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+    assert_eq!(r.json["path"], "/payments/p1%252e%252e");
+}
+
+/// A chunked body that cannot be read (a bare LF after the chunk size, a chunk size that overflows) is the client's
+/// fault: 400 `bad_request`, recorded as a bad request, not a 502 upstream failure.
+#[tokio::test]
+async fn a_malformed_chunked_body_is_a_400_bad_request_and_not_an_upstream_failure() {
+    let h = Harness::start().await;
+    h.grant(
+        "g-bob",
+        "bob",
+        "payments-writer",
+        EntityRef::new("Service", "payments"),
+    );
+    let token = h.token("bob", &["engineering"]);
+    let head = format!(
+        "POST /payments HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    for (what, body) in [
+        ("bare LF", "5\nhello\r\n0\r\n\r\n"),
+        (
+            "size overflow",
+            "fffffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+        ),
+    ] {
+        let (status, head, json) = raw_bytes(h.addr, format!("{head}{body}").as_bytes()).await;
+        assert_eq!(status, 400, "{what}: {head}\n{json:?}");
+        assert_eq!(json["error"], "bad_request", "{what}");
+        let rec = h.record(json["decision_id"].as_str().unwrap());
+        assert_eq!(rec.status, Some(400), "{what}");
+        assert!(
+            rec.errors.iter().any(|e| e.starts_with("bad request:")),
+            "{what}: {:?}",
+            rec.errors
+        );
+        assert!(
+            !rec.errors.iter().any(|e| e.contains("upstream")),
+            "{what}: {:?}",
+            rec.errors
+        );
+    }
+    // A well-formed chunked body still passes whole.
+    let (status, _, json) =
+        raw_bytes(h.addr, format!("{head}5\r\nhello\r\n0\r\n\r\n").as_bytes()).await;
+    assert_eq!(status, 200, "{json:?}");
+    assert_eq!(json["body_bytes"], 5);
+    h.assert_log(3);
+}
+
+/// The host reaches routing, the policies, approvers and the log, so it is never free text: a `Host` (or an
+/// absolute-form target) that is not a host name or IP literal with an optional port is refused with 400 and
+/// never forwarded; host names, IPv4 and bracketed IPv6 literals with a port still route.
+#[tokio::test]
+async fn hosts_that_are_not_host_names_or_ip_literals_are_refused() {
+    let h = Harness::start().await;
+    let alice = h.token("alice", &["engineering"]);
+    let get = |target: &str, host: &str| {
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {alice}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let refused = [
+        ("/payments/p1", "staging (dry run - safe to approve)"),
+        ("/payments/p1", "staging approve"),
+        ("/payments/p1", "user@api.example"),
+        ("/payments/p1", "api.example:80:80"),
+        ("/payments/p1", "api.example:99999"),
+        ("/payments/p1", "api_internal.example"),
+        ("/payments/p1", "[::1"),
+        ("/payments/p1", "a..b"),
+    ];
+    for (target, host) in refused {
+        let (status, _, json) = raw_bytes(h.addr, get(target, host).as_bytes()).await;
+        assert_eq!(status, 400, "{host:?}: {json:?}");
+        assert_eq!(json["error"], "bad_request", "{host:?}");
+        assert!(
+            json["message"].as_str().unwrap().contains("Host header"),
+            "{host:?}: the message names the header: {json:?}"
+        );
+        let rec = h.record(json["decision_id"].as_str().unwrap());
+        assert_eq!(rec.status, Some(400), "{host:?}");
+        assert!(
+            rec.context.get("host").is_none(),
+            "{host:?}: {:?}",
+            rec.context
+        );
+    }
+    assert_eq!(h.upstream.hits(), 0);
+    for (host, expected) in [
+        ("API.example:8443", "api.example"),
+        ("api.example.", "api.example"),
+        ("127.0.0.1:9", "127.0.0.1"),
+        ("[::1]:8080", "[::1]"),
+    ] {
+        let (status, _, json) = raw_bytes(h.addr, get("/payments/p1", host).as_bytes()).await;
+        assert_eq!(status, 200, "{host}: {json:?}");
+        assert_eq!(json["headers"]["x-forwarded-host"], expected, "{host}");
+    }
+    h.assert_log(refused.len() + 4);
+}
+
+/// Secrets in query strings never reach the decision log: values of parameters named in `[log] redact_query`
+/// (by default `api_key`, `token`, ...) are masked in the record, while the upstream gets the real query and the
+/// other parameters are kept.
+#[tokio::test]
+async fn query_secrets_are_redacted_in_the_record_but_reach_the_upstream() {
+    let h = Harness::start().await;
+    let alice = h.token("alice", &["engineering"]);
+    let r = raw(
+        h.addr,
+        raw_get("/payments/p1?api_key=s3cret&x=1&Token=t0ken", Some(&alice)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+    assert_eq!(r.json["query"], "api_key=s3cret&x=1&Token=t0ken");
+    let rec = h.record(&r.upstream_decision_id());
+    assert_eq!(
+        rec.context["query"],
+        "api_key=[redacted]&x=1&Token=[redacted]"
+    );
+    assert_eq!(rec.redacted, vec!["query".to_string()]);
+    let whole = serde_json::to_string(&rec).unwrap();
+    assert!(
+        !whole.contains("s3cret") && !whole.contains("t0ken"),
+        "{whole}"
+    );
+    // Also in the files as written (the database, its WAL, a journal): no byte of the secret on disk.
+    for f in std::fs::read_dir(h.log_path.parent().unwrap()).unwrap() {
+        let f = f.unwrap().path();
+        if f.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("decisions")
+            && f.is_file()
+        {
+            let bytes = std::fs::read(&f).unwrap();
+            assert!(!bytes.windows(6).any(|w| w == b"s3cret"), "{}", f.display());
+        }
+    }
+    h.assert_log(1);
+}

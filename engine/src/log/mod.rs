@@ -28,7 +28,8 @@ pub use export::{
 };
 pub use prune::{PruneReport, prune};
 pub use record::{
-    DecisionRecord, GENESIS_HASH, Outcome, REDACTED, RecordKind, format_time, parse_time, redact,
+    DEFAULT_REDACT_QUERY, DecisionRecord, GENESIS_HASH, Outcome, REDACTED, RecordKind, format_time,
+    parse_time, redact, redact_query, redacted_query,
 };
 pub use verify::{Failure, FailureKind, VerifyReport, verify_store};
 pub use writer::{JsonlSink, LogOptions, LogStats, LogWriter, OnFull, Ticket};

@@ -310,9 +310,164 @@ pub fn redact(rec: &mut DecisionRecord, fields: &[String]) {
     }
 }
 
+/// The query parameters whose values are redacted unless `[log] redact_query` says otherwise.
+pub const DEFAULT_REDACT_QUERY: [&str; 7] = [
+    "token",
+    "key",
+    "api_key",
+    "secret",
+    "password",
+    "signature",
+    "access_token",
+];
+
+/// `query` (without `?`) with the value of each parameter named in `names` (case-insensitive, the name
+/// percent-decoded and `+` read as a space, as a backend would read it) replaced by [`REDACTED`]; `None` when nothing
+/// was redacted. Both `&` and `;` separate parameters, so `a=1;token=x` hides `x` from servers that split on either.
+pub fn redacted_query(query: &str, names: &[String]) -> Option<String> {
+    if names.is_empty() || query.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(query.len());
+    let mut masked = false;
+    let mut rest = query;
+    loop {
+        let end = rest.find(['&', ';']).unwrap_or(rest.len());
+        let (param, after) = rest.split_at(end);
+        match param.split_once('=') {
+            Some((name, value))
+                if !value.is_empty()
+                    && names
+                        .iter()
+                        .any(|n| n.eq_ignore_ascii_case(&query_name(name))) =>
+            {
+                out.push_str(name);
+                out.push('=');
+                out.push_str(REDACTED);
+                masked = true;
+            }
+            _ => out.push_str(param),
+        }
+        let mut chars = after.chars();
+        match chars.next() {
+            Some(sep) => {
+                out.push(sep);
+                rest = chars.as_str();
+            }
+            None => break,
+        }
+    }
+    masked.then_some(out)
+}
+
+/// A query parameter's name as a backend reads it: `+` is a space, escapes decoded (bytes that are not UTF-8 are
+/// replaced, and then match no configured name).
+fn query_name(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = |j: usize| bytes.get(j).and_then(|c| (*c as char).to_digit(16));
+        match (b, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b'+', ..) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Redacts the values of the query parameters named in `names` (see [`redacted_query`]) wherever a record carries
+/// the query: `context.query`, and `path` if it holds one. Lists `query` in `rec.redacted` when something was masked.
+/// Call it before the record is appended, as [`redact`].
+pub fn redact_query(rec: &mut DecisionRecord, names: &[String]) {
+    let mut masked = false;
+    if let Some(Value::String(q)) = rec.context.get_mut("query") {
+        if let Some(r) = redacted_query(q, names) {
+            *q = r;
+            masked = true;
+        }
+    }
+    if let Some(path) = rec.path.as_mut() {
+        if let Some((p, q)) = path.split_once('?') {
+            if let Some(r) = redacted_query(q, names) {
+                *path = format!("{p}?{r}");
+                masked = true;
+            }
+        }
+    }
+    if masked && !rec.redacted.iter().any(|r| r == "query") {
+        rec.redacted.push("query".into());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn names() -> Vec<String> {
+        DEFAULT_REDACT_QUERY.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn query_secrets_are_redacted_by_name_and_the_rest_kept() {
+        let q = |s: &str| redacted_query(s, &names());
+        assert_eq!(
+            q("api_key=s3cret&x=1").as_deref(),
+            Some("api_key=[redacted]&x=1")
+        );
+        assert_eq!(
+            q("x=1&API_KEY=a&Token=b&access_token=c&password=d&signature=e&secret=f&key=g")
+                .as_deref(),
+            Some(
+                "x=1&API_KEY=[redacted]&Token=[redacted]&access_token=[redacted]&password=[redacted]\
+                 &signature=[redacted]&secret=[redacted]&key=[redacted]"
+            )
+        );
+        // Spelled as a backend would decode it, or hidden behind `;`.
+        assert_eq!(
+            q("api%5Fkey=s3cret").as_deref(),
+            Some("api%5Fkey=[redacted]")
+        );
+        assert_eq!(
+            q("a=1;token=s3cret").as_deref(),
+            Some("a=1;token=[redacted]")
+        );
+        assert_eq!(q("x=1&keys=2&monkey=3&token"), None);
+        assert_eq!(q(""), None);
+        assert_eq!(redacted_query("token=x", &[]), None);
+        assert_eq!(
+            redacted_query("sig=x&token=y", &["SIG".to_string()]).as_deref(),
+            Some("sig=[redacted]&token=y")
+        );
+    }
+
+    #[test]
+    fn redact_query_masks_the_context_and_the_path() {
+        let mut r = DecisionRecord::new(RecordKind::Decision);
+        r.context
+            .insert("query".into(), Value::String("api_key=s3cret&x=1".into()));
+        r.path = Some("/a?token=t0k&y=2".into());
+        redact_query(&mut r, &names());
+        assert_eq!(r.context["query"], "api_key=[redacted]&x=1");
+        assert_eq!(r.path.as_deref(), Some("/a?token=[redacted]&y=2"));
+        assert_eq!(r.redacted, vec!["query".to_string()]);
+        let mut clean = DecisionRecord::new(RecordKind::Decision);
+        clean
+            .context
+            .insert("query".into(), Value::String("x=1".into()));
+        redact_query(&mut clean, &names());
+        assert!(clean.redacted.is_empty());
+    }
 
     #[test]
     fn seal_hashes_exactly_the_canonical_bytes() {

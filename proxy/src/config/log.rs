@@ -34,6 +34,11 @@ pub struct RawLog {
     /// Context fields masked before a record is written (`claims.email`, `headers.x-api-key`).
     #[serde(default)]
     pub redact: Vec<String>,
+    /// Query parameters whose values are masked in records, hold reasons and logs (names, case-insensitive; the
+    /// upstream and the policies still get the real values). Default: `token`, `key`, `api_key`, `secret`,
+    /// `password`, `signature`, `access_token`; `[]` masks none.
+    #[serde(default = "default_redact_query")]
+    pub redact_query: Vec<String>,
     /// Also write records as JSON Lines: `stdout` or a file path.
     #[serde(default)]
     pub jsonl: Option<String>,
@@ -46,6 +51,13 @@ pub struct RawLog {
     pub prune_interval: Option<String>,
 }
 
+fn default_redact_query() -> Vec<String> {
+    jitgate_engine::log::DEFAULT_REDACT_QUERY
+        .iter()
+        .map(|n| n.to_string())
+        .collect()
+}
+
 impl Default for RawLog {
     fn default() -> Self {
         RawLog {
@@ -55,6 +67,7 @@ impl Default for RawLog {
             on_full: default_on_full(),
             acknowledge: default_acknowledge(),
             redact: Vec::new(),
+            redact_query: default_redact_query(),
             jsonl: None,
             retain: None,
             prune_interval: None,
@@ -99,6 +112,7 @@ pub(crate) struct Log {
     pub(crate) on_full: OnFull,
     pub(crate) acknowledge: Acknowledge,
     pub(crate) redact: Vec<String>,
+    pub(crate) redact_query: Vec<String>,
     pub(crate) jsonl: Option<String>,
     pub(crate) retain: Option<Duration>,
     pub(crate) prune_interval: Duration,
@@ -128,6 +142,14 @@ pub(crate) fn check(raw: RawLog, p: &mut Problems<'_>) -> Log {
             Acknowledge::Commit
         }
     };
+    for (i, name) in raw.redact_query.iter().enumerate() {
+        if name.is_empty() || name.contains(['&', ';', '=']) {
+            p.err(
+                &format!("log.redact_query[{i}]"),
+                format!("`{name}` is not a query parameter name"),
+            );
+        }
+    }
     if raw.queue_capacity == 0 {
         p.err("log.queue_capacity", "must be at least 1".into());
     }
@@ -151,6 +173,7 @@ pub(crate) fn check(raw: RawLog, p: &mut Problems<'_>) -> Log {
         on_full,
         acknowledge,
         redact: raw.redact,
+        redact_query: raw.redact_query,
         jsonl: raw.jsonl,
         retain,
         prune_interval,

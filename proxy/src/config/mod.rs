@@ -94,6 +94,8 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     /// Trailing slash policy.
     pub trailing_slash: TrailingSlash,
+    /// Whether paths with a double-encoded `.`, `/`, `\` or NUL (`%252e`) are passed on (default: refused).
+    pub allow_double_encoding: bool,
     /// Headers copied into the context.
     pub context_headers: Vec<String>,
     /// Admin address (None: disabled).
@@ -124,6 +126,8 @@ pub struct Config {
     pub log_acknowledge: Acknowledge,
     /// Redacted context fields.
     pub log_redact: Vec<String>,
+    /// Query parameters whose values are masked in records, hold reasons and logs.
+    pub log_redact_query: Vec<String>,
     /// JSON Lines sink.
     pub log_jsonl: Option<String>,
     /// Automatic retention: prune records older than this (None: keep everything).
@@ -205,6 +209,7 @@ impl Config {
             shutdown_grace: server.shutdown_grace,
             trusted_proxies: server.trusted_proxies,
             trailing_slash: server.trailing_slash,
+            allow_double_encoding: server.allow_double_encoding,
             context_headers: server.context_headers,
             admin_listen: admin.listen,
             admin_max_connections: admin.max_connections,
@@ -220,6 +225,7 @@ impl Config {
             log_on_full: log.on_full,
             log_acknowledge: log.acknowledge,
             log_redact: log.redact,
+            log_redact_query: log.redact_query,
             log_jsonl: log.jsonl,
             log_retain: log.retain,
             log_prune_interval: log.prune_interval,

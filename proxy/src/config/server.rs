@@ -50,6 +50,9 @@ pub struct RawServer {
     /// Request headers copied into the decision context (lower-case names).
     #[serde(default)]
     pub context_headers: Vec<String>,
+    /// Pass on paths with a double-encoded `.`, `/`, `\` or NUL (`%252e`); refused with 400 unless true.
+    #[serde(default)]
+    pub allow_double_encoding: bool,
 }
 
 /// `[server.tls]`.
@@ -89,6 +92,7 @@ impl Default for RawServer {
             trusted_proxies: Vec::new(),
             trailing_slash: default_trailing_slash(),
             context_headers: Vec::new(),
+            allow_double_encoding: false,
         })
     }
 }
@@ -166,6 +170,7 @@ pub(crate) struct Server {
     pub(crate) trusted_proxies: Vec<IpNet>,
     pub(crate) trailing_slash: TrailingSlash,
     pub(crate) context_headers: Vec<String>,
+    pub(crate) allow_double_encoding: bool,
 }
 
 /// Validates `[server]`.
@@ -241,6 +246,7 @@ pub(crate) fn check(raw: RawServer, p: &mut Problems<'_>) -> Server {
         shutdown_grace,
         trusted_proxies,
         trailing_slash,
+        allow_double_encoding: raw.allow_double_encoding,
         context_headers: raw
             .context_headers
             .iter()
