@@ -107,13 +107,32 @@ pub struct AuthzRequest {
     pub digest: Option<String>,
 }
 
+/// One header an approval is bound to: its name and every value the request carried under it, in the order they
+/// came. No values: the request did not carry it (distinct from one empty value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundHeader<'a> {
+    /// The header name (compared and hashed lower-cased).
+    pub name: &'a str,
+    /// Every value, as bytes, in request order.
+    pub values: Vec<&'a [u8]>,
+}
+
+/// The domain of [`request_digest`], hashed first. The first digest (no headers) started with the principal's
+/// entity (`Type::"id"`, which always holds `::`); this tag holds none, so no request of either form hashes the
+/// same bytes as one of the other, and an approval given under one form never matches a request under the other.
+const DIGEST_DOMAIN: &[u8] = b"jitgate request digest v2";
+
 /// The digest that binds an approval to one exact request: principal, method, host, normalized path, query, the
-/// action and resource the routes mapped it to, and a hash of the body, all taken from `request` (the body is
-/// passed separately). Binding the host keeps an approval given for one host from opening the same path on
-/// another; binding the action and resource keeps it from opening whatever a later bundle maps the path to. Hex
-/// SHA-256; each part is length-prefixed (an absent host is distinct from an empty one), so no two different
-/// requests share a digest.
-pub fn request_digest(request: &AuthzRequest, body: &[u8]) -> String {
+/// action and resource the routes mapped it to, the bound `headers`, and a hash of the body, all but the headers and
+/// body taken from `request`. Binding the host keeps an approval given for one host from opening the same path on
+/// another; binding the action and resource keeps it from opening whatever a later bundle maps the path to; binding
+/// the headers (the proxy passes the policies' context headers, `Content-Type` and `[hold] bind_headers`) keeps an
+/// approved request from being resent with another tenant or body type. Headers are canonical: names lower-cased,
+/// sorted and each taken once (the first entry of a name wins), so the order they are configured in does not
+/// matter; each value is hashed as bytes, in order, with its count, so an absent header differs from an empty one
+/// and a repeated one from a single one. Hex SHA-256; each part is length-prefixed (an absent host is distinct from
+/// an empty one), so no two different requests share a digest.
+pub fn request_digest(request: &AuthzRequest, headers: &[BoundHeader<'_>], body: &[u8]) -> String {
     let body_hash = Sha256::digest(body);
     let mut h = Sha256::new();
     let principal = request.principal.entity.to_string();
@@ -124,7 +143,12 @@ pub fn request_digest(request: &AuthzRequest, body: &[u8]) -> String {
         Some(h) => [b"1".as_slice(), h.as_bytes()].concat(),
         None => b"0".to_vec(),
     };
-    for part in [
+    let mut part = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    for p in [
+        DIGEST_DOMAIN,
         principal.as_bytes(),
         &text(&ctx.method),
         &host,
@@ -134,8 +158,21 @@ pub fn request_digest(request: &AuthzRequest, body: &[u8]) -> String {
         resource.as_bytes(),
         &body_hash[..],
     ] {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part);
+        part(p);
+    }
+    let mut canonical: BTreeMap<String, &[&[u8]]> = BTreeMap::new();
+    for header in headers {
+        canonical
+            .entry(header.name.to_ascii_lowercase())
+            .or_insert(&header.values);
+    }
+    part(&(canonical.len() as u64).to_be_bytes());
+    for (name, values) in &canonical {
+        part(name.as_bytes());
+        part(&(values.len() as u64).to_be_bytes());
+        for v in values.iter() {
+            part(v);
+        }
     }
     hex::encode(h.finalize())
 }
@@ -167,14 +204,14 @@ mod tests {
                 digest: None,
             }
         };
-        let a = request_digest(&base(), b"");
-        assert_eq!(a, request_digest(&base(), b""));
+        let a = request_digest(&base(), &[], b"");
+        assert_eq!(a, request_digest(&base(), &[], b""));
         // Fields that are not part of the request's identity do not change it.
         let mut r = base();
         r.context.time = 99;
         r.context.source_ip = Some("10.0.0.1".into());
         r.principal.groups = vec!["sre".into()];
-        assert_eq!(a, request_digest(&r, b""));
+        assert_eq!(a, request_digest(&r, &[], b""));
         type Change = fn(&mut AuthzRequest);
         let changed: Vec<(&str, Change)> = vec![
             ("principal", |r| {
@@ -201,11 +238,136 @@ mod tests {
             let mut r = base();
             change(&mut r);
             assert!(
-                seen.insert(request_digest(&r, b"")),
+                seen.insert(request_digest(&r, &[], b"")),
                 "{what} must change the digest"
             );
         }
-        assert_ne!(a, request_digest(&base(), b"{}"), "the body");
+        assert_ne!(a, request_digest(&base(), &[], b"{}"), "the body");
+    }
+
+    fn held_delete() -> AuthzRequest {
+        let mut context = Context::at(0);
+        context.method = Some("DELETE".into());
+        context.path = Some("/db/x".into());
+        AuthzRequest {
+            principal: Principal {
+                entity: EntityRef::new("User", "a"),
+                groups: Vec::new(),
+            },
+            action: "deleteDatabase".into(),
+            resource: Resource {
+                entity: EntityRef::new("Database", "x"),
+                parents: Vec::new(),
+                attrs: Default::default(),
+            },
+            context,
+            digest: None,
+        }
+    }
+
+    fn header<'a>(name: &'a str, values: &[&'a [u8]]) -> BoundHeader<'a> {
+        BoundHeader {
+            name,
+            values: values.to_vec(),
+        }
+    }
+
+    #[test]
+    fn digest_binds_header_values() {
+        let r = held_delete();
+        let with = |tenant: &[&[u8]]| {
+            request_digest(
+                &r,
+                &[
+                    header("x-tenant", tenant),
+                    header("content-type", &[b"application/json"]),
+                ],
+                b"",
+            )
+        };
+        let a = with(&[b"acme"]);
+        assert_eq!(a, with(&[b"acme"]));
+        let mut seen = std::collections::BTreeSet::from([a.clone()]);
+        for (what, tenant) in [
+            ("another value", &[b"globex".as_slice()][..]),
+            ("absent", &[][..]),
+            ("empty", &[b"".as_slice()][..]),
+            ("repeated", &[b"acme".as_slice(), b"acme"][..]),
+            ("split", &[b"ac".as_slice(), b"me"][..]),
+            ("reordered", &[b"me".as_slice(), b"ac"][..]),
+        ] {
+            assert!(seen.insert(with(tenant)), "{what} must change the digest");
+        }
+        let other_type = request_digest(
+            &r,
+            &[
+                header("x-tenant", &[b"acme"]),
+                header("content-type", &[b"text/plain"]),
+            ],
+            b"",
+        );
+        assert_ne!(a, other_type, "the content type");
+        // Binding a header at all changes the digest, even one the request does not carry.
+        assert_ne!(
+            request_digest(&r, &[], b""),
+            request_digest(&r, &[header("x-tenant", &[])], b"")
+        );
+    }
+
+    #[test]
+    fn digest_headers_are_canonical() {
+        let r = held_delete();
+        let a = request_digest(
+            &r,
+            &[
+                header("x-tenant", &[b"acme"]),
+                header("content-type", &[b"application/json"]),
+            ],
+            b"",
+        );
+        // Configured order and the case of the names do not matter; a name given twice is taken once.
+        let b = request_digest(
+            &r,
+            &[
+                header("Content-Type", &[b"application/json"]),
+                header("X-Tenant", &[b"acme"]),
+                header("x-tenant", &[b"acme"]),
+            ],
+            b"",
+        );
+        assert_eq!(a, b);
+        // Values are bytes: their case matters.
+        let c = request_digest(
+            &r,
+            &[
+                header("x-tenant", &[b"ACME"]),
+                header("content-type", &[b"application/json"]),
+            ],
+            b"",
+        );
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn digest_is_domain_separated_from_the_first_form() {
+        // The first form: length-prefixed parts starting with the principal, no domain tag and no headers.
+        let r = held_delete();
+        let mut h = Sha256::new();
+        for part in [
+            b"User::\"a\"".as_slice(),
+            b"DELETE",
+            b"0",
+            b"/db/x",
+            b"",
+            b"deleteDatabase",
+            b"Database::\"x\"",
+            &Sha256::digest(b"")[..],
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        let first = hex::encode(h.finalize());
+        assert_ne!(first, request_digest(&r, &[], b""));
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl<'a> Call<'a> {
             context,
             digest: None,
         };
-        request.digest = Some(request_digest(&request, b""));
+        request.digest = Some(request_digest(&request, &[], b""));
         request
     }
 }

@@ -78,7 +78,7 @@ impl Req {
             context,
             digest: None,
         };
-        request.digest = Some(request_digest(&request, b""));
+        request.digest = Some(request_digest(&request, &[], b""));
         request
     }
 

@@ -32,9 +32,13 @@ pub async fn authorize(
     req: Request<Incoming>,
     trace: &mut Trace,
 ) -> Result<Authorized, Refusal> {
-    // A token bound to a grant carries that grant's authority, not every grant its holder has.
+    // A token bound to a grant carries that grant's authority, not every grant (or group permission) its holder
+    // has.
     let bound = mapped.bound_grant.as_deref();
-    let decide = |r: &AuthzRequest| proxy.authorizer.decide_bound(bundle, r, bound);
+    let decide = |r: &AuthzRequest| match bound {
+        None => proxy.authorizer.decide(bundle, r),
+        Some(id) => decide_grant_bound(proxy, bundle, r, id),
+    };
     let deciding = Instant::now();
     let decision = decide(&mapped.request);
     proxy.metrics.decision_duration.observe(deciding.elapsed());
@@ -74,6 +78,50 @@ pub async fn authorize(
                 req: Request::from_parts(parts, crate::respond::full(released.body)),
             })
         }
+    }
+}
+
+/// The decision for a grant-bound token: its groups never permit, but they still forbid. Groups permit on their
+/// own (`engineers-read`), so a token bound to a payments-writer grant would read databases through them; yet
+/// dropping them outright would also drop the forbids that name a group (`contractors-no-databases`), and a
+/// contractor's db-admin token would pass. So the request is decided with the groups first, without spending
+/// anything: a deny (a forbid, or an error) stands, and so does a hold. Only an allow there is decided again, now
+/// without groups and spending uses, and that decision is the answer: the grant's authority alone must allow it.
+fn decide_grant_bound(
+    proxy: &Proxy,
+    bundle: &Bundle,
+    request: &AuthzRequest,
+    grant_id: &str,
+) -> Decision {
+    let grants: Vec<Arc<jitgate_engine::Grant>> = proxy
+        .authorizer
+        .grants()
+        .for_principal(&request.principal.entity)
+        .map(|g| {
+            g.iter()
+                .filter(|g| g.id == grant_id || g.request_digest.is_some())
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut without_groups = request.clone();
+    without_groups.principal.groups.clear();
+    let with_groups = bundle.decide(request, &grants);
+    match with_groups.effect {
+        Effect::Deny => with_groups,
+        // Held: released only if the grant alone would allow it once approved, else refused now rather than
+        // after an approver's time; the release decides again through here.
+        Effect::Hold => {
+            let alone = bundle.decide(&without_groups, &grants);
+            if alone.effect == Effect::Deny {
+                alone
+            } else {
+                with_groups
+            }
+        }
+        Effect::Allow => proxy
+            .authorizer
+            .decide_bound(bundle, &without_groups, Some(grant_id)),
     }
 }
 

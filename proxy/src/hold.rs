@@ -21,8 +21,10 @@ impl crate::state::Proxy {
     /// one-use, request-bound grant) and the buffered body returned for forwarding. Denied -> 403. No verdict in
     /// time -> 202 with the approval id.
     ///
-    /// A resend with `x-jitgate-approval` whose request differs from the approved one (digest mismatch), or whose
-    /// approval is already spent, is refused with 403; it is not held again.
+    /// The digest binds the configured context headers, `Content-Type` and `[hold] bind_headers` too. A resend with
+    /// `x-jitgate-approval` whose value is not the id of an active approval of this caller for this exact request
+    /// (another id, a digest mismatch), or whose approval is already spent, is refused with 403; it is not held
+    /// again (a request that carries the header claims an approval, and a fresh hold would hide a wrong one).
     pub(crate) async fn hold_stage(
         self: &Arc<Self>,
         parts: &http::request::Parts,
@@ -49,7 +51,9 @@ impl crate::state::Proxy {
                 .to_bytes();
         let path = request.context.path.clone().unwrap_or_default();
         let query = request.context.query.clone().unwrap_or_default();
-        let digest = jitgate_engine::request::request_digest(request, &bytes);
+        let bound = self.bound_header_names();
+        let headers = bound_headers(&parts.headers, &bound);
+        let digest = jitgate_engine::request::request_digest(request, &headers, &bytes);
         request.digest = Some(digest.clone());
 
         let redeem = |request: &mut jitgate_engine::AuthzRequest| {
@@ -57,7 +61,22 @@ impl crate::state::Proxy {
             decide(request)
         };
 
-        if parts.headers.contains_key(crate::headers::APPROVAL_HEADER) {
+        if let Some(named) = parts.headers.get(crate::headers::APPROVAL_HEADER) {
+            // The value must name the approval of this exact request: an approval is spent only by a resend that
+            // says which one it spends, as the 202 told the caller.
+            let names_it = named
+                .to_str()
+                .is_ok_and(|id| self.names_approval(&request.principal.entity, id, &digest));
+            // One answer for every way a resend fails, so it tells a caller nothing about other approvals.
+            let refused = || Refusal::Denied {
+                reason: format!(
+                    "the approval that `{}` names does not match this exact request, or it was already used",
+                    crate::headers::APPROVAL_HEADER
+                ),
+            };
+            if !names_it {
+                return Err(refused());
+            }
             let d = redeem(request);
             return if d.effect == Effect::Allow {
                 Ok(Released {
@@ -65,11 +84,7 @@ impl crate::state::Proxy {
                     decision: d,
                 })
             } else {
-                Err(Refusal::Denied {
-                    reason:
-                        "the approval does not match this exact request, or it was already used"
-                            .into(),
-                })
+                Err(refused())
             };
         }
 
@@ -141,6 +156,74 @@ impl crate::state::Proxy {
             }),
         }
     }
+
+    /// The header names bound into a held request's digest: the policies' context headers, `Content-Type`, and
+    /// `[hold] bind_headers`.
+    fn bound_header_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .config
+            .context_headers
+            .iter()
+            .chain(&self.config.hold.bind_headers)
+            .map(String::as_str)
+            .collect();
+        names.push(http::header::CONTENT_TYPE.as_str());
+        names
+    }
+
+    /// Whether `id` is an active approval (a grant of `principal` from access request `id`) bound to `digest`, in
+    /// the index the data plane decides on.
+    fn names_approval(
+        &self,
+        principal: &jitgate_engine::EntityRef,
+        id: &str,
+        digest: &str,
+    ) -> bool {
+        let now = self.authorizer.clock().now();
+        self.authorizer
+            .grants()
+            .for_principal(principal)
+            .is_some_and(|grants| {
+                grants.iter().any(|g| {
+                    g.request_id.as_deref() == Some(id)
+                        && g.request_digest.as_deref() == Some(digest)
+                        && g.is_active_at(now)
+                })
+            })
+    }
+}
+
+/// The bound headers of a request: each of `names` with all its values in order (none when absent), and any other
+/// spelling of one of them (`X_Tenant` beside `x-tenant`, which a server reading `_` as `-` would take) under its
+/// own name, so that it is bound too.
+fn bound_headers<'a>(
+    h: &'a http::HeaderMap,
+    names: &[&'a str],
+) -> Vec<jitgate_engine::request::BoundHeader<'a>> {
+    let values = |name: &str| -> Vec<&'a [u8]> {
+        h.get_all(name)
+            .iter()
+            .map(http::HeaderValue::as_bytes)
+            .collect()
+    };
+    let mut out = Vec::new();
+    for name in names {
+        out.push(jitgate_engine::request::BoundHeader {
+            name,
+            values: values(name),
+        });
+        for alias in h
+            .keys()
+            .filter(|k| !k.as_str().eq_ignore_ascii_case(name))
+            .filter(|k| crate::headers::same_dashed(k.as_str(), name))
+        {
+            out.push(jitgate_engine::request::BoundHeader {
+                name: alias.as_str(),
+                values: values(alias.as_str()),
+            });
+        }
+    }
+    out
 }
 
 /// The reason an access request for a hold shows approvers: labelled fields (`method=DELETE path=/databases/db1

@@ -687,6 +687,93 @@ async fn a_grant_bound_token_carries_only_its_grant() {
     env.running.shutdown().await;
 }
 
+/// alice mints a token bound to `grant` (10 minutes).
+async fn bound_token(env: &Env, who: &str, grant: &str) -> String {
+    let (s, t) = env
+        .post(
+            who,
+            &format!("/v1/grants/{grant}/token"),
+            json!({"ttl": "10m"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    t["token"].as_str().unwrap().to_string()
+}
+
+/// A grant-bound token does not use its holder's group permissions: alice's `engineering` group reads databases
+/// and payments with no grant (`engineers-read`), but her payments-writer token only creates payments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_grant_bound_token_does_not_use_its_holders_group_permissions() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
+    let writer = alices_writer_grant(&env).await;
+    let bound = bound_token(&env, "alice", &writer).await;
+    for path in ["/databases/db1", "/payments"] {
+        let get = |token: String| env.http.get(env.data(path)).bearer_auth(token).send();
+        assert_eq!(
+            get(env.token("alice")).await.unwrap().status().as_u16(),
+            200,
+            "{path}: alice's group reads it"
+        );
+        let r = get(bound.clone()).await.unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            403,
+            "{path}: the payments-writer token must not read through alice's group"
+        );
+    }
+    let create = env
+        .http
+        .post(env.data("/payments"))
+        .bearer_auth(bound)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(create.status().as_u16(), 200, "its own grant still works");
+    env.running.shutdown().await;
+}
+
+/// A grant-bound token is still bound by the forbids that name its holder's groups: a contractor's db-admin token
+/// does not escape `contractors-no-databases`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_grant_bound_token_is_still_forbidden_by_its_holders_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
+    let v = env
+        .request(
+            "dave",
+            "db-admin",
+            r#"Service::"billing""#,
+            "30m",
+            "INC-9 cleanup",
+        )
+        .await;
+    let id = v["request"]["id"].as_str().unwrap().to_string();
+    assert_eq!(env.approve("carol", &id).await.0, 200);
+    let (s, v) = env.approve("erin", &id).await;
+    assert_eq!(s, 200, "{v}");
+    let grant = v["grant"]["id"].as_str().unwrap().to_string();
+    let bound = bound_token(&env, "dave", &grant).await;
+    for token in [env.token("dave"), bound] {
+        let r = env
+            .http
+            .post(env.data("/databases/db1/query"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403);
+        let e: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("contractors-no-databases")),
+            "{e}"
+        );
+    }
+    env.running.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn webhook_receiver_down_changes_nothing_and_failures_are_counted() {
     let dir = tempfile::tempdir().unwrap();

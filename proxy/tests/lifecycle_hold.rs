@@ -437,5 +437,159 @@ async fn a_held_requests_query_secrets_are_redacted_in_its_reason_and_records() 
     .unwrap();
     let all = serde_json::to_string(&page.records).unwrap();
     assert!(!all.contains("s3cret"), "{all}");
+
+/// The headers of the held request the binding tests approve: a tenant the policies see (`x-tenant`, a context
+/// header), a body type, and a header bound by `[hold] bind_headers`.
+const BOUND: [(&str, &str); 3] = [
+    ("x-tenant", "acme"),
+    ("content-type", "application/json"),
+    ("x-change-ticket", "CHG-1"),
+];
+
+/// A proxy that answers holds with 202 after 50 ms, gives the policies `x-tenant` and binds `x-change-ticket`, and
+/// alice with an approved db-admin grant.
+async fn binding_env(dir: &std::path::Path) -> Env {
+    let env = Env::start(dir, Clock::frozen(T0), |raw| {
+        raw.hold.wait = "50ms".into();
+        raw.hold.bind_headers = vec!["X-Change-Ticket".into()];
+        raw.server.context_headers = vec!["x-tenant".into()];
+    })
+    .await;
+    db_admin(&env).await;
+    env
+}
+
+/// alice's `DELETE /databases/orders` with body `{}`, the headers `BOUND` with `change` applied (a value of `None`
+/// leaves the header out), and `x-jitgate-approval: approval` when given.
+async fn bound_delete(
+    env: &Env,
+    change: &[(&str, Option<&str>)],
+    approval: Option<&str>,
+) -> (u16, Value) {
+    let mut rb = env
+        .http
+        .delete(env.data("/databases/orders"))
+        .bearer_auth(env.token("alice"))
+        .body("{}");
+    for (name, value) in BOUND {
+        let value = match change.iter().find(|(n, _)| *n == name) {
+            Some((_, v)) => *v,
+            None => Some(value),
+        };
+        if let Some(v) = value {
+            rb = rb.header(name, v);
+        }
+    }
+    for (name, value) in change {
+        if let (false, Some(v)) = (BOUND.iter().any(|(n, _)| n == name), value) {
+            rb = rb.header(*name, *v);
+        }
+    }
+    if let Some(a) = approval {
+        rb = rb.header("x-jitgate-approval", a);
+    }
+    let r = rb.send().await.unwrap();
+    let s = r.status().as_u16();
+    (s, r.json::<Value>().await.unwrap_or(Value::Null))
+}
+
+/// Holds alice's bound DELETE past the wait, approves it and returns the approval id.
+async fn approved_bound_delete(env: &Env) -> String {
+    let (s, v) = bound_delete(env, &[], None).await;
+    assert_eq!(s, 202, "{v}");
+    let id = v["approval_id"].as_str().unwrap().to_string();
+    let (s, v) = env.approve("carol", &id).await;
+    assert_eq!(s, 200, "{v}");
+    id
+}
+
+/// After the refused resends, the identical request with its approval still passes, exactly once.
+async fn the_identical_resend_passes_once(env: &Env, id: &str, before: u64) {
+    assert_eq!(
+        env.upstream.hits(),
+        before,
+        "a refused resend was forwarded"
+    );
+    let (s, v) = bound_delete(env, &[], Some(id)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(bound_delete(env, &[], Some(id)).await.0, 403);
+    assert_eq!(env.upstream.hits() - before, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approval_does_not_release_a_resend_with_another_context_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = binding_env(dir.path()).await;
+    let before = env.upstream.hits();
+    let id = approved_bound_delete(&env).await;
+    for change in [
+        ("x-tenant", Some("globex")),
+        ("x-tenant", None),
+        ("x-tenant", Some("")),
+    ] {
+        let (s, v) = bound_delete(&env, &[change], Some(&id)).await;
+        assert_eq!(s, 403, "{change:?} was let through: {v}");
+    }
+    // Another spelling beside the approved value, which a server reading `_` as `-` might take instead.
+    let (s, v) = bound_delete(&env, &[("x_tenant", Some("globex"))], Some(&id)).await;
+    assert!(s == 400 || s == 403, "x_tenant was let through: {s} {v}");
+    the_identical_resend_passes_once(&env, &id, before).await;
+    env.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approval_does_not_release_a_resend_with_another_content_type_or_bound_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = binding_env(dir.path()).await;
+    let before = env.upstream.hits();
+    let id = approved_bound_delete(&env).await;
+    for change in [
+        ("content-type", Some("text/plain")),
+        ("content-type", None),
+        ("x-change-ticket", Some("CHG-2")),
+        ("x-change-ticket", None),
+    ] {
+        let (s, v) = bound_delete(&env, &[change], Some(&id)).await;
+        assert_eq!(s, 403, "{change:?} was let through: {v}");
+    }
+    // A header that is not bound may differ.
+    let (s, v) = bound_delete(&env, &[("x-unbound", Some("1"))], Some(&id)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(env.upstream.hits() - before, 1);
+    env.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resend_whose_approval_header_names_another_request_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = binding_env(dir.path()).await;
+    let before = env.upstream.hits();
+    let id = approved_bound_delete(&env).await;
+    // alice's own approved db-admin request is an approval id too, but not of this request.
+    let (_, v) = env
+        .get("alice", "/v1/requests?role=db-admin&state=approved")
+        .await;
+    let other = v["requests"][0]["id"].as_str().unwrap().to_string();
+    assert_ne!(other, id);
+    for wrong in [
+        "yes",
+        "",
+        other.as_str(),
+        &id.to_uppercase(),
+        &format!("{id},{id}"),
+    ] {
+        if wrong == id {
+            continue;
+        }
+        let (s, v) = bound_delete(&env, &[], Some(wrong)).await;
+        assert_eq!(s, 403, "`x-jitgate-approval: {wrong}` was let through: {v}");
+        assert!(
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("x-jitgate-approval")),
+            "{v}"
+        );
+    }
+    the_identical_resend_passes_once(&env, &id, before).await;
     env.running.shutdown().await;
 }

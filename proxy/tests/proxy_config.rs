@@ -371,6 +371,17 @@ fn semantic_config_errors_name_the_line_of_the_key() {
             4,
             "server.context_headers[0]: `bad header` is not a header name",
         ),
+        // A bound header the resend alone carries would make every approval unusable.
+        (
+            "[hold]\nbind_headers = [\"x-change-ticket\", \"X_Jitgate_Approval\"]\n",
+            4,
+            "hold.bind_headers[1]: `X_Jitgate_Approval` names the approval on the resend only",
+        ),
+        (
+            "[hold]\nbind_headers = [\"bad header\"]\n",
+            4,
+            "hold.bind_headers[0]: `bad header` is not a header name",
+        ),
     ] {
         let text = format!("{base}{extra}");
         let file = dir.path().join("bad.toml");

@@ -16,7 +16,7 @@ use crate::diag::{Diagnostic, Diagnostics};
 use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
 use crate::rego::{RegoBackend, RegoTestResult};
-use crate::request::{AuthzRequest, Context, Principal, request_digest};
+use crate::request::{AuthzRequest, BoundHeader, Context, Principal, request_digest};
 use crate::store::{GrantStore, MemStore, StoreError};
 
 use super::suite::{CaseSpec, ContextSpec, Expect, ExpectedDecision, Suite, Target, discover};
@@ -577,7 +577,17 @@ fn run_case(suite: &Suite, case: &CaseSpec, bundle: &Bundle, state: &mut SuiteGr
         digest: None,
     };
     if let Some(body) = body {
-        let digest = request_digest(&request, body);
+        // The suite's context headers stand for those the proxy binds (its context headers).
+        let headers: Vec<BoundHeader<'_>> = request
+            .context
+            .headers
+            .iter()
+            .map(|(name, value)| BoundHeader {
+                name,
+                values: vec![value.as_bytes()],
+            })
+            .collect();
+        let digest = request_digest(&request, &headers, body);
         if case.approved_request {
             if let Err(e) = state.add(approval(case, &request.resource.entity, &digest, now)) {
                 return store_failed(e);

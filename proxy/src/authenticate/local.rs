@@ -148,7 +148,9 @@ impl LocalIssuer {
         &self.public
     }
 
-    /// Mints a token for `principal`, bound to `grant_id`, valid from `now` until `expires_at`.
+    /// Mints a token for `principal`, bound to `grant_id`, valid from `now` until `expires_at`. The holder's
+    /// `groups` go in so that the forbids naming them still apply; the authorize stage never lets them permit a
+    /// grant-bound token's request (see `authorize::decide_grant_bound`).
     pub fn mint(
         &self,
         principal: &EntityRef,

@@ -19,6 +19,10 @@ pub struct RawHold {
     /// How long a held request may wait for a verdict, and an approval then stays usable for a resend.
     #[serde(default = "default_hold_ttl")]
     pub approval_ttl: String,
+    /// Further headers an approval is bound to, beside `server.context_headers` and `Content-Type` (always bound):
+    /// a resend that differs in one of them is not the approved request.
+    #[serde(default)]
+    pub bind_headers: Vec<String>,
 }
 
 impl Default for RawHold {
@@ -27,6 +31,7 @@ impl Default for RawHold {
             wait: default_hold_wait(),
             max_body_bytes: default_hold_body(),
             approval_ttl: default_hold_ttl(),
+            bind_headers: Vec::new(),
         }
     }
 }
@@ -50,6 +55,9 @@ pub struct HoldConfig {
     pub max_body_bytes: u64,
     /// Pending lifetime of a held request and life of its approval.
     pub approval_ttl: Duration,
+    /// `[hold] bind_headers`, lower-cased: bound into the request digest with the context headers and
+    /// `Content-Type`.
+    pub bind_headers: Vec<String>,
 }
 
 /// Validates `[hold]`; a held request must be answered (202) before the whole request's timeout (`request_timeout`,
@@ -64,7 +72,32 @@ pub(crate) fn check(
         wait: p.duration("hold.wait", &raw.wait),
         max_body_bytes: raw.max_body_bytes,
         approval_ttl: p.duration("hold.approval_ttl", &raw.approval_ttl),
+        bind_headers: raw
+            .bind_headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
     };
+    for (i, name) in raw.bind_headers.iter().enumerate() {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            p.err(
+                &format!("hold.bind_headers[{i}]"),
+                format!("`{name}` is not a header name"),
+            );
+        } else if crate::headers::same_dashed(
+            &name.to_ascii_lowercase(),
+            crate::headers::APPROVAL_HEADER,
+        ) {
+            // The resend carries it and the held request did not: no resend could ever match its approval.
+            p.err(
+                &format!("hold.bind_headers[{i}]"),
+                format!(
+                    "`{name}` names the approval on the resend only, so binding it would make every approval \
+                     unusable"
+                ),
+            );
+        }
+    }
     if hold.approval_ttl.as_secs() == 0 {
         p.err("hold.approval_ttl", "must be at least 1s".into());
     }

@@ -21,6 +21,7 @@ pub fn groups(who: &str) -> Vec<String> {
         "carol" => &["engineering", "dba"],
         "erin" => &["compliance", "dba"],
         "sam" => &["sre"],
+        "dave" => &["engineering", "contractors"],
         _ => &[],
     };
     g.iter().map(|s| s.to_string()).collect()
