@@ -437,6 +437,8 @@ async fn a_held_requests_query_secrets_are_redacted_in_its_reason_and_records() 
     .unwrap();
     let all = serde_json::to_string(&page.records).unwrap();
     assert!(!all.contains("s3cret"), "{all}");
+    env.running.shutdown().await;
+}
 
 /// The headers of the held request the binding tests approve: a tenant the policies see (`x-tenant`, a context
 /// header), a body type, and a header bound by `[hold] bind_headers`.
