@@ -135,7 +135,7 @@ fn request_host<B>(req: &Request<B>) -> Result<Option<String>, String> {
 const MAX_HOST_NAME: usize = 253;
 
 /// `Example.COM.:8443` -> `example.com`; `[::1]:8080` -> `[::1]`; `10.0.0.1:80` -> `10.0.0.1`. The host must be a
-/// host name (RFC 1123 labels: letters, digits and `-`, 1 to 63 characters, not starting or ending with `-`;
+/// host name (labels of letters, digits, `-` and `_`, 1 to 63 characters, not starting or ending with `-`;
 /// optionally a trailing dot), an IPv4 address or a bracketed IPv6 address, optionally followed by `:port`. Anything
 /// else (spaces, userinfo, parentheses, an empty host or port) is refused: the error says why, for a 400.
 fn canonical_host(h: &str) -> Result<String, String> {
@@ -178,13 +178,15 @@ fn canonical_host(h: &str) -> Result<String, String> {
     }
     let label_ok = |l: &str| {
         (1..=63).contains(&l.len())
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            // `_` is outside RFC 1123 but common in internal names (container services, SRV-style labels);
+            // it is neither a space nor punctuation that could read as a sentence to an approver.
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
     if name.is_empty() || name.len() > MAX_HOST_NAME || !name.split('.').all(label_ok) {
         return Err(format!(
-            "`{}` is not a host name or IP literal (RFC 1123 labels of letters, digits and `-`, an IPv4 address or a \
+            "`{}` is not a host name or IP literal (labels of letters, digits, `-` and `_`, an IPv4 address or a \
              bracketed IPv6 address, with an optional port)",
             shown()
         ));
@@ -384,6 +386,7 @@ mod tests {
             ("[::1]:8080", "[::1]"),
             ("[2001:DB8::1]", "[2001:db8::1]"),
             ("localhost:65535", "localhost"),
+            ("payments_api:8080", "payments_api"),
         ] {
             assert_eq!(canonical_host(raw).as_deref(), Ok(expected), "{raw}");
         }
@@ -406,7 +409,6 @@ mod tests {
             "[::1]x",
             "[not-v6]:80",
             "::1",
-            "a_b.example",
             "caf\u{e9}.example",
             "a\u{200b}b",
             long_label.as_str(),
