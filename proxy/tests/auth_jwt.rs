@@ -555,8 +555,10 @@ async fn symmetric_and_short_keys_in_the_jwks_are_never_used() {
 // ---------------------------------------------------------------------------------------------------------------
 // Key rotation, refresh rate limit, single flight
 
+/// Issue #17 finding 2: a new `kid` right after a fetch is fetched at once (it used to wait out
+/// `refresh_min_interval_secs`, 401s all along); a further unknown `kid` within the interval waits.
 #[tokio::test]
-async fn rotation_new_kid_triggers_one_refetch_then_verifies() {
+async fn rotation_new_kid_refetches_at_once_then_rate_limits() {
     let (server, auth) = setup().await;
     auth.authenticate(
         Some(&bearer(&sign(Algorithm::RS256, "a", &RSA_A.enc, &claims()))),
@@ -567,20 +569,27 @@ async fn rotation_new_kid_triggers_one_refetch_then_verifies() {
     assert_eq!(server.fetches(), 1);
 
     server.set(jwks(&[RSA_A.jwk("a"), RSA_B.jwk("b")]));
-    // Within the refresh interval (30s) of the first fetch, the new kid is not fetched yet.
-    let rotated = sign(Algorithm::RS256, "b", &RSA_B.enc, &claims());
-    assert!(matches!(
-        auth_err(&auth, &rotated, NOW + 1).await,
-        AuthError::UnknownKey { .. }
-    ));
-    assert_eq!(server.fetches(), 1);
+    // One second after the first fetch, the new kid is fetched at once: the first refetch is immediate.
     let rotated = sign(Algorithm::RS256, "b", &RSA_B.enc, &claims());
     let id = auth
-        .authenticate(Some(&bearer(&rotated)), NOW + 31)
+        .authenticate(Some(&bearer(&rotated)), NOW + 1)
         .await
         .unwrap();
     assert_eq!(id.principal.id, "alice");
     assert_eq!(server.fetches(), 2, "exactly one refetch for the new kid");
+
+    // Another unknown kid within the interval (30s) of that refetch waits; after it, it is fetched.
+    server.set(jwks(&[RSA_A.jwk("a"), RSA_B.jwk("b"), RSA_B.jwk("c")]));
+    let third = sign(Algorithm::RS256, "c", &RSA_B.enc, &claims());
+    assert!(matches!(
+        auth_err(&auth, &third, NOW + 2).await,
+        AuthError::UnknownKey { .. }
+    ));
+    assert_eq!(server.fetches(), 2);
+    auth.authenticate(Some(&bearer(&third)), NOW + 31)
+        .await
+        .unwrap();
+    assert_eq!(server.fetches(), 3);
 
     // Both keys now verify without further fetches.
     let again = sign(
@@ -603,7 +612,49 @@ async fn rotation_new_kid_triggers_one_refetch_then_verifies() {
     )
     .await
     .unwrap();
-    assert_eq!(server.fetches(), 2);
+    assert_eq!(server.fetches(), 3);
+}
+
+/// Issue #17 finding 2: the issuer rotates to a new key under the SAME kid; a token signed by the new key passes on
+/// its first try (the failed signature refetches once), and a further bad signature within the interval fetches
+/// nothing.
+#[tokio::test]
+async fn rotation_behind_the_same_kid_passes_on_the_first_try() {
+    let (server, auth) = setup().await;
+    auth.authenticate(
+        Some(&bearer(&sign(Algorithm::RS256, "a", &RSA_A.enc, &claims()))),
+        NOW,
+    )
+    .await
+    .unwrap();
+    assert_eq!(server.fetches(), 1);
+
+    server.set(jwks(&[RSA_B.jwk("a"), EC.jwk("ec")]));
+    let rotated = sign(
+        Algorithm::RS256,
+        "a",
+        &RSA_B.enc,
+        &with(claims(), "jti", json!("new")),
+    );
+    let id = auth
+        .authenticate(Some(&bearer(&rotated)), NOW + 1)
+        .await
+        .unwrap();
+    assert_eq!(id.principal.id, "alice");
+    assert_eq!(server.fetches(), 2, "one refetch on the failed signature");
+
+    // The old key is gone: its tokens fail, and within the interval without another fetch.
+    let old = sign(
+        Algorithm::RS256,
+        "a",
+        &RSA_A.enc,
+        &with(claims(), "jti", json!("old")),
+    );
+    assert!(matches!(
+        auth_err(&auth, &old, NOW + 2).await,
+        AuthError::BadSignature(_)
+    ));
+    assert_eq!(server.fetches(), 2, "rate-limited within the interval");
 }
 
 #[tokio::test]
@@ -756,11 +807,13 @@ async fn cache_serves_repeats_only_while_the_issuer_still_publishes_the_key() {
         AuthError::UnknownKey { .. }
     ));
     assert_eq!(server.fetches(), 2);
-    // From then on the cached token is refused too.
+    // From then on the cached token is refused too. Its kid is unknown in the set: that refetches once, at once
+    // (the first forced refetch; this used to wait out the interval), and the key is still gone.
     assert!(matches!(
         auth_err(&auth, &token, NOW + 32).await,
         AuthError::UnknownKey { .. }
     ));
+    assert_eq!(server.fetches(), 3);
     // A key that is published again keeps its tokens served after the next refetch, from the cache too.
     server.set(jwks(&[RSA_A.jwk("a")]));
     let again = auth
@@ -768,13 +821,178 @@ async fn cache_serves_repeats_only_while_the_issuer_still_publishes_the_key() {
         .await
         .unwrap();
     assert_eq!(again, first);
-    assert_eq!(server.fetches(), 3);
+    assert_eq!(server.fetches(), 4);
     let cached = auth
         .authenticate(Some(&bearer(&token)), NOW + 62)
         .await
         .unwrap();
     assert_eq!(cached, first);
-    assert_eq!(server.fetches(), 3, "served from the cache again");
+    assert_eq!(server.fetches(), 4, "served from the cache again");
+}
+
+/// Issue #17 finding 1: a cached token is served only while the issuer publishes the very key that verified it.
+/// When the issuer replaces the key behind the same `kid`, the cached token stops passing (a 10-year token used to
+/// pass until its `exp`).
+#[tokio::test]
+async fn cached_token_stops_passing_once_the_key_behind_its_kid_is_replaced() {
+    let server = JwksServer::start(jwks(&[RSA_A.jwk("a")])).await;
+    let limits = AuthLimits {
+        jwks_max_age_secs: 1,
+        ..AuthLimits::default()
+    };
+    let auth = Authenticator::with_limits(vec![server.issuer()], None, limits).unwrap();
+    let far = with(claims(), "exp", json!(NOW + 10 * 365 * 86_400));
+    let old = sign(Algorithm::RS256, "a", &RSA_A.enc, &far);
+    auth.authenticate(Some(&bearer(&old)), NOW).await.unwrap();
+    assert_eq!(auth.cached_tokens(), 1);
+
+    // The issuer replaces the key behind `a`; a token of the new key makes jitgate refetch (the set is stale).
+    server.set(jwks(&[RSA_B.jwk("a")]));
+    let new = sign(
+        Algorithm::RS256,
+        "a",
+        &RSA_B.enc,
+        &with(claims(), "jti", json!("new")),
+    );
+    auth.authenticate(Some(&bearer(&new)), NOW + 31)
+        .await
+        .unwrap();
+    assert_eq!(server.fetches(), 2);
+    // The cached token of the replaced key is no longer served: it is verified, and fails.
+    assert!(matches!(
+        auth_err(&auth, &old, NOW + 32).await,
+        AuthError::BadSignature(_)
+    ));
+}
+
+/// Issue #17 finding 1, keys without `kid`: the cache must not take "the issuer has an unnamed key" for "the issuer
+/// still has this key".
+#[tokio::test]
+async fn cached_token_stops_passing_once_an_unnamed_key_is_replaced() {
+    let unnamed = |key: &RsaKey| {
+        let mut jwk = key.jwk("x");
+        jwk.as_object_mut().unwrap().remove("kid");
+        jwk
+    };
+    let sign_no_kid = |key: &EncodingKey, claims: &Value| {
+        jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, key).unwrap()
+    };
+    let server = JwksServer::start(jwks(&[unnamed(&RSA_A)])).await;
+    let limits = AuthLimits {
+        jwks_max_age_secs: 1,
+        ..AuthLimits::default()
+    };
+    let auth = Authenticator::with_limits(vec![server.issuer()], None, limits).unwrap();
+    let old = sign_no_kid(
+        &RSA_A.enc,
+        &with(claims(), "exp", json!(NOW + 10 * 365 * 86_400)),
+    );
+    auth.authenticate(Some(&bearer(&old)), NOW).await.unwrap();
+
+    server.set(jwks(&[unnamed(&RSA_B)]));
+    let new = sign_no_kid(&RSA_B.enc, &with(claims(), "jti", json!("new")));
+    auth.authenticate(Some(&bearer(&new)), NOW + 31)
+        .await
+        .unwrap();
+    assert_eq!(server.fetches(), 2);
+    assert!(matches!(
+        auth_err(&auth, &old, NOW + 32).await,
+        AuthError::BadSignature(_)
+    ));
+}
+
+/// Issue #17 finding 1: an entry older than the issuer's `cache_max_age_secs` is not served; the token is verified
+/// again (seen here as the refetch of the stale key set that only a full verification does).
+#[tokio::test]
+async fn cache_entry_older_than_cache_max_age_is_verified_again() {
+    let server = JwksServer::start(jwks(&[RSA_A.jwk("a")])).await;
+    let limits = AuthLimits {
+        jwks_max_age_secs: 1,
+        ..AuthLimits::default()
+    };
+    let mut cfg = server.issuer();
+    cfg.cache_max_age_secs = 60;
+    let auth = Authenticator::with_limits(vec![cfg], None, limits).unwrap();
+    let token = sign(
+        Algorithm::RS256,
+        "a",
+        &RSA_A.enc,
+        &with(claims(), "exp", json!(NOW + 86_400)),
+    );
+    auth.authenticate(Some(&bearer(&token)), NOW).await.unwrap();
+    assert_eq!(server.fetches(), 1);
+    // Within the max age: a hit, which never fetches (although the key set is stale by now).
+    auth.authenticate(Some(&bearer(&token)), NOW + 59)
+        .await
+        .unwrap();
+    assert_eq!(server.fetches(), 1, "a hit within cache_max_age_secs");
+    // Past it: verified again, which refetches the stale set.
+    auth.authenticate(Some(&bearer(&token)), NOW + 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        server.fetches(),
+        2,
+        "verified again past cache_max_age_secs"
+    );
+}
+
+/// Issue #17 finding 1: an issuer's `max_token_lifetime_secs` refuses a long-lived token (a 10-year token used to
+/// pass), measured from `iat`, or from now without `iat`.
+#[tokio::test]
+async fn token_longer_than_max_token_lifetime_is_refused() {
+    let server = JwksServer::start(jwks(&[RSA_A.jwk("a")])).await;
+    let mut cfg = server.issuer();
+    cfg.max_token_lifetime_secs = Some(86_400);
+    let auth = Authenticator::new(vec![cfg], None).unwrap();
+    let ten_years = with(claims(), "exp", json!(NOW + 10 * 365 * 86_400));
+    let err = auth_err(
+        &auth,
+        &sign(Algorithm::RS256, "a", &RSA_A.enc, &ten_years),
+        NOW,
+    )
+    .await;
+    assert!(
+        matches!(err, AuthError::LifetimeTooLong { max: 86_400, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.public_message(),
+        "the token lifetime is longer than allowed"
+    );
+    assert!(err.to_string().contains("max_token_lifetime_secs"), "{err}");
+    // Without `iat`, what is left of it counts.
+    let mut no_iat = ten_years.clone();
+    no_iat.as_object_mut().unwrap().remove("iat");
+    assert!(matches!(
+        auth_err(
+            &auth,
+            &sign(Algorithm::RS256, "a", &RSA_A.enc, &no_iat),
+            NOW
+        )
+        .await,
+        AuthError::LifetimeTooLong { .. }
+    ));
+    // Within the maximum: accepted (with and without `iat`).
+    auth.authenticate(
+        Some(&bearer(&sign(Algorithm::RS256, "a", &RSA_A.enc, &claims()))),
+        NOW,
+    )
+    .await
+    .unwrap();
+    let mut short_no_iat = claims();
+    short_no_iat.as_object_mut().unwrap().remove("iat");
+    auth.authenticate(
+        Some(&bearer(&sign(
+            Algorithm::RS256,
+            "a",
+            &RSA_A.enc,
+            &short_no_iat,
+        ))),
+        NOW,
+    )
+    .await
+    .unwrap();
 }
 
 /// A cached token is served while the issuer's keys are being refetched (or the issuer is down): it never waits

@@ -1,4 +1,5 @@
-//! The verified-token cache: SHA-256 of a token -> the identity it proved, until the token's `exp`.
+//! The verified-token cache: SHA-256 of a token -> the identity it proved and the fingerprint of the key that
+//! verified it, until the token's `exp` or the issuer's `cache_max_age_secs`, whichever comes first.
 //! Sharded RwLock'd maps so a hit is one hash and one read lock (and a look at the issuer's current key set);
 //! bounded, evicting expired entries first.
 
@@ -9,19 +10,22 @@ use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
 
 use super::Identity;
+use super::jwks::Fingerprint;
 
 const SHARDS: usize = 16;
 
 /// A cached identity and the window in which the cache may serve it.
 pub(crate) struct Entry {
     pub(crate) identity: Arc<Identity>,
-    /// The token's `exp`: never served at or after it.
-    pub(crate) exp: i64,
+    /// The token's `exp`, or when the entry was cached plus the issuer's cache max age if earlier: never served
+    /// at or after it (the token is then verified again).
+    pub(crate) until: i64,
     /// The token's `nbf` less the leeway, if any: never served before it (clocks in tests may go back).
     pub(crate) not_before: Option<i64>,
-    /// The header's `kid` and `alg`: the entry is served only while its issuer still publishes that key.
-    pub(crate) kid: Option<String>,
-    pub(crate) alg: jsonwebtoken::Algorithm,
+    /// The fingerprint of the key that verified the token: the entry is served only while its issuer's key set
+    /// holds that very key. A `kid` alone is not enough: an issuer may put a new key behind an old `kid`, or
+    /// publish keys without one.
+    pub(crate) fingerprint: Fingerprint,
 }
 
 pub(crate) type TokenKey = [u8; 32];
@@ -60,13 +64,13 @@ impl TokenCache {
     ) -> Option<Arc<Identity>> {
         let shard = self.shard(key)?.read();
         let entry = shard.get(key)?;
-        let in_window = now < entry.exp && entry.not_before.is_none_or(|nb| now >= nb);
+        let in_window = now < entry.until && entry.not_before.is_none_or(|nb| now >= nb);
         (in_window && still_trusted(entry)).then(|| Arc::clone(&entry.identity))
     }
 
     /// Remembers a verified token. Over capacity, expired entries go first, then arbitrary ones down to 90%.
     pub(crate) fn insert(&self, key: TokenKey, entry: Entry, now: i64) {
-        if self.per_shard == 0 || entry.exp <= now {
+        if self.per_shard == 0 || entry.until <= now {
             return;
         }
         let Some(shard) = self.shard(&key) else {
@@ -74,7 +78,7 @@ impl TokenCache {
         };
         let mut map = shard.write();
         if map.len() >= self.per_shard && !map.contains_key(&key) {
-            map.retain(|_, e| e.exp > now);
+            map.retain(|_, e| e.until > now);
             if map.len() >= self.per_shard {
                 let keep = self.per_shard * 9 / 10;
                 let excess: Vec<TokenKey> = map.keys().take(map.len() - keep).copied().collect();

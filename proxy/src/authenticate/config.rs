@@ -40,6 +40,14 @@ pub struct IssuerConfig {
     /// make jitgate hammer the issuer.
     #[serde(default = "default_refresh_min_interval_secs")]
     pub refresh_min_interval_secs: u64,
+    /// The longest a verified token is served from the cache, in seconds, before it is verified again (0: never
+    /// cached). Bounds how long a cached token outlives a change the cache cannot see.
+    #[serde(default = "default_cache_max_age_secs")]
+    pub cache_max_age_secs: u64,
+    /// The longest token lifetime accepted, in seconds: `exp - iat` (or `exp - now` without `iat`). Unset: any.
+    /// A long-lived token (one minted with a stolen key, say) is refused however valid its signature.
+    #[serde(default)]
+    pub max_token_lifetime_secs: Option<u64>,
     /// This issuer names the same people as the other issuers with its `principal_type` (two identity providers
     /// for one directory, e.g. during a migration), so the same id from either is one principal. Without it, two
     /// issuers may not share a `principal_type`: a `sub` minted by one would be the other's principal, with its
@@ -62,6 +70,9 @@ fn default_leeway_secs() -> u64 {
 }
 fn default_refresh_min_interval_secs() -> u64 {
     30
+}
+fn default_cache_max_age_secs() -> u64 {
+    300
 }
 
 /// The most leeway an issuer may have: beyond this, an expired token is simply accepted.
@@ -86,6 +97,8 @@ impl IssuerConfig {
             principal_type: default_principal_type(),
             leeway_secs: default_leeway_secs(),
             refresh_min_interval_secs: default_refresh_min_interval_secs(),
+            cache_max_age_secs: default_cache_max_age_secs(),
+            max_token_lifetime_secs: None,
             shares_principals: false,
         }
     }
@@ -262,6 +275,12 @@ pub fn validate_issuers(issuers: &[IssuerConfig]) -> Result<(), Vec<ConfigProble
                 "must be at least 1".to_string(),
             );
         }
+        if cfg.max_token_lifetime_secs == Some(0) {
+            problem(
+                "max_token_lifetime_secs",
+                "must be at least 1 (leave it out to accept any lifetime)".to_string(),
+            );
+        }
     }
     // One principal namespace per issuer, unless every issuer sharing it says that it names the same people.
     let mut by_type: HashMap<&str, usize> = HashMap::new();
@@ -330,6 +349,8 @@ mod tests {
         assert_eq!(cfg.principal_type, "User");
         assert_eq!(cfg.leeway_secs, 30);
         assert_eq!(cfg.refresh_min_interval_secs, 30);
+        assert_eq!(cfg.cache_max_age_secs, 300);
+        assert_eq!(cfg.max_token_lifetime_secs, None);
         assert!(validate_issuers(&[cfg]).is_ok());
     }
 
@@ -349,6 +370,7 @@ mod tests {
         bad.audiences = vec![];
         bad.leeway_secs = 3600;
         bad.refresh_min_interval_secs = 0;
+        bad.max_token_lifetime_secs = Some(0);
         bad.principal_type = "not a type".into();
         let msgs = messages(&[good(), bad]);
         let expect = [
@@ -360,6 +382,7 @@ mod tests {
             "issuers[1].principal_type: `not a type` is not an entity type",
             "issuers[1].leeway_secs: 3600 is more than the maximum 300",
             "issuers[1].refresh_min_interval_secs: must be at least 1",
+            "issuers[1].max_token_lifetime_secs: must be at least 1",
         ];
         for e in expect {
             assert!(

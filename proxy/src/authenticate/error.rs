@@ -51,6 +51,15 @@ pub enum AuthError {
         /// The issuer's leeway in seconds.
         leeway: u64,
     },
+    /// The token lives longer (`exp - iat`, or `exp - now` without `iat`) than its issuer's
+    /// `max_token_lifetime_secs` allows.
+    #[error("token lifetime of {lifetime}s exceeds the issuer's max_token_lifetime_secs of {max}s")]
+    LifetimeTooLong {
+        /// The token's lifetime in seconds.
+        lifetime: i64,
+        /// The issuer's maximum in seconds.
+        max: u64,
+    },
     /// `aud` names none of the issuer's configured audiences (or is absent).
     #[error("wrong audience: {0}")]
     WrongAudience(String),
@@ -83,6 +92,7 @@ impl AuthError {
             AuthError::BadSignature(_) => "the token signature is invalid",
             AuthError::Expired { .. } => "the token has expired",
             AuthError::NotYetValid { .. } => "the token is not valid yet",
+            AuthError::LifetimeTooLong { .. } => "the token lifetime is longer than allowed",
             AuthError::WrongAudience(_) => "the token is not meant for this service",
             AuthError::MissingClaim(_) => "the token lacks a required claim",
             AuthError::InvalidClaim(_) => "the token has an invalid claim",

@@ -47,6 +47,31 @@ pub(crate) struct VerifyKey {
     /// The `alg` the JWK pins itself to, if any.
     pub(crate) alg: Option<Algorithm>,
     pub(crate) key: DecodingKey,
+    /// SHA-256 of the key's kind and public-key bytes: what a cache entry remembers of the key that verified it,
+    /// so a key replaced behind the same `kid` (or published without one) is told apart.
+    pub(crate) fingerprint: Fingerprint,
+}
+
+/// A key's identity, independent of its `kid` (see [`fingerprint`]).
+pub(crate) type Fingerprint = [u8; 32];
+
+/// Hashes a public key: a kind tag, then each component length-prefixed (RSA `n` and `e` without leading zero
+/// bytes, so two encodings of one key hash alike).
+pub(crate) fn fingerprint(kind: KeyKind, parts: &[&[u8]]) -> Fingerprint {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update([kind as u8]);
+    for part in parts {
+        let start = if kind == KeyKind::Rsa {
+            part.iter().take_while(|b| **b == 0).count()
+        } else {
+            0
+        };
+        let part = part.get(start..).unwrap_or_default();
+        h.update(u64::try_from(part.len()).unwrap_or(u64::MAX).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
 }
 
 /// An immutable key set, replaced whole on refresh.
@@ -78,6 +103,14 @@ impl KeySet {
             }
         }
     }
+
+    /// Whether the set still holds the key with this fingerprint, under any `kid` or none.
+    pub(crate) fn holds(&self, fp: &Fingerprint) -> bool {
+        self.by_kid
+            .values()
+            .chain(self.unnamed.iter())
+            .any(|k| &k.fingerprint == fp)
+    }
 }
 
 #[derive(Deserialize)]
@@ -99,11 +132,10 @@ struct RawJwk {
     y: Option<String>,
 }
 
-fn b64_len(s: &str) -> Result<usize, String> {
+fn b64(s: &str, name: &str) -> Result<Vec<u8>, String> {
     URL_SAFE_NO_PAD
         .decode(s.trim_end_matches('='))
-        .map(|v| v.len())
-        .map_err(|e| format!("bad base64url: {e}"))
+        .map_err(|e| format!("`{name}`: bad base64url: {e}"))
 }
 
 fn parse_jwk(raw: RawJwk) -> Result<(Option<String>, VerifyKey), String> {
@@ -115,13 +147,12 @@ fn parse_jwk(raw: RawJwk) -> Result<(Option<String>, VerifyKey), String> {
         Some(a) => Some(super::config::parse_algorithm(a)?),
     };
     let field = |v: Option<String>, name: &str| v.ok_or_else(|| format!("`{name}` is missing"));
-    let (kind, key) = match (raw.kty.as_str(), raw.crv.as_deref()) {
+    let (kind, key, fingerprint) = match (raw.kty.as_str(), raw.crv.as_deref()) {
         ("RSA", _) => {
             let n = field(raw.n, "n")?;
             let e = field(raw.e, "e")?;
-            let n_bytes = URL_SAFE_NO_PAD
-                .decode(n.trim_end_matches('='))
-                .map_err(|e| format!("`n`: {e}"))?;
+            let n_bytes = b64(&n, "n")?;
+            let e_bytes = b64(&e, "e")?;
             let bits = n_bytes.iter().skip_while(|b| **b == 0).count() * 8;
             if bits < MIN_RSA_BITS {
                 return Err(format!(
@@ -129,7 +160,8 @@ fn parse_jwk(raw: RawJwk) -> Result<(Option<String>, VerifyKey), String> {
                 ));
             }
             let key = DecodingKey::from_rsa_components(&n, &e).map_err(|e| e.to_string())?;
-            (KeyKind::Rsa, key)
+            let fp = fingerprint(KeyKind::Rsa, &[&n_bytes, &e_bytes]);
+            (KeyKind::Rsa, key, fp)
         }
         ("EC", Some(crv @ ("P-256" | "P-384"))) => {
             let (kind, len) = if crv == "P-256" {
@@ -139,23 +171,27 @@ fn parse_jwk(raw: RawJwk) -> Result<(Option<String>, VerifyKey), String> {
             };
             let x = field(raw.x, "x")?;
             let y = field(raw.y, "y")?;
-            if b64_len(&x)? != len || b64_len(&y)? != len {
+            let (xb, yb) = (b64(&x, "x")?, b64(&y, "y")?);
+            if xb.len() != len || yb.len() != len {
                 return Err(format!("{crv} coordinates must be {len} bytes"));
             }
             (
                 kind,
                 DecodingKey::from_ec_components(&x, &y).map_err(|e| e.to_string())?,
+                fingerprint(kind, &[&xb, &yb]),
             )
         }
         ("OKP", Some("Ed25519")) => {
             let x = field(raw.x, "x")?;
             // The verifier slices the first 32 bytes without checking: a short key must never reach it.
-            if b64_len(&x)? != 32 {
+            let xb = b64(&x, "x")?;
+            if xb.len() != 32 {
                 return Err("Ed25519 `x` must be 32 bytes".to_string());
             }
             (
                 KeyKind::Ed25519,
                 DecodingKey::from_ed_components(&x).map_err(|e| e.to_string())?,
+                fingerprint(KeyKind::Ed25519, &[&xb]),
             )
         }
         ("oct", _) => return Err("symmetric keys are never trusted".to_string()),
@@ -166,7 +202,15 @@ fn parse_jwk(raw: RawJwk) -> Result<(Option<String>, VerifyKey), String> {
             return Err(format!("`alg` {alg:?} does not fit a {kind:?} key"));
         }
     }
-    Ok((raw.kid, VerifyKey { kind, alg, key }))
+    Ok((
+        raw.kid,
+        VerifyKey {
+            kind,
+            alg,
+            key,
+            fingerprint,
+        },
+    ))
 }
 
 /// Parses a JWK set. Keys that are unusable (symmetric, unknown type, too small) are skipped and logged, so one
@@ -219,6 +263,11 @@ pub(crate) struct FetchState {
     /// The JWKS URL found by discovery, kept until a fetch from it fails.
     pub(crate) discovered: Option<String>,
     pub(crate) generation: u64,
+    /// Request time of the last refetch forced by an unknown `kid` or a failed signature. Such a refetch is
+    /// immediate when none happened within the issuer's `refresh_min_interval_secs`, so a rotation is seen at once.
+    pub(crate) last_forced: Option<i64>,
+    /// The start of the rate-limit window already warned about: one warning per window, not one per request.
+    pub(crate) warned_window: Option<i64>,
 }
 
 /// Reads a response body up to [`MAX_DOCUMENT_BYTES`].

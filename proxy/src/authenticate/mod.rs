@@ -30,7 +30,7 @@ pub use error::AuthError;
 pub use local::{GRANT_CLAIM, LocalIssuer, PRINCIPAL_CLAIM};
 
 use cache::{Entry, TokenCache, token_key};
-use jwks::{FetchState, KeySet, KeySource, VerifyKey};
+use jwks::{FetchState, Fingerprint, KeySet, KeySource, VerifyKey};
 
 /// The longest bearer token accepted, in bytes: bounds the hashing and decoding done for unauthenticated input.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -90,6 +90,10 @@ struct Issuer {
     groups_claim: String,
     leeway: u64,
     refresh_min_interval: i64,
+    /// How long a verified token may be served from the cache before it is verified again.
+    cache_max_age: i64,
+    /// The longest token lifetime accepted, if limited.
+    max_token_lifetime: Option<u64>,
     /// Only jitgate's own tokens may carry a grant binding.
     grant_bound: bool,
     source: Arc<KeySource>,
@@ -163,6 +167,8 @@ impl Authenticator {
                 groups_claim: cfg.groups_claim,
                 leeway: cfg.leeway_secs,
                 refresh_min_interval: secs(cfg.refresh_min_interval_secs),
+                cache_max_age: secs(cfg.cache_max_age_secs),
+                max_token_lifetime: cfg.max_token_lifetime_secs,
                 grant_bound: false,
                 source: Arc::new(source),
                 keys: Arc::new(RwLock::new(None)),
@@ -184,6 +190,7 @@ impl Authenticator {
                     &URL_SAFE_NO_PAD.encode(local.public_key()),
                 )
                 .map_err(|e| AuthError::LocalKey(format!("public key: {e}")))?,
+                fingerprint: jwks::fingerprint(jwks::KeyKind::Ed25519, &[local.public_key()]),
             };
             let set = KeySet {
                 by_kid: HashMap::from([(local.kid().to_string(), Arc::new(key))]),
@@ -200,6 +207,9 @@ impl Authenticator {
                 // jitgate's replicas share a clock source; a little skew only.
                 leeway: 5,
                 refresh_min_interval: i64::MAX,
+                // Its key never changes while jitgate runs; the cap only bounds how long a cached identity lives.
+                cache_max_age: 300,
+                max_token_lifetime: None,
                 grant_bound: true,
                 source: Arc::new(KeySource::Static),
                 keys: Arc::new(RwLock::new(Some(Arc::new(set)))),
@@ -308,16 +318,17 @@ impl Inner {
     async fn authenticate(&self, header: Option<&str>, now: i64) -> Result<Identity, AuthError> {
         let token = bearer(header)?;
         let cache_key = token_key(token);
-        // A hit is served only while the issuer's key set still holds the key that verified it: a key the issuer
-        // removed (compromised, rotated out) stops vouching for its cached tokens, whatever `exp` they carry, as
-        // soon as a refetch has seen it gone. The set's age is not checked here: a hit never waits for a fetch,
-        // and keeps being served while the issuer is unreachable.
+        // A hit is served only while the issuer's key set still holds the very key (by fingerprint, not by `kid`)
+        // that verified it: a key the issuer removed or replaced behind the same `kid` (compromised, rotated out)
+        // stops vouching for its cached tokens, whatever `exp` they carry, as soon as a refetch has seen it gone.
+        // The set's age is not checked here: a hit never waits for a fetch, and keeps being served while the
+        // issuer is unreachable, but never longer than the issuer's cache max age.
         let hit = self.cache.get(&cache_key, now, |e| {
             self.issuers.get(&e.identity.issuer).is_some_and(|i| {
                 i.keys
                     .read()
                     .as_ref()
-                    .is_some_and(|set| set.find(e.kid.as_deref(), e.alg).is_some())
+                    .is_some_and(|set| set.holds(&e.fingerprint))
             })
         });
         if let Some(identity) = hit {
@@ -358,25 +369,41 @@ impl Inner {
                 header.alg
             )));
         }
-        let key = issuer.key(header.kid.as_deref(), alg, now, self).await?;
-        if !key.kind.fits(alg) || key.alg.is_some_and(|a| a != alg) {
-            return Err(AuthError::AlgorithmNotAllowed(format!(
-                "`{}` does not fit key `{}` ({:?})",
-                header.alg,
-                header.kid.as_deref().unwrap_or_default(),
-                key.kind
-            )));
-        }
+        let kid = header.kid.as_deref();
         let signed = token.get(..h64.len() + 1 + p64.len()).unwrap_or_default();
-        match jsonwebtoken::crypto::verify(s64, signed.as_bytes(), &key.key, alg) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(AuthError::BadSignature(format!(
-                    "does not verify with key `{}`",
-                    header.kid.as_deref().unwrap_or_default()
+        let mut key = issuer.key(kid, alg, now, self, None).await?;
+        let mut refetched = false;
+        loop {
+            if !key.kind.fits(alg) || key.alg.is_some_and(|a| a != alg) {
+                return Err(AuthError::AlgorithmNotAllowed(format!(
+                    "`{}` does not fit key `{}` ({:?})",
+                    header.alg,
+                    kid.unwrap_or_default(),
+                    key.kind
                 )));
             }
-            Err(e) => return Err(AuthError::BadSignature(e.to_string())),
+            let failure = match jsonwebtoken::crypto::verify(s64, signed.as_bytes(), &key.key, alg)
+            {
+                Ok(true) => break,
+                Ok(false) => AuthError::BadSignature(format!(
+                    "does not verify with key `{}`",
+                    kid.unwrap_or_default()
+                )),
+                Err(e) => AuthError::BadSignature(e.to_string()),
+            };
+            // The issuer may have put a new key behind the same `kid` (or replaced its only unnamed key): refetch
+            // once, rate-limited, and try the key found there if it is another one.
+            if refetched {
+                return Err(failure);
+            }
+            refetched = true;
+            match issuer
+                .key(kid, alg, now, self, Some(&key.fingerprint))
+                .await
+            {
+                Ok(newer) => key = newer,
+                Err(_) => return Err(failure),
+            }
         }
 
         issuer.identity(claims, now).map(|(identity, nbf)| {
@@ -386,10 +413,11 @@ impl Inner {
                 cache_key,
                 Entry {
                     identity: Arc::clone(&identity),
-                    exp: identity.expires_at,
+                    until: identity
+                        .expires_at
+                        .min(now.saturating_add(issuer.cache_max_age)),
                     not_before,
-                    kid: header.kid.clone(),
-                    alg,
+                    fingerprint: key.fingerprint,
                 },
                 now,
             );
@@ -405,42 +433,77 @@ impl Issuer {
     }
 
     /// The verification key for `kid`, fetching or refreshing the JWKS when needed.
+    ///
+    /// With `rejected` (the fingerprint of a key the signature just failed under), the JWKS is refetched and only
+    /// another key is returned. Refetches for a key that is not there or did not verify (forced ones) are immediate
+    /// when none happened within `refresh_min_interval`, so an issuer's rotation is seen on the first token; any
+    /// other fetch (none yet, a stale set) waits `refresh_min_interval` after the last attempt. Either kind waits
+    /// after a failed attempt, so an unreachable issuer is not hammered.
     async fn key(
         &self,
         kid: Option<&str>,
         alg: Algorithm,
         now: i64,
         inner: &Inner,
+        rejected: Option<&Fingerprint>,
     ) -> Result<Arc<VerifyKey>, AuthError> {
         let unknown = || AuthError::UnknownKey {
             issuer: self.name.clone(),
             kid: kid.unwrap_or_default().to_string(),
         };
+        let usable = |k: &Arc<VerifyKey>| rejected.is_none_or(|fp| &k.fingerprint != fp);
         let snapshot = self.keys.read().clone();
         let fresh = |set: &KeySet| self.is_fresh(set, now, inner.jwks_max_age);
-        if let Some(set) = &snapshot {
-            if let Some(key) = set.find(kid, alg) {
-                if fresh(set) {
-                    return Ok(Arc::clone(key));
-                }
+        let in_snapshot = snapshot.as_ref().and_then(|s| s.find(kid, alg)).cloned();
+        if let (Some(set), Some(key)) = (&snapshot, &in_snapshot) {
+            if usable(key) && fresh(set) {
+                return Ok(Arc::clone(key));
             }
         }
         if matches!(*self.source, KeySource::Static) {
             return Err(unknown());
         }
+        // Forced: the issuer's set is there but lacks the key, or its key did not verify.
+        let forced = snapshot.is_some() && (rejected.is_some() || in_snapshot.is_none());
 
         // Single flight: whoever holds the lock fetches; the others wait and then use what it fetched.
         let seen = snapshot.as_ref().map(|s| s.generation);
         let mut state = Arc::clone(&self.fetch).lock_owned().await;
         let current = self.keys.read().clone();
-        let found = current.as_ref().and_then(|s| s.find(kid, alg)).cloned();
+        let found = current
+            .as_ref()
+            .and_then(|s| s.find(kid, alg))
+            .filter(|k| usable(k))
+            .cloned();
         if current.as_ref().map(|s| s.generation) != seen {
             return found.ok_or_else(unknown);
         }
-        let rate_limited = state
-            .last_attempt
-            .is_some_and(|t| now < t.saturating_add(self.refresh_min_interval));
-        if rate_limited {
+        let within =
+            |t: Option<i64>| t.is_some_and(|t| now < t.saturating_add(self.refresh_min_interval));
+        let window = if forced {
+            if within(state.last_forced) {
+                state.last_forced
+            } else if state.last_error.is_some() && within(state.last_attempt) {
+                state.last_attempt
+            } else {
+                None
+            }
+        } else if within(state.last_attempt) {
+            state.last_attempt
+        } else {
+            None
+        };
+        if let Some(window) = window {
+            if forced && state.warned_window != Some(window) {
+                state.warned_window = Some(window);
+                tracing::warn!(
+                    issuer = %self.name,
+                    kid = kid.unwrap_or_default(),
+                    retry_in_secs = window.saturating_add(self.refresh_min_interval).saturating_sub(now),
+                    "a key refetch for an unknown kid or a failed signature is rate-limited \
+                     (refresh_min_interval_secs); tokens needing a new key are refused until then"
+                );
+            }
             if let Some(key) = found {
                 return Ok(key);
             }
@@ -455,6 +518,9 @@ impl Issuer {
                 )),
                 (None, Some(_)) => unknown(),
             });
+        }
+        if forced {
+            state.last_forced = Some(now);
         }
 
         // The fetch runs in a task of its own, which holds the lock and records the attempt when it ends: a caller
@@ -491,7 +557,11 @@ impl Issuer {
             .await
             .unwrap_or_else(|e| Err(format!("the key fetch did not finish: {e}")));
         match fetched {
-            Ok(set) => set.find(kid, alg).cloned().ok_or_else(unknown),
+            Ok(set) => set
+                .find(kid, alg)
+                .filter(|k| usable(k))
+                .cloned()
+                .ok_or_else(unknown),
             // A stale key still verifies while the issuer is unreachable; an unknown one cannot.
             Err(e) => found
                 .ok_or_else(|| AuthError::JwksUnavailable(format!("issuer `{}`: {e}", self.name))),
@@ -522,6 +592,14 @@ impl Issuer {
                     now,
                     leeway: self.leeway,
                 });
+            }
+        }
+        if let Some(max) = self.max_token_lifetime {
+            // From `iat` when the token says when it was issued; otherwise what is left of it from now on.
+            let from = numeric_claim(&claims, "iat")?.unwrap_or(now);
+            let lifetime = exp.saturating_sub(from);
+            if lifetime > secs(max) {
+                return Err(AuthError::LifetimeTooLong { lifetime, max });
             }
         }
         let aud_ok = match claims.get("aud") {
