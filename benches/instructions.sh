@@ -10,9 +10,10 @@
 # counters are dumped, and the total over all of jitgate's threads (workers, decision writer, everything) is divided
 # by REQUESTS.
 #
-# usage: benches/instructions.sh [--requests 2000] [--concurrency 8] [--grants 10000] [--bin DIR] [--no-build]
+# usage: benches/instructions.sh [--requests 2000] [--concurrency 8] [--grants 10000] [--bin DIR] [--no-build] [--keep]
 #   --bin DIR takes jitgate and the helpers from DIR (default: the release target folder), e.g. to count a baseline
-#   built from another commit into its own folder. Prints one line: `instructions/request N (requests R, ...)`.
+#   built from another commit into its own folder. --keep keeps the work folder and names the callgrind dump, for
+#   `callgrind_annotate` (where the instructions went). Prints one line: `instructions/request N (requests R, ...)`.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +23,7 @@ REQUESTS=2000
 CONCURRENCY=8
 GRANTS=10000
 BUILD=1
+KEEP=0
 WARMUP=300
 
 while [ $# -gt 0 ]; do
@@ -31,7 +33,8 @@ while [ $# -gt 0 ]; do
     --grants) GRANTS="$2"; shift ;;
     --bin) BIN="$2"; BUILD=0; shift ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --keep) KEEP=1 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "instructions.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -61,7 +64,7 @@ PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
+  if [ "$KEEP" = 1 ]; then echo "work folder kept: $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -111,5 +114,6 @@ callgrind_control -d "$JPID" >/dev/null 2>&1
 # The dump after zeroing is the newest part file; its `summary:`/`totals:` line is the instruction count (Ir).
 dump=$(ls -t "$WORK"/callgrind."$JPID".* 2>/dev/null | head -1)
 total=$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")
+[ "$KEEP" = 0 ] || echo "callgrind dump: $dump" >&2
 awk -v t="$total" -v n="$REQUESTS" -v c="$CONCURRENCY" -v g="$GRANTS" 'BEGIN {
   printf "instructions/request %.0f (requests %d, concurrency %d, grants %d, all threads, callgrind)\n", t / n, n, c, g }'

@@ -386,7 +386,9 @@ where
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let in_flight = self.activity.begin();
-        let response = self.inner.call(req);
+        // Boxed where it is made: the request's future is large, and moving it by value into the async block
+        // below (and that block into its box) copied it twice per request (callgrind: ~14k instructions of memcpy).
+        let response = Box::pin(self.inner.call(req));
         Box::pin(async move {
             let response = response.await?;
             Ok(response.map(|body| CountedBody {
