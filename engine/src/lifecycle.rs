@@ -24,6 +24,13 @@ pub const HOLD_ROLE: &str = "hold";
 /// Who approves automatically, as recorded in a grant's approvers.
 pub const POLICY_APPROVER: &str = "policy";
 
+/// The longest `reason` an access request may give, in bytes (UTF-8): it is stored, logged and shown to approvers
+/// on every listing, so one requester must not be able to grow the state or the listings without bound.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// The longest `ticket` an access request may give, in bytes (UTF-8), for the same reason as [`MAX_REASON_BYTES`].
+pub const MAX_TICKET_BYTES: usize = 1024;
+
 /// Why a lifecycle call failed. Each kind maps to one HTTP status in the admin API.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -386,6 +393,13 @@ impl Lifecycle {
                 format!("role `{}` requires a reason", new.role),
             ));
         }
+        // Bounded before anything is stored: see MAX_REASON_BYTES.
+        too_long("reason", &new.reason, MAX_REASON_BYTES)?;
+        too_long(
+            "ticket",
+            new.ticket.as_deref().unwrap_or(""),
+            MAX_TICKET_BYTES,
+        )?;
         let starts_at = match new.starts_at.as_deref().filter(|s| !s.is_empty()) {
             None => None,
             Some(s) => {
@@ -520,7 +534,8 @@ impl Lifecycle {
             role: HOLD_ROLE.into(),
             scope: spec.resource,
             duration_secs: ttl,
-            reason: spec.reason,
+            // The composed preview of a held request is cut, never refused: the hold itself must still happen.
+            reason: truncated(spec.reason, MAX_REASON_BYTES),
             ticket: None,
             starts_at: None,
             state: RequestState::Pending,
@@ -1106,6 +1121,35 @@ fn grant_id_of_request(request_id: &str) -> String {
         .to_string()
 }
 
+/// A `field` longer than `max` bytes is bad input naming the field and the limit.
+fn too_long(field: &str, value: &str, max: usize) -> Result<(), LifecycleError> {
+    if value.len() > max {
+        return Err(bad(
+            field,
+            format!(
+                "is {} bytes long; at most {max} bytes are allowed",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, ending in `…` when cut (the marker fits in `max`).
+fn truncated(mut s: String, max: usize) -> String {
+    const MARK: &str = "\u{2026}";
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max.saturating_sub(MARK.len());
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str(MARK);
+    s
+}
+
 /// The refusal of a verdict on `request`, which is not pending (or, when `due`, pending past its TTL).
 fn not_pending(request: &AccessRequest, due: bool, verdict: Verdict) -> LifecycleError {
     let id = &request.id;
@@ -1164,5 +1208,28 @@ fn event(
         comment: comment.into(),
         policies: decision.policies.clone(),
         at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_requests_reason_is_cut_to_its_bound_on_a_char_boundary() {
+        let long = "é".repeat(MAX_REASON_BYTES);
+        let cut = truncated(long, MAX_REASON_BYTES);
+        assert!(cut.len() <= MAX_REASON_BYTES, "{}", cut.len());
+        assert!(cut.ends_with('\u{2026}'));
+        assert_eq!(truncated("short".into(), MAX_REASON_BYTES), "short");
+        assert!(too_long("reason", &"x".repeat(MAX_REASON_BYTES), MAX_REASON_BYTES).is_ok());
+        assert!(
+            too_long(
+                "reason",
+                &"x".repeat(MAX_REASON_BYTES + 1),
+                MAX_REASON_BYTES
+            )
+            .is_err()
+        );
     }
 }

@@ -305,6 +305,39 @@ async fn bad_input_names_the_field() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reason_or_ticket_over_1_kib_is_refused_naming_the_field_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
+    let (_, before) = env.get("carol", "/v1/requests?all=true").await;
+    for (body, field) in [
+        (
+            json!({"role": "payments-writer", "scope": "Service::\"payments\"", "duration": "10m", "reason": "x".repeat(2048)}),
+            "reason",
+        ),
+        (
+            json!({"role": "payments-writer", "scope": "Service::\"payments\"", "duration": "10m", "reason": "x", "ticket": "T".repeat(1025)}),
+            "ticket",
+        ),
+    ] {
+        let (s, v) = env.post("alice", "/v1/requests", body).await;
+        assert_eq!(s, 400, "{v}");
+        assert_eq!(v["field"], field, "{v}");
+        assert!(v["message"].as_str().unwrap().contains("1024 bytes"), "{v}");
+    }
+    assert_eq!(env.get("carol", "/v1/requests?all=true").await.1, before);
+    // Exactly 1 KiB is still fine.
+    let (s, v) = env
+        .post(
+            "alice",
+            "/v1/requests",
+            json!({"role": "payments-writer", "scope": "Service::\"payments\"", "duration": "10m", "reason": "x".repeat(1024)}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    env.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn db_admin_needs_two_distinct_approvers_and_deny_wins() {
     let dir = tempfile::tempdir().unwrap();
     let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
