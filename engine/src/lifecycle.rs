@@ -257,6 +257,8 @@ impl Action {
 pub struct Lifecycle {
     authorizer: Arc<Authorizer>,
     store: Arc<dyn Store>,
+    /// Pending access requests one principal may have at once ([`Lifecycle::with_max_pending`]).
+    max_pending: u32,
 }
 
 /// The resource attributes of an access request, as the control-plane policies see them.
@@ -274,7 +276,33 @@ pub fn request_attrs(r: &AccessRequest) -> serde_json::Map<String, serde_json::V
 impl Lifecycle {
     /// A lifecycle over `authorizer`, whose store must be `store`.
     pub fn new(authorizer: Arc<Authorizer>, store: Arc<dyn Store>) -> Self {
-        Self { authorizer, store }
+        Self {
+            authorizer,
+            store,
+            max_pending: u32::MAX,
+        }
+    }
+
+    /// The same lifecycle refusing a new pending request (held ones included) of a principal who already has
+    /// `max` pending: one requester must not be able to flood approvers and the store. Unbounded by default.
+    pub fn with_max_pending(mut self, max: u32) -> Self {
+        self.max_pending = max;
+        self
+    }
+
+    /// Inserts a new pending request within the per-principal cap (checked in the store's transaction).
+    fn insert_pending(&self, request: &AccessRequest) -> Result<(), LifecycleError> {
+        if self
+            .store
+            .insert_within_pending_cap(request, self.max_pending)?
+        {
+            return Ok(());
+        }
+        Err(LifecycleError::Conflict(format!(
+            "{} already has {} pending access requests, the most allowed at once; wait for one to be decided or \
+             to expire",
+            request.requester, self.max_pending
+        )))
     }
 
     /// The authorizer.
@@ -451,7 +479,7 @@ impl Lifecycle {
                 events,
             });
         }
-        self.store.put_access_request(&request)?;
+        self.insert_pending(&request)?;
         events.push(event(
             EventKind::Created,
             &actor,
@@ -520,13 +548,39 @@ impl Lifecycle {
     }
 
     /// Records a held data-plane request as a pending `hold` request bound to its digest. Not a policy decision of
-    /// its own: the data-plane policy that held the request is the authority.
+    /// its own: the data-plane policy that held the request is the authority. When the caller already has a pending
+    /// `hold` request with the same digest, that one is returned (no events) and nothing is created; a new one
+    /// counts against the per-principal pending cap (409 beyond it).
     pub fn create_hold(
         &self,
         caller: &Principal,
         spec: HoldSpec,
     ) -> Result<RequestView, LifecycleError> {
         let now = self.now();
+        // A retry of the same held request (same caller, same digest) waits on the pending request it already
+        // has, rather than making one more per retry.
+        let mine = RequestFilter {
+            requester: Some(caller.entity.clone()),
+            state: Some(RequestState::Pending),
+            role: Some(HOLD_ROLE.into()),
+            limit: None,
+        };
+        if let Some(existing) = self
+            .store
+            .list_access_requests(&mine)?
+            .into_iter()
+            .find(|r| {
+                r.request_digest.as_deref() == Some(spec.digest.as_str()) && now < r.expires_at
+            })
+        {
+            return Ok(RequestView {
+                approvals_required: self.approvals_required(&self.authorizer.bundle(), &existing),
+                approvals: self.store.approvals_for(&existing.id)?,
+                request: existing,
+                grant: None,
+                events: Vec::new(),
+            });
+        }
         let ttl = spec.ttl_secs.max(1);
         let request = AccessRequest {
             id: spec.id,
@@ -544,7 +598,7 @@ impl Lifecycle {
             decided_at: None,
             request_digest: Some(spec.digest),
         };
-        self.store.put_access_request(&request)?;
+        self.insert_pending(&request)?;
         let ev = Event {
             kind: EventKind::Held,
             actor: caller.entity.to_string(),

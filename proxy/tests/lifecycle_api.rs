@@ -338,6 +338,58 @@ async fn a_reason_or_ticket_over_1_kib_is_refused_naming_the_field_and_nothing_i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pending_requests_per_principal_are_capped_and_a_decided_one_frees_a_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
+        raw.store.max_pending_per_principal = 3;
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let v = env
+            .request(
+                "alice",
+                "payments-writer",
+                r#"Service::"payments""#,
+                "10m",
+                &format!("INC-{i}"),
+            )
+            .await;
+        ids.push(v["request"]["id"].as_str().unwrap().to_string());
+    }
+    let fourth = json!({"role": "payments-writer", "scope": "Service::\"payments\"", "duration": "10m", "reason": "INC-4"});
+    let (s, v) = env.post("alice", "/v1/requests", fourth.clone()).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("already has 3 pending access requests"),
+        "{v}"
+    );
+    let (_, mine) = env.get("alice", "/v1/requests?state=pending").await;
+    assert_eq!(
+        mine["requests"].as_array().unwrap().len(),
+        3,
+        "nothing stored"
+    );
+    // Someone else is not affected by alice's cap.
+    env.request(
+        "bob",
+        "payments-writer",
+        r#"Service::"payments""#,
+        "10m",
+        "INC-9",
+    )
+    .await;
+    // One approved frees a slot.
+    assert_eq!(env.approve("bob", &ids[0]).await.0, 200);
+    let (s, v) = env.post("alice", "/v1/requests", fourth).await;
+    assert_eq!(s, 201, "{v}");
+    env.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn db_admin_needs_two_distinct_approvers_and_deny_wins() {
     let dir = tempfile::tempdir().unwrap();
     let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;

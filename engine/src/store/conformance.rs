@@ -31,6 +31,7 @@ pub fn run_all<S: Store + 'static>(fresh: impl Fn() -> S) {
     verdict_deny_ends_request(&fresh);
     verdict_conflicts_write_nothing(&fresh);
     concurrent_verdicts_one_wins(&fresh);
+    pending_cap_counts_live_pending_requests_per_requester(&fresh);
 }
 
 /// A grant of `User::"alice"` valid in `[100, 200)`.
@@ -484,5 +485,55 @@ pub fn concurrent_verdicts_one_wins<S: Store + 'static>(fresh: impl Fn() -> S) {
     assert_eq!(
         s.get_grant("grant-of-r1").unwrap().is_some(),
         won.request.state == RequestState::Approved
+    );
+}
+
+/// `insert_within_pending_cap` counts only the requester's pending requests within their TTL, and writes nothing
+/// when the cap is reached; a decided (or past-TTL) request frees its slot.
+pub fn pending_cap_counts_live_pending_requests_per_requester<S: Store>(fresh: impl Fn() -> S) {
+    let s = fresh();
+    assert!(
+        s.insert_within_pending_cap(&request("a1", "alice", 100), 2)
+            .unwrap()
+    );
+    assert!(
+        s.insert_within_pending_cap(&request("a2", "alice", 100), 2)
+            .unwrap()
+    );
+    // Someone else's requests do not count.
+    assert!(
+        s.insert_within_pending_cap(&request("b1", "bob", 100), 2)
+            .unwrap()
+    );
+    assert!(
+        !s.insert_within_pending_cap(&request("a3", "alice", 100), 2)
+            .unwrap()
+    );
+    assert!(
+        s.get_access_request("a3").unwrap().is_none(),
+        "refused: nothing written"
+    );
+    // A decided request frees its slot.
+    assert!(
+        s.transition_access_request("a1", RequestState::Pending, RequestState::Approved, 101)
+            .unwrap()
+    );
+    assert!(
+        s.insert_within_pending_cap(&request("a3", "alice", 101), 2)
+            .unwrap()
+    );
+    assert!(
+        !s.insert_within_pending_cap(&request("a4", "alice", 102), 2)
+            .unwrap()
+    );
+    // Past their pending TTL (3600 s), still-pending rows do not count.
+    assert!(
+        s.insert_within_pending_cap(&request("a4", "alice", 100 + 3700), 2)
+            .unwrap()
+    );
+    // A cap of 0 refuses everything.
+    assert!(
+        !s.insert_within_pending_cap(&request("c1", "carol", 100), 0)
+            .unwrap()
     );
 }
