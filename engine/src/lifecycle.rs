@@ -564,6 +564,7 @@ impl Lifecycle {
             state: Some(RequestState::Pending),
             role: Some(HOLD_ROLE.into()),
             limit: None,
+            after: None,
         };
         if let Some(existing) = self
             .store
@@ -1069,6 +1070,7 @@ impl Lifecycle {
                 state: Some(RequestState::Pending),
                 role: filter.role.clone(),
                 limit: None,
+                after: None,
             };
             let now = self.now();
             for r in self.store.list_access_requests(&pending)? {

@@ -365,6 +365,7 @@ impl RequestStore for SqliteStore {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {REQUEST_COLS} FROM access_requests
                  WHERE (?1 IS NULL OR requester = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR role = ?3)
+                   AND (?5 IS NULL OR created_at < ?5 OR (created_at = ?5 AND id > ?6))
                  ORDER BY created_at DESC, id LIMIT ?4"
             ))?;
             let limit = filter.limit.map(i64::from).unwrap_or(-1);
@@ -373,7 +374,9 @@ impl RequestStore for SqliteStore {
                     filter.requester.as_ref().map(|r| r.to_string()),
                     filter.state.map(RequestState::as_str),
                     filter.role,
-                    limit
+                    limit,
+                    filter.after.as_ref().map(|(at, _)| *at),
+                    filter.after.as_ref().map(|(_, id)| id.as_str())
                 ],
                 raw_request,
             )?;

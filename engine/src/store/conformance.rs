@@ -32,6 +32,7 @@ pub fn run_all<S: Store + 'static>(fresh: impl Fn() -> S) {
     verdict_conflicts_write_nothing(&fresh);
     concurrent_verdicts_one_wins(&fresh);
     pending_cap_counts_live_pending_requests_per_requester(&fresh);
+    pages_follow_the_listing_order_without_duplicates(&fresh);
 }
 
 /// A grant of `User::"alice"` valid in `[100, 200)`.
@@ -536,4 +537,30 @@ pub fn pending_cap_counts_live_pending_requests_per_requester<S: Store>(fresh: i
         !s.insert_within_pending_cap(&request("c1", "carol", 100), 0)
             .unwrap()
     );
+}
+
+/// `RequestFilter::after` pages a listing: the pages, in order, are the whole listing, each row once.
+pub fn pages_follow_the_listing_order_without_duplicates<S: Store>(fresh: impl Fn() -> S) {
+    let s = fresh();
+    // Several requests per second, so equal times are ordered by id.
+    for i in 0..25 {
+        s.put_access_request(&request(&format!("r{i:02}"), "alice", 100 + i / 4))
+            .unwrap();
+    }
+    let all = ids(s.list_access_requests(&RequestFilter::default()).unwrap());
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s
+            .list_access_requests(&RequestFilter {
+                limit: Some(7),
+                after: after.clone(),
+                ..Default::default()
+            })
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.created_at, last.id.clone()));
+        paged.extend(ids(page));
+    }
+    assert_eq!(paged, all);
 }

@@ -150,6 +150,11 @@ impl RequestStore for MemStore {
             .filter(|r| filter.requester.as_ref().is_none_or(|q| &r.requester == q))
             .filter(|r| filter.state.is_none_or(|s| r.state == s))
             .filter(|r| filter.role.as_ref().is_none_or(|role| &r.role == role))
+            .filter(|r| {
+                filter.after.as_ref().is_none_or(|(at, id)| {
+                    r.created_at < *at || (r.created_at == *at && r.id.as_str() > id.as_str())
+                })
+            })
             .cloned()
             .collect();
         list.sort_by(|a, b| {
