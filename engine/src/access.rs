@@ -101,6 +101,9 @@ pub struct RequestFilter {
     pub role: Option<String>,
     /// At most this many.
     pub limit: Option<u32>,
+    /// Only those after this `(created_at, id)` in the listing's order (newest first, equal times by id): the
+    /// last one of the previous page, so a listing can be paged.
+    pub after: Option<(UnixTime, String)>,
 }
 
 /// An approver's answer.

@@ -24,6 +24,13 @@ pub const HOLD_ROLE: &str = "hold";
 /// Who approves automatically, as recorded in a grant's approvers.
 pub const POLICY_APPROVER: &str = "policy";
 
+/// The longest `reason` an access request may give, in bytes (UTF-8): it is stored, logged and shown to approvers
+/// on every listing, so one requester must not be able to grow the state or the listings without bound.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// The longest `ticket` an access request may give, in bytes (UTF-8), for the same reason as [`MAX_REASON_BYTES`].
+pub const MAX_TICKET_BYTES: usize = 1024;
+
 /// Why a lifecycle call failed. Each kind maps to one HTTP status in the admin API.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -250,6 +257,8 @@ impl Action {
 pub struct Lifecycle {
     authorizer: Arc<Authorizer>,
     store: Arc<dyn Store>,
+    /// Pending access requests one principal may have at once ([`Lifecycle::with_max_pending`]).
+    max_pending: u32,
 }
 
 /// The resource attributes of an access request, as the control-plane policies see them.
@@ -267,7 +276,33 @@ pub fn request_attrs(r: &AccessRequest) -> serde_json::Map<String, serde_json::V
 impl Lifecycle {
     /// A lifecycle over `authorizer`, whose store must be `store`.
     pub fn new(authorizer: Arc<Authorizer>, store: Arc<dyn Store>) -> Self {
-        Self { authorizer, store }
+        Self {
+            authorizer,
+            store,
+            max_pending: u32::MAX,
+        }
+    }
+
+    /// The same lifecycle refusing a new pending request (held ones included) of a principal who already has
+    /// `max` pending: one requester must not be able to flood approvers and the store. Unbounded by default.
+    pub fn with_max_pending(mut self, max: u32) -> Self {
+        self.max_pending = max;
+        self
+    }
+
+    /// Inserts a new pending request within the per-principal cap (checked in the store's transaction).
+    fn insert_pending(&self, request: &AccessRequest) -> Result<(), LifecycleError> {
+        if self
+            .store
+            .insert_within_pending_cap(request, self.max_pending)?
+        {
+            return Ok(());
+        }
+        Err(LifecycleError::Conflict(format!(
+            "{} already has {} pending access requests, the most allowed at once; wait for one to be decided or \
+             to expire",
+            request.requester, self.max_pending
+        )))
     }
 
     /// The authorizer.
@@ -386,6 +421,13 @@ impl Lifecycle {
                 format!("role `{}` requires a reason", new.role),
             ));
         }
+        // Bounded before anything is stored: see MAX_REASON_BYTES.
+        too_long("reason", &new.reason, MAX_REASON_BYTES)?;
+        too_long(
+            "ticket",
+            new.ticket.as_deref().unwrap_or(""),
+            MAX_TICKET_BYTES,
+        )?;
         let starts_at = match new.starts_at.as_deref().filter(|s| !s.is_empty()) {
             None => None,
             Some(s) => {
@@ -437,7 +479,7 @@ impl Lifecycle {
                 events,
             });
         }
-        self.store.put_access_request(&request)?;
+        self.insert_pending(&request)?;
         events.push(event(
             EventKind::Created,
             &actor,
@@ -506,13 +548,40 @@ impl Lifecycle {
     }
 
     /// Records a held data-plane request as a pending `hold` request bound to its digest. Not a policy decision of
-    /// its own: the data-plane policy that held the request is the authority.
+    /// its own: the data-plane policy that held the request is the authority. When the caller already has a pending
+    /// `hold` request with the same digest, that one is returned (no events) and nothing is created; a new one
+    /// counts against the per-principal pending cap (409 beyond it).
     pub fn create_hold(
         &self,
         caller: &Principal,
         spec: HoldSpec,
     ) -> Result<RequestView, LifecycleError> {
         let now = self.now();
+        // A retry of the same held request (same caller, same digest) waits on the pending request it already
+        // has, rather than making one more per retry.
+        let mine = RequestFilter {
+            requester: Some(caller.entity.clone()),
+            state: Some(RequestState::Pending),
+            role: Some(HOLD_ROLE.into()),
+            limit: None,
+            after: None,
+        };
+        if let Some(existing) = self
+            .store
+            .list_access_requests(&mine)?
+            .into_iter()
+            .find(|r| {
+                r.request_digest.as_deref() == Some(spec.digest.as_str()) && now < r.expires_at
+            })
+        {
+            return Ok(RequestView {
+                approvals_required: self.approvals_required(&self.authorizer.bundle(), &existing),
+                approvals: self.store.approvals_for(&existing.id)?,
+                request: existing,
+                grant: None,
+                events: Vec::new(),
+            });
+        }
         let ttl = spec.ttl_secs.max(1);
         let request = AccessRequest {
             id: spec.id,
@@ -520,7 +589,8 @@ impl Lifecycle {
             role: HOLD_ROLE.into(),
             scope: spec.resource,
             duration_secs: ttl,
-            reason: spec.reason,
+            // The composed preview of a held request is cut, never refused: the hold itself must still happen.
+            reason: truncated(spec.reason, MAX_REASON_BYTES),
             ticket: None,
             starts_at: None,
             state: RequestState::Pending,
@@ -529,7 +599,7 @@ impl Lifecycle {
             decided_at: None,
             request_digest: Some(spec.digest),
         };
-        self.store.put_access_request(&request)?;
+        self.insert_pending(&request)?;
         let ev = Event {
             kind: EventKind::Held,
             actor: caller.entity.to_string(),
@@ -1000,6 +1070,7 @@ impl Lifecycle {
                 state: Some(RequestState::Pending),
                 role: filter.role.clone(),
                 limit: None,
+                after: None,
             };
             let now = self.now();
             for r in self.store.list_access_requests(&pending)? {
@@ -1106,6 +1177,35 @@ fn grant_id_of_request(request_id: &str) -> String {
         .to_string()
 }
 
+/// A `field` longer than `max` bytes is bad input naming the field and the limit.
+fn too_long(field: &str, value: &str, max: usize) -> Result<(), LifecycleError> {
+    if value.len() > max {
+        return Err(bad(
+            field,
+            format!(
+                "is {} bytes long; at most {max} bytes are allowed",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, ending in `…` when cut (the marker fits in `max`).
+fn truncated(mut s: String, max: usize) -> String {
+    const MARK: &str = "\u{2026}";
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max.saturating_sub(MARK.len());
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str(MARK);
+    s
+}
+
 /// The refusal of a verdict on `request`, which is not pending (or, when `due`, pending past its TTL).
 fn not_pending(request: &AccessRequest, due: bool, verdict: Verdict) -> LifecycleError {
     let id = &request.id;
@@ -1164,5 +1264,28 @@ fn event(
         comment: comment.into(),
         policies: decision.policies.clone(),
         at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_requests_reason_is_cut_to_its_bound_on_a_char_boundary() {
+        let long = "é".repeat(MAX_REASON_BYTES);
+        let cut = truncated(long, MAX_REASON_BYTES);
+        assert!(cut.len() <= MAX_REASON_BYTES, "{}", cut.len());
+        assert!(cut.ends_with('\u{2026}'));
+        assert_eq!(truncated("short".into(), MAX_REASON_BYTES), "short");
+        assert!(too_long("reason", &"x".repeat(MAX_REASON_BYTES), MAX_REASON_BYTES).is_ok());
+        assert!(
+            too_long(
+                "reason",
+                &"x".repeat(MAX_REASON_BYTES + 1),
+                MAX_REASON_BYTES
+            )
+            .is_err()
+        );
     }
 }

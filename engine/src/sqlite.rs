@@ -324,36 +324,33 @@ fn violates(e: &rusqlite::Error, code: std::ffi::c_int) -> bool {
 
 impl RequestStore for SqliteStore {
     fn put_access_request(&self, r: &AccessRequest) -> Result<(), StoreError> {
-        self.with_conn(|c| {
-            c.execute(
-                "INSERT INTO access_requests
-                   (id, requester, role, scope, duration_secs, reason, ticket, starts_at, state, created_at,
-                    expires_at, decided_at, request_digest)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-                 ON CONFLICT (id) DO UPDATE SET
-                   requester = excluded.requester, role = excluded.role, scope = excluded.scope,
-                   duration_secs = excluded.duration_secs, reason = excluded.reason, ticket = excluded.ticket,
-                   starts_at = excluded.starts_at, state = excluded.state, created_at = excluded.created_at,
-                   expires_at = excluded.expires_at, decided_at = excluded.decided_at,
-                   request_digest = excluded.request_digest",
-                params![
-                    r.id,
-                    r.requester.to_string(),
-                    r.role,
-                    r.scope.to_string(),
-                    r.duration_secs,
-                    r.reason,
-                    r.ticket,
-                    r.starts_at,
-                    r.state.as_str(),
-                    r.created_at,
-                    r.expires_at,
-                    r.decided_at,
-                    r.request_digest
-                ],
+        self.with_conn(|c| upsert_request(c, r))
+    }
+
+    fn insert_within_pending_cap(
+        &self,
+        r: &AccessRequest,
+        max_pending: u32,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        // IMMEDIATE takes the write lock before the count, so no other process inserts between count and insert.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let pending: i64 = tx
+            .query_row(
+                "SELECT COUNT(*) FROM access_requests
+                 WHERE requester = ?1 AND state = 'pending' AND expires_at > ?2",
+                params![r.requester.to_string(), r.created_at],
+                |row| row.get(0),
             )
-            .map(|_| ())
-        })
+            .map_err(db_err)?;
+        if pending >= i64::from(max_pending) {
+            return Ok(false);
+        }
+        upsert_request(&tx, r).map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(true)
     }
 
     fn get_access_request(&self, id: &str) -> Result<Option<AccessRequest>, StoreError> {
@@ -368,6 +365,7 @@ impl RequestStore for SqliteStore {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {REQUEST_COLS} FROM access_requests
                  WHERE (?1 IS NULL OR requester = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR role = ?3)
+                   AND (?5 IS NULL OR created_at < ?5 OR (created_at = ?5 AND id > ?6))
                  ORDER BY created_at DESC, id LIMIT ?4"
             ))?;
             let limit = filter.limit.map(i64::from).unwrap_or(-1);
@@ -376,7 +374,9 @@ impl RequestStore for SqliteStore {
                     filter.requester.as_ref().map(|r| r.to_string()),
                     filter.state.map(RequestState::as_str),
                     filter.role,
-                    limit
+                    limit,
+                    filter.after.as_ref().map(|(at, _)| *at),
+                    filter.after.as_ref().map(|(_, id)| id.as_str())
                 ],
                 raw_request,
             )?;
@@ -472,6 +472,38 @@ impl RequestStore for SqliteStore {
             grant,
         })
     }
+}
+
+/// Inserts or replaces access request `r`.
+fn upsert_request(c: &Connection, r: &AccessRequest) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO access_requests
+           (id, requester, role, scope, duration_secs, reason, ticket, starts_at, state, created_at,
+            expires_at, decided_at, request_digest)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+         ON CONFLICT (id) DO UPDATE SET
+           requester = excluded.requester, role = excluded.role, scope = excluded.scope,
+           duration_secs = excluded.duration_secs, reason = excluded.reason, ticket = excluded.ticket,
+           starts_at = excluded.starts_at, state = excluded.state, created_at = excluded.created_at,
+           expires_at = excluded.expires_at, decided_at = excluded.decided_at,
+           request_digest = excluded.request_digest",
+        params![
+            r.id,
+            r.requester.to_string(),
+            r.role,
+            r.scope.to_string(),
+            r.duration_secs,
+            r.reason,
+            r.ticket,
+            r.starts_at,
+            r.state.as_str(),
+            r.created_at,
+            r.expires_at,
+            r.decided_at,
+            r.request_digest
+        ],
+    )
+    .map(|_| ())
 }
 
 fn upsert_grant(c: &Connection, g: &Grant) -> Result<(), StoreError> {

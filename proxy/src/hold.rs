@@ -92,7 +92,7 @@ impl crate::state::Proxy {
         let spec = jitgate_engine::lifecycle::HoldSpec {
             id: id.clone(),
             resource: request.resource.entity.clone(),
-            digest,
+            digest: digest.clone(),
             // One labelled field per fact, never a sentence a request could finish: the host is a validated host
             // name or IP literal (admit), the path and query are URI text, and the query's secrets are redacted.
             reason: hold_reason(
@@ -109,24 +109,54 @@ impl crate::state::Proxy {
         // Known to the log stage from now on: a caller that goes away while the request is created, or while it
         // waits, is recorded with the id its approval will carry.
         *approval_id = Some(id.clone());
-        let mut waiter = self.access.holds().register(&id);
+        // At most `[hold] max_waiting_per_principal` connections of one caller wait; beyond that the caller gets
+        // at once the answer it gets when the wait ends (202 with the approval id).
+        let who = request.principal.entity.to_string();
+        let max_waiting = self.config.hold.max_waiting_per_principal;
+        let mut waiter = self.access.holds().register(&id, &who, max_waiting);
         // Created and logged to the end even if the caller goes away: a pending request always has its `held`
         // record in the chain.
         let created = self
             .access
             .create_hold(request.principal.clone(), spec)
             .await;
-        if let Err(e) = created {
-            // Nothing was created: the record must not name a request that does not exist.
-            *approval_id = None;
-            return Err(Refusal::Internal(e.to_string()));
+        let waited = match created {
+            Ok(w) => w,
+            Err(e) => {
+                // Nothing was created: the record must not name a request that does not exist.
+                *approval_id = None;
+                return Err(match e {
+                    // The caller's pending requests are at `[store] max_pending_per_principal`.
+                    crate::access::AccessError::Lifecycle(
+                        jitgate_engine::lifecycle::LifecycleError::Conflict(reason),
+                    ) => Refusal::Denied { reason },
+                    e => Refusal::Internal(e.to_string()),
+                });
+            }
+        };
+        let mut already = HoldSignal::Waiting;
+        if waited != id {
+            // A retry of the same held request: it waits on the pending request it already has.
+            drop(waiter);
+            waiter = self.access.holds().register(&waited, &who, max_waiting);
+            // An approval that landed before this registration is in the index already.
+            if self.names_approval(&request.principal.entity, &waited, &digest) {
+                already = HoldSignal::Approved;
+            }
         }
-        // The waiter was registered before the request existed, so no verdict can have been missed; `wait_for`
-        // sees one that already landed.
-        let wait = waiter.rx.wait_for(|s| *s != HoldSignal::Waiting);
-        let signal = match tokio::time::timeout(self.config.hold.wait, wait).await {
-            Ok(Ok(s)) => *s,
-            _ => HoldSignal::Waiting,
+        let id = waited;
+        *approval_id = Some(id.clone());
+        // The waiter was registered before the request existed (or the approval checked after registering), so no
+        // verdict can have been missed; `wait_for` sees one that already landed.
+        let signal = match (already, waiter.as_mut()) {
+            (HoldSignal::Waiting, Some(w)) => {
+                let wait = w.rx.wait_for(|s| *s != HoldSignal::Waiting);
+                match tokio::time::timeout(self.config.hold.wait, wait).await {
+                    Ok(Ok(s)) => *s,
+                    _ => HoldSignal::Waiting,
+                }
+            }
+            (s, _) => s,
         };
         drop(waiter);
         match signal {

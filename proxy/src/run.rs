@@ -274,7 +274,8 @@ fn assemble(prepared: Prepared, clock: Clock) -> Result<Arc<Proxy>, StartError> 
     if let Some(b) = shadow_bundle {
         shadow.set(b);
     }
-    let lifecycle = jitgate_engine::lifecycle::Lifecycle::new(authorizer.clone(), store.clone());
+    let lifecycle = jitgate_engine::lifecycle::Lifecycle::new(authorizer.clone(), store.clone())
+        .with_max_pending(config.max_pending_per_principal);
     let notifier = crate::notify::Notifier::new(config.webhooks.clone(), metrics.clone());
     let tasks = tokio_util::task::TaskTracker::new();
     let access = crate::access::AccessService::new(crate::access::AccessParts {

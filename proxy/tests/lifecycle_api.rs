@@ -305,6 +305,158 @@ async fn bad_input_names_the_field() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reason_or_ticket_over_1_kib_is_refused_naming_the_field_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
+    let (_, before) = env.get("carol", "/v1/requests?all=true").await;
+    for (body, field) in [
+        (
+            json!({"role": "payments-writer", "scope": "Service::\"payments\"", "duration": "10m", "reason": "x".repeat(2048)}),
+            "reason",
+        ),
+        (
+            json!({"role": "payments-writer", "scope": "Service::\"payments\"", "duration": "10m", "reason": "x", "ticket": "T".repeat(1025)}),
+            "ticket",
+        ),
+    ] {
+        let (s, v) = env.post("alice", "/v1/requests", body).await;
+        assert_eq!(s, 400, "{v}");
+        assert_eq!(v["field"], field, "{v}");
+        assert!(v["message"].as_str().unwrap().contains("1024 bytes"), "{v}");
+    }
+    assert_eq!(env.get("carol", "/v1/requests?all=true").await.1, before);
+    // Exactly 1 KiB is still fine.
+    let (s, v) = env
+        .post(
+            "alice",
+            "/v1/requests",
+            json!({"role": "payments-writer", "scope": "Service::\"payments\"", "duration": "10m", "reason": "x".repeat(1024)}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    env.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pending_requests_per_principal_are_capped_and_a_decided_one_frees_a_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
+        raw.store.max_pending_per_principal = 3;
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let v = env
+            .request(
+                "alice",
+                "payments-writer",
+                r#"Service::"payments""#,
+                "10m",
+                &format!("INC-{i}"),
+            )
+            .await;
+        ids.push(v["request"]["id"].as_str().unwrap().to_string());
+    }
+    let fourth = json!({"role": "payments-writer", "scope": "Service::\"payments\"", "duration": "10m", "reason": "INC-4"});
+    let (s, v) = env.post("alice", "/v1/requests", fourth.clone()).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("already has 3 pending access requests"),
+        "{v}"
+    );
+    let (_, mine) = env.get("alice", "/v1/requests?state=pending").await;
+    assert_eq!(
+        mine["requests"].as_array().unwrap().len(),
+        3,
+        "nothing stored"
+    );
+    // Someone else is not affected by alice's cap.
+    env.request(
+        "bob",
+        "payments-writer",
+        r#"Service::"payments""#,
+        "10m",
+        "INC-9",
+    )
+    .await;
+    // One approved frees a slot.
+    assert_eq!(env.approve("bob", &ids[0]).await.0, 200);
+    let (s, v) = env.post("alice", "/v1/requests", fourth).await;
+    assert_eq!(s, 201, "{v}");
+    env.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listings_are_paged_with_a_cursor_and_no_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
+        raw.store.max_pending_per_principal = 1000;
+    })
+    .await;
+    // All made in the same (frozen) second, so the order within a page is by id.
+    for i in 0..150 {
+        env.request(
+            "alice",
+            "payments-writer",
+            r#"Service::"payments""#,
+            "10m",
+            &format!("INC-{i}"),
+        )
+        .await;
+    }
+    let (s, first) = env.get("alice", "/v1/requests").await;
+    assert_eq!(s, 200, "{first}");
+    assert_eq!(first["requests"].as_array().unwrap().len(), 100);
+    let cursor = first["next_cursor"].as_str().unwrap().to_string();
+    let (s, second) = env
+        .get("alice", &format!("/v1/requests?cursor={cursor}"))
+        .await;
+    assert_eq!(s, 200, "{second}");
+    assert_eq!(second["requests"].as_array().unwrap().len(), 50);
+    assert!(second["next_cursor"].is_null(), "{}", second["next_cursor"]);
+    let mut ids: Vec<&str> = first["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["requests"].as_array().unwrap())
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 150, "no duplicates, none missing");
+    // A page size outside 1..=1000 and a cursor the listing never returned are 400s naming the parameter.
+    for (q, field) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("cursor=not-a-cursor", "cursor"),
+    ] {
+        let (s, v) = env.get("alice", &format!("/v1/requests?{q}")).await;
+        assert_eq!(s, 400, "{q}: {v}");
+        assert_eq!(v["field"], field, "{v}");
+    }
+    // Grants are paged the same way.
+    let (_, mine) = env.get("alice", "/v1/requests?state=pending&limit=3").await;
+    for r in mine["requests"].as_array().unwrap() {
+        assert_eq!(env.approve("bob", r["id"].as_str().unwrap()).await.0, 200);
+    }
+    let (s, g1) = env.get("alice", "/v1/grants?limit=2").await;
+    assert_eq!(s, 200, "{g1}");
+    assert_eq!(g1["grants"].as_array().unwrap().len(), 2);
+    let cursor = g1["next_cursor"].as_str().unwrap().to_string();
+    let (_, g2) = env
+        .get("alice", &format!("/v1/grants?limit=2&cursor={cursor}"))
+        .await;
+    assert_eq!(g2["grants"].as_array().unwrap().len(), 1, "{g2}");
+    assert!(g2["next_cursor"].is_null());
+    assert_ne!(g1["grants"][0]["id"], g2["grants"][0]["id"]);
+    assert_ne!(g1["grants"][1]["id"], g2["grants"][0]["id"]);
+    env.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn db_admin_needs_two_distinct_approvers_and_deny_wins() {
     let dir = tempfile::tempdir().unwrap();
     let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;

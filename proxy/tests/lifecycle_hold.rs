@@ -595,3 +595,71 @@ async fn a_resend_whose_approval_header_names_another_request_is_refused() {
     the_identical_resend_passes_once(&env, &id, before).await;
     env.running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retrying_the_same_held_request_waits_on_one_access_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
+        raw.hold.wait = "50ms".into()
+    })
+    .await;
+    db_admin(&env).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let r = env
+            .http
+            .delete(env.data("/databases/orders"))
+            .bearer_auth(env.token("alice"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        let v: Value = r.json().await.unwrap();
+        ids.push(v["approval_id"].as_str().unwrap().to_string());
+    }
+    let (_, v) = env.get("carol", "/v1/requests?role=hold&all=true").await;
+    assert_eq!(v["requests"].as_array().unwrap().len(), 1, "{v}");
+    assert!(ids.iter().all(|i| i == &ids[0]), "{ids:?}");
+    // Another request (another query) is another hold.
+    let r = env
+        .http
+        .delete(env.data("/databases/orders?force=1"))
+        .bearer_auth(env.token("alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let (_, v) = env.get("carol", "/v1/requests?role=hold&all=true").await;
+    assert_eq!(v["requests"].as_array().unwrap().len(), 2, "{v}");
+    // Approved, the retried request passes once with the one approval id.
+    assert_eq!(env.approve("carol", &ids[0]).await.0, 200);
+    assert_eq!(
+        resend_with_approval(&env, &ids[0]).await.status().as_u16(),
+        200
+    );
+    env.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn held_connections_beyond_the_per_principal_cap_are_answered_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
+        raw.hold.wait = "20s".into();
+        raw.hold.max_waiting_per_principal = 0;
+    })
+    .await;
+    db_admin(&env).await;
+    let started = Instant::now();
+    let r = env
+        .http
+        .delete(env.data("/databases/orders"))
+        .bearer_auth(env.token("alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    assert!(started.elapsed() < Duration::from_secs(10), "it waited");
+    let v: Value = r.json().await.unwrap();
+    assert!(v["approval_id"].as_str().is_some(), "{v}");
+    env.running.shutdown().await;
+}

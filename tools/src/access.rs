@@ -253,8 +253,15 @@ pub fn run(cmd: AccessCommand) -> anyhow::Result<ExitCode> {
         .bearer_auth(token)
         .send()
         .with_context(|| format!("cannot reach the admin API at {}", conn.admin.admin))?;
-    let status = resp.status();
-    let v: Value = resp.json().unwrap_or(Value::Null);
+    let mut status = resp.status();
+    let mut v: Value = resp.json().unwrap_or(Value::Null);
+    // The listings come in pages: follow `next_cursor` to the end, so the output is the whole list, as one.
+    if method == "GET" && status.is_success() {
+        if let Some((s, body)) = follow_pages(&client, &url, token, &mut v)? {
+            status = s;
+            v = body;
+        }
+    }
     if conn.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if status.is_success() {
@@ -267,6 +274,44 @@ pub fn run(cmd: AccessCommand) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Fetches the pages after `first` (a listing answer) while it names a `next_cursor`, appending each page's rows
+/// to `first`'s array and dropping the cursor. Returns the status and body of a page that failed, if one did.
+fn follow_pages(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    token: &str,
+    first: &mut Value,
+) -> anyhow::Result<Option<(reqwest::StatusCode, Value)>> {
+    let Some(key) = ["requests", "grants"]
+        .into_iter()
+        .find(|k| first[*k].is_array())
+    else {
+        return Ok(None);
+    };
+    while let Some(cursor) = first["next_cursor"].as_str().map(str::to_string) {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let resp = client
+            .get(format!("{url}{sep}cursor={}", query_value(&cursor)))
+            .bearer_auth(token)
+            .send()
+            .context("cannot reach the admin API for the next page")?;
+        let status = resp.status();
+        let page: Value = resp.json().unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Ok(Some((status, page)));
+        }
+        let rows = page[key].as_array().cloned().unwrap_or_default();
+        if let Some(all) = first[key].as_array_mut() {
+            all.extend(rows);
+        }
+        first["next_cursor"] = page["next_cursor"].clone();
+    }
+    if let Some(obj) = first.as_object_mut() {
+        obj.remove("next_cursor");
+    }
+    Ok(None)
 }
 
 fn s(v: &Value) -> String {

@@ -31,6 +31,8 @@ pub fn run_all<S: Store + 'static>(fresh: impl Fn() -> S) {
     verdict_deny_ends_request(&fresh);
     verdict_conflicts_write_nothing(&fresh);
     concurrent_verdicts_one_wins(&fresh);
+    pending_cap_counts_live_pending_requests_per_requester(&fresh);
+    pages_follow_the_listing_order_without_duplicates(&fresh);
 }
 
 /// A grant of `User::"alice"` valid in `[100, 200)`.
@@ -485,4 +487,80 @@ pub fn concurrent_verdicts_one_wins<S: Store + 'static>(fresh: impl Fn() -> S) {
         s.get_grant("grant-of-r1").unwrap().is_some(),
         won.request.state == RequestState::Approved
     );
+}
+
+/// `insert_within_pending_cap` counts only the requester's pending requests within their TTL, and writes nothing
+/// when the cap is reached; a decided (or past-TTL) request frees its slot.
+pub fn pending_cap_counts_live_pending_requests_per_requester<S: Store>(fresh: impl Fn() -> S) {
+    let s = fresh();
+    assert!(
+        s.insert_within_pending_cap(&request("a1", "alice", 100), 2)
+            .unwrap()
+    );
+    assert!(
+        s.insert_within_pending_cap(&request("a2", "alice", 100), 2)
+            .unwrap()
+    );
+    // Someone else's requests do not count.
+    assert!(
+        s.insert_within_pending_cap(&request("b1", "bob", 100), 2)
+            .unwrap()
+    );
+    assert!(
+        !s.insert_within_pending_cap(&request("a3", "alice", 100), 2)
+            .unwrap()
+    );
+    assert!(
+        s.get_access_request("a3").unwrap().is_none(),
+        "refused: nothing written"
+    );
+    // A decided request frees its slot.
+    assert!(
+        s.transition_access_request("a1", RequestState::Pending, RequestState::Approved, 101)
+            .unwrap()
+    );
+    assert!(
+        s.insert_within_pending_cap(&request("a3", "alice", 101), 2)
+            .unwrap()
+    );
+    assert!(
+        !s.insert_within_pending_cap(&request("a4", "alice", 102), 2)
+            .unwrap()
+    );
+    // Past their pending TTL (3600 s), still-pending rows do not count.
+    assert!(
+        s.insert_within_pending_cap(&request("a4", "alice", 100 + 3700), 2)
+            .unwrap()
+    );
+    // A cap of 0 refuses everything.
+    assert!(
+        !s.insert_within_pending_cap(&request("c1", "carol", 100), 0)
+            .unwrap()
+    );
+}
+
+/// `RequestFilter::after` pages a listing: the pages, in order, are the whole listing, each row once.
+pub fn pages_follow_the_listing_order_without_duplicates<S: Store>(fresh: impl Fn() -> S) {
+    let s = fresh();
+    // Several requests per second, so equal times are ordered by id.
+    for i in 0..25 {
+        s.put_access_request(&request(&format!("r{i:02}"), "alice", 100 + i / 4))
+            .unwrap();
+    }
+    let all = ids(s.list_access_requests(&RequestFilter::default()).unwrap());
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s
+            .list_access_requests(&RequestFilter {
+                limit: Some(7),
+                after: after.clone(),
+                ..Default::default()
+            })
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.created_at, last.id.clone()));
+        paged.extend(ids(page));
+    }
+    assert_eq!(paged, all);
 }

@@ -116,6 +116,25 @@ impl RequestStore for MemStore {
         Ok(())
     }
 
+    fn insert_within_pending_cap(
+        &self,
+        request: &AccessRequest,
+        max_pending: u32,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state.lock();
+        let pending = state
+            .requests
+            .values()
+            .filter(|r| r.requester == request.requester)
+            .filter(|r| r.state == RequestState::Pending && r.expires_at > request.created_at)
+            .count();
+        if pending >= usize::try_from(max_pending).unwrap_or(usize::MAX) {
+            return Ok(false);
+        }
+        state.requests.insert(request.id.clone(), request.clone());
+        Ok(true)
+    }
+
     fn get_access_request(&self, id: &str) -> Result<Option<AccessRequest>, StoreError> {
         Ok(self.state.lock().requests.get(id).cloned())
     }
@@ -131,6 +150,11 @@ impl RequestStore for MemStore {
             .filter(|r| filter.requester.as_ref().is_none_or(|q| &r.requester == q))
             .filter(|r| filter.state.is_none_or(|s| r.state == s))
             .filter(|r| filter.role.as_ref().is_none_or(|role| &r.role == role))
+            .filter(|r| {
+                filter.after.as_ref().is_none_or(|(at, id)| {
+                    r.created_at < *at || (r.created_at == *at && r.id.as_str() > id.as_str())
+                })
+            })
             .cloned()
             .collect();
         list.sort_by(|a, b| {

@@ -145,6 +145,14 @@ pub enum VerdictError {
 pub trait RequestStore: Send + Sync + std::fmt::Debug {
     /// Inserts or replaces an access request (committed when this returns).
     fn put_access_request(&self, request: &AccessRequest) -> Result<(), StoreError>;
+    /// Inserts a new access request unless its requester already has `max_pending` requests that are `pending`
+    /// and within their pending TTL at `request.created_at`: counted and written in one transaction, so the cap
+    /// holds across processes. Returns whether it was inserted (`false`: the cap is reached, nothing written).
+    fn insert_within_pending_cap(
+        &self,
+        request: &AccessRequest,
+        max_pending: u32,
+    ) -> Result<bool, StoreError>;
     /// One access request by id.
     fn get_access_request(&self, id: &str) -> Result<Option<AccessRequest>, StoreError>;
     /// Access requests matching `filter`, newest first (by `created_at`; equal times by id).

@@ -509,18 +509,20 @@ impl AccessService {
     }
 
     /// Creates the pending `hold` request of a held data-plane request (`spec`) and logs its `held` event, to the
-    /// end even if the held connection goes away meanwhile: a pending request always has its record.
+    /// end even if the held connection goes away meanwhile: a pending request always has its record. Returns the
+    /// id of the request to wait on: `spec.id`, or that of the caller's pending `hold` request with the same digest
+    /// (a retry), which is reused and not created again.
     pub async fn create_hold(
         &self,
         principal: Principal,
         spec: HoldSpec,
-    ) -> Result<(), AccessError> {
+    ) -> Result<String, AccessError> {
         let s = self.clone();
         self.to_the_end(async move {
             let lc = s.parts.lifecycle.clone();
             let view = off_workers(move || lc.create_hold(&principal, spec)).await??;
             s.record_events(&view.events).await;
-            Ok(())
+            Ok(view.request.id)
         })
         .await
     }

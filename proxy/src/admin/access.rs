@@ -68,6 +68,47 @@ struct ListQuery {
     requester: Option<String>,
     all: Option<bool>,
     limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// Rows per page of a listing when the call names no `limit`.
+pub const DEFAULT_PAGE: u32 = 100;
+/// The most rows one page of a listing may hold: one call must not make an answer of unbounded size.
+pub const MAX_PAGE: u32 = 1000;
+
+/// The page size a call asks for: [`DEFAULT_PAGE`] when absent, 400 `limit` outside `1..=MAX_PAGE`.
+fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_field(
+            "limit",
+            format!("{n} is not a page size; it must be from 1 to {MAX_PAGE}"),
+        )),
+    }
+}
+
+/// The opaque cursor of the row `(time, id)` a page ended on.
+fn encode_cursor(time: i64, id: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{time}:{id}"))
+}
+
+/// The row a `cursor` names, or 400 `cursor`.
+fn decode_cursor(cursor: &str) -> Result<(i64, String), ApiError> {
+    use base64::Engine;
+    let bad = || {
+        ApiError::bad_field(
+            "cursor",
+            "is not a cursor this listing returned as `next_cursor`".to_string(),
+        )
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    let (time, id) = text.split_once(':').ok_or_else(bad)?;
+    Ok((time.parse().map_err(|_| bad())?, id.to_string()))
 }
 
 async fn list(
@@ -94,16 +135,26 @@ async fn list(
             )
         })?),
     };
+    let page = page_size(q.limit)?;
+    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    // One more than the page, to know whether another page follows.
     let filter = RequestFilter {
         requester,
         state,
         role: q.role,
-        limit: q.limit,
+        limit: Some(page.saturating_add(1)),
+        after,
     };
-    let requests = s
+    let mut requests = s
         .list_requests(caller, filter, q.all.unwrap_or(false))
         .await?;
-    Ok(axum::Json(json!({ "requests": requests })).into_response())
+    let next_cursor = if requests.len() > page as usize {
+        requests.truncate(page as usize);
+        requests.last().map(|r| encode_cursor(r.created_at, &r.id))
+    } else {
+        None
+    };
+    Ok(axum::Json(json!({ "requests": requests, "next_cursor": next_cursor })).into_response())
 }
 
 async fn show(
@@ -158,6 +209,8 @@ async fn deny(
 #[serde(deny_unknown_fields)]
 struct GrantsQuery {
     all: Option<bool>,
+    limit: Option<u32>,
+    cursor: Option<String>,
 }
 
 async fn grants(
@@ -166,8 +219,26 @@ async fn grants(
     q: Result<Query<GrantsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad_query(e.body_text()))?;
+    let page = page_size(q.limit)?;
+    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    // Ordered by (expires_at, id): the page starts after the cursor's row.
     let rows = s.grants(caller, q.all.unwrap_or(false)).await?;
-    Ok(axum::Json(json!({ "grants": rows })).into_response())
+    let mut rows: Vec<_> = rows
+        .into_iter()
+        .filter(|g| {
+            after
+                .as_ref()
+                .is_none_or(|(at, id)| (g.expires_at, g.id.as_str()) > (*at, id.as_str()))
+        })
+        .take(page as usize + 1)
+        .collect();
+    let next_cursor = if rows.len() > page as usize {
+        rows.truncate(page as usize);
+        rows.last().map(|g| encode_cursor(g.expires_at, &g.id))
+    } else {
+        None
+    };
+    Ok(axum::Json(json!({ "grants": rows, "next_cursor": next_cursor })).into_response())
 }
 
 async fn end(

@@ -38,14 +38,23 @@ pub struct RawStore {
     /// SQLite file for grants and access requests.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// How many access requests (held ones included) one principal may have pending at once; the next is refused
+    /// (409) until one is decided or expires. Bounds what one requester can make the store keep.
+    #[serde(default = "default_max_pending")]
+    pub max_pending_per_principal: u32,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
         RawStore {
             path: default_store_path(),
+            max_pending_per_principal: default_max_pending(),
         }
     }
+}
+
+fn default_max_pending() -> u32 {
+    20
 }
 
 fn default_true() -> bool {
@@ -62,6 +71,7 @@ pub(crate) struct Files {
     pub(crate) bundle_watch: bool,
     pub(crate) bundle_shadow: Option<PathBuf>,
     pub(crate) store_path: PathBuf,
+    pub(crate) max_pending_per_principal: u32,
 }
 
 /// Resolves `[bundle]` and `[store]` (nothing there can be wrong before the files are read).
@@ -71,5 +81,6 @@ pub(crate) fn check(bundle: RawBundle, store: RawStore, p: &Problems<'_>) -> Fil
         bundle_watch: bundle.watch,
         bundle_shadow: bundle.shadow.as_deref().map(|s| p.resolve(s)),
         store_path: p.resolve(&store.path),
+        max_pending_per_principal: store.max_pending_per_principal,
     }
 }

@@ -23,6 +23,10 @@ pub struct RawHold {
     /// a resend that differs in one of them is not the approved request.
     #[serde(default)]
     pub bind_headers: Vec<String>,
+    /// How many held connections of one principal may wait for a verdict at once; a held request beyond it is
+    /// answered at once as when the wait ends (202 with the approval id), without holding its connection open.
+    #[serde(default = "default_max_waiting")]
+    pub max_waiting_per_principal: usize,
 }
 
 impl Default for RawHold {
@@ -32,6 +36,7 @@ impl Default for RawHold {
             max_body_bytes: default_hold_body(),
             approval_ttl: default_hold_ttl(),
             bind_headers: Vec::new(),
+            max_waiting_per_principal: default_max_waiting(),
         }
     }
 }
@@ -41,6 +46,9 @@ fn default_hold_wait() -> String {
 }
 fn default_hold_body() -> u64 {
     1024 * 1024
+}
+fn default_max_waiting() -> usize {
+    10
 }
 fn default_hold_ttl() -> String {
     "1h".into()
@@ -58,6 +66,8 @@ pub struct HoldConfig {
     /// `[hold] bind_headers`, lower-cased: bound into the request digest with the context headers and
     /// `Content-Type`.
     pub bind_headers: Vec<String>,
+    /// Held connections one principal may keep waiting at once.
+    pub max_waiting_per_principal: usize,
 }
 
 /// Validates `[hold]`; a held request must be answered (202) before the whole request's timeout (`request_timeout`,
@@ -77,6 +87,7 @@ pub(crate) fn check(
             .iter()
             .map(|h| h.to_ascii_lowercase())
             .collect(),
+        max_waiting_per_principal: raw.max_waiting_per_principal,
     };
     for (i, name) in raw.bind_headers.iter().enumerate() {
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {

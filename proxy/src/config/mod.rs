@@ -114,6 +114,8 @@ pub struct Config {
     pub bundle_shadow: Option<PathBuf>,
     /// Store file.
     pub store_path: PathBuf,
+    /// `[store] max_pending_per_principal`: pending access requests one principal may have at once.
+    pub max_pending_per_principal: u32,
     /// Decision log file.
     pub log_path: PathBuf,
     /// Whether decisions are logged (only a benchmark turns this off).
@@ -219,6 +221,7 @@ impl Config {
             bundle_watch: files.bundle_watch,
             bundle_shadow: files.bundle_shadow,
             store_path: files.store_path,
+            max_pending_per_principal: files.max_pending_per_principal,
             log_path: log.path,
             log_enabled: log.enabled,
             log_queue_capacity: log.queue_capacity,
