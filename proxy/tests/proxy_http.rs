@@ -967,7 +967,9 @@ async fn requests_jitgate_cannot_decide_on_one_reading_are_refused_and_forwardin
         "User::\"jos\u{e9}\""
     );
 
-    // A principal the upstream cannot be told (a control character in `sub`) is not forwarded without it.
+    // A principal with a control character in `sub` is refused when authenticating (401 naming the claim: an id
+    // with invisible or control characters is never a principal), before the forward stage's own check (which
+    // answered 500 here before principal ids were checked) could be reached.
     let eve = h.token("eve\u{7f}", &["engineering"]);
     let r = send(
         Request::builder()
@@ -979,9 +981,9 @@ async fn requests_jitgate_cannot_decide_on_one_reading_are_refused_and_forwardin
     .await;
     refused(
         &r,
-        500,
-        "internal",
-        "an identity header that cannot be sent",
+        401,
+        "unauthenticated",
+        "a principal id with a control character",
     );
 
     // Forwarded: the host check, three XFF forms, the hop-by-hop context header and the UTF-8 principal (6
