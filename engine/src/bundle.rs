@@ -30,6 +30,8 @@ pub struct Role {
     pub approvals_required: u32,
     /// Pending lifetime of a request, in seconds.
     pub pending_ttl: i64,
+    /// How far ahead of the request time a requested `starts_at` may lie, in seconds (`pending_ttl` by default).
+    pub max_start_delay: i64,
     /// Self-activated, loud access.
     pub break_glass: bool,
     /// Uses per grant, if limited.
@@ -325,6 +327,13 @@ fn validate_role(spec: &RoleSettings) -> Result<Role, String> {
             "pending_ttl: must be at least 1s (a request would expire as it is made)".into(),
         );
     }
+    let max_start_delay = match &spec.max_start_delay {
+        None => pending_ttl,
+        Some(d) => parse_duration(d).map_err(|e| format!("max_start_delay: {e}"))?,
+    };
+    if max_start_delay < 0 {
+        return Err("max_start_delay: must not be negative".into());
+    }
     if spec.break_glass && !spec.reason_required {
         return Err("reason_required: a break-glass role must require a reason".into());
     }
@@ -336,6 +345,7 @@ fn validate_role(spec: &RoleSettings) -> Result<Role, String> {
         reason_required: spec.reason_required,
         approvals_required: spec.approvals_required,
         pending_ttl,
+        max_start_delay,
         break_glass: spec.break_glass,
         max_uses: spec.max_uses,
         description: spec.description.clone(),

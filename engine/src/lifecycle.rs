@@ -270,6 +270,11 @@ pub fn request_attrs(r: &AccessRequest) -> serde_json::Map<String, serde_json::V
     m.insert("duration".into(), r.duration_secs.into());
     m.insert("reason".into(), r.reason.clone().into());
     m.insert("ticket".into(), r.ticket.clone().unwrap_or_default().into());
+    // When the grant would start (Unix seconds): the requested start, or the request time when none was asked.
+    m.insert(
+        "starts_at".into(),
+        r.starts_at.unwrap_or(r.created_at).into(),
+    );
     m
 }
 
@@ -434,6 +439,16 @@ impl Lifecycle {
                 let t = parse_rfc3339(s).map_err(|e| bad("starts_at", e))?;
                 if role.break_glass {
                     return Err(bad("starts_at", "break-glass access starts now"));
+                }
+                // Unbounded, a start date banks access for long after the request was reviewed.
+                if t > now.saturating_add(role.max_start_delay) {
+                    return Err(bad(
+                        "starts_at",
+                        format!(
+                            "`{s}` is more than {}s after the request; role `{}` allows at most that (max_start_delay)",
+                            role.max_start_delay, new.role
+                        ),
+                    ));
                 }
                 Some(t)
             }

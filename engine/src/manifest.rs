@@ -99,6 +99,10 @@ pub struct RoleSettings {
     /// How long a request may wait for approval, e.g. `24h`.
     #[serde(default = "default_pending_ttl")]
     pub pending_ttl: String,
+    /// How far ahead of the request time `starts_at` may lie, e.g. `2h`; absent: `pending_ttl`, so that a grant
+    /// cannot be banked for a time long after the request was made and reviewed.
+    #[serde(default)]
+    pub max_start_delay: Option<String>,
     /// Break-glass: may be self-activated with a reason; loud in every record and notification.
     #[serde(default)]
     pub break_glass: bool,

@@ -520,6 +520,7 @@ fn the_schema_names_exactly_the_fields_of_the_manifest_structs() {
         reason_required: true,
         approvals_required: 1,
         pending_ttl: "1h".into(),
+        max_start_delay: Some("1h".into()),
         break_glass: true,
         max_uses: Some(1),
         description: Some("d".into()),

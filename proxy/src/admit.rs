@@ -37,6 +37,9 @@ pub fn admit<B>(req: &Request<B>, config: &Config, trace: &mut Trace) -> Result<
     if crate::headers::content_length(req.headers()).is_some_and(|n| n > config.max_body_bytes) {
         return Err(Refusal::BodyTooLarge);
     }
+    if let Some(why) = body_on_get_or_head(req) {
+        return Err(Refusal::BadRequest(why));
+    }
     let path = normalize_path(
         req.uri().path(),
         config.trailing_slash,
@@ -46,6 +49,34 @@ pub fn admit<B>(req: &Request<B>, config: &Config, trace: &mut Trace) -> Result<
     trace.path = path.clone();
     let host = request_host(req).map_err(Refusal::BadRequest)?;
     Ok(Admitted { path, host })
+}
+
+/// Why a GET or HEAD is refused for its body, if it has one: `Transfer-Encoding` (any coding) or a
+/// `Content-Length` other than 0. The upstream client sends no body for these methods, so forwarding one would drop
+/// the body silently, and the upstream and the policies would see a request that is not what the client sent.
+/// Refused rather than forwarded: no backend jitgate fronts should act on a GET body, and a client that sends one
+/// is either broken or probing for a backend that reads it.
+fn body_on_get_or_head<B>(req: &Request<B>) -> Option<String> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return None;
+    }
+    if req.headers().contains_key(header::TRANSFER_ENCODING) {
+        return Some(format!(
+            "a {} request with a body (Transfer-Encoding) is not forwarded",
+            req.method()
+        ));
+    }
+    let declared = req
+        .headers()
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .any(|v| v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) != Some(0));
+    declared.then(|| {
+        format!(
+            "a {} request with a body (Content-Length) is not forwarded",
+            req.method()
+        )
+    })
 }
 
 /// The client address: the peer, unless the peer is a trusted proxy, in which case the right-most address in

@@ -13,7 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jitgate_engine::EntityRef;
 use jitgate_proxy::authenticate::{
-    AuthError, AuthLimits, Authenticator, IssuerConfig, LocalIssuer,
+    AuthError, AuthLimits, Authenticator, IssuerConfig, LocalIssuer, PrincipalNormalize,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -426,6 +426,93 @@ async fn missing_principal_claim_is_rejected() {
     assert_eq!(
         auth_err(&auth, &token, NOW).await,
         AuthError::MissingClaim("sub".into())
+    );
+}
+
+/// A principal id with a character a reader cannot see (zero-width space, bidi controls, C0/C1, a no-break
+/// space) would be a second principal that looks like the first, e.g. a second approver: refused, naming the
+/// claim, whatever the issuer's normalization.
+#[tokio::test]
+async fn principal_ids_with_invisible_or_control_characters_are_refused() {
+    let server = JwksServer::start(jwks(&[RSA_A.jwk("a")])).await;
+    for normalize in [
+        PrincipalNormalize::Exact,
+        PrincipalNormalize::Nfc,
+        PrincipalNormalize::NfcFold,
+    ] {
+        let mut cfg = server.issuer();
+        cfg.principal_normalize = normalize;
+        let auth = Authenticator::new(vec![cfg], None).unwrap();
+        for id in [
+            "erin\u{200b}",
+            "\u{202e}nire",
+            "er\u{2067}in",
+            "erin\u{feff}",
+            "erin\u{1}",
+            "erin\u{85}",
+            "erin\u{a0}",
+        ] {
+            let token = sign(
+                Algorithm::RS256,
+                "a",
+                &RSA_A.enc,
+                &with(claims(), "sub", json!(id)),
+            );
+            match auth_err(&auth, &token, NOW).await {
+                AuthError::InvalidClaim(m) => assert!(m.contains("`sub`"), "{id:?}: {m}"),
+                other => panic!("{id:?} ({normalize:?}): {other:?}"),
+            }
+        }
+    }
+}
+
+/// With `principal_normalize = "nfc_fold"`, `Erin`, `erin` and a decomposed `é` name one principal (a grant or
+/// an approval by one is the other's); by default ids stay exact.
+#[tokio::test]
+async fn principal_normalize_folds_case_and_composes_to_one_principal() {
+    let server = JwksServer::start(jwks(&[RSA_A.jwk("a")])).await;
+    let token = |id: &str| {
+        sign(
+            Algorithm::RS256,
+            "a",
+            &RSA_A.enc,
+            &with(claims(), "sub", json!(id)),
+        )
+    };
+    let mut cfg = server.issuer();
+    cfg.principal_normalize = PrincipalNormalize::NfcFold;
+    let auth = Authenticator::new(vec![cfg], None).unwrap();
+    for id in ["Erin", "erin", "ERIN"] {
+        let got = auth
+            .authenticate(Some(&bearer(&token(id))), NOW)
+            .await
+            .unwrap();
+        assert_eq!(got.principal, EntityRef::new("User", "erin"), "{id}");
+    }
+    let got = auth
+        .authenticate(Some(&bearer(&token("Jose\u{301}"))), NOW)
+        .await
+        .unwrap();
+    assert_eq!(got.principal, EntityRef::new("User", "jos\u{e9}"));
+
+    let mut cfg = server.issuer();
+    cfg.principal_normalize = PrincipalNormalize::Nfc;
+    let auth = Authenticator::new(vec![cfg], None).unwrap();
+    let got = auth
+        .authenticate(Some(&bearer(&token("Jose\u{301}"))), NOW)
+        .await
+        .unwrap();
+    assert_eq!(got.principal, EntityRef::new("User", "Jos\u{e9}"));
+
+    let auth = Authenticator::new(vec![server.issuer()], None).unwrap();
+    let got = auth
+        .authenticate(Some(&bearer(&token("Erin"))), NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        got.principal,
+        EntityRef::new("User", "Erin"),
+        "exact by default"
     );
 }
 

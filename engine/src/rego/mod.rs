@@ -579,6 +579,7 @@ fn probe_request() -> AuthzRequest {
                 ("duration".to_string(), serde_json::json!(600)),
                 ("reason".to_string(), serde_json::json!("probe")),
                 ("ticket".to_string(), serde_json::json!("")),
+                ("starts_at".to_string(), serde_json::json!(0)),
             ]),
         },
         context,

@@ -27,6 +27,11 @@ pub struct IssuerConfig {
     /// The claim whose string value is the principal's id.
     #[serde(default = "default_principal_claim")]
     pub principal_claim: String,
+    /// How the `principal_claim` value is normalized before it names the principal: `exact` (as sent), `nfc`
+    /// (Unicode NFC, so `é` composed and decomposed are one id) or `nfc_fold` (NFC, then lower case: `Erin` and
+    /// `erin` are one principal). Ids with invisible, format or control characters are refused whatever this says.
+    #[serde(default)]
+    pub principal_normalize: PrincipalNormalize,
     /// The claim holding the caller's groups (an array of strings, or one string).
     #[serde(default = "default_groups_claim")]
     pub groups_claim: String,
@@ -54,6 +59,19 @@ pub struct IssuerConfig {
     /// grants and approvals.
     #[serde(default)]
     pub shares_principals: bool,
+}
+
+/// How an issuer's principal ids are normalized (`principal_normalize`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrincipalNormalize {
+    /// As sent: ids are compared byte for byte.
+    #[default]
+    Exact,
+    /// Unicode NFC.
+    Nfc,
+    /// Unicode NFC, then lower case.
+    NfcFold,
 }
 
 fn default_principal_claim() -> String {
@@ -93,6 +111,7 @@ impl IssuerConfig {
             discovery: false,
             algorithms: algorithms.iter().map(|a| (*a).to_string()).collect(),
             principal_claim: default_principal_claim(),
+            principal_normalize: PrincipalNormalize::default(),
             groups_claim: default_groups_claim(),
             principal_type: default_principal_type(),
             leeway_secs: default_leeway_secs(),

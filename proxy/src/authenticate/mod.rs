@@ -11,6 +11,7 @@ pub mod config;
 mod error;
 mod jwks;
 mod local;
+mod principal;
 pub mod request;
 
 use std::collections::HashMap;
@@ -25,7 +26,7 @@ use parking_lot::RwLock;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-pub use config::{ConfigProblem, IssuerConfig, validate_issuers};
+pub use config::{ConfigProblem, IssuerConfig, PrincipalNormalize, validate_issuers};
 pub use error::AuthError;
 pub use local::{GRANT_CLAIM, LocalIssuer, PRINCIPAL_CLAIM};
 
@@ -76,7 +77,11 @@ impl Default for AuthLimits {
 /// How an issuer's claims name the principal.
 enum PrincipalMapping {
     /// `<ty>::"<claims[claim]>"`.
-    Claim { claim: String, ty: String },
+    Claim {
+        claim: String,
+        ty: String,
+        normalize: PrincipalNormalize,
+    },
     /// The `principal` claim holds the full entity reference (jitgate's own tokens).
     EntityRefClaim,
 }
@@ -163,6 +168,7 @@ impl Authenticator {
                 mapping: PrincipalMapping::Claim {
                     claim: cfg.principal_claim,
                     ty: cfg.principal_type,
+                    normalize: cfg.principal_normalize,
                 },
                 groups_claim: cfg.groups_claim,
                 leeway: cfg.leeway_secs,
@@ -628,8 +634,14 @@ impl Issuer {
         }
 
         let principal = match &self.mapping {
-            PrincipalMapping::Claim { claim, ty } => match claims.get(claim) {
-                Some(Value::String(id)) if !id.is_empty() => EntityRef::new(ty.clone(), id.clone()),
+            PrincipalMapping::Claim {
+                claim,
+                ty,
+                normalize,
+            } => match claims.get(claim) {
+                Some(Value::String(id)) if !id.is_empty() => {
+                    EntityRef::new(ty.clone(), principal::principal_id(claim, id, *normalize)?)
+                }
                 Some(_) => {
                     return Err(AuthError::InvalidClaim(format!(
                         "`{claim}` is not a non-empty string"
