@@ -2,7 +2,9 @@
 //! Pending access requests across a bundle reload: an approval is judged by the role settings in force when it
 //! is given, so a reload that tightens a role cannot be worked around by a request made before it.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::*;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use jitgate_engine::access::{RequestState, Verdict};
@@ -10,22 +12,6 @@ use jitgate_engine::lifecycle::{Lifecycle, LifecycleError, NewRequest};
 use jitgate_engine::sqlite::SqliteStore;
 use jitgate_engine::store::{RequestStore, Store};
 use jitgate_engine::{Authorizer, Bundle, Clock, Context, EntityRef, Principal};
-
-// 12:13 UTC, inside the quickstart's business hours.
-const NOW: i64 = 1_699_964_000;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), t).unwrap();
-        }
-    }
-}
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -38,10 +24,7 @@ struct Env {
 fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let bundle_dir = dir.path().join("bundle");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/quickstart-cedar"),
-        &bundle_dir,
-    );
+    copy_dir(&shipped("quickstart-cedar"), &bundle_dir);
     let bundle = Bundle::load(&bundle_dir).unwrap_or_else(|d| panic!("{d}"));
     let store = Arc::new(SqliteStore::open(&dir.path().join("state.db")).unwrap());
     let authorizer = Arc::new(

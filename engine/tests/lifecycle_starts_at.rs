@@ -3,6 +3,8 @@
 //! that access cannot be banked for a date long after the request was reviewed, and visible to the control-plane
 //! policies (Cedar `resource.starts_at`, Rego `input.resource.attrs.starts_at`), so that a policy can refuse it.
 
+mod common;
+use common::*;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -12,32 +14,11 @@ use jitgate_engine::sqlite::SqliteStore;
 use jitgate_engine::store::Store;
 use jitgate_engine::{Authorizer, Bundle, Clock, Context, EntityRef, Principal};
 
-// 12:13 UTC, inside the quickstart's business hours.
-const NOW: i64 = 1_699_964_000;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), t).unwrap();
-        }
-    }
-}
-
 /// A lifecycle over a copy of the shipped bundle `name`, changed by `edit` (given the copy's directory).
 fn lifecycle(name: &str, edit: impl FnOnce(&Path)) -> (tempfile::TempDir, Lifecycle) {
     let dir = tempfile::tempdir().unwrap();
     let bundle_dir = dir.path().join("bundle");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../policies")
-            .join(name),
-        &bundle_dir,
-    );
+    copy_dir(&shipped(name), &bundle_dir);
     edit(&bundle_dir);
     let bundle = Bundle::load(&bundle_dir).unwrap_or_else(|d| panic!("{d}"));
     let store = Arc::new(SqliteStore::open(&dir.path().join("state.db")).unwrap());

@@ -3,6 +3,8 @@
 //! exactly the keys the serde structs of `manifest.rs` accept.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -74,19 +76,6 @@ fn example_routes_file(example: &str) -> String {
         .collect();
     assert!(!body.is_empty(), "the example's routes file is empty");
     body.join("\n") + "\n"
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let dest = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &dest);
-        } else {
-            std::fs::copy(&path, &dest).unwrap();
-        }
-    }
 }
 
 /// A bundle directory with the quickstart Cedar schema, policies (`policies/`) and tests (`tests/`), the quickstart
