@@ -152,12 +152,18 @@ impl Config {
     /// Reads and validates a config file; relative paths inside are resolved against the file's directory.
     pub fn load(path: &Path) -> Result<Config, Diagnostics> {
         let source = read_file(path)?;
-        let raw: RawConfig = parse_toml(path, &source)?;
+        Config::parse(path, &source)
+    }
+
+    /// Parses and validates `source`, the text of the config file at `path` (which names it in errors and whose
+    /// directory relative paths are resolved against), as [`Config::load`] does once it has read the file.
+    pub fn parse(path: &Path, source: &str) -> Result<Config, Diagnostics> {
+        let raw: RawConfig = parse_toml(path, source)?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::check(raw, base).map_err(|errs| {
             Diagnostics(
                 errs.into_iter()
-                    .map(|(key, msg)| Diagnostic::at_toml_key(path, &source, &key, msg))
+                    .map(|(key, msg)| Diagnostic::at_toml_key(path, source, &key, msg))
                     .collect(),
             )
         })

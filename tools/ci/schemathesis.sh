@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The admin API against its OpenAPI document: starts the quickstart from the built debug binary, runs schemathesis
+# (PyPI, pinned) on schemas/admin-api.openapi.json with sam's token (group sre: status, reload, shadow and the
+# lifecycle), and stops the proxy. Fails on any 5xx and on any answer whose status, media type or body the document
+# does not describe. Bounded: ST_MAX_EXAMPLES cases per operation (default 40), ST_MAX_TIME seconds in all
+# (default 240), a 10 s timeout per request.
+#
+#   cargo build -p jitgate && tools/ci/schemathesis.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bin=${JITGATE_BIN:-${CARGO_TARGET_DIR:-target}/debug/jitgate}
+venv=${SCHEMATHESIS_VENV:-${CARGO_TARGET_DIR:-target}/schemathesis-venv}
+version=4.32.5
+[ -x "$bin" ] || { echo "schemathesis: no $bin; build it first (cargo build -p jitgate)" >&2; exit 1; }
+bin=$(realpath "$bin")
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$version"; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$version"
+fi
+
+state=$(mktemp -d)
+pid=
+stop() {
+  if [ -n "$pid" ]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
+  rm -rf "$state"
+}
+trap stop EXIT
+# The quickstart prints its addresses and tokens; ports 0: free ones, as the banner then says.
+RUST_LOG=warn "$bin" serve --listen 127.0.0.1:0 --admin 127.0.0.1:0 --state-dir "$state/.jitgate" \
+  >"$state/banner.txt" 2>"$state/stderr.txt" &
+pid=$!
+for _ in $(seq 600); do
+  grep -q 'decisions tail' "$state/banner.txt" 2>/dev/null && break
+  kill -0 "$pid" 2>/dev/null || { cat "$state/banner.txt" "$state/stderr.txt" >&2; echo "schemathesis: the proxy exited" >&2; exit 1; }
+  sleep 0.1
+done
+admin=$(sed -n 's|^ *admin *\(http://[^ ]*\).*|\1|p' "$state/banner.txt" | head -n 1)
+token=$(sed -n 's/^ *export SAM=\([^ ]*\).*/\1/p' "$state/banner.txt" | head -n 1)
+if [ -z "$admin" ] || [ -z "$token" ]; then
+  cat "$state/banner.txt" >&2
+  echo "schemathesis: no admin address or SAM token in the quickstart banner" >&2
+  exit 1
+fi
+echo "schemathesis: admin API at $admin"
+
+# --generation-database none: each run starts afresh (no example store left in the repository).
+"$venv/bin/schemathesis" run schemas/admin-api.openapi.json \
+  --url "$admin" \
+  --header "Authorization: Bearer $token" \
+  --checks not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance \
+  --max-examples "${ST_MAX_EXAMPLES:-40}" \
+  --max-time "${ST_MAX_TIME:-240}" \
+  --request-timeout 10 \
+  --workers 1 \
+  --seed "${ST_SEED:-17}" \
+  --generation-database none \
+  --no-color
