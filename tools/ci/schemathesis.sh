@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The admin API against its OpenAPI document: starts the quickstart from the built debug binary, runs schemathesis
-# (PyPI, pinned) on schemas/admin-api.openapi.json with sam's token (group sre: status, reload, shadow and the
-# lifecycle), and stops the proxy. Fails on any 5xx and on any answer whose status, media type or body the document
+# (PyPI, pinned) on schemas/admin-api.openapi.json with a `jitgate dev-token` of the quickstart's key whose groups
+# reach every operation (sre: status, reload, shadow; compliance: decisions; payments-approvers and dba: approvals),
+# and stops the proxy. Fails on any 5xx and on any answer whose status, media type or body the document
 # does not describe. Bounded: ST_MAX_EXAMPLES cases per operation (default 40), ST_MAX_TIME seconds in all
 # (default 240), a 10 s timeout per request.
 #
@@ -38,10 +39,17 @@ for _ in $(seq 600); do
   sleep 0.1
 done
 admin=$(sed -n 's|^ *admin *\(http://[^ ]*\).*|\1|p' "$state/banner.txt" | head -n 1)
-token=$(sed -n 's/^ *export SAM=\([^ ]*\).*/\1/p' "$state/banner.txt" | head -n 1)
-if [ -z "$admin" ] || [ -z "$token" ]; then
+if [ -z "$admin" ]; then
   cat "$state/banner.txt" >&2
-  echo "schemathesis: no admin address or SAM token in the quickstart banner" >&2
+  echo "schemathesis: no admin address in the quickstart banner" >&2
+  exit 1
+fi
+token=$("$bin" dev-token --key-file "$state/.jitgate/dev-signing-key.pem" --issuer jitgate-quickstart \
+  --principal 'User::"schemathesis"' --groups sre,compliance,payments-approvers,dba,engineering --ttl 1h)
+# A token the proxy refuses would make every operation a 401 and the run pass on nothing.
+status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$admin/v1/status")
+if [ "$status" != 200 ]; then
+  echo "schemathesis: GET /v1/status with the minted token answered $status, not 200" >&2
   exit 1
 fi
 echo "schemathesis: admin API at $admin"
@@ -50,7 +58,7 @@ echo "schemathesis: admin API at $admin"
 "$venv/bin/schemathesis" run schemas/admin-api.openapi.json \
   --url "$admin" \
   --header "Authorization: Bearer $token" \
-  --checks not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance \
+  --checks "${ST_CHECKS:-not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance}" \
   --max-examples "${ST_MAX_EXAMPLES:-40}" \
   --max-time "${ST_MAX_TIME:-240}" \
   --request-timeout 10 \
