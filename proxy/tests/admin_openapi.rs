@@ -1081,3 +1081,52 @@ fn the_entity_ref_schema_is_the_printed_form() {
         );
     }
 }
+
+/// schemathesis (tools/ci/schemathesis.sh) found `POST /v1/requests` answering 409 once the caller has the most
+/// pending requests allowed (`[store] max_pending_per_principal`), a status the document did not list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_over_the_pending_cap_is_a_documented_409() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
+        raw.store.max_pending_per_principal = 1;
+    })
+    .await;
+    let live = Live {
+        env,
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+        doc: doc(),
+    };
+    let ask = |duration: &str| {
+        json!({
+            "role": "payments-writer",
+            "scope": "Service::\"payments\"",
+            "duration": duration,
+            "reason": "INC-4211",
+        })
+    };
+    live.call(
+        "post",
+        "/v1/requests",
+        "/v1/requests",
+        Some("alice"),
+        Some(ask("30m")),
+        201,
+    )
+    .await;
+    let refused = live
+        .call(
+            "post",
+            "/v1/requests",
+            "/v1/requests",
+            Some("alice"),
+            Some(ask("20m")),
+            409,
+        )
+        .await;
+    assert_eq!(refused["error"], "conflict", "{refused}");
+    live.env.running.shutdown().await;
+}

@@ -14,6 +14,7 @@ venv=${SCHEMATHESIS_VENV:-${CARGO_TARGET_DIR:-target}/schemathesis-venv}
 version=4.32.5
 [ -x "$bin" ] || { echo "schemathesis: no $bin; build it first (cargo build -p jitgate)" >&2; exit 1; }
 bin=$(realpath "$bin")
+case "$venv" in /*) ;; *) venv=$PWD/$venv ;; esac
 if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$version"; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$version"
@@ -54,8 +55,11 @@ if [ "$status" != 200 ]; then
 fi
 echo "schemathesis: admin API at $admin"
 
-# --generation-database none: each run starts afresh (no example store left in the repository).
-"$venv/bin/schemathesis" run schemas/admin-api.openapi.json \
+# Run in the scratch folder, and --generation-database none: each run starts afresh, and nothing schemathesis keeps
+# (examples, its cache of failures to replay) is left in the repository.
+doc=$PWD/schemas/admin-api.openapi.json
+cd "$state"
+"$venv/bin/schemathesis" run "$doc" \
   --url "$admin" \
   --header "Authorization: Bearer $token" \
   --checks "${ST_CHECKS:-not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance}" \
