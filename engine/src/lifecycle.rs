@@ -16,9 +16,7 @@ use crate::decision::{Decision, Effect};
 use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
 use crate::request::{AuthzRequest, Context, Principal, Resource};
-use crate::store::{
-    PendingInsert, RecordedVerdict, Store, StoreError, VerdictError, VerdictWrite,
-};
+use crate::store::{PendingInsert, RecordedVerdict, Store, StoreError, VerdictError, VerdictWrite};
 
 /// The role of the approval of one held request (the data plane's `Hold`).
 pub const HOLD_ROLE: &str = "hold";

@@ -15,8 +15,8 @@ use crate::clock::UnixTime;
 use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
 use crate::store::{
-    GrantStore, PendingInsert, RecordedVerdict, RequestStore, StoreError, VerdictError, VerdictWrite,
-    issued_grant, verdict_effect,
+    GrantStore, PendingInsert, RecordedVerdict, RequestStore, StoreError, VerdictError,
+    VerdictWrite, issued_grant, verdict_effect,
 };
 
 /// How long a connection waits for another writer before giving up with `SQLITE_BUSY`.

@@ -9,10 +9,10 @@ use hyper::service::service_fn;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::authenticate::request::ClientCert;
 use crate::listener::{Accepted, Limits};
 use crate::pipeline::ConnInfo;
 use crate::state::Proxy;
-use crate::authenticate::request::ClientCert;
 
 /// Serves the data plane on `listener` until `shutdown` resolves, then stops accepting and drains in-flight
 /// requests for up to the configured grace period.

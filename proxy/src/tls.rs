@@ -240,13 +240,17 @@ pub fn spiffe_id_in(uri: &str, domain: &str) -> Result<(), String> {
     }
     for segment in path.split('/') {
         if segment.is_empty() || segment == "." || segment == ".." {
-            return Err(format!("has a path segment `{segment}` a SPIFFE ID may not have"));
+            return Err(format!(
+                "has a path segment `{segment}` a SPIFFE ID may not have"
+            ));
         }
         if let Some(c) = segment
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
         {
-            return Err(format!("has `{c}` in its path, which a SPIFFE ID may not have"));
+            return Err(format!(
+                "has `{c}` in its path, which a SPIFFE ID may not have"
+            ));
         }
     }
     Ok(())
@@ -258,13 +262,25 @@ mod tests {
 
     #[test]
     fn spiffe_ids_are_checked_against_the_trust_domain() {
-        assert_eq!(spiffe_id_in("spiffe://example.org/ci/runner", "example.org"), Ok(()));
+        assert_eq!(
+            spiffe_id_in("spiffe://example.org/ci/runner", "example.org"),
+            Ok(())
+        );
         for (uri, why) in [
             ("https://example.org/ci", "is not a SPIFFE ID"),
             ("spiffe://evil.org/ci", "is in trust domain `evil.org`"),
-            ("spiffe://example.org.evil.org/ci", "is in trust domain `example.org.evil.org`"),
-            ("spiffe://user@example.org/ci", "is in trust domain `user@example.org`"),
-            ("spiffe://example.org:443/ci", "is in trust domain `example.org:443`"),
+            (
+                "spiffe://example.org.evil.org/ci",
+                "is in trust domain `example.org.evil.org`",
+            ),
+            (
+                "spiffe://user@example.org/ci",
+                "is in trust domain `user@example.org`",
+            ),
+            (
+                "spiffe://example.org:443/ci",
+                "is in trust domain `example.org:443`",
+            ),
             ("spiffe://example.org", "its path is empty"),
             ("spiffe://example.org/", "path segment ``"),
             ("spiffe://example.org/a//b", "path segment ``"),

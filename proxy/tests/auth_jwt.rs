@@ -1363,7 +1363,10 @@ async fn an_issuer_down_at_start_up_is_retried_and_its_tokens_are_refused_meanwh
     // Retried after a backoff (1s first); the issuer is back by then: the keys arrive and the token passes.
     let (mut started, release) = server.hold_responses();
     let waited = next_fetch(&mut started).await;
-    assert!(waited >= std::time::Duration::from_millis(500), "{waited:?}");
+    assert!(
+        waited >= std::time::Duration::from_millis(500),
+        "{waited:?}"
+    );
     server.state.failing.store(false, Ordering::SeqCst);
     server.release_responses(&release);
     until_keys(&auth).await;
@@ -1382,7 +1385,12 @@ async fn an_issuer_down_at_start_up_is_retried_and_its_tokens_are_refused_meanwh
 async fn keys_are_refreshed_in_the_background_on_max_age_within_the_configured_bounds() {
     use std::time::Duration;
     for (cache_control, min, max, at_least) in [
-        (Some("public, max-age=1"), 1, 3600, Duration::from_millis(900)),
+        (
+            Some("public, max-age=1"),
+            1,
+            3600,
+            Duration::from_millis(900),
+        ),
         // `no-cache` says 0: the minimum interval holds.
         (Some("no-cache"), 2, 3600, Duration::from_millis(1900)),
         // A day-long max-age: the maximum interval holds.

@@ -94,7 +94,11 @@ async fn not_ready_until_each_issuers_keys_are_fetched() {
     })
     .await;
     let admin = h.running.as_ref().unwrap().admin_addr.unwrap();
-    assert_eq!(jwks.fetches(), 1, "fetched once before the listeners opened");
+    assert_eq!(
+        jwks.fetches(),
+        1,
+        "fetched once before the listeners opened"
+    );
     assert_eq!(
         readyz(admin).await,
         (

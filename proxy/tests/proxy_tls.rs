@@ -257,7 +257,10 @@ async fn a_certificate_principal_records_the_kind_of_name_it_came_from() {
         ),
         (
             "DNS before email and CN",
-            pki.client_named(vec![email("ci@example.org"), dns(CI_DNS)], Some("ignored-cn")),
+            pki.client_named(
+                vec![email("ci@example.org"), dns(CI_DNS)],
+                Some("ignored-cn"),
+            ),
             CI_DNS,
             "dns",
         ),
@@ -285,7 +288,11 @@ async fn a_certificate_principal_records_the_kind_of_name_it_came_from() {
         );
         let rec = h.record(&r.upstream_decision_id());
         assert_eq!(rec.principal, format!("Workload::\"{id}\""), "{what}");
-        assert_eq!(rec.context["claims"]["san_kind"], kind, "{what}: {:?}", rec.context);
+        assert_eq!(
+            rec.context["claims"]["san_kind"], kind,
+            "{what}: {:?}",
+            rec.context
+        );
     }
     // A token on a certificate connection names the caller: its claims, no `san_kind`.
     let c = tls_client(&pki, Some(pki.client_uri(CI_URI).identity()), false);
@@ -300,7 +307,11 @@ async fn a_certificate_principal_records_the_kind_of_name_it_came_from() {
     assert_eq!(r.status, StatusCode::OK);
     let rec = h.record(&r.upstream_decision_id());
     assert_eq!(rec.principal, "User::\"alice\"");
-    assert!(rec.context["claims"].get("san_kind").is_none(), "{:?}", rec.context);
+    assert!(
+        rec.context["claims"].get("san_kind").is_none(),
+        "{:?}",
+        rec.context
+    );
     h.assert_log(5);
 }
 
@@ -318,17 +329,44 @@ async fn with_a_spiffe_trust_domain_only_its_spiffe_ids_name_workloads() {
         r.json["headers"]["x-jitgate-principal"],
         format!("Workload::\"{CI_URI}\"")
     );
-    assert_eq!(h.record(&r.upstream_decision_id()).context["claims"]["san_kind"], "uri");
+    assert_eq!(
+        h.record(&r.upstream_decision_id()).context["claims"]["san_kind"],
+        "uri"
+    );
     let hits = h.upstream.hits();
 
     let refused = [
-        ("another trust domain", vec![uri("spiffe://evil.org/ci/runner")], "trust domain `evil.org`"),
-        ("a look-alike trust domain", vec![uri("spiffe://example.org.evil.org/ci/runner")], "trust domain `example.org.evil.org`"),
+        (
+            "another trust domain",
+            vec![uri("spiffe://evil.org/ci/runner")],
+            "trust domain `evil.org`",
+        ),
+        (
+            "a look-alike trust domain",
+            vec![uri("spiffe://example.org.evil.org/ci/runner")],
+            "trust domain `example.org.evil.org`",
+        ),
         ("no URI SAN, a DNS one", vec![dns(CI_DNS)], "no URI SAN"),
-        ("a URI SAN that is not SPIFFE", vec![uri("https://example.org/ci/runner")], "not a SPIFFE ID"),
-        ("the trust domain itself", vec![uri("spiffe://example.org")], "path is empty"),
-        ("a dot segment", vec![uri("spiffe://example.org/ci/../admin")], "path segment `..`"),
-        ("two URI SANs", vec![uri(CI_URI), uri("spiffe://example.org/other")], "2 URI SANs"),
+        (
+            "a URI SAN that is not SPIFFE",
+            vec![uri("https://example.org/ci/runner")],
+            "not a SPIFFE ID",
+        ),
+        (
+            "the trust domain itself",
+            vec![uri("spiffe://example.org")],
+            "path is empty",
+        ),
+        (
+            "a dot segment",
+            vec![uri("spiffe://example.org/ci/../admin")],
+            "path segment `..`",
+        ),
+        (
+            "two URI SANs",
+            vec![uri(CI_URI), uri("spiffe://example.org/other")],
+            "2 URI SANs",
+        ),
     ];
     for (what, sans, why) in &refused {
         let leaf = pki.client_named(sans.clone(), Some("ci-runner"));
@@ -339,7 +377,13 @@ async fn with_a_spiffe_trust_domain_only_its_spiffe_ids_name_workloads() {
                 req = req.bearer_auth(t);
             }
             let r = reply(req.send().await.unwrap()).await;
-            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what} (token: {}): {:?}", token.is_some(), r.json);
+            assert_eq!(
+                r.status,
+                StatusCode::UNAUTHORIZED,
+                "{what} (token: {}): {:?}",
+                token.is_some(),
+                r.json
+            );
             let rec = h.record(&r.decision_id());
             assert_eq!(rec.status, Some(401), "{what}");
             assert!(
@@ -349,7 +393,11 @@ async fn with_a_spiffe_trust_domain_only_its_spiffe_ids_name_workloads() {
             );
         }
     }
-    assert_eq!(h.upstream.hits(), hits, "no refused request reached the upstream");
+    assert_eq!(
+        h.upstream.hits(),
+        hits,
+        "no refused request reached the upstream"
+    );
     h.assert_log(1 + 2 * refused.len());
 }
 
@@ -366,7 +414,11 @@ fn a_spiffe_trust_domain_is_checked_in_the_config() {
         ("Example.org", true, "is not a trust domain name"),
         ("example.org", false, "needs `client_ca`"),
     ] {
-        let mut raw = base_config(dir.path(), "https://idp.test/jwks", "127.0.0.1:9".parse().unwrap());
+        let mut raw = base_config(
+            dir.path(),
+            "https://idp.test/jwks",
+            "127.0.0.1:9".parse().unwrap(),
+        );
         raw.server.tls = Some(RawTls {
             cert: "server.pem".into(),
             key: "server.key".into(),

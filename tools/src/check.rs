@@ -218,10 +218,7 @@ fn check_config(path: &Path, format: Format, online: bool) -> anyhow::Result<u8>
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let found = runtime.block_on(jitgate_proxy::prepare::online(
-            &config,
-            ONLINE_TIMEOUT,
-        ));
+        let found = runtime.block_on(jitgate_proxy::prepare::online(&config, ONLINE_TIMEOUT));
         for (i, (issuer, outcome)) in found.into_iter().enumerate() {
             match outcome {
                 Ok(p) => notes.extend(describe_probe(&p)),

@@ -822,7 +822,11 @@ fn idp(slash: bool) -> String {
         const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let mut out = String::new();
         for chunk in bytes.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
             let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
             for i in 0..=chunk.len() {
                 out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
@@ -840,7 +844,14 @@ fn idp(slash: bool) -> String {
     );
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let (b, advertised) = (base.clone(), if slash { format!("{base}/") } else { base.clone() });
+    let (b, advertised) = (
+        base.clone(),
+        if slash {
+            format!("{base}/")
+        } else {
+            base.clone()
+        },
+    );
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };

@@ -556,7 +556,10 @@ pub fn held(id: &str, who: &str, at: i64, digest: &str) -> AccessRequest {
 pub fn pending_reuse_finds_the_live_request_with_the_same_digest<S: Store>(fresh: impl Fn() -> S) {
     let s = fresh();
     let ins = |r: &AccessRequest, cap: u32| s.insert_pending_or_reuse(r, cap).unwrap();
-    assert_eq!(ins(&held("h1", "alice", 100, "d1"), 10), PendingInsert::Inserted);
+    assert_eq!(
+        ins(&held("h1", "alice", 100, "d1"), 10),
+        PendingInsert::Inserted
+    );
     let stored = s.get_access_request("h1").unwrap().unwrap();
     assert_eq!(stored, held("h1", "alice", 100, "d1"));
     // A retry: the stored one comes back, nothing is written.
@@ -566,30 +569,51 @@ pub fn pending_reuse_finds_the_live_request_with_the_same_digest<S: Store>(fresh
     );
     assert!(s.get_access_request("h2").unwrap().is_none());
     // Another digest, another requester, another role: no match.
-    assert_eq!(ins(&held("h3", "alice", 150, "d2"), 10), PendingInsert::Inserted);
-    assert_eq!(ins(&held("h4", "bob", 150, "d1"), 10), PendingInsert::Inserted);
+    assert_eq!(
+        ins(&held("h3", "alice", 150, "d2"), 10),
+        PendingInsert::Inserted
+    );
+    assert_eq!(
+        ins(&held("h4", "bob", 150, "d1"), 10),
+        PendingInsert::Inserted
+    );
     let other_role = AccessRequest {
         role: "db-admin".into(),
         ..held("h5", "alice", 150, "d1")
     };
     assert_eq!(ins(&other_role, 10), PendingInsert::Inserted);
     // Requests without a digest are never reused.
-    assert_eq!(ins(&request("p1", "carol", 150), 10), PendingInsert::Inserted);
-    assert_eq!(ins(&request("p2", "carol", 150), 10), PendingInsert::Inserted);
+    assert_eq!(
+        ins(&request("p1", "carol", 150), 10),
+        PendingInsert::Inserted
+    );
+    assert_eq!(
+        ins(&request("p2", "carol", 150), 10),
+        PendingInsert::Inserted
+    );
     // A decided request is not reused: its retry makes a new one.
     assert!(
         s.transition_access_request("h3", RequestState::Pending, RequestState::Denied, 160)
             .unwrap()
     );
-    assert_eq!(ins(&held("h6", "alice", 170, "d2"), 10), PendingInsert::Inserted);
+    assert_eq!(
+        ins(&held("h6", "alice", 170, "d2"), 10),
+        PendingInsert::Inserted
+    );
     // Past its pending TTL (3600 s) a pending request is not reused either.
     assert_eq!(
         ins(&held("h7", "alice", 100 + 3600, "d1"), 10),
         PendingInsert::Inserted
     );
     // The cap still holds for new digests, and writes nothing; a retry of a live one is answered all the same.
-    assert_eq!(ins(&held("h8", "dave", 100, "x"), 1), PendingInsert::Inserted);
-    assert_eq!(ins(&held("h9", "dave", 100, "y"), 1), PendingInsert::CapReached);
+    assert_eq!(
+        ins(&held("h8", "dave", 100, "x"), 1),
+        PendingInsert::Inserted
+    );
+    assert_eq!(
+        ins(&held("h9", "dave", 100, "y"), 1),
+        PendingInsert::CapReached
+    );
     assert!(s.get_access_request("h9").unwrap().is_none());
     assert!(matches!(
         ins(&held("h10", "dave", 101, "x"), 1),
@@ -633,7 +657,10 @@ pub fn concurrent_held_retries_make_one_request<S: Store + 'static>(fresh: impl 
         limit: None,
         after: None,
     };
-    assert_eq!(ids(s.list_access_requests(&mine).unwrap()), [inserted[0].clone()]);
+    assert_eq!(
+        ids(s.list_access_requests(&mine).unwrap()),
+        [inserted[0].clone()]
+    );
 }
 
 /// `RequestFilter::after` pages a listing: the pages, in order, are the whole listing, each row once.

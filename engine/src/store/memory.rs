@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use parking_lot::Mutex;
 
 use super::{
-    GrantStore, PendingInsert, RecordedVerdict, RequestStore, StoreError, VerdictError, VerdictWrite,
-    issued_grant, verdict_effect,
+    GrantStore, PendingInsert, RecordedVerdict, RequestStore, StoreError, VerdictError,
+    VerdictWrite, issued_grant, verdict_effect,
 };
 use crate::access::{AccessRequest, Approval, RequestFilter, RequestState};
 use crate::clock::UnixTime;
@@ -152,7 +152,11 @@ impl RequestStore for MemStore {
                 .values()
                 .filter(live)
                 .filter(|r| r.role == request.role && r.request_digest == request.request_digest)
-                .max_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| b.id.cmp(&a.id)));
+                .max_by(|a, b| {
+                    a.created_at
+                        .cmp(&b.created_at)
+                        .then_with(|| b.id.cmp(&a.id))
+                });
             if let Some(existing) = existing {
                 return Ok(PendingInsert::Existing(existing.clone()));
             }

@@ -400,7 +400,9 @@ mod tests {
         bad.refresh_max_interval_secs = 59;
         assert_eq!(
             messages(&[bad]),
-            ["issuers[0].refresh_max_interval_secs: 59 is less than refresh_min_interval_secs (60)"]
+            [
+                "issuers[0].refresh_max_interval_secs: 59 is less than refresh_min_interval_secs (60)"
+            ]
         );
         let mut equal = good();
         equal.refresh_min_interval_secs = 60;

@@ -290,10 +290,7 @@ pub(crate) struct FetchState {
 }
 
 /// Reads a response body up to [`MAX_DOCUMENT_BYTES`], with the `max-age` of its `Cache-Control` header.
-async fn get_limited(
-    http: &reqwest::Client,
-    url: &str,
-) -> Result<(Vec<u8>, Option<u64>), String> {
+async fn get_limited(http: &reqwest::Client, url: &str) -> Result<(Vec<u8>, Option<u64>), String> {
     let mut resp = http
         .get(url)
         .send()
@@ -374,10 +371,12 @@ pub(crate) fn discovery_url(issuer: &str) -> String {
 pub(crate) fn issuer_mismatch(url: &str, named: Option<&str>, issuer: &str) -> Option<String> {
     match named {
         Some(named) if named == issuer => None,
-        Some(named) if named.trim_end_matches('/') == issuer.trim_end_matches('/') => Some(format!(
-            "{url}: names issuer `{named}`, configured `{issuer}`: they differ only by a trailing slash; tokens \
+        Some(named) if named.trim_end_matches('/') == issuer.trim_end_matches('/') => {
+            Some(format!(
+                "{url}: names issuer `{named}`, configured `{issuer}`: they differ only by a trailing slash; tokens \
              carry the advertised value in `iss`, which is compared exactly, so set `issuer = \"{named}\"`"
-        )),
+            ))
+        }
         Some(named) => Some(format!(
             "{url}: names issuer `{named}`, expected `{issuer}`"
         )),

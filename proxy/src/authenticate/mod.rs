@@ -689,7 +689,8 @@ impl Issuer {
         };
         let mut first = Some(first);
         let mut retry = FIRST_RETRY_DELAY;
-        let retry_cap = MAX_RETRY_DELAY.min(Duration::from_secs(issuer.refresh_max_interval.max(1)));
+        let retry_cap =
+            MAX_RETRY_DELAY.min(Duration::from_secs(issuer.refresh_max_interval.max(1)));
         let mut failures = 0u32;
         loop {
             let wait = match issuer.refresh(&inner, clock.now()).await {
@@ -838,7 +839,9 @@ impl Issuer {
                 Arc::clone(&self.source),
             );
             let keys = Arc::clone(&self.keys);
-            tokio::spawn(async move { fetch_and_record(&http, &name, &source, &keys, &mut state, now).await })
+            tokio::spawn(async move {
+                fetch_and_record(&http, &name, &source, &keys, &mut state, now).await
+            })
         };
         let fetched = fetching
             .await
