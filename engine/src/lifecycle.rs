@@ -603,6 +603,7 @@ impl Lifecycle {
         {
             PendingInsert::Inserted => {}
             PendingInsert::Existing(existing) => {
+                let existing = *existing;
                 return Ok(RequestView {
                     approvals_required: self
                         .approvals_required(&self.authorizer.bundle(), &existing),

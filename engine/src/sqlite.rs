@@ -380,7 +380,7 @@ impl RequestStore for SqliteStore {
                 .optional()
                 .map_err(db_err)?;
             if let Some(existing) = existing {
-                return Ok(PendingInsert::Existing(existing.decode()?));
+                return Ok(PendingInsert::Existing(Box::new(existing.decode()?)));
             }
         }
         let pending: i64 = tx

@@ -565,7 +565,7 @@ pub fn pending_reuse_finds_the_live_request_with_the_same_digest<S: Store>(fresh
     // A retry: the stored one comes back, nothing is written.
     assert_eq!(
         ins(&held("h2", "alice", 150, "d1"), 10),
-        PendingInsert::Existing(stored.clone())
+        PendingInsert::Existing(Box::new(stored.clone()))
     );
     assert!(s.get_access_request("h2").unwrap().is_none());
     // Another digest, another requester, another role: no match.

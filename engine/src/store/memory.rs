@@ -158,7 +158,7 @@ impl RequestStore for MemStore {
                         .then_with(|| b.id.cmp(&a.id))
                 });
             if let Some(existing) = existing {
-                return Ok(PendingInsert::Existing(existing.clone()));
+                return Ok(PendingInsert::Existing(Box::new(existing.clone())));
             }
         }
         let pending = state.requests.values().filter(live).count();

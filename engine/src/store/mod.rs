@@ -147,7 +147,7 @@ pub enum PendingInsert {
     Inserted,
     /// The requester already had a pending request for the same role and digest: this one, as stored. Nothing
     /// was written.
-    Existing(AccessRequest),
+    Existing(Box<AccessRequest>),
     /// The requester already has the most pending requests allowed. Nothing was written.
     CapReached,
 }
