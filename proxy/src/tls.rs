@@ -282,7 +282,7 @@ mod tests {
                 "is in trust domain `example.org:443`",
             ),
             ("spiffe://example.org", "its path is empty"),
-            ("spiffe://example.org/", "path segment ``"),
+            ("spiffe://example.org/", "its path is empty"),
             ("spiffe://example.org/a//b", "path segment ``"),
             ("spiffe://example.org/a/../b", "path segment `..`"),
             ("spiffe://example.org/a?x=1", "has `?`"),
