@@ -39,6 +39,8 @@ pub struct Running {
     retention: Option<Retention>,
     /// Drops ended grants from the index every [`COMPACT_EVERY`].
     compactor: JoinHandle<()>,
+    /// Keeps the issuers' keys fresh (stopped when dropped).
+    _key_refresh: crate::authenticate::KeyRefresh,
     _watch: Option<WatchGuard>,
 }
 
@@ -125,7 +127,18 @@ pub async fn run(prepared: Prepared, clock: Clock) -> Result<Running, StartError
     for w in &prepared.warnings {
         tracing::warn!("{w}");
     }
-    let proxy = assemble(prepared, clock)?;
+    let proxy = assemble(prepared, clock.clone())?;
+    // Each issuer's keys are fetched before the listeners open (one attempt each, bounded by the fetch timeout);
+    // an issuer that did not answer keeps being retried in the background, and `/readyz` says not ready until it
+    // has keys. Its tokens are refused meanwhile: a missing key never lets a request through.
+    let key_refresh = proxy.auth.start_key_refresh(clock).await;
+    let missing = proxy.auth.issuers_without_keys();
+    if !missing.is_empty() {
+        tracing::warn!(
+            issuers = ?missing,
+            "starting without these issuers' keys: not ready, and their tokens are refused, until they are fetched"
+        );
+    }
     let cfg = proxy.config.clone();
     let bind = |addr: SocketAddr| async move {
         let l = TcpListener::bind(addr)
@@ -217,6 +230,7 @@ pub async fn run(prepared: Prepared, clock: Clock) -> Result<Running, StartError
         admin_task,
         retention,
         compactor,
+        _key_refresh: key_refresh,
         _watch: watch,
     })
 }

@@ -101,7 +101,7 @@ pub struct Proxy {
 }
 
 /// Why the proxy should be sent no traffic (`/readyz` answers 503 with it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum NotReady {
     /// Shutdown has begun: in-flight requests drain, new ones should go elsewhere.
@@ -110,6 +110,9 @@ pub enum NotReady {
     /// The decision log's writer is gone: every request would be refused.
     #[error("decision log unavailable")]
     LogUnavailable,
+    /// These issuers' keys have not been fetched yet (start-up keeps retrying): their tokens would be refused.
+    #[error("issuer keys not fetched yet: {}", .0.join(", "))]
+    IssuerKeys(Vec<String>),
 }
 
 impl Proxy {
@@ -120,6 +123,10 @@ impl Proxy {
         }
         if !self.log.is_healthy() {
             return Err(NotReady::LogUnavailable);
+        }
+        let missing = self.auth.issuers_without_keys();
+        if !missing.is_empty() {
+            return Err(NotReady::IssuerKeys(missing));
         }
         Ok(())
     }
