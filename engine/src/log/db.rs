@@ -98,6 +98,9 @@ pub(crate) fn open_write(path: &Path, busy_timeout: Duration) -> Result<Connecti
         conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     }
     apply_migrations(&mut conn, LOG_VERSION_TABLE, MIGRATIONS)?;
+    // Space freed inside a page (cells moved when a page splits, rows pruned) is overwritten with zeros, so no
+    // stale copy of a pruned record survives in the file.
+    conn.pragma_update(None, "secure_delete", true)?;
     Ok(conn)
 }
 
