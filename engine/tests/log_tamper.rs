@@ -229,7 +229,9 @@ fn an_untouched_log_verifies_against_its_anchors() {
     assert_eq!(r.anchored_seq, Some(N));
     // start, one per EVERY records, shutdown
     assert_eq!(r.anchors, 1 + N as u64 / EVERY + 1);
-    let latest = log::latest_anchor(&log::anchors_path(&db)).unwrap().unwrap();
+    let latest = log::latest_anchor(&log::anchors_path(&db))
+        .unwrap()
+        .unwrap();
     assert_eq!(latest.seq, N);
     assert_eq!(latest.reason, log::AnchorReason::Shutdown);
     assert!(latest.signature_ok(&fx.public));
@@ -241,12 +243,12 @@ fn an_edited_record_is_caught_at_its_seq() {
     let db = fx.copy("edit");
     Connection::open(&db)
         .unwrap()
-        .execute(
-            "UPDATE decisions SET decision = 'allow' WHERE seq = 37",
-            [],
-        )
+        .execute("UPDATE decisions SET decision = 'allow' WHERE seq = 37", [])
         .unwrap();
-    assert_eq!(failure(&fx.verify(&db)), (Some(37), FailureKind::HashMismatch));
+    assert_eq!(
+        failure(&fx.verify(&db)),
+        (Some(37), FailureKind::HashMismatch)
+    );
 }
 
 #[test]
@@ -255,7 +257,9 @@ fn a_deleted_middle_record_is_caught() {
     let db = fx.copy("delete-middle");
     Connection::open(&db)
         .unwrap()
-        .execute_batch("DELETE FROM decisions WHERE seq = 50; DELETE FROM decision_grants WHERE seq = 50;")
+        .execute_batch(
+            "DELETE FROM decisions WHERE seq = 50; DELETE FROM decision_grants WHERE seq = 50;",
+        )
         .unwrap();
     assert_eq!(failure(&fx.verify(&db)), (Some(50), FailureKind::Missing));
 }
@@ -265,15 +269,22 @@ fn deleting_the_newest_records_and_rewinding_the_head_is_caught_by_the_anchors()
     let fx = fixture();
     let db = fx.copy("rewind");
     let conn = Connection::open(&db).unwrap();
-    conn.execute_batch("DELETE FROM decisions WHERE seq > 90; DELETE FROM decision_grants WHERE seq > 90;")
-        .unwrap();
+    conn.execute_batch(
+        "DELETE FROM decisions WHERE seq > 90; DELETE FROM decision_grants WHERE seq > 90;",
+    )
+    .unwrap();
     let h: String = conn
-        .query_row("SELECT hash FROM decisions WHERE seq = 90", [], |r| r.get(0))
+        .query_row("SELECT hash FROM decisions WHERE seq = 90", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     conn.execute("UPDATE log_head SET seq = 90, hash = ?1", [h])
         .unwrap();
     drop(conn);
-    assert!(verify_store(&db).unwrap().ok, "the chain alone cannot see it");
+    assert!(
+        verify_store(&db).unwrap().ok,
+        "the chain alone cannot see it"
+    );
     assert_eq!(failure(&fx.verify(&db)), (Some(91), FailureKind::Missing));
 }
 
@@ -285,7 +296,10 @@ fn a_rechained_deletion_is_caught_by_the_anchors() {
     recs.retain(|r| r.seq != 55);
     rechain(&mut recs);
     rewrite(&db, &recs);
-    assert!(verify_store(&db).unwrap().ok, "the attacker's chain is consistent");
+    assert!(
+        verify_store(&db).unwrap().ok,
+        "the attacker's chain is consistent"
+    );
     let (seq, kind) = failure(&fx.verify(&db));
     assert_eq!(kind, FailureKind::AnchorMismatch);
     // The first record after the last anchor that still matches (seq 50).
@@ -343,7 +357,10 @@ fn a_wiped_log_is_caught() {
     let fx = fixture();
     let db = fx.copy("wipe");
     rewrite(&db, &[]);
-    assert!(verify_store(&db).unwrap().ok, "an empty log is a valid chain");
+    assert!(
+        verify_store(&db).unwrap().ok,
+        "an empty log is a valid chain"
+    );
     assert_eq!(failure(&fx.verify(&db)), (Some(1), FailureKind::Missing));
     std::fs::remove_file(&db).unwrap();
     assert_eq!(failure(&fx.verify(&db)), (Some(1), FailureKind::Missing));
@@ -410,7 +427,10 @@ fn a_truncated_anchors_file_is_caught() {
         lines.truncate(3);
         lines
     });
-    assert_eq!(failure(&fx.verify(&db)), (Some(21), FailureKind::Unanchored));
+    assert_eq!(
+        failure(&fx.verify(&db)),
+        (Some(21), FailureKind::Unanchored)
+    );
 
     let db = fx.copy("anchors-cut");
     let path = log::anchors_path(&db);
@@ -500,7 +520,11 @@ fn an_ocsf_edit_with_the_manifest_recomputed_is_caught() {
     let fx = fixture();
     // Blocked -> Allowed, in the caption only.
     let (out, m) = export_and_edit(&fx, "ocsf", Format::Ocsf, |t| {
-        t.replacen(r#""disposition":"Blocked""#, r#""disposition":"Allowed""#, 1)
+        t.replacen(
+            r#""disposition":"Blocked""#,
+            r#""disposition":"Allowed""#,
+            1,
+        )
     });
     let r = verify_export_with(&out, &m, None).unwrap();
     assert_eq!(failure(&r).1, FailureKind::Corrupt);
@@ -520,8 +544,10 @@ fn an_ocsf_edit_with_the_manifest_recomputed_is_caught() {
 fn a_jsonl_export_rechained_by_the_attacker_is_caught_by_the_manifest_anchors() {
     let fx = fixture();
     let (out, m) = export_and_edit(&fx, "jsonl", Format::Jsonl, |t| {
-        let mut recs: Vec<DecisionRecord> =
-            t.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let mut recs: Vec<DecisionRecord> = t
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         recs[4].decision = Some(Outcome::Allow);
         rechain(&mut recs);
         recs.iter()
@@ -536,7 +562,10 @@ fn a_jsonl_export_rechained_by_the_attacker_is_caught_by_the_manifest_anchors() 
     assert!(!r.ok);
     // ...and with the manifest's ends forged too, the signed anchors still catch it.
     let text = std::fs::read_to_string(&out).unwrap();
-    let recs: Vec<DecisionRecord> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let recs: Vec<DecisionRecord> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     m.first_hash = Some(recs[0].hash.clone());
     m.last_hash = Some(recs[recs.len() - 1].hash.clone());
     assert!(verify_export_with(&out, &m, None).unwrap().ok);
@@ -567,7 +596,10 @@ fn a_pruned_log_verifies_clean_and_the_pruned_rows_are_gone_from_the_file() {
         ..opts.clone()
     };
     let second = log::prune_with(&db, T0 + time::Duration::minutes(31), &opts2).unwrap();
-    assert_eq!(second.deleted, 20, "records 11..=30 (the first checkpoint is new, and kept)");
+    assert_eq!(
+        second.deleted, 20,
+        "records 11..=30 (the first checkpoint is new, and kept)"
+    );
     let r = fx.verify(&db);
     assert!(r.ok, "{r:?}");
     let cp = all_records(&db)
@@ -615,7 +647,10 @@ fn verify_opens_read_only_and_leaves_nothing_behind() {
     std::fs::set_permissions(&db, perms).unwrap();
     assert!(fx.verify(&db).ok);
     assert_eq!(list(dir), before, "no -wal, -shm or journal left behind");
-    assert_eq!(std::fs::metadata(&db).unwrap().modified().unwrap(), modified);
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().modified().unwrap(),
+        modified
+    );
 }
 
 #[test]

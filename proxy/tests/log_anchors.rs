@@ -73,10 +73,14 @@ async fn the_proxy_signs_its_log_and_a_rewound_copy_is_caught() {
     std::fs::copy(&anchors, log::anchors_path(&copy)).unwrap();
     {
         let conn = rusqlite::Connection::open(&copy).unwrap();
-        conn.execute_batch("DELETE FROM decisions WHERE seq > 10; DELETE FROM decision_grants WHERE seq > 10;")
-            .unwrap();
+        conn.execute_batch(
+            "DELETE FROM decisions WHERE seq > 10; DELETE FROM decision_grants WHERE seq > 10;",
+        )
+        .unwrap();
         let h10: String = conn
-            .query_row("SELECT hash FROM decisions WHERE seq = 10", [], |r| r.get(0))
+            .query_row("SELECT hash FROM decisions WHERE seq = 10", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         conn.execute("UPDATE log_head SET seq = 10, hash = ?1", [h10])
             .unwrap();

@@ -10,9 +10,14 @@ use jitgate_engine::log::{DecisionRecord, Filter, Outcome, query};
 use lifecycle_common::{Env, T0};
 
 fn records(env: &Env) -> Vec<DecisionRecord> {
-    query(&env.dir.join("decisions.db"), &Filter::default(), None, 1000)
-        .unwrap()
-        .records
+    query(
+        &env.dir.join("decisions.db"),
+        &Filter::default(),
+        None,
+        1000,
+    )
+    .unwrap()
+    .records
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -165,7 +165,10 @@ prefix = "Key "
     let anchor = config.log_anchor.clone().unwrap();
     assert!(anchor.key.ends_with("keys/anchor.key") && anchor.file.ends_with("anchors.jsonl"));
     assert_eq!(anchor.every, std::time::Duration::from_secs(30));
-    assert_eq!((anchor.every_records, anchor.replica.as_str()), (500, "proxy-1"));
+    assert_eq!(
+        (anchor.every_records, anchor.replica.as_str()),
+        (500, "proxy-1")
+    );
     assert_eq!(config.hold.wait, std::time::Duration::from_secs(1));
     assert_eq!(config.hold.max_body_bytes, 4096);
     assert_eq!(

@@ -494,10 +494,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             .then(|| beside_log(&a.log.log, "anchor.key.pub"))
             .flatten()
     });
-    let key = key_path
-        .as_deref()
-        .map(log::load_public_key)
-        .transpose()?;
+    let key = key_path.as_deref().map(log::load_public_key).transpose()?;
     let mut unanchored = false;
     let report = match &a.export {
         Some(file) => {
@@ -570,7 +567,9 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
                 println!(
                     "{} signed anchors verified with key {}{}",
                     report.anchors,
-                    key_path.as_deref().map_or_else(String::new, |p| p.display().to_string()),
+                    key_path
+                        .as_deref()
+                        .map_or_else(String::new, |p| p.display().to_string()),
                     report
                         .anchored_seq
                         .map_or_else(String::new, |s| format!("; signed through seq {s}"))
@@ -616,7 +615,9 @@ fn prune(a: PruneArgs) -> anyhow::Result<ExitCode> {
             Some(log::AnchorOptions {
                 key: std::sync::Arc::new(log::AnchorKey::load(&key)?),
                 file: anchors,
-                replica: last.as_ref().map_or_else(|| "cli".into(), |l| l.replica.clone()),
+                replica: last
+                    .as_ref()
+                    .map_or_else(|| "cli".into(), |l| l.replica.clone()),
                 every: std::time::Duration::from_secs(60),
                 every_records: last.as_ref().map_or(10_000, |l| l.every_records),
             })

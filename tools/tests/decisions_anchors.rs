@@ -154,7 +154,9 @@ fn prune_signs_what_it_pruned_and_the_log_still_verifies() {
     .records;
     let actor = cp[0].context["actor"].as_str().unwrap().to_string();
     assert!(actor.contains('@'), "the CLI names user@host: {actor}");
-    let latest = log::latest_anchor(&log::anchors_path(&db)).unwrap().unwrap();
+    let latest = log::latest_anchor(&log::anchors_path(&db))
+        .unwrap()
+        .unwrap();
     assert_eq!(latest.reason, log::AnchorReason::Prune);
     assert_eq!(latest.seq, cp[0].seq);
 

@@ -165,7 +165,9 @@ impl AnchorKey {
                     Ok(mut f) => {
                         f.write_all(pem.as_bytes())
                             .and_then(|()| f.sync_all())
-                            .map_err(|e| Fault::io(format!("cannot write {}", path.display()), e))?;
+                            .map_err(|e| {
+                                Fault::io(format!("cannot write {}", path.display()), e)
+                            })?;
                         tracing::info!(path = %path.display(), "generated a new decision-log anchor key");
                         AnchorKey { signing }
                     }
@@ -235,7 +237,11 @@ pub fn load_public_key(path: &Path) -> Result<VerifyingKey, AnchorError> {
     if let Ok(k) = SigningKey::from_pkcs8_pem(&pem) {
         return Ok(k.verifying_key());
     }
-    Err(key_err(path, "not an Ed25519 public key (SPKI PEM) nor private key (PKCS#8 PEM)").into())
+    Err(key_err(
+        path,
+        "not an Ed25519 public key (SPKI PEM) nor private key (PKCS#8 PEM)",
+    )
+    .into())
 }
 
 /// How a writer (or prune) signs anchors.
@@ -329,7 +335,10 @@ fn last_anchor(f: &mut File, path: &Path) -> Result<Option<Anchor>, Fault> {
     let line = body.get(start..).unwrap_or_default();
     parse_line(line)
         .map_err(|e| bad(&format!("its last line is not an anchor: {e}")))?
-        .map_or_else(|| Err(bad("its last line is not an anchor")), |a| Ok(Some(a)))
+        .map_or_else(
+            || Err(bad("its last line is not an anchor")),
+            |a| Ok(Some(a)),
+        )
 }
 
 /// One line of an anchors file or of a JSON Lines sink: `Some` for an anchor (bare or as `{"anchor": ...}`),
@@ -356,7 +365,8 @@ fn parse_line(line: &[u8]) -> Result<Option<Anchor>, String> {
 
 /// The newest anchor in `file` (an anchors file or a JSON Lines sink), `None` when there is none.
 pub fn latest_anchor(file: &Path) -> Result<Option<Anchor>, AnchorError> {
-    let f = File::open(file).map_err(|e| Fault::io(format!("cannot open {}", file.display()), e))?;
+    let f =
+        File::open(file).map_err(|e| Fault::io(format!("cannot open {}", file.display()), e))?;
     let mut last = None;
     for (i, line) in BufReader::new(f).split(b'\n').enumerate() {
         let line = line?;
@@ -596,7 +606,8 @@ pub(crate) fn check(
 
 /// Every anchor in `file`, unchecked (for an export's manifest; verification checks them against the key).
 pub(crate) fn read_all(file: &Path) -> Result<Vec<Anchor>, Fault> {
-    let f = File::open(file).map_err(|e| Fault::io(format!("cannot open {}", file.display()), e))?;
+    let f =
+        File::open(file).map_err(|e| Fault::io(format!("cannot open {}", file.display()), e))?;
     let mut out = Vec::new();
     for (i, line) in BufReader::new(f).split(b'\n').enumerate() {
         let line = line?;

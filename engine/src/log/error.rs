@@ -79,7 +79,8 @@ impl Fault {
         };
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&*source.0);
         while let Some(e) = cur {
-            if let Some(rusqlite::Error::SqliteFailure(f, _)) = e.downcast_ref::<rusqlite::Error>() {
+            if let Some(rusqlite::Error::SqliteFailure(f, _)) = e.downcast_ref::<rusqlite::Error>()
+            {
                 return matches!(
                     f.code,
                     rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase

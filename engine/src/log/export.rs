@@ -466,7 +466,8 @@ fn write_ocsf(r: &RowRef<'_>, out: &mut Vec<u8>) -> Result<(), Fault> {
         .map(str::to_ascii_uppercase);
     let m = method_upper.as_deref();
     let (activity_id, activity_name) = activity(r.kind, m);
-    let (disposition_id, disposition, action_id, action, status_id, status) = outcome_ids(r.decision);
+    let (disposition_id, disposition, action_id, action, status_id, status) =
+        outcome_ids(r.decision);
     let http_method = m.filter(|m| OCSF_HTTP_METHODS.contains(m));
     let request_id = nonempty(r.request_id);
     let errors = r.list(r.errors, "errors")?;
@@ -553,9 +554,13 @@ fn write_ocsf(r: &RowRef<'_>, out: &mut Vec<u8>) -> Result<(), Fault> {
         jstr(out, id)?;
         out.push(b',');
     }
-    out.extend_from_slice(b"\"log_name\":\"decisions\",\"log_provider\":\"jitgate\",\"original_time\":");
+    out.extend_from_slice(
+        b"\"log_name\":\"decisions\",\"log_provider\":\"jitgate\",\"original_time\":",
+    );
     jstr(out, r.time)?;
-    out.extend_from_slice(b",\"product\":{\"name\":\"jitgate\",\"vendor_name\":\"jitgate\",\"version\":");
+    out.extend_from_slice(
+        b",\"product\":{\"name\":\"jitgate\",\"vendor_name\":\"jitgate\",\"version\":",
+    );
     jstr(out, env!("CARGO_PKG_VERSION"))?;
     out.extend_from_slice(b"},\"profiles\":[\"security_control\"],\"uid\":");
     jstr(out, r.id)?;
@@ -672,16 +677,7 @@ fn activity(kind: RecordKind, method: Option<&str>) -> (i64, &'static str) {
 }
 
 /// `(disposition_id, disposition, action_id, action, status_id, status)` of an outcome.
-fn outcome_ids(
-    d: Option<Outcome>,
-) -> (
-    i64,
-    &'static str,
-    i64,
-    &'static str,
-    i64,
-    &'static str,
-) {
+fn outcome_ids(d: Option<Outcome>) -> (i64, &'static str, i64, &'static str, i64, &'static str) {
     let (disposition_id, disposition) = match d {
         Some(Outcome::Allow) => (1, "Allowed"),
         Some(Outcome::Deny) => (2, "Blocked"),
@@ -699,7 +695,14 @@ fn outcome_ids(
         Some(Outcome::Deny | Outcome::Error) => (2, "Failure"),
         _ => (0, "Unknown"),
     };
-    (disposition_id, disposition, action_id, action, status_id, status)
+    (
+        disposition_id,
+        disposition,
+        action_id,
+        action,
+        status_id,
+        status,
+    )
 }
 
 fn severity(break_glass: bool) -> (i64, &'static str) {
@@ -790,7 +793,11 @@ fn csv_list_parse(s: &str) -> Vec<String> {
 /// Rebuilds a record from a CSV row ([`CSV_HEADER`] order).
 fn csv_record(row: &csv::StringRecord) -> Result<DecisionRecord, String> {
     if row.len() != CSV_HEADER.len() {
-        return Err(format!("{} columns, expected {}", row.len(), CSV_HEADER.len()));
+        return Err(format!(
+            "{} columns, expected {}",
+            row.len(),
+            CSV_HEADER.len()
+        ));
     }
     let col = |i: usize| row.get(i).unwrap_or_default();
     let num = |i: usize| -> Result<i64, String> {
@@ -798,10 +805,11 @@ fn csv_record(row: &csv::StringRecord) -> Result<DecisionRecord, String> {
             .parse::<i64>()
             .map_err(|e| format!("{}: {e}", CSV_HEADER.get(i).unwrap_or(&"?")))
     };
-    let context = match serde_json::from_str::<Value>(col(21)).map_err(|e| format!("context: {e}"))? {
-        Value::Object(m) => m,
-        _ => return Err("context: not a JSON object".into()),
-    };
+    let context =
+        match serde_json::from_str::<Value>(col(21)).map_err(|e| format!("context: {e}"))? {
+            Value::Object(m) => m,
+            _ => return Err("context: not a JSON object".into()),
+        };
     Ok(DecisionRecord {
         seq: num(0)?,
         id: col(1).to_string(),
@@ -869,7 +877,10 @@ fn ocsf_record(ev: &Value) -> Result<DecisionRecord, String> {
     Ok(DecisionRecord {
         seq: take(u.get("seq").cloned(), "unmapped.seq")?,
         id: take(field(ev, &["metadata", "uid"]), "metadata.uid")?,
-        time: take(field(ev, &["metadata", "original_time"]), "metadata.original_time")?,
+        time: take(
+            field(ev, &["metadata", "original_time"]),
+            "metadata.original_time",
+        )?,
         kind: take(u.get("kind").cloned(), "unmapped.kind")?,
         request_id: take(u.get("request_id").cloned(), "unmapped.request_id")?,
         principal: text(&["actor", "user", "uid"])?,
@@ -896,7 +907,6 @@ fn ocsf_record(ev: &Value) -> Result<DecisionRecord, String> {
         hash: take(u.get("hash").cloned(), "unmapped.hash")?,
     })
 }
-
 
 /// The OCSF schema version the export follows (`metadata.version`). 1.4.0 is the first release in which API
 /// Activity takes the `security_control` profile, and so `disposition_id` and `action_id`.
@@ -1287,7 +1297,11 @@ pub fn verify_export_with(
                 .map(|h| h.iter().eq(CSV_HEADER.iter().copied()))
                 .unwrap_or(false);
             if !header_ok {
-                check.fail(None, FailureKind::Corrupt, "line 1: not the CSV header of an export".into());
+                check.fail(
+                    None,
+                    FailureKind::Corrupt,
+                    "line 1: not the CSV header of an export".into(),
+                );
             }
             let mut row = csv::StringRecord::new();
             let mut line_no = 1u64;
@@ -1296,7 +1310,11 @@ pub fn verify_export_with(
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(e) => {
-                        check.fail(None, FailureKind::Corrupt, format!("after line {line_no}: {e}"));
+                        check.fail(
+                            None,
+                            FailureKind::Corrupt,
+                            format!("after line {line_no}: {e}"),
+                        );
                         break;
                     }
                 }
@@ -1326,8 +1344,9 @@ pub fn verify_export_with(
                 }
                 let at = format!("line {line_no}");
                 let rec = match manifest.format {
-                    Format::Jsonl => serde_json::from_slice::<DecisionRecord>(&line)
-                        .map_err(|e| e.to_string()),
+                    Format::Jsonl => {
+                        serde_json::from_slice::<DecisionRecord>(&line).map_err(|e| e.to_string())
+                    }
                     _ => ocsf_line(&line),
                 };
                 match rec {
@@ -1411,7 +1430,10 @@ pub fn verify_export_with(
                     return Ok(report.fail(
                         Some(a.seq),
                         FailureKind::AnchorMismatch,
-                        format!("the exported record at seq {} is not the one signed at {}", a.seq, a.time),
+                        format!(
+                            "the exported record at seq {} is not the one signed at {}",
+                            a.seq, a.time
+                        ),
                     ));
                 }
                 _ => {}
@@ -1461,7 +1483,13 @@ mod tests {
             vec![],
             vec![String::new()],
             vec!["a".to_string(), String::new()],
-            vec!["a;b".into(), "c\\".into(), "\\e".into(), "e".into(), ";".into()],
+            vec![
+                "a;b".into(),
+                "c\\".into(),
+                "\\e".into(),
+                "e".into(),
+                ";".into(),
+            ],
         ] {
             assert_eq!(csv_list_parse(&csv_list(&list)), list, "{list:?}");
         }
@@ -1488,17 +1516,44 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            for kind in [RecordKind::Decision, RecordKind::Lifecycle, RecordKind::Checkpoint] {
+            for kind in [
+                RecordKind::Decision,
+                RecordKind::Lifecycle,
+                RecordKind::Checkpoint,
+            ] {
                 let mut r = DecisionRecord::new(kind);
                 r.principal = principal.into();
                 r.method = method.map(str::to_string);
                 r.client_addr = client.map(str::to_string);
-                r.action = if i % 2 == 0 { String::new() } else { r#"Action::"x""#.into() };
-                r.resource = if i == 1 { r#"Database::"d""#.into() } else { "odd".into() };
-                r.decision = [None, Some(Outcome::Allow), Some(Outcome::Hold), Some(Outcome::Error)][i];
-                r.errors = if i == 3 { vec!["x; y".into(), String::new()] } else { vec![] };
+                r.action = if i % 2 == 0 {
+                    String::new()
+                } else {
+                    r#"Action::"x""#.into()
+                };
+                r.resource = if i == 1 {
+                    r#"Database::"d""#.into()
+                } else {
+                    "odd".into()
+                };
+                r.decision = [
+                    None,
+                    Some(Outcome::Allow),
+                    Some(Outcome::Hold),
+                    Some(Outcome::Error),
+                ][i];
+                r.errors = if i == 3 {
+                    vec!["x; y".into(), String::new()]
+                } else {
+                    vec![]
+                };
                 r.request_id = [None, Some(String::new()), Some("req".into()), None][i].clone();
-                r.path = [None, Some(String::new()), Some("/p?q=1".into()), Some("/".into())][i].clone();
+                r.path = [
+                    None,
+                    Some(String::new()),
+                    Some("/p?q=1".into()),
+                    Some("/".into()),
+                ][i]
+                    .clone();
                 r.status = [None, Some(200), Some(0), Some(65535)][i];
                 r.break_glass = i == 2;
                 r.context = serde_json::json!({"z": [1.5, {"b": null, "a": "\u{1}"}], "a": true})
@@ -1540,7 +1595,10 @@ mod tests {
             let (jsonl, ocsf, csv_bytes) = through_row(&r);
             let mut want = serde_json::to_vec(&r).unwrap();
             want.push(b'\n');
-            assert_eq!(String::from_utf8_lossy(&jsonl), String::from_utf8_lossy(&want));
+            assert_eq!(
+                String::from_utf8_lossy(&jsonl),
+                String::from_utf8_lossy(&want)
+            );
             // OCSF: the same JSON as the tree, and the record rebuilt from it.
             let direct: Value = serde_json::from_slice(&ocsf).unwrap();
             assert_eq!(direct, ocsf_event(&r));

@@ -22,14 +22,12 @@ mod writer;
 
 use time::OffsetDateTime;
 
-pub(crate) use error::Fault;
 pub use anchor::{
     Anchor, AnchorKey, AnchorOptions, AnchorReason, anchors_path, key_id, latest_anchor,
     load_public_key, public_key_path,
 };
-pub use error::{
-    AnchorError, Cause, ExportError, PruneError, QueryError, VerifyError, WriteError,
-};
+pub(crate) use error::Fault;
+pub use error::{AnchorError, Cause, ExportError, PruneError, QueryError, VerifyError, WriteError};
 pub use export::{
     ExportManifest, Format, OCSF_VERSION, check_export_target, export, export_to_file,
     manifest_path, ocsf_event, verify_export, verify_export_with,

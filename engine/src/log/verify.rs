@@ -257,7 +257,11 @@ pub fn verify_log(
         }
     };
     if !path.exists() {
-        if let Some(last) = anchors.as_ref().and_then(|a| a.last()).filter(|a| a.seq > 0) {
+        if let Some(last) = anchors
+            .as_ref()
+            .and_then(|a| a.last())
+            .filter(|a| a.seq > 0)
+        {
             return Ok(VerifyReport::empty().fail(
                 Some(1),
                 FailureKind::Missing,

@@ -537,8 +537,9 @@ impl Worker {
             // At most as many records as fit before the next count anchor, so an anchor follows every
             // `every_records` records exactly.
             let batch_max = match &self.anchor {
-                Some(a) => (a.opts.every_records.saturating_sub(a.since) as usize)
-                    .clamp(1, self.batch_max),
+                Some(a) => {
+                    (a.opts.every_records.saturating_sub(a.since) as usize).clamp(1, self.batch_max)
+                }
                 None => self.batch_max,
             };
             // Journaled records were acknowledged already, so nobody waits for their commit: let more arrive, for

@@ -243,14 +243,15 @@ pub(crate) fn check(raw: RawLog, p: &mut Problems<'_>) -> Log {
         }
         Some(key) => {
             let key = p.resolve(key);
-            let file = raw
-                .anchors
-                .as_ref()
-                .map_or_else(|| jitgate_engine::log::anchors_path(&path), |f| p.resolve(f));
+            let file = raw.anchors.as_ref().map_or_else(
+                || jitgate_engine::log::anchors_path(&path),
+                |f| p.resolve(f),
+            );
             if key == path || file == path {
                 p.err(
                     "log.anchor_key",
-                    "the anchor key and the anchors file must be files of their own, not the log".into(),
+                    "the anchor key and the anchors file must be files of their own, not the log"
+                        .into(),
                 );
             }
             Some(AnchorConfig {

@@ -26,8 +26,8 @@ pub use bundle::{RawBundle, RawStore};
 pub use hold::{HoldConfig, RawHold};
 pub use issuers::RawLocalIssuer;
 pub use log::{
-    Acknowledge, AnchorConfig, DEFAULT_ANCHOR_INTERVAL, DEFAULT_ANCHOR_RECORDS, DEFAULT_PRUNE_INTERVAL, OnFull,
-    RawLog,
+    Acknowledge, AnchorConfig, DEFAULT_ANCHOR_INTERVAL, DEFAULT_ANCHOR_RECORDS,
+    DEFAULT_PRUNE_INTERVAL, OnFull, RawLog,
 };
 pub use server::{RawServer, RawTls, TlsConfig, TrailingSlash};
 pub use upstreams::{RawCredential, RawUpstream, Upstream};
