@@ -60,7 +60,12 @@ fn main() {
     let mut log: Option<PathBuf> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--records" => records = args.next().and_then(|v| v.parse().ok()).expect("--records N"),
+            "--records" => {
+                records = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--records N")
+            }
             "--log" => log = args.next().map(PathBuf::from),
             other => panic!("unknown argument {other}"),
         }
@@ -92,11 +97,7 @@ fn main() {
         }
     };
     let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
-    println!(
-        "log: {} ({:.0} MB)",
-        db.display(),
-        size as f64 / 1e6
-    );
+    println!("log: {} ({:.0} MB)", db.display(), size as f64 / 1e6);
     println!("format  records     seconds  records/s   MB written  peak RSS MB");
     for format in [Format::Jsonl, Format::Csv, Format::Ocsf] {
         let out = dir.path().join(format!("export.{}", format.extension()));
@@ -105,7 +106,8 @@ fn main() {
         let t = Instant::now();
         let m = export_to_file(&db, &Filter::default(), format, &out).unwrap();
         let secs = t.elapsed().as_secs_f64();
-        let peak = peak_rss_kb().map_or_else(|| "?".into(), |k| format!("{:.1}", k as f64 / 1024.0));
+        let peak =
+            peak_rss_kb().map_or_else(|| "?".into(), |k| format!("{:.1}", k as f64 / 1024.0));
         println!(
             "{:<7} {:<11} {:<8.2} {:<11.0} {:<11.0} {}",
             format!("{format:?}").to_lowercase(),
