@@ -107,6 +107,7 @@ impl Proxy {
                         && matches!(
                             refusal,
                             Refusal::Internal(_)
+                                | Refusal::Unauthenticated { .. }
                                 | Refusal::BadRequest(_)
                                 | Refusal::MethodNotAllowed(_)
                                 | Refusal::UpstreamUnavailable(_)

@@ -191,6 +191,9 @@ pub async fn run(prepared: Prepared, clock: Clock) -> Result<Running, StartError
             retain,
             cfg.log_prune_interval,
             proxy.metrics.clone(),
+            cfg.log_anchor
+                .as_ref()
+                .and_then(|a| crate::decision_log::anchor_options(a).ok()),
         )),
         (Some(_), None) => {
             tracing::warn!(

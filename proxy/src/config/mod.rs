@@ -25,7 +25,10 @@ pub use admin::{RawAdmin, RawAdminTls};
 pub use bundle::{RawBundle, RawStore};
 pub use hold::{HoldConfig, RawHold};
 pub use issuers::RawLocalIssuer;
-pub use log::{Acknowledge, DEFAULT_PRUNE_INTERVAL, OnFull, RawLog};
+pub use log::{
+    Acknowledge, AnchorConfig, DEFAULT_ANCHOR_INTERVAL, DEFAULT_ANCHOR_RECORDS,
+    DEFAULT_PRUNE_INTERVAL, OnFull, RawLog,
+};
 pub use server::{RawServer, RawTls, TlsConfig, TrailingSlash};
 pub use upstreams::{RawCredential, RawUpstream, Upstream};
 pub use webhooks::{RawWebhook, WebhookConfig, WebhookFormat};
@@ -136,6 +139,8 @@ pub struct Config {
     pub log_retain: Option<Duration>,
     /// How often automatic retention runs.
     pub log_prune_interval: Duration,
+    /// Signed anchors of the decision log (`[log] anchor_key`; None: off).
+    pub log_anchor: Option<AnchorConfig>,
     /// Trusted issuers.
     pub issuers: Vec<IssuerConfig>,
     /// Local issuer.
@@ -238,6 +243,7 @@ impl Config {
             log_jsonl: log.jsonl,
             log_retain: log.retain,
             log_prune_interval: log.prune_interval,
+            log_anchor: log.anchor,
             issuers: raw.issuers,
             local_issuer,
             upstreams,
