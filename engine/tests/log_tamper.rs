@@ -604,8 +604,7 @@ fn a_pruned_log_verifies_clean_and_the_pruned_rows_are_gone_from_the_file() {
     assert!(r.ok, "{r:?}");
     let cp = all_records(&db)
         .into_iter()
-        .filter(|r| r.kind == RecordKind::Checkpoint)
-        .next_back()
+        .rfind(|r| r.kind == RecordKind::Checkpoint)
         .unwrap();
     assert_eq!(cp.context["actor"], "retention");
     let hist = cp.context["history"].as_array().unwrap();

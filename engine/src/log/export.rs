@@ -202,7 +202,6 @@ pub fn export(
                 })?;
             }
         }
-        drop(note);
         if m.last_seq.is_some() {
             m.last_hash = Some(last_hash);
         }
