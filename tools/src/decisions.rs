@@ -150,6 +150,25 @@ pub struct PruneArgs {
     /// Remove records before this time (RFC 3339, or a duration ago like `90d`).
     #[arg(long)]
     before: String,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A prune outcome in words: how many records went, up to which seq, and the checkpoint left.
+fn describe_prune(r: &log::PruneReport) -> String {
+    if r.deleted == 0 {
+        return "nothing to prune: no record is older than --before".into();
+    }
+    let mut out = format!("pruned {} records", r.deleted);
+    if let Some(seq) = r.pruned_through {
+        out.push_str(&format!(" (through seq {seq})"));
+    }
+    if let Some(seq) = r.checkpoint_seq {
+        out.push_str(&format!("; checkpoint at seq {seq}"));
+    }
+    out.push_str(": the rest still verifies (jitgate decisions verify)");
+    out
 }
 
 /// Runs a decisions subcommand.
@@ -225,11 +244,19 @@ fn require_log(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn line(r: &DecisionRecord) -> String {
+    // A lifecycle record says what happened (`created`, `approved`, `revoked`...), not an effect; the grant it
+    // concerns, or the grants a decision used, are named.
+    let what = match r.kind {
+        RecordKind::Decision => r.decision.map(|d| d.as_str()).unwrap_or(r.kind.as_str()),
+        _ => r
+            .action
+            .strip_prefix("lifecycle.")
+            .unwrap_or(r.kind.as_str()),
+    };
     format!(
-        "{seq:>6} {time} {decision:<5} {status:>3} {principal} {action} {resource} {policies}{bg}",
+        "{seq:>6} {time} {what:<9} {status:>3} {principal} {action} {resource}{grants} {policies}{bg}",
         seq = r.seq,
         time = r.time,
-        decision = r.decision.map(|d| d.as_str()).unwrap_or(r.kind.as_str()),
         status = r
             .status
             .map(|s| s.to_string())
@@ -245,6 +272,11 @@ fn line(r: &DecisionRecord) -> String {
         } else {
             &r.resource
         },
+        grants = if r.grants_used.is_empty() {
+            String::new()
+        } else {
+            format!(" grant={}", r.grants_used.join(","))
+        },
         policies = if r.policies.is_empty() {
             String::new()
         } else {
@@ -252,6 +284,8 @@ fn line(r: &DecisionRecord) -> String {
         },
         bg = if r.break_glass { " BREAK-GLASS" } else { "" },
     )
+    .trim_end()
+    .to_string()
 }
 
 fn tail(a: TailArgs) -> anyhow::Result<ExitCode> {
@@ -313,7 +347,7 @@ fn query(a: QueryArgs) -> anyhow::Result<ExitCode> {
         a.limit,
     )?;
     for r in &page.records {
-        println!("{}", serde_json::to_string(r)?);
+        outln!("{}", serde_json::to_string(r)?);
     }
     if let Some(Cursor(next)) = page.next {
         eprintln!("more records: --after {next}");
@@ -504,7 +538,11 @@ fn prune(a: PruneArgs) -> anyhow::Result<ExitCode> {
         a.before
     );
     let r = log::prune(&a.log.log, before)?;
-    println!("{}", serde_json::to_string(&r)?);
+    if a.json {
+        outln!("{}", serde_json::to_string(&r)?);
+    } else {
+        outln!("{}", describe_prune(&r));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
