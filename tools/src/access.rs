@@ -343,13 +343,7 @@ pub fn run(cmd: AccessCommand) -> anyhow::Result<ExitCode> {
                 REQUESTS,
             )
         }
-        C::Grants { all, conn } => (
-            conn,
-            "GET",
-            format!("/v1/grants?all={all}"),
-            None,
-            GRANTS,
-        ),
+        C::Grants { all, conn } => (conn, "GET", format!("/v1/grants?all={all}"), None, GRANTS),
         C::Token { grant, ttl, conn } => (
             conn,
             "POST",
@@ -401,7 +395,11 @@ pub fn run(cmd: AccessCommand) -> anyhow::Result<ExitCode> {
     print_answer(&conn, &v, show)?;
     // `--wait` ends with the verdict: 0 with a grant, 1 denied, expired or still pending at the timeout.
     if wait.is_some() && v["request"].is_object() && v["request"]["state"] != "approved" {
-        eprintln!("request {}: {}", s(&v["request"]["id"]), s(&v["request"]["state"]));
+        eprintln!(
+            "request {}: {}",
+            s(&v["request"]["id"]),
+            s(&v["request"]["state"])
+        );
         return Ok(ExitCode::from(crate::exit::REFUSED));
     }
     Ok(ExitCode::SUCCESS)
@@ -432,10 +430,15 @@ fn wait_for_decision(
     timeout: Option<std::time::Duration>,
 ) -> anyhow::Result<Value> {
     let id = s(&view["request"]["id"]);
-    let u = url(&conn.admin, &format!("/v1/requests/{}", id_segment("request", &id)?));
+    let u = url(
+        &conn.admin,
+        &format!("/v1/requests/{}", id_segment("request", &id)?),
+    );
     let started = std::time::Instant::now();
     if !conn.quiet {
-        eprintln!("waiting for a decision on request {id} (Ctrl-C stops waiting; the request stays)");
+        eprintln!(
+            "waiting for a decision on request {id} (Ctrl-C stops waiting; the request stays)"
+        );
     }
     let mut last = view.clone();
     loop {
@@ -574,7 +577,10 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
             .to_string()
     };
     let mut out = vec![line(header.to_vec())];
-    out.extend(rows.iter().map(|r| line(r.iter().map(String::as_str).collect())));
+    out.extend(
+        rows.iter()
+            .map(|r| line(r.iter().map(String::as_str).collect())),
+    );
     out.join("\n")
 }
 
@@ -635,7 +641,10 @@ fn show_request(v: &Value, now: i64) -> String {
         ));
     }
     if r["state"] == "pending" {
-        lines.push(format!("expires     {} (if not decided)", time(&r["expires_at"])));
+        lines.push(format!(
+            "expires     {} (if not decided)",
+            time(&r["expires_at"])
+        ));
     }
     if v["grant"].is_object() {
         lines.push(format!("grant       {}", show_grant(&v["grant"])));
@@ -691,7 +700,15 @@ fn show_requests(v: &Value, now: i64) -> String {
         .collect();
     table(
         &[
-            "ID", "STATE", "REQUESTER", "ROLE", "SCOPE", "FOR", "AGE", "APPROVALS", "REASON",
+            "ID",
+            "STATE",
+            "REQUESTER",
+            "ROLE",
+            "SCOPE",
+            "FOR",
+            "AGE",
+            "APPROVALS",
+            "REASON",
         ],
         &cells,
     )

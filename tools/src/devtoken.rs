@@ -53,8 +53,7 @@ pub struct DevTokenArgs {
 pub fn run(a: DevTokenArgs) -> anyhow::Result<ExitCode> {
     let (key_file, issuer, audience) = match (&a.config, &a.key_file) {
         (Some(path), _) => {
-            let config =
-                Config::load(path).map_err(|d| anyhow::anyhow!("invalid config:\n{d}"))?;
+            let config = Config::load(path).map_err(|d| anyhow::anyhow!("invalid config:\n{d}"))?;
             let l = config.local_issuer.with_context(|| {
                 format!(
                     "{} has no [local_issuer]: jitgate mints no tokens there",

@@ -222,7 +222,9 @@ pub fn run_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     );
     outln!(
         "contents  {} policies, {} routes; {} grants indexed",
-        b["policies"], b["routes"], body["grants_indexed"]
+        b["policies"],
+        b["routes"],
+        body["grants_indexed"]
     );
     match r.get("last_attempt") {
         Some(a) if !a.is_null() => {

@@ -90,7 +90,8 @@ fn print_status(body: &Value) {
     );
     outln!(
         "compared   {} requests, {} disagreements",
-        body["compared"], body["disagreements"]
+        body["compared"],
+        body["disagreements"]
     );
     let recent = body["recent"].as_array().cloned().unwrap_or_default();
     if recent.is_empty() {

@@ -164,7 +164,8 @@ fn a_requester_and_an_approver_on_custom_ports_with_pipes_tables_and_exit_codes(
         qs.banner
     );
     assert!(
-        qs.banner.contains("jitgate decisions tail --log st/decisions.db"),
+        qs.banner
+            .contains("jitgate decisions tail --log st/decisions.db"),
         "{}",
         qs.banner
     );
@@ -260,7 +261,16 @@ fn a_requester_and_an_approver_on_custom_ports_with_pipes_tables_and_exit_codes(
     assert_eq!(o.status.code(), Some(0), "{}", both(&o));
     let listing = stdout(&o);
     let header = listing.lines().next().unwrap();
-    for col in ["ID", "STATE", "REQUESTER", "ROLE", "SCOPE", "AGE", "APPROVALS", "REASON"] {
+    for col in [
+        "ID",
+        "STATE",
+        "REQUESTER",
+        "ROLE",
+        "SCOPE",
+        "AGE",
+        "APPROVALS",
+        "REASON",
+    ] {
         assert!(header.contains(col), "{listing}");
     }
     let row = listing.lines().find(|l| l.starts_with(&id)).unwrap();
@@ -287,10 +297,15 @@ fn a_requester_and_an_approver_on_custom_ports_with_pipes_tables_and_exit_codes(
     assert_eq!(o.status.code(), Some(1), "{}", both(&o));
     assert!(stdout(&o).is_empty() && stderr(&o).contains("forbidden (403)"));
     let o = qs.as_("ALICE", &["reload"]);
-    assert_eq!(o.status.code(), Some(1), "a refused reload exits as a refused approve: {}", both(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a refused reload exits as a refused approve: {}",
+        both(&o)
+    );
 
     // `request --wait` blocks until bob approves, then prints the grant (exit 0).
-    let mut waiting = Command::new(env!("CARGO_BIN_EXE_jitgate"))
+    let waiting = Command::new(env!("CARGO_BIN_EXE_jitgate"))
         .args([
             "request",
             "--role",
@@ -316,7 +331,14 @@ fn a_requester_and_an_approver_on_custom_ports_with_pipes_tables_and_exit_codes(
     let wait_id = loop {
         let o = qs.as_(
             "ALICE",
-            &["requests", "--state", "pending", "--role", "refund-once", "-q"],
+            &[
+                "requests",
+                "--state",
+                "pending",
+                "--role",
+                "refund-once",
+                "-q",
+            ],
         );
         if let Some(l) = stdout(&o).lines().next() {
             break l.to_string();
@@ -333,7 +355,11 @@ fn a_requester_and_an_approver_on_custom_ports_with_pipes_tables_and_exit_codes(
         "{}",
         both(&waited)
     );
-    assert!(stderr(&waited).contains("waiting for a decision"), "{}", both(&waited));
+    assert!(
+        stderr(&waited).contains("waiting for a decision"),
+        "{}",
+        both(&waited)
+    );
 
     // Approve the first request; the token is alone on stdout, so that `$(...)` captures it and works.
     let o = qs.as_("BOB", &["approve", &id, "--output", "json"]);
@@ -343,7 +369,11 @@ fn a_requester_and_an_approver_on_custom_ports_with_pipes_tables_and_exit_codes(
     assert_eq!(o.status.code(), Some(0), "{}", both(&o));
     let t = stdout(&o);
     assert_eq!(t.lines().count(), 1, "the token alone: {}", both(&o));
-    assert!(stderr(&o).contains(&format!("bound to grant {grant}")), "{}", both(&o));
+    assert!(
+        stderr(&o).contains(&format!("bound to grant {grant}")),
+        "{}",
+        both(&o)
+    );
     let status = reqwest::blocking::Client::new()
         .post(format!("{}/payments", qs.proxy))
         .bearer_auth(t.trim())
@@ -355,7 +385,11 @@ fn a_requester_and_an_approver_on_custom_ports_with_pipes_tables_and_exit_codes(
     // grants: a table with a header.
     let o = qs.as_("ALICE", &["grants"]);
     let first = stdout(&o).lines().next().unwrap_or("").to_string();
-    assert!(first.starts_with("ID") && first.contains("EXPIRES"), "{}", both(&o));
+    assert!(
+        first.starts_with("ID") && first.contains("EXPIRES"),
+        "{}",
+        both(&o)
+    );
     assert!(stdout(&o).contains(&grant), "{}", both(&o));
 
     // One convention for errors around the call: empty token and bad --admin are usage (2), the data plane's
@@ -389,7 +423,12 @@ fn a_requester_and_an_approver_on_custom_ports_with_pipes_tables_and_exit_codes(
     );
 
     // Metrics: a 401 without any credential counts as an authentication failure; the active revision shows.
-    let metrics = || reqwest::blocking::get(format!("{}/metrics", qs.admin)).unwrap().text().unwrap();
+    let metrics = || {
+        reqwest::blocking::get(format!("{}/metrics", qs.admin))
+            .unwrap()
+            .text()
+            .unwrap()
+    };
     let failures = |m: &str| -> u64 {
         m.lines()
             .find_map(|l| l.strip_prefix("jitgate_auth_failures_total "))
@@ -416,7 +455,10 @@ fn a_requester_and_an_approver_on_custom_ports_with_pipes_tables_and_exit_codes(
         for name in metric_names(expr) {
             let base = ["_bucket", "_sum", "_count"]
                 .iter()
-                .find_map(|s| name.strip_suffix(s).filter(|b| m.contains(&format!("# TYPE {b} histogram"))))
+                .find_map(|s| {
+                    name.strip_suffix(s)
+                        .filter(|b| m.contains(&format!("# TYPE {b} histogram")))
+                })
                 .unwrap_or(&name);
             assert!(
                 m.contains(&format!("# TYPE {base} ")),
@@ -428,7 +470,10 @@ fn a_requester_and_an_approver_on_custom_ports_with_pipes_tables_and_exit_codes(
     // bob revokes; the log names the grant for the revocation and what each lifecycle record was.
     let o = qs.as_("BOB", &["revoke", &grant]);
     assert_eq!(o.status.code(), Some(0), "{}", both(&o));
-    let o = qs.as_("", &["decisions", "tail", "-n", "200", "--log", "st/decisions.db"]);
+    let o = qs.as_(
+        "",
+        &["decisions", "tail", "-n", "200", "--log", "st/decisions.db"],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", both(&o));
     let tail = stdout(&o);
     let line = |what: &str| {
@@ -523,7 +568,14 @@ fn a_requester_and_an_approver_on_custom_ports_with_pipes_tables_and_exit_codes(
     // prune speaks in words.
     let o = qs.as_(
         "",
-        &["decisions", "prune", "--before", "0s", "--log", "st/decisions.db"],
+        &[
+            "decisions",
+            "prune",
+            "--before",
+            "0s",
+            "--log",
+            "st/decisions.db",
+        ],
     );
     assert_eq!(o.status.code(), Some(0), "{}", both(&o));
     assert!(stdout(&o).starts_with("pruned "), "{}", both(&o));
@@ -557,10 +609,17 @@ fn help_completions_check_and_config_errors() {
     let o = jitgate(&["check", "--help"]);
     assert!(!stdout(&o).contains("module docs"), "{}", both(&o));
     // A usage error exits 2.
-    assert_eq!(jitgate(&["requests", "--state", "nope"]).status.code(), Some(2));
+    assert_eq!(
+        jitgate(&["requests", "--state", "nope"]).status.code(),
+        Some(2)
+    );
     assert_eq!(jitgate(&["no-such-command"]).status.code(), Some(2));
 
-    for (shell, needle) in [("bash", "_jitgate()"), ("zsh", "#compdef jitgate"), ("fish", "complete -c jitgate")] {
+    for (shell, needle) in [
+        ("bash", "_jitgate()"),
+        ("zsh", "#compdef jitgate"),
+        ("fish", "complete -c jitgate"),
+    ] {
         let o = jitgate(&["completions", shell]);
         assert_eq!(o.status.code(), Some(0), "{shell}");
         assert!(stdout(&o).contains(needle), "{shell}: {}", both(&o));
@@ -602,7 +661,10 @@ fn help_completions_check_and_config_errors() {
     assert_eq!(o.status.code(), Some(2), "{}", both(&o));
     let said = stderr(&o);
     assert!(
-        said.contains(":3:") && said.contains("`listn`") && said.contains(":6:") && said.contains("`admn`"),
+        said.contains(":3:")
+            && said.contains("`listn`")
+            && said.contains(":6:")
+            && said.contains("`admn`"),
         "{said}"
     );
 }

@@ -166,7 +166,11 @@ pub fn grant_is_active(
 /// Refuses a request that could never be used, naming the field: a scope naming a service the bundle does not route
 /// to, or of an entity type no route decides on (nor a parent of one), or a `starts_at` in the past (it would not
 /// be moved silently to now).
-fn usable(bundle: &jitgate_engine::Bundle, new: &NewRequest, now: UnixTime) -> Result<(), AccessError> {
+fn usable(
+    bundle: &jitgate_engine::Bundle,
+    new: &NewRequest,
+    now: UnixTime,
+) -> Result<(), AccessError> {
     let bad = |field: &'static str, reason: String| Err(AccessError::BadInput { field, reason });
     // A scope that does not parse is named by the lifecycle.
     if let Ok(scope) = new.scope.parse::<EntityRef>() {
@@ -362,7 +366,9 @@ impl AccessService {
             ..RequestFilter::default()
         };
         let listed = self
-            .checked(caller, move |lc, p, c| lc.list_requests(p, c, filter, false))
+            .checked(caller, move |lc, p, c| {
+                lc.list_requests(p, c, filter, false)
+            })
             .await?;
         self.record_expiries(&listed.events).await;
         let duration = jitgate_engine::clock::parse_duration(&new.duration).ok();

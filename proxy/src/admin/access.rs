@@ -305,5 +305,8 @@ async fn whoami(State(s): State<AccessService>, caller: Caller) -> Result<Respon
     let principal = caller.principal().entity.to_string();
     let groups = caller.principal().groups.clone();
     let grants = s.grants(caller, false).await?;
-    Ok(axum::Json(json!({ "principal": principal, "groups": groups, "grants": grants })).into_response())
+    Ok(
+        axum::Json(json!({ "principal": principal, "groups": groups, "grants": grants }))
+            .into_response(),
+    )
 }

@@ -200,7 +200,11 @@ async fn metrics(State(p): State<Arc<Proxy>>) -> Response {
 /// `jitgate_bundle_info`: the active bundle's revision, name and engine as labels (value 1), so that a dashboard can
 /// show which revision serves and when it changed.
 fn bundle_info(b: &jitgate_engine::Bundle) -> String {
-    let label = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let label = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
     format!(
         "# HELP jitgate_bundle_info The active bundle (value 1): revision, short revision, name, engine.\n\
          # TYPE jitgate_bundle_info gauge\n\

@@ -28,8 +28,8 @@ pub use hold::{HoldConfig, RawHold};
 pub use issuers::RawLocalIssuer;
 pub use log::{Acknowledge, DEFAULT_PRUNE_INTERVAL, OnFull, RawLog};
 pub use server::{RawServer, RawTls, TlsConfig, TrailingSlash};
-pub use upstreams::{RawCredential, RawUpstream, Upstream};
 pub use telemetry::{RawTelemetry, TelemetryConfig};
+pub use upstreams::{RawCredential, RawUpstream, Upstream};
 pub use webhooks::{RawWebhook, WebhookConfig, WebhookFormat};
 
 use crate::authenticate::IssuerConfig;
