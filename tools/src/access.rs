@@ -48,6 +48,8 @@ impl Conn {
 }
 
 /// The lifecycle subcommands.
+// Parsed once per process: the size of the largest variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum AccessCommand {
     /// Ask for a role on a scope for a while (`request show <id>` shows one request).
