@@ -277,7 +277,7 @@ if [ "$BASELINE_ONLY" = 0 ]; then
       RATE_RESULTS+=("$(load_rate "jitgate-log-$log@$QPS" "http://$JITGATE_ADDR$REQUEST_PATH" "$QPS" "Authorization: Bearer $TOKEN")")
     fi
     if [ "$log" = on ] && [ "$STORM" = 1 ]; then
-      reloads_before=$(curl -s "http://$JITGATE_ADMIN_ADDR/metrics" | awk '/^jitgate_reloads_total\{outcome="ok"\}/ { print $2 }')
+      reloads_before=$(curl -s "http://$JITGATE_ADMIN_ADDR/metrics" | awk '/^jitgate_reloads_total\{outcome="live"\}/ { print $2 }')
       storm "$WORK/bundles/quickstart/policies/data-plane.cedar" $((DURATION + 2)) &
       SPID=$!
       PIDS+=("$SPID")
@@ -285,7 +285,7 @@ if [ "$BASELINE_ONLY" = 0 ]; then
       RESULTS+=("$(cat "$WORK/result")")
       wait "$SPID" 2>/dev/null || true
       MEM+=("jitgate-storm $(rss "$JPID")")
-      reloads_after=$(curl -s "http://$JITGATE_ADMIN_ADDR/metrics" | awk '/^jitgate_reloads_total\{outcome="ok"\}/ { print $2 }')
+      reloads_after=$(curl -s "http://$JITGATE_ADMIN_ADDR/metrics" | awk '/^jitgate_reloads_total\{outcome="live"\}/ { print $2 }')
       STORM_NOTE="reload storm: $(( ${reloads_after:-0} - ${reloads_before:-0} )) new revisions went live during jitgate-storm"
     fi
     kill "$JPID"; wait "$JPID" 2>/dev/null || true

@@ -91,9 +91,21 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("duration `{s}` is too long (at most 100 years)"))
 }
 
+/// `secs` in the units people write, e.g. `1h`, `1h 30m`, `4days 2h`: for messages about durations.
+pub fn format_secs(secs: i64) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(secs.unsigned_abs())).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_said_in_units_people_write() {
+        assert_eq!(format_secs(3600), "1h");
+        assert_eq!(format_secs(5400), "1h 30m");
+        assert_eq!(format_secs(45), "45s");
+    }
 
     #[test]
     fn durations_are_whole_seconds_up_to_a_hundred_years() {

@@ -412,16 +412,28 @@ impl Lifecycle {
         if new.duration.trim().is_empty() {
             return Err(bad("duration", "is required (e.g. `30m`)"));
         }
+        if new.duration.trim().starts_with('-') {
+            return Err(bad(
+                "duration",
+                format!(
+                    "`{}` is negative; a grant lasts a positive time, e.g. 30m",
+                    new.duration.trim()
+                ),
+            ));
+        }
         let duration = parse_duration(&new.duration).map_err(|e| bad("duration", e))?;
         if duration <= 0 {
             return Err(bad("duration", "must be positive"));
         }
         if duration > role.max_duration {
+            // In the units the requester wrote, and the role's limit in the same kind of words.
             return Err(bad(
                 "duration",
                 format!(
-                    "{}s is longer than role `{}` allows ({}s)",
-                    duration, new.role, role.max_duration
+                    "{} is longer than role `{}` allows ({})",
+                    new.duration.trim(),
+                    new.role,
+                    crate::clock::format_secs(role.max_duration)
                 ),
             ));
         }

@@ -182,8 +182,11 @@ pub struct Metrics {
     pub log_queue_full: Counter,
     /// Decision-log commit failures.
     pub log_errors: Counter,
-    /// Bundle reloads by outcome (`ok`, `failed`).
+    /// Bundle reloads by outcome (`live`, `unchanged`, `failed`), as the admin API names them.
     pub reloads: LabeledCounter,
+    /// 1 while the last reload attempt failed (the active bundle keeps serving), 0 after one that went live or
+    /// found the bundle unchanged.
+    pub reload_failing: Gauge,
     /// Webhook deliveries by outcome (`ok`, `retry`, `failed`).
     pub webhooks: LabeledCounter,
     /// Shadow-evaluation disagreements.
@@ -285,6 +288,11 @@ impl Metrics {
             }
         }
         for (name, help, g) in [
+            (
+                "jitgate_reload_last_failed",
+                "1 while the last bundle reload attempt failed (the active bundle keeps serving), else 0.",
+                &self.reload_failing,
+            ),
             (
                 "jitgate_log_prune_last_deleted",
                 "Records the last successful retention run deleted.",

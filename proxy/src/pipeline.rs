@@ -151,7 +151,13 @@ impl Proxy {
             now,
         };
         let identity = authenticate(&self.auth, &req, credentials, trace).await?;
-        let mut mapped = map(&bundle, &self.config, &req, admitted, identity, now, trace)?;
+        let mut mapped = map(&bundle, &self.config, &req, admitted, identity, now, trace)
+            .inspect_err(|r| {
+                // The one 401 of this stage: no credential on a route that needs one.
+                if matches!(r, Refusal::Unauthenticated { .. }) {
+                    self.metrics.auth_failures.inc();
+                }
+            })?;
         let authorized = authorize(self, &bundle, &mut mapped, req, trace).await?;
         let out = Outbound {
             service: &mapped.service,

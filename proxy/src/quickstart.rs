@@ -47,6 +47,9 @@ pub const PEOPLE: &[(&str, &[&str])] = &[
     ("sam", &["sre"]),
 ];
 
+/// The id prefix of carol's demo grant (the rest is when it was made).
+pub const DEMO_GRANT: &str = "g-demo-carol-db-admin";
+
 /// Options for [`run`].
 #[derive(Debug, Clone)]
 pub struct QuickstartOptions {
@@ -82,6 +85,11 @@ pub struct Quickstart {
     pub tokens: Vec<(String, String)>,
     /// The bundle in use.
     pub bundle: PathBuf,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// Whether it runs in a checkout of the repository (the bundle is `policies/quickstart-cedar` beside a
+    /// `Cargo.toml`): the banner's CLI lines then say `cargo run --release --`, else `jitgate`.
+    pub in_checkout: bool,
 }
 
 /// Starts the quickstart.
@@ -90,11 +98,13 @@ pub async fn run(opts: QuickstartOptions) -> Result<Quickstart, StartError> {
         path: opts.dir.clone(),
         source,
     })?;
+    let mut in_checkout = false;
     let bundle = match &opts.bundle {
         Some(b) => b.clone(),
         None => {
             let local = PathBuf::from("policies/quickstart-cedar");
             if local.join("bundle.toml").is_file() {
+                in_checkout = Path::new("Cargo.toml").is_file();
                 local
             } else {
                 extract_embedded(&opts.dir)?
@@ -143,27 +153,40 @@ pub async fn run(opts: QuickstartOptions) -> Result<Quickstart, StartError> {
     let running = start(config, Clock::system()).await?;
     let proxy = running.proxy.clone();
     let now = proxy.authorizer.clock().now();
-    // A demo grant so that a held request can be tried at once: carol is db-admin on billing for 30 minutes.
-    let demo_grant = Grant {
-        id: "g-demo-carol-db-admin".into(),
-        principal: EntityRef::new("User", "carol"),
-        role: "db-admin".into(),
-        scope: EntityRef::new("Service", "billing"),
-        starts_at: now,
-        expires_at: now + 30 * 60,
-        max_uses: None,
-        uses: 0,
-        status: GrantStatus::Active,
-        approvers: vec!["quickstart".into()],
-        reason: "quickstart demo grant".into(),
-        break_glass: false,
-        request_digest: None,
-        request_id: None,
-    };
-    proxy
+    // A demo grant so that a held request can be tried at once: carol is db-admin on billing for 30 minutes. One
+    // still active from an earlier start is kept as it is: re-dating it would make `jitgate replay` over the
+    // earlier run report changes that are no policy's. Once it has ended, a new one (a new id) is made.
+    let carol = EntityRef::new("User", "carol");
+    let active_demo = proxy
         .authorizer
-        .put_grant(demo_grant)
-        .map_err(StartError::Store)?;
+        .grants()
+        .for_principal(&carol)
+        .is_some_and(|l| {
+            l.iter()
+                .any(|g| g.id.starts_with(DEMO_GRANT) && g.is_active_at(now))
+        });
+    if !active_demo {
+        let demo_grant = Grant {
+            id: format!("{DEMO_GRANT}-{now}"),
+            principal: carol,
+            role: "db-admin".into(),
+            scope: EntityRef::new("Service", "billing"),
+            starts_at: now,
+            expires_at: now + 30 * 60,
+            max_uses: None,
+            uses: 0,
+            status: GrantStatus::Active,
+            approvers: vec!["quickstart".into()],
+            reason: "quickstart demo grant".into(),
+            break_glass: false,
+            request_digest: None,
+            request_id: None,
+        };
+        proxy
+            .authorizer
+            .put_grant(demo_grant)
+            .map_err(StartError::Store)?;
+    }
     let mut tokens = Vec::new();
     if let Some(issuer) = &proxy.local_issuer {
         for (name, groups) in PEOPLE {
@@ -177,6 +200,8 @@ pub async fn run(opts: QuickstartOptions) -> Result<Quickstart, StartError> {
         upstream,
         tokens,
         bundle,
+        state_dir: opts.dir,
+        in_checkout,
     })
 }
 
@@ -208,7 +233,9 @@ fn extract_embedded(dir: &Path) -> Result<PathBuf, StartError> {
 }
 
 impl Quickstart {
-    /// The banner printed at start: tokens and `curl` lines that show an allowed, a denied and a held request.
+    /// The banner printed at start: tokens and `curl` lines that show an allowed, a denied and a held request, and
+    /// CLI lines that reach this very proxy (its admin address, its state directory), as `jitgate` (or
+    /// `cargo run --release --` in a checkout of the repository).
     pub fn banner(&self) -> String {
         let addr = self.running.addr;
         let admin = self
@@ -224,21 +251,41 @@ impl Quickstart {
                 .unwrap_or_default()
         };
         let b = self.running.proxy.authorizer.bundle();
+        let cli = if self.in_checkout {
+            "cargo run --release --"
+        } else {
+            "jitgate"
+        };
+        let state = self.state_dir.display().to_string();
+        // The CLI's defaults are the quickstart's defaults; anything else is said where the CLI needs it.
+        let admin_export = if admin == "127.0.0.1:9090" {
+            String::new()
+        } else {
+            format!(
+                "  export JITGATE_ADMIN=http://{admin}   # where the CLI finds this proxy's admin API\n"
+            )
+        };
+        let log_flag = if self.state_dir == Path::new(".jitgate") {
+            String::new()
+        } else {
+            format!(" --log {}", self.state_dir.join("decisions.db").display())
+        };
         format!(
             r#"
 jitgate quickstart is running
   proxy       http://{addr}    (demo upstream at http://{up})
   admin       http://{admin}   (/healthz /readyz /metrics, admin API under /v1)
   bundle      {bundle} ({engine}, revision {rev}); edit it and it reloads
-  state       SQLite files under .jitgate/
+  state       SQLite files under {state}/
 
-Tokens (8 hours; people and groups are in policies/QUICKSTART.md):
+Tokens (8 hours; people and groups are in policies/QUICKSTART.md; more with `{cli} dev-token --help`):
   export ALICE={alice}
   export BOB={bob}
   export CAROL={carol}
+  export DAVE={dave}
   export ERIN={erin}
-  export SAM={sam}      # sre: may reload, read status and run shadow evaluation (JITGATE_TOKEN=$SAM jitgate status)
-
+  export SAM={sam}      # sre: may reload, read status and run shadow evaluation (JITGATE_TOKEN=$SAM {cli} status)
+{admin_export}
 Try:
   # allowed: engineers read payments without any grant
   curl -i -H "Authorization: Bearer $ALICE" http://{addr}/payments/p-1001
@@ -246,18 +293,18 @@ Try:
   curl -i -X POST -H "Authorization: Bearer $ALICE" http://{addr}/payments
   # held: carol has a demo db-admin grant, but deleting a database needs approval of that exact request;
   # the call waits up to 30s (then 202 with an approval id) while erin approves it from another terminal:
-  #   JITGATE_TOKEN=$ERIN cargo run --release -- requests --all --state pending
-  #   JITGATE_TOKEN=$ERIN cargo run --release -- approve <request id>
+  #   JITGATE_TOKEN=$ERIN {cli} requests --all --state pending
+  #   JITGATE_TOKEN=$ERIN {cli} approve <request id>
   curl -i -X DELETE -H "Authorization: Bearer $CAROL" http://{addr}/databases/staging
   # unauthenticated (401)
   curl -i http://{addr}/payments/p-1001
 
 Just-in-time access (README: "Just-in-time access in five minutes"):
-  JITGATE_TOKEN=$ALICE cargo run --release -- request --role payments-writer --scope 'Service::"payments"' --for 30m --reason INC-4211
-  JITGATE_TOKEN=$BOB cargo run --release -- approve <request id>
+  JITGATE_TOKEN=$ALICE {cli} request --role payments-writer --scope 'Service::"payments"' --for 30m --reason INC-4211
+  JITGATE_TOKEN=$BOB {cli} approve <request id>
 
 Then look at the decision log:
-  cargo run --release -- decisions tail
+  {cli} decisions tail{log_flag}
 "#,
             up = self.upstream.addr,
             bundle = self.bundle.display(),
@@ -266,6 +313,7 @@ Then look at the decision log:
             alice = token("alice"),
             bob = token("bob"),
             carol = token("carol"),
+            dave = token("dave"),
             erin = token("erin"),
             sam = token("sam"),
         )

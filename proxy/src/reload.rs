@@ -133,9 +133,12 @@ impl Reloader {
         let _one = self.running.lock();
         let started = std::time::Instant::now();
         let at = now_system();
-        let result = Bundle::load(&self.path)
-            .map(Arc::new)
-            .and_then(|b| (self.gate)(&b).map(|()| b));
+        // A candidate that loads but fails its gate still has a revision: the attempt names it.
+        let mut loaded_revision = None;
+        let result = Bundle::load(&self.path).map(Arc::new).and_then(|b| {
+            loaded_revision = Some(b.revision.clone());
+            (self.gate)(&b).map(|()| b)
+        });
         let duration_ms = started.elapsed().as_millis() as u64;
         let attempt = match result {
             Err(d) => {
@@ -143,26 +146,32 @@ impl Reloader {
                     tracing::error!(bundle = %self.path.display(), error = %e, "bundle reload refused; the active bundle keeps serving");
                 }
                 self.metrics.reloads.inc("failed");
+                self.metrics.reload_failing.set(1);
                 Attempt {
                     at,
                     outcome: ReloadOutcome::Failed,
-                    revision: None,
+                    revision: loaded_revision,
                     errors: d.0,
                     duration_ms,
                 }
             }
-            Ok(b) if b.revision == self.authorizer.bundle().revision => Attempt {
-                at,
-                outcome: ReloadOutcome::Unchanged,
-                revision: Some(b.revision.clone()),
-                errors: Vec::new(),
-                duration_ms,
-            },
+            Ok(b) if b.revision == self.authorizer.bundle().revision => {
+                self.metrics.reloads.inc("unchanged");
+                self.metrics.reload_failing.set(0);
+                Attempt {
+                    at,
+                    outcome: ReloadOutcome::Unchanged,
+                    revision: Some(b.revision.clone()),
+                    errors: Vec::new(),
+                    duration_ms,
+                }
+            }
             Ok(b) => {
                 let revision = b.revision.clone();
                 let old = self.authorizer.swap_bundle(b);
                 tracing::info!(from = %old.short_revision(), to = %revision.get(..12).unwrap_or(&revision), ms = duration_ms, "bundle reloaded");
-                self.metrics.reloads.inc("ok");
+                self.metrics.reloads.inc("live");
+                self.metrics.reload_failing.set(0);
                 Attempt {
                     at,
                     outcome: ReloadOutcome::Live,

@@ -63,7 +63,7 @@ async fn twenty_swaps_under_load_serve_only_live_revisions() {
     for c in clients {
         responses.extend(c.await.unwrap());
     }
-    let reloads_ok = env.proxy().metrics.reloads.get("ok");
+    let reloads_ok = env.proxy().metrics.reloads.get("live");
     assert!(reloads_ok >= 20, "only {reloads_ok} reloads went live");
     let records = env.finish().await;
 
@@ -198,7 +198,7 @@ async fn broken_bundles_never_go_live_and_report_file_and_line() {
         "the old revision serves"
     );
     assert_eq!(
-        env.proxy().metrics.reloads.get("ok"),
+        env.proxy().metrics.reloads.get("live"),
         0,
         "nothing went live"
     );

@@ -144,9 +144,9 @@ async fn measure_p99_steady_vs_reload_storm() {
     let extra = bundle.join("policies/extra.cedar");
     // Both variants allow /payments/p-1: the storm changes the bundle, not the answers.
     let (steady, n1) = p99_with(&env, 4, None).await;
-    let ok_before = env.proxy().metrics.reloads.get("ok");
+    let ok_before = env.proxy().metrics.reloads.get("live");
     let (storm, n2) = p99_with(&env, 4, Some((&extra, EXTRA_A, EXTRA_B))).await;
-    let reloads = env.proxy().metrics.reloads.get("ok") - ok_before;
+    let reloads = env.proxy().metrics.reloads.get("live") - ok_before;
     eprintln!(
         "p99 latency, 4 clients: steady {steady:?} ({n1} requests), reload storm {storm:?} ({n2} requests, {reloads} reloads went live)"
     );

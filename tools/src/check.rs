@@ -27,11 +27,11 @@ use crate::test::{Format, print_report};
 /// Arguments of `jitgate check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Bundle directories.
-    #[arg(required_unless_present = "config")]
+    /// Bundle directories (or give `--config FILE` instead, or as well).
     pub bundles: Vec<PathBuf>,
-    /// A config file for `jitgate serve`: check it and everything it names, as start-up would (see the module
-    /// docs).
+    /// A config file for `jitgate serve`: check it and everything it names as start-up would (the bundle and its
+    /// tests, routes to configured upstreams, the shadow bundle, TLS files, the local signing key), without
+    /// starting: nothing is bound, opened or created.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// With `--config`: fetch each issuer's discovery document and keys, and report what was found.
@@ -45,6 +45,13 @@ pub struct CheckArgs {
 /// Checks the config (if given) and each bundle; exit 2 if something does not load, else 1 if a listed test
 /// fails, else 0.
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    if args.bundles.is_empty() && args.config.is_none() {
+        eprintln!(
+            "error: nothing to check: name bundle directories (`jitgate check policies/quickstart-cedar`) or a serve \
+             config (`jitgate check --config jitgate.toml`)"
+        );
+        return Ok(ExitCode::from(crate::exit::USAGE));
+    }
     let mut worst = 0u8;
     if let Some(path) = &args.config {
         worst = worst.max(check_config(path, args.format, args.online)?);
@@ -80,8 +87,16 @@ fn print_bundle(
         Err(diags) => return Ok(refused(dir, "invalid bundle", &diags.0)),
         Ok(loaded) => loaded,
     };
-    println!(
-        "{}: ok — engine {}, revision {}, {} policies, {} routes, {} roles, {} test file(s)",
+    // The first line says how it went: `ok` only when its tests pass and it fits the config.
+    let verdict = if report.as_ref().is_some_and(|r| r.exit_code() != 0) {
+        "FAILED its tests"
+    } else if !unrouted.is_empty() {
+        "does not fit the config"
+    } else {
+        "ok"
+    };
+    outln!(
+        "{}: {verdict} — engine {}, revision {}, {} policies, {} routes, {} roles, {} test file(s)",
         dir.display(),
         bundle.engine().as_str(),
         bundle.short_revision(),
@@ -91,7 +106,7 @@ fn print_bundle(
         bundle.test_files.len()
     );
     if let Some(summary) = bundle.backend().index_summary() {
-        println!("  {summary}");
+        outln!("  {summary}");
     }
     let mut code = 0;
     if let Some(report) = report {
@@ -233,7 +248,7 @@ fn check_config(path: &Path, format: Format, online: bool) -> anyhow::Result<u8>
         let admin = config
             .admin_listen
             .map_or_else(|| "off".to_string(), |a| a.to_string());
-        println!(
+        outln!(
             "{}: ok — listen {}{}, admin {admin}, {} issuer(s){}, upstreams: {}",
             path.display(),
             config.listen,
@@ -252,7 +267,7 @@ fn check_config(path: &Path, format: Format, online: bool) -> anyhow::Result<u8>
                 .join(", ")
         );
         for n in &notes {
-            println!("  {n}");
+            outln!("  {n}");
         }
     } else {
         code = refused(path, "invalid config", &problems);
@@ -261,7 +276,7 @@ fn check_config(path: &Path, format: Format, online: bool) -> anyhow::Result<u8>
     if let (Some(dir), Some(outcome)) = (&config.bundle_shadow, shadow) {
         code = code.max(match outcome {
             Ok(b) => {
-                println!(
+                outln!(
                     "{}: ok (shadow) — revision {}",
                     dir.display(),
                     b.short_revision()

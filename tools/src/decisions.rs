@@ -177,6 +177,25 @@ pub struct PruneArgs {
     /// default: `anchor.key` beside the log when it is there.
     #[arg(long)]
     anchor_key: Option<PathBuf>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A prune outcome in words: how many records went, up to which seq, and the checkpoint left.
+fn describe_prune(r: &log::PruneReport) -> String {
+    if r.deleted == 0 {
+        return "nothing to prune: no record is older than --before".into();
+    }
+    let mut out = format!("pruned {} records", r.deleted);
+    if let Some(seq) = r.pruned_through {
+        out.push_str(&format!(" (through seq {seq})"));
+    }
+    if let Some(seq) = r.checkpoint_seq {
+        out.push_str(&format!("; checkpoint at seq {seq}"));
+    }
+    out.push_str(": the rest still verifies (jitgate decisions verify)");
+    out
 }
 
 /// Runs a decisions subcommand.
@@ -253,11 +272,19 @@ fn require_log(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn line(r: &DecisionRecord) -> String {
+    // A lifecycle record says what happened (`created`, `approved`, `revoked`...), not an effect; the grant it
+    // concerns, or the grants a decision used, are named.
+    let what = match r.kind {
+        RecordKind::Decision => r.decision.map(|d| d.as_str()).unwrap_or(r.kind.as_str()),
+        _ => r
+            .action
+            .strip_prefix("lifecycle.")
+            .unwrap_or(r.kind.as_str()),
+    };
     format!(
-        "{seq:>6} {time} {decision:<5} {status:>3} {principal} {action} {resource} {policies}{bg}",
+        "{seq:>6} {time} {what:<9} {status:>3} {principal} {action} {resource}{grants} {policies}{bg}",
         seq = r.seq,
         time = r.time,
-        decision = r.decision.map(|d| d.as_str()).unwrap_or(r.kind.as_str()),
         status = r
             .status
             .map(|s| s.to_string())
@@ -273,6 +300,11 @@ fn line(r: &DecisionRecord) -> String {
         } else {
             &r.resource
         },
+        grants = if r.grants_used.is_empty() {
+            String::new()
+        } else {
+            format!(" grant={}", r.grants_used.join(","))
+        },
         policies = if r.policies.is_empty() {
             String::new()
         } else {
@@ -280,6 +312,8 @@ fn line(r: &DecisionRecord) -> String {
         },
         bg = if r.break_glass { " BREAK-GLASS" } else { "" },
     )
+    .trim_end()
+    .to_string()
 }
 
 fn tail(a: TailArgs) -> anyhow::Result<ExitCode> {
@@ -341,7 +375,7 @@ fn query(a: QueryArgs) -> anyhow::Result<ExitCode> {
         a.limit,
     )?;
     for r in &page.records {
-        println!("{}", serde_json::to_string(r)?);
+        outln!("{}", serde_json::to_string(r)?);
     }
     if let Some(Cursor(next)) = page.next {
         eprintln!("more records: --after {next}");
@@ -392,7 +426,7 @@ fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
-    println!(
+    outln!(
         "exported {} records to {} (manifest {})",
         manifest.records,
         a.out.display(),
@@ -548,7 +582,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     };
     let note = || {
         if pending > 0 {
-            println!(
+            outln!(
                 "note: {pending} acknowledged records are in the journal and not yet in the store (a running \
                  proxy commits them within milliseconds; after a crash, the next start does)"
             );
@@ -557,14 +591,14 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     match &report.failure {
         None => {
             match (report.first_seq, report.last_seq) {
-                (Some(first), Some(last)) => println!(
+                (Some(first), Some(last)) => outln!(
                     "intact: {} records verified (seq {first}..{last})",
                     report.records
                 ),
-                _ => println!("intact: {} records verified (empty log)", report.records),
+                _ => outln!("intact: {} records verified (empty log)", report.records),
             }
             if report.anchors > 0 {
-                println!(
+                outln!(
                     "{} signed anchors verified with key {}{}",
                     report.anchors,
                     key_path
@@ -576,7 +610,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
                 );
             }
             if unanchored {
-                println!(
+                outln!(
                     "warning: no signed anchors: the chain alone does not prove the log against someone who can \
                      rewrite the file (set `[log] anchor_key`)"
                 );
@@ -585,7 +619,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(f) => {
-            println!("NOT intact: {f}");
+            outln!("NOT intact: {f}");
             note();
             Ok(ExitCode::from(1))
         }
@@ -633,7 +667,11 @@ fn prune(a: PruneArgs) -> anyhow::Result<ExitCode> {
         anchor,
     };
     let r = log::prune_with(&a.log.log, before, &opts)?;
-    println!("{}", serde_json::to_string(&r)?);
+    if a.json {
+        outln!("{}", serde_json::to_string(&r)?);
+    } else {
+        outln!("{}", describe_prune(&r));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -657,13 +695,13 @@ fn anchor(a: AnchorArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| log::anchors_path(&a.log.log));
     let Some(latest) = log::latest_anchor(&file)? else {
-        println!("no signed anchor in {}", file.display());
+        outln!("no signed anchor in {}", file.display());
         return Ok(ExitCode::from(1));
     };
     if let Some(k) = &a.public_key {
         let key = log::load_public_key(k)?;
         if !latest.signature_ok(&key) {
-            println!(
+            outln!(
                 "NOT signed by {}: the latest anchor in {} (key {}) does not verify",
                 k.display(),
                 file.display(),
@@ -672,7 +710,7 @@ fn anchor(a: AnchorArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     }
-    println!("{}", serde_json::to_string(&latest)?);
+    outln!("{}", serde_json::to_string(&latest)?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -12,11 +12,11 @@ use serde_json::Value;
 /// The admin listener to talk to, and who is calling.
 #[derive(Debug, Args)]
 pub struct AdminArg {
-    /// Base URL of the proxy's admin listener.
-    #[arg(long, env = "JITGATE_ADMIN", default_value = "http://127.0.0.1:9090")]
+    /// Base URL of the proxy's admin listener (`host:port` means `http://host:port`).
+    #[arg(long, env = "JITGATE_ADMIN", default_value = "http://127.0.0.1:9090", value_parser = admin_url)]
     pub admin: String,
-    /// Bearer token of someone the bundle's policies allow the call (or set JITGATE_TOKEN).
-    #[arg(long, env = "JITGATE_TOKEN", hide_env_values = true)]
+    /// Bearer token of someone the bundle's policies allow the call [env: JITGATE_TOKEN; one of the two is needed].
+    #[arg(long, env = "JITGATE_TOKEN", hide_env = true, hide_env_values = true)]
     pub token: Option<String>,
     /// PEM CA certificate(s) to trust for an `https://` admin listener signed by a private CA (`[admin.tls]`),
     /// besides the system's roots.
@@ -27,14 +27,78 @@ pub struct AdminArg {
 impl AdminArg {
     /// The bearer token; every admin API call but the probes needs one.
     pub(crate) fn bearer(&self) -> anyhow::Result<&str> {
-        self.token
-            .as_deref()
-            .ok_or_else(|| anyhow::anyhow!("no token: pass --token or set JITGATE_TOKEN"))
+        let token = match self.token.as_deref() {
+            Some(t) => t,
+            // clap reads an empty variable as no value: say what is wrong with it.
+            None if std::env::var_os("JITGATE_TOKEN").is_some() => "",
+            None => anyhow::bail!("no token: pass --token or set JITGATE_TOKEN"),
+        };
+        check_token(token)?;
+        Ok(token)
     }
 }
 
-/// The admin API's refusal (`{"error", "message"}`) as one line, e.g. `forbidden (403): operate denied: ...`.
+/// Refuses a token that cannot be one before it is sent: empty, or more than one line (a captured command output
+/// with a note in it), or with spaces.
+pub(crate) fn check_token(token: &str) -> anyhow::Result<()> {
+    if token.trim().is_empty() {
+        anyhow::bail!(
+            "the token is empty: JITGATE_TOKEN (or --token) is set but holds nothing; set it to a token, e.g. one the quickstart banner prints"
+        );
+    }
+    if token.trim().contains(['\n', '\r']) {
+        anyhow::bail!(
+            "the token holds more than one line; it must be the token alone (`jitgate token` prints only the token on stdout)"
+        );
+    }
+    if token.trim().contains([' ', '\t']) {
+        anyhow::bail!("the token holds a space; it must be the token alone, without `Bearer `");
+    }
+    Ok(())
+}
+
+/// `--admin`: a base URL; `host:port` (no scheme) means `http://host:port`. Anything else with no host, or with a
+/// scheme other than http/https, is refused here, naming the flag.
+pub(crate) fn admin_url(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let with_scheme = if s.contains("://") {
+        s.to_string()
+    } else {
+        format!("http://{s}")
+    };
+    let url = reqwest::Url::parse(&with_scheme).map_err(|e| {
+        format!("`{s}` is not an address of the admin API ({e}); expected e.g. http://127.0.0.1:9090 or 127.0.0.1:9090")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "`{s}`: the admin API is reached over http:// or https://, not {}://",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{s}` names no host"));
+    }
+    Ok(with_scheme.trim_end_matches('/').to_string())
+}
+
+/// The admin API's refusal (`{"error", "message"}`) as one line, e.g. `forbidden (403): operate denied: ...`. An
+/// answer of the data plane (`no_route`) means `--admin` names the proxy's port, which is said.
 pub(crate) fn refusal(status: reqwest::StatusCode, body: &Value) -> String {
+    // Every data-plane refusal carries a decision id; the admin API's errors never do.
+    if body.get("decision_id").is_some() {
+        return format!(
+            "this address answers as jitgate's data plane (the proxy), not its admin API: pass the admin listener's \
+             address with --admin or JITGATE_ADMIN (the quickstart's is printed as `admin` in its banner; default \
+             http://127.0.0.1:9090) [{} ({})]",
+            body["error"].as_str().unwrap_or("error"),
+            status.as_u16()
+        );
+    }
+    if body.is_null() {
+        return format!(
+            "HTTP {status} with no JSON answer: is this jitgate's admin API? (--admin / JITGATE_ADMIN)"
+        );
+    }
     format!(
         "{} ({}): {}",
         body["error"].as_str().unwrap_or("error"),
@@ -98,16 +162,16 @@ pub fn run_reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
         .send()
         .with_context(|| format!("POST {u}"))?;
     let status = resp.status();
-    let body: Value = resp
-        .json()
-        .with_context(|| format!("POST {u}: answer (HTTP {status}) is not JSON"))?;
-    if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
-        anyhow::bail!("POST {u}: {}", refusal(status, &body));
+    let body: Value = resp.json().unwrap_or(Value::Null);
+    // A refusal of the call itself (401, 403, 404...) is not a reload attempt: said on stderr, exit 1 (3 for 5xx).
+    if !status.is_success() && status != reqwest::StatusCode::UNPROCESSABLE_ENTITY {
+        eprintln!("POST {u}: {}", refusal(status, &body));
+        return Ok(ExitCode::from(crate::exit::of_status(status)));
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&body)?);
+        outln!("{}", serde_json::to_string_pretty(&body)?);
     } else {
-        print!("{}", describe_attempt(&body));
+        out!("{}", describe_attempt(&body));
     }
     let outcome = body
         .get("outcome")
@@ -115,7 +179,12 @@ pub fn run_reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
     Ok(match outcome {
         Some(ReloadOutcome::Live | ReloadOutcome::Unchanged) => ExitCode::SUCCESS,
         Some(ReloadOutcome::Failed) => ExitCode::from(1),
-        None => anyhow::bail!("POST {u}: unexpected answer (HTTP {status}): {body}"),
+        None => {
+            return Err(crate::exit::Unreachable(format!(
+                "POST {u}: unexpected answer (HTTP {status}): {body}"
+            ))
+            .into());
+        }
     })
 }
 
@@ -130,36 +199,39 @@ pub fn run_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let status = resp.status();
     if !status.is_success() {
         let body: Value = resp.json().unwrap_or(Value::Null);
-        anyhow::bail!("GET {u}: {}", refusal(status, &body));
+        eprintln!("GET {u}: {}", refusal(status, &body));
+        return Ok(ExitCode::from(crate::exit::of_status(status)));
     }
     let body: Value = resp.json().with_context(|| format!("GET {u}: not JSON"))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&body)?);
+        outln!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(ExitCode::SUCCESS);
     }
     let b = &body["bundle"];
     let r = &body["reload"];
-    println!(
+    outln!(
         "bundle    {} ({}) at {}",
         text(&b["name"]),
         text(&b["engine"]),
         text(&b["path"])
     );
-    println!(
+    outln!(
         "revision  {} (live since {})",
         text(&b["revision"]),
         when(&r["active_since"])
     );
-    println!(
+    outln!(
         "contents  {} policies, {} routes; {} grants indexed",
-        b["policies"], b["routes"], body["grants_indexed"]
+        b["policies"],
+        b["routes"],
+        body["grants_indexed"]
     );
     match r.get("last_attempt") {
         Some(a) if !a.is_null() => {
-            print!("last reload attempt ({} so far): ", r["attempts"]);
-            print!("{}", describe_attempt(a));
+            out!("last reload attempt ({} so far): ", r["attempts"]);
+            out!("{}", describe_attempt(a));
         }
-        _ => println!("no reload attempted since start"),
+        _ => outln!("no reload attempted since start"),
     }
     Ok(ExitCode::SUCCESS)
 }

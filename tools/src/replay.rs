@@ -54,7 +54,8 @@ Not reconstructable (a reported change may come from these rather than from the 
     refused admin API calls (control-plane decisions).
 Replay the bundle that was live as a control: it should report no change.
 
-Exit codes: 0 no decision would change, 1 some would, 2 bad bundle, log or store.";
+Exit codes: 0 no decision would change, 1 some would, 2 bad bundle, log or store.
+--revision REV replays only the decisions made under that revision (for a log that spans reloads).";
 
 /// Arguments of `jitgate replay`.
 #[derive(Debug, Args)]
@@ -75,6 +76,10 @@ pub struct ReplayArgs {
     /// The grant store (SQLite); without it, decisions are replayed with no grants.
     #[arg(long, default_value = ".jitgate/jitgate.db")]
     pub store: PathBuf,
+    /// Only decisions made under this bundle revision (the full hash, or a prefix such as the 12 characters
+    /// `jitgate status` shows): for a log that spans reloads.
+    #[arg(long)]
+    pub revision: Option<String>,
     /// The token claim holding the principal's groups.
     #[arg(long, default_value = "groups")]
     pub groups_claim: String,
@@ -173,7 +178,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        outln!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print_summary(&args, &summary);
     }
@@ -191,6 +196,13 @@ fn replay_one(
     rec: &DecisionRecord,
     summary: &mut Summary,
 ) {
+    if args
+        .revision
+        .as_deref()
+        .is_some_and(|want| !rec.revision.starts_with(want))
+    {
+        return;
+    }
     let mut skip = |why: &str| *summary.skipped.entry(why.to_string()).or_default() += 1;
     let Some(was) = rec.decision else {
         return skip("no outcome");
@@ -365,26 +377,26 @@ impl Grants {
 }
 
 fn print_summary(args: &ReplayArgs, s: &Summary) {
-    println!(
+    outln!(
         "replayed {} decisions since {} against {} (revision {})",
         s.replayed,
         args.since,
         args.bundle.display(),
         s.revision.get(..12).unwrap_or(&s.revision)
     );
-    println!("  unchanged {}, changed {}", s.unchanged, s.changed);
+    outln!("  unchanged {}, changed {}", s.unchanged, s.changed);
     for (t, n) in &s.transitions {
-        println!("  {t}: {n}");
+        outln!("  {t}: {n}");
     }
     for (why, n) in &s.skipped {
-        println!("  skipped ({why}): {n}");
+        outln!("  skipped ({why}): {n}");
     }
     if s.changes.is_empty() {
         return;
     }
-    println!("changed decisions:");
+    outln!("changed decisions:");
     for c in &s.changes {
-        println!(
+        outln!(
             "  {}  {} {} ({} {}): {} [{}] -> {} [{}]",
             c.time,
             c.principal,
@@ -398,12 +410,12 @@ fn print_summary(args: &ReplayArgs, s: &Summary) {
         );
     }
     if (s.changed as usize) > s.changes.len() {
-        println!(
+        outln!(
             "  ... {} more (raise --limit or use --json)",
             s.changed as usize - s.changes.len()
         );
     }
-    println!(
+    outln!(
         "note: groups, grants and held-request approvals are reconstructed from the log and the store as far as \
          they can be; replay the live bundle as a control (see `jitgate replay --help`)."
     );

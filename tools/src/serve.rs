@@ -16,8 +16,8 @@ use jitgate_proxy::run::{self, Running};
 /// Arguments of `jitgate serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The config file (TOML; see `schemas/config.schema.json` and `jitgate.example.toml`). Without it, the
-    /// quickstart runs.
+    /// The config file (TOML; see `schemas/config.schema.json` and the annotated
+    /// `schemas/examples/jitgate.example.toml`). Without it, the quickstart runs.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Quickstart only: the data-plane address.
@@ -59,7 +59,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 })
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-                println!("{}", qs.banner());
+                outln!("{}", qs.banner());
                 // The demo upstream must outlive the proxy.
                 let quickstart::Quickstart {
                     running, upstream, ..

@@ -48,57 +48,58 @@ pub fn run(args: ShadowArgs) -> anyhow::Result<ExitCode> {
         .json()
         .with_context(|| format!("{u}: answer (HTTP {status}) is not JSON"))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&body)?);
+        outln!("{}", serde_json::to_string_pretty(&body)?);
     } else if let Some(errors) = body["errors"].as_array() {
-        println!("the candidate does not load; nothing changed:");
+        outln!("the candidate does not load; nothing changed:");
         for e in errors {
-            println!("  {}", diagnostic(e));
+            outln!("  {}", diagnostic(e));
         }
     } else if body["message"].is_string() {
         eprintln!("{}", refusal(status, &body));
     } else if let Some(e) = body["error"].as_str() {
-        println!("{e}");
+        outln!("{e}");
     } else if args.set.is_some() {
-        println!(
+        outln!(
             "shadowing {} (revision {})",
             text(&body["path"]),
             text(&body["revision"])
         );
     } else if args.clear {
-        println!("stopped shadowing {}", text(&body["path"]));
+        outln!("stopped shadowing {}", text(&body["path"]));
     } else {
         print_status(&body);
     }
     Ok(match status.as_u16() {
         200..=299 => ExitCode::SUCCESS,
         404 if args.clear => ExitCode::SUCCESS,
-        400..=499 => ExitCode::from(1),
-        _ => ExitCode::from(2),
+        400..=499 => ExitCode::from(crate::exit::REFUSED),
+        _ => ExitCode::from(crate::exit::UNREACHABLE),
     })
 }
 
 fn print_status(body: &Value) {
     let Some(c) = body["candidate"].as_object() else {
-        println!("no shadow bundle is set (jitgate shadow --set DIR)");
+        outln!("no shadow bundle is set (jitgate shadow --set DIR)");
         return;
     };
-    println!(
+    outln!(
         "candidate  {} (revision {}) since {}",
         c.get("path").map(text).unwrap_or("?"),
         c.get("revision").map(text).unwrap_or("?"),
         c.get("since").map(when).unwrap_or_default()
     );
-    println!(
+    outln!(
         "compared   {} requests, {} disagreements",
-        body["compared"], body["disagreements"]
+        body["compared"],
+        body["disagreements"]
     );
     let recent = body["recent"].as_array().cloned().unwrap_or_default();
     if recent.is_empty() {
         return;
     }
-    println!("recent disagreements (oldest first):");
+    outln!("recent disagreements (oldest first):");
     for d in &recent {
-        println!(
+        outln!(
             "  {}  {} {} {}: active {} [{}] @ {}, shadow {} [{}] @ {}",
             when(&d["at"]),
             text(&d["principal"]),

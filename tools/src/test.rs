@@ -52,12 +52,12 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
 /// Prints `report` in `format` on stdout.
 pub fn print_report(report: &Report, format: Format) -> anyhow::Result<()> {
     match format {
-        Format::Text => print!("{}", testing::render_text(report)),
-        Format::Json => println!(
+        Format::Text => out!("{}", testing::render_text(report)),
+        Format::Json => outln!(
             "{}",
             testing::render_json(report).context("rendering JSON")?
         ),
-        Format::Junit => println!(
+        Format::Junit => outln!(
             "{}",
             testing::render_junit(report).context("rendering JUnit XML")?
         ),

@@ -44,6 +44,18 @@ pub enum AccessError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The caller already has this very request pending (same role, scope, duration, reason, ticket, start).
+    #[error(
+        "you already have this request pending (role `{role}` on `{scope}`, same duration and reason): {id}; it waits for approval (see `jitgate request show {id}`)"
+    )]
+    Duplicate {
+        /// The pending request.
+        id: String,
+        /// Its role.
+        role: String,
+        /// Its scope.
+        scope: String,
+    },
     /// A token was asked for but no `[local_issuer]` is configured.
     #[error("no [local_issuer] is configured; jitgate cannot mint tokens")]
     NoIssuer,

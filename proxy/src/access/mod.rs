@@ -109,6 +109,18 @@ impl Caller {
     }
 }
 
+/// One row of a request listing: the request and how many approvals it has of how many it needs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ListedRequest {
+    /// The request.
+    #[serde(flatten)]
+    pub request: AccessRequest,
+    /// Approvals given so far.
+    pub approvals: usize,
+    /// Approvals needed in all (see [`RequestView::approvals_required`]).
+    pub approvals_required: u32,
+}
+
 /// How a grant ends early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrantEnd {
@@ -149,6 +161,68 @@ pub fn grant_is_active(
         .grants()
         .for_principal(principal)
         .is_some_and(|l| l.iter().any(|g| g.id == grant_id && g.is_active_at(now)))
+}
+
+/// Refuses a request that could never be used, naming the field: a scope naming a service the bundle does not route
+/// to, or of an entity type no route decides on (nor a parent of one), or a `starts_at` in the past (it would not
+/// be moved silently to now).
+fn usable(
+    bundle: &jitgate_engine::Bundle,
+    new: &NewRequest,
+    now: UnixTime,
+) -> Result<(), AccessError> {
+    let bad = |field: &'static str, reason: String| Err(AccessError::BadInput { field, reason });
+    // A scope that does not parse is named by the lifecycle.
+    if let Ok(scope) = new.scope.parse::<EntityRef>() {
+        let routes = bundle.routes.routes();
+        let mut services: Vec<&str> = routes.iter().map(|r| r.service.as_str()).collect();
+        services.sort_unstable();
+        services.dedup();
+        let mut types: Vec<&str> = routes
+            .iter()
+            .flat_map(|r| std::iter::once(r.resource_type()).chain(r.parent_types()))
+            .chain(std::iter::once("Service"))
+            .collect();
+        types.sort_unstable();
+        types.dedup();
+        if scope.ty == "Service" && !services.contains(&scope.id.as_str()) {
+            return bad(
+                "scope",
+                format!(
+                    "`{}` names no service of the bundle (its routes serve: {}); a grant on it could never be used",
+                    new.scope,
+                    services.join(", ")
+                ),
+            );
+        }
+        if !types.contains(&scope.ty.as_str()) {
+            return bad(
+                "scope",
+                format!(
+                    "no route decides on a `{}` (the bundle's routes name: {}); a grant on `{}` could never be used",
+                    scope.ty,
+                    types.join(", "),
+                    new.scope
+                ),
+            );
+        }
+    }
+    if let Some(s) = new.starts_at.as_deref().filter(|s| !s.is_empty()) {
+        // A few seconds of clock difference between the caller and the proxy are not "the past".
+        const LEEWAY: i64 = 60;
+        if let Ok(t) = jitgate_engine::clock::parse_rfc3339(s) {
+            if t < now.saturating_sub(LEEWAY) {
+                return bad(
+                    "starts_at",
+                    format!(
+                        "`{s}` is in the past (now is {}); leave it out to start at approval",
+                        jitgate_engine::clock::to_rfc3339(now)
+                    ),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs blocking store work on the blocking pool; only a task that could not finish is an error here.
@@ -220,6 +294,7 @@ impl AccessService {
             // longer-lived token in its holder's name.
             if let Some(gid) = &id.grant_id {
                 if !grant_is_active(s.authorizer(), &id.principal, gid, now) {
+                    s.parts.metrics.auth_failures.inc();
                     let e = CallerError::GrantEnded;
                     s.log_refused(&call.meta(String::new()), 401, &e).await;
                     return Err(e);
@@ -266,6 +341,9 @@ impl AccessService {
     ) -> Result<RequestView, AccessError> {
         let s = self.clone();
         self.to_the_end(async move {
+            let now = s.authorizer().clock().now();
+            usable(&s.authorizer().bundle(), &new, now)?;
+            s.not_a_duplicate(&caller, &new).await?;
             let view = s
                 .checked(&caller, move |lc, p, c| lc.request_access(p, c, new))
                 .await?;
@@ -275,6 +353,52 @@ impl AccessService {
         .await
     }
 
+    /// Refuses a request the caller already has pending (same role, scope, duration, reason, ticket and start):
+    /// filing it again would only ask the approvers twice. Its id is named.
+    async fn not_a_duplicate(&self, caller: &Caller, new: &NewRequest) -> Result<(), AccessError> {
+        let Ok(scope) = new.scope.parse::<EntityRef>() else {
+            // Not an entity reference: the lifecycle names the field.
+            return Ok(());
+        };
+        let filter = RequestFilter {
+            state: Some(RequestState::Pending),
+            role: Some(new.role.clone()),
+            ..RequestFilter::default()
+        };
+        let listed = self
+            .checked(caller, move |lc, p, c| {
+                lc.list_requests(p, c, filter, false)
+            })
+            .await?;
+        self.record_expiries(&listed.events).await;
+        let duration = jitgate_engine::clock::parse_duration(&new.duration).ok();
+        let starts_at = new
+            .starts_at
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(jitgate_engine::clock::parse_rfc3339)
+            .transpose()
+            .ok()
+            .flatten();
+        let ticket = new.ticket.as_deref().filter(|t| !t.is_empty());
+        // The same request: everything the approvers judge is equal (another reason is another request).
+        match listed.requests.iter().find(|r| {
+            r.state == RequestState::Pending
+                && r.scope == scope
+                && Some(r.duration_secs) == duration
+                && r.reason == new.reason
+                && r.ticket.as_deref() == ticket
+                && r.starts_at == starts_at
+        }) {
+            Some(r) => Err(AccessError::Duplicate {
+                id: r.id.clone(),
+                role: r.role.clone(),
+                scope: r.scope.to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The requests `filter` selects that the caller may see (anyone's with `all`), newest first. Requests found
     /// past their pending TTL are moved to `expired` on the way.
     pub async fn list_requests(
@@ -282,7 +406,7 @@ impl AccessService {
         caller: Caller,
         filter: RequestFilter,
         all: bool,
-    ) -> Result<Vec<AccessRequest>, AccessError> {
+    ) -> Result<Vec<ListedRequest>, AccessError> {
         let s = self.clone();
         self.to_the_end(async move {
             let listed = s
@@ -290,7 +414,39 @@ impl AccessService {
                 .await?;
             // Each move to `expired` this call made is logged once.
             s.record_expiries(&listed.events).await;
-            Ok(listed.requests)
+            // Approvals so far, so that a listing tells at a glance how far each request is.
+            let lc = s.parts.lifecycle.clone();
+            let (rows, events) = off_workers(move || {
+                let mut events = Vec::new();
+                let rows = listed
+                    .requests
+                    .into_iter()
+                    .map(|request| match lc.get(&request.id) {
+                        Ok(mut v) => {
+                            events.append(&mut v.events);
+                            ListedRequest {
+                                approvals: v
+                                    .approvals
+                                    .iter()
+                                    .filter(|a| a.verdict == Verdict::Approve)
+                                    .count(),
+                                approvals_required: v.approvals_required,
+                                request: v.request,
+                            }
+                        }
+                        Err(_) => ListedRequest {
+                            request,
+                            approvals: 0,
+                            approvals_required: 0,
+                        },
+                    })
+                    .collect::<Vec<_>>();
+                (rows, events)
+            })
+            .await?;
+            // A request that fell due between the listing and the count is logged too.
+            s.record_expiries(&events).await;
+            Ok(rows)
         })
         .await
     }

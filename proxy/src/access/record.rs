@@ -81,6 +81,10 @@ pub(super) fn lifecycle_event(e: &Event, revision: &str) -> DecisionRecord {
         }
     }
     if let Some(g) = &e.grant {
+        // An ended grant is what a revocation or a drop acts on: the record names it (the request stays in context).
+        if matches!(e.kind, EventKind::Revoked | EventKind::Dropped) {
+            rec.resource = jitgate_engine::EntityRef::new("Grant", &g.id).to_string();
+        }
         rec.grants_used = vec![g.id.clone()];
         rec.break_glass = g.break_glass;
         ctx.insert("grant".into(), Value::String(g.id.clone()));

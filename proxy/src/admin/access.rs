@@ -28,6 +28,7 @@ pub fn router(service: AccessService) -> Router {
         .route("/v1/grants/{id}/revoke", post(revoke))
         .route("/v1/grants/{id}/drop", post(drop_grant))
         .route("/v1/grants/{id}/token", post(token))
+        .route("/v1/whoami", get(whoami))
         .with_state(service)
 }
 
@@ -150,7 +151,9 @@ async fn list(
         .await?;
     let next_cursor = if requests.len() > page as usize {
         requests.truncate(page as usize);
-        requests.last().map(|r| encode_cursor(r.created_at, &r.id))
+        requests
+            .last()
+            .map(|r| encode_cursor(r.request.created_at, &r.request.id))
     } else {
         None
     };
@@ -295,4 +298,15 @@ async fn token(
         "expires_at_rfc3339": jitgate_engine::clock::to_rfc3339(minted.expires_at),
     }))
     .into_response())
+}
+
+/// Who the token says the caller is: the principal, its groups, and its grants that are active or not yet started.
+async fn whoami(State(s): State<AccessService>, caller: Caller) -> Result<Response, ApiError> {
+    let principal = caller.principal().entity.to_string();
+    let groups = caller.principal().groups.clone();
+    let grants = s.grants(caller, false).await?;
+    Ok(
+        axum::Json(json!({ "principal": principal, "groups": groups, "grants": grants }))
+            .into_response(),
+    )
 }

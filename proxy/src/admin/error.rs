@@ -88,7 +88,15 @@ impl IntoResponse for ApiError {
         if let (Some(f), Some(o)) = (self.field, body.as_object_mut()) {
             o.insert("field".into(), Value::String(f));
         }
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        // RFC 6750: a 401 says how to authenticate, as the data plane's do.
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"jitgate\""),
+            );
+        }
+        response
     }
 }
 
@@ -120,6 +128,9 @@ impl From<AccessError> for ApiError {
                 field: Some(field.to_string()),
             },
             AccessError::NoIssuer => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            AccessError::Duplicate { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
             AccessError::Mint(_) | AccessError::Task(_) => ApiError::internal(message),
         }
     }

@@ -193,7 +193,28 @@ async fn metrics(State(p): State<Arc<Proxy>>) -> Response {
             ),
         ],
     );
+    let mut body = body;
+    body.push_str(&bundle_info(&p.authorizer.bundle()));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// `jitgate_bundle_info`: the active bundle's revision, name and engine as labels (value 1), so that a dashboard can
+/// show which revision serves and when it changed.
+fn bundle_info(b: &jitgate_engine::Bundle) -> String {
+    let label = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    format!(
+        "# HELP jitgate_bundle_info The active bundle (value 1): revision, short revision, name, engine.\n\
+         # TYPE jitgate_bundle_info gauge\n\
+         jitgate_bundle_info{{revision=\"{}\",short_revision=\"{}\",name=\"{}\",engine=\"{}\"}} 1\n",
+        label(&b.revision),
+        label(b.short_revision()),
+        label(&b.manifest.name),
+        b.engine().as_str()
+    )
 }
 
 async fn status(State(p): State<Arc<Proxy>>, caller: Caller) -> Response {

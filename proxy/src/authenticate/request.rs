@@ -126,6 +126,7 @@ where
         // A grant-bound token is useless once its grant is not active (revoked, expired, used up).
         if let Some(gid) = &id.grant_id {
             if !(creds.grant_active)(&id.principal, gid) {
+                creds.failures.inc();
                 trace.error = Some(format!("token bound to grant {gid}, which is not active"));
                 return Err(Refusal::Unauthenticated {
                     message: "the token's grant is no longer active".into(),

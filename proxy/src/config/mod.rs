@@ -9,6 +9,7 @@ mod issuers;
 mod log;
 mod problems;
 mod server;
+mod telemetry;
 mod upstreams;
 mod webhooks;
 
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use jitgate_engine::diag::{Diagnostic, Diagnostics, parse_toml, read_file};
+use jitgate_engine::diag::{Diagnostic, Diagnostics, read_file};
 use serde::Deserialize;
 
 pub use admin::{RawAdmin, RawAdminTls};
@@ -30,6 +31,7 @@ pub use log::{
     DEFAULT_PRUNE_INTERVAL, OnFull, RawLog,
 };
 pub use server::{RawServer, RawTls, TlsConfig, TrailingSlash};
+pub use telemetry::{RawTelemetry, TelemetryConfig};
 pub use upstreams::{RawCredential, RawUpstream, Upstream};
 pub use webhooks::{RawWebhook, WebhookConfig, WebhookFormat};
 
@@ -70,6 +72,9 @@ pub struct RawConfig {
     /// Webhooks notified of lifecycle events.
     #[serde(default)]
     pub webhooks: Vec<RawWebhook>,
+    /// The log format.
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
 }
 
 /// The validated configuration.
@@ -151,6 +156,66 @@ pub struct Config {
     pub hold: HoldConfig,
     /// `[[webhooks]]`.
     pub webhooks: Vec<WebhookConfig>,
+    /// `[telemetry]`.
+    pub telemetry: TelemetryConfig,
+}
+
+/// The most unknown keys reported from one file: past that, the file is surely not a jitgate config.
+const MAX_UNKNOWN_KEYS: usize = 64;
+
+/// Parses the config, reporting every unknown key at once (each with its line), not one per run: the parser stops
+/// at the first, so each `key = value` line it names is blanked out (same length: the lines and columns of the rest
+/// stay true) and the text parsed again. Any other error is reported when it comes first; after unknown keys it
+/// waits for the next run, since a blanked line could be its cause.
+fn parse_all_unknown_keys(path: &Path, source: &str) -> Result<RawConfig, Diagnostics> {
+    let mut text = source.as_bytes().to_vec();
+    let mut unknown = Vec::new();
+    while unknown.len() < MAX_UNKNOWN_KEYS {
+        let Ok(current) = std::str::from_utf8(&text) else {
+            break;
+        };
+        let e = match toml::from_str::<RawConfig>(current) {
+            Ok(raw) if unknown.is_empty() => return Ok(raw),
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        let message = e.message().to_string();
+        let Some(span) = e.span() else {
+            return Err(if unknown.is_empty() {
+                Diagnostics(vec![Diagnostic::file(path, message)])
+            } else {
+                Diagnostics(unknown)
+            });
+        };
+        if !message.starts_with("unknown field") {
+            if unknown.is_empty() {
+                unknown.push(Diagnostic::at_offset(path, source, span.start, message));
+            }
+            break;
+        }
+        unknown.push(Diagnostic::at_offset(path, source, span.start, message));
+        // Blank the line of the key, unless it opens a table (its keys would then land in the previous one).
+        let start = text[..span.start.min(text.len())]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        let end = text[start..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(text.len(), |i| start + i);
+        let line = &text[start..end];
+        let opens_table = line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+        let multiline = (line.contains(&b'[') && !line.contains(&b']'))
+            || line.windows(3).any(|w| w == b"\"\"\"" || w == b"'''")
+            || (line.contains(&b'{') && !line.contains(&b'}'));
+        if opens_table || multiline {
+            break;
+        }
+        for (i, b) in text[start..end].iter_mut().enumerate() {
+            *b = if i == 0 { b'#' } else { b' ' };
+        }
+    }
+    Err(Diagnostics(unknown))
 }
 
 impl Config {
@@ -163,7 +228,7 @@ impl Config {
     /// Parses and validates `source`, the text of the config file at `path` (which names it in errors and whose
     /// directory relative paths are resolved against), as [`Config::load`] does once it has read the file.
     pub fn parse(path: &Path, source: &str) -> Result<Config, Diagnostics> {
-        let raw: RawConfig = parse_toml(path, source)?;
+        let raw = parse_all_unknown_keys(path, source)?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::check(raw, base).map_err(|errs| {
             Diagnostics(
@@ -203,6 +268,7 @@ impl Config {
             &mut p,
         );
         let webhooks = webhooks::check(&raw.webhooks, &mut p);
+        let telemetry = telemetry::check(raw.telemetry, &mut p);
         let files = bundle::check(raw.bundle, raw.store, &p);
         let local_issuer = issuers::local_issuer(raw.local_issuer, &p);
         if !p.errs.is_empty() {
@@ -211,6 +277,7 @@ impl Config {
         Ok(Config {
             hold,
             webhooks,
+            telemetry,
             listen: server.listen,
             tls: server.tls,
             max_connections: server.max_connections,
