@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod rego;
 pub mod request;
 pub mod routes;
+pub mod postgres;
 pub mod sqlite;
 pub mod store;
 pub mod testing;

@@ -14,6 +14,7 @@ mod access;
 mod check;
 mod decisions;
 mod devtoken;
+mod migrate;
 mod reload;
 mod replay;
 mod serve;
@@ -40,6 +41,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Mint a session token with jitgate's own signing key (development and load testing).
     DevToken(devtoken::DevTokenArgs),
+    /// Bring the store's schema up to date (`--config FILE`: its `[store] url` or `[store] path`), as `serve`
+    /// does at start, and print its version.
+    Migrate(migrate::MigrateArgs),
     /// Read, export and verify the decision log.
     #[command(subcommand)]
     Decisions(decisions::DecisionsCommand),
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Decisions(cmd) => decisions::run(cmd),
+        Command::Migrate(args) => migrate::run(args),
         Command::DevToken(args) => devtoken::run(args),
         Command::Reload(args) => reload::run_reload(args),
         Command::Status(args) => reload::run_status(args),
