@@ -294,7 +294,10 @@ pub fn lock_writer(db: &Path) -> Result<WriterLock, StoreError> {
             db.display(),
             path.display()
         ))),
-        Err(e) => Err(StoreError::database(format!("cannot lock {}", path.display()), e)),
+        Err(e) => Err(StoreError::database(
+            format!("cannot lock {}", path.display()),
+            e,
+        )),
     }
 }
 

@@ -73,7 +73,9 @@ fn bad_urls_and_unreachable_servers_say_why() {
     let Some(base) = test_url("bad_urls_and_unreachable_servers_say_why") else {
         return;
     };
-    let e = PgStore::open("mysql://x@127.0.0.1/db").unwrap_err().to_string();
+    let e = PgStore::open("mysql://x@127.0.0.1/db")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("is not a postgres:// URL"), "{e}");
     let e = PgStore::open("postgres://postgres:secret@127.0.0.1:1/test")
         .unwrap_err()
@@ -84,7 +86,11 @@ fn bad_urls_and_unreachable_servers_say_why() {
             && !e.contains("secret"),
         "{e}"
     );
-    let missing = base.rsplit_once('/').map(|(head, _)| head).unwrap().to_string()
+    let missing = base
+        .rsplit_once('/')
+        .map(|(head, _)| head)
+        .unwrap()
+        .to_string()
         + "/jitgate_no_such_database";
     let e = PgStore::open(&missing).unwrap_err().to_string();
     assert!(
@@ -99,7 +105,9 @@ struct Seen(parking_lot::Mutex<Vec<String>>);
 
 impl ChangeSink for Seen {
     fn grant_changed(&self, grant: &Grant) {
-        self.0.lock().push(format!("grant {} {}", grant.id, grant.status.as_str()));
+        self.0
+            .lock()
+            .push(format!("grant {} {}", grant.id, grant.status.as_str()));
     }
     fn request_changed(&self, request: &AccessRequest) {
         self.0
@@ -174,7 +182,10 @@ fn a_change_through_one_store_reaches_the_other_replicas_index() {
     // Wait for the follower's first resync: from then on every commit is notified to it.
     let start = Instant::now();
     while stats.resyncs.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-        assert!(start.elapsed() < Duration::from_secs(5), "the follower never connected");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the follower never connected"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     replica_a.put_grant(live_grant("g1")).unwrap();
@@ -188,16 +199,30 @@ fn a_change_through_one_store_reaches_the_other_replicas_index() {
         seen.0.lock()
     );
     // A request decided through A reaches B's sink.
-    a.put_access_request(&conformance::request("r1", "alice", 1)).unwrap();
+    a.put_access_request(&conformance::request("r1", "alice", 1))
+        .unwrap();
     let start = Instant::now();
     while !seen.0.lock().iter().any(|s| s == "request r1 pending") {
-        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", seen.0.lock());
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            seen.0.lock()
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     // The heartbeat keeps the replica fresh while nothing changes.
     std::thread::sleep(Duration::from_millis(600));
-    assert!(!freshness.is_stale(), "silent for {:?}", freshness.silent_for());
-    assert!(stats.notifications.load(std::sync::atomic::Ordering::Relaxed) >= 3);
+    assert!(
+        !freshness.is_stale(),
+        "silent for {:?}",
+        freshness.silent_for()
+    );
+    assert!(
+        stats
+            .notifications
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 3
+    );
 
     // Its connections ended (as by a server restart): it reconnects, resyncs and misses nothing made meanwhile.
     let resyncs = stats.resyncs.load(std::sync::atomic::Ordering::Relaxed);
@@ -206,15 +231,21 @@ fn a_change_through_one_store_reaches_the_other_replicas_index() {
     replica_a.revoke_grant("g2", "User::\"carol\"").unwrap();
     let start = Instant::now();
     while stats.resyncs.load(std::sync::atomic::Ordering::Relaxed) == resyncs {
-        assert!(start.elapsed() < Duration::from_secs(10), "no resync after reconnecting");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no resync after reconnecting"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(stats.reconnects.load(std::sync::atomic::Ordering::Relaxed) >= 1);
     let alice = EntityRef::new("User", "alice");
-    let g2_active = replica_b
-        .grants()
-        .for_principal(&alice)
-        .is_some_and(|l| l.iter().any(|g| g.id == "g2" && g.status == GrantStatus::Active));
-    assert!(!g2_active, "a grant revoked while the replica was cut off is active in its index");
+    let g2_active = replica_b.grants().for_principal(&alice).is_some_and(|l| {
+        l.iter()
+            .any(|g| g.id == "g2" && g.status == GrantStatus::Active)
+    });
+    assert!(
+        !g2_active,
+        "a grant revoked while the replica was cut off is active in its index"
+    );
     follower.stop();
 }

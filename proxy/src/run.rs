@@ -245,7 +245,11 @@ fn open_store(config: &Config) -> Result<(Arc<dyn Store>, Option<Arc<PgStore>>),
                     source,
                 })?;
             if migrated.from != migrated.to {
-                tracing::info!(from = migrated.from, to = migrated.to, "store schema migrated");
+                tracing::info!(
+                    from = migrated.from,
+                    to = migrated.to,
+                    "store schema migrated"
+                );
             }
             tracing::info!(backend = "postgres", url = %pg.url(), replica = %config.replica, "store opened");
             let pg = Arc::new(pg);
@@ -307,10 +311,12 @@ fn assemble(prepared: Prepared, clock: Clock) -> Result<Arc<Proxy>, StartError> 
         ..
     } = prepared;
     let (store, shared) = open_store(&config)?;
-    let mut authorizer = Authorizer::new(bundle, store.clone(), clock).map_err(StartError::Store)?;
+    let mut authorizer =
+        Authorizer::new(bundle, store.clone(), clock).map_err(StartError::Store)?;
     if shared.is_some() {
         // Heard from just now: the index was loaded from the store above.
-        authorizer = authorizer.with_freshness(Arc::new(Freshness::new(config.store_max_staleness)));
+        authorizer =
+            authorizer.with_freshness(Arc::new(Freshness::new(config.store_max_staleness)));
     }
     let authorizer = Arc::new(authorizer);
     let shared = shared.map(|store| SharedStore {

@@ -184,7 +184,11 @@ async fn a_revocation_through_one_replica_is_enforced_by_the_others_within_a_sec
         c.everywhere(&id, GrantStatus::Active).await;
         if n == 0 {
             for i in 0..3 {
-                assert_eq!(c.query(i, &tok).await, 200, "replica {i} allows on the grant");
+                assert_eq!(
+                    c.query(i, &tok).await,
+                    200,
+                    "replica {i} allows on the grant"
+                );
             }
         }
         // Through replica 0's admin API, as an approver would.
@@ -194,14 +198,21 @@ async fn a_revocation_through_one_replica_is_enforced_by_the_others_within_a_sec
         assert_eq!(s, 200, "{v}");
         let start = Instant::now();
         while !(1..3).all(|i| c.indexed(i, &id, GrantStatus::Revoked)) {
-            assert!(start.elapsed() < Duration::from_secs(1), "revocation {n} not enforced within 1 s");
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "revocation {n} not enforced within 1 s"
+            );
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         took.push(start.elapsed());
     }
     // With every grant revoked, no replica allows.
     for i in 0..3 {
-        assert_eq!(c.query(i, &tok).await, 403, "replica {i} allows on a revoked grant");
+        assert_eq!(
+            c.query(i, &tok).await,
+            403,
+            "replica {i} allows on a revoked grant"
+        );
     }
     took.sort();
     println!(
@@ -225,9 +236,19 @@ async fn a_five_use_grant_under_200_concurrent_requests_over_three_replicas_pass
     let before = c.upstream.hits();
     let mut tasks = Vec::new();
     for n in 0..200 {
-        let (http, url, tok) = (c.http.clone(), c.data(n % 3, "/databases/orders/query"), tok.clone());
+        let (http, url, tok) = (
+            c.http.clone(),
+            c.data(n % 3, "/databases/orders/query"),
+            tok.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            http.post(url).bearer_auth(tok).send().await.unwrap().status().as_u16()
+            http.post(url)
+                .bearer_auth(tok)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
         }));
     }
     let mut ok = 0;
@@ -292,15 +313,25 @@ async fn a_request_held_on_one_replica_is_released_by_an_approval_through_anothe
     assert_eq!(c.upstream.hits(), before, "nothing forwarded while held");
     let approved_at = Instant::now();
     let (s, v) = c
-        .post(1, "carol", &format!("/v1/requests/{id}/approve"), json!({"comment": "ok"}))
+        .post(
+            1,
+            "carol",
+            &format!("/v1/requests/{id}/approve"),
+            json!({"comment": "ok"}),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     let r = held.await.unwrap();
     let released_in = approved_at.elapsed();
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(c.upstream.hits() - before, 1);
-    assert!(released_in < Duration::from_secs(2), "released after {released_in:?}");
-    println!("held caller on replica 0 released {released_in:?} after the approval through replica 1");
+    assert!(
+        released_in < Duration::from_secs(2),
+        "released after {released_in:?}"
+    );
+    println!(
+        "held caller on replica 0 released {released_in:?} after the approval through replica 1"
+    );
     // Its approval is spent: a resend through any replica is refused.
     for i in 0..3 {
         let r = c
@@ -311,7 +342,11 @@ async fn a_request_held_on_one_replica_is_released_by_an_approval_through_anothe
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status().as_u16(), 403, "replica {i} let a spent approval through");
+        assert_eq!(
+            r.status().as_u16(),
+            403,
+            "replica {i} let a spent approval through"
+        );
     }
 
     // Past the wait (replica 2): 202, approved through replica 1, and of 30 identical resends spread over the
@@ -327,7 +362,12 @@ async fn a_request_held_on_one_replica_is_released_by_an_approval_through_anothe
     let v: Value = r.json().await.unwrap();
     let id = v["approval_id"].as_str().unwrap().to_string();
     let (s, v) = c
-        .post(1, "carol", &format!("/v1/requests/{id}/approve"), json!({"comment": "ok"}))
+        .post(
+            1,
+            "carol",
+            &format!("/v1/requests/{id}/approve"),
+            json!({"comment": "ok"}),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     let gid = v["grant"]["id"].as_str().unwrap().to_string();
@@ -340,7 +380,9 @@ async fn a_request_held_on_one_replica_is_released_by_an_approval_through_anothe
             .delete(c.data(n % 3, "/databases/orders"))
             .bearer_auth(&tok)
             .header("x-jitgate-approval", &id);
-        tasks.push(tokio::spawn(async move { rb.send().await.unwrap().status().as_u16() }));
+        tasks.push(tokio::spawn(async move {
+            rb.send().await.unwrap().status().as_u16()
+        }));
     }
     let mut passed = 0;
     for t in tasks {
@@ -380,8 +422,12 @@ async fn replicas_whose_connections_are_killed_recover_and_never_allow_a_grant_r
         .admin("UPDATE grants SET status = 'revoked', revoked_by = 'dba', revoked_at = 0 WHERE id = 'doomed'")
         .unwrap();
     let start = Instant::now();
-    while !(0..3).all(|i| reconnects(i) > before[i] && !c.indexed(i, "doomed", GrantStatus::Active)) {
-        assert!(start.elapsed() < Duration::from_secs(10), "the replicas did not recover");
+    while !(0..3).all(|i| reconnects(i) > before[i] && !c.indexed(i, "doomed", GrantStatus::Active))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the replicas did not recover"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // Now the revoked grant is gone everywhere and the kept one works.
@@ -401,7 +447,11 @@ async fn replicas_whose_connections_are_killed_recover_and_never_allow_a_grant_r
         .unwrap();
     c.everywhere("kept", GrantStatus::Revoked).await;
     for i in 0..3 {
-        assert_eq!(c.query(i, &tok).await, 403, "replica {i} allows on a revoked grant");
+        assert_eq!(
+            c.query(i, &tok).await,
+            403,
+            "replica {i} allows on a revoked grant"
+        );
     }
     c.shutdown().await;
 }

@@ -117,7 +117,11 @@ fn serve(path: &Path) -> Result<Served, String> {
             let admin = format!("http://{}", after("admin=Some("));
             // Keep draining so the child never blocks on a full pipe.
             std::thread::spawn(move || while rx.recv().is_ok() {});
-            return Ok(Served { child, admin, proxy });
+            return Ok(Served {
+                child,
+                admin,
+                proxy,
+            });
         }
         seen.push(line);
     }
@@ -145,24 +149,43 @@ fn a_second_serve_on_the_same_sqlite_store_refuses_to_start_and_says_why() {
 
 #[test]
 fn migrate_brings_a_postgres_store_up_to_date_and_names_a_bad_url() {
-    let Some(base) = test_url("migrate_brings_a_postgres_store_up_to_date_and_names_a_bad_url") else {
+    let Some(base) = test_url("migrate_brings_a_postgres_store_up_to_date_and_names_a_bad_url")
+    else {
         return;
     };
     let scratch = Scratch::new(&base, "cli_migrate").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key.pem");
-    let cfg = config(dir.path(), &format!("url = \"{}\"", scratch.url()), &key, "m");
+    let cfg = config(
+        dir.path(),
+        &format!("url = \"{}\"", scratch.url()),
+        &key,
+        "m",
+    );
     let run = || {
-        let out = jitgate().args(["migrate", "--config"]).arg(&cfg).output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+        let out = jitgate()
+            .args(["migrate", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
     };
     let known = jitgate_engine::postgres::known_version();
     let (code, out) = run();
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains(&format!("schema version 0 -> {known}")), "{out}");
+    assert!(
+        out.contains(&format!("schema version 0 -> {known}")),
+        "{out}"
+    );
     let (code, out) = run();
     assert_eq!(code, Some(0));
-    assert!(out.contains(&format!("schema version {known} -> {known}")), "{out}");
+    assert!(
+        out.contains(&format!("schema version {known} -> {known}")),
+        "{out}"
+    );
 
     let bad = config(
         dir.path(),
@@ -170,7 +193,11 @@ fn migrate_brings_a_postgres_store_up_to_date_and_names_a_bad_url() {
         &key,
         "bad",
     );
-    let out = jitgate().args(["migrate", "--config"]).arg(&bad).output().unwrap();
+    let out = jitgate()
+        .args(["migrate", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
     assert!(
@@ -181,7 +208,10 @@ fn migrate_brings_a_postgres_store_up_to_date_and_names_a_bad_url() {
     );
     // `serve` says the same and does not start.
     let e = serve(&bad).err().unwrap();
-    assert!(e.contains("[store] url") && e.contains("onnection refused"), "{e}");
+    assert!(
+        e.contains("[store] url") && e.contains("onnection refused"),
+        "{e}"
+    );
     // `path` and `url` together: refused, naming both.
     let both = config(
         dir.path(),
@@ -189,16 +219,28 @@ fn migrate_brings_a_postgres_store_up_to_date_and_names_a_bad_url() {
         &key,
         "both",
     );
-    let out = jitgate().args(["migrate", "--config"]).arg(&both).output().unwrap();
+    let out = jitgate()
+        .args(["migrate", "--config"])
+        .arg(&both)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("store.url") && err.contains("exclusive"), "{err}");
+    assert!(
+        err.contains("store.url") && err.contains("exclusive"),
+        "{err}"
+    );
 }
 
 fn token(key: &Path, who: &str, groups: &str) -> String {
     let out = jitgate()
         .args(["dev-token", "--key-file"])
         .arg(key)
-        .args(["--principal", &format!("User::\"{who}\""), "--groups", groups])
+        .args([
+            "--principal",
+            &format!("User::\"{who}\""),
+            "--groups",
+            groups,
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -242,8 +284,22 @@ fn a_replica_killed_after_acknowledging_an_approval_loses_nothing_and_the_other_
     );
     assert_eq!(s, 201, "{v}");
     let id = v["request"]["id"].as_str().unwrap().to_string();
-    assert_eq!(post(&a.admin, &carol, &format!("/v1/requests/{id}/approve"), json!({})).0, 200);
-    let (s, v) = post(&a.admin, &erin, &format!("/v1/requests/{id}/approve"), json!({}));
+    assert_eq!(
+        post(
+            &a.admin,
+            &carol,
+            &format!("/v1/requests/{id}/approve"),
+            json!({})
+        )
+        .0,
+        200
+    );
+    let (s, v) = post(
+        &a.admin,
+        &erin,
+        &format!("/v1/requests/{id}/approve"),
+        json!({}),
+    );
     assert_eq!(s, 200, "{v}");
     let gid = v["grant"]["id"].as_str().unwrap().to_string();
     // SIGKILL right after the acknowledgement.
@@ -260,15 +316,27 @@ fn a_replica_killed_after_acknowledging_an_approval_loses_nothing_and_the_other_
     };
     let deadline = Instant::now() + Duration::from_secs(5);
     while query(&b.proxy) != 502 {
-        assert!(Instant::now() < deadline, "replica b never allowed on the approved grant");
+        assert!(
+            Instant::now() < deadline,
+            "replica b never allowed on the approved grant"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // A revocation through B, acknowledged, holds on A when it comes back.
-    let (s, v) = post(&b.admin, &carol, &format!("/v1/grants/{gid}/revoke"), json!({}));
+    let (s, v) = post(
+        &b.admin,
+        &carol,
+        &format!("/v1/grants/{gid}/revoke"),
+        json!({}),
+    );
     assert_eq!(s, 200, "{v}");
     assert_eq!(query(&b.proxy), 403);
     let a = serve(&cfg_a).unwrap();
-    assert_eq!(query(&a.proxy), 403, "the restarted replica allowed on a revoked grant");
+    assert_eq!(
+        query(&a.proxy),
+        403,
+        "the restarted replica allowed on a revoked grant"
+    );
     let (s, v) = {
         let r = http
             .get(format!("{}/v1/requests/{id}", a.admin))

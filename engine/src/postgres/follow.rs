@@ -176,10 +176,7 @@ fn session(ctx: &Ctx, backoff: &mut Duration) -> Result<(), StoreError> {
                 payloads.push(first.payload().to_string());
                 // Whatever else is already here, without waiting.
                 let mut more = n.iter();
-                while let Some(m) = more
-                    .next()
-                    .map_err(|e| super::pg_err("notifications", e))?
-                {
+                while let Some(m) = more.next().map_err(|e| super::pg_err("notifications", e))? {
                     payloads.push(m.payload().to_string());
                 }
             }

@@ -6,8 +6,8 @@
 
 pub mod follow;
 pub mod migrate;
-pub mod scratch;
 mod pool;
+pub mod scratch;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -303,7 +303,11 @@ fn upsert_request(c: &mut impl GenericClient, r: &AccessRequest) -> Result<(), S
     .map_err(db)
 }
 
-fn request_in(c: &mut impl GenericClient, id: &str, lock: bool) -> Result<Option<AccessRequest>, StoreError> {
+fn request_in(
+    c: &mut impl GenericClient,
+    id: &str,
+    lock: bool,
+) -> Result<Option<AccessRequest>, StoreError> {
     let sql = format!(
         "SELECT {REQUEST_COLS} FROM access_requests WHERE id = $1{}",
         if lock { " FOR UPDATE" } else { "" }

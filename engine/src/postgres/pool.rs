@@ -79,10 +79,7 @@ impl Connector {
             .parse()
             .map_err(|e: postgres::Error| StoreError::database("", describe(&e)))?;
         if config.get_hosts().is_empty() {
-            return Err(StoreError::database(
-                "",
-                format!("`{shown}` names no host"),
-            ));
+            return Err(StoreError::database("", format!("`{shown}` names no host")));
         }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
@@ -99,11 +96,7 @@ impl Connector {
                 Some(rustls_connector()?)
             }
         };
-        Ok(Connector {
-            config,
-            tls,
-            shown,
-        })
+        Ok(Connector { config, tls, shown })
     }
 
     /// Opens one connection.
@@ -112,7 +105,9 @@ impl Connector {
             Some(tls) => self.config.connect(tls.clone()),
             None => self.config.connect(NoTls),
         };
-        r.map_err(|e| StoreError::database(format!("cannot connect to {}", self.shown), describe(&e)))
+        r.map_err(|e| {
+            StoreError::database(format!("cannot connect to {}", self.shown), describe(&e))
+        })
     }
 }
 

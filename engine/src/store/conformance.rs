@@ -242,8 +242,10 @@ pub fn consume_uses_all_or_nothing<S: Store>(fresh: impl Fn() -> S) {
     s.put_grant(&grant("b", Some(1))).unwrap();
     match s.consume_uses(&["b", "a"], 150).unwrap() {
         Spent::All(spent) => {
-            let mut uses: Vec<(String, u32, GrantStatus)> =
-                spent.into_iter().map(|g| (g.id, g.uses, g.status)).collect();
+            let mut uses: Vec<(String, u32, GrantStatus)> = spent
+                .into_iter()
+                .map(|g| (g.id, g.uses, g.status))
+                .collect();
             uses.sort_by(|a, b| a.0.cmp(&b.0));
             assert_eq!(
                 uses,

@@ -93,12 +93,10 @@ impl GrantStore for MemStore {
     fn consume_uses(&self, ids: &[&str], now: UnixTime) -> Result<Spent, StoreError> {
         let mut state = self.state.lock();
         // Checked first, all under the one lock: either every grant has a use left or none is touched.
-        if let Some(lost) = ids.iter().find(|id| {
-            !state
-                .grants
-                .get(**id)
-                .is_some_and(|g| g.is_active_at(now))
-        }) {
+        if let Some(lost) = ids
+            .iter()
+            .find(|id| !state.grants.get(**id).is_some_and(|g| g.is_active_at(now)))
+        {
             return Ok(Spent::Lost((*lost).to_string()));
         }
         let mut sorted: Vec<&str> = ids.to_vec();

@@ -186,17 +186,20 @@ impl Config {
         let raw: RawConfig = parse_toml(path, &source)?;
         let base = path.parent().unwrap_or(Path::new("."));
         // `path` written out at its default value beside `url`: the checks below cannot tell it from unset.
-        let both = toml::from_str::<toml::Table>(&source).ok().is_some_and(|t| {
-            t.get("store")
-                .and_then(|s| s.as_table())
-                .is_some_and(|s| s.contains_key("path") && s.contains_key("url"))
-        });
+        let both = toml::from_str::<toml::Table>(&source)
+            .ok()
+            .is_some_and(|t| {
+                t.get("store")
+                    .and_then(|s| s.as_table())
+                    .is_some_and(|s| s.contains_key("path") && s.contains_key("url"))
+            });
         let checked = match Config::check(raw, base) {
             Ok(_) if both => Err(Vec::new()),
             other => other,
         };
         checked.map_err(|mut errs| {
-            let exclusive = "store.url: `url` (PostgreSQL) and `path` (SQLite) are exclusive: set one";
+            let exclusive =
+                "store.url: `url` (PostgreSQL) and `path` (SQLite) are exclusive: set one";
             if both && !errs.iter().any(|(_, m)| m == exclusive) {
                 errs.push(("store.url".into(), exclusive.into()));
             }
