@@ -11,7 +11,7 @@ use jitgate_engine::access::AccessRequest;
 use jitgate_engine::postgres::follow::{ChangeSink, FollowOptions, FollowStats, Follower};
 use jitgate_engine::postgres::scratch::{Scratch, test_url};
 use jitgate_engine::postgres::{PgStore, known_version};
-use jitgate_engine::store::{Freshness, GrantStore, conformance};
+use jitgate_engine::store::{Freshness, GrantStore, RequestStore, conformance};
 use jitgate_engine::{Authorizer, Bundle, Clock, EntityRef, Grant, GrantStatus};
 
 #[test]
