@@ -2,10 +2,16 @@
 # schemas/config.schema.json). Uses the caller's JITGATE_ADDR, JITGATE_ADMIN_ADDR, WORK, ISSUER, AUDIENCE,
 # JWKS_ADDR and UPSTREAM_ADDR.
 
-jitgate_config() {  # $1: on|journal|off (decision log: acknowledged on commit, on journal write, or off)
-  local enabled=true acknowledge=commit
+jitgate_config() {  # $1: on|journal|off|anchored (decision log: acknowledged on commit, on journal write, or off;
+                    # anchored: on, with signed anchors every ${ANCHOR_RECORDS:-10000} records and every second)
+  local enabled=true acknowledge=commit anchors=""
   if [ "$1" = off ]; then enabled=false; fi   # the log off: a benchmarking-only switch (the proxy warns at start)
   if [ "$1" = journal ]; then acknowledge=journal; fi
+  if [ "$1" = anchored ]; then
+    anchors="anchor_key = \"$WORK/anchor.key\"
+anchor_records = ${ANCHOR_RECORDS:-10000}
+anchor_interval = \"1s\""
+  fi
   cat <<TOML
 [server]
 listen = "$JITGATE_ADDR"
@@ -24,6 +30,7 @@ path = "$WORK/jitgate.db"
 path = "$WORK/decisions-$1.db"   # one per run, so each starts from an empty log
 enabled = $enabled
 acknowledge = "$acknowledge"
+$anchors
 
 [[issuers]]
 issuer = "$ISSUER"

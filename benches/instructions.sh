@@ -11,6 +11,9 @@
 # by REQUESTS.
 #
 # usage: benches/instructions.sh [--requests 2000] [--concurrency 8] [--grants 10000] [--bin DIR] [--no-build] [--keep]
+#                                [--anchors]
+#   --anchors signs the log's head (`[log] anchor_key`, every ANCHOR_RECORDS records, default 10000, and every second):
+#   compare with a run without it for the cost of anchoring.
 #   --bin DIR takes jitgate and the helpers from DIR (default: the release target folder), e.g. to count a baseline
 #   built from another commit into its own folder. --keep keeps the work folder and names the callgrind dump, for
 #   `callgrind_annotate` (where the instructions went). Prints one line: `instructions/request N (requests R, ...)`.
@@ -24,6 +27,7 @@ CONCURRENCY=8
 GRANTS=10000
 BUILD=1
 KEEP=0
+LOGMODE=on
 WARMUP=300
 
 while [ $# -gt 0 ]; do
@@ -34,7 +38,8 @@ while [ $# -gt 0 ]; do
     --bin) BIN="$2"; BUILD=0; shift ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --anchors) LOGMODE=anchored ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "instructions.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -87,7 +92,7 @@ PIDS+=($!)
 for _ in $(seq 1 100); do [ -s "$WORK/token" ] && break; sleep 0.1; done
 TOKEN="$(cat "$WORK/token")"
 source "$ROOT/benches/config.sh"
-jitgate_config on >"$WORK/jitgate.toml"
+jitgate_config "$LOGMODE" >"$WORK/jitgate.toml"
 
 valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.%p" \
   "$BIN/jitgate" serve --config "$WORK/jitgate.toml" >"$WORK/jitgate.log" 2>&1 &

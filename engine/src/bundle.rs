@@ -315,7 +315,7 @@ pub fn pick_grant<'a>(active: &'a [Arc<Grant>], roles: &[String]) -> Option<&'a 
         .min_by(|a, b| (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id)))
 }
 
-fn validate_role(spec: &RoleSettings) -> Result<Role, String> {
+pub(crate) fn validate_role(spec: &RoleSettings) -> Result<Role, String> {
     let max_duration =
         parse_duration(&spec.max_duration).map_err(|e| format!("max_duration: {e}"))?;
     let pending_ttl = parse_duration(&spec.pending_ttl).map_err(|e| format!("pending_ttl: {e}"))?;

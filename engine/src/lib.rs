@@ -13,6 +13,8 @@ pub mod clock;
 pub mod decision;
 pub mod diag;
 pub mod entity;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grant;
 pub mod input;
 pub mod lifecycle;

@@ -16,7 +16,7 @@ use crate::decision::{Decision, Effect};
 use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
 use crate::request::{AuthzRequest, Context, Principal, Resource};
-use crate::store::{RecordedVerdict, Store, StoreError, VerdictError, VerdictWrite};
+use crate::store::{PendingInsert, RecordedVerdict, Store, StoreError, VerdictError, VerdictWrite};
 
 /// The role of the approval of one held request (the data plane's `Hold`).
 pub const HOLD_ROLE: &str = "hold";
@@ -303,11 +303,16 @@ impl Lifecycle {
         {
             return Ok(());
         }
-        Err(LifecycleError::Conflict(format!(
+        Err(self.pending_cap_reached(request))
+    }
+
+    /// The refusal of a request over its requester's pending cap.
+    fn pending_cap_reached(&self, request: &AccessRequest) -> LifecycleError {
+        LifecycleError::Conflict(format!(
             "{} already has {} pending access requests, the most allowed at once; wait for one to be decided or \
              to expire",
             request.requester, self.max_pending
-        )))
+        ))
     }
 
     /// The authorizer.
@@ -572,31 +577,6 @@ impl Lifecycle {
         spec: HoldSpec,
     ) -> Result<RequestView, LifecycleError> {
         let now = self.now();
-        // A retry of the same held request (same caller, same digest) waits on the pending request it already
-        // has, rather than making one more per retry.
-        let mine = RequestFilter {
-            requester: Some(caller.entity.clone()),
-            state: Some(RequestState::Pending),
-            role: Some(HOLD_ROLE.into()),
-            limit: None,
-            after: None,
-        };
-        if let Some(existing) = self
-            .store
-            .list_access_requests(&mine)?
-            .into_iter()
-            .find(|r| {
-                r.request_digest.as_deref() == Some(spec.digest.as_str()) && now < r.expires_at
-            })
-        {
-            return Ok(RequestView {
-                approvals_required: self.approvals_required(&self.authorizer.bundle(), &existing),
-                approvals: self.store.approvals_for(&existing.id)?,
-                request: existing,
-                grant: None,
-                events: Vec::new(),
-            });
-        }
         let ttl = spec.ttl_secs.max(1);
         let request = AccessRequest {
             id: spec.id,
@@ -614,7 +594,27 @@ impl Lifecycle {
             decided_at: None,
             request_digest: Some(spec.digest),
         };
-        self.insert_pending(&request)?;
+        // A retry of the same held request (same caller, same digest) waits on the pending request it already
+        // has, rather than making one more per retry: found or inserted in one store transaction, so two retries
+        // at once make one request between them.
+        match self
+            .store
+            .insert_pending_or_reuse(&request, self.max_pending)?
+        {
+            PendingInsert::Inserted => {}
+            PendingInsert::Existing(existing) => {
+                let existing = *existing;
+                return Ok(RequestView {
+                    approvals_required: self
+                        .approvals_required(&self.authorizer.bundle(), &existing),
+                    approvals: self.store.approvals_for(&existing.id)?,
+                    request: existing,
+                    grant: None,
+                    events: Vec::new(),
+                });
+            }
+            PendingInsert::CapReached => return Err(self.pending_cap_reached(&request)),
+        }
         let ev = Event {
             kind: EventKind::Held,
             actor: caller.entity.to_string(),

@@ -15,8 +15,8 @@ use crate::clock::UnixTime;
 use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
 use crate::store::{
-    GrantStore, RecordedVerdict, RequestStore, Spent, StoreError, VerdictError, VerdictWrite,
-    issued_grant, verdict_effect,
+    GrantStore, PendingInsert, RecordedVerdict, RequestStore, Spent, StoreError, VerdictError,
+    VerdictWrite, issued_grant, verdict_effect,
 };
 
 /// How long a connection waits for another writer before giving up with `SQLITE_BUSY`.
@@ -409,6 +409,52 @@ impl RequestStore for SqliteStore {
         upsert_request(&tx, r).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         Ok(true)
+    }
+
+    fn insert_pending_or_reuse(
+        &self,
+        r: &AccessRequest,
+        max_pending: u32,
+    ) -> Result<PendingInsert, StoreError> {
+        let mut conn = self.conn()?;
+        // IMMEDIATE takes the write lock before the look-up, so no other process inserts the same hold (or any
+        // request of this requester) between look-up, count and insert.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let requester = r.requester.to_string();
+        if let Some(digest) = &r.request_digest {
+            let existing = tx
+                .query_row(
+                    &format!(
+                        "SELECT {REQUEST_COLS} FROM access_requests
+                         WHERE requester = ?1 AND role = ?2 AND request_digest = ?3 AND state = 'pending'
+                           AND expires_at > ?4
+                         ORDER BY created_at DESC, id LIMIT 1"
+                    ),
+                    params![requester, r.role, digest, r.created_at],
+                    raw_request,
+                )
+                .optional()
+                .map_err(db_err)?;
+            if let Some(existing) = existing {
+                return Ok(PendingInsert::Existing(Box::new(existing.decode()?)));
+            }
+        }
+        let pending: i64 = tx
+            .query_row(
+                "SELECT COUNT(*) FROM access_requests
+                 WHERE requester = ?1 AND state = 'pending' AND expires_at > ?2",
+                params![requester, r.created_at],
+                |row| row.get(0),
+            )
+            .map_err(db_err)?;
+        if pending >= i64::from(max_pending) {
+            return Ok(PendingInsert::CapReached);
+        }
+        upsert_request(&tx, r).map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(PendingInsert::Inserted)
     }
 
     fn get_access_request(&self, id: &str) -> Result<Option<AccessRequest>, StoreError> {

@@ -133,7 +133,7 @@ fn forwarded_for_entry(entry: &str) -> Option<IpAddr> {
 /// or trailing dot. Two `Host` headers, an unreadable one, one that is not a host name or IP literal (see
 /// [`canonical_host`]), or an authority and a `Host` naming different hosts are refused: jitgate decides on one
 /// host only, and a host is shown to approvers and written to the log, so it is never free text.
-fn request_host<B>(req: &Request<B>) -> Result<Option<String>, String> {
+pub(crate) fn request_host<B>(req: &Request<B>) -> Result<Option<String>, String> {
     let mut headers = req.headers().get_all(header::HOST).iter();
     let header = match (headers.next(), headers.next()) {
         (None, _) => None,

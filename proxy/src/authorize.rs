@@ -58,7 +58,7 @@ pub async fn authorize(
         Effect::Hold => {
             // hold: wait (bounded) for approval of this exact request.
             let (parts, body) = req.into_parts();
-            let released = proxy
+            let held = proxy
                 .hold_stage(
                     &parts,
                     body,
@@ -67,7 +67,20 @@ pub async fn authorize(
                     &decision,
                     &mut trace.approval_id,
                 )
-                .await?;
+                .await;
+            let released = match held {
+                Ok(r) => r,
+                Err(refusal) => {
+                    // A refused approval (spent, another request's, or denied) is a deny, with its reason.
+                    if let Refusal::Denied { reason } = &refusal {
+                        if let Some(d) = trace.decision.as_mut() {
+                            d.effect = Effect::Deny;
+                        }
+                        trace.error = Some(reason.clone());
+                    }
+                    return Err(refusal);
+                }
+            };
             trace.decision = Some(released.decision.clone());
             proxy
                 .metrics

@@ -7,15 +7,31 @@
 use std::sync::Arc;
 
 use jitgate_engine::log::{
-    DecisionRecord, JsonlSink, LogOptions, LogWriter, OnFull, WriteError, redact, redact_query,
+    AnchorKey, AnchorOptions, DecisionRecord, JsonlSink, LogOptions, LogWriter, OnFull, WriteError,
+    redact, redact_query,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::config::{Acknowledge, Config};
+use crate::config::{Acknowledge, AnchorConfig, Config};
 
 /// A reserved place in the log queue (empty when the log is disabled, or once taken).
 #[derive(Debug, Default)]
 pub struct Slot(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
+/// The engine's anchoring settings for `[log] anchor_key`: loads the key, generating it (0600) when missing.
+pub fn anchor_options(a: &AnchorConfig) -> Result<AnchorOptions, WriteError> {
+    let key = AnchorKey::load_or_generate(&a.key).map_err(|e| WriteError::Invalid {
+        what: "log.anchor_key".into(),
+        reason: e.to_string(),
+    })?;
+    Ok(AnchorOptions {
+        key: Arc::new(key),
+        file: a.file.clone(),
+        replica: a.replica.clone(),
+        every: a.every,
+        every_records: a.every_records,
+    })
+}
 
 /// Lifecycle and admin records that may wait for their commit at once (beside `[log] queue_capacity`).
 const LIFECYCLE_SLOTS: usize = 64;
@@ -55,6 +71,10 @@ impl DecisionLog {
             on_full: OnFull::Wait,
             jsonl,
             journal: config.log_acknowledge == Acknowledge::Journal,
+            anchor: match (&config.log_anchor, config.log_enabled) {
+                (Some(a), true) => Some(anchor_options(a)?),
+                _ => None,
+            },
             ..LogOptions::default()
         };
         let writer = if config.log_enabled {

@@ -67,6 +67,8 @@ impl crate::state::Proxy {
             let names_it = named
                 .to_str()
                 .is_ok_and(|id| self.names_approval(&request.principal.entity, id, &digest));
+            // The record names the approval presented, whether or not it is refused.
+            *approval_id = Some(String::from_utf8_lossy(named.as_bytes()).into_owned());
             // One answer for every way a resend fails, so it tells a caller nothing about other approvals.
             let refused = || Refusal::Denied {
                 reason: format!(

@@ -14,6 +14,8 @@ pub mod config;
 pub mod decision_log;
 pub mod demo;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod headers;
 pub mod hold;
 pub mod listener;

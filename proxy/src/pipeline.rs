@@ -29,8 +29,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// Whether the connection is TLS.
     pub tls: bool,
-    /// The principal from a verified client certificate (mTLS), if any.
-    pub client_cert: Option<EntityRef>,
+    /// What the connection's verified client certificate (mTLS) says, if it has one that names somebody.
+    pub client_cert: Option<crate::authenticate::request::ClientCert>,
 }
 
 impl Proxy {
@@ -107,6 +107,7 @@ impl Proxy {
                         && matches!(
                             refusal,
                             Refusal::Internal(_)
+                                | Refusal::Unauthenticated { .. }
                                 | Refusal::BadRequest(_)
                                 | Refusal::MethodNotAllowed(_)
                                 | Refusal::UpstreamUnavailable(_)

@@ -135,6 +135,22 @@ pub fn prepare(config: Config) -> Preflight {
     }
 }
 
+/// What `jitgate check --config FILE --online` found at each configured issuer, in config order: its discovery
+/// document (when configured by discovery) and its keys, fetched once as start-up would (see
+/// [`crate::authenticate::probe_issuer`]), with `timeout` for each request. Unlike [`prepare`], this reaches the
+/// network; it still writes nothing.
+pub async fn online(
+    config: &Config,
+    timeout: std::time::Duration,
+) -> Vec<(String, Result<crate::authenticate::IssuerProbe, String>)> {
+    let mut out = Vec::new();
+    for cfg in &config.issuers {
+        let found = crate::authenticate::probe_issuer(cfg, timeout).await;
+        out.push((cfg.issuer.clone(), found));
+    }
+    out
+}
+
 /// What start-up needs from a preflight that passed: everything checked, nothing opened.
 #[derive(Debug)]
 pub struct Prepared {

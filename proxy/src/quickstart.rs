@@ -125,6 +125,8 @@ pub async fn run(opts: QuickstartOptions) -> Result<Quickstart, StartError> {
     raw.admin.listen = opts.admin.to_string();
     raw.store.path = opts.dir.join("jitgate.db");
     raw.log.path = opts.dir.join("decisions.db");
+    // Signed anchors of the decision log; `jitgate decisions verify` finds the public key beside the log.
+    raw.log.anchor_key = Some(opts.dir.join("anchor.key"));
     raw.local_issuer = Some(RawLocalIssuer {
         key_file: opts.dir.join("dev-signing-key.pem"),
         issuer: "jitgate-quickstart".into(),

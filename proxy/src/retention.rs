@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jitgate_engine::log::{PruneError, PruneReport, prune};
+use jitgate_engine::log::{AnchorOptions, PruneError, PruneOptions, PruneReport, prune_with};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -38,9 +38,10 @@ impl Retention {
         retain: Duration,
         interval: Duration,
         metrics: Arc<Metrics>,
+        anchor: Option<AnchorOptions>,
     ) -> Retention {
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(run(path, retain, interval, metrics, stopped));
+        let task = tokio::spawn(run(path, retain, interval, metrics, anchor, stopped));
         Retention {
             stop: Some(stop),
             task,
@@ -71,11 +72,14 @@ async fn run(
     retain: Duration,
     interval: Duration,
     metrics: Arc<Metrics>,
+    anchor: Option<AnchorOptions>,
     mut stopped: oneshot::Receiver<()>,
 ) {
     loop {
         let p = path.clone();
-        let outcome = tokio::task::spawn_blocking(move || prune_older_than(&p, retain)).await;
+        let a = anchor.clone();
+        let outcome =
+            tokio::task::spawn_blocking(move || prune_older_than_with(&p, retain, a)).await;
         let now = unix_now();
         metrics.prune_last_run.set(now);
         match outcome {
@@ -115,11 +119,25 @@ async fn run(
 /// Prunes the records of the log at `path` older than `retain` before now (blocking). A `retain` reaching back
 /// before the representable past prunes nothing.
 pub fn prune_older_than(path: &Path, retain: Duration) -> Result<PruneReport, PruneError> {
+    prune_older_than_with(path, retain, None)
+}
+
+/// [`prune_older_than`] as retention runs it: checkpoints name `retention` as what pruned, and the head is signed
+/// afterwards when the log is anchored.
+pub fn prune_older_than_with(
+    path: &Path,
+    retain: Duration,
+    anchor: Option<AnchorOptions>,
+) -> Result<PruneReport, PruneError> {
     let before = time::Duration::try_from(retain)
         .ok()
         .and_then(|d| OffsetDateTime::now_utc().checked_sub(d));
+    let opts = PruneOptions {
+        actor: "retention".into(),
+        anchor,
+    };
     match before {
-        Some(before) => prune(path, before),
+        Some(before) => prune_with(path, before, &opts),
         None => Ok(PruneReport {
             deleted: 0,
             pruned_through: None,

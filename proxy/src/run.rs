@@ -43,6 +43,8 @@ pub struct Running {
     compactor: JoinHandle<()>,
     /// Keeps the grant index in step with a store shared by replicas.
     follower: Option<Follower>,
+    /// Keeps the issuers' keys fresh (stopped when dropped).
+    _key_refresh: crate::authenticate::KeyRefresh,
     _watch: Option<WatchGuard>,
 }
 
@@ -132,7 +134,18 @@ pub async fn run(prepared: Prepared, clock: Clock) -> Result<Running, StartError
     for w in &prepared.warnings {
         tracing::warn!("{w}");
     }
-    let proxy = assemble(prepared, clock)?;
+    let proxy = assemble(prepared, clock.clone())?;
+    // Each issuer's keys are fetched before the listeners open (one attempt each, bounded by the fetch timeout);
+    // an issuer that did not answer keeps being retried in the background, and `/readyz` says not ready until it
+    // has keys. Its tokens are refused meanwhile: a missing key never lets a request through.
+    let key_refresh = proxy.auth.start_key_refresh(clock).await;
+    let missing = proxy.auth.issuers_without_keys();
+    if !missing.is_empty() {
+        tracing::warn!(
+            issuers = ?missing,
+            "starting without these issuers' keys: not ready, and their tokens are refused, until they are fetched"
+        );
+    }
     let cfg = proxy.config.clone();
     let bind = |addr: SocketAddr| async move {
         let l = TcpListener::bind(addr)
@@ -185,6 +198,9 @@ pub async fn run(prepared: Prepared, clock: Clock) -> Result<Running, StartError
             retain,
             cfg.log_prune_interval,
             proxy.metrics.clone(),
+            cfg.log_anchor
+                .as_ref()
+                .and_then(|a| crate::decision_log::anchor_options(a).ok()),
         )),
         (Some(_), None) => {
             tracing::warn!(
@@ -229,6 +245,7 @@ pub async fn run(prepared: Prepared, clock: Clock) -> Result<Running, StartError
         admin_task,
         retention,
         compactor,
+        _key_refresh: key_refresh,
         _watch: watch,
     })
 }

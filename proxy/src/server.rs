@@ -6,10 +6,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use hyper::service::service_fn;
-use jitgate_engine::EntityRef;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::authenticate::request::ClientCert;
 use crate::listener::{Accepted, Limits};
 use crate::pipeline::ConnInfo;
 use crate::state::Proxy;
@@ -30,11 +30,17 @@ pub async fn serve(
         idle_timeout: config.idle_timeout,
         shutdown_grace: config.shutdown_grace,
     };
+    let trust_domain = config
+        .tls
+        .as_ref()
+        .and_then(|t| t.spiffe_trust_domain.clone());
     let make_service = move |conn: Accepted<'_>| {
-        let client_cert = conn
-            .client_cert
-            .and_then(crate::tls::principal_from_cert)
-            .map(|id| EntityRef::new(proxy.client_principal_type.clone(), id));
+        let client_cert = conn.client_cert.and_then(|c| {
+            crate::tls::client_cert(c, &proxy.client_principal_type, trust_domain.as_deref())
+        });
+        if let Some(ClientCert::Refused(why)) = &client_cert {
+            tracing::info!(peer = %conn.peer, reason = %why, "client certificate refused: its requests get 401");
+        }
         let info = ConnInfo {
             peer: conn.peer,
             tls: conn.tls,

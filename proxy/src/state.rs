@@ -122,7 +122,7 @@ pub struct SharedStore {
 }
 
 /// Why the proxy should be sent no traffic (`/readyz` answers 503 with it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum NotReady {
     /// Shutdown has begun: in-flight requests drain, new ones should go elsewhere.
@@ -135,6 +135,9 @@ pub enum NotReady {
     /// denied until it is.
     #[error("store not heard from within [store] max_staleness")]
     StoreStale,
+    /// These issuers' keys have not been fetched yet (start-up keeps retrying): their tokens would be refused.
+    #[error("issuer keys not fetched yet: {}", .0.join(", "))]
+    IssuerKeys(Vec<String>),
 }
 
 impl Proxy {
@@ -148,6 +151,10 @@ impl Proxy {
         }
         if self.authorizer.freshness().is_some_and(|f| f.is_stale()) {
             return Err(NotReady::StoreStale);
+        }
+        let missing = self.auth.issuers_without_keys();
+        if !missing.is_empty() {
+            return Err(NotReady::IssuerKeys(missing));
         }
         Ok(())
     }

@@ -1036,3 +1036,97 @@ async fn live_answers_match_the_document() {
 
     live.env.running.shutdown().await;
 }
+
+/// The document's `EntityRef` is exactly the printed form: every entity reference jitgate prints (ids with quotes,
+/// backslashes, newlines, any script) matches it, and text the parser refuses (an unescaped quote, a bad escape, a
+/// type that is not an identifier path) does not. The pattern once used `".*"`, which no id with a newline matched,
+/// so an answer naming one did not conform; schemathesis (tools/ci/schemathesis.sh) reads it to make `requester`.
+#[test]
+fn the_entity_ref_schema_is_the_printed_form() {
+    let schema = validator("/components/schemas/EntityRef");
+    for (ty, id) in [
+        ("User", "alice"),
+        ("User", "say \"hi\""),
+        ("Workload", "back\\slash"),
+        ("Payment", "line\nbreak"),
+        ("Ns::Database", "prod-eu"),
+        ("User", "ærin 名前"),
+        ("User", ""),
+    ] {
+        let printed = jitgate_engine::EntityRef::new(ty, id).to_string();
+        assert_eq!(
+            printed.parse::<jitgate_engine::EntityRef>().unwrap(),
+            jitgate_engine::EntityRef::new(ty, id)
+        );
+        assert!(
+            schema.is_valid(&json!(printed)),
+            "{printed:?} is printed but does not match"
+        );
+    }
+    for text in [
+        "User::\"a\"b\"",
+        "User::\"a\\\"",
+        "User::\"a\\x\"",
+        "a b::\"x\"",
+        "User:\"x\"",
+        "::\"x\"",
+    ] {
+        assert!(
+            text.parse::<jitgate_engine::EntityRef>().is_err(),
+            "{text:?} parses"
+        );
+        assert!(
+            !schema.is_valid(&json!(text)),
+            "{text:?} matches but is refused"
+        );
+    }
+}
+
+/// schemathesis (tools/ci/schemathesis.sh) found `POST /v1/requests` answering 409 once the caller has the most
+/// pending requests allowed (`[store] max_pending_per_principal`), a status the document did not list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_over_the_pending_cap_is_a_documented_409() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
+        raw.store.max_pending_per_principal = 1;
+    })
+    .await;
+    let live = Live {
+        env,
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+        doc: doc(),
+    };
+    let ask = |duration: &str| {
+        json!({
+            "role": "payments-writer",
+            "scope": "Service::\"payments\"",
+            "duration": duration,
+            "reason": "INC-4211",
+        })
+    };
+    live.call(
+        "post",
+        "/v1/requests",
+        "/v1/requests",
+        Some("alice"),
+        Some(ask("30m")),
+        201,
+    )
+    .await;
+    let refused = live
+        .call(
+            "post",
+            "/v1/requests",
+            "/v1/requests",
+            Some("alice"),
+            Some(ask("20m")),
+            409,
+        )
+        .await;
+    assert_eq!(refused["error"], "conflict", "{refused}");
+    live.env.running.shutdown().await;
+}

@@ -115,6 +115,10 @@ struct ServerState {
     gate: Mutex<Option<(mpsc::UnboundedSender<()>, Arc<Notify>)>>,
     /// When set, served as the OpenID configuration instead of the one naming this server.
     discovery: Mutex<Option<Value>>,
+    /// When set, the JWKS is served with this `Cache-Control` header.
+    cache_control: Mutex<Option<String>>,
+    /// While set, the JWKS endpoint answers 503 (an issuer that is down).
+    failing: std::sync::atomic::AtomicBool,
 }
 
 struct JwksServer {
@@ -132,6 +136,8 @@ impl JwksServer {
             base,
             gate: Mutex::new(None),
             discovery: Mutex::new(None),
+            cache_control: Mutex::new(None),
+            failing: std::sync::atomic::AtomicBool::new(false),
         });
         let app = axum::Router::new()
             .route("/jwks", get(serve_jwks))
@@ -173,7 +179,8 @@ impl JwksServer {
     }
 }
 
-async fn serve_jwks(State(state): State<Arc<ServerState>>) -> Json<Value> {
+async fn serve_jwks(State(state): State<Arc<ServerState>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
     state.fetches.fetch_add(1, Ordering::SeqCst);
     let gate = state.gate.lock().unwrap().clone();
     if let Some((started, release)) = gate {
@@ -184,7 +191,15 @@ async fn serve_jwks(State(state): State<Arc<ServerState>>) -> Json<Value> {
         started.send(()).unwrap();
         released.await;
     }
-    Json(state.jwks.lock().unwrap().clone())
+    if state.failing.load(Ordering::SeqCst) {
+        return http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let mut resp = Json(state.jwks.lock().unwrap().clone()).into_response();
+    if let Some(cc) = state.cache_control.lock().unwrap().clone() {
+        resp.headers_mut()
+            .insert("cache-control", cc.parse().unwrap());
+    }
+    resp
 }
 
 async fn serve_discovery(State(state): State<Arc<ServerState>>) -> Json<Value> {
@@ -1282,6 +1297,227 @@ async fn a_discovered_jwks_uri_and_issuer_are_checked_like_configured_ones() {
         );
         assert_eq!(server.fetches(), 0, "{doc}: no key set is fetched");
     }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Keys fetched at start-up and refreshed in the background (issue #17 finding 2)
+
+/// Bounds every wait for a background fetch.
+const BACKGROUND_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits for the next JWKS request to arrive at the server, and returns how long that took.
+async fn next_fetch(started: &mut mpsc::UnboundedReceiver<()>) -> std::time::Duration {
+    let t = Instant::now();
+    tokio::time::timeout(BACKGROUND_WAIT, started.recv())
+        .await
+        .expect("a background fetch within 10s")
+        .unwrap();
+    t.elapsed()
+}
+
+/// Until the authenticator has keys for every issuer (the key refresh publishes them after a fetch it was seen
+/// to make), or 10s.
+async fn until_keys(auth: &Authenticator) {
+    tokio::time::timeout(BACKGROUND_WAIT, async {
+        while !auth.issuers_without_keys().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("keys within 10s");
+}
+
+#[tokio::test]
+async fn keys_are_fetched_at_start_up_and_tokens_need_no_fetch_of_their_own() {
+    let (server, auth) = setup().await;
+    assert_eq!(auth.issuers_without_keys(), [ISS]);
+    let _refresh = auth
+        .start_key_refresh(jitgate_engine::Clock::frozen(NOW))
+        .await;
+    assert_eq!(server.fetches(), 1, "fetched once at start-up");
+    assert!(auth.issuers_without_keys().is_empty());
+    let token = sign(Algorithm::RS256, "a", &RSA_A.enc, &claims());
+    auth.authenticate(Some(&bearer(&token)), NOW).await.unwrap();
+    assert_eq!(server.fetches(), 1, "the token used the start-up keys");
+}
+
+/// An issuer that is down at start-up: its tokens are refused (never let through without a key), it is listed as
+/// without keys (so the proxy is not ready), and it is retried with a backoff until it answers.
+#[tokio::test]
+async fn an_issuer_down_at_start_up_is_retried_and_its_tokens_are_refused_meanwhile() {
+    let (server, auth) = setup().await;
+    server.state.failing.store(true, Ordering::SeqCst);
+    let _refresh = auth
+        .start_key_refresh(jitgate_engine::Clock::frozen(NOW))
+        .await;
+    assert_eq!(server.fetches(), 1);
+    assert_eq!(auth.issuers_without_keys(), [ISS]);
+    let token = sign(Algorithm::RS256, "a", &RSA_A.enc, &claims());
+    let err = auth_err(&auth, &token, NOW).await;
+    assert!(
+        matches!(&err, AuthError::JwksUnavailable(m) if m.contains("503")),
+        "{err:?}"
+    );
+    assert_eq!(auth.issuers_without_keys(), [ISS]);
+
+    // Retried after a backoff (1s first); the issuer is back by then: the keys arrive and the token passes.
+    let (mut started, release) = server.hold_responses();
+    let waited = next_fetch(&mut started).await;
+    assert!(
+        waited >= std::time::Duration::from_millis(500),
+        "{waited:?}"
+    );
+    server.state.failing.store(false, Ordering::SeqCst);
+    server.release_responses(&release);
+    until_keys(&auth).await;
+    assert_eq!(server.fetches(), 2);
+    let id = auth
+        .authenticate(Some(&bearer(&token)), NOW + 60)
+        .await
+        .unwrap();
+    assert_eq!(id.principal.id, "alice");
+}
+
+/// The keys are refetched in the background when the issuer's `Cache-Control: max-age` runs out, never sooner
+/// than `refresh_min_interval_secs` and never later than `refresh_max_interval_secs`; without a max-age, after
+/// the maximum.
+#[tokio::test]
+async fn keys_are_refreshed_in_the_background_on_max_age_within_the_configured_bounds() {
+    use std::time::Duration;
+    for (cache_control, min, max, at_least) in [
+        (
+            Some("public, max-age=1"),
+            1,
+            3600,
+            Duration::from_millis(900),
+        ),
+        // `no-cache` says 0: the minimum interval holds.
+        (Some("no-cache"), 2, 3600, Duration::from_millis(1900)),
+        // A day-long max-age: the maximum interval holds.
+        (Some("max-age=86400"), 1, 2, Duration::from_millis(1900)),
+        (None, 1, 1, Duration::from_millis(900)),
+    ] {
+        let server = JwksServer::start(jwks(&[RSA_A.jwk("a")])).await;
+        *server.state.cache_control.lock().unwrap() = cache_control.map(str::to_string);
+        let mut cfg = server.issuer();
+        cfg.refresh_min_interval_secs = min;
+        cfg.refresh_max_interval_secs = max;
+        let auth = Authenticator::new(vec![cfg], None).unwrap();
+        let _refresh = auth
+            .start_key_refresh(jitgate_engine::Clock::frozen(NOW))
+            .await;
+        let (mut started, release) = server.hold_responses();
+        let waited = next_fetch(&mut started).await;
+        server.release_responses(&release);
+        assert!(
+            waited >= at_least,
+            "{cache_control:?} min {min} max {max}: refetched after {waited:?}, expected at least {at_least:?}"
+        );
+        assert_eq!(server.fetches(), 2, "{cache_control:?}");
+    }
+}
+
+/// The key refresh stops with its handle: no fetch after it is dropped.
+#[tokio::test]
+async fn dropping_the_key_refresh_stops_it() {
+    let server = JwksServer::start(jwks(&[RSA_A.jwk("a")])).await;
+    *server.state.cache_control.lock().unwrap() = Some("max-age=1".into());
+    let mut cfg = server.issuer();
+    cfg.refresh_min_interval_secs = 1;
+    let auth = Authenticator::new(vec![cfg], None).unwrap();
+    let refresh = auth
+        .start_key_refresh(jitgate_engine::Clock::frozen(NOW))
+        .await;
+    drop(refresh);
+    let (mut started, _release) = server.hold_responses();
+    let later = tokio::time::timeout(std::time::Duration::from_millis(2500), started.recv()).await;
+    assert!(later.is_err(), "a fetch after the refresh was dropped");
+    assert_eq!(server.fetches(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// `jitgate check --online`: one issuer probed as start-up would
+
+#[tokio::test]
+async fn probe_reports_the_discovered_keys_and_their_max_age() {
+    use jitgate_proxy::authenticate::probe_issuer;
+    let server = JwksServer::start(jwks(&[
+        RSA_A.jwk("a"),
+        EC.jwk("ec"),
+        json!({"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"}),
+    ]))
+    .await;
+    *server.state.cache_control.lock().unwrap() = Some("max-age=300, must-revalidate".into());
+    let issuer = server.state.base.clone();
+    let mut cfg = IssuerConfig::new(issuer.clone(), "", AUD, &["RS256"]);
+    cfg.jwks_url = None;
+    cfg.discovery = true;
+    let timeout = std::time::Duration::from_secs(5);
+    let p = probe_issuer(&cfg, timeout).await.unwrap();
+    assert_eq!(p.issuer, issuer);
+    assert_eq!(
+        p.discovery_url.as_deref(),
+        Some(format!("{issuer}/.well-known/openid-configuration").as_str())
+    );
+    assert_eq!(p.jwks_url, server.url());
+    let kids: Vec<_> = p.keys.iter().map(|k| k.kid.as_deref()).collect();
+    assert_eq!(kids, [Some("a"), Some("ec")]);
+    assert_eq!(p.keys[0].kind, "RSA");
+    assert_eq!(p.keys[0].usable_for, ["RS256"]);
+    assert_eq!(p.keys[1].kind, "EC P-256");
+    assert!(p.keys[1].usable_for.is_empty(), "ES256 is not allowed");
+    assert_eq!(p.skipped.len(), 1, "{:?}", p.skipped);
+    assert!(p.skipped[0].contains("symmetric"), "{:?}", p.skipped);
+    assert_eq!(p.max_age, Some(300));
+    assert_eq!(p.refresh_in_secs, 300);
+
+    // Only the EC key left, and ES256 not allowed: no token of this issuer could verify.
+    server.set(jwks(&[EC.jwk("ec")]));
+    let err = probe_issuer(&cfg, timeout).await.unwrap_err();
+    assert!(
+        err.contains("none of its 1 usable key(s) can verify the allowed algorithms"),
+        "{err}"
+    );
+    // The issuer is down.
+    server.state.failing.store(true, Ordering::SeqCst);
+    let err = probe_issuer(&cfg, timeout).await.unwrap_err();
+    assert!(err.contains("HTTP 503"), "{err}");
+}
+
+/// A configured issuer that differs from the advertised one only by a trailing slash is named as such: every
+/// token would be refused, since `iss` is compared exactly.
+#[tokio::test]
+async fn probe_names_a_trailing_slash_mismatch_between_configured_and_advertised_issuer() {
+    use jitgate_proxy::authenticate::probe_issuer;
+    let server = JwksServer::start(jwks(&[RSA_A.jwk("a")])).await;
+    let base = server.state.base.clone();
+    *server.state.discovery.lock().unwrap() =
+        Some(json!({"issuer": format!("{base}/"), "jwks_uri": server.url()}));
+    let mut cfg = IssuerConfig::new(base.clone(), "", AUD, &["RS256"]);
+    cfg.jwks_url = None;
+    cfg.discovery = true;
+    let err = probe_issuer(&cfg, std::time::Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains(&format!("names issuer `{base}/`, configured `{base}`"))
+            && err.contains("differ only by a trailing slash"),
+        "{err}"
+    );
+    // The proxy refuses to use that document too, with the same words.
+    let auth = Authenticator::new(vec![cfg], None).unwrap();
+    let token = sign(
+        Algorithm::RS256,
+        "a",
+        &RSA_A.enc,
+        &with(claims(), "iss", json!(base)),
+    );
+    let err = auth_err(&auth, &token, NOW).await;
+    assert!(
+        matches!(&err, AuthError::JwksUnavailable(m) if m.contains("differ only by a trailing slash")),
+        "{err:?}"
+    );
+    assert_eq!(server.fetches(), 0);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

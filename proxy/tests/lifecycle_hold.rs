@@ -640,6 +640,40 @@ async fn retrying_the_same_held_request_waits_on_one_access_request() {
     env.running.shutdown().await;
 }
 
+/// Retries of one held request sent at once make one access request between them: the store finds or inserts the
+/// pending hold in one transaction (a look-up, then an insert, let two of them through).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_retries_of_the_same_held_request_make_one_access_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |raw| {
+        raw.hold.wait = "50ms".into()
+    })
+    .await;
+    db_admin(&env).await;
+    let sent: Vec<_> = (0..8)
+        .map(|_| {
+            let req = env
+                .http
+                .delete(env.data("/databases/orders"))
+                .bearer_auth(env.token("alice"));
+            tokio::spawn(async move {
+                let r = req.send().await.unwrap();
+                assert_eq!(r.status().as_u16(), 202);
+                let v: Value = r.json().await.unwrap();
+                v["approval_id"].as_str().unwrap().to_string()
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for s in sent {
+        ids.push(s.await.unwrap());
+    }
+    assert!(ids.iter().all(|i| i == &ids[0]), "{ids:?}");
+    let (_, v) = env.get("carol", "/v1/requests?role=hold&all=true").await;
+    assert_eq!(v["requests"].as_array().unwrap().len(), 1, "{v}");
+    env.running.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn held_connections_beyond_the_per_principal_cap_are_answered_at_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -104,6 +104,11 @@ redact = ["claims.email"]
 jsonl = "stdout"
 retain = "90d"
 prune_interval = "15m"
+anchor_key = "keys/anchor.key"
+anchors = "anchors.jsonl"
+anchor_interval = "30s"
+anchor_records = 500
+replica = "proxy-1"
 [hold]
 wait = "1s"
 max_body_bytes = 4096
@@ -156,6 +161,13 @@ prefix = "Key "
     assert_eq!(
         config.log_prune_interval,
         std::time::Duration::from_secs(15 * 60)
+    );
+    let anchor = config.log_anchor.clone().unwrap();
+    assert!(anchor.key.ends_with("keys/anchor.key") && anchor.file.ends_with("anchors.jsonl"));
+    assert_eq!(anchor.every, std::time::Duration::from_secs(30));
+    assert_eq!(
+        (anchor.every_records, anchor.replica.as_str()),
+        (500, "proxy-1")
     );
     assert_eq!(config.hold.wait, std::time::Duration::from_secs(1));
     assert_eq!(config.hold.max_body_bytes, 4096);

@@ -1,5 +1,6 @@
 //! `/readyz` tells a load balancer whether to send traffic: not once shutdown has begun (in-flight requests drain),
-//! and not while the decision log's writer is gone (every request would be refused).
+//! not while the decision log's writer is gone (every request would be refused), and not while an issuer's keys
+//! have not been fetched (its tokens would be refused).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -77,4 +78,64 @@ async fn not_ready_without_the_log_writer() {
             "decision log unavailable\n".into()
         )
     );
+}
+
+/// Issue #17 finding 2: an issuer whose keys cannot be fetched at start-up keeps the proxy not ready, and its tokens
+/// are refused (401, never forwarded) while start-up keeps retrying; once it answers, the proxy is ready and the
+/// same token passes.
+#[tokio::test]
+async fn not_ready_until_each_issuers_keys_are_fetched() {
+    let jwks = JwksServer::start(vec![RSA_A.jwk("a")]).await;
+    jwks.set_failing(true);
+    let url = jwks.url.clone();
+    let h = Harness::start_with(move |raw, _| {
+        raw.admin.listen = "127.0.0.1:0".into();
+        raw.issuers[0].jwks_url = Some(url);
+    })
+    .await;
+    let admin = h.running.as_ref().unwrap().admin_addr.unwrap();
+    assert_eq!(
+        jwks.fetches(),
+        1,
+        "fetched once before the listeners opened"
+    );
+    assert_eq!(
+        readyz(admin).await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("issuer keys not fetched yet: {ISS}\n")
+        )
+    );
+    let token = h.token("alice", &["engineering"]);
+    let r = reply(
+        client()
+            .get(h.url("/payments/p1"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.json);
+    assert_eq!(h.upstream.hits(), 0);
+
+    jwks.set_failing(false);
+    // The retry (after 1s, then 2s ...) gets the keys: ready, as a load balancer polling /readyz sees.
+    within("ready", async {
+        while readyz(admin).await.0 != StatusCode::OK {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let r = reply(
+        client()
+            .get(h.url("/payments/p1"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+    h.assert_log(2);
 }

@@ -17,6 +17,13 @@ const CI_DNS: &str = "ci-runner.internal";
 
 /// A proxy with TLS and mandatory client certificates; both CI identities are in group `ci`.
 async fn mtls_proxy(pki: &Pki) -> Harness {
+    mtls_proxy_with(pki, None, &[]).await
+}
+
+/// [`mtls_proxy`] with a SPIFFE trust domain and more principals in group `ci`.
+async fn mtls_proxy_with(pki: &Pki, trust_domain: Option<&str>, ci: &[&str]) -> Harness {
+    let trust_domain = trust_domain.map(str::to_string);
+    let ci: Vec<String> = ci.iter().map(|c| c.to_string()).collect();
     let server = pki.server();
     let ca = pki.ca_pem.clone();
     Harness::start_with(move |raw, dir: &Path| {
@@ -29,12 +36,12 @@ async fn mtls_proxy(pki: &Pki) -> Harness {
             client_ca: Some("clients-ca.pem".into()),
             require_client_cert: true,
             client_principal_type: "Workload".into(),
-            workload_groups: [
-                (CI_URI.to_string(), vec!["ci".to_string()]),
-                (CI_DNS.to_string(), vec!["ci".to_string()]),
-            ]
-            .into_iter()
-            .collect(),
+            workload_groups: [CI_URI.to_string(), CI_DNS.to_string()]
+                .into_iter()
+                .chain(ci)
+                .map(|id| (id, vec!["ci".to_string()]))
+                .collect(),
+            spiffe_trust_domain: trust_domain,
         });
     })
     .await
@@ -220,4 +227,212 @@ async fn the_admin_api_serves_https_over_h1_and_h2_and_knows_its_callers() {
         .build()
         .unwrap();
     assert!(untrusting.get(url("/healthz")).send().await.is_err());
+}
+
+fn uri(u: &str) -> rcgen::SanType {
+    rcgen::SanType::URI(u.try_into().unwrap())
+}
+
+fn dns(d: &str) -> rcgen::SanType {
+    rcgen::SanType::DnsName(d.try_into().unwrap())
+}
+
+fn email(e: &str) -> rcgen::SanType {
+    rcgen::SanType::Rfc822Name(e.try_into().unwrap())
+}
+
+/// Issue #17 finding 12: the principal of a client certificate records which kind of name it came from: the first
+/// URI SAN, else the first DNS SAN, else the first email SAN, else the subject CN. Policies see it as
+/// `context.claims.san_kind`, and the decision record keeps it.
+#[tokio::test]
+async fn a_certificate_principal_records_the_kind_of_name_it_came_from() {
+    let pki = Pki::new("test CA");
+    let h = mtls_proxy_with(&pki, None, &["ci@example.org", "ci-runner-cn"]).await;
+    let cases = [
+        (
+            "URI before DNS",
+            pki.client_named(vec![dns(CI_DNS), uri(CI_URI)], Some("ignored-cn")),
+            CI_URI,
+            "uri",
+        ),
+        (
+            "DNS before email and CN",
+            pki.client_named(
+                vec![email("ci@example.org"), dns(CI_DNS)],
+                Some("ignored-cn"),
+            ),
+            CI_DNS,
+            "dns",
+        ),
+        (
+            "email before CN",
+            pki.client_named(vec![email("ci@example.org")], Some("ignored-cn")),
+            "ci@example.org",
+            "email",
+        ),
+        (
+            "CN when there is no SAN",
+            pki.client_named(vec![], Some("ci-runner-cn")),
+            "ci-runner-cn",
+            "cn",
+        ),
+    ];
+    for (what, leaf, id, kind) in cases {
+        let c = tls_client(&pki, Some(leaf.identity()), false);
+        let r = reply(c.get(https(&h, "/payments/x")).send().await.unwrap()).await;
+        assert_eq!(r.status, StatusCode::OK, "{what}: {:?}", r.json);
+        assert_eq!(
+            r.json["headers"]["x-jitgate-principal"],
+            format!("Workload::\"{id}\""),
+            "{what}"
+        );
+        let rec = h.record(&r.upstream_decision_id());
+        assert_eq!(rec.principal, format!("Workload::\"{id}\""), "{what}");
+        assert_eq!(
+            rec.context["claims"]["san_kind"], kind,
+            "{what}: {:?}",
+            rec.context
+        );
+    }
+    // A token on a certificate connection names the caller: its claims, no `san_kind`.
+    let c = tls_client(&pki, Some(pki.client_uri(CI_URI).identity()), false);
+    let r = reply(
+        c.get(https(&h, "/payments/y"))
+            .bearer_auth(h.token("alice", &["engineering"]))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let rec = h.record(&r.upstream_decision_id());
+    assert_eq!(rec.principal, "User::\"alice\"");
+    assert!(
+        rec.context["claims"].get("san_kind").is_none(),
+        "{:?}",
+        rec.context
+    );
+    h.assert_log(5);
+}
+
+/// Issue #17 finding 12: with `spiffe_trust_domain`, a certificate names its workload only by its one URI SAN, a
+/// SPIFFE ID in that trust domain; any other certificate's requests are refused with 401 (a bearer token does not
+/// make up for it) and never reach the upstream.
+#[tokio::test]
+async fn with_a_spiffe_trust_domain_only_its_spiffe_ids_name_workloads() {
+    let pki = Pki::new("test CA");
+    let h = mtls_proxy_with(&pki, Some("example.org"), &[]).await;
+    let c = tls_client(&pki, Some(pki.client_uri(CI_URI).identity()), false);
+    let r = reply(c.get(https(&h, "/payments/x")).send().await.unwrap()).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+    assert_eq!(
+        r.json["headers"]["x-jitgate-principal"],
+        format!("Workload::\"{CI_URI}\"")
+    );
+    assert_eq!(
+        h.record(&r.upstream_decision_id()).context["claims"]["san_kind"],
+        "uri"
+    );
+    let hits = h.upstream.hits();
+
+    let refused = [
+        (
+            "another trust domain",
+            vec![uri("spiffe://evil.org/ci/runner")],
+            "trust domain `evil.org`",
+        ),
+        (
+            "a look-alike trust domain",
+            vec![uri("spiffe://example.org.evil.org/ci/runner")],
+            "trust domain `example.org.evil.org`",
+        ),
+        ("no URI SAN, a DNS one", vec![dns(CI_DNS)], "no URI SAN"),
+        (
+            "a URI SAN that is not SPIFFE",
+            vec![uri("https://example.org/ci/runner")],
+            "not a SPIFFE ID",
+        ),
+        (
+            "the trust domain itself",
+            vec![uri("spiffe://example.org")],
+            "path is empty",
+        ),
+        (
+            "a dot segment",
+            vec![uri("spiffe://example.org/ci/../admin")],
+            "path segment `..`",
+        ),
+        (
+            "two URI SANs",
+            vec![uri(CI_URI), uri("spiffe://example.org/other")],
+            "2 URI SANs",
+        ),
+    ];
+    for (what, sans, why) in &refused {
+        let leaf = pki.client_named(sans.clone(), Some("ci-runner"));
+        let c = tls_client(&pki, Some(leaf.identity()), false);
+        for token in [None, Some(h.token("alice", &["engineering"]))] {
+            let mut req = c.get(https(&h, "/payments/x"));
+            if let Some(t) = &token {
+                req = req.bearer_auth(t);
+            }
+            let r = reply(req.send().await.unwrap()).await;
+            assert_eq!(
+                r.status,
+                StatusCode::UNAUTHORIZED,
+                "{what} (token: {}): {:?}",
+                token.is_some(),
+                r.json
+            );
+            let rec = h.record(&r.decision_id());
+            assert_eq!(rec.status, Some(401), "{what}");
+            assert!(
+                rec.errors.iter().any(|e| e.contains(why)),
+                "{what}: {:?} should say {why}",
+                rec.errors
+            );
+        }
+    }
+    assert_eq!(
+        h.upstream.hits(),
+        hits,
+        "no refused request reached the upstream"
+    );
+    h.assert_log(1 + 2 * refused.len());
+}
+
+/// `spiffe_trust_domain` must be a trust domain name and needs client certificates.
+#[test]
+fn a_spiffe_trust_domain_is_checked_in_the_config() {
+    use jitgate_proxy::config::Config;
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["server.pem", "server.key", "ca.pem"] {
+        std::fs::write(dir.path().join(f), "x").unwrap();
+    }
+    for (domain, client_ca, why) in [
+        ("spiffe://example.org", true, "is not a trust domain name"),
+        ("Example.org", true, "is not a trust domain name"),
+        ("example.org", false, "needs `client_ca`"),
+    ] {
+        let mut raw = base_config(
+            dir.path(),
+            "https://idp.test/jwks",
+            "127.0.0.1:9".parse().unwrap(),
+        );
+        raw.server.tls = Some(RawTls {
+            cert: "server.pem".into(),
+            key: "server.key".into(),
+            client_ca: client_ca.then(|| "ca.pem".into()),
+            require_client_cert: false,
+            client_principal_type: "Workload".into(),
+            workload_groups: Default::default(),
+            spiffe_trust_domain: Some(domain.into()),
+        });
+        let err = Config::validate(raw, Path::new("<test>"), dir.path()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("server.tls.spiffe_trust_domain") && text.contains(why),
+            "{domain}: {text}"
+        );
+    }
 }

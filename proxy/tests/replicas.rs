@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use jitgate_engine::postgres::scratch::{Scratch, test_url};
-use jitgate_engine::store::GrantStore as _;
 use jitgate_engine::{Clock, EntityRef, Grant, GrantStatus};
 use jitgate_proxy::config::{Config, RawConfig, RawStore};
 use jitgate_proxy::demo::DemoUpstream;

@@ -7,6 +7,12 @@
 //! key, and warns about a plain-HTTP admin listener on a non-loopback address. These are the checks of
 //! [`jitgate_proxy::prepare`], the step `serve` runs before it starts; like it, this opens no store or log, binds
 //! nothing and creates no file.
+//!
+//! With `--online` it also reaches each issuer, as start-up does: its discovery document (when the issuer is
+//! configured with `discovery = true`) and its keys, and prints what it found (the keys with their `kid`, type and
+//! the allowed algorithms they verify, the `Cache-Control: max-age`, when jitgate would refresh). An issuer that
+//! cannot be reached, advertises another issuer name (a trailing-slash difference is named as such) or publishes
+//! no key for its allowed algorithms makes the check fail (exit 2).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,6 +34,9 @@ pub struct CheckArgs {
     /// docs).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
+    /// With `--config`: fetch each issuer's discovery document and keys, and report what was found.
+    #[arg(long, requires = "config")]
+    pub online: bool,
     /// Output format of the bundles' tests.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -38,7 +47,7 @@ pub struct CheckArgs {
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut worst = 0u8;
     if let Some(path) = &args.config {
-        worst = worst.max(check_config(path, args.format)?);
+        worst = worst.max(check_config(path, args.format, args.online)?);
     }
     for dir in &args.bundles {
         worst = worst.max(check_bundle(dir, args.format)?);
@@ -104,8 +113,55 @@ fn refused(what: &Path, why: &str, problems: &[Diagnostic]) -> u8 {
     2
 }
 
+/// The timeout of each request `--online` makes (the proxy's default for key fetches).
+const ONLINE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The lines `--online` prints for an issuer that answered.
+fn describe_probe(p: &jitgate_proxy::authenticate::IssuerProbe) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(d) = &p.discovery_url {
+        lines.push(format!(
+            "issuer {}: discovery ok — {d} names this issuer, jwks_uri {}",
+            p.issuer, p.jwks_url
+        ));
+    }
+    let keys: Vec<String> = p
+        .keys
+        .iter()
+        .map(|k| {
+            format!(
+                "{} {}{} (verifies {})",
+                k.kid.as_deref().unwrap_or("<no kid>"),
+                k.kind,
+                k.alg
+                    .as_deref()
+                    .map_or_else(String::new, |a| format!(" alg {a}")),
+                if k.usable_for.is_empty() {
+                    "none of the allowed algorithms".to_string()
+                } else {
+                    k.usable_for.join(", ")
+                }
+            )
+        })
+        .collect();
+    lines.push(format!(
+        "issuer {}: keys ok — {}: {} key(s): {}; max-age {}; refreshed every {}s",
+        p.issuer,
+        p.jwks_url,
+        p.keys.len(),
+        keys.join("; "),
+        p.max_age
+            .map_or_else(|| "not sent".to_string(), |a| format!("{a}s")),
+        p.refresh_in_secs
+    ));
+    for s in &p.skipped {
+        lines.push(format!("issuer {}: skipped {s}", p.issuer));
+    }
+    lines
+}
+
 /// Prints the outcome of each start-up check of [`prepare`], the one `serve` runs before it starts.
-fn check_config(path: &Path, format: Format) -> anyhow::Result<u8> {
+fn check_config(path: &Path, format: Format, online: bool) -> anyhow::Result<u8> {
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(diags) => return Ok(refused(path, "invalid config", &diags.0)),
@@ -158,6 +214,21 @@ fn check_config(path: &Path, format: Format) -> anyhow::Result<u8> {
         }
     }
     let mut code = 0;
+    if online {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let found = runtime.block_on(jitgate_proxy::prepare::online(&config, ONLINE_TIMEOUT));
+        for (i, (issuer, outcome)) in found.into_iter().enumerate() {
+            match outcome {
+                Ok(p) => notes.extend(describe_probe(&p)),
+                Err(e) => problems.push(Diagnostic::file(
+                    path,
+                    format!("issuers[{i}] (`{issuer}`): {e}"),
+                )),
+            }
+        }
+    }
     if problems.is_empty() {
         let admin = config
             .admin_listen

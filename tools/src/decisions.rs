@@ -19,8 +19,11 @@ pub enum DecisionsCommand {
     Query(QueryArgs),
     /// Export records to a file with a manifest next to it (`<out>.manifest.json`).
     Export(ExportArgs),
-    /// Verify the hash chain of the store, or of an export against its manifest (exit 0 intact, 1 not).
+    /// Verify the hash chain of the store against its signed anchors, or an export against its manifest (exit 0
+    /// intact, 1 not, 2 could not check).
     Verify(VerifyArgs),
+    /// Print the latest signed anchor (one JSON line), for publishing elsewhere.
+    Anchor(AnchorArgs),
     /// Remove records older than a date, leaving a checkpoint so that the rest still verifies.
     Prune(PruneArgs),
 }
@@ -140,6 +143,26 @@ pub struct VerifyArgs {
     /// Verify this export (with its `<file>.manifest.json`) instead of the store.
     #[arg(long)]
     export: Option<PathBuf>,
+    /// The public key the anchors must be signed with (SPKI PEM, `<anchor_key>.pub`). Default: `anchor.key.pub`
+    /// beside the log when it is there; an auditor passes a copy kept apart from the log.
+    #[arg(long)]
+    public_key: Option<PathBuf>,
+    /// The signed anchors (an anchors file, or a JSON Lines sink copy). Default: `<log>.anchors.jsonl`.
+    #[arg(long)]
+    anchors: Option<PathBuf>,
+}
+
+/// `decisions anchor`.
+#[derive(Debug, Args)]
+pub struct AnchorArgs {
+    #[command(flatten)]
+    log: LogArg,
+    /// The anchors file. Default: `<log>.anchors.jsonl`.
+    #[arg(long)]
+    anchors: Option<PathBuf>,
+    /// Check the anchor's signature with this public key first (exit 1 if it does not verify).
+    #[arg(long)]
+    public_key: Option<PathBuf>,
 }
 
 /// `decisions prune`.
@@ -150,6 +173,10 @@ pub struct PruneArgs {
     /// Remove records before this time (RFC 3339, or a duration ago like `90d`).
     #[arg(long)]
     before: String,
+    /// The anchor signing key (`[log] anchor_key`), to sign the head once pruned. Needed when the log is anchored;
+    /// default: `anchor.key` beside the log when it is there.
+    #[arg(long)]
+    anchor_key: Option<PathBuf>,
 }
 
 /// Runs a decisions subcommand.
@@ -159,6 +186,7 @@ pub fn run(cmd: DecisionsCommand) -> anyhow::Result<ExitCode> {
         DecisionsCommand::Query(a) => query(a),
         DecisionsCommand::Export(a) => export(a),
         DecisionsCommand::Verify(a) => verify(a),
+        DecisionsCommand::Anchor(a) => anchor(a),
         DecisionsCommand::Prune(a) => prune(a),
     }
 }
@@ -447,9 +475,27 @@ fn thousands(n: u64) -> String {
     out
 }
 
+/// A file beside the log (`anchor.key`, `anchor.key.pub`), when it is there.
+fn beside_log(log: &std::path::Path, name: &str) -> Option<PathBuf> {
+    let dir = log
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    Some(dir.join(name)).filter(|p| p.is_file())
+}
+
 fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     // Records acknowledged from the journal (`[log] acknowledge = "journal"`) that the store does not hold yet.
     let mut pending = 0;
+    // An export is checked against the key it is given; the store also against the one beside it.
+    let key_path = a.public_key.clone().or_else(|| {
+        a.export
+            .is_none()
+            .then(|| beside_log(&a.log.log, "anchor.key.pub"))
+            .flatten()
+    });
+    let key = key_path.as_deref().map(log::load_public_key).transpose()?;
+    let mut unanchored = false;
     let report = match &a.export {
         Some(file) => {
             let mpath = log::manifest_path(file);
@@ -458,12 +504,45 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("cannot read {}", mpath.display()))?,
             )
             .with_context(|| format!("{}: not an export manifest", mpath.display()))?;
-            log::verify_export(file, &manifest)?
+            log::verify_export_with(file, &manifest, key.as_ref())?
         }
         None => {
-            require_log(&a.log.log)?;
-            let report = log::verify_store(&a.log.log)?;
-            pending = log::journal_pending(&a.log.log)?;
+            let anchors = a
+                .anchors
+                .clone()
+                .unwrap_or_else(|| log::anchors_path(&a.log.log));
+            if key.is_none() {
+                require_log(&a.log.log)?;
+                if anchors.exists() {
+                    bail!(
+                        "{} holds signed anchors: pass --public-key FILE (the `[log] anchor_key` file's `.pub`) to \
+                         check the log against them",
+                        anchors.display()
+                    );
+                }
+                unanchored = true;
+            }
+            let opts = log::VerifyOptions {
+                public_key: key,
+                anchors: Some(anchors),
+            };
+            let total = if std::io::stderr().is_terminal() && a.log.log.is_file() {
+                log::count(&a.log.log, &Filter::default()).ok()
+            } else {
+                None
+            };
+            let started = std::time::Instant::now();
+            let report = log::verify_log(&a.log.log, &opts, &mut |n| {
+                if let Some(total) = total {
+                    eprint!("\r{}\x1b[K", progress_bar(n, total, started.elapsed()));
+                }
+            })?;
+            if total.is_some() {
+                eprintln!();
+            }
+            if a.log.log.is_file() {
+                pending = log::journal_pending(&a.log.log).unwrap_or(0);
+            }
             report
         }
     };
@@ -484,6 +563,24 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
                 ),
                 _ => println!("intact: {} records verified (empty log)", report.records),
             }
+            if report.anchors > 0 {
+                println!(
+                    "{} signed anchors verified with key {}{}",
+                    report.anchors,
+                    key_path
+                        .as_deref()
+                        .map_or_else(String::new, |p| p.display().to_string()),
+                    report
+                        .anchored_seq
+                        .map_or_else(String::new, |s| format!("; signed through seq {s}"))
+                );
+            }
+            if unanchored {
+                println!(
+                    "warning: no signed anchors: the chain alone does not prove the log against someone who can \
+                     rewrite the file (set `[log] anchor_key`)"
+                );
+            }
             note();
             Ok(ExitCode::SUCCESS)
         }
@@ -503,8 +600,79 @@ fn prune(a: PruneArgs) -> anyhow::Result<ExitCode> {
         "--before {} is in the future: it would prune records not yet written",
         a.before
     );
-    let r = log::prune(&a.log.log, before)?;
+    let anchors = log::anchors_path(&a.log.log);
+    let key = a
+        .anchor_key
+        .clone()
+        .or_else(|| beside_log(&a.log.log, "anchor.key"));
+    let anchor = match key {
+        Some(key) => {
+            let last = if anchors.exists() {
+                log::latest_anchor(&anchors)?
+            } else {
+                None
+            };
+            Some(log::AnchorOptions {
+                key: std::sync::Arc::new(log::AnchorKey::load(&key)?),
+                file: anchors,
+                replica: last
+                    .as_ref()
+                    .map_or_else(|| "cli".into(), |l| l.replica.clone()),
+                every: std::time::Duration::from_secs(60),
+                every_records: last.as_ref().map_or(10_000, |l| l.every_records),
+            })
+        }
+        None if anchors.exists() => bail!(
+            "the log is anchored ({}): pass --anchor-key FILE (`[log] anchor_key`) so that the pruned head is signed",
+            anchors.display()
+        ),
+        None => None,
+    };
+    let opts = log::PruneOptions {
+        actor: actor(),
+        anchor,
+    };
+    let r = log::prune_with(&a.log.log, before, &opts)?;
     println!("{}", serde_json::to_string(&r)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Who runs the CLI, for prune checkpoints: `user@host`.
+fn actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    format!("{user}@{host}")
+}
+
+fn anchor(a: AnchorArgs) -> anyhow::Result<ExitCode> {
+    let file = a
+        .anchors
+        .clone()
+        .unwrap_or_else(|| log::anchors_path(&a.log.log));
+    let Some(latest) = log::latest_anchor(&file)? else {
+        println!("no signed anchor in {}", file.display());
+        return Ok(ExitCode::from(1));
+    };
+    if let Some(k) = &a.public_key {
+        let key = log::load_public_key(k)?;
+        if !latest.signature_ok(&key) {
+            println!(
+                "NOT signed by {}: the latest anchor in {} (key {}) does not verify",
+                k.display(),
+                file.display(),
+                latest.key_id
+            );
+            return Ok(ExitCode::from(1));
+        }
+    }
+    println!("{}", serde_json::to_string(&latest)?);
     Ok(ExitCode::SUCCESS)
 }
 

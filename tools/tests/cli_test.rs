@@ -812,3 +812,143 @@ fn time_ranges_that_hold_nothing_or_cannot_be_named_are_refused() {
         assert!(text(&o).contains(expected), "{args:?}: {}", text(&o));
     }
 }
+
+/// A discovery and JWKS server on 127.0.0.1 (one thread, one request per connection): `/jwks` serves one P-256
+/// key with `kid` `ec-1` and `Cache-Control: max-age=120`; the OpenID configuration names the issuer `<base>`,
+/// or `<base>/` with `slash`. Returns the base URL.
+fn idp(slash: bool) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    fn b64url(bytes: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..=chunk.len() {
+                out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+            }
+        }
+        out
+    }
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let point = key.public_key_raw().to_vec();
+    assert_eq!(point.len(), 65);
+    let jwks = format!(
+        r#"{{"keys":[{{"kty":"EC","crv":"P-256","kid":"ec-1","use":"sig","x":"{}","y":"{}"}}]}}"#,
+        b64url(&point[1..33]),
+        b64url(&point[33..])
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (b, advertised) = (
+        base.clone(),
+        if slash {
+            format!("{base}/")
+        } else {
+            base.clone()
+        },
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut line = String::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                header.clear();
+            }
+            let (status, extra, body) = if line.starts_with("GET /jwks ") {
+                ("200 OK", "Cache-Control: max-age=120\r\n", jwks.clone())
+            } else if line.starts_with("GET /.well-known/openid-configuration ") {
+                (
+                    "200 OK",
+                    "",
+                    format!(r#"{{"issuer":"{advertised}","jwks_uri":"{b}/jwks"}}"#),
+                )
+            } else {
+                ("404 Not Found", "", String::new())
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    base
+}
+
+/// `check --config --online` reaches each issuer as start-up would and reports what it found; an issuer that
+/// advertises its name with a trailing slash the config lacks is named as such, and one that cannot be reached
+/// fails the check (exit 2). Without `--online` nothing is fetched.
+#[test]
+fn check_online_reports_each_issuers_discovery_and_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("b");
+    copy_dir(&repo().join("policies/quickstart-cedar"), &bundle);
+    let config = serve_config(dir.path(), &bundle, &["payments", "billing"]);
+    let base_text = std::fs::read_to_string(&config).unwrap();
+    let with_issuer = |name: &str, issuer: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "{base_text}[[issuers]]\nissuer = \"{issuer}\"\naudiences = [\"api\"]\ndiscovery = true\n\
+                 algorithms = [\"ES256\"]\nrefresh_min_interval_secs = 10\nrefresh_max_interval_secs = 600\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+
+    let good = idp(false);
+    let path = with_issuer("good.toml", &good);
+    let o = jitgate(&["check", "--config", path.to_str().unwrap(), "--online"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains(&format!(
+            "issuer {good}: discovery ok — {good}/.well-known/openid-configuration names this issuer, jwks_uri {good}/jwks"
+        )) && out.contains(&format!(
+            "issuer {good}: keys ok — {good}/jwks: 1 key(s): ec-1 EC P-256 (verifies ES256); max-age 120s; refreshed every 120s"
+        )),
+        "{out}"
+    );
+    // Without --online, the same config is checked offline: no issuer line.
+    let o = jitgate(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!text(&o).contains("keys ok"), "{}", text(&o));
+
+    let slash = idp(true);
+    let path = with_issuer("slash.toml", &slash);
+    let o = jitgate(&["check", "--config", path.to_str().unwrap(), "--online"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains(&format!("issuers[0] (`{slash}`)"))
+            && out.contains(&format!("names issuer `{slash}/`, configured `{slash}`"))
+            && out.contains("they differ only by a trailing slash"),
+        "{out}"
+    );
+
+    // Nobody listens: exit 2, naming the issuer.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let path = with_issuer("dead.toml", &dead);
+    let o = jitgate(&["check", "--config", path.to_str().unwrap(), "--online"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains(&format!("issuers[0] (`{dead}`)")) && out.contains("invalid config"),
+        "{out}"
+    );
+}

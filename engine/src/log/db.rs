@@ -17,7 +17,7 @@ pub(crate) const COLS: &str = "seq, id, time, kind, request_id, principal, actio
 
 /// The decision log's schema, one entry per version, applied in order inside one transaction each (recorded in its
 /// own version table, apart from the store's). Never edit a shipped entry: append a new one.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1 (2 before the log had its own list): the decision log.
     r#"
     CREATE TABLE decisions (
@@ -91,34 +91,87 @@ const MIGRATIONS: &[&str] = &[
 /// and brings the log's schema up to date.
 pub(crate) fn open_write(path: &Path, busy_timeout: Duration) -> Result<Connection, Fault> {
     let mut conn = connect(path, busy_timeout)?;
+    // A new file returns the pages prune frees to the file system (`PRAGMA incremental_vacuum`); this can only be
+    // chosen before the first table exists.
+    let tables: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
+    if tables == 0 {
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    }
     apply_migrations(&mut conn, LOG_VERSION_TABLE, MIGRATIONS)?;
+    // Space freed inside a page (cells moved when a page splits, rows pruned) is overwritten with zeros, so no
+    // stale copy of a pruned record survives in the file.
+    conn.pragma_update(None, "secure_delete", true)?;
     Ok(conn)
 }
 
-/// Opens an existing log database for reading (never creates one). A SQLite file that is not a decision log is
-/// refused before anything is written to it: the read commands must not add jitgate's tables to whatever
-/// `--log` names.
+/// Opens an existing log database for reading only (never creates one, never migrates, never writes): SQLite's
+/// read-only mode, and `immutable` when no writer has a WAL open (so nothing is created beside the file and it works
+/// on read-only media) or when the read-only open fails there. A SQLite file that is not a decision log is refused.
 pub(crate) fn open_read(path: &Path) -> Result<Connection, Fault> {
-    if path.is_file() {
-        let probe = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-        let is_log: bool = probe.query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decisions')",
-            [],
-            |r| r.get(0),
-        )?;
-        if !is_log {
-            return Err(Fault::Invalid {
-                what: "log".into(),
-                reason: format!(
-                    "{} is not a jitgate decision log (it has no decisions table)",
-                    path.display()
-                ),
-            });
-        }
-    }
     if !path.is_file() {
         return Err(Fault::NotFound(format!("database {}", path.display())));
     }
+    let conn = open_read_only(path)?;
+    let is_log: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decisions')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !is_log {
+        return Err(Fault::Invalid {
+            what: "log".into(),
+            reason: format!(
+                "{} is not a jitgate decision log (it has no decisions table)",
+                path.display()
+            ),
+        });
+    }
+    Ok(conn)
+}
+
+fn open_read_only(path: &Path) -> Result<Connection, Fault> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut uri = String::from("file:");
+    for b in path.as_os_str().as_encoded_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'.' | b'_' | b'~' => {
+                uri.push(char::from(*b));
+            }
+            _ => uri.push_str(&format!("%{b:02X}")),
+        }
+    }
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    if Path::new(&wal).exists() {
+        // A writer may be live: read through its WAL.
+        let opened = Connection::open_with_flags(format!("{uri}?mode=ro"), flags).and_then(|c| {
+            c.busy_timeout(DEFAULT_BUSY_TIMEOUT)?;
+            c.query_row("SELECT COUNT(*) FROM sqlite_master", [], |_| Ok(()))?;
+            Ok(c)
+        });
+        match opened {
+            Ok(c) => return Ok(c),
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly
+                ) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Connection::open_with_flags(
+        format!("{uri}?mode=ro&immutable=1"),
+        flags,
+    )?)
+}
+
+/// Opens an existing log database to change it (prune): refuses a file that is not a decision log before anything
+/// is written to it, then opens it as the writer does.
+pub(crate) fn open_existing(path: &Path) -> Result<Connection, Fault> {
+    open_read(path)?;
     open_write(path, DEFAULT_BUSY_TIMEOUT)
 }
 

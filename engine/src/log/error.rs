@@ -70,6 +70,28 @@ impl Fault {
     }
 }
 
+impl Fault {
+    /// Whether SQLite reported the file as damaged (not a database, malformed, truncated), rather than busy or
+    /// unreadable: verification reports that as a finding, not as an error.
+    pub(crate) fn is_damage(&self) -> bool {
+        let Fault::Database { source, .. } = self else {
+            return matches!(self, Fault::Corrupt { .. });
+        };
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&*source.0);
+        while let Some(e) = cur {
+            if let Some(rusqlite::Error::SqliteFailure(f, _)) = e.downcast_ref::<rusqlite::Error>()
+            {
+                return matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+                );
+            }
+            cur = e.source();
+        }
+        false
+    }
+}
+
 impl From<rusqlite::Error> for Fault {
     fn from(e: rusqlite::Error) -> Self {
         Fault::Database {
@@ -199,6 +221,12 @@ log_error! {
     /// Why an export, or the check of an exported file, failed ([`super::export`], [`super::export_to_file`],
     /// [`super::check_export_target`], [`super::verify_export`]).
     ExportError {}
+}
+
+log_error! {
+    /// Why an anchor key or anchors file could not be read or written ([`super::AnchorKey`],
+    /// [`super::latest_anchor`], [`super::load_public_key`]).
+    AnchorError {}
 }
 
 log_error! {

@@ -6,9 +6,11 @@
 //! `prev_hash` is [`GENESIS_HASH`]. `seq` is inside the hashed bytes, so edits, deletions, insertions and moves
 //! all break the chain at a named `seq` ([`verify_store`]). The newest head is also kept in a `log_head` row
 //! updated with every batch, so cutting off the tail is detected too. The chain is unkeyed: someone who can
-//! rewrite the whole file can forge a consistent one, which is why exports carry a manifest with first/last
-//! hashes to keep elsewhere.
+//! rewrite the whole file can forge a consistent one, which is why the writer signs the head at intervals with an
+//! Ed25519 key kept apart from the log and appends these signed anchors to their own file ([`Anchor`]), and
+//! [`verify_log`] checks the records against them with the public key alone.
 
+mod anchor;
 mod db;
 mod error;
 mod export;
@@ -20,18 +22,22 @@ mod writer;
 
 use time::OffsetDateTime;
 
+pub use anchor::{
+    Anchor, AnchorKey, AnchorOptions, AnchorReason, anchors_path, key_id, latest_anchor,
+    load_public_key, public_key_path,
+};
 pub(crate) use error::Fault;
-pub use error::{Cause, ExportError, PruneError, QueryError, VerifyError, WriteError};
+pub use error::{AnchorError, Cause, ExportError, PruneError, QueryError, VerifyError, WriteError};
 pub use export::{
     ExportManifest, Format, OCSF_VERSION, check_export_target, export, export_to_file,
-    manifest_path, ocsf_event, verify_export,
+    manifest_path, ocsf_event, verify_export, verify_export_with,
 };
-pub use prune::{PruneReport, prune};
+pub use prune::{PruneOptions, PruneReport, prune, prune_with};
 pub use record::{
     DEFAULT_REDACT_QUERY, DecisionRecord, GENESIS_HASH, Outcome, REDACTED, RecordKind, format_time,
     parse_time, redact, redact_query, redacted_query,
 };
-pub use verify::{Failure, FailureKind, VerifyReport, verify_store};
+pub use verify::{Failure, FailureKind, VerifyOptions, VerifyReport, verify_log, verify_store};
 pub use writer::{JsonlSink, LogOptions, LogStats, LogWriter, OnFull, Ticket};
 
 /// Which records to query or export. Every set field must match; `since` is inclusive, `until` exclusive.

@@ -28,7 +28,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -69,25 +69,79 @@ const YIELD_POLL: Duration = Duration::from_millis(2);
 /// already committed, each of which left a verifying chain. Records appended while it runs (its own checkpoints
 /// included) are never pruned by the same call.
 pub fn prune(path: &Path, before: OffsetDateTime) -> Result<PruneReport, PruneError> {
-    let mut conn = db::open_read(path)?;
-    let cutoff = format_time(before);
+    prune_with(path, before, &PruneOptions::default())
+}
+
+/// Who prunes, and how the result is signed.
+#[derive(Debug, Clone, Default)]
+pub struct PruneOptions {
+    /// Named in every checkpoint: `user@host` for the CLI, `retention` for the proxy's automatic retention.
+    /// Empty: `unknown`.
+    pub actor: String,
+    /// Sign the chain head once pruned (an anchored log must be: verify refuses records after the writer's
+    /// shutdown anchor that no anchor covers).
+    pub anchor: Option<super::AnchorOptions>,
+}
+
+/// [`prune`], naming `opts.actor` in the checkpoints (each of which carries the history of the earlier prunes, so
+/// pruning a checkpoint loses none) and signing the head afterwards with `opts.anchor`. Deleted rows are overwritten
+/// in the file (`secure_delete`), the freed pages returned (incremental vacuum, on files created with it) and the
+/// WAL truncated, so the pruned data is gone from the disk, not just from the chain.
+pub fn prune_with(
+    path: &Path,
+    before: OffsetDateTime,
+    opts: &PruneOptions,
+) -> Result<PruneReport, PruneError> {
     let mut out = PruneReport {
         deleted: 0,
         pruned_through: None,
         checkpoint_seq: None,
     };
+    let res = prune_chunks(path, before, opts, &mut out);
+    if out.checkpoint_seq.is_some() {
+        let conn = db::open_write(path, crate::sqlite::DEFAULT_BUSY_TIMEOUT)?;
+        // Freed pages go back to the file system (a no-op without auto_vacuum), and the WAL frames that still
+        // held the old pages are dropped.
+        let _ = conn.execute_batch("PRAGMA incremental_vacuum;");
+        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        if let Some(a) = &opts.anchor {
+            if let Some((seq, hash)) = db::head(&conn)? {
+                a.append(seq, &hash, super::AnchorReason::Prune)?;
+            }
+        }
+    }
+    res?;
+    Ok(out)
+}
+
+fn prune_chunks(
+    path: &Path,
+    before: OffsetDateTime,
+    opts: &PruneOptions,
+    out: &mut PruneReport,
+) -> Result<(), Fault> {
+    let mut conn = db::open_existing(path)?;
+    // Deleted rows are overwritten with zeros, not left in free space.
+    conn.pragma_update(None, "secure_delete", true)?;
+    let cutoff = format_time(before);
+    let actor = if opts.actor.is_empty() {
+        "unknown".to_string()
+    } else {
+        opts.actor.clone()
+    };
+    let run = uuid::Uuid::now_v7().to_string();
 
     // The whole chain, on a read snapshot: no lock a writer would wait for.
     let (mut verified_seq, mut verified_hash) = {
         let tx = conn.transaction()?;
-        let report = verify::verify_conn(&tx)?;
+        let report = verify::verify_conn(&tx, &mut |_| {})?;
         if let Some(f) = report.failure {
-            return Err(refuse(f.to_string()).into());
+            return Err(refuse(f.to_string()));
         }
         tx.commit()?;
         match (report.last_seq, report.last_hash) {
             (Some(seq), Some(hash)) => (seq, hash),
-            _ => return Ok(out),
+            _ => return Ok(()),
         }
     };
 
@@ -101,16 +155,14 @@ pub fn prune(path: &Path, before: OffsetDateTime) -> Result<PruneReport, PruneEr
         if head_seq < verified_seq {
             return Err(refuse(format!(
                 "the chain head went back from seq {verified_seq} to seq {head_seq}"
-            ))
-            .into());
+            )));
         }
         // Appended since the last check: must continue the verified chain up to the stored head.
         let last = check_segment(&tx, verified_seq + 1, head_seq, &verified_hash)?;
         if last != head_hash {
             return Err(refuse(format!(
                 "seq {head_seq}: the stored head does not match the last record"
-            ))
-            .into());
+            )));
         }
         verified_seq = head_seq;
         verified_hash = head_hash;
@@ -121,8 +173,7 @@ pub fn prune(path: &Path, before: OffsetDateTime) -> Result<PruneReport, PruneEr
         if min_seq != Some(start) {
             return Err(refuse(format!(
                 "the chain should start at seq {start} but its first record is {min_seq:?}"
-            ))
-            .into());
+            )));
         }
         let first_kept = match target {
             Some(t) => t,
@@ -140,11 +191,13 @@ pub fn prune(path: &Path, before: OffsetDateTime) -> Result<PruneReport, PruneEr
         };
         if start >= first_kept {
             // Nothing (more) to delete; the transaction wrote nothing.
-            return Ok(out);
+            return Ok(());
         }
         let through = (first_kept - 1).min(start.saturating_add(CHUNK - 1));
         // Every deleted record is verified in the transaction that deletes it.
         let last_hash = check_segment(&tx, start, through, &anchor_hash)?;
+        // Read before the deletion, which may remove the checkpoint that holds it.
+        let history = history(&tx)?;
         let deleted = tx.execute("DELETE FROM decisions WHERE seq <= ?1", [through])?;
         tx.execute("DELETE FROM decision_grants WHERE seq <= ?1", [through])?;
 
@@ -152,12 +205,15 @@ pub fn prune(path: &Path, before: OffsetDateTime) -> Result<PruneReport, PruneEr
         cp.action = "prune".into();
         cp.engine = "jitgate".into();
         let ctx = serde_json::json!({
+            "actor": actor,
             "before": cutoff,
             "first_kept_seq": through + 1,
+            "history": history,
             "last_pruned_hash": last_hash,
             "pruned_from": start,
             "pruned_records": deleted,
             "pruned_through": through,
+            "run": run,
         });
         if let serde_json::Value::Object(m) = ctx {
             cp.context = m;
@@ -180,6 +236,81 @@ pub fn prune(path: &Path, before: OffsetDateTime) -> Result<PruneReport, PruneEr
             yield_to_writers(&conn, verified_seq, held)?;
         }
     }
+}
+
+/// The prunes before this one, oldest first, from the newest checkpoint (its own history plus itself): one entry
+/// per run of `prune` (its chunks merged), and consecutive runs of automatic retention merged into one, so the
+/// history stays short however often retention runs. A checkpoint written before prunes named their actor counts
+/// as its own run by `unknown`.
+fn history(conn: &Connection) -> Result<Vec<serde_json::Value>, Fault> {
+    use serde_json::{Value, json};
+    let newest = conn
+        .query_row(
+            &format!(
+                "SELECT {} FROM decisions WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1",
+                db::COLS
+            ),
+            [],
+            db::raw,
+        )
+        .optional()?;
+    let Some(raw) = newest else {
+        return Ok(Vec::new());
+    };
+    let cp = raw.decode()?;
+    let ctx = &cp.context;
+    let mut hist: Vec<Value> = match ctx.get("history") {
+        Some(Value::Array(a)) => a.clone(),
+        _ => Vec::new(),
+    };
+    let get = |k: &str| ctx.get(k).cloned().unwrap_or(Value::Null);
+    let actor = ctx
+        .get("actor")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_string();
+    let run = ctx
+        .get("run")
+        .and_then(Value::as_str)
+        .unwrap_or(&cp.id)
+        .to_string();
+    let records = ctx
+        .get("pruned_records")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    if let Some(Value::Object(last)) = hist.last_mut() {
+        let same_run = last.get("run").and_then(Value::as_str) == Some(run.as_str());
+        let both_retention =
+            actor == "retention" && last.get("actor").and_then(Value::as_str) == Some("retention");
+        if same_run || both_retention {
+            let runs = last.get("runs").and_then(Value::as_u64).unwrap_or(1);
+            let total = last
+                .get("pruned_records")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            last.insert("runs".into(), json!(if same_run { runs } else { runs + 1 }));
+            last.insert("run".into(), json!(run));
+            last.insert("last_time".into(), json!(cp.time));
+            last.insert("before".into(), get("before"));
+            last.insert("pruned_through".into(), get("pruned_through"));
+            last.insert("pruned_records".into(), json!(total + records));
+            last.insert("checkpoint_seq".into(), json!(cp.seq));
+            return Ok(hist);
+        }
+    }
+    hist.push(json!({
+        "actor": actor,
+        "before": get("before"),
+        "checkpoint_seq": cp.seq,
+        "first_time": cp.time,
+        "last_time": cp.time,
+        "pruned_from": get("pruned_from"),
+        "pruned_records": records,
+        "pruned_through": get("pruned_through"),
+        "run": run,
+        "runs": 1,
+    }));
+    Ok(hist)
 }
 
 /// Pauses between chunks: until a writer has committed after this prune's checkpoint `own_seq` (the chain head
@@ -207,7 +338,15 @@ fn refuse(reason: String) -> Fault {
 /// (the first to `prev`) and matching its own hash (the same walk as [`verify::verify_store`]). Returns the last
 /// one's hash (`prev` for an empty range).
 fn check_segment(conn: &Connection, from: i64, to: i64, prev: &str) -> Result<String, Fault> {
-    let report = verify::walk(conn, from, to, from, prev, verify::VerifyReport::empty())?;
+    let report = verify::walk(
+        conn,
+        from,
+        to,
+        from,
+        prev,
+        verify::VerifyReport::empty(),
+        &mut |_| {},
+    )?;
     if let Some(f) = report.failure {
         return Err(refuse(f.to_string()));
     }

@@ -31,6 +31,16 @@ pub enum FailureKind {
     DigestMismatch,
     /// An export file's content disagrees with its manifest (count, first/last record).
     ManifestMismatch,
+    /// Anchors were asked for (a public key was given) but there is no anchors file.
+    AnchorMissing,
+    /// The anchors file is damaged, or its anchors do not form a chain (one removed, moved or inserted).
+    AnchorInvalid,
+    /// An anchor is not signed by the given public key (edited, forged, or another key).
+    AnchorSignature,
+    /// The records up to an anchored seq are not the ones that were signed (changed and the chain recomputed).
+    AnchorMismatch,
+    /// Records follow the last anchor where none may (after a shutdown anchor, or more than its interval).
+    Unanchored,
 }
 
 /// The first problem found.
@@ -68,6 +78,12 @@ pub struct VerifyReport {
     pub last_hash: Option<String>,
     /// The checkpoint whose anchor the chain starts from, when earlier records were pruned.
     pub checkpoint_seq: Option<i64>,
+    /// Signed anchors checked (0 when verified without a public key).
+    #[serde(default)]
+    pub anchors: u64,
+    /// The newest seq a signed anchor vouches for.
+    #[serde(default)]
+    pub anchored_seq: Option<i64>,
     /// The first problem, if any.
     pub failure: Option<Failure>,
 }
@@ -81,6 +97,8 @@ impl VerifyReport {
             last_seq: None,
             last_hash: None,
             checkpoint_seq: None,
+            anchors: 0,
+            anchored_seq: None,
             failure: None,
         }
     }
@@ -125,6 +143,7 @@ pub(crate) fn walk(
     mut expect_seq: i64,
     expect_prev: &str,
     mut report: VerifyReport,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<VerifyReport, Fault> {
     let mut expect_prev = expect_prev.to_string();
     let mut stmt = conn.prepare_cached(&format!(
@@ -177,6 +196,9 @@ pub(crate) fn walk(
             report.first_seq = Some(seq);
         }
         report.records += 1;
+        if report.records % 4096 == 0 {
+            progress(report.records);
+        }
         report.last_seq = Some(seq);
         expect_prev = rec.hash.clone();
         report.last_hash = Some(rec.hash);
@@ -194,12 +216,94 @@ pub fn verify_store(path: &Path) -> Result<VerifyReport, VerifyError> {
     let conn = db::open_read(path)?;
     // One read transaction: a writer appending meanwhile cannot make the head and the rows disagree.
     conn.execute_batch("BEGIN")?;
-    let report = verify_conn(&conn);
+    let report = verify_conn(&conn, &mut |_| {});
     let _ = conn.execute_batch("COMMIT");
     Ok(report?)
 }
 
-pub(crate) fn verify_conn(conn: &Connection) -> Result<VerifyReport, Fault> {
+/// What [`verify_log`] checks besides the chain.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// The public key the anchors must be signed with. `None`: the chain alone is checked (which proves nothing
+    /// against someone who can rewrite the file).
+    pub public_key: Option<ed25519_dalek::VerifyingKey>,
+    /// The anchors file (an anchors file or a JSON Lines sink holding anchors); default `<log>.anchors.jsonl`.
+    pub anchors: Option<std::path::PathBuf>,
+}
+
+/// Verifies the log at `path` as [`verify_store`] does and, with a public key, against its signed anchors (see
+/// [`super::anchor`]): a rewound head, a deletion or an edit with the chain recomputed, a forged append and a wiped
+/// log are then reported too, with the first seq that disagrees. Opens the file read-only (it works on read-only
+/// media and leaves no files behind). A damaged file is a report (`ok: false`, [`FailureKind::Corrupt`]), not an
+/// error. `progress` is called with the records checked so far every few thousand records.
+pub fn verify_log(
+    path: &Path,
+    opts: &VerifyOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<VerifyReport, VerifyError> {
+    let anchors = match &opts.public_key {
+        None => None,
+        Some(key) => {
+            let file = opts
+                .anchors
+                .clone()
+                .unwrap_or_else(|| super::anchor::anchors_path(path));
+            match super::anchor::read_checked(&file, key)? {
+                Ok(a) => Some(a),
+                Err((seq, kind, detail)) => {
+                    return Ok(VerifyReport::empty().fail(seq, kind, detail));
+                }
+            }
+        }
+    };
+    if !path.exists() {
+        if let Some(last) = anchors
+            .as_ref()
+            .and_then(|a| a.last())
+            .filter(|a| a.seq > 0)
+        {
+            return Ok(VerifyReport::empty().fail(
+                Some(1),
+                FailureKind::Missing,
+                format!(
+                    "the log {} is gone, but the anchor signed at {} covers records up to seq {}: the log was wiped",
+                    path.display(),
+                    last.time,
+                    last.seq
+                ),
+            ));
+        }
+    }
+    let checked = (|| -> Result<VerifyReport, Fault> {
+        let conn = db::open_read(path)?;
+        conn.execute_batch("BEGIN")?;
+        let report = verify_conn(&conn, progress)?;
+        let report = match (&anchors, &report.failure) {
+            (Some(anchors), None) => {
+                let (start, prev, checkpoint) = anchor(&conn)?;
+                let pruned = checkpoint.map(|_| (start - 1, prev.as_str()));
+                super::anchor::check(&conn, anchors, start, pruned, report)?
+            }
+            _ => report,
+        };
+        let _ = conn.execute_batch("COMMIT");
+        Ok(report)
+    })();
+    match checked {
+        Ok(r) => Ok(r),
+        Err(e) if e.is_damage() => Ok(VerifyReport::empty().fail(
+            None,
+            FailureKind::Corrupt,
+            format!("the log file is damaged: {e}"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) fn verify_conn(
+    conn: &Connection,
+    progress: &mut dyn FnMut(u64),
+) -> Result<VerifyReport, Fault> {
     let mut report = VerifyReport::empty();
     let (expect_seq, expect_prev, checkpoint) = match anchor(conn) {
         Ok(a) => a,
@@ -213,7 +317,15 @@ pub(crate) fn verify_conn(conn: &Connection) -> Result<VerifyReport, Fault> {
         Err(e) => return Err(e),
     };
     report.checkpoint_seq = checkpoint;
-    let report = walk(conn, i64::MIN, i64::MAX, expect_seq, &expect_prev, report)?;
+    let report = walk(
+        conn,
+        i64::MIN,
+        i64::MAX,
+        expect_seq,
+        &expect_prev,
+        report,
+        progress,
+    )?;
     if report.failure.is_some() {
         return Ok(report);
     }

@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use parking_lot::Mutex;
 use rusqlite::{Connection, TransactionBehavior};
 
+use super::anchor::{Anchor, AnchorOptions, AnchorReason};
 use super::db;
 use super::journal::{self, Journal, JournalPos};
 use super::record::{DecisionRecord, GENESIS_HASH, format_time, parse_time};
@@ -71,6 +72,9 @@ pub struct LogOptions {
     /// and one commit of many records costs much less than many commits of a few (the same pages go to the WAL
     /// once). Records reach SQLite about this much after the journal; a [`LogWriter::flush`] may wait as long.
     pub journal_linger: Duration,
+    /// Sign the chain head into an anchors file (at start, every `every_records` records, every `every` while
+    /// records arrive, and at shutdown), on the writer thread, never per record. `None`: no anchors.
+    pub anchor: Option<AnchorOptions>,
 }
 
 impl Default for LogOptions {
@@ -84,6 +88,7 @@ impl Default for LogOptions {
             journal: false,
             journal_rotate_bytes: journal::ROTATE_BYTES,
             journal_linger: Duration::from_millis(10),
+            anchor: None,
         }
     }
 }
@@ -107,6 +112,10 @@ pub struct LogStats {
     pub sink_errors: u64,
     /// Records acknowledged from the journal before an earlier stop and committed at this start.
     pub recovered: u64,
+    /// Signed anchors appended.
+    pub anchors: u64,
+    /// Anchors that could not be signed or appended (the records are committed regardless).
+    pub anchor_errors: u64,
 }
 
 #[derive(Default)]
@@ -119,6 +128,8 @@ struct Counters {
     errors: AtomicU64,
     sink_errors: AtomicU64,
     recovered: AtomicU64,
+    anchors: AtomicU64,
+    anchor_errors: AtomicU64,
 }
 
 type Callback = Box<dyn FnOnce(Result<(), WriteError>) + Send + 'static>;
@@ -213,6 +224,22 @@ impl LogWriter {
                 lock,
             )?),
         };
+        // The first anchor signs the head as found (journaled records included) before anything new is committed;
+        // a writer that cannot sign does not start.
+        let anchor = match &opts.anchor {
+            None => None,
+            Some(a) => {
+                let (seq, hash) = db::head(&conn)?.unwrap_or((0, GENESIS_HASH.to_string()));
+                let signed = a.append(seq, &hash, AnchorReason::Start)?;
+                Some(AnchorState {
+                    opts: a.clone(),
+                    since: 0,
+                    last: Instant::now(),
+                    head: (seq, hash),
+                    pending: signed,
+                })
+            }
+        };
         // Checkpoints run on their own thread (below), not inside a commit that requests are waiting for.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpointer = Checkpointer::start(path, opts.busy_timeout)?;
@@ -225,8 +252,12 @@ impl LogWriter {
         counters
             .recovered
             .store(recovered.records, Ordering::Relaxed);
+        if anchor.is_some() {
+            counters.anchors.fetch_add(1, Ordering::Relaxed);
+        }
         let stopping = Arc::new(AtomicBool::new(false));
         let worker = Worker {
+            anchor,
             conn,
             rx,
             batch_max: opts.batch_max.max(1),
@@ -389,6 +420,8 @@ impl LogWriter {
             errors: c.errors.load(Ordering::Relaxed),
             sink_errors: c.sink_errors.load(Ordering::Relaxed),
             recovered: c.recovered.load(Ordering::Relaxed),
+            anchors: c.anchors.load(Ordering::Relaxed),
+            anchor_errors: c.anchor_errors.load(Ordering::Relaxed),
         }
     }
 }
@@ -438,7 +471,21 @@ impl Drop for LogWriter {
     }
 }
 
+/// The writer's anchoring: what it signs, and how much was committed since the last anchor.
+struct AnchorState {
+    opts: AnchorOptions,
+    /// Records committed by this writer since the last anchor.
+    since: u64,
+    /// When the last anchor was signed.
+    last: Instant,
+    /// The newest head this writer committed (or found at start).
+    head: (i64, String),
+    /// An anchor signed before the sink existed (the start anchor), for the sink.
+    pending: Option<Anchor>,
+}
+
 struct Worker {
+    anchor: Option<AnchorState>,
     conn: Connection,
     rx: Receiver<Msg>,
     batch_max: usize,
@@ -461,8 +508,40 @@ type Batch = Vec<(DecisionRecord, Notify, Option<JournalPos>)>;
 impl Worker {
     fn run(mut self) {
         let mut batch: Batch = Vec::with_capacity(self.batch_max);
+        if let Some(a) = self.anchor.as_mut().and_then(|a| a.pending.take()) {
+            self.sink_anchor(&a);
+        }
         // Exits when every sender is gone or on Shutdown, after committing what was queued.
-        while let Ok(first) = self.rx.recv() {
+        loop {
+            let first = match &self.anchor {
+                None => match self.rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+                Some(a) => {
+                    let due = a.opts.every.saturating_sub(a.last.elapsed());
+                    match self.rx.recv_timeout(due.max(Duration::from_millis(1))) {
+                        Ok(m) => m,
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                            self.anchor_if_due();
+                            // Nothing committed since the last anchor: wait a whole interval again.
+                            if let Some(a) = self.anchor.as_mut().filter(|a| a.since == 0) {
+                                a.last = Instant::now();
+                            }
+                            continue;
+                        }
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            };
+            // At most as many records as fit before the next count anchor, so an anchor follows every
+            // `every_records` records exactly.
+            let batch_max = match &self.anchor {
+                Some(a) => {
+                    (a.opts.every_records.saturating_sub(a.since) as usize).clamp(1, self.batch_max)
+                }
+                None => self.batch_max,
+            };
             // Journaled records were acknowledged already, so nobody waits for their commit: let more arrive, for
             // bigger batches (the cost of a commit is mostly per batch) and no wake-up per record.
             if matches!(first, Msg::Record(_, _, Some(_)))
@@ -482,7 +561,7 @@ impl Worker {
                         break;
                     }
                 }
-                if batch.len() >= self.batch_max {
+                if batch.len() >= batch_max {
                     break;
                 }
                 next = self.rx.try_recv().ok();
@@ -496,10 +575,63 @@ impl Worker {
                 }
                 Some(Msg::Shutdown) => {
                     self.drain_rest(&mut batch);
+                    self.anchor_now(AnchorReason::Shutdown);
                     return;
                 }
                 _ => {}
             }
+        }
+        self.anchor_now(AnchorReason::Shutdown);
+    }
+
+    /// After a commit or a quiet interval: signs the head when `every_records` records were committed since the last
+    /// anchor, or `every` has passed and some were.
+    fn anchor_if_due(&mut self) {
+        let Some(a) = &self.anchor else {
+            return;
+        };
+        if a.since >= a.opts.every_records {
+            self.anchor_now(AnchorReason::Count);
+        } else if a.since > 0 && a.last.elapsed() >= a.opts.every {
+            self.anchor_now(AnchorReason::Interval);
+        }
+    }
+
+    fn anchor_now(&mut self, reason: AnchorReason) {
+        let Some(a) = &mut self.anchor else {
+            return;
+        };
+        let (seq, hash) = a.head.clone();
+        match a.opts.append(seq, &hash, reason) {
+            Ok(signed) => {
+                a.since = 0;
+                a.last = Instant::now();
+                if let Some(signed) = signed {
+                    self.counters.anchors.fetch_add(1, Ordering::Relaxed);
+                    self.sink_anchor(&signed);
+                }
+            }
+            Err(e) => {
+                // Retried at the next interval; the records stay committed and chained.
+                a.last = Instant::now();
+                self.counters.anchor_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, seq, "decision log: anchor not signed");
+            }
+        }
+    }
+
+    /// A copy of an anchor in the JSON Lines sink (`{"anchor": ...}`), so it can live on another host.
+    fn sink_anchor(&mut self, a: &Anchor) {
+        let Some(sink) = &mut self.sink else {
+            return;
+        };
+        let line = serde_json::to_vec(&serde_json::json!({ "anchor": a }));
+        if let Err(e) = line.map_err(|e| Fault::io("", e)).and_then(|mut l| {
+            l.push(b'\n');
+            sink.write_line(&l)
+        }) {
+            self.counters.sink_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "decision log: JSON Lines sink write failed");
         }
     }
 
@@ -559,6 +691,10 @@ impl Worker {
                 }
                 self.counters.committed.fetch_add(n, Ordering::Relaxed);
                 self.counters.batches.fetch_add(1, Ordering::Relaxed);
+                if let (Some(a), Some((last, _, _))) = (&mut self.anchor, batch.last()) {
+                    a.head = (last.seq, last.hash.clone());
+                    a.since += n;
+                }
                 if let Some(sink) = &mut self.sink {
                     for (r, _, _) in batch.iter() {
                         if let Err(e) = sink.write(r) {
@@ -570,6 +706,7 @@ impl Worker {
                 for (_, notify, _) in batch.drain(..) {
                     notify.send(Ok(()));
                 }
+                self.anchor_if_due();
             }
             Err(e) => {
                 self.counters.errors.fetch_add(n, Ordering::Relaxed);
@@ -663,10 +800,14 @@ impl SinkState {
     fn write(&mut self, r: &DecisionRecord) -> Result<(), Fault> {
         let mut line = serde_json::to_vec(r).map_err(|e| Fault::io("", e))?;
         line.push(b'\n');
+        self.write_line(&line)
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> Result<(), Fault> {
         match self.sink.clone() {
             JsonlSink::Stdout => {
                 let mut out = std::io::stdout().lock();
-                out.write_all(&line)?;
+                out.write_all(line)?;
                 Ok(())
             }
             JsonlSink::File {
@@ -686,7 +827,7 @@ impl SinkState {
                     .file
                     .as_mut()
                     .ok_or_else(|| Fault::io("", "sink file not open"))?;
-                f.write_all(&line)?;
+                f.write_all(line)?;
                 self.size += line.len() as u64;
                 Ok(())
             }

@@ -26,7 +26,7 @@ use crate::clock::UnixTime;
 use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
 use crate::store::{
-    GrantStore, RecordedVerdict, RequestStore, Spent, StoreError, VerdictError, VerdictWrite,
+    GrantStore, PendingInsert, RecordedVerdict, RequestStore, Spent, StoreError, VerdictError, VerdictWrite,
     issued_grant, verdict_effect,
 };
 
@@ -489,6 +489,52 @@ impl RequestStore for PgStore {
             upsert_request(&mut tx, r)?;
             tx.commit().map_err(db)?;
             Ok(true)
+        })
+    }
+
+    fn insert_pending_or_reuse(
+        &self,
+        r: &AccessRequest,
+        max_pending: u32,
+    ) -> Result<PendingInsert, StoreError> {
+        let requester = r.requester.to_string();
+        self.run(|c| {
+            let mut tx = c.transaction().map_err(db)?;
+            // The same per-requester lock as `insert_within_pending_cap`: look-up, count and insert are serialized
+            // across replicas, so of concurrent retries of one hold exactly one inserts.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('jitgate-pending:' || $1::text))",
+                &[&requester],
+            )
+            .map_err(db)?;
+            if let Some(digest) = &r.request_digest {
+                let sql = format!(
+                    "SELECT {REQUEST_COLS} FROM access_requests
+                     WHERE requester = $1 AND role = $2 AND request_digest = $3 AND state = 'pending'
+                       AND expires_at > $4
+                     ORDER BY created_at DESC, id LIMIT 1"
+                );
+                let existing = tx
+                    .query_opt(&sql, &[&requester, &r.role, digest, &r.created_at])
+                    .map_err(db)?;
+                if let Some(row) = existing {
+                    return Ok(PendingInsert::Existing(Box::new(request_from(&row)?)));
+                }
+            }
+            let pending: i64 = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM access_requests
+                     WHERE requester = $1 AND state = 'pending' AND expires_at > $2",
+                    &[&requester, &r.created_at],
+                )
+                .and_then(|row| row.try_get(0))
+                .map_err(db)?;
+            if pending >= i64::from(max_pending) {
+                return Ok(PendingInsert::CapReached);
+            }
+            upsert_request(&mut tx, r)?;
+            tx.commit().map_err(db)?;
+            Ok(PendingInsert::Inserted)
         })
     }
 

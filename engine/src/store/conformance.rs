@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, Barrier};
 
-use super::{RecordedVerdict, Spent, Store, StoreError, VerdictError, VerdictWrite};
+use super::{PendingInsert, RecordedVerdict, Spent, Store, StoreError, VerdictError, VerdictWrite};
 use crate::access::{AccessRequest, Approval, RequestFilter, RequestState, Verdict};
 use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
@@ -34,6 +34,8 @@ pub fn run_all<S: Store + 'static>(fresh: impl Fn() -> S) {
     verdict_conflicts_write_nothing(&fresh);
     concurrent_verdicts_one_wins(&fresh);
     pending_cap_counts_live_pending_requests_per_requester(&fresh);
+    pending_reuse_finds_the_live_request_with_the_same_digest(&fresh);
+    concurrent_held_retries_make_one_request(&fresh);
     pages_follow_the_listing_order_without_duplicates(&fresh);
 }
 
@@ -615,6 +617,128 @@ pub fn pending_cap_counts_live_pending_requests_per_requester<S: Store>(fresh: i
     assert!(
         !s.insert_within_pending_cap(&request("c1", "carol", 100), 0)
             .unwrap()
+    );
+}
+
+/// A held request of `who` at `at` with request digest `digest` (role `hold`).
+pub fn held(id: &str, who: &str, at: i64, digest: &str) -> AccessRequest {
+    AccessRequest {
+        role: "hold".into(),
+        request_digest: Some(digest.into()),
+        ..request(id, who, at)
+    }
+}
+
+/// `insert_pending_or_reuse` returns the requester's live pending request with the same role and digest instead
+/// of inserting; anything else (another digest, requester or role, a decided or past-TTL request, no digest) is
+/// no match, and a new request is inserted within the pending cap.
+pub fn pending_reuse_finds_the_live_request_with_the_same_digest<S: Store>(fresh: impl Fn() -> S) {
+    let s = fresh();
+    let ins = |r: &AccessRequest, cap: u32| s.insert_pending_or_reuse(r, cap).unwrap();
+    assert_eq!(
+        ins(&held("h1", "alice", 100, "d1"), 10),
+        PendingInsert::Inserted
+    );
+    let stored = s.get_access_request("h1").unwrap().unwrap();
+    assert_eq!(stored, held("h1", "alice", 100, "d1"));
+    // A retry: the stored one comes back, nothing is written.
+    assert_eq!(
+        ins(&held("h2", "alice", 150, "d1"), 10),
+        PendingInsert::Existing(Box::new(stored.clone()))
+    );
+    assert!(s.get_access_request("h2").unwrap().is_none());
+    // Another digest, another requester, another role: no match.
+    assert_eq!(
+        ins(&held("h3", "alice", 150, "d2"), 10),
+        PendingInsert::Inserted
+    );
+    assert_eq!(
+        ins(&held("h4", "bob", 150, "d1"), 10),
+        PendingInsert::Inserted
+    );
+    let other_role = AccessRequest {
+        role: "db-admin".into(),
+        ..held("h5", "alice", 150, "d1")
+    };
+    assert_eq!(ins(&other_role, 10), PendingInsert::Inserted);
+    // Requests without a digest are never reused.
+    assert_eq!(
+        ins(&request("p1", "carol", 150), 10),
+        PendingInsert::Inserted
+    );
+    assert_eq!(
+        ins(&request("p2", "carol", 150), 10),
+        PendingInsert::Inserted
+    );
+    // A decided request is not reused: its retry makes a new one.
+    assert!(
+        s.transition_access_request("h3", RequestState::Pending, RequestState::Denied, 160)
+            .unwrap()
+    );
+    assert_eq!(
+        ins(&held("h6", "alice", 170, "d2"), 10),
+        PendingInsert::Inserted
+    );
+    // Past its pending TTL (3600 s) a pending request is not reused either.
+    assert_eq!(
+        ins(&held("h7", "alice", 100 + 3600, "d1"), 10),
+        PendingInsert::Inserted
+    );
+    // The cap still holds for new digests, and writes nothing; a retry of a live one is answered all the same.
+    assert_eq!(
+        ins(&held("h8", "dave", 100, "x"), 1),
+        PendingInsert::Inserted
+    );
+    assert_eq!(
+        ins(&held("h9", "dave", 100, "y"), 1),
+        PendingInsert::CapReached
+    );
+    assert!(s.get_access_request("h9").unwrap().is_none());
+    assert!(matches!(
+        ins(&held("h10", "dave", 101, "x"), 1),
+        PendingInsert::Existing(r) if r.id == "h8"
+    ));
+}
+
+/// Of many retries of one held request at once (same requester and digest), exactly one inserts a request and
+/// every other gets that request back: one pending request between them.
+pub fn concurrent_held_retries_make_one_request<S: Store + 'static>(fresh: impl Fn() -> S) {
+    let s = Arc::new(fresh());
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let handles: Vec<_> = (0..RACERS)
+        .map(|i| {
+            let (s, barrier) = (s.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let r = held(&format!("retry-{i}"), "alice", 100, "same");
+                barrier.wait();
+                (r.id.clone(), s.insert_pending_or_reuse(&r, 100).unwrap())
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let inserted: Vec<&String> = results
+        .iter()
+        .filter(|(_, r)| *r == PendingInsert::Inserted)
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(inserted.len(), 1, "exactly one retry inserts: {results:?}");
+    for (_, r) in &results {
+        match r {
+            PendingInsert::Inserted => {}
+            PendingInsert::Existing(existing) => assert_eq!(&existing.id, inserted[0]),
+            PendingInsert::CapReached => panic!("no cap was reached: {results:?}"),
+        }
+    }
+    let mine = RequestFilter {
+        requester: Some(EntityRef::new("User", "alice")),
+        state: None,
+        role: None,
+        limit: None,
+        after: None,
+    };
+    assert_eq!(
+        ids(s.list_access_requests(&mine).unwrap()),
+        [inserted[0].clone()]
     );
 }
 

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use parking_lot::Mutex;
 
 use super::{
-    GrantStore, RecordedVerdict, RequestStore, Spent, StoreError, VerdictError, VerdictWrite,
-    issued_grant, verdict_effect,
+    GrantStore, PendingInsert, RecordedVerdict, RequestStore, Spent, StoreError, VerdictError,
+    VerdictWrite, issued_grant, verdict_effect,
 };
 use crate::access::{AccessRequest, Approval, RequestFilter, RequestState};
 use crate::clock::UnixTime;
@@ -158,6 +158,40 @@ impl RequestStore for MemStore {
         }
         state.requests.insert(request.id.clone(), request.clone());
         Ok(true)
+    }
+
+    fn insert_pending_or_reuse(
+        &self,
+        request: &AccessRequest,
+        max_pending: u32,
+    ) -> Result<PendingInsert, StoreError> {
+        let mut state = self.state.lock();
+        let live = |r: &&AccessRequest| {
+            r.requester == request.requester
+                && r.state == RequestState::Pending
+                && r.expires_at > request.created_at
+        };
+        if request.request_digest.is_some() {
+            let existing = state
+                .requests
+                .values()
+                .filter(live)
+                .filter(|r| r.role == request.role && r.request_digest == request.request_digest)
+                .max_by(|a, b| {
+                    a.created_at
+                        .cmp(&b.created_at)
+                        .then_with(|| b.id.cmp(&a.id))
+                });
+            if let Some(existing) = existing {
+                return Ok(PendingInsert::Existing(Box::new(existing.clone())));
+            }
+        }
+        let pending = state.requests.values().filter(live).count();
+        if pending >= usize::try_from(max_pending).unwrap_or(usize::MAX) {
+            return Ok(PendingInsert::CapReached);
+        }
+        state.requests.insert(request.id.clone(), request.clone());
+        Ok(PendingInsert::Inserted)
     }
 
     fn get_access_request(&self, id: &str) -> Result<Option<AccessRequest>, StoreError> {

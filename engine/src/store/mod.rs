@@ -154,6 +154,18 @@ pub enum VerdictError {
     Store(#[from] StoreError),
 }
 
+/// What [`RequestStore::insert_pending_or_reuse`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PendingInsert {
+    /// The request was inserted.
+    Inserted,
+    /// The requester already had a pending request for the same role and digest: this one, as stored. Nothing
+    /// was written.
+    Existing(Box<AccessRequest>),
+    /// The requester already has the most pending requests allowed. Nothing was written.
+    CapReached,
+}
+
 /// Access requests and approvals (held data-plane requests included: they are access requests bound to a digest).
 /// Implementations must be safe to call from many threads and from several processes on one database.
 pub trait RequestStore: Send + Sync + std::fmt::Debug {
@@ -167,6 +179,19 @@ pub trait RequestStore: Send + Sync + std::fmt::Debug {
         request: &AccessRequest,
         max_pending: u32,
     ) -> Result<bool, StoreError>;
+    /// Inserts a new access request unless its requester already has one that is `pending`, within its pending
+    /// TTL at `request.created_at`, and has the same `role` and the same `request_digest` (a retried held
+    /// request): that one is returned (the newest, if several) and nothing is written. Otherwise it is inserted as
+    /// [`RequestStore::insert_within_pending_cap`] would, within the same per-requester cap. The look-up, the
+    /// count and the insert are one transaction (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: e.g. a transaction that
+    /// first takes `pg_advisory_xact_lock` on the requester), so of concurrent callers with the same digest exactly
+    /// one inserts and the others get its request, across processes. A request without a digest is never reused:
+    /// it is inserted within the cap.
+    fn insert_pending_or_reuse(
+        &self,
+        request: &AccessRequest,
+        max_pending: u32,
+    ) -> Result<PendingInsert, StoreError>;
     /// One access request by id.
     fn get_access_request(&self, id: &str) -> Result<Option<AccessRequest>, StoreError>;
     /// Access requests matching `filter`, newest first (by `created_at`; equal times by id).

@@ -137,7 +137,8 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready unless shutdown has begun or the decision log cannot take records (see [`Proxy::readiness`]).
+/// Ready unless shutdown has begun, the decision log cannot take records or an issuer's keys are not fetched yet
+/// (see [`Proxy::readiness`]).
 async fn readyz(State(p): State<Arc<Proxy>>) -> Response {
     match p.readiness() {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),

@@ -42,9 +42,15 @@ pub struct IssuerConfig {
     #[serde(default = "default_leeway_secs")]
     pub leeway_secs: u64,
     /// The least time between two JWKS fetches for this issuer, in seconds (at least 1): unknown `kid`s cannot
-    /// make jitgate hammer the issuer.
+    /// make jitgate hammer the issuer. Also the least time between two background refreshes, however short the
+    /// issuer's `Cache-Control: max-age`.
     #[serde(default = "default_refresh_min_interval_secs")]
     pub refresh_min_interval_secs: u64,
+    /// The longest time between two background refreshes of the JWKS, in seconds (at least
+    /// `refresh_min_interval_secs`): the keys are refetched when the issuer's `Cache-Control: max-age` runs out,
+    /// or after this long if that is sooner or the issuer sends none. A removed key stops verifying within it.
+    #[serde(default = "default_refresh_max_interval_secs")]
+    pub refresh_max_interval_secs: u64,
     /// The longest a verified token is served from the cache, in seconds, before it is verified again (0: never
     /// cached). Bounds how long a cached token outlives a change the cache cannot see.
     #[serde(default = "default_cache_max_age_secs")]
@@ -89,6 +95,9 @@ fn default_leeway_secs() -> u64 {
 fn default_refresh_min_interval_secs() -> u64 {
     30
 }
+fn default_refresh_max_interval_secs() -> u64 {
+    3600
+}
 fn default_cache_max_age_secs() -> u64 {
     300
 }
@@ -116,6 +125,7 @@ impl IssuerConfig {
             principal_type: default_principal_type(),
             leeway_secs: default_leeway_secs(),
             refresh_min_interval_secs: default_refresh_min_interval_secs(),
+            refresh_max_interval_secs: default_refresh_max_interval_secs(),
             cache_max_age_secs: default_cache_max_age_secs(),
             max_token_lifetime_secs: None,
             shares_principals: false,
@@ -294,6 +304,15 @@ pub fn validate_issuers(issuers: &[IssuerConfig]) -> Result<(), Vec<ConfigProble
                 "must be at least 1".to_string(),
             );
         }
+        if cfg.refresh_max_interval_secs < cfg.refresh_min_interval_secs {
+            problem(
+                "refresh_max_interval_secs",
+                format!(
+                    "{} is less than refresh_min_interval_secs ({})",
+                    cfg.refresh_max_interval_secs, cfg.refresh_min_interval_secs
+                ),
+            );
+        }
         if cfg.max_token_lifetime_secs == Some(0) {
             problem(
                 "max_token_lifetime_secs",
@@ -368,9 +387,27 @@ mod tests {
         assert_eq!(cfg.principal_type, "User");
         assert_eq!(cfg.leeway_secs, 30);
         assert_eq!(cfg.refresh_min_interval_secs, 30);
+        assert_eq!(cfg.refresh_max_interval_secs, 3600);
         assert_eq!(cfg.cache_max_age_secs, 300);
         assert_eq!(cfg.max_token_lifetime_secs, None);
         assert!(validate_issuers(&[cfg]).is_ok());
+    }
+
+    #[test]
+    fn refresh_max_interval_is_not_below_the_min() {
+        let mut bad = good();
+        bad.refresh_min_interval_secs = 60;
+        bad.refresh_max_interval_secs = 59;
+        assert_eq!(
+            messages(&[bad]),
+            [
+                "issuers[0].refresh_max_interval_secs: 59 is less than refresh_min_interval_secs (60)"
+            ]
+        );
+        let mut equal = good();
+        equal.refresh_min_interval_secs = 60;
+        equal.refresh_max_interval_secs = 60;
+        assert!(validate_issuers(&[equal]).is_ok());
     }
 
     #[test]

@@ -28,6 +28,16 @@ pub(crate) enum KeyKind {
 }
 
 impl KeyKind {
+    /// The key type as a JWK names it (`RSA`, `EC P-256`, `EC P-384`, `OKP Ed25519`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            KeyKind::Rsa => "RSA",
+            KeyKind::P256 => "EC P-256",
+            KeyKind::P384 => "EC P-384",
+            KeyKind::Ed25519 => "OKP Ed25519",
+        }
+    }
+
     /// Whether a key of this kind may verify `alg`: RSA only RS*/PS*, each curve only its own ECDSA, Ed25519 only EdDSA.
     pub(crate) fn fits(self, alg: Algorithm) -> bool {
         use Algorithm::*;
@@ -83,6 +93,10 @@ pub(crate) struct KeySet {
     pub(crate) fetched_at: i64,
     /// Bumped on every successful fetch, so waiters can tell that someone else refreshed.
     pub(crate) generation: u64,
+    /// The `Cache-Control: max-age` the issuer sent with the set, in seconds (`no-cache`/`no-store`: 0).
+    pub(crate) max_age: Option<u64>,
+    /// Keys of the document that were skipped, each with why (reported by `jitgate check --online`).
+    pub(crate) skipped: Vec<String>,
 }
 
 impl KeySet {
@@ -227,6 +241,8 @@ pub(crate) fn parse_jwks(
         unnamed: Vec::new(),
         fetched_at,
         generation,
+        max_age: None,
+        skipped: Vec::new(),
     };
     for (i, value) in raw.keys.into_iter().enumerate() {
         let parsed = serde_json::from_value::<RawJwk>(value)
@@ -237,7 +253,10 @@ pub(crate) fn parse_jwks(
                 set.by_kid.insert(kid, Arc::new(key));
             }
             Ok((None, key)) => set.unnamed.push(Arc::new(key)),
-            Err(reason) => tracing::debug!(issuer, index = i, %reason, "skipping JWK"),
+            Err(reason) => {
+                tracing::debug!(issuer, index = i, %reason, "skipping JWK");
+                set.skipped.push(format!("keys[{i}]: {reason}"));
+            }
         }
     }
     Ok(set)
@@ -270,8 +289,8 @@ pub(crate) struct FetchState {
     pub(crate) warned_window: Option<i64>,
 }
 
-/// Reads a response body up to [`MAX_DOCUMENT_BYTES`].
-async fn get_limited(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+/// Reads a response body up to [`MAX_DOCUMENT_BYTES`], with the `max-age` of its `Cache-Control` header.
+async fn get_limited(http: &reqwest::Client, url: &str) -> Result<(Vec<u8>, Option<u64>), String> {
     let mut resp = http
         .get(url)
         .send()
@@ -280,6 +299,12 @@ async fn get_limited(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, Strin
     if !resp.status().is_success() {
         return Err(format!("GET {url}: HTTP {}", resp.status()));
     }
+    let max_age = resp
+        .headers()
+        .get_all(reqwest::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(cache_max_age);
     let mut body = Vec::new();
     while let Some(chunk) = resp
         .chunk()
@@ -293,7 +318,27 @@ async fn get_limited(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, Strin
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok((body, max_age))
+}
+
+/// The freshness lifetime a `Cache-Control` value gives, in seconds: its `max-age`, or 0 for `no-cache` and
+/// `no-store`; `None` when it says neither (or says it unreadably).
+pub(crate) fn cache_max_age(value: &str) -> Option<u64> {
+    let mut found = None;
+    for directive in value.split(',') {
+        let directive = directive.trim();
+        let (name, arg) = match directive.split_once('=') {
+            Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+            None => (directive, None),
+        };
+        if name.eq_ignore_ascii_case("no-cache") || name.eq_ignore_ascii_case("no-store") {
+            return Some(0);
+        }
+        if name.eq_ignore_ascii_case("max-age") {
+            found = arg.and_then(|a| a.parse::<u64>().ok());
+        }
+    }
+    found
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -313,24 +358,41 @@ struct Discovery {
     jwks_uri: String,
 }
 
-/// Finds the JWKS URL in the issuer's OpenID configuration; the document must name the same issuer.
-async fn discover(http: &reqwest::Client, issuer: &str) -> Result<String, String> {
-    let url = format!(
+/// The URL of the issuer's OpenID configuration.
+pub(crate) fn discovery_url(issuer: &str) -> String {
+    format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
-    );
-    let body = get_limited(http, &url).await?;
+    )
+}
+
+/// Why an OpenID configuration's `issuer` is not the configured one, naming a mere trailing-slash difference as
+/// such (a common mistake: `iss` is compared exactly, so every token would be refused).
+pub(crate) fn issuer_mismatch(url: &str, named: Option<&str>, issuer: &str) -> Option<String> {
+    match named {
+        Some(named) if named == issuer => None,
+        Some(named) if named.trim_end_matches('/') == issuer.trim_end_matches('/') => {
+            Some(format!(
+                "{url}: names issuer `{named}`, configured `{issuer}`: they differ only by a trailing slash; tokens \
+             carry the advertised value in `iss`, which is compared exactly, so set `issuer = \"{named}\"`"
+            ))
+        }
+        Some(named) => Some(format!(
+            "{url}: names issuer `{named}`, expected `{issuer}`"
+        )),
+        None => Some(format!("{url}: names no `issuer`, expected `{issuer}`")),
+    }
+}
+
+/// Finds the JWKS URL in the issuer's OpenID configuration; the document must name the same issuer.
+pub(crate) async fn discover(http: &reqwest::Client, issuer: &str) -> Result<String, String> {
+    let url = discovery_url(issuer);
+    let (body, _) = get_limited(http, &url).await?;
     let doc: Discovery = serde_json::from_slice(&body)
         .map_err(|e| format!("{url}: not an OpenID configuration: {e}"))?;
     // OpenID Connect Discovery 1.0, section 4.3: the document must name the issuer it was fetched for.
-    match &doc.issuer {
-        Some(named) if named == issuer => {}
-        Some(named) => {
-            return Err(format!(
-                "{url}: names issuer `{named}`, expected `{issuer}`"
-            ));
-        }
-        None => return Err(format!("{url}: names no `issuer`, expected `{issuer}`")),
+    if let Some(why) = issuer_mismatch(&url, doc.issuer.as_deref(), issuer) {
+        return Err(why);
     }
     // The keys are the trust anchor: a discovered URL is held to the rule a configured `jwks_url` is.
     super::config::check_fetch_url(&doc.jwks_uri).map_err(|e| format!("{url}: jwks_uri {e}"))?;
@@ -357,16 +419,26 @@ pub(crate) async fn fetch(
         },
         KeySource::Static => return Err("static key set cannot be refreshed".to_string()),
     };
-    let result = async {
-        let body = get_limited(http, &url).await?;
-        parse_jwks(&body, issuer, now, state.generation + 1)
-    }
-    .await;
+    let result = fetch_set(http, issuer, &url, now, state.generation + 1).await;
     if result.is_err() {
         // The issuer may have moved its keys: discover again next time.
         state.discovered = None;
     }
     result
+}
+
+/// Fetches and parses the key set at `url`, keeping the response's `max-age`.
+pub(crate) async fn fetch_set(
+    http: &reqwest::Client,
+    issuer: &str,
+    url: &str,
+    now: i64,
+    generation: u64,
+) -> Result<KeySet, String> {
+    let (body, max_age) = get_limited(http, url).await?;
+    let mut set = parse_jwks(&body, issuer, now, generation).map_err(|e| format!("{url}: {e}"))?;
+    set.max_age = max_age;
+    Ok(set)
 }
 
 /// Builds the HTTP client used for every key fetch. Redirects are not followed: one could downgrade https to http.

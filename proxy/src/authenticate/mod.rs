@@ -33,6 +33,12 @@ pub use local::{GRANT_CLAIM, LocalIssuer, PRINCIPAL_CLAIM};
 use cache::{Entry, TokenCache, token_key};
 use jwks::{FetchState, Fingerprint, KeySet, KeySource, VerifyKey};
 
+/// Whether a principal id from a client certificate (its `what` name: `uri`, `dns`, `email`, `cn`) is visible
+/// text, as token principal ids must be; says why not.
+pub fn visible_principal_id(what: &str, id: &str) -> Result<(), String> {
+    principal::visible(what, id)
+}
+
 /// The longest bearer token accepted, in bytes: bounds the hashing and decoding done for unauthenticated input.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
@@ -95,6 +101,8 @@ struct Issuer {
     groups_claim: String,
     leeway: u64,
     refresh_min_interval: i64,
+    /// The longest wait between two background refreshes (see [`Authenticator::start_key_refresh`]).
+    refresh_max_interval: u64,
     /// How long a verified token may be served from the cache before it is verified again.
     cache_max_age: i64,
     /// The longest token lifetime accepted, if limited.
@@ -140,7 +148,8 @@ impl Authenticator {
         Self::with_limits(issuers, local, AuthLimits::default())
     }
 
-    /// Builds an authenticator with explicit limits. No key is fetched yet: each issuer's JWKS is fetched on first use.
+    /// Builds an authenticator with explicit limits. No key is fetched yet: [`Authenticator::start_key_refresh`]
+    /// fetches them (the proxy calls it at start-up); without it, each issuer's JWKS is fetched on first use.
     pub fn with_limits(
         issuers: Vec<IssuerConfig>,
         local: Option<LocalIssuer>,
@@ -173,6 +182,7 @@ impl Authenticator {
                 groups_claim: cfg.groups_claim,
                 leeway: cfg.leeway_secs,
                 refresh_min_interval: secs(cfg.refresh_min_interval_secs),
+                refresh_max_interval: cfg.refresh_max_interval_secs,
                 cache_max_age: secs(cfg.cache_max_age_secs),
                 max_token_lifetime: cfg.max_token_lifetime_secs,
                 grant_bound: false,
@@ -203,6 +213,8 @@ impl Authenticator {
                 unnamed: Vec::new(),
                 fetched_at: 0,
                 generation: 1,
+                max_age: None,
+                skipped: Vec::new(),
             };
             let issuer = Issuer {
                 name: local.issuer().to_string(),
@@ -213,6 +225,7 @@ impl Authenticator {
                 // jitgate's replicas share a clock source; a little skew only.
                 leeway: 5,
                 refresh_min_interval: i64::MAX,
+                refresh_max_interval: u64::MAX,
                 // Its key never changes while jitgate runs; the cap only bounds how long a cached identity lives.
                 cache_max_age: 300,
                 max_token_lifetime: None,
@@ -257,6 +270,151 @@ impl Authenticator {
     pub fn cached_tokens(&self) -> usize {
         self.inner.cache.len()
     }
+
+    /// The issuers whose keys have not been fetched yet, sorted: their tokens are refused (401) meanwhile, and the
+    /// proxy is not ready while any is listed.
+    pub fn issuers_without_keys(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inner
+            .issuers
+            .values()
+            .filter(|i| i.keys.read().is_none())
+            .map(|i| i.name.clone())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Fetches every configured issuer's keys now and keeps them fresh in the background: each is refetched when
+    /// the `Cache-Control: max-age` it was served with runs out, bounded by the issuer's
+    /// `refresh_min_interval_secs` and `refresh_max_interval_secs`; a failed fetch is retried after 1s, doubling up
+    /// to 60s. Returns once every issuer's first attempt has ended (each is bounded by the fetch timeout), whatever
+    /// its outcome: see [`Authenticator::issuers_without_keys`]. Times of fetches are taken from `clock`, the
+    /// clock requests are authenticated with. Must be called within a Tokio runtime.
+    pub async fn start_key_refresh(&self, clock: jitgate_engine::Clock) -> KeyRefresh {
+        let mut tasks = Vec::new();
+        let mut firsts = Vec::new();
+        let mut names: Vec<&String> = self
+            .inner
+            .issuers
+            .iter()
+            .filter(|(_, i)| i.fetched())
+            .map(|(n, _)| n)
+            .collect();
+        names.sort_unstable();
+        for name in names {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            tasks.push(tokio::spawn(Issuer::refresh_loop(
+                Arc::clone(&self.inner),
+                name.clone(),
+                clock.clone(),
+                tx,
+            )));
+            firsts.push(rx);
+        }
+        for rx in firsts {
+            let _ = rx.await;
+        }
+        KeyRefresh { tasks }
+    }
+}
+
+/// What `jitgate check --online` found at one issuer (see [`probe_issuer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerProbe {
+    /// The configured issuer.
+    pub issuer: String,
+    /// The OpenID configuration read, when the keys are found by discovery (it named the configured issuer).
+    pub discovery_url: Option<String>,
+    /// Where the keys were fetched.
+    pub jwks_url: String,
+    /// The usable keys published.
+    pub keys: Vec<ProbedKey>,
+    /// Keys of the document that jitgate would not use, each with why.
+    pub skipped: Vec<String>,
+    /// The `Cache-Control: max-age` of the key set, in seconds, if the issuer sent one.
+    pub max_age: Option<u64>,
+    /// How long jitgate would wait before refreshing the keys, in seconds (the max-age, bounded by the issuer's
+    /// refresh interval settings).
+    pub refresh_in_secs: u64,
+}
+
+/// One usable key found by [`probe_issuer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbedKey {
+    /// Its `kid`, if it has one.
+    pub kid: Option<String>,
+    /// Its type, e.g. `RSA` or `EC P-256`.
+    pub kind: String,
+    /// The `alg` the key pins itself to, if any.
+    pub alg: Option<String>,
+    /// The issuer's allowed algorithms this key can verify (empty: no token of this issuer can use it).
+    pub usable_for: Vec<String>,
+}
+
+/// Fetches an issuer's discovery document (when configured by discovery) and its keys once, as the proxy would,
+/// and reports what it found. Fails when either cannot be fetched or read, when the discovery document names
+/// another issuer (a trailing-slash difference is named as such), or when no published key can verify any of the
+/// issuer's allowed algorithms. Nothing is cached.
+pub async fn probe_issuer(cfg: &IssuerConfig, timeout: Duration) -> Result<IssuerProbe, String> {
+    if let Err(problems) = validate_issuers(std::slice::from_ref(cfg)) {
+        let joined: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        return Err(joined.join("; "));
+    }
+    let http = jwks::http_client(timeout).map_err(|e| e.to_string())?;
+    let (discovery_url, jwks_url) = match &cfg.jwks_url {
+        Some(url) => (None, url.clone()),
+        None => (
+            Some(jwks::discovery_url(&cfg.issuer)),
+            jwks::discover(&http, &cfg.issuer).await?,
+        ),
+    };
+    let set = jwks::fetch_set(&http, &cfg.issuer, &jwks_url, 0, 1).await?;
+    let allowed: Vec<Algorithm> = cfg
+        .algorithms
+        .iter()
+        .filter_map(|a| config::parse_algorithm(a).ok())
+        .collect();
+    let describe = |kid: Option<&String>, k: &VerifyKey| ProbedKey {
+        kid: kid.cloned(),
+        kind: k.kind.name().to_string(),
+        alg: k.alg.map(|a| format!("{a:?}")),
+        usable_for: allowed
+            .iter()
+            .filter(|a| k.kind.fits(**a) && k.alg.is_none_or(|p| p == **a))
+            .map(|a| format!("{a:?}"))
+            .collect(),
+    };
+    let mut keys: Vec<ProbedKey> = set
+        .by_kid
+        .iter()
+        .map(|(kid, k)| describe(Some(kid), k.as_ref()))
+        .collect();
+    keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+    keys.extend(set.unnamed.iter().map(|k| describe(None, k.as_ref())));
+    if !keys.iter().any(|k| !k.usable_for.is_empty()) {
+        return Err(format!(
+            "{jwks_url}: none of its {} usable key(s) can verify the allowed algorithms {:?}{}",
+            keys.len(),
+            cfg.algorithms,
+            if set.skipped.is_empty() {
+                String::new()
+            } else {
+                format!(" (skipped: {})", set.skipped.join("; "))
+            }
+        ));
+    }
+    let min = cfg.refresh_min_interval_secs;
+    let max = cfg.refresh_max_interval_secs.max(min);
+    Ok(IssuerProbe {
+        issuer: cfg.issuer.clone(),
+        discovery_url,
+        jwks_url,
+        keys,
+        skipped: set.skipped,
+        max_age: set.max_age,
+        refresh_in_secs: set.max_age.unwrap_or(max).clamp(min, max),
+    })
 }
 
 #[derive(Deserialize)]
@@ -432,7 +590,149 @@ impl Inner {
     }
 }
 
+/// Fetches an issuer's key set while its fetch lock is held (`state` is behind it), records the attempt and, on
+/// success, publishes the new set.
+async fn fetch_and_record(
+    http: &reqwest::Client,
+    name: &str,
+    source: &KeySource,
+    keys: &RwLock<Option<Arc<KeySet>>>,
+    state: &mut FetchState,
+    now: i64,
+) -> Result<Arc<KeySet>, String> {
+    let fetched = jwks::fetch(http, name, source, state, now).await;
+    state.last_attempt = Some(now);
+    match fetched {
+        Ok(set) => {
+            tracing::info!(
+                issuer = %name,
+                keys = set.by_kid.len() + set.unnamed.len(),
+                max_age = ?set.max_age,
+                "fetched issuer keys"
+            );
+            state.generation = set.generation;
+            state.last_error = None;
+            let set = Arc::new(set);
+            *keys.write() = Some(Arc::clone(&set));
+            Ok(set)
+        }
+        Err(e) => {
+            tracing::warn!(issuer = %name, error = %e, "fetching issuer keys failed");
+            state.last_error = Some(e.clone());
+            Err(e)
+        }
+    }
+}
+
+/// The first wait after a failed background fetch; it doubles on each failure up to [`MAX_RETRY_DELAY`] (or the
+/// issuer's `refresh_max_interval_secs`, if shorter).
+const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// The longest wait between two background attempts while an issuer's keys cannot be fetched.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+/// The background key refresh of every issuer whose keys are fetched (see [`Authenticator::start_key_refresh`]).
+/// Dropping it stops the refresh.
+#[derive(Debug)]
+pub struct KeyRefresh {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for KeyRefresh {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
 impl Issuer {
+    /// Whether the keys come from the issuer (and so need fetching and refreshing).
+    fn fetched(&self) -> bool {
+        !matches!(*self.source, KeySource::Static)
+    }
+
+    /// Fetches the key set now, single flight with the request path's fetches, and records the attempt (so a
+    /// request-path refetch right after is rate-limited as after any fetch; a forced one is not, see
+    /// [`Issuer::key`]).
+    async fn refresh(&self, inner: &Inner, now: i64) -> Result<Arc<KeySet>, String> {
+        let mut state = Arc::clone(&self.fetch).lock_owned().await;
+        fetch_and_record(
+            &inner.http,
+            &self.name,
+            &self.source,
+            &self.keys,
+            &mut state,
+            now,
+        )
+        .await
+    }
+
+    /// How long to wait before refreshing `set` again: its `max-age`, bounded by the issuer's refresh interval
+    /// settings; the maximum when the issuer sent none.
+    fn refresh_delay(&self, set: &KeySet) -> Duration {
+        let min = u64::try_from(self.refresh_min_interval).unwrap_or(u64::MAX);
+        let max = self.refresh_max_interval.max(min);
+        Duration::from_secs(set.max_age.unwrap_or(max).clamp(min, max))
+    }
+
+    /// The background refresh of one issuer: fetch, then refetch when the keys' `max-age` runs out (bounded by
+    /// the issuer's settings); after a failure retry with a doubling delay. `first` is told when the first
+    /// attempt ended, whatever its outcome.
+    async fn refresh_loop(
+        inner: Arc<Inner>,
+        name: String,
+        clock: jitgate_engine::Clock,
+        first: tokio::sync::oneshot::Sender<()>,
+    ) {
+        let Some(issuer) = inner.issuers.get(&name) else {
+            return;
+        };
+        let mut first = Some(first);
+        let mut retry = FIRST_RETRY_DELAY;
+        let retry_cap =
+            MAX_RETRY_DELAY.min(Duration::from_secs(issuer.refresh_max_interval.max(1)));
+        let mut failures = 0u32;
+        loop {
+            let wait = match issuer.refresh(&inner, clock.now()).await {
+                Ok(set) => {
+                    if failures > 0 {
+                        tracing::info!(issuer = %name, after_failures = failures, "issuer keys fetched again");
+                    }
+                    failures = 0;
+                    retry = FIRST_RETRY_DELAY;
+                    issuer.refresh_delay(&set)
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let wait = retry;
+                    retry = (retry * 2).min(retry_cap);
+                    if issuer.keys.read().is_none() {
+                        tracing::warn!(
+                            issuer = %name,
+                            attempt = failures,
+                            retry_in_secs = wait.as_secs(),
+                            error = %e,
+                            "no keys for this issuer yet: not ready, and its tokens are refused until they are fetched"
+                        );
+                    } else {
+                        tracing::warn!(
+                            issuer = %name,
+                            attempt = failures,
+                            retry_in_secs = wait.as_secs(),
+                            error = %e,
+                            "refreshing issuer keys failed; the keys fetched before stay in use"
+                        );
+                    }
+                    wait
+                }
+            };
+            if let Some(tx) = first.take() {
+                let _ = tx.send(());
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     /// Whether `set` may be used without refetching: a fixed set always, a fetched one for `max_age`.
     fn is_fresh(&self, set: &KeySet, now: i64, max_age: i64) -> bool {
         matches!(*self.source, KeySource::Static) || now < set.fetched_at.saturating_add(max_age)
@@ -540,23 +840,7 @@ impl Issuer {
             );
             let keys = Arc::clone(&self.keys);
             tokio::spawn(async move {
-                let fetched = jwks::fetch(&http, &name, &source, &mut state, now).await;
-                state.last_attempt = Some(now);
-                match fetched {
-                    Ok(set) => {
-                        tracing::info!(issuer = %name, keys = set.by_kid.len() + set.unnamed.len(), "fetched issuer keys");
-                        state.generation = set.generation;
-                        state.last_error = None;
-                        let set = Arc::new(set);
-                        *keys.write() = Some(Arc::clone(&set));
-                        Ok(set)
-                    }
-                    Err(e) => {
-                        tracing::warn!(issuer = %name, error = %e, "fetching issuer keys failed");
-                        state.last_error = Some(e.clone());
-                        Err(e)
-                    }
-                }
+                fetch_and_record(&http, &name, &source, &keys, &mut state, now).await
             })
         };
         let fetched = fetching

@@ -27,6 +27,19 @@ pub(super) fn principal_id(
     })
 }
 
+/// Whether a principal id taken from elsewhere (a client certificate's `what` name) is visible text, as
+/// [`principal_id`] requires of token claims; says why not.
+pub(crate) fn visible(what: &str, value: &str) -> Result<(), String> {
+    match value.chars().find(|c| hidden(*c)) {
+        None => Ok(()),
+        Some(c) => Err(format!(
+            "the client certificate's {what} name holds an invisible, format or control character (U+{:04X}); \
+             principal ids must be visible text",
+            u32::from(c)
+        )),
+    }
+}
+
 /// Control characters (C0, DEL, C1), Unicode format characters (zero-width, joiners, bidi embeddings, overrides
 /// and isolates, the byte order mark, soft hyphen ...), other invisible marks, and any whitespace but the ASCII
 /// space (line and paragraph separators, no-break and ideographic spaces look like a space or like nothing).

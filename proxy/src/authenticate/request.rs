@@ -9,11 +9,51 @@ use crate::metrics::Counter;
 use crate::respond::Refusal;
 use crate::trace::Trace;
 
+/// Which part of a client certificate named its principal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SanKind {
+    /// A URI subject-alternative name (a SPIFFE ID, say).
+    Uri,
+    /// A DNS subject-alternative name.
+    Dns,
+    /// An email (RFC 822) subject-alternative name.
+    Email,
+    /// The subject's common name (the certificate has no SAN of the other kinds).
+    Cn,
+}
+
+impl SanKind {
+    /// The name recorded in the identity's claims and the decision record (`uri`, `dns`, `email`, `cn`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SanKind::Uri => "uri",
+            SanKind::Dns => "dns",
+            SanKind::Email => "email",
+            SanKind::Cn => "cn",
+        }
+    }
+}
+
+/// What a connection's verified client certificate says about its caller (see `crate::tls::client_cert`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCert {
+    /// The certificate names this principal, found in a name of this kind.
+    Named {
+        /// The principal (of the listener's `client_principal_type`).
+        entity: EntityRef,
+        /// Where in the certificate its id was found.
+        kind: SanKind,
+    },
+    /// The certificate may not name a principal here (a configured SPIFFE trust domain it is not in, a name a
+    /// reader cannot see): every request on the connection is refused (401), whatever else it carries.
+    Refused(String),
+}
+
 /// What the stage needs besides the request.
 #[derive(Debug)]
 pub struct Credentials<'a, G, A> {
-    /// The principal of the connection's verified client certificate (mTLS), if any.
-    pub client_cert: Option<&'a EntityRef>,
+    /// What the connection's verified client certificate (mTLS) says, if any.
+    pub client_cert: Option<&'a ClientCert>,
     /// The configured groups of a certificate principal.
     pub cert_groups: G,
     /// Whether a principal's grant (by id) is active now.
@@ -48,7 +88,21 @@ where
             }
         })?),
     };
-    let identity: Option<Identity> = match (header, creds.client_cert) {
+    // A certificate that may not name anybody here (outside the SPIFFE trust domain) refuses its connection's
+    // requests whatever else they carry: a bearer token does not make a wrong workload right.
+    let client_cert = match creds.client_cert {
+        Some(ClientCert::Refused(why)) => {
+            creds.failures.inc();
+            trace.error = Some(format!("authentication failed: {why}"));
+            return Err(Refusal::Unauthenticated {
+                message: "the client certificate is not accepted here".into(),
+                challenge: "Bearer realm=\"jitgate\"".into(),
+            });
+        }
+        Some(ClientCert::Named { entity, kind }) => Some((entity, *kind)),
+        None => None,
+    };
+    let identity: Option<Identity> = match (header, client_cert) {
         (Some(h), _) => match auth.authenticate(Some(h), creds.now).await {
             Ok(id) => Some(id),
             Err(e) => {
@@ -60,8 +114,9 @@ where
                 });
             }
         },
-        (None, Some(cert)) => Some(certificate_identity(
+        (None, Some((cert, kind))) => Some(certificate_identity(
             cert.clone(),
+            kind,
             (creds.cert_groups)(cert),
         )),
         (None, None) => None,
@@ -82,12 +137,19 @@ where
     Ok(identity)
 }
 
-/// The identity of a verified client certificate (mTLS): no claims, groups from configuration.
-fn certificate_identity(principal: EntityRef, groups: Vec<String>) -> Identity {
+/// The claim of a certificate identity that says which kind of name in the certificate named it (`uri`, `dns`,
+/// `email`, `cn`): seen by policies as `context.claims.san_kind` and recorded in the decision record.
+pub const SAN_KIND_CLAIM: &str = "san_kind";
+
+/// The identity of a verified client certificate (mTLS): groups from configuration, and one claim, the kind of
+/// name it came from ([`SAN_KIND_CLAIM`]).
+fn certificate_identity(principal: EntityRef, kind: SanKind, groups: Vec<String>) -> Identity {
+    let mut claims = serde_json::Map::new();
+    claims.insert(SAN_KIND_CLAIM.into(), kind.as_str().into());
     Identity {
         principal,
         groups,
-        claims: Default::default(),
+        claims,
         issuer: "mtls".into(),
         expires_at: i64::MAX,
         grant_id: None,

@@ -103,6 +103,7 @@ pub(crate) fn check(raw: RawAdmin, server_header_timeout: Duration, p: &mut Prob
         require_client_cert: false,
         client_principal_type: default_workload(),
         workload_groups: BTreeMap::new(),
+        spiffe_trust_domain: None,
     });
     Admin {
         listen,

@@ -49,6 +49,22 @@ pub struct RawLog {
     /// How often retention runs (the first run is at start; default `1h`). Only with `retain`.
     #[serde(default)]
     pub prune_interval: Option<String>,
+    /// Ed25519 key (PKCS#8 PEM) that signs the chain head into the anchors file; generated (mode 0600, public key
+    /// beside it as `<file>.pub`) when missing. Keep it apart from the log. Absent: no signed anchors.
+    #[serde(default)]
+    pub anchor_key: Option<PathBuf>,
+    /// The append-only file of signed anchors (default `<path>.anchors.jsonl`). Only with `anchor_key`.
+    #[serde(default)]
+    pub anchors: Option<PathBuf>,
+    /// Sign the head at least this often while records arrive (default `1m`). Only with `anchor_key`.
+    #[serde(default)]
+    pub anchor_interval: Option<String>,
+    /// Sign the head after at most this many records (default 10000). Only with `anchor_key`.
+    #[serde(default)]
+    pub anchor_records: Option<u64>,
+    /// The replica named in each anchor (default: the host name).
+    #[serde(default)]
+    pub replica: Option<String>,
 }
 
 fn default_redact_query() -> Vec<String> {
@@ -71,6 +87,11 @@ impl Default for RawLog {
             jsonl: None,
             retain: None,
             prune_interval: None,
+            anchor_key: None,
+            anchors: None,
+            anchor_interval: None,
+            anchor_records: None,
+            replica: None,
         }
     }
 }
@@ -89,6 +110,37 @@ fn default_on_full() -> String {
 }
 fn default_acknowledge() -> String {
     "commit".into()
+}
+
+/// How often the head is signed when `[log] anchor_interval` is not set.
+pub const DEFAULT_ANCHOR_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Most records between two anchors when `[log] anchor_records` is not set.
+pub const DEFAULT_ANCHOR_RECORDS: u64 = 10_000;
+
+/// `[log]` anchor settings, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnchorConfig {
+    /// The signing key file.
+    pub key: PathBuf,
+    /// The anchors file.
+    pub file: PathBuf,
+    /// Sign at least this often while records arrive.
+    pub every: Duration,
+    /// Sign after at most this many records.
+    pub every_records: u64,
+    /// The replica named in anchors.
+    pub replica: String,
+}
+
+/// The host name, for the default replica id.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "jitgate".into())
 }
 
 /// How often automatic retention runs when `[log] prune_interval` is not set.
@@ -116,6 +168,7 @@ pub(crate) struct Log {
     pub(crate) jsonl: Option<String>,
     pub(crate) retain: Option<Duration>,
     pub(crate) prune_interval: Duration,
+    pub(crate) anchor: Option<AnchorConfig>,
 }
 
 /// Validates `[log]`.
@@ -166,8 +219,53 @@ pub(crate) fn check(raw: RawLog, p: &mut Problems<'_>) -> Log {
     if raw.prune_interval.is_some() && raw.retain.is_none() {
         p.err("log.prune_interval", "needs `log.retain`".into());
     }
+    let path = p.resolve(&raw.path);
+    let anchor_every = match raw.anchor_interval.as_deref() {
+        None => Some(DEFAULT_ANCHOR_INTERVAL),
+        Some(v) => p.at_least_1s("log.anchor_interval", v),
+    }
+    .unwrap_or(DEFAULT_ANCHOR_INTERVAL);
+    if raw.anchor_records == Some(0) {
+        p.err("log.anchor_records", "must be at least 1".into());
+    }
+    let anchor = match &raw.anchor_key {
+        None => {
+            for (key, set) in [
+                ("log.anchors", raw.anchors.is_some()),
+                ("log.anchor_interval", raw.anchor_interval.is_some()),
+                ("log.anchor_records", raw.anchor_records.is_some()),
+            ] {
+                if set {
+                    p.err(key, "needs `log.anchor_key`".into());
+                }
+            }
+            None
+        }
+        Some(key) => {
+            let key = p.resolve(key);
+            let file = raw.anchors.as_ref().map_or_else(
+                || jitgate_engine::log::anchors_path(&path),
+                |f| p.resolve(f),
+            );
+            if key == path || file == path {
+                p.err(
+                    "log.anchor_key",
+                    "the anchor key and the anchors file must be files of their own, not the log"
+                        .into(),
+                );
+            }
+            Some(AnchorConfig {
+                key,
+                file,
+                every: anchor_every,
+                every_records: raw.anchor_records.unwrap_or(DEFAULT_ANCHOR_RECORDS).max(1),
+                replica: raw.replica.clone().unwrap_or_else(host_name),
+            })
+        }
+    };
     Log {
-        path: p.resolve(&raw.path),
+        anchor,
+        path,
         enabled: raw.enabled,
         queue_capacity: raw.queue_capacity,
         on_full,

@@ -26,7 +26,10 @@ pub use bundle::{RawBundle, RawStore};
 
 pub use hold::{HoldConfig, RawHold};
 pub use issuers::RawLocalIssuer;
-pub use log::{Acknowledge, DEFAULT_PRUNE_INTERVAL, OnFull, RawLog};
+pub use log::{
+    Acknowledge, AnchorConfig, DEFAULT_ANCHOR_INTERVAL, DEFAULT_ANCHOR_RECORDS,
+    DEFAULT_PRUNE_INTERVAL, OnFull, RawLog,
+};
 pub use server::{RawServer, RawTls, TlsConfig, TrailingSlash};
 pub use upstreams::{RawCredential, RawUpstream, Upstream};
 pub use webhooks::{RawWebhook, WebhookConfig, WebhookFormat};
@@ -167,6 +170,8 @@ pub struct Config {
     pub log_retain: Option<Duration>,
     /// How often automatic retention runs.
     pub log_prune_interval: Duration,
+    /// Signed anchors of the decision log (`[log] anchor_key`; None: off).
+    pub log_anchor: Option<AnchorConfig>,
     /// Trusted issuers.
     pub issuers: Vec<IssuerConfig>,
     /// Local issuer.
@@ -183,7 +188,13 @@ impl Config {
     /// Reads and validates a config file; relative paths inside are resolved against the file's directory.
     pub fn load(path: &Path) -> Result<Config, Diagnostics> {
         let source = read_file(path)?;
-        let raw: RawConfig = parse_toml(path, &source)?;
+        Config::parse(path, &source)
+    }
+
+    /// Parses and validates `source`, the text of the config file at `path` (which names it in errors and whose
+    /// directory relative paths are resolved against), as [`Config::load`] does once it has read the file.
+    pub fn parse(path: &Path, source: &str) -> Result<Config, Diagnostics> {
+        let raw: RawConfig = parse_toml(path, source)?;
         let base = path.parent().unwrap_or(Path::new("."));
         // `path` written out at its default value beside `url`: the checks below cannot tell it from unset.
         let both = toml::from_str::<toml::Table>(&source)
@@ -205,7 +216,7 @@ impl Config {
             }
             Diagnostics(
                 errs.into_iter()
-                    .map(|(key, msg)| Diagnostic::at_toml_key(path, &source, &key, msg))
+                    .map(|(key, msg)| Diagnostic::at_toml_key(path, source, &key, msg))
                     .collect(),
             )
         })
@@ -295,6 +306,7 @@ impl Config {
             log_jsonl: log.jsonl,
             log_retain: log.retain,
             log_prune_interval: log.prune_interval,
+            log_anchor: log.anchor,
             issuers: raw.issuers,
             local_issuer,
             upstreams,

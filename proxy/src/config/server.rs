@@ -75,6 +75,11 @@ pub struct RawTls {
     /// Groups of certificate principals, by principal id (a certificate carries no groups of its own).
     #[serde(default)]
     pub workload_groups: BTreeMap<String, Vec<String>>,
+    /// A SPIFFE trust domain (`example.org`): when set, a client certificate names its principal only by its one
+    /// URI SAN, which must be a SPIFFE ID `spiffe://<trust domain>/<path>`; any other certificate's requests are
+    /// refused (401). Unset: the first URI SAN, else DNS SAN, else email SAN, else the subject CN names it.
+    #[serde(default)]
+    pub spiffe_trust_domain: Option<String>,
 }
 
 impl Default for RawServer {
@@ -129,6 +134,14 @@ pub(crate) fn default_workload() -> String {
     "Workload".into()
 }
 
+/// Whether `domain` is a SPIFFE trust domain name: lower-case letters, digits, `.`, `-` and `_`, not empty.
+fn valid_trust_domain(domain: &str) -> bool {
+    !domain.is_empty()
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'))
+}
+
 /// Trailing slash handling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrailingSlash {
@@ -153,6 +166,8 @@ pub struct TlsConfig {
     pub client_principal_type: String,
     /// Groups of certificate principals.
     pub workload_groups: BTreeMap<String, Vec<String>>,
+    /// The SPIFFE trust domain client certificates must name their principal in, if set.
+    pub spiffe_trust_domain: Option<String>,
 }
 
 /// `[server]`, validated.
@@ -222,6 +237,23 @@ pub(crate) fn check(raw: RawServer, p: &mut Problems<'_>) -> Server {
         if t.require_client_cert && t.client_ca.is_none() {
             p.err("server.tls.require_client_cert", "needs `client_ca`".into());
         }
+        if let Some(domain) = &t.spiffe_trust_domain {
+            if t.client_ca.is_none() {
+                p.err(
+                    "server.tls.spiffe_trust_domain",
+                    "needs `client_ca` (it applies to client certificates)".into(),
+                );
+            }
+            if !valid_trust_domain(domain) {
+                p.err(
+                    "server.tls.spiffe_trust_domain",
+                    format!(
+                        "`{domain}` is not a trust domain name (lower-case letters, digits, `.`, `-`, `_`; no \
+                         scheme, port or path)"
+                    ),
+                );
+            }
+        }
         TlsConfig {
             cert: p.existing_file("server.tls.cert", &t.cert),
             key: p.existing_file("server.tls.key", &t.key),
@@ -232,6 +264,7 @@ pub(crate) fn check(raw: RawServer, p: &mut Problems<'_>) -> Server {
             require_client_cert: t.require_client_cert,
             client_principal_type: t.client_principal_type,
             workload_groups: t.workload_groups,
+            spiffe_trust_domain: t.spiffe_trust_domain,
         }
     });
     Server {

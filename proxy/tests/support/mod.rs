@@ -116,6 +116,7 @@ pub fn claims(sub: &str, groups: &[&str], now: i64) -> Value {
 struct JwksState {
     jwks: Mutex<Value>,
     fetches: AtomicUsize,
+    failing: std::sync::atomic::AtomicBool,
 }
 
 /// A JWKS endpoint on 127.0.0.1 whose key set the test can swap, counting fetches.
@@ -133,6 +134,7 @@ impl JwksServer {
         let state = Arc::new(JwksState {
             jwks: Mutex::new(json!({ "keys": keys })),
             fetches: AtomicUsize::new(0),
+            failing: std::sync::atomic::AtomicBool::new(false),
         });
         let app = axum::Router::new()
             .route("/jwks", get(serve_jwks))
@@ -150,11 +152,19 @@ impl JwksServer {
     pub fn fetches(&self) -> usize {
         self.state.fetches.load(Ordering::SeqCst)
     }
+
+    /// While `failing`, the endpoint answers 503 (an identity provider that is down).
+    pub fn set_failing(&self, failing: bool) {
+        self.state.failing.store(failing, Ordering::SeqCst);
+    }
 }
 
-async fn serve_jwks(State(state): State<Arc<JwksState>>) -> Json<Value> {
+async fn serve_jwks(State(state): State<Arc<JwksState>>) -> Result<Json<Value>, StatusCode> {
     state.fetches.fetch_add(1, Ordering::SeqCst);
-    Json(state.jwks.lock().unwrap().clone())
+    if state.failing.load(Ordering::SeqCst) {
+        return Err(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    Ok(Json(state.jwks.lock().unwrap().clone()))
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -596,6 +606,26 @@ impl Pki {
             vec![rcgen::SanType::DnsName(dns.try_into().unwrap())],
             rcgen::ExtendedKeyUsagePurpose::ClientAuth,
         )
+    }
+
+    /// A client certificate with these subject-alternative names and, if given, this subject common name (else
+    /// none at all).
+    pub fn client_named(&self, sans: Vec<rcgen::SanType>, cn: Option<&str>) -> Leaf {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = sans;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(cn) = cn {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+        }
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
     }
 
     /// The CA certificate for a reqwest client's roots.
