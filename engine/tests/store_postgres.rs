@@ -22,7 +22,8 @@ fn eight_replicas_opening_a_new_schema_at_once_migrate_it_once() {
     let scratch = Scratch::new(&base, "migrate").unwrap();
     let url = scratch.url();
     let barrier = Arc::new(Barrier::new(8));
-    let opened: Vec<_> = (0..8)
+    // All eight are spawned before any is joined: the barrier needs every one of them running.
+    let openers: Vec<_> = (0..8)
         .map(|_| {
             let (url, barrier) = (url.clone(), barrier.clone());
             std::thread::spawn(move || {
@@ -30,6 +31,9 @@ fn eight_replicas_opening_a_new_schema_at_once_migrate_it_once() {
                 PgStore::open_migrated(&url).map(|(_, m)| m)
             })
         })
+        .collect();
+    let opened: Vec<_> = openers
+        .into_iter()
         .map(|h| h.join().unwrap().unwrap())
         .collect();
     // Exactly one opener applied the migrations; the others found them applied.

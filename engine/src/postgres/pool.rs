@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use postgres::config::{Host, SslMode};
 use postgres::{Client, Config, NoTls};
+use postgres::fallible_iterator::FallibleIterator;
 
 use super::describe;
 use crate::store::StoreError;
@@ -190,8 +191,8 @@ impl Pool {
         let deadline = Instant::now() + CHECKOUT_TIMEOUT;
         let mut s = self.state.lock();
         loop {
-            if let Some(c) = s.idle.pop() {
-                if c.is_closed() {
+            if let Some(mut c) = s.idle.pop() {
+                if !alive(&mut c) {
                     s.open = s.open.saturating_sub(1);
                     continue;
                 }
@@ -220,4 +221,18 @@ impl Pool {
             }
         }
     }
+}
+
+/// Whether an idle connection can still be used, found without a round trip: reading what the server sent while it
+/// sat idle (without blocking) surfaces a termination (`pg_terminate_backend`, a server restart) before anything is
+/// sent on it. A connection found closed here is dropped and the caller gets another one, so nothing of the
+/// caller's statement ever reached the dead connection and taking another one is always safe. One that dies after
+/// the statement is sent is not retried: the statement may have committed, so the caller sees the error.
+fn alive(c: &mut Client) -> bool {
+    if c.is_closed() {
+        return false;
+    }
+    // Pooled connections never LISTEN, so there is nothing to keep from this; any error means the server ended it.
+    let polled = c.notifications().iter().next().is_ok();
+    polled && !c.is_closed()
 }
