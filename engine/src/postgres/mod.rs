@@ -146,7 +146,7 @@ impl PgStore {
     /// Runs `f` on a pooled connection, timing it.
     fn run<T, E: From<StoreError>>(
         &self,
-        f: impl FnOnce(&mut postgres::Client) -> Result<T, E>,
+        f: impl FnMut(&mut postgres::Client) -> Result<T, E>,
     ) -> Result<T, E> {
         let start = Instant::now();
         let out = self.pool.with(f);

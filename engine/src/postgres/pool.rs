@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use postgres::config::{Host, SslMode};
 use postgres::{Client, Config, NoTls};
-use postgres::fallible_iterator::FallibleIterator;
 
 use super::describe;
 use crate::store::StoreError;
@@ -170,12 +169,28 @@ impl Pool {
 
     /// Runs `f` on a connection: an idle one, a new one while fewer than `max` are open, or the next one freed
     /// (waiting up to [`CHECKOUT_TIMEOUT`]). The connection goes back to the pool afterwards unless it broke.
+    ///
+    /// An idle connection may have been ended by the server while it sat in the pool (`pg_terminate_backend`, a
+    /// restart); that shows only when it is used. When `f` fails on a reused connection that turns out closed,
+    /// `f` runs once more on a fresh connection. The closed connection never carried `f`'s work to a commit: a
+    /// server that ends a backend rolls back its open transaction, and a statement the server completed is
+    /// answered before the connection ends. A failure on a fresh connection is returned as it is.
     pub(crate) fn with<T, E: From<StoreError>>(
         &self,
-        f: impl FnOnce(&mut Client) -> Result<T, E>,
+        mut f: impl FnMut(&mut Client) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut client = self.checkout()?;
-        let out = f(&mut client);
+        let (mut client, reused) = self.checkout()?;
+        let mut out = f(&mut client);
+        if out.is_err() && reused && client.is_closed() {
+            self.put_back(client);
+            client = self.connect_fresh()?;
+            out = f(&mut client);
+        }
+        self.put_back(client);
+        out
+    }
+
+    fn put_back(&self, client: Client) {
         let mut s = self.state.lock();
         if client.is_closed() {
             s.open = s.open.saturating_sub(1);
@@ -184,24 +199,39 @@ impl Pool {
         }
         drop(s);
         self.freed.notify_one();
-        out
     }
 
-    fn checkout(&self) -> Result<Client, StoreError> {
+    /// A new connection in place of one just given back closed (its slot was freed by `put_back`).
+    fn connect_fresh(&self) -> Result<Client, StoreError> {
+        loop {
+            let (client, reused) = self.checkout()?;
+            if !reused {
+                return Ok(client);
+            }
+            // An idle connection is as suspect as the one that broke: drop it and open one of our own.
+            let mut s = self.state.lock();
+            s.open = s.open.saturating_sub(1);
+            drop(s);
+            drop(client);
+        }
+    }
+
+    /// A connection and whether it was reused from the idle list.
+    fn checkout(&self) -> Result<(Client, bool), StoreError> {
         let deadline = Instant::now() + CHECKOUT_TIMEOUT;
         let mut s = self.state.lock();
         loop {
-            if let Some(mut c) = s.idle.pop() {
-                if !alive(&mut c) {
+            if let Some(c) = s.idle.pop() {
+                if c.is_closed() {
                     s.open = s.open.saturating_sub(1);
                     continue;
                 }
-                return Ok(c);
+                return Ok((c, true));
             }
             if s.open < self.max {
                 s.open += 1;
                 drop(s);
-                return self.connector.connect().inspect_err(|_| {
+                return self.connector.connect().map(|c| (c, false)).inspect_err(|_| {
                     let mut s = self.state.lock();
                     s.open = s.open.saturating_sub(1);
                     drop(s);
@@ -223,16 +253,3 @@ impl Pool {
     }
 }
 
-/// Whether an idle connection can still be used, found without a round trip: reading what the server sent while it
-/// sat idle (without blocking) surfaces a termination (`pg_terminate_backend`, a server restart) before anything is
-/// sent on it. A connection found closed here is dropped and the caller gets another one, so nothing of the
-/// caller's statement ever reached the dead connection and taking another one is always safe. One that dies after
-/// the statement is sent is not retried: the statement may have committed, so the caller sees the error.
-fn alive(c: &mut Client) -> bool {
-    if c.is_closed() {
-        return false;
-    }
-    // Pooled connections never LISTEN, so there is nothing to keep from this; any error means the server ended it.
-    let polled = c.notifications().iter().next().is_ok();
-    polled && !c.is_closed()
-}

@@ -80,12 +80,12 @@ impl Scratch {
     }
 
     /// Ends every server connection opened through [`Scratch::url`] (as a server restart would), except the one
-    /// that does it; returns how many.
+    /// that does it, waiting (up to 5 s each) until each is gone; returns how many.
     pub fn terminate_connections(&self) -> Result<i64, StoreError> {
         let mut c = Connector::new(&self.base)?.connect()?;
         let row = c
             .query_one(
-                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+                "SELECT COUNT(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity
                  WHERE application_name = $1 AND pid <> pg_backend_pid()",
                 &[&self.schema],
             )
