@@ -101,12 +101,14 @@ impl PgStore {
     /// [`PgStore::open`], also saying which versions the schema went from and to.
     pub fn open_migrated(url: &str) -> Result<(PgStore, Migrated), StoreError> {
         let connector = pool::Connector::new(url)?;
-        let mut first = connector.connect()?;
-        let migrated = migrate::migrate(&mut first)?;
-        let schema: String = first
-            .query_one("SELECT current_schema()::text", &[])
-            .and_then(|r| r.try_get(0))
-            .map_err(|e| pg_err("cannot read the current schema", e))?;
+        let (migrated, schema) = connector.session(|first| {
+            let migrated = migrate::migrate(first)?;
+            let schema: String = first
+                .query_one("SELECT current_schema()::text", &[])
+                .and_then(|r| r.try_get(0))
+                .map_err(|e| pg_err("cannot read the current schema", e))?;
+            Ok((migrated, schema))
+        })?;
         let pool = pool::Pool::new(connector, POOL_SIZE);
         Ok((
             PgStore {
@@ -144,9 +146,9 @@ impl PgStore {
     }
 
     /// Runs `f` on a pooled connection, timing it.
-    fn run<T, E: From<StoreError>>(
+    fn run<T: Send, E: From<StoreError> + Send>(
         &self,
-        f: impl FnMut(&mut postgres::Client) -> Result<T, E>,
+        f: impl FnMut(&mut postgres::Client) -> Result<T, E> + Send,
     ) -> Result<T, E> {
         let start = Instant::now();
         let out = self.pool.with(f);

@@ -101,6 +101,22 @@ impl Connector {
 
     /// Opens one connection.
     pub(crate) fn connect(&self) -> Result<Client, StoreError> {
+        off_runtime(|| self.connect_here())
+    }
+
+    /// Opens one connection, runs `f` on it and closes it, all where blocking is allowed (see [`off_runtime`]:
+    /// the synchronous client blocks when it connects, queries and closes).
+    pub(crate) fn session<T: Send>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        off_runtime(|| {
+            let mut c = self.connect_here()?;
+            f(&mut c)
+        })
+    }
+
+    fn connect_here(&self) -> Result<Client, StoreError> {
         let r = match &self.tls {
             Some(tls) => self.config.connect(tls.clone()),
             None => self.config.connect(NoTls),
@@ -148,6 +164,14 @@ impl std::fmt::Debug for Pool {
     }
 }
 
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Closing a connection blocks on the client's own runtime.
+        let idle = std::mem::take(&mut self.state.get_mut().idle);
+        off_runtime(move || drop(idle));
+    }
+}
+
 impl Pool {
     /// A pool of at most `max` connections opened by `connector`.
     pub(crate) fn new(connector: Connector, max: usize) -> Self {
@@ -175,7 +199,14 @@ impl Pool {
     /// `f` runs once more on a fresh connection. The closed connection never carried `f`'s work to a commit: a
     /// server that ends a backend rolls back its open transaction, and a statement the server completed is
     /// answered before the connection ends. A failure on a fresh connection is returned as it is.
-    pub(crate) fn with<T, E: From<StoreError>>(
+    pub(crate) fn with<T: Send, E: From<StoreError> + Send>(
+        &self,
+        f: impl FnMut(&mut Client) -> Result<T, E> + Send,
+    ) -> Result<T, E> {
+        off_runtime(|| self.with_here(f))
+    }
+
+    fn with_here<T, E: From<StoreError>>(
         &self,
         mut f: impl FnMut(&mut Client) -> Result<T, E>,
     ) -> Result<T, E> {
@@ -253,3 +284,19 @@ impl Pool {
     }
 }
 
+
+/// Runs `f`, which blocks on the synchronous PostgreSQL client (it drives a runtime of its own), where that may
+/// block: as it is outside any async runtime; through `block_in_place` on a multi-threaded one (the proxy's: its
+/// other workers go on serving); on a thread of its own under a current-thread runtime, which cannot be blocked.
+pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Err(_) => f(),
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        Ok(_) => std::thread::scope(|s| match s.spawn(f).join() {
+            Ok(out) => out,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }),
+    }
+}

@@ -48,9 +48,10 @@ impl Scratch {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
-        let mut c = Connector::new(base)?.connect()?;
-        c.batch_execute(&format!("CREATE SCHEMA {schema}"))
-            .map_err(|e| StoreError::database("cannot create a scratch schema", describe(&e)))?;
+        Connector::new(base)?.session(|c| {
+            c.batch_execute(&format!("CREATE SCHEMA {schema}"))
+                .map_err(|e| StoreError::database("cannot create a scratch schema", describe(&e)))
+        })?;
         Ok(Scratch {
             base: base.to_string(),
             schema,
@@ -74,33 +75,36 @@ impl Scratch {
 
     /// Runs `sql` on the server (outside the schema's `search_path`, unless the SQL says so).
     pub fn admin(&self, sql: &str) -> Result<(), StoreError> {
-        let mut c = Connector::new(&self.url())?.connect()?;
-        c.batch_execute(sql)
-            .map_err(|e| StoreError::database("", describe(&e)))
+        Connector::new(&self.url())?.session(|c| {
+            c.batch_execute(sql)
+                .map_err(|e| StoreError::database("", describe(&e)))
+        })
     }
 
     /// Ends every server connection opened through [`Scratch::url`] (as a server restart would), except the one
     /// that does it, waiting (up to 5 s each) until each is gone; returns how many.
     pub fn terminate_connections(&self) -> Result<i64, StoreError> {
-        let mut c = Connector::new(&self.base)?.connect()?;
-        let row = c
-            .query_one(
+        let schema = &self.schema;
+        Connector::new(&self.base)?.session(|c| {
+            c.query_one(
                 "SELECT COUNT(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity
                  WHERE application_name = $1 AND pid <> pg_backend_pid()",
-                &[&self.schema],
+                &[schema],
             )
-            .map_err(|e| StoreError::database("", describe(&e)))?;
-        row.try_get(0)
+            .and_then(|row| row.try_get(0))
             .map_err(|e| StoreError::database("", describe(&e)))
+        })
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
         let drop_it = || -> Result<(), StoreError> {
-            let mut c = Connector::new(&self.base)?.connect()?;
-            c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
-                .map_err(|e| StoreError::database("", describe(&e)))
+            let schema = &self.schema;
+            Connector::new(&self.base)?.session(|c| {
+                c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .map_err(|e| StoreError::database("", describe(&e)))
+            })
         };
         if let Err(e) = drop_it() {
             eprintln!("cannot drop scratch schema {}: {e}", self.schema);
