@@ -26,8 +26,8 @@ use crate::clock::UnixTime;
 use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
 use crate::store::{
-    GrantStore, PendingInsert, RecordedVerdict, RequestStore, Spent, StoreError, VerdictError, VerdictWrite,
-    issued_grant, verdict_effect,
+    GrantStore, PendingInsert, RecordedVerdict, RequestStore, Spent, StoreError, VerdictError,
+    VerdictWrite, issued_grant, verdict_effect,
 };
 
 /// Connections one store keeps at most (the replica's share of the server's `max_connections`).

@@ -262,12 +262,16 @@ impl Pool {
             if s.open < self.max {
                 s.open += 1;
                 drop(s);
-                return self.connector.connect().map(|c| (c, false)).inspect_err(|_| {
-                    let mut s = self.state.lock();
-                    s.open = s.open.saturating_sub(1);
-                    drop(s);
-                    self.freed.notify_one();
-                });
+                return self
+                    .connector
+                    .connect()
+                    .map(|c| (c, false))
+                    .inspect_err(|_| {
+                        let mut s = self.state.lock();
+                        s.open = s.open.saturating_sub(1);
+                        drop(s);
+                        self.freed.notify_one();
+                    });
             }
             if self.freed.wait_until(&mut s, deadline).timed_out() {
                 return Err(StoreError::database(
@@ -283,7 +287,6 @@ impl Pool {
         }
     }
 }
-
 
 /// Runs `f`, which blocks on the synchronous PostgreSQL client (it drives a runtime of its own), where that may
 /// block: as it is outside any async runtime; through `block_in_place` on a multi-threaded one (the proxy's: its
