@@ -11,7 +11,7 @@ use crate::decision::{Decision, Effect};
 use crate::grant::{Grant, GrantIndex};
 use crate::input::DecisionInput;
 use crate::request::AuthzRequest;
-use crate::store::{GrantStore, StoreError};
+use crate::store::{Freshness, GrantStore, Spent, StoreError};
 
 /// How many times a decision is retried when a concurrent request spent the grant it rested on.
 const MAX_CONSUME_RETRIES: usize = 3;
@@ -27,6 +27,9 @@ pub struct Authorizer {
     /// the order the store committed them: a spent use read before a revocation can never land after it and make
     /// the revoked grant active again.
     writes: parking_lot::Mutex<()>,
+    /// For a store shared by replicas: how recently it was heard from. While it is stale, decisions that rest on
+    /// a grant are denied (the index may miss a revocation made through another replica).
+    freshness: Option<Arc<Freshness>>,
 }
 
 impl Authorizer {
@@ -44,7 +47,40 @@ impl Authorizer {
             store,
             clock,
             writes: parking_lot::Mutex::new(()),
+            freshness: None,
         })
+    }
+
+    /// Makes decisions that rest on a grant depend on `freshness`: denied while the store has been silent for
+    /// longer than its bound.
+    pub fn with_freshness(mut self, freshness: Arc<Freshness>) -> Self {
+        self.freshness = Some(freshness);
+        self
+    }
+
+    /// How recently the shared store was heard from (`None`: a store of this process only, always current).
+    pub fn freshness(&self) -> Option<&Arc<Freshness>> {
+        self.freshness.as_ref()
+    }
+
+    /// Reads grant `id` from the store and puts it in the index as stored now (e.g. when another replica changed
+    /// it). Returns it, or `None` when the store has no such grant.
+    pub fn refresh_grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
+        let _w = self.writes.lock();
+        let grant = self.store.get_grant(id)?;
+        if let Some(g) = &grant {
+            self.grants.upsert(g.clone());
+        }
+        Ok(grant)
+    }
+
+    /// Replaces the whole index with the grants the store holds now (a resync); returns how many.
+    pub fn resync_grants(&self) -> Result<usize, StoreError> {
+        let _w = self.writes.lock();
+        let grants = self.store.load_grants(self.clock.now())?;
+        let n = grants.len();
+        self.grants.replace_all(grants);
+        Ok(n)
     }
 
     /// The active bundle snapshot. A request keeps the snapshot it started with, whatever reloads happen meanwhile.
@@ -141,36 +177,49 @@ impl Authorizer {
             if decision.effect != Effect::Allow {
                 return decision;
             }
-            let limited: Vec<&Arc<Grant>> = decision
+            let stale = self.freshness.as_ref().filter(|f| f.is_stale());
+            if let Some(f) = stale.filter(|_| !decision.grants_used.is_empty()) {
+                return Decision::error(
+                    &bundle.revision,
+                    bundle.engine(),
+                    format!(
+                        "the grant store has not been heard from for {}ms (max_staleness {}ms): decisions resting \
+                         on a grant are denied until it is",
+                        f.silent_for().as_millis(),
+                        f.bound().as_millis()
+                    ),
+                );
+            }
+            let limited: Vec<&str> = decision
                 .grants_used
                 .iter()
                 .filter_map(|id| grants.iter().find(|g| &g.id == id))
                 .filter(|g| g.max_uses.is_some())
+                .map(|g| g.id.as_str())
                 .collect();
-            let mut lost = None;
-            // Only decisions that spend a use take the lock: the common allow touches no store.
-            let writes = (!limited.is_empty()).then(|| self.writes.lock());
-            for g in limited {
-                match self.store.consume_use(&g.id, now) {
-                    Ok(Some(updated)) => self.grants.upsert(updated),
-                    Ok(None) => {
-                        lost = Some(g.id.clone());
-                        break;
-                    }
-                    Err(e) => {
-                        return Decision::error(&bundle.revision, bundle.engine(), e.to_string());
-                    }
-                }
+            if limited.is_empty() {
+                // The common allow touches no store.
+                return decision;
             }
-            match lost {
-                None => return decision,
+            let writes = self.writes.lock();
+            // All or nothing: a decision resting on two use-limited grants spends both or neither.
+            match self.store.consume_uses(&limited, now) {
+                Ok(Spent::All(spent)) => {
+                    for g in spent {
+                        self.grants.upsert(g);
+                    }
+                    return decision;
+                }
                 // Someone else took the last use: refresh that grant from the store and decide again without it.
-                Some(id) => {
+                Ok(Spent::Lost(id)) => {
                     if let Ok(Some(fresh)) = self.store.get_grant(&id) {
                         self.grants.upsert(fresh);
                     }
                     drop(writes);
                     grants.retain(|g| g.id != id);
+                }
+                Err(e) => {
+                    return Decision::error(&bundle.revision, bundle.engine(), e.to_string());
                 }
             }
         }

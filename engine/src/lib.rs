@@ -20,6 +20,7 @@ pub mod input;
 pub mod lifecycle;
 pub mod log;
 pub mod manifest;
+pub mod postgres;
 pub mod rego;
 pub mod request;
 pub mod routes;

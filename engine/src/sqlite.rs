@@ -15,7 +15,7 @@ use crate::clock::UnixTime;
 use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
 use crate::store::{
-    GrantStore, PendingInsert, RecordedVerdict, RequestStore, StoreError, VerdictError,
+    GrantStore, PendingInsert, RecordedVerdict, RequestStore, Spent, StoreError, VerdictError,
     VerdictWrite, issued_grant, verdict_effect,
 };
 
@@ -252,6 +252,53 @@ pub struct SqliteStore {
     path: PathBuf,
     pool: Vec<Mutex<Connection>>,
     next: AtomicUsize,
+    /// The one-writer lock, when opened with [`SqliteStore::open_exclusive`].
+    _writer: Option<WriterLock>,
+}
+
+/// The lock that makes one process the only writer of a SQLite store: an advisory `flock` on a file beside the
+/// database, released when the process ends however it ends (a killed process leaves no stale lock).
+#[derive(Debug)]
+pub struct WriterLock {
+    _file: std::fs::File,
+}
+
+/// The lock file of the store at `db`.
+pub fn writer_lock_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".writer.lock");
+    PathBuf::from(name)
+}
+
+/// Takes the one-writer lock of the store at `db` (creating its directory if needed), or says which process
+/// cannot share it.
+pub fn lock_writer(db: &Path) -> Result<WriterLock, StoreError> {
+    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::database(format!("cannot create directory {}", dir.display()), e)
+        })?;
+    }
+    let path = writer_lock_path(db);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::database(format!("cannot open {}", path.display()), e))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(WriterLock { _file: file }),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(StoreError::Conflict(format!(
+            "{} is in use by another jitgate process (it holds {}): a SQLite store has one process; stop the \
+             other one, give this one its own [store] path, or share a PostgreSQL store ([store] url) between \
+             replicas",
+            db.display(),
+            path.display()
+        ))),
+        Err(e) => Err(StoreError::database(
+            format!("cannot lock {}", path.display()),
+            e,
+        )),
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -273,7 +320,18 @@ impl SqliteStore {
             path: path.to_path_buf(),
             pool,
             next: AtomicUsize::new(0),
+            _writer: None,
         })
+    }
+
+    /// [`SqliteStore::open`] for the one process that serves from this store: takes its one-writer lock first
+    /// ([`lock_writer`]) and holds it while the store is open, so a second process on the same file refuses to
+    /// start instead of silently diverging from the first.
+    pub fn open_exclusive(path: &Path) -> Result<SqliteStore, StoreError> {
+        let lock = lock_writer(path)?;
+        let mut store = Self::open(path)?;
+        store._writer = Some(lock);
+        Ok(store)
     }
 
     /// The file this store lives in.
@@ -749,25 +807,28 @@ impl GrantStore for SqliteStore {
     }
 
     fn consume_use(&self, id: &str, now: UnixTime) -> Result<Option<Grant>, StoreError> {
-        // One statement: the check and the increment cannot be split by another writer, and RETURNING re-reads
-        // the row as this statement left it. In SET, `uses` is the value before the update.
-        let row = self.with_conn(|c| {
-            c.query_row(
-                &format!(
-                    "UPDATE grants SET
-                       uses = uses + 1,
-                       status = CASE WHEN max_uses IS NOT NULL AND uses + 1 >= max_uses THEN 'consumed'
-                                     ELSE status END
-                     WHERE id = ?1 AND status = 'active' AND starts_at <= ?2 AND expires_at > ?2
-                       AND (max_uses IS NULL OR uses < max_uses)
-                     RETURNING {GRANT_COLS}"
-                ),
-                params![id, now],
-                raw_grant,
-            )
-            .optional()
-        })?;
-        row.map(RawGrant::decode).transpose()
+        consume_in(&*self.conn()?, id, now)
+    }
+
+    fn consume_uses(&self, ids: &[&str], now: UnixTime) -> Result<Spent, StoreError> {
+        let mut sorted: Vec<&str> = ids.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut conn = self.conn()?;
+        // IMMEDIATE: the write lock for the whole set, so no other process spends between two of them.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let mut spent = Vec::with_capacity(sorted.len());
+        for id in sorted {
+            match consume_in(&tx, id, now)? {
+                Some(g) => spent.push(g),
+                // Dropping the transaction rolls back the uses already taken.
+                None => return Ok(Spent::Lost(id.to_string())),
+            }
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(Spent::All(spent))
     }
 
     fn revoke_grant(&self, id: &str, by: &str, at: UnixTime) -> Result<Option<Grant>, StoreError> {
@@ -788,6 +849,29 @@ impl GrantStore for SqliteStore {
             None => self.get_grant(id),
         }
     }
+}
+
+/// Takes one use of grant `id` (see [`GrantStore::consume_use`]).
+fn consume_in(c: &Connection, id: &str, now: UnixTime) -> Result<Option<Grant>, StoreError> {
+    // One statement: the check and the increment cannot be split by another writer, and RETURNING re-reads
+    // the row as this statement left it. In SET, `uses` is the value before the update.
+    let row = c
+        .query_row(
+            &format!(
+                "UPDATE grants SET
+                   uses = uses + 1,
+                   status = CASE WHEN max_uses IS NOT NULL AND uses + 1 >= max_uses THEN 'consumed'
+                                 ELSE status END
+                 WHERE id = ?1 AND status = 'active' AND starts_at <= ?2 AND expires_at > ?2
+                   AND (max_uses IS NULL OR uses < max_uses)
+                 RETURNING {GRANT_COLS}"
+            ),
+            params![id, now],
+            raw_grant,
+        )
+        .optional()
+        .map_err(db_err)?;
+    row.map(RawGrant::decode).transpose()
 }
 
 const REQUEST_COLS: &str = "id, requester, role, scope, duration_secs, reason, ticket, starts_at, state, created_at, \

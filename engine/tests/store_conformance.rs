@@ -21,3 +21,20 @@ fn sqlite_store_conforms() {
 fn memory_store_conforms() {
     conformance::run_all(MemStore::new);
 }
+
+/// PostgreSQL, each store in a schema of its own, when `JITGATE_TEST_POSTGRES` names a server.
+#[test]
+fn postgres_store_conforms() {
+    use jitgate_engine::postgres::PgStore;
+    use jitgate_engine::postgres::scratch::{Scratch, test_url};
+    let Some(base) = test_url("postgres_store_conforms") else {
+        return;
+    };
+    let schemas = std::sync::Mutex::new(Vec::new());
+    conformance::run_all(|| {
+        let scratch = Scratch::new(&base, "conform").unwrap();
+        let store = PgStore::open(&scratch.url()).unwrap();
+        schemas.lock().unwrap().push(scratch);
+        store
+    });
+}

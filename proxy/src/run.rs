@@ -6,8 +6,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use jitgate_engine::postgres::PgStore;
+use jitgate_engine::postgres::follow::{ChangeSink, FollowOptions, FollowStats, Follower};
 use jitgate_engine::sqlite::SqliteStore;
-use jitgate_engine::store::Store;
+use jitgate_engine::store::{Freshness, Store};
 use jitgate_engine::{Authorizer, Clock};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -22,7 +24,7 @@ use crate::prepare::{Prepared, prepare};
 use crate::reload::{Reloader, WatchGuard};
 use crate::retention::Retention;
 use crate::shadow::Shadow;
-use crate::state::{Proxy, StartError};
+use crate::state::{Proxy, SharedStore, StartError};
 
 /// A running proxy: its bound addresses and a way to stop it.
 #[derive(Debug)]
@@ -39,6 +41,8 @@ pub struct Running {
     retention: Option<Retention>,
     /// Drops ended grants from the index every [`COMPACT_EVERY`].
     compactor: JoinHandle<()>,
+    /// Keeps the grant index in step with a store shared by replicas.
+    follower: Option<Follower>,
     /// Keeps the issuers' keys fresh (stopped when dropped).
     _key_refresh: crate::authenticate::KeyRefresh,
     _watch: Option<WatchGuard>,
@@ -109,6 +113,9 @@ impl Running {
         }
         if let Some(r) = self.retention.take() {
             r.stop(grace).await;
+        }
+        if let Some(f) = self.follower.take() {
+            let _ = tokio::task::spawn_blocking(move || f.stop()).await;
         }
         self.proxy.log.flush().await;
     }
@@ -223,8 +230,13 @@ pub async fn run(prepared: Prepared, clock: Clock) -> Result<Running, StartError
             let _ = tokio::task::spawn_blocking(move || q.authorizer.compact_grants()).await;
         }
     });
+    let follower = match &proxy.shared {
+        Some(shared) => Some(start_follower(&proxy, shared)?),
+        None => None,
+    };
     tracing::info!(%addr, admin = ?admin_addr, "jitgate listening");
     Ok(Running {
+        follower,
         addr,
         admin_addr,
         proxy,
@@ -238,11 +250,74 @@ pub async fn run(prepared: Prepared, clock: Clock) -> Result<Running, StartError
     })
 }
 
-/// Opens the configured store: the one place that picks a backend (SQLite today; every backend implements the
-/// engine's store traits and passes their conformance suite).
-fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
-    let store = SqliteStore::open(&config.store_path).map_err(StartError::Store)?;
-    Ok(Arc::new(store))
+/// Opens the configured store: the one place that picks a backend. Every backend implements the engine's store
+/// traits and passes their conformance suite: SQLite (`[store] path`, one process) or PostgreSQL (`[store] url`,
+/// shared by replicas; its schema is migrated here, under an advisory lock).
+/// The store every part shares, and the PostgreSQL store itself when that is the backend (for its follower).
+type OpenedStore = (Arc<dyn Store>, Option<Arc<PgStore>>);
+
+fn open_store(config: &Config) -> Result<OpenedStore, StartError> {
+    match &config.store_url {
+        Some(url) => {
+            let (pg, migrated) =
+                PgStore::open_migrated(url).map_err(|source| StartError::StoreUrl {
+                    url: jitgate_engine::postgres::redact_url(url),
+                    source,
+                })?;
+            if migrated.from != migrated.to {
+                tracing::info!(
+                    from = migrated.from,
+                    to = migrated.to,
+                    "store schema migrated"
+                );
+            }
+            tracing::info!(backend = "postgres", url = %pg.url(), replica = %config.replica, "store opened");
+            let pg = Arc::new(pg);
+            Ok((pg.clone(), Some(pg)))
+        }
+        None => {
+            let store = SqliteStore::open(&config.store_path).map_err(StartError::Store)?;
+            tracing::info!(backend = "sqlite", path = %config.store_path.display(), replica = %config.replica,
+                "store opened");
+            Ok((Arc::new(store), None))
+        }
+    }
+}
+
+/// Releases held callers of this replica when another replica decides their requests.
+struct Releases(crate::access::AccessService);
+
+impl ChangeSink for Releases {
+    fn grant_changed(&self, grant: &jitgate_engine::Grant) {
+        self.0.grant_changed_elsewhere(grant);
+    }
+    fn request_changed(&self, request: &jitgate_engine::access::AccessRequest) {
+        self.0.request_changed_elsewhere(request);
+    }
+}
+
+/// Starts following the shared store: notifications into the grant index and the holds, heartbeats every third
+/// of `[store] max_staleness`, a full resync every `[store] resync_every`.
+fn start_follower(proxy: &Arc<Proxy>, shared: &SharedStore) -> Result<Follower, StartError> {
+    let freshness = proxy
+        .authorizer
+        .freshness()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(Freshness::new(proxy.config.store_max_staleness)));
+    let opts = FollowOptions {
+        resync_every: proxy.config.store_resync_every,
+        heartbeat_every: (proxy.config.store_max_staleness / 3)
+            .max(std::time::Duration::from_millis(50)),
+    };
+    Follower::start(
+        shared.store.clone(),
+        proxy.authorizer.clone(),
+        freshness,
+        Arc::new(Releases(proxy.access.clone())),
+        shared.follow.clone(),
+        opts,
+    )
+    .map_err(StartError::Store)
 }
 
 /// The shared state of a prepared proxy: opens the store and the log, loads (or generates) the local signing key,
@@ -255,9 +330,19 @@ fn assemble(prepared: Prepared, clock: Clock) -> Result<Arc<Proxy>, StartError> 
         shadow: shadow_bundle,
         ..
     } = prepared;
-    let store = open_store(&config)?;
-    let authorizer =
-        Arc::new(Authorizer::new(bundle, store.clone(), clock).map_err(StartError::Store)?);
+    let (store, shared) = open_store(&config)?;
+    let mut authorizer =
+        Authorizer::new(bundle, store.clone(), clock).map_err(StartError::Store)?;
+    if shared.is_some() {
+        // Heard from just now: the index was loaded from the store above.
+        authorizer =
+            authorizer.with_freshness(Arc::new(Freshness::new(config.store_max_staleness)));
+    }
+    let authorizer = Arc::new(authorizer);
+    let shared = shared.map(|store| SharedStore {
+        store,
+        follow: Arc::new(FollowStats::default()),
+    });
     let local_issuer = match &config.local_issuer {
         Some(l) => Some(Arc::new(
             LocalIssuer::load_or_generate(&l.key_file, &l.issuer, &l.audience)
@@ -308,6 +393,7 @@ fn assemble(prepared: Prepared, clock: Clock) -> Result<Arc<Proxy>, StartError> 
         access,
         tasks,
         draining: Default::default(),
+        shared,
         reloader,
         shadow,
         config: Arc::new(config),

@@ -34,6 +34,16 @@ pub enum StartError {
     /// The store could not be opened.
     #[error("store: {0}")]
     Store(#[source] StoreError),
+    /// The PostgreSQL store of `[store] url` could not be opened (unreachable, no such database, refused
+    /// credentials, a schema newer than this build, ...).
+    #[error("[store] url `{url}`: {source}")]
+    StoreUrl {
+        /// The URL, its password masked.
+        url: String,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
     /// A file or directory of the state directory could not be written (the quickstart's).
     #[error("store: {}: {source}", path.display())]
     StateDir {
@@ -98,6 +108,17 @@ pub struct Proxy {
     pub tasks: tokio_util::task::TaskTracker,
     /// Set once shutdown has begun: the proxy drains and takes no new work, so it is no longer ready.
     pub draining: std::sync::atomic::AtomicBool,
+    /// The PostgreSQL store shared with other replicas, with its follower's counters (None: SQLite).
+    pub shared: Option<SharedStore>,
+}
+
+/// A store shared by replicas, as the proxy watches it.
+#[derive(Debug, Clone)]
+pub struct SharedStore {
+    /// The store.
+    pub store: Arc<jitgate_engine::postgres::PgStore>,
+    /// Its follower's counters (notifications, lag, resyncs, reconnects).
+    pub follow: Arc<jitgate_engine::postgres::follow::FollowStats>,
 }
 
 /// Why the proxy should be sent no traffic (`/readyz` answers 503 with it).
@@ -110,6 +131,10 @@ pub enum NotReady {
     /// The decision log's writer is gone: every request would be refused.
     #[error("decision log unavailable")]
     LogUnavailable,
+    /// The shared store has not been heard from within `[store] max_staleness`: requests resting on a grant are
+    /// denied until it is.
+    #[error("store not heard from within [store] max_staleness")]
+    StoreStale,
     /// These issuers' keys have not been fetched yet (start-up keeps retrying): their tokens would be refused.
     #[error("issuer keys not fetched yet: {}", .0.join(", "))]
     IssuerKeys(Vec<String>),
@@ -123,6 +148,9 @@ impl Proxy {
         }
         if !self.log.is_healthy() {
             return Err(NotReady::LogUnavailable);
+        }
+        if self.authorizer.freshness().is_some_and(|f| f.is_stale()) {
+            return Err(NotReady::StoreStale);
         }
         let missing = self.auth.issuers_without_keys();
         if !missing.is_empty() {

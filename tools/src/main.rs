@@ -25,6 +25,7 @@ mod check;
 mod decisions;
 mod devtoken;
 mod exit;
+mod migrate;
 mod out;
 mod reload;
 mod replay;
@@ -64,6 +65,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Mint a session token with jitgate's own signing key (development and load testing).
     DevToken(devtoken::DevTokenArgs),
+    /// Bring the store's schema up to date (`--config FILE`: its `[store] url` or `[store] path`), as `serve`
+    /// does at start, and print its version.
+    Migrate(migrate::MigrateArgs),
     /// Read, export and verify the decision log.
     #[command(subcommand)]
     Decisions(decisions::DecisionsCommand),
@@ -137,6 +141,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Decisions(cmd) => decisions::run(cmd),
+        Command::Migrate(args) => migrate::run(args),
         Command::DevToken(args) => devtoken::run(args),
         Command::Reload(args) => reload::run_reload(args),
         Command::Status(args) => reload::run_status(args),

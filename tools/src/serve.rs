@@ -42,6 +42,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Some(path) => {
                 let config =
                     Config::load(path).map_err(|d| anyhow::anyhow!("invalid config:\n{d}"))?;
+                // One process per SQLite store: a second one refuses here, before it touches anything. Held
+                // until the process ends (the lock goes with it, however it ends).
+                if config.store_url.is_none() {
+                    let lock = jitgate_engine::sqlite::lock_writer(&config.store_path)
+                        .map_err(|e| anyhow::anyhow!("[store] path: {e}"))?;
+                    std::mem::forget(lock);
+                }
                 // The checks `jitgate check --config` prints, then the side effects.
                 let prepared = prepare(config)
                     .ready()
@@ -51,6 +58,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow::anyhow!("{e}"))?
             }
             None => {
+                let lock = jitgate_engine::sqlite::lock_writer(&args.state_dir.join("jitgate.db"))
+                    .map_err(|e| anyhow::anyhow!("--state-dir: {e}"))?;
+                std::mem::forget(lock);
                 let qs = quickstart::run(QuickstartOptions {
                     dir: args.state_dir.clone(),
                     listen: args.listen,

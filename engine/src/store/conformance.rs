@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, Barrier};
 
-use super::{PendingInsert, RecordedVerdict, Store, StoreError, VerdictError, VerdictWrite};
+use super::{PendingInsert, RecordedVerdict, Spent, Store, StoreError, VerdictError, VerdictWrite};
 use crate::access::{AccessRequest, Approval, RequestFilter, RequestState, Verdict};
 use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
@@ -24,6 +24,8 @@ pub fn run_all<S: Store + 'static>(fresh: impl Fn() -> S) {
     revoke(&fresh);
     consume_use_window_and_limit(&fresh);
     consume_last_use_once(&fresh);
+    consume_uses_all_or_nothing(&fresh);
+    consume_uses_race_spends_each_use_once(&fresh);
     requests_round_trip_and_filters(&fresh);
     transitions(&fresh);
     approvals(&fresh);
@@ -233,6 +235,83 @@ pub fn consume_last_use_once<S: Store + 'static>(fresh: impl Fn() -> S) {
     assert_eq!(wins, 1, "exactly one caller gets the last use");
     let g = s.get_grant("one").unwrap().unwrap();
     assert_eq!((g.uses, g.status), (1, GrantStatus::Consumed));
+}
+
+/// `consume_uses` spends one use of every grant named, or none when one of them has no use left.
+pub fn consume_uses_all_or_nothing<S: Store>(fresh: impl Fn() -> S) {
+    let s = fresh();
+    s.put_grant(&grant("a", Some(3))).unwrap();
+    s.put_grant(&grant("b", Some(1))).unwrap();
+    match s.consume_uses(&["b", "a"], 150).unwrap() {
+        Spent::All(spent) => {
+            let mut uses: Vec<(String, u32, GrantStatus)> = spent
+                .into_iter()
+                .map(|g| (g.id, g.uses, g.status))
+                .collect();
+            uses.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(
+                uses,
+                vec![
+                    ("a".into(), 1, GrantStatus::Active),
+                    ("b".into(), 1, GrantStatus::Consumed)
+                ]
+            );
+        }
+        other => panic!("both had a use left: {other:?}"),
+    }
+    assert_eq!(
+        s.consume_uses(&["a", "b"], 150).unwrap(),
+        Spent::Lost("b".into()),
+        "b has no use left"
+    );
+    assert_eq!(
+        s.get_grant("a").unwrap().unwrap().uses,
+        1,
+        "nothing spent when one grant had no use left"
+    );
+    assert_eq!(
+        s.consume_uses(&["a", "missing"], 150).unwrap(),
+        Spent::Lost("missing".into())
+    );
+    assert_eq!(s.get_grant("a").unwrap().unwrap().uses, 1);
+    assert_eq!(
+        s.consume_uses(&["a"], 250).unwrap(),
+        Spent::Lost("a".into()),
+        "expired"
+    );
+}
+
+/// Many threads spending two grants at once (one with 3 uses, one unlimited): exactly 3 win, each win took a use
+/// of both, and every loss took none.
+pub fn consume_uses_race_spends_each_use_once<S: Store + 'static>(fresh: impl Fn() -> S) {
+    let s = Arc::new(fresh());
+    s.put_grant(&grant("three", Some(3))).unwrap();
+    s.put_grant(&grant("free", None)).unwrap();
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let handles: Vec<_> = (0..RACERS)
+        .map(|_| {
+            let (s, barrier) = (s.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                matches!(
+                    s.consume_uses(&["three", "free"], 150).unwrap(),
+                    Spent::All(_)
+                )
+            })
+        })
+        .collect();
+    let wins = handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|won| *won)
+        .count();
+    assert_eq!(wins, 3, "exactly as many winners as uses");
+    assert_eq!(s.get_grant("three").unwrap().unwrap().uses, 3);
+    assert_eq!(
+        s.get_grant("free").unwrap().unwrap().uses,
+        3,
+        "the unlimited grant was spent with each win only"
+    );
 }
 
 /// Access requests round-trip, and list newest first, filtered by requester, state and role, up to a limit.

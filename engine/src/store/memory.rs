@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use parking_lot::Mutex;
 
 use super::{
-    GrantStore, PendingInsert, RecordedVerdict, RequestStore, StoreError, VerdictError,
+    GrantStore, PendingInsert, RecordedVerdict, RequestStore, Spent, StoreError, VerdictError,
     VerdictWrite, issued_grant, verdict_effect,
 };
 use crate::access::{AccessRequest, Approval, RequestFilter, RequestState};
@@ -88,6 +88,31 @@ impl GrantStore for MemStore {
             g.status = GrantStatus::Consumed;
         }
         Ok(Some(g.clone()))
+    }
+
+    fn consume_uses(&self, ids: &[&str], now: UnixTime) -> Result<Spent, StoreError> {
+        let mut state = self.state.lock();
+        // Checked first, all under the one lock: either every grant has a use left or none is touched.
+        if let Some(lost) = ids
+            .iter()
+            .find(|id| !state.grants.get(**id).is_some_and(|g| g.is_active_at(now)))
+        {
+            return Ok(Spent::Lost((*lost).to_string()));
+        }
+        let mut sorted: Vec<&str> = ids.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut spent = Vec::with_capacity(sorted.len());
+        for id in sorted {
+            if let Some(g) = state.grants.get_mut(id) {
+                g.uses = g.uses.saturating_add(1);
+                if g.max_uses.is_some_and(|m| g.uses >= m) {
+                    g.status = GrantStatus::Consumed;
+                }
+                spent.push(g.clone());
+            }
+        }
+        Ok(Spent::All(spent))
     }
 
     fn revoke_grant(

@@ -3,12 +3,14 @@
 //! in-memory [`crate::GrantIndex`] follows the store. Every backend must pass [`conformance`].
 
 pub mod conformance;
+pub mod freshness;
 pub mod memory;
 
 use crate::access::{AccessRequest, Approval, RequestFilter, RequestState};
 use crate::clock::UnixTime;
 use crate::grant::Grant;
 
+pub use freshness::Freshness;
 pub use memory::MemStore;
 
 /// The cause of a [`StoreError::Database`]: whatever the backend's driver reported.
@@ -73,9 +75,21 @@ pub trait GrantStore: Send + Sync + std::fmt::Debug {
     /// counts its uses too). Returns the updated grant, or `None` when no use was left (or it is no longer
     /// active): exactly one of N concurrent callers wins the last use.
     fn consume_use(&self, id: &str, now: UnixTime) -> Result<Option<Grant>, StoreError>;
+    /// Takes one use of each of `ids` as [`GrantStore::consume_use`] does, all or nothing: when one of them has no
+    /// use left (or is no longer active) none is spent and its id is returned.
+    fn consume_uses(&self, ids: &[&str], now: UnixTime) -> Result<Spent, StoreError>;
     /// Marks an active grant revoked (committed when this returns) and returns it; a grant already revoked or
     /// consumed is returned as it is; `None` if it does not exist.
     fn revoke_grant(&self, id: &str, by: &str, at: UnixTime) -> Result<Option<Grant>, StoreError>;
+}
+
+/// What [`GrantStore::consume_uses`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Spent {
+    /// One use of each grant was taken: the grants as they are now.
+    All(Vec<Grant>),
+    /// This grant had no use left (or was no longer active): nothing was spent.
+    Lost(String),
 }
 
 /// A verdict to record with [`RequestStore::record_verdict`].

@@ -754,6 +754,26 @@ impl AccessService {
     }
 
     /// Tells a data-plane connection waiting on `request` (a `hold` request) about its verdict, if it has one.
+    /// Another replica changed `grant` (the index has it now): a caller of this replica held on the request the
+    /// grant approves is released.
+    pub fn grant_changed_elsewhere(&self, grant: &jitgate_engine::Grant) {
+        if grant.status != jitgate_engine::GrantStatus::Active || grant.request_digest.is_none() {
+            return;
+        }
+        if let Some(id) = grant.request_id.as_deref() {
+            self.holds.fire(id, HoldSignal::Approved);
+        }
+    }
+
+    /// Another replica changed `request`: a caller of this replica held on it learns a denial (or expiry, or
+    /// cancellation). Approvals release through their grant ([`AccessService::grant_changed_elsewhere`]), which
+    /// is in the index by then.
+    pub fn request_changed_elsewhere(&self, request: &AccessRequest) {
+        if request.state != RequestState::Approved {
+            self.release(request);
+        }
+    }
+
     fn release(&self, request: &AccessRequest) {
         if request.role != HOLD_ROLE {
             return;

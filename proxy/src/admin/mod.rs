@@ -156,20 +156,85 @@ async fn metrics(State(p): State<Arc<Proxy>>) -> Response {
         .map(|(service, u)| (service.as_str(), &*u.latency))
         .collect();
     upstreams.sort_by_key(|(service, _)| *service);
+    let mut gauges = vec![
+        (
+            "jitgate_grants_indexed",
+            "Grants held in the in-memory index.",
+            grants,
+        ),
+        (
+            "jitgate_log_queue_depth",
+            "Decision records waiting to be committed.",
+            queued,
+        ),
+    ];
+    let mut counters = Vec::new();
+    if let Some(shared) = &p.shared {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (s, f) = (shared.store.stats(), &shared.follow);
+        let silent = p
+            .authorizer
+            .freshness()
+            .map(|f| f.silent_for().as_secs_f64())
+            .unwrap_or(0.0);
+        gauges.extend([
+            (
+                "jitgate_store_silent_seconds",
+                "Time since the shared store was last heard from (beyond [store] max_staleness: fail closed).",
+                silent,
+            ),
+            (
+                "jitgate_store_connected",
+                "Whether the store follower's connection is up (1) or being re-established (0).",
+                if f.connected.load(Relaxed) { 1.0 } else { 0.0 },
+            ),
+            (
+                "jitgate_store_notification_lag_max_seconds",
+                "Largest delay from a change's commit to this replica's index seen since start.",
+                f.lag_ms_max.load(Relaxed) as f64 / 1000.0,
+            ),
+        ]);
+        counters.extend([
+            (
+                "jitgate_store_calls_total",
+                "Calls to the shared store.",
+                s.calls.load(Relaxed),
+            ),
+            (
+                "jitgate_store_call_microseconds_total",
+                "Time spent in calls to the shared store (mean latency: this / calls_total).",
+                s.micros.load(Relaxed),
+            ),
+            (
+                "jitgate_store_errors_total",
+                "Calls to the shared store that failed.",
+                s.errors.load(Relaxed),
+            ),
+            (
+                "jitgate_store_notifications_total",
+                "Change notifications applied to the grant index.",
+                f.notifications.load(Relaxed),
+            ),
+            (
+                "jitgate_store_notification_lag_milliseconds_total",
+                "Sum of the notifications' delays from commit to applied (mean: this / notifications_total).",
+                f.lag_ms_sum.load(Relaxed),
+            ),
+            (
+                "jitgate_store_resyncs_total",
+                "Full reloads of the grant index from the shared store.",
+                f.resyncs.load(Relaxed),
+            ),
+            (
+                "jitgate_store_reconnects_total",
+                "Times the store follower lost its connection and reconnected.",
+                f.reconnects.load(Relaxed),
+            ),
+        ]);
+    }
     let body = p.metrics.render(
         &upstreams,
-        &[
-            (
-                "jitgate_grants_indexed",
-                "Grants held in the in-memory index.",
-                grants,
-            ),
-            (
-                "jitgate_log_queue_depth",
-                "Decision records waiting to be committed.",
-                queued,
-            ),
-        ],
+        &gauges,
         &[
             (
                 "jitgate_log_records_committed_total",
@@ -191,7 +256,10 @@ async fn metrics(State(p): State<Arc<Proxy>>) -> Response {
                 "JSON Lines sink write failures (the records are committed regardless).",
                 log.sink_errors,
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(counters)
+        .collect::<Vec<_>>(),
     );
     let mut body = body;
     body.push_str(&bundle_info(&p.authorizer.bundle()));

@@ -42,6 +42,17 @@ pub struct RawStore {
     /// (409) until one is decided or expires. Bounds what one requester can make the store keep.
     #[serde(default = "default_max_pending")]
     pub max_pending_per_principal: u32,
+    /// A PostgreSQL store shared by several replicas (`postgres://user@host:port/db`) instead of the SQLite file;
+    /// exclusive with `path`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// With `url`: how long this replica may go without hearing from the store (a notification, a heartbeat, a
+    /// resync) before it denies requests that rest on a grant and reports not ready.
+    #[serde(default = "default_max_staleness")]
+    pub max_staleness: String,
+    /// With `url`: how often the grant index is reloaded whole from the store, beside the notifications.
+    #[serde(default = "default_resync_every")]
+    pub resync_every: String,
 }
 
 impl Default for RawStore {
@@ -49,8 +60,19 @@ impl Default for RawStore {
         RawStore {
             path: default_store_path(),
             max_pending_per_principal: default_max_pending(),
+            url: None,
+            max_staleness: default_max_staleness(),
+            resync_every: default_resync_every(),
         }
     }
+}
+
+fn default_max_staleness() -> String {
+    "5s".into()
+}
+
+fn default_resync_every() -> String {
+    "30s".into()
 }
 
 fn default_max_pending() -> u32 {
@@ -72,11 +94,31 @@ pub(crate) struct Files {
     pub(crate) bundle_shadow: Option<PathBuf>,
     pub(crate) store_path: PathBuf,
     pub(crate) max_pending_per_principal: u32,
+    pub(crate) store_url: Option<String>,
+    pub(crate) max_staleness: std::time::Duration,
+    pub(crate) resync_every: std::time::Duration,
 }
 
-/// Resolves `[bundle]` and `[store]` (nothing there can be wrong before the files are read).
-pub(crate) fn check(bundle: RawBundle, store: RawStore, p: &Problems<'_>) -> Files {
+/// Resolves `[bundle]` and `[store]`; of the files nothing can be wrong before they are read, the store URL is
+/// read here (reaching the server is start-up's).
+pub(crate) fn check(bundle: RawBundle, store: RawStore, p: &mut Problems<'_>) -> Files {
+    if let Some(url) = &store.url {
+        if store.path != default_store_path() {
+            p.err(
+                "store.url",
+                "`url` (PostgreSQL) and `path` (SQLite) are exclusive: set one".into(),
+            );
+        }
+        if let Err(e) = jitgate_engine::postgres::check_url(url) {
+            p.err("store.url", e.to_string());
+        }
+    }
+    let max_staleness = p.timeout("store.max_staleness", &store.max_staleness);
+    let resync_every = p.timeout("store.resync_every", &store.resync_every);
     Files {
+        store_url: store.url.clone(),
+        max_staleness,
+        resync_every,
         bundle_path: p.resolve(&bundle.path),
         bundle_watch: bundle.watch,
         bundle_shadow: bundle.shadow.as_deref().map(|s| p.resolve(s)),

@@ -24,6 +24,7 @@ use serde::Deserialize;
 
 pub use admin::{RawAdmin, RawAdminTls};
 pub use bundle::{RawBundle, RawStore};
+
 pub use hold::{HoldConfig, RawHold};
 pub use issuers::RawLocalIssuer;
 pub use log::{
@@ -75,6 +76,28 @@ pub struct RawConfig {
     /// The log format.
     #[serde(default)]
     pub telemetry: RawTelemetry,
+    /// This process among several replicas.
+    #[serde(default)]
+    pub cluster: RawCluster,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// This replica's id, in start-up logs and decision records (default: the host name).
+    #[serde(default)]
+    pub replica: Option<String>,
+}
+
+/// The host name, or `jitgate` when it cannot be read.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "jitgate".to_string())
 }
 
 /// The validated configuration.
@@ -124,6 +147,14 @@ pub struct Config {
     pub store_path: PathBuf,
     /// `[store] max_pending_per_principal`: pending access requests one principal may have at once.
     pub max_pending_per_principal: u32,
+    /// `[store] url`: a PostgreSQL store shared by replicas (None: the SQLite file `store_path`).
+    pub store_url: Option<String>,
+    /// `[store] max_staleness`: silence from the shared store beyond which decisions resting on grants are denied.
+    pub store_max_staleness: Duration,
+    /// `[store] resync_every`: full reloads of the grant index from the shared store.
+    pub store_resync_every: Duration,
+    /// `[cluster] replica`: this replica's id (default: the host name).
+    pub replica: String,
     /// Decision log file.
     pub log_path: PathBuf,
     /// Whether decisions are logged (only a benchmark turns this off).
@@ -230,7 +261,22 @@ impl Config {
     pub fn parse(path: &Path, source: &str) -> Result<Config, Diagnostics> {
         let raw = parse_all_unknown_keys(path, source)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::check(raw, base).map_err(|errs| {
+        // `path` written out at its default value beside `url`: the checks below cannot tell it from unset.
+        let both = toml::from_str::<toml::Table>(source).ok().is_some_and(|t| {
+            t.get("store")
+                .and_then(|s| s.as_table())
+                .is_some_and(|s| s.contains_key("path") && s.contains_key("url"))
+        });
+        let checked = match Config::check(raw, base) {
+            Ok(_) if both => Err(Vec::new()),
+            other => other,
+        };
+        checked.map_err(|mut errs| {
+            let exclusive =
+                "store.url: `url` (PostgreSQL) and `path` (SQLite) are exclusive: set one";
+            if both && !errs.iter().any(|(_, m)| m == exclusive) {
+                errs.push(("store.url".into(), exclusive.into()));
+            }
             Diagnostics(
                 errs.into_iter()
                     .map(|(key, msg)| Diagnostic::at_toml_key(path, source, &key, msg))
@@ -269,7 +315,18 @@ impl Config {
         );
         let webhooks = webhooks::check(&raw.webhooks, &mut p);
         let telemetry = telemetry::check(raw.telemetry, &mut p);
-        let files = bundle::check(raw.bundle, raw.store, &p);
+        let files = bundle::check(raw.bundle, raw.store, &mut p);
+        let replica = match raw.cluster.replica {
+            Some(r) if r.trim().is_empty() || r.chars().any(char::is_control) => {
+                p.err(
+                    "cluster.replica",
+                    "must be a non-empty name without control characters".into(),
+                );
+                r
+            }
+            Some(r) => r,
+            None => host_name(),
+        };
         let local_issuer = issuers::local_issuer(raw.local_issuer, &p);
         if !p.errs.is_empty() {
             return Err(p.errs);
@@ -300,6 +357,10 @@ impl Config {
             bundle_shadow: files.bundle_shadow,
             store_path: files.store_path,
             max_pending_per_principal: files.max_pending_per_principal,
+            store_url: files.store_url,
+            store_max_staleness: files.max_staleness,
+            store_resync_every: files.resync_every,
+            replica,
             log_path: log.path,
             log_enabled: log.enabled,
             log_queue_capacity: log.queue_capacity,

@@ -1,0 +1,164 @@
+//! The PostgreSQL schema, one entry per version, and how it is applied: under a session advisory lock, so that
+//! N replicas starting at once apply each version exactly once, each version in its own transaction (nothing is
+//! ever half-migrated), and never over a schema newer than this build knows.
+
+use postgres::Client;
+
+use super::{describe, pg_err};
+use crate::store::StoreError;
+
+/// The table that records which of [`MIGRATIONS`] the schema has.
+const VERSION_TABLE: &str = "jitgate_schema_version";
+
+/// The advisory lock's first key ("jg"); the second is the hash of the schema's name, so that stores in
+/// different schemas of one database migrate independently.
+const LOCK_CLASS: i32 = 0x6a67;
+
+/// The schema, one entry per version. Never edit a shipped entry: append a new one.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: grants, access requests (held ones bound to a digest), approvals, and the notifications every replica
+    // follows: `<kind> <epoch ms> <id>` on channel `jitgate_<schema>`, sent when the row's transaction commits.
+    r#"
+    CREATE TABLE grants (
+        id             TEXT PRIMARY KEY,
+        principal      TEXT NOT NULL,
+        role           TEXT NOT NULL,
+        scope          TEXT NOT NULL,
+        starts_at      BIGINT NOT NULL,
+        expires_at     BIGINT NOT NULL,
+        max_uses       BIGINT,
+        uses           BIGINT NOT NULL DEFAULT 0,
+        status         TEXT NOT NULL CHECK (status IN ('active', 'revoked', 'consumed')),
+        approvers      TEXT NOT NULL DEFAULT '[]',
+        reason         TEXT NOT NULL DEFAULT '',
+        break_glass    BOOLEAN NOT NULL DEFAULT FALSE,
+        request_digest TEXT,
+        request_id     TEXT,
+        revoked_by     TEXT,
+        revoked_at     BIGINT
+    );
+    CREATE INDEX grants_principal ON grants (principal);
+    CREATE INDEX grants_live ON grants (status, expires_at);
+
+    CREATE TABLE access_requests (
+        id             TEXT PRIMARY KEY,
+        requester      TEXT NOT NULL,
+        role           TEXT NOT NULL,
+        scope          TEXT NOT NULL,
+        duration_secs  BIGINT NOT NULL CHECK (duration_secs > 0),
+        reason         TEXT NOT NULL DEFAULT '',
+        ticket         TEXT,
+        starts_at      BIGINT,
+        state          TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'denied', 'expired', 'cancelled')),
+        created_at     BIGINT NOT NULL,
+        expires_at     BIGINT NOT NULL,
+        decided_at     BIGINT,
+        request_digest TEXT
+    );
+    CREATE INDEX access_requests_requester ON access_requests (requester, created_at);
+    CREATE INDEX access_requests_state ON access_requests (state, created_at);
+
+    CREATE TABLE approvals (
+        request_id TEXT NOT NULL REFERENCES access_requests (id) ON DELETE CASCADE,
+        approver   TEXT NOT NULL,
+        verdict    TEXT NOT NULL CHECK (verdict IN ('approve', 'deny')),
+        comment    TEXT NOT NULL DEFAULT '',
+        at         BIGINT NOT NULL,
+        PRIMARY KEY (request_id, approver)
+    );
+
+    CREATE FUNCTION jitgate_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('jitgate_' || TG_TABLE_SCHEMA,
+            TG_ARGV[0] || ' ' || (extract(epoch FROM clock_timestamp()) * 1000)::bigint || ' ' || NEW.id);
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER grants_notify AFTER INSERT OR UPDATE ON grants
+        FOR EACH ROW EXECUTE FUNCTION jitgate_notify('g');
+    CREATE TRIGGER access_requests_notify AFTER INSERT OR UPDATE ON access_requests
+        FOR EACH ROW EXECUTE FUNCTION jitgate_notify('r');
+    "#,
+];
+
+/// The schema version this build knows (a fully migrated store has it).
+pub fn known_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// What [`migrate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    /// The version the schema had before.
+    pub from: i64,
+    /// The version it has now.
+    pub to: i64,
+}
+
+/// Brings the schema of `client`'s database (its `search_path`'s first schema) up to [`known_version`], holding
+/// the schema's advisory lock throughout. A schema newer than this build is refused and left as it is.
+pub(crate) fn migrate(client: &mut Client) -> Result<Migrated, StoreError> {
+    client
+        .execute(
+            "SELECT pg_advisory_lock($1, hashtext(current_schema()))",
+            &[&LOCK_CLASS],
+        )
+        .map_err(|e| pg_err("cannot take the migration lock", e))?;
+    let out = migrate_locked(client);
+    // Released with the session too, should this fail: a dead connection never keeps the lock.
+    let _ = client.execute(
+        "SELECT pg_advisory_unlock($1, hashtext(current_schema()))",
+        &[&LOCK_CLASS],
+    );
+    out
+}
+
+fn migrate_locked(client: &mut Client) -> Result<Migrated, StoreError> {
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version BIGINT NOT NULL, applied_at BIGINT NOT NULL)"
+        ))
+        .map_err(|e| pg_err("cannot create the version table", e))?;
+    let from = current_version(client)?;
+    let known = known_version();
+    if from > known {
+        return Err(StoreError::database(
+            "",
+            format!(
+                "the store's schema is at version {from}, newer than this jitgate knows (version {known}): \
+                 run the jitgate that migrated it, or a newer one"
+            ),
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let version = i as i64 + 1;
+        if version <= from {
+            continue;
+        }
+        let mut tx = client.transaction().map_err(|e| pg_err("", e))?;
+        tx.batch_execute(sql).map_err(|e| {
+            StoreError::database(
+                format!("schema migration {version} failed (nothing of it was applied)"),
+                describe(&e),
+            )
+        })?;
+        tx.execute(
+            &format!("INSERT INTO {VERSION_TABLE} (version, applied_at) VALUES ($1, $2)"),
+            &[&version, &crate::clock::now_system()],
+        )
+        .map_err(|e| pg_err("", e))?;
+        tx.commit().map_err(|e| pg_err("", e))?;
+    }
+    Ok(Migrated { from, to: known })
+}
+
+/// The schema version recorded in the database (0: none).
+pub(crate) fn current_version(client: &mut Client) -> Result<i64, StoreError> {
+    let row = client
+        .query_one(
+            &format!("SELECT COALESCE(MAX(version), 0)::BIGINT FROM {VERSION_TABLE}"),
+            &[],
+        )
+        .map_err(|e| pg_err("cannot read the schema version", e))?;
+    row.try_get(0).map_err(|e| pg_err("", e))
+}

@@ -1,0 +1,113 @@
+//! Throwaway stores for tests against a real PostgreSQL: a schema of its own with a unique name, dropped when the
+//! [`Scratch`] is. Tests run when `JITGATE_TEST_POSTGRES` holds a server URL ([`test_url`]) and say plainly that
+//! they were skipped otherwise.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::{describe, pool::Connector};
+use crate::store::StoreError;
+
+/// The variable that names the PostgreSQL server tests may use (e.g. `postgres://postgres@127.0.0.1:5432/test`).
+pub const TEST_ENV: &str = "JITGATE_TEST_POSTGRES";
+
+/// The test server's URL, or `None` after printing `skipped: JITGATE_TEST_POSTGRES not set` for `test`.
+pub fn test_url(test: &str) -> Option<String> {
+    match std::env::var(TEST_ENV) {
+        Ok(u) if !u.trim().is_empty() => Some(u),
+        _ => {
+            println!("{test}: skipped: {TEST_ENV} not set");
+            None
+        }
+    }
+}
+
+/// A schema of its own on a server; dropped (with everything in it) on drop.
+#[derive(Debug)]
+pub struct Scratch {
+    base: String,
+    schema: String,
+}
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
+fn with_param(url: &str, param: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{param}")
+}
+
+impl Scratch {
+    /// Creates a fresh schema on the server at `base` (named after `tag`, the process and a counter).
+    pub fn new(base: &str, tag: &str) -> Result<Scratch, StoreError> {
+        let schema = format!(
+            "jg_{}_{}_{}",
+            tag.chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(20)
+                .collect::<String>()
+                .to_ascii_lowercase(),
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        Connector::new(base)?.session(|c| {
+            c.batch_execute(&format!("CREATE SCHEMA {schema}"))
+                .map_err(|e| StoreError::database("cannot create a scratch schema", describe(&e)))
+        })?;
+        Ok(Scratch {
+            base: base.to_string(),
+            schema,
+        })
+    }
+
+    /// The schema's name (also the `application_name` of connections made through [`Scratch::url`]).
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// A store URL whose connections work in this schema (`search_path`) and are named after it
+    /// (`application_name`), so a test can find them in `pg_stat_activity`.
+    pub fn url(&self) -> String {
+        let u = with_param(
+            &self.base,
+            &format!("options=-csearch_path%3D{}", self.schema),
+        );
+        with_param(&u, &format!("application_name={}", self.schema))
+    }
+
+    /// Runs `sql` on the server (outside the schema's `search_path`, unless the SQL says so).
+    pub fn admin(&self, sql: &str) -> Result<(), StoreError> {
+        Connector::new(&self.url())?.session(|c| {
+            c.batch_execute(sql)
+                .map_err(|e| StoreError::database("", describe(&e)))
+        })
+    }
+
+    /// Ends every server connection opened through [`Scratch::url`] (as a server restart would), except the one
+    /// that does it, waiting (up to 5 s each) until each is gone; returns how many.
+    pub fn terminate_connections(&self) -> Result<i64, StoreError> {
+        let schema = &self.schema;
+        Connector::new(&self.base)?.session(|c| {
+            c.query_one(
+                "SELECT COUNT(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity
+                 WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                &[schema],
+            )
+            .and_then(|row| row.try_get(0))
+            .map_err(|e| StoreError::database("", describe(&e)))
+        })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let drop_it = || -> Result<(), StoreError> {
+            let schema = &self.schema;
+            Connector::new(&self.base)?.session(|c| {
+                c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .map_err(|e| StoreError::database("", describe(&e)))
+            })
+        };
+        if let Err(e) = drop_it() {
+            eprintln!("cannot drop scratch schema {}: {e}", self.schema);
+        }
+    }
+}
