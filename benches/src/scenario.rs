@@ -63,12 +63,39 @@ impl Scenario {
         Self::build_from(&synth::quickstart_dir(engine), engine, grants, policies)
     }
 
+    /// [`Scenario::build`] with `entities` entities of entity data in the bundle (Cedar only; see
+    /// [`synth::write_entities`]): the caller and the resource are among them.
+    pub fn build_with_entities(
+        engine: EngineKind,
+        grants: usize,
+        policies: usize,
+        entities: usize,
+    ) -> Result<Self, BenchError> {
+        Self::build_in(
+            &synth::quickstart_dir(engine),
+            engine,
+            grants,
+            policies,
+            entities,
+        )
+    }
+
     /// [`Scenario::build`] with an explicit base bundle directory.
     pub fn build_from(
         base: &Path,
         engine: EngineKind,
         grants: usize,
         policies: usize,
+    ) -> Result<Self, BenchError> {
+        Self::build_in(base, engine, grants, policies, 0)
+    }
+
+    fn build_in(
+        base: &Path,
+        engine: EngineKind,
+        grants: usize,
+        policies: usize,
+        entities: usize,
     ) -> Result<Self, BenchError> {
         if policies < synth::CORE_POLICIES {
             return Err(BenchError::Unexpected(format!(
@@ -81,6 +108,9 @@ impl Scenario {
             .tempdir()
             .map_err(BenchError::TempDir)?;
         synth::write_bundle(base, dir.path(), engine, policies)?;
+        if entities > 0 {
+            synth::write_entities(dir.path(), entities)?;
+        }
         let bundle = Bundle::load(dir.path()).map_err(BenchError::Bundle)?;
         let loaded = bundle.backend().policy_ids().len();
         if loaded != policies {

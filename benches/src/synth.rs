@@ -156,6 +156,55 @@ pub fn write_bundle(
     )
 }
 
+/// Adds `n` entities of Cedar entity data to the bundle in `out` (`entities.json`, named in its manifest): the
+/// caller `User::"alice"` in `Group::"engineering"`, `Service::"payments"`, then users `u<i>` each in one of 100
+/// groups and payments `p-<i>` inside `Service::"payments"`, half and half.
+pub fn write_entities(out: &Path, n: usize) -> Result<(), SynthError> {
+    let mut text = String::from("[\n");
+    text.push_str(r#"{"uid":{"type":"User","id":"alice"},"attrs":{},"parents":[{"type":"Group","id":"engineering"}]},"#);
+    text.push('\n');
+    text.push_str(r#"{"uid":{"type":"Service","id":"payments"},"attrs":{},"parents":[]}"#);
+    for g in 0..100.min(n) {
+        let _ = write!(
+            text,
+            ",\n{{\"uid\":{{\"type\":\"Group\",\"id\":\"g{g}\"}},\"attrs\":{{}},\"parents\":[]}}"
+        );
+    }
+    for i in 0..n.saturating_sub(2 + 100.min(n)) {
+        if i % 2 == 0 {
+            let _ = write!(
+                text,
+                ",\n{{\"uid\":{{\"type\":\"User\",\"id\":\"u{i}\"}},\"attrs\":{{}},\"parents\":[{{\"type\":\"Group\",\"id\":\"g{}\"}}]}}",
+                i % 100
+            );
+        } else {
+            let _ = write!(
+                text,
+                ",\n{{\"uid\":{{\"type\":\"Payment\",\"id\":\"p-{i}\"}},\"attrs\":{{}},\"parents\":[{{\"type\":\"Service\",\"id\":\"payments\"}}]}}"
+            );
+        }
+    }
+    text.push_str("\n]\n");
+    write(&out.join("entities.json"), &text)?;
+    let manifest_path = out.join("bundle.toml");
+    let source = read(&manifest_path)?;
+    let mut manifest: toml::Table = source.parse().map_err(|e: toml::de::Error| SynthError::Manifest {
+        path: manifest_path.clone(),
+        reason: e.to_string(),
+    })?;
+    manifest.insert(
+        "entities".into(),
+        toml::Value::Array(vec![toml::Value::String("entities.json".into())]),
+    );
+    write(
+        &manifest_path,
+        &toml::to_string(&manifest).map_err(|e| SynthError::Manifest {
+            path: manifest_path.clone(),
+            reason: e.to_string(),
+        })?,
+    )
+}
+
 /// The core: the quickstart policies that the data plane's common requests meet, same ids and meaning.
 const CEDAR_CORE: &str = r#"@id("public-health")
 permit(principal, action == Action::"health", resource);

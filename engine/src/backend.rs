@@ -2,6 +2,7 @@
 //! A backend sees one [`DecisionInput`]: the request and the caller's grants already filtered to active-and-in-scope.
 
 use crate::decision::{EngineKind, Evaluation};
+use crate::diag::Diagnostic;
 use crate::input::DecisionInput;
 
 /// A loaded, validated, immutable policy set that can evaluate requests.
@@ -26,6 +27,11 @@ pub trait PolicyBackend: Send + Sync + std::fmt::Debug {
     /// `jitgate check`; `None` when the backend has nothing to say.
     fn index_summary(&self) -> Option<String> {
         None
+    }
+
+    /// What loaded but deserves a word, for `jitgate check` (e.g. a Cedar policy without `@id`, named by position).
+    fn warnings(&self) -> Vec<Diagnostic> {
+        Vec::new()
     }
 
     /// Checks that a route's action and resource fit the policy language's schema, so that a typo in a route is

@@ -57,6 +57,9 @@ pub struct Bundle {
     pub policy_files: Vec<PathBuf>,
     /// Suite files listed under `tests`.
     pub test_files: Vec<PathBuf>,
+    /// Data the policies see: Cedar entity files (`entities`), or a Rego bundle's OPA data files (every
+    /// `data.json` / `data.yaml` / `data.yml` under the bundle, placed under `data` by its directory).
+    pub data_files: Vec<PathBuf>,
     backend: Box<dyn PolicyBackend>,
 }
 
@@ -164,7 +167,63 @@ impl Bundle {
             }
         };
         hashed.extend(test_files.iter().cloned());
+        let entity_files = match expand(
+            dir,
+            &manifest.entities,
+            &["json"],
+            (&manifest_path, &source),
+            "entities",
+        ) {
+            Ok(f) => f,
+            Err(d) => {
+                errors.push(d);
+                Vec::new()
+            }
+        };
+        if !entity_files.is_empty() && manifest.engine != EngineKind::Cedar {
+            errors.push(Diagnostic::at_toml_key(
+                &manifest_path,
+                &source,
+                "entities",
+                "entities: Cedar JSON entity data is for Cedar bundles",
+            ));
+        }
+        hashed.extend(entity_files.iter().cloned());
+        let link_files = match expand(
+            dir,
+            &manifest.links,
+            &["json"],
+            (&manifest_path, &source),
+            "links",
+        ) {
+            Ok(f) => f,
+            Err(d) => {
+                errors.push(d);
+                Vec::new()
+            }
+        };
+        if !link_files.is_empty() && manifest.engine != EngineKind::Cedar {
+            errors.push(Diagnostic::at_toml_key(
+                &manifest_path,
+                &source,
+                "links",
+                "links: template links are for Cedar bundles",
+            ));
+        }
+        hashed.extend(link_files.iter().cloned());
 
+        // OPA bundle layout: data files anywhere in the bundle, placed by their directory.
+        let rego_data_files = if manifest.engine == EngineKind::Rego {
+            let mut found = Vec::new();
+            if let Err(e) = walk_named(dir, &["data.json", "data.yaml", "data.yml"], &mut found) {
+                errors.push(Diagnostic::file(dir, format!("cannot read directory: {e}")));
+            }
+            found.sort();
+            found
+        } else {
+            Vec::new()
+        };
+        hashed.extend(rego_data_files.iter().cloned());
         let backend: Option<Box<dyn PolicyBackend>> = match manifest.engine {
             EngineKind::Cedar => match &manifest.schema {
                 None => {
@@ -182,7 +241,13 @@ impl Bundle {
                     if policy_files.is_empty() {
                         None
                     } else {
-                        match CedarBackend::load(dir, &schema_path, &policy_files) {
+                        match CedarBackend::load(
+                            dir,
+                            &schema_path,
+                            &policy_files,
+                            &entity_files,
+                            &link_files,
+                        ) {
                             Ok(b) => Some(Box::new(b)),
                             Err(d) => {
                                 errors.extend(d.0);
@@ -205,7 +270,12 @@ impl Bundle {
                         None
                     }
                     Some(_) if policy_files.is_empty() => None,
-                    Some(pkg) => match RegoBackend::load(dir, &policy_files, &pkg) {
+                    Some(pkg) => match RegoBackend::load_with_data(
+                        dir,
+                        &policy_files,
+                        &pkg,
+                        &rego_data_files,
+                    ) {
                         Ok(b) => Some(Box::new(b)),
                         Err(d) => {
                             errors.extend(d.0);
@@ -249,8 +319,17 @@ impl Bundle {
             roles,
             policy_files,
             test_files,
+            data_files: match manifest.engine {
+                EngineKind::Cedar => entity_files,
+                EngineKind::Rego => rego_data_files,
+            },
             backend,
         })
+    }
+
+    /// What loaded but deserves a word (see [`PolicyBackend::warnings`]).
+    pub fn warnings(&self) -> Vec<Diagnostic> {
+        self.backend.warnings()
     }
 
     /// The engine (language) of this bundle.
@@ -408,6 +487,23 @@ fn walk(dir: &Path, exts: &[&str], out: &mut Vec<PathBuf>) -> std::io::Result<()
             .and_then(|e| e.to_str())
             .is_some_and(|e| exts.contains(&e))
         {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Files named one of `names` under `dir`, recursively (hidden entries skipped).
+fn walk_named(dir: &Path, names: &[&str], out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') || is_temp_file(name) {
+            continue;
+        }
+        if path.is_dir() {
+            walk_named(&path, names, out)?;
+        } else if names.contains(&name) {
             out.push(path);
         }
     }

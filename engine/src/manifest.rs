@@ -23,6 +23,14 @@ pub struct Manifest {
     pub schema: Option<String>,
     /// Policy files or directories (`*.cedar` / `*.rego`), relative to the bundle.
     pub policies: Vec<String>,
+    /// Cedar bundles: entity data files or directories (`*.json`, Cedar's JSON entity format), relative to the
+    /// bundle; parsed against the schema at load and seen by every decision.
+    #[serde(default)]
+    pub entities: Vec<String>,
+    /// Cedar bundles: files linking the policies' templates (`*.json`, see `schemas/links.schema.json`), relative
+    /// to the bundle.
+    #[serde(default)]
+    pub links: Vec<String>,
     /// Policy suite files or directories run by `jitgate check` and the reload gate.
     #[serde(default)]
     pub tests: Vec<String>,

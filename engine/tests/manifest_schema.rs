@@ -522,6 +522,8 @@ fn the_schema_names_exactly_the_fields_of_the_manifest_structs() {
         engine: EngineKind::Rego,
         schema: Some("s".into()),
         policies: vec!["p".into()],
+        entities: vec!["e.json".into()],
+        links: vec!["l.json".into()],
         tests: vec!["t".into()],
         rego: Some(rego.clone()),
         routes_file: Some("r.toml".into()),
@@ -597,4 +599,25 @@ fn the_schema_names_exactly_the_fields_of_the_manifest_structs() {
         .map(|e| format!("{}: {e}", e.instance_path))
         .collect();
     assert_eq!(errs, Vec::<String>::new());
+}
+
+/// The links file format: the example and the shipped links validate against `schemas/links.schema.json`, and a
+/// link with a slot no template has, or without an id, does not.
+#[test]
+fn links_files_validate_against_their_schema() {
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo("schemas/links.schema.json")).unwrap())
+            .unwrap();
+    let v = jsonschema::validator_for(&schema).unwrap();
+    for file in ["schemas/examples/links.json", "policies/docs-cedar/links.json"] {
+        let instance: Value =
+            serde_json::from_str(&std::fs::read_to_string(repo(file)).unwrap()).unwrap();
+        let errs: Vec<String> = v.iter_errors(&instance).map(|e| e.to_string()).collect();
+        assert!(errs.is_empty(), "{file}: {errs:?}");
+    }
+    let bad = serde_json::json!([
+        { "id": "x", "template": "t", "values": { "?other": { "type": "User", "id": "a" } } },
+        { "template": "t", "values": {} }
+    ]);
+    assert!(!v.is_valid(&bad));
 }

@@ -506,3 +506,55 @@ async fn a_busy_neighbour_in_the_parent_directory_does_not_postpone_reloads() {
     assert_eq!(env.get("alice", P666).await.0, 403);
     env.finish().await;
 }
+
+/// Entity data reloads with its bundle: data that moves payment p-666 into a frozen service takes effect live, and
+/// data that does not fit the schema is refused (file, line and uid named) while the last good bundle keeps deciding
+/// with its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entity_data_reloads_and_bad_data_keeps_the_last_good_bundle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("bundle");
+    let rev_a = variant(&bundle, EXTRA_A);
+    let env = Env::start(&bundle, &tmp.path().join("state")).await;
+    assert_eq!(env.get("alice", P666).await.0, 200);
+
+    // 1. Entity data puts p-666 inside Service::"frozen"; a policy forbids reading what is in it.
+    let data = bundle.join("entities.json");
+    std::fs::write(
+        &data,
+        "[\n  { \"uid\": { \"type\": \"Payment\", \"id\": \"p-666\" }, \"attrs\": {},\n    \"parents\": [{ \"type\": \"Service\", \"id\": \"frozen\" }] }\n]\n",
+    )
+    .unwrap();
+    let manifest = bundle.join("bundle.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let text = text.replacen(
+        "tests = [\"tests\"]\n",
+        "tests = [\"tests\"]\nentities = [\"entities.json\"]\n",
+        1,
+    );
+    std::fs::write(bundle.join("policies/frozen.cedar"), "@id(\"frozen\")\nforbid (principal, action == Action::\"readPayment\", resource in Service::\"frozen\");\n").unwrap();
+    rename_over(&manifest, &text);
+    let rev_b = revision(&bundle);
+    assert_ne!(rev_a, rev_b);
+    env.wait_live(&rev_b).await;
+    assert_eq!(env.get("alice", P666).await.0, 403, "the data now freezes p-666");
+    assert_eq!(env.get("alice", "/payments/p-1").await.0, 200);
+
+    // 2. Data that does not fit the schema (Payment declares no attributes): refused, named, the data in force stays.
+    let before = env.proxy().reloader.status().attempts;
+    rename_over(
+        &data,
+        "[\n  { \"uid\": { \"type\": \"Payment\", \"id\": \"p-666\" }, \"attrs\": {},\n    \"parents\": [{ \"type\": \"Service\", \"id\": \"frozen\" }] },\n  { \"uid\": { \"type\": \"Payment\", \"id\": \"p-1\" }, \"attrs\": { \"amount\": 5 }, \"parents\": [] }\n]\n",
+    );
+    let s = env.wait_failed(before).await;
+    assert_eq!(s.active_revision, rev_b);
+    let a = s.last_attempt.unwrap();
+    assert!(
+        a.errors.iter().any(|e| e.file.ends_with("entities.json")
+            && e.line == Some(4)
+            && e.message.contains("Payment::\"p-1\"")),
+        "bad entity data must name entities.json, line 4 and the uid: {:?}",
+        a.errors
+    );
+    assert_eq!(env.get("alice", P666).await.0, 403, "the last good data decides");
+}

@@ -108,6 +108,9 @@ fn print_bundle(
     if let Some(summary) = bundle.backend().index_summary() {
         outln!("  {summary}");
     }
+    for w in bundle.warnings() {
+        eprintln!("warning: {w}");
+    }
     let mut code = 0;
     if let Some(report) = report {
         print_report(&report, format)?;

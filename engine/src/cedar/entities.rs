@@ -29,6 +29,7 @@ use smol_str::SmolStr;
 
 use super::cache::{CallerSide, GrantTypes, caller_side, grant_entities};
 use super::convert::{EntityAttrs, hour_and_weekday, ip_value, json_to_value, type_name, uid};
+use super::data::{EntityData, uids_in};
 use super::load::ActionIndex;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::grant::Grant;
@@ -73,6 +74,8 @@ pub(crate) struct EntityBuilder {
     /// Every entity type of the schema by name, so requests do not re-parse type names.
     pub(crate) type_cache: HashMap<String, EntityTypeName>,
     entity_attrs: EntityAttrs,
+    /// The bundle's entity data (empty without `entities` in the manifest).
+    pub(crate) data: EntityData,
 }
 
 impl EntityBuilder {
@@ -80,6 +83,7 @@ impl EntityBuilder {
     pub(crate) fn new(
         schema_obj: &Schema,
         entity_attrs: EntityAttrs,
+        data: EntityData,
         schema: &Path,
     ) -> Result<Self, Diagnostics> {
         let types = Types {
@@ -97,6 +101,7 @@ impl EntityBuilder {
             types,
             type_cache,
             entity_attrs,
+            data,
         })
     }
 
@@ -127,15 +132,22 @@ impl EntityBuilder {
         let side = caller_side(self.id, request, &unique, || {
             self.caller_side(request, &unique, &principal, idx)
         })?;
-        let resource_side = self.resource_side(request, &resource)?;
+        let (context, seeds) = self.context(request, side.grants.clone(), side.break_glass)?;
+        let resource_side = self.resource_side(request, &resource, &seeds)?;
         let mut fresh: Vec<Arc<ast::Entity>> = Vec::with_capacity(resource_side.len());
         let mut entities = None;
         for e in resource_side {
             match side.entities.entity(e.uid()) {
-                Dereference::Data(_) if e.uid().entity_type().is_action() => {
-                    // The resource side would shadow an action entity: rare enough to build everything afresh.
-                    entities =
-                        Some(self.all_entities(request, &unique, &principal, &resource, idx)?);
+                Dereference::Data(had)
+                    if e.uid().entity_type().is_action()
+                        || (self.data.is_data(had) && !self.data.is_data(&e)) =>
+                {
+                    // The resource side would shadow an action entity, or the caller's side holds the data's own
+                    // form of the resource (or a parent) that the resource side built with more: rare enough to
+                    // build everything afresh.
+                    entities = Some(self.all_entities(
+                        request, &unique, &principal, &resource, &seeds, idx,
+                    )?);
                     break;
                 }
                 // The caller's side comes first and wins, as in a full build.
@@ -157,7 +169,6 @@ impl EntityBuilder {
                 )
                 .map_err(|e| format!("entities: {e}"))?,
         };
-        let context = self.context(request, side.grants.clone(), side.break_glass)?;
         let req = Request::new(principal, action_uid, resource, context, None)
             .map_err(|e| format!("request: {e}"))?;
         Ok((req, Entities::from(entities)))
@@ -191,22 +202,51 @@ impl EntityBuilder {
         entities.extend(built.iter().map(|b| Arc::clone(&b.role)));
         let mut parents: HashSet<ast::EntityUID> =
             HashSet::with_capacity(request.principal.groups.len() + grant_uids.len());
-        for g in &request.principal.groups {
-            parents.insert(ast::EntityUID::from_components(
+        let mut indirect = role_uids;
+        for g in self.group_uids(request) {
+            // A group the data knows brings its own ancestors (a group in a group, a team in an organization).
+            if let Some(d) = self.data.get(&g) {
+                indirect.extend(d.ancestors().cloned());
+            }
+            parents.insert(g);
+        }
+        parents.extend(grant_uids.iter().cloned());
+        let principal: ast::EntityUID = principal.clone().into();
+        // What the data says about the caller: its attributes, parents and their ancestors.
+        let (attrs, tags) = match self.data.get(&principal) {
+            Some(d) => {
+                parents.extend(d.parents().cloned());
+                indirect.extend(d.indirect_ancestors().cloned());
+                let attrs: Vec<(SmolStr, PartialValue)> =
+                    d.attrs().map(|(k, v)| (k.clone(), v.clone())).collect();
+                let tags: Vec<(SmolStr, PartialValue)> =
+                    d.tags().map(|(k, v)| (k.clone(), v.clone())).collect();
+                (attrs, tags)
+            }
+            None => (Vec::new(), Vec::new()),
+        };
+        entities.push(Arc::new(ast::Entity::new_with_attr_partial_value(
+            principal,
+            attrs,
+            indirect,
+            parents,
+            tags,
+        )));
+        (entities, grant_uids, break_glass)
+    }
+
+    /// The caller's groups (from its token) as `Group` uids.
+    fn group_uids<'a>(
+        &'a self,
+        request: &'a AuthzRequest,
+    ) -> impl Iterator<Item = ast::EntityUID> + 'a {
+        request.principal.groups.iter().map(|g| {
+            ast::EntityUID::from_components(
                 AsRef::<ast::EntityType>::as_ref(&self.types.group).clone(),
                 ast::Eid::new(g.as_str()),
                 None,
-            ));
-        }
-        parents.extend(grant_uids.iter().cloned());
-        entities.push(Arc::new(ast::Entity::new_with_attr_partial_value(
-            principal.clone().into(),
-            [],
-            role_uids,
-            parents,
-            [],
-        )));
-        (entities, grant_uids, break_glass)
+            )
+        })
     }
 
     /// The caller's side of a request's entities: principal, grants, roles and the action entities.
@@ -220,6 +260,7 @@ impl EntityBuilder {
         let (mut entities, grant_uids, break_glass) =
             self.principal_and_grants(request, grants, principal);
         entities.extend(idx.entities.iter().cloned());
+        self.caller_data(request, principal, &mut entities);
         let entities = CoreEntities::new()
             .add_entities(
                 first_by_uid(entities),
@@ -235,11 +276,31 @@ impl EntityBuilder {
         })
     }
 
-    /// The resource with its attributes and parents, then each parent with those above it.
+    /// The data entities the caller reaches: the principal's and its groups' (with all they reference), and those
+    /// the policies name; appended after the built ones, which win.
+    fn caller_data(
+        &self,
+        request: &AuthzRequest,
+        principal: &EntityUid,
+        entities: &mut Vec<Arc<ast::Entity>>,
+    ) {
+        if self.data.is_empty() {
+            return;
+        }
+        let principal: ast::EntityUID = principal.clone().into();
+        let groups: Vec<ast::EntityUID> = self.group_uids(request).collect();
+        self.data
+            .reach(std::iter::once(&principal).chain(groups.iter()), true, entities);
+    }
+
+    /// The resource with its attributes and parents, then each parent with those above it, then the data entities
+    /// they and `seeds` (entity references in the context) reach. What the data holds for the resource or a parent
+    /// is merged in: its attributes (the request's own win on a clash), its parents and their ancestors.
     fn resource_side(
         &self,
         request: &AuthzRequest,
         resource: &EntityUid,
+        seeds: &[ast::EntityUID],
     ) -> Result<Vec<Arc<ast::Entity>>, String> {
         let cache = &self.type_cache;
         let resource_parents: Vec<ast::EntityUID> = request
@@ -249,48 +310,94 @@ impl EntityBuilder {
             .map(|p| uid(cache, p).map(ast::EntityUID::from))
             .collect::<Result<_, _>>()?;
         let declared = self.entity_attrs.by_type.get(&request.resource.entity.ty);
-        let attrs = request.resource.attrs.iter().filter_map(|(k, v)| {
-            json_to_value(cache, v, declared.is_some_and(|d| d.contains(k)))
-                .map(|v| (SmolStr::from(k.as_str()), PartialValue::from(v)))
-        });
+        let resource: ast::EntityUID = resource.clone().into();
+        let data = &self.data;
+        let mut attrs: BTreeMap<SmolStr, PartialValue> = BTreeMap::new();
+        let mut tags: Vec<(SmolStr, PartialValue)> = Vec::new();
+        let mut parents: HashSet<ast::EntityUID> = resource_parents.iter().cloned().collect();
+        let mut indirect: HashSet<ast::EntityUID> = HashSet::new();
+        if let Some(d) = data.get(&resource) {
+            attrs.extend(d.attrs().map(|(k, v)| (k.clone(), v.clone())));
+            tags.extend(d.tags().map(|(k, v)| (k.clone(), v.clone())));
+            parents.extend(d.parents().cloned());
+            indirect.extend(d.indirect_ancestors().cloned());
+        }
+        let mut more_seeds: Vec<ast::EntityUID> = Vec::new();
+        for (k, v) in &request.resource.attrs {
+            if let Some(v) = json_to_value(cache, v, declared.is_some_and(|d| d.contains(k))) {
+                if !data.is_empty() {
+                    uids_in(&v, &mut |u| more_seeds.push(u.clone()));
+                }
+                attrs.insert(SmolStr::from(k.as_str()), PartialValue::from(v));
+            }
+        }
+        for p in &resource_parents {
+            if let Some(d) = data.get(p) {
+                indirect.extend(d.ancestors().cloned());
+            }
+        }
+        indirect.retain(|u| !parents.contains(u));
         let mut entities = Vec::with_capacity(1 + resource_parents.len());
         entities.push(Arc::new(ast::Entity::new_with_attr_partial_value(
-            resource.clone().into(),
+            resource.clone(),
             attrs,
-            HashSet::new(),
-            resource_parents.iter().cloned().collect(),
-            [],
+            indirect,
+            parents,
+            tags,
         )));
         for (i, p) in resource_parents.iter().enumerate() {
-            let above = resource_parents
-                .get(i + 1..)
-                .unwrap_or(&[])
-                .iter()
-                .cloned()
-                .collect();
+            let above_list = resource_parents.get(i + 1..).unwrap_or(&[]);
+            let mut above: HashSet<ast::EntityUID> = above_list.iter().cloned().collect();
+            let mut indirect: HashSet<ast::EntityUID> = HashSet::new();
+            let mut p_attrs: Vec<(SmolStr, PartialValue)> = Vec::new();
+            let mut p_tags: Vec<(SmolStr, PartialValue)> = Vec::new();
+            if let Some(d) = data.get(p) {
+                p_attrs.extend(d.attrs().map(|(k, v)| (k.clone(), v.clone())));
+                p_tags.extend(d.tags().map(|(k, v)| (k.clone(), v.clone())));
+                above.extend(d.parents().cloned());
+                indirect.extend(d.indirect_ancestors().cloned());
+            }
+            for a in above_list {
+                if let Some(d) = data.get(a) {
+                    indirect.extend(d.ancestors().cloned());
+                }
+            }
+            indirect.retain(|u| !above.contains(u));
             entities.push(Arc::new(ast::Entity::new_with_attr_partial_value(
                 p.clone(),
-                [],
-                HashSet::new(),
+                p_attrs,
+                indirect,
                 above,
-                [],
+                p_tags,
             )));
+        }
+        if !data.is_empty() {
+            data.reach(
+                std::iter::once(&resource)
+                    .chain(resource_parents.iter())
+                    .chain(more_seeds.iter())
+                    .chain(seeds.iter()),
+                false,
+                &mut entities,
+            );
         }
         Ok(first_by_uid(entities))
     }
 
-    /// Every entity of a request, built without the cache: caller's side, resource side, action entities, in that
-    /// order, the first of repeated uids kept.
+    /// Every entity of a request, built without the cache: the principal with its grants and roles, the resource
+    /// side, the data the caller reaches, the action entities, in that order, the first of repeated uids kept.
     fn all_entities(
         &self,
         request: &AuthzRequest,
         grants: &[&Arc<Grant>],
         principal: &EntityUid,
         resource: &EntityUid,
+        seeds: &[ast::EntityUID],
         idx: &ActionIndex,
     ) -> Result<CoreEntities, String> {
         let (mut entities, _, _) = self.principal_and_grants(request, grants, principal);
-        entities.extend(self.resource_side(request, resource)?);
+        entities.extend(self.resource_side(request, resource, seeds)?);
+        self.caller_data(request, principal, &mut entities);
         entities.extend(idx.entities.iter().cloned());
         CoreEntities::new()
             .add_entities(
@@ -307,7 +414,7 @@ impl EntityBuilder {
         request: &AuthzRequest,
         grants: Value,
         break_glass: bool,
-    ) -> Result<Context, String> {
+    ) -> Result<(Context, Vec<ast::EntityUID>), String> {
         let c = &request.context;
         let cache = &self.type_cache;
         let (hour, weekday) = hour_and_weekday(c.time);
@@ -339,15 +446,19 @@ impl EntityBuilder {
             ("break_glass".into(), Value::from(break_glass)),
         ]);
         let declared = self.entity_attrs.by_action.get(&request.action);
+        let mut seeds: Vec<ast::EntityUID> = Vec::new();
         for (k, v) in &c.attrs {
             if BUILTIN_CONTEXT.contains(&k.as_str()) {
                 continue;
             }
             if let Some(e) = json_to_value(cache, v, declared.is_some_and(|d| d.contains(k))) {
+                if !self.data.is_empty() {
+                    uids_in(&e, &mut |u| seeds.push(u.clone()));
+                }
                 map.insert(k.as_str().into(), e);
             }
         }
-        Ok(Context::from(ast::Context::Value(Arc::new(map))))
+        Ok((Context::from(ast::Context::Value(Arc::new(map))), seeds))
     }
 }
 

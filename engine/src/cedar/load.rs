@@ -1,13 +1,13 @@
 //! Loading a Cedar bundle: schema and policy files parsed, ids and holds checked, strict validation, every problem
 //! reported with file, line and column. Builds the per-action policy index the hot path reads; decides nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cedar_policy::{
     ActionConstraint, Effect as CedarEffect, Entity, EntityUid, Policy, PolicyId, PolicySet,
-    PrincipalConstraint, Schema, SchemaFragment, ValidationMode, Validator,
+    PrincipalConstraint, Schema, SchemaFragment, SlotId, Template, ValidationMode, Validator,
 };
 use cedar_policy_core::ast;
 
@@ -26,6 +26,14 @@ pub(crate) struct Loaded {
     pub(crate) line: usize,
     pub(crate) column: usize,
     pub(crate) hold: bool,
+}
+
+/// One parsed template (a policy with `?principal` / `?resource` slots) with where it came from.
+pub(crate) struct LoadedTemplate {
+    pub(crate) template: Template,
+    pub(crate) file: PathBuf,
+    pub(crate) line: usize,
+    pub(crate) column: usize,
 }
 
 /// The policies that can apply to one action, split into the main set and the hold set.
@@ -131,11 +139,14 @@ pub(crate) fn load_schema(
     Some((schema, EntityAttrs::from_schema_json(&json)))
 }
 
-/// Parses one policy file: every policy must carry `@id("...")`; `@hold` only on a `forbid`.
+/// Parses one policy file: a policy without `@id("...")` is named by its position (see [`generated_id`]) and a
+/// warning says so; `@hold` only on a `forbid`.
 pub(crate) fn load_policies(
     path: &Path,
+    prefix: Option<&str>,
     errors: &mut Vec<Diagnostic>,
-) -> Option<(String, Vec<Loaded>)> {
+    warnings: &mut Vec<Diagnostic>,
+) -> Option<(String, Vec<Loaded>, Vec<LoadedTemplate>)> {
     let source = match read_file(path) {
         Ok(s) => s,
         Err(d) => {
@@ -151,18 +162,55 @@ pub(crate) fn load_policies(
             return None;
         }
     };
-    if pset.templates().next().is_some() {
-        errors.push(Diagnostic::file(
-            path,
-            "templates (policies with ?principal or ?resource slots) are not supported",
-        ));
-    }
     let mut out = Vec::new();
-    // The parser names policies policy0, policy1, ... in file order; their text is the exact source slice, so a
-    // forward search from the previous policy's end finds each one's position.
+    let mut templates = Vec::new();
+    // The parser names policies and templates policy0, policy1, ... in file order; their text is the exact source
+    // slice, so a forward search from the previous policy's end finds each one's position.
     let mut cursor = 0;
-    for i in 0..pset.policies().count() {
-        let Some(policy) = pset.policy(&PolicyId::new(format!("policy{i}"))) else {
+    for i in 0..pset.policies().count() + pset.templates().count() {
+        let pid = PolicyId::new(format!("policy{i}"));
+        let Some(policy) = pset.policy(&pid) else {
+            if let Some(t) = pset.template(&pid) {
+                let text = t.to_string();
+                let offset = source
+                    .get(cursor..)
+                    .and_then(|rest| rest.find(&text))
+                    .map(|o| o + cursor)
+                    .unwrap_or(cursor);
+                cursor = offset + text.len();
+                let (line, column) = line_col(&source, offset);
+                let id = match t.annotation("id") {
+                    Some(id) => id.to_string(),
+                    None => {
+                        let generated = generated_id(prefix, i);
+                        warnings.push(Diagnostic::at(
+                            path,
+                            line,
+                            column,
+                            format!(
+                                "template has no @id(\"...\"); it is named `{generated}` after its place in the \
+                                 file, which changes when policies are added above it, and links must use that name"
+                            ),
+                        ));
+                        generated
+                    }
+                };
+                if t.annotation("hold").is_some() {
+                    errors.push(Diagnostic::at(
+                        path,
+                        line,
+                        column,
+                        format!("template `{id}`: @hold is only allowed on a forbid policy, not on a template"),
+                    ));
+                    continue;
+                }
+                templates.push(LoadedTemplate {
+                    template: t.new_id(PolicyId::new(id)),
+                    file: path.to_path_buf(),
+                    line,
+                    column,
+                });
+            }
             continue;
         };
         let text = policy.to_string();
@@ -173,14 +221,22 @@ pub(crate) fn load_policies(
             .unwrap_or(cursor);
         cursor = offset + text.len();
         let (line, column) = line_col(&source, offset);
-        let Some(id) = policy.annotation("id") else {
-            errors.push(Diagnostic::at(
-                path,
-                line,
-                column,
-                "policy has no @id(\"...\") annotation (every policy needs a unique id)",
-            ));
-            continue;
+        let generated;
+        let id = match policy.annotation("id") {
+            Some(id) => id,
+            None => {
+                generated = generated_id(prefix, i);
+                warnings.push(Diagnostic::at(
+                    path,
+                    line,
+                    column,
+                    format!(
+                        "policy has no @id(\"...\"); it is named `{generated}` after its place in the file, which \
+                         changes when policies are added above it"
+                    ),
+                ));
+                generated.as_str()
+            }
         };
         if id.trim().is_empty() || id.trim() != id {
             errors.push(Diagnostic::at(
@@ -209,7 +265,164 @@ pub(crate) fn load_policies(
             hold,
         });
     }
-    Some((source, out))
+    Some((source, out, templates))
+}
+
+/// One entry of a links file (`links.json`): a template linked to entities for its slots.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkSpec {
+    /// The linked policy's id, named in decisions.
+    id: String,
+    /// The template's `@id`.
+    template: String,
+    /// Slot (`?principal`, `?resource`) -> the entity, as `{"type", "id"}` (or `{"__entity": {...}}`).
+    values: BTreeMap<String, serde_json::Value>,
+}
+
+/// Reads links files (`[{"id", "template", "values": {"?principal": {"type", "id"}, "?resource": ...}}]`) and
+/// links each to its template, giving a static policy named by the link's id (so decisions name the link). Every
+/// problem names the file, the link's line and its id: a missing template, a slot the template does not have or one
+/// it has left unfilled, an entity that is not a `{"type", "id"}`.
+pub(crate) fn load_links(
+    files: &[PathBuf],
+    templates: &[LoadedTemplate],
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<Loaded> {
+    let mut out = Vec::new();
+    for file in files {
+        let source = match read_file(file) {
+            Ok(s) => s,
+            Err(d) => {
+                errors.push(d);
+                continue;
+            }
+        };
+        let items: Vec<serde_json::Value> = match serde_json::from_str(&source) {
+            Ok(serde_json::Value::Array(items)) => items,
+            Ok(_) => {
+                errors.push(Diagnostic::at(
+                    file,
+                    1,
+                    1,
+                    "links must be a JSON array of {\"id\", \"template\", \"values\"}",
+                ));
+                continue;
+            }
+            Err(e) => {
+                errors.push(Diagnostic::at(
+                    file,
+                    e.line(),
+                    e.column(),
+                    format!("invalid JSON: {e}"),
+                ));
+                continue;
+            }
+        };
+        let offsets = super::data::element_offsets(&source);
+        for (i, item) in items.into_iter().enumerate() {
+            let (line, column) = offsets
+                .get(i)
+                .map(|o| line_col(&source, *o))
+                .unwrap_or((1, 1));
+            let named = item["id"].as_str().map(|s| format!("link `{s}`")).unwrap_or_else(|| format!("link #{}", i + 1));
+            let mut fail = |msg: String| errors.push(Diagnostic::at(file, line, column, format!("{named}: {msg}")));
+            let spec: LinkSpec = match serde_json::from_value(item) {
+                Ok(s) => s,
+                Err(e) => {
+                    fail(e.to_string());
+                    continue;
+                }
+            };
+            if spec.id.trim().is_empty() || spec.id.trim() != spec.id {
+                fail("an id must be non-empty, without surrounding spaces".into());
+                continue;
+            }
+            let Some(t) = templates.iter().find(|t| t.template.id().to_string() == spec.template) else {
+                let mut known: Vec<String> = templates.iter().map(|t| t.template.id().to_string()).collect();
+                known.sort();
+                fail(format!(
+                    "no template `{}` in the bundle's policies (templates: {})",
+                    spec.template,
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ));
+                continue;
+            };
+            let slots: Vec<String> = t.template.slots().map(ToString::to_string).collect();
+            let mut vals: HashMap<SlotId, EntityUid> = HashMap::new();
+            let mut bad = false;
+            for (slot, value) in &spec.values {
+                let slot_id = match slot.as_str() {
+                    "?principal" if slots.iter().any(|s| s == "?principal") => SlotId::principal(),
+                    "?resource" if slots.iter().any(|s| s == "?resource") => SlotId::resource(),
+                    _ => {
+                        fail(format!(
+                            "template `{}` has no slot `{slot}` (its slots: {})",
+                            spec.template,
+                            slots.join(", ")
+                        ));
+                        bad = true;
+                        continue;
+                    }
+                };
+                match EntityUid::from_json(value.clone()) {
+                    Ok(u) => {
+                        vals.insert(slot_id, u);
+                    }
+                    Err(e) => {
+                        fail(format!("{slot}: not an entity {{\"type\", \"id\"}}: {e}"));
+                        bad = true;
+                    }
+                }
+            }
+            if bad {
+                continue;
+            }
+            let missing: Vec<&String> = slots.iter().filter(|s| !spec.values.contains_key(*s)).collect();
+            if !missing.is_empty() {
+                fail(format!(
+                    "template `{}` has slot(s) {} that the link does not fill",
+                    spec.template,
+                    missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                ));
+                continue;
+            }
+            let mut set = PolicySet::new();
+            let linked = set
+                .add_template(t.template.clone())
+                .and_then(|()| set.link(t.template.id().clone(), PolicyId::new(&spec.id), vals))
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    set.policy(&PolicyId::new(&spec.id))
+                        .ok_or_else(|| "the linked policy is missing".to_string())
+                        .and_then(|p| p.to_json().map_err(|e| e.to_string()))
+                })
+                .and_then(|est| {
+                    Policy::from_json(Some(PolicyId::new(&spec.id)), est).map_err(|e| e.to_string())
+                });
+            match linked {
+                Ok(policy) => out.push(Loaded {
+                    policy,
+                    file: file.clone(),
+                    line,
+                    column,
+                    hold: false,
+                }),
+                Err(e) => fail(format!("cannot link template `{}`: {e}", spec.template)),
+            }
+        }
+    }
+    out
+}
+
+/// The id of the `index`-th policy (from 0) of a file when it carries no `@id`: `policy<index>`, as the Cedar CLI
+/// names the policies of its one file; in a bundle of several policy files, prefixed with the file's path relative
+/// to the bundle and `:` (`admin/rules.cedar:policy2`), so ids stay unique.
+pub(crate) fn generated_id(prefix: Option<&str>, index: usize) -> String {
+    match prefix {
+        Some(p) => format!("{p}:policy{index}"),
+        None => format!("policy{index}"),
+    }
 }
 
 /// Strict validation of every policy; errors point into the policy's own file.
@@ -365,22 +578,63 @@ pub(crate) struct PolicyIndex {
     pub(crate) any_action: ActionIndex,
     /// Policy id -> roles it rests on (permits only).
     pub(crate) roles: HashMap<String, Vec<String>>,
+    /// Entity literals the policies name (their data is part of every request).
+    pub(crate) literals: Vec<ast::EntityUID>,
+    /// What loaded but deserves a word (policies without `@id`).
+    pub(crate) warnings: Vec<Diagnostic>,
 }
 
 /// Loads and validates `schema` and `policy_files`, then indexes the policies by action. Every problem is reported
 /// (see [`CedarBackend::load`](super::CedarBackend::load)).
-pub(crate) fn load(schema: &Path, policy_files: &[PathBuf]) -> Result<PolicyIndex, Diagnostics> {
+pub(crate) fn load(
+    dir: &Path,
+    schema: &Path,
+    policy_files: &[PathBuf],
+    link_files: &[PathBuf],
+) -> Result<PolicyIndex, Diagnostics> {
     let mut errors = Vec::new();
     let schema_parts = load_schema(schema, &mut errors);
 
     let mut sources: HashMap<PathBuf, String> = HashMap::new();
     let mut loaded: Vec<Loaded> = Vec::new();
+    let mut templates: Vec<LoadedTemplate> = Vec::new();
+    let mut warnings = Vec::new();
     for file in policy_files {
-        if let Some((src, policies)) = load_policies(file, &mut errors) {
+        let rel = file
+            .strip_prefix(dir)
+            .unwrap_or(file)
+            .to_string_lossy()
+            .replace('\\', "/");
+        let prefix = (policy_files.len() > 1).then_some(rel.as_str());
+        if let Some((src, policies, t)) = load_policies(file, prefix, &mut errors, &mut warnings) {
             sources.insert(file.clone(), src);
             loaded.extend(policies);
+            templates.extend(t);
         }
     }
+    for (i, t) in templates.iter().enumerate() {
+        let id = t.template.id();
+        if let Some(first) = templates.get(..i).unwrap_or(&[]).iter().find(|f| f.template.id() == id) {
+            errors.push(Diagnostic::at(
+                &t.file,
+                t.line,
+                t.column,
+                format!(
+                    "duplicate template id `{id}` (first defined at {}:{}:{})",
+                    first.file.display(),
+                    first.line,
+                    first.column
+                ),
+            ));
+        }
+    }
+    let links = load_links(link_files, &templates, &mut errors);
+    for l in &links {
+        if let Ok(src) = std::fs::read_to_string(&l.file) {
+            sources.entry(l.file.clone()).or_insert(src);
+        }
+    }
+    loaded.extend(links);
     let mut origin: HashMap<String, (PathBuf, usize, usize)> = HashMap::new();
     let mut unique: Vec<Loaded> = Vec::new();
     for l in loaded {
@@ -393,6 +647,20 @@ pub(crate) fn load(schema: &Path, policy_files: &[PathBuf]) -> Result<PolicyInde
                 format!(
                     "duplicate policy id `{id}` (first defined at {}:{line}:{col})",
                     file.display()
+                ),
+            ));
+            continue;
+        }
+        if let Some(t) = templates.iter().find(|t| t.template.id().to_string() == id) {
+            errors.push(Diagnostic::at(
+                &l.file,
+                l.line,
+                l.column,
+                format!(
+                    "policy id `{id}` is also a template's (at {}:{}:{})",
+                    t.file.display(),
+                    t.line,
+                    t.column
                 ),
             ));
             continue;
@@ -413,7 +681,17 @@ pub(crate) fn load(schema: &Path, policy_files: &[PathBuf]) -> Result<PolicyInde
     let Some((schema_obj, entity_attrs)) = schema_parts else {
         return Err(Diagnostics(errors));
     };
-    validate(&schema_obj, &all, &sources, &origin, &mut errors);
+    let mut checked = all.clone();
+    for t in &templates {
+        let id = t.template.id().to_string();
+        origin
+            .entry(id)
+            .or_insert((t.file.clone(), t.line, t.column));
+        if let Err(e) = checked.add_template(t.template.clone()) {
+            errors.push(Diagnostic::at(&t.file, t.line, t.column, e.to_string()));
+        }
+    }
+    validate(&schema_obj, &checked, &sources, &origin, &mut errors);
     for l in &unique {
         let missing = unattributed_roles(&l.policy);
         if let Some(first) = missing.first() {
@@ -508,6 +786,14 @@ pub(crate) fn load(schema: &Path, policy_files: &[PathBuf]) -> Result<PolicyInde
         .filter(|(_, r)| !r.is_empty())
         .collect();
     let ids = unique.iter().map(|l| l.policy.id().to_string()).collect();
+    let mut literals = Vec::new();
+    for l in &unique {
+        if let Ok(est) = l.policy.to_json() {
+            entity_literals(&est, &mut literals);
+        }
+    }
+    literals.sort();
+    literals.dedup();
     Ok(PolicyIndex {
         schema: schema_obj,
         entity_attrs,
@@ -515,5 +801,31 @@ pub(crate) fn load(schema: &Path, policy_files: &[PathBuf]) -> Result<PolicyInde
         by_action,
         any_action,
         roles,
+        literals,
+        warnings,
     })
+}
+
+/// Every entity literal (`{"__entity": {"type", "id"}}`) in a policy's JSON form.
+fn entity_literals(v: &serde_json::Value, out: &mut Vec<ast::EntityUID>) {
+    match v {
+        serde_json::Value::Object(o) => {
+            if let Some(e) = o.get("__entity") {
+                if let (Some(t), Some(id)) = (e["type"].as_str(), e["id"].as_str()) {
+                    if let Ok(u) = ast::EntityUID::with_eid_and_type(t, id) {
+                        out.push(u);
+                    }
+                }
+            }
+            for x in o.values() {
+                entity_literals(x, out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for x in a {
+                entity_literals(x, out);
+            }
+        }
+        _ => {}
+    }
 }

@@ -6,6 +6,7 @@
 
 mod cache;
 mod convert;
+mod data;
 mod entities;
 mod load;
 
@@ -14,11 +15,12 @@ use std::path::{Path, PathBuf};
 
 use cedar_policy::{Authorizer, Decision as CedarDecision, EntityId, EntityUid, Response, Schema};
 
+use self::data::EntityData;
 use self::entities::EntityBuilder;
 use self::load::ActionIndex;
 use crate::backend::PolicyBackend;
 use crate::decision::{Effect, EngineKind, Evaluation};
-use crate::diag::Diagnostics;
+use crate::diag::{Diagnostic, Diagnostics};
 use crate::input::DecisionInput;
 
 /// A validated Cedar policy set with its schema, indexed by action.
@@ -34,6 +36,8 @@ pub struct CedarBackend {
     /// Turns a decision's input into a Cedar request and entities for this schema.
     entities: EntityBuilder,
     authorizer: Authorizer,
+    /// What loaded but deserves a word (policies without `@id`).
+    warnings: Vec<Diagnostic>,
 }
 
 impl std::fmt::Debug for CedarBackend {
@@ -50,9 +54,26 @@ impl CedarBackend {
     ///
     /// Every problem is reported (parse errors in each file, missing or duplicate `@id`s, `@hold` on a permit, strict
     /// schema validation errors, entity types the engine needs that the schema lacks), each with file, line, column.
-    pub fn load(_dir: &Path, schema: &Path, policy_files: &[PathBuf]) -> Result<Self, Diagnostics> {
-        let index = load::load(schema, policy_files)?;
-        let entities = EntityBuilder::new(&index.schema, index.entity_attrs, schema)?;
+    ///
+    /// `entity_files` hold the bundle's entity data (Cedar's JSON entity format), parsed against the schema; each
+    /// problem names the file, the entity's line and its uid. `link_files` link the policy files' templates (see
+    /// `schemas/links.schema.json`); each link is a policy named by its id. A policy or template without `@id` is
+    /// named by its position (see [`CedarBackend::warnings`](PolicyBackend::warnings)).
+    pub fn load(
+        dir: &Path,
+        schema: &Path,
+        policy_files: &[PathBuf],
+        entity_files: &[PathBuf],
+        link_files: &[PathBuf],
+    ) -> Result<Self, Diagnostics> {
+        let index = load::load(dir, schema, policy_files, link_files)?;
+        let mut data = if entity_files.is_empty() {
+            EntityData::default()
+        } else {
+            EntityData::load(&index.schema, entity_files)?
+        };
+        data.pin(index.literals.iter());
+        let entities = EntityBuilder::new(&index.schema, index.entity_attrs, data, schema)?;
         Ok(CedarBackend {
             schema: index.schema,
             ids: index.ids,
@@ -61,7 +82,13 @@ impl CedarBackend {
             roles: index.roles,
             entities,
             authorizer: Authorizer::new(),
+            warnings: index.warnings,
         })
+    }
+
+    /// How many entities the bundle's entity data holds.
+    pub fn entity_count(&self) -> usize {
+        self.entities.data.len()
     }
 
     /// The validated schema (for tooling such as `jitgate check`).
@@ -172,6 +199,15 @@ impl PolicyBackend for CedarBackend {
         self.ids.clone()
     }
 
+    fn warnings(&self) -> Vec<Diagnostic> {
+        self.warnings.clone()
+    }
+
+    fn index_summary(&self) -> Option<String> {
+        (!self.entities.data.is_empty())
+            .then(|| format!("entity data: {} entities", self.entities.data.len()))
+    }
+
     fn check_entity_type(&self, ty: &str) -> Result<(), String> {
         if self.entities.type_cache.contains_key(ty) {
             Ok(())
@@ -259,3 +295,6 @@ impl PolicyBackend for CedarBackend {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod data_tests;

@@ -44,6 +44,8 @@ impl Fixture {
             self.dir.path(),
             &self.dir.path().join("s.cedarschema"),
             &paths,
+            &[],
+            &[],
         )
     }
 }
@@ -93,16 +95,37 @@ fn grant(id: &str, role: &str) -> Arc<Grant> {
     })
 }
 
+/// A policy without `@id` loads, named by its place in its file as the Cedar CLI names it, and a warning at its line
+/// says so; in a bundle of several files the file's name comes first.
 #[test]
-fn every_policy_needs_an_id() {
-    let err = Fixture::new(SCHEMA)
-        .load(&[("p.cedar", "@id(\"a\")\npermit (principal, action, resource);\n\n// no id\npermit (principal, action, resource);\n")])
-        .unwrap_err();
-    assert_eq!(err.0.len(), 1, "{err}");
-    let d = &err.0[0];
-    assert!(d.file.ends_with("p.cedar"));
-    assert_eq!((d.line, d.column), (Some(5), Some(1)), "{d}");
-    assert!(d.message.contains("@id"), "{d}");
+fn a_policy_without_an_id_gets_one_by_position() {
+    let fixture = Fixture::new(SCHEMA);
+    let b = fixture
+        .load(&[("p.cedar", "@id(\"a\")\npermit (principal, action, resource);\n\n// no id\nforbid (principal, action, resource) when { resource.level > 5 };\n")])
+        .unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(b.policy_ids(), vec!["a".to_string(), "policy1".to_string()]);
+    let w = b.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].file.ends_with("p.cedar"));
+    assert_eq!((w[0].line, w[0].column), (Some(5), Some(1)), "{:?}", w[0]);
+    assert!(w[0].message.contains("`policy1`"), "{:?}", w[0]);
+    // The generated id decides like any other.
+    let mut r = request("read", &[], 0);
+    r.resource.attrs.insert("level".into(), 9.into());
+    let e = b.evaluate(&DecisionInput::new(&r, &[]));
+    assert_eq!(e.effect, Effect::Deny);
+    assert_eq!(e.policies, vec!["policy1".to_string()]);
+
+    let two = fixture
+        .load(&[
+            ("p.cedar", "permit (principal, action, resource);\n"),
+            ("q.cedar", "@id(\"q\")\nforbid (principal, action, resource) when { false };\npermit (principal, action, resource);\n"),
+        ])
+        .unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        two.policy_ids(),
+        vec!["p.cedar:policy0".to_string(), "q".to_string(), "q.cedar:policy1".to_string()]
+    );
 }
 
 /// A permit that relies on a role in its condition must name it (scope or `@role`), or its grants are never

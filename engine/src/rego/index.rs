@@ -85,6 +85,7 @@ struct Guarded {
 pub(super) fn build(
     files: &[(PathBuf, String, String)],
     modules: &[Ref<Module>],
+    data: &[regorus::Value],
     data_package: &str,
     package_declared: [bool; 3],
 ) -> Option<ActionIndex> {
@@ -159,6 +160,9 @@ pub(super) fn build(
             }
             let text = blank_out(source, defs.iter().filter(|g| !keep(g)));
             engine.add_policy(file.display().to_string(), text).ok()?;
+        }
+        for d in data {
+            engine.add_data(d.clone()).ok()?;
         }
         for (p, d) in present.iter_mut().zip(package_declared) {
             *p &= d;

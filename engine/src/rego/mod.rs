@@ -106,13 +106,27 @@ impl RegoBackend {
     /// A bundle whose decision rules start with action guards is split into an action index (see `index.rs`), so
     /// a decision evaluates only the definitions that can apply to its action.
     pub fn load(dir: &Path, policy_files: &[PathBuf], package: &str) -> Result<Self, Diagnostics> {
-        Self::load_with(dir, policy_files, package, true)
+        Self::load_with(dir, policy_files, package, &[], true)
+    }
+
+    /// [`RegoBackend::load`] with OPA bundle data: each of `data_files` (`data.json`, `data.yaml` or `data.yml`
+    /// anywhere under `dir`) is placed under `data` at the path its directory names relative to `dir`
+    /// (`dir/users/eu/data.json` is `data.users.eu`; one at the top is merged into `data` itself). A file that does
+    /// not parse is an error with its line and column; two files that set the same key are an error naming both.
+    pub fn load_with_data(
+        dir: &Path,
+        policy_files: &[PathBuf],
+        package: &str,
+        data_files: &[PathBuf],
+    ) -> Result<Self, Diagnostics> {
+        Self::load_with(dir, policy_files, package, data_files, true)
     }
 
     fn load_with(
         dir: &Path,
         policy_files: &[PathBuf],
         package: &str,
+        data_files: &[PathBuf],
         indexed: bool,
     ) -> Result<Self, Diagnostics> {
         let manifest = dir.join(crate::manifest::MANIFEST_FILE);
@@ -140,7 +154,17 @@ impl RegoBackend {
                 Err(e) => errors.push(diagnostic_from(&format!("{e:#}"), policy_files, Some(file))),
             }
         }
+        let data = load_data(dir, data_files, &mut errors);
+        for (file, value) in &data {
+            if let Err(e) = engine.add_data(value.clone()) {
+                errors.push(Diagnostic::file(
+                    file,
+                    format!("data: cannot merge into `data` (a key another data file or a policy sets?): {e:#}"),
+                ));
+            }
+        }
         Diagnostics(errors).into_result()?;
+        let data: Vec<regorus::Value> = data.into_iter().map(|(_, v)| v).collect();
 
         let own: Vec<&(PathBuf, String, String)> = sources
             .iter()
@@ -190,7 +214,7 @@ impl RegoBackend {
             .collect();
         let modules = engine.get_modules().clone();
         let deciders = indexed
-            .then(|| index::build(&sources, &modules, &data_package, declared))
+            .then(|| index::build(&sources, &modules, &data, &data_package, declared))
             .flatten()
             .unwrap_or_else(|| index::ActionIndex::single(engine.clone(), declared));
         let (guarded, unguarded) = index::describe(&sources, &modules, &data_package);
@@ -725,6 +749,78 @@ fn strip_comments(src: &str) -> String {
         }
         out.push_str(line.get(..cut).unwrap_or(line));
         out.push('\n');
+    }
+    out
+}
+
+/// Reads OPA data files, each as a `data` document nested at the path its directory names under `dir`.
+fn load_data(
+    dir: &Path,
+    files: &[PathBuf],
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<(PathBuf, regorus::Value)> {
+    let mut out = Vec::new();
+    for file in files {
+        let source = match read_file(file) {
+            Ok(s) => s,
+            Err(d) => {
+                errors.push(d);
+                continue;
+            }
+        };
+        let yaml = file
+            .extension()
+            .is_some_and(|e| e == "yaml" || e == "yml");
+        let parsed: Result<serde_json::Value, Diagnostic> = if yaml {
+            serde_yaml::from_str::<serde_json::Value>(&source).map_err(|e| {
+                let (line, column) = e
+                    .location()
+                    .map(|l| (l.line(), l.column()))
+                    .unwrap_or((1, 1));
+                Diagnostic::at(file, line, column, format!("invalid YAML data: {e}"))
+            })
+        } else {
+            serde_json::from_str::<serde_json::Value>(&source).map_err(|e| {
+                Diagnostic::at(file, e.line(), e.column(), format!("invalid JSON data: {e}"))
+            })
+        };
+        let mut value = match parsed {
+            Ok(v) => v,
+            Err(d) => {
+                errors.push(d);
+                continue;
+            }
+        };
+        let segments: Vec<String> = file
+            .parent()
+            .and_then(|p| p.strip_prefix(dir).ok())
+            .map(|rel| {
+                rel.components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if segments.is_empty() && !value.is_object() {
+            errors.push(Diagnostic::at(
+                file,
+                1,
+                1,
+                "data at the top of the bundle must be a JSON object (its keys go under `data`)",
+            ));
+            continue;
+        }
+        for seg in segments.iter().rev() {
+            let mut m = serde_json::Map::new();
+            m.insert(seg.clone(), value);
+            value = serde_json::Value::Object(m);
+        }
+        match serde_json::to_string(&value)
+            .map_err(|e| e.to_string())
+            .and_then(|t| regorus::Value::from_json_str(&t).map_err(|e| format!("{e:#}")))
+        {
+            Ok(v) => out.push((file.clone(), v)),
+            Err(e) => errors.push(Diagnostic::file(file, format!("data: {e}"))),
+        }
     }
     out
 }

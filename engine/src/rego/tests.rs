@@ -377,8 +377,8 @@ helper(x) := x
 
 /// Loads the same files twice, with and without the action index.
 fn both(dir: &Path, files: &[PathBuf], package: &str) -> (RegoBackend, RegoBackend) {
-    let indexed = RegoBackend::load_with(dir, files, package, true).unwrap();
-    let plain = RegoBackend::load_with(dir, files, package, false).unwrap();
+    let indexed = RegoBackend::load_with(dir, files, package, &[], true).unwrap();
+    let plain = RegoBackend::load_with(dir, files, package, &[], false).unwrap();
     assert_eq!(plain.deciders.len(), 1);
     (indexed, plain)
 }
@@ -683,4 +683,51 @@ test_a if { allow["a"] with input as {"action": "a"} }
     let (dir, files) = write_files(&[("p.rego", src)]);
     let (indexed, _) = both(dir.path(), &files, "t");
     assert_eq!(indexed.deciders.len(), 3);
+}
+
+/// OPA bundle data: each `data.json` / `data.yaml` is placed under `data` by its directory, in every action bucket;
+/// a file that does not parse names its line, two files that set the same key are refused.
+#[test]
+fn opa_data_files_are_placed_by_their_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("people/eu")).unwrap();
+    std::fs::write(d.join("data.json"), r#"{"limits": {"max": 3}}"#).unwrap();
+    std::fs::write(
+        d.join("people/eu/data.yaml"),
+        "alice:\n  teams: [dba]\n",
+    )
+    .unwrap();
+    let policy = d.join("p.rego");
+    std::fs::write(
+        &policy,
+        "package t\nimport rego.v1\n\
+         allow contains \"dba\" if {\n\tinput.action == \"read\"\n\t\"dba\" in data.people.eu[input.principal.id].teams\n\tdata.limits.max == 3\n}\n\
+         allow contains \"w\" if {\n\tinput.action == \"write\"\n\tdata.limits.max == 3\n}\n",
+    )
+    .unwrap();
+    let files = [d.join("data.json"), d.join("people/eu/data.yaml")];
+    let b = RegoBackend::load_with_data(d, std::slice::from_ref(&policy), "t", &files)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let e = b.evaluate(&DecisionInput::new(&request("read", &[]), &[]));
+    assert_eq!((e.effect, e.policies), (Effect::Allow, vec!["dba".to_string()]));
+    let e = b.evaluate(&DecisionInput::new(&request("write", &[]), &[]));
+    assert_eq!(e.effect, Effect::Allow, "{e:?}");
+
+    // Without the data the same policies allow nothing.
+    let b = RegoBackend::load(d, std::slice::from_ref(&policy), "t").unwrap();
+    assert_eq!(
+        b.evaluate(&DecisionInput::new(&request("read", &[]), &[])).effect,
+        Effect::Deny
+    );
+
+    // A syntax error names its line; a key set twice is refused, naming the file.
+    std::fs::write(d.join("people/eu/data.yaml"), "alice:\n  teams: [dba\n").unwrap();
+    let err = RegoBackend::load_with_data(d, std::slice::from_ref(&policy), "t", &files).unwrap_err();
+    assert!(err.0[0].file.ends_with("people/eu/data.yaml"), "{err}");
+    assert!(err.0[0].line.is_some(), "{err}");
+    std::fs::write(d.join("people/eu/data.yaml"), "alice: {}\n").unwrap();
+    std::fs::write(d.join("data.json"), r#"{"people": {"eu": {"alice": 1}}}"#).unwrap();
+    let err = RegoBackend::load_with_data(d, std::slice::from_ref(&policy), "t", &files).unwrap_err();
+    assert!(err.0[0].file.ends_with("people/eu/data.yaml"), "{err}");
 }

@@ -366,7 +366,12 @@ impl Runner {
         };
         // `Bundle` hands out its backend only as `dyn PolicyBackend`, so the test rules run on a second load of the
         // same files; a bundle that loaded once loads again.
-        match RegoBackend::load(&bundle.dir, &bundle.policy_files, package) {
+        match RegoBackend::load_with_data(
+            &bundle.dir,
+            &bundle.policy_files,
+            package,
+            &bundle.data_files,
+        ) {
             Ok(rego) => self.rego_tests.extend(
                 rego.run_tests()
                     .into_iter()

@@ -1,0 +1,410 @@
+//! A Cedar bundle's entity data (`entities = ["entities.json", ...]` in `bundle.toml`): Cedar's JSON entity format
+//! (`uid`, `attrs`, `parents`, `tags`, with `__entity` / `__extn` escapes, implicit where the schema says the type),
+//! parsed against the schema, checked for duplicates and parent cycles, and transitively closed, once per bundle load.
+//!
+//! A request never copies the data: it takes only the entities it can reach — the principal, its groups, the
+//! resource and its parents, entity references in its context, entity literals of the policies — and, from each of
+//! those, every entity reachable through attribute and tag values (so `resource.owner.team.name` works). The
+//! hierarchy is closed at load, so `in` holds transitively without the ancestors themselves being present.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cedar_policy::Schema;
+use cedar_policy_core::ast::{self, EntityUID, Literal, PartialValue, Value, ValueKind};
+use cedar_policy_core::entities::{Entities as CoreEntities, NoEntitiesSchema, TCComputation};
+use cedar_policy_core::extensions::Extensions;
+
+use super::load::from_miette;
+use crate::diag::{Diagnostic, Diagnostics, line_col, read_file};
+
+/// Up to this many visited entities, a walk checks repeats by scanning (cheaper than hashing).
+const SMALL: usize = 32;
+
+/// The bundle's entity data, transitively closed, with each entity's references to other data entities.
+#[derive(Debug, Default)]
+pub(crate) struct EntityData {
+    entities: Vec<Arc<ast::Entity>>,
+    index: HashMap<EntityUID, u32>,
+    /// For each entity, the data entities its attribute and tag values name.
+    refs: Vec<Box<[u32]>>,
+    /// Data entities named by the policies themselves (entity literals), with all they reach: part of every request.
+    pinned: Vec<u32>,
+}
+
+/// Where an entity was written.
+struct Origin {
+    file: PathBuf,
+    line: usize,
+    column: usize,
+}
+
+impl EntityData {
+    /// Parses `files` against `schema`. Every problem is reported with file, line and the entity's uid: a JSON
+    /// syntax error, an entity that does not conform to the schema (unknown type, attribute of the wrong type,
+    /// missing required attribute, parent of a type the schema does not allow, unknown extension function), a uid
+    /// given twice, a parent cycle.
+    pub(crate) fn load(schema: &Schema, files: &[PathBuf]) -> Result<Self, Diagnostics> {
+        let mut errors: Vec<Diagnostic> = Vec::new();
+        let mut parsed: Vec<ast::Entity> = Vec::new();
+        let mut origins: HashMap<EntityUID, Origin> = HashMap::new();
+        for file in files {
+            let source = match read_file(file) {
+                Ok(s) => s,
+                Err(d) => {
+                    errors.push(d);
+                    continue;
+                }
+            };
+            let items: Vec<serde_json::Value> = match serde_json::from_str(&source) {
+                Ok(serde_json::Value::Array(items)) => items,
+                Ok(_) => {
+                    errors.push(Diagnostic::at(
+                        file,
+                        1,
+                        1,
+                        "entity data must be a JSON array of entities ({\"uid\", \"attrs\", \"parents\", \"tags\"})",
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    errors.push(Diagnostic::at(
+                        file,
+                        e.line(),
+                        e.column(),
+                        format!("invalid JSON: {e}"),
+                    ));
+                    continue;
+                }
+            };
+            let offsets = element_offsets(&source);
+            for (i, item) in items.into_iter().enumerate() {
+                let (line, column) = offsets
+                    .get(i)
+                    .map(|o| line_col(&source, *o))
+                    .unwrap_or((1, 1));
+                let named = uid_text(&item);
+                let entity = match cedar_policy::Entity::from_json_value(item, Some(schema)) {
+                    Ok(e) => AsRef::<ast::Entity>::as_ref(&e).clone(),
+                    Err(e) => {
+                        let mut found = Vec::new();
+                        from_miette(file, &source, &e, Some((line, column)), &mut found);
+                        for mut d in found {
+                            // Cedar's entity errors carry no position: point at the entity.
+                            d.line = Some(line);
+                            d.column = Some(column);
+                            d.message = format!("entity {named}: {}", d.message);
+                            errors.push(d);
+                        }
+                        continue;
+                    }
+                };
+                if entity.uid().entity_type().is_action() {
+                    // Validated against the schema above; the schema's own action entities are what requests use.
+                    continue;
+                }
+                if let Some(first) = origins.get(entity.uid()) {
+                    errors.push(Diagnostic::at(
+                        file,
+                        line,
+                        column,
+                        format!(
+                            "entity {} is given twice (first at {}:{}:{})",
+                            entity.uid(),
+                            first.file.display(),
+                            first.line,
+                            first.column
+                        ),
+                    ));
+                    continue;
+                }
+                origins.insert(
+                    entity.uid().clone(),
+                    Origin {
+                        file: file.clone(),
+                        line,
+                        column,
+                    },
+                );
+                parsed.push(entity);
+            }
+        }
+        if errors.is_empty() {
+            if let Some(cycle) = find_cycle(&parsed) {
+                let at = origins.get(&cycle[0]);
+                let path = cycle
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" -> ");
+                let msg = format!("entity {}: parent cycle {path}", cycle[0]);
+                errors.push(match at {
+                    Some(o) => Diagnostic::at(&o.file, o.line, o.column, msg),
+                    None => Diagnostic::file(files.first().map(PathBuf::as_path).unwrap_or(Path::new("<entities>")), msg),
+                });
+            }
+        }
+        Diagnostics(errors).into_result()?;
+        let closed = CoreEntities::from_entities(
+            parsed,
+            None::<&NoEntitiesSchema>,
+            TCComputation::ComputeNow,
+            Extensions::all_available(),
+        )
+        .map_err(|e| {
+            Diagnostics::one(Diagnostic::file(
+                files.first().map(PathBuf::as_path).unwrap_or(Path::new("<entities>")),
+                format!("entity data: {e}"),
+            ))
+        })?;
+        Ok(Self::from_closed(&closed))
+    }
+
+    fn from_closed(closed: &CoreEntities) -> Self {
+        let mut entities: Vec<Arc<ast::Entity>> = closed.iter().map(|e| Arc::new(e.clone())).collect();
+        // A stable order (by uid text), so nothing depends on hash order.
+        entities.sort_by_cached_key(|e| e.uid().to_string());
+        let index: HashMap<EntityUID, u32> = entities
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.uid().clone(), i as u32))
+            .collect();
+        let refs = entities
+            .iter()
+            .map(|e| {
+                let mut out: Vec<u32> = Vec::new();
+                for (_, v) in e.attrs().chain(e.tags()) {
+                    if let PartialValue::Value(v) = v {
+                        uids_in(v, &mut |u| {
+                            if let Some(i) = index.get(u) {
+                                if !out.contains(i) {
+                                    out.push(*i);
+                                }
+                            }
+                        });
+                    }
+                }
+                out.into_boxed_slice()
+            })
+            .collect();
+        EntityData {
+            entities,
+            index,
+            refs,
+            pinned: Vec::new(),
+        }
+    }
+
+    /// Pins the data entities the policies name as literals (e.g. `User::"admin".active`), with all they reach:
+    /// they are part of every request.
+    pub(crate) fn pin<'a>(&mut self, literals: impl IntoIterator<Item = &'a EntityUID>) {
+        let seeds: Vec<u32> = literals
+            .into_iter()
+            .filter_map(|u| self.index.get(u).copied())
+            .collect();
+        let mut seen = Vec::new();
+        self.walk(seeds, &mut seen);
+        seen.sort_unstable();
+        self.pinned = seen;
+    }
+
+    /// How many entities the data holds.
+    pub(crate) fn len(&self) -> usize {
+        self.entities.len()
+    }
+
+    /// Whether the bundle has no entity data.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entities.is_empty()
+    }
+
+    /// The data's entity for `uid`, if any (transitively closed: its ancestors are all of them).
+    pub(crate) fn get(&self, uid: &EntityUID) -> Option<&Arc<ast::Entity>> {
+        self.index
+            .get(uid)
+            .and_then(|i| self.entities.get(*i as usize))
+    }
+
+    /// Whether `e` is the data's own entity (not one built for a request).
+    pub(crate) fn is_data(&self, e: &ast::Entity) -> bool {
+        self.get(e.uid())
+            .is_some_and(|d| std::ptr::eq(Arc::as_ptr(d), e))
+    }
+
+    /// Every data entity reachable from `seeds` (the seeds themselves when in the data, then through attribute and
+    /// tag values), and the pinned ones when `pinned`, appended to `out`.
+    pub(crate) fn reach<'a>(
+        &self,
+        seeds: impl IntoIterator<Item = &'a EntityUID>,
+        pinned: bool,
+        out: &mut Vec<Arc<ast::Entity>>,
+    ) {
+        if self.entities.is_empty() {
+            return;
+        }
+        let mut start: Vec<u32> = seeds
+            .into_iter()
+            .filter_map(|u| self.index.get(u).copied())
+            .collect();
+        if pinned {
+            start.extend(self.pinned.iter().copied());
+        }
+        let mut seen = Vec::new();
+        self.walk(start, &mut seen);
+        out.extend(
+            seen.iter()
+                .filter_map(|i| self.entities.get(*i as usize).cloned()),
+        );
+    }
+
+    /// Depth-first over references from `stack`, every entity visited once, in `seen` (visit order).
+    fn walk(&self, mut stack: Vec<u32>, seen: &mut Vec<u32>) {
+        let mut big: Option<HashSet<u32>> = None;
+        while let Some(i) = stack.pop() {
+            let new = match &mut big {
+                Some(set) => set.insert(i),
+                None if seen.contains(&i) => false,
+                None => true,
+            };
+            if !new {
+                continue;
+            }
+            seen.push(i);
+            if big.is_none() && seen.len() > SMALL {
+                big = Some(seen.iter().copied().collect());
+            }
+            if let Some(r) = self.refs.get(i as usize) {
+                stack.extend(r.iter().copied());
+            }
+        }
+    }
+}
+
+/// Calls `f` with every entity uid inside `v` (sets and records included).
+pub(crate) fn uids_in(v: &Value, f: &mut impl FnMut(&EntityUID)) {
+    match v.value_kind() {
+        ValueKind::Lit(Literal::EntityUID(u)) => f(u),
+        ValueKind::Lit(_) | ValueKind::ExtensionValue(_) => {}
+        ValueKind::Set(s) => {
+            for x in s.iter() {
+                uids_in(x, f);
+            }
+        }
+        ValueKind::Record(r) => {
+            for x in r.values() {
+                uids_in(x, f);
+            }
+        }
+    }
+}
+
+/// A parent cycle among `entities` (as a path that ends where it starts), if any.
+fn find_cycle(entities: &[ast::Entity]) -> Option<Vec<EntityUID>> {
+    let by_uid: HashMap<&EntityUID, &ast::Entity> = entities.iter().map(|e| (e.uid(), e)).collect();
+    // 0: not visited, 1: on the current path, 2: done.
+    let mut state: HashMap<&EntityUID, u8> = HashMap::with_capacity(entities.len());
+    for root in entities {
+        if state.get(root.uid()).copied().unwrap_or(0) != 0 {
+            continue;
+        }
+        let mut path: Vec<&EntityUID> = vec![root.uid()];
+        let mut iters: Vec<Box<dyn Iterator<Item = &EntityUID> + '_>> = vec![Box::new(root.parents())];
+        state.insert(root.uid(), 1);
+        while let Some(it) = iters.last_mut() {
+            match it.next() {
+                Some(p) => match state.get(p).copied().unwrap_or(0) {
+                    1 => {
+                        let from = path.iter().position(|u| *u == p).unwrap_or(0);
+                        let mut cycle: Vec<EntityUID> =
+                            path.get(from..).unwrap_or(&[]).iter().map(|u| (*u).clone()).collect();
+                        cycle.push(p.clone());
+                        return Some(cycle);
+                    }
+                    0 => {
+                        state.insert(p, 1);
+                        path.push(p);
+                        match by_uid.get(p) {
+                            Some(e) => iters.push(Box::new(e.parents())),
+                            None => iters.push(Box::new(std::iter::empty())),
+                        }
+                    }
+                    _ => {}
+                },
+                None => {
+                    iters.pop();
+                    if let Some(done) = path.pop() {
+                        state.insert(done, 2);
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The entity's uid as written (`Type::"id"`), for errors about an entity that did not parse.
+fn uid_text(item: &serde_json::Value) -> String {
+    let uid = &item["uid"];
+    let uid = uid.get("__entity").unwrap_or(uid);
+    match (uid["type"].as_str(), uid["id"].as_str()) {
+        (Some(t), Some(id)) => format!("{t}::{id:?}"),
+        _ => "(without a uid)".to_string(),
+    }
+}
+
+/// Byte offsets of the top-level array's elements in a JSON text (known to parse).
+pub(crate) fn element_offsets(source: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut expect_element = false;
+    for (i, c) in source.char_indices() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            continue;
+        }
+        if c.is_whitespace() {
+            continue;
+        }
+        if expect_element && depth == 1 && c != ']' {
+            out.push(i);
+            expect_element = false;
+        }
+        match c {
+            '"' => in_string = true,
+            '[' | '{' => {
+                depth += 1;
+                if depth == 1 {
+                    expect_element = true;
+                }
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            ',' if depth == 1 => expect_element = true,
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::element_offsets;
+
+    #[test]
+    fn offsets_of_top_level_elements() {
+        let src = "[\n {\"a\": [1, {\"b\": \"],\"}]},\n  {\"c\": 2}\n]";
+        let o = element_offsets(src);
+        assert_eq!(o.len(), 2);
+        assert_eq!(&src[o[0]..o[0] + 1], "{");
+        assert_eq!(&src[o[1]..o[1] + 6], "{\"c\": ");
+    }
+}
