@@ -311,6 +311,10 @@ impl Bundle {
             return Err(Diagnostic::file(&manifest_path, "bundle failed to load").into());
         };
         let revision = revision_of(dir, &hashed)?;
+        let data_files = match manifest.engine {
+            EngineKind::Cedar => entity_files,
+            EngineKind::Rego => rego_data_files,
+        };
         Ok(Bundle {
             dir: dir.to_path_buf(),
             manifest,
@@ -319,10 +323,7 @@ impl Bundle {
             roles,
             policy_files,
             test_files,
-            data_files: match manifest.engine {
-                EngineKind::Cedar => entity_files,
-                EngineKind::Rego => rego_data_files,
-            },
+            data_files,
             backend,
         })
     }
