@@ -16,7 +16,6 @@ use cedar_policy_core::ast::{self, EntityUID, Literal, PartialValue, Value, Valu
 use cedar_policy_core::entities::{Entities as CoreEntities, NoEntitiesSchema, TCComputation};
 use cedar_policy_core::extensions::Extensions;
 
-use super::load::from_miette;
 use crate::diag::{Diagnostic, Diagnostics, line_col, read_file};
 
 /// Up to this many visited entities, a walk checks repeats by scanning (cheaper than hashing).
@@ -88,15 +87,27 @@ impl EntityData {
                 let entity = match cedar_policy::Entity::from_json_value(item, Some(schema)) {
                     Ok(e) => AsRef::<ast::Entity>::as_ref(&e).clone(),
                     Err(e) => {
-                        let mut found = Vec::new();
-                        from_miette(file, &source, &e, Some((line, column)), &mut found);
-                        for mut d in found {
-                            // Cedar's entity errors carry no position: point at the entity.
-                            d.line = Some(line);
-                            d.column = Some(column);
-                            d.message = format!("entity {named}: {}", d.message);
-                            errors.push(d);
+                        // Cedar's entity errors carry no position (the entity's is given) and keep their detail in
+                        // the error's sources and help.
+                        let mut msg = e.to_string();
+                        let mut source = std::error::Error::source(&e);
+                        while let Some(s) = source {
+                            let text = s.to_string();
+                            if !msg.contains(&text) {
+                                msg.push_str(": ");
+                                msg.push_str(&text);
+                            }
+                            source = s.source();
                         }
+                        if let Some(help) = miette::Diagnostic::help(&e) {
+                            msg.push_str(&format!(" (help: {help})"));
+                        }
+                        errors.push(Diagnostic::at(
+                            file,
+                            line,
+                            column,
+                            format!("entity {named}: {msg}"),
+                        ));
                         continue;
                     }
                 };

@@ -287,6 +287,7 @@ struct LinkSpec {
 pub(crate) fn load_links(
     files: &[PathBuf],
     templates: &[LoadedTemplate],
+    schema: Option<&Schema>,
     errors: &mut Vec<Diagnostic>,
 ) -> Vec<Loaded> {
     let mut out = Vec::new();
@@ -367,6 +368,26 @@ pub(crate) fn load_links(
                 };
                 match EntityUid::from_json(value.clone()) {
                     Ok(u) => {
+                        if let Some(schema) = schema {
+                            let allowed = slot_types(schema, &t.template, slot == "?principal");
+                            let ty = u.type_name().to_string();
+                            if !allowed.contains(&ty) {
+                                let mut allowed: Vec<String> = allowed.into_iter().collect();
+                                allowed.sort();
+                                fail(format!(
+                                    "{slot} is {u}, but the actions of template `{}` apply to {} of type {}",
+                                    spec.template,
+                                    if slot == "?principal" { "principals" } else { "resources" },
+                                    if allowed.is_empty() {
+                                        "none".to_string()
+                                    } else {
+                                        allowed.join(", ")
+                                    }
+                                ));
+                                bad = true;
+                                continue;
+                            }
+                        }
                         vals.insert(slot_id, u);
                     }
                     Err(e) => {
@@ -423,6 +444,47 @@ pub(crate) fn generated_id(prefix: Option<&str>, index: usize) -> String {
         Some(p) => format!("{p}:policy{index}"),
         None => format!("policy{index}"),
     }
+}
+
+/// The entity types a template's slot may hold: the principal (or resource) types of the actions the template
+/// applies to, and the types that may contain them (a slot is compared with `==` or `in`).
+fn slot_types(schema: &Schema, template: &Template, principal: bool) -> HashSet<String> {
+    let action_entities = schema.action_entities().ok();
+    let mut out = HashSet::new();
+    for action in schema.actions() {
+        let applies = match template.action_constraint() {
+            ActionConstraint::Any => true,
+            ActionConstraint::Eq(a) => &a == action,
+            ActionConstraint::In(list) => {
+                let ancestors: HashSet<EntityUid> = action_entities
+                    .as_ref()
+                    .and_then(|e| e.ancestors(action).map(|a| a.cloned().collect()))
+                    .unwrap_or_default();
+                list.iter().any(|a| a == action || ancestors.contains(a))
+            }
+        };
+        if !applies {
+            continue;
+        }
+        let types: Vec<cedar_policy::EntityTypeName> = if principal {
+            schema
+                .principals_for_action(action)
+                .map(|i| i.cloned().collect())
+                .unwrap_or_default()
+        } else {
+            schema
+                .resources_for_action(action)
+                .map(|i| i.cloned().collect())
+                .unwrap_or_default()
+        };
+        for ty in &types {
+            out.insert(ty.to_string());
+            for a in schema.ancestors(ty).into_iter().flatten() {
+                out.insert(a.to_string());
+            }
+        }
+    }
+    out
 }
 
 /// Strict validation of every policy; errors point into the policy's own file.
@@ -628,7 +690,12 @@ pub(crate) fn load(
             ));
         }
     }
-    let links = load_links(link_files, &templates, &mut errors);
+    let links = load_links(
+        link_files,
+        &templates,
+        schema_parts.as_ref().map(|(s, _)| s),
+        &mut errors,
+    );
     for l in &links {
         if let Ok(src) = std::fs::read_to_string(&l.file) {
             sources.entry(l.file.clone()).or_insert(src);
