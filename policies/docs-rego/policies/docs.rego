@@ -8,8 +8,20 @@ user := data.directory.users[input.principal.id] if input.principal.type == "Use
 
 doc := data.library.documents[input.resource.id] if input.resource.type == "Document"
 
-# Every group the caller is in, transitively: its teams and what they are in (the organization).
-member_of := graph.reachable({g: info.parents | some g, info in data.directory.groups}, user.teams)
+# Every group the caller is in, transitively: its teams and what they are in (the organization), up to three levels
+# (Rego rules cannot recurse; go deeper with one more rule of the same shape).
+member_of contains g if some g in user.teams
+
+member_of contains p if {
+	some g in user.teams
+	some p in data.directory.groups[g].parents
+}
+
+member_of contains q if {
+	some g in user.teams
+	some p in data.directory.groups[g].parents
+	some q in data.directory.groups[p].parents
+}
 
 # Members of the organization read what their clearance allows.
 allow contains "org-members-read" if {
