@@ -48,15 +48,18 @@ fn hot_path(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1));
     for entities in ENTITIES {
         let mut scenario: Option<Scenario> = None;
-        group.bench_function(format!("grants=1000/policies=100/entities={entities}"), |b| {
-            let s = scenario.get_or_insert_with(|| {
-                match Scenario::build_with_entities(EngineKind::Cedar, 1_000, 100, entities) {
-                    Ok(s) => s,
-                    Err(e) => panic!("cedar-entities/entities={entities}: {e}"),
-                }
-            });
-            b.iter(|| black_box(s.decide_once().unwrap()))
-        });
+        group.bench_function(
+            format!("grants=1000/policies=100/entities={entities}"),
+            |b| {
+                let s = scenario.get_or_insert_with(|| {
+                    match Scenario::build_with_entities(EngineKind::Cedar, 1_000, 100, entities) {
+                        Ok(s) => s,
+                        Err(e) => panic!("cedar-entities/entities={entities}: {e}"),
+                    }
+                });
+                b.iter(|| black_box(s.decide_once().unwrap()))
+            },
+        );
     }
     group.finish();
 }

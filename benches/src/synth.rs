@@ -188,10 +188,13 @@ pub fn write_entities(out: &Path, n: usize) -> Result<(), SynthError> {
     write(&out.join("entities.json"), &text)?;
     let manifest_path = out.join("bundle.toml");
     let source = read(&manifest_path)?;
-    let mut manifest: toml::Table = source.parse().map_err(|e: toml::de::Error| SynthError::Manifest {
-        path: manifest_path.clone(),
-        reason: e.to_string(),
-    })?;
+    let mut manifest: toml::Table =
+        source
+            .parse()
+            .map_err(|e: toml::de::Error| SynthError::Manifest {
+                path: manifest_path.clone(),
+                reason: e.to_string(),
+            })?;
     manifest.insert(
         "entities".into(),
         toml::Value::Array(vec![toml::Value::String("entities.json".into())]),

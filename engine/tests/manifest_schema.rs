@@ -609,7 +609,10 @@ fn links_files_validate_against_their_schema() {
         serde_json::from_str(&std::fs::read_to_string(repo("schemas/links.schema.json")).unwrap())
             .unwrap();
     let v = jsonschema::validator_for(&schema).unwrap();
-    for file in ["schemas/examples/links.json", "policies/docs-cedar/links.json"] {
+    for file in [
+        "schemas/examples/links.json",
+        "policies/docs-cedar/links.json",
+    ] {
         let instance: Value =
             serde_json::from_str(&std::fs::read_to_string(repo(file)).unwrap()).unwrap();
         let errs: Vec<String> = v.iter_errors(&instance).map(|e| e.to_string()).collect();

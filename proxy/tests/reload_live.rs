@@ -537,7 +537,11 @@ async fn entity_data_reloads_and_bad_data_keeps_the_last_good_bundle() {
     let rev_b = revision(&bundle);
     assert_ne!(rev_a, rev_b);
     env.wait_live(&rev_b).await;
-    assert_eq!(env.get("alice", P666).await.0, 403, "the data now freezes p-666");
+    assert_eq!(
+        env.get("alice", P666).await.0,
+        403,
+        "the data now freezes p-666"
+    );
     assert_eq!(env.get("alice", "/payments/p-1").await.0, 200);
 
     // 2. Data that does not fit the schema (Payment declares no attributes): refused, named, the data in force stays.
@@ -556,5 +560,9 @@ async fn entity_data_reloads_and_bad_data_keeps_the_last_good_bundle() {
         "bad entity data must name entities.json, line 4 and the uid: {:?}",
         a.errors
     );
-    assert_eq!(env.get("alice", P666).await.0, 403, "the last good data decides");
+    assert_eq!(
+        env.get("alice", P666).await.0,
+        403,
+        "the last good data decides"
+    );
 }

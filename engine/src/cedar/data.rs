@@ -152,7 +152,13 @@ impl EntityData {
                 let msg = format!("entity {}: parent cycle {path}", cycle[0]);
                 errors.push(match at {
                     Some(o) => Diagnostic::at(&o.file, o.line, o.column, msg),
-                    None => Diagnostic::file(files.first().map(PathBuf::as_path).unwrap_or(Path::new("<entities>")), msg),
+                    None => Diagnostic::file(
+                        files
+                            .first()
+                            .map(PathBuf::as_path)
+                            .unwrap_or(Path::new("<entities>")),
+                        msg,
+                    ),
                 });
             }
         }
@@ -165,7 +171,10 @@ impl EntityData {
         )
         .map_err(|e| {
             Diagnostics::one(Diagnostic::file(
-                files.first().map(PathBuf::as_path).unwrap_or(Path::new("<entities>")),
+                files
+                    .first()
+                    .map(PathBuf::as_path)
+                    .unwrap_or(Path::new("<entities>")),
                 format!("entity data: {e}"),
             ))
         })?;
@@ -173,7 +182,8 @@ impl EntityData {
     }
 
     fn from_closed(closed: &CoreEntities) -> Self {
-        let mut entities: Vec<Arc<ast::Entity>> = closed.iter().map(|e| Arc::new(e.clone())).collect();
+        let mut entities: Vec<Arc<ast::Entity>> =
+            closed.iter().map(|e| Arc::new(e.clone())).collect();
         // A stable order (by uid text), so nothing depends on hash order.
         entities.sort_by_cached_key(|e| e.uid().to_string());
         let index: HashMap<EntityUID, u32> = entities
@@ -320,15 +330,20 @@ fn find_cycle(entities: &[ast::Entity]) -> Option<Vec<EntityUID>> {
             continue;
         }
         let mut path: Vec<&EntityUID> = vec![root.uid()];
-        let mut iters: Vec<Box<dyn Iterator<Item = &EntityUID> + '_>> = vec![Box::new(root.parents())];
+        let mut iters: Vec<Box<dyn Iterator<Item = &EntityUID> + '_>> =
+            vec![Box::new(root.parents())];
         state.insert(root.uid(), 1);
         while let Some(it) = iters.last_mut() {
             match it.next() {
                 Some(p) => match state.get(p).copied().unwrap_or(0) {
                     1 => {
                         let from = path.iter().position(|u| *u == p).unwrap_or(0);
-                        let mut cycle: Vec<EntityUID> =
-                            path.get(from..).unwrap_or(&[]).iter().map(|u| (*u).clone()).collect();
+                        let mut cycle: Vec<EntityUID> = path
+                            .get(from..)
+                            .unwrap_or(&[])
+                            .iter()
+                            .map(|u| (*u).clone())
+                            .collect();
                         cycle.push(p.clone());
                         return Some(cycle);
                     }

@@ -144,7 +144,10 @@ fn decisions_see_transitive_membership_and_the_resource_owners_attributes() {
         (Effect::Allow, vec!["home-net".to_string()])
     );
     // A document the data does not know has no owner: the policy errs, the decision is a deny.
-    let e = b.evaluate(&DecisionInput::new(&ask("alice", "edit", "nowhere", &[]), &[]));
+    let e = b.evaluate(&DecisionInput::new(
+        &ask("alice", "edit", "nowhere", &[]),
+        &[],
+    ));
     assert_eq!(e.effect, Effect::Deny);
 }
 
@@ -197,7 +200,11 @@ fn entity_data_that_does_not_fit_the_schema_names_file_line_and_uid() {
     let err = Bundle::new()
         .load(POLICIES, &[("entities.json", bad)], &[])
         .unwrap_err();
-    for (line, uid) in [(2, r#"User::"a""#), (3, r#"Robot::"r""#), (4, r#"Folder::"f""#)] {
+    for (line, uid) in [
+        (2, r#"User::"a""#),
+        (3, r#"Robot::"r""#),
+        (4, r#"Folder::"f""#),
+    ] {
         assert!(
             err.0
                 .iter()
@@ -236,11 +243,7 @@ fn a_parent_cycle_and_a_repeated_uid_are_refused() {
   { "uid": { "type": "Folder", "id": "f" }, "attrs": {}, "parents": [] }
 ]"#;
     let err = Bundle::new()
-        .load(
-            POLICIES,
-            &[("a.json", twice), ("b.json", twice)],
-            &[],
-        )
+        .load(POLICIES, &[("a.json", twice), ("b.json", twice)], &[])
         .unwrap_err();
     assert_eq!(err.0.len(), 1, "{err}");
     assert!(err.0[0].file.ends_with("b.json"), "{err}");
@@ -259,7 +262,11 @@ fn links_become_policies_named_by_their_id() {
     "values": { "?principal": { "type": "User", "id": "bob" }, "?resource": { "type": "Folder", "id": "plans" } } }
 ]"#;
     let b = Bundle::new()
-        .load(TEMPLATE, &[("entities.json", DATA)], &[("links.json", links)])
+        .load(
+            TEMPLATE,
+            &[("entities.json", DATA)],
+            &[("links.json", links)],
+        )
         .unwrap_or_else(|d| panic!("{d}"));
     assert_eq!(b.policy_ids(), vec!["bob-reads-plans".to_string()]);
     // d1 is in plans through the data.
@@ -376,5 +383,8 @@ fn grants_and_groups_still_join_the_data() {
         principal: EntityRef::new("User", "bob"),
         ..(*g).clone()
     });
-    assert_eq!(b.evaluate(&DecisionInput::new(&r, &[g2])).effect, Effect::Deny);
+    assert_eq!(
+        b.evaluate(&DecisionInput::new(&r, &[g2])).effect,
+        Effect::Deny
+    );
 }

@@ -145,9 +145,9 @@ impl EntityBuilder {
                     // The resource side would shadow an action entity, or the caller's side holds the data's own
                     // form of the resource (or a parent) that the resource side built with more: rare enough to
                     // build everything afresh.
-                    entities = Some(self.all_entities(
-                        request, &unique, &principal, &resource, &seeds, idx,
-                    )?);
+                    entities = Some(
+                        self.all_entities(request, &unique, &principal, &resource, &seeds, idx)?,
+                    );
                     break;
                 }
                 // The caller's side comes first and wins, as in a full build.
@@ -226,11 +226,7 @@ impl EntityBuilder {
             None => (Vec::new(), Vec::new()),
         };
         entities.push(Arc::new(ast::Entity::new_with_attr_partial_value(
-            principal,
-            attrs,
-            indirect,
-            parents,
-            tags,
+            principal, attrs, indirect, parents, tags,
         )));
         (entities, grant_uids, break_glass)
     }
@@ -289,8 +285,11 @@ impl EntityBuilder {
         }
         let principal: ast::EntityUID = principal.clone().into();
         let groups: Vec<ast::EntityUID> = self.group_uids(request).collect();
-        self.data
-            .reach(std::iter::once(&principal).chain(groups.iter()), true, entities);
+        self.data.reach(
+            std::iter::once(&principal).chain(groups.iter()),
+            true,
+            entities,
+        );
     }
 
     /// The resource with its attributes and parents, then each parent with those above it, then the data entities

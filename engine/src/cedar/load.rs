@@ -326,8 +326,18 @@ pub(crate) fn load_links(
                 .get(i)
                 .map(|o| line_col(&source, *o))
                 .unwrap_or((1, 1));
-            let named = item["id"].as_str().map(|s| format!("link `{s}`")).unwrap_or_else(|| format!("link #{}", i + 1));
-            let mut fail = |msg: String| errors.push(Diagnostic::at(file, line, column, format!("{named}: {msg}")));
+            let named = item["id"]
+                .as_str()
+                .map(|s| format!("link `{s}`"))
+                .unwrap_or_else(|| format!("link #{}", i + 1));
+            let mut fail = |msg: String| {
+                errors.push(Diagnostic::at(
+                    file,
+                    line,
+                    column,
+                    format!("{named}: {msg}"),
+                ))
+            };
             let spec: LinkSpec = match serde_json::from_value(item) {
                 Ok(s) => s,
                 Err(e) => {
@@ -339,13 +349,23 @@ pub(crate) fn load_links(
                 fail("an id must be non-empty, without surrounding spaces".into());
                 continue;
             }
-            let Some(t) = templates.iter().find(|t| t.template.id().to_string() == spec.template) else {
-                let mut known: Vec<String> = templates.iter().map(|t| t.template.id().to_string()).collect();
+            let Some(t) = templates
+                .iter()
+                .find(|t| t.template.id().to_string() == spec.template)
+            else {
+                let mut known: Vec<String> = templates
+                    .iter()
+                    .map(|t| t.template.id().to_string())
+                    .collect();
                 known.sort();
                 fail(format!(
                     "no template `{}` in the bundle's policies (templates: {})",
                     spec.template,
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 ));
                 continue;
             };
@@ -377,7 +397,11 @@ pub(crate) fn load_links(
                                 fail(format!(
                                     "{slot} is {u}, but the actions of template `{}` apply to {} of type {}",
                                     spec.template,
-                                    if slot == "?principal" { "principals" } else { "resources" },
+                                    if slot == "?principal" {
+                                        "principals"
+                                    } else {
+                                        "resources"
+                                    },
                                     if allowed.is_empty() {
                                         "none".to_string()
                                     } else {
@@ -399,12 +423,19 @@ pub(crate) fn load_links(
             if bad {
                 continue;
             }
-            let missing: Vec<&String> = slots.iter().filter(|s| !spec.values.contains_key(*s)).collect();
+            let missing: Vec<&String> = slots
+                .iter()
+                .filter(|s| !spec.values.contains_key(*s))
+                .collect();
             if !missing.is_empty() {
                 fail(format!(
                     "template `{}` has slot(s) {} that the link does not fill",
                     spec.template,
-                    missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    missing
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
                 continue;
             }
@@ -676,7 +707,12 @@ pub(crate) fn load(
     }
     for (i, t) in templates.iter().enumerate() {
         let id = t.template.id();
-        if let Some(first) = templates.get(..i).unwrap_or(&[]).iter().find(|f| f.template.id() == id) {
+        if let Some(first) = templates
+            .get(..i)
+            .unwrap_or(&[])
+            .iter()
+            .find(|f| f.template.id() == id)
+        {
             errors.push(Diagnostic::at(
                 &t.file,
                 t.line,

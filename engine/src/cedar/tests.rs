@@ -124,7 +124,11 @@ fn a_policy_without_an_id_gets_one_by_position() {
         .unwrap_or_else(|d| panic!("{d}"));
     assert_eq!(
         two.policy_ids(),
-        vec!["p.cedar:policy0".to_string(), "q".to_string(), "q.cedar:policy1".to_string()]
+        vec![
+            "p.cedar:policy0".to_string(),
+            "q".to_string(),
+            "q.cedar:policy1".to_string()
+        ]
     );
 }
 

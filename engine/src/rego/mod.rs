@@ -768,9 +768,7 @@ fn load_data(
                 continue;
             }
         };
-        let yaml = file
-            .extension()
-            .is_some_and(|e| e == "yaml" || e == "yml");
+        let yaml = file.extension().is_some_and(|e| e == "yaml" || e == "yml");
         let parsed: Result<serde_json::Value, Diagnostic> = if yaml {
             serde_yaml::from_str::<serde_json::Value>(&source).map_err(|e| {
                 let (line, column) = e
@@ -781,7 +779,12 @@ fn load_data(
             })
         } else {
             serde_json::from_str::<serde_json::Value>(&source).map_err(|e| {
-                Diagnostic::at(file, e.line(), e.column(), format!("invalid JSON data: {e}"))
+                Diagnostic::at(
+                    file,
+                    e.line(),
+                    e.column(),
+                    format!("invalid JSON data: {e}"),
+                )
             })
         };
         let mut value = match parsed {

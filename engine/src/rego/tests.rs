@@ -693,11 +693,7 @@ fn opa_data_files_are_placed_by_their_directory() {
     let d = dir.path();
     std::fs::create_dir_all(d.join("people/eu")).unwrap();
     std::fs::write(d.join("data.json"), r#"{"limits": {"max": 3}}"#).unwrap();
-    std::fs::write(
-        d.join("people/eu/data.yaml"),
-        "alice:\n  teams: [dba]\n",
-    )
-    .unwrap();
+    std::fs::write(d.join("people/eu/data.yaml"), "alice:\n  teams: [dba]\n").unwrap();
     let policy = d.join("p.rego");
     std::fs::write(
         &policy,
@@ -710,24 +706,30 @@ fn opa_data_files_are_placed_by_their_directory() {
     let b = RegoBackend::load_with_data(d, std::slice::from_ref(&policy), "t", &files)
         .unwrap_or_else(|e| panic!("{e}"));
     let e = b.evaluate(&DecisionInput::new(&request("read", &[]), &[]));
-    assert_eq!((e.effect, e.policies), (Effect::Allow, vec!["dba".to_string()]));
+    assert_eq!(
+        (e.effect, e.policies),
+        (Effect::Allow, vec!["dba".to_string()])
+    );
     let e = b.evaluate(&DecisionInput::new(&request("write", &[]), &[]));
     assert_eq!(e.effect, Effect::Allow, "{e:?}");
 
     // Without the data the same policies allow nothing.
     let b = RegoBackend::load(d, std::slice::from_ref(&policy), "t").unwrap();
     assert_eq!(
-        b.evaluate(&DecisionInput::new(&request("read", &[]), &[])).effect,
+        b.evaluate(&DecisionInput::new(&request("read", &[]), &[]))
+            .effect,
         Effect::Deny
     );
 
     // A syntax error names its line; a key set twice is refused, naming the file.
     std::fs::write(d.join("people/eu/data.yaml"), "alice:\n  teams: [dba\n").unwrap();
-    let err = RegoBackend::load_with_data(d, std::slice::from_ref(&policy), "t", &files).unwrap_err();
+    let err =
+        RegoBackend::load_with_data(d, std::slice::from_ref(&policy), "t", &files).unwrap_err();
     assert!(err.0[0].file.ends_with("people/eu/data.yaml"), "{err}");
     assert!(err.0[0].line.is_some(), "{err}");
     std::fs::write(d.join("people/eu/data.yaml"), "alice: {}\n").unwrap();
     std::fs::write(d.join("data.json"), r#"{"people": {"eu": {"alice": 1}}}"#).unwrap();
-    let err = RegoBackend::load_with_data(d, std::slice::from_ref(&policy), "t", &files).unwrap_err();
+    let err =
+        RegoBackend::load_with_data(d, std::slice::from_ref(&policy), "t", &files).unwrap_err();
     assert!(err.0[0].file.ends_with("people/eu/data.yaml"), "{err}");
 }
