@@ -442,8 +442,11 @@ pub(crate) fn load_links(
             let mut set = PolicySet::new();
             let linked = set
                 .add_template(t.template.clone())
-                .and_then(|()| set.link(t.template.id().clone(), PolicyId::new(&spec.id), vals))
                 .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    set.link(t.template.id().clone(), PolicyId::new(&spec.id), vals)
+                        .map_err(|e| e.to_string())
+                })
                 .and_then(|()| {
                     set.policy(&PolicyId::new(&spec.id))
                         .ok_or_else(|| "the linked policy is missing".to_string())
