@@ -572,7 +572,7 @@ fn write_export(
     };
     let total = if std::io::stderr().is_terminal() {
         Some(match (&store, &replica) {
-            (Some(records), Some(r)) => records.count(Some(r), filter)?,
+            (Some(records), Some(r)) => records.count(Some(r.as_str()), filter)?,
             _ => log::count(&a.log.log, filter)?,
         })
     } else {

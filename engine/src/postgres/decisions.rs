@@ -8,13 +8,13 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 use postgres::types::ToSql;
-use postgres::{GenericClient, Row};
+use postgres::Row;
 
 use super::pool::Connector;
 use super::{PgStore, migrate, pg_err};
@@ -82,7 +82,7 @@ fn where_clause(
 ) -> (String, Params) {
     let mut conds: Vec<String> = Vec::new();
     let mut args: Params = Vec::new();
-    let mut eq = |conds: &mut Vec<String>, args: &mut Params, col: &str, v: Option<String>| {
+    let eq = |conds: &mut Vec<String>, args: &mut Params, col: &str, v: Option<String>| {
         if let Some(v) = v {
             args.push(Box::new(v));
             conds.push(format!("{col} = ${}", args.len()));
@@ -309,7 +309,7 @@ impl Records {
     pub fn verify(
         &self,
         replica: Option<&str>,
-        progress: &mut dyn FnMut(u64),
+        progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<Vec<ReplicaReport>, StoreError> {
         let replicas = match replica {
             Some(r) => vec![r.to_string()],
@@ -340,8 +340,8 @@ impl Records {
         replica: &str,
         filter: &Filter,
         format: Format,
-        out: &mut dyn Write,
-        progress: &mut dyn FnMut(u64),
+        out: &mut (dyn Write + Send),
+        progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<ExportManifest, StoreError> {
         let (clause, args) = where_clause(Some(replica), filter, None);
         let sql = format!("SELECT {COLS} FROM {TABLE} {clause} ORDER BY seq");
@@ -418,7 +418,7 @@ fn verify_replica(
     tx: &mut postgres::Transaction<'_>,
     replica: &str,
     done: &mut u64,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<VerifyReport, StoreError> {
     let first: Option<i64> = tx
         .query_one(
