@@ -313,7 +313,10 @@ fn bad_configs_are_refused_by_both_the_loader_and_the_schema() {
             "[log]\nreplica = \"b\"\nanchor_key = \"k.key\"\n[cluster]\nreplica = \"b\"\n",
             "b",
         ),
-        ("[log]\nanchor_key = \"k.key\"\n[cluster]\nreplica = \"c\"\n", "c"),
+        (
+            "[log]\nanchor_key = \"k.key\"\n[cluster]\nreplica = \"c\"\n",
+            "c",
+        ),
     ] {
         std::fs::write(&file, format!("{base}{extra}")).unwrap();
         let c = Config::load(&file).unwrap_or_else(|d| panic!("{extra}: {d}"));

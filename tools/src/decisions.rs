@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use jitgate_engine::log::{self, Cursor, DecisionRecord, Filter, Format, Outcome, RecordKind};
-use jitgate_engine::postgres::decisions::{ReplicaCursor, ReplicaReport, Records};
+use jitgate_engine::postgres::decisions::{Records, ReplicaCursor, ReplicaReport};
 use jitgate_engine::postgres::redact_url;
 use time::OffsetDateTime;
 
@@ -402,7 +402,12 @@ fn query(a: QueryArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("--after `{s}`: expected a seq (a whole number)"))
         })
         .transpose()?;
-    let page = log::query(&a.log.log, &filter_of(&a.filter)?, after.map(Cursor), a.limit)?;
+    let page = log::query(
+        &a.log.log,
+        &filter_of(&a.filter)?,
+        after.map(Cursor),
+        a.limit,
+    )?;
     for r in &page.records {
         outln!("{}", serde_json::to_string(r)?);
     }
@@ -585,7 +590,9 @@ fn write_export(
         }
     };
     let manifest = match (&store, &replica) {
-        (Some(records), Some(r)) => records.export(r, filter, format, &mut writer, &mut progress)?,
+        (Some(records), Some(r)) => {
+            records.export(r, filter, format, &mut writer, &mut progress)?
+        }
         _ => log::export(&a.log.log, filter, format, &mut writer, &mut progress)?,
     };
     use std::io::Write as _;

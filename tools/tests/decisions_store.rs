@@ -207,6 +207,22 @@ fn metric(admin: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("{name} not in /metrics:\n{body}"))
 }
 
+/// Waits (5 s at most) until a metric reads `want` (the counters move right after the rows they count commit).
+fn wait_metric(admin: &str, name: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = metric(admin, name);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} is {got}, expected {want}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn three_replicas_ship_their_logs_and_every_chain_verifies_from_postgres() {
     let Some(base) =
@@ -227,20 +243,19 @@ fn three_replicas_ship_their_logs_and_every_chain_verifies_from_postgres() {
     for (i, s) in served.iter().enumerate() {
         denied_requests(&s.proxy, &alice, 3 + i);
     }
-    let counts: Vec<u64> = names
-        .iter()
-        .map(|r| shipped(&url, dir.path(), r))
-        .collect();
+    let counts: Vec<u64> = names.iter().map(|r| shipped(&url, dir.path(), r)).collect();
     assert!(counts.iter().all(|c| *c >= 3), "{counts:?}");
     // The lag gauge comes back to 0 once a replica caught up.
-    assert_eq!(metric(&served[0].admin, "jitgate_log_shipper_lag_records"), 0.0);
+    wait_metric(&served[0].admin, "jitgate_log_shipper_lag_records", 0.0);
 
     // Every chain intact, each verified on its own.
     let (code, out, err) = decisions(&["verify", "--store", &url]);
     assert_eq!(code, Some(0), "{out}{err}");
     for (r, c) in names.iter().zip(&counts) {
         assert!(
-            out.contains(&format!("replica {r}: intact: {c} records verified (seq 1..{c})")),
+            out.contains(&format!(
+                "replica {r}: intact: {c} records verified (seq 1..{c})"
+            )),
             "{out}"
         );
     }
@@ -258,7 +273,10 @@ fn three_replicas_ship_their_logs_and_every_chain_verifies_from_postgres() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 2);
-    assert_eq!((lines[0]["replica"].as_str(), lines[0]["seq"].as_i64()), (Some("r1"), Some(1)));
+    assert_eq!(
+        (lines[0]["replica"].as_str(), lines[0]["seq"].as_i64()),
+        (Some("r1"), Some(1))
+    );
     assert!(err.contains("more records: --after r1:2"), "{err}");
     let (_, out, _) = decisions(&[
         "query", "--store", &url, "--after", "r1:2", "--limit", "1000",
@@ -266,7 +284,15 @@ fn three_replicas_ship_their_logs_and_every_chain_verifies_from_postgres() {
     assert_eq!(out.lines().count() as u64, total - 2);
     // Filters: one replica's denies.
     let (code, out, err) = decisions(&[
-        "query", "--store", &url, "--replica", "r2", "--decision", "deny", "--limit", "1000",
+        "query",
+        "--store",
+        &url,
+        "--replica",
+        "r2",
+        "--decision",
+        "deny",
+        "--limit",
+        "1000",
     ]);
     assert_eq!(code, Some(0), "{err}");
     let r2: Vec<serde_json::Value> = out
@@ -274,10 +300,11 @@ fn three_replicas_ship_their_logs_and_every_chain_verifies_from_postgres() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert!(r2.len() >= 4, "{out}");
-    assert!(r2.iter().all(|v| v["replica"] == "r2" && v["decision"] == "deny"));
-    let (_, out, _) = decisions(&[
-        "query", "--store", &url, "--principal", "User::\"nobody\"",
-    ]);
+    assert!(
+        r2.iter()
+            .all(|v| v["replica"] == "r2" && v["decision"] == "deny")
+    );
+    let (_, out, _) = decisions(&["query", "--store", &url, "--principal", "User::\"nobody\""]);
     assert_eq!(out, "");
 
     // An export is one replica's chain, and it verifies as an export of a local log does.
@@ -288,11 +315,21 @@ fn three_replicas_ship_their_logs_and_every_chain_verifies_from_postgres() {
     for format in ["jsonl", "csv", "ocsf"] {
         let file = dir.path().join(format!("r3.{format}"));
         let (code, out, err) = decisions(&[
-            "export", "--store", &url, "--replica", "r3", "--format", format, "--out",
+            "export",
+            "--store",
+            &url,
+            "--replica",
+            "r3",
+            "--format",
+            format,
+            "--out",
             file.to_str().unwrap(),
         ]);
         assert_eq!(code, Some(0), "{err}");
-        assert!(out.contains(&format!("exported {} records", counts[2])), "{out}");
+        assert!(
+            out.contains(&format!("exported {} records", counts[2])),
+            "{out}"
+        );
         let (code, out, _) = decisions(&["verify", "--export", file.to_str().unwrap()]);
         assert_eq!(code, Some(0), "{format}: {out}");
     }
@@ -336,7 +373,8 @@ fn three_replicas_ship_their_logs_and_every_chain_verifies_from_postgres() {
 
 #[test]
 fn a_restarted_replica_resumes_shipping_and_ships_nothing_twice() {
-    let Some(base) = test_url("a_restarted_replica_resumes_shipping_and_ships_nothing_twice") else {
+    let Some(base) = test_url("a_restarted_replica_resumes_shipping_and_ships_nothing_twice")
+    else {
         return;
     };
     let scratch = Scratch::new(&base, "h3_resume").unwrap();
@@ -349,10 +387,7 @@ fn a_restarted_replica_resumes_shipping_and_ships_nothing_twice() {
         let mut a = serve(&cfg).unwrap();
         denied_requests(&a.proxy, &alice, 4);
         let n = shipped(&url, dir.path(), "solo");
-        assert_eq!(
-            metric(&a.admin, "jitgate_log_shipped_records_total") as u64,
-            n
-        );
+        wait_metric(&a.admin, "jitgate_log_shipped_records_total", n as f64);
         // No goodbye: the next start must resume from what the store holds.
         a.child.kill().unwrap();
         a.child.wait().unwrap();
@@ -363,9 +398,10 @@ fn a_restarted_replica_resumes_shipping_and_ships_nothing_twice() {
     let second = shipped(&url, dir.path(), "solo");
     assert!(second >= first + 3, "{first} -> {second}");
     // This process shipped only what the first had not: nothing twice.
-    assert_eq!(
-        metric(&a.admin, "jitgate_log_shipped_records_total") as u64,
-        second - first
+    wait_metric(
+        &a.admin,
+        "jitgate_log_shipped_records_total",
+        (second - first) as f64,
     );
     assert_eq!(metric(&a.admin, "jitgate_log_shipper_errors_total"), 0.0);
     let (code, out, _) = decisions(&["verify", "--store", &url]);
@@ -422,9 +458,13 @@ fn decisions_store_names_a_bad_url_a_missing_database_and_an_unmigrated_schema()
     // A replica start-up against the missing database fails naming the key and the cause.
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key.pem");
-    let e = serve(&config(dir.path(), &missing, &key, "nodb")).err().unwrap();
+    let e = serve(&config(dir.path(), &missing, &key, "nodb"))
+        .err()
+        .unwrap();
     assert!(
-        e.contains("[store] url") && e.contains("jg_h3_no_such_database") && e.contains("does not exist"),
+        e.contains("[store] url")
+            && e.contains("jg_h3_no_such_database")
+            && e.contains("does not exist"),
         "{e}"
     );
 }

@@ -173,7 +173,9 @@ impl Chain {
                 self,
                 seq,
                 FailureKind::BrokenLink,
-                format!("record precedes the start of the chain (seq {expect_seq}, set by the newest checkpoint)"),
+                format!(
+                    "record precedes the start of the chain (seq {expect_seq}, set by the newest checkpoint)"
+                ),
             );
         }
         if seq > expect_seq {

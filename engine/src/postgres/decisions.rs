@@ -13,8 +13,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
-use postgres::types::ToSql;
 use postgres::Row;
+use postgres::types::ToSql;
 
 use super::pool::Connector;
 use super::{PgStore, migrate, pg_err};
@@ -71,7 +71,9 @@ pub struct Records {
 type Params = Vec<Box<dyn ToSql + Sync + Send>>;
 
 fn refs(p: &Params) -> Vec<&(dyn ToSql + Sync)> {
-    p.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)).collect()
+    p.iter()
+        .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+        .collect()
 }
 
 /// `WHERE` clause and parameters for `filter` over `replica` (all when `None`), after `after`.
@@ -88,12 +90,22 @@ fn where_clause(
             conds.push(format!("{col} = ${}", args.len()));
         }
     };
-    eq(&mut conds, &mut args, "replica", replica.map(str::to_string));
+    eq(
+        &mut conds,
+        &mut args,
+        "replica",
+        replica.map(str::to_string),
+    );
     eq(&mut conds, &mut args, "principal", filter.principal.clone());
     eq(&mut conds, &mut args, "action", filter.action.clone());
     eq(&mut conds, &mut args, "resource", filter.resource.clone());
     eq(&mut conds, &mut args, "revision", filter.revision.clone());
-    eq(&mut conds, &mut args, "request_id", filter.request_id.clone());
+    eq(
+        &mut conds,
+        &mut args,
+        "request_id",
+        filter.request_id.clone(),
+    );
     eq(
         &mut conds,
         &mut args,
@@ -252,7 +264,10 @@ impl Records {
         let (clause, args) = where_clause(replica, filter, None);
         self.connector.session(|c| {
             let n: i64 = c
-                .query_one(&format!("SELECT COUNT(*) FROM {TABLE} {clause}"), &refs(&args))
+                .query_one(
+                    &format!("SELECT COUNT(*) FROM {TABLE} {clause}"),
+                    &refs(&args),
+                )
                 .and_then(|r| r.try_get(0))
                 .map_err(|e| pg_err("cannot count decision records", e))?;
             Ok(u64::try_from(n).unwrap_or(0))
@@ -345,7 +360,8 @@ impl Records {
     ) -> Result<ExportManifest, StoreError> {
         let (clause, args) = where_clause(Some(replica), filter, None);
         let sql = format!("SELECT {COLS} FROM {TABLE} {clause} ORDER BY seq");
-        let write_err = |e: crate::log::ExportError| StoreError::database("cannot write the export", e);
+        let write_err =
+            |e: crate::log::ExportError| StoreError::database("cannot write the export", e);
         self.connector.session(|c| {
             let mut tx = c
                 .build_transaction()
@@ -607,12 +623,7 @@ impl Shipper {
     }
 }
 
-fn run(
-    store: &PgStore,
-    opts: &ShipOptions,
-    stop: &(Mutex<bool>, Condvar),
-    stats: &ShipStats,
-) {
+fn run(store: &PgStore, opts: &ShipOptions, stop: &(Mutex<bool>, Condvar), stats: &ShipStats) {
     let mut shipped: Option<i64> = None;
     let mut last_error: Option<String> = None;
     loop {
@@ -674,9 +685,16 @@ fn pass(
         }
     };
     stats.shipped_seq.store(after, Ordering::Relaxed);
-    let page = crate::log::query(&opts.log, &Filter::default(), Some(Cursor(after)), opts.batch)?;
+    let page = crate::log::query(
+        &opts.log,
+        &Filter::default(),
+        Some(Cursor(after)),
+        opts.batch,
+    )?;
     if let Some(last) = page.records.last() {
-        let inserted = store.pool.with(|c| insert_batch(c, &opts.replica, &page.records))?;
+        let inserted = store
+            .pool
+            .with(|c| insert_batch(c, &opts.replica, &page.records))?;
         stats.shipped.fetch_add(inserted, Ordering::Relaxed);
         *shipped = Some(last.seq);
         stats.shipped_seq.store(last.seq, Ordering::Relaxed);

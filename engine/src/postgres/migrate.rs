@@ -206,5 +206,9 @@ pub(crate) fn current_version_if_any(client: &mut Client) -> Result<i64, StoreEr
         )
         .and_then(|r| r.try_get(0))
         .map_err(|e| pg_err("cannot read the schema version", e))?;
-    if exists { current_version(client) } else { Ok(0) }
+    if exists {
+        current_version(client)
+    } else {
+        Ok(0)
+    }
 }
