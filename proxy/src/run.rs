@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use jitgate_engine::postgres::PgStore;
+use jitgate_engine::postgres::decisions::{ShipOptions, ShipStats, Shipper};
 use jitgate_engine::postgres::follow::{ChangeSink, FollowOptions, FollowStats, Follower};
 use jitgate_engine::sqlite::SqliteStore;
 use jitgate_engine::store::{Freshness, Store};
@@ -43,10 +44,18 @@ pub struct Running {
     compactor: JoinHandle<()>,
     /// Keeps the grant index in step with a store shared by replicas.
     follower: Option<Follower>,
+    /// Copies this replica's sealed decision records into the shared store.
+    shipper: Option<Shipper>,
     /// Keeps the issuers' keys fresh (stopped when dropped).
     _key_refresh: crate::authenticate::KeyRefresh,
     _watch: Option<WatchGuard>,
 }
+
+/// How often the log shipper looks for new sealed records once it has caught up.
+const SHIP_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Records per shipping transaction.
+const SHIP_BATCH: u32 = 500;
 
 /// How often ended grants (expired, revoked, consumed) are dropped from the in-memory index.
 const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -118,6 +127,10 @@ impl Running {
             let _ = tokio::task::spawn_blocking(move || f.stop()).await;
         }
         self.proxy.log.flush().await;
+        // After the flush: the last pass ships every record the log committed.
+        if let Some(s) = self.shipper.take() {
+            let _ = tokio::task::spawn_blocking(move || s.stop()).await;
+        }
     }
 }
 
@@ -234,9 +247,26 @@ pub async fn run(prepared: Prepared, clock: Clock) -> Result<Running, StartError
         Some(shared) => Some(start_follower(&proxy, shared)?),
         None => None,
     };
+    let shipper = match (&proxy.shared, proxy.log.writer()) {
+        (Some(shared), Some(_)) => Some(
+            Shipper::start(
+                shared.store.clone(),
+                ShipOptions {
+                    replica: cfg.replica.clone(),
+                    log: cfg.log_path.clone(),
+                    every: SHIP_EVERY,
+                    batch: SHIP_BATCH,
+                },
+                shared.ship.clone(),
+            )
+            .map_err(StartError::Store)?,
+        ),
+        _ => None,
+    };
     tracing::info!(%addr, admin = ?admin_addr, "jitgate listening");
     Ok(Running {
         follower,
+        shipper,
         addr,
         admin_addr,
         proxy,
@@ -342,6 +372,7 @@ fn assemble(prepared: Prepared, clock: Clock) -> Result<Arc<Proxy>, StartError> 
     let shared = shared.map(|store| SharedStore {
         store,
         follow: Arc::new(FollowStats::default()),
+        ship: Arc::new(ShipStats::default()),
     });
     let local_issuer = match &config.local_issuer {
         Some(l) => Some(Arc::new(

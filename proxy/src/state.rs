@@ -119,6 +119,8 @@ pub struct SharedStore {
     pub store: Arc<jitgate_engine::postgres::PgStore>,
     /// Its follower's counters (notifications, lag, resyncs, reconnects).
     pub follow: Arc<jitgate_engine::postgres::follow::FollowStats>,
+    /// The decision-log shipper's counters (shipped, lag).
+    pub ship: Arc<jitgate_engine::postgres::decisions::ShipStats>,
 }
 
 /// Why the proxy should be sent no traffic (`/readyz` answers 503 with it).

@@ -294,6 +294,35 @@ fn bad_configs_are_refused_by_both_the_loader_and_the_schema() {
         let err = Config::load(&file).unwrap_err().to_string();
         assert!(err.contains(expected), "{extra}: loader said {err}");
     }
+    // One replica has one id: `[log] replica` is a deprecated alias of `[cluster] replica`; both, disagreeing, is
+    // refused; either alone names the replica and its anchors.
+    let file = dir.path().join("two-ids.toml");
+    std::fs::write(
+        &file,
+        format!("{base}[log]\nreplica = \"a\"\n[cluster]\nreplica = \"b\"\n"),
+    )
+    .unwrap();
+    let err = Config::load(&file).unwrap_err().to_string();
+    assert!(
+        err.contains("cluster.replica: `b`, but the deprecated `[log] replica` says `a`"),
+        "{err}"
+    );
+    for (extra, want) in [
+        ("[log]\nreplica = \"a\"\nanchor_key = \"k.key\"\n", "a"),
+        (
+            "[log]\nreplica = \"b\"\nanchor_key = \"k.key\"\n[cluster]\nreplica = \"b\"\n",
+            "b",
+        ),
+        (
+            "[log]\nanchor_key = \"k.key\"\n[cluster]\nreplica = \"c\"\n",
+            "c",
+        ),
+    ] {
+        std::fs::write(&file, format!("{base}{extra}")).unwrap();
+        let c = Config::load(&file).unwrap_or_else(|d| panic!("{extra}: {d}"));
+        assert_eq!(c.replica, want, "{extra}");
+        assert_eq!(c.log_anchor.unwrap().replica, want, "{extra}");
+    }
     let file = dir.path().join("admin-off.toml");
     std::fs::write(&file, format!("{base}[admin]\nlisten = \"\"\n")).unwrap();
     assert!(Config::load(&file).unwrap().admin_listen.is_none());

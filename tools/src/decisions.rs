@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use jitgate_engine::log::{self, Cursor, DecisionRecord, Filter, Format, Outcome, RecordKind};
+use jitgate_engine::postgres::decisions::{Records, ReplicaCursor, ReplicaReport};
+use jitgate_engine::postgres::redact_url;
 use time::OffsetDateTime;
 
 /// The decision-log subcommands.
@@ -34,6 +36,18 @@ pub struct LogArg {
     /// The decision-log SQLite file.
     #[arg(long, default_value = ".jitgate/decisions.db")]
     pub log: PathBuf,
+}
+
+/// Where shipped records are: a PostgreSQL store shared by replicas.
+#[derive(Debug, Args, Default)]
+pub struct StoreArg {
+    /// Read the decision records every replica shipped to this PostgreSQL store (its `[store] url`) instead of a
+    /// local log.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// With `--store`: only the records of this replica (its `[cluster] replica`).
+    #[arg(long, requires = "store")]
+    pub replica: Option<String>,
 }
 
 /// Filters shared by query and export.
@@ -96,13 +110,15 @@ pub struct QueryArgs {
     #[command(flatten)]
     log: LogArg,
     #[command(flatten)]
+    store: StoreArg,
+    #[command(flatten)]
     filter: FilterArgs,
     /// Most records.
     #[arg(long, default_value_t = 100)]
     limit: u32,
-    /// Continue after this seq (the `next` cursor printed by the previous page).
+    /// Continue after this seq (the cursor printed by the previous page; with `--store`, `REPLICA:SEQ`).
     #[arg(long)]
-    after: Option<i64>,
+    after: Option<String>,
 }
 
 /// Export formats.
@@ -121,6 +137,10 @@ pub enum ExportFormat {
 pub struct ExportArgs {
     #[command(flatten)]
     log: LogArg,
+    /// With `--store`, the records of one replica (`--replica`, needed when several shipped records): an export is
+    /// one chain.
+    #[command(flatten)]
+    store: StoreArg,
     #[command(flatten)]
     filter: FilterArgs,
     /// Output format.
@@ -140,6 +160,9 @@ pub struct ExportArgs {
 pub struct VerifyArgs {
     #[command(flatten)]
     log: LogArg,
+    /// With `--store`, the chain of every replica that shipped records (or of `--replica`), each on its own.
+    #[command(flatten)]
+    store: StoreArg,
     /// Verify this export (with its `<file>.manifest.json`) instead of the store.
     #[arg(long)]
     export: Option<PathBuf>,
@@ -367,11 +390,22 @@ fn print_records(
 }
 
 fn query(a: QueryArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &a.store.store {
+        return query_store(&a, url);
+    }
     require_log(&a.log.log)?;
+    let after = a
+        .after
+        .as_deref()
+        .map(|s| {
+            s.parse::<i64>()
+                .with_context(|| format!("--after `{s}`: expected a seq (a whole number)"))
+        })
+        .transpose()?;
     let page = log::query(
         &a.log.log,
         &filter_of(&a.filter)?,
-        a.after.map(Cursor),
+        after.map(Cursor),
         a.limit,
     )?;
     for r in &page.records {
@@ -383,8 +417,96 @@ fn query(a: QueryArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The shipped records of the store at `url`.
+fn open_store(url: &str) -> anyhow::Result<Records> {
+    Records::open(url).map_err(|e| {
+        let msg = format!("--store {}: {e}", redact_url(url));
+        // A server that cannot be reached exits 3, as an unreachable admin API does; a bad URL or schema, 2.
+        if msg.contains("cannot connect to") {
+            anyhow::Error::new(crate::exit::Unreachable(msg))
+        } else {
+            anyhow::anyhow!(msg)
+        }
+    })
+}
+
+/// A record as JSON with the replica that wrote it in front (`{"replica": ..., "seq": ...}`).
+fn with_replica(replica: &str, r: &DecisionRecord) -> anyhow::Result<String> {
+    let mut m = serde_json::Map::new();
+    m.insert("replica".into(), serde_json::Value::String(replica.into()));
+    if let serde_json::Value::Object(rec) = serde_json::to_value(r)? {
+        m.extend(rec);
+    }
+    Ok(serde_json::to_string(&m)?)
+}
+
+fn query_store(a: &QueryArgs, url: &str) -> anyhow::Result<ExitCode> {
+    let records = open_store(url)?;
+    let after = match a.after.as_deref() {
+        None => None,
+        Some(s) => {
+            let (replica, seq) = match (s.rsplit_once(':'), &a.store.replica) {
+                (Some((r, seq)), _) => (r.to_string(), seq),
+                (None, Some(r)) => (r.clone(), s),
+                (None, None) => bail!(
+                    "--after `{s}`: with --store, the cursor is REPLICA:SEQ (as printed by the previous page)"
+                ),
+            };
+            let seq = seq
+                .parse::<i64>()
+                .with_context(|| format!("--after `{s}`: `{seq}` is not a seq"))?;
+            Some(ReplicaCursor { replica, seq })
+        }
+    };
+    let page = records.query(
+        a.store.replica.as_deref(),
+        &filter_of(&a.filter)?,
+        after.as_ref(),
+        a.limit,
+    )?;
+    for (replica, r) in &page.records {
+        outln!("{}", with_replica(replica, r)?);
+    }
+    if let Some(next) = page.next {
+        eprintln!("more records: --after {}:{}", next.replica, next.seq);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The one replica an export from the store covers: `--replica`, or the only one that shipped records.
+fn export_replica(records: &Records, asked: Option<&str>) -> anyhow::Result<String> {
+    let replicas = records.replicas()?;
+    match asked {
+        Some(r) if replicas.iter().any(|x| x == r) => Ok(r.to_string()),
+        Some(r) => bail!(
+            "replica `{r}` shipped no records to {} (replicas there: {})",
+            records.url(),
+            list_or_none(&replicas)
+        ),
+        None => match replicas.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => bail!("no replica shipped records to {}", records.url()),
+            many => bail!(
+                "{} replicas shipped records ({}): an export is one replica's chain, pass --replica NAME",
+                many.len(),
+                many.join(", ")
+            ),
+        },
+    }
+}
+
+fn list_or_none(l: &[String]) -> String {
+    if l.is_empty() {
+        "none".into()
+    } else {
+        l.join(", ")
+    }
+}
+
 fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
-    require_log(&a.log.log)?;
+    if a.store.store.is_none() {
+        require_log(&a.log.log)?;
+    }
     let format = match a.format {
         ExportFormat::Jsonl => Format::Jsonl,
         ExportFormat::Csv => Format::Csv,
@@ -448,17 +570,31 @@ fn write_export(
     let mut writer = std::io::BufWriter::new(file);
     // On a terminal, a progress bar against the records that match now (the export's snapshot may hold a few
     // more, committed in between: the bar then stops at 100%).
+    let store = a.store.store.as_deref().map(open_store).transpose()?;
+    let replica = match &store {
+        Some(records) => Some(export_replica(records, a.store.replica.as_deref())?),
+        None => None,
+    };
     let total = if std::io::stderr().is_terminal() {
-        Some(log::count(&a.log.log, filter)?)
+        Some(match (&store, &replica) {
+            (Some(records), Some(r)) => records.count(Some(r.as_str()), filter)?,
+            _ => log::count(&a.log.log, filter)?,
+        })
     } else {
         None
     };
     let started = std::time::Instant::now();
-    let manifest = log::export(&a.log.log, filter, format, &mut writer, &mut |n| {
+    let mut progress = |n| {
         if let Some(total) = total {
             eprint!("\r{}\x1b[K", progress_bar(n, total, started.elapsed()));
         }
-    })?;
+    };
+    let manifest = match (&store, &replica) {
+        (Some(records), Some(r)) => {
+            records.export(r, filter, format, &mut writer, &mut progress)?
+        }
+        _ => log::export(&a.log.log, filter, format, &mut writer, &mut progress)?,
+    };
     use std::io::Write as _;
     writer.flush()?;
     writer
@@ -518,7 +654,61 @@ fn beside_log(log: &std::path::Path, name: &str) -> Option<PathBuf> {
     Some(dir.join(name)).filter(|p| p.is_file())
 }
 
+/// `decisions verify --store`: every replica's shipped chain on its own.
+fn verify_store(a: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
+    if a.export.is_some() || a.public_key.is_some() || a.anchors.is_some() {
+        bail!(
+            "--store verifies the shipped chains; --export, --public-key and --anchors check a file or a local log \
+             (the signed anchors stay beside each replica's log: verify it there with --log and --public-key)"
+        );
+    }
+    let records = open_store(url)?;
+    if let Some(r) = &a.store.replica {
+        let replicas = records.replicas()?;
+        if !replicas.iter().any(|x| x == r) {
+            bail!(
+                "replica `{r}` shipped no records to {} (replicas there: {})",
+                records.url(),
+                list_or_none(&replicas)
+            );
+        }
+    }
+    let reports = records.verify(a.store.replica.as_deref(), &mut |_| {})?;
+    if reports.is_empty() {
+        outln!("intact: no replica shipped records to {}", records.url());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut bad = 0;
+    let mut total = 0;
+    for ReplicaReport { replica, report } in &reports {
+        total += report.records;
+        match (&report.failure, report.first_seq, report.last_seq) {
+            (Some(f), ..) => {
+                bad += 1;
+                outln!("replica {replica}: NOT intact: {f}");
+            }
+            (None, Some(first), Some(last)) => outln!(
+                "replica {replica}: intact: {} records verified (seq {first}..{last})",
+                report.records
+            ),
+            (None, ..) => outln!("replica {replica}: intact: no records"),
+        }
+    }
+    if bad > 0 {
+        outln!("NOT intact: {bad} of {} replicas", reports.len());
+        return Ok(ExitCode::from(1));
+    }
+    outln!(
+        "intact: {} replicas, {total} records verified",
+        reports.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &a.store.store {
+        return verify_store(&a, url);
+    }
     // Records acknowledged from the journal (`[log] acknowledge = "journal"`) that the store does not hold yet.
     let mut pending = 0;
     // An export is checked against the key it is given; the store also against the one beside it.

@@ -29,14 +29,16 @@ pub use anchor::{
 pub(crate) use error::Fault;
 pub use error::{AnchorError, Cause, ExportError, PruneError, QueryError, VerifyError, WriteError};
 pub use export::{
-    ExportManifest, Format, OCSF_VERSION, check_export_target, export, export_to_file,
-    manifest_path, ocsf_event, verify_export, verify_export_with,
+    ExportManifest, Format, OCSF_VERSION, RecordExport, check_export_target, export,
+    export_to_file, manifest_path, ocsf_event, verify_export, verify_export_with,
 };
+pub(crate) use prune::checkpoint_anchor;
 pub use prune::{PruneOptions, PruneReport, prune, prune_with};
 pub use record::{
     DEFAULT_REDACT_QUERY, DecisionRecord, GENESIS_HASH, Outcome, REDACTED, RecordKind, format_time,
     parse_time, redact, redact_query, redacted_query,
 };
+pub(crate) use verify::Chain;
 pub use verify::{Failure, FailureKind, VerifyOptions, VerifyReport, verify_log, verify_store};
 pub use writer::{JsonlSink, LogOptions, LogStats, LogWriter, OnFull, Ticket};
 

@@ -132,38 +132,51 @@ pub(crate) fn anchor(conn: &Connection) -> Result<(i64, String, Option<i64>), Fa
     }
 }
 
-/// Walks the stored records with `lo <= seq <= hi` in seq order, expecting the first at `expect_seq` linked to
-/// `expect_prev`, each next one linked to the one before and matching its own hash. Adds them to `report` and
-/// stops at the first that does not fit (the failure names it). Shared by [`verify_store`] (the whole chain) and
-/// prune (the segment it is about to delete, and what was appended since it last looked).
-pub(crate) fn walk(
-    conn: &Connection,
-    lo: i64,
-    hi: i64,
-    mut expect_seq: i64,
-    expect_prev: &str,
-    mut report: VerifyReport,
-    progress: &mut dyn FnMut(u64),
-) -> Result<VerifyReport, Fault> {
-    let mut expect_prev = expect_prev.to_string();
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {} FROM decisions WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq",
-        db::COLS
-    ))?;
-    let mut rows = stmt.query([lo, hi])?;
-    while let Some(row) = rows.next()? {
-        let raw = db::raw(row)?;
-        let seq = raw.seq();
-        let rec: DecisionRecord = match raw.decode() {
+/// The record-by-record check of one chain, whatever the records are read from (the SQLite log, the records a
+/// shipper copied into PostgreSQL): each record must come at the expected seq, link to the one before and match its
+/// own hash. Feed the records in seq order with [`Chain::next`]; it stops at the first that does not fit.
+#[derive(Debug)]
+pub(crate) struct Chain {
+    expect_seq: i64,
+    expect_prev: String,
+    report: VerifyReport,
+}
+
+impl Chain {
+    /// A chain whose first record must be `expect_seq`, linked to `expect_prev`, adding to `report`.
+    pub(crate) fn new(expect_seq: i64, expect_prev: &str, report: VerifyReport) -> Self {
+        Chain {
+            expect_seq,
+            expect_prev: expect_prev.to_string(),
+            report,
+        }
+    }
+
+    /// Checks the record stored at `seq` (or why it could not be decoded). `false` once the chain failed: the
+    /// report names the first bad seq.
+    pub(crate) fn next(&mut self, seq: i64, rec: Result<DecisionRecord, String>) -> bool {
+        if self.report.failure.is_some() {
+            return false;
+        }
+        let failed = |c: &mut Chain, seq: i64, kind: FailureKind, detail: String| {
+            let r = std::mem::replace(&mut c.report, VerifyReport::empty());
+            c.report = r.fail(Some(seq), kind, detail);
+            false
+        };
+        let expect_seq = self.expect_seq;
+        let rec = match rec {
             Ok(r) => r,
-            Err(e) => return Ok(report.fail(Some(seq), FailureKind::Corrupt, e.to_string())),
+            Err(e) => return failed(self, seq, FailureKind::Corrupt, e),
         };
         if seq < expect_seq {
-            return Ok(report.fail(
-                Some(seq),
+            return failed(
+                self,
+                seq,
                 FailureKind::BrokenLink,
-                format!("record precedes the start of the chain (seq {expect_seq}, set by the newest checkpoint)"),
-            ));
+                format!(
+                    "record precedes the start of the chain (seq {expect_seq}, set by the newest checkpoint)"
+                ),
+            );
         }
         if seq > expect_seq {
             let detail = if seq == expect_seq + 1 {
@@ -171,10 +184,10 @@ pub(crate) fn walk(
             } else {
                 format!("records {expect_seq}..={} are missing", seq - 1)
             };
-            return Ok(report.fail(Some(expect_seq), FailureKind::Missing, detail));
+            return failed(self, expect_seq, FailureKind::Missing, detail);
         }
-        if rec.prev_hash != expect_prev {
-            let detail = if report.records == 0 {
+        if rec.prev_hash != self.expect_prev {
+            let detail = if self.report.records == 0 {
                 "prev_hash does not match the start of the chain (genesis or checkpoint anchor)"
                     .to_string()
             } else {
@@ -183,28 +196,77 @@ pub(crate) fn walk(
                     seq - 1
                 )
             };
-            return Ok(report.fail(Some(seq), FailureKind::BrokenLink, detail));
+            return failed(self, seq, FailureKind::BrokenLink, detail);
         }
-        if !rec.hash_ok() {
-            return Ok(report.fail(
-                Some(seq),
+        if rec.seq != seq || !rec.hash_ok() {
+            return failed(
+                self,
+                seq,
                 FailureKind::HashMismatch,
                 "content does not match its hash: the record was edited or moved".into(),
-            ));
+            );
         }
+        let report = &mut self.report;
         if report.first_seq.is_none() {
             report.first_seq = Some(seq);
         }
         report.records += 1;
-        if report.records % 4096 == 0 {
-            progress(report.records);
-        }
         report.last_seq = Some(seq);
-        expect_prev = rec.hash.clone();
+        self.expect_prev.clone_from(&rec.hash);
         report.last_hash = Some(rec.hash);
-        expect_seq += 1;
+        self.expect_seq += 1;
+        true
     }
-    Ok(report)
+
+    /// Fails the chain at `seq` for a reason found outside it (a stored column that disagrees with the record).
+    pub(crate) fn fail(&mut self, seq: i64, kind: FailureKind, detail: String) {
+        if self.report.failure.is_none() {
+            let r = std::mem::replace(&mut self.report, VerifyReport::empty());
+            self.report = r.fail(Some(seq), kind, detail);
+        }
+    }
+
+    /// The records checked so far.
+    pub(crate) fn records(&self) -> u64 {
+        self.report.records
+    }
+
+    /// The report so far.
+    pub(crate) fn finish(self) -> VerifyReport {
+        self.report
+    }
+}
+
+/// Walks the stored records with `lo <= seq <= hi` in seq order, expecting the first at `expect_seq` linked to
+/// `expect_prev`, each next one linked to the one before and matching its own hash. Adds them to `report` and
+/// stops at the first that does not fit (the failure names it). Shared by [`verify_store`] (the whole chain) and
+/// prune (the segment it is about to delete, and what was appended since it last looked).
+pub(crate) fn walk(
+    conn: &Connection,
+    lo: i64,
+    hi: i64,
+    expect_seq: i64,
+    expect_prev: &str,
+    report: VerifyReport,
+    progress: &mut dyn FnMut(u64),
+) -> Result<VerifyReport, Fault> {
+    let mut chain = Chain::new(expect_seq, expect_prev, report);
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {} FROM decisions WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq",
+        db::COLS
+    ))?;
+    let mut rows = stmt.query([lo, hi])?;
+    while let Some(row) = rows.next()? {
+        let raw = db::raw(row)?;
+        let seq = raw.seq();
+        if !chain.next(seq, raw.decode().map_err(|e| e.to_string())) {
+            break;
+        }
+        if chain.records() % 4096 == 0 {
+            progress(chain.records());
+        }
+    }
+    Ok(chain.finish())
 }
 
 /// Walks the stored chain in seq order and reports the first record that does not verify: an edited field

@@ -79,6 +79,39 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER access_requests_notify AFTER INSERT OR UPDATE ON access_requests
         FOR EACH ROW EXECUTE FUNCTION jitgate_notify('r');
     "#,
+    // 2: the decision records every replica's shipper copies from its local log, keyed by replica and seq (a copy
+    // is idempotent); `record` is the sealed record as the replica wrote it, the other columns are read from it for
+    // filtering (verification checks they agree). `decision_heads` is each replica's newest shipped record, so a
+    // cut-off tail is seen.
+    r#"
+    CREATE TABLE decision_records (
+        replica     TEXT NOT NULL,
+        seq         BIGINT NOT NULL,
+        time        TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        principal   TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        resource    TEXT NOT NULL,
+        decision    TEXT,
+        request_id  TEXT,
+        revision    TEXT NOT NULL,
+        grants_used TEXT[] NOT NULL,
+        record      TEXT NOT NULL,
+        prev_hash   TEXT NOT NULL,
+        hash        TEXT NOT NULL,
+        shipped_at  BIGINT NOT NULL,
+        PRIMARY KEY (replica, seq)
+    );
+    CREATE INDEX decision_records_time ON decision_records (time);
+    CREATE INDEX decision_records_principal ON decision_records (principal, time);
+
+    CREATE TABLE decision_heads (
+        replica    TEXT PRIMARY KEY,
+        seq        BIGINT NOT NULL,
+        hash       TEXT NOT NULL,
+        shipped_at BIGINT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build knows (a fully migrated store has it).
@@ -161,4 +194,21 @@ pub(crate) fn current_version(client: &mut Client) -> Result<i64, StoreError> {
         )
         .map_err(|e| pg_err("cannot read the schema version", e))?;
     row.try_get(0).map_err(|e| pg_err("", e))
+}
+
+/// The schema version recorded in the database, 0 when it has no version table (nothing was ever migrated).
+pub(crate) fn current_version_if_any(client: &mut Client) -> Result<i64, StoreError> {
+    let exists: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.tables
+               WHERE table_schema = current_schema() AND table_name = $1)",
+            &[&VERSION_TABLE],
+        )
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| pg_err("cannot read the schema version", e))?;
+    if exists {
+        current_version(client)
+    } else {
+        Ok(0)
+    }
 }

@@ -4,6 +4,7 @@
 //! deciding a request) is one statement or one transaction checked inside the database. Each committed change is
 //! announced with NOTIFY (see [`migrate`]); [`follow`] keeps a replica's grant index up to date from it.
 
+pub mod decisions;
 pub mod follow;
 pub mod migrate;
 mod pool;

@@ -171,7 +171,7 @@ async fn metrics(State(p): State<Arc<Proxy>>) -> Response {
     let mut counters = Vec::new();
     if let Some(shared) = &p.shared {
         use std::sync::atomic::Ordering::Relaxed;
-        let (s, f) = (shared.store.stats(), &shared.follow);
+        let (s, f, ship) = (shared.store.stats(), &shared.follow, &shared.ship);
         let silent = p
             .authorizer
             .freshness()
@@ -192,6 +192,21 @@ async fn metrics(State(p): State<Arc<Proxy>>) -> Response {
                 "jitgate_store_notification_lag_max_seconds",
                 "Largest delay from a change's commit to this replica's index seen since start.",
                 f.lag_ms_max.load(Relaxed) as f64 / 1000.0,
+            ),
+            (
+                "jitgate_log_shipper_lag_records",
+                "Sealed local decision records not yet shipped to the shared store.",
+                ship.lag_records.load(Relaxed) as f64,
+            ),
+            (
+                "jitgate_log_shipper_lag_seconds",
+                "Age of the oldest sealed local decision record not yet shipped (0 when none waits).",
+                ship.lag_ms.load(Relaxed) as f64 / 1000.0,
+            ),
+            (
+                "jitgate_log_shipped_seq",
+                "The newest seq of this replica's decision log known to be in the shared store.",
+                ship.shipped_seq.load(Relaxed) as f64,
             ),
         ]);
         counters.extend([
@@ -229,6 +244,16 @@ async fn metrics(State(p): State<Arc<Proxy>>) -> Response {
                 "jitgate_store_reconnects_total",
                 "Times the store follower lost its connection and reconnected.",
                 f.reconnects.load(Relaxed),
+            ),
+            (
+                "jitgate_log_shipped_records_total",
+                "Decision records this process shipped to the shared store (copies already there not counted).",
+                ship.shipped.load(Relaxed),
+            ),
+            (
+                "jitgate_log_shipper_errors_total",
+                "Shipping passes that failed (each is retried).",
+                ship.errors.load(Relaxed),
             ),
         ]);
     }

@@ -62,7 +62,7 @@ pub struct RawLog {
     /// Sign the head after at most this many records (default 10000). Only with `anchor_key`.
     #[serde(default)]
     pub anchor_records: Option<u64>,
-    /// The replica named in each anchor (default: the host name).
+    /// Deprecated alias of `[cluster] replica` (which names the replica in anchors and shipped records).
     #[serde(default)]
     pub replica: Option<String>,
 }
@@ -129,18 +129,8 @@ pub struct AnchorConfig {
     pub every: Duration,
     /// Sign after at most this many records.
     pub every_records: u64,
-    /// The replica named in anchors.
+    /// The replica named in anchors (`[cluster] replica`).
     pub replica: String,
-}
-
-/// The host name, for the default replica id.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "jitgate".into())
 }
 
 /// How often automatic retention runs when `[log] prune_interval` is not set.
@@ -259,7 +249,8 @@ pub(crate) fn check(raw: RawLog, p: &mut Problems<'_>) -> Log {
                 file,
                 every: anchor_every,
                 every_records: raw.anchor_records.unwrap_or(DEFAULT_ANCHOR_RECORDS).max(1),
-                replica: raw.replica.clone().unwrap_or_else(host_name),
+                // The replica id: `[cluster] replica` (or its deprecated alias `[log] replica`), set by the caller.
+                replica: String::new(),
             })
         }
     };

@@ -304,7 +304,9 @@ impl Config {
         let raw_request_timeout = raw.server.request_timeout.clone();
         let server = server::check(raw.server, &mut p);
         let admin = admin::check(raw.admin, server.header_timeout, &mut p);
-        let log = log::check(raw.log, &mut p);
+        // `[log] replica` (named anchors before `[cluster] replica` existed) is a deprecated alias of it.
+        let log_replica = raw.log.replica.clone();
+        let mut log = log::check(raw.log, &mut p);
         issuers::check(&raw.issuers, server.tls.as_ref(), &mut p);
         let upstreams = upstreams::check(&raw.upstreams, &mut p);
         let hold = hold::check(
@@ -316,10 +318,25 @@ impl Config {
         let webhooks = webhooks::check(&raw.webhooks, &mut p);
         let telemetry = telemetry::check(raw.telemetry, &mut p);
         let files = bundle::check(raw.bundle, raw.store, &mut p);
-        let replica = match raw.cluster.replica {
-            Some(r) if r.trim().is_empty() || r.chars().any(char::is_control) => {
+        let (key, named) = match (raw.cluster.replica, log_replica) {
+            (Some(c), Some(l)) if c != l => {
                 p.err(
                     "cluster.replica",
+                    format!(
+                        "`{c}`, but the deprecated `[log] replica` says `{l}`: one replica has one id; set \
+                         `[cluster] replica` only"
+                    ),
+                );
+                ("cluster.replica", Some(c))
+            }
+            (Some(c), _) => ("cluster.replica", Some(c)),
+            (None, Some(l)) => ("log.replica", Some(l)),
+            (None, None) => ("cluster.replica", None),
+        };
+        let replica = match named {
+            Some(r) if r.trim().is_empty() || r.chars().any(char::is_control) => {
+                p.err(
+                    key,
                     "must be a non-empty name without control characters".into(),
                 );
                 r
@@ -327,6 +344,10 @@ impl Config {
             Some(r) => r,
             None => host_name(),
         };
+        // Anchors name the replica whose chain they sign: the same id the shipped records carry.
+        if let Some(a) = log.anchor.as_mut() {
+            a.replica.clone_from(&replica);
+        }
         let local_issuer = issuers::local_issuer(raw.local_issuer, &p);
         if !p.errs.is_empty() {
             return Err(p.errs);

@@ -1,0 +1,810 @@
+//! Decision logs of several replicas in one PostgreSQL. Each replica keeps its own hash-chained log in its local
+//! SQLite file (the hot path does not wait on the network); a [`Shipper`] thread copies the sealed records into
+//! `decision_records`, keyed by replica and seq, at least once and idempotently (a copy that is already there is
+//! skipped), with `decision_heads` naming each replica's newest shipped record. [`Records`] reads them back for
+//! `jitgate decisions query|export|verify --store postgres://...`: queries over all replicas or one, an export of one
+//! replica's chain, and a verification of every replica's chain on its own.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+use postgres::Row;
+use postgres::types::ToSql;
+
+use super::pool::Connector;
+use super::{PgStore, migrate, pg_err};
+use crate::log::{
+    Chain, Cursor, DecisionRecord, ExportManifest, FailureKind, Filter, Format, GENESIS_HASH,
+    RecordExport, VerifyReport, checkpoint_anchor, format_time,
+};
+use crate::store::StoreError;
+
+/// The schema version that has the decision-record tables.
+const RECORDS_VERSION: i64 = 2;
+
+/// Rows fetched at a time when reading a whole chain.
+const FETCH: i32 = 1000;
+
+const COLS: &str = "replica, seq, record, time, kind, principal, action, resource, decision, request_id, \
+                    revision, grants_used, prev_hash, hash";
+
+const TABLE: &str = "decision_records";
+
+/// Where the next page of a query over several replicas starts: the last record of the previous page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaCursor {
+    /// The last record's replica.
+    pub replica: String,
+    /// Its seq.
+    pub seq: i64,
+}
+
+/// One page of records from PostgreSQL, ordered by replica, then seq.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaPage {
+    /// Each record with the replica that wrote it.
+    pub records: Vec<(String, DecisionRecord)>,
+    /// Pass this to get the next page; `None` when this was the last.
+    pub next: Option<ReplicaCursor>,
+}
+
+/// The verification of one replica's chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaReport {
+    /// The replica.
+    pub replica: String,
+    /// Its chain's report.
+    pub report: VerifyReport,
+}
+
+/// The shipped decision records of a PostgreSQL store, for reading.
+#[derive(Debug)]
+pub struct Records {
+    connector: Connector,
+}
+
+type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+
+fn refs(p: &Params) -> Vec<&(dyn ToSql + Sync)> {
+    p.iter()
+        .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+/// `WHERE` clause and parameters for `filter` over `replica` (all when `None`), after `after`.
+fn where_clause(
+    replica: Option<&str>,
+    filter: &Filter,
+    after: Option<&ReplicaCursor>,
+) -> (String, Params) {
+    let mut conds: Vec<String> = Vec::new();
+    let mut args: Params = Vec::new();
+    let eq = |conds: &mut Vec<String>, args: &mut Params, col: &str, v: Option<String>| {
+        if let Some(v) = v {
+            args.push(Box::new(v));
+            conds.push(format!("{col} = ${}", args.len()));
+        }
+    };
+    eq(
+        &mut conds,
+        &mut args,
+        "replica",
+        replica.map(str::to_string),
+    );
+    eq(&mut conds, &mut args, "principal", filter.principal.clone());
+    eq(&mut conds, &mut args, "action", filter.action.clone());
+    eq(&mut conds, &mut args, "resource", filter.resource.clone());
+    eq(&mut conds, &mut args, "revision", filter.revision.clone());
+    eq(
+        &mut conds,
+        &mut args,
+        "request_id",
+        filter.request_id.clone(),
+    );
+    eq(
+        &mut conds,
+        &mut args,
+        "decision",
+        filter.decision.map(|d| d.as_str().to_string()),
+    );
+    eq(
+        &mut conds,
+        &mut args,
+        "kind",
+        filter.kind.map(|k| k.as_str().to_string()),
+    );
+    if let Some(g) = &filter.grant {
+        args.push(Box::new(g.clone()));
+        conds.push(format!("${} = ANY (grants_used)", args.len()));
+    }
+    // Record times are fixed-width UTC text, so text comparison is time comparison.
+    if let Some(t) = filter.since {
+        args.push(Box::new(format_time(t)));
+        conds.push(format!("time >= ${}", args.len()));
+    }
+    if let Some(t) = filter.until {
+        args.push(Box::new(format_time(t)));
+        conds.push(format!("time < ${}", args.len()));
+    }
+    if let Some(a) = after {
+        args.push(Box::new(a.replica.clone()));
+        args.push(Box::new(a.seq));
+        conds.push(format!(
+            "(replica, seq) > (${}, ${})",
+            args.len() - 1,
+            args.len()
+        ));
+    }
+    let clause = if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    };
+    (clause, args)
+}
+
+/// A stored row: its replica and seq, the record decoded from it (or why it could not be), and whether the
+/// columns read from the record for filtering still say what the record says.
+struct Stored {
+    replica: String,
+    seq: i64,
+    record: Result<DecisionRecord, String>,
+    columns_differ: Option<&'static str>,
+}
+
+fn stored(row: &Row) -> Result<Stored, StoreError> {
+    let get = |e: postgres::Error| pg_err("cannot read a decision record", e);
+    let replica: String = row.try_get(0).map_err(get)?;
+    let seq: i64 = row.try_get(1).map_err(get)?;
+    let text: String = row.try_get(2).map_err(get)?;
+    let record = serde_json::from_str::<DecisionRecord>(&text).map_err(|e| e.to_string());
+    let columns_differ = match &record {
+        Err(_) => None,
+        Ok(r) => {
+            let time: String = row.try_get(3).map_err(get)?;
+            let kind: String = row.try_get(4).map_err(get)?;
+            let principal: String = row.try_get(5).map_err(get)?;
+            let action: String = row.try_get(6).map_err(get)?;
+            let resource: String = row.try_get(7).map_err(get)?;
+            let decision: Option<String> = row.try_get(8).map_err(get)?;
+            let request_id: Option<String> = row.try_get(9).map_err(get)?;
+            let revision: String = row.try_get(10).map_err(get)?;
+            let grants: Vec<String> = row.try_get(11).map_err(get)?;
+            let prev_hash: String = row.try_get(12).map_err(get)?;
+            let hash: String = row.try_get(13).map_err(get)?;
+            [
+                ("seq", r.seq == seq),
+                ("time", r.time == time),
+                ("kind", r.kind.as_str() == kind),
+                ("principal", r.principal == principal),
+                ("action", r.action == action),
+                ("resource", r.resource == resource),
+                (
+                    "decision",
+                    r.decision.map(|d| d.as_str()) == decision.as_deref(),
+                ),
+                ("request_id", r.request_id == request_id),
+                ("revision", r.revision == revision),
+                ("grants_used", r.grants_used == grants),
+                ("prev_hash", r.prev_hash == prev_hash),
+                ("hash", r.hash == hash),
+            ]
+            .into_iter()
+            .find(|(_, same)| !same)
+            .map(|(name, _)| name)
+        }
+    };
+    Ok(Stored {
+        replica,
+        seq,
+        record,
+        columns_differ,
+    })
+}
+
+fn no_table(found: i64) -> StoreError {
+    StoreError::database(
+        "",
+        format!(
+            "the store has no shipped decision records (its schema is at version {found}; they need version \
+             {RECORDS_VERSION}): start a jitgate replica with this `[store] url`, or run `jitgate migrate`"
+        ),
+    )
+}
+
+impl Records {
+    /// Connects to `url` and checks that its schema holds shipped decision records (it is not migrated here: a
+    /// reader changes nothing).
+    pub fn open(url: &str) -> Result<Records, StoreError> {
+        let connector = Connector::new(url)?;
+        let version = connector.session(migrate::current_version_if_any)?;
+        if version < RECORDS_VERSION {
+            return Err(no_table(version));
+        }
+        if version > migrate::known_version() {
+            return Err(StoreError::database(
+                "",
+                format!(
+                    "the store's schema is at version {version}, newer than this jitgate knows (version {})",
+                    migrate::known_version()
+                ),
+            ));
+        }
+        Ok(Records { connector })
+    }
+
+    /// The URL, its password masked.
+    pub fn url(&self) -> &str {
+        &self.connector.shown
+    }
+
+    /// The replicas that shipped records, by name.
+    pub fn replicas(&self) -> Result<Vec<String>, StoreError> {
+        self.connector.session(|c| {
+            let rows = c
+                .query(
+                    "SELECT replica FROM decision_heads UNION SELECT DISTINCT replica FROM decision_records
+                     ORDER BY 1",
+                    &[],
+                )
+                .map_err(|e| pg_err("cannot list the replicas", e))?;
+            rows.iter()
+                .map(|r| r.try_get(0).map_err(|e| pg_err("", e)))
+                .collect()
+        })
+    }
+
+    /// How many records of `replica` (all when `None`) match `filter`.
+    pub fn count(&self, replica: Option<&str>, filter: &Filter) -> Result<u64, StoreError> {
+        let (clause, args) = where_clause(replica, filter, None);
+        self.connector.session(|c| {
+            let n: i64 = c
+                .query_one(
+                    &format!("SELECT COUNT(*) FROM {TABLE} {clause}"),
+                    &refs(&args),
+                )
+                .and_then(|r| r.try_get(0))
+                .map_err(|e| pg_err("cannot count decision records", e))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    /// Records of `replica` (all when `None`) matching `filter`, by replica then seq, at most `limit`, after
+    /// `after` (from a previous page).
+    pub fn query(
+        &self,
+        replica: Option<&str>,
+        filter: &Filter,
+        after: Option<&ReplicaCursor>,
+        limit: u32,
+    ) -> Result<ReplicaPage, StoreError> {
+        let limit = limit.max(1);
+        let (clause, mut args) = where_clause(replica, filter, after);
+        args.push(Box::new(i64::from(limit) + 1));
+        let sql = format!(
+            "SELECT {COLS} FROM {TABLE} {clause} ORDER BY replica, seq LIMIT ${}",
+            args.len()
+        );
+        let mut records = self.connector.session(|c| {
+            let rows = c
+                .query(&sql, &refs(&args))
+                .map_err(|e| pg_err("cannot query decision records", e))?;
+            rows.iter()
+                .map(|row| {
+                    let s = stored(row)?;
+                    let rec = s.record.map_err(|reason| StoreError::Corrupt {
+                        table: TABLE,
+                        reason: format!("replica `{}` seq {}: {reason}", s.replica, s.seq),
+                    })?;
+                    Ok((s.replica, rec))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        })?;
+        let next = if records.len() > limit as usize {
+            records.truncate(limit as usize);
+            records.last().map(|(replica, r)| ReplicaCursor {
+                replica: replica.clone(),
+                seq: r.seq,
+            })
+        } else {
+            None
+        };
+        Ok(ReplicaPage { records, next })
+    }
+
+    /// Verifies the chain of each replica (or of `replica` alone) on its own, in one consistent snapshot: every
+    /// record at its seq, linked to the one before and matching its hash, the columns read from it agreeing with
+    /// it, the chain starting at the genesis (or at the start a shipped prune checkpoint names) and ending at the
+    /// replica's shipped head. `progress` is called with the records checked so far every few thousand.
+    pub fn verify(
+        &self,
+        replica: Option<&str>,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<Vec<ReplicaReport>, StoreError> {
+        let replicas = match replica {
+            Some(r) => vec![r.to_string()],
+            None => self.replicas()?,
+        };
+        self.connector.session(|c| {
+            let mut tx = c
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .map_err(|e| pg_err("", e))?;
+            let mut done = 0u64;
+            let mut out = Vec::new();
+            for r in replicas {
+                let report = verify_replica(&mut tx, &r, &mut done, progress)?;
+                out.push(ReplicaReport { replica: r, report });
+            }
+            tx.commit().map_err(|e| pg_err("", e))?;
+            Ok(out)
+        })
+    }
+
+    /// Exports the records of `replica` matching `filter`, in seq order, to `out` in `format` (the same bytes a
+    /// replica's own log would export), calling `progress` with the count so far. Returns the manifest.
+    pub fn export(
+        &self,
+        replica: &str,
+        filter: &Filter,
+        format: Format,
+        out: &mut (dyn Write + Send),
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<ExportManifest, StoreError> {
+        let (clause, args) = where_clause(Some(replica), filter, None);
+        let sql = format!("SELECT {COLS} FROM {TABLE} {clause} ORDER BY seq");
+        let write_err =
+            |e: crate::log::ExportError| StoreError::database("cannot write the export", e);
+        self.connector.session(|c| {
+            let mut tx = c
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .map_err(|e| pg_err("", e))?;
+            let portal = tx
+                .bind(sql.as_str(), &refs(&args))
+                .map_err(|e| pg_err("cannot read decision records", e))?;
+            let mut export = RecordExport::start(filter, format, out).map_err(write_err)?;
+            loop {
+                let rows = tx
+                    .query_portal(&portal, FETCH)
+                    .map_err(|e| pg_err("cannot read decision records", e))?;
+                for row in &rows {
+                    let s = stored(row)?;
+                    let rec = s.record.map_err(|reason| StoreError::Corrupt {
+                        table: TABLE,
+                        reason: format!("replica `{}` seq {}: {reason}", s.replica, s.seq),
+                    })?;
+                    let n = export.push(&rec).map_err(write_err)?;
+                    if n % 4096 == 0 {
+                        progress(n);
+                    }
+                }
+                if rows.len() < FETCH as usize {
+                    break;
+                }
+            }
+            let m = export.finish().map_err(write_err)?;
+            progress(m.records);
+            tx.commit().map_err(|e| pg_err("", e))?;
+            Ok(m)
+        })
+    }
+}
+
+/// Where `replica`'s shipped chain must start: seq 1 after the genesis; later, where a shipped prune checkpoint
+/// says the kept chain starts. `None` when nothing names the first shipped record as a start.
+fn chain_start(
+    tx: &mut postgres::Transaction<'_>,
+    replica: &str,
+    first: i64,
+) -> Result<Option<(i64, String)>, StoreError> {
+    if first <= 1 {
+        return Ok(Some((1, GENESIS_HASH.to_string())));
+    }
+    let rows = tx
+        .query(
+            "SELECT record FROM decision_records WHERE replica = $1 AND kind = 'checkpoint' ORDER BY seq DESC",
+            &[&replica],
+        )
+        .map_err(|e| pg_err("cannot read checkpoints", e))?;
+    for row in rows {
+        let text: String = row.try_get(0).map_err(|e| pg_err("", e))?;
+        let Ok(cp) = serde_json::from_str::<DecisionRecord>(&text) else {
+            continue;
+        };
+        if let Ok((start, prev)) = checkpoint_anchor(&cp) {
+            if start == first {
+                return Ok(Some((start, prev)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn verify_replica(
+    tx: &mut postgres::Transaction<'_>,
+    replica: &str,
+    done: &mut u64,
+    progress: &mut (dyn FnMut(u64) + Send),
+) -> Result<VerifyReport, StoreError> {
+    let first: Option<i64> = tx
+        .query_one(
+            "SELECT MIN(seq) FROM decision_records WHERE replica = $1",
+            &[&replica],
+        )
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| pg_err("", e))?;
+    let head: Option<(i64, String)> = tx
+        .query_opt(
+            "SELECT seq, hash FROM decision_heads WHERE replica = $1",
+            &[&replica],
+        )
+        .map_err(|e| pg_err("", e))?
+        .map(|r| Ok::<_, postgres::Error>((r.try_get(0)?, r.try_get(1)?)))
+        .transpose()
+        .map_err(|e| pg_err("", e))?;
+    let (start, prev) = match first {
+        None => (1, GENESIS_HASH.to_string()),
+        Some(first) => match chain_start(tx, replica, first)? {
+            Some(s) => s,
+            None => {
+                let detail = if first == 2 {
+                    "record 1 is missing".to_string()
+                } else {
+                    format!(
+                        "records 1..={} are missing (no shipped checkpoint names seq {first} as the start)",
+                        first - 1
+                    )
+                };
+                return Ok(VerifyReport::empty().fail(Some(1), FailureKind::Missing, detail));
+            }
+        },
+    };
+    let mut chain = Chain::new(start, &prev, VerifyReport::empty());
+    let portal = tx
+        .bind(
+            format!("SELECT {COLS} FROM {TABLE} WHERE replica = $1 ORDER BY seq").as_str(),
+            &[&replica],
+        )
+        .map_err(|e| pg_err("cannot read decision records", e))?;
+    'rows: loop {
+        let rows = tx
+            .query_portal(&portal, FETCH)
+            .map_err(|e| pg_err("cannot read decision records", e))?;
+        for row in &rows {
+            let s = stored(row)?;
+            if !chain.next(s.seq, s.record) {
+                break 'rows;
+            }
+            if let Some(col) = s.columns_differ {
+                chain.fail(
+                    s.seq,
+                    FailureKind::IndexMismatch,
+                    format!("the `{col}` column disagrees with the stored record"),
+                );
+                break 'rows;
+            }
+            *done += 1;
+            if *done % 4096 == 0 {
+                progress(*done);
+            }
+        }
+        if rows.len() < FETCH as usize {
+            break;
+        }
+    }
+    let report = chain.finish();
+    if report.failure.is_some() {
+        return Ok(report);
+    }
+    let ok = match (&head, report.last_seq) {
+        (None, None) => true,
+        (Some((hseq, hhash)), Some(last)) => {
+            *hseq == last && report.last_hash.as_ref() == Some(hhash)
+        }
+        _ => false,
+    };
+    if ok {
+        return Ok(report);
+    }
+    let detail = format!(
+        "the shipped head is {} but the last shipped record is {}: records were removed or the head was altered",
+        head.as_ref()
+            .map_or_else(|| "missing".to_string(), |h| format!("seq {}", h.0)),
+        report
+            .last_seq
+            .map_or_else(|| "none".to_string(), |l| format!("seq {l}"))
+    );
+    let seq = report.last_seq.map_or(start, |l| l + 1);
+    Ok(report.fail(Some(seq), FailureKind::Truncated, detail))
+}
+
+/// How a replica's shipper runs.
+#[derive(Debug, Clone)]
+pub struct ShipOptions {
+    /// The replica id the records are shipped under (`[cluster] replica`).
+    pub replica: String,
+    /// The replica's local decision log (`[log] path`).
+    pub log: PathBuf,
+    /// How often it looks for new records when it has caught up.
+    pub every: Duration,
+    /// Records per transaction.
+    pub batch: u32,
+}
+
+/// Counters of the shipper, for metrics.
+#[derive(Debug, Default)]
+pub struct ShipStats {
+    /// Records this process shipped (inserted; copies already there are not counted).
+    pub shipped: AtomicU64,
+    /// The newest seq known to be in PostgreSQL.
+    pub shipped_seq: AtomicI64,
+    /// Sealed local records not yet in PostgreSQL, as last seen.
+    pub lag_records: AtomicU64,
+    /// Age of the oldest of them in milliseconds (0 when none wait).
+    pub lag_ms: AtomicU64,
+    /// Passes that failed (the store unreachable, the log unreadable); each is retried.
+    pub errors: AtomicU64,
+}
+
+/// The running shipper; [`Shipper::stop`] ships what is left and ends it. Dropping it stops the thread without the
+/// last pass.
+#[derive(Debug)]
+pub struct Shipper {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<ShipStats>,
+}
+
+impl Drop for Shipper {
+    fn drop(&mut self) {
+        let (flag, cv) = &*self.stop;
+        *flag.lock() = true;
+        cv.notify_all();
+    }
+}
+
+/// Why a pass failed.
+#[derive(Debug, thiserror::Error)]
+enum ShipError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Log(#[from] crate::log::QueryError),
+}
+
+impl Shipper {
+    /// Starts shipping the sealed records of `opts.log` into `store`, from the newest seq already there for the
+    /// replica (so a restart resumes and ships nothing twice), counting into `stats`.
+    pub fn start(
+        store: Arc<PgStore>,
+        opts: ShipOptions,
+        stats: Arc<ShipStats>,
+    ) -> Result<Shipper, StoreError> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let thread = std::thread::Builder::new()
+            .name("jitgate-log-shipper".into())
+            .spawn({
+                let (stop, stats) = (stop.clone(), stats.clone());
+                move || run(&store, &opts, &stop, &stats)
+            })
+            .map_err(|e| StoreError::database("cannot start the log shipper", e))?;
+        Ok(Shipper {
+            stop,
+            thread: Some(thread),
+            stats,
+        })
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<ShipStats> {
+        &self.stats
+    }
+
+    /// Ships what the log holds now (one last pass, if the store is reachable) and ends the thread.
+    pub fn stop(mut self) {
+        {
+            let (flag, cv) = &*self.stop;
+            *flag.lock() = true;
+            cv.notify_all();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(store: &PgStore, opts: &ShipOptions, stop: &(Mutex<bool>, Condvar), stats: &ShipStats) {
+    let mut shipped: Option<i64> = None;
+    let mut last_error: Option<String> = None;
+    loop {
+        let stopping = *stop.0.lock();
+        let wait = match pass(store, opts, &mut shipped, stats) {
+            Ok(more) => {
+                if last_error.take().is_some() {
+                    tracing::info!(replica = %opts.replica, "log shipper: shipping again");
+                }
+                if more && !stopping {
+                    continue;
+                }
+                opts.every
+            }
+            Err(e) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                shipped = None;
+                let msg = e.to_string();
+                if last_error.as_deref() != Some(msg.as_str()) {
+                    tracing::warn!(replica = %opts.replica, error = %msg, "log shipper: cannot ship decision records; retrying");
+                }
+                last_error = Some(msg);
+                opts.every.max(Duration::from_millis(500))
+            }
+        };
+        if stopping {
+            return;
+        }
+        let mut flag = stop.0.lock();
+        if !*flag {
+            stop.1.wait_for(&mut flag, wait);
+        }
+    }
+}
+
+/// One pass: ships up to a batch of sealed records past the newest shipped one; `true` when more wait.
+fn pass(
+    store: &PgStore,
+    opts: &ShipOptions,
+    shipped: &mut Option<i64>,
+    stats: &ShipStats,
+) -> Result<bool, ShipError> {
+    if !opts.log.is_file() {
+        return Ok(false);
+    }
+    let after = match *shipped {
+        Some(s) => s,
+        None => {
+            let s = store.pool.with(|c| {
+                c.query_one(
+                    "SELECT COALESCE(MAX(seq), 0)::BIGINT FROM decision_records WHERE replica = $1",
+                    &[&opts.replica],
+                )
+                .and_then(|r| r.try_get::<_, i64>(0))
+                .map_err(|e| pg_err("cannot read the newest shipped seq", e))
+            })?;
+            *shipped = Some(s);
+            s
+        }
+    };
+    stats.shipped_seq.store(after, Ordering::Relaxed);
+    let page = crate::log::query(
+        &opts.log,
+        &Filter::default(),
+        Some(Cursor(after)),
+        opts.batch,
+    )?;
+    if let Some(last) = page.records.last() {
+        let inserted = store
+            .pool
+            .with(|c| insert_batch(c, &opts.replica, &page.records))?;
+        stats.shipped.fetch_add(inserted, Ordering::Relaxed);
+        *shipped = Some(last.seq);
+        stats.shipped_seq.store(last.seq, Ordering::Relaxed);
+    }
+    // The lag: sealed local records past the newest shipped one, and the age of the oldest of them.
+    let done = shipped.unwrap_or(after);
+    let local = crate::log::tail(&opts.log, 1)?
+        .last()
+        .map_or(done, |r| r.seq);
+    stats
+        .lag_records
+        .store(u64::try_from(local - done).unwrap_or(0), Ordering::Relaxed);
+    let age = if local > done {
+        crate::log::query(&opts.log, &Filter::default(), Some(Cursor(done)), 1)?
+            .records
+            .first()
+            .and_then(|r| crate::log::parse_time(&r.time).ok())
+            .map_or(0, |t| {
+                let ms = (time::OffsetDateTime::now_utc() - t).whole_milliseconds();
+                u64::try_from(ms).unwrap_or(0)
+            })
+    } else {
+        0
+    };
+    stats.lag_ms.store(age, Ordering::Relaxed);
+    Ok(page.next.is_some())
+}
+
+/// Inserts `records` of `replica` in one transaction (a copy already there is skipped, after checking it is the
+/// same record) and moves the replica's head; returns how many were new.
+fn insert_batch(
+    c: &mut postgres::Client,
+    replica: &str,
+    records: &[DecisionRecord],
+) -> Result<u64, StoreError> {
+    let now = crate::clock::now_system();
+    let mut tx = c.transaction().map_err(|e| pg_err("", e))?;
+    let stmt = tx
+        .prepare(
+            "INSERT INTO decision_records (replica, seq, time, kind, principal, action, resource, decision,
+               request_id, revision, grants_used, record, prev_hash, hash, shipped_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+             ON CONFLICT (replica, seq) DO NOTHING",
+        )
+        .map_err(|e| pg_err("", e))?;
+    let mut inserted = 0;
+    let mut present = Vec::new();
+    for r in records {
+        let text = serde_json::to_string(r)
+            .map_err(|e| StoreError::database("cannot encode a decision record", e))?;
+        let n = tx
+            .execute(
+                &stmt,
+                &[
+                    &replica,
+                    &r.seq,
+                    &r.time,
+                    &r.kind.as_str(),
+                    &r.principal,
+                    &r.action,
+                    &r.resource,
+                    &r.decision.map(|d| d.as_str()),
+                    &r.request_id,
+                    &r.revision,
+                    &r.grants_used,
+                    &text,
+                    &r.prev_hash,
+                    &r.hash,
+                    &now,
+                ],
+            )
+            .map_err(|e| pg_err("cannot ship a decision record", e))?;
+        if n == 0 {
+            present.push((r.seq, r.hash.as_str()));
+        }
+        inserted += n;
+    }
+    if !present.is_empty() {
+        // At least once: copies of an earlier pass whose commit was not seen. They must be the same records; a
+        // different one means two logs ship under one replica id.
+        let seqs: Vec<i64> = present.iter().map(|p| p.0).collect();
+        let rows = tx
+            .query(
+                "SELECT seq, hash FROM decision_records WHERE replica = $1 AND seq = ANY ($2)",
+                &[&replica, &seqs],
+            )
+            .map_err(|e| pg_err("", e))?;
+        for row in rows {
+            let (seq, hash): (i64, String) = (
+                row.try_get(0).map_err(|e| pg_err("", e))?,
+                row.try_get(1).map_err(|e| pg_err("", e))?,
+            );
+            if present.iter().any(|(s, h)| *s == seq && *h != hash) {
+                return Err(StoreError::Conflict(format!(
+                    "replica `{replica}` seq {seq} is already in the store with another hash: two decision logs \
+                     ship under one replica id (set a distinct `[cluster] replica` on each)"
+                )));
+            }
+        }
+    }
+    if let Some(last) = records.last() {
+        tx.execute(
+            "INSERT INTO decision_heads (replica, seq, hash, shipped_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (replica) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
+               shipped_at = excluded.shipped_at
+             WHERE decision_heads.seq < excluded.seq",
+            &[&replica, &last.seq, &last.hash, &now],
+        )
+        .map_err(|e| pg_err("cannot move the shipped head", e))?;
+    }
+    tx.commit().map_err(|e| pg_err("", e))?;
+    Ok(inserted)
+}

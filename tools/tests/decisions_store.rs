@@ -1,0 +1,470 @@
+//! Decision logs across replicas (issue 16, item 6) with the real `jitgate` binary and the real PostgreSQL: three
+//! replicas on loopback each write decisions to their own local log, their shippers copy the sealed records into
+//! the shared store, and `jitgate decisions query|export|verify --store postgres://...` reads them over all
+//! replicas: every chain intact; a record edited (or deleted) in PostgreSQL named with its replica and first bad seq;
+//! a restarted replica ships nothing twice. Bad store URLs fail clearly. Skipped, and said so, when
+//! `JITGATE_TEST_POSTGRES` is unset.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use jitgate_engine::log::Filter;
+use jitgate_engine::postgres::decisions::Records;
+use jitgate_engine::postgres::scratch::{Scratch, test_url};
+
+fn bundle() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/quickstart-cedar")
+}
+
+fn log_of(dir: &Path, replica: &str) -> PathBuf {
+    dir.join(format!("{replica}-decisions.db"))
+}
+
+/// A config in `dir` with the quickstart bundle, ephemeral ports, the store at `url` and its own log.
+fn config(dir: &Path, url: &str, key: &Path, replica: &str) -> PathBuf {
+    let path = dir.join(format!("{replica}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[bundle]
+path = "{bundle}"
+watch = false
+[store]
+url = "{url}"
+[log]
+path = "{log}"
+[cluster]
+replica = "{replica}"
+[local_issuer]
+key_file = "{key}"
+issuer = "jitgate"
+audience = "jitgate"
+[upstreams.payments]
+url = "http://127.0.0.1:9"
+[upstreams.billing]
+url = "http://127.0.0.1:9"
+"#,
+            bundle = bundle().display(),
+            log = log_of(dir, replica).display(),
+            key = key.display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+struct Served {
+    child: Child,
+    admin: String,
+    proxy: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn jitgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_jitgate"))
+}
+
+/// Starts `jitgate serve --config path` and waits (60 s at most) for its `jitgate listening` line; `Err` with what
+/// it printed when it exits first.
+fn serve(path: &Path) -> Result<Served, String> {
+    let mut child = jitgate()
+        .args(["serve", "--config"])
+        .arg(path)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            let status = child.wait().unwrap();
+            return Err(format!("exited ({status}):\n{}", seen.join("\n")));
+        };
+        if line.contains("jitgate listening") {
+            let after = |key: &str| {
+                line.split(key)
+                    .nth(1)
+                    .and_then(|s| s.split([' ', ')']).next())
+                    .unwrap()
+                    .to_string()
+            };
+            let proxy = format!("http://{}", after("addr="));
+            let admin = format!("http://{}", after("admin=Some("));
+            std::thread::spawn(move || while rx.recv().is_ok() {});
+            return Ok(Served {
+                child,
+                admin,
+                proxy,
+            });
+        }
+        seen.push(line);
+    }
+}
+
+fn token(key: &Path, who: &str, groups: &str) -> String {
+    let out = jitgate()
+        .args(["dev-token", "--key-file"])
+        .arg(key)
+        .args([
+            "--principal",
+            &format!("User::\"{who}\""),
+            "--groups",
+            groups,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// `n` requests that the policies deny (no grant): each is one decision record.
+fn denied_requests(proxy: &str, tok: &str, n: usize) {
+    let http = reqwest::blocking::Client::new();
+    for _ in 0..n {
+        let s = http
+            .post(format!("{proxy}/databases/orders/query"))
+            .bearer_auth(tok)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(s, 403);
+    }
+}
+
+fn local_count(dir: &Path, replica: &str) -> u64 {
+    jitgate_engine::log::count(&log_of(dir, replica), &Filter::default()).unwrap()
+}
+
+/// Waits (10 s at most) until the store holds as many records of `replica` as its local log, and returns them.
+fn shipped(url: &str, dir: &Path, replica: &str) -> u64 {
+    let records = Records::open(url).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let local = local_count(dir, replica);
+        let there = records.count(Some(replica), &Filter::default()).unwrap();
+        if local > 0 && there == local {
+            return there;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica {replica}: {there} of {local} records shipped after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn decisions(args: &[&str]) -> (Option<i32>, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = jitgate().arg("decisions").args(args).output().unwrap();
+    (
+        status.code(),
+        String::from_utf8_lossy(&stdout).to_string(),
+        String::from_utf8_lossy(&stderr).to_string(),
+    )
+}
+
+/// A counter or gauge from the admin listener's `/metrics`.
+fn metric(admin: &str, name: &str) -> f64 {
+    let body = reqwest::blocking::get(format!("{admin}/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{body}"))
+}
+
+/// Waits (5 s at most) until a metric reads `want` (the counters move right after the rows they count commit).
+fn wait_metric(admin: &str, name: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = metric(admin, name);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} is {got}, expected {want}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn three_replicas_ship_their_logs_and_every_chain_verifies_from_postgres() {
+    let Some(base) =
+        test_url("three_replicas_ship_their_logs_and_every_chain_verifies_from_postgres")
+    else {
+        return;
+    };
+    let scratch = Scratch::new(&base, "h3_ship").unwrap();
+    let url = scratch.url();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    let names = ["r1", "r2", "r3"];
+    let served: Vec<Served> = names
+        .iter()
+        .map(|r| serve(&config(dir.path(), &url, &key, r)).unwrap())
+        .collect();
+    let alice = token(&key, "alice", "engineering");
+    for (i, s) in served.iter().enumerate() {
+        denied_requests(&s.proxy, &alice, 3 + i);
+    }
+    let counts: Vec<u64> = names.iter().map(|r| shipped(&url, dir.path(), r)).collect();
+    assert!(counts.iter().all(|c| *c >= 3), "{counts:?}");
+    // The lag gauge comes back to 0 once a replica caught up.
+    wait_metric(&served[0].admin, "jitgate_log_shipper_lag_records", 0.0);
+
+    // Every chain intact, each verified on its own.
+    let (code, out, err) = decisions(&["verify", "--store", &url]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    for (r, c) in names.iter().zip(&counts) {
+        assert!(
+            out.contains(&format!(
+                "replica {r}: intact: {c} records verified (seq 1..{c})"
+            )),
+            "{out}"
+        );
+    }
+    let total: u64 = counts.iter().sum();
+    assert!(
+        out.contains(&format!("intact: 3 replicas, {total} records verified")),
+        "{out}"
+    );
+
+    // Query over all replicas, by replica then seq, with the replica in each line, and page by REPLICA:SEQ.
+    let (code, out, err) = decisions(&["query", "--store", &url, "--limit", "2"]);
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(
+        (lines[0]["replica"].as_str(), lines[0]["seq"].as_i64()),
+        (Some("r1"), Some(1))
+    );
+    assert!(err.contains("more records: --after r1:2"), "{err}");
+    let (_, out, _) = decisions(&[
+        "query", "--store", &url, "--after", "r1:2", "--limit", "1000",
+    ]);
+    assert_eq!(out.lines().count() as u64, total - 2);
+    // Filters: one replica's denies.
+    let (code, out, err) = decisions(&[
+        "query",
+        "--store",
+        &url,
+        "--replica",
+        "r2",
+        "--decision",
+        "deny",
+        "--limit",
+        "1000",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let r2: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(r2.len() >= 4, "{out}");
+    assert!(
+        r2.iter()
+            .all(|v| v["replica"] == "r2" && v["decision"] == "deny")
+    );
+    let (_, out, _) = decisions(&["query", "--store", &url, "--principal", "User::\"nobody\""]);
+    assert_eq!(out, "");
+
+    // An export is one replica's chain, and it verifies as an export of a local log does.
+    let file = dir.path().join("r3.jsonl");
+    let (code, out, err) = decisions(&["export", "--store", &url, "--out", file.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(err.contains("pass --replica"), "{err}");
+    for format in ["jsonl", "csv", "ocsf"] {
+        let file = dir.path().join(format!("r3.{format}"));
+        let (code, out, err) = decisions(&[
+            "export",
+            "--store",
+            &url,
+            "--replica",
+            "r3",
+            "--format",
+            format,
+            "--out",
+            file.to_str().unwrap(),
+        ]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(
+            out.contains(&format!("exported {} records", counts[2])),
+            "{out}"
+        );
+        let (code, out, _) = decisions(&["verify", "--export", file.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "{format}: {out}");
+    }
+
+    // Tampering in PostgreSQL: an edited record is named with its replica and seq; the other chains stay intact.
+    scratch
+        .admin(
+            "UPDATE decision_records SET record = replace(record, '\"status\":403', '\"status\":200')
+             WHERE replica = 'r2' AND seq = 2",
+        )
+        .unwrap();
+    scratch
+        .admin("DELETE FROM decision_records WHERE replica = 'r3' AND seq = 3")
+        .unwrap();
+    let (code, out, _) = decisions(&["verify", "--store", &url]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("replica r1: intact"), "{out}");
+    assert!(
+        out.contains("replica r2: NOT intact: seq 2: content does not match its hash"),
+        "{out}"
+    );
+    assert!(
+        out.contains("replica r3: NOT intact: seq 3: record 3 is missing"),
+        "{out}"
+    );
+    assert!(out.contains("NOT intact: 2 of 3 replicas"), "{out}");
+    // One replica alone.
+    let (code, out, _) = decisions(&["verify", "--store", &url, "--replica", "r1"]);
+    assert_eq!(code, Some(0), "{out}");
+    // A filter column edited to hide a record from queries is caught too.
+    scratch
+        .admin("UPDATE decision_records SET principal = 'User::\"mallory\"' WHERE replica = 'r1' AND seq = 1")
+        .unwrap();
+    let (code, out, _) = decisions(&["verify", "--store", &url, "--replica", "r1"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("replica r1: NOT intact: seq 1: the `principal` column disagrees"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_restarted_replica_resumes_shipping_and_ships_nothing_twice() {
+    let Some(base) = test_url("a_restarted_replica_resumes_shipping_and_ships_nothing_twice")
+    else {
+        return;
+    };
+    let scratch = Scratch::new(&base, "h3_resume").unwrap();
+    let url = scratch.url();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    let cfg = config(dir.path(), &url, &key, "solo");
+    let alice = token(&key, "alice", "engineering");
+    let first = {
+        let mut a = serve(&cfg).unwrap();
+        denied_requests(&a.proxy, &alice, 4);
+        let n = shipped(&url, dir.path(), "solo");
+        wait_metric(&a.admin, "jitgate_log_shipped_records_total", n as f64);
+        // No goodbye: the next start must resume from what the store holds.
+        a.child.kill().unwrap();
+        a.child.wait().unwrap();
+        n
+    };
+    let a = serve(&cfg).unwrap();
+    denied_requests(&a.proxy, &alice, 3);
+    let second = shipped(&url, dir.path(), "solo");
+    assert!(second >= first + 3, "{first} -> {second}");
+    // This process shipped only what the first had not: nothing twice.
+    wait_metric(
+        &a.admin,
+        "jitgate_log_shipped_records_total",
+        (second - first) as f64,
+    );
+    assert_eq!(metric(&a.admin, "jitgate_log_shipper_errors_total"), 0.0);
+    let (code, out, _) = decisions(&["verify", "--store", &url]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("replica solo: intact: {second} records verified")),
+        "{out}"
+    );
+}
+
+#[test]
+fn decisions_store_names_a_bad_url_a_missing_database_and_an_unmigrated_schema() {
+    let Some(base) =
+        test_url("decisions_store_names_a_bad_url_a_missing_database_and_an_unmigrated_schema")
+    else {
+        return;
+    };
+    // Unreachable: exit 3, the URL with its password masked, and the cause.
+    let (code, _, err) = decisions(&[
+        "verify",
+        "--store",
+        "postgres://postgres:hunter2@127.0.0.1:1/test",
+    ]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("--store postgres://postgres:***@127.0.0.1:1/test")
+            && err.contains("onnection refused")
+            && !err.contains("hunter2"),
+        "{err}"
+    );
+    // Not a PostgreSQL URL.
+    let (code, _, err) = decisions(&["query", "--store", "mysql://x@127.0.0.1/db"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("is not a postgres:// URL"), "{err}");
+    // A database that does not exist.
+    let missing = match base.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/jg_h3_no_such_database"),
+        None => panic!("{base}"),
+    };
+    let (code, _, err) = decisions(&["verify", "--store", &missing]);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("jg_h3_no_such_database") && err.contains("does not exist"),
+        "{err}"
+    );
+    // A schema no jitgate migrated: said so, and nothing is created by a reader.
+    let scratch = Scratch::new(&base, "h3_empty").unwrap();
+    let (code, _, err) = decisions(&["verify", "--store", &scratch.url()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("no shipped decision records") && err.contains("version 0"),
+        "{err}"
+    );
+    // A replica start-up against the missing database fails naming the key and the cause.
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    let e = serve(&config(dir.path(), &missing, &key, "nodb"))
+        .err()
+        .unwrap();
+    assert!(
+        e.contains("[store] url")
+            && e.contains("jg_h3_no_such_database")
+            && e.contains("does not exist"),
+        "{e}"
+    );
+}
