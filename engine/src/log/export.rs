@@ -478,7 +478,8 @@ fn write_csv<W: Write>(
     w.write_field(r.id).map_err(err)?;
     w.write_field(r.time).map_err(err)?;
     w.write_field(r.kind.as_str()).map_err(err)?;
-    w.write_field(csv_opt_ref(r.request_id).as_bytes()).map_err(err)?;
+    w.write_field(csv_opt_ref(r.request_id).as_bytes())
+        .map_err(err)?;
     w.write_field(r.principal).map_err(err)?;
     w.write_field(r.action).map_err(err)?;
     w.write_field(r.resource).map_err(err)?;
@@ -490,8 +491,10 @@ fn write_csv<W: Write>(
     w.write_field(r.revision).map_err(err)?;
     w.write_field(r.engine).map_err(err)?;
     w.write_field(num.format(r.latency_us)).map_err(err)?;
-    w.write_field(csv_opt_ref(r.client_addr).as_bytes()).map_err(err)?;
-    w.write_field(csv_opt_ref(r.method).as_bytes()).map_err(err)?;
+    w.write_field(csv_opt_ref(r.client_addr).as_bytes())
+        .map_err(err)?;
+    w.write_field(csv_opt_ref(r.method).as_bytes())
+        .map_err(err)?;
     w.write_field(csv_opt_ref(r.path).as_bytes()).map_err(err)?;
     match r.status {
         Some(s) => w.write_field(num.format(s)),
