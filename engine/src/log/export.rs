@@ -1,6 +1,7 @@
 //! Export of the decision log (JSON Lines, CSV, OCSF) as a stream with a manifest, and verification of an
 //! exported file against its manifest. Reads one row at a time: memory does not grow with the export.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -161,6 +162,7 @@ pub fn export(
         // Every format is written straight from the stored columns, without decoding a record (or building a JSON
         // tree) per row: one reused line buffer, the hash of the last record in another.
         let mut line: Vec<u8> = Vec::with_capacity(4096);
+        let mut scratch = String::with_capacity(256);
         let mut last_hash = String::new();
         let mut note = |m: &mut ExportManifest, r: &RowRef<'_>| {
             if m.first_seq.is_none() {
@@ -181,7 +183,7 @@ pub fn export(
                 w.write_record(CSV_HEADER).map_err(|e| Fault::io("", e))?;
                 db::for_each_matching_row(&conn, filter, |row| {
                     let r = RowRef::from_row(row)?;
-                    write_csv(&r, &mut w)?;
+                    write_csv(&r, &mut w, &mut scratch)?;
                     note(&mut m, &r);
                     Ok(())
                 })?;
@@ -192,7 +194,7 @@ pub fn export(
                     let r = RowRef::from_row(row)?;
                     line.clear();
                     if format == Format::Ocsf {
-                        write_ocsf(&r, &mut line)?;
+                        write_ocsf(&r, &mut line, &mut scratch)?;
                     } else {
                         write_jsonl(&r, &mut line)?;
                     }
@@ -464,12 +466,20 @@ impl<'a> RowRef<'a> {
         })
     }
 
-    /// A stored JSON list column, its strings borrowed where they need no unescaping.
-    fn list(&self, stored: &'a str, field: &str) -> Result<Vec<std::borrow::Cow<'a, str>>, Fault> {
-        serde_json::from_str(stored).map_err(|e| Fault::Corrupt {
+    /// A stored JSON list column, its strings borrowed where they need no unescaping (`[]` allocates nothing).
+    fn list(&self, stored: &'a str, field: &str) -> Result<Vec<Cow<'a, str>>, Fault> {
+        let bad = |e: serde_json::Error| Fault::Corrupt {
             seq: self.seq,
             reason: format!("{field}: {e}"),
-        })
+        };
+        if stored == "[]" {
+            return Ok(Vec::new());
+        }
+        // serde gives a bare `Cow<str>` an owned string; borrowing needs `#[serde(borrow)]`.
+        #[derive(Deserialize)]
+        struct Item<'b>(#[serde(borrow)] Cow<'b, str>);
+        let items: Vec<Item<'a>> = serde_json::from_str(stored).map_err(bad)?;
+        Ok(items.into_iter().map(|i| i.0).collect())
     }
 }
 
@@ -487,9 +497,41 @@ fn jopt(out: &mut Vec<u8>, s: Option<&str>) -> Result<(), Fault> {
     }
 }
 
-fn jnum(out: &mut Vec<u8>, n: impl std::fmt::Display) {
-    use std::io::Write as _;
-    let _ = write!(out, "{n}");
+fn jnum(out: &mut Vec<u8>, n: impl Into<i128>) {
+    out.extend_from_slice(Digits::new().format(n).as_bytes());
+}
+
+/// Formats an integer in decimal into a stack buffer: what `Display` writes, without the formatter's machinery.
+struct Digits([u8; 24]);
+
+impl Digits {
+    fn new() -> Self {
+        Digits([0; 24])
+    }
+
+    fn format(&mut self, n: impl Into<i128>) -> &str {
+        let n: i128 = n.into();
+        // Every caller's value fits 64 bits (i64 or u64); u64 arithmetic keeps this cheap.
+        let mut v = u64::try_from(n.unsigned_abs()).unwrap_or(u64::MAX);
+        let mut i = self.0.len();
+        loop {
+            i -= 1;
+            if let Some(d) = self.0.get_mut(i) {
+                *d = b'0' + (v % 10) as u8;
+            }
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        if n < 0 {
+            i -= 1;
+            if let Some(d) = self.0.get_mut(i) {
+                *d = b'-';
+            }
+        }
+        std::str::from_utf8(self.0.get(i..).unwrap_or_default()).unwrap_or_default()
+    }
 }
 
 /// One record as its JSON line (with `\n`): byte-identical to `serde_json::to_writer(&DecisionRecord)` of the
@@ -551,39 +593,52 @@ fn write_jsonl(r: &RowRef<'_>, out: &mut Vec<u8>) -> Result<(), Fault> {
 }
 
 /// One record as a CSV row ([`CSV_HEADER`] order), read back by [`csv_record`].
-fn write_csv<W: Write>(r: &RowRef<'_>, w: &mut csv::Writer<W>) -> Result<(), Fault> {
+/// `scratch` is reused from row to row for the list columns.
+fn write_csv<W: Write>(
+    r: &RowRef<'_>,
+    w: &mut csv::Writer<W>,
+    scratch: &mut String,
+) -> Result<(), Fault> {
     let err = |e: csv::Error| Fault::io("", e);
-    let opt = |o: Option<&str>| csv_opt(&o.map(str::to_string));
-    let list = |stored: &str, field: &str| -> Result<String, Fault> {
-        let items = r.list(stored, field)?;
-        let items: Vec<String> = items.into_iter().map(|c| c.into_owned()).collect();
-        Ok(csv_list(&items))
+    let mut list = |w: &mut csv::Writer<W>, stored: &str, field: &str| -> Result<(), Fault> {
+        if stored == "[]" {
+            return w.write_field("").map_err(err);
+        }
+        scratch.clear();
+        csv_list_into(&r.list(stored, field)?, scratch);
+        w.write_field(&*scratch).map_err(err)
     };
-    w.write_field(r.seq.to_string()).map_err(err)?;
+    let mut num = Digits::new();
+    w.write_field(num.format(r.seq)).map_err(err)?;
     w.write_field(r.id).map_err(err)?;
     w.write_field(r.time).map_err(err)?;
     w.write_field(r.kind.as_str()).map_err(err)?;
-    w.write_field(opt(r.request_id)).map_err(err)?;
+    w.write_field(csv_opt_ref(r.request_id).as_bytes())
+        .map_err(err)?;
     w.write_field(r.principal).map_err(err)?;
     w.write_field(r.action).map_err(err)?;
     w.write_field(r.resource).map_err(err)?;
     w.write_field(r.decision.map_or("", Outcome::as_str))
         .map_err(err)?;
-    w.write_field(list(r.policies, "policies")?).map_err(err)?;
-    w.write_field(list(r.grants_used, "grants_used")?)
-        .map_err(err)?;
-    w.write_field(list(r.errors, "errors")?).map_err(err)?;
+    list(w, r.policies, "policies")?;
+    list(w, r.grants_used, "grants_used")?;
+    list(w, r.errors, "errors")?;
     w.write_field(r.revision).map_err(err)?;
     w.write_field(r.engine).map_err(err)?;
-    w.write_field(r.latency_us.to_string()).map_err(err)?;
-    w.write_field(opt(r.client_addr)).map_err(err)?;
-    w.write_field(opt(r.method)).map_err(err)?;
-    w.write_field(opt(r.path)).map_err(err)?;
-    w.write_field(r.status.map(|s| s.to_string()).unwrap_or_default())
+    w.write_field(num.format(r.latency_us)).map_err(err)?;
+    w.write_field(csv_opt_ref(r.client_addr).as_bytes())
         .map_err(err)?;
+    w.write_field(csv_opt_ref(r.method).as_bytes())
+        .map_err(err)?;
+    w.write_field(csv_opt_ref(r.path).as_bytes()).map_err(err)?;
+    match r.status {
+        Some(s) => w.write_field(num.format(s)),
+        None => w.write_field(""),
+    }
+    .map_err(err)?;
     w.write_field(if r.break_glass { "true" } else { "false" })
         .map_err(err)?;
-    w.write_field(list(r.redacted, "redacted")?).map_err(err)?;
+    list(w, r.redacted, "redacted")?;
     w.write_field(r.context).map_err(err)?;
     w.write_field(r.prev_hash).map_err(err)?;
     w.write_field(r.hash).map_err(err)?;
@@ -593,11 +648,16 @@ fn write_csv<W: Write>(r: &RowRef<'_>, w: &mut csv::Writer<W>) -> Result<(), Fau
 
 /// One record as its OCSF event line (with `\n`), written directly: the same JSON as
 /// `serde_json::to_writer(&ocsf_event(record))` (keys in the same, sorted, order), without building the tree.
-fn write_ocsf(r: &RowRef<'_>, out: &mut Vec<u8>) -> Result<(), Fault> {
-    let method_upper = r
-        .method
-        .filter(|m| !m.is_empty())
-        .map(str::to_ascii_uppercase);
+/// `scratch` is reused from row to row for the composed strings.
+fn write_ocsf(r: &RowRef<'_>, out: &mut Vec<u8>, scratch: &mut String) -> Result<(), Fault> {
+    use std::fmt::Write as _;
+    let method_upper = r.method.filter(|m| !m.is_empty()).map(|m| {
+        if m.bytes().any(|b| b.is_ascii_lowercase()) {
+            Cow::Owned(m.to_ascii_uppercase())
+        } else {
+            Cow::Borrowed(m)
+        }
+    });
     let m = method_upper.as_deref();
     let (activity_id, activity_name) = activity(r.kind, m);
     let (disposition_id, disposition, action_id, action, status_id, status) =
@@ -673,15 +733,15 @@ fn write_ocsf(r: &RowRef<'_>, out: &mut Vec<u8>) -> Result<(), Fault> {
     out.extend_from_slice(b",\"is_alert\":");
     out.extend_from_slice(if r.break_glass { b"true" } else { b"false" });
     out.extend_from_slice(b",\"message\":");
-    jstr(
-        out,
-        &format!(
-            "{} {} on {}",
-            r.decision.map_or("none", Outcome::as_str),
-            r.action,
-            r.resource
-        ),
-    )?;
+    scratch.clear();
+    let _ = write!(
+        scratch,
+        "{} {} on {}",
+        r.decision.map_or("none", Outcome::as_str),
+        r.action,
+        r.resource
+    );
+    jstr(out, scratch)?;
     out.extend_from_slice(b",\"metadata\":{");
     if let Some(id) = request_id {
         out.extend_from_slice(b"\"correlation_uid\":");
@@ -721,9 +781,10 @@ fn write_ocsf(r: &RowRef<'_>, out: &mut Vec<u8>) -> Result<(), Fault> {
     match nonempty(r.client_addr) {
         Some(addr) => match ip_of(addr) {
             Some(ip) => {
-                out.extend_from_slice(b"{\"ip\":");
-                jstr(out, &ip)?;
-                out.push(b'}');
+                // An address's text needs no JSON escaping.
+                scratch.clear();
+                let _ = write!(scratch, "{{\"ip\":\"{ip}\"}}");
+                out.extend_from_slice(scratch.as_bytes());
             }
             None => {
                 out.extend_from_slice(b"{\"name\":");
@@ -744,7 +805,7 @@ fn write_ocsf(r: &RowRef<'_>, out: &mut Vec<u8>) -> Result<(), Fault> {
     out.extend_from_slice(b",\"time\":");
     jnum(out, time_ms);
     out.extend_from_slice(b",\"timezone_offset\":0,\"type_name\":");
-    jstr(out, &format!("API Activity: {activity_name}"))?;
+    jstr(out, type_name(activity_id))?;
     out.extend_from_slice(b",\"type_uid\":");
     jnum(out, 600300 + activity_id);
     // unmapped, keys sorted
@@ -810,6 +871,17 @@ fn activity(kind: RecordKind, method: Option<&str>) -> (i64, &'static str) {
     }
 }
 
+/// `type_name` of an activity: `API Activity: <activity_name>`.
+fn type_name(activity_id: i64) -> &'static str {
+    match activity_id {
+        1 => "API Activity: Create",
+        2 => "API Activity: Read",
+        3 => "API Activity: Update",
+        4 => "API Activity: Delete",
+        _ => "API Activity: Other",
+    }
+}
+
 /// `(disposition_id, disposition, action_id, action, status_id, status)` of an outcome.
 fn outcome_ids(d: Option<Outcome>) -> (i64, &'static str, i64, &'static str, i64, &'static str) {
     let (disposition_id, disposition) = match d {
@@ -865,12 +937,18 @@ fn covering(anchors: Vec<Anchor>, first: i64, last: i64) -> Vec<Anchor> {
 
 /// An optional text column: empty for `None`; `\e` for an empty string; a leading `\` doubled. Lossless, so a
 /// record can be rebuilt from its row ([`csv_opt_parse`]).
+#[cfg(test)]
 fn csv_opt(o: &Option<String>) -> String {
-    match o.as_deref() {
-        None => String::new(),
-        Some("") => "\\e".into(),
-        Some(s) if s.starts_with('\\') => format!("\\{s}"),
-        Some(s) => s.to_string(),
+    csv_opt_ref(o.as_deref()).into_owned()
+}
+
+/// [`csv_opt`] without allocating unless a leading `\` must be doubled.
+fn csv_opt_ref(o: Option<&str>) -> Cow<'_, str> {
+    match o {
+        None => Cow::Borrowed(""),
+        Some("") => Cow::Borrowed("\\e"),
+        Some(s) if s.starts_with('\\') => Cow::Owned(format!("\\{s}")),
+        Some(s) => Cow::Borrowed(s),
     }
 }
 
@@ -884,14 +962,26 @@ fn csv_opt_parse(s: &str) -> Option<String> {
 }
 
 /// A list column: elements joined with `;`, a `;` or `\` inside one escaped with `\`, an empty element `\e`.
+#[cfg(test)]
 fn csv_list(l: &[String]) -> String {
     let mut out = String::new();
+    csv_list_into(l, &mut out);
+    out
+}
+
+/// [`csv_list`] appended to `out`.
+fn csv_list_into<S: AsRef<str>>(l: &[S], out: &mut String) {
     for (i, e) in l.iter().enumerate() {
+        let e = e.as_ref();
         if i > 0 {
             out.push(';');
         }
         if e.is_empty() {
             out.push_str("\\e");
+        }
+        if !e.contains([';', '\\']) {
+            out.push_str(e);
+            continue;
         }
         for c in e.chars() {
             if c == ';' || c == '\\' {
@@ -900,7 +990,6 @@ fn csv_list(l: &[String]) -> String {
             out.push(c);
         }
     }
-    out
 }
 
 fn csv_list_parse(s: &str) -> Vec<String> {
@@ -1130,7 +1219,7 @@ pub fn ocsf_event(r: &DecisionRecord) -> Value {
 
     let src_endpoint = match nonempty(&r.client_addr) {
         Some(addr) => match ip_of(&addr) {
-            Some(ip) => json!({"ip": ip}),
+            Some(ip) => json!({"ip": ip.to_string()}),
             None => json!({"name": addr}),
         },
         None => json!({"name": "jitgate"}),
@@ -1228,13 +1317,11 @@ pub fn ocsf_event(r: &DecisionRecord) -> Value {
 }
 
 /// The IP address of `1.2.3.4:5678`, `[::1]:80`, `1.2.3.4` or `::1`; `None` for anything else.
-fn ip_of(addr: &str) -> Option<String> {
+fn ip_of(addr: &str) -> Option<std::net::IpAddr> {
     if let Ok(sa) = addr.parse::<std::net::SocketAddr>() {
-        return Some(sa.ip().to_string());
+        return Some(sa.ip());
     }
-    addr.parse::<std::net::IpAddr>()
-        .ok()
-        .map(|ip| ip.to_string())
+    addr.parse::<std::net::IpAddr>().ok()
 }
 
 /// The manifest path of an export file: `<out>.manifest.json`.
@@ -1717,9 +1804,9 @@ mod tests {
         let view = RowRef::from_row(row).unwrap();
         let (mut j, mut o) = (Vec::new(), Vec::new());
         write_jsonl(&view, &mut j).unwrap();
-        write_ocsf(&view, &mut o).unwrap();
+        write_ocsf(&view, &mut o, &mut String::new()).unwrap();
         let mut w = csv::Writer::from_writer(Vec::new());
-        write_csv(&view, &mut w).unwrap();
+        write_csv(&view, &mut w, &mut String::new()).unwrap();
         (j, o, w.into_inner().unwrap())
     }
 
