@@ -118,6 +118,16 @@ impl Running {
             let _ = tokio::task::spawn_blocking(move || f.stop()).await;
         }
         self.proxy.log.flush().await;
+        // The spans of the drained requests go out before the process does (the export blocks: off the workers).
+        if self.proxy.telemetry.is_some() {
+            let proxy = self.proxy.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(t) = &proxy.telemetry {
+                    t.shutdown();
+                }
+            })
+            .await;
+        }
     }
 }
 
@@ -380,6 +390,11 @@ fn assemble(prepared: Prepared, clock: Clock) -> Result<Arc<Proxy>, StartError> 
         .with_max_pending(config.max_pending_per_principal);
     let notifier = crate::notify::Notifier::new(config.webhooks.clone(), metrics.clone());
     let tasks = tokio_util::task::TaskTracker::new();
+    let telemetry =
+        crate::telemetry::Telemetry::start(&config.telemetry).map_err(StartError::Telemetry)?;
+    if let Some(t) = &telemetry {
+        tracing::info!(endpoint = %t.resolved.endpoint, protocol = ?t.resolved.protocol, "telemetry: exporting traces over OTLP");
+    }
     let access = crate::access::AccessService::new(crate::access::AccessParts {
         lifecycle,
         auth: auth.clone(),
@@ -406,5 +421,6 @@ fn assemble(prepared: Prepared, clock: Clock) -> Result<Arc<Proxy>, StartError> 
         metrics,
         client_principal_type,
         workload_groups,
+        telemetry,
     }))
 }
