@@ -51,8 +51,13 @@ impl Proxy {
                     Ok(ip) => (ip, None),
                     Err(why) => (peer, Some(why)),
                 };
+            // Traces on: the request's span, a child of the caller's only when `trust_incoming` says so.
+            let otel = self
+                .telemetry
+                .as_ref()
+                .map(|t| t.request(req.method().as_str(), req.headers(), &decision_id));
             let trace = Trace {
-                decision_id: decision_id.clone(),
+                decision_id,
                 started: Instant::now(),
                 client,
                 method: req.method().to_string(),
@@ -65,10 +70,7 @@ impl Proxy {
                 error: None,
                 approval_id: None,
                 bad_forwarded_for,
-                otel: self
-                    .telemetry
-                    .as_ref()
-                    .map(|t| t.request(req.method().as_str(), req.headers(), &decision_id)),
+                otel,
             };
             self.metrics.requests_total.inc();
             // A log slot is reserved before anything reaches an upstream: with `on_full = fail_closed` a full queue

@@ -22,7 +22,41 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 
-use crate::config::{OtlpProtocol, TelemetryConfig};
+
+/// The OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// Protobuf over HTTP POST (`/v1/traces`).
+    HttpProtobuf,
+    /// gRPC (`TraceService/Export`), plaintext HTTP/2.
+    Grpc,
+}
+
+impl OtlpProtocol {
+    /// Reads the names the OpenTelemetry specification uses (`http/protobuf`, `grpc`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "http/protobuf" => Some(Self::HttpProtobuf),
+            "grpc" => Some(Self::Grpc),
+            _ => None,
+        }
+    }
+}
+
+/// The trace settings of `[telemetry]`, validated (`None`: not written there; the `OTEL_*` variables decide).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TraceSettings {
+    /// `otlp_endpoint`: the collector's base URL, without a trailing `/`.
+    pub otlp_endpoint: Option<String>,
+    /// `otlp_protocol`.
+    pub otlp_protocol: Option<OtlpProtocol>,
+    /// `service_name`.
+    pub service_name: Option<String>,
+    /// `trust_incoming`.
+    pub trust_incoming: bool,
+    /// `sample_ratio`, 0.0 to 1.0.
+    pub sample_ratio: Option<f64>,
+}
 
 /// Why traces could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +103,7 @@ const ENV_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
 /// Resolves the export settings: `None` when traces are off (no endpoint anywhere, `OTEL_SDK_DISABLED=true` or
 /// `OTEL_TRACES_EXPORTER=none`). `env` reads a variable (the process environment in [`Telemetry::start`]).
 pub fn resolve(
-    cfg: &TelemetryConfig,
+    cfg: &TraceSettings,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<Resolved>, TelemetryError> {
     let env = |k: &str| env(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
@@ -136,7 +170,7 @@ pub struct Telemetry {
 impl Telemetry {
     /// Sets up the exporter when traces are on (`None` when off). Must run inside the tokio runtime (the gRPC
     /// channel is bound to it).
-    pub fn start(cfg: &TelemetryConfig) -> Result<Option<Self>, TelemetryError> {
+    pub fn start(cfg: &TraceSettings) -> Result<Option<Self>, TelemetryError> {
         let Some(resolved) = resolve(cfg, |k| std::env::var(k).ok())? else {
             return Ok(None);
         };
@@ -345,7 +379,7 @@ mod tests {
 
     #[test]
     fn off_without_an_endpoint_and_when_disabled() {
-        let cfg = TelemetryConfig::default();
+        let cfg = TraceSettings::default();
         assert_eq!(resolve(&cfg, env(&[])).unwrap(), None);
         let on = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")];
         assert!(resolve(&cfg, env(&on)).unwrap().is_some());
@@ -362,22 +396,22 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318/"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
         ];
-        let from_env = resolve(&TelemetryConfig::default(), env(&vars))
+        let from_env = resolve(&TraceSettings::default(), env(&vars))
             .unwrap()
             .unwrap();
         assert_eq!(from_env.endpoint, "http://env:4318/");
         assert_eq!(from_env.protocol, OtlpProtocol::Grpc);
-        let cfg = TelemetryConfig {
+        let cfg = TraceSettings {
             otlp_endpoint: Some("http://cfg:4318".into()),
             otlp_protocol: Some(OtlpProtocol::HttpProtobuf),
-            ..TelemetryConfig::default()
+            ..TraceSettings::default()
         };
         let r = resolve(&cfg, env(&vars)).unwrap().unwrap();
         assert_eq!(r.endpoint, "http://cfg:4318/v1/traces");
         assert_eq!(r.protocol, OtlpProtocol::HttpProtobuf);
         // The per-signal variable is a full URL, taken as it is.
         let full = [("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1/x")];
-        let r = resolve(&TelemetryConfig::default(), env(&full))
+        let r = resolve(&TraceSettings::default(), env(&full))
             .unwrap()
             .unwrap();
         assert_eq!(r.endpoint, "http://t:1/x");
@@ -389,7 +423,7 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
         ];
-        let e = resolve(&TelemetryConfig::default(), env(&vars)).unwrap_err();
+        let e = resolve(&TraceSettings::default(), env(&vars)).unwrap_err();
         assert!(e.to_string().contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{e}");
         assert!(e.to_string().contains("http/json"), "{e}");
     }

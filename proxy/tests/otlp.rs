@@ -126,7 +126,7 @@ async fn export(
     // gRPC frames the message: a compressed flag and a 4-byte big-endian length.
     let message = if grpc {
         assert_eq!(body[0], 0, "uncompressed");
-        let len = u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize;
+        let len = u32::from_be_bytes(<[u8; 4]>::try_from(&body[1..5]).unwrap()) as usize;
         body.slice(5..5 + len)
     } else {
         body

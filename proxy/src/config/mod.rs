@@ -32,7 +32,7 @@ pub use log::{
     DEFAULT_PRUNE_INTERVAL, OnFull, RawLog,
 };
 pub use server::{RawServer, RawTls, TlsConfig, TrailingSlash};
-pub use telemetry::{OtlpProtocol, RawTelemetry, TelemetryConfig};
+pub use telemetry::{RawTelemetry, TelemetryConfig};
 pub use upstreams::{RawCredential, RawUpstream, Upstream};
 pub use webhooks::{RawWebhook, WebhookConfig, WebhookFormat};
 

@@ -9,6 +9,7 @@
 use serde::Deserialize;
 
 use super::problems::Problems;
+use crate::telemetry::{OtlpProtocol, TraceSettings};
 
 /// `[telemetry]` as written.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -37,49 +38,20 @@ pub struct RawTelemetry {
     pub sample_ratio: Option<f64>,
 }
 
-/// The OTLP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OtlpProtocol {
-    /// Protobuf over HTTP POST (`/v1/traces`).
-    HttpProtobuf,
-    /// gRPC (`TraceService/Export`), plaintext HTTP/2.
-    Grpc,
-}
-
-impl OtlpProtocol {
-    /// Reads the names the OpenTelemetry specification uses (`http/protobuf`, `grpc`).
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.trim() {
-            "http/protobuf" => Some(Self::HttpProtobuf),
-            "grpc" => Some(Self::Grpc),
-            _ => None,
-        }
-    }
-}
-
 /// Validated `[telemetry]`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TelemetryConfig {
     /// One JSON object per log line (`log_format = "json"`).
     pub json_logs: bool,
-    /// `otlp_endpoint`, if set.
-    pub otlp_endpoint: Option<String>,
-    /// `otlp_protocol`, if set.
-    pub otlp_protocol: Option<OtlpProtocol>,
-    /// `service_name`, if set.
-    pub service_name: Option<String>,
-    /// `trust_incoming`.
-    pub trust_incoming: bool,
-    /// `sample_ratio`, if set.
-    pub sample_ratio: Option<f64>,
+    /// The trace settings as written (the `OTEL_*` variables fill in the rest at start-up).
+    pub traces: TraceSettings,
 }
 
 /// Validates `[telemetry]`.
 pub(crate) fn check(raw: RawTelemetry, p: &mut Problems<'_>) -> TelemetryConfig {
-    let mut t = TelemetryConfig {
-        trust_incoming: raw.trust_incoming,
-        ..TelemetryConfig::default()
-    };
+    let mut t = TelemetryConfig::default();
+    let traces = &mut t.traces;
+    traces.trust_incoming = raw.trust_incoming;
     match raw.log_format.as_deref().map(str::trim) {
         None | Some("text") => {}
         Some("json") => t.json_logs = true,
@@ -96,7 +68,7 @@ pub(crate) fn check(raw: RawTelemetry, p: &mut Problems<'_>) -> TelemetryConfig 
     {
         match e.parse::<http::Uri>() {
             Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {
-                t.otlp_endpoint = Some(e.trim_end_matches('/').to_string());
+                traces.otlp_endpoint = Some(e.trim_end_matches('/').to_string());
             }
             _ => p.err(
                 "telemetry.otlp_endpoint",
@@ -106,7 +78,7 @@ pub(crate) fn check(raw: RawTelemetry, p: &mut Problems<'_>) -> TelemetryConfig 
     }
     if let Some(s) = raw.otlp_protocol.as_deref() {
         match OtlpProtocol::parse(s) {
-            Some(proto) => t.otlp_protocol = Some(proto),
+            Some(proto) => traces.otlp_protocol = Some(proto),
             None => p.err(
                 "telemetry.otlp_protocol",
                 format!("`{s}` is not an OTLP protocol: http/protobuf or grpc"),
@@ -117,12 +89,12 @@ pub(crate) fn check(raw: RawTelemetry, p: &mut Problems<'_>) -> TelemetryConfig 
         if n.is_empty() {
             p.err("telemetry.service_name", "must not be empty".into());
         } else {
-            t.service_name = Some(n.to_string());
+            traces.service_name = Some(n.to_string());
         }
     }
     if let Some(r) = raw.sample_ratio {
         if (0.0..=1.0).contains(&r) {
-            t.sample_ratio = Some(r);
+            traces.sample_ratio = Some(r);
         } else {
             p.err(
                 "telemetry.sample_ratio",
