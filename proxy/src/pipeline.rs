@@ -300,7 +300,10 @@ impl SpanOutcome {
             principal: r.principal.clone(),
             action: r.action.clone(),
             resource: r.resource.clone(),
-            decision: r.decision.map(|d| d.as_str().to_string()).unwrap_or_default(),
+            decision: r
+                .decision
+                .map(|d| d.as_str().to_string())
+                .unwrap_or_default(),
             revision: r.revision.clone(),
         }
     }

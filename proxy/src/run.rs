@@ -390,8 +390,8 @@ fn assemble(prepared: Prepared, clock: Clock) -> Result<Arc<Proxy>, StartError> 
         .with_max_pending(config.max_pending_per_principal);
     let notifier = crate::notify::Notifier::new(config.webhooks.clone(), metrics.clone());
     let tasks = tokio_util::task::TaskTracker::new();
-    let telemetry =
-        crate::telemetry::Telemetry::start(&config.telemetry.traces).map_err(StartError::Telemetry)?;
+    let telemetry = crate::telemetry::Telemetry::start(&config.telemetry.traces)
+        .map_err(StartError::Telemetry)?;
     if let Some(t) = &telemetry {
         tracing::info!(endpoint = %t.resolved.endpoint, protocol = ?t.resolved.protocol, "telemetry: exporting traces over OTLP");
     }

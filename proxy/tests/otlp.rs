@@ -258,7 +258,10 @@ async fn http_protobuf_spans_name_the_decision_and_a_callers_traceparent_is_repl
         r.json["headers"]
     );
     let (up_trace, up_parent, flags) = parse_traceparent(&upstream_tp);
-    assert_ne!(up_trace, CALLER_TRACE, "an untrusted traceparent was continued");
+    assert_ne!(
+        up_trace, CALLER_TRACE,
+        "an untrusted traceparent was continued"
+    );
     assert_eq!(flags, "01", "sampled");
     let record = h.record(&allowed_id);
     assert_eq!(record.context["trace_id"], up_trace.as_str());
@@ -282,26 +285,54 @@ async fn http_protobuf_spans_name_the_decision_and_a_callers_traceparent_is_repl
     flush(&h).await;
     let all = collector.spans();
     assert!(
-        collector.paths.lock().unwrap().iter().all(|p| p == "/v1/traces"),
+        collector
+            .paths
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|p| p == "/v1/traces"),
         "HTTP exports go to /v1/traces"
     );
 
     let (root, children) = request_spans(&all, &allowed_id);
     assert_eq!(root.service, "jitgate-under-test");
     assert_eq!(root.span.kind, SpanKind::Server as i32);
-    assert_eq!(root.trace_id(), up_trace, "the record, the span and the upstream name one trace");
+    assert_eq!(
+        root.trace_id(),
+        up_trace,
+        "the record, the span and the upstream name one trace"
+    );
     assert!(root.span.parent_span_id.is_empty(), "a new trace: {root:?}");
     assert_eq!(root.span.name, "GET /payments/{id}");
     assert_eq!(root.attr("http.route").as_deref(), Some("/payments/{id}"));
     assert_eq!(root.attr("http.request.method").as_deref(), Some("GET"));
-    assert_eq!(root.attr("http.response.status_code").as_deref(), Some("200"));
-    assert_eq!(root.attr("jitgate.principal").as_deref(), Some("User::\"alice\""));
-    assert_eq!(root.attr("jitgate.action").as_deref(), Some(record.action.as_str()));
-    assert_eq!(root.attr("jitgate.resource").as_deref(), Some(record.resource.as_str()));
+    assert_eq!(
+        root.attr("http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        root.attr("jitgate.principal").as_deref(),
+        Some("User::\"alice\"")
+    );
+    assert_eq!(
+        root.attr("jitgate.action").as_deref(),
+        Some(record.action.as_str())
+    );
+    assert_eq!(
+        root.attr("jitgate.resource").as_deref(),
+        Some(record.resource.as_str())
+    );
     assert_eq!(root.attr("jitgate.decision").as_deref(), Some("allow"));
     assert_eq!(
         names(&children),
-        ["admit", "authenticate", "authorize", "forward", "log", "map"]
+        [
+            "admit",
+            "authenticate",
+            "authorize",
+            "forward",
+            "log",
+            "map"
+        ]
     );
     for child in &children {
         assert_eq!(child.trace_id(), root.trace_id());
@@ -309,12 +340,19 @@ async fn http_protobuf_spans_name_the_decision_and_a_callers_traceparent_is_repl
         assert!(child.span.end_time_unix_nano <= root.span.end_time_unix_nano);
     }
     let forward = children.iter().find(|g| g.span.name == "forward").unwrap();
-    assert_eq!(up_parent, forward.span_id(), "the upstream's parent is the forward span");
+    assert_eq!(
+        up_parent,
+        forward.span_id(),
+        "the upstream's parent is the forward span"
+    );
 
     let (root, children) = request_spans(&all, &denied_id);
     assert_eq!(root.trace_id(), denied_trace);
     assert_eq!(root.attr("jitgate.decision").as_deref(), Some("deny"));
-    assert_eq!(root.attr("http.response.status_code").as_deref(), Some("403"));
+    assert_eq!(
+        root.attr("http.response.status_code").as_deref(),
+        Some("403")
+    );
     assert_eq!(
         names(&children),
         ["admit", "authenticate", "authorize", "log", "map"],
@@ -347,20 +385,35 @@ async fn grpc_export_continues_a_trusted_callers_trace() {
     let id = r.upstream_decision_id();
     let (up_trace, up_parent, _) =
         parse_traceparent(r.json["headers"]["traceparent"].as_str().unwrap());
-    assert_eq!(up_trace, CALLER_TRACE, "a trusted caller's trace is continued");
-    assert_ne!(up_parent, CALLER_SPAN, "the upstream's parent is jitgate's span");
+    assert_eq!(
+        up_trace, CALLER_TRACE,
+        "a trusted caller's trace is continued"
+    );
+    assert_ne!(
+        up_parent, CALLER_SPAN,
+        "the upstream's parent is jitgate's span"
+    );
     assert_eq!(h.record(&id).context["trace_id"], CALLER_TRACE);
 
     flush(&h).await;
     assert!(
-        collector.paths.lock().unwrap().iter().all(|p| p == GRPC_PATH),
+        collector
+            .paths
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|p| p == GRPC_PATH),
         "gRPC exports call TraceService/Export"
     );
     let all = collector.spans();
     let (root, children) = request_spans(&all, &id);
     assert_eq!(root.service, "jitgate", "the default service name");
     assert_eq!(root.trace_id(), CALLER_TRACE);
-    assert_eq!(root.parent_id(), CALLER_SPAN, "the caller's span is the parent");
+    assert_eq!(
+        root.parent_id(),
+        CALLER_SPAN,
+        "the caller's span is the parent"
+    );
     let forward = children.iter().find(|g| g.span.name == "forward").unwrap();
     assert_eq!(up_parent, forward.span_id());
     h.assert_log(1);
@@ -384,5 +437,8 @@ async fn traces_off_leave_the_record_and_the_callers_traceparent_alone() {
     let id = r.upstream_decision_id();
     assert!(h.record(&id).context.get("trace_id").is_none());
     // jitgate takes no part in the trace: the header passes as any other end-to-end header does.
-    assert_eq!(r.json["headers"]["traceparent"], caller_traceparent().as_str());
+    assert_eq!(
+        r.json["headers"]["traceparent"],
+        caller_traceparent().as_str()
+    );
 }
