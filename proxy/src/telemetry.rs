@@ -359,6 +359,10 @@ struct Out<'a>(&'a mut Vec<(HeaderName, HeaderValue)>);
 
 impl Injector for Out<'_> {
     fn set(&mut self, key: &str, value: String) {
+        // The propagator writes an empty `tracestate` for a trace without one: nothing worth sending.
+        if value.is_empty() {
+            return;
+        }
         if let (Ok(k), Ok(v)) = (
             HeaderName::from_bytes(key.as_bytes()),
             HeaderValue::from_str(&value),
