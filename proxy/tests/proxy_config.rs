@@ -150,7 +150,10 @@ sample_ratio = 0.25
     let config = Config::load(&file).unwrap_or_else(|d| panic!("{d}"));
     assert_eq!(config.log_on_full, OnFull::FailClosed);
     let traces = &config.telemetry.traces;
-    assert_eq!(traces.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4318"));
+    assert_eq!(
+        traces.otlp_endpoint.as_deref(),
+        Some("http://127.0.0.1:4318")
+    );
     assert_eq!(
         traces.otlp_protocol,
         Some(jitgate_proxy::telemetry::OtlpProtocol::Grpc)
@@ -259,7 +262,10 @@ fn bad_configs_are_refused_by_both_the_loader_and_the_schema() {
             "[telemetry]\notlp_protocol = \"http/json\"\n",
             "telemetry.otlp_protocol",
         ),
-        ("[telemetry]\nsample_ratio = 1.5\n", "telemetry.sample_ratio"),
+        (
+            "[telemetry]\nsample_ratio = 1.5\n",
+            "telemetry.sample_ratio",
+        ),
     ];
     for (i, (extra, expected)) in cases.iter().enumerate() {
         let text = format!("{base}{extra}");

@@ -214,10 +214,13 @@ fn usable(
                 .iter()
                 .filter(|r| actions.binary_search(&r.action).is_ok())
                 .collect();
+            // A service scope covers its service's routes (whose default resource is a `Service` too).
             let under = |r: &jitgate_engine::routes::Route| {
-                (scope.ty == "Service" && r.service == scope.id)
-                    || r.resource_type() == scope.ty
-                    || r.parent_types().any(|t| t == scope.ty)
+                if scope.ty == "Service" {
+                    r.service == scope.id
+                } else {
+                    r.resource_type() == scope.ty || r.parent_types().any(|t| t == scope.ty)
+                }
             };
             if !opened.is_empty() && !opened.iter().any(|r| under(r)) {
                 let mut on: Vec<String> = opened
