@@ -47,6 +47,15 @@ pub trait PolicyBackend: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
+    /// The actions a grant of `role` can open: those with a permit that rests on the role (`principal in
+    /// Role::"x"` in its scope, or `@role("x")`), sorted; used to refuse access requests whose scope holds none of
+    /// them. `None` when the backend cannot tell (a permit of the role applies to every action, or the language
+    /// keeps no such index): then nothing is refused for it.
+    fn role_actions(&self, role: &str) -> Option<Vec<String>> {
+        let _ = role;
+        None
+    }
+
     /// Checks that an entity type (of a policy test's principal, resource or grant scope) is declared in the
     /// policy language's schema. Backends without a schema accept every type.
     fn check_entity_type(&self, ty: &str) -> Result<(), String> {

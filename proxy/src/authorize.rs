@@ -34,6 +34,7 @@ pub async fn authorize(
 ) -> Result<Authorized, Refusal> {
     // A token bound to a grant carries that grant's authority, not every grant (or group permission) its holder
     // has.
+    let stage = trace.stage("authorize");
     let bound = mapped.bound_grant.as_deref();
     let decide = |r: &AuthzRequest| match bound {
         None => proxy.authorizer.decide(bundle, r),
@@ -57,6 +58,8 @@ pub async fn authorize(
         }),
         Effect::Hold => {
             // hold: wait (bounded) for approval of this exact request.
+            drop(stage);
+            let hold_span = trace.stage("hold");
             let (parts, body) = req.into_parts();
             let held = proxy
                 .hold_stage(
@@ -81,6 +84,7 @@ pub async fn authorize(
                     return Err(refusal);
                 }
             };
+            drop(hold_span);
             trace.decision = Some(released.decision.clone());
             proxy
                 .metrics

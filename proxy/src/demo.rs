@@ -1,5 +1,5 @@
 //! A small demo upstream: answers every request with a JSON echo of what it received (method, path, query,
-//! the identity headers jitgate set, body size). The quickstart, the integration tests and the load harness use it.
+//! the identity headers jitgate set, the W3C trace context it got, body size). The quickstart, the integration tests and the load harness use it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -78,7 +78,9 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
         .iter()
         .filter(|(k, _)| {
             let k = k.as_str();
-            k.starts_with("x-") || k.starts_with("x_") || k == "authorization" || k == "host"
+            k.starts_with("x-")
+                || k.starts_with("x_")
+                || matches!(k, "authorization" | "host" | "traceparent" | "tracestate")
         })
         .map(|(k, v)| {
             (

@@ -60,6 +60,8 @@ pub struct ForwardCtx<'a> {
     pub host: Option<&'a str>,
     /// Body limit in bytes.
     pub max_body: u64,
+    /// The W3C trace context for the upstream (traces on): replaces the caller's `traceparent` and `tracestate`.
+    pub trace_headers: Option<&'a [(http::HeaderName, HeaderValue)]>,
 }
 
 /// What the forward stage needs of the request's earlier stages.
@@ -85,6 +87,8 @@ pub struct Outbound<'a> {
     pub tls: bool,
     /// Body limit in bytes.
     pub max_body: u64,
+    /// The W3C trace context for the upstream, when traces are on.
+    pub trace_headers: Option<Vec<(http::HeaderName, HeaderValue)>>,
 }
 
 /// The forward stage: the request to its service's upstream, streamed, with identity headers set by us and
@@ -122,6 +126,7 @@ pub async fn forward_stage(
         identity_headers: &identity_headers,
         host: out.host,
         max_body: out.max_body,
+        trace_headers: out.trace_headers.as_deref(),
     };
     // Observed on drop: also when the whole-request timeout (or a caller hanging up) drops the call mid-way.
     let _timed = Timed {
@@ -196,6 +201,14 @@ pub async fn forward(
     }
     if let Ok(v) = HeaderValue::from_str(&authority) {
         h.insert(header::HOST, v);
+    }
+    // Traces on: the upstream's parent is jitgate's forward span, never a caller's unchecked claim.
+    if let Some(trace_headers) = ctx.trace_headers {
+        h.remove("traceparent");
+        h.remove("tracestate");
+        for (name, value) in trace_headers {
+            h.insert(name.clone(), value.clone());
+        }
     }
     // The host that was routed and decided on, never the client's own claim.
     if let Some(host) = ctx.host.and_then(|x| HeaderValue::from_str(x).ok()) {

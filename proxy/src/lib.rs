@@ -32,5 +32,6 @@ pub mod run;
 pub mod server;
 pub mod shadow;
 pub mod state;
+pub mod telemetry;
 pub mod tls;
 pub mod trace;

@@ -55,6 +55,9 @@ pub fn map<B>(
         None if route.route.public => anonymous_identity(),
         None => return Err(unauthenticated()),
     };
+    if let Some(o) = &trace.otel {
+        o.set_route(req.method().as_str(), &route.route.path);
+    }
     trace.principal = Some(identity.principal.to_string());
     trace.action = Some(route.route.action.clone());
     trace.resource = Some(route.resource.entity.to_string());

@@ -51,6 +51,11 @@ impl Proxy {
                     Ok(ip) => (ip, None),
                     Err(why) => (peer, Some(why)),
                 };
+            // Traces on: the request's span, a child of the caller's only when `trust_incoming` says so.
+            let otel = self
+                .telemetry
+                .as_ref()
+                .map(|t| t.request(req.method().as_str(), req.headers(), &decision_id));
             let trace = Trace {
                 decision_id,
                 started: Instant::now(),
@@ -65,6 +70,7 @@ impl Proxy {
                 error: None,
                 approval_id: None,
                 bad_forwarded_for,
+                otel,
             };
             self.metrics.requests_total.inc();
             // A log slot is reserved before anything reaches an upstream: with `on_full = fail_closed` a full queue
@@ -133,7 +139,9 @@ impl Proxy {
         conn: &ConnInfo,
         trace: &mut Trace,
     ) -> Result<Response<ProxyBody>, Refusal> {
+        let stage = trace.stage("admit");
         let admitted = admit(&req, &self.config, trace)?;
+        drop(stage);
         let bundle: Arc<Bundle> = self.authorizer.bundle();
         let now = self.authorizer.clock().now();
         let credentials = Credentials {
@@ -150,7 +158,10 @@ impl Proxy {
             failures: &self.metrics.auth_failures,
             now,
         };
+        let stage = trace.stage("authenticate");
         let identity = authenticate(&self.auth, &req, credentials, trace).await?;
+        drop(stage);
+        let stage = trace.stage("map");
         let mut mapped = map(&bundle, &self.config, &req, admitted, identity, now, trace)
             .inspect_err(|r| {
                 // The one 401 of this stage: no credential on a route that needs one.
@@ -158,7 +169,9 @@ impl Proxy {
                     self.metrics.auth_failures.inc();
                 }
             })?;
+        drop(stage);
         let authorized = authorize(self, &bundle, &mut mapped, req, trace).await?;
+        let stage = trace.stage("forward");
         let out = Outbound {
             service: &mapped.service,
             principal: &mapped.request.principal.entity,
@@ -170,6 +183,10 @@ impl Proxy {
             client_ip: trace.client,
             tls: conn.tls,
             max_body: self.config.max_body_bytes,
+            // The forward span's trace context for the upstream, replacing whatever the caller sent.
+            trace_headers: stage
+                .as_ref()
+                .map(crate::telemetry::StageSpan::propagation_headers),
         };
         forward_stage(&self.upstreams, authorized.req, out).await
     }
@@ -182,9 +199,13 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let status = response.status().as_u16();
         let (slot, entry) = unlogged.take(status);
+        let otel = unlogged.trace.otel.take();
+        let stage = otel.as_ref().map(|o| o.stage("log"));
         let logging = Instant::now();
+        let span_outcome = otel.as_ref().map(|_| SpanOutcome::of(&entry));
         let committed = self.log.commit(slot, entry).await;
         self.metrics.log_wait.observe(logging.elapsed());
+        drop(stage);
         if let Err(e) = committed {
             // The record could not be committed: the response must not claim success.
             tracing::error!(error = %e, "decision log commit failed; refusing the response");
@@ -195,6 +216,9 @@ impl Proxy {
         self.metrics
             .request_duration
             .observe(response.status().as_u16(), unlogged.trace.started.elapsed());
+        if let (Some(o), Some(s)) = (otel, span_outcome) {
+            o.finish(&s.outcome(response.status().as_u16()));
+        }
         response
     }
 
@@ -228,6 +252,9 @@ impl Proxy {
         if let Some(id) = trace.approval_id.take() {
             r.context.insert("approval_id".into(), id.into());
         }
+        if let Some(o) = &trace.otel {
+            r.context.insert("trace_id".into(), o.trace_id().into());
+        }
         r.id = trace.decision_id.clone();
         r.request_id = Some(trace.decision_id.clone());
         r.principal = trace.principal.take().unwrap_or_default();
@@ -251,6 +278,47 @@ fn outcome(d: &Decision) -> Outcome {
             Outcome::Error
         }
         Effect::Deny => Outcome::Deny,
+    }
+}
+
+/// What a request's span says of its record, copied before the record goes to the log.
+struct SpanOutcome {
+    path: String,
+    client: String,
+    principal: String,
+    action: String,
+    resource: String,
+    decision: String,
+    revision: String,
+}
+
+impl SpanOutcome {
+    fn of(r: &DecisionRecord) -> Self {
+        Self {
+            path: r.path.clone().unwrap_or_default(),
+            client: r.client_addr.clone().unwrap_or_default(),
+            principal: r.principal.clone(),
+            action: r.action.clone(),
+            resource: r.resource.clone(),
+            decision: r
+                .decision
+                .map(|d| d.as_str().to_string())
+                .unwrap_or_default(),
+            revision: r.revision.clone(),
+        }
+    }
+
+    fn outcome(&self, status: u16) -> crate::telemetry::Outcome<'_> {
+        crate::telemetry::Outcome {
+            status,
+            path: &self.path,
+            client: &self.client,
+            principal: &self.principal,
+            action: &self.action,
+            resource: &self.resource,
+            decision: &self.decision,
+            revision: &self.revision,
+        }
     }
 }
 

@@ -131,6 +131,16 @@ impl Running {
         if let Some(s) = self.shipper.take() {
             let _ = tokio::task::spawn_blocking(move || s.stop()).await;
         }
+        // The spans of the drained requests go out before the process does (the export blocks: off the workers).
+        if self.proxy.telemetry.is_some() {
+            let proxy = self.proxy.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(t) = &proxy.telemetry {
+                    t.shutdown();
+                }
+            })
+            .await;
+        }
     }
 }
 
@@ -411,6 +421,11 @@ fn assemble(prepared: Prepared, clock: Clock) -> Result<Arc<Proxy>, StartError> 
         .with_max_pending(config.max_pending_per_principal);
     let notifier = crate::notify::Notifier::new(config.webhooks.clone(), metrics.clone());
     let tasks = tokio_util::task::TaskTracker::new();
+    let telemetry = crate::telemetry::Telemetry::start(&config.telemetry.traces)
+        .map_err(StartError::Telemetry)?;
+    if let Some(t) = &telemetry {
+        tracing::info!(endpoint = %t.resolved.endpoint, protocol = ?t.resolved.protocol, "telemetry: exporting traces over OTLP");
+    }
     let access = crate::access::AccessService::new(crate::access::AccessParts {
         lifecycle,
         auth: auth.clone(),
@@ -437,5 +452,6 @@ fn assemble(prepared: Prepared, clock: Clock) -> Result<Arc<Proxy>, StartError> 
         metrics,
         client_principal_type,
         workload_groups,
+        telemetry,
     }))
 }

@@ -62,6 +62,9 @@ pub enum StartError {
     /// TLS setup failed.
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// OpenTelemetry traces could not be set up (`[telemetry]`, the `OTEL_*` variables).
+    #[error("telemetry: {0}")]
+    Telemetry(#[source] crate::telemetry::TelemetryError),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -110,6 +113,8 @@ pub struct Proxy {
     pub draining: std::sync::atomic::AtomicBool,
     /// The PostgreSQL store shared with other replicas, with its follower's counters (None: SQLite).
     pub shared: Option<SharedStore>,
+    /// OpenTelemetry traces, when on (`[telemetry] otlp_endpoint` or the `OTEL_EXPORTER_OTLP_*` variables).
+    pub telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 /// A store shared by replicas, as the proxy watches it.

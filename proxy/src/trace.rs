@@ -35,4 +35,14 @@ pub struct Trace {
     pub approval_id: Option<String>,
     /// Why a trusted proxy's `X-Forwarded-For` could not be read (the request is then refused with 400).
     pub bad_forwarded_for: Option<String>,
+    /// The request's OpenTelemetry span, when traces are on.
+    pub otel: Option<crate::telemetry::RequestSpan>,
+}
+
+impl Trace {
+    /// A child span of the request's for a stage, ended when dropped (`None`, and nothing done, with traces off).
+    #[inline]
+    pub fn stage(&self, name: &'static str) -> Option<crate::telemetry::StageSpan> {
+        self.otel.as_ref().map(|o| o.stage(name))
+    }
 }

@@ -135,6 +135,13 @@ timeout = "5s"
 header = "X-Api-Key"
 value_file = "token"
 prefix = "Key "
+[telemetry]
+log_format = "json"
+otlp_endpoint = "http://127.0.0.1:4318/"
+otlp_protocol = "grpc"
+service_name = "edge"
+trust_incoming = true
+sample_ratio = 0.25
 "#,
         bundle = bundle.display().to_string().replace('\\', "/")
     );
@@ -142,6 +149,18 @@ prefix = "Key "
     std::fs::write(&file, &text).unwrap();
     let config = Config::load(&file).unwrap_or_else(|d| panic!("{d}"));
     assert_eq!(config.log_on_full, OnFull::FailClosed);
+    let traces = &config.telemetry.traces;
+    assert_eq!(
+        traces.otlp_endpoint.as_deref(),
+        Some("http://127.0.0.1:4318")
+    );
+    assert_eq!(
+        traces.otlp_protocol,
+        Some(jitgate_proxy::telemetry::OtlpProtocol::Grpc)
+    );
+    assert_eq!(traces.service_name.as_deref(), Some("edge"));
+    assert!(traces.trust_incoming && config.telemetry.json_logs);
+    assert_eq!(traces.sample_ratio, Some(0.25));
     assert_eq!(config.log_acknowledge, Acknowledge::Journal);
     assert_eq!(config.trailing_slash, TrailingSlash::Keep);
     assert!(config.admin_listen.is_some());
@@ -235,6 +254,18 @@ fn bad_configs_are_refused_by_both_the_loader_and_the_schema() {
             "admin.header_timeout",
         ),
         ("[server]\nidle_timeout = \"idle\"\n", "server.idle_timeout"),
+        (
+            "[telemetry]\notlp_endpoint = \"collector:4318\"\n",
+            "telemetry.otlp_endpoint",
+        ),
+        (
+            "[telemetry]\notlp_protocol = \"http/json\"\n",
+            "telemetry.otlp_protocol",
+        ),
+        (
+            "[telemetry]\nsample_ratio = 1.5\n",
+            "telemetry.sample_ratio",
+        ),
     ];
     for (i, (extra, expected)) in cases.iter().enumerate() {
         let text = format!("{base}{extra}");

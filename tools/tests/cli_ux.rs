@@ -202,6 +202,11 @@ fn a_requester_and_an_approver_on_custom_ports_with_pipes_tables_and_exit_codes(
             vec!["--scope", r#"Pizza::"margherita""#, "--for", "30m"],
             "no route decides on a `Pizza`",
         ),
+        // A role on resources it never applies to: payments-writer's permits open payment routes only.
+        (
+            vec!["--scope", r#"Service::"billing""#, "--for", "30m"],
+            "role `payments-writer` opens createPayment on",
+        ),
         (
             vec![
                 "--scope",

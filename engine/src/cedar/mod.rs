@@ -208,6 +208,25 @@ impl PolicyBackend for CedarBackend {
             .then(|| format!("entity data: {} entities", self.entities.data.len()))
     }
 
+    fn role_actions(&self, role: &str) -> Option<Vec<String>> {
+        let rests = |p: &cedar_policy::Policy| {
+            self.roles
+                .get(&p.id().to_string())
+                .is_some_and(|r| r.iter().any(|x| x == role))
+        };
+        if self.any_action.main.policies().any(rests) {
+            return None;
+        }
+        let mut actions: Vec<String> = self
+            .by_action
+            .iter()
+            .filter(|(_, idx)| idx.main.policies().any(rests))
+            .map(|(a, _)| a.clone())
+            .collect();
+        actions.sort();
+        Some(actions)
+    }
+
     fn check_entity_type(&self, ty: &str) -> Result<(), String> {
         if self.entities.type_cache.contains_key(ty) {
             Ok(())

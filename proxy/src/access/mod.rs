@@ -164,8 +164,9 @@ pub fn grant_is_active(
 }
 
 /// Refuses a request that could never be used, naming the field: a scope naming a service the bundle does not route
-/// to, or of an entity type no route decides on (nor a parent of one), or a `starts_at` in the past (it would not
-/// be moved silently to now).
+/// to, or of an entity type no route decides on (nor a parent of one), a role whose permits open no routed action
+/// under the scope (`payments-writer` on `Service::"billing"`), or a `starts_at` in the past (it would not be moved
+/// silently to now).
 fn usable(
     bundle: &jitgate_engine::Bundle,
     new: &NewRequest,
@@ -205,6 +206,39 @@ fn usable(
                     new.scope
                 ),
             );
+        }
+        // The routes a grant of the role can open (its permits' actions); a role the backend cannot tell about, or
+        // one that opens no routed action (a control-plane role), is not judged here.
+        if let Some(actions) = bundle.backend().role_actions(&new.role) {
+            let opened: Vec<_> = routes
+                .iter()
+                .filter(|r| actions.binary_search(&r.action).is_ok())
+                .collect();
+            // A service scope covers its service's routes (whose default resource is a `Service` too).
+            let under = |r: &jitgate_engine::routes::Route| {
+                if scope.ty == "Service" {
+                    r.service == scope.id
+                } else {
+                    r.resource_type() == scope.ty || r.parent_types().any(|t| t == scope.ty)
+                }
+            };
+            if !opened.is_empty() && !opened.iter().any(|r| under(r)) {
+                let mut on: Vec<String> = opened
+                    .iter()
+                    .map(|r| format!("{} on {} ({})", r.action, r.resource_type(), r.service))
+                    .collect();
+                on.sort();
+                on.dedup();
+                return bad(
+                    "scope",
+                    format!(
+                        "role `{}` opens {}, none of them under `{}`; a grant of it there could never be used",
+                        new.role,
+                        on.join(", "),
+                        new.scope
+                    ),
+                );
+            }
         }
     }
     if let Some(s) = new.starts_at.as_deref().filter(|s| !s.is_empty()) {
