@@ -937,7 +937,6 @@ fn covering(anchors: Vec<Anchor>, first: i64, last: i64) -> Vec<Anchor> {
 
 /// An optional text column: empty for `None`; `\e` for an empty string; a leading `\` doubled. Lossless, so a
 /// record can be rebuilt from its row ([`csv_opt_parse`]).
-#[cfg(test)]
 fn csv_opt(o: &Option<String>) -> String {
     csv_opt_ref(o.as_deref()).into_owned()
 }
@@ -962,7 +961,6 @@ fn csv_opt_parse(s: &str) -> Option<String> {
 }
 
 /// A list column: elements joined with `;`, a `;` or `\` inside one escaped with `\`, an empty element `\e`.
-#[cfg(test)]
 fn csv_list(l: &[String]) -> String {
     let mut out = String::new();
     csv_list_into(l, &mut out);
