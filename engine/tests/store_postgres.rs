@@ -243,6 +243,22 @@ fn a_change_through_one_store_reaches_the_other_replicas_index() {
     }
     assert!(stats.reconnects.load(std::sync::atomic::Ordering::Relaxed) >= 1);
     let alice = EntityRef::new("User", "alice");
+    // The resync may have run between g2's grant and its revocation; then the revocation arrives as a
+    // notification after it. Notifications come in commit order: once a grant made after the revocation is in
+    // B's index, the revocation has been applied too.
+    replica_a.put_grant(live_grant("g3")).unwrap();
+    let start = Instant::now();
+    while !replica_b
+        .grants()
+        .for_principal(&alice)
+        .is_some_and(|l| l.iter().any(|g| g.id == "g3"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "a grant made after reconnecting never reached the replica's index"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
     let g2_active = replica_b.grants().for_principal(&alice).is_some_and(|l| {
         l.iter()
             .any(|g| g.id == "g2" && g.status == GrantStatus::Active)
