@@ -49,31 +49,13 @@ impl EntityData {
         let mut parsed: Vec<ast::Entity> = Vec::new();
         let mut origins: HashMap<EntityUID, Origin> = HashMap::new();
         for file in files {
-            let source = match read_file(file) {
-                Ok(s) => s,
+            let (source, items) = match read_json_array(
+                file,
+                "entity data must be a JSON array of entities ({\"uid\", \"attrs\", \"parents\", \"tags\"})",
+            ) {
+                Ok(x) => x,
                 Err(d) => {
                     errors.push(d);
-                    continue;
-                }
-            };
-            let items: Vec<serde_json::Value> = match serde_json::from_str(&source) {
-                Ok(serde_json::Value::Array(items)) => items,
-                Ok(_) => {
-                    errors.push(Diagnostic::at(
-                        file,
-                        1,
-                        1,
-                        "entity data must be a JSON array of entities ({\"uid\", \"attrs\", \"parents\", \"tags\"})",
-                    ));
-                    continue;
-                }
-                Err(e) => {
-                    errors.push(Diagnostic::at(
-                        file,
-                        e.line(),
-                        e.column(),
-                        format!("invalid JSON: {e}"),
-                    ));
                     continue;
                 }
             };
@@ -418,6 +400,25 @@ pub(crate) fn element_offsets(source: &str) -> Vec<usize> {
         }
     }
     out
+}
+
+/// Reads `file` as a JSON array (entity data, links): its text (for line numbers) and its elements, or the
+/// diagnostic naming the file and where it went wrong; `shape` says what the array should hold.
+pub(crate) fn read_json_array(
+    file: &std::path::Path,
+    shape: &str,
+) -> Result<(String, Vec<serde_json::Value>), Diagnostic> {
+    let source = read_file(file)?;
+    match serde_json::from_str(&source) {
+        Ok(serde_json::Value::Array(items)) => Ok((source, items)),
+        Ok(_) => Err(Diagnostic::at(file, 1, 1, shape)),
+        Err(e) => Err(Diagnostic::at(
+            file,
+            e.line(),
+            e.column(),
+            format!("invalid JSON: {e}"),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use cedar_policy::{
 use cedar_policy_core::ast;
 
 use super::convert::EntityAttrs;
+use super::data::read_json_array;
 use crate::diag::{Diagnostic, Diagnostics, line_col, read_file};
 
 /// Entity types the engine creates itself, so every schema must declare them (unqualified).
@@ -292,31 +293,13 @@ pub(crate) fn load_links(
 ) -> Vec<Loaded> {
     let mut out = Vec::new();
     for file in files {
-        let source = match read_file(file) {
-            Ok(s) => s,
+        let (source, items) = match read_json_array(
+            file,
+            "links must be a JSON array of {\"id\", \"template\", \"values\"}",
+        ) {
+            Ok(x) => x,
             Err(d) => {
                 errors.push(d);
-                continue;
-            }
-        };
-        let items: Vec<serde_json::Value> = match serde_json::from_str(&source) {
-            Ok(serde_json::Value::Array(items)) => items,
-            Ok(_) => {
-                errors.push(Diagnostic::at(
-                    file,
-                    1,
-                    1,
-                    "links must be a JSON array of {\"id\", \"template\", \"values\"}",
-                ));
-                continue;
-            }
-            Err(e) => {
-                errors.push(Diagnostic::at(
-                    file,
-                    e.line(),
-                    e.column(),
-                    format!("invalid JSON: {e}"),
-                ));
                 continue;
             }
         };
