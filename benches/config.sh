@@ -2,9 +2,11 @@
 # schemas/config.schema.json). Uses the caller's JITGATE_ADDR, JITGATE_ADMIN_ADDR, WORK, ISSUER, AUDIENCE,
 # JWKS_ADDR and UPSTREAM_ADDR.
 
-jitgate_config() {  # $1: on|journal|off|anchored (decision log: acknowledged on commit, on journal write, or off;
-                    # anchored: on, with signed anchors every ${ANCHOR_RECORDS:-10000} records and every second)
-  local enabled=true acknowledge=commit anchors=""
+jitgate_config() {  # $1: on|journal|off|anchored|pg (decision log: acknowledged on commit, on journal write, or off;
+                    # anchored: on, with signed anchors every ${ANCHOR_RECORDS:-10000} records and every second;
+                    # pg: on, with the grant store in PostgreSQL at $STORE_URL instead of the SQLite file)
+  local enabled=true acknowledge=commit anchors="" store="path = \"$WORK/jitgate.db\""
+  if [ "$1" = pg ]; then store="url = \"$STORE_URL\""; fi
   if [ "$1" = off ]; then enabled=false; fi   # the log off: a benchmarking-only switch (the proxy warns at start)
   if [ "$1" = journal ]; then acknowledge=journal; fi
   if [ "$1" = anchored ]; then
@@ -24,7 +26,7 @@ path = "$WORK/bundles/quickstart"
 watch = true
 
 [store]
-path = "$WORK/jitgate.db"
+$store
 
 [log]
 path = "$WORK/decisions-$1.db"   # one per run, so each starts from an empty log

@@ -8,6 +8,8 @@
 #   4. jitgate with `[log] acknowledge = "journal"` (a response waits for its record's journal write, not for its
 #      SQLite commit),
 #   5. jitgate with the decision log off (what the log costs),
+#   6. with --postgres URL: jitgate as in 2, its grant store in PostgreSQL instead of SQLite (replicas, issue 16),
+#      run right after 2 and compared with it (a database of its own is created on that server and dropped after),
 # all in front of one fast upstream (benches/src/bin/upstream.rs), and prints req/s, p50, p99, jitgate's ratio to
 # the baseline, the storm's p99 against the steady p99, jitgate's resident memory after each run, each proxy's CPU time
 # per request, and (from jitgate's /metrics) how long a response waited for its decision record and how many
@@ -15,10 +17,12 @@
 #
 # usage: benches/load.sh [--baseline-only] [--duration 10] [--connections 32] [--tool-threads 1] [--grants 10000]
 #                        [--no-storm] [--rate QPS|auto|off] [--upstream-delay-us N] [--no-build] [--keep]
+#                        [--postgres URL] [--modes "on journal off"]
 #   --keep keeps the work directory and the process logs. --rate adds an open-loop phase: passthrough and jitgate
 #   (log on, journal, log off) at the same offered request rate (with `hey`), to compare p99 at the same load; `auto` (the default)
 #   is half of what jitgate sustained in its closed-loop run. --upstream-delay-us makes the upstream wait that long
 #   before each answer (a service that does some work); the default 0 measures the proxies' own cost alone.
+#   --modes picks jitgate's runs among on, journal and off (pg is added after on with --postgres).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,6 +40,8 @@ STORM=1
 BASELINE_ONLY=0
 BUILD=1
 KEEP=0
+POSTGRES=""          # a server URL (postgres://user@host:port/db): adds the PostgreSQL-store run
+MODES="on journal off"
 
 UPSTREAM_ADDR=127.0.0.1:19000
 PASSTHROUGH_ADDR=127.0.0.1:19001
@@ -55,7 +61,9 @@ while [ $# -gt 0 ]; do
     --upstream-delay-us) UPSTREAM_DELAY_US="$2"; shift ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --postgres) POSTGRES="$2"; shift ;;
+    --modes) MODES="$2"; shift ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "load.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -66,6 +74,7 @@ PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ -z "${PG_DB:-}" ] || psql -q "$POSTGRES" -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null 2>&1 || true
   if [ "$KEEP" = 1 ]; then echo "work directory kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -243,10 +252,18 @@ STORM_NOTE=""
 if [ "$BASELINE_ONLY" = 0 ]; then
   mkdir -p "$WORK/bundles" && cp -r "$ROOT/policies/quickstart-cedar" "$WORK/bundles/quickstart"
   "$BIN/seed_grants" --store "$WORK/jitgate.db" --count "$GRANTS" >/dev/null
+  if [ -n "$POSTGRES" ]; then
+    # The same grants in a database of the run's own on that server.
+    PG_DB="jitgate_load_$$"
+    psql -q "$POSTGRES" -c "CREATE DATABASE $PG_DB" >/dev/null
+    STORE_URL="${POSTGRES%/*}/$PG_DB"
+    "$BIN/seed_grants" --store "$STORE_URL" --count "$GRANTS" >/dev/null
+    MODES="${MODES/on/on pg}"
+  fi
   start jwks "$WORK/jwks.log" "$BIN/jwks" --listen "$JWKS_ADDR" --token-out "$WORK/token" \
     --issuer "$ISSUER" --audience "$AUDIENCE" >/dev/null
   TOKEN="${JITGATE_TOKEN:-$(cat "$WORK/token")}"
-  for log in on journal off; do
+  for log in $MODES; do
     jitgate_config "$log" >"$WORK/jitgate.toml"
     "$BIN/jitgate" serve --config "$WORK/jitgate.toml" >"$WORK/jitgate-$log.log" 2>&1 &
     JPID=$!
@@ -273,7 +290,7 @@ if [ "$BASELINE_ONLY" = 0 ]; then
       RATE_RESULTS+=("$(load_rate "passthrough@$QPS" "http://$PASSTHROUGH_ADDR$REQUEST_PATH" "$QPS")")
       RATE_RESULTS+=("$(load_rate "jitgate-log-on@$QPS" "http://$JITGATE_ADDR$REQUEST_PATH" "$QPS" "Authorization: Bearer $TOKEN")")
     fi
-    if [ "$log" != on ] && [ -n "${QPS:-}" ]; then
+    if [ "$log" != on ] && [ "$log" != pg ] && [ -n "${QPS:-}" ]; then
       RATE_RESULTS+=("$(load_rate "jitgate-log-$log@$QPS" "http://$JITGATE_ADDR$REQUEST_PATH" "$QPS" "Authorization: Bearer $TOKEN")")
     fi
     if [ "$log" = on ] && [ "$STORM" = 1 ]; then
@@ -315,16 +332,19 @@ for r in "${RESULTS[@]}"; do
     awk -v a="$p99" -v b="$steady_p99" 'BEGIN { printf "p99 during the reload storm / steady p99: %.2fx\n", (b > 0 ? a / b : 0) }'
 done
 [ -z "$STORM_NOTE" ] || echo "$STORM_NOTE"
-off_rps=""; on_rps=""; journal_rps=""
+off_rps=""; on_rps=""; journal_rps=""; pg_rps=""
 for r in "${RESULTS[@]}"; do
   read -r name rps _ <<<"$r"
   case "$name" in
     jitgate-log-off) off_rps="$rps" ;;
     jitgate-log-on) on_rps="$rps" ;;
     jitgate-log-journal) journal_rps="$rps" ;;
+    jitgate-log-pg) pg_rps="$rps" ;;
   esac
 done
-[ -z "$off_rps" ] || awk -v on="$on_rps" -v j="$journal_rps" -v off="$off_rps" 'BEGIN {
+[ -z "$pg_rps" ] || [ -z "$on_rps" ] || awk -v pg="$pg_rps" -v on="$on_rps" 'BEGIN {
+  printf "the PostgreSQL store against the SQLite store (req/s, both with the log on): %.2fx\n", pg / on }'
+[ -z "$off_rps" ] || [ -z "$on_rps" ] || awk -v on="$on_rps" -v j="$journal_rps" -v off="$off_rps" 'BEGIN {
   printf "the log'"'"'s cost (req/s against log off): acknowledge=commit %.2fx, acknowledge=journal %.2fx\n", on / off, j / off }'
 if [ "${#RATE_RESULTS[@]}" -gt 0 ]; then
   echo

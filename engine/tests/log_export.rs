@@ -293,3 +293,63 @@ fn jsonl_export_is_the_serde_form_of_each_record() {
     assert_eq!(m.first_hash.as_deref(), Some(page.records[0].hash.as_str()));
     assert_eq!(m.last_hash.as_deref(), Some(page.records[5].hash.as_str()));
 }
+
+/// A sink that accepts `limit` bytes and then fails every write, like a full disk.
+struct FailsAfter {
+    limit: usize,
+    taken: usize,
+}
+
+impl std::io::Write for FailsAfter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.taken + buf.len() > self.limit {
+            return Err(std::io::Error::other("disk full (test sink)"));
+        }
+        self.taken += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn an_export_of_many_chunks_is_whole_and_a_failed_write_ends_it_with_the_cause() {
+    // Several MiB of OCSF: the export's writer thread gets many chunks, in order, and the manifest hashes them all.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log.db");
+    build(&db, 4000);
+    for format in [Format::Jsonl, Format::Csv, Format::Ocsf] {
+        let mut out = Vec::new();
+        let m = log::export(&db, &Filter::default(), format, &mut out, &mut |_| {}).unwrap();
+        assert_eq!(m.records, 4000);
+        assert_eq!(m.bytes, out.len() as u64);
+        let file = dir.path().join(format!("many.{}", format.extension()));
+        std::fs::write(&file, &out).unwrap();
+        let report = verify_export(&file, &m).unwrap();
+        assert!(report.ok, "{format:?}: {report:?}");
+        assert_eq!(report.records, 4000);
+        if format == Format::Ocsf {
+            assert!(
+                out.len() > 3 << 20,
+                "{} bytes: not several chunks",
+                out.len()
+            );
+        }
+    }
+    // A sink that fails after 1.5 MiB: the export stops with the sink's error, neither hanging nor claiming success.
+    let mut sink = FailsAfter {
+        limit: 3 << 19,
+        taken: 0,
+    };
+    let err = log::export(
+        &db,
+        &Filter::default(),
+        Format::Ocsf,
+        &mut sink,
+        &mut |_| {},
+    )
+    .expect_err("a failed write must fail the export");
+    assert!(err.to_string().contains("disk full"), "{err}");
+}

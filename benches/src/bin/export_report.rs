@@ -4,7 +4,8 @@
 //!
 //!     cargo run --release -p jitgate-benches --bin export_report -- [--records N] [--log FILE]
 //!
-//! `--log FILE` exports an existing log instead of writing one.
+//! `--log FILE` exports an existing log instead of writing one (so that the peak memory is the export's alone);
+//! `--keep FILE` writes the log to FILE and keeps it for such runs; `--format jsonl|csv|ocsf` exports one format only.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -58,6 +59,8 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mut records: u64 = 1_000_000;
     let mut log: Option<PathBuf> = None;
+    let mut keep: Option<PathBuf> = None;
+    let mut formats = vec![Format::Jsonl, Format::Csv, Format::Ocsf];
     while let Some(a) = args.next() {
         match a.as_str() {
             "--records" => {
@@ -67,6 +70,15 @@ fn main() {
                     .expect("--records N")
             }
             "--log" => log = args.next().map(PathBuf::from),
+            "--keep" => keep = args.next().map(PathBuf::from),
+            "--format" => {
+                formats = vec![match args.next().as_deref() {
+                    Some("jsonl") => Format::Jsonl,
+                    Some("csv") => Format::Csv,
+                    Some("ocsf") => Format::Ocsf,
+                    other => panic!("--format jsonl|csv|ocsf, not {other:?}"),
+                }]
+            }
             other => panic!("unknown argument {other}"),
         }
     }
@@ -74,7 +86,7 @@ fn main() {
     let db = match log {
         Some(l) => l,
         None => {
-            let db = dir.path().join("decisions.db");
+            let db = keep.unwrap_or_else(|| dir.path().join("decisions.db"));
             let w = LogWriter::start(
                 &db,
                 LogOptions {
@@ -99,7 +111,7 @@ fn main() {
     let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
     println!("log: {} ({:.0} MB)", db.display(), size as f64 / 1e6);
     println!("format  records     seconds  records/s   MB written  peak RSS MB");
-    for format in [Format::Jsonl, Format::Csv, Format::Ocsf] {
+    for format in formats {
         let out = dir.path().join(format!("export.{}", format.extension()));
         // Reset the peak: what follows is the export's own.
         let _ = std::fs::write("/proc/self/clear_refs", "5");

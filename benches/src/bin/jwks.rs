@@ -3,7 +3,10 @@
 //! jitgate verifying real issuer tokens (JWKS fetch, RS256 signature, the verified-token cache).
 //!
 //! `jwks --listen 127.0.0.1:19004 --token-out FILE [--issuer URL] [--audience AUD] [--sub alice]
-//!       [--groups engineering] [--ttl-secs 3600]`; prints `listening on <addr>` once bound.
+//!       [--groups engineering] [--ttl-secs 3600] [--jwks-out FILE] [--checks-out DIR]`; prints `listening on <addr>`
+//! once bound. `--jwks-out` also writes the JWKS document to a file (for a proxy configured with local keys);
+//! `--checks-out` writes, beside the caller's token, the tokens a side-by-side run checks every proxy with before
+//! timing it: `wrong-group` (the same caller outside the allowed group), `expired`, and `bad-signature`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -35,6 +38,15 @@ struct Args {
     sub: String,
     groups: Vec<String>,
     ttl_secs: u64,
+    jwks_out: Option<PathBuf>,
+    checks_out: Option<PathBuf>,
+}
+
+/// The tokens of the checks before timing (see the module docs).
+struct Checks {
+    wrong_group: String,
+    expired: String,
+    bad_signature: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -46,6 +58,8 @@ fn parse_args() -> Result<Args, String> {
         sub: "alice".into(),
         groups: vec!["engineering".into()],
         ttl_secs: 3600,
+        jwks_out: None,
+        checks_out: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(k) = args.next() {
@@ -58,6 +72,8 @@ fn parse_args() -> Result<Args, String> {
             "--sub" => a.sub = v,
             "--groups" => a.groups = v.split(',').map(str::to_string).collect(),
             "--ttl-secs" => a.ttl_secs = v.parse().map_err(|e| format!("--ttl-secs `{v}`: {e}"))?,
+            "--jwks-out" => a.jwks_out = Some(PathBuf::from(v)),
+            "--checks-out" => a.checks_out = Some(PathBuf::from(v)),
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
@@ -67,8 +83,8 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// The key pair: the JWKS document and the token signed with the private half.
-fn keys(a: &Args) -> Result<(Bytes, String), String> {
+/// The key pair: the JWKS document, the token signed with the private half, and the tokens of the checks.
+fn keys(a: &Args) -> Result<(Bytes, String, Checks), String> {
     let private =
         rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).map_err(|e| e.to_string())?;
     let public = private.to_public_key();
@@ -90,7 +106,30 @@ fn keys(a: &Args) -> Result<(Bytes, String), String> {
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(KID.into());
     let token = jsonwebtoken::encode(&header, &claims, &enc).map_err(|e| e.to_string())?;
-    Ok((Bytes::from(jwks.to_string()), token))
+    let sign = |claims: serde_json::Value| {
+        jsonwebtoken::encode(&header, &claims, &enc).map_err(|e| e.to_string())
+    };
+    let mut other = claims.clone();
+    other["groups"] = serde_json::json!(["sales"]);
+    let wrong_group = sign(other)?;
+    let mut old = claims.clone();
+    old["iat"] = serde_json::json!(now - 7200);
+    old["nbf"] = serde_json::json!(now - 7200);
+    old["exp"] = serde_json::json!(now - 3600);
+    let expired = sign(old)?;
+    // The caller's token with one byte of its signature changed (the first: every bit of it is significant).
+    let (signed, signature) = token.rsplit_once('.').ok_or("a JWT without a signature")?;
+    let flipped = match signature.as_bytes().first() {
+        Some(b'A') => 'B',
+        _ => 'A',
+    };
+    let bad_signature = format!("{signed}.{flipped}{}", signature.get(1..).unwrap_or(""));
+    let checks = Checks {
+        wrong_group,
+        expired,
+        bad_signature,
+    };
+    Ok((Bytes::from(jwks.to_string()), token, checks))
 }
 
 async fn answer(
@@ -109,9 +148,20 @@ async fn answer(
 }
 
 async fn serve(a: Args) -> Result<(), String> {
-    let (jwks, token) = keys(&a)?;
-    std::fs::write(&a.token_out, &token)
-        .map_err(|e| format!("writing {}: {e}", a.token_out.display()))?;
+    let (jwks, token, checks) = keys(&a)?;
+    let write = |path: &std::path::Path, text: &[u8]| {
+        std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
+    };
+    write(&a.token_out, token.as_bytes())?;
+    if let Some(path) = &a.jwks_out {
+        write(path, &jwks)?;
+    }
+    if let Some(dir) = &a.checks_out {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        write(&dir.join("wrong-group"), checks.wrong_group.as_bytes())?;
+        write(&dir.join("expired"), checks.expired.as_bytes())?;
+        write(&dir.join("bad-signature"), checks.bad_signature.as_bytes())?;
+    }
     let listener = TcpListener::bind(a.listen)
         .await
         .map_err(|e| e.to_string())?;

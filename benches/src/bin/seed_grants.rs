@@ -1,7 +1,7 @@
 //! Fills a jitgate store with active grants before the proxy starts, so that load runs measure the proxy with a
 //! realistic grant index (the proxy loads every active grant into its in-memory index at start).
 //!
-//! `seed_grants --store FILE [--count 10000] [--caller 'User::"alice"']`: `count` grants active from now for two
+//! `seed_grants --store FILE|postgres://... [--count 10000] [--caller 'User::"alice"']`: `count` grants active from now for two
 //! hours, three to a principal (`User::"seed-<n>"`), roles and scopes from the quickstart; the caller holds two of
 //! them (payments-writer on `Service::"payments"`, db-admin on `Service::"billing"`), so the measured request
 //! materializes grants too. Prints `seeded <count> grants` when committed.
@@ -32,10 +32,21 @@ fn run() -> Result<String, String> {
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    let path = store.ok_or("--store FILE is required")?;
+    let path = store.ok_or("--store FILE|postgres://... is required")?;
     let caller = EntityRef::from_str(&caller).map_err(|e| format!("--caller: {e}"))?;
-    let db = jitgate_engine::sqlite::SqliteStore::open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let url = path.to_string_lossy();
+    let db: Box<dyn jitgate_engine::store::GrantStore> = if url.starts_with("postgres://") {
+        Box::new(
+            jitgate_engine::postgres::PgStore::open_migrated(&url)
+                .map_err(|e| format!("{url}: {e}"))?
+                .0,
+        )
+    } else {
+        Box::new(
+            jitgate_engine::sqlite::SqliteStore::open(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+        )
+    };
     let now = jitgate_engine::clock::now_system();
     for i in 0..count {
         let (role, scope) = ROLES[i % ROLES.len()];

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -132,17 +132,12 @@ pub fn export(
     path: &Path,
     filter: &Filter,
     format: Format,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
     progress: &mut dyn FnMut(u64),
 ) -> Result<ExportManifest, ExportError> {
     let conn = db::open_read(path)?;
     // One read transaction: the export is a consistent snapshot even while the writer appends.
     conn.execute_batch("BEGIN")?;
-    let mut hashing = Hashing {
-        inner: out,
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
     let mut m = ExportManifest {
         format,
         records: 0,
@@ -157,58 +152,23 @@ pub fn export(
         generator: concat!("jitgate-engine ", env!("CARGO_PKG_VERSION")).to_string(),
         anchors: Vec::new(),
     };
-    {
-        let mut buf = BufWriter::with_capacity(1 << 20, &mut hashing);
-        // Every format is written straight from the stored columns, without decoding a record (or building a JSON
-        // tree) per row: one reused line buffer, the hash of the last record in another.
-        let mut line: Vec<u8> = Vec::with_capacity(4096);
-        let mut scratch = String::with_capacity(256);
-        let mut last_hash = String::new();
-        let mut note = |m: &mut ExportManifest, r: &RowRef<'_>| {
-            if m.first_seq.is_none() {
-                m.first_seq = Some(r.seq);
-                m.first_hash = Some(r.hash.to_string());
-            }
-            last_hash.clear();
-            last_hash.push_str(r.hash);
-            m.last_seq = Some(r.seq);
-            m.records += 1;
-            if m.records % PROGRESS_EVERY == 0 {
-                progress(m.records);
-            }
-        };
-        match format {
-            Format::Csv => {
-                let mut w = csv::Writer::from_writer(&mut buf);
-                w.write_record(CSV_HEADER).map_err(|e| Fault::io("", e))?;
-                db::for_each_matching_row(&conn, filter, |row| {
-                    let r = RowRef::from_row(row)?;
-                    write_csv(&r, &mut w, &mut scratch)?;
-                    note(&mut m, &r);
-                    Ok(())
-                })?;
-                w.flush()?;
-            }
-            Format::Jsonl | Format::Ocsf => {
-                db::for_each_matching_row(&conn, filter, |row| {
-                    let r = RowRef::from_row(row)?;
-                    line.clear();
-                    if format == Format::Ocsf {
-                        write_ocsf(&r, &mut line, &mut scratch)?;
-                    } else {
-                        write_jsonl(&r, &mut line)?;
-                    }
-                    buf.write_all(&line)?;
-                    note(&mut m, &r);
-                    Ok(())
-                })?;
-            }
-        }
-        if m.last_seq.is_some() {
-            m.last_hash = Some(last_hash);
-        }
-        buf.flush()?;
-    }
+    // Two threads: this one reads the rows and formats them into chunks, a second one hashes, counts and writes the
+    // chunks (SHA-256 and the write system calls are a third of an OCSF export's work), so that an export runs at
+    // the rate of the slower half rather than the sum of both.
+    let (digest, bytes) = std::thread::scope(|scope| -> Result<_, ExportError> {
+        let (pipe, writer) = Pipe::start(scope, out);
+        let formatted = write_rows(&conn, filter, format, pipe, &mut m, progress);
+        // The writer's own error first: a failed write is the cause of a formatter's "writer stopped".
+        let written = writer.join().map_err(|_| {
+            Fault::io(
+                "",
+                std::io::Error::other("the export's writer thread panicked"),
+            )
+        })?;
+        let written = written?;
+        formatted?;
+        Ok(written)
+    })?;
     let _ = conn.execute_batch("COMMIT");
     progress(m.records);
     if let (Some(first), Some(last)) = (m.first_seq, m.last_seq) {
@@ -217,9 +177,148 @@ pub fn export(
             m.anchors = covering(super::anchor::read_all(&file)?, first, last);
         }
     }
-    m.bytes = hashing.bytes;
-    m.sha256 = hex::encode(hashing.hasher.finalize());
+    m.bytes = bytes;
+    m.sha256 = hex::encode(digest);
     Ok(m)
+}
+
+/// Formats every row matching `filter` into `pipe` (flushed at the end, then dropped: the writer's end of the
+/// export) and notes the records in `m`.
+fn write_rows(
+    conn: &rusqlite::Connection,
+    filter: &Filter,
+    format: Format,
+    mut pipe: Pipe,
+    m: &mut ExportManifest,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), ExportError> {
+    // Every format is written straight from the stored columns, without decoding a record (or building a JSON
+    // tree) per row: one reused line buffer, the hash of the last record in another.
+    let mut line: Vec<u8> = Vec::with_capacity(4096);
+    let mut scratch = String::with_capacity(256);
+    let mut last_hash = String::new();
+    let mut note = |m: &mut ExportManifest, r: &RowRef<'_>| {
+        if m.first_seq.is_none() {
+            m.first_seq = Some(r.seq);
+            m.first_hash = Some(r.hash.to_string());
+        }
+        last_hash.clear();
+        last_hash.push_str(r.hash);
+        m.last_seq = Some(r.seq);
+        m.records += 1;
+        if m.records % PROGRESS_EVERY == 0 {
+            progress(m.records);
+        }
+    };
+    match format {
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(&mut pipe);
+            w.write_record(CSV_HEADER).map_err(|e| Fault::io("", e))?;
+            db::for_each_matching_row(conn, filter, |row| {
+                let r = RowRef::from_row(row)?;
+                write_csv(&r, &mut w, &mut scratch)?;
+                note(m, &r);
+                Ok(())
+            })?;
+            w.flush()?;
+        }
+        Format::Jsonl | Format::Ocsf => {
+            db::for_each_matching_row(conn, filter, |row| {
+                let r = RowRef::from_row(row)?;
+                line.clear();
+                if format == Format::Ocsf {
+                    write_ocsf(&r, &mut line, &mut scratch)?;
+                } else {
+                    write_jsonl(&r, &mut line)?;
+                }
+                pipe.write_all(&line)?;
+                note(m, &r);
+                Ok(())
+            })?;
+        }
+    }
+    if m.last_seq.is_some() {
+        m.last_hash = Some(last_hash);
+    }
+    pipe.flush()?;
+    Ok(())
+}
+
+/// Bytes of formatted output handed to the writer thread at a time.
+const CHUNK: usize = 1 << 20;
+
+/// Chunks in flight between the two threads: with the one being filled and the one being written, the export
+/// holds at most `CHUNKS_QUEUED + 2` chunks (a few MiB) whatever its size.
+const CHUNKS_QUEUED: usize = 2;
+
+/// The formatting thread's end of an export: fills a chunk, hands it to the writer thread (which hashes, counts
+/// and writes it, then returns the empty buffer for reuse), and blocks while the writer is behind.
+struct Pipe {
+    buf: Vec<u8>,
+    full: std::sync::mpsc::SyncSender<Vec<u8>>,
+    empty: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+/// The writer thread of an export: the SHA-256 and byte count of what it wrote.
+type Written = Result<([u8; 32], u64), ExportError>;
+
+impl Pipe {
+    /// Starts the writer thread on `out` in `scope`.
+    fn start<'scope, 'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        out: &'env mut (dyn Write + Send),
+    ) -> (Pipe, std::thread::ScopedJoinHandle<'scope, Written>) {
+        let (full, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHUNKS_QUEUED);
+        let (give_back, empty) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHUNKS_QUEUED + 1);
+        let writer = scope.spawn(move || -> Written {
+            let mut hasher = Sha256::new();
+            let mut bytes = 0u64;
+            for mut chunk in chunks {
+                out.write_all(&chunk)?;
+                hasher.update(&chunk);
+                bytes += chunk.len() as u64;
+                chunk.clear();
+                // A full return queue only means the formatter has buffers enough: this one is dropped.
+                let _ = give_back.try_send(chunk);
+            }
+            out.flush()?;
+            Ok((hasher.finalize().into(), bytes))
+        });
+        let pipe = Pipe {
+            buf: Vec::with_capacity(CHUNK),
+            full,
+            empty,
+        };
+        (pipe, writer)
+    }
+
+    fn ship(&mut self) -> std::io::Result<()> {
+        let next = self
+            .empty
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        let chunk = std::mem::replace(&mut self.buf, next);
+        self.full
+            .send(chunk)
+            .map_err(|_| std::io::Error::other("the export's writer stopped"))
+    }
+}
+
+impl Write for Pipe {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.ship()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.ship()?;
+        }
+        Ok(())
+    }
 }
 
 /// An export written record by record from decoded records (one chain's, in seq order), for logs read from
@@ -483,7 +582,16 @@ impl<'a> RowRef<'a> {
     }
 }
 
+/// `s` as a JSON string, the bytes serde_json writes for it: a string with nothing to escape (the usual case: ids,
+/// names, paths) is copied as it is, the rest goes through serde_json's escaper.
 fn jstr(out: &mut Vec<u8>, s: &str) -> Result<(), Fault> {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return Ok(());
+    }
     serde_json::to_writer(&mut *out, s).map_err(|e| Fault::io("", e))
 }
 
@@ -734,13 +842,11 @@ fn write_ocsf(r: &RowRef<'_>, out: &mut Vec<u8>, scratch: &mut String) -> Result
     out.extend_from_slice(if r.break_glass { b"true" } else { b"false" });
     out.extend_from_slice(b",\"message\":");
     scratch.clear();
-    let _ = write!(
-        scratch,
-        "{} {} on {}",
-        r.decision.map_or("none", Outcome::as_str),
-        r.action,
-        r.resource
-    );
+    scratch.push_str(r.decision.map_or("none", Outcome::as_str));
+    scratch.push(' ');
+    scratch.push_str(r.action);
+    scratch.push_str(" on ");
+    scratch.push_str(r.resource);
     jstr(out, scratch)?;
     out.extend_from_slice(b",\"metadata\":{");
     if let Some(id) = request_id {
