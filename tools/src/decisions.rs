@@ -567,6 +567,9 @@ fn write_export(
 ) -> anyhow::Result<log::ExportManifest> {
     let file =
         std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let syncer = file
+        .try_clone()
+        .with_context(|| format!("cannot write {}", out.display()))?;
     let mut writer = std::io::BufWriter::new(file);
     // On a terminal, a progress bar against the records that match now (the export's snapshot may hold a few
     // more, committed in between: the bar then stops at 100%).
@@ -589,12 +592,14 @@ fn write_export(
             eprint!("\r{}\x1b[K", progress_bar(n, total, started.elapsed()));
         }
     };
-    let manifest = match (&store, &replica) {
-        (Some(records), Some(r)) => {
-            records.export(r, filter, format, &mut writer, &mut progress)?
-        }
-        _ => log::export(&a.log.log, filter, format, &mut writer, &mut progress)?,
-    };
+    // The disk writes overlap the export (see `syncing_behind`) instead of all waiting for the final sync.
+    let manifest = log::syncing_behind(&syncer, || match (&store, &replica) {
+        (Some(records), Some(r)) => records
+            .export(r, filter, format, &mut writer, &mut progress)
+            .map_err(anyhow::Error::from),
+        _ => log::export(&a.log.log, filter, format, &mut writer, &mut progress)
+            .map_err(anyhow::Error::from),
+    })?;
     use std::io::Write as _;
     writer.flush()?;
     writer

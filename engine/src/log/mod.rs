@@ -30,7 +30,7 @@ pub(crate) use error::Fault;
 pub use error::{AnchorError, Cause, ExportError, PruneError, QueryError, VerifyError, WriteError};
 pub use export::{
     ExportManifest, Format, OCSF_VERSION, RecordExport, check_export_target, export,
-    export_to_file, manifest_path, ocsf_event, verify_export, verify_export_with,
+    export_to_file, manifest_path, ocsf_event, syncing_behind, verify_export, verify_export_with,
 };
 pub(crate) use prune::checkpoint_anchor;
 pub use prune::{PruneOptions, PruneReport, prune, prune_with};
