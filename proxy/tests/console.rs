@@ -538,12 +538,7 @@ async fn openid_connect_code_flow_with_pkce_signs_in() {
     let issuer = provider.issuer.clone();
     let h = support::Harness::start_with(|raw, _| {
         raw.admin.listen = "127.0.0.1:0".into();
-        let mut i = IssuerConfig::new(
-            &issuer,
-            &format!("{issuer}/jwks"),
-            "jitgate-api",
-            &["RS256"],
-        );
+        let mut i = IssuerConfig::new(&issuer, format!("{issuer}/jwks"), "jitgate-api", &["RS256"]);
         i.audiences.push("jitgate-console".into());
         raw.issuers = vec![i];
         raw.console = Some(RawConsole {

@@ -526,25 +526,19 @@ async fn events(
         let console = console.clone();
         let until = s.expires_at;
         async move {
-            loop {
-                let left = until.saturating_sub(console.now());
-                if left <= 0 {
-                    return None;
-                }
-                let wait = std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0));
-                match tokio::time::timeout(wait, rx.recv()).await {
-                    Ok(Ok(e)) => {
-                        let ev = SseEvent::default().event("change").data(e.kind.as_str());
-                        return Some((Ok::<_, std::convert::Infallible>(ev), rx));
-                    }
-                    // Missed some: the page refreshes all the same.
-                    Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
-                        let ev = SseEvent::default().event("change").data("lagged");
-                        return Some((Ok(ev), rx));
-                    }
-                    Ok(Err(_)) | Err(_) => return None,
-                }
+            let left = until.saturating_sub(console.now());
+            if left <= 0 {
+                return None;
             }
+            let wait = std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0));
+            let data = match tokio::time::timeout(wait, rx.recv()).await {
+                Ok(Ok(e)) => e.kind.as_str(),
+                // Missed some: the page refreshes all the same.
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => "lagged",
+                Ok(Err(_)) | Err(_) => return None,
+            };
+            let ev = SseEvent::default().event("change").data(data);
+            Some((Ok::<_, std::convert::Infallible>(ev), rx))
         }
     });
     Sse::new(stream)

@@ -165,10 +165,8 @@ fn page_of(
     s: Option<axum::Extension<SessionIdentity>>,
     path: &str,
     q: &HashMap<String, String>,
-) -> Result<Page, Response> {
-    let Some(axum::Extension(s)) = s else {
-        return Err(super::see_other("/ui/login"));
-    };
+) -> Option<Page> {
+    let axum::Extension(s) = s?;
     let call = CallInfo {
         client: s.client,
         method: "GET".into(),
@@ -176,7 +174,7 @@ fn page_of(
         query: String::new(),
         host: s.host,
     };
-    Ok(Page {
+    Some(Page {
         who: s.identity.principal.to_string(),
         caller: c.proxy.access.session_caller(s.identity, call),
         csrf: s.csrf,
@@ -221,9 +219,8 @@ pub(super) async fn access(
     s: Option<axum::Extension<SessionIdentity>>,
     Query(q): Q,
 ) -> Response {
-    let p = match page_of(&c, s, "/ui/access", &q) {
-        Ok(p) => p,
-        Err(r) => return r,
+    let Some(p) = page_of(&c, s, "/ui/access", &q) else {
+        return super::see_other("/ui/login");
     };
     let bundle = c.proxy.authorizer.bundle();
     let mut m = String::from("<h1>My access</h1>");
@@ -355,9 +352,8 @@ pub(super) async fn approvals(
     s: Option<axum::Extension<SessionIdentity>>,
     Query(q): Q,
 ) -> Response {
-    let p = match page_of(&c, s, "/ui/approvals", &q) {
-        Ok(p) => p,
-        Err(r) => return r,
+    let Some(p) = page_of(&c, s, "/ui/approvals", &q) else {
+        return super::see_other("/ui/login");
     };
     let mut m =
         String::from("<h1>Approvals</h1><p class=\"hint\">Pending requests update live.</p>");
@@ -463,9 +459,8 @@ pub(super) async fn grants(
     s: Option<axum::Extension<SessionIdentity>>,
     Query(q): Q,
 ) -> Response {
-    let p = match page_of(&c, s, "/ui/grants", &q) {
-        Ok(p) => p,
-        Err(r) => return r,
+    let Some(p) = page_of(&c, s, "/ui/grants", &q) else {
+        return super::see_other("/ui/login");
     };
     let mut m = String::from("<h1>Grants</h1>");
     match c.proxy.access.grants(p.caller.clone(), true).await {
@@ -579,9 +574,8 @@ pub(super) async fn decisions(
     s: Option<axum::Extension<SessionIdentity>>,
     Query(q): Q,
 ) -> Response {
-    let p = match page_of(&c, s, "/ui/decisions", &q) {
-        Ok(p) => p,
-        Err(r) => return r,
+    let Some(p) = page_of(&c, s, "/ui/decisions", &q) else {
+        return super::see_other("/ui/login");
     };
     let val = |k: &str| esc(q.get(k).map(String::as_str).unwrap_or(""));
     let mut m = format!(
@@ -691,9 +685,8 @@ pub(super) async fn bundle(
     s: Option<axum::Extension<SessionIdentity>>,
     Query(q): Q,
 ) -> Response {
-    let p = match page_of(&c, s, "/ui/bundle", &q) {
-        Ok(p) => p,
-        Err(r) => return r,
+    let Some(p) = page_of(&c, s, "/ui/bundle", &q) else {
+        return super::see_other("/ui/login");
     };
     let mut m = String::from("<h1>Bundle</h1>");
     if let Err(e) = c
@@ -724,8 +717,7 @@ pub(super) async fn bundle(
         Some(a) => {
             let _ = write!(
                 m,
-                "<p id=\"last-attempt\">{} at {}: <strong>{}</strong>{} ({} ms)</p>",
-                "Attempt",
+                "<p id=\"last-attempt\">Attempt at {}: <strong>{}</strong>{} ({} ms)</p>",
                 esc(&to_rfc3339(a.at)),
                 esc(&format!("{:?}", a.outcome).to_lowercase()),
                 a.revision
