@@ -516,10 +516,11 @@ fn chart(records: &[jitgate_engine::log::DecisionRecord]) -> String {
     let mut counts = vec![[0u32; 3]; BUCKETS];
     for (t, d) in &times {
         let b = usize::try_from((t - min) * (BUCKETS as i64 - 1) / span).unwrap_or(0);
+        // An error is a deny.
         let k = match *d {
             "allow" => 0,
-            "deny" => 1,
-            _ => 2,
+            "hold" => 2,
+            _ => 1,
         };
         if let Some(row) = counts.get_mut(b.min(BUCKETS - 1)) {
             row[k] += 1;
@@ -586,7 +587,7 @@ pub(super) async fn decisions(
         val("principal"),
         val("action")
     );
-    for d in ["", "allow", "deny", "hold"] {
+    for d in ["", "allow", "deny", "hold", "error"] {
         let sel = if q.get("decision").map(String::as_str).unwrap_or("") == d {
             " selected"
         } else {
@@ -600,7 +601,7 @@ pub(super) async fn decisions(
     }
     let _ = write!(
         m,
-        "</select><label for=\"since\">Since</label><input id=\"since\" name=\"since\" value=\"{}\" placeholder=\"RFC 3339 or 1h\">\
+        "</select><label for=\"since\">Since</label><input id=\"since\" name=\"since\" value=\"{}\" placeholder=\"2026-01-31T09:00:00Z\">\
          <label for=\"until\">Until</label><input id=\"until\" name=\"until\" value=\"{}\"><button type=\"submit\">Search</button></form>",
         val("since"),
         val("until")
@@ -613,8 +614,18 @@ pub(super) async fn decisions(
                 .map(|v| (k.to_string(), v.clone()))
         })
         .collect();
+    // The last day unless a start is given; at most 1000 decisions from the start.
+    if !pairs.iter().any(|(k, _)| k == "since") {
+        let day_ago = c.proxy.authorizer.clock().now().saturating_sub(24 * 3600);
+        pairs.push(("since".into(), to_rfc3339(day_ago)));
+    }
     pairs.push(("kind".into(), "decision".into()));
     pairs.push(("limit".into(), "1000".into()));
+    let since = pairs
+        .iter()
+        .find(|(k, _)| k == "since")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     match crate::admin::read_decisions(&c.proxy, p.caller.clone(), Ok(pairs)).await {
         Err(e) => m.push_str(&refused(e)),
         Ok(page) => {
@@ -654,7 +665,17 @@ pub(super) async fn decisions(
             }
             m.push_str("</p></section><section aria-labelledby=\"chart-h\"><h2 id=\"chart-h\">Over time</h2>");
             m.push_str(&chart(&page.records));
-            m.push_str("</section><section aria-labelledby=\"rec-h\"><h2 id=\"rec-h\">Newest decisions</h2>");
+            let _ = write!(
+                m,
+                "</section><section aria-labelledby=\"rec-h\"><h2 id=\"rec-h\">Newest decisions</h2><p class=\"hint\">From {}{}; \
+                 at most 1000 are read, the newest 200 shown.</p>",
+                esc(&since),
+                if page.next.is_some() {
+                    " (more follow: narrow the search or move the start)"
+                } else {
+                    ""
+                }
+            );
             if page.records.is_empty() {
                 m.push_str("<p>No decision matches.</p>");
             } else {
