@@ -180,3 +180,42 @@ impl Holds {
         self.inner.lock().by_id.values().map(|(_, n)| n).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_held_request_is_described_exactly_with_a_preview_of_text_only() {
+        let h = HeldRequest::new("DELETE", Some("api.test"), "/databases/db1", "force=1", b"");
+        assert_eq!(h.body_bytes, 0);
+        assert_eq!(
+            h.body_sha256,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(h.body_preview.as_deref(), Some(""));
+        // Text longer than the preview is cut at a character boundary, never inside one.
+        let long = "é".repeat(PREVIEW_BYTES);
+        let h = HeldRequest::new("POST", None, "/p", "", long.as_bytes());
+        let preview = h.body_preview.unwrap();
+        assert!(preview.len() <= PREVIEW_BYTES && preview.len() >= PREVIEW_BYTES - 1);
+        assert!(preview.chars().all(|c| c == 'é'));
+        assert_eq!(h.body_bytes, long.len());
+        // A binary body has no preview.
+        let h = HeldRequest::new("POST", None, "/p", "", &[0xff, 0x00, 0xfe, b'a']);
+        assert_eq!(h.body_preview, None);
+    }
+
+    #[test]
+    fn a_verdict_forgets_the_description() {
+        let holds = Holds::default();
+        holds.describe("r1", HeldRequest::new("DELETE", None, "/x", "", b"{}"));
+        assert_eq!(
+            holds.described("r1").unwrap().body_preview.as_deref(),
+            Some("{}")
+        );
+        holds.fire("r1", HoldSignal::Approved);
+        assert_eq!(holds.described("r1"), None);
+    }
+}
