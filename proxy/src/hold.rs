@@ -116,6 +116,18 @@ impl crate::state::Proxy {
         let who = request.principal.entity.to_string();
         let max_waiting = self.config.hold.max_waiting_per_principal;
         let mut waiter = self.access.holds().register(&id, &who, max_waiting);
+        // What approvers see of it: the exact request (the query redacted as in the reason).
+        self.access.holds().describe(
+            &id,
+            crate::access::HeldRequest::new(
+                parts.method.as_str(),
+                request.context.host.as_deref(),
+                &path,
+                &jitgate_engine::log::redacted_query(&query, &self.config.log_redact_query)
+                    .unwrap_or_else(|| query.clone()),
+                &bytes,
+            ),
+        );
         // Created and logged to the end even if the caller goes away: a pending request always has its `held`
         // record in the chain.
         let created = self

@@ -18,29 +18,47 @@ pub const SIGNATURE_HEADER: &str = "x-jitgate-signature";
 /// Events waiting for delivery; beyond this they are dropped (and counted) rather than slowing the caller.
 const QUEUE: usize = 10_000;
 
-/// Hands events to the delivery task.
+/// Events kept for live views (the console's server-sent events) that read slower than events come.
+const LIVE: usize = 256;
+
+/// Hands events to the delivery task, and to live views.
 #[derive(Debug, Clone)]
 pub struct Notifier {
     tx: Option<mpsc::Sender<Event>>,
+    live: tokio::sync::broadcast::Sender<Event>,
     metrics: Arc<Metrics>,
 }
 
 impl Notifier {
     /// A notifier for `hooks`; spawns the delivery task (needs a tokio runtime) when there is at least one hook.
-    pub fn new(hooks: Vec<WebhookConfig>, metrics: Arc<Metrics>) -> Self {
+    /// With `console` (`[console] public_url`), Slack-format messages link to the request in the console.
+    pub fn new(hooks: Vec<WebhookConfig>, console: Option<String>, metrics: Arc<Metrics>) -> Self {
+        let (live, _) = tokio::sync::broadcast::channel(LIVE);
         if hooks.is_empty() {
-            return Notifier { tx: None, metrics };
+            return Notifier {
+                tx: None,
+                live,
+                metrics,
+            };
         }
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(deliver_all(rx, Arc::new(hooks), metrics.clone()));
+        tokio::spawn(deliver_all(rx, Arc::new(hooks), console, metrics.clone()));
         Notifier {
             tx: Some(tx),
+            live,
             metrics,
         }
     }
 
-    /// Queues `event` for every hook; returns at once.
+    /// Events from now on, as they are sent (a receiver that falls behind by more than a few hundred misses some).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.live.subscribe()
+    }
+
+    /// Queues `event` for every hook and live view; returns at once.
     pub fn send(&self, event: Event) {
+        // No live view listening is not an error.
+        let _ = self.live.send(event.clone());
         if let Some(tx) = &self.tx {
             if tx.try_send(event).is_err() {
                 self.metrics.webhooks.inc("dropped");
@@ -53,12 +71,13 @@ impl Notifier {
 async fn deliver_all(
     mut rx: mpsc::Receiver<Event>,
     hooks: Arc<Vec<WebhookConfig>>,
+    console: Option<String>,
     metrics: Arc<Metrics>,
 ) {
     let client = reqwest::Client::new();
     while let Some(event) = rx.recv().await {
         for hook in hooks.iter() {
-            let body = body_of(&event, hook.format);
+            let body = body_with_link(&event, hook.format, console.as_deref());
             // Each delivery retries on its own, so one slow receiver does not hold up the others.
             tokio::spawn(deliver(client.clone(), hook.clone(), body, metrics.clone()));
         }
@@ -120,6 +139,27 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
 
 /// The webhook body for `event`.
 pub fn body_of(event: &Event, format: WebhookFormat) -> Vec<u8> {
+    body_with_link(event, format, None)
+}
+
+/// The link to `event`'s request in the console at `public_url` (`[console] public_url`), if it names one.
+pub fn console_link(public_url: &str, e: &Event) -> Option<String> {
+    let id = e.request.as_ref()?.id.as_str();
+    const FRAGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.');
+    let id: String = percent_encoding::utf8_percent_encode(id, FRAGMENT).collect();
+    Some(format!(
+        "{}/ui/approvals#request-{id}",
+        public_url.trim_end_matches('/')
+    ))
+}
+
+/// The webhook body for `event`; with `console` (`[console] public_url`), a Slack-format message ends with a link to
+/// the request in the console (`<url|open in the console>`).
+pub fn body_with_link(event: &Event, format: WebhookFormat, console: Option<&str>) -> Vec<u8> {
+    let link = console.and_then(|c| console_link(c, event));
     let v = match format {
         WebhookFormat::Json => serde_json::json!({
             "event": event.kind.as_str(),
@@ -132,7 +172,13 @@ pub fn body_of(event: &Event, format: WebhookFormat) -> Vec<u8> {
             "break_glass": event.kind == EventKind::BreakGlass
                 || event.grant.as_ref().is_some_and(|g| g.break_glass),
         }),
-        WebhookFormat::Slack => serde_json::json!({ "text": summary(event) }),
+        WebhookFormat::Slack => {
+            let text = match &link {
+                Some(url) => format!("{} <{url}|open in the console>", summary(event)),
+                None => summary(event),
+            };
+            serde_json::json!({ "text": text })
+        }
     };
     serde_json::to_vec(&v).unwrap_or_default()
 }
@@ -158,4 +204,68 @@ pub fn summary(e: &Event) -> String {
         e.kind.as_str(),
         e.actor
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use jitgate_engine::EntityRef;
+    use jitgate_engine::access::{AccessRequest, RequestState};
+
+    use super::*;
+
+    fn created() -> Event {
+        Event {
+            kind: EventKind::Created,
+            actor: "User::\"alice\"".into(),
+            request: Some(AccessRequest {
+                id: "r-1 2".into(),
+                requester: EntityRef::new("User", "alice"),
+                role: "payments-writer".into(),
+                scope: EntityRef::new("Service", "payments"),
+                duration_secs: 1800,
+                reason: "INC-1".into(),
+                ticket: None,
+                starts_at: None,
+                state: RequestState::Pending,
+                created_at: 0,
+                expires_at: 3600,
+                decided_at: None,
+                request_digest: None,
+            }),
+            grant: None,
+            comment: String::new(),
+            policies: Vec::new(),
+            at: 0,
+        }
+    }
+
+    #[test]
+    fn slack_messages_link_to_the_request_in_the_console() {
+        let e = created();
+        let body: serde_json::Value = serde_json::from_slice(&body_with_link(
+            &e,
+            WebhookFormat::Slack,
+            Some("https://jitgate.example/"),
+        ))
+        .unwrap();
+        let text = body["text"].as_str().unwrap();
+        assert!(
+            text.ends_with(
+                "<https://jitgate.example/ui/approvals#request-r-1%202|open in the console>"
+            ),
+            "{text}"
+        );
+        let plain: serde_json::Value =
+            serde_json::from_slice(&body_of(&e, WebhookFormat::Slack)).unwrap();
+        assert!(!plain["text"].as_str().unwrap().contains("console"));
+    }
+
+    #[tokio::test]
+    async fn live_views_get_every_event_sent() {
+        let n = Notifier::new(Vec::new(), None, Arc::new(Metrics::default()));
+        let mut rx = n.subscribe();
+        n.send(created());
+        assert_eq!(rx.recv().await.unwrap().kind, EventKind::Created);
+    }
 }

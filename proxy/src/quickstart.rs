@@ -150,6 +150,13 @@ pub async fn run(opts: QuickstartOptions) -> Result<Quickstart, StartError> {
             diagnostics: d,
         }
     })?;
+    let mut config = config;
+    // The console's development sign-in: the demo people, picked by name. Set here, on the embedded quickstart's
+    // validated config, and nowhere else; it is no config key, so a configured `serve` cannot turn it on.
+    config.console_dev_users = PEOPLE
+        .iter()
+        .map(|(n, g)| (n.to_string(), g.iter().map(|g| g.to_string()).collect()))
+        .collect();
     let running = start(config, Clock::system()).await?;
     let proxy = running.proxy.clone();
     let now = proxy.authorizer.clock().now();
@@ -275,6 +282,7 @@ impl Quickstart {
 jitgate quickstart is running
   proxy       http://{addr}    (demo upstream at http://{up})
   admin       http://{admin}   (/healthz /readyz /metrics, admin API under /v1)
+  console     http://{admin}/ui/   (the approver console: sign in as any demo person)
   bundle      {bundle} ({engine}, revision {rev}); edit it and it reloads
   state       SQLite files under {state}/
 

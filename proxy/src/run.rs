@@ -419,7 +419,11 @@ fn assemble(prepared: Prepared, clock: Clock) -> Result<Arc<Proxy>, StartError> 
     }
     let lifecycle = jitgate_engine::lifecycle::Lifecycle::new(authorizer.clone(), store.clone())
         .with_max_pending(config.max_pending_per_principal);
-    let notifier = crate::notify::Notifier::new(config.webhooks.clone(), metrics.clone());
+    let notifier = crate::notify::Notifier::new(
+        config.webhooks.clone(),
+        config.console.as_ref().map(|c| c.public_url.clone()),
+        metrics.clone(),
+    );
     let tasks = tokio_util::task::TaskTracker::new();
     let telemetry = crate::telemetry::Telemetry::start(&config.telemetry.traces)
         .map_err(StartError::Telemetry)?;

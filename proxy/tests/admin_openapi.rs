@@ -22,6 +22,9 @@ const DOC_URI: &str = "https://example.invalid/jitgate/schemas/admin-api.openapi
 const ADMIN_SRC: &str = include_str!("../src/admin/mod.rs");
 /// The access router's source, merged into the admin router.
 const LIFECYCLE_SRC: &str = include_str!("../src/admin/access.rs");
+/// The approver console's router, merged into the admin router: HTML pages under `/ui`, which the document (the
+/// JSON API) does not describe; everything it routes must stay under `/ui`.
+const CONSOLE_SRC: &str = include_str!("../src/admin/console/mod.rs");
 
 /// The HTTP methods an OpenAPI path item may hold, as the keys it uses.
 const OPENAPI_METHODS: [&str; 8] = [
@@ -118,9 +121,7 @@ fn balanced(src: &str, open: usize) -> &str {
 /// The body of `pub fn router(` in `src` (comments stripped).
 fn router_body(src: &str) -> String {
     let src = strip_comments(src);
-    let start = src
-        .find("pub fn router(")
-        .expect("a `pub fn router(` function");
+    let start = src.find("fn router(").expect("a `fn router(` function");
     let brace = start + src[start..].find('{').unwrap();
     balanced(&src, brace).to_string()
 }
@@ -243,9 +244,34 @@ fn served_routes() -> BTreeSet<(String, String)> {
         .collect();
     assert_eq!(
         merges,
-        vec!["access::router(proxy.access.clone())".to_string()],
+        vec![
+            "access::router(proxy.access.clone())".to_string(),
+            "console::router(console.clone())".to_string()
+        ],
         "admin/mod.rs merges another router; scan it here too"
     );
+    // The console's pages are no part of the JSON API, and none of them may hide an API route.
+    let console = router_body(CONSOLE_SRC);
+    assert_eq!(
+        strip_comments(CONSOLE_SRC).matches(".route(").count(),
+        console.matches(".route(").count(),
+        "admin/console/mod.rs: routes outside router(); document them and teach this test"
+    );
+    assert!(
+        !console.contains(".merge("),
+        "admin/console/mod.rs merges a router"
+    );
+    let pages = scan_routes(&console, "admin/console/mod.rs");
+    assert!(
+        pages.len() >= 5,
+        "the console's routes were read: {pages:?}"
+    );
+    for (method, path) in &pages {
+        assert!(
+            path == "/ui" || path.starts_with("/ui/"),
+            "the console routes {method} {path}, outside /ui: an API route belongs in the document"
+        );
+    }
     assert!(
         !lifecycle.contains(".merge("),
         "admin/access.rs merges a router"

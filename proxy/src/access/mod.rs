@@ -21,9 +21,9 @@ use jitgate_engine::{Authorizer, Context, EntityRef, Grant, Principal, UnixTime}
 use tokio_util::task::TaskTracker;
 
 pub use error::{AccessError, CallerError};
-pub use holds::{HoldSignal, Holds, Waiter};
+pub use holds::{HeldRequest, HoldSignal, Holds, Waiter};
 
-use crate::authenticate::{Authenticator, LocalIssuer};
+use crate::authenticate::{Authenticator, Identity, LocalIssuer};
 use crate::decision_log::DecisionLog;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -259,6 +259,24 @@ fn usable(
     Ok(())
 }
 
+/// The caller that `id` proves, calling as `call` at `now`.
+fn caller_of(id: Identity, call: CallInfo, now: UnixTime) -> Caller {
+    let mut context = Context::at(now);
+    context.source_ip = Some(call.client);
+    context.method = Some(call.method);
+    context.path = Some(call.path);
+    context.query = Some(call.query);
+    context.host = call.host;
+    context.claims = id.claims;
+    Caller {
+        principal: Principal {
+            entity: id.principal,
+            groups: id.groups,
+        },
+        context,
+    }
+}
+
 /// Runs blocking store work on the blocking pool; only a task that could not finish is an error here.
 async fn off_workers<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
@@ -338,22 +356,21 @@ impl AccessService {
                     .await;
                 return Err(e);
             }
-            let mut context = Context::at(now);
-            context.source_ip = Some(call.client);
-            context.method = Some(call.method);
-            context.path = Some(call.path);
-            context.query = Some(call.query);
-            context.host = call.host;
-            context.claims = id.claims;
-            Ok(Caller {
-                principal: Principal {
-                    entity: id.principal,
-                    groups: id.groups,
-                },
-                context,
-            })
+            Ok(caller_of(id, call, now))
         })
         .await
+    }
+
+    /// The caller of a console session: `identity` was proved by a token when the session began (an OpenID
+    /// Connect ID token, or in the quickstart a development token), and the session stands in for the bearer token
+    /// from then on. The caller gets the same context, and the same policies decide everything it asks.
+    pub fn session_caller(&self, identity: Identity, call: CallInfo) -> Caller {
+        caller_of(identity, call, self.authorizer().clock().now())
+    }
+
+    /// Lifecycle events as they are recorded (for live views); a receiver that falls behind misses some.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.parts.notifier.subscribe()
     }
 
     /// Requires the policies to allow `action` by `caller` on `Service::"jitgate"` (operate, readDecisions).

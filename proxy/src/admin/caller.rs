@@ -37,6 +37,11 @@ where
             query: parts.uri.query().unwrap_or("").to_string(),
             host: header(header::HOST),
         };
+        // A console session stands in for the bearer token (see `console::session_layer`): same caller, same
+        // policies.
+        if let Some(s) = parts.extensions.get::<super::console::SessionIdentity>() {
+            return Ok(AccessService::from_ref(state).session_caller(s.identity.clone(), call));
+        }
         AccessService::from_ref(state)
             .authenticate(header(header::AUTHORIZATION), call)
             .await

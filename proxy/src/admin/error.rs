@@ -45,6 +45,16 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The message, for people.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     /// A 400 naming the bad `field` (a body field or query parameter).
     pub(crate) fn bad_field(field: &str, message: impl Into<String>) -> Self {
         ApiError {

@@ -3,6 +3,7 @@
 
 mod access;
 mod caller;
+mod console;
 mod error;
 
 use std::sync::Arc;
@@ -40,8 +41,9 @@ pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>,
     crate::listener::serve("admin", listener, tls, limits, never, make_service).await;
 }
 
-/// The admin router.
+/// The admin router: the API under `/v1`, and the approver console under `/ui/` (see [`console`]).
 pub fn router(proxy: Arc<Proxy>) -> Router {
+    let console = console::Console::new(proxy.clone());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -55,8 +57,13 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         .route("/v1/decisions", get(decisions))
         .with_state(proxy.clone())
         .merge(access::router(proxy.access.clone()))
+        .merge(console::router(console.clone()))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            console,
+            console::session_layer,
+        ))
         .layer(axum::middleware::from_fn_with_state(proxy, run_to_the_end))
 }
 
@@ -479,8 +486,23 @@ async fn decisions(
     caller: Caller,
     q: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let page = read_decisions(&p, caller, q.map(|Query(pairs)| pairs)).await?;
+    Ok(axum::Json(serde_json::json!({
+        "records": page.records,
+        "next": page.next.map(|c| c.0),
+    }))
+    .into_response())
+}
+
+/// One page of the decision log for `caller` (who must be allowed `readDecisions`), filtered by the query `pairs`
+/// of `GET /v1/decisions`: the API's answer and the console's Decisions view.
+pub(crate) async fn read_decisions(
+    p: &Arc<Proxy>,
+    caller: Caller,
+    q: Result<Vec<(String, String)>, axum::extract::rejection::QueryRejection>,
+) -> Result<log::Page, ApiError> {
     p.access.require(caller, Action::ReadDecisions).await?;
-    let Query(pairs) = q.map_err(|e| ApiError::bad_query(e.body_text()))?;
+    let pairs = q.map_err(|e| ApiError::bad_query(e.body_text()))?;
     let (filter, cursor, limit) = decisions_query(&pairs)?;
     // With `acknowledge = "journal"`, served decisions may still be on their way to SQLite: commit them first, so
     // the answer includes every decision served before this call.
@@ -488,29 +510,20 @@ async fn decisions(
         p.log.flush().await;
     }
     let path = p.config.log_path.clone();
-    let page = match tokio::task::spawn_blocking(move || log::query(&path, &filter, cursor, limit))
-        .await
-    {
-        Ok(Ok(page)) => page,
+    match tokio::task::spawn_blocking(move || log::query(&path, &filter, cursor, limit)).await {
+        Ok(Ok(page)) => Ok(page),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "decision log query failed");
-            return Err(ApiError::new(
+            Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 format!("the decision log could not be read: {e}"),
-            ));
+            ))
         }
-        Err(e) => {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                e.to_string(),
-            ));
-        }
-    };
-    Ok(axum::Json(serde_json::json!({
-        "records": page.records,
-        "next": page.next.map(|c| c.0),
-    }))
-    .into_response())
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            e.to_string(),
+        )),
+    }
 }

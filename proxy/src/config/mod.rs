@@ -4,6 +4,7 @@
 
 mod admin;
 mod bundle;
+mod console;
 mod hold;
 mod issuers;
 mod log;
@@ -24,6 +25,7 @@ use serde::Deserialize;
 
 pub use admin::{RawAdmin, RawAdminTls};
 pub use bundle::{RawBundle, RawStore};
+pub use console::{ConsoleConfig, RawConsole};
 
 pub use hold::{HoldConfig, RawHold};
 pub use issuers::RawLocalIssuer;
@@ -79,6 +81,9 @@ pub struct RawConfig {
     /// This process among several replicas.
     #[serde(default)]
     pub cluster: RawCluster,
+    /// The approver console's sign-in.
+    #[serde(default)]
+    pub console: Option<RawConsole>,
 }
 
 /// `[cluster]`.
@@ -189,6 +194,11 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     /// `[telemetry]`.
     pub telemetry: TelemetryConfig,
+    /// `[console]`: the approver console's OpenID Connect sign-in (None: only a development sign-in, if any).
+    pub console: Option<ConsoleConfig>,
+    /// The people the console's development sign-in offers, with their groups. Never read from a config file:
+    /// only the embedded quickstart sets it (empty everywhere else, so no configured `serve` can turn it on).
+    pub console_dev_users: Vec<(String, Vec<String>)>,
 }
 
 /// The most unknown keys reported from one file: past that, the file is surely not a jitgate config.
@@ -316,6 +326,7 @@ impl Config {
             &mut p,
         );
         let webhooks = webhooks::check(&raw.webhooks, &mut p);
+        let console = console::check(raw.console, &raw.issuers, &mut p);
         let telemetry = telemetry::check(raw.telemetry, &mut p);
         let files = bundle::check(raw.bundle, raw.store, &mut p);
         let (key, named) = match (raw.cluster.replica, log_replica) {
@@ -355,6 +366,8 @@ impl Config {
         Ok(Config {
             hold,
             webhooks,
+            console,
+            console_dev_users: Vec::new(),
             telemetry,
             listen: server.listen,
             tls: server.tls,
