@@ -3,6 +3,7 @@
 
 use crate::decision::{EngineKind, Evaluation};
 use crate::diag::Diagnostic;
+use crate::explain::PolicyTraces;
 use crate::input::DecisionInput;
 
 /// A loaded, validated, immutable policy set that can evaluate requests.
@@ -19,6 +20,17 @@ pub trait PolicyBackend: Send + Sync + std::fmt::Debug {
 
     /// Decides one request, as `input` shows it.
     fn evaluate(&self, input: &DecisionInput<'_>) -> Evaluation;
+
+    /// Explains one request (for `jitgate eval --explain`, never on the decision path): each policy that can apply
+    /// with its scope and condition outcome, `determining` being the decision's policies. Backends that cannot say
+    /// more return a note.
+    fn explain(&self, input: &DecisionInput<'_>, determining: &[String]) -> PolicyTraces {
+        let _ = (input, determining);
+        PolicyTraces {
+            note: Some("this policy language gives no explanation".into()),
+            ..PolicyTraces::default()
+        }
+    }
 
     /// Ids of every policy in the set (for coverage reports).
     fn policy_ids(&self) -> Vec<String>;

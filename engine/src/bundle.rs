@@ -12,6 +12,7 @@ use crate::cedar::CedarBackend;
 use crate::clock::parse_duration;
 use crate::decision::{Decision, Effect, EngineKind};
 use crate::diag::{Diagnostic, Diagnostics, parse_toml, read_file};
+use crate::explain::{Explanation, grant_traces};
 use crate::grant::Grant;
 use crate::input::DecisionInput;
 use crate::manifest::{MANIFEST_FILE, Manifest, RoleSettings, RoutesFile};
@@ -365,6 +366,9 @@ impl Bundle {
             revision: self.revision.clone(),
             engine: self.engine(),
             break_glass: false,
+            policy_errors: eval.policy_errors,
+            engine_answer: eval.engine_answer,
+            nearest: eval.nearest,
         };
         if !decision.errors.is_empty() {
             decision.effect = Effect::Deny;
@@ -383,6 +387,28 @@ impl Bundle {
             }
         }
         decision
+    }
+}
+
+impl Bundle {
+    /// Decides `request` with the caller's `grants` (any status) as [`Bundle::decide`] does, and explains it: each
+    /// policy that can apply (scope matched, condition held / false / erred) and each of the caller's grants (why it
+    /// was or was not materialized). Uses are not spent. Not for the decision path: it evaluates every policy again.
+    pub fn explain(&self, request: &AuthzRequest, grants: &[Arc<Grant>]) -> Explanation {
+        let input = DecisionInput::new(request, grants);
+        let decision = self.decide_input(&input);
+        // For an erroring request the policies Cedar itself would have applied are the interesting ones.
+        let determining = decision
+            .engine_answer
+            .as_ref()
+            .map_or(&decision.policies, |a| &a.policies);
+        let traces = self.backend.explain(&input, determining);
+        let grants = grant_traces(request, grants, &decision);
+        Explanation {
+            decision,
+            traces,
+            grants,
+        }
     }
 }
 

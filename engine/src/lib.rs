@@ -13,6 +13,7 @@ pub mod clock;
 pub mod decision;
 pub mod diag;
 pub mod entity;
+pub mod explain;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grant;
@@ -34,6 +35,7 @@ pub use clock::{Clock, UnixTime};
 pub use decision::{Decision, Effect, EngineKind, Evaluation};
 pub use diag::{Diagnostic, Diagnostics};
 pub use entity::EntityRef;
+pub use explain::Explanation;
 pub use grant::{Grant, GrantIndex, GrantStatus};
 pub use input::DecisionInput;
 pub use request::{AuthzRequest, Context, Principal, Resource};

@@ -138,3 +138,66 @@ fn journal_lines_match_their_schema_which_is_the_record_schema_before_sealing() 
     let sealed = json("schemas/examples/decision-record.json");
     assert!(!validator.is_valid(&sealed));
 }
+
+/// #19: what a decision that erred, or that no permit determined, puts under `context.explain` fits the record
+/// schema, and the sealed record's hash covers it.
+#[test]
+fn records_carrying_an_explanation_match_the_schema() {
+    use jitgate_engine::{AuthzRequest, Bundle, Context, EntityRef, Principal, Resource};
+    let schema = json("schemas/decision-record.schema.json");
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let bundle = Bundle::load(&repo("policies/docs-cedar")).unwrap();
+    let request = |who: &str, action: &str, doc: &str| AuthzRequest {
+        principal: Principal {
+            entity: EntityRef::new("User", who),
+            groups: vec![],
+        },
+        action: action.into(),
+        resource: Resource {
+            entity: EntityRef::new("Document", doc),
+            parents: vec![
+                EntityRef::new("Folder", "plans"),
+                EntityRef::new("Service", "docs"),
+            ],
+            attrs: Default::default(),
+        },
+        context: Context::at(1_795_000_000),
+        digest: None,
+    };
+    // dan reads a document the data does not know: org-members-read errs, his link alone would allow.
+    let erred = bundle.decide(&request("dan", "readDocument", "draft"), &[]);
+    // erin is nobody: no permit matched.
+    let unmatched = bundle.decide(&request("erin", "deleteDocument", "design"), &[]);
+    for (d, key) in [(&erred, "policy_errors"), (&unmatched, "nearest")] {
+        let explain = d.explain_json().unwrap();
+        assert!(explain.get(key).is_some(), "{explain}");
+        let mut r = DecisionRecord::decision(
+            r#"User::"x""#,
+            r#"Action::"readDocument""#,
+            r#"Document::"draft""#,
+            jitgate_engine::log::Outcome::Deny,
+        );
+        r.context.insert("explain".into(), explain);
+        r.seal(1, GENESIS_HASH);
+        assert!(r.hash_ok());
+        let v = serde_json::to_value(&r).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+    assert_eq!(
+        erred.engine_answer.as_ref().map(|a| a.policies.clone()),
+        Some(vec!["dan-views-plans".to_string()])
+    );
+    // The record schema refuses an explanation of another shape.
+    let mut r = DecisionRecord::decision("", "", "", jitgate_engine::log::Outcome::Deny);
+    r.context
+        .insert("explain".into(), serde_json::json!({"nearest": "x"}));
+    r.seal(1, GENESIS_HASH);
+    assert!(!validator.is_valid(&serde_json::to_value(&r).unwrap()));
+    assert!(
+        bundle
+            .decide(&request("dan", "readDocument", "roadmap"), &[])
+            .explain_json()
+            .is_none()
+    );
+}

@@ -225,8 +225,12 @@ impl Proxy {
     /// The decision record of a request, from what its stages found (moved out of `trace`).
     fn record(&self, trace: &mut Trace, status: u16) -> DecisionRecord {
         let mut r = DecisionRecord::new(RecordKind::Decision);
+        // Erroring policies with the language's own answer, or a deny's nearest permits (`context.explain`);
+        // nothing for an allow.
+        let mut explain = None;
         match trace.decision.take() {
             Some(d) => {
+                explain = d.explain_json();
                 r.decision = Some(outcome(&d));
                 r.policies = d.policies;
                 r.grants_used = d.grants_used;
@@ -251,6 +255,9 @@ impl Proxy {
         }
         if let Some(id) = trace.approval_id.take() {
             r.context.insert("approval_id".into(), id.into());
+        }
+        if let Some(x) = explain {
+            r.context.insert("explain".into(), x);
         }
         if let Some(o) = &trace.otel {
             r.context.insert("trace_id".into(), o.trace_id().into());

@@ -66,3 +66,68 @@ async fn a_refused_approval_reuse_is_a_deny_naming_the_approval() {
     );
     env.running.shutdown().await;
 }
+
+/// #19: a 403 that no permit determined says so in its record, with the permits that came nearest
+/// (`context.explain`), inside the hashed context: the chain still verifies. An allow carries no explanation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deny_no_permit_matched_names_the_nearest_permits_in_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::start(dir.path(), Clock::frozen(T0), |_| {}).await;
+    let alice = env.token("alice");
+    let status = env
+        .http
+        .post(env.data("/payments"))
+        .bearer_auth(alice.clone())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(status, 403);
+    let status = env
+        .http
+        .get(env.data("/payments"))
+        .bearer_auth(alice)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(status, 200);
+    env.running.proxy.log.flush().await;
+    let recs = records(&env);
+    let denied = recs
+        .iter()
+        .rfind(|r| r.method.as_deref() == Some("POST") && r.path.as_deref() == Some("/payments"))
+        .unwrap();
+    assert_eq!(denied.decision, Some(Outcome::Deny));
+    let explain = &denied.context["explain"];
+    assert_eq!(explain["summary"], "no permit matched", "{denied:?}");
+    let nearest: Vec<&str> = explain["nearest"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["policy"].as_str().unwrap())
+        .collect();
+    assert_eq!(nearest, ["break-glass", "payments-writer"], "{explain}");
+    assert!(
+        explain["nearest"][1]["why"]
+            .as_str()
+            .unwrap()
+            .starts_with("scope not matched: principal in Role::\"payments-writer\""),
+        "{explain}"
+    );
+    let allowed = recs
+        .iter()
+        .rfind(|r| r.method.as_deref() == Some("GET") && r.path.as_deref() == Some("/payments"))
+        .unwrap();
+    assert!(allowed.context.get("explain").is_none(), "{allowed:?}");
+    let report = jitgate_engine::log::verify_log(
+        &env.dir.join("decisions.db"),
+        &jitgate_engine::log::VerifyOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(report.ok, "{report:?}");
+    env.running.shutdown().await;
+}

@@ -24,6 +24,7 @@ mod access;
 mod check;
 mod decisions;
 mod devtoken;
+mod eval;
 mod exit;
 mod migrate;
 mod out;
@@ -61,6 +62,9 @@ enum Command {
     /// Load and validate bundles, and run the tests they list; with `--config FILE`, check a `serve` config and
     /// everything it names as start-up would, without starting (exit codes as for `test`).
     Check(check::CheckArgs),
+    /// Decide one request against a bundle, its entity data and grant fixtures, as `opa eval` / `cedar authorize`
+    /// do; `--explain` says why (exit 0: allowed, 1: denied, held or unrouted, 2: bad input).
+    Eval(Box<eval::EvalArgs>),
     /// Run the proxy (`--config FILE`), or the quickstart when no config is given.
     Serve(serve::ServeArgs),
     /// Mint a session token with jitgate's own signing key (development and load testing).
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Test(args) => test::run(args),
         Command::Check(args) => check::run(args),
+        Command::Eval(args) => eval::run(*args),
         Command::Serve(args) => serve::run(args),
         Command::Decisions(cmd) => decisions::run(cmd),
         Command::Migrate(args) => migrate::run(args),

@@ -45,6 +45,9 @@ pub(crate) struct ActionIndex {
     pub(crate) holds: Option<PolicySet>,
     /// The action entity and its action-group ancestors, as the schema declares them.
     pub(crate) entities: Vec<Arc<ast::Entity>>,
+    /// The main set's permits with their conditions removed, built on the first deny that no policy determined
+    /// (to name the permits whose scope matched); never on the allow path.
+    pub(crate) permit_scopes: std::sync::OnceLock<PolicySet>,
 }
 
 /// Converts a miette diagnostic (cedar's error type) into ours: the first label gives the position, `related`
@@ -846,6 +849,7 @@ pub(crate) fn load(
             main,
             holds,
             entities,
+            permit_scopes: std::sync::OnceLock::new(),
         });
     }
     let any_main = set_of(
@@ -868,6 +872,7 @@ pub(crate) fn load(
         main: any_main,
         holds: any_hold.then_some(any_holds),
         entities: Vec::new(),
+        permit_scopes: std::sync::OnceLock::new(),
     };
     let roles = unique
         .iter()

@@ -8,19 +8,24 @@ mod cache;
 mod convert;
 mod data;
 mod entities;
+mod explain;
 mod load;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use cedar_policy::{Authorizer, Decision as CedarDecision, EntityId, EntityUid, Response, Schema};
+use cedar_policy::{
+    AuthorizationError, Authorizer, Decision as CedarDecision, EntityId, EntityUid, Response,
+    Schema,
+};
 
 use self::data::EntityData;
 use self::entities::EntityBuilder;
 use self::load::ActionIndex;
 use crate::backend::PolicyBackend;
-use crate::decision::{Effect, EngineKind, Evaluation};
+use crate::decision::{Effect, EngineAnswer, EngineKind, Evaluation, PolicyError};
 use crate::diag::{Diagnostic, Diagnostics};
+use crate::explain::PolicyTraces;
 use crate::input::DecisionInput;
 
 /// A validated Cedar policy set with its schema, indexed by action.
@@ -126,6 +131,20 @@ fn errors_of(r: &Response) -> Vec<String> {
     r.diagnostics().errors().map(|e| e.to_string()).collect()
 }
 
+/// The erroring policies of a response, each with Cedar's message (without the `error while evaluating policy`
+/// prefix that `errors_of` keeps).
+fn policy_errors_of(r: &Response) -> Vec<PolicyError> {
+    r.diagnostics()
+        .errors()
+        .map(|e| match e {
+            AuthorizationError::PolicyEvaluationError(pe) => PolicyError {
+                policy: pe.policy_id().to_string(),
+                message: pe.inner().to_string(),
+            },
+        })
+        .collect()
+}
+
 fn reasons_of(r: &Response) -> Vec<String> {
     let mut ids: Vec<String> = r.diagnostics().reason().map(|p| p.to_string()).collect();
     ids.sort();
@@ -135,9 +154,19 @@ fn reasons_of(r: &Response) -> Vec<String> {
 fn deny(errors: Vec<String>) -> Evaluation {
     Evaluation {
         effect: Effect::Deny,
-        policies: Vec::new(),
-        roles: Vec::new(),
         errors,
+        ..Default::default()
+    }
+}
+
+/// A deny forced by erroring policies (fail closed), naming them and keeping what Cedar itself answered.
+fn deny_erred(r: &Response, answer: EngineAnswer) -> Evaluation {
+    Evaluation {
+        effect: Effect::Deny,
+        errors: errors_of(r),
+        policy_errors: policy_errors_of(r),
+        engine_answer: Some(answer),
+        ..Default::default()
     }
 }
 
@@ -156,42 +185,94 @@ impl PolicyBackend for CedarBackend {
             Err(e) => return deny(vec![e]),
         };
         let main = self.authorizer.is_authorized(&req, &idx.main, &entities);
-        let errors = errors_of(&main);
-        if !errors.is_empty() {
-            return deny(errors);
-        }
+        let main_erred = main.diagnostics().errors().next().is_some();
         let reasons = reasons_of(&main);
         if main.decision() == CedarDecision::Deny {
+            if main_erred {
+                return deny_erred(
+                    &main,
+                    EngineAnswer {
+                        effect: Effect::Deny,
+                        policies: reasons,
+                    },
+                );
+            }
             // Without a satisfied permit Cedar gives no reason; with a satisfied forbid the reasons are the forbids.
+            // Only the first kind is explained (what came nearest), and only here, off the allow path.
+            let nearest = if reasons.is_empty() {
+                explain::nearest(self, idx, &req, &entities)
+            } else {
+                Vec::new()
+            };
             return Evaluation {
                 effect: Effect::Deny,
                 policies: reasons,
-                roles: Vec::new(),
-                errors: Vec::new(),
+                nearest,
+                ..Default::default()
             };
         }
         let roles = self.roles_for(reasons.iter().map(String::as_str));
+        let mut effect = Effect::Allow;
+        let mut policies = reasons;
         if let Some(holds) = &idx.holds {
             let held = self.authorizer.is_authorized(&req, holds, &entities);
-            let errors = errors_of(&held);
-            if !errors.is_empty() {
-                return deny(errors);
-            }
             let fired = reasons_of(&held);
-            if !fired.is_empty() {
-                return Evaluation {
-                    effect: Effect::Hold,
-                    policies: fired,
-                    roles,
-                    errors: Vec::new(),
+            if held.diagnostics().errors().next().is_some() {
+                // Cedar's own answer: the hold set alone decides whether an allow is held.
+                let answer = if fired.is_empty() {
+                    EngineAnswer {
+                        effect: Effect::Allow,
+                        policies,
+                    }
+                } else {
+                    EngineAnswer {
+                        effect: Effect::Hold,
+                        policies: fired,
+                    }
                 };
+                let mut eval = deny_erred(&held, answer);
+                if main_erred {
+                    let mut errors = errors_of(&main);
+                    errors.append(&mut eval.errors);
+                    eval.errors = errors;
+                    let mut pe = policy_errors_of(&main);
+                    pe.append(&mut eval.policy_errors);
+                    eval.policy_errors = pe;
+                }
+                return eval;
+            }
+            if !fired.is_empty() {
+                effect = Effect::Hold;
+                policies = fired;
             }
         }
+        if main_erred {
+            return deny_erred(&main, EngineAnswer { effect, policies });
+        }
         Evaluation {
-            effect: Effect::Allow,
-            policies: reasons,
+            effect,
+            policies,
             roles,
-            errors: Vec::new(),
+            ..Default::default()
+        }
+    }
+
+    fn explain(&self, input: &DecisionInput<'_>, determining: &[String]) -> PolicyTraces {
+        let idx = self
+            .by_action
+            .get(input.action())
+            .unwrap_or(&self.any_action);
+        match self.entities.build(input, idx) {
+            Ok((req, entities)) => PolicyTraces {
+                policies: explain::trace(self, idx, &req, &entities, determining),
+                ..PolicyTraces::default()
+            },
+            Err(e) => PolicyTraces {
+                note: Some(format!(
+                    "the request could not be built, so no policy was evaluated: {e}"
+                )),
+                ..PolicyTraces::default()
+            },
         }
     }
 

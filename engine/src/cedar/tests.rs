@@ -355,6 +355,170 @@ fn evaluation_errors_deny_even_when_another_permit_allows() {
     }
 }
 
+/// #19: an erroring policy still denies, and the evaluation names it with Cedar's message and keeps what Cedar itself
+/// answered (it skips the erroring policy): allow through `open` for `write`, hold for `erase` (the erroring hold
+/// policy skipped, nothing holds: allow).
+#[test]
+fn erroring_policies_are_named_with_cedars_own_answer() {
+    let b = load(
+        r#"
+@id("open") permit (principal, action, resource);
+@id("overflow") permit (principal, action == Action::"write", resource) when { context.time.epoch * 100000000000 > 0 };
+@id("hold-overflow") @hold("x") forbid (principal, action == Action::"erase", resource) when { context.time.epoch * 100000000000 > 0 };
+@id("forbid-overflow") forbid (principal, action == Action::"read", resource) when { context.time.epoch * 100000000000 > 0 };
+"#,
+    );
+    let t = 1_700_000_000;
+    let e = b.evaluate(&DecisionInput::materialized(&request("write", &[], t), &[]));
+    assert_eq!(e.effect, Effect::Deny);
+    assert_eq!(e.policy_errors.len(), 1, "{e:?}");
+    assert_eq!(e.policy_errors[0].policy, "overflow");
+    assert!(
+        e.policy_errors[0].message.contains("overflow"),
+        "{:?}",
+        e.policy_errors[0]
+    );
+    assert!(
+        !e.policy_errors[0]
+            .message
+            .contains("error while evaluating policy")
+    );
+    assert_eq!(
+        e.engine_answer,
+        Some(EngineAnswer {
+            effect: Effect::Allow,
+            policies: vec!["open".into()]
+        })
+    );
+    let e = b.evaluate(&DecisionInput::materialized(&request("erase", &[], t), &[]));
+    assert_eq!(e.effect, Effect::Deny);
+    assert_eq!(e.policy_errors[0].policy, "hold-overflow", "{e:?}");
+    assert_eq!(
+        e.engine_answer.map(|a| a.effect),
+        Some(Effect::Allow),
+        "the erroring hold skipped, Cedar allows"
+    );
+    // An erroring forbid: Cedar alone allows through the permit; jitgate denies.
+    let e = b.evaluate(&DecisionInput::materialized(&request("read", &[], t), &[]));
+    assert_eq!(
+        (e.effect, e.policy_errors[0].policy.as_str()),
+        (Effect::Deny, "forbid-overflow")
+    );
+    assert_eq!(e.engine_answer.map(|a| a.effect), Some(Effect::Allow));
+    assert!(e.nearest.is_empty(), "errors are explained by the errors");
+}
+
+/// #19: a deny no permit determined names the permits that came nearest: first those whose scope matched (their
+/// condition was false), then the others with their scope; at most three. Allows and forbid-determined denies carry
+/// none.
+#[test]
+fn a_deny_no_permit_matched_names_the_nearest_permits() {
+    let b = load(
+        r#"
+@id("high-level") permit (principal, action == Action::"read", resource) when { resource.level > 5 };
+@id("admins") permit (principal in Role::"admin", action == Action::"read", resource);
+@id("group-r") permit (principal in Group::"r", action == Action::"read", resource);
+@id("zz-group-z") permit (principal in Group::"z", action == Action::"read", resource);
+@id("writers") permit (principal, action == Action::"write", resource);
+@id("no-bob") forbid (principal == User::"bob", action, resource);
+"#,
+    );
+    let e = b.evaluate(&DecisionInput::materialized(&request("read", &[], 0), &[]));
+    assert_eq!((e.effect, e.policies.clone()), (Effect::Deny, vec![]));
+    let got: Vec<(&str, &str)> = e
+        .nearest
+        .iter()
+        .map(|c| (c.policy.as_str(), c.why.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("high-level", "condition false"),
+            (
+                "admins",
+                "scope not matched: principal in Role::\"admin\", action == Action::\"read\", resource"
+            ),
+            (
+                "group-r",
+                "scope not matched: principal in Group::\"r\", action == Action::\"read\", resource"
+            ),
+        ]
+    );
+    // Allowed: nothing to explain.
+    let e = b.evaluate(&DecisionInput::materialized(
+        &request("read", &["r"], 0),
+        &[],
+    ));
+    assert_eq!(e.effect, Effect::Allow);
+    assert!(e.nearest.is_empty());
+    // Denied by a forbid: the forbid is the reason.
+    let mut r = request("write", &[], 0);
+    r.principal.entity = EntityRef::new("User", "bob");
+    let e = b.evaluate(&DecisionInput::materialized(&r, &[]));
+    assert_eq!(e.policies, vec!["no-bob".to_string()]);
+    assert!(e.nearest.is_empty());
+}
+
+/// #19: the explanation evaluates each policy of the action's partition on its own: scope matched or not, condition
+/// held, false or erred, and which determined the decision.
+#[test]
+fn explain_traces_scope_and_condition_of_each_policy() {
+    let b = load(
+        r#"
+@id("high-level") permit (principal, action == Action::"read", resource) when { resource.level > 5 };
+@id("admins") permit (principal in Role::"admin", action == Action::"read", resource);
+@id("group-r") permit (principal in Group::"r", action == Action::"read", resource);
+@id("overflow") forbid (principal, action == Action::"read", resource) when { context.time.epoch * 100000000000 > 0 };
+@id("writers") permit (principal, action == Action::"write", resource);
+"#,
+    );
+    let r = request("read", &["r"], 1_700_000_000);
+    let grants = [grant("g1", "admin")];
+    let input = DecisionInput::materialized(&r, &grants);
+    let e = b.evaluate(&input);
+    assert_eq!(e.effect, Effect::Deny);
+    let answer = e.engine_answer.clone().unwrap();
+    assert_eq!(answer.effect, Effect::Allow);
+    assert_eq!(
+        answer.policies,
+        vec!["admins".to_string(), "group-r".to_string()]
+    );
+    let traces = b.explain(&input, &answer.policies);
+    let got: Vec<(&str, &str, bool, &str, bool)> = traces
+        .policies
+        .iter()
+        .map(|p| {
+            (
+                p.id.as_str(),
+                p.effect,
+                p.scope_matched,
+                p.condition.as_str(),
+                p.determining,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("admins", "permit", true, "held", true),
+            ("group-r", "permit", true, "held", true),
+            ("high-level", "permit", true, "false", false),
+            ("overflow", "forbid", true, "error", false),
+        ],
+        "writers is not in the read partition"
+    );
+    // Without the grant and the group, the role's and the group's scopes do not match.
+    let r = request("read", &[], 1_700_000_000);
+    let traces = b.explain(&DecisionInput::materialized(&r, &[]), &[]);
+    let admins = traces.policies.iter().find(|p| p.id == "admins").unwrap();
+    assert!(!admins.scope_matched);
+    assert_eq!(admins.condition, crate::explain::Condition::Skipped);
+    assert_eq!(
+        admins.scope,
+        "principal in Role::\"admin\", action == Action::\"read\", resource"
+    );
+}
+
 #[test]
 fn roles_come_from_the_scope_or_the_annotation() {
     let schema = r#"entity Group;

@@ -26,9 +26,10 @@ use regorus::{Engine, Value};
 use serde::Serialize;
 
 use crate::backend::PolicyBackend;
-use crate::decision::{Effect, EngineKind, Evaluation};
+use crate::decision::{Effect, EngineKind, Evaluation, PolicyError};
 use crate::diag::{Diagnostic, Diagnostics, read_file};
 use crate::entity::EntityRef;
+use crate::explain::PolicyTraces;
 use crate::grant::{Grant, GrantStatus};
 use crate::input::DecisionInput;
 use crate::request::{AuthzRequest, Context, Principal, Resource};
@@ -335,7 +336,14 @@ impl RegoBackend {
             }
             let elements = match eval_set(engine, &self.rule_prefix, rule) {
                 Ok(e) => e,
-                Err(error) => return deny_with(error),
+                Err(error) => {
+                    let mut eval = deny_with(error.clone());
+                    eval.policy_errors.push(PolicyError {
+                        policy: format!("{}{rule}", self.rule_prefix),
+                        message: error,
+                    });
+                    return eval;
+                }
             };
             if i == 0 && !elements.is_empty() {
                 // Deny wins: the other sets cannot change the outcome.
@@ -359,14 +367,14 @@ impl RegoBackend {
                 effect: Effect::Allow,
                 policies: dedup(allow.into_iter().map(|e| e.policy)),
                 roles,
-                errors: vec![],
+                ..Default::default()
             }
         } else {
             Evaluation {
                 effect: Effect::Hold,
                 policies: dedup(hold.into_iter().map(|e| e.policy)),
                 roles,
-                errors: vec![],
+                ..Default::default()
             }
         }
     }
@@ -387,6 +395,43 @@ impl PolicyBackend for RegoBackend {
             .copied()
             .unwrap_or([false; 3]);
         self.with_engine(slot, |engine| self.decide(engine, declared, input))
+    }
+
+    fn explain(&self, input: &DecisionInput<'_>, _determining: &[String]) -> PolicyTraces {
+        let package = self.rule_prefix.trim_end_matches('.').to_string();
+        let mut engine = self.prepared.lock().clone();
+        engine.set_input(input::build(input));
+        let note = Some(format!(
+            "Rego has no per-policy scope: `document` is {package} for this input (every rule that evaluated to a \
+             value; an undefined rule is absent), as `opa eval '{package}'` shows it"
+        ));
+        match engine.eval_query(package.clone(), false) {
+            Ok(results) => {
+                let value = results
+                    .result
+                    .first()
+                    .and_then(|r| r.expressions.first())
+                    .map(|e| e.value.clone())
+                    .unwrap_or(Value::Undefined);
+                let document = value
+                    .to_json_str()
+                    .ok()
+                    .and_then(|s| serde_json::from_str(&s).ok())
+                    .unwrap_or(serde_json::Value::Null);
+                PolicyTraces {
+                    document: Some(document),
+                    note,
+                    ..PolicyTraces::default()
+                }
+            }
+            Err(e) => PolicyTraces {
+                note: Some(format!(
+                    "evaluating {package} failed: {}",
+                    compact_error(&format!("{e:#}"))
+                )),
+                ..PolicyTraces::default()
+            },
+        }
     }
 
     fn policy_ids(&self) -> Vec<String> {

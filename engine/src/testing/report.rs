@@ -8,6 +8,7 @@ use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
 use serde::Serialize;
 
 use super::runner::{CaseResult, Report, list};
+use super::suite::ExpectErrors;
 
 /// Human-readable output: one line per case and bundle, details and a re-run command for each failure, then the
 /// summary and coverage lines.
@@ -26,6 +27,7 @@ pub fn render_text(report: &Report) -> String {
             for case in &run.cases {
                 if case.passed {
                     let _ = writeln!(out, "    ok    {}", case.name);
+                    erred(&mut out, case, "          ");
                 } else {
                     let _ = writeln!(out, "    FAIL  {}", case.name);
                     failure_details(
@@ -81,8 +83,12 @@ fn failure_details(out: &mut String, file: &str, case: &CaseResult, pad: &str) {
     if let Some(b) = e.break_glass {
         let _ = write!(expected, ", break_glass {b}");
     }
-    if e.errors {
-        expected.push_str(", with errors");
+    match &e.errors {
+        ExpectErrors::Any(true) => expected.push_str(", with errors"),
+        ExpectErrors::Policies(p) => {
+            let _ = write!(expected, ", errors in {}", list(p));
+        }
+        ExpectErrors::Any(false) => {}
     }
     let a = &case.actual;
     let mut actual = format!("decision {}", a.decision);
@@ -101,10 +107,31 @@ fn failure_details(out: &mut String, file: &str, case: &CaseResult, pad: &str) {
     }
     let _ = writeln!(out, "{pad}expected: {expected}");
     let _ = writeln!(out, "{pad}actual:   {actual}");
+    erred(out, case, pad);
     for f in &case.failures {
         let _ = writeln!(out, "{pad}mismatch: {f}");
     }
     let _ = writeln!(out, "{pad}rerun:    {}", case.rerun);
+}
+
+/// The erroring policies of a case, each with its message, and what the language itself answered (jitgate denied).
+fn erred(out: &mut String, case: &CaseResult, pad: &str) {
+    let a = &case.actual;
+    for e in &a.policy_errors {
+        let _ = writeln!(out, "{pad}erred:    {}: {}", e.policy, e.message);
+    }
+    if let Some(answer) = &a.engine_answer {
+        let _ = writeln!(
+            out,
+            "{pad}alone:    the language itself would {} ({}); jitgate denies: an error is a deny",
+            answer.effect.as_str(),
+            if answer.policies.is_empty() {
+                "no policy determined it".to_string()
+            } else {
+                format!("policies {}", list(&answer.policies))
+            }
+        );
+    }
 }
 
 /// Cases that passed on some bundles and failed on others: the languages disagree about the semantics, which is
@@ -281,7 +308,7 @@ mod tests {
     use super::*;
     use crate::decision::EngineKind;
     use crate::testing::runner::{Actual, BundleRun, SuiteReport};
-    use crate::testing::suite::{Expect, ExpectedDecision};
+    use crate::testing::suite::{Expect, ExpectErrors, ExpectedDecision};
 
     fn case(passed: bool) -> CaseResult {
         CaseResult {
@@ -298,7 +325,7 @@ mod tests {
                 policies: None,
                 grants_used: None,
                 break_glass: None,
-                errors: false,
+                errors: ExpectErrors::Any(false),
             },
             actual: Actual {
                 decision: if passed { "allow" } else { "deny" }.into(),

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::bundle::Bundle;
 use crate::clock::UnixTime;
-use crate::decision::{Decision, EngineKind};
+use crate::decision::{Decision, EngineAnswer, EngineKind, PolicyError};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
@@ -19,7 +19,9 @@ use crate::rego::{RegoBackend, RegoTestResult};
 use crate::request::{AuthzRequest, BoundHeader, Context, Principal, request_digest};
 use crate::store::{GrantStore, MemStore, StoreError};
 
-use super::suite::{CaseSpec, ContextSpec, Expect, ExpectedDecision, Suite, Target, discover};
+use super::suite::{
+    CaseSpec, ContextSpec, Expect, ExpectErrors, ExpectedDecision, Suite, Target, discover,
+};
 
 /// How long an `approved_request` approval stays valid, from the case's time.
 const APPROVAL_TTL: i64 = 15 * 60;
@@ -97,6 +99,12 @@ pub struct Actual {
     pub grants_used: Vec<String>,
     /// Evaluation errors.
     pub errors: Vec<String>,
+    /// The erroring policies, each with its message.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policy_errors: Vec<PolicyError>,
+    /// With errors: what the policy language itself answered, ignoring jitgate's fail-closed rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_answer: Option<EngineAnswer>,
     /// Break-glass flag.
     pub break_glass: bool,
 }
@@ -617,6 +625,8 @@ fn run_case(suite: &Suite, case: &CaseSpec, bundle: &Bundle, state: &mut SuiteGr
         policies: decision.policies,
         grants_used: decision.grants_used,
         errors: decision.errors,
+        policy_errors: decision.policy_errors,
+        engine_answer: decision.engine_answer,
         break_glass: decision.break_glass,
     }
 }
@@ -685,12 +695,34 @@ fn compare(expect: &Expect, actual: &Actual) -> Vec<String> {
             ));
         }
     }
-    match (expect.errors, actual.errors.is_empty()) {
-        (false, false) => out.push(format!(
+    match (&expect.errors, actual.errors.is_empty()) {
+        (ExpectErrors::Any(false), false) => out.push(format!(
             "errors: evaluation failed: {}",
             actual.errors.join("; ")
         )),
-        (true, true) => out.push("errors: expected evaluation errors, got none".into()),
+        (ExpectErrors::Any(true), true) => {
+            out.push("errors: expected evaluation errors, got none".into());
+        }
+        (ExpectErrors::Policies(want), _) => {
+            let got: Vec<String> = actual
+                .policy_errors
+                .iter()
+                .map(|e| e.policy.clone())
+                .collect();
+            // An error outside the policies (a request that could not be built, a store failure) names none.
+            if !same_set(want, &got) || (got.is_empty() && !actual.errors.is_empty()) {
+                out.push(format!(
+                    "errors: expected policies {} to err, got {}{}",
+                    list(want),
+                    list(&got),
+                    if actual.errors.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", actual.errors.join("; "))
+                    }
+                ));
+            }
+        }
         _ => {}
     }
     out
@@ -751,13 +783,54 @@ mod tests {
     }
 
     #[test]
+    fn expected_erroring_policies_are_compared_as_a_set() {
+        let expect = Expect {
+            decision: ExpectedDecision::Deny,
+            policies: None,
+            grants_used: None,
+            break_glass: None,
+            errors: ExpectErrors::Policies(vec!["p1".into()]),
+        };
+        let erred = |ids: &[&str]| Actual {
+            decision: "deny".into(),
+            errors: ids.iter().map(|i| format!("error in {i}")).collect(),
+            policy_errors: ids
+                .iter()
+                .map(|i| PolicyError {
+                    policy: (*i).into(),
+                    message: "boom".into(),
+                })
+                .collect(),
+            ..Actual::default()
+        };
+        assert!(compare(&expect, &erred(&["p1"])).is_empty());
+        let f = compare(&expect, &erred(&["p1", "p2"]));
+        assert_eq!(
+            f,
+            vec!["errors: expected policies [p1] to err, got [p1, p2] (error in p1; error in p2)"]
+        );
+        assert_eq!(
+            compare(&expect, &erred(&[])).len(),
+            1,
+            "no error at all fails"
+        );
+        // An error outside the policies names none, and does not pass for an expected policy error.
+        let outside = Actual {
+            decision: "deny".into(),
+            errors: vec!["store down".into()],
+            ..Actual::default()
+        };
+        assert_eq!(compare(&expect, &outside).len(), 1);
+    }
+
+    #[test]
     fn compare_flags_every_mismatch_and_errors_by_default() {
         let expect = Expect {
             decision: ExpectedDecision::Deny,
             policies: Some(vec!["a".into(), "b".into()]),
             grants_used: None,
             break_glass: Some(false),
-            errors: false,
+            errors: ExpectErrors::Any(false),
         };
         let ok = Actual {
             decision: "deny".into(),

@@ -409,10 +409,66 @@ pub struct Expect {
     /// Whether the decision is flagged as break glass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub break_glass: Option<bool>,
-    /// Whether evaluation errors are expected. By default any error fails the case, so a broken policy cannot
-    /// pass a suite of denies by failing closed.
+    /// Which evaluation errors are expected: `false` (the default) none, `true` some, or a list of the policies that
+    /// must err (and no others). By default any error fails the case, so a broken policy cannot pass a suite of
+    /// denies by failing closed.
     #[serde(default)]
-    pub errors: bool,
+    pub errors: ExpectErrors,
+}
+
+/// The evaluation errors a case expects (`expect.errors`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ExpectErrors {
+    /// `false`: none; `true`: some, from whichever policies.
+    Any(bool),
+    /// Exactly these policies err (compared as a set; Rego: the decision rule's path, e.g. `data.app.deny`).
+    Policies(Vec<String>),
+}
+
+impl Default for ExpectErrors {
+    fn default() -> Self {
+        ExpectErrors::Any(false)
+    }
+}
+
+impl ExpectErrors {
+    /// Whether some error is expected.
+    pub fn expected(&self) -> bool {
+        match self {
+            ExpectErrors::Any(b) => *b,
+            ExpectErrors::Policies(p) => !p.is_empty(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ExpectErrors {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ExpectErrors;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`true`, `false`, or a list of the policy ids that must err")
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<ExpectErrors, E> {
+                Ok(ExpectErrors::Any(b))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ExpectErrors, A::Error> {
+                let mut ids = Vec::new();
+                while let Some(id) = seq.next_element::<String>()? {
+                    if id.trim().is_empty() {
+                        return Err(de::Error::custom("`errors`: a policy id must not be empty"));
+                    }
+                    ids.push(id);
+                }
+                Ok(ExpectErrors::Policies(ids))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A case as written.

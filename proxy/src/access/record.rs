@@ -48,6 +48,9 @@ pub(super) fn refused_by_policy(
     rec.errors = decision.errors.clone();
     rec.revision = decision.revision.clone();
     rec.engine = decision.engine.as_str().to_string();
+    if let Some(x) = decision.explain_json() {
+        rec.context.insert("explain".into(), x);
+    }
     rec
 }
 
