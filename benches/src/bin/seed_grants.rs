@@ -9,7 +9,6 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use jitgate_engine::store::GrantStore as _;
 use jitgate_engine::{EntityRef, Grant, GrantStatus};
 
 const ROLES: [(&str, &str); 3] = [
