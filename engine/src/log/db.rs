@@ -581,7 +581,7 @@ mod tests {
             assert_eq!(versions(&conn, VERSION_TABLE), vec![1, 2], "upto {upto}");
             assert_eq!(
                 versions(&conn, LOG_VERSION_TABLE),
-                vec![1, 2, 3],
+                vec![1, 2, 3, 4],
                 "upto {upto}"
             );
             if upto >= 2 {
