@@ -667,3 +667,68 @@ fn a_file_that_is_not_a_decision_log_is_refused_and_left_as_it_was() {
     assert!(err.contains("is not a jitgate decision log"), "{err}");
     assert_eq!(tables(), ["foo"], "nothing was added to the file");
 }
+
+/// Issue 16: a log whose shipper has copied records 1..=3 into the shared store keeps every later record, however
+/// old, and says how many it kept; once the mark moves on, the next prune removes them; `discard_unshipped`
+/// ignores the mark.
+#[test]
+fn prune_never_removes_a_record_the_shipper_has_not_shipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    build(&path, 10);
+    assert_eq!(log::shipped_mark(&path).unwrap(), None);
+    log::mark_shipped(&path, "r1", 3).unwrap();
+    assert_eq!(
+        log::shipped_mark(&path).unwrap(),
+        Some(log::ShippedMark {
+            replica: "r1".into(),
+            seq: 3
+        })
+    );
+    // Records 1..=8 are old enough; only 1..=3 are in the store.
+    let cutoff = T0 + time::Duration::minutes(9);
+    let pr = log::prune(&path, cutoff).unwrap();
+    assert_eq!(
+        (
+            pr.deleted,
+            pr.pruned_through,
+            pr.shipped_through,
+            pr.kept_unshipped
+        ),
+        (3, Some(3), Some(3), 5)
+    );
+    assert!(verify_store(&path).unwrap().ok);
+    assert_eq!(get(&path, 4).seq, 4);
+    // Nothing shipped since: nothing more goes.
+    let pr = log::prune(&path, cutoff).unwrap();
+    assert_eq!((pr.deleted, pr.kept_unshipped), (0, 5));
+    // Shipped through 6: 4..=6 go, 7 and 8 stay.
+    log::mark_shipped(&path, "r1", 6).unwrap();
+    let pr = log::prune(&path, cutoff).unwrap();
+    assert_eq!(
+        (pr.deleted, pr.pruned_through, pr.kept_unshipped),
+        (3, Some(6), 2)
+    );
+    assert!(verify_store(&path).unwrap().ok);
+    // A mark at 0 (a shipper that has not reached the store yet) keeps everything.
+    log::mark_shipped(&path, "r1", 0).unwrap();
+    let pr = log::prune(&path, cutoff).unwrap();
+    assert_eq!((pr.deleted, pr.kept_unshipped), (0, 2));
+    // The operator's override.
+    let pr = log::prune_with(
+        &path,
+        cutoff,
+        &log::PruneOptions {
+            discard_unshipped: true,
+            ..log::PruneOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        (pr.deleted, pr.pruned_through, pr.kept_unshipped),
+        (2, Some(8), 0)
+    );
+    assert!(verify_store(&path).unwrap().ok);
+    log::unmark_shipped(&path).unwrap();
+    assert_eq!(log::shipped_mark(&path).unwrap(), None);
+}

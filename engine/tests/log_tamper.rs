@@ -586,6 +586,7 @@ fn a_pruned_log_verifies_clean_and_the_pruned_rows_are_gone_from_the_file() {
     let opts = PruneOptions {
         actor: "alice@host".into(),
         anchor: Some(anchor_opts(&fx.key, &log::anchors_path(&db))),
+        ..PruneOptions::default()
     };
     // Two prunes, by two actors: each verifies, and the second keeps the first's history.
     let first = log::prune_with(&db, T0 + time::Duration::minutes(11), &opts).unwrap();

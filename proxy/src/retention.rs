@@ -8,6 +8,9 @@
 //! and then holds the lock only for short chunks, pausing between them so the writer's batches get in (see the
 //! engine's prune module). Runs never overlap: the next one is scheduled when the last has finished.
 //!
+//! With a shipper (`[store] url`), prune stops at the log's shipping mark: a record the shipper has not copied into
+//! PostgreSQL yet is never pruned, however old; the run says how many it kept and a later one prunes them.
+//!
 //! A failed run is logged and counted (`jitgate_log_prune_runs_total{outcome="failed"}`) and the next interval
 //! tries again: retention never stops the proxy and never touches a decision. Record times are wall-clock UTC,
 //! so the cutoff is too.
@@ -89,6 +92,14 @@ async fn run(
                 metrics.prune_last_success.set(now);
                 // Counted last: a scrape that sees the run sees its figures.
                 metrics.prune_runs.inc("ok");
+                if report.kept_unshipped > 0 {
+                    tracing::warn!(
+                        kept = report.kept_unshipped,
+                        shipped_through = ?report.shipped_through,
+                        "decision log: retention kept records older than `retain` that the shipper has not copied \
+                         into the store yet; they are pruned once shipped"
+                    );
+                }
                 if report.deleted > 0 {
                     tracing::info!(
                         deleted = report.deleted,
@@ -135,6 +146,7 @@ pub fn prune_older_than_with(
     let opts = PruneOptions {
         actor: "retention".into(),
         anchor,
+        discard_unshipped: false,
     };
     match before {
         Some(before) => prune_with(path, before, &opts),
@@ -142,6 +154,8 @@ pub fn prune_older_than_with(
             deleted: 0,
             pruned_through: None,
             checkpoint_seq: None,
+            shipped_through: None,
+            kept_unshipped: 0,
         }),
     }
 }

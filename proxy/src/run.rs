@@ -214,6 +214,25 @@ pub async fn run(prepared: Prepared, clock: Clock) -> Result<Running, StartError
     } else {
         None
     };
+    // Started before retention: it marks the log as shipped first, so that no prune removes a record it has not
+    // copied into the store yet.
+    let shipper = match (&proxy.shared, proxy.log.writer()) {
+        (Some(shared), Some(_)) => Some(
+            Shipper::start(
+                shared.store.clone(),
+                ShipOptions {
+                    replica: cfg.replica.clone(),
+                    log: cfg.log_path.clone(),
+                    anchors: cfg.log_anchor.as_ref().map(|a| a.file.clone()),
+                    every: SHIP_EVERY,
+                    batch: SHIP_BATCH,
+                },
+                shared.ship.clone(),
+            )
+            .map_err(StartError::Store)?,
+        ),
+        _ => None,
+    };
     // Automatic retention, beside the writer (see crate::retention for why that is safe).
     let retention = match (cfg.log_retain, proxy.log.writer()) {
         (Some(retain), Some(_)) => Some(Retention::spawn(
@@ -256,22 +275,6 @@ pub async fn run(prepared: Prepared, clock: Clock) -> Result<Running, StartError
     let follower = match &proxy.shared {
         Some(shared) => Some(start_follower(&proxy, shared)?),
         None => None,
-    };
-    let shipper = match (&proxy.shared, proxy.log.writer()) {
-        (Some(shared), Some(_)) => Some(
-            Shipper::start(
-                shared.store.clone(),
-                ShipOptions {
-                    replica: cfg.replica.clone(),
-                    log: cfg.log_path.clone(),
-                    every: SHIP_EVERY,
-                    batch: SHIP_BATCH,
-                },
-                shared.ship.clone(),
-            )
-            .map_err(StartError::Store)?,
-        ),
-        _ => None,
     };
     tracing::info!(%addr, admin = ?admin_addr, "jitgate listening");
     Ok(Running {

@@ -330,3 +330,37 @@ async fn a_failing_run_is_counted_retried_and_decisions_go_on() {
         assert!(records.iter().any(|r| r.request_id.as_deref() == Some(id)));
     }
 }
+
+/// Issue 16: the log of a replica that ships into a shared store carries the shipper's mark; retention prunes only
+/// what the store holds and reports how many old records it kept for later, and the chain still verifies.
+#[test]
+fn retention_of_a_shipped_log_keeps_what_the_shipper_has_not_shipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.db");
+    let w = LogWriter::start(&path, LogOptions::default()).unwrap();
+    let old = OffsetDateTime::now_utc() - time::Duration::days(40);
+    for i in 1..=20 {
+        let _ = w
+            .append(seeded(i, old + time::Duration::milliseconds(i as i64)))
+            .unwrap();
+    }
+    w.shutdown().unwrap();
+    jitgate_engine::log::mark_shipped(&path, "r1", 12).unwrap();
+    let day = Duration::from_secs(86_400);
+    let r = jitgate_proxy::retention::prune_older_than(&path, day).unwrap();
+    assert_eq!(
+        (
+            r.deleted,
+            r.pruned_through,
+            r.shipped_through,
+            r.kept_unshipped
+        ),
+        (12, Some(12), Some(12), 8)
+    );
+    assert!(verify_store(&path).unwrap().ok);
+    // Shipped on: the next run prunes the rest.
+    jitgate_engine::log::mark_shipped(&path, "r1", 21).unwrap();
+    let r = jitgate_proxy::retention::prune_older_than(&path, day).unwrap();
+    assert_eq!((r.deleted, r.kept_unshipped), (8, 0));
+    assert!(verify_store(&path).unwrap().ok);
+}

@@ -167,7 +167,8 @@ pub struct VerifyArgs {
     #[arg(long)]
     export: Option<PathBuf>,
     /// The public key the anchors must be signed with (SPKI PEM, `<anchor_key>.pub`). Default: `anchor.key.pub`
-    /// beside the log when it is there; an auditor passes a copy kept apart from the log.
+    /// beside the log when it is there; an auditor passes a copy kept apart from the log. With `--store`: each
+    /// replica's chain is checked against the signed anchors it shipped.
     #[arg(long)]
     public_key: Option<PathBuf>,
     /// The signed anchors (an anchors file, or a JSON Lines sink copy). Default: `<log>.anchors.jsonl`.
@@ -200,6 +201,11 @@ pub struct PruneArgs {
     /// default: `anchor.key` beside the log when it is there.
     #[arg(long)]
     anchor_key: Option<PathBuf>,
+    /// Also prune records the replica's shipper has not copied into the shared store yet (they are then lost from
+    /// the store for good), and drop the log's shipping mark. For a log that is no longer shipped; without it,
+    /// prune stops at the newest shipped seq.
+    #[arg(long)]
+    discard_unshipped: bool,
     /// Print the outcome as JSON.
     #[arg(long)]
     json: bool,
@@ -207,7 +213,18 @@ pub struct PruneArgs {
 
 /// A prune outcome in words: how many records went, up to which seq, and the checkpoint left.
 fn describe_prune(r: &log::PruneReport) -> String {
+    let kept = match r.shipped_through {
+        Some(seq) if r.kept_unshipped > 0 => format!(
+            "; kept {} older records that the shipper has not copied into the store yet (shipped through seq \
+             {seq}): prune again once they are shipped",
+            r.kept_unshipped
+        ),
+        _ => String::new(),
+    };
     if r.deleted == 0 {
+        if !kept.is_empty() {
+            return format!("nothing pruned{kept}");
+        }
         return "nothing to prune: no record is older than --before".into();
     }
     let mut out = format!("pruned {} records", r.deleted);
@@ -218,6 +235,7 @@ fn describe_prune(r: &log::PruneReport) -> String {
         out.push_str(&format!("; checkpoint at seq {seq}"));
     }
     out.push_str(": the rest still verifies (jitgate decisions verify)");
+    out.push_str(&kept);
     out
 }
 
@@ -659,14 +677,32 @@ fn beside_log(log: &std::path::Path, name: &str) -> Option<PathBuf> {
     Some(dir.join(name)).filter(|p| p.is_file())
 }
 
+/// `; N signed anchors, signed through seq S` when a report checked anchors.
+fn anchored(r: &log::VerifyReport) -> String {
+    if r.anchors == 0 {
+        return String::new();
+    }
+    format!(
+        "; {} signed anchors verified{}",
+        r.anchors,
+        r.anchored_seq
+            .map_or_else(String::new, |s| format!(", signed through seq {s}"))
+    )
+}
+
 /// `decisions verify --store`: every replica's shipped chain on its own.
 fn verify_store(a: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
-    if a.export.is_some() || a.public_key.is_some() || a.anchors.is_some() {
+    if a.export.is_some() || a.anchors.is_some() {
         bail!(
-            "--store verifies the shipped chains; --export, --public-key and --anchors check a file or a local log \
-             (the signed anchors stay beside each replica's log: verify it there with --log and --public-key)"
+            "--store verifies the shipped chains (against the shipped signed anchors with --public-key); --export \
+             and --anchors check a file or a local log"
         );
     }
+    let key = a
+        .public_key
+        .as_deref()
+        .map(log::load_public_key)
+        .transpose()?;
     let records = open_store(url)?;
     if let Some(r) = &a.store.replica {
         let replicas = records.replicas()?;
@@ -678,7 +714,7 @@ fn verify_store(a: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let reports = records.verify(a.store.replica.as_deref(), &mut |_| {})?;
+    let reports = records.verify_with(a.store.replica.as_deref(), key.as_ref(), &mut |_| {})?;
     if reports.is_empty() {
         outln!("intact: no replica shipped records to {}", records.url());
         return Ok(ExitCode::SUCCESS);
@@ -693,8 +729,9 @@ fn verify_store(a: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
                 outln!("replica {replica}: NOT intact: {f}");
             }
             (None, Some(first), Some(last)) => outln!(
-                "replica {replica}: intact: {} records verified (seq {first}..{last})",
-                report.records
+                "replica {replica}: intact: {} records verified (seq {first}..{last}){}",
+                report.records,
+                anchored(report)
             ),
             (None, ..) => outln!("replica {replica}: intact: no records"),
         }
@@ -702,6 +739,13 @@ fn verify_store(a: &VerifyArgs, url: &str) -> anyhow::Result<ExitCode> {
     if bad > 0 {
         outln!("NOT intact: {bad} of {} replicas", reports.len());
         return Ok(ExitCode::from(1));
+    }
+    if key.is_none() {
+        outln!(
+            "note: without --public-key only each chain is checked, which proves nothing against someone who can \
+             rewrite the store, nor which replica a chain belongs to (replicas with `[log] anchor_key` ship signed \
+             anchors: pass the key's .pub)"
+        );
     }
     outln!(
         "intact: {} replicas, {total} records verified",
@@ -860,8 +904,12 @@ fn prune(a: PruneArgs) -> anyhow::Result<ExitCode> {
     let opts = log::PruneOptions {
         actor: actor(),
         anchor,
+        discard_unshipped: a.discard_unshipped,
     };
     let r = log::prune_with(&a.log.log, before, &opts)?;
+    if a.discard_unshipped {
+        log::unmark_shipped(&a.log.log)?;
+    }
     if a.json {
         outln!("{}", serde_json::to_string(&r)?);
     } else {

@@ -2,8 +2,10 @@
 //! replicas on loopback each write decisions to their own local log, their shippers copy the sealed records into
 //! the shared store, and `jitgate decisions query|export|verify --store postgres://...` reads them over all
 //! replicas: every chain intact; a record edited (or deleted) in PostgreSQL named with its replica and first bad seq;
-//! a restarted replica ships nothing twice. Bad store URLs fail clearly. Skipped, and said so, when
-//! `JITGATE_TEST_POSTGRES` is unset.
+//! a restarted replica ships nothing twice. Bad store URLs fail clearly. Pruning a shipped log never removes what
+//! was not shipped yet; signed anchors are shipped too, and verify with the public key checks every chain against
+//! them: a rewound head, a forged anchor and a chain moved to another replica's name are caught. Skipped, and said
+//! so, when `JITGATE_TEST_POSTGRES` is unset.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
@@ -26,6 +28,11 @@ fn log_of(dir: &Path, replica: &str) -> PathBuf {
 
 /// A config in `dir` with the quickstart bundle, ephemeral ports, the store at `url` and its own log.
 fn config(dir: &Path, url: &str, key: &Path, replica: &str) -> PathBuf {
+    config_with(dir, url, key, replica, "")
+}
+
+/// [`config`] with more `[log]` lines.
+fn config_with(dir: &Path, url: &str, key: &Path, replica: &str, log_extra: &str) -> PathBuf {
     let path = dir.join(format!("{replica}.toml"));
     std::fs::write(
         &path,
@@ -41,6 +48,7 @@ watch = false
 url = "{url}"
 [log]
 path = "{log}"
+{log_extra}
 [cluster]
 replica = "{replica}"
 [local_issuer]
@@ -467,4 +475,383 @@ fn decisions_store_names_a_bad_url_a_missing_database_and_an_unmigrated_schema()
             && e.contains("does not exist"),
         "{e}"
     );
+}
+
+/// Anchored logs: `anchor_key` shared by the replicas of a test, an anchor after every record.
+fn anchored(dir: &Path) -> String {
+    format!(
+        "anchor_key = \"{}\"\nanchor_records = 1",
+        dir.join("anchor.key").display()
+    )
+}
+
+fn local_head(dir: &Path, replica: &str) -> i64 {
+    jitgate_engine::log::tail(&log_of(dir, replica), 1)
+        .unwrap()
+        .last()
+        .map_or(0, |r| r.seq)
+}
+
+/// Waits (10 s at most) until the store holds `replica`'s records through its local head, its newest local anchor
+/// signs that head and the store holds it too, and the log's shipping mark says so. Returns the head.
+fn fully_shipped(scratch: &Scratch, dir: &Path, replica: &str) -> i64 {
+    let log = log_of(dir, replica);
+    let anchors = jitgate_engine::log::anchors_path(&log);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let head = local_head(dir, replica);
+        let there = scratch
+            .scalar(&format!(
+                "SELECT seq FROM decision_heads WHERE replica = '{replica}'"
+            ))
+            .unwrap();
+        let anchor = jitgate_engine::log::latest_anchor(&anchors)
+            .unwrap()
+            .map(|a| a.seq);
+        let anchor_there = scratch
+            .scalar(&format!(
+                "SELECT MAX(seq) FROM decision_anchors WHERE replica = '{replica}'"
+            ))
+            .unwrap();
+        let mark = jitgate_engine::log::shipped_mark(&log)
+            .unwrap()
+            .map(|m| m.seq);
+        if head > 0
+            && there == Some(head)
+            && anchor == Some(head)
+            && anchor_there == Some(head)
+            && mark == Some(head)
+        {
+            return head;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica {replica}: local head {head}, shipped {there:?}, anchor {anchor:?}, shipped anchor \
+             {anchor_there:?}, mark {mark:?} after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn pruning_a_shipped_log_keeps_what_was_not_shipped_and_the_store_keeps_every_pruned_record() {
+    let Some(base) = test_url(
+        "pruning_a_shipped_log_keeps_what_was_not_shipped_and_the_store_keeps_every_pruned_record",
+    ) else {
+        return;
+    };
+    let scratch = Scratch::new(&base, "h4_prune").unwrap();
+    let url = scratch.url();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    let cfg = config_with(dir.path(), &url, &key, "p1", &anchored(dir.path()));
+    let log = log_of(dir.path(), "p1");
+    let anchor_key = dir.path().join("anchor.key");
+    let public = dir.path().join("anchor.key.pub");
+    let served = serve(&cfg).unwrap();
+    let alice = token(&key, "alice", "engineering");
+    denied_requests(&served.proxy, &alice, 5);
+    let shipped_through = fully_shipped(&scratch, dir.path(), "p1");
+
+    // The store refuses new records for a while (as an outage would): the shipper retries, the replica serves.
+    scratch
+        .admin(
+            "CREATE FUNCTION refuse_records() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'the store is refusing records'; END $$;
+             CREATE TRIGGER refuse_records BEFORE INSERT ON decision_records
+                 FOR EACH ROW EXECUTE FUNCTION refuse_records();",
+        )
+        .unwrap();
+    denied_requests(&served.proxy, &alice, 4);
+    let head = local_head(dir.path(), "p1");
+    assert!(head >= shipped_through + 4, "{shipped_through} -> {head}");
+    let prune = |json: bool| {
+        // Every record is older than the cutoff: only the shipping mark holds any back.
+        let cutoff = jitgate_engine::log::format_time(
+            time::OffsetDateTime::now_utc() + time::Duration::milliseconds(1),
+        );
+        std::thread::sleep(Duration::from_millis(2));
+        let mut args = vec![
+            "prune",
+            "--log",
+            log.to_str().unwrap(),
+            "--before",
+            cutoff.as_str(),
+            "--anchor-key",
+            anchor_key.to_str().unwrap(),
+        ];
+        if json {
+            args.push("--json");
+        }
+        let (code, out, err) = decisions(&args);
+        assert_eq!(code, Some(0), "{out}{err}");
+        out
+    };
+    let out = prune(true);
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["pruned_through"], shipped_through, "{out}");
+    assert_eq!(r["shipped_through"], shipped_through, "{out}");
+    assert_eq!(
+        r["kept_unshipped"].as_i64(),
+        Some(head - shipped_through),
+        "{out}"
+    );
+    // Nothing after the shipped seq went; the rest still verifies locally.
+    let first_local = jitgate_engine::log::query(&log, &Filter::default(), None, 1)
+        .unwrap()
+        .records[0]
+        .seq;
+    assert_eq!(first_local, shipped_through + 1);
+    let (code, out, _) = decisions(&[
+        "verify",
+        "--log",
+        log.to_str().unwrap(),
+        "--public-key",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    // Said in words too.
+    let out = prune(false);
+    assert!(
+        out.contains("not copied into the store yet")
+            && out.contains(&format!("shipped through seq {shipped_through}")),
+        "{out}"
+    );
+
+    // The store takes records again: the shipper catches up, and the next prune removes what it shipped.
+    scratch
+        .admin("DROP TRIGGER refuse_records ON decision_records")
+        .unwrap();
+    let head = fully_shipped(&scratch, dir.path(), "p1");
+    let out = prune(true);
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["kept_unshipped"], 0, "{out}");
+    assert_eq!(r["shipped_through"], head, "{out}");
+    let head = fully_shipped(&scratch, dir.path(), "p1");
+    drop(served);
+
+    // Every record ever written is in the store, from seq 1: the chain verifies there, against its anchors too.
+    assert_eq!(
+        scratch
+            .scalar("SELECT COUNT(*) FROM decision_records WHERE replica = 'p1'")
+            .unwrap(),
+        Some(head)
+    );
+    assert_eq!(
+        scratch
+            .scalar("SELECT MIN(seq) FROM decision_records WHERE replica = 'p1'")
+            .unwrap(),
+        Some(1)
+    );
+    let (code, out, _) = decisions(&[
+        "verify",
+        "--store",
+        &url,
+        "--public-key",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!(
+            "replica p1: intact: {head} records verified (seq 1..{head}); "
+        )) && out.contains(&format!("signed through seq {head}")),
+        "{out}"
+    );
+    // Locally only the newest are left, and they verify against the same anchors.
+    let (code, out, _) = decisions(&[
+        "verify",
+        "--log",
+        log.to_str().unwrap(),
+        "--public-key",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+}
+
+#[test]
+fn shipped_anchors_prove_each_replica_chain_and_tampering_in_postgres_is_caught() {
+    let Some(base) =
+        test_url("shipped_anchors_prove_each_replica_chain_and_tampering_in_postgres_is_caught")
+    else {
+        return;
+    };
+    let scratch = Scratch::new(&base, "h4_anchors").unwrap();
+    let url = scratch.url();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    let public = dir.path().join("anchor.key.pub");
+    let alice = token(&key, "alice", "engineering");
+    let mut heads = Vec::new();
+    for (i, r) in ["a1", "a2"].iter().enumerate() {
+        let served = serve(&config_with(
+            dir.path(),
+            &url,
+            &key,
+            r,
+            &anchored(dir.path()),
+        ))
+        .unwrap();
+        denied_requests(&served.proxy, &alice, 4 + i);
+        heads.push(fully_shipped(&scratch, dir.path(), r));
+    }
+    let (h1, h2) = (heads[0], heads[1]);
+    let verify = |key: bool| {
+        let mut args = vec!["verify", "--store", url.as_str()];
+        if key {
+            args.extend(["--public-key", public.to_str().unwrap()]);
+        }
+        decisions(&args)
+    };
+    let (code, out, _) = verify(true);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!(
+            "replica a1: intact: {h1} records verified (seq 1..{h1}); "
+        )) && out.contains(&format!("signed through seq {h2}")),
+        "{out}"
+    );
+    let anchors_a1 = scratch
+        .scalar("SELECT COUNT(*) FROM decision_anchors WHERE replica = 'a1'")
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.contains(&format!("{anchors_a1} signed anchors verified")),
+        "{out}"
+    );
+    // A wrong key: every replica fails on its first anchor.
+    let other = dir.path().join("other.key");
+    jitgate_engine::log::AnchorKey::load_or_generate(&other).unwrap();
+    let (code, out, _) = decisions(&[
+        "verify",
+        "--store",
+        &url,
+        "--public-key",
+        dir.path().join("other.key.pub").to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("not by the given public key"), "{out}");
+
+    // Each case is undone before the next.
+    scratch
+        .admin(
+            "CREATE TABLE keep_records AS SELECT * FROM decision_records;
+             CREATE TABLE keep_heads AS SELECT * FROM decision_heads;
+             CREATE TABLE keep_anchors AS SELECT * FROM decision_anchors;",
+        )
+        .unwrap();
+    let restore = || {
+        scratch
+            .admin(
+                "DELETE FROM decision_records; INSERT INTO decision_records SELECT * FROM keep_records;
+                 DELETE FROM decision_heads; INSERT INTO decision_heads SELECT * FROM keep_heads;
+                 DELETE FROM decision_anchors; INSERT INTO decision_anchors SELECT * FROM keep_anchors;",
+            )
+            .unwrap();
+        let (code, out, _) = verify(true);
+        assert_eq!(code, Some(0), "restored: {out}");
+    };
+
+    // The newest two records of a1 deleted and its head rewound: the chain alone still looks whole, the anchors
+    // do not.
+    scratch
+        .admin(&format!(
+            "DELETE FROM decision_records WHERE replica = 'a1' AND seq > {k};
+             UPDATE decision_heads SET seq = {k},
+               hash = (SELECT hash FROM decision_records WHERE replica = 'a1' AND seq = {k})
+             WHERE replica = 'a1';",
+            k = h1 - 2
+        ))
+        .unwrap();
+    let (code, out, _) = verify(false);
+    assert_eq!(code, Some(0), "the chain alone cannot see it: {out}");
+    let (code, out, _) = verify(true);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "replica a1: NOT intact: seq {}: the anchor signed at",
+            h1 - 1
+        )) && out.contains("records were removed")
+            && out.contains("replica a2: intact"),
+        "{out}"
+    );
+    restore();
+
+    // A record edited in place (the chain breaks there), with the key as without.
+    scratch
+        .admin(
+            "UPDATE decision_records SET record = replace(record, '\"status\":403', '\"status\":200')
+             WHERE replica = 'a2' AND seq = 2",
+        )
+        .unwrap();
+    let (code, out, _) = verify(true);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("replica a2: NOT intact: seq 2: content does not match its hash"),
+        "{out}"
+    );
+    restore();
+
+    // A forged anchor (its hash column recomputed): the signature does not verify.
+    scratch
+        .admin(
+            "UPDATE decision_anchors SET anchor = replace(anchor, '\"reason\":\"count\"', '\"reason\":\"interval\"')
+             WHERE replica = 'a1' AND n = 2;
+             UPDATE decision_anchors SET hash = encode(sha256(convert_to(anchor, 'UTF8')), 'hex')
+             WHERE replica = 'a1' AND n = 2;",
+        )
+        .unwrap();
+    let (code, out, _) = verify(true);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("replica a1: NOT intact:")
+            && out.contains("anchor 2: the signature does not verify"),
+        "{out}"
+    );
+    restore();
+
+    // One record moved from a1's chain to a2's (as a2's next seq, heads moved along): both chains say so.
+    scratch
+        .admin(&format!(
+            "UPDATE decision_records SET replica = 'a2', seq = {next} WHERE replica = 'a1' AND seq = {h1};
+             UPDATE decision_heads SET seq = {next}, hash = (SELECT hash FROM decision_records
+               WHERE replica = 'a2' AND seq = {next}) WHERE replica = 'a2';
+             UPDATE decision_heads SET seq = {prev}, hash = (SELECT hash FROM decision_records
+               WHERE replica = 'a1' AND seq = {prev}) WHERE replica = 'a1';",
+            next = h2 + 1,
+            prev = h1 - 1
+        ))
+        .unwrap();
+    let (code, out, _) = verify(true);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("replica a2: NOT intact: seq {}", h2 + 1))
+            && out.contains(&format!("replica a1: NOT intact: seq {h1}")),
+        "{out}"
+    );
+    restore();
+
+    // a1's whole chain and anchors moved to a2's name, a2's own removed: a consistent chain, but the anchors were
+    // signed for a1.
+    scratch
+        .admin(
+            "DELETE FROM decision_records WHERE replica = 'a2';
+             DELETE FROM decision_anchors WHERE replica = 'a2';
+             DELETE FROM decision_heads WHERE replica = 'a2';
+             UPDATE decision_records SET replica = 'a2' WHERE replica = 'a1';
+             UPDATE decision_anchors SET replica = 'a2' WHERE replica = 'a1';
+             UPDATE decision_heads SET replica = 'a2' WHERE replica = 'a1';",
+        )
+        .unwrap();
+    let (code, out, _) = verify(false);
+    assert_eq!(code, Some(0), "the chain alone cannot see it: {out}");
+    let (code, out, _) = verify(true);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("replica a2: NOT intact:")
+            && out.contains(
+                "signed for replica `a1`, not `a2`: records or anchors were moved between replicas"
+            ),
+        "{out}"
+    );
+    restore();
 }

@@ -348,3 +348,186 @@ fn a_replica_killed_after_acknowledging_an_approval_loses_nothing_and_the_other_
     assert_eq!(s, 200);
     assert_eq!(v["request"]["state"], "approved", "{v}");
 }
+
+/// A throwaway PostgreSQL cluster of the test's own that asks for a password (SCRAM), on a free loopback port in a
+/// temporary directory; stopped (and removed) on drop.
+struct PasswordCluster {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    as_postgres: bool,
+    _dir: tempfile::TempDir,
+}
+
+impl PasswordCluster {
+    /// `None` (and says so) when no PostgreSQL server binaries are installed.
+    fn start(password: &str) -> Option<PasswordCluster> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .find(|b| b.join("initdb").is_file() && b.join("pg_ctl").is_file())?;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, format!("{password}\n")).unwrap();
+        // PostgreSQL refuses to run as root: as root, run it as the `postgres` user, who owns the directory.
+        let uid = Command::new("id").arg("-u").output().unwrap();
+        let as_postgres = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+        if as_postgres {
+            let st = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        // A free loopback port: bound, read, released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = PasswordCluster {
+            bin,
+            data,
+            port,
+            as_postgres,
+            _dir: dir,
+        };
+        let out = c
+            .tool("initdb")
+            .arg("-D")
+            .arg(&c.data)
+            .args(["-U", "postgres", "--auth=scram-sha-256", "--no-sync"])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let sockets = c.data.parent().unwrap().to_path_buf();
+        // `-w`: returns once the server accepts connections.
+        let out = c
+            .tool("pg_ctl")
+            .arg("-D")
+            .arg(&c.data)
+            .arg("-l")
+            .arg(sockets.join("server.log"))
+            .arg("-o")
+            .arg(format!(
+                "-p {} -h 127.0.0.1 -k {}",
+                c.port,
+                sockets.display()
+            ))
+            .args(["-w", "start"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            std::fs::read_to_string(sockets.join("server.log")).unwrap_or_default()
+        );
+        Some(c)
+    }
+
+    fn tool(&self, name: &str) -> Command {
+        let path = self.bin.join(name);
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn url(&self, password: &str) -> String {
+        format!(
+            "postgres://postgres:{password}@127.0.0.1:{}/postgres",
+            self.port
+        )
+    }
+}
+
+impl Drop for PasswordCluster {
+    fn drop(&mut self) {
+        let _ = self
+            .tool("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}
+
+/// Issue 16, bad input: a wrong password fails start-up (and `jitgate migrate`) with the key and the server's
+/// cause, the password masked; the right one works, so the password is what was wrong.
+#[test]
+fn a_wrong_store_password_fails_start_up_naming_the_key_and_the_cause() {
+    let Some(cluster) = PasswordCluster::start("right-pw") else {
+        println!(
+            "a_wrong_store_password_fails_start_up_naming_the_key_and_the_cause: skipped: no PostgreSQL server \
+             binaries (initdb, pg_ctl) under /usr/lib/postgresql/*/bin"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    let wrong = config(
+        dir.path(),
+        &format!("url = \"{}\"", cluster.url("hunter2-wrong")),
+        &key,
+        "wrongpw",
+    );
+    let e = serve(&wrong).err().unwrap();
+    assert!(
+        e.contains("[store] url")
+            && e.contains(&format!(
+                "postgres://postgres:***@127.0.0.1:{}/postgres",
+                cluster.port
+            ))
+            && e.contains("password authentication failed for user \"postgres\"")
+            && !e.contains("hunter2-wrong"),
+        "{e}"
+    );
+    let out = jitgate()
+        .args(["migrate", "--config"])
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("[store] url") && err.contains("password authentication failed"),
+        "{err}"
+    );
+    // Nothing was created by the failed attempts; the right password migrates.
+    let right = config(
+        dir.path(),
+        &format!("url = \"{}\"", cluster.url("right-pw")),
+        &key,
+        "rightpw",
+    );
+    let out = jitgate()
+        .args(["migrate", "--config"])
+        .arg(&right)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(
+            "schema version 0 -> {}",
+            jitgate_engine::postgres::known_version()
+        )),
+        "{text}"
+    );
+}

@@ -411,9 +411,7 @@ pub(crate) fn read_checked(
         }
         Err(e) => return Err(Fault::io(format!("cannot open {}", file.display()), e)),
     };
-    let want = key_id(key);
-    let mut out: Vec<Anchor> = Vec::new();
-    let mut prev_hash = GENESIS_HASH.to_string();
+    let mut chain = AnchorChain::new(key);
     let mut reader = BufReader::new(f);
     let mut line = Vec::new();
     let mut line_no = 0usize;
@@ -423,7 +421,6 @@ pub(crate) fn read_checked(
             break;
         }
         line_no += 1;
-        let at = |a: &Anchor| Some(a.seq);
         if line.last() != Some(&b'\n') {
             return Ok(Err((
                 None,
@@ -445,55 +442,84 @@ pub(crate) fn read_checked(
                 )));
             }
         };
-        if a.key_id != want {
-            return Ok(Err((
-                at(&a),
+        if let Err(found) = chain.push(&format!("{}:{line_no}", file.display()), a) {
+            return Ok(Err(found));
+        }
+    }
+    Ok(Ok(chain.finish()))
+}
+
+/// Checks anchors one by one, in the order they were appended (a file's lines, or the rows a shipper copied into
+/// a store): each signed by the key, linked to the one before it, never going back in seq.
+#[derive(Debug)]
+pub(crate) struct AnchorChain<'k> {
+    key: &'k VerifyingKey,
+    want: String,
+    prev_hash: String,
+    anchors: Vec<Anchor>,
+}
+
+impl<'k> AnchorChain<'k> {
+    /// An empty chain checked against `key`.
+    pub(crate) fn new(key: &'k VerifyingKey) -> Self {
+        AnchorChain {
+            key,
+            want: key_id(key),
+            prev_hash: GENESIS_HASH.to_string(),
+            anchors: Vec::new(),
+        }
+    }
+
+    /// Checks the next anchor, read at `at` (named in the problem found).
+    pub(crate) fn push(&mut self, at: &str, a: Anchor) -> Result<(), Found> {
+        let want = &self.want;
+        if a.key_id != *want {
+            return Err((
+                Some(a.seq),
                 FailureKind::AnchorSignature,
                 format!(
-                    "{}:{line_no}: signed by key {}, not by the given public key {want}",
-                    file.display(),
+                    "{at}: signed by key {}, not by the given public key {want}",
                     a.key_id
                 ),
-            )));
+            ));
         }
-        if !a.signature_ok(key) {
-            return Ok(Err((
-                at(&a),
+        if !a.signature_ok(self.key) {
+            return Err((
+                Some(a.seq),
                 FailureKind::AnchorSignature,
-                format!(
-                    "{}:{line_no}: the signature does not verify: the anchor was edited or forged",
-                    file.display()
-                ),
-            )));
+                format!("{at}: the signature does not verify: the anchor was edited or forged"),
+            ));
         }
-        if a.prev_anchor_hash != prev_hash {
-            return Ok(Err((
-                at(&a),
+        if a.prev_anchor_hash != self.prev_hash {
+            return Err((
+                Some(a.seq),
                 FailureKind::AnchorInvalid,
                 format!(
-                    "{}:{line_no}: does not link to the anchor before it: an anchor was removed, moved or inserted",
-                    file.display()
+                    "{at}: does not link to the anchor before it: an anchor was removed, moved or inserted"
                 ),
-            )));
+            ));
         }
-        if let Some(p) = out.last() {
+        if let Some(p) = self.anchors.last() {
             if a.seq < p.seq {
-                return Ok(Err((
-                    at(&a),
+                return Err((
+                    Some(a.seq),
                     FailureKind::AnchorInvalid,
                     format!(
-                        "{}:{line_no}: anchors seq {} after seq {}: the signed head went back",
-                        file.display(),
-                        a.seq,
-                        p.seq
+                        "{at}: anchors seq {} after seq {}: the signed head went back",
+                        a.seq, p.seq
                     ),
-                )));
+                ));
             }
         }
-        prev_hash = a.hash();
-        out.push(a);
+        self.prev_hash = a.hash();
+        self.anchors.push(a);
+        Ok(())
     }
-    Ok(Ok(out))
+
+    /// The anchors checked so far, in order.
+    pub(crate) fn finish(self) -> Vec<Anchor> {
+        self.anchors
+    }
 }
 
 /// Checks the stored chain (already walked into `report`: from `chain_start`, where the kept chain starts after a
@@ -506,12 +532,44 @@ pub(crate) fn check(
     anchors: &[Anchor],
     chain_start: i64,
     pruned: Option<(i64, &str)>,
-    mut report: VerifyReport,
+    report: VerifyReport,
 ) -> Result<VerifyReport, Fault> {
+    let mut stmt = conn.prepare_cached("SELECT hash FROM decisions WHERE seq = ?1")?;
+    let mut hash_at = |seq: i64| -> Result<Option<String>, Fault> {
+        Ok(stmt.query_row([seq], |r| r.get(0)).optional()?)
+    };
+    let mut records_after = |seq: i64| -> Result<u64, Fault> {
+        let n: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM decisions WHERE seq > ?1 AND kind != 'checkpoint'",
+            [seq],
+            |r| r.get(0),
+        )?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    };
+    check_with(
+        anchors,
+        chain_start,
+        pruned,
+        report,
+        &mut hash_at,
+        Some(&mut records_after),
+    )
+}
+
+/// [`check`] over any store of one chain's records: `hash_at(seq)` is the hash of the record stored at `seq`;
+/// `records_after(seq)`, when given, counts the records after `seq` that are not checkpoints (for the interval
+/// check after the last anchor; a store whose anchors may lag its records leaves it out).
+pub(crate) fn check_with<E>(
+    anchors: &[Anchor],
+    chain_start: i64,
+    pruned: Option<(i64, &str)>,
+    mut report: VerifyReport,
+    hash_at: &mut dyn FnMut(i64) -> Result<Option<String>, E>,
+    records_after: Option<&mut dyn FnMut(i64) -> Result<u64, E>>,
+) -> Result<VerifyReport, E> {
     report.anchors = anchors.len() as u64;
     let last_seq = report.last_seq.unwrap_or(chain_start - 1);
     let mut good_through = chain_start - 1;
-    let mut stmt = conn.prepare_cached("SELECT hash FROM decisions WHERE seq = ?1")?;
     for a in anchors {
         if a.seq < chain_start {
             // Pruned: only the last pruned record's hash is still known.
@@ -550,7 +608,7 @@ pub(crate) fn check(
                 ),
             ));
         }
-        let stored: Option<String> = stmt.query_row([a.seq], |r| r.get(0)).optional()?;
+        let stored = hash_at(a.seq)?;
         if stored.as_deref() != Some(a.head_hash.as_str()) {
             return Ok(report.fail(
                 Some(good_through + 1),
@@ -571,12 +629,6 @@ pub(crate) fn check(
         return Ok(report);
     };
     if last_seq > lastanchor.seq {
-        let after: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM decisions WHERE seq > ?1 AND kind != 'checkpoint'",
-            [lastanchor.seq],
-            |r| r.get(0),
-        )?;
-        let after = u64::try_from(after).unwrap_or(0);
         if lastanchor.reason == AnchorReason::Shutdown {
             return Ok(report.fail(
                 Some(lastanchor.seq + 1),
@@ -589,19 +641,53 @@ pub(crate) fn check(
                 ),
             ));
         }
-        if after > lastanchor.every_records {
-            return Ok(report.fail(
-                Some(lastanchor.seq + 1),
-                FailureKind::Unanchored,
-                format!(
-                    "{after} records follow the last anchor (seq {}, {}), more than its interval of {}: anchors are \
-                     missing",
-                    lastanchor.seq, lastanchor.time, lastanchor.every_records
-                ),
-            ));
+        if let Some(records_after) = records_after {
+            let after = records_after(lastanchor.seq)?;
+            if after > lastanchor.every_records {
+                return Ok(report.fail(
+                    Some(lastanchor.seq + 1),
+                    FailureKind::Unanchored,
+                    format!(
+                        "{after} records follow the last anchor (seq {}, {}), more than its interval of {}: anchors \
+                         are missing",
+                        lastanchor.seq, lastanchor.time, lastanchor.every_records
+                    ),
+                ));
+            }
         }
     }
     Ok(report)
+}
+
+/// The anchors in `file` after byte `offset` (an anchors file only grows), each with the offset just past its line;
+/// a last line not yet ended is left for the next read.
+pub(crate) fn read_from(file: &Path, offset: u64) -> Result<Vec<(Anchor, u64)>, Fault> {
+    let mut f =
+        File::open(file).map_err(|e| Fault::io(format!("cannot open {}", file.display()), e))?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut reader = BufReader::new(f);
+    let mut out = Vec::new();
+    let mut at = offset;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        at += n as u64;
+        match parse_line(line.get(..line.len() - 1).unwrap_or_default()) {
+            Ok(Some(a)) => out.push((a, at)),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(Fault::Invalid {
+                    what: format!("anchors file {} at byte {}", file.display(), at - n as u64),
+                    reason: format!("not an anchor: {e}"),
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Every anchor in `file`, unchecked (for an export's manifest; verification checks them against the key).

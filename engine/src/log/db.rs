@@ -85,6 +85,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         offset     INTEGER NOT NULL
     );
     "#,
+    // 4: how far a shipper has copied this log into a shared store (see crate::log::mark_shipped). While the row
+    // is here, prune never removes a record after `seq`: nothing is lost before it is in the store.
+    r#"
+    CREATE TABLE log_shipped (
+        id      INTEGER PRIMARY KEY CHECK (id = 1),
+        replica TEXT NOT NULL,
+        seq     INTEGER NOT NULL,
+        time    TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// Opens (creating it and its parent directories if needed) the log database at `path` with jitgate's settings
@@ -173,6 +183,38 @@ fn open_read_only(path: &Path) -> Result<Connection, Fault> {
 pub(crate) fn open_existing(path: &Path) -> Result<Connection, Fault> {
     open_read(path)?;
     open_write(path, DEFAULT_BUSY_TIMEOUT)
+}
+
+/// The shipping mark `(replica, seq)`: records through `seq` are in the shared store (`None`: no shipper).
+pub(crate) fn shipped(conn: &Connection) -> Result<Option<(String, i64)>, Fault> {
+    let has_table: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'log_shipped')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok(None);
+    }
+    Ok(conn
+        .query_row(
+            "SELECT replica, seq FROM log_shipped WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// Sets the shipping mark (`None`: removes it).
+pub(crate) fn set_shipped(conn: &Connection, mark: Option<(&str, i64)>) -> Result<(), Fault> {
+    match mark {
+        Some((replica, seq)) => conn.execute(
+            "INSERT INTO log_shipped (id, replica, seq, time) VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET replica = excluded.replica, seq = excluded.seq, time = excluded.time",
+            params![replica, seq, format_time(time::OffsetDateTime::now_utc())],
+        )?,
+        None => conn.execute("DELETE FROM log_shipped", [])?,
+    };
+    Ok(())
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<String, Fault> {
@@ -539,7 +581,7 @@ mod tests {
             assert_eq!(versions(&conn, VERSION_TABLE), vec![1, 2], "upto {upto}");
             assert_eq!(
                 versions(&conn, LOG_VERSION_TABLE),
-                vec![1, 2, 3],
+                vec![1, 2, 3, 4],
                 "upto {upto}"
             );
             if upto >= 2 {
@@ -576,7 +618,7 @@ mod tests {
             }
             let conn = Connection::open(&path).unwrap();
             assert_eq!(versions(&conn, VERSION_TABLE), vec![1, 2]);
-            assert_eq!(versions(&conn, LOG_VERSION_TABLE), vec![1, 2, 3]);
+            assert_eq!(versions(&conn, LOG_VERSION_TABLE), vec![1, 2, 3, 4]);
         }
         // Each alone makes only its own tables.
         let log_only = dir.path().join("log.db");

@@ -26,6 +26,7 @@ pub use anchor::{
     Anchor, AnchorKey, AnchorOptions, AnchorReason, anchors_path, key_id, latest_anchor,
     load_public_key, public_key_path,
 };
+pub(crate) use anchor::{AnchorChain, check_with as check_anchors, read_from as read_anchors_from};
 pub(crate) use error::Fault;
 pub use error::{AnchorError, Cause, ExportError, PruneError, QueryError, VerifyError, WriteError};
 pub use export::{
@@ -155,4 +156,33 @@ pub fn tail(path: &std::path::Path, n: u32) -> Result<Vec<DecisionRecord>, Query
         },
     )?;
     Ok(records)
+}
+
+/// How far a shipper has copied a log into a shared store ([`mark_shipped`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShippedMark {
+    /// The replica the records were shipped under.
+    pub replica: String,
+    /// The newest seq known to be in the store (0: none yet).
+    pub seq: i64,
+}
+
+/// Records that the records of the log at `path` through `seq` are in a shared store under `replica` (a shipper
+/// calls it after each commit, and with 0 before its first pass). While a mark is there, [`prune`] never removes a
+/// record after its `seq`, so retention cannot delete what was not shipped yet.
+pub fn mark_shipped(path: &std::path::Path, replica: &str, seq: i64) -> Result<(), QueryError> {
+    let conn = db::open_write(path, crate::sqlite::DEFAULT_BUSY_TIMEOUT)?;
+    Ok(db::set_shipped(&conn, Some((replica, seq)))?)
+}
+
+/// Removes the shipping mark of the log at `path` (the log is no longer shipped; prune may remove any old record).
+pub fn unmark_shipped(path: &std::path::Path) -> Result<(), QueryError> {
+    let conn = db::open_write(path, crate::sqlite::DEFAULT_BUSY_TIMEOUT)?;
+    Ok(db::set_shipped(&conn, None)?)
+}
+
+/// The shipping mark of the log at `path`, `None` when no shipper ever marked it.
+pub fn shipped_mark(path: &std::path::Path) -> Result<Option<ShippedMark>, QueryError> {
+    let conn = db::open_read(path)?;
+    Ok(db::shipped(&conn)?.map(|(replica, seq)| ShippedMark { replica, seq }))
 }

@@ -8,6 +8,9 @@
 //! checkpoint's anchor. The checkpoint is itself a sealed link of the chain, so editing it fails verification, and
 //! so does deleting more old records after it (a gap at `first_kept_seq`).
 //!
+//! A log that a replica ships into a shared store carries a shipping mark ([`super::mark_shipped`]); prune never
+//! removes a record after it (unless told to discard unshipped records), and reports how many old records it kept.
+//!
 //! Prune runs beside a live [`super::LogWriter`] (the proxy's automatic retention does), on a connection of its
 //! own. SQLite serializes the two: each writes only inside a `BEGIN IMMEDIATE` transaction that reads the chain
 //! head inside it, and in WAL mode `BEGIN IMMEDIATE` waits (busy timeout) until the other has committed, so a
@@ -44,6 +47,14 @@ pub struct PruneReport {
     pub pruned_through: Option<i64>,
     /// The last checkpoint record written, one per chunk (none when nothing was old enough).
     pub checkpoint_seq: Option<i64>,
+    /// The log is shipped to a shared store: the newest seq its shipper had copied there when prune looked. No
+    /// record after it is pruned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipped_through: Option<i64>,
+    /// Records old enough to prune that were kept because the shipper has not copied them into the store yet (a
+    /// later run prunes them once they are there).
+    #[serde(default)]
+    pub kept_unshipped: u64,
 }
 
 /// Most records deleted in one transaction. Each is re-verified and deleted with the write lock held; a few
@@ -63,7 +74,8 @@ const YIELD_SLACK: Duration = Duration::from_millis(50);
 const YIELD_POLL: Duration = Duration::from_millis(2);
 
 /// Deletes the records older than `before` — the leading run of the chain whose time is before it, so a record
-/// is never removed while an older-numbered one is kept — and appends a checkpoint after each chunk of at most
+/// is never removed while an older-numbered one is kept, and never one after the log's shipping mark (a record the
+/// shipper has not copied into the shared store yet) — and appends a checkpoint after each chunk of at most
 /// 5,000 deleted records (see the module docs for why chunks). Fails without changing anything if the chain
 /// does not verify; a problem first seen in a later chunk (the file changed meanwhile) stops it after the chunks
 /// already committed, each of which left a verifying chain. Records appended while it runs (its own checkpoints
@@ -81,6 +93,9 @@ pub struct PruneOptions {
     /// Sign the chain head once pruned (an anchored log must be: verify refuses records after the writer's
     /// shutdown anchor that no anchor covers).
     pub anchor: Option<super::AnchorOptions>,
+    /// Prune records a shipper has not copied into the shared store yet (they are then lost from the store for
+    /// good). Off: prune stops at the log's shipping mark ([`super::mark_shipped`]).
+    pub discard_unshipped: bool,
 }
 
 /// [`prune`], naming `opts.actor` in the checkpoints (each of which carries the history of the earlier prunes, so
@@ -96,6 +111,8 @@ pub fn prune_with(
         deleted: 0,
         pruned_through: None,
         checkpoint_seq: None,
+        shipped_through: None,
+        kept_unshipped: 0,
     };
     let res = prune_chunks(path, before, opts, &mut out);
     if out.checkpoint_seq.is_some() {
@@ -178,13 +195,30 @@ fn prune_chunks(
         let first_kept = match target {
             Some(t) => t,
             None => {
-                let t = tx
+                let by_time = tx
                     .query_row(
                         "SELECT MIN(seq) FROM decisions WHERE time >= ?1",
                         [&cutoff],
                         |r| r.get::<_, Option<i64>>(0),
                     )?
                     .unwrap_or(verified_seq + 1);
+                // A shipped log keeps what its shipper has not copied into the store yet. The mark is never past
+                // what the store holds: the shipper writes it after each commit there, and resets it to 0 at start
+                // until it has asked the store.
+                let shipped = if opts.discard_unshipped {
+                    None
+                } else {
+                    db::shipped(&tx)?.map(|(_, seq)| seq)
+                };
+                out.shipped_through = shipped;
+                let t = match shipped {
+                    Some(s) if by_time > s + 1 => {
+                        let kept_from = (s + 1).max(start);
+                        out.kept_unshipped = u64::try_from(by_time - kept_from).unwrap_or(0);
+                        kept_from
+                    }
+                    _ => by_time,
+                };
                 target = Some(t);
                 t
             }

@@ -4,6 +4,13 @@
 //! skipped), with `decision_heads` naming each replica's newest shipped record. [`Records`] reads them back for
 //! `jitgate decisions query|export|verify --store postgres://...`: queries over all replicas or one, an export of one
 //! replica's chain, and a verification of every replica's chain on its own.
+//!
+//! With `[log] anchor_key`, the shipper also copies the replica's signed anchors into `decision_anchors`, keyed by
+//! replica and place in its anchors file, each in the transaction of the records whose head it signs, and
+//! verification with the public key checks each chain against them. A record's hash does not cover the replica id
+//! (the local log does not know it); the signed anchors do, which is what binds a shipped chain to its replica. It
+//! also marks the local log with how far it has shipped ([`crate::log::mark_shipped`]), so prune never removes a
+//! record before it is in the store.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,6 +19,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use ed25519_dalek::VerifyingKey;
 use parking_lot::{Condvar, Mutex};
 use postgres::Row;
 use postgres::types::ToSql;
@@ -19,13 +27,17 @@ use postgres::types::ToSql;
 use super::pool::Connector;
 use super::{PgStore, migrate, pg_err};
 use crate::log::{
-    Chain, Cursor, DecisionRecord, ExportManifest, FailureKind, Filter, Format, GENESIS_HASH,
-    RecordExport, VerifyReport, checkpoint_anchor, format_time,
+    Anchor, AnchorChain, Chain, Cursor, DecisionRecord, ExportManifest, FailureKind, Filter,
+    Format, GENESIS_HASH, RecordExport, VerifyReport, check_anchors, checkpoint_anchor,
+    format_time,
 };
 use crate::store::StoreError;
 
 /// The schema version that has the decision-record tables.
 const RECORDS_VERSION: i64 = 2;
+
+/// The schema version that has the shipped signed anchors.
+const ANCHORS_VERSION: i64 = 4;
 
 /// Rows fetched at a time when reading a whole chain.
 const FETCH: i32 = 1000;
@@ -326,6 +338,33 @@ impl Records {
         replica: Option<&str>,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<Vec<ReplicaReport>, StoreError> {
+        self.verify_with(replica, None, progress)
+    }
+
+    /// [`Records::verify`], and with `key` also against each replica's shipped signed anchors: each signed by
+    /// `key`, linked to the one before, naming the replica whose chain it is (so a chain moved to another replica's
+    /// name is seen), and signing a head that is the record stored at its seq (so a head rewound with the newest
+    /// records deleted, or a range rewritten with the chain recomputed, is seen, with the first seq that
+    /// disagrees). A replica that shipped no anchors fails ([`FailureKind::AnchorMissing`]).
+    pub fn verify_with(
+        &self,
+        replica: Option<&str>,
+        key: Option<&VerifyingKey>,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<Vec<ReplicaReport>, StoreError> {
+        if key.is_some() {
+            let version = self.connector.session(migrate::current_version_if_any)?;
+            if version < ANCHORS_VERSION {
+                return Err(StoreError::database(
+                    "",
+                    format!(
+                        "the store's schema is at version {version}; shipped signed anchors need version \
+                         {ANCHORS_VERSION}: start a replica of this jitgate with this `[store] url`, or run \
+                         `jitgate migrate`"
+                    ),
+                ));
+            }
+        }
         let replicas = match replica {
             Some(r) => vec![r.to_string()],
             None => self.replicas()?,
@@ -340,7 +379,10 @@ impl Records {
             let mut done = 0u64;
             let mut out = Vec::new();
             for r in replicas {
-                let report = verify_replica(&mut tx, &r, &mut done, progress)?;
+                let mut report = verify_replica(&mut tx, &r, &mut done, progress)?;
+                if let (Some(key), None) = (key, &report.failure) {
+                    report = verify_anchors(&mut tx, &r, key, report)?;
+                }
                 out.push(ReplicaReport { replica: r, report });
             }
             tx.commit().map_err(|e| pg_err("", e))?;
@@ -528,6 +570,120 @@ fn verify_replica(
     Ok(report.fail(Some(seq), FailureKind::Truncated, detail))
 }
 
+/// Checks `replica`'s chain, already walked into `report`, against its shipped anchors (see
+/// [`Records::verify_with`]).
+fn verify_anchors(
+    tx: &mut postgres::Transaction<'_>,
+    replica: &str,
+    key: &VerifyingKey,
+    report: VerifyReport,
+) -> Result<VerifyReport, StoreError> {
+    let rows = tx
+        .query(
+            "SELECT n, seq, anchor, hash FROM decision_anchors WHERE replica = $1 ORDER BY n",
+            &[&replica],
+        )
+        .map_err(|e| pg_err("cannot read shipped anchors", e))?;
+    if rows.is_empty() {
+        return Ok(report.fail(
+            None,
+            FailureKind::AnchorMissing,
+            format!(
+                "replica `{replica}` shipped no signed anchors: its records cannot be proven against the key (is \
+                 `[log] anchor_key` set on it?)"
+            ),
+        ));
+    }
+    let mut chain = AnchorChain::new(key);
+    for (i, row) in rows.iter().enumerate() {
+        let get = |e: postgres::Error| pg_err("cannot read a shipped anchor", e);
+        let n: i64 = row.try_get(0).map_err(get)?;
+        let seq: i64 = row.try_get(1).map_err(get)?;
+        let text: String = row.try_get(2).map_err(get)?;
+        let hash: String = row.try_get(3).map_err(get)?;
+        let at = format!("anchor {n}");
+        let bad = |report: VerifyReport, kind, detail: String| report.fail(Some(seq), kind, detail);
+        if n != i as i64 + 1 {
+            return Ok(bad(
+                report,
+                FailureKind::AnchorInvalid,
+                format!(
+                    "{at}: anchor {} is missing from the store: an anchor was removed",
+                    i + 1
+                ),
+            ));
+        }
+        let a: Anchor = match serde_json::from_str(&text) {
+            Ok(a) => a,
+            Err(e) => {
+                return Ok(bad(
+                    report,
+                    FailureKind::AnchorInvalid,
+                    format!("{at}: not an anchor: {e}"),
+                ));
+            }
+        };
+        if a.seq != seq || a.hash() != hash {
+            return Ok(bad(
+                report,
+                FailureKind::AnchorInvalid,
+                format!("{at}: the `seq` or `hash` column disagrees with the stored anchor"),
+            ));
+        }
+        // The signed anchor names its replica: records (and anchors) moved to another replica's name are not its.
+        if a.replica != replica {
+            return Ok(bad(
+                report,
+                FailureKind::AnchorMismatch,
+                format!(
+                    "{at}: signed for replica `{}`, not `{replica}`: records or anchors were moved between replicas",
+                    a.replica
+                ),
+            ));
+        }
+        if let Err((seq, kind, detail)) = chain.push(&at, a) {
+            return Ok(report.fail(seq, kind, detail));
+        }
+    }
+    let anchors = chain.finish();
+    let start = report.first_seq.unwrap_or(1);
+    let pruned = if start > 1 {
+        // The shipped chain starts after a prune: its start record links to the last pruned record's hash.
+        let prev: Option<String> = tx
+            .query_opt(
+                "SELECT prev_hash FROM decision_records WHERE replica = $1 AND seq = $2",
+                &[&replica, &start],
+            )
+            .map_err(|e| pg_err("", e))?
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(|e| pg_err("", e))?;
+        prev.map(|p| (start - 1, p))
+    } else {
+        None
+    };
+    let mut hash_at = |seq: i64| -> Result<Option<String>, StoreError> {
+        tx.query_opt(
+            "SELECT hash FROM decision_records WHERE replica = $1 AND seq = $2",
+            &[&replica, &seq],
+        )
+        .map_err(|e| pg_err("", e))?
+        .map(|r| r.try_get(0))
+        .transpose()
+        .map_err(|e| pg_err("", e))
+    };
+    // Anchors are shipped after the records they sign, so records past the last shipped anchor may be waiting for
+    // theirs: the interval after it is not checked (a shutdown anchor followed by records still is).
+    check_anchors(
+        &anchors,
+        start,
+        pruned.as_ref().map(|(s, h)| (*s, h.as_str())),
+        report,
+        &mut hash_at,
+        None,
+    )
+}
+
 /// How a replica's shipper runs.
 #[derive(Debug, Clone)]
 pub struct ShipOptions {
@@ -535,6 +691,8 @@ pub struct ShipOptions {
     pub replica: String,
     /// The replica's local decision log (`[log] path`).
     pub log: PathBuf,
+    /// Its signed anchors file (`[log] anchors`), when the log is anchored: shipped beside the records.
+    pub anchors: Option<PathBuf>,
     /// How often it looks for new records when it has caught up.
     pub every: Duration,
     /// Records per transaction.
@@ -590,6 +748,19 @@ impl Shipper {
         opts: ShipOptions,
         stats: Arc<ShipStats>,
     ) -> Result<Shipper, StoreError> {
+        // Before anything else may prune the log: from here on, prune keeps what is not in the store. Nothing is
+        // known to be there until the first pass has asked the store.
+        if opts.log.is_file() {
+            crate::log::mark_shipped(&opts.log, &opts.replica, 0).map_err(|e| {
+                StoreError::database(
+                    format!(
+                        "cannot mark the decision log {} as shipped",
+                        opts.log.display()
+                    ),
+                    e,
+                )
+            })?;
+        }
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let thread = std::thread::Builder::new()
             .name("jitgate-log-shipper".into())
@@ -623,8 +794,17 @@ impl Shipper {
     }
 }
 
+/// What a shipper knows to be in the store; forgotten after a failed pass (asked again).
+#[derive(Debug, Default)]
+struct Shipped {
+    /// The newest shipped seq.
+    seq: Option<i64>,
+    /// Anchors shipped (the store's `n` of the last one) and the byte offset in the anchors file just past it.
+    anchors: Option<(i64, u64)>,
+}
+
 fn run(store: &PgStore, opts: &ShipOptions, stop: &(Mutex<bool>, Condvar), stats: &ShipStats) {
-    let mut shipped: Option<i64> = None;
+    let mut shipped = Shipped::default();
     let mut last_error: Option<String> = None;
     loop {
         let stopping = *stop.0.lock();
@@ -640,7 +820,7 @@ fn run(store: &PgStore, opts: &ShipOptions, stop: &(Mutex<bool>, Condvar), stats
             }
             Err(e) => {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
-                shipped = None;
+                shipped = Shipped::default();
                 let msg = e.to_string();
                 if last_error.as_deref() != Some(msg.as_str()) {
                     tracing::warn!(replica = %opts.replica, error = %msg, "log shipper: cannot ship decision records; retrying");
@@ -659,17 +839,18 @@ fn run(store: &PgStore, opts: &ShipOptions, stop: &(Mutex<bool>, Condvar), stats
     }
 }
 
-/// One pass: ships up to a batch of sealed records past the newest shipped one; `true` when more wait.
+/// One pass: ships up to a batch of sealed records past the newest shipped one, with the signed anchors whose head
+/// they reach; `true` when more wait.
 fn pass(
     store: &PgStore,
     opts: &ShipOptions,
-    shipped: &mut Option<i64>,
+    shipped: &mut Shipped,
     stats: &ShipStats,
 ) -> Result<bool, ShipError> {
     if !opts.log.is_file() {
         return Ok(false);
     }
-    let after = match *shipped {
+    let after = match shipped.seq {
         Some(s) => s,
         None => {
             let s = store.pool.with(|c| {
@@ -680,7 +861,8 @@ fn pass(
                 .and_then(|r| r.try_get::<_, i64>(0))
                 .map_err(|e| pg_err("cannot read the newest shipped seq", e))
             })?;
-            *shipped = Some(s);
+            crate::log::mark_shipped(&opts.log, &opts.replica, s)?;
+            shipped.seq = Some(s);
             s
         }
     };
@@ -691,16 +873,31 @@ fn pass(
         Some(Cursor(after)),
         opts.batch,
     )?;
-    if let Some(last) = page.records.last() {
+    let through = page.records.last().map_or(after, |r| r.seq);
+    // Anchors read after the records: one that signs a head the records reach is shipped with them, in the same
+    // transaction (a writer's start anchor comes before the records after it, so a reader never sees them follow
+    // a shutdown anchor alone).
+    let anchors = match &opts.anchors {
+        Some(file) if file.is_file() => pending_anchors(store, opts, file, shipped, through)?,
+        _ => Vec::new(),
+    };
+    if !page.records.is_empty() || !anchors.is_empty() {
         let inserted = store
             .pool
-            .with(|c| insert_batch(c, &opts.replica, &page.records))?;
+            .with(|c| insert_batch(c, &opts.replica, &page.records, &anchors))?;
         stats.shipped.fetch_add(inserted, Ordering::Relaxed);
-        *shipped = Some(last.seq);
-        stats.shipped_seq.store(last.seq, Ordering::Relaxed);
+        if let Some((n, _, offset)) = anchors.last() {
+            shipped.anchors = Some((*n, *offset));
+        }
+    }
+    if through != after {
+        shipped.seq = Some(through);
+        stats.shipped_seq.store(through, Ordering::Relaxed);
+        // Only now that the store holds them may prune remove them.
+        crate::log::mark_shipped(&opts.log, &opts.replica, through)?;
     }
     // The lag: sealed local records past the newest shipped one, and the age of the oldest of them.
-    let done = shipped.unwrap_or(after);
+    let done = through;
     let local = crate::log::tail(&opts.log, 1)?
         .last()
         .map_or(done, |r| r.seq);
@@ -723,12 +920,72 @@ fn pass(
     Ok(page.next.is_some())
 }
 
+/// An anchor to ship: its place in the anchors file (from 1), the anchor, and the byte offset just past its line.
+type PendingAnchor = (i64, Anchor, u64);
+
+/// The anchors of `file` not yet in the store whose signed head is at most `through`, in file order.
+fn pending_anchors(
+    store: &PgStore,
+    opts: &ShipOptions,
+    file: &std::path::Path,
+    shipped: &mut Shipped,
+    through: i64,
+) -> Result<Vec<PendingAnchor>, ShipError> {
+    let (n, offset) = match shipped.anchors {
+        Some(a) => a,
+        None => {
+            let n = store.pool.with(|c| {
+                c.query_one(
+                    "SELECT COALESCE(MAX(n), 0)::BIGINT FROM decision_anchors WHERE replica = $1",
+                    &[&opts.replica],
+                )
+                .and_then(|r| r.try_get::<_, i64>(0))
+                .map_err(|e| pg_err("cannot read the newest shipped anchor", e))
+            })?;
+            // Where the n-th anchor ends in the file: the next pass reads on from there.
+            let all =
+                crate::log::read_anchors_from(file, 0).map_err(crate::log::QueryError::from)?;
+            let skip = usize::try_from(n).unwrap_or(0);
+            let offset = match skip {
+                0 => 0,
+                k => match all.get(k - 1) {
+                    Some((_, end)) => *end,
+                    None => {
+                        return Err(ShipError::Store(StoreError::Conflict(format!(
+                            "the store holds {n} signed anchors of replica `{}` but {} holds {}: the anchors file \
+                             was replaced or cut (or two replicas ship under one id)",
+                            opts.replica,
+                            file.display(),
+                            all.len()
+                        ))));
+                    }
+                },
+            };
+            shipped.anchors = Some((n, offset));
+            (n, offset)
+        }
+    };
+    let mut out = Vec::new();
+    for (i, (a, end)) in crate::log::read_anchors_from(file, offset)
+        .map_err(crate::log::QueryError::from)?
+        .into_iter()
+        .enumerate()
+    {
+        if a.seq > through {
+            break;
+        }
+        out.push((n + 1 + i as i64, a, end));
+    }
+    Ok(out)
+}
+
 /// Inserts `records` of `replica` in one transaction (a copy already there is skipped, after checking it is the
 /// same record) and moves the replica's head; returns how many were new.
 fn insert_batch(
     c: &mut postgres::Client,
     replica: &str,
     records: &[DecisionRecord],
+    anchors: &[PendingAnchor],
 ) -> Result<u64, StoreError> {
     let now = crate::clock::now_system();
     let mut tx = c.transaction().map_err(|e| pg_err("", e))?;
@@ -804,6 +1061,33 @@ fn insert_batch(
             &[&replica, &last.seq, &last.hash, &now],
         )
         .map_err(|e| pg_err("cannot move the shipped head", e))?;
+    }
+    for (n, a, _) in anchors {
+        let text = serde_json::to_string(a)
+            .map_err(|e| StoreError::database("cannot encode a signed anchor", e))?;
+        let hash = a.hash();
+        let added = tx
+            .execute(
+                "INSERT INTO decision_anchors (replica, n, seq, anchor, hash, shipped_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (replica, n) DO NOTHING",
+                &[&replica, n, &a.seq, &text, &hash, &now],
+            )
+            .map_err(|e| pg_err("cannot ship a signed anchor", e))?;
+        if added == 0 {
+            let there: String = tx
+                .query_one(
+                    "SELECT hash FROM decision_anchors WHERE replica = $1 AND n = $2",
+                    &[&replica, n],
+                )
+                .and_then(|r| r.try_get(0))
+                .map_err(|e| pg_err("", e))?;
+            if there != hash {
+                return Err(StoreError::Conflict(format!(
+                    "replica `{replica}` anchor {n} is already in the store and differs: two decision logs ship \
+                     under one replica id (set a distinct `[cluster] replica` on each)"
+                )));
+            }
+        }
     }
     tx.commit().map_err(|e| pg_err("", e))?;
     Ok(inserted)

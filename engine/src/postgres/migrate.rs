@@ -112,6 +112,24 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         shipped_at BIGINT NOT NULL
     );
     "#,
+    // 3: reserved for the store's entity data (built on another branch; that migration takes this place).
+    r#"
+    SELECT 1;
+    "#,
+    // 4: the signed anchors every replica's shipper copies from its anchors file, keyed by replica and the anchor's
+    // place in that file (`n`, from 1: two anchors may sign the same seq, at a shutdown and the next start), so a
+    // copy is idempotent. `anchor` is the anchor's JSON as signed; `seq` and `hash` are read from it.
+    r#"
+    CREATE TABLE decision_anchors (
+        replica    TEXT NOT NULL,
+        n          BIGINT NOT NULL,
+        seq        BIGINT NOT NULL,
+        anchor     TEXT NOT NULL,
+        hash       TEXT NOT NULL,
+        shipped_at BIGINT NOT NULL,
+        PRIMARY KEY (replica, n)
+    );
+    "#,
 ];
 
 /// The schema version this build knows (a fully migrated store has it).

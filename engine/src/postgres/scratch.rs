@@ -81,6 +81,16 @@ impl Scratch {
         })
     }
 
+    /// The first column of the first row of `sql` (run in the schema) as a number; `None` for no row or NULL.
+    pub fn scalar(&self, sql: &str) -> Result<Option<i64>, StoreError> {
+        Connector::new(&self.url())?.session(|c| {
+            c.query_opt(sql, &[])
+                .and_then(|row| row.map(|r| r.try_get::<_, Option<i64>>(0)).transpose())
+                .map(Option::flatten)
+                .map_err(|e| StoreError::database("", describe(&e)))
+        })
+    }
+
     /// Ends every server connection opened through [`Scratch::url`] (as a server restart would), except the one
     /// that does it, waiting (up to 5 s each) until each is gone; returns how many.
     pub fn terminate_connections(&self) -> Result<i64, StoreError> {
