@@ -9,6 +9,7 @@ mod convert;
 mod data;
 mod entities;
 mod load;
+mod typed;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -317,3 +318,6 @@ mod tests;
 
 #[cfg(test)]
 mod data_tests;
+
+#[cfg(test)]
+mod caller_tests;

@@ -349,6 +349,8 @@ impl AccessService {
                 principal: Principal {
                     entity: id.principal,
                     groups: id.groups,
+                    group_type: id.group_type,
+                    attrs: id.attrs,
                 },
                 context,
             })
