@@ -52,6 +52,9 @@ const BUILTIN_CONTEXT: [&str; 9] = [
     "break_glass",
 ];
 
+/// The principal, grant and role entities of a request, the grants' uids, and whether any grant is break-glass.
+type CallerEntities = (Vec<Arc<ast::Entity>>, Vec<ast::EntityUID>, bool);
+
 /// The next [`EntityBuilder`] id.
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
@@ -184,7 +187,7 @@ impl EntityBuilder {
         request: &AuthzRequest,
         grants: &[&Arc<Grant>],
         principal: &EntityUid,
-    ) -> Result<(Vec<Arc<ast::Entity>>, Vec<ast::EntityUID>, bool), String> {
+    ) -> Result<CallerEntities, String> {
         let built = grant_entities(
             grants,
             &GrantTypes {

@@ -1171,4 +1171,104 @@ cases:
         );
         assert_eq!(e.0[0].line, Some(8), "{e}");
     }
+
+    const TABLE: &str = r#"
+name: table
+bundles: [../b]
+now: 2026-11-23T10:00:00Z
+principals:
+  User::"alice": { groups: [eng], group_type: Team, attrs: { job: manager } }
+cases:
+  - &base
+    name: "{who} reads: {decision}"
+    principal: 'User::"{who}"'
+    groups: [eng]
+    action: read
+    resource: Doc::"d1"
+    expect: { decision: "{decision}" }
+    rows:
+      - { who: alice, decision: allow }
+      - { who: bob, decision: deny }
+  - <<: *base
+    name: "{who} edits: {decision}"
+    action: edit
+  - name: cedar form
+    entities: people.json
+    request:
+      principal: { __entity: { type: User, id: carol } }
+      action: { type: Action, id: read }
+      resource: 'Doc::"d2"'
+      context: { claims: { office: 10.0.0.1 }, source_ip: 10.9.9.9, who: { type: User, id: dan } }
+    expect: { decision: allow }
+"#;
+
+    #[test]
+    fn rows_and_merge_keys_expand_and_cedar_requests_map_to_cases() {
+        let s = Suite::parse(Path::new("dir/s.yaml"), TABLE).unwrap_or_else(|d| panic!("{d}"));
+        let names: Vec<&str> = s.file.cases.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "alice reads: allow",
+                "bob reads: deny",
+                "alice edits: allow",
+                "bob edits: deny",
+                "cedar form"
+            ]
+        );
+        assert_eq!(s.file.cases[1].principal, EntityRef::new("User", "bob"));
+        assert_eq!(s.file.cases[1].expect.decision, ExpectedDecision::Deny);
+        assert!(
+            matches!(&s.file.cases[3].target, Target::Direct { action, .. } if action == "edit")
+        );
+        // Every expanded case points at its template's line.
+        assert_eq!(s.case_lines[..4], [Some(9), Some(9), Some(19), Some(19)]);
+        let alice = &s.file.principals[&EntityRef::new("User", "alice")];
+        assert_eq!(alice.group_type.as_deref(), Some("Team"));
+        assert_eq!(alice.attrs["job"], "manager");
+        let c = &s.file.cases[4];
+        assert!(c.cedar_request);
+        assert_eq!(c.principal, EntityRef::new("User", "carol"));
+        assert_eq!(c.entities, ["people.json"]);
+        assert!(
+            matches!(&c.target, Target::Direct { action, resource } if action == "read" && resource.entity.id == "d2")
+        );
+        assert_eq!(c.context.claims["office"], "10.0.0.1");
+        assert_eq!(c.context.source_ip.as_deref(), Some("10.9.9.9"));
+        assert_eq!(c.context.attrs["who"]["id"], "dan");
+    }
+
+    #[test]
+    fn bad_rows_and_bad_cedar_requests_name_the_case_and_line() {
+        let bad_rows = TABLE.replace("      - { who: bob, decision: deny }", "      - just text");
+        let e = Suite::parse(Path::new("s.yaml"), &bad_rows).unwrap_err();
+        assert!(
+            e.0.iter()
+                .any(|d| d.line == Some(9) && d.message.contains("rows[1]")),
+            "{e}"
+        );
+        let bad_value = TABLE.replace("decision: deny }", "decision: maybe }");
+        let e = Suite::parse(Path::new("s.yaml"), &bad_value).unwrap_err();
+        assert!(
+            e.0.iter().any(|d| d.line == Some(9)
+                && d.message.contains("(row 2)")
+                && d.message.contains("maybe")),
+            "{e}"
+        );
+        let not_action = TABLE.replace("{ type: Action, id: read }", "{ type: User, id: read }");
+        let e = Suite::parse(Path::new("s.yaml"), &not_action).unwrap_err();
+        assert!(
+            e.0.iter().any(|d| d.message.contains("request.action")),
+            "{e}"
+        );
+        let both = TABLE.replace(
+            "    entities: people.json\n",
+            "    principal: User::\"x\"\n",
+        );
+        let e = Suite::parse(Path::new("s.yaml"), &both).unwrap_err();
+        assert!(
+            e.0.iter().any(|d| d.message.contains("either `request`")),
+            "{e}"
+        );
+    }
 }
