@@ -139,6 +139,8 @@ impl Scenario {
             caller: Principal {
                 entity: caller(),
                 groups: vec!["engineering".into()],
+                group_type: None,
+                attrs: Default::default(),
             },
             claims,
             _dir: dir,

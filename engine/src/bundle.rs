@@ -67,6 +67,15 @@ pub struct Bundle {
 impl Bundle {
     /// Loads and validates the bundle in `dir`. Every problem found is reported, each with file, line and reason.
     pub fn load(dir: &Path) -> Result<Bundle, Diagnostics> {
+        Self::load_with_entities(dir, &[])
+    }
+
+    /// [`Bundle::load`] with further Cedar JSON entity files beside the bundle's own (a policy suite's fixtures):
+    /// part of the revision, validated against the schema like the bundle's own. Refused for a Rego bundle.
+    pub fn load_with_entities(
+        dir: &Path,
+        extra_entities: &[PathBuf],
+    ) -> Result<Bundle, Diagnostics> {
         let manifest_path = dir.join(MANIFEST_FILE);
         let source = read_file(&manifest_path)?;
         let manifest: Manifest = parse_toml(&manifest_path, &source)?;
@@ -168,7 +177,7 @@ impl Bundle {
             }
         };
         hashed.extend(test_files.iter().cloned());
-        let entity_files = match expand(
+        let mut entity_files = match expand(
             dir,
             &manifest.entities,
             &["json"],
@@ -181,6 +190,22 @@ impl Bundle {
                 Vec::new()
             }
         };
+        if !extra_entities.is_empty() && manifest.engine != EngineKind::Cedar {
+            errors.push(Diagnostic::file(
+                &manifest_path,
+                format!(
+                    "Cedar JSON entity files ({}) are for Cedar bundles; this one is {}",
+                    extra_entities
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    manifest.engine.as_str()
+                ),
+            ));
+        } else {
+            entity_files.extend(extra_entities.iter().cloned());
+        }
         if !entity_files.is_empty() && manifest.engine != EngineKind::Cedar {
             errors.push(Diagnostic::at_toml_key(
                 &manifest_path,

@@ -213,10 +213,7 @@ mod tests {
     #[test]
     fn each_grant_says_why() {
         let request = AuthzRequest {
-            principal: Principal {
-                entity: EntityRef::new("User", "alice"),
-                groups: vec![],
-            },
+            principal: Principal::new(EntityRef::new("User", "alice"), vec![]),
             action: "read".into(),
             resource: Resource {
                 entity: EntityRef::new("Doc", "d1"),

@@ -155,6 +155,8 @@ mod tests {
             principal: Principal {
                 entity: EntityRef::new("User", "alice"),
                 groups: vec!["eng".into()],
+                group_type: None,
+                attrs: Default::default(),
             },
             action: "read".into(),
             resource: Resource {

@@ -15,9 +15,35 @@ use crate::entity::EntityRef;
 pub struct Principal {
     /// The principal entity, e.g. `User::"alice"`.
     pub entity: EntityRef,
-    /// Group names (become `Group::"name"` parents in Cedar, `input.principal.groups` in Rego).
+    /// Group names (become `<group_type>::"name"` parents in Cedar, `input.principal.groups` in Rego).
     #[serde(default)]
     pub groups: Vec<String>,
+    /// The entity type of the groups (`Team`, `UserGroup`, ...); `None` is `Group`. Set per issuer
+    /// (`groups_type`); a hierarchy above them (a team in an organization) comes from the entity data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_type: Option<String>,
+    /// Attributes of the principal entity, as JSON (Cedar: typed by the schema's declaration of the principal's
+    /// type and merged over what the entity data says about it; Rego: `input.principal.attrs`). The proxy fills
+    /// them from token claims per issuer (`principal_attrs`); empty when nothing is mapped.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub attrs: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Principal {
+    /// A principal with `groups` (of type `Group`) and no attributes.
+    pub fn new(entity: EntityRef, groups: Vec<String>) -> Self {
+        Self {
+            entity,
+            groups,
+            group_type: None,
+            attrs: serde_json::Map::new(),
+        }
+    }
+
+    /// The entity type of the principal's groups: `group_type`, or `Group`.
+    pub fn group_type(&self) -> &str {
+        self.group_type.as_deref().unwrap_or("Group")
+    }
 }
 
 /// What is acted on: an entity with its ancestors (nearest first) and attributes.
@@ -238,6 +264,8 @@ mod tests {
             principal: Principal {
                 entity: EntityRef::new("User", "a"),
                 groups: Vec::new(),
+                group_type: None,
+                attrs: Default::default(),
             },
             action: "deleteDatabase".into(),
             resource: Resource {

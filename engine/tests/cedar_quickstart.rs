@@ -62,6 +62,8 @@ impl<'a> Call<'a> {
             principal: Principal {
                 entity: self.who.clone(),
                 groups: self.groups.iter().map(|g| g.to_string()).collect(),
+                group_type: None,
+                attrs: Default::default(),
             },
             action: m.route.action.clone(),
             resource: m.resource,
@@ -347,6 +349,8 @@ fn control(who: &str, groups: &[&str], action: &str, resource: Resource) -> Auth
         principal: Principal {
             entity: EntityRef::new("User", who),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            group_type: None,
+            attrs: Default::default(),
         },
         action: action.into(),
         resource,

@@ -75,6 +75,8 @@ fn who(id: &str, groups: &[&str]) -> Principal {
     Principal {
         entity: EntityRef::new("User", id),
         groups: groups.iter().map(|g| g.to_string()).collect(),
+        group_type: None,
+        attrs: Default::default(),
     }
 }
 

@@ -39,6 +39,8 @@ fn ask(lc: &Lifecycle, starts_at: i64) -> Result<RequestState, LifecycleError> {
         &Principal {
             entity: EntityRef::new("User", "alice"),
             groups: vec!["engineering".into()],
+            group_type: None,
+            attrs: Default::default(),
         },
         &Context::at(NOW),
         NewRequest {

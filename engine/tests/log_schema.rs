@@ -148,10 +148,7 @@ fn records_carrying_an_explanation_match_the_schema() {
     let validator = jsonschema::validator_for(&schema).unwrap();
     let bundle = Bundle::load(&repo("policies/docs-cedar")).unwrap();
     let request = |who: &str, action: &str, doc: &str| AuthzRequest {
-        principal: Principal {
-            entity: EntityRef::new("User", who),
-            groups: vec![],
-        },
+        principal: Principal::new(EntityRef::new("User", who), vec![]),
         action: action.into(),
         resource: Resource {
             entity: EntityRef::new("Document", doc),

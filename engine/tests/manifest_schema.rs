@@ -612,6 +612,7 @@ fn links_files_validate_against_their_schema() {
     for file in [
         "schemas/examples/links.json",
         "policies/docs-cedar/links.json",
+        "policies/expenses-cedar/links.json",
     ] {
         let instance: Value =
             serde_json::from_str(&std::fs::read_to_string(repo(file)).unwrap()).unwrap();

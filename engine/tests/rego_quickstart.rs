@@ -72,6 +72,8 @@ impl Req {
             principal: Principal {
                 entity: self.who.clone(),
                 groups: self.groups.clone(),
+                group_type: None,
+                attrs: Default::default(),
             },
             action: m.route.action.clone(),
             resource: m.resource,

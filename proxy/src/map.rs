@@ -80,6 +80,8 @@ pub fn map<B>(
         principal: Principal {
             entity: identity.principal,
             groups: identity.groups,
+            group_type: identity.group_type,
+            attrs: identity.attrs,
         },
         action: route.route.action.clone(),
         resource: route.resource,
@@ -101,6 +103,8 @@ fn anonymous_identity() -> Identity {
     Identity {
         principal: EntityRef::new("Anonymous", "anonymous"),
         groups: Vec::new(),
+        group_type: None,
+        attrs: Default::default(),
         claims: Default::default(),
         issuer: String::new(),
         expires_at: i64::MAX,

@@ -272,6 +272,48 @@ async fn valid_es256_token_and_custom_claim_mapping() {
     assert_eq!(id.groups, vec!["admin".to_string()]);
 }
 
+/// Issue 19 item 3: claims mapped to principal attributes (by name and by JSON pointer) and the groups' entity type
+/// travel with the identity; an issuer without a mapping adds nothing.
+#[tokio::test]
+async fn claims_map_to_principal_attributes_and_groups_to_a_configured_type() {
+    let server = JwksServer::start(jwks(&[RSA_A.jwk("a")])).await;
+    let mut cfg = server.issuer();
+    cfg.groups_type = Some("Team".into());
+    cfg.principal_attrs = std::collections::BTreeMap::from([
+        ("job".to_string(), "job_title".to_string()),
+        ("region".to_string(), "/address/region".to_string()),
+        ("level".to_string(), "level".to_string()),
+        ("absent".to_string(), "nowhere".to_string()),
+    ]);
+    let auth = Authenticator::new(vec![cfg], None).unwrap();
+    let c = with(
+        with(
+            with(claims(), "job_title", json!("manager")),
+            "address",
+            json!({"region": "eu", "city": "x"}),
+        ),
+        "level",
+        json!(null),
+    );
+    let token = sign(Algorithm::RS256, "a", &RSA_A.enc, &c);
+    let id = auth.authenticate(Some(&bearer(&token)), NOW).await.unwrap();
+    assert_eq!(id.group_type.as_deref(), Some("Team"));
+    assert_eq!(id.groups, vec!["dba".to_string(), "oncall".to_string()]);
+    assert_eq!(
+        Value::Object(id.attrs),
+        json!({"job": "manager", "region": "eu"}),
+        "a null or missing claim leaves the attribute out"
+    );
+
+    let (_server, plain) = setup().await;
+    let token = sign(Algorithm::RS256, "a", &RSA_A.enc, &c);
+    let id = plain
+        .authenticate(Some(&bearer(&token)), NOW)
+        .await
+        .unwrap();
+    assert!(id.attrs.is_empty() && id.group_type.is_none());
+}
+
 #[tokio::test]
 async fn audience_may_be_an_array_and_scheme_is_case_insensitive() {
     let (_server, auth) = setup().await;

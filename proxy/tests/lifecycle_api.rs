@@ -1015,6 +1015,8 @@ fn measure_revoke_to_next_decision_with_10k_grants() {
             principal: Principal {
                 entity: g.principal.clone(),
                 groups: vec!["engineering".into()],
+                group_type: None,
+                attrs: Default::default(),
             },
             action: route.route.action.clone(),
             resource: route.resource.clone(),

@@ -120,6 +120,8 @@ jwks_url = "https://idp/jwks"
 algorithms = ["ES256"]
 principal_claim = "email"
 groups_claim = "roles"
+groups_type = "Team"
+principal_attrs = {{ job = "job_title", region = "/address/region" }}
 principal_type = "Person"
 leeway_secs = 0
 refresh_min_interval_secs = 5

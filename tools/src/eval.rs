@@ -323,6 +323,8 @@ fn caller(
             principal: Principal {
                 entity: p.clone(),
                 groups,
+                group_type: fixture.and_then(|f| f.group_type.clone()),
+                attrs: fixture.map(|f| f.attrs.clone()).unwrap_or_default(),
             },
             claims: fixture.map(|f| f.claims.clone()).unwrap_or_default(),
         });
@@ -373,6 +375,8 @@ fn verified_caller(
         principal: Principal {
             entity: identity.principal,
             groups: identity.groups,
+            group_type: identity.group_type,
+            attrs: identity.attrs,
         },
         claims: identity.claims,
     })
@@ -413,10 +417,14 @@ fn insecure_caller(
                 .collect()
         })
         .unwrap_or_default();
+    // The issuer's groups type applies; its claim-to-attribute mapping does not (the claims are shown as they are).
+    let group_type = issuer.and_then(|i| i.groups_type.clone());
     Ok(Caller {
         principal: Principal {
             entity: EntityRef::new(ty, id),
             groups,
+            group_type,
+            attrs: serde_json::Map::new(),
         },
         claims,
     })

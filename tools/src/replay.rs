@@ -276,6 +276,8 @@ fn replay_one(
                 principal: Principal {
                     entity: principal.clone(),
                     groups,
+                    group_type: None,
+                    attrs: Default::default(),
                 },
                 action: route.route.action.clone(),
                 resource: route.resource,

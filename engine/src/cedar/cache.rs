@@ -76,6 +76,8 @@ struct SideKey {
     action: String,
     principal: EntityRef,
     groups: Vec<String>,
+    group_type: Option<String>,
+    attrs: serde_json::Map<String, serde_json::Value>,
     grants: Vec<Weak<Grant>>,
 }
 
@@ -91,6 +93,8 @@ impl SideKey {
             && self.principal == request.principal.entity
             && self.action == request.action
             && self.groups == request.principal.groups
+            && self.group_type == request.principal.group_type
+            && self.attrs == request.principal.attrs
     }
 }
 
@@ -112,7 +116,8 @@ pub(crate) struct CallerSide {
 }
 
 /// The caller side for `request` with `grants` (already without repeated ids) under backend `backend`: this thread's
-/// cached one when it was built from the same backend, action, principal, groups and grant `Arc`s, else `build()`.
+/// cached one when it was built from the same backend, action, principal (its groups, group type and
+/// attributes) and grant `Arc`s, else `build()`.
 pub(crate) fn caller_side(
     backend: u64,
     request: &AuthzRequest,
@@ -130,9 +135,14 @@ pub(crate) fn caller_side(
         h.write_u8(0xff);
         h.write(g.as_bytes());
     }
+    if let Some(t) = &request.principal.group_type {
+        h.write_u8(0xfe);
+        h.write(t.as_bytes());
+    }
     for g in grants {
         h.write_usize(Arc::as_ptr(g) as usize);
     }
+    // The principal's attributes are compared, not hashed: the same caller with other claims replaces the entry.
     let key = h.finish();
     let hit = SIDES.with(|c| {
         c.try_borrow().ok().and_then(|c| {
@@ -155,6 +165,8 @@ pub(crate) fn caller_side(
                 action: request.action.clone(),
                 principal: request.principal.entity.clone(),
                 groups: request.principal.groups.clone(),
+                group_type: request.principal.group_type.clone(),
+                attrs: request.principal.attrs.clone(),
                 grants: grants.iter().map(|g| Arc::downgrade(g)).collect(),
             };
             c.insert(key, (k, Rc::clone(&side)));

@@ -1,7 +1,7 @@
-//! Conversions from the engine's request model (JSON attributes, Unix times) to Cedar values, and the schema facts
-//! those conversions need (which attributes are entity-typed). No policy evaluation happens here.
+//! Conversions from the engine's request model (entity references, Unix times, addresses) to Cedar values; JSON
+//! attributes are converted by the schema's declared types in [`super::typed`]. No policy evaluation happens here.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use std::cell::RefCell;
 
@@ -11,147 +11,8 @@ use cedar_policy_core::ast::{self, Value};
 use crate::clock::UnixTime;
 use crate::entity::EntityRef;
 
-/// Attribute names declared entity-typed, per entity type (resource attributes) and per action (context attributes).
-///
-/// A string attribute such as `requester: "User::\"bob\""` becomes an entity reference only when the schema declares
-/// that attribute as an entity type; everywhere else strings stay strings (so `scope: "Service::\"payments\""`,
-/// declared `String`, keeps its text).
-#[derive(Debug, Default, Clone)]
-pub(crate) struct EntityAttrs {
-    /// Entity type (as written in requests, e.g. `AccessRequest`) -> attribute names.
-    pub(crate) by_type: HashMap<String, HashSet<String>>,
-    /// Action id (e.g. `approve`) -> top-level context attribute names.
-    pub(crate) by_action: HashMap<String, HashSet<String>>,
-}
-
-impl EntityAttrs {
-    /// Reads the facts from the schema in its JSON form (`SchemaFragment::to_json_value` or a `.cedarschema.json`).
-    pub(crate) fn from_schema_json(json: &serde_json::Value) -> Self {
-        let mut out = EntityAttrs::default();
-        let Some(namespaces) = json.as_object() else {
-            return out;
-        };
-        // Entity and common type names per namespace, to tell `EntityOrCommon` references apart.
-        for (ns, body) in namespaces {
-            let qualify = |name: &str| {
-                if ns.is_empty() {
-                    name.to_string()
-                } else {
-                    format!("{ns}::{name}")
-                }
-            };
-            let entity_names: HashSet<String> = body
-                .get("entityTypes")
-                .and_then(serde_json::Value::as_object)
-                .map(|m| m.keys().cloned().collect())
-                .unwrap_or_default();
-            let common = body
-                .get("commonTypes")
-                .and_then(serde_json::Value::as_object);
-            let lookup = Lookup {
-                entity_names: &entity_names,
-                common,
-            };
-            if let Some(types) = body
-                .get("entityTypes")
-                .and_then(serde_json::Value::as_object)
-            {
-                for (name, def) in types {
-                    let attrs = def
-                        .get("shape")
-                        .map(|s| lookup.entity_attrs(s, 0))
-                        .unwrap_or_default();
-                    if !attrs.is_empty() {
-                        out.by_type.insert(qualify(name), attrs);
-                    }
-                }
-            }
-            if let Some(actions) = body.get("actions").and_then(serde_json::Value::as_object) {
-                for (name, def) in actions {
-                    let ctx = def.get("appliesTo").and_then(|a| a.get("context"));
-                    let attrs = ctx.map(|c| lookup.entity_attrs(c, 0)).unwrap_or_default();
-                    if !attrs.is_empty() {
-                        out.by_action.insert(name.clone(), attrs);
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
-struct Lookup<'a> {
-    entity_names: &'a HashSet<String>,
-    common: Option<&'a serde_json::Map<String, serde_json::Value>>,
-}
-
-impl Lookup<'_> {
-    /// Names of the top-level attributes of a record type (possibly behind common-type names) that are entity-typed.
-    fn entity_attrs(&self, ty: &serde_json::Value, depth: usize) -> HashSet<String> {
-        let mut out = HashSet::new();
-        let Some(record) = self.resolve(ty, depth) else {
-            return out;
-        };
-        if let Some(attrs) = record
-            .get("attributes")
-            .and_then(serde_json::Value::as_object)
-        {
-            for (name, attr) in attrs {
-                if self.is_entity(attr, depth) {
-                    out.insert(name.clone());
-                }
-            }
-        }
-        out
-    }
-
-    /// Follows common-type references (bounded, in case of a cycle the schema parser would reject anyway).
-    fn resolve<'v>(
-        &'v self,
-        ty: &'v serde_json::Value,
-        depth: usize,
-    ) -> Option<&'v serde_json::Value> {
-        if depth > 8 {
-            return None;
-        }
-        let kind = ty.get("type").and_then(serde_json::Value::as_str)?;
-        match kind {
-            "Record" => Some(ty),
-            "Entity" | "Set" | "Extension" | "String" | "Long" | "Boolean" => None,
-            // `EntityOrCommon` (from the human format) or a bare common-type name.
-            _ => {
-                let name = if kind == "EntityOrCommon" {
-                    ty.get("name").and_then(serde_json::Value::as_str)?
-                } else {
-                    kind
-                };
-                let def = self.common?.get(name)?;
-                self.resolve(def, depth + 1)
-            }
-        }
-    }
-
-    fn is_entity(&self, ty: &serde_json::Value, depth: usize) -> bool {
-        match ty.get("type").and_then(serde_json::Value::as_str) {
-            Some("Entity") => true,
-            Some("EntityOrCommon") => {
-                let Some(name) = ty.get("name").and_then(serde_json::Value::as_str) else {
-                    return false;
-                };
-                if self.common.is_some_and(|c| c.contains_key(name)) {
-                    return depth < 8
-                        && self
-                            .common
-                            .and_then(|c| c.get(name))
-                            .is_some_and(|d| self.is_entity(d, depth + 1));
-                }
-                // An undeclared name here is an entity type of another namespace (or a qualified one).
-                self.entity_names.contains(name) || name.contains("::")
-            }
-            _ => false,
-        }
-    }
-}
+/// The schema's declared types of entity attributes and action contexts (see [`super::typed`]).
+pub(crate) type EntityAttrs = super::typed::Shapes;
 
 /// Hour of the day (0-23) and ISO weekday (1 = Monday .. 7 = Sunday) of a Unix time, UTC.
 pub(crate) fn hour_and_weekday(t: UnixTime) -> (i64, i64) {
@@ -182,43 +43,6 @@ pub(crate) fn uid(
         type_name(cache, &e.ty)?,
         EntityId::new(&e.id),
     ))
-}
-
-/// Converts a JSON value. Floats and nulls have no Cedar form and are skipped (`None`), inside sets and records too.
-/// When `entity_attr` is set, a string of the form `Type::"id"` becomes an entity reference.
-pub(crate) fn json_to_value(
-    cache: &HashMap<String, EntityTypeName>,
-    v: &serde_json::Value,
-    entity_attr: bool,
-) -> Option<Value> {
-    match v {
-        serde_json::Value::Null => None,
-        serde_json::Value::Bool(b) => Some(Value::from(*b)),
-        serde_json::Value::Number(n) => n.as_i64().map(Value::from),
-        serde_json::Value::String(s) => {
-            if entity_attr {
-                if let Some(u) = s
-                    .parse::<EntityRef>()
-                    .ok()
-                    .and_then(|e| uid(cache, &e).ok())
-                {
-                    return Some(Value::from(ast::EntityUID::from(u)));
-                }
-            }
-            Some(Value::from(s.as_str()))
-        }
-        serde_json::Value::Array(items) => Some(Value::set(
-            items
-                .iter()
-                .filter_map(|i| json_to_value(cache, i, entity_attr)),
-            None,
-        )),
-        serde_json::Value::Object(map) => Some(Value::record(
-            map.iter()
-                .filter_map(|(k, v)| json_to_value(cache, v, false).map(|e| (k.as_str(), e))),
-            None,
-        )),
-    }
 }
 
 /// Most requests come from few addresses; parsing an `ipaddr` goes through Cedar's extension evaluator, so each
@@ -269,6 +93,7 @@ mod tests {
 
     #[test]
     fn entity_attrs_follow_common_types() {
+        use super::super::typed::Shape;
         let src = r#"
             entity User;
             type Ctx = { who: User, n: Long };
@@ -278,9 +103,11 @@ mod tests {
         let (frag, _) = cedar_policy::SchemaFragment::from_cedarschema_str(src).unwrap();
         let attrs = EntityAttrs::from_schema_json(&frag.to_json_value().unwrap());
         let req = attrs.by_type.get("Req").unwrap();
-        assert!(req.contains("requester"));
-        assert!(!req.contains("scope"));
-        assert!(!req.contains("nested"));
-        assert!(attrs.by_action.get("a").unwrap().contains("who"));
+        assert!(matches!(req.attr("requester"), Shape::Entity(t) if t == "User"));
+        assert!(matches!(req.attr("scope"), Shape::String));
+        assert!(matches!(req.attr("nested").attr("x"), Shape::Entity(t) if t == "User"));
+        let ctx = attrs.by_action.get("a").unwrap();
+        assert!(matches!(ctx.attr("who"), Shape::Entity(t) if t == "User"));
+        assert!(matches!(ctx.attr("n"), Shape::Long));
     }
 }

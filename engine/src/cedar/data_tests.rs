@@ -81,6 +81,8 @@ fn ask(who: &str, action: &str, doc: &str, parents: &[&str]) -> AuthzRequest {
         principal: Principal {
             entity: EntityRef::new("User", who),
             groups: vec![],
+            group_type: None,
+            attrs: Default::default(),
         },
         action: action.into(),
         resource: Resource {

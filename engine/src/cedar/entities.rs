@@ -2,17 +2,19 @@
 //! evaluation, no transitive-closure computation). Loads nothing and decides nothing.
 //!
 //! How a request becomes Cedar (the schema in `schemas/jitgate.cedarschema` documents the same from the policy side):
-//! - principal: its `EntityRef`, parents `Group::"<g>"` for each group and `Grant::"<id>"` for each materialized grant;
+//! - principal: its `EntityRef`, parents `<group type>::"<g>"` for each group (`Group` unless the issuer configures
+//!   another type) and `Grant::"<id>"` for each materialized grant; its attributes (from token claims) typed by the
+//!   schema's declaration of its type, over what the entity data says about it;
 //! - each grant: `Grant::"<id>"` with its attributes, parent `Role::"<role>"`;
 //! - resource: its attributes from JSON (strings, bools, integers, arrays as sets, objects as records; floats and
-//!   nulls dropped), parents its ancestors. A string attribute becomes an entity reference when the schema declares
-//!   that attribute of the resource's type entity-typed and the text parses as `Type::"id"` (e.g. an access request's
-//!   `requester`); undeclared or `String` attributes keep their text;
+//!   nulls dropped), parents its ancestors. Declared attributes are converted by their declared type (see
+//!   [`super::typed`]: an entity-typed `requester: "User::\"bob\""` becomes a reference, an `ipaddr` string an
+//!   address); undeclared attributes keep their JSON form (strings stay strings);
 //! - action: `Action::"<action>"` with its action groups from the schema;
 //! - context: `time` {epoch, hour, weekday}, `source_ip` (ipaddr, 0.0.0.0 when unknown), `method`, `path`, `host`,
 //!   `query` ("" when absent), `claims`, `grants` (set of Grant refs), `break_glass`, then each `context.attrs` entry
-//!   as a further top-level attribute (the built-in names win on a clash; same entity-ref rule, using the action's
-//!   declared context type).
+//!   as a further top-level attribute (the built-in names win on a clash). `claims` and the attributes are converted
+//!   by the action's declared context type, at any depth (records, sets), as the resource's attributes are.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -28,9 +30,10 @@ use cedar_policy_core::extensions::Extensions;
 use smol_str::SmolStr;
 
 use super::cache::{CallerSide, GrantTypes, caller_side, grant_entities};
-use super::convert::{EntityAttrs, hour_and_weekday, ip_value, json_to_value, type_name, uid};
+use super::convert::{EntityAttrs, hour_and_weekday, ip_value, type_name, uid};
 use super::data::{EntityData, uids_in};
 use super::load::ActionIndex;
+use super::typed::{Shape, record, to_value};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::grant::Grant;
 use crate::input::DecisionInput;
@@ -48,6 +51,9 @@ const BUILTIN_CONTEXT: [&str; 9] = [
     "grants",
     "break_glass",
 ];
+
+/// The principal, grant and role entities of a request, the grants' uids, and whether any grant is break-glass.
+type CallerEntities = (Vec<Arc<ast::Entity>>, Vec<ast::EntityUID>, bool);
 
 /// The next [`EntityBuilder`] id.
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -181,7 +187,7 @@ impl EntityBuilder {
         request: &AuthzRequest,
         grants: &[&Arc<Grant>],
         principal: &EntityUid,
-    ) -> (Vec<Arc<ast::Entity>>, Vec<ast::EntityUID>, bool) {
+    ) -> Result<CallerEntities, String> {
         let built = grant_entities(
             grants,
             &GrantTypes {
@@ -203,7 +209,7 @@ impl EntityBuilder {
         let mut parents: HashSet<ast::EntityUID> =
             HashSet::with_capacity(request.principal.groups.len() + grant_uids.len());
         let mut indirect = role_uids;
-        for g in self.group_uids(request) {
+        for g in self.group_uids(request)? {
             // A group the data knows brings its own ancestors (a group in a group, a team in an organization).
             if let Some(d) = self.data.get(&g) {
                 indirect.extend(d.ancestors().cloned());
@@ -213,36 +219,52 @@ impl EntityBuilder {
         parents.extend(grant_uids.iter().cloned());
         let principal: ast::EntityUID = principal.clone().into();
         // What the data says about the caller: its attributes, parents and their ancestors.
-        let (attrs, tags) = match self.data.get(&principal) {
+        let (mut attrs, tags) = match self.data.get(&principal) {
             Some(d) => {
                 parents.extend(d.parents().cloned());
                 indirect.extend(d.indirect_ancestors().cloned());
-                let attrs: Vec<(SmolStr, PartialValue)> =
+                let attrs: BTreeMap<SmolStr, PartialValue> =
                     d.attrs().map(|(k, v)| (k.clone(), v.clone())).collect();
                 let tags: Vec<(SmolStr, PartialValue)> =
                     d.tags().map(|(k, v)| (k.clone(), v.clone())).collect();
                 (attrs, tags)
             }
-            None => (Vec::new(), Vec::new()),
+            None => (BTreeMap::new(), Vec::new()),
         };
+        // What the token says (claims mapped per issuer), typed by the schema; it wins over the data on a clash.
+        if !request.principal.attrs.is_empty() {
+            let shape = self
+                .entity_attrs
+                .by_type
+                .get(&request.principal.entity.ty)
+                .unwrap_or(&Shape::Any);
+            for (k, v) in &request.principal.attrs {
+                if let Some(v) = to_value(&self.type_cache, v, shape.attr(k))
+                    .map_err(|e| format!("principal.{k}{e}"))?
+                {
+                    attrs.insert(SmolStr::from(k.as_str()), PartialValue::from(v));
+                }
+            }
+        }
+        indirect.retain(|u| !parents.contains(u));
         entities.push(Arc::new(ast::Entity::new_with_attr_partial_value(
             principal, attrs, indirect, parents, tags,
         )));
-        (entities, grant_uids, break_glass)
+        Ok((entities, grant_uids, break_glass))
     }
 
-    /// The caller's groups (from its token) as `Group` uids.
+    /// The caller's groups (from its token) as uids of its group type (`Group` unless its issuer says otherwise).
     fn group_uids<'a>(
         &'a self,
         request: &'a AuthzRequest,
-    ) -> impl Iterator<Item = ast::EntityUID> + 'a {
-        request.principal.groups.iter().map(|g| {
-            ast::EntityUID::from_components(
-                AsRef::<ast::EntityType>::as_ref(&self.types.group).clone(),
-                ast::Eid::new(g.as_str()),
-                None,
-            )
-        })
+    ) -> Result<impl Iterator<Item = ast::EntityUID> + 'a, String> {
+        let ty: ast::EntityType = match &request.principal.group_type {
+            None => AsRef::<ast::EntityType>::as_ref(&self.types.group).clone(),
+            Some(t) => AsRef::<ast::EntityType>::as_ref(&type_name(&self.type_cache, t)?).clone(),
+        };
+        Ok(request.principal.groups.iter().map(move |g| {
+            ast::EntityUID::from_components(ty.clone(), ast::Eid::new(g.as_str()), None)
+        }))
     }
 
     /// The caller's side of a request's entities: principal, grants, roles and the action entities.
@@ -254,9 +276,9 @@ impl EntityBuilder {
         idx: &ActionIndex,
     ) -> Result<CallerSide, String> {
         let (mut entities, grant_uids, break_glass) =
-            self.principal_and_grants(request, grants, principal);
+            self.principal_and_grants(request, grants, principal)?;
         entities.extend(idx.entities.iter().cloned());
-        self.caller_data(request, principal, &mut entities);
+        self.caller_data(request, principal, &mut entities)?;
         let entities = CoreEntities::new()
             .add_entities(
                 first_by_uid(entities),
@@ -279,17 +301,25 @@ impl EntityBuilder {
         request: &AuthzRequest,
         principal: &EntityUid,
         entities: &mut Vec<Arc<ast::Entity>>,
-    ) {
+    ) -> Result<(), String> {
         if self.data.is_empty() {
-            return;
+            return Ok(());
         }
         let principal: ast::EntityUID = principal.clone().into();
-        let groups: Vec<ast::EntityUID> = self.group_uids(request).collect();
-        self.data.reach(
-            std::iter::once(&principal).chain(groups.iter()),
-            true,
-            entities,
-        );
+        let mut seeds: Vec<ast::EntityUID> = self.group_uids(request)?.collect();
+        seeds.push(principal.clone());
+        if !request.principal.attrs.is_empty() {
+            // Entities the token's attributes name (a manager, a home team) and what they reach.
+            if let Some(p) = entities.iter().find(|e| e.uid() == &principal) {
+                for (_, v) in p.attrs() {
+                    if let PartialValue::Value(v) = v {
+                        uids_in(v, &mut |u| seeds.push(u.clone()));
+                    }
+                }
+            }
+        }
+        self.data.reach(seeds.iter(), true, entities);
+        Ok(())
     }
 
     /// The resource with its attributes and parents, then each parent with those above it, then the data entities
@@ -308,7 +338,11 @@ impl EntityBuilder {
             .iter()
             .map(|p| uid(cache, p).map(ast::EntityUID::from))
             .collect::<Result<_, _>>()?;
-        let declared = self.entity_attrs.by_type.get(&request.resource.entity.ty);
+        let declared = self
+            .entity_attrs
+            .by_type
+            .get(&request.resource.entity.ty)
+            .unwrap_or(&Shape::Any);
         let resource: ast::EntityUID = resource.clone().into();
         let data = &self.data;
         let mut attrs: BTreeMap<SmolStr, PartialValue> = BTreeMap::new();
@@ -323,7 +357,9 @@ impl EntityBuilder {
         }
         let mut more_seeds: Vec<ast::EntityUID> = Vec::new();
         for (k, v) in &request.resource.attrs {
-            if let Some(v) = json_to_value(cache, v, declared.is_some_and(|d| d.contains(k))) {
+            if let Some(v) =
+                to_value(cache, v, declared.attr(k)).map_err(|e| format!("resource.{k}{e}"))?
+            {
                 if !data.is_empty() {
                     uids_in(&v, &mut |u| more_seeds.push(u.clone()));
                 }
@@ -394,9 +430,9 @@ impl EntityBuilder {
         seeds: &[ast::EntityUID],
         idx: &ActionIndex,
     ) -> Result<CoreEntities, String> {
-        let (mut entities, _, _) = self.principal_and_grants(request, grants, principal);
+        let (mut entities, _, _) = self.principal_and_grants(request, grants, principal)?;
         entities.extend(self.resource_side(request, resource, seeds)?);
-        self.caller_data(request, principal, &mut entities);
+        self.caller_data(request, principal, &mut entities)?;
         entities.extend(idx.entities.iter().cloned());
         CoreEntities::new()
             .add_entities(
@@ -426,12 +462,13 @@ impl EntityBuilder {
             None,
         );
         let text = |v: &Option<String>| Value::from(v.as_deref().unwrap_or(""));
-        let claims = Value::record(
-            c.claims
-                .iter()
-                .filter_map(|(k, v)| json_to_value(cache, v, false).map(|e| (k.as_str(), e))),
-            None,
-        );
+        let declared = self
+            .entity_attrs
+            .by_action
+            .get(&request.action)
+            .unwrap_or(&Shape::Any);
+        let claims = record(cache, &c.claims, declared.attr("claims"))
+            .map_err(|e| format!("context.claims{e}"))?;
         let ip = ip_value(c.source_ip.as_deref().unwrap_or("0.0.0.0"))?;
         let mut map: BTreeMap<SmolStr, Value> = BTreeMap::from([
             ("time".into(), time),
@@ -444,13 +481,14 @@ impl EntityBuilder {
             ("grants".into(), grants),
             ("break_glass".into(), Value::from(break_glass)),
         ]);
-        let declared = self.entity_attrs.by_action.get(&request.action);
         let mut seeds: Vec<ast::EntityUID> = Vec::new();
         for (k, v) in &c.attrs {
             if BUILTIN_CONTEXT.contains(&k.as_str()) {
                 continue;
             }
-            if let Some(e) = json_to_value(cache, v, declared.is_some_and(|d| d.contains(k))) {
+            if let Some(e) =
+                to_value(cache, v, declared.attr(k)).map_err(|e| format!("context.{k}{e}"))?
+            {
                 if !self.data.is_empty() {
                     uids_in(&e, &mut |u| seeds.push(u.clone()));
                 }

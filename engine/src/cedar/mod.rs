@@ -10,6 +10,7 @@ mod data;
 mod entities;
 mod explain;
 mod load;
+mod typed;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -398,3 +399,6 @@ mod tests;
 
 #[cfg(test)]
 mod data_tests;
+
+#[cfg(test)]
+mod caller_tests;

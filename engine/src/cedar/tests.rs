@@ -64,6 +64,8 @@ fn request(action: &str, groups: &[&str], time: i64) -> AuthzRequest {
         principal: Principal {
             entity: EntityRef::new("User", "alice"),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            group_type: None,
+            attrs: Default::default(),
         },
         action: action.into(),
         resource: Resource {

@@ -13,7 +13,7 @@ use crate::input::DecisionInput;
 /// `input` for one decision. Building `Value`s directly skips a JSON round trip on the hot path.
 pub(crate) fn build(input: &DecisionInput<'_>) -> Value {
     let request = input.request();
-    let principal = object([
+    let mut principal = object([
         ("type", string(&request.principal.entity.ty)),
         ("id", string(&request.principal.entity.id)),
         (
@@ -28,6 +28,17 @@ pub(crate) fn build(input: &DecisionInput<'_>) -> Value {
             ),
         ),
     ]);
+    // Only when the issuer maps them: the principal of every other request keeps its three fields.
+    if let Some(t) = &request.principal.group_type {
+        set_field(&mut principal, "group_type", string(t));
+    }
+    if !request.principal.attrs.is_empty() {
+        set_field(
+            &mut principal,
+            "attrs",
+            json_object(&request.principal.attrs),
+        );
+    }
 
     let resource = object([
         ("type", string(&request.resource.entity.ty)),
@@ -125,6 +136,13 @@ fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
             .map(|(k, v)| (string(k), v))
             .collect::<BTreeMap<_, _>>(),
     )
+}
+
+/// Sets `key` of an object built by [`object`] (a no-op on anything else).
+fn set_field(obj: &mut Value, key: &str, v: Value) {
+    if let Ok(map) = obj.as_object_mut() {
+        map.insert(string(key), v);
+    }
 }
 
 fn string(s: &str) -> Value {

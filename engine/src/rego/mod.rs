@@ -633,6 +633,8 @@ fn probe_request() -> AuthzRequest {
         principal: Principal {
             entity: EntityRef::new("User", "probe"),
             groups: vec!["engineering".into()],
+            group_type: None,
+            attrs: Default::default(),
         },
         action: "probe".into(),
         resource: Resource {

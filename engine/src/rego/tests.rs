@@ -34,6 +34,8 @@ fn request(action: &str, groups: &[&str]) -> AuthzRequest {
         principal: Principal {
             entity: EntityRef::new("User", "alice"),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            group_type: None,
+            attrs: Default::default(),
         },
         action: action.into(),
         resource: Resource {

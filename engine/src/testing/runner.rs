@@ -212,7 +212,8 @@ struct Hits {
 #[derive(Debug, Default)]
 pub struct Runner {
     opts: RunOptions,
-    cache: BTreeMap<PathBuf, Result<Arc<Bundle>, Diagnostics>>,
+    /// By canonical directory and the suite's (and case's) entity files.
+    cache: BTreeMap<(PathBuf, Vec<PathBuf>), Result<Arc<Bundle>, Diagnostics>>,
     coverage: BTreeMap<PathBuf, Hits>,
     rego_done: BTreeSet<PathBuf>,
     rego_tests: Vec<RegoTestResult>,
@@ -229,17 +230,26 @@ impl Runner {
 
     /// The bundle in `dir`, loaded on first use and cached (by canonical path) for the rest of the run.
     pub fn bundle(&mut self, dir: &Path) -> Result<Arc<Bundle>, Diagnostics> {
+        self.bundle_with(dir, &[])
+    }
+
+    /// The bundle in `dir` with further Cedar JSON entity files, loaded on first use and cached.
+    fn bundle_with(
+        &mut self,
+        dir: &Path,
+        entities: &[PathBuf],
+    ) -> Result<Arc<Bundle>, Diagnostics> {
         let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         self.cache
-            .entry(key)
-            .or_insert_with(|| Bundle::load(dir).map(Arc::new))
+            .entry((key, entities.to_vec()))
+            .or_insert_with(|| Bundle::load_with_entities(dir, entities).map(Arc::new))
             .clone()
     }
 
     /// Makes `bundle` the one used for `dir` (the reload gate tests the snapshot it is about to swap in).
     pub fn insert_bundle(&mut self, dir: &Path, bundle: Arc<Bundle>) {
         let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-        self.cache.insert(key, Ok(bundle));
+        self.cache.insert((key, Vec::new()), Ok(bundle));
     }
 
     /// Discovers suite files under `paths` and runs them all.
@@ -300,7 +310,7 @@ impl Runner {
             runs: Vec::new(),
         };
         for dir in &bundles {
-            let bundle = match self.bundle(dir) {
+            let bundle = match self.bundle_with(dir, &suite.entities) {
                 Ok(b) => b,
                 Err(d) => {
                     for diag in d.0 {
@@ -320,14 +330,48 @@ impl Runner {
                 }
                 continue;
             }
-            let run = self.run_on(suite, &bundle, dir, last);
+            // Cases with entity files of their own run on the bundle loaded with those too.
+            let mut own: BTreeMap<usize, Arc<Bundle>> = BTreeMap::new();
+            let mut broken = false;
+            for (i, case) in suite.file.cases.iter().enumerate().take(last + 1) {
+                if case.entities.is_empty() {
+                    continue;
+                }
+                let base = suite.path.parent().unwrap_or(Path::new("."));
+                let mut files = suite.entities.clone();
+                files.extend(case.entities.iter().map(|e| base.join(e)));
+                match self.bundle_with(dir, &files) {
+                    Ok(b) => {
+                        own.insert(i, b);
+                    }
+                    Err(d) => {
+                        broken = true;
+                        for diag in d.0 {
+                            if !report.broken.contains(&diag) {
+                                report.broken.push(diag);
+                            }
+                        }
+                    }
+                }
+            }
+            if broken {
+                continue;
+            }
+            let run = self.run_on(suite, &bundle, &own, dir, last);
             self.rego_tests_of(&bundle, dir);
             out.runs.push(run);
         }
         report.suites.push(out);
     }
 
-    fn run_on(&mut self, suite: &Suite, bundle: &Bundle, dir: &Path, last: usize) -> BundleRun {
+    fn run_on(
+        &mut self,
+        suite: &Suite,
+        bundle: &Bundle,
+        own: &BTreeMap<usize, Arc<Bundle>>,
+        dir: &Path,
+        last: usize,
+    ) -> BundleRun {
         let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         let hits = self.coverage.entry(key).or_default();
         if hits.engine.is_none() {
@@ -339,7 +383,8 @@ impl Runner {
         let mut cases = Vec::new();
         for (i, case) in suite.file.cases.iter().enumerate().take(last + 1) {
             let started = WallClock::now();
-            let actual = run_case(suite, case, bundle, &mut state);
+            let on = own.get(&i).map_or(bundle, |b| b.as_ref());
+            let actual = run_case(suite, case, on, &mut state);
             let elapsed = started.elapsed();
             if !self.opts.selects(&case.name) {
                 continue;
@@ -555,6 +600,8 @@ fn run_case(suite: &Suite, case: &CaseSpec, bundle: &Bundle, state: &mut SuiteGr
     let principal = Principal {
         entity: case.principal.clone(),
         groups,
+        group_type: fixture.and_then(|f| f.group_type.clone()),
+        attrs: fixture.map(|f| f.attrs.clone()).unwrap_or_default(),
     };
 
     // An HTTP case has a digest (of the request and its body); a direct one does not.

@@ -126,6 +126,10 @@ pub struct SuiteFile {
     pub bundles: Vec<String>,
     /// The frozen clock.
     pub now: Instant,
+    /// Cedar JSON entity files (relative to the suite file) added to each Cedar bundle's own entity data for this
+    /// suite's cases (Cedar bundles only).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub entities: Vec<String>,
     /// Fixture principals: their groups and token claims.
     #[serde(default)]
     pub principals: BTreeMap<EntityRef, PrincipalFixture>,
@@ -149,6 +153,13 @@ pub struct PrincipalFixture {
     /// Token claims put into `context.claims` of the principal's cases.
     #[serde(default)]
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The entity type of its groups (what an issuer's `groups_type` sets; default `Group`).
+    #[serde(default)]
+    pub group_type: Option<String>,
+    /// Attributes of the principal entity, as an issuer's `principal_attrs` maps them from token claims (JSON,
+    /// typed by the bundle's schema: `"manager": "bob"` is `User::"bob"` where `manager: User` is declared).
+    #[serde(default)]
+    pub attrs: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A fixture grant.
@@ -471,12 +482,79 @@ impl<'de> Deserialize<'de> for ExpectErrors {
     }
 }
 
+/// A string or a list of strings.
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// An entity uid as Cedar's JSON formats write it: `Type::"id"`, `{"type": ..., "id": ...}` or
+/// `{"__entity": {"type": ..., "id": ...}}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CedarUid(pub EntityRef);
+
+impl<'de> Deserialize<'de> for CedarUid {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct TypeAndId {
+            #[serde(rename = "type")]
+            ty: String,
+            id: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Text(String),
+            Escaped { __entity: TypeAndId },
+            Plain(TypeAndId),
+        }
+        match Form::deserialize(d).map_err(|_| {
+            de::Error::custom(
+                "expected an entity uid: `Type::\"id\"`, {type: ..., id: ...} or {__entity: {type: ..., id: ...}}",
+            )
+        })? {
+            Form::Text(s) => s.parse().map(CedarUid).map_err(de::Error::custom),
+            Form::Escaped { __entity: t } | Form::Plain(t) => Ok(CedarUid(EntityRef::new(t.ty, t.id))),
+        }
+    }
+}
+
+/// A request in the form Cedar's CLI takes (`cedar authorize --request-json`): principal, action, resource as
+/// entity uids, context as Cedar JSON (`__entity` / `__extn` escapes, or plain values the schema types).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CedarRequest {
+    /// The principal, e.g. `User::"alice"`.
+    pub principal: CedarUid,
+    /// The action, e.g. `Action::"view"` (its id is the action; a namespaced `Ns::Action` too).
+    pub action: CedarUid,
+    /// The resource, e.g. `Photo::"vacation.jpg"` (its parents come from the entity data).
+    pub resource: CedarUid,
+    /// The context record.
+    #[serde(default)]
+    pub context: serde_json::Map<String, serde_json::Value>,
+}
+
 /// A case as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCase {
     name: String,
-    principal: EntityRef,
+    #[serde(default)]
+    principal: Option<EntityRef>,
+    #[serde(default)]
+    request: Option<CedarRequest>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    entities: Vec<String>,
     #[serde(default)]
     groups: Option<Vec<String>>,
     #[serde(default)]
@@ -534,6 +612,10 @@ pub struct CaseSpec {
     pub consume: bool,
     /// What must come out.
     pub expect: Expect,
+    /// Cedar JSON entity files of this case alone (relative to the suite file), beside the suite's.
+    pub entities: Vec<String>,
+    /// Given in Cedar's request form (`request`): the principal may be known from entity data alone.
+    pub cedar_request: bool,
 }
 
 impl TryFrom<RawCase> for CaseSpec {
@@ -543,7 +625,58 @@ impl TryFrom<RawCase> for CaseSpec {
         if c.name.trim().is_empty() {
             return Err("case: field `name` must not be empty".into());
         }
-        let target = match (c.action, c.resource, c.http) {
+        let cedar_request = c.request.is_some();
+        let mut context = c.context;
+        let (principal, action, resource) = match (c.request, c.principal) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "{ctx}: give either `request` (Cedar's request form) or `principal`, not both"
+                ));
+            }
+            (Some(r), None) => {
+                if c.action.is_some() || c.resource.is_some() || c.http.is_some() {
+                    return Err(format!(
+                        "{ctx}: `request` names the action and resource; leave out `action`, `resource` and `http`"
+                    ));
+                }
+                let action = r.action.0;
+                if action.ty != "Action" && !action.ty.ends_with("::Action") {
+                    return Err(format!(
+                        "{ctx}: field `request.action`: `{action}` is not an action (expected Action::\"id\")"
+                    ));
+                }
+                // Cedar's context is the whole record: its `claims` and `source_ip` are those the engine builds.
+                for (k, v) in r.context {
+                    match (k.as_str(), v) {
+                        ("claims", serde_json::Value::Object(claims)) => {
+                            context.claims.extend(claims)
+                        }
+                        ("source_ip", serde_json::Value::String(ip)) => {
+                            context.source_ip = Some(ip)
+                        }
+                        (_, v) => {
+                            context.attrs.insert(k, v);
+                        }
+                    }
+                }
+                (
+                    r.principal.0,
+                    Some(action.id),
+                    Some(ResourceSpec(Resource {
+                        entity: r.resource.0,
+                        parents: Vec::new(),
+                        attrs: Default::default(),
+                    })),
+                )
+            }
+            (None, Some(p)) => (p, c.action, c.resource),
+            (None, None) => {
+                return Err(format!(
+                    "{ctx}: missing `principal` (or give `request` in Cedar's request form)"
+                ));
+            }
+        };
+        let target = match (action, resource, c.http) {
             (Some(action), Some(resource), None) => {
                 if action.is_empty() || action.contains('"') {
                     return Err(format!(
@@ -601,14 +734,16 @@ impl TryFrom<RawCase> for CaseSpec {
         };
         Ok(CaseSpec {
             name: c.name,
-            principal: c.principal,
+            principal,
             groups: c.groups,
             target,
-            context: c.context,
+            context,
             at,
             approved_request: c.approved_request,
             consume: c.consume,
             expect: c.expect,
+            entities: c.entities,
+            cedar_request,
         })
     }
 }
@@ -622,6 +757,8 @@ pub struct Suite {
     pub file: SuiteFile,
     /// Bundle directories, resolved against the suite's directory.
     pub bundles: Vec<PathBuf>,
+    /// The suite's Cedar JSON entity files, resolved against the suite's directory.
+    pub entities: Vec<PathBuf>,
     /// The fixture grants, times resolved.
     pub grants: Vec<Grant>,
     /// 1-based line of each case (where its `name` is written), parallel to `file.cases`.
@@ -639,16 +776,26 @@ impl Suite {
 
     /// Parses and validates suite text (`path` is used for messages and to resolve bundle paths).
     pub fn parse(path: &Path, source: &str) -> Result<Suite, Diagnostics> {
-        let file: SuiteFile = parse_yaml(path, source)?;
+        let value: serde_yaml::Value = parse_yaml(path, source)?;
+        let (file, case_lines) = if uses_merge_or_rows(&value) {
+            parse_expanded(path, source, value)?
+        } else {
+            // The common form is read straight from the text, so every error keeps its exact position.
+            let file: SuiteFile = parse_yaml(path, source)?;
+            let lines = locate_names(source, "name", file.cases.iter().map(|c| c.name.as_str()));
+            (file, lines)
+        };
         let mut errors = Vec::new();
-        let case_lines = locate_names(source, "name", file.cases.iter().map(|c| c.name.as_str()));
 
         let mut seen = BTreeSet::new();
         for (case, line) in file.cases.iter().zip(&case_lines) {
             // A typo in a case's principal would run it as a stranger with no groups, and every expected deny
             // would pass; the engine's own anonymous caller needs no fixture.
             let anonymous = case.principal.ty == "Anonymous" && case.principal.id == "anonymous";
-            if case.groups.is_none() && !anonymous && !file.principals.contains_key(&case.principal)
+            if case.groups.is_none()
+                && !anonymous
+                && !case.cedar_request
+                && !file.principals.contains_key(&case.principal)
             {
                 let declared: Vec<String> = file.principals.keys().map(|p| p.to_string()).collect();
                 errors.push(at_line(
@@ -709,15 +856,160 @@ impl Suite {
             .iter()
             .map(|b| normalize(&base.join(b)))
             .collect();
+        let entities = file
+            .entities
+            .iter()
+            .map(|e| normalize(&base.join(e)))
+            .collect();
         Diagnostics(errors).into_result()?;
         Ok(Suite {
             path: path.to_path_buf(),
             file,
             bundles,
+            entities,
             grants,
             case_lines,
             grant_lines,
         })
+    }
+}
+
+/// Whether a suite uses YAML merge keys (`<<: *anchor`) or table-driven cases (`rows`), which are expanded before
+/// the suite is read.
+fn uses_merge_or_rows(v: &serde_yaml::Value) -> bool {
+    fn has_merge(v: &serde_yaml::Value) -> bool {
+        match v {
+            serde_yaml::Value::Mapping(m) => m
+                .iter()
+                .any(|(k, v)| k.as_str() == Some("<<") || has_merge(v)),
+            serde_yaml::Value::Sequence(s) => s.iter().any(has_merge),
+            serde_yaml::Value::Tagged(t) => has_merge(&t.value),
+            _ => false,
+        }
+    }
+    has_merge(v)
+        || v.get("cases")
+            .and_then(serde_yaml::Value::as_sequence)
+            .is_some_and(|cases| cases.iter().any(|c| c.get("rows").is_some()))
+}
+
+/// Reads a suite with merge keys applied and each table-driven case (one with `rows`) expanded into one case per
+/// row: every `{key}` in the case's strings replaced by that row's value (a string that is only `{key}` takes the
+/// value as it is, a number or a boolean too). Errors name the line of the case (its template's `name`).
+fn parse_expanded(
+    path: &Path,
+    source: &str,
+    mut value: serde_yaml::Value,
+) -> Result<(SuiteFile, Vec<Option<usize>>), Diagnostics> {
+    value
+        .apply_merge()
+        .map_err(|e| Diagnostic::file(path, format!("merge keys (`<<`): {e}")))?;
+    let raw_cases = match value.get_mut("cases") {
+        Some(c) => std::mem::replace(c, serde_yaml::Value::Sequence(Vec::new())),
+        None => serde_yaml::Value::Sequence(Vec::new()),
+    };
+    let mut file: SuiteFile =
+        serde_yaml::from_value(value).map_err(|e| Diagnostic::file(path, e.to_string()))?;
+    let serde_yaml::Value::Sequence(raw_cases) = raw_cases else {
+        return Err(Diagnostic::file(path, "cases: expected a list of cases").into());
+    };
+    let template_names: Vec<String> = raw_cases
+        .iter()
+        .map(|c| {
+            c.get("name")
+                .and_then(serde_yaml::Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    let template_lines = locate_names(source, "name", template_names.iter().map(String::as_str));
+    let mut errors = Vec::new();
+    let mut lines = Vec::new();
+    for ((i, mut case), line) in raw_cases.into_iter().enumerate().zip(template_lines) {
+        let shown = template_names
+            .get(i)
+            .filter(|n| !n.is_empty())
+            .map_or_else(|| format!("case #{}", i + 1), |n| format!("case `{n}`"));
+        let rows = case.as_mapping_mut().and_then(|m| m.remove("rows"));
+        let instances: Vec<serde_yaml::Value> = match rows {
+            None => vec![case],
+            Some(serde_yaml::Value::Sequence(rows)) if !rows.is_empty() => {
+                let mut out = Vec::with_capacity(rows.len());
+                for (r, row) in rows.iter().enumerate() {
+                    match row.as_mapping() {
+                        Some(m) => out.push(substitute(&case, m)),
+                        None => errors.push(at_line(
+                            path,
+                            line,
+                            format!(
+                                "{shown}: rows[{r}]: expected a map of values (`{{ key: value }}`)"
+                            ),
+                        )),
+                    }
+                }
+                out
+            }
+            Some(_) => {
+                errors.push(at_line(
+                    path,
+                    line,
+                    format!("{shown}: field `rows`: expected a non-empty list of maps"),
+                ));
+                Vec::new()
+            }
+        };
+        for (r, instance) in instances.into_iter().enumerate() {
+            match serde_yaml::from_value::<CaseSpec>(instance) {
+                Ok(c) => {
+                    file.cases.push(c);
+                    lines.push(line);
+                }
+                Err(e) => errors.push(at_line(path, line, format!("{shown} (row {}): {e}", r + 1))),
+            }
+        }
+    }
+    Diagnostics(errors).into_result()?;
+    Ok((file, lines))
+}
+
+/// `template` with each `{key}` of `row` substituted in its strings.
+fn substitute(template: &serde_yaml::Value, row: &serde_yaml::Mapping) -> serde_yaml::Value {
+    use serde_yaml::Value as Y;
+    match template {
+        Y::String(s) => {
+            let inner = s.strip_prefix('{').and_then(|x| x.strip_suffix('}'));
+            if let Some(v) = inner.and_then(|k| row.get(k)) {
+                return v.clone();
+            }
+            let mut out = s.clone();
+            for (k, v) in row {
+                let (Some(k), Some(text)) = (k.as_str(), scalar_text(v)) else {
+                    continue;
+                };
+                out = out.replace(&format!("{{{k}}}"), &text);
+            }
+            Y::String(out)
+        }
+        Y::Sequence(items) => Y::Sequence(items.iter().map(|i| substitute(i, row)).collect()),
+        Y::Mapping(m) => Y::Mapping(
+            m.iter()
+                .map(|(k, v)| (k.clone(), substitute(v, row)))
+                .collect(),
+        ),
+        Y::Tagged(t) => Y::Tagged(Box::new(serde_yaml::value::TaggedValue {
+            tag: t.tag.clone(),
+            value: substitute(&t.value, row),
+        })),
+        other => other.clone(),
+    }
+}
+
+fn scalar_text(v: &serde_yaml::Value) -> Option<String> {
+    match v {
+        serde_yaml::Value::String(s) => Some(s.clone()),
+        serde_yaml::Value::Number(n) => Some(n.to_string()),
+        serde_yaml::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
     }
 }
 
@@ -934,5 +1226,105 @@ cases:
             "{e}"
         );
         assert_eq!(e.0[0].line, Some(8), "{e}");
+    }
+
+    const TABLE: &str = r#"
+name: table
+bundles: [../b]
+now: 2026-11-23T10:00:00Z
+principals:
+  User::"alice": { groups: [eng], group_type: Team, attrs: { job: manager } }
+cases:
+  - &base
+    name: "{who} reads: {decision}"
+    principal: 'User::"{who}"'
+    groups: [eng]
+    action: read
+    resource: Doc::"d1"
+    expect: { decision: "{decision}" }
+    rows:
+      - { who: alice, decision: allow }
+      - { who: bob, decision: deny }
+  - <<: *base
+    name: "{who} edits: {decision}"
+    action: edit
+  - name: cedar form
+    entities: people.json
+    request:
+      principal: { __entity: { type: User, id: carol } }
+      action: { type: Action, id: read }
+      resource: 'Doc::"d2"'
+      context: { claims: { office: 10.0.0.1 }, source_ip: 10.9.9.9, who: { type: User, id: dan } }
+    expect: { decision: allow }
+"#;
+
+    #[test]
+    fn rows_and_merge_keys_expand_and_cedar_requests_map_to_cases() {
+        let s = Suite::parse(Path::new("dir/s.yaml"), TABLE).unwrap_or_else(|d| panic!("{d}"));
+        let names: Vec<&str> = s.file.cases.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "alice reads: allow",
+                "bob reads: deny",
+                "alice edits: allow",
+                "bob edits: deny",
+                "cedar form"
+            ]
+        );
+        assert_eq!(s.file.cases[1].principal, EntityRef::new("User", "bob"));
+        assert_eq!(s.file.cases[1].expect.decision, ExpectedDecision::Deny);
+        assert!(
+            matches!(&s.file.cases[3].target, Target::Direct { action, .. } if action == "edit")
+        );
+        // Every expanded case points at its template's line.
+        assert_eq!(s.case_lines[..4], [Some(9), Some(9), Some(19), Some(19)]);
+        let alice = &s.file.principals[&EntityRef::new("User", "alice")];
+        assert_eq!(alice.group_type.as_deref(), Some("Team"));
+        assert_eq!(alice.attrs["job"], "manager");
+        let c = &s.file.cases[4];
+        assert!(c.cedar_request);
+        assert_eq!(c.principal, EntityRef::new("User", "carol"));
+        assert_eq!(c.entities, ["people.json"]);
+        assert!(
+            matches!(&c.target, Target::Direct { action, resource } if action == "read" && resource.entity.id == "d2")
+        );
+        assert_eq!(c.context.claims["office"], "10.0.0.1");
+        assert_eq!(c.context.source_ip.as_deref(), Some("10.9.9.9"));
+        assert_eq!(c.context.attrs["who"]["id"], "dan");
+    }
+
+    #[test]
+    fn bad_rows_and_bad_cedar_requests_name_the_case_and_line() {
+        let bad_rows = TABLE.replace("      - { who: bob, decision: deny }", "      - just text");
+        let e = Suite::parse(Path::new("s.yaml"), &bad_rows).unwrap_err();
+        assert!(
+            e.0.iter()
+                .any(|d| d.line == Some(9) && d.message.contains("rows[1]")),
+            "{e}"
+        );
+        let bad_value = TABLE.replace("decision: deny }", "decision: maybe }");
+        let e = Suite::parse(Path::new("s.yaml"), &bad_value).unwrap_err();
+        assert!(
+            e.0.iter().any(|d| d.line == Some(9)
+                && d.message.contains("(row 2)")
+                && d.message.contains("maybe")),
+            "{e}"
+        );
+        let not_action = TABLE.replace("{ type: Action, id: read }", "{ type: User, id: read }");
+        let e = Suite::parse(Path::new("s.yaml"), &not_action).unwrap_err();
+        assert!(
+            e.0.iter().any(|d| d.message.contains("request.action")),
+            "{e}"
+        );
+        let both = TABLE.replace(
+            "    entities: people.json\n",
+            "    principal: User::\"x\"\n",
+        );
+        let e = Suite::parse(Path::new("s.yaml"), &both).unwrap_err();
+        assert!(
+            e.0.iter().any(|d| d.message.contains("either `request`")),
+            "{e}"
+        );
     }
 }

@@ -272,6 +272,8 @@ fn caller_of(id: Identity, call: CallInfo, now: UnixTime) -> Caller {
         principal: Principal {
             entity: id.principal,
             groups: id.groups,
+            group_type: id.group_type,
+            attrs: id.attrs,
         },
         context,
     }

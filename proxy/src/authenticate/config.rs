@@ -1,7 +1,7 @@
 //! The `[[issuers]]` section of the proxy config: which token issuers are trusted and how their claims map to
 //! principals. Parsing and validation only; the proxy's config loader turns key paths into file positions.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use jsonwebtoken::Algorithm;
@@ -38,6 +38,18 @@ pub struct IssuerConfig {
     /// The entity type of principals from this issuer (`User` gives `User::"<id>"`).
     #[serde(default = "default_principal_type")]
     pub principal_type: String,
+    /// The entity type of the caller's groups (the `groups_claim` values), e.g. `Team` or `Acme::UserGroup`; unset:
+    /// `Group`. Their own parents (a team in an organization) come from the bundle's entity data, and `in` follows
+    /// them transitively.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_type: Option<String>,
+    /// Principal attributes from token claims: attribute name -> claim name (`job = "job_title"`), or a JSON pointer
+    /// into the claims when it starts with `/` (`region = "/address/region"`). The bundle's Cedar schema types each
+    /// value (strings, longs, booleans, sets, records, entity references, `ipaddr`/`decimal`/`datetime`/`duration`);
+    /// a claim the token lacks leaves the attribute out. What the entity data says about the same principal is
+    /// merged under them (the token wins on a clash). Rego sees them as `input.principal.attrs`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub principal_attrs: BTreeMap<String, String>,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds (at most 300).
     #[serde(default = "default_leeway_secs")]
     pub leeway_secs: u64,
@@ -123,6 +135,8 @@ impl IssuerConfig {
             principal_normalize: PrincipalNormalize::default(),
             groups_claim: default_groups_claim(),
             principal_type: default_principal_type(),
+            groups_type: None,
+            principal_attrs: BTreeMap::new(),
             leeway_secs: default_leeway_secs(),
             refresh_min_interval_secs: default_refresh_min_interval_secs(),
             refresh_max_interval_secs: default_refresh_max_interval_secs(),
@@ -202,6 +216,14 @@ fn is_entity_type(ty: &str) -> bool {
         && ty.split("::").all(|seg| {
             !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         })
+}
+
+/// Whether `name` can name a Cedar attribute written as `principal.name`.
+fn is_identifier(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Checks every issuer and reports all problems at once, each with its key path (`issuers[1].algorithms`).
@@ -288,6 +310,36 @@ pub fn validate_issuers(issuers: &[IssuerConfig]) -> Result<(), Vec<ConfigProble
                     cfg.principal_type
                 ),
             );
+        }
+        if let Some(t) = &cfg.groups_type {
+            if !is_entity_type(t) {
+                problem(
+                    "groups_type",
+                    format!("`{t}` is not an entity type (e.g. `Team` or `Acme::UserGroup`)"),
+                );
+            }
+        }
+        for (attr, claim) in &cfg.principal_attrs {
+            let key = format!("principal_attrs.{attr}");
+            if !is_identifier(attr) {
+                problem(
+                    &key,
+                    format!(
+                        "`{attr}` is not an attribute name (letters, digits and `_`, not starting with a digit)"
+                    ),
+                );
+            }
+            if claim.trim().is_empty() {
+                problem(
+                    &key,
+                    "must name a claim (or a JSON pointer like `/address/region`)".to_string(),
+                );
+            } else if claim.starts_with('/') && claim.split('/').skip(1).any(str::is_empty) {
+                problem(
+                    &key,
+                    format!("`{claim}`: a JSON pointer with an empty step"),
+                );
+            }
         }
         if cfg.leeway_secs > MAX_LEEWAY_SECS {
             problem(
@@ -391,6 +443,49 @@ mod tests {
         assert_eq!(cfg.cache_max_age_secs, 300);
         assert_eq!(cfg.max_token_lifetime_secs, None);
         assert!(validate_issuers(&[cfg]).is_ok());
+    }
+
+    #[test]
+    fn caller_entity_keys_are_checked_and_named() {
+        let cfg: IssuerConfig = toml::from_str(
+            r#"
+            issuer = "https://idp.example.com"
+            audiences = ["api"]
+            discovery = true
+            algorithms = ["RS256"]
+            groups_type = "Acme::Team"
+            principal_attrs = { job = "job_title", region = "/address/region" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.groups_type.as_deref(), Some("Acme::Team"));
+        assert_eq!(cfg.principal_attrs["region"], "/address/region");
+        assert!(validate_issuers(&[cfg]).is_ok());
+        let mut bad = good();
+        bad.groups_type = Some("Team Leads".into());
+        bad.principal_attrs = BTreeMap::from([
+            ("job title".to_string(), "job".to_string()),
+            ("region".to_string(), " ".to_string()),
+            ("zone".to_string(), "/address//zone".to_string()),
+        ]);
+        let m = messages(&[bad]);
+        assert_eq!(m.len(), 4, "{m:?}");
+        assert!(
+            m[0].starts_with("issuers[0].groups_type: `Team Leads` is not an entity type"),
+            "{m:?}"
+        );
+        assert!(
+            m[1].starts_with("issuers[0].principal_attrs.job title: "),
+            "{m:?}"
+        );
+        assert!(
+            m[2].starts_with("issuers[0].principal_attrs.region: must name a claim"),
+            "{m:?}"
+        );
+        assert!(
+            m[3].starts_with("issuers[0].principal_attrs.zone: "),
+            "{m:?}"
+        );
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub struct Identity {
     pub principal: EntityRef,
     /// The caller's groups from the issuer's groups claim (empty when absent).
     pub groups: Vec<String>,
+    /// The entity type of those groups, when the issuer sets one (`groups_type`; `None` is `Group`).
+    pub group_type: Option<String>,
+    /// Principal attributes from the issuer's `principal_attrs` mapping (empty when none is configured).
+    pub attrs: Map<String, Value>,
     /// Every claim of the token, for the policy context.
     pub claims: Map<String, Value>,
     /// The issuer that vouched for it (the token's `iss`).
@@ -99,6 +103,10 @@ struct Issuer {
     algorithms: Vec<Algorithm>,
     mapping: PrincipalMapping,
     groups_claim: String,
+    /// The entity type of the groups, if not `Group`.
+    groups_type: Option<String>,
+    /// Attribute name -> claim name or JSON pointer (`principal_attrs`); empty for most issuers, then free.
+    principal_attrs: Vec<(String, String)>,
     leeway: u64,
     refresh_min_interval: i64,
     /// The longest wait between two background refreshes (see [`Authenticator::start_key_refresh`]).
@@ -180,6 +188,8 @@ impl Authenticator {
                     normalize: cfg.principal_normalize,
                 },
                 groups_claim: cfg.groups_claim,
+                groups_type: cfg.groups_type,
+                principal_attrs: cfg.principal_attrs.into_iter().collect(),
                 leeway: cfg.leeway_secs,
                 refresh_min_interval: secs(cfg.refresh_min_interval_secs),
                 refresh_max_interval: cfg.refresh_max_interval_secs,
@@ -222,6 +232,8 @@ impl Authenticator {
                 algorithms: vec![Algorithm::EdDSA],
                 mapping: PrincipalMapping::EntityRefClaim,
                 groups_claim: "groups".to_string(),
+                groups_type: None,
+                principal_attrs: Vec::new(),
                 // jitgate's replicas share a clock source; a little skew only.
                 leeway: 5,
                 refresh_min_interval: i64::MAX,
@@ -965,6 +977,28 @@ impl Issuer {
                 )));
             }
         };
+        // Mapped once per verified token (the identity is cached with it), never per request.
+        let mut attrs = Map::new();
+        for (attr, claim) in &self.principal_attrs {
+            let value = match claim.strip_prefix('/') {
+                // A JSON pointer: its first step names the claim, the rest goes inside it.
+                Some(path) => {
+                    let (first, rest) = match path.split_once('/') {
+                        Some((f, r)) => (f, Some(r)),
+                        None => (path, None),
+                    };
+                    let first = first.replace("~1", "/").replace("~0", "~");
+                    claims.get(&first).and_then(|v| match rest {
+                        Some(r) => v.pointer(&format!("/{r}")),
+                        None => Some(v),
+                    })
+                }
+                None => claims.get(claim),
+            };
+            if let Some(v) = value.filter(|v| !v.is_null()) {
+                attrs.insert(attr.clone(), v.clone());
+            }
+        }
         let grant_id = if self.grant_bound {
             match claims.get(GRANT_CLAIM) {
                 Some(Value::String(g)) if !g.is_empty() => Some(g.clone()),
@@ -983,6 +1017,8 @@ impl Issuer {
             Identity {
                 principal,
                 groups,
+                group_type: self.groups_type.clone(),
+                attrs,
                 claims,
                 issuer: self.name.clone(),
                 expires_at: exp,

@@ -150,6 +150,8 @@ fn certificate_identity(principal: EntityRef, kind: SanKind, groups: Vec<String>
     Identity {
         principal,
         groups,
+        group_type: None,
+        attrs: Default::default(),
         claims,
         issuer: "mtls".into(),
         expires_at: i64::MAX,
