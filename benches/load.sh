@@ -17,12 +17,13 @@
 #
 # usage: benches/load.sh [--baseline-only] [--duration 10] [--connections 32] [--tool-threads 1] [--grants 10000]
 #                        [--no-storm] [--rate QPS|auto|off] [--upstream-delay-us N] [--no-build] [--keep]
-#                        [--postgres URL] [--modes "on journal off"]
+#                        [--postgres URL] [--modes "on journal off"] [--pin]
 #   --keep keeps the work directory and the process logs. --rate adds an open-loop phase: passthrough and jitgate
 #   (log on, journal, log off) at the same offered request rate (with `hey`), to compare p99 at the same load; `auto` (the default)
 #   is half of what jitgate sustained in its closed-loop run. --upstream-delay-us makes the upstream wait that long
 #   before each answer (a service that does some work); the default 0 measures the proxies' own cost alone.
-#   --modes picks jitgate's runs among on, journal and off (pg is added after on with --postgres).
+#   --modes picks jitgate's runs among on, journal and off (pg is added after on with --postgres). --pin puts the
+#   proxies on core 1 and the load tool, upstream and JWKS endpoint on core 0 (taskset), as sidebyside.sh does.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,6 +43,8 @@ BUILD=1
 KEEP=0
 POSTGRES=""          # a server URL (postgres://user@host:port/db): adds the PostgreSQL-store run
 MODES="on journal off"
+PIN_PROXY=()         # --pin: taskset prefixes
+PIN_LOAD=()
 
 UPSTREAM_ADDR=127.0.0.1:19000
 PASSTHROUGH_ADDR=127.0.0.1:19001
@@ -63,6 +66,7 @@ while [ $# -gt 0 ]; do
     --keep) KEEP=1 ;;
     --postgres) POSTGRES="$2"; shift ;;
     --modes) MODES="$2"; shift ;;
+    --pin) PIN_PROXY=(taskset -c 1); PIN_LOAD=(taskset -c 0) ;;
     -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "load.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -159,14 +163,14 @@ load() {
   local name="$1" url="$2" header="${3:-}" out="$WORK/$1.load" t0=0 t1=0 before="" after=""
   # A short warm-up opens the pools and fills caches, then the measured run.
   if [ "$TOOL" = wrk ]; then
-    wrk -t"$TOOL_THREADS" -c"$CONNECTIONS" -d2s ${header:+-H "$header"} "$url" >/dev/null
+    "${PIN_LOAD[@]}" wrk -t"$TOOL_THREADS" -c"$CONNECTIONS" -d2s ${header:+-H "$header"} "$url" >/dev/null
   else
     oha -z 2s -c "$CONNECTIONS" --no-tui ${header:+-H "$header"} "$url" >/dev/null
   fi
   [ -z "${LOAD_PID:-}" ] || t0=$(cpu_ticks "$LOAD_PID")
   [ "${LOAD_LOG:-0}" = 0 ] || before=$(log_counters)
   if [ "$TOOL" = wrk ]; then
-    wrk -t"$TOOL_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency ${header:+-H "$header"} "$url" >"$out"
+    "${PIN_LOAD[@]}" wrk -t"$TOOL_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency ${header:+-H "$header"} "$url" >"$out"
   else
     oha -z "${DURATION}s" -c "$CONNECTIONS" --no-tui --json ${header:+-H "$header"} "$url" >"$out"
   fi
@@ -222,8 +226,8 @@ load_rate() {
 RESULTS=()
 RATE_RESULTS=()
 LOG_STATS=()
-start upstream "$WORK/upstream.log" "$BIN/upstream" --listen "$UPSTREAM_ADDR" --threads "$UPSTREAM_THREADS" --delay-us "$UPSTREAM_DELAY_US" >/dev/null
-start passthrough "$WORK/passthrough.log" "$BIN/passthrough" --listen "$PASSTHROUGH_ADDR" --upstream "http://$UPSTREAM_ADDR" >/dev/null
+start upstream "$WORK/upstream.log" "${PIN_LOAD[@]}" "$BIN/upstream" --listen "$UPSTREAM_ADDR" --threads "$UPSTREAM_THREADS" --delay-us "$UPSTREAM_DELAY_US" >/dev/null
+start passthrough "$WORK/passthrough.log" "${PIN_PROXY[@]}" "$BIN/passthrough" --listen "$PASSTHROUGH_ADDR" --upstream "http://$UPSTREAM_ADDR" >/dev/null
 PASSTHROUGH_PID="${PIDS[${#PIDS[@]}-1]}"
 wait_http "http://$PASSTHROUGH_ADDR$REQUEST_PATH"
 LOAD_PID="$PASSTHROUGH_PID" load passthrough "http://$PASSTHROUGH_ADDR$REQUEST_PATH" >"$WORK/result"
@@ -260,12 +264,12 @@ if [ "$BASELINE_ONLY" = 0 ]; then
     "$BIN/seed_grants" --store "$STORE_URL" --count "$GRANTS" >/dev/null
     MODES="${MODES/on/on pg}"
   fi
-  start jwks "$WORK/jwks.log" "$BIN/jwks" --listen "$JWKS_ADDR" --token-out "$WORK/token" \
+  start jwks "$WORK/jwks.log" "${PIN_LOAD[@]}" "$BIN/jwks" --listen "$JWKS_ADDR" --token-out "$WORK/token" \
     --issuer "$ISSUER" --audience "$AUDIENCE" >/dev/null
   TOKEN="${JITGATE_TOKEN:-$(cat "$WORK/token")}"
   for log in $MODES; do
     jitgate_config "$log" >"$WORK/jitgate.toml"
-    "$BIN/jitgate" serve --config "$WORK/jitgate.toml" >"$WORK/jitgate-$log.log" 2>&1 &
+    "${PIN_PROXY[@]}" "$BIN/jitgate" serve --config "$WORK/jitgate.toml" >"$WORK/jitgate-$log.log" 2>&1 &
     JPID=$!
     PIDS+=("$JPID")
     wait_http "http://$JITGATE_ADMIN_ADDR/healthz"
