@@ -1460,6 +1460,85 @@ pub fn export_to_file(
     Ok(manifest)
 }
 
+/// A sealed record as a shipper copies it elsewhere: the columns a store indexes, and the record's JSON (the bytes
+/// `serde_json::to_string(&record)` gives), read from the stored row without decoding the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// Position in the chain.
+    pub seq: i64,
+    /// When it was decided (RFC 3339, UTC).
+    pub time: String,
+    /// The record kind (`decision`, `grant_approved`, ...).
+    pub kind: &'static str,
+    /// Who acted.
+    pub principal: String,
+    /// On what action.
+    pub action: String,
+    /// On what resource.
+    pub resource: String,
+    /// allow, deny or hold, if a decision.
+    pub decision: Option<&'static str>,
+    /// The request id, if any.
+    pub request_id: Option<String>,
+    /// The bundle revision that decided.
+    pub revision: String,
+    /// The grants used, as the JSON array stored.
+    pub grants_used: String,
+    /// The whole record as JSON.
+    pub json: String,
+    /// The previous record's hash.
+    pub prev_hash: String,
+    /// This record's hash.
+    pub hash: String,
+}
+
+/// Up to `limit` sealed records after seq `after`, in seq order, as [`StoredRecord`]s.
+pub fn stored_records(
+    path: &Path,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<StoredRecord>, super::QueryError> {
+    let conn = db::open_read(path)?;
+    let sql = format!(
+        "SELECT {} FROM decisions WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        db::COLS
+    );
+    let mut stmt = conn.prepare(&sql).map_err(Fault::from)?;
+    let mut rows = stmt
+        .query(rusqlite::params![after, i64::from(limit)])
+        .map_err(Fault::from)?;
+    let mut out = Vec::new();
+    let mut line = Vec::with_capacity(2048);
+    while let Some(row) = rows.next().map_err(Fault::from)? {
+        let r = RowRef::from_row(row)?;
+        line.clear();
+        write_jsonl(&r, &mut line)?;
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        let json = String::from_utf8(line.clone()).map_err(|e| Fault::Corrupt {
+            seq: r.seq,
+            reason: e.to_string(),
+        })?;
+        out.push(StoredRecord {
+            seq: r.seq,
+            time: r.time.to_string(),
+            kind: r.kind.as_str(),
+            principal: r.principal.to_string(),
+            action: r.action.to_string(),
+            resource: r.resource.to_string(),
+            decision: r.decision.map(Outcome::as_str),
+            request_id: r.request_id.map(str::to_string),
+            revision: r.revision.to_string(),
+            grants_used: r.grants_used.to_string(),
+            json,
+            prev_hash: r.prev_hash.to_string(),
+            hash: r.hash.to_string(),
+        });
+    }
+    Ok(out)
+}
+
 /// How often [`syncing_behind`] hands what was written so far to the disk.
 const SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 

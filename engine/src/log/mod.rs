@@ -30,8 +30,9 @@ pub(crate) use anchor::{AnchorChain, check_with as check_anchors, read_from as r
 pub(crate) use error::Fault;
 pub use error::{AnchorError, Cause, ExportError, PruneError, QueryError, VerifyError, WriteError};
 pub use export::{
-    ExportManifest, Format, OCSF_VERSION, RecordExport, check_export_target, export,
-    export_to_file, manifest_path, ocsf_event, syncing_behind, verify_export, verify_export_with,
+    ExportManifest, Format, OCSF_VERSION, RecordExport, StoredRecord, check_export_target, export,
+    export_to_file, manifest_path, ocsf_event, stored_records, syncing_behind, verify_export,
+    verify_export_with,
 };
 pub(crate) use prune::checkpoint_anchor;
 pub use prune::{PruneOptions, PruneReport, prune, prune_with};

@@ -112,11 +112,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         shipped_at BIGINT NOT NULL
     );
     "#,
-    // 3: reserved for the store's entity data (built on another branch; that migration takes this place).
-    r#"
-    SELECT 1;
-    "#,
-    // 4: the signed anchors every replica's shipper copies from its anchors file, keyed by replica and the anchor's
+    // 3: the signed anchors every replica's shipper copies from its anchors file, keyed by replica and the anchor's
     // place in that file (`n`, from 1: two anchors may sign the same seq, at a shutdown and the next start), so a
     // copy is idempotent. `anchor` is the anchor's JSON as signed; `seq` and `hash` are read from it.
     r#"
