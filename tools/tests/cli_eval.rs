@@ -2,23 +2,10 @@
 //! fixtures of their suite: decisions, explanations of policies and grants, erroring policies, exit codes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn jitgate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_jitgate"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .unwrap()
-}
+mod run_cli;
+use run_cli::{jitgate, repo};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

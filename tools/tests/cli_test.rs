@@ -4,20 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn jitgate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_jitgate"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .unwrap()
-}
+mod run_cli;
+use run_cli::{jitgate, repo};
 
 /// A decision record: `User::"a"` reads `Doc::"<doc>"`.
 fn doc_record(
