@@ -5,7 +5,7 @@
 use std::process::Output;
 
 mod run_cli;
-use run_cli::{jitgate, repo};
+use run_cli::jitgate;
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
