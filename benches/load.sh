@@ -23,7 +23,9 @@
 #   is half of what jitgate sustained in its closed-loop run. --upstream-delay-us makes the upstream wait that long
 #   before each answer (a service that does some work); the default 0 measures the proxies' own cost alone.
 #   --modes picks jitgate's runs among on, journal and off (pg is added after on with --postgres). --pin puts the
-#   proxies on core 1 and the load tool, upstream and JWKS endpoint on core 0 (taskset), as sidebyside.sh does.
+#   proxies on core 1 and the load tool, upstream and JWKS endpoint on core 0 (taskset), as sidebyside.sh does; with
+#   --postgres also a PostgreSQL server on this machine (its processes, while the harness runs), as if it were on
+#   a host of its own rather than on the proxy's core.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -79,6 +81,7 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   [ -z "${PG_DB:-}" ] || psql -q "$POSTGRES" -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null 2>&1 || true
+  for pid in ${PG_PINNED:-}; do taskset -a -p -c "0-$(( $(nproc) - 1 ))" "$pid" >/dev/null 2>&1 || true; done
   if [ "$KEEP" = 1 ]; then echo "work directory kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -263,6 +266,11 @@ if [ "$BASELINE_ONLY" = 0 ]; then
     STORE_URL="${POSTGRES%/*}/$PG_DB"
     "$BIN/seed_grants" --store "$STORE_URL" --count "$GRANTS" >/dev/null
     MODES="${MODES/on/on pg}"
+    if [ "${#PIN_LOAD[@]}" -gt 0 ]; then
+      # New backends inherit the postmaster's affinity; the cleanup gives every core back.
+      PG_PINNED="$(pgrep -x postgres || true)"
+      for pid in $PG_PINNED; do taskset -a -p -c 0 "$pid" >/dev/null 2>&1 || true; done
+    fi
   fi
   start jwks "$WORK/jwks.log" "${PIN_LOAD[@]}" "$BIN/jwks" --listen "$JWKS_ADDR" --token-out "$WORK/token" \
     --issuer "$ISSUER" --audience "$AUDIENCE" >/dev/null
