@@ -391,8 +391,12 @@ fn insecure_caller(
         .split('.')
         .nth(1)
         .ok_or_else(|| anyhow!("--token: not a JWT (header.payload.signature)"))?;
-    let bytes =
-        base64url(payload).ok_or_else(|| anyhow!("--token: the payload is not base64url"))?;
+    let bytes = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .map_err(|e| anyhow!("--token: the payload is not base64url: {e}"))?
+    };
     let claims: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&bytes).context("--token: the payload is not a JSON object")?;
     let iss = claims.get("iss").and_then(|v| v.as_str());
@@ -428,30 +432,6 @@ fn insecure_caller(
         },
         claims,
     })
-}
-
-/// Decodes unpadded (or padded) base64url.
-fn base64url(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0u32;
-    for c in s.trim_end_matches('=').bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push(((acc >> bits) & 0xff) as u8);
-        }
-    }
-    Some(out)
 }
 
 fn request_json(r: &AuthzRequest, route: Option<&str>) -> serde_json::Value {
