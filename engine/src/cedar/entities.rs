@@ -32,7 +32,7 @@ use smol_str::SmolStr;
 use super::cache::{CallerSide, GrantTypes, caller_side, grant_entities};
 use super::convert::{EntityAttrs, hour_and_weekday, ip_value, type_name, uid};
 use super::data::{EntityData, uids_in};
-use super::load::ActionIndex;
+use super::load::{ActionIndex, BaseTypes};
 use super::typed::{Shape, record, to_value};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::grant::Grant;
@@ -85,23 +85,42 @@ pub(crate) struct EntityBuilder {
 }
 
 impl EntityBuilder {
-    /// The builder for `schema_obj` (loaded from `schema`, named in errors) and its entity-typed attributes.
+    /// The builder for `schema_obj` (loaded from `schema`, named in errors) and its entity-typed attributes. With the
+    /// engine's types under `Jitgate::` (`base`), a short name of one of its default types that the schema does not
+    /// declare itself (`User`, `Service`) resolves to the `Jitgate::` type in requests; grants and their roles are
+    /// always the engine's (`Jitgate::JitGrant`, `Jitgate::JitRole`).
     pub(crate) fn new(
         schema_obj: &Schema,
         entity_attrs: EntityAttrs,
         data: EntityData,
         schema: &Path,
+        base: &BaseTypes,
     ) -> Result<Self, Diagnostics> {
-        let types = Types {
-            group: parse_type("Group", schema)?,
-            grant: parse_type("Grant", schema)?,
-            role: parse_type("Role", schema)?,
-            action: parse_type("Action", schema)?,
-        };
-        let type_cache: HashMap<String, EntityTypeName> = schema_obj
+        let mut type_cache: HashMap<String, EntityTypeName> = schema_obj
             .entity_types()
             .map(|t| (t.to_string(), t.clone()))
             .collect();
+        let mut entity_attrs = entity_attrs;
+        for (short, full) in base.aliases() {
+            if !type_cache.contains_key(&short) {
+                // The short name's declared attributes are the `Jitgate::` type's.
+                if let Some(shape) = entity_attrs.by_type.get(&full).cloned() {
+                    entity_attrs.by_type.entry(short.clone()).or_insert(shape);
+                }
+                let full = parse_type(&full, schema)?;
+                type_cache.insert(short, full);
+            }
+        }
+        let resolve = |short: &str| match type_cache.get(short) {
+            Some(t) => Ok(t.clone()),
+            None => parse_type(short, schema),
+        };
+        let types = Types {
+            group: resolve("Group")?,
+            grant: parse_type(&base.grant_type(), schema)?,
+            role: parse_type(&base.role_type(), schema)?,
+            action: parse_type("Action", schema)?,
+        };
         Ok(EntityBuilder {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             types,

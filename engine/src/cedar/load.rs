@@ -15,9 +15,118 @@ use super::convert::EntityAttrs;
 use super::data::read_json_array;
 use crate::diag::{Diagnostic, Diagnostics, line_col, read_file};
 
-/// Entity types the engine creates itself, so every schema must declare them (unqualified).
+/// Entity types the engine creates itself. A schema that declares all of them without a namespace (the older form,
+/// `schemas/jitgate.cedarschema`) is used as it is; any other schema gets the engine's own types added under
+/// [`BASE_NAMESPACE`] (see `base.cedarschema`).
 pub(crate) const REQUIRED_TYPES: [&str; 6] =
     ["User", "Workload", "Anonymous", "Group", "Role", "Grant"];
+
+/// The namespace of the entity types the engine brings to a schema that does not declare them itself.
+pub(crate) const BASE_NAMESPACE: &str = "Jitgate";
+
+/// The schema the engine brings (its types under [`BASE_NAMESPACE`]).
+pub(crate) const BASE_SCHEMA: &str = include_str!("base.cedarschema");
+
+/// The engine's JIT role type in its namespace (never dropped: the engine makes one per grant).
+pub(crate) const BASE_ROLE: &str = "JitRole";
+
+/// The engine's grant type in its namespace (never dropped).
+pub(crate) const BASE_GRANT: &str = "JitGrant";
+
+/// Where the engine's own entity types live in a bundle's schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BaseTypes {
+    /// The bundle's schema declares them itself, without a namespace (`Grant`, `Role`, ...).
+    Declared,
+    /// The engine added its types under [`BASE_NAMESPACE`]: `Jitgate::JitRole`, `Jitgate::JitGrant` and, of its
+    /// default types (`User`, `Group`, `Service`, ...), those the application does not declare itself (`added`,
+    /// short names), which the same short names in requests resolve to.
+    Namespaced {
+        /// Short names of the default types the engine added (not declared by the application).
+        added: Vec<String>,
+    },
+}
+
+impl BaseTypes {
+    /// The full name of the JIT role type: `Role`, or `Jitgate::JitRole`.
+    pub(crate) fn role_type(&self) -> String {
+        match self {
+            BaseTypes::Declared => "Role".to_string(),
+            BaseTypes::Namespaced { .. } => format!("{BASE_NAMESPACE}::{BASE_ROLE}"),
+        }
+    }
+
+    /// The full name of the grant type: `Grant`, or `Jitgate::JitGrant`.
+    pub(crate) fn grant_type(&self) -> String {
+        match self {
+            BaseTypes::Declared => "Grant".to_string(),
+            BaseTypes::Namespaced { .. } => format!("{BASE_NAMESPACE}::{BASE_GRANT}"),
+        }
+    }
+
+    /// The default types the engine added, as (short name, full name): what short names in requests resolve to.
+    pub(crate) fn aliases(&self) -> Vec<(String, String)> {
+        match self {
+            BaseTypes::Declared => Vec::new(),
+            BaseTypes::Namespaced { added } => added
+                .iter()
+                .map(|a| (a.clone(), format!("{BASE_NAMESPACE}::{a}")))
+                .collect(),
+        }
+    }
+}
+
+/// The engine's base schema in Cedar's JSON form.
+fn base_fragment_json() -> serde_json::Value {
+    SchemaFragment::from_cedarschema_str(BASE_SCHEMA)
+        .ok()
+        .and_then(|(f, _)| f.to_json_value().ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// The engine's base schema (JSON form) for an application that declares `declared` (qualified names): without the
+/// default types whose name the application declares in the empty namespace (Cedar forbids a namespaced type named
+/// like one of the empty namespace), with the short names of the defaults it keeps.
+fn base_for(declared: &HashSet<String>) -> (serde_json::Value, Vec<String>) {
+    let mut json = base_fragment_json();
+    let mut added = Vec::new();
+    if let Some(types) = json
+        .get_mut(BASE_NAMESPACE)
+        .and_then(|ns| ns.get_mut("entityTypes"))
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        types.retain(|name, _| {
+            name == BASE_ROLE || name == BASE_GRANT || !declared.contains(name.as_str())
+        });
+        added = types
+            .keys()
+            .filter(|n| *n != BASE_ROLE && *n != BASE_GRANT)
+            .cloned()
+            .collect();
+    }
+    added.sort();
+    (json, added)
+}
+
+/// The entity types a schema in Cedar's JSON form declares, qualified by their namespace.
+fn declared_types(json: &serde_json::Value) -> HashSet<String> {
+    let mut out = HashSet::new();
+    for (ns, body) in json.as_object().into_iter().flatten() {
+        for name in body
+            .get("entityTypes")
+            .and_then(serde_json::Value::as_object)
+            .into_iter()
+            .flat_map(|t| t.keys())
+        {
+            out.insert(if ns.is_empty() {
+                name.clone()
+            } else {
+                format!("{ns}::{name}")
+            });
+        }
+    }
+    out
+}
 
 /// One parsed policy with where it came from.
 pub(crate) struct Loaded {
@@ -76,11 +185,13 @@ pub(crate) fn from_miette(
     }
 }
 
-/// Parses the schema (`.cedarschema` or `.cedarschema.json`), returning it with its JSON form (for attribute facts).
+/// Parses the schema (`.cedarschema` or `.cedarschema.json`), returning it with its JSON form (for attribute facts)
+/// and where the engine's own types are: declared by the schema itself, or added by the engine under
+/// [`BASE_NAMESPACE`] when the schema does not declare all of [`REQUIRED_TYPES`] without a namespace.
 pub(crate) fn load_schema(
     path: &Path,
     errors: &mut Vec<Diagnostic>,
-) -> Option<(Schema, EntityAttrs)> {
+) -> Option<(Schema, EntityAttrs, BaseTypes)> {
     let source = match read_file(path) {
         Ok(s) => s,
         Err(d) => {
@@ -89,7 +200,7 @@ pub(crate) fn load_schema(
         }
     };
     let is_json = path.to_string_lossy().ends_with(".json");
-    let (schema, json) = if is_json {
+    let (fragment, json) = if is_json {
         let json: serde_json::Value = match serde_json::from_str(&source) {
             Ok(j) => j,
             Err(e) => {
@@ -102,45 +213,101 @@ pub(crate) fn load_schema(
                 return None;
             }
         };
-        match Schema::from_json_value(json.clone()) {
-            Ok(s) => (s, json),
+        match SchemaFragment::from_json_value(json.clone()) {
+            Ok(f) => (f, json),
             Err(e) => {
                 from_miette(path, &source, &e, None, errors);
                 return None;
             }
         }
     } else {
-        let schema = match Schema::from_cedarschema_str(&source) {
-            Ok((s, _warnings)) => s,
+        match SchemaFragment::from_cedarschema_str(&source) {
+            Ok((f, _warnings)) => {
+                // Its JSON form (which consumes a fragment, so a second parse of the same source gives it) is only
+                // used for attribute facts and the declared types.
+                let json = SchemaFragment::from_cedarschema_str(&source)
+                    .ok()
+                    .and_then(|(g, _)| g.to_json_value().ok())
+                    .unwrap_or(serde_json::Value::Null);
+                (f, json)
+            }
             Err(e) => {
                 from_miette(path, &source, &e, None, errors);
                 return None;
             }
-        };
-        // Parsing succeeded above, so the fragment parses too; its JSON form is only used for attribute facts.
-        let json = SchemaFragment::from_cedarschema_str(&source)
-            .ok()
-            .and_then(|(f, _)| f.to_json_value().ok())
-            .unwrap_or(serde_json::Value::Null);
-        (schema, json)
+        }
     };
-    let declared: HashSet<String> = schema.entity_types().map(|t| t.to_string()).collect();
-    let missing: Vec<&str> = REQUIRED_TYPES
-        .iter()
-        .copied()
-        .filter(|t| !declared.contains(*t))
-        .collect();
-    if !missing.is_empty() {
+    if json.get(BASE_NAMESPACE).is_some() {
         errors.push(Diagnostic::file(
             path,
             format!(
-                "the schema must declare the entity types the engine creates (without a namespace); missing: {}",
-                missing.join(", ")
+                "the namespace `{BASE_NAMESPACE}` is reserved for the entity types the engine brings (Jitgate::User, \
+                 Jitgate::Group, Jitgate::Role, Jitgate::Grant, ...); name the application's namespace otherwise"
             ),
         ));
         return None;
     }
-    Some((schema, EntityAttrs::from_schema_json(&json)))
+    let declared = declared_types(&json);
+    let (schema, json, base) = if REQUIRED_TYPES.iter().all(|t| declared.contains(*t)) {
+        // Rebuilt from the source so that errors point into it.
+        let schema = if is_json {
+            Schema::from_json_value(json.clone()).map_err(|e| {
+                let mut found = Vec::new();
+                from_miette(path, &source, &e, None, &mut found);
+                found
+            })
+        } else {
+            Schema::from_cedarschema_str(&source)
+                .map(|(s, _)| s)
+                .map_err(|e| {
+                    let mut found = Vec::new();
+                    from_miette(path, &source, &e, None, &mut found);
+                    found
+                })
+        };
+        match schema {
+            Ok(s) => (s, json, BaseTypes::Declared),
+            Err(found) => {
+                errors.extend(found);
+                return None;
+            }
+        }
+    } else {
+        let (base_json, added) = base_for(&declared);
+        let base_fragment = match SchemaFragment::from_json_value(base_json.clone()) {
+            Ok(f) => f,
+            Err(e) => {
+                errors.push(Diagnostic::file(
+                    path,
+                    format!("the engine's base schema does not load: {e}"),
+                ));
+                return None;
+            }
+        };
+        let schema = match Schema::from_schema_fragments([base_fragment, fragment]) {
+            Ok(s) => s,
+            Err(e) => {
+                let mut found = Vec::new();
+                from_miette(path, &source, &e, None, &mut found);
+                for d in &mut found {
+                    if d.message.contains(BASE_NAMESPACE) {
+                        d.message.push_str(&format!(
+                            " (the engine brings its own types under `{BASE_NAMESPACE}::`, see \
+                             engine/src/cedar/base.cedarschema: `{BASE_ROLE}` and `{BASE_GRANT}` are its names)"
+                        ));
+                    }
+                }
+                errors.extend(found);
+                return None;
+            }
+        };
+        let mut merged = json;
+        if let (Some(m), Some(b)) = (merged.as_object_mut(), base_json.as_object()) {
+            m.extend(b.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        (schema, merged, BaseTypes::Namespaced { added })
+    };
+    Some((schema, EntityAttrs::from_schema_json(&json), base))
 }
 
 /// Parses one policy file: a policy without `@id("...")` is named by its position (see [`generated_id`]) and a
@@ -555,7 +722,7 @@ pub(crate) fn any_action(policy: &Policy) -> bool {
 }
 
 /// The roles a permit rests on: `principal in Role::"x"` in its scope and/or `@role("x")` (comma-separated allowed).
-pub(crate) fn roles_of(policy: &Policy) -> Vec<String> {
+pub(crate) fn roles_of(policy: &Policy, role_type: &str) -> Vec<String> {
     let mut roles = Vec::new();
     if policy.effect() != CedarEffect::Permit {
         return roles;
@@ -564,7 +731,7 @@ pub(crate) fn roles_of(policy: &Policy) -> Vec<String> {
         PrincipalConstraint::In(u) | PrincipalConstraint::IsIn(_, u) => Some(u),
         _ => None,
     };
-    if let Some(u) = scope.filter(|u| u.type_name().to_string() == "Role") {
+    if let Some(u) = scope.filter(|u| u.type_name().to_string() == role_type) {
         roles.push(u.id().unescaped().to_string());
     }
     if let Some(list) = policy.annotation("role") {
@@ -581,15 +748,15 @@ pub(crate) fn roles_of(policy: &Policy) -> Vec<String> {
 /// `if` branch, or a double negation) without resting on them as [`roles_of`] sees it. The grants such a permit
 /// relies on would never be named as used: a use-limited grant would never be spent, and the decision record would
 /// not name it. A role the permit only excludes (`unless { principal in Role::"suspended" }`) is not relied on.
-pub(crate) fn unattributed_roles(policy: &Policy) -> Vec<String> {
+pub(crate) fn unattributed_roles(policy: &Policy, role_type: &str) -> Vec<String> {
     if policy.effect() != CedarEffect::Permit {
         return Vec::new();
     }
-    let named = roles_of(policy);
+    let named = roles_of(policy, role_type);
     let mut out = Vec::new();
     if let Ok(est) = policy.to_json() {
         for c in est["conditions"].as_array().into_iter().flatten() {
-            relied_roles(&c["body"], c["kind"] == "when", &mut out);
+            relied_roles(&c["body"], c["kind"] == "when", role_type, &mut out);
         }
     }
     out.retain(|r| !named.contains(r));
@@ -600,19 +767,19 @@ pub(crate) fn unattributed_roles(policy: &Policy) -> Vec<String> {
 
 /// Collects the `Role` ids that `expr` (Cedar's JSON form) tests membership in where a true test helps it hold
 /// (`positive`); negation flips, `&&`, `||` and the branches of an `if` keep the polarity.
-fn relied_roles(expr: &serde_json::Value, positive: bool, out: &mut Vec<String>) {
+fn relied_roles(expr: &serde_json::Value, positive: bool, role_type: &str, out: &mut Vec<String>) {
     let Some((op, arg)) = expr.as_object().and_then(|o| o.iter().next()) else {
         return;
     };
     match op.as_str() {
-        "!" => relied_roles(&arg["arg"], !positive, out),
+        "!" => relied_roles(&arg["arg"], !positive, role_type, out),
         "&&" | "||" => {
-            relied_roles(&arg["left"], positive, out);
-            relied_roles(&arg["right"], positive, out);
+            relied_roles(&arg["left"], positive, role_type, out);
+            relied_roles(&arg["right"], positive, role_type, out);
         }
         "if-then-else" => {
-            relied_roles(&arg["then"], positive, out);
-            relied_roles(&arg["else"], positive, out);
+            relied_roles(&arg["then"], positive, role_type, out);
+            relied_roles(&arg["else"], positive, role_type, out);
         }
         "in" if positive => {
             let right = &arg["right"];
@@ -622,7 +789,7 @@ fn relied_roles(expr: &serde_json::Value, positive: bool, out: &mut Vec<String>)
             };
             for l in literals {
                 let e = &l["Value"]["__entity"];
-                if e["type"] == "Role" {
+                if e["type"] == role_type {
                     if let Some(id) = e["id"].as_str() {
                         out.push(id.to_string());
                     }
@@ -664,6 +831,8 @@ pub(crate) struct PolicyIndex {
     pub(crate) literals: Vec<ast::EntityUID>,
     /// What loaded but deserves a word (policies without `@id`).
     pub(crate) warnings: Vec<Diagnostic>,
+    /// Where the engine's own entity types are (declared by the bundle, or brought under `Jitgate::`).
+    pub(crate) base: BaseTypes,
 }
 
 /// Loads and validates `schema` and `policy_files`, then indexes the policies by action. Every problem is reported
@@ -718,7 +887,7 @@ pub(crate) fn load(
     let links = load_links(
         link_files,
         &templates,
-        schema_parts.as_ref().map(|(s, _)| s),
+        schema_parts.as_ref().map(|(s, _, _)| s),
         &mut errors,
     );
     for l in &links {
@@ -770,9 +939,10 @@ pub(crate) fn load(
             return Err(Diagnostics(errors));
         }
     };
-    let Some((schema_obj, entity_attrs)) = schema_parts else {
+    let Some((schema_obj, entity_attrs, base)) = schema_parts else {
         return Err(Diagnostics(errors));
     };
+    let role_type = base.role_type();
     let mut checked = all.clone();
     for t in &templates {
         let id = t.template.id().to_string();
@@ -785,7 +955,7 @@ pub(crate) fn load(
     }
     validate(&schema_obj, &checked, &sources, &origin, &mut errors);
     for l in &unique {
-        let missing = unattributed_roles(&l.policy);
+        let missing = unattributed_roles(&l.policy, &role_type);
         if let Some(first) = missing.first() {
             errors.push(Diagnostic::at(
                 &l.file,
@@ -794,7 +964,7 @@ pub(crate) fn load(
                 format!(
                     "policy `{}` relies on role {} outside its principal scope, so the grants it rests on would never \
                      be named as used (a use-limited grant would never be spent): write `principal in \
-                     Role::\"{first}\"` in its scope, or annotate it `@role(\"{}\")`",
+                     {role_type}::\"{first}\"` in its scope, or annotate it `@role(\"{}\")`",
                     l.policy.id(),
                     missing.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", "),
                     missing.join(",")
@@ -876,7 +1046,7 @@ pub(crate) fn load(
     };
     let roles = unique
         .iter()
-        .map(|l| (l.policy.id().to_string(), roles_of(&l.policy)))
+        .map(|l| (l.policy.id().to_string(), roles_of(&l.policy, &role_type)))
         .filter(|(_, r)| !r.is_empty())
         .collect();
     let ids = unique.iter().map(|l| l.policy.id().to_string()).collect();
@@ -897,6 +1067,7 @@ pub(crate) fn load(
         roles,
         literals,
         warnings,
+        base,
     })
 }
 

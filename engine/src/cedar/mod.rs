@@ -79,7 +79,8 @@ impl CedarBackend {
             EntityData::load(&index.schema, entity_files)?
         };
         data.pin(index.literals.iter());
-        let entities = EntityBuilder::new(&index.schema, index.entity_attrs, data, schema)?;
+        let entities =
+            EntityBuilder::new(&index.schema, index.entity_attrs, data, schema, &index.base)?;
         Ok(CedarBackend {
             schema: index.schema,
             ids: index.ids,
@@ -361,7 +362,9 @@ impl PolicyBackend for CedarBackend {
                 "resource type `{resource_type}` is not declared in the schema"
             ));
         };
-        if !resources.iter().any(|r| r == resource_type) {
+        // Compared by full name: a short name may resolve to the engine's `Jitgate::` type.
+        let resource_full = ty.to_string();
+        if !resources.iter().any(|r| r == &resource_full) {
             return Err(format!(
                 "action `{action}` does not apply to resource type `{resource_type}` in the schema (it applies to: {})",
                 if resources.is_empty() {
@@ -377,12 +380,13 @@ impl PolicyBackend for CedarBackend {
             .map(|a| a.map(|t| t.to_string()).collect())
             .unwrap_or_default();
         for parent in parent_types {
-            if !self.entities.type_cache.contains_key(*parent) {
+            let Some(parent_ty) = self.entities.type_cache.get(*parent) else {
                 return Err(format!(
                     "parent type `{parent}` is not declared in the schema"
                 ));
-            }
-            if !ancestors.iter().any(|a| a == parent) {
+            };
+            let parent_full = parent_ty.to_string();
+            if !ancestors.iter().any(|a| a == &parent_full) {
                 return Err(format!(
                     "the schema does not let `{resource_type}` be in `{parent}`, so policies about `{parent}` would \
                      be validated as never applying to this route's resource (declare `entity {resource_type} in \
@@ -402,3 +406,6 @@ mod data_tests;
 
 #[cfg(test)]
 mod caller_tests;
+
+#[cfg(test)]
+mod base_tests;

@@ -406,11 +406,7 @@ fn entity(
         }
         _ => return Err(format!(": expected {}, got {}", what(), brief(v))),
     };
-    if let Some(t) = expected {
-        if e.ty != t {
-            return Err(format!(": expected an entity of type {t}, got {e}"));
-        }
-    }
+    // A short name resolves through the schema's names (`User` may mean `Jitgate::User`, see `base.cedarschema`).
     let ty = match cache.get(&e.ty) {
         Some(t) => t.clone(),
         None => {
@@ -418,6 +414,11 @@ fn entity(
                 .map_err(|err| format!(": invalid entity type `{}`: {err}", e.ty))?
         }
     };
+    if let Some(t) = expected {
+        if e.ty != t && ty.to_string() != t {
+            return Err(format!(": expected an entity of type {t}, got {e}"));
+        }
+    }
     let uid = EntityUid::from_type_name_and_id(ty, EntityId::new(&e.id));
     Ok(Value::from(ast::EntityUID::from(uid)))
 }
