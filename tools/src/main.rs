@@ -26,6 +26,7 @@ mod decisions;
 mod devtoken;
 mod eval;
 mod exit;
+mod import;
 mod migrate;
 mod out;
 mod reload;
@@ -65,6 +66,10 @@ enum Command {
     /// Decide one request against a bundle, its entity data and grant fixtures, as `opa eval` / `cedar authorize`
     /// do; `--explain` says why (exit 0: allowed, 1: denied, held or unrouted, 2: bad input).
     Eval(Box<eval::EvalArgs>),
+    /// Convert another engine's application into a jitgate bundle and suite (`import cedar-app DIR --out BUNDLE`:
+    /// a Cedar application's policies, schema, entities.json, template links and ALLOW/DENY requests).
+    #[command(subcommand)]
+    Import(import::ImportCommand),
     /// Run the proxy (`--config FILE`), or the quickstart when no config is given.
     Serve(serve::ServeArgs),
     /// Mint a session token with jitgate's own signing key (development and load testing).
@@ -144,6 +149,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(args),
         Command::Check(args) => check::run(args),
         Command::Eval(args) => eval::run(*args),
+        Command::Import(cmd) => import::run(cmd),
         Command::Serve(args) => serve::run(args),
         Command::Decisions(cmd) => decisions::run(cmd),
         Command::Migrate(args) => migrate::run(args),
