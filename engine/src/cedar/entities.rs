@@ -102,13 +102,13 @@ impl EntityBuilder {
             .collect();
         let mut entity_attrs = entity_attrs;
         for (short, full) in base.aliases() {
-            if !type_cache.contains_key(&short) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = type_cache.entry(short.clone())
+            {
                 // The short name's declared attributes are the `Jitgate::` type's.
                 if let Some(shape) = entity_attrs.by_type.get(&full).cloned() {
-                    entity_attrs.by_type.entry(short.clone()).or_insert(shape);
+                    entity_attrs.by_type.entry(short).or_insert(shape);
                 }
-                let full = parse_type(&full, schema)?;
-                type_cache.insert(short, full);
+                slot.insert(parse_type(&full, schema)?);
             }
         }
         let resolve = |short: &str| match type_cache.get(short) {
