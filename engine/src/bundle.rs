@@ -267,12 +267,18 @@ impl Bundle {
                     if policy_files.is_empty() {
                         None
                     } else {
-                        match CedarBackend::load(
+                        let validation = manifest
+                            .cedar
+                            .as_ref()
+                            .map(|c| c.validation)
+                            .unwrap_or_default();
+                        match CedarBackend::load_with(
                             dir,
                             &schema_path,
                             &policy_files,
                             &entity_files,
                             &link_files,
+                            validation,
                         ) {
                             Ok(b) => Some(Box::new(b)),
                             Err(d) => {

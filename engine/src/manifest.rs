@@ -34,6 +34,9 @@ pub struct Manifest {
     /// Policy suite files or directories run by `jitgate check` and the reload gate.
     #[serde(default)]
     pub tests: Vec<String>,
+    /// Cedar settings.
+    #[serde(default)]
+    pub cedar: Option<CedarSettings>,
     /// Rego settings.
     #[serde(default)]
     pub rego: Option<RegoSettings>,
@@ -54,6 +57,28 @@ pub struct Manifest {
 pub struct RegoSettings {
     /// The package whose `allow`, `deny` and `hold` rules decide, e.g. `jitgate.authz`.
     pub package: String,
+}
+
+/// `[cedar]`: Cedar settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CedarSettings {
+    /// How policies are checked against the schema at load.
+    #[serde(default)]
+    pub validation: CedarValidation,
+}
+
+/// How a Cedar bundle's policies are checked against its schema when it loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CedarValidation {
+    /// Strict validation: any policy the validator rejects refuses the bundle (the default).
+    #[default]
+    Strict,
+    /// What strict validation finds is reported as warnings (`jitgate check` prints them) and the bundle loads, as
+    /// `cedar authorize` decides without validating: a policy that errs when evaluated makes the decision a deny
+    /// (fail closed), with the error named. For applications written for Cedar that its own validator rejects.
+    Warn,
 }
 
 /// A file holding only routes (`routes_file`).

@@ -8,7 +8,9 @@ use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use jitgate_engine::manifest::{Manifest, RegoSettings, RoleSettings, RouteSpec, RoutesFile};
+use jitgate_engine::manifest::{
+    CedarSettings, CedarValidation, Manifest, RegoSettings, RoleSettings, RouteSpec, RoutesFile,
+};
 use jitgate_engine::{Bundle, EngineKind};
 use serde_json::Value;
 
@@ -525,6 +527,9 @@ fn the_schema_names_exactly_the_fields_of_the_manifest_structs() {
         entities: vec!["e.json".into()],
         links: vec!["l.json".into()],
         tests: vec!["t".into()],
+        cedar: Some(CedarSettings {
+            validation: CedarValidation::Warn,
+        }),
         rego: Some(rego.clone()),
         routes_file: Some("r.toml".into()),
         routes: vec![toml::Spanned::new(0..0, route.clone())],
@@ -555,6 +560,14 @@ fn the_schema_names_exactly_the_fields_of_the_manifest_structs() {
             &defs["rego"],
         ),
         (
+            "CedarSettings",
+            serde_json::to_value(CedarSettings {
+                validation: CedarValidation::Warn,
+            })
+            .unwrap(),
+            &defs["cedar"],
+        ),
+        (
             "RoutesFile",
             serde_json::to_value(&routes_file).unwrap(),
             &defs["routesFile"],
@@ -575,6 +588,7 @@ fn the_schema_names_exactly_the_fields_of_the_manifest_structs() {
             "RouteSpec" => toml::from_str::<RouteSpec>(&text).map(|_| ()),
             "RoleSettings" => toml::from_str::<RoleSettings>(&text).map(|_| ()),
             "RegoSettings" => toml::from_str::<RegoSettings>(&text).map(|_| ()),
+            "CedarSettings" => toml::from_str::<CedarSettings>(&text).map(|_| ()),
             _ => toml::from_str::<RoutesFile>(&text).map(|_| ()),
         };
         parsed.unwrap_or_else(|e| panic!("{name} does not read back:\n{text}\n{e}"));

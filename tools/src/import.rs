@@ -13,8 +13,8 @@
 //!   `--request-json` form, become cases of `tests/requests.yaml` expecting allow or deny.
 //!
 //! What it writes to `--out BUNDLE`: `bundle.toml` (engine, schema, policies, entities, links, `tests = ["tests"]`,
-//! no routes), the copied files and `tests/requests.yaml`. `jitgate check BUNDLE` then loads it and runs the cases;
-//! `jitgate test BUNDLE/tests` runs the cases alone.
+//! no routes; with `--lenient`, `[cedar] validation = "warn"`), the copied files and `tests/requests.yaml`.
+//! `jitgate check BUNDLE` then loads it and runs the cases; `jitgate test BUNDLE/tests` runs the cases alone.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -67,6 +67,10 @@ pub struct CedarAppArgs {
     /// Write into a non-empty output directory (files of the same name are replaced).
     #[arg(long)]
     pub force: bool,
+    /// Write `[cedar] validation = "warn"`: policies Cedar's strict validator rejects load with warnings (and deny
+    /// when they err), as `cedar authorize` decides without validating. Default: strict, as every bundle.
+    #[arg(long)]
+    pub lenient: bool,
 }
 
 /// Runs an import subcommand.
@@ -206,6 +210,9 @@ fn cedar_app(args: &CedarAppArgs) -> anyhow::Result<Summary> {
         manifest.push_str("links = [\"links.json\"]\n");
     }
     manifest.push_str("tests = [\"tests\"]\n");
+    if args.lenient {
+        manifest.push_str("\n[cedar]\nvalidation = \"warn\"\n");
+    }
     write(&out.join("bundle.toml"), &manifest)?;
 
     let suite = json!({

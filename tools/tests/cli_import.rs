@@ -199,3 +199,57 @@ fn an_application_without_a_schema_is_refused_with_the_reason() {
     assert!(all(&o).contains("no schema"), "{}", all(&o));
     assert!(!out.exists(), "nothing is written");
 }
+
+/// A policy Cedar's strict validator rejects refuses the imported bundle (exit 2, naming it); with `--lenient` the
+/// bundle loads, `check` prints the finding as a warning, and the requests that policy errs on are denies naming it.
+#[test]
+fn lenient_imports_load_what_strict_validation_refuses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("library");
+    write_app(&app);
+    let mut policies = POLICIES.to_string();
+    policies.push_str(
+        "\n@id(\"odd\")\npermit (principal, action == Action::\"retire\", resource) when { resource.rare > 1 };\n",
+    );
+    std::fs::write(app.join("policies.cedar"), policies).unwrap();
+
+    let strict = tmp.path().join("strict");
+    let o = jitgate(&[
+        "import",
+        "cedar-app",
+        app.to_str().unwrap(),
+        "--out",
+        strict.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", all(&o));
+    let check = jitgate(&["check", strict.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(2), "{}", all(&check));
+    assert!(all(&check).contains("policy `odd`"), "{}", all(&check));
+
+    let lenient = tmp.path().join("lenient");
+    let o = jitgate(&[
+        "import",
+        "cedar-app",
+        app.to_str().unwrap(),
+        "--out",
+        lenient.to_str().unwrap(),
+        "--lenient",
+    ]);
+    assert!(o.status.success(), "{}", all(&o));
+    assert!(
+        std::fs::read_to_string(lenient.join("bundle.toml"))
+            .unwrap()
+            .contains("validation = \"warn\""),
+    );
+    let check = jitgate(&["check", lenient.to_str().unwrap()]);
+    let text = all(&check);
+    assert_eq!(check.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("warning") && text.contains("policy `odd`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("3 passed, 1 failed") && text.contains("erred:    odd"),
+        "{text}"
+    );
+}

@@ -14,6 +14,7 @@ use cedar_policy_core::ast;
 use super::convert::EntityAttrs;
 use super::data::read_json_array;
 use crate::diag::{Diagnostic, Diagnostics, line_col, read_file};
+use crate::manifest::CedarValidation;
 
 /// Entity types the engine creates itself. A schema that declares all of them without a namespace (the older form,
 /// `schemas/jitgate.cedarschema`) is used as it is; any other schema gets the engine's own types added under
@@ -842,6 +843,7 @@ pub(crate) fn load(
     schema: &Path,
     policy_files: &[PathBuf],
     link_files: &[PathBuf],
+    validation: CedarValidation,
 ) -> Result<PolicyIndex, Diagnostics> {
     let mut errors = Vec::new();
     let schema_parts = load_schema(schema, &mut errors);
@@ -953,7 +955,20 @@ pub(crate) fn load(
             errors.push(Diagnostic::at(&t.file, t.line, t.column, e.to_string()));
         }
     }
-    validate(&schema_obj, &checked, &sources, &origin, &mut errors);
+    match validation {
+        CedarValidation::Strict => validate(&schema_obj, &checked, &sources, &origin, &mut errors),
+        CedarValidation::Warn => {
+            let mut found = Vec::new();
+            validate(&schema_obj, &checked, &sources, &origin, &mut found);
+            warnings.extend(found.into_iter().map(|mut d| {
+                d.message = format!(
+                    "{} (validation = \"warn\": the bundle loads; if it errs, a deny)",
+                    d.message
+                );
+                d
+            }));
+        }
+    }
     for l in &unique {
         let missing = unattributed_roles(&l.policy, &role_type);
         if let Some(first) = missing.first() {

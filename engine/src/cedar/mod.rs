@@ -28,6 +28,7 @@ use crate::decision::{Effect, EngineAnswer, EngineKind, Evaluation, PolicyError}
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::explain::PolicyTraces;
 use crate::input::DecisionInput;
+use crate::manifest::CedarValidation;
 
 /// A validated Cedar policy set with its schema, indexed by action.
 pub struct CedarBackend {
@@ -72,7 +73,27 @@ impl CedarBackend {
         entity_files: &[PathBuf],
         link_files: &[PathBuf],
     ) -> Result<Self, Diagnostics> {
-        let index = load::load(dir, schema, policy_files, link_files)?;
+        Self::load_with(
+            dir,
+            schema,
+            policy_files,
+            entity_files,
+            link_files,
+            CedarValidation::Strict,
+        )
+    }
+
+    /// [`CedarBackend::load`] with the bundle's `[cedar] validation`: `Warn` reports what strict validation finds as
+    /// warnings instead of refusing the bundle.
+    pub fn load_with(
+        dir: &Path,
+        schema: &Path,
+        policy_files: &[PathBuf],
+        entity_files: &[PathBuf],
+        link_files: &[PathBuf],
+        validation: CedarValidation,
+    ) -> Result<Self, Diagnostics> {
+        let index = load::load(dir, schema, policy_files, link_files, validation)?;
         let mut data = if entity_files.is_empty() {
             EntityData::default()
         } else {

@@ -787,3 +787,35 @@ fn bad_request_values_deny_with_an_error() {
     assert_eq!(e.effect, Effect::Deny);
     assert!(!e.errors.is_empty(), "{e:?}");
 }
+
+/// `[cedar] validation = "warn"`: a policy strict validation rejects loads, with the validator's finding as a warning
+/// at its file and line; when it errs, the decision is a deny naming it. The default (strict) refuses the bundle.
+#[test]
+fn validation_warn_loads_what_strict_validation_refuses() {
+    let fixture = Fixture::new(SCHEMA);
+    let src = "@id(\"bad\")\npermit (principal, action == Action::\"read\", resource)\n  when { resource.level > \"3\" };\n\n\
+               @id(\"fine\")\npermit (principal, action == Action::\"read\", resource) when { resource.level > 5 };\n";
+    let err = fixture.load(&[("p.cedar", src)]).unwrap_err();
+    assert!(err.to_string().contains("policy `bad`"), "{err}");
+    let b = CedarBackend::load_with(
+        fixture.dir.path(),
+        &fixture.dir.path().join("s.cedarschema"),
+        &[fixture.dir.path().join("p.cedar")],
+        &[],
+        &[],
+        crate::manifest::CedarValidation::Warn,
+    )
+    .unwrap_or_else(|d| panic!("{d}"));
+    let w = b.warnings();
+    assert!(
+        w.iter().any(|d| d.file.ends_with("p.cedar")
+            && d.line == Some(3)
+            && d.message.contains("policy `bad`")
+            && d.message.contains("validation = \"warn\"")),
+        "{w:?}"
+    );
+    let e = b.evaluate(&DecisionInput::new(&request("read", &[], 0), &[]));
+    assert_eq!(e.effect, Effect::Deny, "{e:?}");
+    let erred: Vec<&str> = e.policy_errors.iter().map(|p| p.policy.as_str()).collect();
+    assert_eq!(erred, vec!["bad"], "{e:?}");
+}
