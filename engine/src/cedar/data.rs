@@ -163,7 +163,7 @@ impl EntityData {
         Ok(Self::from_closed(&closed))
     }
 
-    fn from_closed(closed: &CoreEntities) -> Self {
+    pub(crate) fn from_closed(closed: &CoreEntities) -> Self {
         let mut entities: Vec<Arc<ast::Entity>> =
             closed.iter().map(|e| Arc::new(e.clone())).collect();
         // A stable order (by uid text), so nothing depends on hash order.
@@ -215,6 +215,11 @@ impl EntityData {
     /// How many entities the data holds.
     pub(crate) fn len(&self) -> usize {
         self.entities.len()
+    }
+
+    /// Every entity, transitively closed.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<ast::Entity>> {
+        self.entities.iter()
     }
 
     /// Whether the bundle has no entity data.
@@ -303,7 +308,7 @@ pub(crate) fn uids_in(v: &Value, f: &mut impl FnMut(&EntityUID)) {
 }
 
 /// A parent cycle among `entities` (as a path that ends where it starts), if any.
-fn find_cycle(entities: &[ast::Entity]) -> Option<Vec<EntityUID>> {
+pub(crate) fn find_cycle(entities: &[ast::Entity]) -> Option<Vec<EntityUID>> {
     let by_uid: HashMap<&EntityUID, &ast::Entity> = entities.iter().map(|e| (e.uid(), e)).collect();
     // 0: not visited, 1: on the current path, 2: done.
     let mut state: HashMap<&EntityUID, u8> = HashMap::with_capacity(entities.len());
