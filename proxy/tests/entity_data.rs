@@ -141,10 +141,10 @@ async fn decisions_follow_put_and_delete_without_a_reload() {
     let env = Env::start(dir.path(), Clock::system(), |raw| use_docs(raw, &bundle)).await;
     let revision = env.running.proxy.authorizer.bundle().revision.clone();
 
-    // Nothing in the store: the memo has no owner in any data (the policy's `resource.owner` errs: a deny), and bob
-    // (clearance 1, in no team by the bundle's data) reads no roadmap.
+    // Nothing in the store: the memo has no owner in any data (the policy's `resource.owner` errs: a deny), and alice
+    // reads the roadmap as a member of platform (in acme) with clearance 3, by the bundle's data.
     assert_eq!(env.docs("bob", "PUT", "/docs/plans/memo").await, 403);
-    assert_eq!(env.docs("bob", "GET", "/docs/plans/roadmap").await, 403);
+    assert_eq!(env.docs("alice", "GET", "/docs/plans/roadmap").await, 200);
 
     // Only a caller the policies allow writes entity data; the refusal is recorded.
     let (s, v) = env
@@ -170,26 +170,27 @@ async fn decisions_follow_put_and_delete_without_a_reload() {
     assert_eq!(env.docs("bob", "PUT", "/docs/plans/memo").await, 403);
     assert_eq!(env.docs("alice", "PUT", "/docs/plans/memo").await, 200);
 
-    // The store's bob replaces the bundle's whole: in platform (inside acme) with clearance 3, he reads the roadmap.
-    let bob = json!({
-        "uid": {"type": "User", "id": "bob"},
+    // The store's alice replaces the bundle's whole: in no team now, she reads no roadmap (team membership synced
+    // from elsewhere).
+    let alice = json!({
+        "uid": {"type": "User", "id": "alice"},
         "attrs": {"clearance": 3},
-        "parents": [{"type": "Team", "id": "platform"}]
+        "parents": []
     });
     let (s, v) = env
-        .entities("sam", "PUT", "", Some(json!([bob]).to_string()))
+        .entities("sam", "PUT", "", Some(json!([alice]).to_string()))
         .await;
     assert_eq!((s, &v["total"]), (200, &json!(2)), "{v}");
-    assert_eq!(env.docs("bob", "GET", "/docs/plans/roadmap").await, 200);
-    let (s, v) = env.entities("sam", "GET", "?type=User&id=bob", None).await;
-    assert_eq!((s, v["entities"].clone()), (200, json!([bob])));
+    assert_eq!(env.docs("alice", "GET", "/docs/plans/roadmap").await, 403);
+    let (s, v) = env.entities("sam", "GET", "?type=User&id=alice", None).await;
+    assert_eq!((s, v["entities"].clone()), (200, json!([alice])));
 
-    // Deleted: the bundle's bob again (no team, clearance 1).
+    // Deleted: the bundle's alice again (in platform).
     let (s, v) = env
-        .entities("sam", "DELETE", "?uid=User::%22bob%22", None)
+        .entities("sam", "DELETE", "?uid=User::%22alice%22", None)
         .await;
     assert_eq!((s, v), (200, json!({"deleted": 1})));
-    assert_eq!(env.docs("bob", "GET", "/docs/plans/roadmap").await, 403);
+    assert_eq!(env.docs("alice", "GET", "/docs/plans/roadmap").await, 200);
     // A body of uids works too.
     let (s, v) = env
         .entities("sam", "DELETE", "", Some(r#"["Document::\"memo\""]"#.into()))
@@ -233,7 +234,7 @@ async fn decisions_follow_put_and_delete_without_a_reload() {
     );
     assert_eq!(
         writes[4].context["entities"],
-        json!({"operation": "delete", "uids": ["User::\"bob\""]})
+        json!({"operation": "delete", "uids": ["User::\"alice\""]})
     );
 }
 
