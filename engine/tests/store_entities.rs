@@ -12,7 +12,7 @@ use jitgate_engine::authorize::EntityError;
 use jitgate_engine::sqlite::SqliteStore;
 use jitgate_engine::store::{EntityStore, MemStore, StoredEntity};
 use jitgate_engine::{
-    AuthzRequest, Authorizer, Bundle, Clock, Context, Effect, EntityRef, Principal,
+    Authorizer, AuthzRequest, Bundle, Clock, Context, Effect, EntityRef, Principal,
 };
 use serde_json::{Value, json};
 
@@ -74,22 +74,41 @@ fn stored_entities_decide_over_the_bundles_and_refusals_change_nothing() {
 
     // erin, whom the bundle's data does not know, reads no roadmap; the store's erin is in platform, which the
     // bundle's data puts in acme, so `principal in Organization::"acme"` holds transitively.
-    assert_eq!(effect(&a, "erin", "GET", "/docs/plans/roadmap"), Effect::Deny);
-    let erin = entity(json!({"uid": {"type": "User", "id": "erin"}, "attrs": {"clearance": 3},
-                            "parents": [{"type": "Team", "id": "platform"}]}));
+    assert_eq!(
+        effect(&a, "erin", "GET", "/docs/plans/roadmap"),
+        Effect::Deny
+    );
+    let erin = entity(
+        json!({"uid": {"type": "User", "id": "erin"}, "attrs": {"clearance": 3},
+                            "parents": [{"type": "Team", "id": "platform"}]}),
+    );
     a.put_entities(vec![erin]).unwrap();
-    assert_eq!(effect(&a, "erin", "GET", "/docs/plans/roadmap"), Effect::Allow);
+    assert_eq!(
+        effect(&a, "erin", "GET", "/docs/plans/roadmap"),
+        Effect::Allow
+    );
     // Replaced whole: alice without her bundle attributes (no clearance) reads nothing any more.
-    assert_eq!(effect(&a, "alice", "GET", "/docs/plans/roadmap"), Effect::Allow);
-    a.put_entities(vec![entity(json!({"uid": {"type": "User", "id": "alice"}, "attrs": {}, "parents": []}))])
-        .unwrap();
-    assert_eq!(effect(&a, "alice", "GET", "/docs/plans/roadmap"), Effect::Deny);
+    assert_eq!(
+        effect(&a, "alice", "GET", "/docs/plans/roadmap"),
+        Effect::Allow
+    );
+    a.put_entities(vec![entity(
+        json!({"uid": {"type": "User", "id": "alice"}, "attrs": {}, "parents": []}),
+    )])
+    .unwrap();
+    assert_eq!(
+        effect(&a, "alice", "GET", "/docs/plans/roadmap"),
+        Effect::Deny
+    );
     // The store's team: a team the bundle knows moved out of the organization takes its members with it.
     a.put_entities(vec![entity(
         json!({"uid": {"type": "Team", "id": "platform"}, "attrs": {"name": "P"}, "parents": []}),
     )])
     .unwrap();
-    assert_eq!(effect(&a, "erin", "GET", "/docs/plans/roadmap"), Effect::Deny);
+    assert_eq!(
+        effect(&a, "erin", "GET", "/docs/plans/roadmap"),
+        Effect::Deny
+    );
     let before = a.store_entities();
     assert_eq!(before.len(), 4);
 
@@ -101,7 +120,12 @@ fn stored_entities_decide_over_the_bundles_and_refusals_change_nothing() {
         panic!("a classification that is no Long was taken");
     };
     assert_eq!(p[0].uid, r#"Document::"memo""#);
-    assert_eq!(p[0].attribute.as_deref(), Some("classification"), "{}", p[0]);
+    assert_eq!(
+        p[0].attribute.as_deref(),
+        Some("classification"),
+        "{}",
+        p[0]
+    );
     assert_eq!(a.store_entities(), before);
     assert_eq!(effect(&a, "bob", "PUT", "/docs/plans/memo"), Effect::Allow);
 
@@ -115,7 +139,10 @@ fn stored_entities_decide_over_the_bundles_and_refusals_change_nothing() {
         .unwrap(),
         2
     );
-    assert_eq!(effect(&a, "alice", "GET", "/docs/plans/design"), Effect::Allow);
+    assert_eq!(
+        effect(&a, "alice", "GET", "/docs/plans/design"),
+        Effect::Allow
+    );
 }
 
 #[test]
@@ -125,22 +152,36 @@ fn a_parent_cycle_through_the_bundles_data_is_refused() {
     let bundle = dir.path().join("b");
     std::fs::create_dir_all(bundle.join("policies")).unwrap();
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/docs-cedar");
-    for f in ["bundle.toml", "entities.json", "links.json", "policies/docs.cedar"] {
+    for f in [
+        "bundle.toml",
+        "entities.json",
+        "links.json",
+        "policies/docs.cedar",
+    ] {
         std::fs::copy(src.join(f), bundle.join(f)).unwrap();
     }
     let schema = std::fs::read_to_string(src.join("schema.cedarschema"))
         .unwrap()
-        .replace("entity Team in [Organization]", "entity Team in [Organization, Team]");
+        .replace(
+            "entity Team in [Organization]",
+            "entity Team in [Organization, Team]",
+        );
     std::fs::write(bundle.join("schema.cedarschema"), schema).unwrap();
     let store = Arc::new(MemStore::new());
-    let a = Authorizer::new(Bundle::load(&bundle).unwrap(), store.clone(), Clock::system())
-        .unwrap()
-        .with_entity_store(store.clone())
-        .unwrap();
+    let a = Authorizer::new(
+        Bundle::load(&bundle).unwrap(),
+        store.clone(),
+        Clock::system(),
+    )
+    .unwrap()
+    .with_entity_store(store.clone())
+    .unwrap();
     // finance in platform is fine; platform in finance then closes a cycle.
     let team = |id: &str, parent: &str| {
-        entity(json!({"uid": {"type": "Team", "id": id}, "attrs": {"name": id},
-                      "parents": [{"type": "Team", "id": parent}]}))
+        entity(
+            json!({"uid": {"type": "Team", "id": id}, "attrs": {"name": id},
+                      "parents": [{"type": "Team", "id": parent}]}),
+        )
     };
     a.put_entities(vec![team("finance", "platform")]).unwrap();
     let Err(EntityError::Invalid(p)) = a.put_entities(vec![team("platform", "finance")]) else {
@@ -171,8 +212,15 @@ fn stored_entities_survive_a_restart_and_a_bundle_must_accept_them() {
     }
     let data: Vec<Value> =
         serde_json::from_str(&std::fs::read_to_string(src.join("entities.json")).unwrap()).unwrap();
-    let kept: Vec<Value> = data.into_iter().filter(|e| e["uid"]["type"] != "Document").collect();
-    std::fs::write(copy.join("entities.json"), serde_json::to_string(&kept).unwrap()).unwrap();
+    let kept: Vec<Value> = data
+        .into_iter()
+        .filter(|e| e["uid"]["type"] != "Document")
+        .collect();
+    std::fs::write(
+        copy.join("entities.json"),
+        serde_json::to_string(&kept).unwrap(),
+    )
+    .unwrap();
     let schema = std::fs::read_to_string(src.join("schema.cedarschema")).unwrap();
     let titled = schema.replace("  owner: User,\n", "  owner: User,\n  title: String,\n");
     assert_ne!(titled, schema);
@@ -221,20 +269,27 @@ fn a_put_through_one_replica_reaches_the_others_decisions() {
     .unwrap();
     let start = Instant::now();
     while stats.resyncs.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-        assert!(start.elapsed() < Duration::from_secs(5), "the follower never connected");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the follower never connected"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     a.put_entities(vec![memo("bob")]).unwrap();
     let until = |want: Effect| {
         let start = Instant::now();
         while effect(&b, "bob", "PUT", "/docs/plans/memo") != want {
-            assert!(start.elapsed() < Duration::from_secs(5), "replica b never decided {want:?}");
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "replica b never decided {want:?}"
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
         start.elapsed()
     };
     let took = until(Effect::Allow);
     eprintln!("put reached the other replica in {took:?}");
-    a.delete_entities(&[EntityRef::new("Document", "memo")]).unwrap();
+    a.delete_entities(&[EntityRef::new("Document", "memo")])
+        .unwrap();
     until(Effect::Deny);
 }

@@ -19,19 +19,18 @@ use jitgate_proxy::run::{Running, start};
 use lifecycle_common::{Env, groups, raw_config};
 use serde_json::{Value, json};
 
-/// The docs example bundle copied into `dir`, with the entity-data admin actions declared and allowed to SREs, and
+/// The docs example bundle copied into `dir`, with the entity-data admin actions declared and allowed to SREs (and
+/// `operate`, for reloads), and
 /// teams that may sit in teams (so that a parent cycle can be written).
 fn docs_bundle(dir: &Path) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/docs-cedar");
     let dst = dir.join("docs-bundle");
     copy_dir(&src, &dst);
     let schema = dst.join("schema.cedarschema");
-    let text = std::fs::read_to_string(&schema)
-        .unwrap()
-        .replace(
-            "entity Team in [Organization]",
-            "entity Team in [Organization, Team]",
-        );
+    let text = std::fs::read_to_string(&schema).unwrap().replace(
+        "entity Team in [Organization]",
+        "entity Team in [Organization, Team]",
+    );
     assert!(text.contains("entity Team in [Organization, Team]"));
     std::fs::write(
         &schema,
@@ -44,7 +43,9 @@ fn docs_bundle(dir: &Path) -> PathBuf {
     std::fs::write(
         dst.join("policies/entities-admin.cedar"),
         "@id(\"sre-entities\")\npermit (principal in Group::\"sre\", action in [Action::\"writeEntities\", \
-         Action::\"readEntities\"], resource == Service::\"jitgate\");\n",
+         Action::\"readEntities\"], resource == Service::\"jitgate\");\n\
+         @id(\"sre-operate\")\npermit (principal in Group::\"sre\", action == Action::\"operate\", \
+         resource == Service::\"jitgate\");\n",
     )
     .unwrap();
     dst
@@ -110,7 +111,13 @@ async fn send(
 }
 
 impl Env {
-    async fn entities(&self, who: &str, method: &str, query: &str, body: Option<String>) -> (u16, Value) {
+    async fn entities(
+        &self,
+        who: &str,
+        method: &str,
+        query: &str,
+        body: Option<String>,
+    ) -> (u16, Value) {
         send(
             &self.http,
             method,
@@ -182,7 +189,9 @@ async fn decisions_follow_put_and_delete_without_a_reload() {
         .await;
     assert_eq!((s, &v["total"]), (200, &json!(2)), "{v}");
     assert_eq!(env.docs("alice", "GET", "/docs/plans/roadmap").await, 403);
-    let (s, v) = env.entities("sam", "GET", "?type=User&id=alice", None).await;
+    let (s, v) = env
+        .entities("sam", "GET", "?type=User&id=alice", None)
+        .await;
     assert_eq!((s, v["entities"].clone()), (200, json!([alice])));
 
     // Deleted: the bundle's alice again (in platform).
@@ -193,7 +202,12 @@ async fn decisions_follow_put_and_delete_without_a_reload() {
     assert_eq!(env.docs("alice", "GET", "/docs/plans/roadmap").await, 200);
     // A body of uids works too.
     let (s, v) = env
-        .entities("sam", "DELETE", "", Some(r#"["Document::\"memo\""]"#.into()))
+        .entities(
+            "sam",
+            "DELETE",
+            "",
+            Some(r#"["Document::\"memo\""]"#.into()),
+        )
         .await;
     assert_eq!((s, v), (200, json!({"deleted": 1})));
     assert_eq!(env.docs("alice", "PUT", "/docs/plans/memo").await, 403);
@@ -258,9 +272,19 @@ async fn bad_entity_data_is_refused_with_uid_line_and_attribute_and_nothing_is_s
     assert_eq!(s, 400, "{v}");
     let p = &v["problems"][0];
     assert_eq!(p["uid"], r#"Document::"memo""#, "{v}");
-    assert_eq!((p["line"].clone(), p["index"].clone()), (json!(3), json!(1)), "{v}");
+    assert_eq!(
+        (p["line"].clone(), p["index"].clone()),
+        (json!(3), json!(1)),
+        "{v}"
+    );
     assert_eq!(p["attribute"], "classification", "{v}");
-    assert!(v["message"].as_str().unwrap().contains("nothing was stored"), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was stored"),
+        "{v}"
+    );
     assert_eq!(env.stored().await, before);
     assert_eq!(env.docs("bob", "PUT", "/docs/plans/memo").await, 200);
 
@@ -292,16 +316,27 @@ async fn bad_entity_data_is_refused_with_uid_line_and_attribute_and_nothing_is_s
     assert_eq!(s, 400, "{v}");
     let reason = v["problems"][0]["reason"].as_str().unwrap();
     assert!(reason.contains("parent cycle"), "{v}");
-    assert!(reason.contains(r#"Team::"platform""#) && reason.contains(r#"Team::"finance""#), "{v}");
+    assert!(
+        reason.contains(r#"Team::"platform""#) && reason.contains(r#"Team::"finance""#),
+        "{v}"
+    );
     assert_eq!(env.stored().await, before);
 
     // Bad JSON: the line and column.
     let (s, v) = env
-        .entities("sam", "PUT", "", Some("[\n  {\"uid\": {\"type\": \"Doc\",\n  ]".into()))
+        .entities(
+            "sam",
+            "PUT",
+            "",
+            Some("[\n  {\"uid\": {\"type\": \"Doc\",\n  ]".into()),
+        )
         .await;
     assert_eq!(s, 400, "{v}");
     assert_eq!(v["problems"][0]["line"], 3, "{v}");
-    assert!(v["message"].as_str().unwrap().contains("invalid JSON"), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("invalid JSON"),
+        "{v}"
+    );
 
     // A DELETE naming no uid, or something that is no uid.
     let (s, v) = env.entities("sam", "DELETE", "", None).await;
@@ -433,7 +468,11 @@ async fn a_put_through_one_replica_changes_decisions_on_another() {
     )
     .await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(edit(0).await, 200, "the replica written through decides at once");
+    assert_eq!(
+        edit(0).await,
+        200,
+        "the replica written through decides at once"
+    );
     let until = |want: u16| {
         let edit = &edit;
         async move {
@@ -443,7 +482,10 @@ async fn a_put_through_one_replica_changes_decisions_on_another() {
                 if got == want {
                     return;
                 }
-                assert!(Instant::now() < deadline, "replica 1 still answers {got}, not {want}");
+                assert!(
+                    Instant::now() < deadline,
+                    "replica 1 still answers {got}, not {want}"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -465,7 +507,10 @@ async fn a_put_through_one_replica_changes_decisions_on_another() {
     assert_eq!(edit(1).await, 403);
     let deadline = Instant::now() + Duration::from_secs(10);
     while edit(0).await != 403 {
-        assert!(Instant::now() < deadline, "replica 0 never heard of the delete");
+        assert!(
+            Instant::now() < deadline,
+            "replica 0 never heard of the delete"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(dirs);

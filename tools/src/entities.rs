@@ -52,7 +52,8 @@ pub struct Common {
 
 /// Runs one `entities` subcommand; exit codes as in `jitgate --help` (0 ok, 1 refused, 2 bad input, 3 unreachable).
 pub fn run(cmd: EntitiesCommand) -> anyhow::Result<ExitCode> {
-    let (common, method, path, body): (Common, reqwest::Method, String, Option<Vec<u8>>) = match cmd {
+    let (common, method, path, body): (Common, reqwest::Method, String, Option<Vec<u8>>) = match cmd
+    {
         EntitiesCommand::Put { file, common } => {
             let text = if file == "-" {
                 let mut s = Vec::new();
@@ -63,7 +64,12 @@ pub fn run(cmd: EntitiesCommand) -> anyhow::Result<ExitCode> {
             } else {
                 std::fs::read(&file).with_context(|| format!("cannot read {file}"))?
             };
-            (common, reqwest::Method::PUT, "/v1/entities".into(), Some(text))
+            (
+                common,
+                reqwest::Method::PUT,
+                "/v1/entities".into(),
+                Some(text),
+            )
         }
         EntitiesCommand::Get { ty, id, common } => {
             let mut q = Vec::new();
@@ -86,7 +92,12 @@ pub fn run(cmd: EntitiesCommand) -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
             }
             let body = serde_json::to_vec(&uids)?;
-            (common, reqwest::Method::DELETE, "/v1/entities".into(), Some(body))
+            (
+                common,
+                reqwest::Method::DELETE,
+                "/v1/entities".into(),
+                Some(body),
+            )
         }
     };
     let token = common.admin.bearer()?;

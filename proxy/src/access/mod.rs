@@ -810,8 +810,13 @@ impl AccessService {
                 }
                 Err(e) => return Err(e.into()),
             };
-            s.log_admin(record::entities_changed(&caller.meta(), "put", &uids, &decision))
-                .await;
+            s.log_admin(record::entities_changed(
+                &caller.meta(),
+                "put",
+                &uids,
+                &decision,
+            ))
+            .await;
             Ok((given, n))
         })
         .await
@@ -834,8 +839,13 @@ impl AccessService {
             let names: Vec<String> = uids.iter().map(ToString::to_string).collect();
             let authorizer = s.authorizer().clone();
             let n = off_workers(move || authorizer.delete_entities(&uids)).await??;
-            s.log_admin(record::entities_changed(&caller.meta(), "delete", &names, &decision))
-                .await;
+            s.log_admin(record::entities_changed(
+                &caller.meta(),
+                "delete",
+                &names,
+                &decision,
+            ))
+            .await;
             Ok(n)
         })
         .await

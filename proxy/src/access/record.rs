@@ -117,7 +117,9 @@ pub(super) fn entities_changed(
     rec.policies = decision.policies.clone();
     rec.revision = decision.revision.clone();
     rec.engine = decision.engine.as_str().to_string();
-    rec.context
-        .insert("entities".into(), json!({ "operation": operation, "uids": uids }));
+    rec.context.insert(
+        "entities".into(),
+        json!({ "operation": operation, "uids": uids }),
+    );
     rec
 }

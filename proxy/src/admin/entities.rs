@@ -44,7 +44,9 @@ pub(super) async fn put(State(s): State<AccessService>, caller: Caller, body: By
         Err(e) => return ApiError::bad_body(&format!("not UTF-8: {e}")).into_response(),
     };
     match s.put_entities(caller, text).await {
-        Ok((given, total)) => axum::Json(json!({ "stored": given, "total": total })).into_response(),
+        Ok((given, total)) => {
+            axum::Json(json!({ "stored": given, "total": total })).into_response()
+        }
         Err(e) => refused(e),
     }
 }
@@ -57,7 +59,10 @@ fn uids_of(pairs: &[(String, String)], body: &Bytes) -> Result<Vec<EntityRef>, A
         if k != "uid" {
             return Err(ApiError::bad_field(k, "unknown parameter; expected uid"));
         }
-        out.push(v.parse::<EntityRef>().map_err(|e| ApiError::bad_field("uid", e.to_string()))?);
+        out.push(
+            v.parse::<EntityRef>()
+                .map_err(|e| ApiError::bad_field("uid", e.to_string()))?,
+        );
     }
     if !body.iter().all(u8::is_ascii_whitespace) {
         let items: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(|e| {
