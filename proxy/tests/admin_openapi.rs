@@ -947,7 +947,14 @@ async fn live_answers_match_the_document() {
         ("delete", Some(json!(["Doc::\"x\""]))),
     ] {
         let refused = l
-            .call(method, "/v1/entities", "/v1/entities", Some("sam"), body, 403)
+            .call(
+                method,
+                "/v1/entities",
+                "/v1/entities",
+                Some("sam"),
+                body,
+                403,
+            )
             .await;
         assert_eq!(refused["error"], "forbidden", "{refused}");
     }

@@ -15,7 +15,7 @@ use crate::reload::{AdminArg, client, refusal, url};
 pub enum EntitiesCommand {
     /// Insert or replace entities (Cedar's JSON entity format: an array of {"uid", "attrs", "parents", "tags"}) from
     /// FILE, or from stdin with `-`. Checked against the active bundle's schema first: nothing is stored when one
-    /// entity does not fit (each problem is printed with its line, uid and attribute; exit 1).
+    /// entity does not fit (each problem is printed with its line, uid and attribute; exit 2, bad input).
     Put {
         /// The JSON file, or `-` for stdin.
         file: String,
