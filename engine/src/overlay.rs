@@ -100,7 +100,7 @@ pub fn parse_body(
             }]);
         }
     };
-    let offsets = crate::cedar::element_offsets(text);
+    let offsets = crate::diag::element_offsets(text);
     let mut out: Vec<(StoredEntity, usize)> = Vec::with_capacity(items.len());
     let mut problems = Vec::new();
     for (i, item) in items.into_iter().enumerate() {

@@ -25,7 +25,6 @@ use cedar_policy::{
 };
 
 use self::data::EntityData;
-pub(crate) use self::data::element_offsets;
 use self::entities::EntityBuilder;
 use self::load::ActionIndex;
 use crate::backend::PolicyBackend;
