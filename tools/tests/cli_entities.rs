@@ -100,9 +100,11 @@ fn serve(dir: &Path) -> Served {
     let mut seen = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("serve never listened:\n{}", seen.join("\n")));
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("serve never listened ({status:?}):\n{}", seen.join("\n"));
+        };
         if line.contains("jitgate listening") {
             let admin = line
                 .split("admin=Some(")
