@@ -10,8 +10,9 @@ use crate::clock::Clock;
 use crate::decision::{Decision, Effect};
 use crate::grant::{Grant, GrantIndex};
 use crate::input::DecisionInput;
+use crate::overlay::EntityProblem;
 use crate::request::AuthzRequest;
-use crate::store::{Freshness, GrantStore, Spent, StoreError};
+use crate::store::{EntityStore, Freshness, GrantStore, Spent, StoreError, StoredEntity};
 
 /// How many times a decision is retried when a concurrent request spent the grant it rested on.
 const MAX_CONSUME_RETRIES: usize = 3;
@@ -30,6 +31,29 @@ pub struct Authorizer {
     /// For a store shared by replicas: how recently it was heard from. While it is stale, decisions that rest on
     /// a grant are denied (the index may miss a revocation made through another replica).
     freshness: Option<Arc<Freshness>>,
+    /// Where entity data that changes between releases is kept ([`Authorizer::with_entity_store`]).
+    entity_store: Option<Arc<dyn EntityStore>>,
+    /// The store's entity data the active bundle has over its own, by uid; held across each change of it (a write,
+    /// a resync, a bundle swap) so that they apply in order.
+    store_entities: parking_lot::Mutex<Arc<Vec<StoredEntity>>>,
+    /// Why the store's entity data as read last could not be applied (the last good data keeps deciding).
+    entity_fault: parking_lot::Mutex<Option<String>>,
+}
+
+/// Why a change of the store's entity data was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EntityError {
+    /// The active bundle does not accept the data (schema, parent cycle): each problem names the uid; nothing was
+    /// written.
+    #[error("entity data refused: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<EntityProblem>),
+    /// No entity store is configured.
+    #[error("this authorizer keeps no entity data")]
+    NoStore,
+    /// The store failed; nothing was written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl Authorizer {
@@ -48,7 +72,121 @@ impl Authorizer {
             clock,
             writes: parking_lot::Mutex::new(()),
             freshness: None,
+            entity_store: None,
+            store_entities: parking_lot::Mutex::new(Arc::new(Vec::new())),
+            entity_fault: parking_lot::Mutex::new(None),
         })
+    }
+
+    /// Takes entity data from `store` too: read now and put over the active bundle's. `Err` when it cannot be read,
+    /// or when the bundle does not accept it (each problem names the uid).
+    pub fn with_entity_store(mut self, store: Arc<dyn EntityStore>) -> Result<Self, EntityError> {
+        let loaded = store.load_entities()?;
+        self.bundle
+            .load()
+            .set_store_entities(&loaded)
+            .map_err(EntityError::Invalid)?;
+        self.store_entities = parking_lot::Mutex::new(Arc::new(loaded));
+        self.entity_store = Some(store);
+        Ok(self)
+    }
+
+    /// The store's entity data the active bundle has over its own, ordered by type then id.
+    pub fn store_entities(&self) -> Arc<Vec<StoredEntity>> {
+        self.store_entities.lock().clone()
+    }
+
+    /// Why the store's entity data as last read does not apply to the active bundle (the data applied before keeps
+    /// deciding), if it does not.
+    pub fn entity_fault(&self) -> Option<String> {
+        self.entity_fault.lock().clone()
+    }
+
+    /// Inserts or replaces `entities` (by uid) in the store's entity data: the whole data as it would be is checked
+    /// against the active bundle first (nothing is written when it does not fit), then committed to the store, then
+    /// seen by the very next decision. Returns how many entities the store's data holds now.
+    pub fn put_entities(&self, entities: Vec<StoredEntity>) -> Result<usize, EntityError> {
+        let store = self.entity_store.as_ref().ok_or(EntityError::NoStore)?;
+        let mut current = self.store_entities.lock();
+        let mut next: std::collections::BTreeMap<crate::EntityRef, StoredEntity> =
+            current.iter().map(|e| (e.uid.clone(), e.clone())).collect();
+        for e in &entities {
+            next.insert(e.uid.clone(), e.clone());
+        }
+        let next: Vec<StoredEntity> = next.into_values().collect();
+        self.apply_entities(&next, || store.put_entities(&entities))?;
+        let n = next.len();
+        *current = Arc::new(next);
+        Ok(n)
+    }
+
+    /// Removes the entities with these uids from the store's entity data (unknown ones are ignored): checked,
+    /// committed, then seen by the next decision, as [`Authorizer::put_entities`] does. Returns how many were there.
+    pub fn delete_entities(&self, uids: &[crate::EntityRef]) -> Result<usize, EntityError> {
+        let store = self.entity_store.as_ref().ok_or(EntityError::NoStore)?;
+        let mut current = self.store_entities.lock();
+        let next: Vec<StoredEntity> = current
+            .iter()
+            .filter(|e| !uids.contains(&e.uid))
+            .cloned()
+            .collect();
+        let mut deleted = 0;
+        self.apply_entities(&next, || {
+            deleted = store.delete_entities(uids)?;
+            Ok(())
+        })?;
+        *current = Arc::new(next);
+        Ok(deleted)
+    }
+
+    /// Checks `next` against the active bundle, runs `write`, then puts `next` over the bundle's data.
+    fn apply_entities(
+        &self,
+        next: &[StoredEntity],
+        write: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), EntityError> {
+        let bundle = self.bundle.load_full();
+        bundle
+            .check_store_entities(next)
+            .map_err(EntityError::Invalid)?;
+        write()?;
+        // Checked above against this very bundle: only a bug could make it fail now.
+        if let Err(p) = bundle.set_store_entities(next) {
+            return Err(EntityError::Invalid(p));
+        }
+        *self.entity_fault.lock() = None;
+        Ok(())
+    }
+
+    /// Reads the store's entity data again (another replica may have changed it) and puts it over the active
+    /// bundle's when it differs. When the bundle does not accept it, the data applied before keeps deciding and
+    /// the reason is kept ([`Authorizer::entity_fault`]). Returns how many entities the store holds.
+    pub fn resync_entities(&self) -> Result<usize, StoreError> {
+        let Some(store) = &self.entity_store else {
+            return Ok(0);
+        };
+        let mut current = self.store_entities.lock();
+        let loaded = store.load_entities()?;
+        let n = loaded.len();
+        if **current == loaded {
+            return Ok(n);
+        }
+        match self.bundle.load().set_store_entities(&loaded) {
+            Ok(()) => {
+                *current = Arc::new(loaded);
+                *self.entity_fault.lock() = None;
+            }
+            Err(problems) => {
+                let why = problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                tracing::error!(error = %why, "the store's entity data does not fit the active bundle; the data applied before keeps deciding");
+                *self.entity_fault.lock() = Some(why);
+            }
+        }
+        Ok(n)
     }
 
     /// Makes decisions that rest on a grant depend on `freshness`: denied while the store has been silent for
@@ -88,8 +226,32 @@ impl Authorizer {
         self.bundle.load_full()
     }
 
-    /// Makes `bundle` the active snapshot; returns the one it replaced.
+    /// Makes `bundle` the active snapshot, with the store's entity data over its own; returns the one it replaced.
+    /// A bundle that does not accept the store's entity data is refused (each problem names the uid) and the active
+    /// one keeps deciding.
+    pub fn try_swap_bundle(&self, bundle: Arc<Bundle>) -> Result<Arc<Bundle>, Vec<EntityProblem>> {
+        let current = self.store_entities.lock();
+        if self.entity_store.is_some() {
+            bundle.set_store_entities(&current)?;
+        }
+        Ok(self.bundle.swap(bundle))
+    }
+
+    /// [`Authorizer::try_swap_bundle`] for a bundle known to accept the store's entity data (or where none is kept);
+    /// should it not, it goes live without the store's data and the reason is kept ([`Authorizer::entity_fault`]).
     pub fn swap_bundle(&self, bundle: Arc<Bundle>) -> Arc<Bundle> {
+        let current = self.store_entities.lock();
+        if self.entity_store.is_some() {
+            if let Err(p) = bundle.set_store_entities(&current) {
+                let why = p
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                tracing::error!(error = %why, "the new bundle does not accept the store's entity data");
+                *self.entity_fault.lock() = Some(why);
+            }
+        }
         self.bundle.swap(bundle)
     }
 

@@ -5,6 +5,8 @@ use crate::decision::{EngineKind, Evaluation};
 use crate::diag::Diagnostic;
 use crate::explain::PolicyTraces;
 use crate::input::DecisionInput;
+use crate::overlay::EntityProblem;
+use crate::store::StoredEntity;
 
 /// A loaded, validated, immutable policy set that can evaluate requests.
 ///
@@ -74,4 +76,39 @@ pub trait PolicyBackend: Send + Sync + std::fmt::Debug {
         let _ = ty;
         Ok(())
     }
+
+    /// Checks the store's entity data (all of it, as it would be) against this policy set: each entity parsed by the
+    /// schema, and no parent cycle once merged with the bundle's own data (see [`crate::overlay`] for the
+    /// precedence). Changes nothing. Backends that take no entity data from the store refuse any.
+    fn check_store_entities(&self, entities: &[StoredEntity]) -> Result<(), Vec<EntityProblem>> {
+        refuse_store_entities(self.engine(), entities)
+    }
+
+    /// [`PolicyBackend::check_store_entities`], then makes `entities` the store's data the next decisions see (the
+    /// bundle's data with the store's over it). On `Err` nothing changes.
+    fn set_store_entities(&self, entities: &[StoredEntity]) -> Result<(), Vec<EntityProblem>> {
+        refuse_store_entities(self.engine(), entities)
+    }
+}
+
+/// Refuses store entity data for a backend that does not take it (none given is fine).
+fn refuse_store_entities(
+    engine: EngineKind,
+    entities: &[StoredEntity],
+) -> Result<(), Vec<EntityProblem>> {
+    if entities.is_empty() {
+        return Ok(());
+    }
+    Err(entities
+        .iter()
+        .map(|e| {
+            EntityProblem::new(
+                e.uid.to_string(),
+                format!(
+                    "entity data in the store is for Cedar bundles; the active bundle is {}",
+                    engine.as_str()
+                ),
+            )
+        })
+        .collect())
 }

@@ -385,6 +385,24 @@ impl Bundle {
         self.decide_input(&DecisionInput::new(request, grants))
     }
 
+    /// Puts the store's entity data over this bundle's for the decisions made with it from now on (see
+    /// [`crate::overlay`] for the precedence); checked whole first: on `Err` nothing changes and every problem is
+    /// named by uid.
+    pub fn set_store_entities(
+        &self,
+        entities: &[crate::store::StoredEntity],
+    ) -> Result<(), Vec<crate::overlay::EntityProblem>> {
+        self.backend.set_store_entities(entities)
+    }
+
+    /// Checks the store's entity data (all of it, as it would be) against this bundle, changing nothing.
+    pub fn check_store_entities(
+        &self,
+        entities: &[crate::store::StoredEntity],
+    ) -> Result<(), Vec<crate::overlay::EntityProblem>> {
+        self.backend.check_store_entities(entities)
+    }
+
     /// Decides against an assembled input. A `Hold` is turned into `Allow` when an active grant bound to this exact
     /// request (its digest) exists: that grant is then named as used, so the caller consumes it.
     pub fn decide_input(&self, input: &DecisionInput<'_>) -> Decision {

@@ -230,6 +230,47 @@ fn strip_yaml_position(msg: &str) -> String {
     }
 }
 
+/// Byte offsets of the top-level array's elements in a JSON text (known to parse).
+pub(crate) fn element_offsets(source: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut expect_element = false;
+    for (i, c) in source.char_indices() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            continue;
+        }
+        if c.is_whitespace() {
+            continue;
+        }
+        if expect_element && depth == 1 && c != ']' {
+            out.push(i);
+            expect_element = false;
+        }
+        match c {
+            '"' => in_string = true,
+            '[' | '{' => {
+                depth += 1;
+                if depth == 1 {
+                    expect_element = true;
+                }
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            ',' if depth == 1 => expect_element = true,
+            _ => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,7 @@ pub mod input;
 pub mod lifecycle;
 pub mod log;
 pub mod manifest;
+pub mod overlay;
 pub mod postgres;
 pub mod rego;
 pub mod request;

@@ -232,6 +232,10 @@ pub enum Action {
     Operate,
     /// Read the decision log (resource `Service::"jitgate"`).
     ReadDecisions,
+    /// Put or delete entity data kept in the store (resource `Service::"jitgate"`).
+    WriteEntities,
+    /// Read entity data kept in the store (resource `Service::"jitgate"`).
+    ReadEntities,
 }
 
 impl Action {
@@ -248,6 +252,8 @@ impl Action {
             Action::IssueToken => "issueToken",
             Action::Operate => "operate",
             Action::ReadDecisions => "readDecisions",
+            Action::WriteEntities => "writeEntities",
+            Action::ReadEntities => "readEntities",
         }
     }
 }

@@ -15,8 +15,8 @@ use crate::clock::UnixTime;
 use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
 use crate::store::{
-    GrantStore, PendingInsert, RecordedVerdict, RequestStore, Spent, StoreError, VerdictError,
-    VerdictWrite, issued_grant, verdict_effect,
+    EntityStore, GrantStore, PendingInsert, RecordedVerdict, RequestStore, Spent, StoreError,
+    StoredEntity, VerdictError, VerdictWrite, issued_grant, verdict_effect,
 };
 
 /// How long a connection waits for another writer before giving up with `SQLITE_BUSY`.
@@ -84,6 +84,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // request it would let through.
     r#"
     ALTER TABLE access_requests ADD COLUMN request_digest TEXT;
+    "#,
+    // 3: entity data kept in the store (Cedar JSON entity format, as accepted), one row per uid.
+    r#"
+    CREATE TABLE entities (
+        etype      TEXT NOT NULL,
+        eid        TEXT NOT NULL,
+        data       TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (etype, eid)
+    );
     "#,
 ];
 
@@ -775,6 +785,62 @@ impl RawGrant {
             request_id: self.request_id.clone(),
             id: self.id,
         })
+    }
+}
+
+impl EntityStore for SqliteStore {
+    fn load_entities(&self) -> Result<Vec<StoredEntity>, StoreError> {
+        let rows = self.with_conn(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT etype, eid, data, updated_at FROM entities ORDER BY etype, eid",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter()
+            .map(|(ty, id, data, at)| crate::store::stored_entity(ty, id, &data, at))
+            .collect()
+    }
+
+    fn put_entities(&self, entities: &[StoredEntity]) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        for e in entities {
+            tx.execute(
+                "INSERT INTO entities (etype, eid, data, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (etype, eid) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+                params![e.uid.ty, e.uid.id, e.data.to_string(), e.updated_at],
+            )
+            .map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    fn delete_entities(&self, uids: &[EntityRef]) -> Result<usize, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let mut n = 0;
+        for u in uids {
+            n += tx
+                .execute(
+                    "DELETE FROM entities WHERE etype = ?1 AND eid = ?2",
+                    params![u.ty, u.id],
+                )
+                .map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(n)
     }
 }
 

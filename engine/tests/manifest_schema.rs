@@ -639,3 +639,29 @@ fn links_files_validate_against_their_schema() {
     ]);
     assert!(!v.is_valid(&bad));
 }
+
+/// The entity data format (bundle entity files and the body of `PUT /v1/entities`): the example and the shipped
+/// entity files validate against `schemas/entities.schema.json`; an entity without a uid, or with a parent that is
+/// no uid, does not.
+#[test]
+fn entity_files_validate_against_their_schema() {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo("schemas/entities.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let v = jsonschema::validator_for(&schema).unwrap();
+    for file in [
+        "schemas/examples/entities.json",
+        "policies/docs-cedar/entities.json",
+        "policies/expenses-cedar/entities.json",
+    ] {
+        let instance: Value =
+            serde_json::from_str(&std::fs::read_to_string(repo(file)).unwrap()).unwrap();
+        let errs: Vec<String> = v.iter_errors(&instance).map(|e| e.to_string()).collect();
+        assert!(errs.is_empty(), "{file}: {errs:?}");
+    }
+    assert!(!v.is_valid(&serde_json::json!([{ "attrs": {} }])));
+    assert!(!v.is_valid(&serde_json::json!([
+        { "uid": { "type": "Doc", "id": "a" }, "parents": ["Folder::\"x\""] }
+    ])));
+}

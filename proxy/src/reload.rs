@@ -168,16 +168,46 @@ impl Reloader {
             }
             Ok(b) => {
                 let revision = b.revision.clone();
-                let old = self.authorizer.swap_bundle(b);
-                tracing::info!(from = %old.short_revision(), to = %revision.get(..12).unwrap_or(&revision), ms = duration_ms, "bundle reloaded");
-                self.metrics.reloads.inc("live");
-                self.metrics.reload_failing.set(0);
-                Attempt {
-                    at,
-                    outcome: ReloadOutcome::Live,
-                    revision: Some(revision),
-                    errors: Vec::new(),
-                    duration_ms,
+                match self.authorizer.try_swap_bundle(b) {
+                    Ok(old) => {
+                        tracing::info!(from = %old.short_revision(), to = %revision.get(..12).unwrap_or(&revision), ms = duration_ms, "bundle reloaded");
+                        self.metrics.reloads.inc("live");
+                        self.metrics.reload_failing.set(0);
+                        Attempt {
+                            at,
+                            outcome: ReloadOutcome::Live,
+                            revision: Some(revision),
+                            errors: Vec::new(),
+                            duration_ms,
+                        }
+                    }
+                    // The store's entity data must fit the new schema too: a bundle that refuses it never goes live.
+                    Err(problems) => {
+                        let errors: Vec<Diagnostic> = problems
+                            .iter()
+                            .map(|p| {
+                                Diagnostic::file(
+                                    &self.path,
+                                    format!(
+                                        "the store's entity data does not fit this bundle: {p} (change the bundle, \
+                                         or the entity with `jitgate entities put|delete`)"
+                                    ),
+                                )
+                            })
+                            .collect();
+                        for e in &errors {
+                            tracing::error!(bundle = %self.path.display(), error = %e, "bundle reload refused; the active bundle keeps serving");
+                        }
+                        self.metrics.reloads.inc("failed");
+                        self.metrics.reload_failing.set(1);
+                        Attempt {
+                            at,
+                            outcome: ReloadOutcome::Failed,
+                            revision: Some(revision),
+                            errors,
+                            duration_ms,
+                        }
+                    }
                 }
             }
         };

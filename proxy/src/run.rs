@@ -375,8 +375,10 @@ fn assemble(prepared: Prepared, clock: Clock) -> Result<Arc<Proxy>, StartError> 
         ..
     } = prepared;
     let (store, shared) = open_store(&config)?;
-    let mut authorizer =
-        Authorizer::new(bundle, store.clone(), clock).map_err(StartError::Store)?;
+    let mut authorizer = Authorizer::new(bundle, store.clone(), clock)
+        .map_err(StartError::Store)?
+        .with_entity_store(store.clone())
+        .map_err(StartError::Entities)?;
     if shared.is_some() {
         // Heard from just now: the index was loaded from the store above.
         authorizer =

@@ -34,6 +34,9 @@ pub enum StartError {
     /// The store could not be opened.
     #[error("store: {0}")]
     Store(#[source] StoreError),
+    /// The store's entity data does not fit the bundle (or could not be read): start with a bundle that accepts it.
+    #[error("store entity data: {0}")]
+    Entities(#[source] jitgate_engine::authorize::EntityError),
     /// The PostgreSQL store of `[store] url` could not be opened (unreachable, no such database, refused
     /// credentials, a schema newer than this build, ...).
     #[error("[store] url `{url}`: {source}")]

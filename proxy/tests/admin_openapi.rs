@@ -939,6 +939,25 @@ async fn live_answers_match_the_document() {
     assert_eq!(reload["outcome"], "unchanged");
     l.call("get", "/v1/shadow", "/v1/shadow", Some("sam"), None, 200)
         .await;
+    // Entity data: the quickstart bundle permits no `writeEntities` / `readEntities`, so even an SRE is refused,
+    // with the one error shape (tests/entity_data.rs covers the answers of a bundle that permits them).
+    for (method, body) in [
+        ("get", None),
+        ("put", Some(json!([]))),
+        ("delete", Some(json!(["Doc::\"x\""]))),
+    ] {
+        let refused = l
+            .call(
+                method,
+                "/v1/entities",
+                "/v1/entities",
+                Some("sam"),
+                body,
+                403,
+            )
+            .await;
+        assert_eq!(refused["error"], "forbidden", "{refused}");
+    }
     // Shadow errors are ApiError bodies like every other error (the schema rejects any other shape).
     let none = l
         .call("delete", "/v1/shadow", "/v1/shadow", Some("sam"), None, 404)

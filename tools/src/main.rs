@@ -24,6 +24,7 @@ mod access;
 mod check;
 mod decisions;
 mod devtoken;
+mod entities;
 mod eval;
 mod exit;
 mod import;
@@ -89,6 +90,9 @@ enum Command {
     /// Re-decide logged decisions against a candidate bundle and report which would change (exit 1 when some
     /// would). See `--help` for what the log cannot reconstruct.
     Replay(replay::ReplayArgs),
+    /// Entity data kept in the store (put, get, delete), through the admin API.
+    #[command(subcommand)]
+    Entities(entities::EntitiesCommand),
     /// Access requests, approvals and grants (through the admin API).
     #[command(flatten)]
     Access(access::AccessCommand),
@@ -159,6 +163,7 @@ fn main() -> ExitCode {
         Command::Shadow(args) => shadow::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Access(cmd) => access::run(cmd),
+        Command::Entities(cmd) => entities::run(cmd),
         Command::Completions { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "jitgate", &mut buf);

@@ -16,6 +16,7 @@ use cedar_policy_core::ast::{self, EntityUID, Literal, PartialValue, Value, Valu
 use cedar_policy_core::entities::{Entities as CoreEntities, NoEntitiesSchema, TCComputation};
 use cedar_policy_core::extensions::Extensions;
 
+pub(crate) use crate::diag::element_offsets;
 use crate::diag::{Diagnostic, Diagnostics, line_col, read_file};
 
 /// Up to this many visited entities, a walk checks repeats by scanning (cheaper than hashing).
@@ -163,7 +164,7 @@ impl EntityData {
         Ok(Self::from_closed(&closed))
     }
 
-    fn from_closed(closed: &CoreEntities) -> Self {
+    pub(crate) fn from_closed(closed: &CoreEntities) -> Self {
         let mut entities: Vec<Arc<ast::Entity>> =
             closed.iter().map(|e| Arc::new(e.clone())).collect();
         // A stable order (by uid text), so nothing depends on hash order.
@@ -215,6 +216,11 @@ impl EntityData {
     /// How many entities the data holds.
     pub(crate) fn len(&self) -> usize {
         self.entities.len()
+    }
+
+    /// Every entity, transitively closed.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<ast::Entity>> {
+        self.entities.iter()
     }
 
     /// Whether the bundle has no entity data.
@@ -303,7 +309,7 @@ pub(crate) fn uids_in(v: &Value, f: &mut impl FnMut(&EntityUID)) {
 }
 
 /// A parent cycle among `entities` (as a path that ends where it starts), if any.
-fn find_cycle(entities: &[ast::Entity]) -> Option<Vec<EntityUID>> {
+pub(crate) fn find_cycle(entities: &[ast::Entity]) -> Option<Vec<EntityUID>> {
     let by_uid: HashMap<&EntityUID, &ast::Entity> = entities.iter().map(|e| (e.uid(), e)).collect();
     // 0: not visited, 1: on the current path, 2: done.
     let mut state: HashMap<&EntityUID, u8> = HashMap::with_capacity(entities.len());
@@ -359,47 +365,6 @@ fn uid_text(item: &serde_json::Value) -> String {
         (Some(t), Some(id)) => format!("{t}::{id:?}"),
         _ => "(without a uid)".to_string(),
     }
-}
-
-/// Byte offsets of the top-level array's elements in a JSON text (known to parse).
-pub(crate) fn element_offsets(source: &str) -> Vec<usize> {
-    let mut out = Vec::new();
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut expect_element = false;
-    for (i, c) in source.char_indices() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-            continue;
-        }
-        if c.is_whitespace() {
-            continue;
-        }
-        if expect_element && depth == 1 && c != ']' {
-            out.push(i);
-            expect_element = false;
-        }
-        match c {
-            '"' => in_string = true,
-            '[' | '{' => {
-                depth += 1;
-                if depth == 1 {
-                    expect_element = true;
-                }
-            }
-            ']' | '}' => depth = depth.saturating_sub(1),
-            ',' if depth == 1 => expect_element = true,
-            _ => {}
-        }
-    }
-    out
 }
 
 /// Reads `file` as a JSON array (entity data, links): its text (for line numbers) and its elements, or the

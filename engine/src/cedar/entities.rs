@@ -80,8 +80,8 @@ pub(crate) struct EntityBuilder {
     /// Every entity type of the schema by name, so requests do not re-parse type names.
     pub(crate) type_cache: HashMap<String, EntityTypeName>,
     entity_attrs: EntityAttrs,
-    /// The bundle's entity data (empty without `entities` in the manifest).
-    pub(crate) data: EntityData,
+    /// The bundle's entity data (empty without `entities` in the manifest), with the store's over it once set.
+    pub(crate) data: Arc<EntityData>,
 }
 
 impl EntityBuilder {
@@ -92,7 +92,7 @@ impl EntityBuilder {
     pub(crate) fn new(
         schema_obj: &Schema,
         entity_attrs: EntityAttrs,
-        data: EntityData,
+        data: Arc<EntityData>,
         schema: &Path,
         base: &BaseTypes,
     ) -> Result<Self, Diagnostics> {
@@ -128,6 +128,18 @@ impl EntityBuilder {
             entity_attrs,
             data,
         })
+    }
+
+    /// This builder with other entity data (the store's merged over the bundle's), under a new id so that no
+    /// per-thread cache serves an entity built from the old data.
+    pub(crate) fn with_data(&self, data: Arc<EntityData>) -> Self {
+        EntityBuilder {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            types: self.types.clone(),
+            type_cache: self.type_cache.clone(),
+            entity_attrs: self.entity_attrs.clone(),
+            data,
+        }
     }
 
     /// Builds the request and its entities straight from values: no expression evaluation and no transitive-closure

@@ -10,10 +10,14 @@ mod data;
 mod entities;
 mod explain;
 mod load;
+mod overlay;
 mod typed;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use cedar_policy::{
     AuthorizationError, Authorizer, Decision as CedarDecision, EntityId, EntityUid, Response,
@@ -40,8 +44,13 @@ pub struct CedarBackend {
     any_action: ActionIndex,
     /// Policy id -> roles it rests on (permits only).
     roles: HashMap<String, Vec<String>>,
-    /// Turns a decision's input into a Cedar request and entities for this schema.
+    /// Turns a decision's input into a Cedar request and entities for this schema, with the bundle's own entity data.
     entities: EntityBuilder,
+    /// What decisions use: [`CedarBackend::entities`], or a copy with the store's entity data merged over the
+    /// bundle's. Replaced (never changed) when the store's data changes, so a decision keeps the one it started with.
+    current: ArcSwap<EntityBuilder>,
+    /// Entity literals of the policies (their data is part of every request).
+    literals: Vec<cedar_policy_core::ast::EntityUID>,
     authorizer: Authorizer,
     /// What loaded but deserves a word (policies without `@id`).
     warnings: Vec<Diagnostic>,
@@ -101,7 +110,8 @@ impl CedarBackend {
         };
         data.pin(index.literals.iter());
         let entities =
-            EntityBuilder::new(&index.schema, index.entity_attrs, data, schema, &index.base)?;
+            EntityBuilder::new(&index.schema, index.entity_attrs, Arc::new(data), schema, &index.base)?;
+        let current = ArcSwap::from_pointee(entities.with_data(entities.data.clone()));
         Ok(CedarBackend {
             schema: index.schema,
             ids: index.ids,
@@ -109,14 +119,16 @@ impl CedarBackend {
             any_action: index.any_action,
             roles: index.roles,
             entities,
+            current,
+            literals: index.literals,
             authorizer: Authorizer::new(),
             warnings: index.warnings,
         })
     }
 
-    /// How many entities the bundle's entity data holds.
+    /// How many entities the bundle's entity data holds (with the store's, once set).
     pub fn entity_count(&self) -> usize {
-        self.entities.data.len()
+        self.current.load().data.len()
     }
 
     /// The validated schema (for tooling such as `jitgate check`).
@@ -203,7 +215,7 @@ impl PolicyBackend for CedarBackend {
             .by_action
             .get(input.action())
             .unwrap_or(&self.any_action);
-        let (req, entities) = match self.entities.build(input, idx) {
+        let (req, entities) = match self.current.load().build(input, idx) {
             Ok(x) => x,
             Err(e) => return deny(vec![e]),
         };
@@ -285,7 +297,7 @@ impl PolicyBackend for CedarBackend {
             .by_action
             .get(input.action())
             .unwrap_or(&self.any_action);
-        match self.entities.build(input, idx) {
+        match self.current.load().build(input, idx) {
             Ok((req, entities)) => PolicyTraces {
                 policies: explain::trace(self, idx, &req, &entities, determining),
                 ..PolicyTraces::default()
@@ -308,8 +320,9 @@ impl PolicyBackend for CedarBackend {
     }
 
     fn index_summary(&self) -> Option<String> {
-        (!self.entities.data.is_empty())
-            .then(|| format!("entity data: {} entities", self.entities.data.len()))
+        let current = self.current.load();
+        let data = &current.data;
+        (!data.is_empty()).then(|| format!("entity data: {} entities", data.len()))
     }
 
     fn role_actions(&self, role: &str) -> Option<Vec<String>> {
@@ -329,6 +342,31 @@ impl PolicyBackend for CedarBackend {
             .collect();
         actions.sort();
         Some(actions)
+    }
+
+    fn check_store_entities(
+        &self,
+        entities: &[crate::store::StoredEntity],
+    ) -> Result<(), Vec<crate::overlay::EntityProblem>> {
+        overlay::merge(&self.schema, &self.entities.data, entities, &self.literals).map(|_| ())
+    }
+
+    fn set_store_entities(
+        &self,
+        entities: &[crate::store::StoredEntity],
+    ) -> Result<(), Vec<crate::overlay::EntityProblem>> {
+        let data = if entities.is_empty() {
+            self.entities.data.clone()
+        } else {
+            Arc::new(overlay::merge(
+                &self.schema,
+                &self.entities.data,
+                entities,
+                &self.literals,
+            )?)
+        };
+        self.current.store(Arc::new(self.entities.with_data(data)));
+        Ok(())
     }
 
     fn check_entity_type(&self, ty: &str) -> Result<(), String> {

@@ -578,7 +578,7 @@ mod tests {
                 super::super::LogWriter::start(&path, super::super::LogOptions::default()).unwrap();
             log.shutdown().unwrap();
             let conn = Connection::open(&path).unwrap();
-            assert_eq!(versions(&conn, VERSION_TABLE), vec![1, 2], "upto {upto}");
+            assert_eq!(versions(&conn, VERSION_TABLE), vec![1, 2, 3], "upto {upto}");
             assert_eq!(
                 versions(&conn, LOG_VERSION_TABLE),
                 vec![1, 2, 3, 4],
@@ -617,7 +617,7 @@ mod tests {
                 SqliteStore::open(&path).unwrap();
             }
             let conn = Connection::open(&path).unwrap();
-            assert_eq!(versions(&conn, VERSION_TABLE), vec![1, 2]);
+            assert_eq!(versions(&conn, VERSION_TABLE), vec![1, 2, 3]);
             assert_eq!(versions(&conn, LOG_VERSION_TABLE), vec![1, 2, 3, 4]);
         }
         // Each alone makes only its own tables.

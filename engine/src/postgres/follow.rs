@@ -1,6 +1,6 @@
 //! Keeps one replica's grant index in step with a [`PgStore`] shared by several: a thread of its own LISTENs on the
-//! store's channel, refreshes each grant a notification names and tells the replica of changed access requests
-//! (to release held callers); it resyncs the whole index on connecting and periodically as a safety net, sends a
+//! store's channel, refreshes each grant a notification names, reloads the store's entity data when it changed, and
+//! tells the replica of changed access requests (to release held callers); it resyncs the whole index on connecting and periodically as a safety net, sends a
 //! heartbeat when nothing happens, and reconnects with backoff when the connection breaks. Every success counts as
 //! hearing from the store ([`Freshness`]); silence beyond the bound makes the replica fail closed.
 
@@ -198,6 +198,7 @@ fn session(ctx: &Ctx, backoff: &mut Duration) -> Result<(), StoreError> {
 
 fn resync(ctx: &Ctx) -> Result<(), StoreError> {
     let n = ctx.authorizer.resync_grants()?;
+    ctx.authorizer.resync_entities()?;
     ctx.stats.resyncs.fetch_add(1, Ordering::Relaxed);
     ctx.freshness.heard();
     tracing::debug!(grants = n, "store follower: index resynced");
@@ -216,6 +217,7 @@ fn now_ms() -> u64 {
 fn apply(ctx: &Ctx, payloads: &[String]) -> Result<(), StoreError> {
     let mut grants = BTreeSet::new();
     let mut requests = BTreeSet::new();
+    let mut entities = false;
     let now = now_ms();
     for p in payloads {
         let mut parts = p.splitn(3, ' ');
@@ -236,6 +238,8 @@ fn apply(ctx: &Ctx, payloads: &[String]) -> Result<(), StoreError> {
             "r" => {
                 requests.insert(id.to_string());
             }
+            // The entity data changed (one notification per statement): read again whole, once per batch.
+            "e" => entities = true,
             _ => tracing::warn!(payload = %p, "store follower: unknown notification ignored"),
         }
     }
@@ -243,6 +247,9 @@ fn apply(ctx: &Ctx, payloads: &[String]) -> Result<(), StoreError> {
         if let Some(g) = ctx.authorizer.refresh_grant(id)? {
             ctx.sink.grant_changed(&g);
         }
+    }
+    if entities {
+        ctx.authorizer.resync_entities()?;
     }
     for id in &requests {
         if let Some(r) = ctx.store.get_access_request(id)? {

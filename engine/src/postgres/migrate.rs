@@ -126,6 +126,27 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (replica, n)
     );
     "#,
+    // 4: entity data kept in the store (Cedar JSON entity format, as accepted), one row per uid. A write announces
+    // `e <epoch ms> *` once per statement: every replica reloads the (small) entity data whole.
+    r#"
+    CREATE TABLE entities (
+        etype      TEXT NOT NULL,
+        eid        TEXT NOT NULL,
+        data       TEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (etype, eid)
+    );
+
+    CREATE FUNCTION jitgate_notify_entities() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('jitgate_' || TG_TABLE_SCHEMA,
+            'e ' || (extract(epoch FROM clock_timestamp()) * 1000)::bigint || ' *');
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER entities_notify AFTER INSERT OR UPDATE OR DELETE ON entities
+        FOR EACH STATEMENT EXECUTE FUNCTION jitgate_notify_entities();
+    "#,
 ];
 
 /// The schema version this build knows (a fully migrated store has it).

@@ -27,8 +27,8 @@ use crate::clock::UnixTime;
 use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
 use crate::store::{
-    GrantStore, PendingInsert, RecordedVerdict, RequestStore, Spent, StoreError, VerdictError,
-    VerdictWrite, issued_grant, verdict_effect,
+    EntityStore, GrantStore, PendingInsert, RecordedVerdict, RequestStore, Spent, StoreError,
+    StoredEntity, VerdictError, VerdictWrite, issued_grant, verdict_effect,
 };
 
 /// Connections one store keeps at most (the replica's share of the server's `max_connections`).
@@ -388,6 +388,64 @@ fn get_grant_in(c: &mut impl GenericClient, id: &str) -> Result<Option<Grant>, S
     .as_ref()
     .map(grant_from)
     .transpose()
+}
+
+impl EntityStore for PgStore {
+    fn load_entities(&self) -> Result<Vec<StoredEntity>, StoreError> {
+        self.run(|c| {
+            let rows = c
+                .query(
+                    "SELECT etype, eid, data, updated_at FROM entities
+                     ORDER BY etype COLLATE \"C\", eid COLLATE \"C\"",
+                    &[],
+                )
+                .map_err(db)?;
+            rows.iter()
+                .map(|r| {
+                    crate::store::stored_entity(
+                        r.try_get(0).map_err(db)?,
+                        r.try_get(1).map_err(db)?,
+                        r.try_get::<_, &str>(2).map_err(db)?,
+                        r.try_get(3).map_err(db)?,
+                    )
+                })
+                .collect()
+        })
+    }
+
+    fn put_entities(&self, entities: &[StoredEntity]) -> Result<(), StoreError> {
+        self.run(|c| {
+            let mut tx = c.transaction().map_err(db)?;
+            // One statement for the batch, so replicas hear of it once.
+            let types: Vec<&str> = entities.iter().map(|e| e.uid.ty.as_str()).collect();
+            let ids: Vec<&str> = entities.iter().map(|e| e.uid.id.as_str()).collect();
+            let data: Vec<String> = entities.iter().map(|e| e.data.to_string()).collect();
+            let at: Vec<i64> = entities.iter().map(|e| e.updated_at).collect();
+            tx.execute(
+                "INSERT INTO entities (etype, eid, data, updated_at)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
+                 ON CONFLICT (etype, eid) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+                &[&types, &ids, &data, &at],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)
+        })
+    }
+
+    fn delete_entities(&self, uids: &[EntityRef]) -> Result<usize, StoreError> {
+        self.run(|c| {
+            let types: Vec<&str> = uids.iter().map(|u| u.ty.as_str()).collect();
+            let ids: Vec<&str> = uids.iter().map(|u| u.id.as_str()).collect();
+            let n = c
+                .execute(
+                    "DELETE FROM entities e USING UNNEST($1::text[], $2::text[]) AS d (etype, eid)
+                     WHERE e.etype = d.etype AND e.eid = d.eid",
+                    &[&types, &ids],
+                )
+                .map_err(db)?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        })
+    }
 }
 
 impl GrantStore for PgStore {

@@ -9,7 +9,10 @@
 
 use std::sync::{Arc, Barrier};
 
-use super::{PendingInsert, RecordedVerdict, Spent, Store, StoreError, VerdictError, VerdictWrite};
+use super::{
+    PendingInsert, RecordedVerdict, Spent, Store, StoreError, StoredEntity, VerdictError,
+    VerdictWrite,
+};
 use crate::access::{AccessRequest, Approval, RequestFilter, RequestState, Verdict};
 use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
@@ -37,6 +40,7 @@ pub fn run_all<S: Store + 'static>(fresh: impl Fn() -> S) {
     pending_reuse_finds_the_live_request_with_the_same_digest(&fresh);
     concurrent_held_retries_make_one_request(&fresh);
     pages_follow_the_listing_order_without_duplicates(&fresh);
+    entities_round_trip_replace_and_delete(&fresh);
 }
 
 /// A grant of `User::"alice"` valid in `[100, 200)`.
@@ -766,4 +770,54 @@ pub fn pages_follow_the_listing_order_without_duplicates<S: Store>(fresh: impl F
         paged.extend(ids(page));
     }
     assert_eq!(paged, all);
+}
+
+fn stored(ty: &str, id: &str, owner: &str, at: i64) -> StoredEntity {
+    StoredEntity {
+        uid: EntityRef::new(ty, id),
+        data: serde_json::json!({
+            "uid": {"type": ty, "id": id},
+            "attrs": {"owner": owner, "note": "quote \" and \u{e9}"},
+            "parents": []
+        }),
+        updated_at: at,
+    }
+}
+
+/// Entity data: a put inserts or replaces by uid (all of a batch at once), a load lists every entity by type then
+/// id with its JSON as written, a delete removes the named uids and counts only those that were there.
+pub fn entities_round_trip_replace_and_delete<S: Store>(fresh: impl Fn() -> S) {
+    let s = fresh();
+    assert!(s.load_entities().unwrap().is_empty());
+    assert_eq!(s.delete_entities(&[EntityRef::new("Doc", "x")]).unwrap(), 0);
+    s.put_entities(&[
+        stored("Doc", "b", "User::\"alice\"", 10),
+        stored("Doc", "a", "User::\"bob\"", 10),
+        stored("App::Team", "t\"1", "x", 10),
+    ])
+    .unwrap();
+    let all = s.load_entities().unwrap();
+    let uids: Vec<String> = all.iter().map(|e| e.uid.to_string()).collect();
+    assert_eq!(uids, ["App::Team::\"t\\\"1\"", "Doc::\"a\"", "Doc::\"b\""]);
+    assert_eq!(all[1], stored("Doc", "a", "User::\"bob\"", 10));
+    // Replaced whole, by uid; the other rows are untouched.
+    s.put_entities(&[stored("Doc", "a", "User::\"carol\"", 20)])
+        .unwrap();
+    let all = s.load_entities().unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[1], stored("Doc", "a", "User::\"carol\"", 20));
+    assert_eq!(
+        s.delete_entities(&[EntityRef::new("Doc", "a"), EntityRef::new("Doc", "zz")])
+            .unwrap(),
+        1
+    );
+    let uids: Vec<String> = s
+        .load_entities()
+        .unwrap()
+        .iter()
+        .map(|e| e.uid.to_string())
+        .collect();
+    assert_eq!(uids, ["App::Team::\"t\\\"1\"", "Doc::\"b\""]);
+    s.put_entities(&[]).unwrap();
+    assert_eq!(s.load_entities().unwrap().len(), 2);
 }

@@ -6,11 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use parking_lot::Mutex;
 
 use super::{
-    GrantStore, PendingInsert, RecordedVerdict, RequestStore, Spent, StoreError, VerdictError,
-    VerdictWrite, issued_grant, verdict_effect,
+    EntityStore, GrantStore, PendingInsert, RecordedVerdict, RequestStore, Spent, StoreError,
+    StoredEntity, VerdictError, VerdictWrite, issued_grant, verdict_effect,
 };
 use crate::access::{AccessRequest, Approval, RequestFilter, RequestState};
 use crate::clock::UnixTime;
+use crate::entity::EntityRef;
 use crate::grant::{Grant, GrantStatus};
 
 /// Grants, access requests and approvals in memory, with the semantics of [`crate::sqlite::SqliteStore`].
@@ -26,6 +27,8 @@ struct State {
     requests: HashMap<String, AccessRequest>,
     /// Per request, in insertion order.
     approvals: HashMap<String, Vec<Approval>>,
+    /// Entity data by uid (type, then id).
+    entities: BTreeMap<EntityRef, StoredEntity>,
 }
 
 impl State {
@@ -129,6 +132,28 @@ impl GrantStore for MemStore {
             g.status = GrantStatus::Revoked;
         }
         Ok(Some(g.clone()))
+    }
+}
+
+impl EntityStore for MemStore {
+    fn load_entities(&self) -> Result<Vec<StoredEntity>, StoreError> {
+        Ok(self.state.lock().entities.values().cloned().collect())
+    }
+
+    fn put_entities(&self, entities: &[StoredEntity]) -> Result<(), StoreError> {
+        let mut state = self.state.lock();
+        for e in entities {
+            state.entities.insert(e.uid.clone(), e.clone());
+        }
+        Ok(())
+    }
+
+    fn delete_entities(&self, uids: &[EntityRef]) -> Result<usize, StoreError> {
+        let mut state = self.state.lock();
+        Ok(uids
+            .iter()
+            .filter(|u| state.entities.remove(*u).is_some())
+            .count())
     }
 }
 

@@ -1,5 +1,5 @@
-//! Durable state behind traits: grants ([`GrantStore`]) and access requests with their approvals ([`RequestStore`]),
-//! in SQLite by default ([`crate::sqlite`]) or in memory ([`memory`]). Writes commit before they return; the
+//! Durable state behind traits: grants ([`GrantStore`]), access requests with their approvals ([`RequestStore`]) and
+//! the entity data that changes between releases ([`EntityStore`]), in SQLite by default ([`crate::sqlite`]) or in memory ([`memory`]). Writes commit before they return; the
 //! in-memory [`crate::GrantIndex`] follows the store. Every backend must pass [`conformance`].
 
 pub mod conformance;
@@ -221,10 +221,53 @@ pub trait RequestStore: Send + Sync + std::fmt::Debug {
     fn record_verdict(&self, verdict: &VerdictWrite) -> Result<RecordedVerdict, VerdictError>;
 }
 
-/// Everything jitgate keeps: grants, access requests and approvals in one backend.
-pub trait Store: GrantStore + RequestStore {}
+/// One entity of the store's entity data: its uid and its Cedar JSON form (`uid`, `attrs`, `parents`, `tags`) as it
+/// was accepted. The store keeps it as given; the engine parses it against the active bundle's schema.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredEntity {
+    /// The entity's uid.
+    pub uid: crate::EntityRef,
+    /// The entity in Cedar's JSON entity format.
+    pub data: serde_json::Value,
+    /// When it was last written (Unix seconds).
+    pub updated_at: UnixTime,
+}
 
-impl<T: GrantStore + RequestStore + ?Sized> Store for T {}
+/// Entity data kept in the store (resource owners, team membership synced from elsewhere): one row per uid, shared
+/// by every replica of the store. Implementations must be safe to call from many threads.
+pub trait EntityStore: Send + Sync + std::fmt::Debug {
+    /// Every stored entity, ordered by type then id.
+    fn load_entities(&self) -> Result<Vec<StoredEntity>, StoreError>;
+    /// Inserts or replaces each of `entities` (by uid), all in one transaction (committed when this returns).
+    fn put_entities(&self, entities: &[StoredEntity]) -> Result<(), StoreError>;
+    /// Removes the entities with these uids, all in one transaction; returns how many were there. Unknown uids are
+    /// not an error.
+    fn delete_entities(&self, uids: &[crate::EntityRef]) -> Result<usize, StoreError>;
+}
+
+/// A stored entity from its row, or [`StoreError::Corrupt`] naming it when its data is not JSON.
+pub(crate) fn stored_entity(
+    ty: String,
+    id: String,
+    data: &str,
+    updated_at: UnixTime,
+) -> Result<StoredEntity, StoreError> {
+    let uid = crate::EntityRef::new(ty, id);
+    let data = serde_json::from_str(data).map_err(|e| StoreError::Corrupt {
+        table: "entities",
+        reason: format!("entity {uid}: {e}"),
+    })?;
+    Ok(StoredEntity {
+        uid,
+        data,
+        updated_at,
+    })
+}
+
+/// Everything jitgate keeps: grants, access requests and approvals, and entity data in one backend.
+pub trait Store: GrantStore + RequestStore + EntityStore {}
+
+impl<T: GrantStore + RequestStore + EntityStore + ?Sized> Store for T {}
 
 /// The grant [`RequestStore::record_verdict`] writes for `approvals`: the template with the approving approvers.
 pub(crate) fn issued_grant(template: &Grant, approvals: &[Approval]) -> Grant {

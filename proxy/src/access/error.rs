@@ -62,6 +62,9 @@ pub enum AccessError {
     /// The token could not be signed.
     #[error(transparent)]
     Mint(AuthError),
+    /// A change of the store's entity data was refused or failed.
+    #[error(transparent)]
+    Entities(#[from] jitgate_engine::authorize::EntityError),
     /// The task running the command failed (it panicked or was cancelled).
     #[error(transparent)]
     Task(#[from] tokio::task::JoinError),

@@ -768,6 +768,107 @@ impl AccessService {
         Err(e.into())
     }
 
+    /// Inserts or replaces entities of the store's entity data (`writeEntities` on `Service::"jitgate"`) from `body`,
+    /// a JSON array of Cedar JSON entities: checked against the active bundle (each problem names uid, line and
+    /// reason; nothing is stored), committed, seen by the next decision, and recorded in the decision log. Returns
+    /// how many entities were given and how many the store holds now.
+    pub async fn put_entities(
+        &self,
+        caller: Caller,
+        body: String,
+    ) -> Result<(usize, usize), AccessError> {
+        let s = self.clone();
+        self.to_the_end(async move {
+            let decision = s
+                .checked(&caller, |lc, p, c| {
+                    lc.require_on_service(p, c, Action::WriteEntities)
+                })
+                .await?;
+            let now = s.authorizer().clock().now();
+            let parsed = jitgate_engine::overlay::parse_body(&body, now)
+                .map_err(jitgate_engine::authorize::EntityError::Invalid)?;
+            let uids: Vec<String> = parsed.iter().map(|(e, _)| e.uid.to_string()).collect();
+            let given = parsed.len();
+            let lines: Vec<(String, usize, usize)> = parsed
+                .iter()
+                .enumerate()
+                .map(|(i, (e, line))| (e.uid.to_string(), i, *line))
+                .collect();
+            let entities = parsed.into_iter().map(|(e, _)| e).collect();
+            let authorizer = s.authorizer().clone();
+            let n = match off_workers(move || authorizer.put_entities(entities)).await? {
+                Ok(n) => n,
+                // Each problem with an entity of this body names where it is in the body.
+                Err(jitgate_engine::authorize::EntityError::Invalid(mut problems)) => {
+                    for p in &mut problems {
+                        if let Some((_, i, line)) = lines.iter().find(|(u, _, _)| *u == p.uid) {
+                            p.index = Some(*i);
+                            p.line = Some(*line);
+                        }
+                    }
+                    return Err(jitgate_engine::authorize::EntityError::Invalid(problems).into());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            s.log_admin(record::entities_changed(
+                &caller.meta(),
+                "put",
+                &uids,
+                &decision,
+            ))
+            .await;
+            Ok((given, n))
+        })
+        .await
+    }
+
+    /// Removes entities from the store's entity data (`writeEntities`), as [`AccessService::put_entities`] does;
+    /// returns how many of `uids` were there.
+    pub async fn delete_entities(
+        &self,
+        caller: Caller,
+        uids: Vec<EntityRef>,
+    ) -> Result<usize, AccessError> {
+        let s = self.clone();
+        self.to_the_end(async move {
+            let decision = s
+                .checked(&caller, |lc, p, c| {
+                    lc.require_on_service(p, c, Action::WriteEntities)
+                })
+                .await?;
+            let names: Vec<String> = uids.iter().map(ToString::to_string).collect();
+            let authorizer = s.authorizer().clone();
+            let n = off_workers(move || authorizer.delete_entities(&uids)).await??;
+            s.log_admin(record::entities_changed(
+                &caller.meta(),
+                "delete",
+                &names,
+                &decision,
+            ))
+            .await;
+            Ok(n)
+        })
+        .await
+    }
+
+    /// The store's entity data (`readEntities`), those of type `ty` and id `id` when given.
+    pub async fn entities(
+        &self,
+        caller: Caller,
+        ty: Option<String>,
+        id: Option<String>,
+    ) -> Result<Vec<jitgate_engine::store::StoredEntity>, AccessError> {
+        self.require(caller, Action::ReadEntities).await?;
+        Ok(self
+            .authorizer()
+            .store_entities()
+            .iter()
+            .filter(|e| ty.as_ref().is_none_or(|t| &e.uid.ty == t))
+            .filter(|e| id.as_ref().is_none_or(|i| &e.uid.id == i))
+            .cloned()
+            .collect())
+    }
+
     /// Logs a call refused before any policy was asked, with `status` and why.
     async fn log_refused(&self, meta: &CallMeta, status: u16, reason: &CallerError) {
         let mut rec = record::refused(meta, status);

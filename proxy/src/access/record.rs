@@ -101,3 +101,25 @@ pub(super) fn lifecycle_event(e: &Event, revision: &str) -> DecisionRecord {
     rec.context = ctx;
     rec
 }
+
+/// The record of a change of the store's entity data (`operation` `put` or `delete`, the uids it named), allowed by
+/// `decision`: a `decision` record of action `writeEntities` on `Service::"jitgate"`, `context.api` `admin`.
+pub(super) fn entities_changed(
+    meta: &CallMeta,
+    operation: &str,
+    uids: &[String],
+    decision: &Decision,
+) -> DecisionRecord {
+    let mut rec = refused(meta, 200);
+    rec.decision = Some(Outcome::Allow);
+    rec.action = "writeEntities".to_string();
+    rec.resource = "Service::\"jitgate\"".to_string();
+    rec.policies = decision.policies.clone();
+    rec.revision = decision.revision.clone();
+    rec.engine = decision.engine.as_str().to_string();
+    rec.context.insert(
+        "entities".into(),
+        json!({ "operation": operation, "uids": uids }),
+    );
+    rec
+}

@@ -1,4 +1,5 @@
-//! The access routes of the admin API (`/v1/requests`, `/v1/grants`): thin handlers that parse the call, hand it to
+//! The access routes of the admin API (`/v1/requests`, `/v1/grants`, and `/v1/entities` whose handlers are in
+//! [`super::entities`]): thin handlers that parse the call, hand it to
 //! the [`AccessService`] and turn its answer into JSON; status codes come from [`ApiError`].
 
 use axum::Router;
@@ -29,6 +30,12 @@ pub fn router(service: AccessService) -> Router {
         .route("/v1/grants/{id}/drop", post(drop_grant))
         .route("/v1/grants/{id}/token", post(token))
         .route("/v1/whoami", get(whoami))
+        .route(
+            "/v1/entities",
+            get(super::entities::list)
+                .put(super::entities::put)
+                .delete(super::entities::delete),
+        )
         .with_state(service)
 }
 

@@ -3,6 +3,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use jitgate_engine::authorize::EntityError;
 use jitgate_engine::lifecycle::LifecycleError;
 use serde_json::{Value, json};
 
@@ -142,6 +143,16 @@ impl From<AccessError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
             }
             AccessError::Mint(_) | AccessError::Task(_) => ApiError::internal(message),
+            AccessError::Entities(EntityError::Invalid(_)) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+            }
+            AccessError::Entities(EntityError::NoStore) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
+            AccessError::Entities(e) => {
+                tracing::error!(error = %e, "entity store error");
+                ApiError::internal("internal error; the entity data was not changed")
+            }
         }
     }
 }

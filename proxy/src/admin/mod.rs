@@ -4,6 +4,7 @@
 mod access;
 mod caller;
 mod console;
+mod entities;
 mod error;
 
 use std::sync::Arc;
