@@ -56,7 +56,9 @@ fn hot_path(c: &mut Criterion) {
                     let s = scenario.get_or_insert_with(|| {
                         match Scenario::build_with_entities(engine, 1_000, 100, entities) {
                             Ok(s) => s,
-                            Err(e) => panic!("{}-entities/entities={entities}: {e}", engine.as_str()),
+                            Err(e) => {
+                                panic!("{}-entities/entities={entities}: {e}", engine.as_str())
+                            }
                         }
                     });
                     b.iter(|| black_box(s.decide_once().unwrap()))

@@ -289,7 +289,9 @@ fn write_cedar_entities(out: &Path, pop: &Population) -> Result<(), SynthError> 
         r#"{{"uid":{{"type":"User","id":"alice"}},"attrs":{{"level":5,"manager":{{"type":"User","id":"u0"}}}},"parents":[{{"type":"Team","id":"t{}"}}]}},"#,
         pop.caller_team()
     );
-    text.push_str("\n{\"uid\":{\"type\":\"Service\",\"id\":\"payments\"},\"attrs\":{},\"parents\":[]}");
+    text.push_str(
+        "\n{\"uid\":{\"type\":\"Service\",\"id\":\"payments\"},\"attrs\":{},\"parents\":[]}",
+    );
     for k in 0..pop.orgs {
         let _ = write!(
             text,
@@ -370,7 +372,10 @@ fn write_rego_data(out: &Path, pop: &Population) -> Result<(), SynthError> {
         let (org, p) = pop.team_parent(j);
         let sep = if j == 0 { "" } else { "," };
         if org {
-            let _ = write!(text, "{sep}\n\"t{j}\": {{\"org\": \"o{p}\", \"parents\": []}}");
+            let _ = write!(
+                text,
+                "{sep}\n\"t{j}\": {{\"org\": \"o{p}\", \"parents\": []}}"
+            );
         } else {
             let _ = write!(text, "{sep}\n\"t{j}\": {{\"parents\": [\"t{p}\"]}}");
         }

@@ -42,8 +42,14 @@ fn scenarios_with_entity_data_load_and_read_the_data_on_both_engines() {
         assert_eq!(d.effect, Effect::Allow, "{d:?}");
         assert_eq!(d.policies, ["payments-writer"]);
     }
-    assert_eq!(jitgate_benches::synth::Population::of(10_000).total(), 10_000);
-    assert_eq!(jitgate_benches::synth::Population::of(100_000).total(), 100_000);
+    assert_eq!(
+        jitgate_benches::synth::Population::of(10_000).total(),
+        10_000
+    );
+    assert_eq!(
+        jitgate_benches::synth::Population::of(100_000).total(),
+        100_000
+    );
 }
 
 #[test]

@@ -215,10 +215,10 @@ impl OpaManifest {
             return None;
         }
         if let Value::Object(o) = value {
-            let toward_root = self
-                .roots
-                .iter()
-                .any(|r| segs.iter().zip(r.split('/')).all(|(a, b)| *a == b) && r.split('/').count() > segs.len());
+            let toward_root = self.roots.iter().any(|r| {
+                segs.iter().zip(r.split('/')).all(|(a, b)| *a == b)
+                    && r.split('/').count() > segs.len()
+            });
             if toward_root {
                 for (k, v) in o {
                     path.push(k.clone());
@@ -326,10 +326,28 @@ mod tests {
         let lines: Vec<(Option<usize>, &str)> =
             err.0.iter().map(|d| (d.line, d.message.as_str())).collect();
         assert_eq!(err.0.len(), 4, "{err}");
-        assert!(lines.contains(&(Some(2), "revision: expected a string, got a number")), "{lines:?}");
-        assert!(lines.iter().any(|(l, m)| *l == Some(3) && m.starts_with("roots[1]: expected a string")), "{lines:?}");
-        assert!(lines.iter().any(|(l, m)| *l == Some(4) && m.starts_with("rego_version: expected 0")), "{lines:?}");
-        assert!(lines.iter().any(|(l, m)| *l == Some(5) && m.starts_with("unknown field `rots`")), "{lines:?}");
+        assert!(
+            lines.contains(&(Some(2), "revision: expected a string, got a number")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|(l, m)| *l == Some(3) && m.starts_with("roots[1]: expected a string")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|(l, m)| *l == Some(4) && m.starts_with("rego_version: expected 0")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|(l, m)| *l == Some(5) && m.starts_with("unknown field `rots`")),
+            "{lines:?}"
+        );
         let err = parse("{\"roots\": [\"a\"],}").unwrap_err();
         assert!(err.0[0].message.starts_with("invalid JSON"), "{err}");
         let err = parse("{\"wasm\": [{\"entrypoint\": \"x\"}]}").unwrap_err();
@@ -358,7 +376,8 @@ mod tests {
         let bad = serde_json::json!({"people": 3});
         assert_eq!(m.data_outside_roots(&bad).as_deref(), Some("/people"));
         assert_eq!(
-            m.data_outside_roots(&serde_json::json!({"limits": 1})).as_deref(),
+            m.data_outside_roots(&serde_json::json!({"limits": 1}))
+                .as_deref(),
             Some("/limits")
         );
     }

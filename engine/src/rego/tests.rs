@@ -767,43 +767,78 @@ fn an_opa_bundle_with_a_manifest_loads_as_it_is() {
          allow contains \"dbas-read\" if {\n\tinput.action == \"read\"\n\tdata.lib.helpers.is_dba[input.principal.id]\n}\n",
     )
     .unwrap();
-    std::fs::write(d.join("people/eu/data.json"), r#"{"alice": {"teams": ["dba"]}, "bob": {"teams": []}}"#)
-        .unwrap();
+    std::fs::write(
+        d.join("people/eu/data.json"),
+        r#"{"alice": {"teams": ["dba"]}, "bob": {"teams": []}}"#,
+    )
+    .unwrap();
     let bundle = crate::bundle::Bundle::load(d).unwrap_or_else(|e| panic!("{e}"));
     let mut alice = request("read", &[]);
     alice.principal.entity = EntityRef::new("User", "alice");
-    let e = bundle
-        .backend()
-        .evaluate(&DecisionInput::new(&alice, &[]));
-    assert_eq!((e.effect, e.policies.clone()), (Effect::Allow, vec!["dbas-read".to_string()]), "{e:?}");
+    let e = bundle.backend().evaluate(&DecisionInput::new(&alice, &[]));
+    assert_eq!(
+        (e.effect, e.policies.clone()),
+        (Effect::Allow, vec!["dbas-read".to_string()]),
+        "{e:?}"
+    );
     let mut bob = alice.clone();
     bob.principal.entity = EntityRef::new("User", "bob");
-    assert_eq!(bundle.backend().evaluate(&DecisionInput::new(&bob, &[])).effect, Effect::Deny);
+    assert_eq!(
+        bundle
+            .backend()
+            .evaluate(&DecisionInput::new(&bob, &[]))
+            .effect,
+        Effect::Deny
+    );
     let rev = bundle.revision.clone();
 
     // The manifest is part of the bundle: another revision string is another revision.
-    std::fs::write(d.join(".manifest"), manifest.replace("2026-12-07.1", "2026-12-07.2")).unwrap();
+    std::fs::write(
+        d.join(".manifest"),
+        manifest.replace("2026-12-07.1", "2026-12-07.2"),
+    )
+    .unwrap();
     assert_ne!(crate::bundle::Bundle::load(d).unwrap().revision, rev);
 
     // Without the manifest's word the library is Rego v1 and does not parse.
     std::fs::write(d.join(".manifest"), manifest.replace("0}", "1}")).unwrap();
     let err = crate::bundle::Bundle::load(d).unwrap_err();
-    assert!(err.0.iter().any(|x| x.file.ends_with("lib/helpers.rego")), "{err}");
+    assert!(
+        err.0.iter().any(|x| x.file.ends_with("lib/helpers.rego")),
+        "{err}"
+    );
 
     // Data outside the roots: refused at the manifest's `roots` line, naming the data file.
-    std::fs::write(d.join(".manifest"), manifest.replace("people/eu", "people/us")).unwrap();
+    std::fs::write(
+        d.join(".manifest"),
+        manifest.replace("people/eu", "people/us"),
+    )
+    .unwrap();
     let err = crate::bundle::Bundle::load(d).unwrap_err();
     let x = &err.0[0];
     assert!(x.file.ends_with(".manifest") && x.line == Some(3), "{err}");
-    assert!(x.message.contains("do not permit data at `/people/eu`") && x.message.contains("people/eu/data.json"), "{err}");
+    assert!(
+        x.message.contains("do not permit data at `/people/eu`")
+            && x.message.contains("people/eu/data.json"),
+        "{err}"
+    );
 
     // A package outside the roots.
     std::fs::write(d.join(".manifest"), manifest.replace("\"lib\", ", "")).unwrap();
     let err = crate::bundle::Bundle::load(d).unwrap_err();
-    assert!(err.0.iter().any(|x| x.message.contains("do not permit package `lib.helpers`")), "{err}");
+    assert!(
+        err.0
+            .iter()
+            .any(|x| x.message.contains("do not permit package `lib.helpers`")),
+        "{err}"
+    );
 
     // A field of the wrong type names the field and its line.
-    std::fs::write(d.join(".manifest"), manifest.replace("{\"owner\": \"security\"}", "\"security\"")).unwrap();
+    std::fs::write(
+        d.join(".manifest"),
+        manifest.replace("{\"owner\": \"security\"}", "\"security\""),
+    )
+    .unwrap();
     let err = crate::bundle::Bundle::load(d).unwrap_err();
     let x = &err.0[0];
     assert!(x.file.ends_with(".manifest") && x.line == Some(4), "{err}");
