@@ -40,28 +40,33 @@ fn hot_path(c: &mut Criterion) {
         }
         group.finish();
     }
-    // Entity data: the decision at 1,000 grants and 100 policies with 1,000 to 100,000 entities of data.
-    let mut group = c.benchmark_group("cedar-entities");
-    group
-        .sample_size(30)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
-    for entities in ENTITIES {
-        let mut scenario: Option<Scenario> = None;
-        group.bench_function(
-            format!("grants=1000/policies=100/entities={entities}"),
-            |b| {
-                let s = scenario.get_or_insert_with(|| {
-                    match Scenario::build_with_entities(EngineKind::Cedar, 1_000, 100, entities) {
-                        Ok(s) => s,
-                        Err(e) => panic!("cedar-entities/entities={entities}: {e}"),
-                    }
-                });
-                b.iter(|| black_box(s.decide_once().unwrap()))
-            },
-        );
+    // Entity data: the decision at 1,000 grants and 100 policies with 1,000 to 100,000 entities of data (users in
+    // teams in teams in organizations, payments with owners; Cedar entity data, OPA data for Rego).
+    for engine in [EngineKind::Cedar, EngineKind::Rego] {
+        let mut group = c.benchmark_group(format!("{}-entities", engine.as_str()));
+        group
+            .sample_size(30)
+            .measurement_time(Duration::from_secs(3))
+            .warm_up_time(Duration::from_secs(1));
+        for entities in ENTITIES {
+            let mut scenario: Option<Scenario> = None;
+            group.bench_function(
+                format!("grants=1000/policies=100/entities={entities}"),
+                |b| {
+                    let s = scenario.get_or_insert_with(|| {
+                        match Scenario::build_with_entities(engine, 1_000, 100, entities) {
+                            Ok(s) => s,
+                            Err(e) => {
+                                panic!("{}-entities/entities={entities}: {e}", engine.as_str())
+                            }
+                        }
+                    });
+                    b.iter(|| black_box(s.decide_once().unwrap()))
+                },
+            );
+        }
+        group.finish();
     }
-    group.finish();
 }
 
 criterion_group!(benches, hot_path);

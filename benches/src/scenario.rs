@@ -50,6 +50,8 @@ pub struct Scenario {
     pub grants: usize,
     /// Policies in the bundle.
     pub policies: usize,
+    /// Entities of entity data in the bundle (0: none).
+    pub entities: usize,
     authorizer: Authorizer,
     caller: Principal,
     claims: serde_json::Map<String, serde_json::Value>,
@@ -63,8 +65,10 @@ impl Scenario {
         Self::build_from(&synth::quickstart_dir(engine), engine, grants, policies)
     }
 
-    /// [`Scenario::build`] with `entities` entities of entity data in the bundle (Cedar only; see
-    /// [`synth::write_entities`]): the caller and the resource are among them.
+    /// [`Scenario::build`] with `entities` entities of entity data in the bundle (Cedar entity data or OPA data; see
+    /// [`synth::write_entities`]): the caller and the resource are among them, and one of the `policies` reads the
+    /// data ([`synth::DATA_POLICY`]). Besides the allow, the check asks for a deny by that policy for a user whose
+    /// team is in another organization, so a scenario whose data did not load or is not seen fails to build.
     pub fn build_with_entities(
         engine: EngineKind,
         grants: usize,
@@ -107,10 +111,7 @@ impl Scenario {
             .prefix("jitgate-bench-")
             .tempdir()
             .map_err(BenchError::TempDir)?;
-        synth::write_bundle(base, dir.path(), engine, policies)?;
-        if entities > 0 {
-            synth::write_entities(dir.path(), entities)?;
-        }
+        synth::write_bundle_with_data(base, dir.path(), engine, policies, entities)?;
         let bundle = Bundle::load(dir.path()).map_err(BenchError::Bundle)?;
         let loaded = bundle.backend().policy_ids().len();
         if loaded != policies {
@@ -135,6 +136,7 @@ impl Scenario {
             engine,
             grants,
             policies,
+            entities,
             authorizer,
             caller: Principal {
                 entity: caller(),
@@ -155,22 +157,51 @@ impl Scenario {
                 scenario.id()
             )));
         }
+        if entities > 0 {
+            // `u3` is in team `t3`, directly in organization `o3`: the data policy must deny it.
+            let d = scenario.decide_as(EntityRef::new("User", "u3"))?;
+            if d.effect != Effect::Deny || d.policies != [synth::DATA_POLICY] {
+                return Err(BenchError::Unexpected(format!(
+                    "{}: expected User::\"u3\" denied by {}, got {d:?}",
+                    scenario.id(),
+                    synth::DATA_POLICY
+                )));
+            }
+        }
         Ok(scenario)
     }
 
-    /// The benchmark id, e.g. `cedar/grants=1000/policies=100`.
+    /// The benchmark id, e.g. `cedar/grants=1000/policies=100` (with `/entities=10000` when there is entity data).
     pub fn id(&self) -> String {
-        format!(
+        let mut id = format!(
             "{}/grants={}/policies={}",
             self.engine.as_str(),
             self.grants,
             self.policies
-        )
+        );
+        if self.entities > 0 {
+            id.push_str(&format!("/entities={}", self.entities));
+        }
+        id
     }
 
     /// The measured work: take the bundle snapshot, match the route, build the request, decide (grant lookup,
     /// materialization of the active in-scope grants, policy evaluation).
     pub fn decide_once(&self) -> Result<Decision, BenchError> {
+        self.decide(&self.caller)
+    }
+
+    /// The measured request made by another user (same claims, no groups), for the set-up checks.
+    fn decide_as(&self, who: EntityRef) -> Result<Decision, BenchError> {
+        self.decide(&Principal {
+            entity: who,
+            groups: Vec::new(),
+            group_type: None,
+            attrs: Default::default(),
+        })
+    }
+
+    fn decide(&self, principal: &Principal) -> Result<Decision, BenchError> {
         let bundle = self.authorizer.bundle();
         let (method, path) = ("POST", "/payments");
         let m = bundle
@@ -184,7 +215,7 @@ impl Scenario {
         context.host = Some(HOST.into());
         context.claims = self.claims.clone();
         let request = AuthzRequest {
-            principal: self.caller.clone(),
+            principal: principal.clone(),
             action: m.route.action.clone(),
             resource: m.resource,
             context,

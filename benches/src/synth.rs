@@ -79,7 +79,20 @@ pub fn write_bundle(
     engine: EngineKind,
     policies: usize,
 ) -> Result<(), SynthError> {
-    let generated = policies.saturating_sub(CORE_POLICIES);
+    write_bundle_with_data(base, out, engine, policies, 0)
+}
+
+/// [`write_bundle`] with `entities` entities of entity data ([`write_entities`]; none when 0): the bundle still holds
+/// exactly `policies` policies, one of them the data policy ([`DATA_POLICY`]) in place of a generated one.
+pub fn write_bundle_with_data(
+    base: &Path,
+    out: &Path,
+    engine: EngineKind,
+    policies: usize,
+    entities: usize,
+) -> Result<(), SynthError> {
+    let data_policies = usize::from(entities > 0);
+    let generated = policies.saturating_sub(CORE_POLICIES + data_policies);
     let manifest_path = base.join("bundle.toml");
     let source = read(&manifest_path)?;
     let bad = |reason: String| SynthError::Manifest {
@@ -153,60 +166,293 @@ pub fn write_bundle(
     write(
         &out.join("bundle.toml"),
         &toml::to_string(&manifest).map_err(|e| bad(e.to_string()))?,
-    )
+    )?;
+    if entities > 0 {
+        write_entities(out, engine, entities)?;
+    }
+    Ok(())
 }
 
-/// Adds `n` entities of Cedar entity data to the bundle in `out` (`entities.json`, named in its manifest): the
-/// caller `User::"alice"` in `Group::"engineering"`, `Service::"payments"`, then users `u<i>` each in one of 100
-/// groups and payments `p-<i>` inside `Service::"payments"`, half and half.
-pub fn write_entities(out: &Path, n: usize) -> Result<(), SynthError> {
-    let mut text = String::from("[\n");
-    text.push_str(r#"{"uid":{"type":"User","id":"alice"},"attrs":{},"parents":[{"type":"Group","id":"engineering"}]},"#);
-    text.push('\n');
-    text.push_str(r#"{"uid":{"type":"Service","id":"payments"},"attrs":{},"parents":[]}"#);
-    for g in 0..100.min(n) {
+/// How the `n` entities of a bundle's entity data are split (see [`write_entities`]). The same population, with the
+/// same names, is written as Cedar entity data and as OPA data, so both engines decide over the same people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Population {
+    /// Organizations `o<k>` (at the top of the hierarchy).
+    pub orgs: usize,
+    /// Teams `t<j>`: the first `orgs` directly in an organization, every other one inside team `t<j / 10>`, so
+    /// membership is transitive over up to four levels at 100,000 entities.
+    pub teams: usize,
+    /// Users `u<i>` (the caller `alice` besides), each in one team, with a `level` and a `manager` (`u<i / 100>`).
+    pub users: usize,
+    /// Payments `p-<i>` inside `Service::"payments"`, each with an `owner` (a user) and an `amount` (a `decimal`).
+    pub payments: usize,
+}
+
+impl Population {
+    /// The split of `n` entities (at least 40; the caller's team is `t15` from 800 on): 10 organizations, one team per 50 entities, the caller, the
+    /// payments service, and the rest half users, half payments.
+    pub fn of(n: usize) -> Self {
+        let n = n.max(40);
+        let orgs = 10;
+        let teams = (n / 50).max(orgs);
+        let rest = n - orgs - teams - 2;
+        let users = rest / 2;
+        Population {
+            orgs,
+            teams,
+            users,
+            payments: rest - users,
+        }
+    }
+
+    /// Every entity: organizations, teams, users, payments, the caller and the service.
+    pub fn total(&self) -> usize {
+        self.orgs + self.teams + self.users + self.payments + 2
+    }
+
+    /// The parent of team `j`: `Organization::"o<j>"` for the first `orgs`, else `Team::"t<j / 10>"`.
+    fn team_parent(&self, j: usize) -> (bool, usize) {
+        if j < self.orgs {
+            (true, j)
+        } else {
+            (false, j / 10)
+        }
+    }
+
+    /// The caller's team: `t<CALLER_TEAM>` sits in `t1`, which sits in `o1` ([`CALLER_ORG`]).
+    fn caller_team(&self) -> usize {
+        CALLER_TEAM.min(self.teams - 1)
+    }
+}
+
+/// The caller's team (inside team `t1`, inside organization `o1`).
+pub const CALLER_TEAM: usize = 15;
+
+/// The organization the data policy requires of the caller (through its team's parent team).
+pub const CALLER_ORG: &str = "o1";
+
+/// Adds `n` entities of entity data (hierarchy: users in teams in teams in organizations; resources with owners) to
+/// the bundle in `out`, written by [`write_bundle_with_data`]: for Cedar `entities.json` (named in the manifest),
+/// with `Organization`, `Team`, a `User` with `level`, `manager` and teams as parents, and a `Payment` with `owner`
+/// and `amount` added to the schema; for Rego `bench/data.json` (`data.bench`, in the OPA bundle layout). The caller
+/// `User::"alice"` (level 5, managed by `u0`) is in `t15`, inside `t1`, inside `o1`.
+pub fn write_entities(out: &Path, engine: EngineKind, n: usize) -> Result<(), SynthError> {
+    let pop = Population::of(n);
+    match engine {
+        EngineKind::Cedar => write_cedar_entities(out, &pop),
+        EngineKind::Rego => write_rego_data(out, &pop),
+    }
+}
+
+fn write_cedar_entities(out: &Path, pop: &Population) -> Result<(), SynthError> {
+    let manifest_path = out.join("bundle.toml");
+    let source = read(&manifest_path)?;
+    let bad = |reason: String| SynthError::Manifest {
+        path: manifest_path.clone(),
+        reason,
+    };
+    let mut manifest: toml::Table = source
+        .parse()
+        .map_err(|e: toml::de::Error| bad(e.to_string()))?;
+    let schema = manifest
+        .get("schema")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| bad("a Cedar bundle needs `schema`".into()))?
+        .to_string();
+    let schema_path = out.join(&schema);
+    let mut text = read(&schema_path)?;
+    for (from, to) in [
+        (
+            "entity User in [Group, Grant];",
+            "entity User in [Group, Grant, Team] = { level?: Long, manager?: User };",
+        ),
+        (
+            "entity Payment in [Service];",
+            "entity Payment in [Service] = { owner: User, amount: decimal };",
+        ),
+    ] {
+        if !text.contains(from) {
+            return Err(SynthError::Manifest {
+                path: schema_path,
+                reason: format!("the generator expects `{from}` in the schema"),
+            });
+        }
+        text = text.replace(from, to);
+    }
+    text.push_str("\n// Generated by jitgate-benches: the entity data's hierarchy.\nentity Organization;\nentity Team in [Organization, Team];\n");
+    write(&schema_path, &text)?;
+
+    let mut text = String::with_capacity(pop.total() * 120);
+    text.push_str("[\n");
+    let _ = write!(
+        text,
+        r#"{{"uid":{{"type":"User","id":"alice"}},"attrs":{{"level":5,"manager":{{"type":"User","id":"u0"}}}},"parents":[{{"type":"Team","id":"t{}"}}]}},"#,
+        pop.caller_team()
+    );
+    text.push_str(
+        "\n{\"uid\":{\"type\":\"Service\",\"id\":\"payments\"},\"attrs\":{},\"parents\":[]}",
+    );
+    for k in 0..pop.orgs {
         let _ = write!(
             text,
-            ",\n{{\"uid\":{{\"type\":\"Group\",\"id\":\"g{g}\"}},\"attrs\":{{}},\"parents\":[]}}"
+            ",\n{{\"uid\":{{\"type\":\"Organization\",\"id\":\"o{k}\"}},\"attrs\":{{}},\"parents\":[]}}"
         );
     }
-    for i in 0..n.saturating_sub(2 + 100.min(n)) {
-        if i % 2 == 0 {
-            let _ = write!(
-                text,
-                ",\n{{\"uid\":{{\"type\":\"User\",\"id\":\"u{i}\"}},\"attrs\":{{}},\"parents\":[{{\"type\":\"Group\",\"id\":\"g{}\"}}]}}",
-                i % 100
-            );
+    for j in 0..pop.teams {
+        let (org, p) = pop.team_parent(j);
+        let (ty, prefix) = if org {
+            ("Organization", "o")
         } else {
-            let _ = write!(
-                text,
-                ",\n{{\"uid\":{{\"type\":\"Payment\",\"id\":\"p-{i}\"}},\"attrs\":{{}},\"parents\":[{{\"type\":\"Service\",\"id\":\"payments\"}}]}}"
-            );
-        }
+            ("Team", "t")
+        };
+        let _ = write!(
+            text,
+            ",\n{{\"uid\":{{\"type\":\"Team\",\"id\":\"t{j}\"}},\"attrs\":{{}},\"parents\":[{{\"type\":\"{ty}\",\"id\":\"{prefix}{p}\"}}]}}"
+        );
+    }
+    for i in 0..pop.users {
+        let _ = write!(
+            text,
+            ",\n{{\"uid\":{{\"type\":\"User\",\"id\":\"u{i}\"}},\"attrs\":{{\"level\":{},\"manager\":{{\"type\":\"User\",\"id\":\"u{}\"}}}},\"parents\":[{{\"type\":\"Team\",\"id\":\"t{}\"}}]}}",
+            i % 7,
+            i / 100,
+            i % pop.teams
+        );
+    }
+    for i in 0..pop.payments {
+        let _ = write!(
+            text,
+            ",\n{{\"uid\":{{\"type\":\"Payment\",\"id\":\"p-{i}\"}},\"attrs\":{{\"owner\":{{\"type\":\"User\",\"id\":\"u{}\"}},\"amount\":{{\"__extn\":{{\"fn\":\"decimal\",\"arg\":\"{}.{:02}\"}}}}}},\"parents\":[{{\"type\":\"Service\",\"id\":\"payments\"}}]}}",
+            i % pop.users.max(1),
+            i % 10_000,
+            i % 100
+        );
     }
     text.push_str("\n]\n");
     write(&out.join("entities.json"), &text)?;
-    let manifest_path = out.join("bundle.toml");
-    let source = read(&manifest_path)?;
-    let mut manifest: toml::Table =
-        source
-            .parse()
-            .map_err(|e: toml::de::Error| SynthError::Manifest {
-                path: manifest_path.clone(),
-                reason: e.to_string(),
-            })?;
+    write(
+        &out.join("bench-policies/data.cedar"),
+        &format!(
+            "// Reads the entity data on every measured request: the caller's organization through two teams, and its level.\n@id(\"{DATA_POLICY}\")\nforbid(principal, action == Action::\"createPayment\", resource)\nunless {{ principal in Organization::\"{CALLER_ORG}\" && principal has level && principal.level >= 1 }};\n"
+        ),
+    )?;
     manifest.insert(
         "entities".into(),
         toml::Value::Array(vec![toml::Value::String("entities.json".into())]),
     );
     write(
         &manifest_path,
-        &toml::to_string(&manifest).map_err(|e| SynthError::Manifest {
-            path: manifest_path.clone(),
-            reason: e.to_string(),
-        })?,
+        &toml::to_string(&manifest).map_err(|e| bad(e.to_string()))?,
     )
 }
+
+fn write_rego_data(out: &Path, pop: &Population) -> Result<(), SynthError> {
+    let manifest_path = out.join("bundle.toml");
+    let source = read(&manifest_path)?;
+    let manifest: toml::Table =
+        source
+            .parse()
+            .map_err(|e: toml::de::Error| SynthError::Manifest {
+                path: manifest_path.clone(),
+                reason: e.to_string(),
+            })?;
+    let package = manifest
+        .get("rego")
+        .and_then(|r| r.get("package"))
+        .and_then(|p| p.as_str())
+        .unwrap_or(DEFAULT_REGO_PACKAGE)
+        .to_string();
+    let mut text = String::with_capacity(pop.total() * 80);
+    text.push_str("{\n\"orgs\": {");
+    for k in 0..pop.orgs {
+        let _ = write!(text, "{}\n\"o{k}\": {{}}", if k == 0 { "" } else { "," });
+    }
+    text.push_str("},\n\"teams\": {");
+    for j in 0..pop.teams {
+        let (org, p) = pop.team_parent(j);
+        let sep = if j == 0 { "" } else { "," };
+        if org {
+            let _ = write!(
+                text,
+                "{sep}\n\"t{j}\": {{\"org\": \"o{p}\", \"parents\": []}}"
+            );
+        } else {
+            let _ = write!(text, "{sep}\n\"t{j}\": {{\"parents\": [\"t{p}\"]}}");
+        }
+    }
+    text.push_str("},\n\"users\": {");
+    let _ = write!(
+        text,
+        "\n\"alice\": {{\"level\": 5, \"manager\": \"u0\", \"teams\": [\"t{}\"]}}",
+        pop.caller_team()
+    );
+    for i in 0..pop.users {
+        let _ = write!(
+            text,
+            ",\n\"u{i}\": {{\"level\": {}, \"manager\": \"u{}\", \"teams\": [\"t{}\"]}}",
+            i % 7,
+            i / 100,
+            i % pop.teams
+        );
+    }
+    text.push_str("},\n\"services\": {\"payments\": {}},\n\"payments\": {");
+    for i in 0..pop.payments {
+        let _ = write!(
+            text,
+            "{}\n\"p-{i}\": {{\"service\": \"payments\", \"owner\": \"u{}\", \"amount\": \"{}.{:02}\"}}",
+            if i == 0 { "" } else { "," },
+            i % pop.users.max(1),
+            i % 10_000,
+            i % 100
+        );
+    }
+    text.push_str("}\n}\n");
+    write(&out.join("bench/data.json"), &text)?;
+    write(
+        &out.join("bench-policies/data.rego"),
+        &format!(
+            r#"package {package}
+
+import rego.v1
+
+# Reads the data on every measured request: the caller's organization through two teams, and its level.
+bench_user := data.bench.users[input.principal.id] if input.principal.type == "User"
+
+# The caller's teams and the teams and organizations above them, up to three levels (as Cedar's `in`).
+bench_member_of contains t if some t in bench_user.teams
+
+bench_member_of contains p if {{
+	some t in bench_user.teams
+	some p in data.bench.teams[t].parents
+}}
+
+bench_member_of contains q if {{
+	some t in bench_user.teams
+	some p in data.bench.teams[t].parents
+	some q in data.bench.teams[p].parents
+}}
+
+bench_in_org(o) if {{
+	some t in bench_member_of
+	data.bench.teams[t].org == o
+}}
+
+deny contains "{DATA_POLICY}" if {{
+	input.action == "createPayment"
+	not bench_allowed
+}}
+
+bench_allowed if {{
+	bench_in_org("{CALLER_ORG}")
+	bench_user.level >= 1
+}}
+"#
+        ),
+    )
+}
+
+/// The id of the policy that reads the entity data (a forbid that does not fire for the measured request).
+pub const DATA_POLICY: &str = "data-org-members";
 
 /// The core: the quickstart policies that the data plane's common requests meet, same ids and meaning.
 const CEDAR_CORE: &str = r#"@id("public-health")

@@ -27,6 +27,31 @@ fn synthetic_scenarios_load_and_allow_on_both_engines() {
     }
 }
 
+/// With entity data (hierarchy, attributes, owners) the measured request is still the allow, and `build` checks that
+/// the data policy denies a user of another organization: the data is loaded and read on both engines.
+#[test]
+fn scenarios_with_entity_data_load_and_read_the_data_on_both_engines() {
+    for engine in [EngineKind::Cedar, EngineKind::Rego] {
+        let s = Scenario::build_with_entities(engine, 100, 20, 1_000)
+            .unwrap_or_else(|e| panic!("{engine:?}: {e}"));
+        assert_eq!(
+            s.id(),
+            format!("{}/grants=100/policies=20/entities=1000", engine.as_str())
+        );
+        let d = s.decide_once().unwrap();
+        assert_eq!(d.effect, Effect::Allow, "{d:?}");
+        assert_eq!(d.policies, ["payments-writer"]);
+    }
+    assert_eq!(
+        jitgate_benches::synth::Population::of(10_000).total(),
+        10_000
+    );
+    assert_eq!(
+        jitgate_benches::synth::Population::of(100_000).total(),
+        100_000
+    );
+}
+
 #[test]
 fn too_few_policies_is_refused() {
     assert!(Scenario::build(EngineKind::Cedar, 10, 3).is_err());

@@ -250,6 +250,11 @@ impl Bundle {
             Vec::new()
         };
         hashed.extend(rego_data_files.iter().cloned());
+        // An OPA `.manifest` (read by the Rego backend) is part of the bundle too.
+        let opa_manifest = dir.join(crate::rego::opa_manifest::OPA_MANIFEST_FILE);
+        if manifest.engine == EngineKind::Rego && opa_manifest.is_file() {
+            hashed.push(opa_manifest);
+        }
         let backend: Option<Box<dyn PolicyBackend>> = match manifest.engine {
             EngineKind::Cedar => match &manifest.schema {
                 None => {

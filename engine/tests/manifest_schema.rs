@@ -627,6 +627,7 @@ fn links_files_validate_against_their_schema() {
         "schemas/examples/links.json",
         "policies/docs-cedar/links.json",
         "policies/expenses-cedar/links.json",
+        "policies/clinic-cedar/links.json",
     ] {
         let instance: Value =
             serde_json::from_str(&std::fs::read_to_string(repo(file)).unwrap()).unwrap();

@@ -339,10 +339,11 @@ fn relevant(ev: &notify::Result<notify::Event>, root: &Path) -> Option<bool> {
 }
 
 /// Temp files ([`is_temp_file`]) and hidden entries. Kubernetes' `..data` and `..2026_...` entries are not hidden
-/// files: their swap is the change.
+/// files: their swap is the change; neither is an OPA bundle's `.manifest`, which is part of the bundle.
 fn is_temp(p: &Path) -> bool {
     let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    is_temp_file(name) || (name.starts_with('.') && !name.starts_with(".."))
+    name != jitgate_engine::rego::opa_manifest::OPA_MANIFEST_FILE
+        && (is_temp_file(name) || (name.starts_with('.') && !name.starts_with("..")))
 }
 
 /// The gate of a proxy whose config has upstreams for `services`: every route must name one of them (a route to a
@@ -386,4 +387,20 @@ pub fn upstream_coverage(bundle: &Bundle, services: &BTreeSet<String>) -> Vec<Di
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_temp;
+    use std::path::Path;
+
+    /// An OPA bundle's `.manifest` is part of the bundle: editing it must reload, unlike other hidden files.
+    #[test]
+    fn an_opa_manifest_is_no_temp_file() {
+        assert!(!is_temp(Path::new("/b/.manifest")));
+        assert!(!is_temp(Path::new("/b/..data")));
+        assert!(is_temp(Path::new("/b/.hidden")));
+        assert!(is_temp(Path::new("/b/.authz.rego.swp")));
+        assert!(!is_temp(Path::new("/b/authz.rego")));
+    }
 }

@@ -3,7 +3,8 @@
 //!
 //! `cargo run --release -p jitgate-benches --bin hot_path_report -- [--quick] [--engine cedar|rego] [--iters N]
 //! [--reps R] [--rep-ms MS] [--strict] [--only ID-PART]`
-//! (`--only grants=1000/policies=100` runs the matching scenarios alone, e.g. under a profiler).
+//! (`--only grants=1000/policies=100` runs the matching scenarios alone, e.g. under a profiler; `--only entities`
+//! the scenarios with entity data: 1,000, 10,000 and 100,000 entities at 1,000 grants and 100 policies).
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -15,6 +16,8 @@ use jitgate_engine::EngineKind;
 
 const GRANTS: [usize; 3] = [10, 1_000, 10_000];
 const POLICIES: [usize; 3] = [10, 100, 1_000];
+/// Entity data sizes, measured at 1,000 grants and 100 policies.
+const ENTITIES: [usize; 3] = [1_000, 10_000, 100_000];
 
 struct Options {
     engines: Vec<EngineKind>,
@@ -139,44 +142,51 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut medians: BTreeMap<(&'static str, usize, usize), f64> = BTreeMap::new();
+    let mut medians: BTreeMap<(&'static str, usize, usize, usize), f64> = BTreeMap::new();
     println!(
-        "{:<34} {:>12} {:>12} {:>12} {:>8} {:>5}",
+        "{:<50} {:>12} {:>12} {:>12} {:>8} {:>5}",
         "scenario", "median", "min", "max", "iters", "reps"
     );
+    let mut scenarios: Vec<(EngineKind, usize, usize, usize)> = Vec::new();
     for engine in &o.engines {
         for grants in GRANTS {
             for policies in POLICIES {
-                let id = format!("{}/grants={grants}/policies={policies}", engine.as_str());
-                if o.only
-                    .as_ref()
-                    .is_some_and(|part| !id.contains(part.as_str()))
-                {
-                    continue;
-                }
-                let result = Scenario::build(*engine, grants, policies)
-                    .and_then(|s| measure(&s, &o).map(|m| (s, m)));
-                match result {
-                    Ok((s, m)) => {
-                        println!(
-                            "{:<34} {:>12} {:>12} {:>12} {:>8} {:>5}",
-                            s.id(),
-                            us(m.median()),
-                            us(m.min()),
-                            us(m.max()),
-                            m.iters,
-                            m.per_rep.len()
-                        );
-                        medians.insert((engine.as_str(), grants, policies), m.median());
-                    }
-                    Err(e) => {
-                        eprintln!(
-                            "{}/grants={grants}/policies={policies}: {e}",
-                            engine.as_str()
-                        );
-                        return ExitCode::FAILURE;
-                    }
-                }
+                scenarios.push((*engine, grants, policies, 0));
+            }
+        }
+        for entities in ENTITIES {
+            scenarios.push((*engine, 1_000, 100, entities));
+        }
+    }
+    for (engine, grants, policies, entities) in scenarios {
+        let mut id = format!("{}/grants={grants}/policies={policies}", engine.as_str());
+        if entities > 0 {
+            id.push_str(&format!("/entities={entities}"));
+        }
+        if o.only
+            .as_ref()
+            .is_some_and(|part| !id.contains(part.as_str()))
+        {
+            continue;
+        }
+        let result = Scenario::build_with_entities(engine, grants, policies, entities)
+            .and_then(|s| measure(&s, &o).map(|m| (s, m)));
+        match result {
+            Ok((s, m)) => {
+                println!(
+                    "{:<50} {:>12} {:>12} {:>12} {:>8} {:>5}",
+                    s.id(),
+                    us(m.median()),
+                    us(m.min()),
+                    us(m.max()),
+                    m.iters,
+                    m.per_rep.len()
+                );
+                medians.insert((engine.as_str(), grants, policies, entities), m.median());
+            }
+            Err(e) => {
+                eprintln!("{id}: {e}");
+                return ExitCode::FAILURE;
             }
         }
     }
@@ -201,7 +211,13 @@ fn main() -> ExitCode {
     };
     for engine in &o.engines {
         let e = engine.as_str();
-        let get = |g: usize, p: usize| medians.get(&(e, g, p)).copied().unwrap_or(f64::NAN);
+        let get = |g: usize, p: usize| medians.get(&(e, g, p, 0)).copied().unwrap_or(f64::NAN);
+        let with_data = |n: usize| {
+            medians
+                .get(&(e, 1_000, 100, n))
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
         let limit_us = match engine {
             EngineKind::Cedar => 10.0,
             EngineKind::Rego => 40.0,
@@ -232,6 +248,22 @@ fn main() -> ExitCode {
                 r <= 3.0,
             );
         }
+        if *engine == EngineKind::Cedar {
+            let t = with_data(10_000);
+            line(
+                format!("{e} N=1000 M=100 with 10,000 entities median"),
+                us(t),
+                "7 µs".into(),
+                t <= 7_000.0,
+            );
+        }
+        let r = with_data(100_000) / with_data(1_000);
+        line(
+            format!("{e} growth 1,000 -> 100,000 entities (N=1000 M=100)"),
+            format!("{r:.2}x"),
+            "1.5x".into(),
+            r <= 1.5,
+        );
     }
     if o.strict && missed > 0 {
         eprintln!("{missed} target(s) missed");

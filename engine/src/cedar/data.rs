@@ -17,7 +17,7 @@ use cedar_policy_core::entities::{Entities as CoreEntities, NoEntitiesSchema, TC
 use cedar_policy_core::extensions::Extensions;
 
 pub(crate) use crate::diag::element_offsets;
-use crate::diag::{Diagnostic, Diagnostics, line_col, read_file};
+use crate::diag::{Diagnostic, Diagnostics, read_file};
 
 /// Up to this many visited entities, a walk checks repeats by scanning (cheaper than hashing).
 const SMALL: usize = 32;
@@ -60,12 +60,9 @@ impl EntityData {
                     continue;
                 }
             };
-            let offsets = element_offsets(&source);
+            let positions = element_positions(&source);
             for (i, item) in items.into_iter().enumerate() {
-                let (line, column) = offsets
-                    .get(i)
-                    .map(|o| line_col(&source, *o))
-                    .unwrap_or((1, 1));
+                let (line, column) = positions.get(i).copied().unwrap_or((1, 1));
                 let named = uid_text(&item);
                 let entity = match cedar_policy::Entity::from_json_value(item, Some(schema)) {
                     Ok(e) => AsRef::<ast::Entity>::as_ref(&e).clone(),
@@ -367,6 +364,27 @@ fn uid_text(item: &serde_json::Value) -> String {
     }
 }
 
+/// 1-based line and column (in characters) of each top-level array element in a JSON text (known to parse), in one
+/// pass: computing each from the start of the text would be quadratic in the number of entities.
+pub(crate) fn element_positions(source: &str) -> Vec<(usize, usize)> {
+    let offsets = element_offsets(source);
+    let mut out = Vec::with_capacity(offsets.len());
+    let (mut line, mut column, mut pos) = (1usize, 1usize, 0usize);
+    for o in offsets {
+        for c in source.get(pos..o).unwrap_or("").chars() {
+            if c == '\n' {
+                line += 1;
+                column = 1;
+            } else {
+                column += 1;
+            }
+        }
+        pos = o.max(pos);
+        out.push((line, column));
+    }
+    out
+}
+
 /// Reads `file` as a JSON array (entity data, links): its text (for line numbers) and its elements, or the
 /// diagnostic naming the file and where it went wrong; `shape` says what the array should hold.
 pub(crate) fn read_json_array(
@@ -390,6 +408,17 @@ pub(crate) fn read_json_array(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::element_offsets;
+
+    #[test]
+    fn positions_agree_with_line_col() {
+        let src = "[\n {\"a\": \"é\"}, {\"b\": 1},\n\n  {\"c\": [2, 3]}, 4]";
+        let expected: Vec<(usize, usize)> = element_offsets(src)
+            .iter()
+            .map(|o| crate::diag::line_col(src, *o))
+            .collect();
+        assert_eq!(super::element_positions(src), expected);
+        assert_eq!(expected.len(), 4);
+    }
 
     #[test]
     fn offsets_of_top_level_elements() {

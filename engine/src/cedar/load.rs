@@ -474,12 +474,9 @@ pub(crate) fn load_links(
                 continue;
             }
         };
-        let offsets = super::data::element_offsets(&source);
+        let positions = super::data::element_positions(&source);
         for (i, item) in items.into_iter().enumerate() {
-            let (line, column) = offsets
-                .get(i)
-                .map(|o| line_col(&source, *o))
-                .unwrap_or((1, 1));
+            let (line, column) = positions.get(i).copied().unwrap_or((1, 1));
             let named = item["id"]
                 .as_str()
                 .map(|s| format!("link `{s}`"))

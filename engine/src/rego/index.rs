@@ -88,6 +88,7 @@ pub(super) fn build(
     data: &[regorus::Value],
     data_package: &str,
     package_declared: [bool; 3],
+    v0: &[bool],
 ) -> Option<ActionIndex> {
     if files.len() != modules.len() || uses_with(files, modules) {
         return None;
@@ -147,7 +148,7 @@ pub(super) fn build(
     for bucket_actions in &members {
         let mut engine = Engine::new();
         let mut present = always;
-        for ((file, _, source), defs) in files.iter().zip(&guarded) {
+        for (i, ((file, _, source), defs)) in files.iter().zip(&guarded).enumerate() {
             let keep = |g: &Guarded| {
                 g.actions
                     .iter()
@@ -159,6 +160,7 @@ pub(super) fn build(
                 }
             }
             let text = blank_out(source, defs.iter().filter(|g| !keep(g)));
+            engine.set_rego_v0(v0.get(i).copied().unwrap_or(false));
             engine.add_policy(file.display().to_string(), text).ok()?;
         }
         for d in data {

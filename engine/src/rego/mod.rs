@@ -13,6 +13,7 @@
 
 mod index;
 mod input;
+pub mod opa_manifest;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -33,6 +34,8 @@ use crate::explain::PolicyTraces;
 use crate::grant::{Grant, GrantStatus};
 use crate::input::DecisionInput;
 use crate::request::{AuthzRequest, Context, Principal, Resource};
+
+pub use self::opa_manifest::OpaManifest;
 
 /// The three decision sets, in the order they are read.
 const RULES: [&str; 3] = ["deny", "allow", "hold"];
@@ -66,6 +69,8 @@ pub struct RegoBackend {
     policy_ids: Vec<String>,
     /// `test_*` rules found in the sources: (package path, rule name, file).
     tests: Vec<(String, String, PathBuf)>,
+    /// The OPA `.manifest`, when the bundle has one.
+    opa_manifest: Option<OpaManifest>,
 }
 
 impl std::fmt::Debug for RegoBackend {
@@ -114,6 +119,10 @@ impl RegoBackend {
     /// anywhere under `dir`) is placed under `data` at the path its directory names relative to `dir`
     /// (`dir/users/eu/data.json` is `data.users.eu`; one at the top is merged into `data` itself). A file that does
     /// not parse is an error with its line and column; two files that set the same key are an error naming both.
+    ///
+    /// An OPA `.manifest` at the top of `dir` is read ([`OpaManifest`]): its `rego_version` and
+    /// `file_rego_versions` say which files are Rego v0, and every package and data path must lie under its
+    /// `roots`, or the bundle is refused with an error naming the manifest's `roots` and the offending file.
     pub fn load_with_data(
         dir: &Path,
         policy_files: &[PathBuf],
@@ -139,9 +148,12 @@ impl RegoBackend {
             .into());
         }
         let data_package = format!("data.{package}");
+        let opa = OpaManifest::read(dir)?;
+        let opa_path = dir.join(opa_manifest::OPA_MANIFEST_FILE);
         let mut engine = Engine::new();
         let mut errors = Vec::new();
         let mut sources: Vec<(PathBuf, String, String)> = Vec::new();
+        let mut v0: Vec<bool> = Vec::new();
         for file in policy_files {
             let source = match read_file(file) {
                 Ok(s) => s,
@@ -150,12 +162,30 @@ impl RegoBackend {
                     continue;
                 }
             };
+            let file_v0 = opa.as_ref().is_some_and(|m| m.is_v0(&relative(dir, file)));
+            engine.set_rego_v0(file_v0);
             match engine.add_policy(file.display().to_string(), source.clone()) {
-                Ok(pkg) => sources.push((file.clone(), pkg, source)),
+                Ok(pkg) => {
+                    if let Some(m) = &opa {
+                        if !m.permits_package(&pkg) {
+                            errors.push(m.roots_error(
+                                &opa_path,
+                                format!(
+                                    "roots: {:?} do not permit package `{}` of {}",
+                                    m.roots,
+                                    pkg.strip_prefix("data.").unwrap_or(&pkg),
+                                    file.display()
+                                ),
+                            ));
+                        }
+                    }
+                    sources.push((file.clone(), pkg, source));
+                    v0.push(file_v0);
+                }
                 Err(e) => errors.push(diagnostic_from(&format!("{e:#}"), policy_files, Some(file))),
             }
         }
-        let data = load_data(dir, data_files, &mut errors);
+        let data = load_data(dir, data_files, opa.as_ref(), &mut errors);
         for (file, value) in &data {
             if let Err(e) = engine.add_data(value.clone()) {
                 errors.push(Diagnostic::file(
@@ -215,7 +245,7 @@ impl RegoBackend {
             .collect();
         let modules = engine.get_modules().clone();
         let deciders = indexed
-            .then(|| index::build(&sources, &modules, &data, &data_package, declared))
+            .then(|| index::build(&sources, &modules, &data, &data_package, declared, &v0))
             .flatten()
             .unwrap_or_else(|| index::ActionIndex::single(engine.clone(), declared));
         let (guarded, unguarded) = index::describe(&sources, &modules, &data_package);
@@ -247,7 +277,13 @@ impl RegoBackend {
             index_summary,
             policy_ids,
             tests,
+            opa_manifest: opa,
         })
+    }
+
+    /// The bundle's OPA `.manifest`, when it has one.
+    pub fn opa_manifest(&self) -> Option<&OpaManifest> {
+        self.opa_manifest.as_ref()
     }
 
     /// Runs every `test_*` rule of every package, the way `opa test` does: a test passes when its rule is `true`.
@@ -800,10 +836,22 @@ fn strip_comments(src: &str) -> String {
     out
 }
 
-/// Reads OPA data files, each as a `data` document nested at the path its directory names under `dir`.
+/// `file` relative to `dir`, `/`-separated (as a `.manifest`'s `file_rego_versions` names it).
+fn relative(dir: &Path, file: &Path) -> String {
+    file.strip_prefix(dir)
+        .unwrap_or(file)
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Reads OPA data files, each as a `data` document nested at the path its directory names under `dir`; with a
+/// `.manifest`, a file whose data lies outside its roots is an error.
 fn load_data(
     dir: &Path,
     files: &[PathBuf],
+    opa: Option<&OpaManifest>,
     errors: &mut Vec<Diagnostic>,
 ) -> Vec<(PathBuf, regorus::Value)> {
     let mut out = Vec::new();
@@ -863,6 +911,18 @@ fn load_data(
             let mut m = serde_json::Map::new();
             m.insert(seg.clone(), value);
             value = serde_json::Value::Object(m);
+        }
+        if let Some(outside) = opa.and_then(|m| m.data_outside_roots(&value).map(|p| (m, p))) {
+            let (m, path) = outside;
+            errors.push(m.roots_error(
+                &dir.join(opa_manifest::OPA_MANIFEST_FILE),
+                format!(
+                    "roots: {:?} do not permit data at `{path}` (from {}; a data file's directory names its place under `data`)",
+                    m.roots,
+                    file.display()
+                ),
+            ));
+            continue;
         }
         match serde_json::to_string(&value)
             .map_err(|e| e.to_string())

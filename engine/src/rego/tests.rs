@@ -735,3 +735,112 @@ fn opa_data_files_are_placed_by_their_directory() {
         RegoBackend::load_with_data(d, std::slice::from_ref(&policy), "t", &files).unwrap_err();
     assert!(err.0[0].file.ends_with("people/eu/data.yaml"), "{err}");
 }
+
+/// An OPA bundle directory as OPA builds it (a `.manifest` with roots, a Rego v0 library named by
+/// `file_rego_versions`, data files placed by their directory, tests beside the policies) loads as it is with a
+/// `bundle.toml` that only adds the routes; the manifest is part of the revision; a bad manifest, data or a package
+/// outside the roots refuse the bundle with the manifest's file and line.
+#[test]
+fn an_opa_bundle_with_a_manifest_loads_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("people/eu")).unwrap();
+    std::fs::create_dir_all(d.join("lib")).unwrap();
+    std::fs::write(
+        d.join("bundle.toml"),
+        "name = \"opa\"\nengine = \"rego\"\npolicies = [\".\"]\n[rego]\npackage = \"jitgate.authz\"\n\
+         [[routes]]\nmethod = \"GET\"\npath = \"/x\"\nservice = \"x\"\naction = \"read\"\n",
+    )
+    .unwrap();
+    let manifest = "{\n  \"revision\": \"2026-12-07.1\",\n  \"roots\": [\"jitgate\", \"lib\", \"people/eu\"],\n  \
+                    \"metadata\": {\"owner\": \"security\"},\n  \"file_rego_versions\": {\"/lib/helpers.rego\": 0}\n}\n";
+    std::fs::write(d.join(".manifest"), manifest).unwrap();
+    // Rego v0: a rule body without `if`, a partial set written `deny[x]`.
+    std::fs::write(
+        d.join("lib/helpers.rego"),
+        "package lib.helpers\n\nis_dba[u] { some u; data.people.eu[u].teams[_] == \"dba\" }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("authz.rego"),
+        "package jitgate.authz\nimport rego.v1\n\
+         allow contains \"dbas-read\" if {\n\tinput.action == \"read\"\n\tdata.lib.helpers.is_dba[input.principal.id]\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("people/eu/data.json"),
+        r#"{"alice": {"teams": ["dba"]}, "bob": {"teams": []}}"#,
+    )
+    .unwrap();
+    let bundle = crate::bundle::Bundle::load(d).unwrap_or_else(|e| panic!("{e}"));
+    let mut alice = request("read", &[]);
+    alice.principal.entity = EntityRef::new("User", "alice");
+    let e = bundle.backend().evaluate(&DecisionInput::new(&alice, &[]));
+    assert_eq!(
+        (e.effect, e.policies.clone()),
+        (Effect::Allow, vec!["dbas-read".to_string()]),
+        "{e:?}"
+    );
+    let mut bob = alice.clone();
+    bob.principal.entity = EntityRef::new("User", "bob");
+    assert_eq!(
+        bundle
+            .backend()
+            .evaluate(&DecisionInput::new(&bob, &[]))
+            .effect,
+        Effect::Deny
+    );
+    let rev = bundle.revision.clone();
+
+    // The manifest is part of the bundle: another revision string is another revision.
+    std::fs::write(
+        d.join(".manifest"),
+        manifest.replace("2026-12-07.1", "2026-12-07.2"),
+    )
+    .unwrap();
+    assert_ne!(crate::bundle::Bundle::load(d).unwrap().revision, rev);
+
+    // Without the manifest's word the library is Rego v1 and does not parse.
+    std::fs::write(d.join(".manifest"), manifest.replace("0}", "1}")).unwrap();
+    let err = crate::bundle::Bundle::load(d).unwrap_err();
+    assert!(
+        err.0.iter().any(|x| x.file.ends_with("lib/helpers.rego")),
+        "{err}"
+    );
+
+    // Data outside the roots: refused at the manifest's `roots` line, naming the data file.
+    std::fs::write(
+        d.join(".manifest"),
+        manifest.replace("people/eu", "people/us"),
+    )
+    .unwrap();
+    let err = crate::bundle::Bundle::load(d).unwrap_err();
+    let x = &err.0[0];
+    assert!(x.file.ends_with(".manifest") && x.line == Some(3), "{err}");
+    assert!(
+        x.message.contains("do not permit data at `/people/eu`")
+            && x.message.contains("people/eu/data.json"),
+        "{err}"
+    );
+
+    // A package outside the roots.
+    std::fs::write(d.join(".manifest"), manifest.replace("\"lib\", ", "")).unwrap();
+    let err = crate::bundle::Bundle::load(d).unwrap_err();
+    assert!(
+        err.0
+            .iter()
+            .any(|x| x.message.contains("do not permit package `lib.helpers`")),
+        "{err}"
+    );
+
+    // A field of the wrong type names the field and its line.
+    std::fs::write(
+        d.join(".manifest"),
+        manifest.replace("{\"owner\": \"security\"}", "\"security\""),
+    )
+    .unwrap();
+    let err = crate::bundle::Bundle::load(d).unwrap_err();
+    let x = &err.0[0];
+    assert!(x.file.ends_with(".manifest") && x.line == Some(4), "{err}");
+    assert_eq!(x.message, "metadata: expected an object, got a string");
+}
