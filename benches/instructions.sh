@@ -47,10 +47,12 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-UPSTREAM_ADDR=127.0.0.1:19100
-JITGATE_ADDR=127.0.0.1:19102
-JITGATE_ADMIN_ADDR=127.0.0.1:19103
-JWKS_ADDR=127.0.0.1:19104
+# INSTR_PORT_BASE moves the five ports, so that two counts can run side by side.
+PB=${INSTR_PORT_BASE:-19100}
+UPSTREAM_ADDR=127.0.0.1:$PB
+JITGATE_ADDR=127.0.0.1:$((PB + 2))
+JITGATE_ADMIN_ADDR=127.0.0.1:$((PB + 3))
+JWKS_ADDR=127.0.0.1:$((PB + 4))
 ISSUER=https://idp.load.test/
 AUDIENCE=jitgate-load
 
