@@ -11,9 +11,10 @@
 # by REQUESTS.
 #
 # usage: benches/instructions.sh [--requests 2000] [--concurrency 8] [--grants 10000] [--bin DIR] [--no-build] [--keep]
-#                                [--anchors]
+#                                [--anchors] [--log on|off|journal]
 #   --anchors signs the log's head (`[log] anchor_key`, every ANCHOR_RECORDS records, default 10000, and every second):
-#   compare with a run without it for the cost of anchoring.
+#   compare with a run without it for the cost of anchoring. --log off runs with the decision log off (what the log
+#   costs), --log journal with `acknowledge = "journal"`.
 #   --bin DIR takes jitgate and the helpers from DIR (default: the release target folder), e.g. to count a baseline
 #   built from another commit into its own folder. --keep keeps the work folder and names the callgrind dump, for
 #   `callgrind_annotate` (where the instructions went). Prints one line: `instructions/request N (requests R, ...)`.
@@ -39,16 +40,19 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
     --anchors) LOGMODE=anchored ;;
+    --log) LOGMODE="$2"; shift ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "instructions.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
 done
 
-UPSTREAM_ADDR=127.0.0.1:19100
-JITGATE_ADDR=127.0.0.1:19102
-JITGATE_ADMIN_ADDR=127.0.0.1:19103
-JWKS_ADDR=127.0.0.1:19104
+# INSTR_PORT_BASE moves the five ports, so that two counts can run side by side.
+PB=${INSTR_PORT_BASE:-19100}
+UPSTREAM_ADDR=127.0.0.1:$PB
+JITGATE_ADDR=127.0.0.1:$((PB + 2))
+JITGATE_ADMIN_ADDR=127.0.0.1:$((PB + 3))
+JWKS_ADDR=127.0.0.1:$((PB + 4))
 ISSUER=https://idp.load.test/
 AUDIENCE=jitgate-load
 
@@ -108,13 +112,21 @@ callgrind_control -z "$JPID" >/dev/null 2>&1
 hey -n "$REQUESTS" -c "$CONCURRENCY" -H "Authorization: Bearer $TOKEN" "$URL" >"$WORK/hey.out"
 ok=$(awk '/^ +\[200\]/ { print $2 }' "$WORK/hey.out")
 [ "${ok:-0}" = "$REQUESTS" ] || { echo "only ${ok:-0} of $REQUESTS requests got 200" >&2; cat "$WORK/hey.out" >&2; exit 1; }
-# The decision writer commits the last records before the counters are read: wait until /metrics counts them all.
+# The decision writer commits the last records before the counters are read: wait until the log file holds them
+# all. Read from the file by another process (SQLite in WAL mode), not from jitgate's /metrics, whose rendering
+# would be counted with the requests.
 want=$((WARMUP + REQUESTS + 1))
-for _ in $(seq 1 300); do
-  committed=$(curl -s "http://$JITGATE_ADMIN_ADDR/metrics" | awk '/^jitgate_log_records_committed_total / { print $2 }')
-  [ "${committed%.*}" -ge "$want" ] 2>/dev/null && break
-  sleep 0.1
-done
+if [ "$LOGMODE" != off ]; then
+  for _ in $(seq 1 600); do
+    committed=$(python3 -c 'import sqlite3, sys
+try:
+    print(sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True).execute("SELECT count(*) FROM decisions").fetchone()[0])
+except Exception:
+    print(0)' "$WORK/decisions-$LOGMODE.db")
+    [ "${committed:-0}" -ge "$want" ] 2>/dev/null && break
+    sleep 0.1
+  done
+fi
 callgrind_control -d "$JPID" >/dev/null 2>&1
 # The dump after zeroing is the newest part file; its `summary:`/`totals:` line is the instruction count (Ir).
 dump=$(ls -t "$WORK"/callgrind."$JPID".* 2>/dev/null | head -1)

@@ -237,14 +237,19 @@ impl GrantIndex {
     /// Drops grants that can never be active again as of `now` (expired, revoked, consumed). Optional hygiene.
     pub fn compact(&self, now: UnixTime) {
         let _w = self.writer.lock();
+        let live = |g: &Arc<Grant>| g.status == GrantStatus::Active && g.expires_at > now;
         for shard in self.shards.iter() {
             let map = shard.load();
+            // A shard with nothing to drop is left as it is: no copy, and readers keep their snapshot.
+            if map.values().all(|l| l.iter().all(live)) {
+                continue;
+            }
             let new: Shard = map
                 .iter()
                 .filter_map(|(p, l)| {
                     let kept: Vec<Arc<Grant>> = l
                         .iter()
-                        .filter(|g| g.status == GrantStatus::Active && g.expires_at > now)
+                        .filter(|g| live(g))
                         .cloned()
                         .collect();
                     (!kept.is_empty()).then(|| (p.clone(), kept.into()))

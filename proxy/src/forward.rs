@@ -26,6 +26,9 @@ pub struct UpstreamClient {
     /// Time to this upstream's response headers (`jitgate_upstream_duration_seconds{service}` on `/metrics`).
     pub latency: Arc<Histogram>,
     client: Client<HttpConnector, ProxyBody>,
+    /// The upstream's authority and its `Host` header, taken from `config.base` once rather than per request.
+    authority: Option<http::uri::Authority>,
+    host: Option<HeaderValue>,
 }
 
 impl UpstreamClient {
@@ -37,10 +40,16 @@ impl UpstreamClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
+        let authority = config.base.authority().cloned();
+        let host = authority
+            .as_ref()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
         Self {
             config,
             latency: Arc::default(),
             client,
+            authority,
+            host,
         }
     }
 }
@@ -171,18 +180,17 @@ pub async fn forward(
     let body = Limited::new(body, usize::try_from(ctx.max_body).unwrap_or(usize::MAX))
         .map_err(|e| e as crate::respond::BoxError)
         .boxed();
-    let authority = up
-        .config
-        .base
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .unwrap_or_default();
-    let uri: Uri = format!(
-        "http://{authority}{}{}",
-        up.config.prefix, ctx.path_and_query
-    )
-    .parse()
-    .map_err(|e| Refusal::Internal(format!("upstream uri: {e}")))?;
+    let mut path = String::with_capacity(up.config.prefix.len() + ctx.path_and_query.len());
+    path.push_str(&up.config.prefix);
+    path.push_str(ctx.path_and_query);
+    let mut uri = Uri::builder().scheme(http::uri::Scheme::HTTP);
+    if let Some(a) = &up.authority {
+        uri = uri.authority(a.clone());
+    }
+    let uri: Uri = uri
+        .path_and_query(path)
+        .build()
+        .map_err(|e| Refusal::Internal(format!("upstream uri: {e}")))?;
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     let h = &mut parts.headers;
@@ -199,8 +207,8 @@ pub async fn forward(
         })?;
         h.insert(*name, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&authority) {
-        h.insert(header::HOST, v);
+    if let Some(v) = &up.host {
+        h.insert(header::HOST, v.clone());
     }
     // Traces on: the upstream's parent is jitgate's forward span, never a caller's unchecked claim.
     if let Some(trace_headers) = ctx.trace_headers {

@@ -6,25 +6,28 @@ use http::{HeaderMap, HeaderName, header};
 /// The header carrying an approval id when resending a held request.
 pub const APPROVAL_HEADER: &str = "x-jitgate-approval";
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Hop-by-hop headers (RFC 9110 §7.6.1) never forwarded in either direction. As `HeaderName`s, so that removing
+/// them on every request parses no name.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Removes the hop-by-hop headers and those the `Connection` header nominates.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    for n in connection_nominated(h) {
-        h.remove(n);
+    if h.contains_key(header::CONNECTION) {
+        for n in connection_nominated(h) {
+            h.remove(n);
+        }
     }
-    for n in HOP_BY_HOP {
+    for n in &HOP_BY_HOP {
         h.remove(n);
     }
 }
@@ -41,7 +44,7 @@ pub fn connection_nominated(h: &HeaderMap) -> Vec<HeaderName> {
 
 /// Whether `name` never reaches the upstream as the client sent it: hop-by-hop, or nominated by `Connection`.
 pub fn is_hop_by_hop(h: &HeaderMap, name: &HeaderName) -> bool {
-    HOP_BY_HOP.iter().any(|n| name == *n) || connection_nominated(h).contains(name)
+    HOP_BY_HOP.iter().any(|n| name == n) || connection_nominated(h).contains(name)
 }
 
 /// Headers that ask an upstream framework to act on another method or path than the request line's (Express

@@ -41,7 +41,10 @@ impl Proxy {
         conn: ConnInfo,
     ) -> Response<ProxyBody> {
         let decision_id = uuid::Uuid::now_v7().to_string();
-        let span = tracing::info_span!("request", decision_id = %decision_id, method = %req.method(), peer = %conn.peer);
+        // At debug level: with the default `info` filter the span is disabled and costs nothing, where an enabled
+        // one is created, formatted and entered on every poll of every request. Events of the request path that
+        // matter at `info` and above name the decision id themselves.
+        let span = tracing::debug_span!("request", decision_id = %decision_id, method = %req.method(), peer = %conn.peer);
         async move {
             // Canonical: on a dual-stack listener an IPv4 peer is `::ffff:a.b.c.d`, which no IPv4 range (trusted
             // proxies, a policy's `isInRange`) contains.
@@ -208,7 +211,8 @@ impl Proxy {
         drop(stage);
         if let Err(e) = committed {
             // The record could not be committed: the response must not claim success.
-            tracing::error!(error = %e, "decision log commit failed; refusing the response");
+            tracing::error!(error = %e, decision_id = %unlogged.trace.decision_id,
+                "decision log commit failed; refusing the response");
             self.metrics.log_errors.inc();
             response =
                 Refusal::LogUnavailable(e.to_string()).into_response(&unlogged.trace.decision_id);
