@@ -730,23 +730,20 @@ impl Worker {
                         }
                     }
                 }
-                match &self.feed {
-                    None => {
-                        for (_, notify, _) in batch.drain(..) {
-                            notify.send(Ok(()));
-                        }
-                    }
-                    Some(feed) => {
-                        let head = batch.last().map_or(0, |(r, _, _)| r.seq);
-                        let mut shipped = Vec::with_capacity(batch.len());
-                        let mut canonical = self.canonical.drain(..);
-                        for (r, notify, _) in batch.drain(..) {
-                            notify.send(Ok(()));
-                            shipped.push(stored(r, canonical.next().unwrap_or_default()));
-                        }
-                        drop(canonical);
-                        feed.push(shipped, head);
-                    }
+                // The shipper's copy before anyone is told: a shipper that sees a committed record in the log also
+                // finds it in the feed, and reads the log only for real gaps.
+                if let Some(feed) = &self.feed {
+                    let head = batch.last().map_or(0, |(r, _, _)| r.seq);
+                    let mut canonical = self.canonical.drain(..);
+                    let shipped = batch
+                        .iter_mut()
+                        .map(|(r, _, _)| stored(r, canonical.next().unwrap_or_default()))
+                        .collect();
+                    drop(canonical);
+                    feed.push(shipped, head);
+                }
+                for (_, notify, _) in batch.drain(..) {
+                    notify.send(Ok(()));
                 }
                 self.anchor_if_due();
             }
@@ -833,8 +830,8 @@ pub(crate) fn write_records<'a>(
     Ok(())
 }
 
-/// A committed record as the shipper takes it, its fields moved (the writer is done with it).
-fn stored(mut r: DecisionRecord, canonical: Vec<u8>) -> StoredRecord {
+/// A committed record as the shipper takes it, its fields moved out (the writer is done with it).
+fn stored(r: &mut DecisionRecord, canonical: Vec<u8>) -> StoredRecord {
     let json = r.sealed_json(canonical);
     let grants_used = if r.grants_used.is_empty() {
         "[]".to_string()
