@@ -5,7 +5,7 @@
 //! The feed is bounded and may lose records (full, or nobody taking them): a shipper that finds a gap reads the
 //! missing seqs from the log, which keeps every record until its shipping mark passes it. Nothing here is durable.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -28,6 +28,8 @@ pub struct ShipFeed {
     shipped: AtomicI64,
     /// The newest shipping mark known to be written to the log (-1: none known).
     marked: AtomicI64,
+    /// The writer is inside a commit whose records are not in the feed yet.
+    committing: AtomicBool,
 }
 
 impl ShipFeed {
@@ -40,6 +42,7 @@ impl ShipFeed {
             head: AtomicI64::new(0),
             shipped: AtomicI64::new(-1),
             marked: AtomicI64::new(-1),
+            committing: AtomicBool::new(false),
         }
     }
 
@@ -87,6 +90,17 @@ impl ShipFeed {
         self.marked.store(-1, Ordering::Release);
     }
 
+    /// Whether the writer is committing a batch that it has not handed over yet: records the log shows past the
+    /// feed may be those, so a shipper that found nothing in the feed waits for them rather than reading the log.
+    pub fn committing(&self) -> bool {
+        self.committing.load(Ordering::Acquire)
+    }
+
+    /// From the writer, around each commit attempt (cleared by [`ShipFeed::push`] or when the attempt failed).
+    pub(crate) fn set_committing(&self, on: bool) {
+        self.committing.store(on, Ordering::Release);
+    }
+
     /// The mark the writer should write in its next transaction: a shipped seq newer than the written mark.
     pub(crate) fn mark_due(&self) -> Option<i64> {
         let shipped = self.shipped.load(Ordering::Acquire);
@@ -109,5 +123,6 @@ impl ShipFeed {
             }
         }
         self.head.fetch_max(head, Ordering::AcqRel);
+        self.set_committing(false);
     }
 }

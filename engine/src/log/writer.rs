@@ -673,7 +673,13 @@ impl Worker {
         };
         let mark = feed.mark_due();
         self.canonical.clear();
-        write_batch(&mut self.conn, batch, pos, mark, Some(&mut self.canonical))?;
+        // Until the batch is in the feed (or failed), a shipper leaves the log alone.
+        feed.set_committing(true);
+        let written = write_batch(&mut self.conn, batch, pos, mark, Some(&mut self.canonical));
+        if let Err(e) = written {
+            feed.set_committing(false);
+            return Err(e);
+        }
         if let Some(m) = mark {
             feed.set_marked(m);
         }

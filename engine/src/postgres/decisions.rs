@@ -860,7 +860,8 @@ fn mark_now(opts: &ShipOptions, shipped: &Shipped) -> Result<(), ShipError> {
     let (Some(feed), Some(seq)) = (&opts.feed, shipped.seq) else {
         return Ok(());
     };
-    if feed.marked() < seq && opts.log.is_file() {
+    // A writer inside a commit carries the mark in it.
+    if feed.marked() < seq && !feed.committing() && opts.log.is_file() {
         crate::log::mark_shipped(&opts.log, &opts.replica, seq)?;
         feed.set_marked(seq);
     }
@@ -887,6 +888,10 @@ fn next_records(
         }
         if pending.front().is_some_and(|r| r.seq == after + 1) {
             return Ok(take_run(pending, batch));
+        }
+        if pending.is_empty() && feed.committing() {
+            // What the log shows past `after` is the writer's batch on its way into the feed: next pass.
+            return Ok((Vec::new(), false));
         }
     }
     let limit = match pending.front() {
