@@ -816,10 +816,19 @@ type Pending = std::collections::VecDeque<StoredRecord>;
 fn run(store: &PgStore, opts: &ShipOptions, stop: &(Mutex<bool>, Condvar), stats: &ShipStats) {
     let mut shipped = Shipped::default();
     let mut pending = Pending::new();
+    // The writer's head as the last pass saw it with nothing in the feed.
+    let mut seen_head = None;
     let mut last_error: Option<String> = None;
     loop {
         let stopping = *stop.0.lock();
-        let wait = match pass(store, opts, &mut shipped, &mut pending, stats) {
+        let wait = match pass(
+            store,
+            opts,
+            &mut shipped,
+            (&mut pending, &mut seen_head),
+            stopping,
+            stats,
+        ) {
             Ok(more) => {
                 if last_error.take().is_some() {
                     tracing::info!(replica = %opts.replica, "log shipper: shipping again");
@@ -874,7 +883,9 @@ fn mark_now(opts: &ShipOptions, shipped: &Shipped) -> Result<(), ShipError> {
 fn next_records(
     opts: &ShipOptions,
     pending: &mut Pending,
+    seen_head: &mut Option<i64>,
     after: i64,
+    stopping: bool,
 ) -> Result<(Vec<StoredRecord>, bool), ShipError> {
     let batch = opts.batch.max(1) as usize;
     if let Some(feed) = &opts.feed {
@@ -889,9 +900,15 @@ fn next_records(
         if pending.front().is_some_and(|r| r.seq == after + 1) {
             return Ok(take_run(pending, batch));
         }
-        if pending.is_empty() && feed.committing() {
-            // What the log shows past `after` is the writer's batch on its way into the feed: next pass.
-            return Ok((Vec::new(), false));
+        if pending.is_empty() && !stopping {
+            // Nothing new from the writer. The log is read only once the writer has been quiet for a whole pass
+            // (for records it did not write, e.g. a prune's checkpoint): a read while it commits would find its
+            // newest batch, which the feed is about to hold, and read the log back pass after pass.
+            let head = feed.head();
+            if feed.committing() || *seen_head != Some(head) {
+                *seen_head = Some(head);
+                return Ok((Vec::new(), false));
+            }
         }
     }
     let limit = match pending.front() {
@@ -934,7 +951,8 @@ fn pass(
     store: &PgStore,
     opts: &ShipOptions,
     shipped: &mut Shipped,
-    pending: &mut Pending,
+    (pending, seen_head): (&mut Pending, &mut Option<i64>),
+    stopping: bool,
     stats: &ShipStats,
 ) -> Result<bool, ShipError> {
     if !opts.log.is_file() {
@@ -961,7 +979,7 @@ fn pass(
     };
     stats.shipped_seq.store(after, Ordering::Relaxed);
     // The records as stored (no record decoded and encoded again).
-    let (records, more) = next_records(opts, pending, after)?;
+    let (records, more) = next_records(opts, pending, seen_head, after, stopping)?;
     let through = records.last().map_or(after, |r| r.seq);
     // Anchors read after the records: one that signs a head the records reach is shipped with them, in the same
     // transaction (a writer's start anchor comes before the records after it, so a reader never sees them follow
