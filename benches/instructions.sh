@@ -11,10 +11,15 @@
 # by REQUESTS.
 #
 # usage: benches/instructions.sh [--requests 2000] [--concurrency 8] [--grants 10000] [--bin DIR] [--no-build] [--keep]
-#                                [--anchors] [--log on|off|journal]
+#                                [--anchors] [--log on|off|journal] [--postgres URL]
 #   --anchors signs the log's head (`[log] anchor_key`, every ANCHOR_RECORDS records, default 10000, and every second):
-#   compare with a run without it for the cost of anchoring. --log off runs with the decision log off (what the log
-#   costs), --log journal with `acknowledge = "journal"`.
+#   compare with a run without it for the cost of anchoring. --log off runs jitgate with the decision log disabled
+#   (a benchmarking-only switch): against a run with it on, the log's share of a request; --log journal
+#   acknowledges on the journal write (`acknowledge = "journal"`).
+#   --postgres URL (a server, e.g. postgres://postgres@127.0.0.1:5432/test) puts the grant store in a database of the
+#   run's own on that server (`[store] url`, created, seeded and dropped here), so the log shipper copies every
+#   record into it too: the count waits until the shipper has shipped the last record, and includes its work (the
+#   server's own work is in its processes, not counted).
 #   --bin DIR takes jitgate and the helpers from DIR (default: the release target folder), e.g. to count a baseline
 #   built from another commit into its own folder. --keep keeps the work folder and names the callgrind dump, for
 #   `callgrind_annotate` (where the instructions went). Prints one line: `instructions/request N (requests R, ...)`.
@@ -30,6 +35,7 @@ BUILD=1
 KEEP=0
 LOGMODE=on
 WARMUP=300
+POSTGRES=""
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -40,8 +46,9 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
     --anchors) LOGMODE=anchored ;;
-    --log) LOGMODE="$2"; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --log) case "$2" in on) ;; off|journal) LOGMODE="$2" ;; *) echo "instructions.sh: --log on|off|journal" >&2; exit 2 ;; esac; shift ;;
+    --postgres) POSTGRES="$2"; shift ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "instructions.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -73,6 +80,7 @@ PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ -z "${PG_DB:-}" ] || psql -q "$POSTGRES" -c "DROP DATABASE IF EXISTS $PG_DB" >/dev/null 2>&1 || true
   if [ "$KEEP" = 1 ]; then echo "work folder kept: $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -88,6 +96,14 @@ wait_http() {
 
 mkdir -p "$WORK/bundles" && cp -r "$ROOT/policies/quickstart-cedar" "$WORK/bundles/quickstart"
 "$BIN/seed_grants" --store "$WORK/jitgate.db" --count "$GRANTS" >/dev/null
+if [ -n "$POSTGRES" ]; then
+  [ "$LOGMODE" = on ] || { echo "instructions.sh: --postgres goes with the log on (no --anchors, no --log off)" >&2; exit 2; }
+  PG_DB="jitgate_instr_$$"
+  psql -q "$POSTGRES" -c "CREATE DATABASE $PG_DB" >/dev/null
+  STORE_URL="${POSTGRES%/*}/$PG_DB"
+  "$BIN/seed_grants" --store "$STORE_URL" --count "$GRANTS" >/dev/null
+  LOGMODE=pg
+fi
 "$BIN/upstream" --listen "$UPSTREAM_ADDR" --threads 1 --delay-us 0 >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
 "$BIN/jwks" --listen "$JWKS_ADDR" --token-out "$WORK/token" --issuer "$ISSUER" --audience "$AUDIENCE" \
@@ -114,23 +130,27 @@ ok=$(awk '/^ +\[200\]/ { print $2 }' "$WORK/hey.out")
 [ "${ok:-0}" = "$REQUESTS" ] || { echo "only ${ok:-0} of $REQUESTS requests got 200" >&2; cat "$WORK/hey.out" >&2; exit 1; }
 # The decision writer commits the last records before the counters are read: wait until the log file holds them
 # all. Read from the file by another process (SQLite in WAL mode), not from jitgate's /metrics, whose rendering
-# would be counted with the requests.
+# would be counted with the requests. With --postgres, wait until /metrics says the shipper has shipped them all
+# (that run counts a few renderings of /metrics too).
 want=$((WARMUP + REQUESTS + 1))
-if [ "$LOGMODE" != off ]; then
-  for _ in $(seq 1 600); do
+for _ in $(seq 1 600); do
+  [ "$LOGMODE" = off ] && break
+  if [ "$LOGMODE" = pg ]; then
+    committed=$(curl -s "http://$JITGATE_ADMIN_ADDR/metrics" | awk '/^jitgate_log_shipped_seq / { print $2 }')
+  else
     committed=$(python3 -c 'import sqlite3, sys
 try:
     print(sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True).execute("SELECT count(*) FROM decisions").fetchone()[0])
 except Exception:
     print(0)' "$WORK/decisions-$LOGMODE.db")
-    [ "${committed:-0}" -ge "$want" ] 2>/dev/null && break
-    sleep 0.1
-  done
-fi
+  fi
+  [ "${committed%.*}" -ge "$want" ] 2>/dev/null && break
+  sleep 0.1
+done
 callgrind_control -d "$JPID" >/dev/null 2>&1
 # The dump after zeroing is the newest part file; its `summary:`/`totals:` line is the instruction count (Ir).
 dump=$(ls -t "$WORK"/callgrind."$JPID".* 2>/dev/null | head -1)
 total=$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")
 [ "$KEEP" = 0 ] || echo "callgrind dump: $dump" >&2
-awk -v t="$total" -v n="$REQUESTS" -v c="$CONCURRENCY" -v g="$GRANTS" 'BEGIN {
-  printf "instructions/request %.0f (requests %d, concurrency %d, grants %d, all threads, callgrind)\n", t / n, n, c, g }'
+awk -v t="$total" -v n="$REQUESTS" -v c="$CONCURRENCY" -v g="$GRANTS" -v m="$LOGMODE" 'BEGIN {
+  printf "instructions/request %.0f (requests %d, concurrency %d, grants %d, log %s, all threads, callgrind)\n", t / n, n, c, g, m }'

@@ -732,3 +732,63 @@ fn prune_never_removes_a_record_the_shipper_has_not_shipped() {
     log::unmark_shipped(&path).unwrap();
     assert_eq!(log::shipped_mark(&path).unwrap(), None);
 }
+
+/// Issue 16: a writer with a shipping feed hands every committed record over in seq order, each as its export would
+/// store it, and writes the mark its shipper reports inside its next batch: forward only, and only on a log that a
+/// shipper has marked; a full feed drops whole batches (the shipper reads those from the log) and counts them.
+#[test]
+fn the_ship_feed_carries_committed_records_and_the_writer_writes_the_reported_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let feed = std::sync::Arc::new(log::ShipFeed::new(6));
+    let w = LogWriter::start(
+        &path,
+        LogOptions {
+            ship: Some(feed.clone()),
+            ..LogOptions::default()
+        },
+    )
+    .unwrap();
+    for i in 1..=3 {
+        w.append(rec(i)).unwrap().wait().unwrap();
+    }
+    let taken = feed.take();
+    assert_eq!(taken.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(feed.head(), 3);
+    let stored = log::stored_records(&path, 0, 10).unwrap();
+    for (a, b) in taken.iter().zip(&stored) {
+        assert_eq!(
+            (&a.json, &a.hash, &a.grants_used, &a.time, a.decision),
+            (&b.json, &b.hash, &b.grants_used, &b.time, b.decision)
+        );
+    }
+    // No mark yet on the log: a reported one is not invented by the writer.
+    feed.shipped(2);
+    w.append(rec(4)).unwrap().wait().unwrap();
+    assert_eq!(log::shipped_mark(&path).unwrap(), None);
+    // Once a shipper has marked the log, the next batch carries the reported mark forward, never back.
+    log::mark_shipped(&path, "r1", 0).unwrap();
+    feed.reset_marks();
+    feed.set_marked(0);
+    feed.shipped(3);
+    w.append(rec(5)).unwrap().wait().unwrap();
+    assert_eq!(log::shipped_mark(&path).unwrap().map(|m| m.seq), Some(3));
+    assert_eq!(feed.marked(), 3);
+    log::mark_shipped(&path, "r1", 5).unwrap();
+    feed.shipped(4);
+    feed.set_marked(3);
+    w.append(rec(6)).unwrap().wait().unwrap();
+    assert_eq!(log::shipped_mark(&path).unwrap().map(|m| m.seq), Some(5));
+    // Capacity 6: records 4..=6 wait in the feed, 7..=9 still fit, 10 does not.
+    for i in 7..=10 {
+        w.append(rec(i)).unwrap().wait().unwrap();
+    }
+    let taken = feed.take();
+    assert_eq!(
+        taken.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [4, 5, 6, 7, 8, 9]
+    );
+    assert_eq!((feed.dropped(), feed.head()), (1, 10));
+    w.shutdown().unwrap();
+    assert!(verify_store(&path).unwrap().ok);
+}

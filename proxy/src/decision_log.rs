@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use jitgate_engine::log::{
-    AnchorKey, AnchorOptions, DecisionRecord, JsonlSink, LogOptions, LogWriter, OnFull, WriteError,
-    redact, redact_query,
+    AnchorKey, AnchorOptions, DEFAULT_FEED_CAPACITY, DecisionRecord, JsonlSink, LogOptions,
+    LogWriter, OnFull, ShipFeed, WriteError, redact, redact_query,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
@@ -52,6 +52,8 @@ pub struct DecisionLog {
     redact: Arc<Vec<String>>,
     /// Query parameters whose values are masked in every record (`[log] redact_query`).
     redact_query: Arc<Vec<String>>,
+    /// Committed records for the shipper, with a store shared by replicas (`[store] url`).
+    feed: Option<Arc<ShipFeed>>,
 }
 
 impl DecisionLog {
@@ -65,8 +67,12 @@ impl DecisionLog {
                 keep: 5,
             },
         });
+        // With a shared store the shipper takes committed records from the writer in memory.
+        let feed = (config.log_enabled && config.store_url.is_some())
+            .then(|| Arc::new(ShipFeed::new(DEFAULT_FEED_CAPACITY)));
         // The writer's own queue never fills: slots are reserved here first, and there are no more slots than room.
         let opts = LogOptions {
+            ship: feed.clone(),
             queue_capacity: config.log_queue_capacity + LIFECYCLE_SLOTS,
             on_full: OnFull::Wait,
             jsonl,
@@ -94,7 +100,13 @@ impl DecisionLog {
             acknowledge: config.log_acknowledge,
             redact: Arc::new(config.log_redact.clone()),
             redact_query: Arc::new(config.log_redact_query.clone()),
+            feed,
         })
+    }
+
+    /// The feed of committed records for a shipper (`None` without a shared store or with the log disabled).
+    pub fn ship_feed(&self) -> Option<Arc<ShipFeed>> {
+        self.feed.clone()
     }
 
     /// The underlying writer (`None` when the log is disabled).

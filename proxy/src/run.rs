@@ -227,6 +227,7 @@ pub async fn run(prepared: Prepared, clock: Clock) -> Result<Running, StartError
                     anchors: cfg.log_anchor.as_ref().map(|a| a.file.clone()),
                     every: SHIP_EVERY,
                     batch: SHIP_BATCH,
+                    feed: proxy.log.ship_feed(),
                 },
                 shared.ship.clone(),
             )

@@ -217,6 +217,14 @@ pub(crate) fn set_shipped(conn: &Connection, mark: Option<(&str, i64)>) -> Resul
     Ok(())
 }
 
+/// Moves the shipping mark forward to `seq` inside `tx` (the writer's batch): only where a shipper has set a mark
+/// ([`set_shipped`]), and never backwards.
+pub(crate) fn advance_shipped(tx: &Transaction<'_>, seq: i64) -> Result<(), Fault> {
+    tx.prepare_cached("UPDATE log_shipped SET seq = ?1, time = ?2 WHERE id = 1 AND seq < ?1")?
+        .execute(params![seq, format_time(time::OffsetDateTime::now_utc())])?;
+    Ok(())
+}
+
 fn json<T: serde::Serialize>(v: &T) -> Result<String, Fault> {
     serde_json::to_string(v).map_err(|e| Fault::Invalid {
         what: "record".into(),
@@ -224,8 +232,46 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, Fault> {
     })
 }
 
+/// A record's JSON columns as stored: each serialized once, for the row and for the record's canonical bytes.
+pub(crate) struct JsonColumns {
+    pub(crate) context: String,
+    pub(crate) policies: String,
+    pub(crate) grants_used: String,
+    pub(crate) errors: String,
+    pub(crate) redacted: String,
+}
+
+impl JsonColumns {
+    /// The columns of `r` (its context as it is: sort it first when sealing).
+    pub(crate) fn of(r: &DecisionRecord) -> Result<JsonColumns, Fault> {
+        let list = |l: &Vec<String>| {
+            if l.is_empty() {
+                Ok("[]".to_string())
+            } else {
+                json(l)
+            }
+        };
+        Ok(JsonColumns {
+            context: json(&r.context)?,
+            policies: list(&r.policies)?,
+            grants_used: list(&r.grants_used)?,
+            errors: list(&r.errors)?,
+            redacted: list(&r.redacted)?,
+        })
+    }
+}
+
 /// Inserts a sealed record (and its grant index rows) inside `tx`.
 pub(crate) fn insert(tx: &Transaction<'_>, r: &DecisionRecord) -> Result<(), Fault> {
+    insert_with(tx, r, &JsonColumns::of(r)?)
+}
+
+/// [`insert`] with the record's JSON columns already made.
+pub(crate) fn insert_with(
+    tx: &Transaction<'_>,
+    r: &DecisionRecord,
+    cols: &JsonColumns,
+) -> Result<(), Fault> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO decisions (seq, id, time, kind, request_id, principal, action, resource, context, decision,
            policies, grants_used, errors, revision, engine, latency_us, client_addr, method, path, status,
@@ -243,11 +289,11 @@ pub(crate) fn insert(tx: &Transaction<'_>, r: &DecisionRecord) -> Result<(), Fau
         r.principal,
         r.action,
         r.resource,
-        json(&r.context)?,
+        cols.context,
         r.decision.map(Outcome::as_str),
-        json(&r.policies)?,
-        json(&r.grants_used)?,
-        json(&r.errors)?,
+        cols.policies,
+        cols.grants_used,
+        cols.errors,
         r.revision,
         r.engine,
         latency,
@@ -256,7 +302,7 @@ pub(crate) fn insert(tx: &Transaction<'_>, r: &DecisionRecord) -> Result<(), Fau
         r.path,
         r.status,
         r.break_glass,
-        json(&r.redacted)?,
+        cols.redacted,
         r.prev_hash,
         r.hash,
     ])?;

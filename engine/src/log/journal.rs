@@ -245,7 +245,13 @@ fn commit(
     let Some(last) = batch.last().map(|(_, p)| *p) else {
         return Ok(0);
     };
-    super::writer::write_records(conn, batch.iter_mut().map(|(r, _)| r), Some(last))?;
+    super::writer::write_records(
+        conn,
+        batch.iter_mut().map(|(r, _)| r),
+        Some(last),
+        None,
+        None,
+    )?;
     let n = batch.len() as u64;
     batch.clear();
     Ok(n)

@@ -14,6 +14,7 @@ mod anchor;
 mod db;
 mod error;
 mod export;
+mod feed;
 mod journal;
 mod prune;
 mod record;
@@ -34,6 +35,7 @@ pub use export::{
     export_to_file, manifest_path, ocsf_event, stored_records, syncing_behind, verify_export,
     verify_export_with,
 };
+pub use feed::{DEFAULT_FEED_CAPACITY, ShipFeed};
 pub(crate) use prune::checkpoint_anchor;
 pub use prune::{PruneOptions, PruneReport, prune, prune_with};
 pub use record::{

@@ -26,6 +26,12 @@ pub fn format_time(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
+/// Whether `s` is already in [`format_time`]'s form and a valid time: then it needs no rewriting (records made by
+/// [`DecisionRecord::new`] all are).
+pub(crate) fn is_stored_time(s: &str) -> bool {
+    s.len() == 24 && time::PrimitiveDateTime::parse(s, TIME_FORMAT).is_ok()
+}
+
 /// Parses a record time (any RFC 3339 form is accepted; records are written in [`format_time`]'s form).
 pub fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
     OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
@@ -230,16 +236,59 @@ impl DecisionRecord {
 
     /// Puts the record at `seq` after `prev_hash` and seals it (sets `hash`). Used by the writer and by prune.
     pub fn seal(&mut self, seq: i64, prev_hash: &str) {
+        let mut canonical = Vec::new();
+        self.seal_into(seq, prev_hash, &mut canonical);
+    }
+
+    /// [`DecisionRecord::seal`], leaving the canonical bytes it hashed in `canonical` (cleared first), for a caller
+    /// that also needs the record's JSON ([`DecisionRecord::sealed_json`]) without serializing it again.
+    pub(crate) fn seal_into(&mut self, seq: i64, prev_hash: &str, canonical: &mut Vec<u8>) {
         self.seq = seq;
-        self.prev_hash = prev_hash.to_string();
+        prev_hash.clone_into(&mut self.prev_hash);
         sort_in_place(&mut self.context);
         // The same bytes as `canonical_bytes` (context sorted, hash empty) without its clone and second sort: this
         // runs for every record on the writer thread.
         self.hash.clear();
+        canonical.clear();
+        if serde_json::to_writer(&mut *canonical, &*self).is_err() {
+            canonical.clear();
+        }
         let mut h = Sha256::new();
         h.update(self.prev_hash.as_bytes());
-        h.update(serde_json::to_vec(&*self).unwrap_or_default());
+        h.update(&canonical[..]);
         self.hash = hex::encode(h.finalize());
+    }
+
+    /// The first half of sealing at `seq` after `prev_hash` (the writer's, which makes the canonical bytes from the
+    /// stored columns): sets both, sorts the context, empties `hash`. [`DecisionRecord::finish_seal`] follows.
+    pub(crate) fn start_seal(&mut self, seq: i64, prev_hash: &str) {
+        self.seq = seq;
+        prev_hash.clone_into(&mut self.prev_hash);
+        sort_in_place(&mut self.context);
+        self.hash.clear();
+    }
+
+    /// Sets `hash` from the record's `canonical` bytes (what [`DecisionRecord::canonical_bytes`] would return).
+    pub(crate) fn finish_seal(&mut self, canonical: &[u8]) {
+        let mut h = Sha256::new();
+        h.update(self.prev_hash.as_bytes());
+        h.update(canonical);
+        self.hash = hex::encode(h.finalize());
+    }
+
+    /// The sealed record's JSON (`serde_json` of it, hash included) from the `canonical` bytes it was sealed with
+    /// (as [`DecisionRecord::seal_into`] leaves them): `hash` is the last field, so only its empty value is filled in.
+    pub(crate) fn sealed_json(&self, mut canonical: Vec<u8>) -> String {
+        const EMPTY_HASH: &[u8] = b"\"hash\":\"\"}";
+        if canonical.ends_with(EMPTY_HASH) && self.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            canonical.truncate(canonical.len() - 2);
+            canonical.extend_from_slice(self.hash.as_bytes());
+            canonical.extend_from_slice(b"\"}");
+            if let Ok(s) = String::from_utf8(canonical) {
+                return s;
+            }
+        }
+        serde_json::to_string(self).unwrap_or_default()
     }
 
     /// Whether `hash` matches the record's content.
@@ -490,5 +539,40 @@ mod tests {
         let mut other = r.clone();
         other.context.insert("z".into(), Value::from(2));
         assert!(!other.hash_ok());
+    }
+
+    #[test]
+    fn only_a_valid_time_in_the_stored_form_is_taken_as_it_is() {
+        assert!(is_stored_time("2026-11-23T10:00:00.123Z"));
+        assert!(is_stored_time(&format_time(OffsetDateTime::now_utc())));
+        for bad in [
+            "2026-11-23T10:00:00Z",
+            "2026-11-23T10:00:00.123+00:00",
+            "2026-02-30T10:00:00.123Z",
+            "2026-13-01T10:00:00.123Z",
+            "2026-11-23T25:00:00.123Z",
+            "2026-11-23 10:00:00.123Z",
+            "2026-11-23T10:00:00.1234",
+            "",
+        ] {
+            assert!(!is_stored_time(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_sealed_json_is_the_records_json_and_the_canonical_bytes_are_what_was_hashed() {
+        let mut r = DecisionRecord::decision("User::\"a\"", "read", "Doc::\"d\"", Outcome::Allow);
+        r.context
+            .insert("z".into(), Value::from("quote \" and \\ and é"));
+        r.context
+            .insert("a".into(), serde_json::json!({"y": 1, "b": [true]}));
+        r.grants_used = vec!["g1".into()];
+        let mut canonical = Vec::new();
+        r.seal_into(7, GENESIS_HASH, &mut canonical);
+        assert!(r.hash_ok());
+        assert_eq!(canonical, r.canonical_bytes());
+        let json = r.sealed_json(canonical);
+        assert_eq!(json, serde_json::to_string(&r).unwrap());
+        assert_eq!(serde_json::from_str::<DecisionRecord>(&json).unwrap(), r);
     }
 }

@@ -15,8 +15,10 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use super::anchor::{Anchor, AnchorOptions, AnchorReason};
 use super::db;
+use super::export::{StoredRecord, canonical_from_columns};
+use super::feed::ShipFeed;
 use super::journal::{self, Journal, JournalPos};
-use super::record::{DecisionRecord, GENESIS_HASH, format_time, parse_time};
+use super::record::{DecisionRecord, GENESIS_HASH, format_time, is_stored_time, parse_time};
 use super::{Fault, WriteError};
 use crate::sqlite::{DEFAULT_BUSY_TIMEOUT, connect};
 
@@ -75,6 +77,9 @@ pub struct LogOptions {
     /// Sign the chain head into an anchors file (at start, every `every_records` records, every `every` while
     /// records arrive, and at shutdown), on the writer thread, never per record. `None`: no anchors.
     pub anchor: Option<AnchorOptions>,
+    /// Hand each committed batch to a shipper through this feed, and write the shipping mark it reports in the
+    /// next transaction (see [`ShipFeed`]). `None`: no shipper.
+    pub ship: Option<Arc<ShipFeed>>,
 }
 
 impl Default for LogOptions {
@@ -89,6 +94,7 @@ impl Default for LogOptions {
             journal_rotate_bytes: journal::ROTATE_BYTES,
             journal_linger: Duration::from_millis(10),
             anchor: None,
+            ship: None,
         }
     }
 }
@@ -269,6 +275,8 @@ impl LogWriter {
             stopping: stopping.clone(),
             journal_stuck: false,
             linger: opts.journal_linger,
+            feed: opts.ship.clone(),
+            canonical: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("jitgate-decision-log".into())
@@ -497,6 +505,10 @@ struct Worker {
     /// A journaled batch was given up at shutdown: no later journaled record may be committed before it.
     journal_stuck: bool,
     linger: Duration,
+    /// Where committed records go for the shipper, when there is one.
+    feed: Option<Arc<ShipFeed>>,
+    /// The canonical bytes of each record of the batch being committed, kept for the feed.
+    canonical: Vec<Vec<u8>>,
 }
 
 /// Waits between attempts to commit a failed batch of journaled records: from the first to the last.
@@ -653,6 +665,27 @@ impl Worker {
         self.commit(batch);
     }
 
+    /// One attempt at committing `batch`, with the shipping mark the feed reports; on success the feed learns that
+    /// the mark is written, and `self.canonical` holds each record's canonical bytes.
+    fn write(&mut self, batch: &mut Batch, pos: Option<JournalPos>) -> Result<(), Fault> {
+        let Some(feed) = &self.feed else {
+            return write_batch(&mut self.conn, batch, pos, None, None);
+        };
+        let mark = feed.mark_due();
+        self.canonical.clear();
+        // Until the batch is in the feed (or failed), a shipper leaves the log alone.
+        feed.set_committing(true);
+        let written = write_batch(&mut self.conn, batch, pos, mark, Some(&mut self.canonical));
+        if let Err(e) = written {
+            feed.set_committing(false);
+            return Err(e);
+        }
+        if let Some(m) = mark {
+            feed.set_marked(m);
+        }
+        Ok(())
+    }
+
     fn commit(&mut self, batch: &mut Batch) {
         if batch.is_empty() {
             return;
@@ -665,7 +698,7 @@ impl Worker {
                 "an earlier journaled batch is not committed; left in the journal for the next start",
             ))
         } else {
-            write_batch(&mut self.conn, batch, pos)
+            self.write(batch, pos)
         };
         // Journaled records were acknowledged already: retry rather than skip them (a later batch would move the
         // stored journal position past them). The queue fills meanwhile, so callers wait or fail closed.
@@ -682,7 +715,7 @@ impl Worker {
             tracing::error!(error = %e, records = n, retry_in = ?wait, "decision log: journaled batch not committed");
             std::thread::sleep(wait);
             wait = (wait * 2).min(RETRY_MAX);
-            result = write_batch(&mut self.conn, batch, pos);
+            result = self.write(batch, pos);
         }
         match result {
             Ok(()) => {
@@ -703,6 +736,18 @@ impl Worker {
                         }
                     }
                 }
+                // The shipper's copy before anyone is told: a shipper that sees a committed record in the log also
+                // finds it in the feed, and reads the log only for real gaps.
+                if let Some(feed) = &self.feed {
+                    let head = batch.last().map_or(0, |(r, _, _)| r.seq);
+                    let mut canonical = self.canonical.drain(..);
+                    let shipped = batch
+                        .iter_mut()
+                        .map(|(r, _, _)| stored(r, canonical.next().unwrap_or_default()))
+                        .collect();
+                    drop(canonical);
+                    feed.push(shipped, head);
+                }
                 for (_, notify, _) in batch.drain(..) {
                     notify.send(Ok(()));
                 }
@@ -722,6 +767,9 @@ impl Worker {
 /// Rewrites the record's time in the one stored format (text order is then time order); a bad time is refused
 /// at append, not in the middle of a batch.
 fn normalize(mut rec: DecisionRecord) -> Result<DecisionRecord, Fault> {
+    if is_stored_time(&rec.time) {
+        return Ok(rec);
+    }
     let t = parse_time(&rec.time).map_err(|reason| Fault::Invalid {
         what: format!("record {} time", rec.id),
         reason,
@@ -736,31 +784,81 @@ fn write_batch(
     conn: &mut Connection,
     batch: &mut [(DecisionRecord, Notify, Option<JournalPos>)],
     journal_pos: Option<JournalPos>,
+    shipped: Option<i64>,
+    canonical: Option<&mut Vec<Vec<u8>>>,
 ) -> Result<(), Fault> {
-    write_records(conn, batch.iter_mut().map(|(r, _, _)| r), journal_pos)
+    write_records(
+        conn,
+        batch.iter_mut().map(|(r, _, _)| r),
+        journal_pos,
+        shipped,
+        canonical,
+    )
 }
 
 /// Seals `records` onto the chain head and inserts them in one `IMMEDIATE` transaction, storing `journal_pos`
-/// (where the last journaled one ends) with them. The writer's batches and journal recovery both go through here.
+/// (where the last journaled one ends) and the shipping mark `shipped` (moved forward only, and only where a
+/// shipper has set one) with them. With `canonical`, each record's canonical bytes are pushed there (for the
+/// shipper's feed). The writer's batches and journal recovery both go through here.
 pub(crate) fn write_records<'a>(
     conn: &mut Connection,
     records: impl Iterator<Item = &'a mut DecisionRecord>,
     journal_pos: Option<JournalPos>,
+    shipped: Option<i64>,
+    mut canonical: Option<&mut Vec<Vec<u8>>>,
 ) -> Result<(), Fault> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (mut seq, mut prev) = db::head(&tx)?.unwrap_or((0, GENESIS_HASH.to_string()));
+    let mut bytes = Vec::new();
     for r in records {
         seq += 1;
-        r.seal(seq, &prev);
-        db::insert(&tx, r)?;
+        // Each JSON column is serialized once, for the row and for the canonical bytes the hash covers.
+        r.start_seal(seq, &prev);
+        let cols = db::JsonColumns::of(r)?;
+        bytes.clear();
+        canonical_from_columns(r, &cols, &mut bytes)?;
+        r.finish_seal(&bytes);
+        db::insert_with(&tx, r, &cols)?;
         prev.clone_from(&r.hash);
+        if let Some(out) = canonical.as_deref_mut() {
+            let keep = Vec::with_capacity(bytes.capacity());
+            out.push(std::mem::replace(&mut bytes, keep));
+        }
     }
     db::set_head(&tx, seq, &prev)?;
     if let Some(p) = journal_pos {
         journal::store_pos(&tx, p)?;
     }
+    if let Some(s) = shipped {
+        db::advance_shipped(&tx, s)?;
+    }
     tx.commit()?;
     Ok(())
+}
+
+/// A committed record as the shipper takes it, its fields moved out (the writer is done with it).
+fn stored(r: &mut DecisionRecord, canonical: Vec<u8>) -> StoredRecord {
+    let json = r.sealed_json(canonical);
+    let grants_used = if r.grants_used.is_empty() {
+        "[]".to_string()
+    } else {
+        serde_json::to_string(&r.grants_used).unwrap_or_else(|_| "[]".to_string())
+    };
+    StoredRecord {
+        seq: r.seq,
+        time: std::mem::take(&mut r.time),
+        kind: r.kind.as_str(),
+        principal: std::mem::take(&mut r.principal),
+        action: std::mem::take(&mut r.action),
+        resource: std::mem::take(&mut r.resource),
+        decision: r.decision.map(super::Outcome::as_str),
+        request_id: r.request_id.take(),
+        revision: std::mem::take(&mut r.revision),
+        grants_used,
+        json,
+        prev_hash: std::mem::take(&mut r.prev_hash),
+        hash: std::mem::take(&mut r.hash),
+    }
 }
 
 struct SinkState {

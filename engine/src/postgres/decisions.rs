@@ -28,7 +28,7 @@ use super::pool::Connector;
 use super::{PgStore, migrate, pg_err};
 use crate::log::{
     Anchor, AnchorChain, Chain, Cursor, DecisionRecord, ExportManifest, FailureKind, Filter,
-    Format, GENESIS_HASH, RecordExport, StoredRecord, VerifyReport, check_anchors,
+    Format, GENESIS_HASH, RecordExport, ShipFeed, StoredRecord, VerifyReport, check_anchors,
     checkpoint_anchor, format_time,
 };
 use crate::store::StoreError;
@@ -697,6 +697,10 @@ pub struct ShipOptions {
     pub every: Duration,
     /// Records per transaction.
     pub batch: u32,
+    /// The writer's feed of committed records ([`crate::log::LogOptions::ship`]): records are taken from it rather
+    /// than read back from the log (which is read only for what the feed misses), and the shipping mark goes back
+    /// through it into the writer's next transaction. `None`: every pass reads the log and commits the mark.
+    pub feed: Option<Arc<ShipFeed>>,
 }
 
 /// Counters of the shipper, for metrics.
@@ -750,6 +754,9 @@ impl Shipper {
     ) -> Result<Shipper, StoreError> {
         // Before anything else may prune the log: from here on, prune keeps what is not in the store. Nothing is
         // known to be there until the first pass has asked the store.
+        if let Some(feed) = &opts.feed {
+            feed.reset_marks();
+        }
         if opts.log.is_file() {
             crate::log::mark_shipped(&opts.log, &opts.replica, 0).map_err(|e| {
                 StoreError::database(
@@ -803,12 +810,25 @@ struct Shipped {
     anchors: Option<(i64, u64)>,
 }
 
+/// Records taken from the feed and not shipped yet, in seq order (kept across failed passes: they are committed).
+type Pending = std::collections::VecDeque<StoredRecord>;
+
 fn run(store: &PgStore, opts: &ShipOptions, stop: &(Mutex<bool>, Condvar), stats: &ShipStats) {
     let mut shipped = Shipped::default();
+    let mut pending = Pending::new();
+    // The writer's head as the last pass saw it with nothing in the feed.
+    let mut seen_head = None;
     let mut last_error: Option<String> = None;
     loop {
         let stopping = *stop.0.lock();
-        let wait = match pass(store, opts, &mut shipped, stats) {
+        let wait = match pass(
+            store,
+            opts,
+            &mut shipped,
+            (&mut pending, &mut seen_head),
+            stopping,
+            stats,
+        ) {
             Ok(more) => {
                 if last_error.take().is_some() {
                     tracing::info!(replica = %opts.replica, "log shipper: shipping again");
@@ -830,6 +850,10 @@ fn run(store: &PgStore, opts: &ShipOptions, stop: &(Mutex<bool>, Condvar), stats
             }
         };
         if stopping {
+            // The last pass's mark is not left to a writer transaction that may never come.
+            if let Err(e) = mark_now(opts, &shipped) {
+                tracing::warn!(replica = %opts.replica, error = %e, "log shipper: cannot write the shipping mark");
+            }
             return;
         }
         let mut flag = stop.0.lock();
@@ -839,12 +863,96 @@ fn run(store: &PgStore, opts: &ShipOptions, stop: &(Mutex<bool>, Condvar), stats
     }
 }
 
+/// Writes the shipping mark into the log now when the writer has not yet (with a feed, it is written in the
+/// writer's next transaction: a quiet log or a stopping shipper writes it here).
+fn mark_now(opts: &ShipOptions, shipped: &Shipped) -> Result<(), ShipError> {
+    let (Some(feed), Some(seq)) = (&opts.feed, shipped.seq) else {
+        return Ok(());
+    };
+    // A writer inside a commit carries the mark in it.
+    if feed.marked() < seq && !feed.committing() && opts.log.is_file() {
+        crate::log::mark_shipped(&opts.log, &opts.replica, seq)?;
+        feed.set_marked(seq);
+    }
+    Ok(())
+}
+
+/// The next records to ship after `after`, at most `batch`, and whether more wait: from the feed when it holds the
+/// very next seq, otherwise (nothing new in the feed, or a gap: records it dropped, a prune's checkpoint, records
+/// committed before the shipper started) read from the log, up to the first seq the feed holds.
+fn next_records(
+    opts: &ShipOptions,
+    pending: &mut Pending,
+    seen_head: &mut Option<i64>,
+    after: i64,
+    stopping: bool,
+) -> Result<(Vec<StoredRecord>, bool), ShipError> {
+    let batch = opts.batch.max(1) as usize;
+    if let Some(feed) = &opts.feed {
+        pending.extend(feed.take());
+        while pending.front().is_some_and(|r| r.seq <= after) {
+            pending.pop_front();
+        }
+        // Bounded like the feed: what does not fit is read from the log later.
+        if pending.len() > batch.saturating_mul(2) {
+            pending.clear();
+        }
+        if pending.front().is_some_and(|r| r.seq == after + 1) {
+            return Ok(take_run(pending, batch));
+        }
+        if pending.is_empty() && !stopping {
+            // Nothing new from the writer. The log is read only once the writer has been quiet for a whole pass
+            // (for records it did not write, e.g. a prune's checkpoint): a read while it commits would find its
+            // newest batch, which the feed is about to hold, and read the log back pass after pass.
+            let head = feed.head();
+            if feed.committing() || *seen_head != Some(head) {
+                *seen_head = Some(head);
+                return Ok((Vec::new(), false));
+            }
+        }
+    }
+    let limit = match pending.front() {
+        Some(f) => usize::try_from(f.seq - after - 1).unwrap_or(0).min(batch),
+        None => batch + 1,
+    };
+    let mut records = match u32::try_from(limit) {
+        Ok(0) | Err(_) => Vec::new(),
+        Ok(l) => crate::log::stored_records(&opts.log, after, l)?,
+    };
+    if let Some(f) = pending.front() {
+        // Only the gap before what the feed holds; a gap the log does not hold either (as in a log pruned of
+        // unshipped records on purpose) is shipped as the log has it: without those records.
+        records.retain(|r| r.seq < f.seq);
+        if records.is_empty() {
+            return Ok(take_run(pending, batch));
+        }
+    }
+    let more = records.len() > batch || !pending.is_empty();
+    records.truncate(batch);
+    Ok((records, more))
+}
+
+/// Up to `batch` records from the front of `pending` with consecutive seqs, and whether any are left.
+fn take_run(pending: &mut Pending, batch: usize) -> (Vec<StoredRecord>, bool) {
+    let mut out: Vec<StoredRecord> = Vec::with_capacity(batch.min(pending.len()));
+    while out.len() < batch
+        && pending
+            .front()
+            .is_some_and(|r| out.last().is_none_or(|l| r.seq == l.seq + 1))
+    {
+        out.extend(pending.pop_front());
+    }
+    (out, !pending.is_empty())
+}
+
 /// One pass: ships up to a batch of sealed records past the newest shipped one, with the signed anchors whose head
 /// they reach; `true` when more wait.
 fn pass(
     store: &PgStore,
     opts: &ShipOptions,
     shipped: &mut Shipped,
+    (pending, seen_head): (&mut Pending, &mut Option<i64>),
+    stopping: bool,
     stats: &ShipStats,
 ) -> Result<bool, ShipError> {
     if !opts.log.is_file() {
@@ -862,16 +970,16 @@ fn pass(
                 .map_err(|e| pg_err("cannot read the newest shipped seq", e))
             })?;
             crate::log::mark_shipped(&opts.log, &opts.replica, s)?;
+            if let Some(feed) = &opts.feed {
+                feed.set_marked(s);
+            }
             shipped.seq = Some(s);
             s
         }
     };
     stats.shipped_seq.store(after, Ordering::Relaxed);
-    // The stored rows as they are (no record decoded and encoded again), one more than a batch to tell whether
-    // more wait.
-    let mut records = crate::log::stored_records(&opts.log, after, opts.batch.saturating_add(1))?;
-    let more = records.len() > opts.batch as usize;
-    records.truncate(opts.batch as usize);
+    // The records as stored (no record decoded and encoded again).
+    let (records, more) = next_records(opts, pending, seen_head, after, stopping)?;
     let through = records.last().map_or(after, |r| r.seq);
     // Anchors read after the records: one that signs a head the records reach is shipped with them, in the same
     // transaction (a writer's start anchor comes before the records after it, so a reader never sees them follow
@@ -893,27 +1001,55 @@ fn pass(
         shipped.seq = Some(through);
         stats.shipped_seq.store(through, Ordering::Relaxed);
         // Only now that the store holds them may prune remove them.
-        crate::log::mark_shipped(&opts.log, &opts.replica, through)?;
+        match &opts.feed {
+            // In the writer's next transaction (or below, once the log is quiet).
+            Some(feed) => feed.shipped(through),
+            None => crate::log::mark_shipped(&opts.log, &opts.replica, through)?,
+        }
+    } else {
+        // Nothing new: no writer transaction may come soon to carry the mark.
+        mark_now(opts, shipped)?;
     }
     // The lag: sealed local records past the newest shipped one, and the age of the oldest of them.
     let done = through;
-    let local = crate::log::tail(&opts.log, 1)?
-        .last()
-        .map_or(done, |r| r.seq);
+    let (local, oldest) = match &opts.feed {
+        // The writer's head and the oldest record not shipped yet, from memory while the feed covers them.
+        Some(feed) if pending.is_empty() || pending.front().is_some_and(|r| r.seq == done + 1) => {
+            let local = feed
+                .head()
+                .max(pending.back().map_or(done, |r| r.seq))
+                .max(done);
+            let oldest = match pending.front() {
+                Some(r) => Some(r.time.clone()),
+                None => feed.oldest_time(),
+            };
+            (local, oldest)
+        }
+        _ => {
+            let local = crate::log::tail(&opts.log, 1)?
+                .last()
+                .map_or(done, |r| r.seq);
+            let oldest = if local > done {
+                crate::log::query(&opts.log, &Filter::default(), Some(Cursor(done)), 1)?
+                    .records
+                    .into_iter()
+                    .next()
+                    .map(|r| r.time)
+            } else {
+                None
+            };
+            (local, oldest)
+        }
+    };
     stats
         .lag_records
         .store(u64::try_from(local - done).unwrap_or(0), Ordering::Relaxed);
-    let age = if local > done {
-        crate::log::query(&opts.log, &Filter::default(), Some(Cursor(done)), 1)?
-            .records
-            .first()
-            .and_then(|r| crate::log::parse_time(&r.time).ok())
-            .map_or(0, |t| {
-                let ms = (time::OffsetDateTime::now_utc() - t).whole_milliseconds();
-                u64::try_from(ms).unwrap_or(0)
-            })
-    } else {
-        0
+    let age = match oldest {
+        Some(t) if local > done => crate::log::parse_time(&t).ok().map_or(0, |t| {
+            let ms = (time::OffsetDateTime::now_utc() - t).whole_milliseconds();
+            u64::try_from(ms).unwrap_or(0)
+        }),
+        _ => 0,
     };
     stats.lag_ms.store(age, Ordering::Relaxed);
     Ok(more)
