@@ -742,6 +742,8 @@ fn opa_data_files_are_placed_by_their_directory() {
 /// outside the roots refuse the bundle with the manifest's file and line.
 #[test]
 fn an_opa_bundle_with_a_manifest_loads_as_it_is() {
+    // The bundle through the crate's re-export: this file is test code, but proxy/tests/module_graph.rs reads it as a
+    // module of `rego`, which `bundle` depends on.
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir_all(d.join("people/eu")).unwrap();
@@ -772,7 +774,7 @@ fn an_opa_bundle_with_a_manifest_loads_as_it_is() {
         r#"{"alice": {"teams": ["dba"]}, "bob": {"teams": []}}"#,
     )
     .unwrap();
-    let bundle = crate::bundle::Bundle::load(d).unwrap_or_else(|e| panic!("{e}"));
+    let bundle = crate::Bundle::load(d).unwrap_or_else(|e| panic!("{e}"));
     let mut alice = request("read", &[]);
     alice.principal.entity = EntityRef::new("User", "alice");
     let e = bundle.backend().evaluate(&DecisionInput::new(&alice, &[]));
@@ -798,11 +800,11 @@ fn an_opa_bundle_with_a_manifest_loads_as_it_is() {
         manifest.replace("2026-12-07.1", "2026-12-07.2"),
     )
     .unwrap();
-    assert_ne!(crate::bundle::Bundle::load(d).unwrap().revision, rev);
+    assert_ne!(crate::Bundle::load(d).unwrap().revision, rev);
 
     // Without the manifest's word the library is Rego v1 and does not parse.
     std::fs::write(d.join(".manifest"), manifest.replace("0}", "1}")).unwrap();
-    let err = crate::bundle::Bundle::load(d).unwrap_err();
+    let err = crate::Bundle::load(d).unwrap_err();
     assert!(
         err.0.iter().any(|x| x.file.ends_with("lib/helpers.rego")),
         "{err}"
@@ -814,7 +816,7 @@ fn an_opa_bundle_with_a_manifest_loads_as_it_is() {
         manifest.replace("people/eu", "people/us"),
     )
     .unwrap();
-    let err = crate::bundle::Bundle::load(d).unwrap_err();
+    let err = crate::Bundle::load(d).unwrap_err();
     let x = &err.0[0];
     assert!(x.file.ends_with(".manifest") && x.line == Some(3), "{err}");
     assert!(
@@ -825,7 +827,7 @@ fn an_opa_bundle_with_a_manifest_loads_as_it_is() {
 
     // A package outside the roots.
     std::fs::write(d.join(".manifest"), manifest.replace("\"lib\", ", "")).unwrap();
-    let err = crate::bundle::Bundle::load(d).unwrap_err();
+    let err = crate::Bundle::load(d).unwrap_err();
     assert!(
         err.0
             .iter()
@@ -839,7 +841,7 @@ fn an_opa_bundle_with_a_manifest_loads_as_it_is() {
         manifest.replace("{\"owner\": \"security\"}", "\"security\""),
     )
     .unwrap();
-    let err = crate::bundle::Bundle::load(d).unwrap_err();
+    let err = crate::Bundle::load(d).unwrap_err();
     let x = &err.0[0];
     assert!(x.file.ends_with(".manifest") && x.line == Some(4), "{err}");
     assert_eq!(x.message, "metadata: expected an object, got a string");
