@@ -247,11 +247,7 @@ impl GrantIndex {
             let new: Shard = map
                 .iter()
                 .filter_map(|(p, l)| {
-                    let kept: Vec<Arc<Grant>> = l
-                        .iter()
-                        .filter(|g| live(g))
-                        .cloned()
-                        .collect();
+                    let kept: Vec<Arc<Grant>> = l.iter().filter(|g| live(g)).cloned().collect();
                     (!kept.is_empty()).then(|| (p.clone(), kept.into()))
                 })
                 .collect();

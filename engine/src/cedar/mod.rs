@@ -109,8 +109,13 @@ impl CedarBackend {
             EntityData::load(&index.schema, entity_files)?
         };
         data.pin(index.literals.iter());
-        let entities =
-            EntityBuilder::new(&index.schema, index.entity_attrs, Arc::new(data), schema, &index.base)?;
+        let entities = EntityBuilder::new(
+            &index.schema,
+            index.entity_attrs,
+            Arc::new(data),
+            schema,
+            &index.base,
+        )?;
         let current = ArcSwap::from_pointee(entities.with_data(entities.data.clone()));
         Ok(CedarBackend {
             schema: index.schema,
