@@ -193,7 +193,7 @@ fn id_segment<'a>(what: &str, id: &'a str) -> anyhow::Result<&'a str> {
 }
 
 /// `v` percent-encoded for a query string: only letters, digits and `-._~` stay as they are.
-fn query_value(v: &str) -> String {
+pub(crate) fn query_value(v: &str) -> String {
     v.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
+use crate::access::query_value;
 use crate::reload::{AdminArg, client, refusal, url};
 
 /// `jitgate entities ...`.
@@ -149,17 +150,4 @@ fn problem(p: &Value) -> String {
     }
     s.push_str(&format!(": {}", p["reason"].as_str().unwrap_or("")));
     s
-}
-
-/// `v` percent-encoded for a query string.
-fn query_value(v: &str) -> String {
-    v.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

@@ -69,19 +69,7 @@ impl EntityData {
                     Err(e) => {
                         // Cedar's entity errors carry no position (the entity's is given) and keep their detail in
                         // the error's sources and help.
-                        let mut msg = e.to_string();
-                        let mut source = std::error::Error::source(&e);
-                        while let Some(s) = source {
-                            let text = s.to_string();
-                            if !msg.contains(&text) {
-                                msg.push_str(": ");
-                                msg.push_str(&text);
-                            }
-                            source = s.source();
-                        }
-                        if let Some(help) = miette::Diagnostic::help(&e) {
-                            msg.push_str(&format!(" (help: {help})"));
-                        }
+                        let msg = entity_error_message(&e);
                         errors.push(Diagnostic::at(
                             file,
                             line,
@@ -362,6 +350,25 @@ fn uid_text(item: &serde_json::Value) -> String {
         (Some(t), Some(id)) => format!("{t}::{id:?}"),
         _ => "(without a uid)".to_string(),
     }
+}
+
+/// Cedar's message for an entity that does not parse, with the detail it keeps in the error's sources and help
+/// (its entity errors carry no position: the entity's is given beside it).
+pub(crate) fn entity_error_message(e: &dyn miette::Diagnostic) -> String {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    if let Some(help) = e.help() {
+        msg.push_str(&format!(" (help: {help})"));
+    }
+    msg
 }
 
 /// 1-based line and column (in characters) of each top-level array element in a JSON text (known to parse), in one

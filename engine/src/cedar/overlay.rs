@@ -9,27 +9,9 @@ use cedar_policy_core::ast::{self, EntityUID};
 use cedar_policy_core::entities::{Entities as CoreEntities, NoEntitiesSchema, TCComputation};
 use cedar_policy_core::extensions::Extensions;
 
-use super::data::{EntityData, find_cycle};
+use super::data::{EntityData, entity_error_message, find_cycle};
 use crate::overlay::EntityProblem;
 use crate::store::StoredEntity;
-
-/// Cedar's message for an entity that does not parse, with the detail it keeps in its sources and help.
-fn message(e: &dyn miette::Diagnostic) -> String {
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        source = s.source();
-    }
-    if let Some(help) = e.help() {
-        msg.push_str(&format!(" (help: {help})"));
-    }
-    msg
-}
 
 /// Parses the store's entities against `schema` (every problem reported, by uid).
 fn parse(schema: &Schema, stored: &[StoredEntity]) -> Result<Vec<ast::Entity>, Vec<EntityProblem>> {
@@ -48,7 +30,10 @@ fn parse(schema: &Schema, stored: &[StoredEntity]) -> Result<Vec<ast::Entity>, V
                     out.push(e);
                 }
             }
-            Err(e) => problems.push(EntityProblem::new(s.uid.to_string(), message(&e))),
+            Err(e) => problems.push(EntityProblem::new(
+                s.uid.to_string(),
+                entity_error_message(&e),
+            )),
         }
     }
     if problems.is_empty() {
