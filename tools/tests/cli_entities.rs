@@ -4,11 +4,13 @@
 //! a clear refusal, and bad arguments are usage errors (exit 2).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Write};
+mod run_cli;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+
+use run_cli::Served;
 
 fn jitgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_jitgate"))
@@ -50,18 +52,6 @@ fn bundle(dir: &Path) -> PathBuf {
     dst
 }
 
-struct Served {
-    child: Child,
-    admin: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(dir: &Path) -> Served {
     let config = dir.join("jitgate.toml");
     std::fs::write(
@@ -77,46 +67,7 @@ fn serve(dir: &Path) -> Served {
         ),
     )
     .unwrap();
-    let mut child = jitgate()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = rx.recv_timeout(left) else {
-            let _ = child.kill();
-            let status = child.wait();
-            panic!("serve never listened ({status:?}):\n{}", seen.join("\n"));
-        };
-        if line.contains("jitgate listening") {
-            let admin = line
-                .split("admin=Some(")
-                .nth(1)
-                .and_then(|s| s.split([' ', ')']).next())
-                .unwrap();
-            let admin = format!("http://{admin}");
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return Served { child, admin };
-        }
-        seen.push(line);
-    }
+    run_cli::serve(&config).unwrap_or_else(|e| panic!("serve never listened: {e}"))
 }
 
 fn token(dir: &Path, who: &str, groups: &str) -> String {

@@ -8,15 +8,16 @@
 //! so, when `JITGATE_TEST_POSTGRES` is unset.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
+mod run_cli;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use jitgate_engine::log::Filter;
 use jitgate_engine::postgres::decisions::Records;
 use jitgate_engine::postgres::scratch::{Scratch, test_url};
+use run_cli::{Served, serve};
 
 fn bundle() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/quickstart-cedar")
@@ -69,73 +70,8 @@ url = "http://127.0.0.1:9"
     path
 }
 
-struct Served {
-    child: Child,
-    admin: String,
-    proxy: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn jitgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_jitgate"))
-}
-
-/// Starts `jitgate serve --config path` and waits (60 s at most) for its `jitgate listening` line; `Err` with what
-/// it printed when it exits first.
-fn serve(path: &Path) -> Result<Served, String> {
-    let mut child = jitgate()
-        .args(["serve", "--config"])
-        .arg(path)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = rx.recv_timeout(left) else {
-            let _ = child.kill();
-            let status = child.wait().unwrap();
-            return Err(format!("exited ({status}):\n{}", seen.join("\n")));
-        };
-        if line.contains("jitgate listening") {
-            let after = |key: &str| {
-                line.split(key)
-                    .nth(1)
-                    .and_then(|s| s.split([' ', ')']).next())
-                    .unwrap()
-                    .to_string()
-            };
-            let proxy = format!("http://{}", after("addr="));
-            let admin = format!("http://{}", after("admin=Some("));
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return Ok(Served {
-                child,
-                admin,
-                proxy,
-            });
-        }
-        seen.push(line);
-    }
 }
 
 fn token(key: &Path, who: &str, groups: &str) -> String {

@@ -5,13 +5,14 @@
 //! otherwise).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
+mod run_cli;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use jitgate_engine::postgres::scratch::{Scratch, test_url};
+use run_cli::serve;
 use serde_json::{Value, json};
 
 fn bundle() -> PathBuf {
@@ -56,75 +57,8 @@ url = "http://127.0.0.1:9"
 }
 
 /// A running `jitgate serve --config`, with the addresses its log announced.
-struct Served {
-    child: Child,
-    admin: String,
-    proxy: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn jitgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_jitgate"))
-}
-
-/// Starts `jitgate serve --config path` and waits (60 s at most) for its `jitgate listening` line; `Err` with what
-/// it printed when it exits first.
-fn serve(path: &Path) -> Result<Served, String> {
-    let mut child = jitgate()
-        .args(["serve", "--config"])
-        .arg(path)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = rx.recv_timeout(left) else {
-            let _ = child.kill();
-            let status = child.wait().unwrap();
-            return Err(format!("exited ({status}):\n{}", seen.join("\n")));
-        };
-        if line.contains("jitgate listening") {
-            // `addr=127.0.0.1:PORT admin=Some(127.0.0.1:PORT)`
-            let after = |key: &str| {
-                line.split(key)
-                    .nth(1)
-                    .and_then(|s| s.split([' ', ')']).next())
-                    .unwrap()
-                    .to_string()
-            };
-            let proxy = format!("http://{}", after("addr="));
-            let admin = format!("http://{}", after("admin=Some("));
-            // Keep draining so the child never blocks on a full pipe.
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return Ok(Served {
-                child,
-                admin,
-                proxy,
-            });
-        }
-        seen.push(line);
-    }
 }
 
 #[test]
