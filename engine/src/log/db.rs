@@ -95,6 +95,24 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         time    TEXT NOT NULL
     );
     "#,
+    // 5: fewer b-trees written per logged decision. Actions are a handful of values, queried with a time range or
+    // another column like the outcome, kind and revision of migration 2, so their index goes too. The grant index
+    // table is keyed by (seq, grant_id) itself (WITHOUT ROWID), which orders it by seq for prune's range delete and
+    // for the NOT EXISTS look-ups of verify, in place of a rowid table plus an index on seq; (grant_id, seq) stays
+    // for `--grant`. A duplicate (seq, grant_id) pair, which a grants_used list naming one grant twice would have
+    // made, says nothing the first does not: it is kept once.
+    r#"
+    DROP INDEX decisions_action;
+    CREATE TABLE decision_grants_new (
+        seq      INTEGER NOT NULL,
+        grant_id TEXT NOT NULL,
+        PRIMARY KEY (seq, grant_id)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO decision_grants_new (seq, grant_id) SELECT seq, grant_id FROM decision_grants;
+    DROP TABLE decision_grants;
+    ALTER TABLE decision_grants_new RENAME TO decision_grants;
+    CREATE INDEX decision_grants_grant ON decision_grants (grant_id, seq);
+    "#,
 ];
 
 /// Opens (creating it and its parent directories if needed) the log database at `path` with jitgate's settings
@@ -307,8 +325,9 @@ pub(crate) fn insert_with(
         r.hash,
     ])?;
     if !r.grants_used.is_empty() {
-        let mut g =
-            tx.prepare_cached("INSERT INTO decision_grants (grant_id, seq) VALUES (?1, ?2)")?;
+        let mut g = tx.prepare_cached(
+            "INSERT OR IGNORE INTO decision_grants (grant_id, seq) VALUES (?1, ?2)",
+        )?;
         for id in &r.grants_used {
             g.execute(params![id, r.seq])?;
         }
@@ -627,7 +646,7 @@ mod tests {
             assert_eq!(versions(&conn, VERSION_TABLE), vec![1, 2, 3], "upto {upto}");
             assert_eq!(
                 versions(&conn, LOG_VERSION_TABLE),
-                vec![1, 2, 3, 4],
+                vec![1, 2, 3, 4, 5],
                 "upto {upto}"
             );
             if upto >= 2 {
@@ -664,7 +683,7 @@ mod tests {
             }
             let conn = Connection::open(&path).unwrap();
             assert_eq!(versions(&conn, VERSION_TABLE), vec![1, 2, 3]);
-            assert_eq!(versions(&conn, LOG_VERSION_TABLE), vec![1, 2, 3, 4]);
+            assert_eq!(versions(&conn, LOG_VERSION_TABLE), vec![1, 2, 3, 4, 5]);
         }
         // Each alone makes only its own tables.
         let log_only = dir.path().join("log.db");
@@ -681,5 +700,125 @@ mod tests {
             )
             .unwrap();
         assert!(!grants);
+    }
+
+    /// The grant index rows, in key order.
+    fn grant_rows(conn: &Connection) -> Vec<(i64, String)> {
+        let mut stmt = conn
+            .prepare("SELECT seq, grant_id FROM decision_grants ORDER BY seq, grant_id")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_log_of_schema_4_opens_migrated_and_verifies_and_queries_as_before() {
+        use super::super::{
+            Filter, LogOptions, LogWriter, Outcome, RecordKind, query, verify_store,
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.db");
+        let t0 = time::macros::datetime!(2026-11-23 10:00:00 UTC);
+        // A log as the code of schema 4 wrote it (rowid grant table, indexes on action and on grant seq).
+        {
+            let mut conn = connect(&path, DEFAULT_BUSY_TIMEOUT).unwrap();
+            apply_migrations(&mut conn, LOG_VERSION_TABLE, &MIGRATIONS[..4]).unwrap();
+            let mut records: Vec<DecisionRecord> = (0..40)
+                .map(|i| {
+                    let mut r =
+                        DecisionRecord::at(RecordKind::Decision, t0 + time::Duration::minutes(i));
+                    r.principal = format!(r#"User::"u{}""#, i % 3);
+                    r.action = format!(r#"Action::"a{}""#, i % 2);
+                    r.resource = format!(r#"Service::"s{}""#, i % 5);
+                    r.decision = Some(Outcome::Allow);
+                    r.grants_used = match i % 4 {
+                        0 => vec![],
+                        1 => vec![format!("g{i}")],
+                        _ => vec![format!("g{}", i % 3), "gshared".into()],
+                    };
+                    r.revision = "rev1".into();
+                    r.engine = "cedar".into();
+                    r
+                })
+                .collect();
+            super::super::writer::write_records(&mut conn, records.iter_mut(), None, None, None)
+                .unwrap();
+            // An index row named twice (which only a grants_used naming a grant twice made): kept once.
+            conn.execute(
+                "INSERT INTO decision_grants (grant_id, seq) VALUES ('g1', 2)",
+                [],
+            )
+            .unwrap();
+            assert_eq!(versions(&conn, LOG_VERSION_TABLE), vec![1, 2, 3, 4]);
+        }
+        let filters = [
+            Filter::default(),
+            Filter {
+                grant: Some("gshared".into()),
+                ..Filter::default()
+            },
+            Filter {
+                grant: Some("g1".into()),
+                ..Filter::default()
+            },
+            Filter {
+                action: Some(r#"Action::"a1""#.into()),
+                ..Filter::default()
+            },
+            Filter {
+                action: Some(r#"Action::"a0""#.into()),
+                principal: Some(r#"User::"u2""#.into()),
+                since: Some(t0 + time::Duration::minutes(7)),
+                until: Some(t0 + time::Duration::minutes(31)),
+                ..Filter::default()
+            },
+        ];
+        let run = |f: &Filter| {
+            query(&path, f, None, 1000)
+                .unwrap()
+                .records
+                .into_iter()
+                .map(|r| r.seq)
+                .collect::<Vec<_>>()
+        };
+        let before: Vec<_> = filters.iter().map(run).collect();
+        let rows_before = grant_rows(&Connection::open(&path).unwrap());
+        // The writer of now opens it: schema 5, the same answers, a chain that verifies, and it goes on.
+        let log = LogWriter::start(&path, LogOptions::default()).unwrap();
+        log.shutdown().unwrap();
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(versions(&conn, LOG_VERSION_TABLE), vec![1, 2, 3, 4, 5]);
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            !indexes.contains(&"decisions_action".to_string()),
+            "{indexes:?}"
+        );
+        assert!(
+            !indexes.contains(&"decision_grants_seq".to_string()),
+            "{indexes:?}"
+        );
+        assert!(
+            indexes.contains(&"decision_grants_grant".to_string()),
+            "{indexes:?}"
+        );
+        let mut deduped = rows_before.clone();
+        deduped.dedup();
+        assert_eq!(deduped.len() + 1, rows_before.len());
+        assert_eq!(grant_rows(&conn), deduped);
+        let after: Vec<_> = filters.iter().map(run).collect();
+        assert_eq!(after, before);
+        assert!(before[1].len() > 10 && !before[4].is_empty(), "{before:?}");
+        let report = verify_store(&path).unwrap();
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.records, 40);
     }
 }
