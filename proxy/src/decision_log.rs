@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use jitgate_engine::log::{
-    AnchorKey, AnchorOptions, DEFAULT_FEED_CAPACITY, DecisionRecord, JsonlSink, LogOptions,
+    Ack, AnchorKey, AnchorOptions, DEFAULT_FEED_CAPACITY, DecisionRecord, JsonlSink, LogOptions,
     LogWriter, OnFull, ShipFeed, WriteError, redact, redact_query,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -141,10 +141,26 @@ impl DecisionLog {
 
     /// Logs a record: waits until it is committed, or only until it is in the journal (see the module docs). The
     /// slot is released when the commit finishes.
-    pub async fn commit(&self, slot: Slot, rec: DecisionRecord) -> Result<(), WriteError> {
-        match self.queue(slot, rec)? {
-            Some(committed) => committed.await.map_err(|_| WriteError::Closed)?,
-            None => Ok(()),
+    pub async fn commit(&self, slot: Slot, mut rec: DecisionRecord) -> Result<(), WriteError> {
+        match (&self.writer, self.acknowledge) {
+            (Some(writer), Acknowledge::Commit) => {
+                self.redact(&mut rec);
+                // One acknowledgement per batch from the writer; the slot is held until the record is committed.
+                let mut waiting = Waiting {
+                    ack: Some(writer.append_acked(rec)?),
+                    slot: Some(slot),
+                };
+                let committed = match waiting.ack.as_mut() {
+                    Some(ack) => ack.await,
+                    None => Err(WriteError::Closed),
+                };
+                waiting.ack = None;
+                committed
+            }
+            _ => match self.queue(slot, rec)? {
+                Some(committed) => committed.await.map_err(|_| WriteError::Closed)?,
+                None => Ok(()),
+            },
         }
     }
 
@@ -162,10 +178,7 @@ impl DecisionLog {
         slot: Slot,
         mut rec: DecisionRecord,
     ) -> Result<Option<oneshot::Receiver<Result<(), WriteError>>>, WriteError> {
-        if !self.redact.is_empty() {
-            redact(&mut rec, &self.redact);
-        }
-        redact_query(&mut rec, &self.redact_query);
+        self.redact(&mut rec);
         let Some(writer) = &self.writer else {
             return Ok(None);
         };
@@ -181,6 +194,14 @@ impl DecisionLog {
             let _ = tx.send(r);
         })?;
         Ok(Some(rx))
+    }
+
+    /// Masks what `[log] redact` and `[log] redact_query` name in `rec`.
+    fn redact(&self, rec: &mut DecisionRecord) {
+        if !self.redact.is_empty() {
+            redact(rec, &self.redact);
+        }
+        redact_query(rec, &self.redact_query);
     }
 
     /// Appends a record that is not a data-plane request's: a lifecycle event or a refused admin call. Its slot
@@ -215,5 +236,26 @@ impl DecisionLog {
     /// Whether records can be committed: the log is disabled (nothing to commit), or its writer thread runs.
     pub fn is_healthy(&self) -> bool {
         self.writer.as_ref().is_none_or(|w| w.is_running())
+    }
+}
+
+/// A record being waited for with its slot. Dropped before the answer (the caller went away), the slot stays taken
+/// until the record is committed, on a task of its own, so the queue still bounds what is not yet in SQLite.
+struct Waiting {
+    ack: Option<Ack>,
+    slot: Option<Slot>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let (Some(ack), Some(slot)) = (self.ack.take(), self.slot.take()) else {
+            return;
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = ack.await;
+                drop(slot);
+            });
+        }
     }
 }

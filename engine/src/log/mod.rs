@@ -10,6 +10,7 @@
 //! Ed25519 key kept apart from the log and appends these signed anchors to their own file ([`Anchor`]), and
 //! [`verify_log`] checks the records against them with the public key alone.
 
+mod ack;
 mod anchor;
 mod db;
 mod error;
@@ -23,6 +24,7 @@ mod writer;
 
 use time::OffsetDateTime;
 
+pub use ack::Ack;
 pub use anchor::{
     Anchor, AnchorKey, AnchorOptions, AnchorReason, anchors_path, key_id, latest_anchor,
     load_public_key, public_key_path,

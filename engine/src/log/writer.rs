@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use parking_lot::Mutex;
 use rusqlite::{Connection, TransactionBehavior};
 
+use super::ack::{Ack, Acks};
 use super::anchor::{Anchor, AnchorOptions, AnchorReason};
 use super::db;
 use super::export::{StoredRecord, canonical_from_columns};
@@ -143,6 +144,8 @@ type Callback = Box<dyn FnOnce(Result<(), WriteError>) + Send + 'static>;
 enum Notify {
     Ticket(Sender<Result<(), WriteError>>),
     Callback(Callback),
+    /// Numbered for the batch acknowledgement ([`LogWriter::append_acked`]): told through [`Acks`], per batch.
+    Acked(u64),
 }
 
 impl Notify {
@@ -153,6 +156,7 @@ impl Notify {
                 let _ = tx.send(res);
             }
             Notify::Callback(f) => f(res),
+            Notify::Acked(_) => {}
         }
     }
 }
@@ -190,6 +194,8 @@ pub struct LogWriter {
     stopping: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
     checkpointer: Mutex<Option<Checkpointer>>,
+    /// The batch acknowledgement of [`LogWriter::append_acked`].
+    acks: Arc<Acks>,
 }
 
 impl std::fmt::Debug for LogWriter {
@@ -262,7 +268,9 @@ impl LogWriter {
             counters.anchors.fetch_add(1, Ordering::Relaxed);
         }
         let stopping = Arc::new(AtomicBool::new(false));
+        let acks = Arc::new(Acks::default());
         let worker = Worker {
+            acks: acks.clone(),
             anchor,
             conn,
             rx,
@@ -291,6 +299,7 @@ impl LogWriter {
             stopping,
             thread: Mutex::new(Some(thread)),
             checkpointer: Mutex::new(Some(checkpointer)),
+            acks,
         })
     }
 
@@ -300,6 +309,17 @@ impl LogWriter {
         let (tx, rx) = bounded(1);
         self.enqueue(Msg::Record(Box::new(rec), Notify::Ticket(tx), None))?;
         Ok(Ticket { rx })
+    }
+
+    /// Queues `rec`; the returned [`Ack`] resolves once it is committed (`Ok`), or its batch failed or the writer
+    /// stopped before committing it (`Err`). For async callers: the writer answers each batch once, not each record
+    /// (see `engine/src/log/ack.rs`).
+    pub fn append_acked(&self, rec: DecisionRecord) -> Result<Ack, WriteError> {
+        let rec = Box::new(normalize(rec)?);
+        let n = self
+            .acks
+            .number(|n| self.enqueue(Msg::Record(rec, Notify::Acked(n), None)))?;
+        Ok(Ack::new(self.acks.clone(), n))
     }
 
     /// Queues `rec`; `done` runs on the writer thread once it is committed or failed. Keep `done` short (e.g.
@@ -493,6 +513,8 @@ struct AnchorState {
 }
 
 struct Worker {
+    /// Told the outcome of each batch's numbered records; closed when the worker ends, however it ends.
+    acks: Arc<Acks>,
     anchor: Option<AnchorState>,
     conn: Connection,
     rx: Receiver<Msg>,
@@ -516,6 +538,24 @@ const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
 type Batch = Vec<(DecisionRecord, Notify, Option<JournalPos>)>;
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Whatever is numbered and not committed by now never will be (thread ended, or panicked).
+        self.acks.close();
+    }
+}
+
+/// The range `[start, end)` of the numbered records of `batch` (contiguous: numbers follow queue order).
+fn acked_range(batch: &Batch) -> Option<(u64, u64)> {
+    let mut numbers = batch.iter().filter_map(|(_, n, _)| match n {
+        Notify::Acked(n) => Some(*n),
+        _ => None,
+    });
+    let first = numbers.next()?;
+    let last = numbers.last().unwrap_or(first);
+    Some((first, last + 1))
+}
 
 impl Worker {
     fn run(mut self) {
@@ -748,16 +788,24 @@ impl Worker {
                     drop(canonical);
                     feed.push(shipped, head);
                 }
+                let acked = acked_range(batch);
                 for (_, notify, _) in batch.drain(..) {
                     notify.send(Ok(()));
+                }
+                if let Some((start, end)) = acked {
+                    self.acks.resolve(start, end, Ok(()));
                 }
                 self.anchor_if_due();
             }
             Err(e) => {
                 self.counters.errors.fetch_add(n, Ordering::Relaxed);
                 tracing::error!(error = %e, records = n, "decision log: batch not committed");
+                let acked = acked_range(batch);
                 for (_, notify, _) in batch.drain(..) {
                     notify.send(Err(e.clone().into()));
+                }
+                if let Some((start, end)) = acked {
+                    self.acks.resolve(start, end, Err(e.into()));
                 }
             }
         }
