@@ -228,7 +228,11 @@ impl Proxy {
 
     /// The decision record of a request, from what its stages found (moved out of `trace`).
     fn record(&self, trace: &mut Trace, status: u16) -> DecisionRecord {
-        let mut r = DecisionRecord::new(RecordKind::Decision);
+        let mut r = DecisionRecord::with_id(
+            RecordKind::Decision,
+            trace.decision_id.clone(),
+            time::OffsetDateTime::now_utc(),
+        );
         // Erroring policies with the language's own answer, or a deny's nearest permits (`context.explain`);
         // nothing for an allow.
         let mut explain = None;
@@ -266,7 +270,6 @@ impl Proxy {
         if let Some(o) = &trace.otel {
             r.context.insert("trace_id".into(), o.trace_id().into());
         }
-        r.id = trace.decision_id.clone();
         r.request_id = Some(trace.decision_id.clone());
         r.principal = trace.principal.take().unwrap_or_default();
         r.action = trace.action.take().unwrap_or_default();

@@ -173,9 +173,15 @@ impl DecisionRecord {
 
     /// Like [`DecisionRecord::new`] at a given time.
     pub fn at(kind: RecordKind, time: OffsetDateTime) -> Self {
+        Self::with_id(kind, uuid::Uuid::now_v7().to_string(), time)
+    }
+
+    /// Like [`DecisionRecord::at`] with an id the caller already has (the proxy's decision id), so that none is
+    /// made only to be replaced.
+    pub fn with_id(kind: RecordKind, id: String, time: OffsetDateTime) -> Self {
         DecisionRecord {
             seq: 0,
-            id: uuid::Uuid::now_v7().to_string(),
+            id,
             time: format_time(time),
             kind,
             request_id: None,
