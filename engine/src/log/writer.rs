@@ -553,7 +553,7 @@ fn acked_range(batch: &Batch) -> Option<(u64, u64)> {
         _ => None,
     });
     let first = numbers.next()?;
-    let last = numbers.last().unwrap_or(first);
+    let last = numbers.next_back().unwrap_or(first);
     Some((first, last + 1))
 }
 
