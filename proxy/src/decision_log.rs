@@ -141,26 +141,11 @@ impl DecisionLog {
 
     /// Logs a record: waits until it is committed, or only until it is in the journal (see the module docs). The
     /// slot is released when the commit finishes.
-    pub async fn commit(&self, slot: Slot, mut rec: DecisionRecord) -> Result<(), WriteError> {
-        match (&self.writer, self.acknowledge) {
-            (Some(writer), Acknowledge::Commit) => {
-                self.redact(&mut rec);
-                // One acknowledgement per batch from the writer; the slot is held until the record is committed.
-                let mut waiting = Waiting {
-                    ack: Some(writer.append_acked(rec)?),
-                    slot: Some(slot),
-                };
-                let committed = match waiting.ack.as_mut() {
-                    Some(ack) => ack.await,
-                    None => Err(WriteError::Closed),
-                };
-                waiting.ack = None;
-                committed
-            }
-            _ => match self.queue(slot, rec)? {
-                Some(committed) => committed.await.map_err(|_| WriteError::Closed)?,
-                None => Ok(()),
-            },
+    pub async fn commit(&self, slot: Slot, rec: DecisionRecord) -> Result<(), WriteError> {
+        match self.queue(slot, rec, true)? {
+            Queued::Acked(waiting) => waiting.await,
+            Queued::Channel(committed) => committed.await.map_err(|_| WriteError::Closed)?,
+            Queued::Logged => Ok(()),
         }
     }
 
@@ -168,32 +153,41 @@ impl DecisionLog {
     /// The writer commits it like any other (or, journaled, it is in the journal when this returns); the slot is
     /// released after the commit.
     pub fn commit_detached(&self, slot: Slot, rec: DecisionRecord) -> Result<(), WriteError> {
-        self.queue(slot, rec).map(drop)
+        self.queue(slot, rec, false).map(drop)
     }
 
-    /// Redacts and queues `rec`, releasing `slot` once it is committed. Returns what tells of that commit, or `None`
-    /// when there is nothing to wait for: the log is off, or the record is acknowledged by its journal write.
+    /// Redacts and queues `rec`, releasing `slot` once it is committed. Returns what tells of that commit: with
+    /// `waited` (someone awaits it) the writer's batch acknowledgement, else a channel from the writer thread; nothing
+    /// when there is nothing to wait for (the log is off, or the record is acknowledged by its journal write).
     fn queue(
         &self,
         slot: Slot,
         mut rec: DecisionRecord,
-    ) -> Result<Option<oneshot::Receiver<Result<(), WriteError>>>, WriteError> {
+        waited: bool,
+    ) -> Result<Queued, WriteError> {
         self.redact(&mut rec);
         let Some(writer) = &self.writer else {
-            return Ok(None);
+            return Ok(Queued::Logged);
         };
         if self.acknowledge == Acknowledge::Journal {
             // A failed commit is retried by the writer (the record is already acknowledged); the slot stays taken
             // until then, so a log that cannot commit fills the queue and `on_full` applies.
             writer.append_journaled(rec, move |_| drop(slot))?;
-            return Ok(None);
+            return Ok(Queued::Logged);
+        }
+        if waited {
+            // One acknowledgement per batch from the writer; the slot is held until the record is committed.
+            return Ok(Queued::Acked(Waiting {
+                ack: Some(writer.append_acked(rec)?),
+                slot: Some(slot),
+            }));
         }
         let (tx, rx) = oneshot::channel();
         writer.append_with(rec, move |r| {
             drop(slot);
             let _ = tx.send(r);
         })?;
-        Ok(Some(rx))
+        Ok(Queued::Channel(rx))
     }
 
     /// Masks what `[log] redact` and `[log] redact_query` name in `rec`.
@@ -239,11 +233,40 @@ impl DecisionLog {
     }
 }
 
+/// What tells of a queued record's commit.
+enum Queued {
+    /// The writer's batch acknowledgement.
+    Acked(Waiting),
+    /// A channel the writer thread completes (a record nobody awaits, whose slot goes at the commit).
+    Channel(oneshot::Receiver<Result<(), WriteError>>),
+    /// Nothing to wait for.
+    Logged,
+}
+
 /// A record being waited for with its slot. Dropped before the answer (the caller went away), the slot stays taken
 /// until the record is committed, on a task of its own, so the queue still bounds what is not yet in SQLite.
 struct Waiting {
     ack: Option<Ack>,
     slot: Option<Slot>,
+}
+
+impl std::future::Future for Waiting {
+    type Output = Result<(), WriteError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let Some(ack) = self.ack.as_mut() else {
+            return std::task::Poll::Ready(Err(WriteError::Closed));
+        };
+        let done = std::pin::Pin::new(ack).poll(cx);
+        if done.is_ready() {
+            // Answered: the slot goes with this (no task to keep it).
+            self.ack = None;
+        }
+        done
+    }
 }
 
 impl Drop for Waiting {
