@@ -25,6 +25,7 @@ use cedar_policy::{
 };
 
 use self::data::EntityData;
+pub(crate) use self::data::entity_error_message;
 use self::entities::EntityBuilder;
 use self::load::ActionIndex;
 use crate::backend::PolicyBackend;
