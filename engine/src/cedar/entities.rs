@@ -376,6 +376,30 @@ impl EntityBuilder {
             .unwrap_or(&Shape::Any);
         let resource: ast::EntityUID = resource.clone().into();
         let data = &self.data;
+        let unchanged = data.get(&resource).is_some_and(|d| {
+            request.resource.attrs.is_empty()
+                && resource_parents.iter().enumerate().all(|(i, p)| {
+                    let above = resource_parents.get(i + 1..).unwrap_or(&[]);
+                    d.is_descendant_of(p)
+                        && data
+                            .get(p)
+                            .is_some_and(|dp| above.iter().all(|a| dp.is_descendant_of(a)))
+                })
+        });
+        if unchanged {
+            // The request adds nothing to what the data says (no attributes; its parents, each with those above it,
+            // are the data's already): the data's own entities serve, unbuilt and unmerged, and the caller's side
+            // (which may hold them, e.g. as policy literals) needs no rebuild.
+            let mut entities = Vec::new();
+            data.reach(
+                std::iter::once(&resource)
+                    .chain(resource_parents.iter())
+                    .chain(seeds.iter()),
+                false,
+                &mut entities,
+            );
+            return Ok(first_by_uid(entities));
+        }
         let mut attrs: BTreeMap<SmolStr, PartialValue> = BTreeMap::new();
         let mut tags: Vec<(SmolStr, PartialValue)> = Vec::new();
         let mut parents: HashSet<ast::EntityUID> = resource_parents.iter().cloned().collect();
