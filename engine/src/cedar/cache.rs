@@ -113,6 +113,36 @@ pub(crate) struct CallerSide {
     pub(crate) grants: Value,
     /// Whether any of the grants is break-glass.
     pub(crate) break_glass: bool,
+    /// The whole entity set last built on this side for a resource without attributes and a context without entity
+    /// references (then it depends on nothing else): the resource, its route parents, the entities.
+    pub(crate) last: RefCell<Option<(EntityRef, Vec<EntityRef>, Rc<cedar_policy::Entities>)>>,
+}
+
+impl CallerSide {
+    /// The entity set built last for `resource` (uid and route parents) on this side, if that was the last one.
+    pub(crate) fn entities_for(
+        &self,
+        resource: &crate::request::Resource,
+    ) -> Option<Rc<cedar_policy::Entities>> {
+        let last = self.last.try_borrow().ok()?;
+        let (uid, parents, entities) = last.as_ref()?;
+        (uid == &resource.entity && parents == &resource.parents).then(|| Rc::clone(entities))
+    }
+
+    /// Keeps `entities` as the set for `resource` on this side.
+    pub(crate) fn remember(
+        &self,
+        resource: &crate::request::Resource,
+        entities: &Rc<cedar_policy::Entities>,
+    ) {
+        if let Ok(mut last) = self.last.try_borrow_mut() {
+            *last = Some((
+                resource.entity.clone(),
+                resource.parents.clone(),
+                Rc::clone(entities),
+            ));
+        }
+    }
 }
 
 /// The caller side for `request` with `grants` (already without repeated ids) under backend `backend`: this thread's

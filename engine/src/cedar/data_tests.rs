@@ -437,4 +437,16 @@ forbid (principal, action == Action::"read", resource in Folder::"archive");
         .attrs
         .insert("level".into(), serde_json::json!(1));
     assert_eq!(decide(&b, &low).0, Effect::Deny);
+    // The same caller again (its side cached on this thread), back to the first resource: the set built for the
+    // archive request is not reused for it, nor the plain one for the archive.
+    for _ in 0..2 {
+        assert_eq!(
+            decide(&b, &ask("alice", "read", "d1", &[])).0,
+            Effect::Allow
+        );
+        assert_eq!(
+            decide(&b, &ask("alice", "read", "d1", &["archive"])).0,
+            Effect::Deny
+        );
+    }
 }

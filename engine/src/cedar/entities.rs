@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -147,12 +148,14 @@ impl EntityBuilder {
     /// action entities come from the schema already closed).
     ///
     /// The caller's side (principal, grants, roles, action entities) is taken from this thread's cache when the same
-    /// caller, groups, grants (the same `Arc`s) and action were seen last time; the resource side is built each time.
+    /// caller, groups, grants (the same `Arc`s) and action were seen last time; the resource side is built each time,
+    /// unless the side's last request was for the same resource (uid and route parents) and neither request brings
+    /// resource attributes or entity references in its context: then the whole set is that request's.
     pub(crate) fn build(
         &self,
         input: &DecisionInput<'_>,
         idx: &ActionIndex,
-    ) -> Result<(Request, Entities), String> {
+    ) -> Result<(Request, Rc<Entities>), String> {
         let request = input.request();
         let cache = &self.type_cache;
         let action_uid = match &idx.uid {
@@ -170,6 +173,14 @@ impl EntityBuilder {
             self.caller_side(request, &unique, &principal, idx)
         })?;
         let (context, seeds) = self.context(request, side.grants.clone(), side.break_glass)?;
+        let reusable = request.resource.attrs.is_empty() && seeds.is_empty();
+        if reusable {
+            if let Some(entities) = side.entities_for(&request.resource) {
+                let req = Request::new(principal, action_uid, resource, context, None)
+                    .map_err(|e| format!("request: {e}"))?;
+                return Ok((req, entities));
+            }
+        }
         let resource_side = self.resource_side(request, &resource, &seeds)?;
         let mut fresh: Vec<Arc<ast::Entity>> = Vec::with_capacity(resource_side.len());
         let mut entities = None;
@@ -208,7 +219,11 @@ impl EntityBuilder {
         };
         let req = Request::new(principal, action_uid, resource, context, None)
             .map_err(|e| format!("request: {e}"))?;
-        Ok((req, Entities::from(entities)))
+        let entities = Rc::new(Entities::from(entities));
+        if reusable {
+            side.remember(&request.resource, &entities);
+        }
+        Ok((req, entities))
     }
 
     /// The principal with its groups and grants as parents and their roles as further ancestors, the grants and roles,
@@ -322,6 +337,7 @@ impl EntityBuilder {
             entities,
             grants: Value::set(grant_uids.into_iter().map(Value::from), None),
             break_glass,
+            last: std::cell::RefCell::new(None),
         })
     }
 
