@@ -172,7 +172,7 @@ impl EntityBuilder {
         let side = caller_side(self.id, request, &unique, || {
             self.caller_side(request, &unique, &principal, idx)
         })?;
-        let (context, seeds) = self.context(request, side.grants.clone(), side.break_glass)?;
+        let (context, seeds) = self.context(request, &side)?;
         let reusable = request.resource.attrs.is_empty() && seeds.is_empty();
         if reusable {
             if let Some(entities) = side.entities_for(&request.resource) {
@@ -338,6 +338,7 @@ impl EntityBuilder {
             grants: Value::set(grant_uids.into_iter().map(Value::from), None),
             break_glass,
             last: std::cell::RefCell::new(None),
+            claims: std::cell::RefCell::new(None),
         })
     }
 
@@ -515,11 +516,12 @@ impl EntityBuilder {
             .map_err(|e| format!("entities: {e}"))
     }
 
+    /// The request's context with the caller side's `grants` and `break_glass`; `claims` converted once per side
+    /// while they stay the same (a caller's token).
     fn context(
         &self,
         request: &AuthzRequest,
-        grants: Value,
-        break_glass: bool,
+        side: &CallerSide,
     ) -> Result<(Context, Vec<ast::EntityUID>), String> {
         let c = &request.context;
         let cache = &self.type_cache;
@@ -538,8 +540,15 @@ impl EntityBuilder {
             .by_action
             .get(&request.action)
             .unwrap_or(&Shape::Any);
-        let claims = record(cache, &c.claims, declared.attr("claims"))
-            .map_err(|e| format!("context.claims{e}"))?;
+        let claims = match side.claims_for(&c.claims) {
+            Some(v) => v,
+            None => {
+                let v = record(cache, &c.claims, declared.attr("claims"))
+                    .map_err(|e| format!("context.claims{e}"))?;
+                side.remember_claims(&c.claims, &v);
+                v
+            }
+        };
         let ip = ip_value(c.source_ip.as_deref().unwrap_or("0.0.0.0"))?;
         let mut map: BTreeMap<SmolStr, Value> = BTreeMap::from([
             ("time".into(), time),
@@ -549,8 +558,8 @@ impl EntityBuilder {
             ("host".into(), text(&c.host)),
             ("query".into(), text(&c.query)),
             ("claims".into(), claims),
-            ("grants".into(), grants),
-            ("break_glass".into(), Value::from(break_glass)),
+            ("grants".into(), side.grants.clone()),
+            ("break_glass".into(), Value::from(side.break_glass)),
         ]);
         let mut seeds: Vec<ast::EntityUID> = Vec::new();
         for (k, v) in &c.attrs {
