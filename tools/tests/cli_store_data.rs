@@ -1,7 +1,7 @@
-//! Entity data in the store's form outside the proxy: `jitgate eval --entities FILE` and `--store PATH` put it over
-//! a bundle's own data as the running proxy puts the store's, and a policy suite's `store_entities` does the same,
-//! for the shipped docs example in Cedar and in Rego (a copy whose policy reads `data.jitgate.entities`). Bad data is
-//! exit 2 with file, line and uid.
+//! Entity data in the store's form outside the proxy: `jitgate eval --entities FILE` and `--store PATH|URL` (a SQLite
+//! file; a PostgreSQL store with `JITGATE_TEST_POSTGRES`) put it over a bundle's own data as the running proxy puts
+//! the store's, and a policy suite's `store_entities` does the same, for the shipped docs example in Cedar and in Rego
+//! (a copy whose policy reads `data.jitgate.entities`). Bad data is exit 2 with file, line and uid.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
@@ -174,6 +174,34 @@ fn eval_reads_the_entity_data_of_a_store_file() {
     assert_eq!(o.status.code(), Some(2), "{}", all(&o));
     assert!(all(&o).contains("no store file"), "{}", all(&o));
     assert!(!missing.exists());
+}
+
+#[test]
+fn eval_reads_the_entity_data_of_a_postgres_store() {
+    let Some(base) = jitgate_engine::postgres::scratch::test_url("eval_store_postgres") else {
+        return;
+    };
+    let scratch = jitgate_engine::postgres::scratch::Scratch::new(&base, "eval_store").unwrap();
+    let url = scratch.url();
+    jitgate_engine::postgres::PgStore::open(&url)
+        .unwrap()
+        .put_entities(&[StoredEntity {
+            uid: EntityRef::new("Document", "memo"),
+            data: memo(),
+            updated_at: 0,
+        }])
+        .unwrap();
+    let cedar = repo().join("policies/docs-cedar");
+    let o = eval(&cedar, "bob", &["--store", &url]);
+    let (code, effect, policies) = decision(&o);
+    assert_eq!(
+        (code, effect.as_str(), policies),
+        (Some(0), "allow", json!(["owner-edits"])),
+        "{}",
+        all(&o)
+    );
+    let (code, _, _) = decision(&eval(&cedar, "alice", &["--store", &url]));
+    assert_eq!(code, Some(1));
 }
 
 #[test]
