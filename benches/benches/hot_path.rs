@@ -9,6 +9,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use jitgate_benches::Scenario;
 use jitgate_engine::EngineKind;
 
+// The allocator of the shipped `jitgate` binary (tools/src/main.rs): the decision is measured as the proxy makes it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const GRANTS: [usize; 3] = [10, 1_000, 10_000];
 const POLICIES: [usize; 3] = [10, 100, 1_000];
 const ENTITIES: [usize; 3] = [1_000, 10_000, 100_000];

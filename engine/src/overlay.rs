@@ -143,6 +143,109 @@ pub fn parse_body(
     }
 }
 
+/// Entity data in the store's form read from files (each a JSON array, as `PUT /v1/entities` takes it and `jitgate
+/// entities get` prints it), for `jitgate eval --entities` and a suite's `store_entities`: the same data as the store
+/// would hold, ordered as the store orders it (type, then id). Every problem is an error with file and line: invalid
+/// JSON, a body that is not an array, an entity without a uid, a uid given twice (in one file or across files).
+pub fn read_store_files(files: &[std::path::PathBuf]) -> Result<StoreFiles, crate::Diagnostics> {
+    let mut errors = Vec::new();
+    let mut by_uid: std::collections::BTreeMap<
+        EntityRef,
+        (StoredEntity, std::path::PathBuf, usize),
+    > = std::collections::BTreeMap::new();
+    for file in files {
+        let text = match crate::diag::read_file(file) {
+            Ok(t) => t,
+            Err(d) => {
+                errors.push(d);
+                continue;
+            }
+        };
+        match parse_body(&text, 0) {
+            Ok(items) => {
+                for (e, line) in items {
+                    if let Some((_, f, l)) = by_uid.get(&e.uid) {
+                        errors.push(crate::Diagnostic::at(
+                            file,
+                            line,
+                            1,
+                            format!(
+                                "entity {} is given twice (first at {}:{l})",
+                                e.uid,
+                                f.display()
+                            ),
+                        ));
+                        continue;
+                    }
+                    by_uid.insert(e.uid.clone(), (e, file.clone(), line));
+                }
+            }
+            Err(problems) => errors.extend(problems.into_iter().map(|p| at_file(file, p))),
+        }
+    }
+    crate::Diagnostics(errors).into_result()?;
+    let mut entities = Vec::with_capacity(by_uid.len());
+    let mut origins = std::collections::HashMap::with_capacity(by_uid.len());
+    for (uid, (e, file, line)) in by_uid {
+        origins.insert(uid.to_string(), (file, line));
+        entities.push(e);
+    }
+    Ok(StoreFiles { entities, origins })
+}
+
+/// Store-form entity data read from files ([`read_store_files`]), with where each entity was written.
+#[derive(Debug, Clone, Default)]
+pub struct StoreFiles {
+    /// The entities, ordered by type then id.
+    pub entities: Vec<StoredEntity>,
+    /// Each entity's file and line, by uid as written (`Type::"id"`).
+    origins: std::collections::HashMap<String, (std::path::PathBuf, usize)>,
+}
+
+impl StoreFiles {
+    /// Puts these entities over `bundle`'s own data as the store's data is put there (see the module docs for the
+    /// precedence); each problem is an error at the file and line of the entity it names.
+    pub fn apply(&self, bundle: &crate::Bundle) -> Result<(), crate::Diagnostics> {
+        bundle
+            .set_store_entities(&self.entities)
+            .map_err(|problems| {
+                crate::Diagnostics(
+                    problems
+                        .into_iter()
+                        .map(|p| match self.origins.get(&p.uid) {
+                            Some((file, line)) => at_file(
+                                file,
+                                EntityProblem {
+                                    line: Some(*line),
+                                    ..p
+                                },
+                            ),
+                            None => crate::Diagnostic::file(
+                                self.origins
+                                    .values()
+                                    .next()
+                                    .map_or(std::path::Path::new("<entities>"), |(f, _)| {
+                                        f.as_path()
+                                    }),
+                                p.to_string(),
+                            ),
+                        })
+                        .collect(),
+                )
+            })
+    }
+}
+
+/// A problem found in `file`, at its line when known.
+fn at_file(file: &std::path::Path, p: EntityProblem) -> crate::Diagnostic {
+    let line = p.line;
+    let message = EntityProblem { line: None, ..p }.to_string();
+    match line {
+        Some(l) => crate::Diagnostic::at(file, l, 1, message),
+        None => crate::Diagnostic::file(file, message),
+    }
+}
+
 /// The uid of a Cedar JSON entity, if it has a well-formed one.
 pub fn uid_of(item: &serde_json::Value) -> Option<EntityRef> {
     let uid = item.get("uid")?;

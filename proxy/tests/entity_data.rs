@@ -515,3 +515,129 @@ async fn a_put_through_one_replica_changes_decisions_on_another() {
     }
     drop(dirs);
 }
+
+/// The docs example in Rego (../policies/docs-rego) copied into `dir`, with the entity-data admin actions allowed to
+/// SREs and two policies that read the store's entity data at `data.jitgate.entities`: the owner the store names
+/// edits a document; a member (through the store's hierarchy) of an organization the store calls open reads.
+fn docs_rego_bundle(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/docs-rego");
+    let dst = dir.join("docs-rego-bundle");
+    copy_dir(&src, &dst);
+    std::fs::write(
+        dst.join("policies/store.rego"),
+        r#"package jitgate.authz
+
+import rego.v1
+
+allow contains "sre-entities" if {
+	input.action == "writeEntities"
+	"sre" in input.principal.groups
+}
+
+allow contains "sre-entities" if {
+	input.action == "readEntities"
+	"sre" in input.principal.groups
+}
+
+allow contains "store-owner-edits" if {
+	input.action == "editDocument"
+	data.jitgate.entities.Document[input.resource.id].attrs.owner.id == input.principal.id
+}
+
+allow contains "store-open-org-reads" if {
+	input.action == "readDocument"
+	some a in data.jitgate.entities.User[input.principal.id].ancestors
+	a.type == "Organization"
+	data.jitgate.entities.Organization[a.id].attrs.open == true
+}
+"#,
+    )
+    .unwrap();
+    dst
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rego_decisions_read_the_store_data_and_follow_put_and_delete_without_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = docs_rego_bundle(dir.path());
+    let env = Env::start(dir.path(), Clock::system(), |raw| use_docs(raw, &bundle)).await;
+    let revision = env.running.proxy.authorizer.bundle().revision.clone();
+
+    // Nothing in the store: the memo is in no data, so nobody edits it; dave is in no team and reads nothing.
+    assert_eq!(env.docs("bob", "PUT", "/docs/plans/memo").await, 403);
+    assert_eq!(env.docs("dave", "GET", "/docs/plans/design").await, 403);
+
+    // The store names bob the memo's owner: he edits it, alice does not.
+    let (s, v) = env
+        .entities("sam", "PUT", "", Some(json!([memo("bob")]).to_string()))
+        .await;
+    assert_eq!((s, &v), (200, &json!({"stored": 1, "total": 1})), "{v}");
+    assert_eq!(env.docs("bob", "PUT", "/docs/plans/memo").await, 200);
+    assert_eq!(env.docs("alice", "PUT", "/docs/plans/memo").await, 403);
+
+    // Replaced whole by uid: alice owns it now.
+    let (s, _) = env
+        .entities("sam", "PUT", "", Some(json!([memo("alice")]).to_string()))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(env.docs("bob", "PUT", "/docs/plans/memo").await, 403);
+    assert_eq!(env.docs("alice", "PUT", "/docs/plans/memo").await, 200);
+
+    // A hierarchy in the store, escapes and all: dave in team ops, ops in org open (`__entity` parents); the
+    // organization is open, so dave reads through `ancestors` (two levels up).
+    let hierarchy = json!([
+        {"uid": {"type": "User", "id": "dave"}, "attrs": {},
+         "parents": [{"__entity": {"type": "Team", "id": "ops"}}]},
+        {"uid": {"type": "Team", "id": "ops"}, "attrs": {},
+         "parents": [{"type": "Organization", "id": "open"}]},
+        {"uid": {"type": "Organization", "id": "open"}, "attrs": {"open": true}, "parents": []}
+    ]);
+    let (s, v) = env
+        .entities("sam", "PUT", "", Some(hierarchy.to_string()))
+        .await;
+    assert_eq!((s, &v["total"]), (200, &json!(4)), "{v}");
+    assert_eq!(env.docs("dave", "GET", "/docs/plans/design").await, 200);
+
+    // A parent cycle is refused by uid and nothing changes.
+    let cycle = json!([
+        {"uid": {"type": "Organization", "id": "open"}, "attrs": {"open": true},
+         "parents": [{"type": "User", "id": "dave"}]}
+    ]);
+    let (s, v) = env
+        .entities("sam", "PUT", "", Some(cycle.to_string()))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["problems"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("parent cycle"),
+        "{v}"
+    );
+    assert_eq!(env.stored().await.len(), 4);
+    assert_eq!(env.docs("dave", "GET", "/docs/plans/design").await, 200);
+
+    // Deleted: the organization first (dave's ancestors still name it, but it is open no more), then the memo.
+    let (s, v) = env
+        .entities("sam", "DELETE", "?uid=Organization::%22open%22", None)
+        .await;
+    assert_eq!((s, v), (200, json!({"deleted": 1})));
+    assert_eq!(env.docs("dave", "GET", "/docs/plans/design").await, 403);
+    let (s, _) = env
+        .entities(
+            "sam",
+            "DELETE",
+            "",
+            Some(r#"["Document::\"memo\""]"#.into()),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(env.docs("alice", "PUT", "/docs/plans/memo").await, 403);
+    // The bundle's own data still decides as before.
+    assert_eq!(env.docs("alice", "GET", "/docs/plans/roadmap").await, 200);
+    assert_eq!(
+        env.running.proxy.authorizer.bundle().revision,
+        revision,
+        "no reload happened"
+    );
+}

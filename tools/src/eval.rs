@@ -60,6 +60,14 @@ pub struct EvalArgs {
     /// `principals`, `grants` and `context`); the suite's `cases` are ignored.
     #[arg(long, value_name = "FILE")]
     pub fixtures: Option<PathBuf>,
+    /// Entity data in the store's form (a JSON array, as `jitgate entities put` takes it and `jitgate entities get`
+    /// prints it), put over the bundle's own data as the running proxy puts the store's (repeatable).
+    #[arg(long = "entities", value_name = "FILE", conflicts_with = "store")]
+    pub store_entities: Vec<PathBuf>,
+    /// Put the entity data of a store over the bundle's, as the running proxy does: a SQLite store file or a
+    /// `postgres://` URL; without a value, the store of `--config`.
+    #[arg(long, value_name = "PATH|URL", num_args = 0..=1, default_missing_value = "")]
+    pub store: Option<String>,
     /// The caller, e.g. `User::"alice"` (or give `--token`).
     #[arg(long, value_name = "ENTITY", conflicts_with = "token")]
     pub principal: Option<EntityRef>,
@@ -166,6 +174,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let bundle = Bundle::load(&bundle_dir)
         .map_err(|d| anyhow!("{d}"))
         .with_context(|| format!("loading bundle {}", bundle_dir.display()))?;
+    let store_entities = store_data(&args, config.as_ref(), &bundle)?;
     let fixtures = match &args.fixtures {
         Some(path) => load_fixtures(path)?,
         None => Fixtures::default(),
@@ -269,6 +278,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
                 "revision": bundle.revision,
                 "request": request_json(&request, route.as_deref()),
             });
+            if let Some(n) = store_entities {
+                doc["store_entities"] = n.into();
+            }
             if args.explain {
                 doc["explanation"] = serde_json::to_value(&explanation)?;
             } else {
@@ -295,6 +307,69 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             exit::REFUSED
         },
     ))
+}
+
+/// Puts the entity data of `--entities` or `--store` over the bundle's own; how many entities, when any was given.
+fn store_data(
+    args: &EvalArgs,
+    config: Option<&jitgate_proxy::config::Config>,
+    bundle: &Bundle,
+) -> anyhow::Result<Option<usize>> {
+    use jitgate_engine::store::EntityStore as _;
+    if !args.store_entities.is_empty() {
+        let files = jitgate_engine::overlay::read_store_files(&args.store_entities)
+            .map_err(|d| anyhow!("{d}"))?;
+        files.apply(bundle).map_err(|d| anyhow!("{d}"))?;
+        return Ok(Some(files.entities.len()));
+    }
+    let Some(store) = &args.store else {
+        return Ok(None);
+    };
+    let (url, path) = if store.is_empty() {
+        let Some(c) = config else {
+            bail!(
+                "--store without a value reads the store of `--config`: give `--config FILE`, or `--store PATH|URL`"
+            );
+        };
+        (c.store_url.clone(), Some(c.store_path.clone()))
+    } else if store.starts_with("postgres://") || store.starts_with("postgresql://") {
+        (Some(store.clone()), None)
+    } else {
+        (None, Some(PathBuf::from(store)))
+    };
+    let entities = match (url, path) {
+        (Some(url), _) => jitgate_engine::postgres::PgStore::open(&url)
+            .with_context(|| {
+                format!(
+                    "--store: opening {}",
+                    jitgate_engine::postgres::redact_url(&url)
+                )
+            })?
+            .load_entities()
+            .context("--store: reading the entity data")?,
+        (None, Some(path)) => {
+            // Never create a store here: a path that names none is a mistake.
+            if !path.is_file() {
+                bail!("--store: no store file at {}", path.display());
+            }
+            jitgate_engine::sqlite::SqliteStore::open(&path)
+                .with_context(|| format!("--store: opening {}", path.display()))?
+                .load_entities()
+                .context("--store: reading the entity data")?
+        }
+        (None, None) => bail!("--store: no store given"),
+    };
+    bundle.set_store_entities(&entities).map_err(|problems| {
+        anyhow!(
+            "--store: the store's entity data does not fit the bundle:\n  {}",
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        )
+    })?;
+    Ok(Some(entities.len()))
 }
 
 fn load_fixtures(path: &Path) -> anyhow::Result<Fixtures> {

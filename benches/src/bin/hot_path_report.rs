@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 use jitgate_benches::{BenchError, Scenario};
 use jitgate_engine::EngineKind;
 
+// The allocator of the shipped `jitgate` binary (tools/src/main.rs): the decision is measured as the proxy makes it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const GRANTS: [usize; 3] = [10, 1_000, 10_000];
 const POLICIES: [usize; 3] = [10, 100, 1_000];
 /// Entity data sizes, measured at 1,000 grants and 100 policies.

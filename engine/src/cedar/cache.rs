@@ -103,6 +103,9 @@ thread_local! {
     static SIDES: RefCell<FnvMap<u64, (SideKey, Rc<CallerSide>)>> = RefCell::new(FnvMap::default());
 }
 
+/// A resource (its uid and route parents) and the whole entity set built for it on a caller side.
+type LastSet = (EntityRef, Vec<EntityRef>, Rc<cedar_policy::Entities>);
+
 /// The caller's side of a request's entities: the principal, its grants and their roles, and the action entities,
 /// ready for the resource side to be added; with the context's `grants` set and `break_glass` flag.
 #[derive(Debug)]
@@ -113,6 +116,59 @@ pub(crate) struct CallerSide {
     pub(crate) grants: Value,
     /// Whether any of the grants is break-glass.
     pub(crate) break_glass: bool,
+    /// The whole entity set last built on this side for a resource without attributes and a context without entity
+    /// references (then it depends on nothing else): the resource, its route parents, the entities.
+    pub(crate) last: RefCell<Option<LastSet>>,
+    /// The context's `claims` last converted on this side (the action's declared type), with their Cedar value.
+    pub(crate) claims: RefCell<Option<(serde_json::Map<String, serde_json::Value>, Value)>>,
+}
+
+impl CallerSide {
+    /// The entity set built last for `resource` (uid and route parents) on this side, if that was the last one.
+    pub(crate) fn entities_for(
+        &self,
+        resource: &crate::request::Resource,
+    ) -> Option<Rc<cedar_policy::Entities>> {
+        let last = self.last.try_borrow().ok()?;
+        let (uid, parents, entities) = last.as_ref()?;
+        (uid == &resource.entity && parents == &resource.parents).then(|| Rc::clone(entities))
+    }
+
+    /// The Cedar value of `claims` when they are the ones converted last on this side.
+    pub(crate) fn claims_for(
+        &self,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> Option<Value> {
+        let last = self.claims.try_borrow().ok()?;
+        let (json, value) = last.as_ref()?;
+        (json == claims).then(|| value.clone())
+    }
+
+    /// Keeps `value` as the Cedar value of `claims` on this side.
+    pub(crate) fn remember_claims(
+        &self,
+        claims: &serde_json::Map<String, serde_json::Value>,
+        value: &Value,
+    ) {
+        if let Ok(mut last) = self.claims.try_borrow_mut() {
+            *last = Some((claims.clone(), value.clone()));
+        }
+    }
+
+    /// Keeps `entities` as the set for `resource` on this side.
+    pub(crate) fn remember(
+        &self,
+        resource: &crate::request::Resource,
+        entities: &Rc<cedar_policy::Entities>,
+    ) {
+        if let Ok(mut last) = self.last.try_borrow_mut() {
+            *last = Some((
+                resource.entity.clone(),
+                resource.parents.clone(),
+                Rc::clone(entities),
+            ));
+        }
+    }
 }
 
 /// The caller side for `request` with `grants` (already without repeated ids) under backend `backend`: this thread's

@@ -390,3 +390,63 @@ fn grants_and_groups_still_join_the_data() {
         Effect::Deny
     );
 }
+
+/// A resource the data holds and a policy names as a literal: the caller's side carries the data's own entity, and the
+/// request adds nothing (the data's entity serves), adds a route parent the data lacks, or adds attributes (both
+/// built and merged): each decides on what it says.
+#[test]
+fn a_resource_named_by_a_policy_and_held_by_the_data_decides_with_what_the_request_adds() {
+    const NAMED: &str = r#"
+@id("d1-level")
+permit (principal, action == Action::"read", resource == Doc::"d1")
+when { resource.level >= 2 && resource in Folder::"plans" };
+
+@id("archived")
+forbid (principal, action == Action::"read", resource in Folder::"archive");
+"#;
+    let b = Bundle::new()
+        .load(
+            NAMED,
+            &[(
+                "entities.json",
+                &DATA.replace(
+                    r#"{ "uid": { "type": "Folder", "id": "plans" }, "attrs": {}, "parents": [] },"#,
+                    r#"{ "uid": { "type": "Folder", "id": "plans" }, "attrs": {}, "parents": [] },
+  { "uid": { "type": "Folder", "id": "archive" }, "attrs": {}, "parents": [] },"#,
+                ),
+            )],
+            &[],
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
+    // As the data says: level 2, in plans (also when the route names plans).
+    for parents in [&[][..], &["plans"][..]] {
+        assert_eq!(
+            decide(&b, &ask("alice", "read", "d1", parents)),
+            (Effect::Allow, vec!["d1-level".to_string()]),
+            "{parents:?}"
+        );
+    }
+    // The route puts it in the archive too: built with that parent, and the forbid holds.
+    assert_eq!(
+        decide(&b, &ask("alice", "read", "d1", &["archive"])),
+        (Effect::Deny, vec!["archived".to_string()])
+    );
+    // The request's own level wins over the data's.
+    let mut low = ask("alice", "read", "d1", &[]);
+    low.resource
+        .attrs
+        .insert("level".into(), serde_json::json!(1));
+    assert_eq!(decide(&b, &low).0, Effect::Deny);
+    // The same caller again (its side cached on this thread), back to the first resource: the set built for the
+    // archive request is not reused for it, nor the plain one for the archive.
+    for _ in 0..2 {
+        assert_eq!(
+            decide(&b, &ask("alice", "read", "d1", &[])).0,
+            Effect::Allow
+        );
+        assert_eq!(
+            decide(&b, &ask("alice", "read", "d1", &["archive"])).0,
+            Effect::Deny
+        );
+    }
+}

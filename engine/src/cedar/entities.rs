@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -147,12 +148,14 @@ impl EntityBuilder {
     /// action entities come from the schema already closed).
     ///
     /// The caller's side (principal, grants, roles, action entities) is taken from this thread's cache when the same
-    /// caller, groups, grants (the same `Arc`s) and action were seen last time; the resource side is built each time.
+    /// caller, groups, grants (the same `Arc`s) and action were seen last time; the resource side is built each time,
+    /// unless the side's last request was for the same resource (uid and route parents) and neither request brings
+    /// resource attributes or entity references in its context: then the whole set is that request's.
     pub(crate) fn build(
         &self,
         input: &DecisionInput<'_>,
         idx: &ActionIndex,
-    ) -> Result<(Request, Entities), String> {
+    ) -> Result<(Request, Rc<Entities>), String> {
         let request = input.request();
         let cache = &self.type_cache;
         let action_uid = match &idx.uid {
@@ -169,7 +172,15 @@ impl EntityBuilder {
         let side = caller_side(self.id, request, &unique, || {
             self.caller_side(request, &unique, &principal, idx)
         })?;
-        let (context, seeds) = self.context(request, side.grants.clone(), side.break_glass)?;
+        let (context, seeds) = self.context(request, &side)?;
+        let reusable = request.resource.attrs.is_empty() && seeds.is_empty();
+        if reusable {
+            if let Some(entities) = side.entities_for(&request.resource) {
+                let req = Request::new(principal, action_uid, resource, context, None)
+                    .map_err(|e| format!("request: {e}"))?;
+                return Ok((req, entities));
+            }
+        }
         let resource_side = self.resource_side(request, &resource, &seeds)?;
         let mut fresh: Vec<Arc<ast::Entity>> = Vec::with_capacity(resource_side.len());
         let mut entities = None;
@@ -208,7 +219,11 @@ impl EntityBuilder {
         };
         let req = Request::new(principal, action_uid, resource, context, None)
             .map_err(|e| format!("request: {e}"))?;
-        Ok((req, Entities::from(entities)))
+        let entities = Rc::new(Entities::from(entities));
+        if reusable {
+            side.remember(&request.resource, &entities);
+        }
+        Ok((req, entities))
     }
 
     /// The principal with its groups and grants as parents and their roles as further ancestors, the grants and roles,
@@ -322,6 +337,8 @@ impl EntityBuilder {
             entities,
             grants: Value::set(grant_uids.into_iter().map(Value::from), None),
             break_glass,
+            last: std::cell::RefCell::new(None),
+            claims: std::cell::RefCell::new(None),
         })
     }
 
@@ -376,6 +393,30 @@ impl EntityBuilder {
             .unwrap_or(&Shape::Any);
         let resource: ast::EntityUID = resource.clone().into();
         let data = &self.data;
+        let unchanged = data.get(&resource).is_some_and(|d| {
+            request.resource.attrs.is_empty()
+                && resource_parents.iter().enumerate().all(|(i, p)| {
+                    let above = resource_parents.get(i + 1..).unwrap_or(&[]);
+                    d.is_descendant_of(p)
+                        && data
+                            .get(p)
+                            .is_some_and(|dp| above.iter().all(|a| dp.is_descendant_of(a)))
+                })
+        });
+        if unchanged {
+            // The request adds nothing to what the data says (no attributes; its parents, each with those above it,
+            // are the data's already): the data's own entities serve, unbuilt and unmerged, and the caller's side
+            // (which may hold them, e.g. as policy literals) needs no rebuild.
+            let mut entities = Vec::new();
+            data.reach(
+                std::iter::once(&resource)
+                    .chain(resource_parents.iter())
+                    .chain(seeds.iter()),
+                false,
+                &mut entities,
+            );
+            return Ok(first_by_uid(entities));
+        }
         let mut attrs: BTreeMap<SmolStr, PartialValue> = BTreeMap::new();
         let mut tags: Vec<(SmolStr, PartialValue)> = Vec::new();
         let mut parents: HashSet<ast::EntityUID> = resource_parents.iter().cloned().collect();
@@ -475,11 +516,12 @@ impl EntityBuilder {
             .map_err(|e| format!("entities: {e}"))
     }
 
+    /// The request's context with the caller side's `grants` and `break_glass`; `claims` converted once per side
+    /// while they stay the same (a caller's token).
     fn context(
         &self,
         request: &AuthzRequest,
-        grants: Value,
-        break_glass: bool,
+        side: &CallerSide,
     ) -> Result<(Context, Vec<ast::EntityUID>), String> {
         let c = &request.context;
         let cache = &self.type_cache;
@@ -498,8 +540,15 @@ impl EntityBuilder {
             .by_action
             .get(&request.action)
             .unwrap_or(&Shape::Any);
-        let claims = record(cache, &c.claims, declared.attr("claims"))
-            .map_err(|e| format!("context.claims{e}"))?;
+        let claims = match side.claims_for(&c.claims) {
+            Some(v) => v,
+            None => {
+                let v = record(cache, &c.claims, declared.attr("claims"))
+                    .map_err(|e| format!("context.claims{e}"))?;
+                side.remember_claims(&c.claims, &v);
+                v
+            }
+        };
         let ip = ip_value(c.source_ip.as_deref().unwrap_or("0.0.0.0"))?;
         let mut map: BTreeMap<SmolStr, Value> = BTreeMap::from([
             ("time".into(), time),
@@ -509,8 +558,8 @@ impl EntityBuilder {
             ("host".into(), text(&c.host)),
             ("query".into(), text(&c.query)),
             ("claims".into(), claims),
-            ("grants".into(), grants),
-            ("break_glass".into(), Value::from(break_glass)),
+            ("grants".into(), side.grants.clone()),
+            ("break_glass".into(), Value::from(side.break_glass)),
         ]);
         let mut seeds: Vec<ast::EntityUID> = Vec::new();
         for (k, v) in &c.attrs {

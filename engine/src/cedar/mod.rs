@@ -25,6 +25,7 @@ use cedar_policy::{
 };
 
 use self::data::EntityData;
+pub(crate) use self::data::entity_error_message;
 use self::entities::EntityBuilder;
 use self::load::ActionIndex;
 use crate::backend::PolicyBackend;
@@ -186,7 +187,21 @@ fn policy_errors_of(r: &Response) -> Vec<PolicyError> {
 }
 
 fn reasons_of(r: &Response) -> Vec<String> {
-    let mut ids: Vec<String> = r.diagnostics().reason().map(|p| p.to_string()).collect();
+    let mut ids: Vec<String> = r
+        .diagnostics()
+        .reason()
+        .map(|p| {
+            // As `to_string` writes it (escaped), without the formatter where nothing needs escaping.
+            let s: &str = p.as_ref();
+            if s.chars()
+                .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\' && c != '\'')
+            {
+                s.to_string()
+            } else {
+                p.to_string()
+            }
+        })
+        .collect();
     ids.sort();
     ids
 }

@@ -10,10 +10,13 @@
 //! - Policy ids for coverage reports are found statically in the deciding package's files: every
 //!   `allow|deny|hold contains "<id>"` head and every `"policy": "<id>"` object key. Write ids as literals there.
 //! - Rules named `test_*` in any package are unit tests ([`RegoBackend::run_tests`]), run the way `opa test` does.
+//! - Entity data kept in the store (`PUT /v1/entities`) is at `data.jitgate.entities[<type>][<id>]` (see
+//!   `store_data` for the shape), updated when the store's data changes, without a reload.
 
 mod index;
 mod input;
 pub mod opa_manifest;
+mod store_data;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -21,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
+use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
 use regex::Regex;
 use regorus::{Engine, Value};
@@ -71,6 +75,19 @@ pub struct RegoBackend {
     tests: Vec<(String, String, PathBuf)>,
     /// The OPA `.manifest`, when the bundle has one.
     opa_manifest: Option<OpaManifest>,
+    /// The engines with the store's entity data at `data.jitgate.entities`, while the store holds any; replaced
+    /// (never changed) when it changes, so a decision keeps the engines it started with.
+    store: ArcSwapOption<StoreEngines>,
+}
+
+/// The bundle's engines with the store's entity data added to `data` ([`store_data`]), prepared.
+struct StoreEngines {
+    /// Unique like [`RegoBackend::instance`], so a thread never decides with a clone made before the data changed.
+    instance: u64,
+    /// Parallel to the action index's engines.
+    deciders: Vec<Mutex<Engine>>,
+    /// The whole bundle's engine (for `explain`).
+    prepared: Mutex<Engine>,
 }
 
 impl std::fmt::Debug for RegoBackend {
@@ -278,6 +295,7 @@ impl RegoBackend {
             policy_ids,
             tests,
             opa_manifest: opa,
+            store: ArcSwapOption::empty(),
         })
     }
 
@@ -320,22 +338,29 @@ impl RegoBackend {
             .collect()
     }
 
-    /// A fresh clone of deciding engine `slot` (the full engine if the slot does not exist, which cannot happen).
-    fn clone_decider(&self, slot: usize) -> Engine {
-        match self.deciders.engines.get(slot) {
+    /// A fresh clone of deciding engine `slot` of `engines` (the full engine if the slot does not exist, which
+    /// cannot happen).
+    fn clone_decider(&self, engines: &[Mutex<Engine>], slot: usize) -> Engine {
+        match engines.get(slot) {
             Some(engine) => engine.lock().clone(),
             None => self.prepared.lock().clone(),
         }
     }
 
-    /// Runs `f` on this thread's clone of deciding engine `slot`, cloning it on first use.
+    /// Runs `f` on this thread's clone of deciding engine `slot` (with the store's entity data when it holds any),
+    /// cloning it on first use.
     fn with_engine<R>(&self, slot: usize, f: impl FnOnce(&mut Engine) -> R) -> R {
+        let store = self.store.load();
+        let (instance, engines) = match store.as_ref() {
+            Some(s) => (s.instance, s.deciders.as_slice()),
+            None => (self.instance, self.deciders.engines.as_slice()),
+        };
         CLONES.with(|cell| {
             let Ok(mut clones) = cell.try_borrow_mut() else {
                 // Re-entered from inside an evaluation (not expected): use a private clone.
-                return f(&mut self.clone_decider(slot));
+                return f(&mut self.clone_decider(engines, slot));
             };
-            let pos = match clones.iter().position(|(id, _)| *id == self.instance) {
+            let pos = match clones.iter().position(|(id, _)| *id == instance) {
                 Some(p) => p,
                 None => {
                     if clones.len() >= CLONES_PER_THREAD {
@@ -344,7 +369,7 @@ impl RegoBackend {
                     let slots = std::iter::repeat_with(|| None)
                         .take(self.deciders.len())
                         .collect();
-                    clones.push((self.instance, slots));
+                    clones.push((instance, slots));
                     clones.len() - 1
                 }
             };
@@ -352,9 +377,9 @@ impl RegoBackend {
             let last = clones.len() - 1;
             clones.swap(pos, last);
             let Some(entry) = clones.last_mut().and_then(|(_, slots)| slots.get_mut(slot)) else {
-                return f(&mut self.clone_decider(slot));
+                return f(&mut self.clone_decider(engines, slot));
             };
-            let engine = entry.get_or_insert_with(|| self.clone_decider(slot));
+            let engine = entry.get_or_insert_with(|| self.clone_decider(engines, slot));
             f(engine)
         })
     }
@@ -435,7 +460,10 @@ impl PolicyBackend for RegoBackend {
 
     fn explain(&self, input: &DecisionInput<'_>, _determining: &[String]) -> PolicyTraces {
         let package = self.rule_prefix.trim_end_matches('.').to_string();
-        let mut engine = self.prepared.lock().clone();
+        let mut engine = match self.store.load().as_ref() {
+            Some(s) => s.prepared.lock().clone(),
+            None => self.prepared.lock().clone(),
+        };
         engine.set_input(input::build(input));
         let note = Some(format!(
             "Rego has no per-policy scope: `document` is {package} for this input (every rule that evaluated to a \
@@ -477,6 +505,66 @@ impl PolicyBackend for RegoBackend {
     fn index_summary(&self) -> Option<String> {
         Some(self.index_summary.clone())
     }
+
+    fn check_store_entities(
+        &self,
+        entities: &[crate::store::StoredEntity],
+    ) -> Result<(), Vec<crate::overlay::EntityProblem>> {
+        if entities.is_empty() {
+            return Ok(());
+        }
+        let doc = store_data::document(entities)?;
+        let mut engine = self.prepared.lock().clone();
+        engine.add_data(doc).map_err(|e| vec![data_conflict(&e)])
+    }
+
+    fn set_store_entities(
+        &self,
+        entities: &[crate::store::StoredEntity],
+    ) -> Result<(), Vec<crate::overlay::EntityProblem>> {
+        if entities.is_empty() {
+            self.store.store(None);
+            return Ok(());
+        }
+        let doc = store_data::document(entities)?;
+        // Each engine with the data, prepared again (the data changed) once here rather than in every thread.
+        let with_data = |engine: &Mutex<Engine>, declared: [bool; 3]| {
+            let mut engine = engine.lock().clone();
+            engine
+                .add_data(doc.clone())
+                .map_err(|e| vec![data_conflict(&e)])?;
+            if let Some(rule) = RULES.iter().zip(declared).find_map(|(r, p)| p.then_some(r)) {
+                // An error here is the rule's without input; decisions report their own.
+                let _ = engine.eval_rule(format!("{}{rule}", self.rule_prefix));
+            }
+            Ok::<_, Vec<crate::overlay::EntityProblem>>(Mutex::new(engine))
+        };
+        let deciders = self
+            .deciders
+            .engines
+            .iter()
+            .zip(&self.deciders.declared)
+            .map(|(e, d)| with_data(e, *d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let prepared = with_data(&self.prepared, [false, true, false])?;
+        self.store.store(Some(Arc::new(StoreEngines {
+            instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
+            deciders,
+            prepared,
+        })));
+        Ok(())
+    }
+}
+
+/// The store's entity data cannot be merged into the bundle's `data` (its own data sets `data.jitgate.entities`).
+fn data_conflict(e: &dyn std::fmt::Display) -> crate::overlay::EntityProblem {
+    crate::overlay::EntityProblem::new(
+        "(entity data)",
+        format!(
+            "the store's entity data goes to data.{}, which the bundle's own data sets too: {e}",
+            store_data::PATH.join(".")
+        ),
+    )
 }
 
 /// One element of a decision set.

@@ -208,12 +208,15 @@ struct Hits {
     hit: BTreeSet<String>,
 }
 
+/// A loaded bundle's directory (canonical), its further entity files and the store entity files put over it.
+type BundleKey = (PathBuf, Vec<PathBuf>, Vec<PathBuf>);
+
 /// Loads bundles once per path and runs suites against them.
 #[derive(Debug, Default)]
 pub struct Runner {
     opts: RunOptions,
-    /// By canonical directory and the suite's (and case's) entity files.
-    cache: BTreeMap<(PathBuf, Vec<PathBuf>), Result<Arc<Bundle>, Diagnostics>>,
+    /// By canonical directory, the suite's (and case's) entity files and the suite's store entity files.
+    cache: BTreeMap<BundleKey, Result<Arc<Bundle>, Diagnostics>>,
     coverage: BTreeMap<PathBuf, Hits>,
     rego_done: BTreeSet<PathBuf>,
     rego_tests: Vec<RegoTestResult>,
@@ -230,26 +233,34 @@ impl Runner {
 
     /// The bundle in `dir`, loaded on first use and cached (by canonical path) for the rest of the run.
     pub fn bundle(&mut self, dir: &Path) -> Result<Arc<Bundle>, Diagnostics> {
-        self.bundle_with(dir, &[])
+        self.bundle_with(dir, &[], &[])
     }
 
-    /// The bundle in `dir` with further Cedar JSON entity files, loaded on first use and cached.
+    /// The bundle in `dir` with further Cedar JSON entity files, and the entity data of `store` files put over its
+    /// own as the store's would be, loaded on first use and cached.
     fn bundle_with(
         &mut self,
         dir: &Path,
         entities: &[PathBuf],
+        store: &[PathBuf],
     ) -> Result<Arc<Bundle>, Diagnostics> {
         let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         self.cache
-            .entry((key, entities.to_vec()))
-            .or_insert_with(|| Bundle::load_with_entities(dir, entities).map(Arc::new))
+            .entry((key, entities.to_vec(), store.to_vec()))
+            .or_insert_with(|| {
+                let bundle = Bundle::load_with_entities(dir, entities)?;
+                if !store.is_empty() {
+                    crate::overlay::read_store_files(store)?.apply(&bundle)?;
+                }
+                Ok(Arc::new(bundle))
+            })
             .clone()
     }
 
     /// Makes `bundle` the one used for `dir` (the reload gate tests the snapshot it is about to swap in).
     pub fn insert_bundle(&mut self, dir: &Path, bundle: Arc<Bundle>) {
         let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-        self.cache.insert((key, Vec::new()), Ok(bundle));
+        self.cache.insert((key, Vec::new(), Vec::new()), Ok(bundle));
     }
 
     /// Discovers suite files under `paths` and runs them all.
@@ -310,7 +321,7 @@ impl Runner {
             runs: Vec::new(),
         };
         for dir in &bundles {
-            let bundle = match self.bundle_with(dir, &suite.entities) {
+            let bundle = match self.bundle_with(dir, &suite.entities, &suite.store_entities) {
                 Ok(b) => b,
                 Err(d) => {
                     for diag in d.0 {
@@ -340,7 +351,7 @@ impl Runner {
                 let base = suite.path.parent().unwrap_or(Path::new("."));
                 let mut files = suite.entities.clone();
                 files.extend(case.entities.iter().map(|e| base.join(e)));
-                match self.bundle_with(dir, &files) {
+                match self.bundle_with(dir, &files, &suite.store_entities) {
                     Ok(b) => {
                         own.insert(i, b);
                     }

@@ -130,6 +130,10 @@ pub struct SuiteFile {
     /// suite's cases (Cedar bundles only).
     #[serde(default, deserialize_with = "one_or_many")]
     pub entities: Vec<String>,
+    /// Entity data in the store's form (JSON arrays, as `jitgate entities put` takes them; relative to the suite
+    /// file), put over each bundle's own data as the store's entity data is, Cedar and Rego alike.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub store_entities: Vec<String>,
     /// Fixture principals: their groups and token claims.
     #[serde(default)]
     pub principals: BTreeMap<EntityRef, PrincipalFixture>,
@@ -759,6 +763,8 @@ pub struct Suite {
     pub bundles: Vec<PathBuf>,
     /// The suite's Cedar JSON entity files, resolved against the suite's directory.
     pub entities: Vec<PathBuf>,
+    /// The suite's store-form entity files, resolved against the suite's directory.
+    pub store_entities: Vec<PathBuf>,
     /// The fixture grants, times resolved.
     pub grants: Vec<Grant>,
     /// 1-based line of each case (where its `name` is written), parallel to `file.cases`.
@@ -861,12 +867,18 @@ impl Suite {
             .iter()
             .map(|e| normalize(&base.join(e)))
             .collect();
+        let store_entities = file
+            .store_entities
+            .iter()
+            .map(|e| normalize(&base.join(e)))
+            .collect();
         Diagnostics(errors).into_result()?;
         Ok(Suite {
             path: path.to_path_buf(),
             file,
             bundles,
             entities,
+            store_entities,
             grants,
             case_lines,
             grant_lines,
