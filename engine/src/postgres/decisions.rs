@@ -818,14 +818,25 @@ struct Shipped {
     anchors: Option<(i64, u64)>,
 }
 
+/// How long a shipper with a feed waits between two reads of a quiet log.
+const QUIET_READ_EVERY: Duration = Duration::from_secs(1);
+
+/// What a shipper with a feed knows of a quiet writer.
+#[derive(Debug, Default)]
+struct Quiet {
+    /// The writer's head as the last pass saw it with nothing in the feed.
+    head: Option<i64>,
+    /// When the log was last read because the writer was quiet.
+    read: Option<std::time::Instant>,
+}
+
 /// Records taken from the feed and not shipped yet, in seq order (kept across failed passes: they are committed).
 type Pending = std::collections::VecDeque<StoredRecord>;
 
 fn run(store: &PgStore, opts: &ShipOptions, stop: &(Mutex<bool>, Condvar), stats: &ShipStats) {
     let mut shipped = Shipped::default();
     let mut pending = Pending::new();
-    // The writer's head as the last pass saw it with nothing in the feed.
-    let mut seen_head = None;
+    let mut seen_head = Quiet::default();
     let mut last_error: Option<String> = None;
     loop {
         let stopping = *stop.0.lock();
@@ -891,7 +902,7 @@ fn mark_now(opts: &ShipOptions, shipped: &Shipped) -> Result<(), ShipError> {
 fn next_records(
     opts: &ShipOptions,
     pending: &mut Pending,
-    seen_head: &mut Option<i64>,
+    seen_head: &mut Quiet,
     after: i64,
     stopping: bool,
     stats: &ShipStats,
@@ -917,10 +928,16 @@ fn next_records(
             // newest batch, which the feed is about to hold, and read the log back pass after pass.
             let head = feed.head();
             if !stopping {
-                if feed.committing() || *seen_head != Some(head) {
-                    *seen_head = Some(head);
+                // And then at most once a second (the records it looks for are rare; an idle proxy would
+                // otherwise open its log five times a second).
+                let recent = seen_head
+                    .read
+                    .is_some_and(|t| t.elapsed() < QUIET_READ_EVERY);
+                if feed.committing() || seen_head.head != Some(head) || recent {
+                    seen_head.head = Some(head);
                     return Ok((Vec::new(), false));
                 }
+                seen_head.read = Some(std::time::Instant::now());
                 quiet = Some(head);
             }
         }
@@ -942,7 +959,7 @@ fn next_records(
         // `committing` before it writes and moves the head when it is done, so a read that saw neither change
         // overlapped no commit of the writer's.
         if !records.is_empty() && (feed.committing() || feed.head() != head) {
-            *seen_head = None;
+            seen_head.head = None;
             return Ok((Vec::new(), true));
         }
     }
@@ -993,7 +1010,7 @@ fn pass(
     store: &PgStore,
     opts: &ShipOptions,
     shipped: &mut Shipped,
-    (pending, seen_head): (&mut Pending, &mut Option<i64>),
+    (pending, seen_head): (&mut Pending, &mut Quiet),
     stopping: bool,
     stats: &ShipStats,
 ) -> Result<bool, ShipError> {
