@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use super::export::StoredRecord;
 
 /// Records a feed holds at most unless told otherwise ([`ShipFeed::new`]).
-pub const DEFAULT_FEED_CAPACITY: usize = 4096;
+pub const DEFAULT_FEED_CAPACITY: usize = 32_768;
 
 /// Committed records on their way from the writer to a shipper, and the shipper's progress on its way back. Give
 /// the same `Arc` to the writer ([`super::LogOptions::ship`]) and to the shipper.
@@ -55,6 +55,11 @@ impl ShipFeed {
     /// The time of the oldest record waiting in the feed.
     pub fn oldest_time(&self) -> Option<String> {
         self.records.lock().first().map(|r| r.time.clone())
+    }
+
+    /// The most records it holds between two takes.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Records dropped because the feed was full, since it was made.

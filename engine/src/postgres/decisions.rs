@@ -716,6 +716,14 @@ pub struct ShipStats {
     pub lag_ms: AtomicU64,
     /// Passes that failed (the store unreachable, the log unreadable); each is retried.
     pub errors: AtomicU64,
+    /// Records taken from the writer's feed (in memory, not read back from the log).
+    pub feed_records: AtomicU64,
+    /// Times the shipper read the local log: with a feed, only for records it never held (committed before the
+    /// shipper started, dropped by a full feed, written by someone else such as a prune's checkpoint), and once a
+    /// pass while the writer is quiet, to find the latter.
+    pub log_reads: AtomicU64,
+    /// Records shipped from the local log rather than from the feed.
+    pub log_records: AtomicU64,
 }
 
 /// The running shipper; [`Shipper::stop`] ships what is left and ends it. Dropping it stops the thread without the
@@ -810,14 +818,25 @@ struct Shipped {
     anchors: Option<(i64, u64)>,
 }
 
+/// How long a shipper with a feed waits between two reads of a quiet log.
+const QUIET_READ_EVERY: Duration = Duration::from_secs(1);
+
+/// What a shipper with a feed knows of a quiet writer.
+#[derive(Debug, Default)]
+struct Quiet {
+    /// The writer's head as the last pass saw it with nothing in the feed.
+    head: Option<i64>,
+    /// When the log was last read because the writer was quiet.
+    read: Option<std::time::Instant>,
+}
+
 /// Records taken from the feed and not shipped yet, in seq order (kept across failed passes: they are committed).
 type Pending = std::collections::VecDeque<StoredRecord>;
 
 fn run(store: &PgStore, opts: &ShipOptions, stop: &(Mutex<bool>, Condvar), stats: &ShipStats) {
     let mut shipped = Shipped::default();
     let mut pending = Pending::new();
-    // The writer's head as the last pass saw it with nothing in the feed.
-    let mut seen_head = None;
+    let mut seen_head = Quiet::default();
     let mut last_error: Option<String> = None;
     loop {
         let stopping = *stop.0.lock();
@@ -883,31 +902,43 @@ fn mark_now(opts: &ShipOptions, shipped: &Shipped) -> Result<(), ShipError> {
 fn next_records(
     opts: &ShipOptions,
     pending: &mut Pending,
-    seen_head: &mut Option<i64>,
+    seen_head: &mut Quiet,
     after: i64,
     stopping: bool,
+    stats: &ShipStats,
 ) -> Result<(Vec<StoredRecord>, bool), ShipError> {
     let batch = opts.batch.max(1) as usize;
+    // The writer's head before a read of a quiet log: a read that a commit overlapped is not used (see below).
+    let mut quiet = None;
     if let Some(feed) = &opts.feed {
         pending.extend(feed.take());
         while pending.front().is_some_and(|r| r.seq <= after) {
             pending.pop_front();
         }
         // Bounded like the feed: what does not fit is read from the log later.
-        if pending.len() > batch.saturating_mul(2) {
+        if pending.len() > feed.capacity() {
             pending.clear();
         }
         if pending.front().is_some_and(|r| r.seq == after + 1) {
-            return Ok(take_run(pending, batch));
+            return Ok(take_run(pending, batch, stats));
         }
-        if pending.is_empty() && !stopping {
+        if pending.is_empty() {
             // Nothing new from the writer. The log is read only once the writer has been quiet for a whole pass
             // (for records it did not write, e.g. a prune's checkpoint): a read while it commits would find its
             // newest batch, which the feed is about to hold, and read the log back pass after pass.
             let head = feed.head();
-            if feed.committing() || *seen_head != Some(head) {
-                *seen_head = Some(head);
-                return Ok((Vec::new(), false));
+            if !stopping {
+                // And then at most once a second (the records it looks for are rare; an idle proxy would
+                // otherwise open its log five times a second).
+                let recent = seen_head
+                    .read
+                    .is_some_and(|t| t.elapsed() < QUIET_READ_EVERY);
+                if feed.committing() || seen_head.head != Some(head) || recent {
+                    seen_head.head = Some(head);
+                    return Ok((Vec::new(), false));
+                }
+                seen_head.read = Some(std::time::Instant::now());
+                quiet = Some(head);
             }
         }
     }
@@ -917,23 +948,48 @@ fn next_records(
     };
     let mut records = match u32::try_from(limit) {
         Ok(0) | Err(_) => Vec::new(),
-        Ok(l) => crate::log::stored_records(&opts.log, after, l)?,
+        Ok(l) => {
+            stats.log_reads.fetch_add(1, Ordering::Relaxed);
+            crate::log::stored_records(&opts.log, after, l)?
+        }
     };
+    if let (Some(feed), Some(head)) = (&opts.feed, quiet) {
+        // A commit that began after the quiet check may be in what was read: those records are the feed's (it
+        // holds them once the commit ends), so this read is dropped and the feed is asked again. A commit sets
+        // `committing` before it writes and moves the head when it is done, so a read that saw neither change
+        // overlapped no commit of the writer's.
+        if !records.is_empty() && (feed.committing() || feed.head() != head) {
+            seen_head.head = None;
+            return Ok((Vec::new(), true));
+        }
+    }
     if let Some(f) = pending.front() {
         // Only the gap before what the feed holds; a gap the log does not hold either (as in a log pruned of
         // unshipped records on purpose) is shipped as the log has it: without those records.
         records.retain(|r| r.seq < f.seq);
         if records.is_empty() {
-            return Ok(take_run(pending, batch));
+            return Ok(take_run(pending, batch, stats));
         }
     }
     let more = records.len() > batch || !pending.is_empty();
     records.truncate(batch);
+    if !records.is_empty() {
+        tracing::debug!(
+            replica = %opts.replica,
+            after,
+            records = records.len(),
+            feed_front = pending.front().map(|r| r.seq),
+            "log shipper: records read back from the log (the feed did not hold them)"
+        );
+    }
+    stats
+        .log_records
+        .fetch_add(records.len() as u64, Ordering::Relaxed);
     Ok((records, more))
 }
 
 /// Up to `batch` records from the front of `pending` with consecutive seqs, and whether any are left.
-fn take_run(pending: &mut Pending, batch: usize) -> (Vec<StoredRecord>, bool) {
+fn take_run(pending: &mut Pending, batch: usize, stats: &ShipStats) -> (Vec<StoredRecord>, bool) {
     let mut out: Vec<StoredRecord> = Vec::with_capacity(batch.min(pending.len()));
     while out.len() < batch
         && pending
@@ -942,6 +998,9 @@ fn take_run(pending: &mut Pending, batch: usize) -> (Vec<StoredRecord>, bool) {
     {
         out.extend(pending.pop_front());
     }
+    stats
+        .feed_records
+        .fetch_add(out.len() as u64, Ordering::Relaxed);
     (out, !pending.is_empty())
 }
 
@@ -951,7 +1010,7 @@ fn pass(
     store: &PgStore,
     opts: &ShipOptions,
     shipped: &mut Shipped,
-    (pending, seen_head): (&mut Pending, &mut Option<i64>),
+    (pending, seen_head): (&mut Pending, &mut Quiet),
     stopping: bool,
     stats: &ShipStats,
 ) -> Result<bool, ShipError> {
@@ -979,19 +1038,28 @@ fn pass(
     };
     stats.shipped_seq.store(after, Ordering::Relaxed);
     // The records as stored (no record decoded and encoded again).
-    let (records, more) = next_records(opts, pending, seen_head, after, stopping)?;
+    let (records, more) = next_records(opts, pending, seen_head, after, stopping, stats)?;
     let through = records.last().map_or(after, |r| r.seq);
     // Anchors read after the records: one that signs a head the records reach is shipped with them, in the same
     // transaction (a writer's start anchor comes before the records after it, so a reader never sees them follow
     // a shutdown anchor alone).
     let anchors = match &opts.anchors {
-        Some(file) if file.is_file() => pending_anchors(store, opts, file, shipped, through)?,
+        Some(file) if file.is_file() => {
+            match pending_anchors(store, opts, file, shipped, through) {
+                Ok(a) => a,
+                Err(e) => return Err(put_back(pending, records, e)),
+            }
+        }
         _ => Vec::new(),
     };
     if !records.is_empty() || !anchors.is_empty() {
-        let inserted = store
+        let inserted = match store
             .pool
-            .with(|c| insert_batch(c, &opts.replica, &records, &anchors))?;
+            .with(|c| ship_batch(c, &opts.replica, &records, &anchors))
+        {
+            Ok(n) => n,
+            Err(e) => return Err(put_back(pending, records, e.into())),
+        };
         stats.shipped.fetch_add(inserted, Ordering::Relaxed);
         if let Some((n, _, offset)) = anchors.last() {
             shipped.anchors = Some((*n, *offset));
@@ -1026,6 +1094,7 @@ fn pass(
             (local, oldest)
         }
         _ => {
+            stats.log_reads.fetch_add(1, Ordering::Relaxed);
             let local = crate::log::tail(&opts.log, 1)?
                 .last()
                 .map_or(done, |r| r.seq);
@@ -1053,6 +1122,15 @@ fn pass(
     };
     stats.lag_ms.store(age, Ordering::Relaxed);
     Ok(more)
+}
+
+/// After a failed pass: its records go back to the front of `pending` (they are committed, and in seq order before
+/// what it holds), for the next pass to ship without reading them back from the log.
+fn put_back(pending: &mut Pending, records: Vec<StoredRecord>, e: ShipError) -> ShipError {
+    for r in records.into_iter().rev() {
+        pending.push_front(r);
+    }
+    e
 }
 
 /// An anchor to ship: its place in the anchors file (from 1), the anchor, and the byte offset just past its line.
@@ -1114,6 +1192,138 @@ fn pending_anchors(
     Ok(out)
 }
 
+/// The columns a shipped record is copied into, in the order [`copy_records`] writes them.
+const COPY_RECORDS: &str = "COPY decision_records (replica, seq, time, kind, principal, action, resource, decision, \
+                            request_id, revision, grants_used, record, prev_hash, hash, shipped_at) \
+                            FROM STDIN (FORMAT binary)";
+
+/// Ships `records` of `replica` in one transaction and moves the replica's head; returns how many were new. They
+/// follow the newest seq the store held when last asked, so they are normally all new: they are streamed in with
+/// `COPY ... (FORMAT binary)` (the columns as the writer produced them, no statement per record or per batch to
+/// plan, no conflict check per row). A record that is there after all (two shippers under one replica id, or a
+/// commit whose answer was lost while another process shipped) fails the copy as a unique violation; the batch is
+/// then shipped again row by row ([`insert_batch`]), skipping copies after checking they are the same records.
+fn ship_batch(
+    c: &mut postgres::Client,
+    replica: &str,
+    records: &[StoredRecord],
+    anchors: &[PendingAnchor],
+) -> Result<u64, StoreError> {
+    if !records.is_empty() {
+        match copy_batch(c, replica, records, anchors) {
+            Err(CopyError::Store(e)) => return Err(e),
+            Err(CopyError::Present) => {}
+            Ok(n) => return Ok(n),
+        }
+    }
+    insert_batch(c, replica, records, anchors)
+}
+
+/// Why [`copy_batch`] failed.
+enum CopyError {
+    /// A record is in the store already, or the batch cannot be copied as it is (the transaction was rolled back):
+    /// ship it row by row.
+    Present,
+    Store(StoreError),
+}
+
+impl From<StoreError> for CopyError {
+    fn from(e: StoreError) -> CopyError {
+        CopyError::Store(e)
+    }
+}
+
+/// [`ship_batch`]'s copy: every record new, or nothing done.
+fn copy_batch(
+    c: &mut postgres::Client,
+    replica: &str,
+    records: &[StoredRecord],
+    anchors: &[PendingAnchor],
+) -> Result<u64, CopyError> {
+    let now = crate::clock::now_system();
+    let mut tx = c.transaction().map_err(|e| pg_err("", e))?;
+    let present =
+        |e: &postgres::Error| e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION);
+    match copy_records(&mut tx, replica, now, records) {
+        Ok(true) => {}
+        Ok(false) => return Err(CopyError::Present),
+        Err(e) if present(&e) => return Err(CopyError::Present),
+        Err(e) => return Err(pg_err("cannot ship decision records", e).into()),
+    }
+    finish_batch(&mut tx, replica, now, records, anchors)?;
+    match tx.commit() {
+        Ok(()) => Ok(records.len() as u64),
+        // The primary key is checked as rows go in; a deferred check would say so here.
+        Err(e) if present(&e) => Err(CopyError::Present),
+        Err(e) => Err(pg_err("", e).into()),
+    }
+}
+
+/// Streams `records` into `decision_records` in PostgreSQL's binary copy format; `false` (the copy abandoned) for a
+/// batch it cannot copy as it is.
+fn copy_records(
+    tx: &mut postgres::Transaction<'_>,
+    replica: &str,
+    now: i64,
+    records: &[StoredRecord],
+) -> Result<bool, postgres::Error> {
+    use postgres::binary_copy::BinaryCopyInWriter;
+    use postgres::types::Type;
+    let sink = tx.copy_in(COPY_RECORDS)?;
+    let t = Type::TEXT;
+    let mut w = BinaryCopyInWriter::new(
+        sink,
+        &[
+            t.clone(),
+            Type::INT8,
+            t.clone(),
+            t.clone(),
+            t.clone(),
+            t.clone(),
+            t.clone(),
+            t.clone(),
+            t.clone(),
+            t.clone(),
+            Type::TEXT_ARRAY,
+            t.clone(),
+            t.clone(),
+            t,
+            Type::INT8,
+        ],
+    );
+    let mut grants: Vec<&str> = Vec::new();
+    for r in records {
+        grants.clear();
+        // The stored JSON array of grant ids, borrowed from it (ids have nothing to unescape); one that cannot be
+        // borrowed so is left to the row-by-row statement, which decodes it on the server.
+        if r.grants_used != "[]" {
+            match serde_json::from_str::<Vec<&str>>(&r.grants_used) {
+                Ok(g) => grants.extend(g),
+                Err(_) => return Ok(false),
+            }
+        }
+        w.write(&[
+            &replica,
+            &r.seq,
+            &r.time,
+            &r.kind,
+            &r.principal,
+            &r.action,
+            &r.resource,
+            &r.decision,
+            &r.request_id,
+            &r.revision,
+            &grants,
+            &r.json,
+            &r.prev_hash,
+            &r.hash,
+            &now,
+        ])?;
+    }
+    w.finish()?;
+    Ok(true)
+}
+
 /// Inserts `records` of `replica` in one transaction (a copy already there is skipped, after checking it is the
 /// same record) and moves the replica's head; returns how many were new.
 fn insert_batch(
@@ -1127,7 +1337,6 @@ fn insert_batch(
     // One statement for the whole batch (arrays unnested on the server), not a round trip per record: shipping
     // runs in the proxy's process, and a statement per record cost the proxy about a quarter of its CPU under load.
     let mut inserted = 0;
-    let mut present = Vec::new();
     if !records.is_empty() {
         let seqs: Vec<i64> = records.iter().map(|r| r.seq).collect();
         let col = |f: fn(&StoredRecord) -> &str| records.iter().map(f).collect::<Vec<&str>>();
@@ -1146,8 +1355,8 @@ fn insert_batch(
         let texts = col(|r| r.json.as_str());
         let prevs = col(|r| r.prev_hash.as_str());
         let hashes = col(|r| r.hash.as_str());
-        let rows = tx
-            .query(
+        let added = tx
+            .execute(
                 "INSERT INTO decision_records (replica, seq, time, kind, principal, action, resource, decision,
                    request_id, revision, grants_used, record, prev_hash, hash, shipped_at)
                  SELECT $1, r.seq, r.time, r.kind, r.principal, r.action, r.resource, r.decision, r.request_id,
@@ -1157,8 +1366,7 @@ fn insert_batch(
                    $10::TEXT[], $11::TEXT[], $12::TEXT[], $13::TEXT[], $14::TEXT[], $15::TEXT[])
                    AS r(seq, time, kind, principal, action, resource, decision, request_id, revision, grants, record,
                      prev_hash, hash)
-                 ON CONFLICT (replica, seq) DO NOTHING
-                 RETURNING seq",
+                 ON CONFLICT (replica, seq) DO NOTHING",
                 &[
                     &replica,
                     &now,
@@ -1178,41 +1386,48 @@ fn insert_batch(
                 ],
             )
             .map_err(|e| pg_err("cannot ship decision records", e))?;
-        let mut new_seqs = Vec::with_capacity(rows.len());
-        for row in &rows {
-            new_seqs.push(row.try_get::<_, i64>(0).map_err(|e| pg_err("", e))?);
-        }
-        inserted = new_seqs.len() as u64;
-        new_seqs.sort_unstable();
-        for r in records {
-            if new_seqs.binary_search(&r.seq).is_err() {
-                present.push((r.seq, r.hash.as_str()));
+        inserted = added;
+        if added < records.len() as u64 {
+            // At least once: some are copies of an earlier pass whose commit was not seen. They must be the same
+            // records; a different one means two logs ship under one replica id. (Only then is anything read
+            // back: a pass that inserted every record has no row to compare.)
+            let rows = tx
+                .query(
+                    "SELECT seq, hash FROM decision_records WHERE replica = $1 AND seq = ANY ($2)",
+                    &[&replica, &seqs],
+                )
+                .map_err(|e| pg_err("", e))?;
+            for row in rows {
+                let (seq, hash): (i64, String) = (
+                    row.try_get(0).map_err(|e| pg_err("", e))?,
+                    row.try_get(1).map_err(|e| pg_err("", e))?,
+                );
+                let ours = records
+                    .binary_search_by_key(&seq, |r| r.seq)
+                    .ok()
+                    .and_then(|i| records.get(i));
+                if ours.is_some_and(|r| r.hash != hash) {
+                    return Err(StoreError::Conflict(format!(
+                        "replica `{replica}` seq {seq} is already in the store with another hash: two decision \
+                         logs ship under one replica id (set a distinct `[cluster] replica` on each)"
+                    )));
+                }
             }
         }
     }
-    if !present.is_empty() {
-        // At least once: copies of an earlier pass whose commit was not seen. They must be the same records; a
-        // different one means two logs ship under one replica id.
-        let seqs: Vec<i64> = present.iter().map(|p| p.0).collect();
-        let rows = tx
-            .query(
-                "SELECT seq, hash FROM decision_records WHERE replica = $1 AND seq = ANY ($2)",
-                &[&replica, &seqs],
-            )
-            .map_err(|e| pg_err("", e))?;
-        for row in rows {
-            let (seq, hash): (i64, String) = (
-                row.try_get(0).map_err(|e| pg_err("", e))?,
-                row.try_get(1).map_err(|e| pg_err("", e))?,
-            );
-            if present.iter().any(|(s, h)| *s == seq && *h != hash) {
-                return Err(StoreError::Conflict(format!(
-                    "replica `{replica}` seq {seq} is already in the store with another hash: two decision logs \
-                     ship under one replica id (set a distinct `[cluster] replica` on each)"
-                )));
-            }
-        }
-    }
+    finish_batch(&mut tx, replica, now, records, anchors)?;
+    tx.commit().map_err(|e| pg_err("", e))?;
+    Ok(inserted)
+}
+
+/// The rest of a batch's transaction: the replica's head moved to its last record, and the anchors.
+fn finish_batch(
+    tx: &mut postgres::Transaction<'_>,
+    replica: &str,
+    now: i64,
+    records: &[StoredRecord],
+    anchors: &[PendingAnchor],
+) -> Result<(), StoreError> {
     if let Some(last) = records.last() {
         tx.execute(
             "INSERT INTO decision_heads (replica, seq, hash, shipped_at) VALUES ($1, $2, $3, $4)
@@ -1250,6 +1465,75 @@ fn insert_batch(
             }
         }
     }
-    tx.commit().map_err(|e| pg_err("", e))?;
-    Ok(inserted)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::postgres::scratch::{Scratch, test_url};
+
+    fn record(seq: i64, grants: &str) -> StoredRecord {
+        StoredRecord {
+            seq,
+            time: format!("2026-12-07T10:00:{:02}.000000Z", seq % 60),
+            kind: "decision",
+            principal: format!("User::\"u{seq}\""),
+            action: "Action::\"GET\"".into(),
+            resource: "Path::\"/payments\"".into(),
+            decision: Some("allow"),
+            request_id: (seq % 2 == 0).then(|| format!("req-{seq}")),
+            revision: "rev1".into(),
+            grants_used: grants.into(),
+            json: format!("{{\"seq\":{seq}}}"),
+            prev_hash: format!("{:064x}", seq - 1),
+            hash: format!("{seq:064x}"),
+        }
+    }
+
+    /// Issue 16: a batch is copied in whole when none of it is in the store; one that partly is (a copy of an
+    /// earlier pass) is shipped row by row, adding only the new records; a record already there with another hash
+    /// (two logs under one replica id) is refused and nothing of its batch is added. Grant ids come out as the
+    /// arrays they were, escapes included.
+    #[test]
+    fn batches_are_copied_in_and_copies_already_there_are_skipped_or_refused() {
+        let Some(base) =
+            test_url("batches_are_copied_in_and_copies_already_there_are_skipped_or_refused")
+        else {
+            return;
+        };
+        let scratch = Scratch::new(&base, "shipcopy").unwrap();
+        let store = PgStore::open(&scratch.url()).unwrap();
+        let recs: Vec<StoredRecord> = (1..=6)
+            .map(|i| match i {
+                2 => record(i, r#"["g2","gshared"]"#),
+                5 => record(i, r#"["g\"5"]"#),
+                _ => record(i, "[]"),
+            })
+            .collect();
+        let ship = |r: &[StoredRecord]| store.pool.with(|c| ship_batch(c, "r1", r, &[]));
+        assert_eq!(ship(&recs[..3]).unwrap(), 3);
+        // 1..=3 are there: 4..=6 are added, 5 with its escaped id.
+        assert_eq!(ship(&recs).unwrap(), 3);
+        assert_eq!(ship(&recs).unwrap(), 0);
+        let mut other = recs.clone();
+        other[3].hash = format!("{:064x}", 99);
+        other.push(record(7, "[]"));
+        let e = ship(&other).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Conflict(m) if m.contains("seq 4")),
+            "{e}"
+        );
+        let count = |sql: &str| scratch.scalar(sql).unwrap();
+        assert_eq!(count("SELECT COUNT(*) FROM decision_records"), Some(6));
+        assert_eq!(count("SELECT MAX(seq) FROM decision_heads"), Some(6));
+        assert_eq!(
+            count(
+                "SELECT COUNT(*) FROM decision_records WHERE (seq = 2 AND grants_used = '{g2,gshared}')
+                 OR (seq = 5 AND grants_used = ARRAY['g\"5']) OR (seq NOT IN (2, 5) AND grants_used = '{}')"
+            ),
+            Some(6)
+        );
+    }
 }

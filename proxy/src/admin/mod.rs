@@ -263,6 +263,26 @@ async fn metrics(State(p): State<Arc<Proxy>>) -> Response {
                 "Shipping passes that failed (each is retried).",
                 ship.errors.load(Relaxed),
             ),
+            (
+                "jitgate_log_ship_feed_records_total",
+                "Decision records the shipper took from the writer in memory (not read back from the log).",
+                ship.feed_records.load(Relaxed),
+            ),
+            (
+                "jitgate_log_ship_reads_total",
+                "Times the shipper read the local decision log back (records the writer's feed did not hold).",
+                ship.log_reads.load(Relaxed),
+            ),
+            (
+                "jitgate_log_ship_read_records_total",
+                "Decision records the shipper read back from the local log (not in the writer's feed).",
+                ship.log_records.load(Relaxed),
+            ),
+            (
+                "jitgate_log_ship_feed_dropped_total",
+                "Committed records the writer's feed could not hold (full); the shipper reads them from the log.",
+                p.log.ship_feed().map_or(0, |f| f.dropped()),
+            ),
         ]);
     }
     let body = p.metrics.render(
