@@ -1,7 +1,9 @@
 //! Entity references (`Type::"id"`), the common currency of requests, grants and policies.
 //! Parsing and printing only; no policy-language specifics live here.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::Hash;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -110,6 +112,58 @@ impl<'de> Deserialize<'de> for EntityRef {
         }
         d.deserialize_str(V)
     }
+}
+
+/// A parent cycle among entities (as a path that ends where it starts), if any: a depth-first walk from each of
+/// `roots` along `parents` (an entity's parents; one not known has none). Used by both engines' entity data.
+pub(crate) fn find_parent_cycle<'a, K, I>(
+    roots: impl IntoIterator<Item = &'a K>,
+    parents: impl Fn(&'a K) -> I,
+) -> Option<Vec<K>>
+where
+    K: Eq + Hash + Clone + 'a,
+    I: Iterator<Item = &'a K>,
+{
+    // 0: not visited, 1: on the current path, 2: done.
+    let mut state: HashMap<&'a K, u8> = HashMap::new();
+    for root in roots {
+        if state.get(root).copied().unwrap_or(0) != 0 {
+            continue;
+        }
+        let mut path: Vec<&'a K> = vec![root];
+        let mut iters: Vec<I> = vec![parents(root)];
+        state.insert(root, 1);
+        while let Some(it) = iters.last_mut() {
+            match it.next() {
+                Some(p) => match state.get(p).copied().unwrap_or(0) {
+                    1 => {
+                        let from = path.iter().position(|u| *u == p).unwrap_or(0);
+                        let mut cycle: Vec<K> = path
+                            .get(from..)
+                            .unwrap_or(&[])
+                            .iter()
+                            .map(|u| (*u).clone())
+                            .collect();
+                        cycle.push(p.clone());
+                        return Some(cycle);
+                    }
+                    0 => {
+                        state.insert(p, 1);
+                        path.push(p);
+                        iters.push(parents(p));
+                    }
+                    _ => {}
+                },
+                None => {
+                    iters.pop();
+                    if let Some(done) = path.pop() {
+                        state.insert(done, 2);
+                    }
+                }
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]

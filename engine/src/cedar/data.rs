@@ -296,50 +296,9 @@ pub(crate) fn uids_in(v: &Value, f: &mut impl FnMut(&EntityUID)) {
 /// A parent cycle among `entities` (as a path that ends where it starts), if any.
 pub(crate) fn find_cycle(entities: &[ast::Entity]) -> Option<Vec<EntityUID>> {
     let by_uid: HashMap<&EntityUID, &ast::Entity> = entities.iter().map(|e| (e.uid(), e)).collect();
-    // 0: not visited, 1: on the current path, 2: done.
-    let mut state: HashMap<&EntityUID, u8> = HashMap::with_capacity(entities.len());
-    for root in entities {
-        if state.get(root.uid()).copied().unwrap_or(0) != 0 {
-            continue;
-        }
-        let mut path: Vec<&EntityUID> = vec![root.uid()];
-        let mut iters: Vec<Box<dyn Iterator<Item = &EntityUID> + '_>> =
-            vec![Box::new(root.parents())];
-        state.insert(root.uid(), 1);
-        while let Some(it) = iters.last_mut() {
-            match it.next() {
-                Some(p) => match state.get(p).copied().unwrap_or(0) {
-                    1 => {
-                        let from = path.iter().position(|u| *u == p).unwrap_or(0);
-                        let mut cycle: Vec<EntityUID> = path
-                            .get(from..)
-                            .unwrap_or(&[])
-                            .iter()
-                            .map(|u| (*u).clone())
-                            .collect();
-                        cycle.push(p.clone());
-                        return Some(cycle);
-                    }
-                    0 => {
-                        state.insert(p, 1);
-                        path.push(p);
-                        match by_uid.get(p) {
-                            Some(e) => iters.push(Box::new(e.parents())),
-                            None => iters.push(Box::new(std::iter::empty())),
-                        }
-                    }
-                    _ => {}
-                },
-                None => {
-                    iters.pop();
-                    if let Some(done) = path.pop() {
-                        state.insert(done, 2);
-                    }
-                }
-            }
-        }
-    }
-    None
+    crate::entity::find_parent_cycle(entities.iter().map(|e| e.uid()), |u| {
+        by_uid.get(u).into_iter().flat_map(|e| e.parents())
+    })
 }
 
 /// The entity's uid as written (`Type::"id"`), for errors about an entity that did not parse.

@@ -194,47 +194,9 @@ fn find_cycle(
     stored: &[StoredEntity],
     parents: &HashMap<&EntityRef, Vec<EntityRef>>,
 ) -> Option<Vec<EntityRef>> {
-    // 0: not visited, 1: on the current path, 2: done.
-    let mut state: HashMap<&EntityRef, u8> = HashMap::with_capacity(stored.len());
-    for root in stored {
-        if state.get(&root.uid).copied().unwrap_or(0) != 0 {
-            continue;
-        }
-        let mut path: Vec<&EntityRef> = vec![&root.uid];
-        let mut next: Vec<usize> = vec![0];
-        state.insert(&root.uid, 1);
-        while let (Some(u), Some(i)) = (path.last().copied(), next.last_mut()) {
-            let child = parents.get(u).and_then(|ps| ps.get(*i));
-            *i += 1;
-            match child {
-                Some(p) => match state.get(p).copied().unwrap_or(0) {
-                    1 => {
-                        let from = path.iter().position(|x| *x == p).unwrap_or(0);
-                        let mut cycle: Vec<EntityRef> = path
-                            .get(from..)
-                            .unwrap_or(&[])
-                            .iter()
-                            .map(|x| (*x).clone())
-                            .collect();
-                        cycle.push(p.clone());
-                        return Some(cycle);
-                    }
-                    0 => {
-                        state.insert(p, 1);
-                        path.push(p);
-                        next.push(0);
-                    }
-                    _ => {}
-                },
-                None => {
-                    state.insert(u, 2);
-                    path.pop();
-                    next.pop();
-                }
-            }
-        }
-    }
-    None
+    crate::entity::find_parent_cycle(stored.iter().map(|e| &e.uid), |u| {
+        parents.get(u).into_iter().flatten()
+    })
 }
 
 #[cfg(test)]
