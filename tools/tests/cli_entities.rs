@@ -10,23 +10,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use run_cli::Served;
+use run_cli::{Served, copy_dir};
 
 fn jitgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_jitgate"))
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), to).unwrap();
-        }
-    }
 }
 
 /// The docs example bundle in `dir`, `writeEntities` / `readEntities` declared and permitted to SREs.

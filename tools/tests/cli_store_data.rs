@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 mod run_cli;
-use run_cli::{jitgate, repo};
+use run_cli::{copy_dir, jitgate, repo};
 
 use jitgate_engine::EntityRef;
 use jitgate_engine::store::{EntityStore, StoredEntity};
@@ -40,19 +40,6 @@ fn store_file(dir: &Path) -> PathBuf {
     )
     .unwrap();
     path
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), to).unwrap();
-        }
-    }
 }
 
 /// The Rego docs example with one more definition of `owner-edits`: the owner the store's data names.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod run_cli;
-use run_cli::{jitgate, repo};
+use run_cli::{copy_dir, jitgate, repo};
 
 /// A decision record: `User::"a"` reads `Doc::"<doc>"`.
 fn doc_record(
@@ -169,19 +169,6 @@ fn check_loads_bundles_and_reports_broken_ones() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(2), "{out}");
     assert!(out.contains("bundle.toml:4:"), "{out}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
 }
 
 /// A bundle's own `tests` run against that bundle (their suites need not name it), and a failing one fails check.

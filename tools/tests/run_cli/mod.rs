@@ -98,3 +98,18 @@ pub fn serve(path: &Path) -> Result<Served, String> {
         seen.push(line);
     }
 }
+
+/// Copies the directory `src` (a bundle, say) into `dst`, recursively.
+#[allow(dead_code)]
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), to).unwrap();
+        }
+    }
+}
