@@ -285,6 +285,7 @@ impl LogWriter {
             linger: opts.journal_linger,
             feed: opts.ship.clone(),
             canonical: Vec::new(),
+            restarted: Instant::now(),
         };
         let thread = std::thread::Builder::new()
             .name("jitgate-decision-log".into())
@@ -457,6 +458,13 @@ impl LogWriter {
 /// How often the WAL is checkpointed into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
+/// How often the writer, between two batches, checkpoints the WAL itself. The checkpoint thread's `PASSIVE`
+/// checkpoints never finish while batches keep coming (each one starts while the writer appends), so under sustained
+/// load SQLite never starts the WAL over and it grows without bound (tens of MB a second at full load). Run by the
+/// writer, between its own transactions, a `PASSIVE` checkpoint copies what is left (little, after the thread's) and
+/// the next transaction starts the WAL from its beginning; it still never waits for a reader.
+const WAL_RESTART_EVERY: Duration = Duration::from_secs(1);
+
 /// A thread with its own connection that checkpoints the WAL (`PASSIVE`: it never waits for, nor blocks, the
 /// writer). Between checkpoints a page rewritten by many batches is copied into the file once.
 struct Checkpointer {
@@ -531,6 +539,8 @@ struct Worker {
     feed: Option<Arc<ShipFeed>>,
     /// The canonical bytes of each record of the batch being committed, kept for the feed.
     canonical: Vec<Vec<u8>>,
+    /// When the writer last checkpointed the WAL itself (see [`WAL_RESTART_EVERY`]).
+    restarted: Instant,
 }
 
 /// Waits between attempts to commit a failed batch of journaled records: from the first to the last.
@@ -620,6 +630,7 @@ impl Worker {
             }
             if !batch.is_empty() {
                 self.commit(&mut batch);
+                self.restart_wal_if_due();
             }
             match control {
                 Some(Msg::Flush(done)) => {
@@ -634,6 +645,21 @@ impl Worker {
             }
         }
         self.anchor_now(AnchorReason::Shutdown);
+    }
+
+    /// After a batch (whose callers were answered already): every [`WAL_RESTART_EVERY`], a `PASSIVE` checkpoint on
+    /// the writer's own connection, so that the WAL restarts at the next transaction instead of growing.
+    fn restart_wal_if_due(&mut self) {
+        if self.restarted.elapsed() < WAL_RESTART_EVERY {
+            return;
+        }
+        self.restarted = Instant::now();
+        if let Err(e) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
+            tracing::warn!(error = %e, "decision log: WAL checkpoint by the writer failed");
+        }
     }
 
     /// After a commit or a quiet interval: signs the head when `every_records` records were committed since the last
