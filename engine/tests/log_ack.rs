@@ -6,20 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jitgate_engine::log::{DecisionRecord, LogOptions, LogWriter, Outcome, RecordKind, WriteError};
+use jitgate_engine::log::{LogOptions, LogWriter, WriteError};
 use rusqlite::Connection;
 
-fn rec(i: usize) -> DecisionRecord {
-    let mut r = DecisionRecord::new(RecordKind::Decision);
-    r.principal = format!(r#"User::"u{}""#, i % 5);
-    r.action = r#"Action::"GET""#.into();
-    r.resource = format!(r#"Service::"s{i}""#);
-    r.decision = Some(Outcome::Allow);
-    r.grants_used = vec![format!("g{}", i % 7)];
-    r.revision = "rev1".into();
-    r.engine = "cedar".into();
-    r
-}
+mod common;
+use common::record as rec;
 
 /// Whether the record `id` is committed, as another connection to the file sees it.
 fn committed(path: &std::path::Path, id: &str) -> bool {

@@ -8,19 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use jitgate_engine::log::{DecisionRecord, LogOptions, LogWriter, Outcome, RecordKind};
+use jitgate_engine::log::{LogOptions, LogWriter};
 
-fn rec(i: usize) -> DecisionRecord {
-    let mut r = DecisionRecord::new(RecordKind::Decision);
-    r.principal = format!(r#"User::"u{}""#, i % 50);
-    r.action = r#"Action::"GET""#.into();
-    r.resource = format!(r#"Service::"s{i}""#);
-    r.decision = Some(Outcome::Allow);
-    r.grants_used = vec![format!("g{}", i % 7)];
-    r.revision = "rev1".into();
-    r.engine = "cedar".into();
-    r
-}
+mod common;
+use common::record as rec;
 
 /// The WAL header's checkpoint sequence number (bytes 12..16, big-endian): how many times the WAL was started over.
 fn wal_restarts(wal: &std::path::Path) -> u32 {

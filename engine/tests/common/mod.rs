@@ -1,4 +1,5 @@
-//! Helpers shared by the engine's integration tests: copies of the shipped bundles to edit in a temporary folder.
+//! Helpers shared by the engine's integration tests: copies of the shipped bundles to edit in a temporary folder, and
+//! decision records for the log writer's tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -25,4 +26,19 @@ pub fn shipped(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../policies")
         .join(name)
+}
+
+/// An allowing decision record numbered `i` (five principals, one grant of seven, a resource of its own), for tests
+/// of the log writer.
+pub fn record(i: usize) -> jitgate_engine::log::DecisionRecord {
+    use jitgate_engine::log::{DecisionRecord, Outcome, RecordKind};
+    let mut r = DecisionRecord::new(RecordKind::Decision);
+    r.principal = format!(r#"User::"u{}""#, i % 5);
+    r.action = r#"Action::"GET""#.into();
+    r.resource = format!(r#"Service::"s{i}""#);
+    r.decision = Some(Outcome::Allow);
+    r.grants_used = vec![format!("g{}", i % 7)];
+    r.revision = "rev1".into();
+    r.engine = "cedar".into();
+    r
 }
