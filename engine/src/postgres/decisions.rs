@@ -1579,4 +1579,44 @@ mod tests {
             Some(6)
         );
     }
+
+    /// Issue 16 (store migration 5): the indexed text columns of the shipped decision tables compare byte by byte,
+    /// in every table that has `replica`, so the union of the replicas' heads and records still has one collation,
+    /// and a time range and a principal are still found through their indexes' columns.
+    #[test]
+    fn shipped_decision_keys_compare_byte_by_byte_in_every_table() {
+        let Some(base) = test_url("shipped_decision_keys_compare_byte_by_byte_in_every_table")
+        else {
+            return;
+        };
+        let scratch = Scratch::new(&base, "shipcollate").unwrap();
+        let store = PgStore::open(&scratch.url()).unwrap();
+        let recs: Vec<StoredRecord> = (1..=4).map(|i| record(i, "[]")).collect();
+        store
+            .pool
+            .with(|c| ship_batch(c, "r1", &recs, &[]))
+            .unwrap();
+        assert_eq!(
+            scratch
+                .scalar(
+                    "SELECT COUNT(*) FROM information_schema.columns
+                     WHERE table_schema = current_schema() AND collation_name = 'C'
+                       AND ((table_name = 'decision_records' AND column_name IN ('replica', 'time', 'principal'))
+                         OR (table_name IN ('decision_heads', 'decision_anchors') AND column_name = 'replica'))"
+                )
+                .unwrap(),
+            Some(5)
+        );
+        let records = Records::open(&scratch.url()).unwrap();
+        assert_eq!(records.replicas().unwrap(), vec!["r1".to_string()]);
+        assert_eq!(
+            scratch
+                .scalar(
+                    "SELECT COUNT(*) FROM decision_records WHERE replica = 'r1'
+                     AND time >= '2026-12-07T10:00:02' AND principal IN ('User::\"u2\"', 'User::\"u4\"')"
+                )
+                .unwrap(),
+            Some(2)
+        );
+    }
 }

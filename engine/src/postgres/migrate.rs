@@ -147,6 +147,20 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER entities_notify AFTER INSERT OR UPDATE OR DELETE ON entities
         FOR EACH STATEMENT EXECUTE FUNCTION jitgate_notify_entities();
     "#,
+    // 5: the decision records' indexed text columns compare byte by byte (`COLLATE "C"`) instead of by the
+    // database's locale: every shipped record descends three b-trees keyed by replica, time and principal, and
+    // a locale comparison (`strcoll`) costs several times a `memcmp`. Times are fixed-width ASCII and replica ids
+    // and principals are compared for equality, so no query's answer changes (`ORDER BY replica` is byte order
+    // now, the same as `C.UTF-8`'s code-point order). `replica` changes in every table that has it, so joins and
+    // unions between them keep one collation. Indexes are rebuilt; rows are not rewritten.
+    r#"
+    ALTER TABLE decision_records
+        ALTER COLUMN replica TYPE TEXT COLLATE "C",
+        ALTER COLUMN time TYPE TEXT COLLATE "C",
+        ALTER COLUMN principal TYPE TEXT COLLATE "C";
+    ALTER TABLE decision_heads ALTER COLUMN replica TYPE TEXT COLLATE "C";
+    ALTER TABLE decision_anchors ALTER COLUMN replica TYPE TEXT COLLATE "C";
+    "#,
 ];
 
 /// The schema version this build knows (a fully migrated store has it).
