@@ -17,7 +17,7 @@
 #
 # usage: benches/load.sh [--baseline-only] [--duration 10] [--connections 32] [--tool-threads 1] [--grants 10000]
 #                        [--no-storm] [--rate QPS|auto|off] [--upstream-delay-us N] [--no-build] [--keep]
-#                        [--postgres URL] [--modes "on journal off"] [--pin]
+#                        [--postgres URL] [--modes "on journal off"] [--pin] [--perf DIR]
 #   --keep keeps the work directory and the process logs. --rate adds an open-loop phase: passthrough and jitgate
 #   (log on, journal, log off) at the same offered request rate (with `hey`), to compare p99 at the same load; `auto` (the default)
 #   is half of what jitgate sustained in its closed-loop run. --upstream-delay-us makes the upstream wait that long
@@ -25,7 +25,9 @@
 #   --modes picks jitgate's runs among on, journal and off (pg is added after on with --postgres). --pin puts the
 #   proxies on core 1 and the load tool, upstream and JWKS endpoint on core 0 (taskset), as sidebyside.sh does; with
 #   --postgres also a PostgreSQL server on this machine (its processes, while the harness runs), as if it were on
-#   a host of its own rather than on the proxy's core.
+#   a host of its own rather than on the proxy's core. --perf DIR records a CPU profile of each measured jitgate
+#   run (`perf record -g` on the proxy process, all threads, for the run's duration) into DIR/NAME.data; compare two
+#   with `perf report -i DIR/NAME.data --sort comm,sym --no-children`.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,6 +49,7 @@ POSTGRES=""          # a server URL (postgres://user@host:port/db): adds the Pos
 MODES="on journal off"
 PIN_PROXY=()         # --pin: taskset prefixes
 PIN_LOAD=()
+PERF_DIR=""          # --perf: where each measured jitgate run's profile goes
 
 UPSTREAM_ADDR=127.0.0.1:19000
 PASSTHROUGH_ADDR=127.0.0.1:19001
@@ -69,6 +72,7 @@ while [ $# -gt 0 ]; do
     --postgres) POSTGRES="$2"; shift ;;
     --modes) MODES="$2"; shift ;;
     --pin) PIN_PROXY=(taskset -c 1); PIN_LOAD=(taskset -c 0) ;;
+    --perf) PERF_DIR="$(mkdir -p "$2" && cd "$2" && pwd)"; shift ;;
     -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "load.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -151,6 +155,20 @@ cpu_ticks() {
   sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
 }
 
+# core_ticks: "busy total" clock ticks of each core, space separated pairs in core order (from /proc/stat).
+core_ticks() {
+  awk '/^cpu[0-9]+ / { busy = $2 + $3 + $4 + $7 + $8; total = busy + $5 + $6; printf "%d %d ", busy, total }' /proc/stat
+}
+
+# pg_ticks: CPU ticks used so far by the local PostgreSQL server's processes (0 when there are none).
+pg_ticks() {
+  local t=0 pid
+  for pid in $(pgrep -x postgres 2>/dev/null); do
+    t=$(( t + $(cpu_ticks "$pid" 2>/dev/null || echo 0) ))
+  done
+  echo "$t"
+}
+
 # log_counters: "wait_sum_s wait_count committed batches" from jitgate's /metrics (zeros when unreachable).
 log_counters() {
   curl -s "http://$JITGATE_ADMIN_ADDR/metrics" | awk '
@@ -172,6 +190,15 @@ load() {
   fi
   [ -z "${LOAD_PID:-}" ] || t0=$(cpu_ticks "$LOAD_PID")
   [ "${LOAD_LOG:-0}" = 0 ] || before=$(log_counters)
+  local cores0 pg0
+  cores0=$(core_ticks)
+  pg0=$(pg_ticks)
+  local perf_pid=""
+  if [ -n "$PERF_DIR" ] && [ -n "${LOAD_PID:-}" ] && [ "$name" != passthrough ]; then
+    "${PIN_LOAD[@]}" perf record -q -F 1999 ${PERF_CALLGRAPH:--g} -p "$LOAD_PID" -o "$PERF_DIR/$name.data" -- sleep "$DURATION" \
+      >"$WORK/$name.perf.log" 2>&1 &
+    perf_pid=$!
+  fi
   if [ "$TOOL" = wrk ]; then
     "${PIN_LOAD[@]}" wrk -t"$TOOL_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency ${header:+-H "$header"} "$url" >"$out"
   else
@@ -179,6 +206,10 @@ load() {
   fi
   [ -z "${LOAD_PID:-}" ] || t1=$(cpu_ticks "$LOAD_PID")
   [ "${LOAD_LOG:-0}" = 0 ] || after=$(log_counters)
+  local cores1 pg1
+  cores1=$(core_ticks)
+  pg1=$(pg_ticks)
+  [ -z "$perf_pid" ] || wait "$perf_pid" || echo "perf record failed for $name: see $WORK/$name.perf.log" >&2
   local result
   if [ "$TOOL" = wrk ]; then
     result=$(awk -v name="$name" '
@@ -208,6 +239,10 @@ PY
       printf "%.0f %.1f", (n > 0 ? (y[1] - x[1]) / n * 1e6 : 0), (k > 0 ? c / k : 0) }')")
   fi
   read -r rname rps p50 p99 bad total <<<"$result"
+  CORE_STATS+=("$name $(awk -v a="$cores0" -v b="$cores1" -v p0="$pg0" -v p1="$pg1" -v n="$total" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+    k = split(a, x, " "); split(b, y, " "); out = "";
+    for (i = 1; i < k; i += 2) { t = y[i+1] - x[i+1]; out = out sprintf("cpu%d=%.0f%% ", (i - 1) / 2, (t > 0 ? (y[i] - x[i]) / t * 100 : 0)) }
+    printf "%s postgres=%.1f", out, (n > 0 ? (p1 - p0) / hz / n * 1e6 : 0) }')")
   awk -v r="$rname $rps $p50 $p99 $bad" -v t="$((t1 - t0))" -v n="$total" -v hz="$(getconf CLK_TCK)" \
     'BEGIN { printf "%s %.1f\n", r, (n > 0 ? t / hz / n * 1e6 : 0) }'
 }
@@ -229,6 +264,7 @@ load_rate() {
 RESULTS=()
 RATE_RESULTS=()
 LOG_STATS=()
+CORE_STATS=()   # "NAME cpu0=B% cpu1=B% postgres=US": each core busy during the measured run, the local PostgreSQL server's CPU µs/req
 start upstream "$WORK/upstream.log" "${PIN_LOAD[@]}" "$BIN/upstream" --listen "$UPSTREAM_ADDR" --threads "$UPSTREAM_THREADS" --delay-us "$UPSTREAM_DELAY_US" >/dev/null
 start passthrough "$WORK/passthrough.log" "${PIN_PROXY[@]}" "$BIN/passthrough" --listen "$PASSTHROUGH_ADDR" --upstream "http://$UPSTREAM_ADDR" >/dev/null
 PASSTHROUGH_PID="${PIDS[${#PIDS[@]}-1]}"
@@ -332,6 +368,10 @@ for r in "${RESULTS[@]}"; do
   printf '%-18s %12s %10s %10s %8s %10s %12s\n' "$name" "$rps" "$p50" "$p99" "$bad" "${ratio}x" "$cpu"
 done
 echo "cpu µs/req: the proxy process's own CPU time (user + system, all threads) per request in the measured run"
+for l in "${CORE_STATS[@]}"; do
+  read -r name rest <<<"$l"
+  printf '%-20s cores busy during the run: %s µs/req\n' "$name" "$rest"
+done
 for l in "${LOG_STATS[@]}"; do
   read -r name wait per <<<"$l"
   printf '%-20s mean wait for the decision record %6s µs, %6s records a commit\n' "$name" "$wait" "$per"
