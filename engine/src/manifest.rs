@@ -77,7 +77,9 @@ pub enum CedarValidation {
     Strict,
     /// What strict validation finds is reported as warnings (`jitgate check` prints them) and the bundle loads, as
     /// `cedar authorize` decides without validating: a policy that errs when evaluated makes the decision a deny
-    /// (fail closed), with the error named. For applications written for Cedar that its own validator rejects.
+    /// (fail closed), with the error named. Entity data that does not conform to the schema is read as `cedar
+    /// authorize` without `--schema` reads it (every file without the schema, a warning per entity). For applications
+    /// written for Cedar that its own validator rejects.
     Warn,
 }
 

@@ -68,7 +68,8 @@ pub struct CedarAppArgs {
     #[arg(long)]
     pub force: bool,
     /// Write `[cedar] validation = "warn"`: policies Cedar's strict validator rejects load with warnings (and deny
-    /// when they err), as `cedar authorize` decides without validating. Default: strict, as every bundle.
+    /// when they err), as `cedar authorize` decides without validating, and entity data that does not fit the schema
+    /// is read without it. Default: strict, as every bundle.
     #[arg(long)]
     pub lenient: bool,
 }

@@ -253,3 +253,79 @@ fn lenient_imports_load_what_strict_validation_refuses() {
         "{text}"
     );
 }
+
+/// Entity data that does not fit the application's schema (a type it does not declare, a parent type it does not
+/// allow), as applications whose own tests run `cedar authorize` without `--schema` carry: strict refuses the bundle
+/// naming the entity; with `--lenient` the data is read without the schema (a warning per entity), the request that
+/// needs it is allowed, as Cedar allows it, and so is a request for an action the schema does not declare.
+#[test]
+fn lenient_imports_read_entity_data_the_schema_refuses_without_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("library");
+    write_app(&app);
+    let mut entities: Vec<serde_json::Value> = serde_json::from_str(ENTITIES).unwrap();
+    entities.push(
+        serde_json::json!({"uid": {"type": "Club", "id": "readers"}, "attrs": {},
+        "parents": [{"type": "Role", "id": "member"}]}),
+    );
+    entities.push(
+        serde_json::json!({"uid": {"type": "User", "id": "cy"}, "attrs": {},
+        "parents": [{"type": "Club", "id": "readers"}]}),
+    );
+    std::fs::write(
+        app.join("entities.json"),
+        serde_json::to_string_pretty(&entities).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        app.join("ALLOW/cy_borrows.json"),
+        request("cy", "borrow", "b1"),
+    )
+    .unwrap();
+    // A request for an action the schema does not declare, which Cedar without a schema decides: a policy whose
+    // action is unconstrained allows it.
+    let mut policies = POLICIES.to_string();
+    policies.push_str(
+        "\n@id(\"cy-any\")\npermit (principal == User::\"cy\", action, resource is Book);\n",
+    );
+    std::fs::write(app.join("policies.cedar"), policies).unwrap();
+    std::fs::write(
+        app.join("ALLOW/cy_repairs.json"),
+        request("cy", "repair", "b2"),
+    )
+    .unwrap();
+
+    let strict = tmp.path().join("strict");
+    let o = jitgate(&[
+        "import",
+        "cedar-app",
+        app.to_str().unwrap(),
+        "--out",
+        strict.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", all(&o));
+    let check = jitgate(&["check", strict.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(2), "{}", all(&check));
+    assert!(all(&check).contains("Club::\"readers\""), "{}", all(&check));
+
+    let lenient = tmp.path().join("lenient");
+    let o = jitgate(&[
+        "import",
+        "cedar-app",
+        app.to_str().unwrap(),
+        "--out",
+        lenient.to_str().unwrap(),
+        "--lenient",
+    ]);
+    assert!(o.status.success(), "{}", all(&o));
+    let check = jitgate(&["check", lenient.to_str().unwrap()]);
+    let text = all(&check);
+    assert_eq!(check.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("warning")
+            && text.contains("User::\"cy\"")
+            && text.contains("read without the schema"),
+        "{text}"
+    );
+    assert!(text.contains("6 passed, 0 failed"), "{text}");
+}

@@ -1,7 +1,8 @@
 //! Entity data in the store's form outside the proxy: `jitgate eval --entities FILE` and `--store PATH|URL` (a SQLite
-//! file; a PostgreSQL store with `JITGATE_TEST_POSTGRES`) put it over a bundle's own data as the running proxy puts
-//! the store's, and a policy suite's `store_entities` does the same, for the shipped docs example in Cedar and in Rego
-//! (a copy whose policy reads `data.jitgate.entities`). Bad data is exit 2 with file, line and uid.
+//! file; a PostgreSQL store with `JITGATE_TEST_POSTGRES`; without a value, the store of `--config`) put it over a
+//! bundle's own data as the running proxy puts the store's, and a policy suite's `store_entities` does the same, for
+//! the shipped docs example in Cedar and in Rego (a copy whose policy reads `data.jitgate.entities`). Bad data is
+//! exit 2 with file, line and uid.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
@@ -272,4 +273,115 @@ fn a_suite_names_store_entity_data_for_cedar_and_rego_bundles() {
     let o = jitgate(&["test", with.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", all(&o));
     assert!(all(&o).contains(&file.display().to_string()), "{}", all(&o));
+}
+
+/// A serve config whose bundle is the Cedar docs example and whose store is the SQLite file `db`.
+fn store_config(dir: &Path, db: &Path) -> PathBuf {
+    let path = dir.join("jitgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[bundle]\npath = \"{}\"\nwatch = false\n[store]\npath = \"{}\"\n",
+            repo().join("policies/docs-cedar").display(),
+            db.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A SQLite store file at `db` holding the memo, owned by `owner`.
+fn store_with_memo(db: &Path, owner: &str) {
+    let mut data = memo();
+    data["attrs"]["owner"]["id"] = json!(owner);
+    let store = jitgate_engine::sqlite::SqliteStore::open(db).unwrap();
+    store
+        .put_entities(&[StoredEntity {
+            uid: EntityRef::new("Document", "memo"),
+            data,
+            updated_at: 0,
+        }])
+        .unwrap();
+}
+
+/// `eval --config FILE` with `extra`, as `who` editing the memo, in JSON.
+fn eval_config(config: &Path, who: &str, extra: &[&str]) -> Output {
+    let principal = format!("User::\"{who}\"");
+    let mut args = vec!["eval", "--config", config.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
+        "--principal",
+        &principal,
+        "--http",
+        "PUT",
+        "/docs/plans/memo",
+        "--output",
+        "json",
+    ]);
+    jitgate(&args)
+}
+
+#[test]
+fn eval_store_without_a_value_reads_the_store_of_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    store_with_memo(&db, "bob");
+    let config = store_config(dir.path(), &db);
+
+    // `--store` alone (followed by another flag): the config's store, where bob owns the memo.
+    let o = eval_config(&config, "bob", &["--store"]);
+    let (code, effect, policies) = decision(&o);
+    assert_eq!(
+        (code, effect.as_str(), policies),
+        (Some(0), "allow", json!(["owner-edits"])),
+        "{}",
+        all(&o)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["store_entities"], 1, "{}", all(&o));
+    let (code, _, _) = decision(&eval_config(&config, "alice", &["--store"]));
+    assert_eq!(code, Some(1));
+
+    // Without `--store` the config's store is not read: the memo is nobody's.
+    let o = eval_config(&config, "bob", &[]);
+    let (code, effect, _) = decision(&o);
+    assert_eq!((code, effect.as_str()), (Some(1), "deny"), "{}", all(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v.get("store_entities").is_none(), "{}", all(&o));
+
+    // A value names another store, which wins over the config's: there alice owns the memo.
+    let other = dir.path().join("other.db");
+    store_with_memo(&other, "alice");
+    let o = eval_config(&config, "alice", &["--store", other.to_str().unwrap()]);
+    let (code, effect, _) = decision(&o);
+    assert_eq!((code, effect.as_str()), (Some(0), "allow"), "{}", all(&o));
+    let (code, _, _) = decision(&eval_config(
+        &config,
+        "bob",
+        &["--store", other.to_str().unwrap()],
+    ));
+    assert_eq!(code, Some(1));
+
+    // `--store` alone with no `--config`: exit 2, saying what to give.
+    let o = jitgate(&[
+        "eval",
+        "--bundle",
+        repo().join("policies/docs-cedar").to_str().unwrap(),
+        "--store",
+        "--principal",
+        "User::\"bob\"",
+        "--http",
+        "PUT",
+        "/docs/plans/memo",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", all(&o));
+    assert!(all(&o).contains("--config"), "{}", all(&o));
+
+    // The config names a store file that is not there: exit 2, and none is made.
+    let missing = dir.path().join("none.db");
+    let config = store_config(dir.path(), &missing);
+    let o = eval_config(&config, "bob", &["--store"]);
+    assert_eq!(o.status.code(), Some(2), "{}", all(&o));
+    assert!(all(&o).contains("no store file"), "{}", all(&o));
+    assert!(!missing.exists());
 }

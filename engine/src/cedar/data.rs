@@ -45,70 +45,47 @@ impl EntityData {
     /// syntax error, an entity that does not conform to the schema (unknown type, attribute of the wrong type,
     /// missing required attribute, parent of a type the schema does not allow, unknown extension function), a uid
     /// given twice, a parent cycle.
-    pub(crate) fn load(schema: &Schema, files: &[PathBuf]) -> Result<Self, Diagnostics> {
-        let mut errors: Vec<Diagnostic> = Vec::new();
-        let mut parsed: Vec<ast::Entity> = Vec::new();
-        let mut origins: HashMap<EntityUID, Origin> = HashMap::new();
-        for file in files {
-            let (source, items) = match read_json_array(
-                file,
-                "entity data must be a JSON array of entities ({\"uid\", \"attrs\", \"parents\", \"tags\"})",
-            ) {
-                Ok(x) => x,
-                Err(d) => {
-                    errors.push(d);
-                    continue;
-                }
-            };
-            let positions = element_positions(&source);
-            for (i, item) in items.into_iter().enumerate() {
-                let (line, column) = positions.get(i).copied().unwrap_or((1, 1));
-                let named = uid_text(&item);
-                let entity = match cedar_policy::Entity::from_json_value(item, Some(schema)) {
-                    Ok(e) => AsRef::<ast::Entity>::as_ref(&e).clone(),
-                    Err(e) => {
-                        // Cedar's entity errors carry no position (the entity's is given) and keep their detail in
-                        // the error's sources and help.
-                        let msg = entity_error_message(&e);
-                        errors.push(Diagnostic::at(
-                            file,
-                            line,
-                            column,
-                            format!("entity {named}: {msg}"),
-                        ));
-                        continue;
-                    }
-                };
-                if entity.uid().entity_type().is_action() {
-                    // Validated against the schema above; the schema's own action entities are what requests use.
-                    continue;
-                }
-                if let Some(first) = origins.get(entity.uid()) {
-                    errors.push(Diagnostic::at(
-                        file,
-                        line,
-                        column,
-                        format!(
-                            "entity {} is given twice (first at {}:{}:{})",
-                            entity.uid(),
-                            first.file.display(),
-                            first.line,
-                            first.column
-                        ),
-                    ));
-                    continue;
-                }
-                origins.insert(
-                    entity.uid().clone(),
-                    Origin {
-                        file: file.clone(),
-                        line,
-                        column,
-                    },
-                );
-                parsed.push(entity);
+    ///
+    /// With `[cedar] validation = "warn"` (`lenient`), entity data that does not conform to the schema is read as
+    /// `cedar authorize` without `--schema` reads it: every file without the schema (so escapes are needed where the
+    /// schema would have given the type, and values are not converted), and each entity that did not conform is a
+    /// warning, returned beside the data. Anything else (not JSON, a malformed entity, a uid given twice, a parent
+    /// cycle) still refuses the data.
+    pub(crate) fn load(
+        schema: &Schema,
+        files: &[PathBuf],
+        lenient: bool,
+    ) -> Result<(Self, Vec<Diagnostic>), Diagnostics> {
+        let mut warnings = Vec::new();
+        let mut read = read_entities(Some(schema), files);
+        if lenient && read.read_errors.is_empty() && !read.entity_errors.is_empty() {
+            let untyped = read_entities(None, files);
+            if untyped.read_errors.is_empty() && untyped.entity_errors.is_empty() {
+                warnings = read
+                    .entity_errors
+                    .into_iter()
+                    .map(|d| {
+                        Diagnostic {
+                            message: format!(
+                                "{} (validation = \"warn\": the entity data is read without the schema, as `cedar \
+                                 authorize` without `--schema` reads it)",
+                                d.message
+                            ),
+                            ..d
+                        }
+                    })
+                    .collect();
+                read = untyped;
             }
         }
+        let ReadEntities {
+            parsed,
+            origins,
+            read_errors,
+            entity_errors,
+        } = read;
+        let mut errors = read_errors;
+        errors.extend(entity_errors);
         if errors.is_empty() {
             if let Some(cycle) = find_cycle(&parsed) {
                 let at = origins.get(&cycle[0]);
@@ -146,7 +123,7 @@ impl EntityData {
                 format!("entity data: {e}"),
             ))
         })?;
-        Ok(Self::from_closed(&closed))
+        Ok((Self::from_closed(&closed), warnings))
     }
 
     pub(crate) fn from_closed(closed: &CoreEntities) -> Self {
@@ -302,6 +279,87 @@ pub(crate) fn find_cycle(entities: &[ast::Entity]) -> Option<Vec<EntityUID>> {
 }
 
 /// The entity's uid as written (`Type::"id"`), for errors about an entity that did not parse.
+/// Entities read from files, with what went wrong: `read_errors` (a file that cannot be read or is not a JSON
+/// array, a uid given twice) and `entity_errors` (an entity Cedar does not accept, e.g. one that does not conform to
+/// the schema).
+struct ReadEntities {
+    parsed: Vec<ast::Entity>,
+    origins: HashMap<EntityUID, Origin>,
+    read_errors: Vec<Diagnostic>,
+    entity_errors: Vec<Diagnostic>,
+}
+
+/// Reads every entity of `files`, against `schema` when given (action entities are left out: the schema's own are
+/// what requests use).
+fn read_entities(schema: Option<&Schema>, files: &[PathBuf]) -> ReadEntities {
+    let mut out = ReadEntities {
+        parsed: Vec::new(),
+        origins: HashMap::new(),
+        read_errors: Vec::new(),
+        entity_errors: Vec::new(),
+    };
+    for file in files {
+        let (source, items) = match read_json_array(
+            file,
+            "entity data must be a JSON array of entities ({\"uid\", \"attrs\", \"parents\", \"tags\"})",
+        ) {
+            Ok(x) => x,
+            Err(d) => {
+                out.read_errors.push(d);
+                continue;
+            }
+        };
+        let positions = element_positions(&source);
+        for (i, item) in items.into_iter().enumerate() {
+            let (line, column) = positions.get(i).copied().unwrap_or((1, 1));
+            let named = uid_text(&item);
+            let entity = match cedar_policy::Entity::from_json_value(item, schema) {
+                Ok(e) => AsRef::<ast::Entity>::as_ref(&e).clone(),
+                Err(e) => {
+                    // Cedar's entity errors carry no position (the entity's is given) and keep their detail in the
+                    // error's sources and help.
+                    let msg = entity_error_message(&e);
+                    out.entity_errors.push(Diagnostic::at(
+                        file,
+                        line,
+                        column,
+                        format!("entity {named}: {msg}"),
+                    ));
+                    continue;
+                }
+            };
+            if entity.uid().entity_type().is_action() {
+                continue;
+            }
+            if let Some(first) = out.origins.get(entity.uid()) {
+                out.read_errors.push(Diagnostic::at(
+                    file,
+                    line,
+                    column,
+                    format!(
+                        "entity {} is given twice (first at {}:{}:{})",
+                        entity.uid(),
+                        first.file.display(),
+                        first.line,
+                        first.column
+                    ),
+                ));
+                continue;
+            }
+            out.origins.insert(
+                entity.uid().clone(),
+                Origin {
+                    file: file.clone(),
+                    line,
+                    column,
+                },
+            );
+            out.parsed.push(entity);
+        }
+    }
+    out
+}
+
 fn uid_text(item: &serde_json::Value) -> String {
     let uid = &item["uid"];
     let uid = uid.get("__entity").unwrap_or(uid);

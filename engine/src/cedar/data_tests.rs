@@ -450,3 +450,70 @@ forbid (principal, action == Action::"read", resource in Folder::"archive");
         );
     }
 }
+
+/// `[cedar] validation = "warn"`: entity data the schema refuses (a type it does not declare, a parent type it does
+/// not allow) is read as `cedar authorize` without `--schema` reads it, with a warning naming file, line and uid per
+/// entity, and decisions see it; strict refuses it, and data that is broken in itself is refused either way.
+#[test]
+fn validation_warn_reads_entity_data_the_schema_refuses_without_the_schema() {
+    let data = r#"[
+  { "uid": { "type": "Organization", "id": "acme" }, "attrs": { "name": "Acme" }, "parents": [] },
+  { "uid": { "type": "Club", "id": "chess" }, "attrs": {}, "parents": [{ "type": "Organization", "id": "acme" }] },
+  { "uid": { "type": "User", "id": "alice" }, "attrs": { "clearance": 3 }, "parents": [{ "type": "Club", "id": "chess" }] },
+  { "uid": { "type": "Doc", "id": "d1" },
+    "attrs": { "owner": { "__entity": { "type": "User", "id": "bob" } }, "level": 2 }, "parents": [] }
+]"#;
+    let bundle = Bundle::new();
+    let err = bundle
+        .load(POLICIES, &[("entities.json", data)], &[])
+        .unwrap_err();
+    assert!(
+        err.0.iter().any(|d| d.message.contains(r#"Club::"chess""#)),
+        "{err}"
+    );
+
+    let load_warn = |text: &str| {
+        let p = bundle.write("p.cedar", POLICIES);
+        let e = bundle.write("entities.json", text);
+        CedarBackend::load_with(
+            bundle.dir.path(),
+            &bundle.dir.path().join("s.cedarschema"),
+            &[p],
+            &[e],
+            &[],
+            crate::manifest::CedarValidation::Warn,
+        )
+    };
+    let b = load_warn(data).unwrap_or_else(|d| panic!("{d}"));
+    let w = b.warnings();
+    for (line, uid) in [(3, r#"Club::"chess""#), (4, r#"User::"alice""#)] {
+        assert!(
+            w.iter().any(|d| d.file.ends_with("entities.json")
+                && d.line == Some(line)
+                && d.message.contains(uid)
+                && d.message.contains("read without the schema")),
+            "no warning at line {line} naming {uid}: {w:?}"
+        );
+    }
+    assert_eq!(b.entity_count(), 4);
+    // alice is in the organization through the club the schema does not know, as Cedar without a schema sees it.
+    let (effect, policies) = decide(&b, &ask("alice", "read", "d1", &[]));
+    assert_eq!(
+        (effect, policies),
+        (Effect::Allow, vec!["org-reads".to_string()])
+    );
+
+    // Broken in itself: an entity without an id, a parent cycle; refused under "warn" too.
+    let no_id = r#"[
+  { "uid": { "type": "Club", "id": "chess" }, "attrs": {}, "parents": [] },
+  { "uid": { "type": "User" }, "attrs": {}, "parents": [] }
+]"#;
+    let err = load_warn(no_id).unwrap_err();
+    assert!(err.0.iter().any(|d| d.line == Some(3)), "{err}");
+    let cycle = r#"[
+  { "uid": { "type": "Club", "id": "a" }, "attrs": {}, "parents": [{ "type": "Club", "id": "b" }] },
+  { "uid": { "type": "Club", "id": "b" }, "attrs": {}, "parents": [{ "type": "Club", "id": "a" }] }
+]"#;
+    let err = load_warn(cycle).unwrap_err();
+    assert!(err.0.iter().any(|d| d.message.contains("cycle")), "{err}");
+}

@@ -94,7 +94,8 @@ impl CedarBackend {
     }
 
     /// [`CedarBackend::load`] with the bundle's `[cedar] validation`: `Warn` reports what strict validation finds as
-    /// warnings instead of refusing the bundle.
+    /// warnings instead of refusing the bundle, and reads entity data that does not conform to the schema without it
+    /// (a warning per entity that did not).
     pub fn load_with(
         dir: &Path,
         schema: &Path,
@@ -103,11 +104,17 @@ impl CedarBackend {
         link_files: &[PathBuf],
         validation: CedarValidation,
     ) -> Result<Self, Diagnostics> {
-        let index = load::load(dir, schema, policy_files, link_files, validation)?;
+        let mut index = load::load(dir, schema, policy_files, link_files, validation)?;
         let mut data = if entity_files.is_empty() {
             EntityData::default()
         } else {
-            EntityData::load(&index.schema, entity_files)?
+            let (data, warnings) = EntityData::load(
+                &index.schema,
+                entity_files,
+                validation == CedarValidation::Warn,
+            )?;
+            index.warnings.extend(warnings);
+            data
         };
         data.pin(index.literals.iter());
         let entities = EntityBuilder::new(
