@@ -70,6 +70,18 @@ fn request(principal: &str, action: &str, resource: &str) -> String {
     .to_string()
 }
 
+/// Imports `app` into `out` (with `--lenient` when `lenient`), which must succeed; returns `out`.
+fn import(app: &Path, out: &Path, lenient: bool) -> std::path::PathBuf {
+    let (app, out_s) = (app.to_str().unwrap(), out.to_str().unwrap());
+    let mut args = vec!["import", "cedar-app", app, "--out", out_s];
+    if lenient {
+        args.push("--lenient");
+    }
+    let o = jitgate(&args);
+    assert!(o.status.success(), "{}", all(&o));
+    out.to_path_buf()
+}
+
 fn write_app(dir: &Path) {
     std::fs::create_dir_all(dir.join("ALLOW")).unwrap();
     std::fs::create_dir_all(dir.join("DENY")).unwrap();
@@ -213,29 +225,12 @@ fn lenient_imports_load_what_strict_validation_refuses() {
     );
     std::fs::write(app.join("policies.cedar"), policies).unwrap();
 
-    let strict = tmp.path().join("strict");
-    let o = jitgate(&[
-        "import",
-        "cedar-app",
-        app.to_str().unwrap(),
-        "--out",
-        strict.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", all(&o));
+    let strict = import(&app, &tmp.path().join("strict"), false);
     let check = jitgate(&["check", strict.to_str().unwrap()]);
     assert_eq!(check.status.code(), Some(2), "{}", all(&check));
     assert!(all(&check).contains("policy `odd`"), "{}", all(&check));
 
-    let lenient = tmp.path().join("lenient");
-    let o = jitgate(&[
-        "import",
-        "cedar-app",
-        app.to_str().unwrap(),
-        "--out",
-        lenient.to_str().unwrap(),
-        "--lenient",
-    ]);
-    assert!(o.status.success(), "{}", all(&o));
+    let lenient = import(&app, &tmp.path().join("lenient"), true);
     assert!(
         std::fs::read_to_string(lenient.join("bundle.toml"))
             .unwrap()
@@ -295,29 +290,12 @@ fn lenient_imports_read_entity_data_the_schema_refuses_without_it() {
     )
     .unwrap();
 
-    let strict = tmp.path().join("strict");
-    let o = jitgate(&[
-        "import",
-        "cedar-app",
-        app.to_str().unwrap(),
-        "--out",
-        strict.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", all(&o));
+    let strict = import(&app, &tmp.path().join("strict"), false);
     let check = jitgate(&["check", strict.to_str().unwrap()]);
     assert_eq!(check.status.code(), Some(2), "{}", all(&check));
     assert!(all(&check).contains("Club::\"readers\""), "{}", all(&check));
 
-    let lenient = tmp.path().join("lenient");
-    let o = jitgate(&[
-        "import",
-        "cedar-app",
-        app.to_str().unwrap(),
-        "--out",
-        lenient.to_str().unwrap(),
-        "--lenient",
-    ]);
-    assert!(o.status.success(), "{}", all(&o));
+    let lenient = import(&app, &tmp.path().join("lenient"), true);
     let check = jitgate(&["check", lenient.to_str().unwrap()]);
     let text = all(&check);
     assert_eq!(check.status.code(), Some(0), "{text}");

@@ -59,11 +59,15 @@ fn rego_bundle(dir: &Path) -> PathBuf {
 }
 
 fn eval(bundle: &Path, who: &str, extra: &[&str]) -> Output {
+    eval_from("--bundle", bundle, who, extra)
+}
+
+/// `eval FLAG PATH` (`--bundle DIR` or `--config FILE`) with `extra`, as `who` editing the memo, in JSON.
+fn eval_from(flag: &str, path: &Path, who: &str, extra: &[&str]) -> Output {
     let principal = format!("User::\"{who}\"");
-    let mut args = vec![
-        "eval",
-        "--bundle",
-        bundle.to_str().unwrap(),
+    let mut args = vec!["eval", flag, path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
         "--principal",
         &principal,
         "--http",
@@ -71,8 +75,7 @@ fn eval(bundle: &Path, who: &str, extra: &[&str]) -> Output {
         "/docs/plans/memo",
         "--output",
         "json",
-    ];
-    args.extend_from_slice(extra);
+    ]);
     jitgate(&args)
 }
 
@@ -306,19 +309,7 @@ fn store_with_memo(db: &Path, owner: &str) {
 
 /// `eval --config FILE` with `extra`, as `who` editing the memo, in JSON.
 fn eval_config(config: &Path, who: &str, extra: &[&str]) -> Output {
-    let principal = format!("User::\"{who}\"");
-    let mut args = vec!["eval", "--config", config.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&[
-        "--principal",
-        &principal,
-        "--http",
-        "PUT",
-        "/docs/plans/memo",
-        "--output",
-        "json",
-    ]);
-    jitgate(&args)
+    eval_from("--config", config, who, extra)
 }
 
 #[test]
