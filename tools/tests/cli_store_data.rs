@@ -126,24 +126,10 @@ fn eval_puts_an_entities_file_over_the_bundle_data_in_cedar_and_rego() {
 fn eval_reads_the_entity_data_of_a_store_file() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("jitgate.db");
-    let store = jitgate_engine::sqlite::SqliteStore::open(&db).unwrap();
-    store
-        .put_entities(&[StoredEntity {
-            uid: EntityRef::new("Document", "memo"),
-            data: memo(),
-            updated_at: 0,
-        }])
-        .unwrap();
-    drop(store);
+    store_with_memo(&db, "bob");
     let cedar = repo().join("policies/docs-cedar");
     let o = eval(&cedar, "bob", &["--store", db.to_str().unwrap()]);
-    let (code, effect, policies) = decision(&o);
-    assert_eq!(
-        (code, effect.as_str(), policies),
-        (Some(0), "allow", json!(["owner-edits"])),
-        "{}",
-        all(&o)
-    );
+    assert_owner_edits(&o);
     let rego = rego_bundle(dir.path());
     let (code, _, _) = decision(&eval(&rego, "bob", &["--store", db.to_str().unwrap()]));
     assert_eq!(code, Some(0));
@@ -184,13 +170,7 @@ fn eval_reads_the_entity_data_of_a_postgres_store() {
         .unwrap();
     let cedar = repo().join("policies/docs-cedar");
     let o = eval(&cedar, "bob", &["--store", &url]);
-    let (code, effect, policies) = decision(&o);
-    assert_eq!(
-        (code, effect.as_str(), policies),
-        (Some(0), "allow", json!(["owner-edits"])),
-        "{}",
-        all(&o)
-    );
+    assert_owner_edits(&o);
     let (code, _, _) = decision(&eval(&cedar, "alice", &["--store", &url]));
     assert_eq!(code, Some(1));
 }
@@ -294,6 +274,17 @@ fn store_config(dir: &Path, db: &Path) -> PathBuf {
 }
 
 /// A SQLite store file at `db` holding the memo, owned by `owner`.
+/// `o` is an allow of the memo's edit by the owner's policy (exit 0, `owner-edits`).
+fn assert_owner_edits(o: &Output) {
+    let (code, effect, policies) = decision(o);
+    assert_eq!(
+        (code, effect.as_str(), policies),
+        (Some(0), "allow", json!(["owner-edits"])),
+        "{}",
+        all(o)
+    );
+}
+
 fn store_with_memo(db: &Path, owner: &str) {
     let mut data = memo();
     data["attrs"]["owner"]["id"] = json!(owner);
@@ -321,13 +312,7 @@ fn eval_store_without_a_value_reads_the_store_of_the_config() {
 
     // `--store` alone (followed by another flag): the config's store, where bob owns the memo.
     let o = eval_config(&config, "bob", &["--store"]);
-    let (code, effect, policies) = decision(&o);
-    assert_eq!(
-        (code, effect.as_str(), policies),
-        (Some(0), "allow", json!(["owner-edits"])),
-        "{}",
-        all(&o)
-    );
+    assert_owner_edits(&o);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["store_entities"], 1, "{}", all(&o));
     let (code, _, _) = decision(&eval_config(&config, "alice", &["--store"]));
