@@ -279,15 +279,16 @@ fn three_replicas_ship_their_logs_and_every_chain_verifies_from_postgres() {
     }
 
     // Tampering in PostgreSQL: an edited record is named with its replica and seq; the other chains stay intact.
+    // The records are edited as rows and packed back into segments whose columns agree with them.
+    scratch.unpack_segments("recs").unwrap();
     scratch
         .admin(
-            "UPDATE decision_records SET record = replace(record, '\"status\":403', '\"status\":200')
-             WHERE replica = 'r2' AND seq = 2",
+            "UPDATE recs SET record = replace(record, '\"status\":403', '\"status\":200')
+             WHERE replica = 'r2' AND seq = 2;
+             DELETE FROM recs WHERE replica = 'r3' AND seq = 3;",
         )
         .unwrap();
-    scratch
-        .admin("DELETE FROM decision_records WHERE replica = 'r3' AND seq = 3")
-        .unwrap();
+    scratch.pack_segments("recs").unwrap();
     let (code, out, _) = decisions(&["verify", "--store", &url]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("replica r1: intact"), "{out}");
@@ -303,14 +304,19 @@ fn three_replicas_ship_their_logs_and_every_chain_verifies_from_postgres() {
     // One replica alone.
     let (code, out, _) = decisions(&["verify", "--store", &url, "--replica", "r1"]);
     assert_eq!(code, Some(0), "{out}");
-    // A filter column edited to hide a record from queries is caught too.
+    // A segment's column edited to hide its records from queries is caught too.
     scratch
-        .admin("UPDATE decision_records SET principal = 'User::\"mallory\"' WHERE replica = 'r1' AND seq = 1")
+        .admin(
+            "UPDATE decision_segments SET principals = ARRAY['User::\"mallory\"']
+             WHERE replica = 'r1' AND first_seq = 1",
+        )
         .unwrap();
     let (code, out, _) = decisions(&["verify", "--store", &url, "--replica", "r1"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(
-        out.contains("replica r1: NOT intact: seq 1: the `principal` column disagrees"),
+        out.contains(
+            "replica r1: NOT intact: seq 1: the `principals` column of the segment from seq 1 disagrees"
+        ),
         "{out}"
     );
 }
@@ -494,7 +500,7 @@ fn pruning_a_shipped_log_keeps_what_was_not_shipped_and_the_store_keeps_every_pr
         .admin(
             "CREATE FUNCTION refuse_records() RETURNS trigger LANGUAGE plpgsql AS $$
              BEGIN RAISE EXCEPTION 'the store is refusing records'; END $$;
-             CREATE TRIGGER refuse_records BEFORE INSERT ON decision_records
+             CREATE TRIGGER refuse_records BEFORE INSERT ON decision_segments
                  FOR EACH ROW EXECUTE FUNCTION refuse_records();",
         )
         .unwrap();
@@ -556,7 +562,7 @@ fn pruning_a_shipped_log_keeps_what_was_not_shipped_and_the_store_keeps_every_pr
 
     // The store takes records again: the shipper catches up, and the next prune removes what it shipped.
     scratch
-        .admin("DROP TRIGGER refuse_records ON decision_records")
+        .admin("DROP TRIGGER refuse_records ON decision_segments")
         .unwrap();
     let head = fully_shipped(&scratch, dir.path(), "p1");
     let out = prune(true);
@@ -569,13 +575,13 @@ fn pruning_a_shipped_log_keeps_what_was_not_shipped_and_the_store_keeps_every_pr
     // Every record ever written is in the store, from seq 1: the chain verifies there, against its anchors too.
     assert_eq!(
         scratch
-            .scalar("SELECT COUNT(*) FROM decision_records WHERE replica = 'p1'")
+            .scalar("SELECT SUM(count) FROM decision_segments WHERE replica = 'p1'")
             .unwrap(),
         Some(head)
     );
     assert_eq!(
         scratch
-            .scalar("SELECT MIN(seq) FROM decision_records WHERE replica = 'p1'")
+            .scalar("SELECT MIN(first_seq) FROM decision_segments WHERE replica = 'p1'")
             .unwrap(),
         Some(1)
     );
@@ -670,7 +676,7 @@ fn shipped_anchors_prove_each_replica_chain_and_tampering_in_postgres_is_caught(
     // Each case is undone before the next.
     scratch
         .admin(
-            "CREATE TABLE keep_records AS SELECT * FROM decision_records;
+            "CREATE TABLE keep_segments AS SELECT * FROM decision_segments;
              CREATE TABLE keep_heads AS SELECT * FROM decision_heads;
              CREATE TABLE keep_anchors AS SELECT * FROM decision_anchors;",
         )
@@ -678,7 +684,8 @@ fn shipped_anchors_prove_each_replica_chain_and_tampering_in_postgres_is_caught(
     let restore = || {
         scratch
             .admin(
-                "DELETE FROM decision_records; INSERT INTO decision_records SELECT * FROM keep_records;
+                "DELETE FROM decision_segments; INSERT INTO decision_segments SELECT * FROM keep_segments;
+                 DROP TABLE IF EXISTS recs;
                  DELETE FROM decision_heads; INSERT INTO decision_heads SELECT * FROM keep_heads;
                  DELETE FROM decision_anchors; INSERT INTO decision_anchors SELECT * FROM keep_anchors;",
             )
@@ -687,17 +694,21 @@ fn shipped_anchors_prove_each_replica_chain_and_tampering_in_postgres_is_caught(
         assert_eq!(code, Some(0), "restored: {out}");
     };
 
+    // Records are edited as rows and packed back into segments whose columns agree with them.
+    let tamper = |sql: &str| {
+        scratch.unpack_segments("recs").unwrap();
+        scratch.admin(sql).unwrap();
+        scratch.pack_segments("recs").unwrap();
+    };
     // The newest two records of a1 deleted and its head rewound: the chain alone still looks whole, the anchors
     // do not.
-    scratch
-        .admin(&format!(
-            "DELETE FROM decision_records WHERE replica = 'a1' AND seq > {k};
-             UPDATE decision_heads SET seq = {k},
-               hash = (SELECT hash FROM decision_records WHERE replica = 'a1' AND seq = {k})
-             WHERE replica = 'a1';",
-            k = h1 - 2
-        ))
-        .unwrap();
+    tamper(&format!(
+        "DELETE FROM recs WHERE replica = 'a1' AND seq > {k};
+         UPDATE decision_heads SET seq = {k},
+           hash = (SELECT record::jsonb->>'hash' FROM recs WHERE replica = 'a1' AND seq = {k})
+         WHERE replica = 'a1';",
+        k = h1 - 2
+    ));
     let (code, out, _) = verify(false);
     assert_eq!(code, Some(0), "the chain alone cannot see it: {out}");
     let (code, out, _) = verify(true);
@@ -713,12 +724,10 @@ fn shipped_anchors_prove_each_replica_chain_and_tampering_in_postgres_is_caught(
     restore();
 
     // A record edited in place (the chain breaks there), with the key as without.
-    scratch
-        .admin(
-            "UPDATE decision_records SET record = replace(record, '\"status\":403', '\"status\":200')
-             WHERE replica = 'a2' AND seq = 2",
-        )
-        .unwrap();
+    tamper(
+        "UPDATE recs SET record = replace(record, '\"status\":403', '\"status\":200')
+         WHERE replica = 'a2' AND seq = 2",
+    );
     let (code, out, _) = verify(true);
     assert_eq!(code, Some(1), "{out}");
     assert!(
@@ -746,17 +755,15 @@ fn shipped_anchors_prove_each_replica_chain_and_tampering_in_postgres_is_caught(
     restore();
 
     // One record moved from a1's chain to a2's (as a2's next seq, heads moved along): both chains say so.
-    scratch
-        .admin(&format!(
-            "UPDATE decision_records SET replica = 'a2', seq = {next} WHERE replica = 'a1' AND seq = {h1};
-             UPDATE decision_heads SET seq = {next}, hash = (SELECT hash FROM decision_records
-               WHERE replica = 'a2' AND seq = {next}) WHERE replica = 'a2';
-             UPDATE decision_heads SET seq = {prev}, hash = (SELECT hash FROM decision_records
-               WHERE replica = 'a1' AND seq = {prev}) WHERE replica = 'a1';",
-            next = h2 + 1,
-            prev = h1 - 1
-        ))
-        .unwrap();
+    tamper(&format!(
+        "UPDATE recs SET replica = 'a2', seq = {next} WHERE replica = 'a1' AND seq = {h1};
+         UPDATE decision_heads SET seq = {next}, hash = (SELECT record::jsonb->>'hash' FROM recs
+           WHERE replica = 'a2' AND seq = {next}) WHERE replica = 'a2';
+         UPDATE decision_heads SET seq = {prev}, hash = (SELECT record::jsonb->>'hash' FROM recs
+           WHERE replica = 'a1' AND seq = {prev}) WHERE replica = 'a1';",
+        next = h2 + 1,
+        prev = h1 - 1
+    ));
     let (code, out, _) = verify(true);
     assert_eq!(code, Some(1), "{out}");
     assert!(
@@ -770,10 +777,10 @@ fn shipped_anchors_prove_each_replica_chain_and_tampering_in_postgres_is_caught(
     // signed for a1.
     scratch
         .admin(
-            "DELETE FROM decision_records WHERE replica = 'a2';
+            "DELETE FROM decision_segments WHERE replica = 'a2';
              DELETE FROM decision_anchors WHERE replica = 'a2';
              DELETE FROM decision_heads WHERE replica = 'a2';
-             UPDATE decision_records SET replica = 'a2' WHERE replica = 'a1';
+             UPDATE decision_segments SET replica = 'a2' WHERE replica = 'a1';
              UPDATE decision_anchors SET replica = 'a2' WHERE replica = 'a1';
              UPDATE decision_heads SET replica = 'a2' WHERE replica = 'a1';",
         )

@@ -84,6 +84,40 @@ pub struct Filter {
     pub kind: Option<RecordKind>,
 }
 
+impl Filter {
+    /// Whether `r` matches: every set field, compared as the log's own query compares it (`since` inclusive,
+    /// `until` exclusive, on the record's fixed-width UTC time text).
+    pub fn matches(&self, r: &DecisionRecord) -> bool {
+        self.matcher()(r)
+    }
+
+    /// [`Filter::matches`] with the times formatted once, for stores that keep records in blocks and filter them
+    /// after reading (the PostgreSQL store's segments).
+    pub fn matcher(&self) -> impl Fn(&DecisionRecord) -> bool + '_ {
+        let since = self.since.map(format_time);
+        let until = self.until.map(format_time);
+        move |r| {
+            let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+            eq(&self.principal, &r.principal)
+                && eq(&self.action, &r.action)
+                && eq(&self.resource, &r.resource)
+                && eq(&self.revision, &r.revision)
+                && self
+                    .request_id
+                    .as_deref()
+                    .is_none_or(|w| r.request_id.as_deref() == Some(w))
+                && self.decision.is_none_or(|d| r.decision == Some(d))
+                && self.kind.is_none_or(|k| r.kind == k)
+                && self
+                    .grant
+                    .as_deref()
+                    .is_none_or(|g| r.grants_used.iter().any(|u| u == g))
+                && since.as_deref().is_none_or(|t| r.time.as_str() >= t)
+                && until.as_deref().is_none_or(|t| r.time.as_str() < t)
+        }
+    }
+}
+
 /// Where the next page of a query starts: the last `seq` of the previous page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Cursor(pub i64);

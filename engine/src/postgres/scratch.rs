@@ -91,6 +91,45 @@ impl Scratch {
         })
     }
 
+    /// Copies the shipped decision records out of their segments into a new table `table` (`replica`, `seq`,
+    /// `record`: a row a record, at its place in its segment), for a test to edit them as rows, as someone with
+    /// write access to the database could, before [`Scratch::pack_segments`] writes them back.
+    pub fn unpack_segments(&self, table: &str) -> Result<(), StoreError> {
+        self.admin(&format!(
+            "CREATE TABLE {table} AS
+             SELECT s.replica, s.first_seq + l.n - 1 AS seq, l.record
+             FROM decision_segments s,
+                 unnest(string_to_array(s.records, E'\\n')) WITH ORDINALITY AS l(record, n)"
+        ))
+    }
+
+    /// Replaces every shipped segment with segments made from the rows of `table` (as [`Scratch::unpack_segments`]
+    /// makes it): a segment for each run of consecutive seqs of a replica, its columns computed from its records
+    /// the way a shipper computes them, as a careful forger would.
+    pub fn pack_segments(&self, table: &str) -> Result<(), StoreError> {
+        self.admin(&format!(
+            "DELETE FROM decision_segments;
+             INSERT INTO decision_segments (replica, first_seq, count, min_time, max_time, principals, grants, kinds,
+                 prev_hash, hash, records, shipped_at)
+             WITH runs AS (
+                 SELECT replica, seq, record, record::jsonb AS j,
+                     seq - ROW_NUMBER() OVER (PARTITION BY replica ORDER BY seq) AS run
+                 FROM {table}
+             )
+             SELECT replica, MIN(seq), COUNT(*)::INTEGER, MIN(j->>'time'), MAX(j->>'time'),
+                 array_agg(DISTINCT j->>'principal'),
+                 COALESCE((SELECT array_agg(DISTINCT g) FROM runs q, jsonb_array_elements_text(q.j->'grants_used') g
+                           WHERE q.replica = r.replica AND q.run = r.run), '{{}}'),
+                 array_agg(DISTINCT j->>'kind'),
+                 (array_agg(j->>'prev_hash' ORDER BY seq))[1],
+                 (array_agg(j->>'hash' ORDER BY seq DESC))[1],
+                 string_agg(record, E'\\n' ORDER BY seq),
+                 0
+             FROM runs r
+             GROUP BY replica, run"
+        ))
+    }
+
     /// Ends every server connection opened through [`Scratch::url`] (as a server restart would), except the one
     /// that does it, waiting (up to 5 s each) until each is gone; returns how many.
     pub fn terminate_connections(&self) -> Result<i64, StoreError> {
