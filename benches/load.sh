@@ -17,7 +17,7 @@
 #
 # usage: benches/load.sh [--baseline-only] [--duration 10] [--connections 32] [--tool-threads 1] [--grants 10000]
 #                        [--no-storm] [--rate QPS|auto|off] [--upstream-delay-us N] [--no-build] [--keep]
-#                        [--postgres URL] [--modes "on journal off"] [--pin] [--perf DIR]
+#                        [--postgres URL] [--modes "on journal off"] [--pin] [--perf DIR] [--rounds N]
 #   --keep keeps the work directory and the process logs. --rate adds an open-loop phase: passthrough and jitgate
 #   (log on, journal, log off) at the same offered request rate (with `hey`), to compare p99 at the same load; `auto` (the default)
 #   is half of what jitgate sustained in its closed-loop run. --upstream-delay-us makes the upstream wait that long
@@ -27,7 +27,9 @@
 #   --postgres also a PostgreSQL server on this machine (its processes, while the harness runs), as if it were on
 #   a host of its own rather than on the proxy's core. --perf DIR records a CPU profile of each measured jitgate
 #   run (`perf record -g` on the proxy process, all threads, for the run's duration) into DIR/NAME.data; compare two
-#   with `perf report -i DIR/NAME.data --sort comm,sym --no-children`.
+#   with `perf report -i DIR/NAME.data --sort comm,sym --no-children`. --rounds N runs jitgate's modes N times, in
+#   turn forwards and backwards (on pg, pg on, ...: drift of the machine falls on both), with the open loop and the
+#   storm in the first round only, and prints each round's ratios and their median.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -50,6 +52,7 @@ MODES="on journal off"
 PIN_PROXY=()         # --pin: taskset prefixes
 PIN_LOAD=()
 PERF_DIR=""          # --perf: where each measured jitgate run's profile goes
+ROUNDS=1             # --rounds: how many times jitgate's modes run
 
 UPSTREAM_ADDR=127.0.0.1:19000
 PASSTHROUGH_ADDR=127.0.0.1:19001
@@ -73,6 +76,7 @@ while [ $# -gt 0 ]; do
     --modes) MODES="$2"; shift ;;
     --pin) PIN_PROXY=(taskset -c 1); PIN_LOAD=(taskset -c 0) ;;
     --perf) PERF_DIR="$(mkdir -p "$2" && cd "$2" && pwd)"; shift ;;
+    --rounds) ROUNDS="$2"; shift ;;
     -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "load.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -311,7 +315,13 @@ if [ "$BASELINE_ONLY" = 0 ]; then
   start jwks "$WORK/jwks.log" "${PIN_LOAD[@]}" "$BIN/jwks" --listen "$JWKS_ADDR" --token-out "$WORK/token" \
     --issuer "$ISSUER" --audience "$AUDIENCE" >/dev/null
   TOKEN="${JITGATE_TOKEN:-$(cat "$WORK/token")}"
-  for log in $MODES; do
+  ROUND_RATIOS=()
+  for round in $(seq "$ROUNDS"); do
+  order="$MODES"
+  # Every other round backwards, so that a machine drifting during the rounds does not favour one mode.
+  [ $((round % 2)) = 1 ] || order="$(echo "$MODES" | tr ' ' '\n' | tac | tr '\n' ' ')"
+  declare -A ROUND_RPS=()
+  for log in $order; do
     jitgate_config "$log" >"$WORK/jitgate.toml"
     "${PIN_PROXY[@]}" "$BIN/jitgate" serve --config "$WORK/jitgate.toml" >"$WORK/jitgate-$log.log" 2>&1 &
     JPID=$!
@@ -323,8 +333,9 @@ if [ "$BASELINE_ONLY" = 0 ]; then
     LOAD_PID="$JPID" LOAD_LOG=$([ "$log" = off ] && echo 0 || echo 1) \
       load "jitgate-log-$log" "http://$JITGATE_ADDR$REQUEST_PATH" "Authorization: Bearer $TOKEN" >"$WORK/result"
     RESULTS+=("$(cat "$WORK/result")")
+    read -r _ ROUND_RPS[$log] _ <"$WORK/result"
     MEM+=("jitgate-log-$log $(rss "$JPID")")
-    if [ "$log" = on ] && [ "$RATE" != off ]; then
+    if [ "$log" = on ] && [ "$RATE" != off ] && [ "$round" = 1 ]; then
       if ! command -v hey >/dev/null; then
         SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
         $SUDO apt-get install -y hey >/dev/null 2>&1 || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y hey >/dev/null; }
@@ -338,10 +349,10 @@ if [ "$BASELINE_ONLY" = 0 ]; then
       RATE_RESULTS+=("$(load_rate "passthrough@$QPS" "http://$PASSTHROUGH_ADDR$REQUEST_PATH" "$QPS")")
       RATE_RESULTS+=("$(load_rate "jitgate-log-on@$QPS" "http://$JITGATE_ADDR$REQUEST_PATH" "$QPS" "Authorization: Bearer $TOKEN")")
     fi
-    if [ "$log" != on ] && [ "$log" != pg ] && [ -n "${QPS:-}" ]; then
+    if [ "$log" != on ] && [ "$log" != pg ] && [ -n "${QPS:-}" ] && [ "$round" = 1 ]; then
       RATE_RESULTS+=("$(load_rate "jitgate-log-$log@$QPS" "http://$JITGATE_ADDR$REQUEST_PATH" "$QPS" "Authorization: Bearer $TOKEN")")
     fi
-    if [ "$log" = on ] && [ "$STORM" = 1 ]; then
+    if [ "$log" = on ] && [ "$STORM" = 1 ] && [ "$round" = 1 ]; then
       reloads_before=$(curl -s "http://$JITGATE_ADMIN_ADDR/metrics" | awk '/^jitgate_reloads_total\{outcome="live"\}/ { print $2 }')
       storm "$WORK/bundles/quickstart/policies/data-plane.cedar" $((DURATION + 2)) &
       SPID=$!
@@ -354,6 +365,14 @@ if [ "$BASELINE_ONLY" = 0 ]; then
       STORM_NOTE="reload storm: $(( ${reloads_after:-0} - ${reloads_before:-0} )) new revisions went live during jitgate-storm"
     fi
     kill "$JPID"; wait "$JPID" 2>/dev/null || true
+  done
+  # This round's ratios against log on: pg (the PostgreSQL store), journal and off.
+  line="round $round:"
+  for m in pg journal off; do
+    [ -n "${ROUND_RPS[$m]:-}" ] && [ -n "${ROUND_RPS[on]:-}" ] && \
+      line="$line $m/on=$(awk -v a="${ROUND_RPS[$m]}" -v b="${ROUND_RPS[on]}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')"
+  done
+  ROUND_RATIOS+=("$line")
   done
 fi
 
@@ -394,8 +413,16 @@ for r in "${RESULTS[@]}"; do
     jitgate-log-pg) pg_rps="$rps" ;;
   esac
 done
-[ -z "$pg_rps" ] || [ -z "$on_rps" ] || awk -v pg="$pg_rps" -v on="$on_rps" 'BEGIN {
+[ -z "$pg_rps" ] || [ -z "$on_rps" ] || [ "$ROUNDS" != 1 ] || awk -v pg="$pg_rps" -v on="$on_rps" 'BEGIN {
   printf "the PostgreSQL store against the SQLite store (req/s, both with the log on): %.2fx\n", pg / on }'
+if [ "$ROUNDS" != 1 ]; then
+  printf '%s\n' "${ROUND_RATIOS[@]}"
+  for m in pg journal off; do
+    vals=$(printf '%s\n' "${ROUND_RATIOS[@]}" | grep -o "$m/on=[0-9.]*" | cut -d= -f2 | sort -n)
+    [ -z "$vals" ] || echo "median of $ROUNDS rounds, $m against log on (req/s): $(echo "$vals" | awk '{ v[NR] = $1 } END {
+      printf "%.2fx", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }')"
+  done
+fi
 [ -z "$off_rps" ] || [ -z "$on_rps" ] || awk -v on="$on_rps" -v j="$journal_rps" -v off="$off_rps" 'BEGIN {
   printf "the log'"'"'s cost (req/s against log off): acknowledge=commit %.2fx, acknowledge=journal %.2fx\n", on / off, j / off }'
 if [ "${#RATE_RESULTS[@]}" -gt 0 ]; then

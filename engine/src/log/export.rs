@@ -1501,8 +1501,8 @@ pub fn export_to_file(
     Ok(manifest)
 }
 
-/// A sealed record as a shipper copies it elsewhere: the columns a store indexes, and the record's JSON (the bytes
-/// `serde_json::to_string(&record)` gives), read from the stored row without decoding the record.
+/// A sealed record as a shipper copies it elsewhere: the record's JSON (the bytes `serde_json::to_string(&record)`
+/// gives), read from the stored row without decoding the record, and the fields a store summarizes it by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecord {
     /// Position in the chain.
@@ -1513,16 +1513,6 @@ pub struct StoredRecord {
     pub kind: &'static str,
     /// Who acted.
     pub principal: String,
-    /// On what action.
-    pub action: String,
-    /// On what resource.
-    pub resource: String,
-    /// allow, deny or hold, if a decision.
-    pub decision: Option<&'static str>,
-    /// The request id, if any.
-    pub request_id: Option<String>,
-    /// The bundle revision that decided.
-    pub revision: String,
     /// The grants used, as the JSON array stored.
     pub grants_used: String,
     /// The whole record as JSON.
@@ -1566,11 +1556,6 @@ pub fn stored_records(
             time: r.time.to_string(),
             kind: r.kind.as_str(),
             principal: r.principal.to_string(),
-            action: r.action.to_string(),
-            resource: r.resource.to_string(),
-            decision: r.decision.map(Outcome::as_str),
-            request_id: r.request_id.map(str::to_string),
-            revision: r.revision.to_string(),
             grants_used: r.grants_used.to_string(),
             json,
             prev_hash: r.prev_hash.to_string(),

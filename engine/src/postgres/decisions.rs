@@ -1603,11 +1603,6 @@ mod tests {
             time: format!("2026-12-07T10:00:{:02}.000000Z", seq % 60),
             kind: "decision",
             principal: format!("User::\"u{seq}\""),
-            action: "Action::\"GET\"".into(),
-            resource: "Path::\"/payments\"".into(),
-            decision: Some("allow"),
-            request_id: (seq % 2 == 0).then(|| format!("req-{seq}")),
-            revision: "rev1".into(),
             grants_used: grants.into(),
             json: format!(
                 "{{\"seq\":{seq},\"prev_hash\":\"{:064x}\",\"hash\":\"{seq:064x}\"}}",
