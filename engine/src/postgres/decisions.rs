@@ -1782,8 +1782,10 @@ mod tests {
                     .prepare(
                         "INSERT INTO decision_records (replica, seq, time, kind, principal, action, resource,
                            decision, request_id, revision, grants_used, record, prev_hash, hash, shipped_at)
-                         VALUES ('old', $1, $2, $3, $4, $5, $6, $7, $8, $9,
-                           ARRAY(SELECT jsonb_array_elements_text($10::text::jsonb)), $11, $12, $13, 0)",
+                         SELECT 'old', $1, $2, $3, $4, j->>'action', j->>'resource', j->>'decision',
+                           j->>'request_id', j->>'revision',
+                           ARRAY(SELECT jsonb_array_elements_text($5::text::jsonb)), $6, $7, $8, 0
+                         FROM (SELECT $6::text::jsonb AS j) r",
                     )
                     .map_err(|e| pg_err("", e))?;
                 // Seq 1500 never reached the store.
@@ -1795,11 +1797,6 @@ mod tests {
                             &r.time,
                             &r.kind,
                             &r.principal,
-                            &r.action,
-                            &r.resource,
-                            &r.decision,
-                            &r.request_id,
-                            &r.revision,
                             &r.grants_used,
                             &r.json,
                             &r.prev_hash,
