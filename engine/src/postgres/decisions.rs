@@ -1613,6 +1613,21 @@ mod tests {
         }
     }
 
+    /// The store's segments as `first_seq:count`, in seq order.
+    fn layout(store: &PgStore) -> String {
+        store
+            .pool
+            .with(|c| {
+                c.query_one(
+                    "SELECT string_agg(first_seq || ':' || count, ' ' ORDER BY first_seq) FROM decision_segments",
+                    &[],
+                )
+                .and_then(|r| r.try_get(0))
+                .map_err(|e| pg_err("", e))
+            })
+            .unwrap()
+    }
+
     /// Issue 16: a batch becomes segments of consecutive records (a gap, or [`SEGMENT_RECORDS`], starts the next
     /// one); one that partly is in the store (a copy of an earlier pass) adds only the new records; a record already
     /// there with another hash (two logs under one replica id) is refused and nothing of its batch is added. Grant
@@ -1669,19 +1684,8 @@ mod tests {
         // A long run is cut into segments of SEGMENT_RECORDS.
         let long: Vec<i64> = (12..=2511).collect();
         assert_eq!(ship(&at(&long)).unwrap(), 2500);
-        let layout: String = store
-            .pool
-            .with(|c| {
-                c.query_one(
-                    "SELECT string_agg(first_seq || ':' || count, ' ' ORDER BY first_seq) FROM decision_segments",
-                    &[],
-                )
-                .and_then(|r| r.try_get(0))
-                .map_err(|e| pg_err("", e))
-            })
-            .unwrap();
         assert_eq!(
-            layout,
+            layout(&store),
             "1:3 4:3 7:1 8:2 10:1 11:1 12:1000 1012:1000 2012:500"
         );
         // A copy that straddles segments is found in each of them.
@@ -1820,18 +1824,7 @@ mod tests {
             "{e}"
         );
         let store = PgStore::open(&url).unwrap();
-        let layout: String = store
-            .pool
-            .with(|c| {
-                c.query_one(
-                    "SELECT string_agg(first_seq || ':' || count, ' ' ORDER BY first_seq) FROM decision_segments",
-                    &[],
-                )
-                .and_then(|r| r.try_get(0))
-                .map_err(|e| pg_err("", e))
-            })
-            .unwrap();
-        assert_eq!(layout, "1:1000 1001:499 1501:1000 2501:3");
+        assert_eq!(layout(&store), "1:1000 1001:499 1501:1000 2501:3");
         assert_eq!(
             scratch
                 .scalar(
