@@ -85,14 +85,9 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Whether `r` matches: every set field, compared as the log's own query compares it (`since` inclusive,
-    /// `until` exclusive, on the record's fixed-width UTC time text).
-    pub fn matches(&self, r: &DecisionRecord) -> bool {
-        self.matcher()(r)
-    }
-
-    /// [`Filter::matches`] with the times formatted once, for stores that keep records in blocks and filter them
-    /// after reading (the PostgreSQL store's segments).
+    /// Whether a record matches: every set field, compared as the log's own query compares it (`since` inclusive,
+    /// `until` exclusive, on the record's fixed-width UTC time text), with the times formatted once. For stores that
+    /// keep records in blocks and filter them after reading (the PostgreSQL store's segments).
     pub fn matcher(&self) -> impl Fn(&DecisionRecord) -> bool + '_ {
         let since = self.since.map(format_time);
         let until = self.until.map(format_time);

@@ -168,7 +168,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // The other columns summarize the segment for finding it (a principal, a grant, a kind, a time range) and are
     // checked against its records by verification; a query reads the segments that may hold matches and filters
     // their records. Segments of a replica never overlap, and a record's place is the segment's `first_seq` plus its
-    // line (it holds `count` of them). Existing records move into segments (runs of consecutive seqs, 1,000 at most), then their table goes.
+    // line (it holds `count` of them). Existing records move into segments (runs of consecutive seqs, 1,000 at
+    // most), then their table goes.
     r#"
     CREATE TABLE decision_segments (
         replica    TEXT COLLATE "C" NOT NULL,
