@@ -7,8 +7,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -20,7 +21,7 @@ use hyper_util::server::conn::auto;
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -322,49 +323,87 @@ impl AcceptBackoff {
 }
 
 /// The number of requests a connection has in flight, and a way to wait for it to be idle.
-#[derive(Debug, Clone)]
-struct Activity(Arc<watch::Sender<usize>>);
+///
+/// A request's start and end are a few atomic operations and a clock read: no task is woken and no timer is set per
+/// request. The watchdog ([`Activity::idle_for`]) sleeps until a period after the last change it knows of and looks
+/// again then; it wakes once a period at most, however many requests the connection serves.
+#[derive(Debug, Clone, Default)]
+struct Activity(Arc<ActivityState>);
 
-impl Default for Activity {
+#[derive(Debug)]
+struct ActivityState {
+    /// Requests in flight.
+    in_flight: AtomicUsize,
+    /// Bumped at each start and end, after `last` is stored: a watchdog that finds it unchanged knows that nothing
+    /// started or ended since it last looked.
+    changes: AtomicU64,
+    /// When the latest start or end happened, in nanoseconds since `epoch`.
+    last: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for ActivityState {
     fn default() -> Self {
-        Activity(Arc::new(watch::Sender::new(0)))
+        ActivityState {
+            in_flight: AtomicUsize::new(0),
+            changes: AtomicU64::new(0),
+            last: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl ActivityState {
+    /// A request started or ended (after `in_flight` is updated).
+    fn changed(&self) {
+        let since = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last.store(since, Ordering::Release);
+        self.changes.fetch_add(1, Ordering::AcqRel);
     }
 }
 
 impl Activity {
     /// A request began; it ends when the guard is dropped.
     fn begin(&self) -> InFlight {
-        self.0.send_modify(|n| *n += 1);
+        self.0.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.0.changed();
         InFlight(self.0.clone())
     }
 
     /// Resolves once no request has been in flight for `period` (any request's start or end restarts it).
     async fn idle_for(&self, period: Duration) {
-        let mut seen = self.0.subscribe();
+        let state = &self.0;
+        let mut seen = state.changes.load(Ordering::Acquire);
+        let mut since = Instant::now();
         loop {
-            // Both fail only once the sender is gone, and `self` holds it: never, but never spin either.
-            if seen.wait_for(|n| *n == 0).await.is_err() {
-                return std::future::pending().await;
+            tokio::time::sleep_until((since + period).into()).await;
+            let now = state.changes.load(Ordering::Acquire);
+            if now != seen {
+                // Something started or ended meanwhile: a whole period from the latest change.
+                seen = now;
+                since = state.epoch + Duration::from_nanos(state.last.load(Ordering::Acquire));
+                continue;
             }
-            tokio::select! {
-                () = tokio::time::sleep(period) => return,
-                changed = seen.changed() => {
-                    if changed.is_err() {
-                        return std::future::pending().await;
-                    }
-                }
+            if state.in_flight.load(Ordering::Acquire) == 0
+                && state.changes.load(Ordering::Acquire) == seen
+            {
+                return;
             }
+            // A request has been in flight for the whole period (a slow upstream, a long stream): look again a
+            // period from now.
+            since = Instant::now();
         }
     }
 }
 
 /// One request in flight, from its head to the end (or drop) of its response body.
 #[derive(Debug)]
-struct InFlight(Arc<watch::Sender<usize>>);
+struct InFlight(Arc<ActivityState>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed();
     }
 }
 
@@ -574,11 +613,36 @@ mod tests {
             tokio::time::timeout(ms(300), idle.as_mut()).await.is_err(),
             "idle while a request was in flight"
         );
-        drop(busy);
+        // Idle a whole period after the request's end, not after the watchdog last looked.
         let start = std::time::Instant::now();
+        drop(busy);
         tokio::time::timeout(Duration::from_secs(10), idle)
             .await
             .expect("idle once the request ended");
         assert!(start.elapsed() >= ms(50));
+    }
+
+    #[tokio::test]
+    async fn every_request_start_and_end_restarts_the_idle_period() {
+        let activity = Activity::default();
+        let idle = activity.idle_for(ms(500));
+        tokio::pin!(idle);
+        // A short request, then 100 ms with none in flight, eight times: never 500 ms since the last end, so never
+        // idle meanwhile, though the watchdog started 800 ms ago (more than a period).
+        let start = std::time::Instant::now();
+        let mut last_end = start;
+        for i in 0..8 {
+            last_end = std::time::Instant::now();
+            drop(activity.begin());
+            assert!(
+                tokio::time::timeout(ms(100), idle.as_mut()).await.is_err(),
+                "idle 100 ms after request {i} ended, with a 500 ms period"
+            );
+        }
+        tokio::time::timeout(Duration::from_secs(10), idle)
+            .await
+            .expect("idle once the requests stopped");
+        assert!(last_end.elapsed() >= ms(500));
+        assert!(start.elapsed() >= ms(1200));
     }
 }
