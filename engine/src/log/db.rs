@@ -237,7 +237,7 @@ pub(crate) fn set_shipped(conn: &Connection, mark: Option<(&str, i64)>) -> Resul
 
 /// Moves the shipping mark forward to `seq` inside `tx` (the writer's batch): only where a shipper has set a mark
 /// ([`set_shipped`]), and never backwards.
-pub(crate) fn advance_shipped(tx: &Transaction<'_>, seq: i64) -> Result<(), Fault> {
+pub(crate) fn advance_shipped(tx: &Connection, seq: i64) -> Result<(), Fault> {
     tx.prepare_cached("UPDATE log_shipped SET seq = ?1, time = ?2 WHERE id = 1 AND seq < ?1")?
         .execute(params![seq, format_time(time::OffsetDateTime::now_utc())])?;
     Ok(())
@@ -286,7 +286,7 @@ pub(crate) fn insert(tx: &Transaction<'_>, r: &DecisionRecord) -> Result<(), Fau
 
 /// [`insert`] with the record's JSON columns already made.
 pub(crate) fn insert_with(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     r: &DecisionRecord,
     cols: &JsonColumns,
 ) -> Result<(), Fault> {
@@ -345,7 +345,7 @@ pub(crate) fn head(conn: &Connection) -> Result<Option<(i64, String)>, Fault> {
 }
 
 /// Records the new head (same transaction as the rows it points at).
-pub(crate) fn set_head(tx: &Transaction<'_>, seq: i64, hash: &str) -> Result<(), Fault> {
+pub(crate) fn set_head(tx: &Connection, seq: i64, hash: &str) -> Result<(), Fault> {
     tx.prepare_cached(
         "INSERT INTO log_head (id, seq, hash) VALUES (1, ?1, ?2)
          ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",

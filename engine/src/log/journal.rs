@@ -100,7 +100,7 @@ pub(crate) fn stored_pos(conn: &Connection) -> Result<Option<JournalPos>, Fault>
 }
 
 /// Stores `pos` (same transaction as the batch it ends).
-pub(crate) fn store_pos(tx: &rusqlite::Transaction<'_>, pos: JournalPos) -> Result<(), Fault> {
+pub(crate) fn store_pos(tx: &rusqlite::Connection, pos: JournalPos) -> Result<(), Fault> {
     let generation = i64::try_from(pos.generation).unwrap_or(i64::MAX);
     let end = i64::try_from(pos.end).unwrap_or(i64::MAX);
     tx.prepare_cached(

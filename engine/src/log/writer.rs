@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use parking_lot::Mutex;
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 
 use super::ack::{Ack, Acks};
 use super::anchor::{Anchor, AnchorOptions, AnchorReason};
@@ -879,10 +879,32 @@ pub(crate) fn write_records<'a>(
     records: impl Iterator<Item = &'a mut DecisionRecord>,
     journal_pos: Option<JournalPos>,
     shipped: Option<i64>,
+    canonical: Option<&mut Vec<Vec<u8>>>,
+) -> Result<(), Fault> {
+    // BEGIN and COMMIT through cached statements: a transaction of rusqlite's parses both afresh for every batch.
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    let written = seal_and_insert(conn, records, journal_pos, shipped, canonical).and_then(|()| {
+        conn.prepare_cached("COMMIT")?.execute([])?;
+        Ok(())
+    });
+    if written.is_err() && !conn.is_autocommit() {
+        // Nothing of a failed batch stays (a failed COMMIT leaves the transaction open).
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::warn!(error = %e, "decision log: rollback of a failed batch failed");
+        }
+    }
+    written
+}
+
+/// The body of [`write_records`]' transaction.
+fn seal_and_insert<'a>(
+    conn: &Connection,
+    records: impl Iterator<Item = &'a mut DecisionRecord>,
+    journal_pos: Option<JournalPos>,
+    shipped: Option<i64>,
     mut canonical: Option<&mut Vec<Vec<u8>>>,
 ) -> Result<(), Fault> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let (mut seq, mut prev) = db::head(&tx)?.unwrap_or((0, GENESIS_HASH.to_string()));
+    let (mut seq, mut prev) = db::head(conn)?.unwrap_or((0, GENESIS_HASH.to_string()));
     let mut bytes = Vec::new();
     for r in records {
         seq += 1;
@@ -892,21 +914,20 @@ pub(crate) fn write_records<'a>(
         bytes.clear();
         canonical_from_columns(r, &cols, &mut bytes)?;
         r.finish_seal(&bytes);
-        db::insert_with(&tx, r, &cols)?;
+        db::insert_with(conn, r, &cols)?;
         prev.clone_from(&r.hash);
         if let Some(out) = canonical.as_deref_mut() {
             let keep = Vec::with_capacity(bytes.capacity());
             out.push(std::mem::replace(&mut bytes, keep));
         }
     }
-    db::set_head(&tx, seq, &prev)?;
+    db::set_head(conn, seq, &prev)?;
     if let Some(p) = journal_pos {
-        journal::store_pos(&tx, p)?;
+        journal::store_pos(conn, p)?;
     }
     if let Some(s) = shipped {
-        db::advance_shipped(&tx, s)?;
+        db::advance_shipped(conn, s)?;
     }
-    tx.commit()?;
     Ok(())
 }
 
@@ -1026,4 +1047,73 @@ fn rotate(path: &Path, keep: u32) -> Result<(), Fault> {
     }
     std::fs::rename(path, numbered(1))?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::log::record::{Outcome, RecordKind};
+
+    fn records(range: std::ops::Range<usize>) -> Vec<DecisionRecord> {
+        range
+            .map(|i| {
+                let mut r = DecisionRecord::new(RecordKind::Decision);
+                r.principal = format!(r#"User::"u{i}""#);
+                r.action = r#"Action::"GET""#.into();
+                r.resource = format!(r#"Service::"s{i}""#);
+                r.decision = Some(Outcome::Allow);
+                r.grants_used = vec![format!("g{i}")];
+                r.revision = "rev1".into();
+                r.engine = "cedar".into();
+                r
+            })
+            .collect()
+    }
+
+    fn seqs(conn: &Connection) -> Vec<i64> {
+        let mut stmt = conn
+            .prepare("SELECT seq FROM decisions ORDER BY seq")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_that_fails_inside_its_transaction_leaves_nothing_and_the_chain_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.db");
+        let mut conn = db::open_write(&path, DEFAULT_BUSY_TIMEOUT).unwrap();
+        write_records(&mut conn, records(0..3).iter_mut(), None, None, None).unwrap();
+        let head = db::head(&conn).unwrap().unwrap();
+        assert_eq!(head.0, 3);
+        // The fifth record of the next batch is refused after the four before it were inserted.
+        conn.execute_batch(
+            r#"CREATE TRIGGER refuse BEFORE INSERT ON decisions WHEN NEW.resource = 'Service::"s7"'
+               BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;"#,
+        )
+        .unwrap();
+        let err =
+            write_records(&mut conn, records(3..10).iter_mut(), None, None, None).unwrap_err();
+        assert!(err.to_string().contains("refused by the test"), "{err}");
+        // Rolled back: no transaction left open, none of the batch's rows, grant rows or head.
+        assert!(conn.is_autocommit());
+        assert_eq!(seqs(&conn), [1, 2, 3]);
+        let grant_rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM decision_grants", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(grant_rows, 3);
+        assert_eq!(db::head(&conn).unwrap().unwrap(), head);
+        // The next batch continues the chain from the same head.
+        conn.execute_batch("DROP TRIGGER refuse").unwrap();
+        let mut next = records(10..12);
+        write_records(&mut conn, next.iter_mut(), None, None, None).unwrap();
+        assert_eq!(next[0].seq, 4);
+        assert_eq!(next[0].prev_hash, head.1);
+        assert_eq!(seqs(&conn), [1, 2, 3, 4, 5]);
+        drop(conn);
+        assert!(crate::log::verify_store(&path).unwrap().ok);
+    }
 }
