@@ -136,3 +136,82 @@ fn passthrough_forwards_to_the_upstream() {
     let gone = get(&proxy.addr, "/payments");
     assert!(gone.starts_with("HTTP/1.1 502"), "{gone}");
 }
+
+/// `--auto` serves HTTP/2 in the clear beside HTTP/1.1, and `--tls-cert`/`--tls-key` serve both over TLS (ALPN), as
+/// `sidebyside.sh --protocol` needs: each request reaches the upstream over the protocol asked for.
+#[test]
+fn passthrough_serves_h2c_and_tls_when_asked() {
+    let upstream = spawn(
+        env!("CARGO_BIN_EXE_upstream"),
+        &["--listen", "127.0.0.1:0", "--threads", "1"],
+    );
+    let url = format!("http://{}", upstream.addr);
+    let body = r#"{"ok":true,"service":"upstream"}"#;
+
+    let auto = spawn(
+        env!("CARGO_BIN_EXE_passthrough"),
+        &["--listen", "127.0.0.1:0", "--upstream", &url, "--auto"],
+    );
+    let h2c = reqwest::blocking::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2c
+        .get(format!("http://{}/payments", auto.addr))
+        .send()
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), body);
+    // HTTP/1.1 still works on the same port.
+    assert!(get(&auto.addr, "/payments").starts_with("HTTP/1.1 200"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_pem, key.cert.pem()).unwrap();
+    std::fs::write(&key_pem, key.signing_key.serialize_pem()).unwrap();
+    let tls = spawn(
+        env!("CARGO_BIN_EXE_passthrough"),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &url,
+            "--tls-cert",
+            cert_pem.to_str().unwrap(),
+            "--tls-key",
+            key_pem.to_str().unwrap(),
+        ],
+    );
+    let root = reqwest::Certificate::from_pem(key.cert.pem().as_bytes()).unwrap();
+    for (h1_only, version) in [
+        (false, reqwest::Version::HTTP_2),
+        (true, reqwest::Version::HTTP_11),
+    ] {
+        let mut client = reqwest::blocking::Client::builder().add_root_certificate(root.clone());
+        if h1_only {
+            client = client.http1_only();
+        }
+        let r = client
+            .build()
+            .unwrap()
+            .get(format!("https://{}/payments", tls.addr))
+            .send()
+            .unwrap();
+        assert_eq!(r.version(), version);
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().unwrap(), body);
+    }
+
+    // Half a TLS configuration is refused with a message, not served in the clear.
+    let out = Command::new(env!("CARGO_BIN_EXE_passthrough"))
+        .args(["--tls-cert", cert_pem.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--tls-cert and --tls-key go together"),
+        "{out:?}"
+    );
+}
