@@ -78,7 +78,7 @@ while [ $# -gt 0 ]; do
     --streams) STREAMS="$2"; shift ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "sidebyside.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
